@@ -1,0 +1,26 @@
+//! jielong's data contract, shared by the pipeline, the labeler and the trainer: the Arrow
+//! schemas of the three dataset kinds, the shard writer and memory-mapped reader, the dataset
+//! manifest, and the chat template with its loss mask. See ARCHITECTURE.md, "Data contracts".
+
+pub mod chat;
+pub mod error;
+pub mod manifest;
+pub mod reader;
+pub mod schema;
+pub mod writer;
+
+pub use chat::{
+    CHAT_TEMPLATE_JINJA, ChatTemplate, Message, RenderedChat, Role, SPECIAL_TOKENS, TextEncoder,
+    render_text,
+};
+pub use error::{FormatError, Result};
+pub use manifest::{
+    FORMAT_VERSION, MANIFEST_FILE, Manifest, ShardEntry, TokenizerInfo, Totals, sha256_file,
+    write_file_atomic,
+};
+pub use reader::{Dataset, ListView, Shard, ShardBatch, Tokens};
+pub use schema::{DatasetKind, TokenDtype};
+pub use writer::{
+    PreferencePair, PretrainDoc, Row, SftExample, ShardWriter, ShardWriterBuilder, TOKENIZER_FILE,
+    TokenizerSpec, shard_file_name,
+};

@@ -1,0 +1,8 @@
+//! Integration tests of the data contract: one binary, one module per concern.
+
+mod chat;
+mod crash;
+mod errors;
+mod helpers;
+mod interop;
+mod roundtrip;
