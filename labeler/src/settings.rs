@@ -1,0 +1,102 @@
+//! Typed settings: `configs/labeler.toml`, then environment variables on top. The database
+//! is reached through `PgConnectOptions`, never a URL glued together from strings.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    /// 0 picks a free port (tests).
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: SecretString,
+    pub database_name: String,
+    pub require_ssl: bool,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before failing.
+    #[serde(default = "default_acquire_timeout_secs")]
+    pub acquire_timeout_secs: u64,
+    /// Set from `DATABASE_URL`; takes precedence over the fields above.
+    #[serde(skip)]
+    pub url: Option<SecretString>,
+}
+
+fn default_max_connections() -> u32 {
+    16
+}
+
+fn default_acquire_timeout_secs() -> u64 {
+    10
+}
+
+impl DatabaseSettings {
+    /// Options for the configured database.
+    pub fn connect_options(&self) -> Result<PgConnectOptions> {
+        if let Some(url) = &self.url {
+            return PgConnectOptions::from_str(url.expose_secret())
+                .context("DATABASE_URL is not a valid postgres:// URL");
+        }
+        let ssl = if self.require_ssl {
+            PgSslMode::Require
+        } else {
+            PgSslMode::Prefer
+        };
+        Ok(PgConnectOptions::new()
+            .host(&self.host)
+            .port(self.port)
+            .username(&self.username)
+            .password(self.password.expose_secret())
+            .database(&self.database_name)
+            .ssl_mode(ssl))
+    }
+}
+
+impl Settings {
+    /// Reads `path` (TOML), then applies `LABELER_HOST`, `LABELER_PORT` and `DATABASE_URL`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading settings {}", path.display()))?;
+        let mut settings: Settings = toml::from_str(&text)
+            .with_context(|| format!("parsing settings {}", path.display()))?;
+        settings.apply_env(|name| std::env::var(name).ok())?;
+        Ok(settings)
+    }
+
+    /// Applies overrides from `lookup` (the environment, or a map in tests).
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(host) = lookup("LABELER_HOST") {
+            self.server.host = host;
+        }
+        if let Some(port) = lookup("LABELER_PORT") {
+            self.server.port = port
+                .parse()
+                .with_context(|| format!("LABELER_PORT={port:?} is not a port number"))?;
+        }
+        if let Some(url) = lookup("DATABASE_URL").filter(|u| !u.is_empty()) {
+            self.database.url = Some(SecretString::from(url));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the labeler against a real PostgreSQL server. Each test gets its own
+//! database and its own port. The server comes from `DATABASE_URL` (set by `scripts/test` for
+//! the project's private cluster).
+
+mod helpers;
+mod startup;

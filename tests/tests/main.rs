@@ -1,0 +1,3 @@
+//! End-to-end: the binaries meet through files and HTTP, as users run them.
+
+mod slice;
