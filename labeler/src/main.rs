@@ -8,7 +8,7 @@ use labeler::{Application, Settings, startup};
 
 /// The jielong labeling web app (actix-web + PostgreSQL).
 #[derive(Debug, Parser)]
-#[command(name = "labeler", version, about, long_about = None)]
+#[command(name = "labeler", version)]
 struct Cli {
     /// Settings file; LABELER_HOST, LABELER_PORT and DATABASE_URL override it.
     #[arg(

@@ -6,9 +6,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use pipeline::inspect::{InspectOptions, inspect};
 
-/// Turn web corpora into tokenized Arrow datasets for the jielong trainer.
+/// The jielong data pipeline: web corpora to tokenized Arrow datasets for the trainer.
 #[derive(Debug, Parser)]
-#[command(name = "pipeline", version, about, long_about = None)]
+#[command(name = "pipeline", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

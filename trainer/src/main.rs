@@ -4,9 +4,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use trainer::device::{DeviceChoice, runtime_info};
 
-/// Train Llama-style language models on jielong datasets with libtorch, on a GPU or the CPU.
+/// The jielong trainer: Llama-style language models on libtorch, on a GPU or the CPU.
 #[derive(Debug, Parser)]
-#[command(name = "trainer", version, about, long_about = None)]
+#[command(name = "trainer", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
