@@ -1,7 +1,20 @@
 //! jielong's labeler: a web app where annotators write instruction/answer pairs and compare
-//! model answers, on PostgreSQL. This crate grows the data model, pages and API; for now it
-//! owns settings, start-up, migrations and the health check.
+//! model answers, on PostgreSQL. Checked domain types (`domain`), stores for accounts,
+//! projects, imports, the lease queue, responses and exports, and the HTTP layer (`routes`,
+//! `pages`) on top.
 
+pub mod accounts;
+pub mod auth;
+pub mod cli;
+pub mod domain;
+pub mod error;
+pub mod export;
+pub mod import;
+pub mod pages;
+pub mod projects;
+pub mod queue;
+pub mod responses;
+pub mod routes;
 pub mod settings;
 pub mod startup;
 

@@ -4,13 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use labeler::{Application, Settings, startup};
+use labeler::{Application, Settings, cli, startup};
 
 /// The jielong labeling web app (actix-web + PostgreSQL).
 #[derive(Debug, Parser)]
 #[command(name = "labeler", version)]
 struct Cli {
-    /// Settings file; LABELER_HOST, LABELER_PORT and DATABASE_URL override it.
+    /// Settings file; LABELER_HOST, LABELER_PORT, LABELER_SESSION_KEY and DATABASE_URL
+    /// override it.
     #[arg(
         long,
         global = true,
@@ -28,6 +29,74 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Import items from a JSONL file into a project (all rows or none).
+    Import {
+        #[arg(long)]
+        project: String,
+        file: PathBuf,
+    },
+    /// Export a project's responses as JSONL (SFT: one file; preference: pairs and ties).
+    Export {
+        #[arg(long)]
+        project: String,
+        /// Directory for `<project>-<part>.jsonl`.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user; the password comes from LABELER_PASSWORD or stdin.
+    Add {
+        name: String,
+        #[arg(long, default_value = "annotator", value_parser = ["admin", "annotator"])]
+        role: String,
+    },
+    /// List users.
+    List,
+    /// Disable a user: their sessions and tokens stop working.
+    Disable { name: String },
+    /// Enable a disabled user again.
+    Enable { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a user and print it (it is shown only once).
+    Create {
+        user: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectCommand {
+    /// Create a project.
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["sft", "preference"])]
+        kind: String,
+        /// How many distinct annotators answer each item.
+        #[arg(long, default_value_t = 1)]
+        overlap: i64,
+        /// Markdown file with the guidelines.
+        #[arg(long)]
+        guidelines: Option<PathBuf>,
+        /// Preference projects: annotators must explain their choice.
+        #[arg(long)]
+        rationale_required: bool,
+    },
 }
 
 #[tokio::main]
@@ -40,24 +109,62 @@ async fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     let settings = Settings::load(&cli.config)?;
+    if let Command::Serve = cli.command {
+        let app = Application::build(settings.clone()).await?;
+        tracing::info!(
+            "labeler listening on http://{}:{}",
+            settings.server.host,
+            app.port()
+        );
+        app.run_until_stopped().await?;
+        return Ok(());
+    }
+    let pool = startup::connect(&settings)?;
+    startup::migrate(&pool).await?;
     match cli.command {
-        Command::Serve => {
-            let app = Application::build(settings.clone()).await?;
-            tracing::info!(
-                "labeler listening on http://{}:{}",
-                settings.server.host,
-                app.port()
-            );
-            app.run_until_stopped().await?;
-        }
+        Command::Serve => {}
         Command::Migrate => {
-            let pool = startup::connect(&settings)?;
-            startup::migrate(&pool).await?;
             let applied: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
                     .fetch_one(&pool)
                     .await?;
             println!("database is up to date ({applied} migration(s) applied)");
+        }
+        Command::User(UserCommand::Add { name, role }) => {
+            cli::user_add(&pool, &name, &role, cli::read_password()?).await?;
+        }
+        Command::User(UserCommand::List) => cli::user_list(&pool).await?,
+        Command::User(UserCommand::Disable { name }) => {
+            cli::user_set_disabled(&pool, &name, true).await?;
+        }
+        Command::User(UserCommand::Enable { name }) => {
+            cli::user_set_disabled(&pool, &name, false).await?;
+        }
+        Command::Token(TokenCommand::Create { user, name }) => {
+            cli::token_create(&pool, &user, &name).await?;
+        }
+        Command::Project(ProjectCommand::Create {
+            name,
+            kind,
+            overlap,
+            guidelines,
+            rationale_required,
+        }) => {
+            cli::project_create(
+                &pool,
+                cli::ProjectArgs {
+                    name: &name,
+                    kind: &kind,
+                    overlap,
+                    guidelines: guidelines.as_deref(),
+                    rationale_required,
+                },
+            )
+            .await?;
+        }
+        Command::Import { project, file } => cli::import_file(&pool, &project, &file).await?,
+        Command::Export { project, out } => {
+            cli::export_project(&pool, &project, &out).await?;
         }
     }
     Ok(())

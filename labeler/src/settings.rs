@@ -14,6 +14,42 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
+    #[serde(default)]
+    pub labeling: LabelingSettings,
+}
+
+/// How work is handed out and how much a request may carry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelingSettings {
+    /// How long a lease lasts without renewal; the page renews it while open.
+    pub lease_seconds: u32,
+    /// Live leases per annotator per project (the item on screen plus the prefetched one).
+    pub max_leases_per_user: u32,
+    /// Largest import upload.
+    pub max_import_bytes: usize,
+    /// Largest JSON body of any other request.
+    pub max_json_bytes: usize,
+    /// Send cookies with `Secure` (turn on behind HTTPS).
+    pub secure_cookies: bool,
+    /// Failed logins per user name or client address before logins are refused for
+    /// `login_window_seconds`.
+    pub login_max_failures: u32,
+    pub login_window_seconds: u64,
+}
+
+impl Default for LabelingSettings {
+    fn default() -> Self {
+        Self {
+            lease_seconds: 300,
+            max_leases_per_user: 2,
+            max_import_bytes: 512 * 1024 * 1024,
+            max_json_bytes: 1024 * 1024,
+            secure_cookies: false,
+            login_max_failures: 10,
+            login_window_seconds: 600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -22,6 +58,10 @@ pub struct ServerSettings {
     pub host: String,
     /// 0 picks a free port (tests).
     pub port: u16,
+    /// Signs session cookies: at least 64 bytes as hex. From `LABELER_SESSION_KEY`; when
+    /// unset, a random key is made at start-up (sessions end when the server restarts).
+    #[serde(skip)]
+    pub session_key: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,7 +114,8 @@ impl DatabaseSettings {
 }
 
 impl Settings {
-    /// Reads `path` (TOML), then applies `LABELER_HOST`, `LABELER_PORT` and `DATABASE_URL`.
+    /// Reads `path` (TOML), then applies `LABELER_HOST`, `LABELER_PORT`, `LABELER_SESSION_KEY` and
+    /// `DATABASE_URL`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading settings {}", path.display()))?;
@@ -93,6 +134,9 @@ impl Settings {
             self.server.port = port
                 .parse()
                 .with_context(|| format!("LABELER_PORT={port:?} is not a port number"))?;
+        }
+        if let Some(key) = lookup("LABELER_SESSION_KEY").filter(|k| !k.is_empty()) {
+            self.server.session_key = Some(SecretString::from(key));
         }
         if let Some(url) = lookup("DATABASE_URL").filter(|u| !u.is_empty()) {
             self.database.url = Some(SecretString::from(url));

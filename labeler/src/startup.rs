@@ -3,13 +3,53 @@
 
 use std::net::TcpListener;
 
+use actix_session::SessionMiddleware;
+use actix_session::config::CookieContentSecurity;
+use actix_session::storage::CookieSessionStore;
+use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::Server;
+use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::{Context, Result};
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+use crate::auth::LoginLimiter;
+use crate::error::{AppError, json_error};
+use crate::queue::LeasePolicy;
 use crate::settings::Settings;
+
+/// Shared, read-mostly state of the running app.
+#[derive(Debug)]
+pub struct AppState {
+    pub lease: LeasePolicy,
+    pub login_limiter: LoginLimiter,
+}
+
+/// No inline scripts or styles, nothing from elsewhere, no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
+    base-uri 'none'; frame-ancestors 'none'";
+
+fn session_key(settings: &Settings) -> Result<Key> {
+    match &settings.server.session_key {
+        Some(hex_key) => {
+            let bytes = hex::decode(hex_key.expose_secret().trim())
+                .context("LABELER_SESSION_KEY is not hex")?;
+            anyhow::ensure!(
+                bytes.len() >= 64,
+                "LABELER_SESSION_KEY must be at least 64 bytes (128 hex digits), got {}",
+                bytes.len()
+            );
+            Ok(Key::from(&bytes))
+        }
+        None => {
+            tracing::warn!("LABELER_SESSION_KEY is not set: sessions end when the server restarts");
+            Ok(Key::generate())
+        }
+    }
+}
 
 /// The migrations in the workspace's top-level `migrations/`, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -53,11 +93,65 @@ impl Application {
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address).with_context(|| format!("binding {address}"))?;
         let port = listener.local_addr()?.port();
+        let key = session_key(&settings)?;
+        let labeling = settings.labeling.clone();
+        let state = web::Data::new(AppState {
+            lease: LeasePolicy {
+                lease_seconds: i64::from(labeling.lease_seconds.max(1)),
+                max_leases_per_user: i64::from(labeling.max_leases_per_user.max(1)),
+            },
+            login_limiter: LoginLimiter::new(
+                labeling.login_max_failures.max(1),
+                std::time::Duration::from_secs(labeling.login_window_seconds),
+            ),
+        });
+        let templates = web::Data::new(crate::pages::Templates::new()?);
         let pool = web::Data::new(pool);
         let server = HttpServer::new(move || {
+            let session = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
+                .cookie_name("labeler_session".into())
+                .cookie_content_security(CookieContentSecurity::Signed)
+                .cookie_http_only(true)
+                .cookie_same_site(SameSite::Strict)
+                .cookie_secure(labeling.secure_cookies)
+                .build();
             App::new()
+                .wrap(session)
+                .wrap(
+                    DefaultHeaders::new()
+                        .add(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+                        .add(("X-Content-Type-Options", "nosniff"))
+                        .add(("Referrer-Policy", "no-referrer"))
+                        .add(("X-Frame-Options", "DENY")),
+                )
                 .app_data(pool.clone())
+                .app_data(state.clone())
+                .app_data(templates.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(labeling.max_json_bytes)
+                        .error_handler(|e, _| json_error(e).into()),
+                )
+                .app_data(web::PathConfig::default().error_handler(|e, _| {
+                    AppError::NotFound(format!("no such resource: {e}")).into()
+                }))
+                .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                    AppError::Validation(format!("bad query string: {e}")).into()
+                }))
+                .app_data(
+                    web::FormConfig::default()
+                        .limit(labeling.max_json_bytes)
+                        .error_handler(|e, _| {
+                            AppError::Validation(format!("bad form: {e}")).into()
+                        }),
+                )
+                .app_data(web::PayloadConfig::new(labeling.max_json_bytes))
                 .route("/healthz", web::get().to(healthz))
+                .configure(|cfg| crate::routes::api::configure(cfg, labeling.max_import_bytes))
+                .configure(crate::pages::configure)
+                .default_service(web::to(|| async {
+                    Err::<HttpResponse, _>(AppError::NotFound("no such page".into()))
+                }))
         })
         .listen(listener)?
         .run();

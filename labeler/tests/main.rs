@@ -2,5 +2,10 @@
 //! database and its own port. The server comes from `DATABASE_URL` (set by `scripts/test` for
 //! the project's private cluster).
 
+mod accounts;
+mod export;
 mod helpers;
+mod import;
+mod queue;
 mod startup;
+mod submit;

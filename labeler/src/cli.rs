@@ -1,0 +1,155 @@
+//! The administrative commands behind `labeler user|token|project|import|export`, as library
+//! functions so `main.rs` stays thin and tests can call them.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sqlx::PgPool;
+
+use crate::accounts;
+use crate::domain::{Overlap, Password, ProjectKind, ProjectName, Role, Username};
+use crate::export::{self, ExportPart};
+use crate::import;
+use crate::projects::{self, NewProject};
+
+/// Reads a password from `LABELER_PASSWORD` or, failing that, the first line of stdin.
+pub fn read_password() -> Result<Password> {
+    let raw = match std::env::var("LABELER_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the password from stdin")?;
+            s.lines().next().unwrap_or_default().to_string()
+        }
+    };
+    Password::parse(raw).map_err(anyhow::Error::msg)
+}
+
+pub async fn user_add(pool: &PgPool, name: &str, role: &str, password: Password) -> Result<()> {
+    let name = Username::parse(name).map_err(anyhow::Error::msg)?;
+    let role = Role::parse(role).map_err(anyhow::Error::msg)?;
+    accounts::add_user(pool, &name, &password, role).await?;
+    println!("added {} {name}", role.as_str());
+    Ok(())
+}
+
+pub async fn user_list(pool: &PgPool) -> Result<()> {
+    println!(
+        "{:>5}  {:<24} {:<10} {:<8} created",
+        "id", "name", "role", "status"
+    );
+    for u in accounts::list_users(pool).await? {
+        let status = if u.disabled { "disabled" } else { "active" };
+        println!(
+            "{:>5}  {:<24} {:<10} {:<8} {}",
+            u.id,
+            u.username,
+            u.role,
+            status,
+            u.created_at.format("%Y-%m-%d %H:%M")
+        );
+    }
+    Ok(())
+}
+
+pub async fn user_set_disabled(pool: &PgPool, name: &str, disabled: bool) -> Result<()> {
+    let name = Username::parse(name).map_err(anyhow::Error::msg)?;
+    accounts::set_disabled(pool, &name, disabled).await?;
+    println!("{} {name}", if disabled { "disabled" } else { "enabled" });
+    Ok(())
+}
+
+pub async fn token_create(pool: &PgPool, name: &str, label: &str) -> Result<()> {
+    let name = Username::parse(name).map_err(anyhow::Error::msg)?;
+    let token = accounts::create_token(pool, &name, label).await?;
+    println!("{token}");
+    Ok(())
+}
+
+#[derive(Debug)]
+pub struct ProjectArgs<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub overlap: i64,
+    pub guidelines: Option<&'a Path>,
+    pub rationale_required: bool,
+}
+
+pub async fn project_create(pool: &PgPool, args: ProjectArgs<'_>) -> Result<()> {
+    let guidelines = match args.guidelines {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading guidelines {}", p.display()))?,
+        None => String::new(),
+    };
+    let new = NewProject {
+        name: ProjectName::parse(args.name).map_err(anyhow::Error::msg)?,
+        kind: ProjectKind::parse(args.kind).map_err(anyhow::Error::msg)?,
+        overlap: Overlap::parse(args.overlap).map_err(anyhow::Error::msg)?,
+        guidelines,
+        rationale_required: args.rationale_required,
+    };
+    let p = projects::create(pool, &new, None).await?;
+    println!(
+        "created {} project {} (id {})",
+        p.kind.as_str(),
+        p.name,
+        p.id
+    );
+    Ok(())
+}
+
+pub async fn import_file(pool: &PgPool, project: &str, file: &Path) -> Result<()> {
+    let project = projects::by_name(pool, project).await?;
+    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let started = std::time::Instant::now();
+    let items = match import::parse_jsonl(&data, project.kind) {
+        Ok(items) => items,
+        Err(errors) => {
+            for e in errors.iter().take(import::MAX_REPORTED_ERRORS) {
+                eprintln!("{}:{}: {}", file.display(), e.line, e.message);
+            }
+            bail!(
+                "{} bad row(s) in {}; nothing was imported",
+                errors.len(),
+                file.display()
+            );
+        }
+    };
+    let source = file.display().to_string();
+    match import::insert(pool, &project, &source, &items, None).await {
+        Ok(s) => {
+            println!(
+                "imported {} item(s) into {} in {:.2}s (import {})",
+                s.items,
+                project.name,
+                started.elapsed().as_secs_f64(),
+                s.import_id
+            );
+            Ok(())
+        }
+        Err(crate::error::AppError::Rows { message, errors }) => {
+            for e in &errors {
+                eprintln!("{}:{}: {}", file.display(), e.line, e.message);
+            }
+            bail!(message)
+        }
+        Err(e) => Err(anyhow::Error::new(e)),
+    }
+}
+
+/// Writes every part of the project's export into `out_dir` as `<project>-<part>.jsonl`.
+pub async fn export_project(pool: &PgPool, project: &str, out_dir: &Path) -> Result<Vec<PathBuf>> {
+    let project = projects::by_name(pool, project).await?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let mut written = Vec::new();
+    for &part in ExportPart::for_kind(project.kind) {
+        let path = out_dir.join(format!("{}-{}.jsonl", project.name, part.as_str()));
+        let n = export::write_jsonl(pool, &project, part, &path).await?;
+        println!("{}: {n} record(s)", path.display());
+        written.push(path);
+    }
+    Ok(written)
+}

@@ -1,0 +1,12 @@
+//! Checked domain types. Handlers and stores only ever see values that passed `parse`, so a
+//! bad name, role, conversation or verdict is rejected once, at the edge, with a message.
+
+mod account;
+mod conversation;
+mod project;
+mod verdict;
+
+pub use account::{Password, Role, Username};
+pub use conversation::{Candidate, Conversation, Message, MessageRole, check_content};
+pub use project::{Overlap, ProjectKind, ProjectName};
+pub use verdict::{Choice, Strength, Verdict};

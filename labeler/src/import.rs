@@ -1,0 +1,268 @@
+//! Importing items from JSONL: every row is checked first (errors carry line numbers), then
+//! the whole upload goes in one transaction with UNNEST bulk inserts, so a bad file imports
+//! nothing and a good one imports 100k rows in seconds.
+//!
+//! One JSON object per line:
+//! `{"id"?: str, "prompt": str | [{"role","content"}], "draft"?: str, "candidates"?:
+//! [{"content", "model"?, "checkpoint"?, "sampling"?}], "meta"?: {..}}`. SFT items may carry a
+//! model `draft`; preference items need two or more `candidates`.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::domain::{Candidate, Conversation, Message, ProjectKind};
+use crate::error::{AppError, RowError};
+use crate::projects::Project;
+
+/// Most errors reported for one upload; the count of all of them is in the message.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+const INSERT_CHUNK: usize = 5_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PromptInput {
+    Text(String),
+    Messages(Vec<Message>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRow {
+    #[serde(default)]
+    id: Option<String>,
+    prompt: PromptInput,
+    #[serde(default)]
+    draft: Option<String>,
+    #[serde(default)]
+    candidates: Option<Vec<Candidate>>,
+    #[serde(default)]
+    meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A checked row, ready to insert.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub line: usize,
+    pub external_id: Option<String>,
+    pub prompt: Conversation,
+    pub draft: Option<String>,
+    pub candidates: Vec<Candidate>,
+    pub meta: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub import_id: i64,
+    pub items: usize,
+}
+
+fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, String> {
+    let prompt = match row.prompt {
+        PromptInput::Text(t) => Conversation::from_user_text(t),
+        PromptInput::Messages(m) => Conversation::parse(m),
+    }
+    .map_err(|e| format!("prompt: {e}"))?;
+    if let Some(id) = &row.id
+        && (id.is_empty() || id.len() > 200)
+    {
+        return Err("id must be 1-200 characters".into());
+    }
+    let candidates = row.candidates.unwrap_or_default();
+    match kind {
+        ProjectKind::Sft => {
+            if !candidates.is_empty() {
+                return Err(
+                    "candidates belong to preference projects; this is an sft project".into(),
+                );
+            }
+            if let Some(d) = &row.draft {
+                crate::domain::check_content(d).map_err(|e| format!("draft: {e}"))?;
+            }
+        }
+        ProjectKind::Preference => {
+            if row.draft.is_some() {
+                return Err("draft belongs to sft projects; this is a preference project".into());
+            }
+            if candidates.len() < 2 {
+                return Err(format!(
+                    "a preference item needs at least 2 candidates, found {}",
+                    candidates.len()
+                ));
+            }
+            if candidates.len() > 16 {
+                return Err(format!("at most 16 candidates, found {}", candidates.len()));
+            }
+            for (i, c) in candidates.iter().enumerate() {
+                c.check().map_err(|e| format!("candidates[{i}]: {e}"))?;
+            }
+        }
+    }
+    Ok(NewItem {
+        line,
+        external_id: row.id,
+        prompt,
+        draft: row.draft,
+        candidates,
+        meta: row.meta.unwrap_or_default(),
+    })
+}
+
+/// Checks every line of a JSONL upload. Blank lines are skipped; ids must be unique.
+pub fn parse_jsonl(data: &[u8], kind: ProjectKind) -> Result<Vec<NewItem>, Vec<RowError>> {
+    let mut items = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, raw) in data.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let checked = serde_json::from_slice::<ImportRow>(raw)
+            .map_err(|e| format!("not a valid item: {e}"))
+            .and_then(|row| check_row(row, kind, line));
+        match checked {
+            Ok(item) => {
+                if let Some(id) = &item.external_id
+                    && let Some(first) = seen.insert(id.clone(), line)
+                {
+                    errors.push(RowError {
+                        line,
+                        message: format!("id {id:?} already used on line {first}"),
+                    });
+                    continue;
+                }
+                items.push(item);
+            }
+            Err(message) => errors.push(RowError { line, message }),
+        }
+    }
+    if items.is_empty() && errors.is_empty() {
+        errors.push(RowError {
+            line: 0,
+            message: "the file has no items".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(items)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Turns row errors into the 400 answer: the first [`MAX_REPORTED_ERRORS`] and a count.
+pub fn rows_error(mut errors: Vec<RowError>) -> AppError {
+    let total = errors.len();
+    errors.truncate(MAX_REPORTED_ERRORS);
+    let first = errors
+        .first()
+        .map(|e| format!("line {}: {}", e.line, e.message))
+        .unwrap_or_default();
+    AppError::Rows {
+        message: format!("{total} bad row(s); nothing was imported. First: {first}"),
+        errors,
+    }
+}
+
+/// Inserts checked items in one transaction.
+pub async fn insert(
+    pool: &PgPool,
+    project: &Project,
+    source_name: &str,
+    items: &[NewItem],
+    created_by: Option<i64>,
+) -> Result<ImportSummary, AppError> {
+    let mut tx = pool.begin().await?;
+    // Ids that already exist in the project, reported against their lines.
+    let given: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i.external_id.as_deref())
+        .collect();
+    let taken: Vec<String> = sqlx::query_scalar(
+        "SELECT external_id FROM items WHERE project_id = $1 AND external_id = ANY($2)",
+    )
+    .bind(project.id)
+    .bind(&given)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !taken.is_empty() {
+        let taken: std::collections::HashSet<String> = taken.into_iter().collect();
+        let errors = items
+            .iter()
+            .filter(|i| i.external_id.as_ref().is_some_and(|id| taken.contains(id)))
+            .map(|i| RowError {
+                line: i.line,
+                message: format!(
+                    "id {:?} is already in project {}",
+                    i.external_id.as_deref().unwrap_or_default(),
+                    project.name
+                ),
+            })
+            .collect();
+        return Err(rows_error(errors));
+    }
+    let import_id: i64 = sqlx::query_scalar(
+        "INSERT INTO imports (project_id, source_name, rows, created_by) \
+         VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(project.id)
+    .bind(source_name)
+    .bind(i32::try_from(items.len()).map_err(AppError::unexpected)?)
+    .bind(created_by)
+    .fetch_one(&mut *tx)
+    .await?;
+    for chunk in items.chunks(INSERT_CHUNK) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        let mut prompts = Vec::with_capacity(chunk.len());
+        let mut drafts = Vec::with_capacity(chunk.len());
+        let mut candidates = Vec::with_capacity(chunk.len());
+        let mut metas = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            ids.push(
+                item.external_id
+                    .clone()
+                    .unwrap_or_else(|| format!("{import_id}-{}", item.line)),
+            );
+            prompts.push(serde_json::to_string(&item.prompt).map_err(AppError::unexpected)?);
+            drafts.push(item.draft.clone());
+            candidates.push(serde_json::to_string(&item.candidates).map_err(AppError::unexpected)?);
+            metas.push(serde_json::to_string(&item.meta).map_err(AppError::unexpected)?);
+        }
+        sqlx::query(
+            "INSERT INTO items (project_id, import_id, overlap, external_id, prompt, draft, \
+                                candidates, meta) \
+             SELECT $1, $2, $3, x.id, x.prompt::jsonb, x.draft, x.candidates::jsonb, x.meta::jsonb \
+             FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+                  AS x(id, prompt, draft, candidates, meta)",
+        )
+        .bind(project.id)
+        .bind(import_id)
+        .bind(project.overlap)
+        .bind(&ids)
+        .bind(&prompts)
+        .bind(&drafts)
+        .bind(&candidates)
+        .bind(&metas)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if e.as_database_error()
+                .is_some_and(|d| d.code().as_deref() == Some("23505"))
+            {
+                AppError::Conflict(format!(
+                    "an item id of this upload is already in project {}; nothing was imported",
+                    project.name
+                ))
+            } else {
+                e.into()
+            }
+        })?;
+    }
+    tx.commit().await?;
+    Ok(ImportSummary {
+        import_id,
+        items: items.len(),
+    })
+}

@@ -1,0 +1,131 @@
+//! Projects: what annotators do (write or compare), the guidelines, and the overlap N.
+
+use sqlx::PgPool;
+
+use crate::domain::{Overlap, ProjectKind, ProjectName};
+use crate::error::AppError;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+    pub kind: ProjectKind,
+    pub guidelines: String,
+    pub overlap: i32,
+    pub rationale_required: bool,
+}
+
+/// A project with its progress, for lists and dashboards.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProjectProgress {
+    #[serde(flatten)]
+    pub project: Project,
+    pub items: i64,
+    /// Responses submitted so far (each item needs `overlap` of them).
+    pub responses: i64,
+    /// Items that have all `overlap` responses.
+    pub complete_items: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewProject {
+    pub name: ProjectName,
+    pub kind: ProjectKind,
+    pub guidelines: String,
+    pub overlap: Overlap,
+    pub rationale_required: bool,
+}
+
+type ProjectTuple = (i64, String, String, String, i32, bool);
+
+const PROJECT_COLUMNS: &str = "id, name, kind, guidelines, overlap, rationale_required";
+
+fn project_from_row(row: ProjectTuple) -> Result<Project, AppError> {
+    let (id, name, kind, guidelines, overlap, rationale_required) = row;
+    Ok(Project {
+        id,
+        name,
+        kind: ProjectKind::parse(&kind).map_err(|e| AppError::unexpected(anyhow::anyhow!(e)))?,
+        guidelines,
+        overlap,
+        rationale_required,
+    })
+}
+
+pub async fn create(
+    pool: &PgPool,
+    new: &NewProject,
+    created_by: Option<i64>,
+) -> Result<Project, AppError> {
+    let row = sqlx::query_as::<_, ProjectTuple>(&format!(
+        "INSERT INTO projects (name, kind, guidelines, overlap, rationale_required, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {PROJECT_COLUMNS}"
+    ))
+    .bind(new.name.as_str())
+    .bind(new.kind.as_str())
+    .bind(&new.guidelines)
+    .bind(new.overlap.get())
+    .bind(new.rationale_required)
+    .bind(created_by)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| {
+        if e.as_database_error()
+            .is_some_and(|d| d.code().as_deref() == Some("23505"))
+        {
+            AppError::Conflict(format!("project {} already exists", new.name.as_str()))
+        } else {
+            e.into()
+        }
+    })?;
+    project_from_row(row)
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> Result<Project, AppError> {
+    let row = sqlx::query_as::<_, ProjectTuple>(&format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(project_from_row)
+        .transpose()?
+        .ok_or_else(|| AppError::NotFound(format!("no project {id}")))
+}
+
+pub async fn by_name(pool: &PgPool, name: &str) -> Result<Project, AppError> {
+    let row = sqlx::query_as::<_, ProjectTuple>(&format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    row.map(project_from_row)
+        .transpose()?
+        .ok_or_else(|| AppError::NotFound(format!("no project {name:?}")))
+}
+
+pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, AppError> {
+    let rows = sqlx::query_as::<_, (i64, String, String, String, i32, bool, i64, i64, i64)>(
+        "SELECT p.id, p.name, p.kind, p.guidelines, p.overlap, p.rationale_required, \
+           (SELECT count(*) FROM items i WHERE i.project_id = p.id), \
+           (SELECT count(*) FROM responses r WHERE r.project_id = p.id), \
+           (SELECT count(*) FROM items i WHERE i.project_id = p.id AND \
+              (SELECT count(*) FROM responses r WHERE r.item_id = i.id) >= i.overlap) \
+         FROM projects p ORDER BY p.id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(
+            |(id, name, kind, g, o, r, items, responses, complete_items)| {
+                Ok(ProjectProgress {
+                    project: project_from_row((id, name, kind, g, o, r))?,
+                    items,
+                    responses,
+                    complete_items,
+                })
+            },
+        )
+        .collect()
+}

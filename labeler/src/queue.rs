@@ -1,0 +1,382 @@
+//! Handing out items: leases taken with `FOR UPDATE SKIP LOCKED`, renewed while the page is
+//! open and reclaimed when abandoned. The database keeps the promises: `UNIQUE (item_id,
+//! user_id)` on assignments (nobody gets an item twice) and `CHECK (taken <= overlap)` on
+//! items, with `taken` maintained by a trigger (never more than N live leases plus responses).
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::accounts::User;
+use crate::domain::{Candidate, Message, ProjectKind};
+use crate::error::AppError;
+use crate::projects::Project;
+
+/// Lease policy (from settings).
+#[derive(Debug, Clone, Copy)]
+pub struct LeasePolicy {
+    pub lease_seconds: i64,
+    /// Live leases one annotator may hold in one project (the current item and a prefetched
+    /// one).
+    pub max_leases_per_user: i64,
+}
+
+/// One candidate as the annotator sees it: no model name, so it cannot bias the choice.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ShownAnswer {
+    pub label: &'static str,
+    pub content: String,
+}
+
+/// A leased item, as sent to the annotator.
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    pub assignment_id: i64,
+    pub expires_at: DateTime<Utc>,
+    pub project_id: i64,
+    pub kind: ProjectKind,
+    pub item_id: i64,
+    pub external_id: String,
+    pub prompt: Vec<Message>,
+    /// SFT: the model draft to start from, if any.
+    pub model_draft: Option<String>,
+    /// Preference: the two answers, left (A) then right (B).
+    pub answers: Vec<ShownAnswer>,
+    /// The annotator's autosaved work on this item, if any.
+    pub saved_draft: Option<serde_json::Value>,
+}
+
+fn is_retryable(e: &sqlx::Error) -> bool {
+    // serialization_failure, deadlock_detected
+    e.as_database_error()
+        .is_some_and(|d| matches!(d.code().as_deref(), Some("40001" | "40P01")))
+}
+
+/// Marks the project's abandoned leases expired, which returns their slots to the pool.
+/// One caller per project at a time does the work (an advisory lock); the others skip it.
+pub async fn reclaim_expired(pool: &PgPool, project_id: i64) -> Result<u64, AppError> {
+    let n = sqlx::query(
+        "WITH gate AS (SELECT pg_try_advisory_xact_lock(7301, $1::int) AS ok) \
+         UPDATE assignments SET status = 'expired', finished_at = now() \
+         WHERE project_id = $1 AND status = 'leased' AND expires_at < now() \
+           AND (SELECT ok FROM gate)",
+    )
+    .bind(project_id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if n > 0 {
+        tracing::info!(project_id, leases = n, "reclaimed expired leases");
+    }
+    Ok(n)
+}
+
+/// The next item for `user`: a live lease they already hold (not in `exclude`), renewed, or
+/// a new lease. `None` when nothing is left for them.
+pub async fn next(
+    pool: &PgPool,
+    policy: LeasePolicy,
+    project: &Project,
+    user: &User,
+    exclude: &[i64],
+) -> Result<Option<Task>, AppError> {
+    reclaim_expired(pool, project.id).await?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_next(pool, policy, project, user, exclude).await {
+            Err(Retry::Again) | Err(Retry::Db(_)) if attempt < 8 => continue,
+            Err(Retry::Again) => {
+                return Err(AppError::Conflict("too much contention; try again".into()));
+            }
+            Err(Retry::Db(e)) => return Err(e.into()),
+            Err(Retry::App(e)) => return Err(e),
+            Ok(assignment) => {
+                return match assignment {
+                    Some(id) => task(pool, id, user.id).await.map(Some),
+                    None => Ok(None),
+                };
+            }
+        }
+    }
+}
+
+enum Retry {
+    /// A race with another request of the same user; run again.
+    Again,
+    /// A retryable database error (deadlock, serialization).
+    Db(sqlx::Error),
+    App(AppError),
+}
+
+impl From<sqlx::Error> for Retry {
+    fn from(e: sqlx::Error) -> Self {
+        if is_retryable(&e) {
+            Retry::Db(e)
+        } else {
+            Retry::App(e.into())
+        }
+    }
+}
+
+async fn try_next(
+    pool: &PgPool,
+    policy: LeasePolicy,
+    project: &Project,
+    user: &User,
+    exclude: &[i64],
+) -> Result<Option<i64>, Retry> {
+    let mut tx = pool.begin().await?;
+    let held: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM assignments WHERE user_id = $1 AND project_id = $2 \
+           AND status = 'leased' AND expires_at > now() ORDER BY id",
+    )
+    .bind(user.id)
+    .bind(project.id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if let Some(&id) = held.iter().find(|id| !exclude.contains(id)) {
+        renew_in(&mut tx, policy, id, user.id).await?;
+        tx.commit().await?;
+        return Ok(Some(id));
+    }
+    if held.len() as i64 >= policy.max_leases_per_user {
+        return Err(Retry::App(AppError::Conflict(format!(
+            "you already hold {} items in this project; submit or skip one first",
+            held.len()
+        ))));
+    }
+    let item: Option<(i64, i32)> = sqlx::query_as(
+        "SELECT i.id, jsonb_array_length(i.candidates) FROM items i \
+         WHERE i.project_id = $1 AND i.taken < i.overlap \
+           AND NOT EXISTS (SELECT 1 FROM assignments a \
+                           WHERE a.item_id = i.id AND a.user_id = $2 AND a.status <> 'expired') \
+         ORDER BY i.id LIMIT 1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(project.id)
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((item_id, n_candidates)) = item else {
+        return Ok(None);
+    };
+    let shown = match project.kind {
+        ProjectKind::Sft => Vec::new(),
+        ProjectKind::Preference => shown_order(n_candidates),
+    };
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO assignments (item_id, project_id, user_id, status, shown, expires_at) \
+         VALUES ($1, $2, $3, 'leased', $4, now() + make_interval(secs => $5)) \
+         ON CONFLICT (item_id, user_id) DO UPDATE \
+           SET status = 'leased', shown = EXCLUDED.shown, leased_at = now(), \
+               expires_at = EXCLUDED.expires_at, finished_at = NULL \
+           WHERE assignments.status = 'expired' \
+         RETURNING id",
+    )
+    .bind(item_id)
+    .bind(project.id)
+    .bind(user.id)
+    .bind(&shown)
+    .bind(policy.lease_seconds as f64)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match id {
+        Some(id) => {
+            tx.commit().await?;
+            Ok(Some(id))
+        }
+        // The same user's other request took this item between our snapshot and our lock.
+        None => Err(Retry::Again),
+    }
+}
+
+/// Two distinct candidates in random order: `[left, right]`.
+fn shown_order(n: i32) -> Vec<i16> {
+    let n = n.clamp(2, 16) as i16;
+    let mut rng = rand::thread_rng();
+    let mut all: Vec<i16> = (0..n).collect();
+    all.shuffle(&mut rng);
+    let mut pair = vec![all[0], all[1]];
+    if rng.r#gen::<bool>() {
+        pair.swap(0, 1);
+    }
+    pair
+}
+
+async fn renew_in(
+    tx: &mut Transaction<'_, Postgres>,
+    policy: LeasePolicy,
+    assignment_id: i64,
+    user_id: i64,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE assignments SET expires_at = now() + make_interval(secs => $3) \
+         WHERE id = $1 AND user_id = $2 AND status = 'leased'",
+    )
+    .bind(assignment_id)
+    .bind(user_id)
+    .bind(policy.lease_seconds as f64)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Extends a live lease (the page calls this while it is open). An expired lease is revived
+/// when the item still has room; otherwise 409.
+pub async fn renew(
+    pool: &PgPool,
+    policy: LeasePolicy,
+    assignment_id: i64,
+    user: &User,
+) -> Result<DateTime<Utc>, AppError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT status, item_id FROM assignments WHERE id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(assignment_id)
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((status, item_id)) = row else {
+        return Err(AppError::NotFound(format!("no assignment {assignment_id}")));
+    };
+    match status.as_str() {
+        "leased" => {}
+        "expired" => revive(&mut tx, assignment_id, item_id).await?,
+        other => {
+            return Err(AppError::Conflict(format!(
+                "assignment {assignment_id} is {other}"
+            )));
+        }
+    }
+    let expires: DateTime<Utc> = sqlx::query_scalar(
+        "UPDATE assignments SET expires_at = now() + make_interval(secs => $2) \
+         WHERE id = $1 RETURNING expires_at",
+    )
+    .bind(assignment_id)
+    .bind(policy.lease_seconds as f64)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(expires)
+}
+
+/// Takes a slot again for an expired lease, if the item is not full meanwhile.
+pub(crate) async fn revive(
+    tx: &mut Transaction<'_, Postgres>,
+    assignment_id: i64,
+    item_id: i64,
+) -> Result<(), AppError> {
+    let room: bool =
+        sqlx::query_scalar("SELECT taken < overlap FROM items WHERE id = $1 FOR UPDATE")
+            .bind(item_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    if !room {
+        return Err(AppError::Conflict(
+            "your lease on this item expired and other annotators have filled it".into(),
+        ));
+    }
+    sqlx::query("UPDATE assignments SET status = 'leased', finished_at = NULL WHERE id = $1")
+        .bind(assignment_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Gives an item up for good: its slot returns to the pool and this annotator will not see
+/// it again.
+pub async fn skip(pool: &PgPool, assignment_id: i64, user: &User) -> Result<(), AppError> {
+    let n = sqlx::query(
+        "UPDATE assignments SET status = 'skipped', finished_at = now() \
+         WHERE id = $1 AND user_id = $2 AND status IN ('leased', 'expired')",
+    )
+    .bind(assignment_id)
+    .bind(user.id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(AppError::NotFound(format!(
+            "no open assignment {assignment_id} of yours"
+        )));
+    }
+    Ok(())
+}
+
+type TaskRow = (
+    i64,
+    DateTime<Utc>,
+    i64,
+    String,
+    i64,
+    String,
+    sqlx::types::Json<Vec<Message>>,
+    Option<String>,
+    sqlx::types::Json<Vec<Candidate>>,
+    Vec<i16>,
+    Option<serde_json::Value>,
+);
+
+/// The task view of one of `user_id`'s assignments.
+pub async fn task(pool: &PgPool, assignment_id: i64, user_id: i64) -> Result<Task, AppError> {
+    let row: Option<TaskRow> = sqlx::query_as(
+        "SELECT a.id, a.expires_at, p.id, p.kind, i.id, i.external_id, i.prompt, i.draft, \
+                i.candidates, a.shown, d.body \
+         FROM assignments a JOIN items i ON i.id = a.item_id JOIN projects p ON p.id = a.project_id \
+         LEFT JOIN drafts d ON d.item_id = a.item_id AND d.user_id = a.user_id \
+         WHERE a.id = $1 AND a.user_id = $2",
+    )
+    .bind(assignment_id)
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((
+        id,
+        expires_at,
+        project_id,
+        kind,
+        item_id,
+        external_id,
+        prompt,
+        draft,
+        cands,
+        shown,
+        saved,
+    )) = row
+    else {
+        return Err(AppError::NotFound(format!("no assignment {assignment_id}")));
+    };
+    let kind = ProjectKind::parse(&kind).map_err(|e| AppError::unexpected(anyhow::anyhow!(e)))?;
+    let answers = shown
+        .iter()
+        .zip(["A", "B"])
+        .map(|(&i, label)| {
+            cands
+                .0
+                .get(i as usize)
+                .map(|c| ShownAnswer {
+                    label,
+                    content: c.content.clone(),
+                })
+                .ok_or_else(|| {
+                    AppError::unexpected(anyhow::anyhow!("shown index {i} out of range"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Task {
+        assignment_id: id,
+        expires_at,
+        project_id,
+        kind,
+        item_id,
+        external_id,
+        prompt: prompt.0,
+        model_draft: draft,
+        answers,
+        saved_draft: saved,
+    })
+}

@@ -1,0 +1,241 @@
+//! The JSON API, used by scripts and the trainer (API tokens) and by the pages' JavaScript
+//! (session + CSRF header). Every input is parsed into checked types; a bad one is a 4xx.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::stream;
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::auth::{AdminUser, ApiUser};
+use crate::domain::{Overlap, ProjectKind, ProjectName};
+use crate::error::AppError;
+use crate::export::{self, ExportPart};
+use crate::projects::{self, NewProject};
+use crate::queue::{self, LeasePolicy};
+use crate::responses::{self, IdempotencyKey, SubmitBody};
+use crate::{import, startup::AppState};
+
+pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
+    cfg.service(
+        web::scope("/api")
+            .route("/me", web::get().to(me))
+            .route("/projects", web::get().to(list_projects))
+            .route("/projects", web::post().to(create_project))
+            .service(
+                web::resource("/projects/{id}/items")
+                    .app_data(web::PayloadConfig::new(max_import_bytes))
+                    .route(web::post().to(import_items)),
+            )
+            .route("/projects/{id}/next", web::post().to(next_task))
+            .route("/projects/{id}/export", web::get().to(export_part))
+            .route("/assignments/{id}", web::get().to(get_task))
+            .route("/assignments/{id}/renew", web::post().to(renew))
+            .route("/assignments/{id}/skip", web::post().to(skip))
+            .route("/assignments/{id}/draft", web::put().to(save_draft))
+            .route("/assignments/{id}/submit", web::post().to(submit)),
+    );
+}
+
+async fn me(ApiUser(user): ApiUser) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "id": user.id, "username": user.username, "role": user.role,
+    }))
+}
+
+async fn list_projects(_: ApiUser, pool: web::Data<PgPool>) -> Result<HttpResponse, AppError> {
+    Ok(HttpResponse::Ok().json(projects::list_with_progress(&pool).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateProject {
+    name: String,
+    kind: String,
+    overlap: i64,
+    #[serde(default)]
+    guidelines: String,
+    #[serde(default)]
+    rationale_required: bool,
+}
+
+async fn create_project(
+    AdminUser(admin): AdminUser,
+    pool: web::Data<PgPool>,
+    body: web::Json<CreateProject>,
+) -> Result<HttpResponse, AppError> {
+    let body = body.into_inner();
+    let new = NewProject {
+        name: ProjectName::parse(&body.name).map_err(AppError::Validation)?,
+        kind: ProjectKind::parse(&body.kind).map_err(AppError::Validation)?,
+        overlap: Overlap::parse(body.overlap).map_err(AppError::Validation)?,
+        guidelines: body.guidelines,
+        rationale_required: body.rationale_required,
+    };
+    let project = projects::create(&pool, &new, Some(admin.id)).await?;
+    Ok(HttpResponse::Created().json(project))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportQuery {
+    #[serde(default)]
+    source: Option<String>,
+}
+
+async fn import_items(
+    AdminUser(admin): AdminUser,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+    query: web::Query<ImportQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let project = projects::get(&pool, path.into_inner()).await?;
+    let kind = project.kind;
+    let items = web::block(move || import::parse_jsonl(&body, kind))
+        .await
+        .map_err(AppError::unexpected)?
+        .map_err(import::rows_error)?;
+    let source = query.into_inner().source.unwrap_or_else(|| "upload".into());
+    let summary = import::insert(&pool, &project, &source, &items, Some(admin.id)).await?;
+    Ok(HttpResponse::Created().json(summary))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextQuery {
+    /// Comma-separated assignment ids the caller already holds (the prefetch asks for an
+    /// item other than the one on screen).
+    #[serde(default)]
+    exclude: Option<String>,
+}
+
+fn parse_ids(s: &str) -> Result<Vec<i64>, AppError> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .take(16)
+        .map(|p| {
+            p.trim()
+                .parse()
+                .map_err(|_| AppError::Validation(format!("exclude: {p:?} is not an id")))
+        })
+        .collect()
+}
+
+async fn next_task(
+    ApiUser(user): ApiUser,
+    state: web::Data<AppState>,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+    query: web::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
+    let project = projects::get(&pool, path.into_inner()).await?;
+    let exclude = parse_ids(query.exclude.as_deref().unwrap_or(""))?;
+    match queue::next(&pool, state.lease, &project, &user, &exclude).await? {
+        Some(task) => Ok(HttpResponse::Ok().json(task)),
+        None => Ok(HttpResponse::NoContent().finish()),
+    }
+}
+
+async fn get_task(
+    ApiUser(user): ApiUser,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let task = queue::task(&pool, path.into_inner(), user.id).await?;
+    Ok(HttpResponse::Ok().json(task))
+}
+
+async fn renew(
+    ApiUser(user): ApiUser,
+    state: web::Data<AppState>,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let policy: LeasePolicy = state.lease;
+    let expires_at = queue::renew(&pool, policy, path.into_inner(), &user).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"expires_at": expires_at})))
+}
+
+async fn skip(
+    ApiUser(user): ApiUser,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    queue::skip(&pool, path.into_inner(), &user).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn save_draft(
+    ApiUser(user): ApiUser,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+    body: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, AppError> {
+    responses::save_draft(&pool, path.into_inner(), &user, &body).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn submit(
+    ApiUser(user): ApiUser,
+    req: HttpRequest,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+    body: web::Json<SubmitBody>,
+) -> Result<HttpResponse, AppError> {
+    let key = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| AppError::Validation("Idempotency-Key is not ASCII".into()))
+                .and_then(|s| IdempotencyKey::parse(s).map_err(AppError::Validation))?,
+        ),
+    };
+    let (code, reply) =
+        responses::submit(&pool, path.into_inner(), &user, body.into_inner(), key).await?;
+    let status = actix_web::http::StatusCode::from_u16(code).map_err(AppError::unexpected)?;
+    Ok(HttpResponse::build(status).json(reply))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportQuery {
+    part: Option<String>,
+}
+
+async fn export_part(
+    _: AdminUser,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+    query: web::Query<ExportQuery>,
+) -> Result<HttpResponse, AppError> {
+    let project = projects::get(&pool, path.into_inner()).await?;
+    let part = match query.part.as_deref() {
+        Some(p) => ExportPart::parse(p).map_err(AppError::Validation)?,
+        None => ExportPart::for_kind(project.kind)[0],
+    };
+    if !ExportPart::for_kind(project.kind).contains(&part) {
+        return Err(AppError::Validation(format!(
+            "a {} project has no {} export",
+            project.kind.as_str(),
+            part.as_str()
+        )));
+    }
+    let filename = format!("{}-{}.jsonl", project.name, part.as_str());
+    let rx = export::spawn_jsonl(pool.get_ref().clone(), project, part);
+    let body = stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| {
+            let item = chunk
+                .map(web::Bytes::from)
+                .map_err(actix_web::error::ErrorInternalServerError);
+            (item, rx)
+        })
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        ))
+        .streaming(body))
+}

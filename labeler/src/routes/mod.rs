@@ -1,0 +1,3 @@
+//! HTTP routes: the JSON API and the browser pages.
+
+pub mod api;

@@ -1,0 +1,136 @@
+//! Imports: good files go in whole, bad files go nowhere and say which lines are wrong.
+
+use labeler::domain::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{preference_items, sft_items, spawn_app, spawn_app_with};
+
+async fn item_count(app: &crate::helpers::TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn good_files_import_whole() {
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let sft = app.create_project(&admin, "sft", "sft", 2).await;
+    let pref = app.create_project(&admin, "pref", "preference", 1).await;
+
+    let multi_turn = json!({"prompt": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "and?"}], "draft": "a model draft", "meta": {"src": "x"}});
+    let body = format!("{}\n{}", sft_items(3), multi_turn);
+    let response = app.import(&admin, sft, body).await;
+    assert_eq!(response.status(), 201);
+    let summary: Value = response.json().await.expect("json");
+    assert_eq!(summary["items"], 4);
+    let response = app.import(&admin, pref, preference_items(5)).await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(item_count(&app).await, 9);
+
+    let (prompt, draft, overlap): (Value, Option<String>, i32) = sqlx::query_as(
+        "SELECT prompt, draft, overlap FROM items WHERE project_id = $1 AND draft IS NOT NULL",
+    )
+    .bind(sft)
+    .fetch_one(&app.pool)
+    .await
+    .expect("row");
+    assert_eq!(prompt.as_array().map(Vec::len), Some(3));
+    assert_eq!(draft.as_deref(), Some("a model draft"));
+    assert_eq!(overlap, 2);
+}
+
+#[tokio::test]
+async fn bad_rows_are_reported_by_line_and_nothing_is_imported() {
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let sft = app.create_project(&admin, "sft", "sft", 1).await;
+    let pref = app.create_project(&admin, "pref", "preference", 1).await;
+
+    let body = [
+        r#"{"id": "a", "prompt": "fine"}"#,
+        r#"{"id": "b", "prompt": 42}"#,
+        r#"not json"#,
+        r#""#,
+        r#"{"id": "a", "prompt": "duplicate id"}"#,
+        r#"{"id": "c", "prompt": [{"role": "assistant", "content": "ends with assistant"}]}"#,
+        r#"{"id": "d", "prompt": "x", "promtp": "typo"}"#,
+        r#"{"id": "e", "prompt": "   "}"#,
+        r#"{"id": "f", "prompt": "x", "candidates": [{"content": "a"}, {"content": "b"}]}"#,
+    ]
+    .join("\n");
+    let response = app.import(&admin, sft, body).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    let lines: Vec<i64> = body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["line"].as_i64().expect("line"))
+        .collect();
+    assert_eq!(lines, [2, 3, 5, 6, 7, 8, 9], "{body}");
+    assert!(
+        body["rows"][2]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("line 1"),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("nothing was imported")
+    );
+    assert_eq!(item_count(&app).await, 0);
+
+    // Preference rows need two candidates.
+    let one = json!({"prompt": "x", "candidates": [{"content": "only"}]}).to_string();
+    let response = app
+        .import(&admin, pref, format!("{}{one}\n", preference_items(2)))
+        .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["rows"][0]["line"], 3);
+    assert_eq!(item_count(&app).await, 0);
+
+    // Ids already in the project are rejected with their lines; the new ones do not go in.
+    assert_eq!(app.import(&admin, sft, sft_items(2)).await.status(), 201);
+    let response = app.import(&admin, sft, sft_items(4)).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["rows"].as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(item_count(&app).await, 2);
+
+    // An empty file and an unknown project.
+    assert_eq!(app.import(&admin, sft, "\n\n".into()).await.status(), 400);
+    assert_eq!(app.import(&admin, 999, sft_items(1)).await.status(), 404);
+}
+
+#[tokio::test]
+async fn oversized_uploads_are_refused() {
+    let app = spawn_app_with(|s| s.labeling.max_import_bytes = 1000).await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let sft = app.create_project(&admin, "sft", "sft", 1).await;
+    let response = app.import(&admin, sft, sft_items(100)).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(item_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn twenty_thousand_items_import_quickly() {
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let pref = app.create_project(&admin, "pref", "preference", 1).await;
+    let body = preference_items(20_000);
+    let started = std::time::Instant::now();
+    let response = app.import(&admin, pref, body).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 201);
+    assert_eq!(item_count(&app).await, 20_000);
+    // Generous for an unoptimised build on a loaded machine; release does 100k in seconds.
+    assert!(elapsed.as_secs() < 30, "{elapsed:?}");
+}

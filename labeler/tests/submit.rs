@@ -1,0 +1,205 @@
+//! Submitting: idempotency keys, drafts, and 4xx (never 500) on bad input.
+
+use labeler::domain::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestUser, preference_items, sft_items, spawn_app};
+
+async fn setup(kind: &str) -> (TestApp, TestUser, i64) {
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
+    let project = app.create_project(&admin, "p", kind, 1).await;
+    let items = if kind == "sft" {
+        sft_items(3)
+    } else {
+        preference_items(3)
+    };
+    assert_eq!(app.import(&admin, project, items).await.status(), 201);
+    (app, ann, project)
+}
+
+async fn responses(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM responses")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn a_retried_submit_stores_one_response() {
+    let (app, ann, project) = setup("sft").await;
+    let task = app.next(&ann, project).await.expect("task");
+    let id = task["assignment_id"].as_i64().expect("id");
+    let body = json!({"answer": "The answer.", "time_spent_ms": 1234});
+
+    // A double click: the same key, concurrently, then once more later.
+    let (a, b) = tokio::join!(
+        app.submit(&ann, id, &body, Some("key-1")),
+        app.submit(&ann, id, &body, Some("key-1")),
+    );
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (201, 201));
+    let a: Value = a.json().await.expect("json");
+    let b: Value = b.json().await.expect("json");
+    assert_eq!(a, b);
+    let c: Value = app
+        .submit(&ann, id, &body, Some("key-1"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(a, c);
+    assert_eq!(responses(&app).await, 1);
+
+    // Without the key, a second submit is a clear conflict, not a second row.
+    let again = app.submit(&ann, id, &body, None).await;
+    assert_eq!(again.status(), 409);
+    let again = app.submit(&ann, id, &body, Some("key-2")).await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(responses(&app).await, 1);
+}
+
+#[tokio::test]
+async fn drafts_autosave_and_come_back_on_reload() {
+    let (app, ann, project) = setup("sft").await;
+    let task = app.next(&ann, project).await.expect("task");
+    assert_eq!(task["saved_draft"], Value::Null);
+    let id = task["assignment_id"].as_i64().expect("id");
+    let put = |body: Value| {
+        app.client
+            .put(app.url(&format!("/api/assignments/{id}/draft")))
+            .bearer_auth(&ann.token)
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        put(json!({"answer": "half"})).await.expect("put").status(),
+        204
+    );
+    assert_eq!(
+        put(json!({"answer": "half done"}))
+            .await
+            .expect("put")
+            .status(),
+        204
+    );
+    assert_eq!(
+        put(json!("not an object")).await.expect("put").status(),
+        400
+    );
+
+    // A reload (next again, or the assignment itself) restores the latest draft.
+    let reloaded = app.next(&ann, project).await.expect("task");
+    assert_eq!(reloaded["assignment_id"], id);
+    assert_eq!(reloaded["saved_draft"], json!({"answer": "half done"}));
+    let direct: Value = app
+        .get(&ann, &format!("/api/assignments/{id}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(direct["saved_draft"]["answer"], "half done");
+
+    // Submitting clears it.
+    assert_eq!(
+        app.submit(&ann, id, &json!({"answer": "done"}), None)
+            .await
+            .status(),
+        201
+    );
+    let drafts: i64 = sqlx::query_scalar("SELECT count(*) FROM drafts")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(drafts, 0);
+}
+
+#[tokio::test]
+async fn bad_api_input_gets_a_clear_4xx() {
+    let (app, ann, project) = setup("preference").await;
+    let task = app.next(&ann, project).await.expect("task");
+    let id = task["assignment_id"].as_i64().expect("id");
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"choice": 1}), 400, "invalid"),
+        (json!({"choice": "c"}), 400, "unknown variant"),
+        (json!({}), 400, "missing field"),
+        (json!({"answer": "text"}), 400, "preference item"),
+        (
+            json!({"choice": "tie", "strength": "much"}),
+            400,
+            "strength",
+        ),
+        (json!({"choice": "a", "extra": true}), 400, "unknown field"),
+        (json!([1, 2]), 400, "invalid"),
+    ];
+    for (body, status, needle) in cases {
+        let r = app.submit(&ann, id, &body, None).await;
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let text = r.text().await.expect("text");
+        assert!(text.contains(needle), "{body} -> {text}");
+    }
+    // Not JSON at all, and the wrong content type.
+    let raw = |body: &'static str, ctype: &'static str| {
+        app.client
+            .post(app.url(&format!("/api/assignments/{id}/submit")))
+            .bearer_auth(&ann.token)
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+    };
+    assert_eq!(raw("{", "application/json").await.expect("r").status(), 400);
+    assert_eq!(
+        raw("choice=a", "text/plain").await.expect("r").status(),
+        400
+    );
+    // Oversized bodies.
+    let huge = json!({"choice": "a", "rationale": "x".repeat(2 * 1024 * 1024)});
+    assert_eq!(app.submit(&ann, id, &huge, None).await.status(), 413);
+    // Unknown ids and malformed paths.
+    assert_eq!(
+        app.submit(&ann, 987_654, &json!({"choice": "a"}), None)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(app.get(&ann, "/api/assignments/abc").await.status(), 404);
+    assert_eq!(
+        app.next_status(&ann, "/api/projects/424242/next").await,
+        404
+    );
+    assert_eq!(
+        app.next_status(&ann, &format!("/api/projects/{project}/next?exclude=x"))
+            .await,
+        400
+    );
+    assert_eq!(app.get(&ann, "/api/nothing-here").await.status(), 404);
+    // A bad idempotency key.
+    let r = app
+        .submit(&ann, id, &json!({"choice": "a"}), Some(&"k".repeat(200)))
+        .await;
+    assert_eq!(r.status(), 400);
+    // Nothing was stored by any of that; a good submit still works.
+    assert_eq!(responses(&app).await, 0);
+    let ok = app
+        .submit(
+            &ann,
+            id,
+            &json!({"choice": "b", "strength": "slightly"}),
+            None,
+        )
+        .await;
+    assert_eq!(ok.status(), 201);
+}
+
+impl TestApp {
+    async fn next_status(&self, user: &TestUser, path: &str) -> u16 {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    }
+}
