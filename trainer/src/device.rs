@@ -4,11 +4,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Cuda, Device, Kind, Tensor};
 
-/// A user's device choice: `auto` takes the first GPU when there is one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A user's device choice: `auto` takes the first GPU when there is one. In configs it is
+/// the same string as on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum DeviceChoice {
     #[default]
     Auto,
@@ -31,6 +33,20 @@ impl FromStr for DeviceChoice {
                 )),
             },
         }
+    }
+}
+
+impl TryFrom<String> for DeviceChoice {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<DeviceChoice> for String {
+    fn from(d: DeviceChoice) -> String {
+        d.to_string()
     }
 }
 

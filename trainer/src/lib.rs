@@ -1,5 +1,15 @@
-//! jielong's trainer: Llama-style decoder-only transformers on libtorch. This crate grows
-//! pretraining, SFT, DPO and export; for now it owns device selection and the runtime check
-//! behind `trainer info`.
+//! jielong's trainer: Llama-style decoder-only transformers on libtorch. Pretraining on
+//! `format` datasets with exact resume, sampling with a KV cache, and export to Hugging Face.
+//! Device selection and the runtime check behind `trainer info` live in [`device`].
 
+pub mod checkpoint;
+pub mod config;
+pub mod data;
 pub mod device;
+pub mod error;
+pub mod export;
+pub mod lm;
+pub mod model;
+pub mod optim;
+pub mod sample;
+pub mod train;

@@ -1,8 +1,12 @@
 //! `trainer`: command-line entry point; parses arguments and calls into the library.
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use trainer::config::{Precision, RunConfig};
 use trainer::device::{DeviceChoice, runtime_info};
+use trainer::train::{Faults, Resume, Trainer};
 
 /// The jielong trainer: Llama-style language models on libtorch, on a GPU or the CPU.
 #[derive(Debug, Parser)]
@@ -23,6 +27,74 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Pretrain a model on a pretrain dataset (configs/trainer/*.toml). Writes
+    /// OUT/metrics.jsonl and OUT/checkpoints/step-N/.
+    Pretrain {
+        /// Run configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Continue from the newest checkpoint in the output directory.
+        #[arg(long, conflicts_with = "resume_from")]
+        resume: bool,
+        /// Continue from this checkpoint directory.
+        #[arg(long)]
+        resume_from: Option<PathBuf>,
+        /// Override data.train.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Override data.valid.
+        #[arg(long)]
+        valid: Option<PathBuf>,
+        /// Override train.out.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override train.steps.
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Override train.device.
+        #[arg(long)]
+        device: Option<DeviceChoice>,
+        /// Crash tests only: abort the process right after this step.
+        #[arg(long, hide = true)]
+        abort_after_step: Option<u64>,
+        /// Crash tests only: abort while writing this step's checkpoint.
+        #[arg(long, hide = true)]
+        abort_in_checkpoint: Option<u64>,
+    },
+    /// Continue a prompt with a checkpoint or a Hugging Face export.
+    Generate {
+        /// A checkpoint directory (step-N) or an export-hf directory.
+        model: PathBuf,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 for greedy decoding.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Keep the k most likely tokens (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Recompute the whole prefix at every token instead of using the KV cache.
+        #[arg(long)]
+        no_cache: bool,
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+        /// Print JSON (prompt ids, generated ids, text) instead of the text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a checkpoint as a Hugging Face directory (LlamaForCausalLM).
+    ExportHf {
+        /// A checkpoint directory (step-N).
+        checkpoint: PathBuf,
+        /// Output directory.
+        out: PathBuf,
     },
 }
 
@@ -50,6 +122,98 @@ fn main() -> Result<()> {
                 println!("  device         : {}", info.selected_device);
                 println!("  smoke test     : {}", info.smoke_test);
             }
+        }
+        Command::Pretrain {
+            config,
+            resume,
+            resume_from,
+            data,
+            valid,
+            out,
+            steps,
+            device,
+            abort_after_step,
+            abort_in_checkpoint,
+        } => {
+            let mut run = RunConfig::load(&config)?;
+            if let Some(data) = data {
+                run.data.train = data;
+            }
+            if valid.is_some() {
+                run.data.valid = valid;
+            }
+            if let Some(out) = out {
+                run.train.out = out;
+            }
+            if let Some(steps) = steps {
+                run.train.steps = steps;
+            }
+            if let Some(device) = device {
+                run.train.device = device;
+            }
+            let resume = match (resume, resume_from) {
+                (_, Some(dir)) => Resume::From(dir),
+                (true, None) => Resume::Latest,
+                (false, None) => Resume::No,
+            };
+            let faults = Faults {
+                abort_after_step,
+                abort_in_checkpoint,
+            };
+            let mut trainer = Trainer::new(run, resume, faults)?;
+            let summary = trainer.run()?;
+            println!(
+                "trained to step {} in {:.1}s ({} tokens this run, {:.0} tokens/s); final loss {}, validation loss {}",
+                summary.steps,
+                summary.seconds,
+                summary.tokens,
+                summary.tokens as f64 / summary.seconds.max(1e-9),
+                summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+                summary.val_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            );
+            if let Some(dir) = summary.last_checkpoint {
+                println!("checkpoint: {}", dir.display());
+            }
+        }
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            no_cache,
+            device,
+            json,
+        } => {
+            let out = trainer::sample::generate_from_dir(
+                &model,
+                &prompt,
+                trainer::sample::SamplingParams {
+                    temperature,
+                    top_k,
+                    top_p,
+                    max_tokens,
+                    seed,
+                    stop_token: None,
+                },
+                !no_cache,
+                device.resolve()?,
+                Precision::Auto,
+            )
+            .with_context(|| format!("generating with {}", model.display()))?;
+            if json {
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                println!("{}{}", prompt, out.text);
+            }
+        }
+        Command::ExportHf { checkpoint, out } => {
+            trainer::export::export_hf(&checkpoint, &out).with_context(|| {
+                format!("exporting {} to {}", checkpoint.display(), out.display())
+            })?;
+            println!("exported {} to {}", checkpoint.display(), out.display());
         }
     }
     Ok(())
