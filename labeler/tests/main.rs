@@ -6,6 +6,7 @@ mod accounts;
 mod export;
 mod helpers;
 mod import;
+mod pages;
 mod queue;
 mod startup;
 mod submit;

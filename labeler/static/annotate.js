@@ -1,0 +1,206 @@
+// The annotation page: renders tasks (text only, never HTML), autosaves drafts, renews
+// leases while the page is open, prefetches the next item, and maps keys to actions.
+"use strict";
+(function () {
+  const root = document.getElementById("annotator");
+  if (!root) return;
+  const project = root.dataset.project;
+  const kind = root.dataset.kind;
+  const leaseSeconds = Number(root.dataset.leaseSeconds) || 300;
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (id) => document.getElementById(id);
+  const status = $("status");
+  let current = null;
+  let prefetched = null;
+  let prefetching = null;
+  let shownAt = Date.now();
+  let saveTimer = null;
+  let busy = false;
+
+  function api(method, path, body, extraHeaders) {
+    const headers = Object.assign({ "X-CSRF-Token": csrf }, extraHeaders || {});
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    return fetch(path, {
+      method: method,
+      headers: headers,
+      credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  }
+
+  function say(text) { status.textContent = text; }
+
+  function newKey() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    return String(Date.now()) + "-" + Math.random().toString(16).slice(2);
+  }
+
+  function render(task) {
+    current = task;
+    if (!task) {
+      $("task").hidden = true;
+      $("done").hidden = false;
+      return;
+    }
+    task.idempotencyKey = task.idempotencyKey || newKey();
+    $("done").hidden = true;
+    $("task").hidden = false;
+    const list = $("conversation");
+    list.replaceChildren();
+    for (const m of task.prompt) {
+      const li = document.createElement("li");
+      li.className = "turn " + m.role;
+      const who = document.createElement("span");
+      who.className = "role";
+      who.textContent = m.role;
+      const text = document.createElement("div");
+      text.className = "content";
+      text.textContent = m.content;
+      li.append(who, text);
+      list.append(li);
+    }
+    const saved = task.saved_draft || {};
+    if (kind === "sft") {
+      $("answer").value = saved.answer != null ? saved.answer : (task.model_draft || "");
+      $("answer").focus();
+    } else {
+      $("answer-a").textContent = task.answers[0] ? task.answers[0].content : "";
+      $("answer-b").textContent = task.answers[1] ? task.answers[1].content : "";
+      for (const r of document.querySelectorAll('input[name="choice"], input[name="strength"]')) {
+        r.checked = (r.name === "choice" && r.value === saved.choice) ||
+                    (r.name === "strength" && r.value === saved.strength);
+      }
+      $("rationale").value = saved.rationale || "";
+      document.activeElement && document.activeElement.blur();
+    }
+    shownAt = Date.now();
+    say("");
+    prefetch();
+  }
+
+  function collect() {
+    if (kind === "sft") return { answer: $("answer").value };
+    const pick = (name) => {
+      const r = document.querySelector('input[name="' + name + '"]:checked');
+      return r ? r.value : null;
+    };
+    const out = { choice: pick("choice") };
+    const strength = pick("strength");
+    if (strength && (out.choice === "a" || out.choice === "b")) out.strength = strength;
+    const rationale = $("rationale").value;
+    if (rationale.trim()) out.rationale = rationale;
+    return out;
+  }
+
+  function scheduleSave() {
+    clearTimeout(saveTimer);
+    saveTimer = setTimeout(saveDraft, 600);
+  }
+
+  async function saveDraft() {
+    if (!current) return;
+    const res = await api("PUT", "/api/assignments/" + current.assignment_id + "/draft", collect());
+    say(res.ok ? "Draft saved" : "Draft not saved (" + res.status + ")");
+  }
+
+  async function fetchNext(exclude) {
+    const q = exclude.length ? "?exclude=" + exclude.join(",") : "";
+    const res = await api("POST", "/api/projects/" + project + "/next" + q);
+    if (res.status === 204) return null;
+    if (!res.ok) throw new Error("next: " + res.status);
+    return res.json();
+  }
+
+  function prefetch() {
+    if (!current || prefetched || prefetching) return;
+    prefetching = fetchNext([current.assignment_id])
+      .then((t) => { prefetched = t; })
+      .catch(() => { prefetched = null; })
+      .finally(() => { prefetching = null; });
+  }
+
+  async function advance() {
+    if (prefetching) await prefetching;
+    let next = prefetched;
+    prefetched = null;
+    if (!next) next = await fetchNext([]);
+    render(next);
+  }
+
+  async function submit() {
+    if (!current || busy) return;
+    const body = collect();
+    if (kind === "sft" && !body.answer.trim()) { say("Write an answer first"); return; }
+    if (kind === "preference" && !body.choice) { say("Choose 1-4 first"); return; }
+    body.time_spent_ms = Date.now() - shownAt;
+    busy = true;
+    clearTimeout(saveTimer);
+    try {
+      const res = await api("POST", "/api/assignments/" + current.assignment_id + "/submit", body,
+                            { "Idempotency-Key": current.idempotencyKey });
+      if (res.ok) {
+        say("Submitted");
+        await advance();
+      } else {
+        const err = await res.json().catch(() => ({}));
+        say("Not submitted: " + (err.error || res.status));
+      }
+    } catch (e) {
+      say("Network error; your draft is kept. Try again.");
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function skip() {
+    if (!current || busy) return;
+    busy = true;
+    try {
+      await api("POST", "/api/assignments/" + current.assignment_id + "/skip");
+      await advance();
+    } finally {
+      busy = false;
+    }
+  }
+
+  function renew() {
+    for (const t of [current, prefetched]) {
+      if (t) api("POST", "/api/assignments/" + t.assignment_id + "/renew");
+    }
+  }
+  setInterval(renew, Math.max(5, leaseSeconds / 3) * 1000);
+
+  function choose(name, value) {
+    const r = document.querySelector('input[name="' + name + '"][value="' + value + '"]');
+    if (r) { r.checked = true; scheduleSave(); }
+  }
+
+  document.addEventListener("input", scheduleSave);
+  document.addEventListener("change", scheduleSave);
+  $("submit").addEventListener("click", submit);
+  $("skip").addEventListener("click", skip);
+
+  document.addEventListener("keydown", (e) => {
+    const typing = e.target && (e.target.tagName === "TEXTAREA" || e.target.tagName === "INPUT") &&
+                   e.target.type !== "radio";
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submit(); return; }
+    if (e.altKey && (e.key === "k" || e.key === "K")) { e.preventDefault(); skip(); return; }
+    if (e.key === "Escape" && typing) { e.target.blur(); return; }
+    if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
+    const keys = {
+      "1": () => choose("choice", "a"), "2": () => choose("choice", "b"),
+      "3": () => choose("choice", "tie"), "4": () => choose("choice", "both_bad"),
+      "q": () => choose("strength", "slightly"), "w": () => choose("strength", "much"),
+      "r": () => $("rationale") && $("rationale").focus(),
+      "k": skip, "Enter": submit,
+      "g": () => { const d = document.querySelector(".guidelines-box"); d.open = !d.open; },
+    };
+    const action = keys[e.key];
+    if (action && (kind === "preference" || e.key === "g" || e.key === "k" || e.key === "Enter")) {
+      e.preventDefault();
+      action();
+    }
+  });
+
+  render(JSON.parse($("first-task").textContent));
+})();
