@@ -3,6 +3,7 @@
 //! the project's private cluster).
 
 mod accounts;
+mod browser;
 mod export;
 mod helpers;
 mod import;
@@ -10,3 +11,4 @@ mod pages;
 mod queue;
 mod startup;
 mod submit;
+mod webdriver;

@@ -1,0 +1,107 @@
+//! A real headless Chromium annotates an SFT item and a preference item with the keyboard.
+
+use std::time::{Duration, Instant};
+
+use labeler::domain::Role;
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, TestApp, spawn_app};
+use crate::webdriver::{Browser, CONTROL, ENTER, chromium};
+
+/// Polls `sql` (one scalar text column) until it returns `want`.
+async fn wait_for(app: &TestApp, sql: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: Option<String> = sqlx::query_scalar(sql)
+            .fetch_optional(&app.pool)
+            .await
+            .expect("query");
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: got {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// With `LABELER_SCREENSHOTS=dir`, saves the page (the README's screenshots come from here).
+async fn shoot(b: &Browser, name: &str) {
+    if let Some(dir) = std::env::var_os("LABELER_SCREENSHOTS") {
+        b.screenshot(&std::path::Path::new(&dir).join(name)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_annotates_with_the_keyboard() {
+    let Some((chrome, driver)) = chromium() else {
+        eprintln!("skipped: no Chromium/chromedriver on this machine");
+        return;
+    };
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    app.add_user("ann", Role::Annotator).await;
+    let sft = app.create_project(&admin, "write", "sft", 1).await;
+    let pref = app.create_project(&admin, "judge", "preference", 1).await;
+    let prompt = "What does <b>bold</b> do?";
+    let row = json!({"id": "s1", "prompt": prompt});
+    assert_eq!(app.import(&admin, sft, row.to_string()).await.status(), 201);
+    let row = json!({"id": "p1", "prompt": "Pick one", "candidates": [
+        {"content": "first answer", "checkpoint": "c1"}, {"content": "second answer", "checkpoint": "c2"}]});
+    assert_eq!(
+        app.import(&admin, pref, row.to_string()).await.status(),
+        201
+    );
+
+    let b = Browser::start(chrome, driver).await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("input[name=username]", "ann").await;
+    b.type_into("input[name=password]", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.find("table.projects").await;
+
+    // SFT: the prompt shows as text, typing autosaves, Ctrl+Enter submits.
+    b.goto(&app.url(&format!("/projects/{sft}/annotate"))).await;
+    assert_eq!(b.text("#conversation .content").await, prompt);
+    b.type_into("#answer", "It makes text bold.").await;
+    shoot(&b, "annotate-sft.png").await;
+    wait_for(
+        &app,
+        "SELECT body->>'answer' FROM drafts",
+        "It makes text bold.",
+    )
+    .await;
+    b.chord(&[CONTROL, ENTER]).await;
+    wait_for(&app, "SELECT answer FROM responses", "It makes text bold.").await;
+    b.find("#done").await;
+
+    // Preference: 2 = B better, w = much, Enter submits.
+    b.goto(&app.url(&format!("/projects/{pref}/annotate")))
+        .await;
+    let right = b.text("#answer-b").await;
+    assert!(right.ends_with("answer"), "{right}");
+    b.chord(&["2"]).await;
+    b.chord(&["w"]).await;
+    shoot(&b, "annotate-preference.png").await;
+    b.chord(&[ENTER]).await;
+    wait_for(
+        &app,
+        "SELECT choice || '/' || strength FROM responses WHERE choice IS NOT NULL",
+        "b/much",
+    )
+    .await;
+    b.find("#done").await;
+    b.quit().await;
+
+    // The export names the candidate that was on the right as chosen.
+    let pairs = app
+        .get(&admin, &format!("/api/projects/{pref}/export?part=pairs"))
+        .await
+        .text()
+        .await
+        .expect("export");
+    let pair: serde_json::Value = serde_json::from_str(pairs.trim()).expect("one pair");
+    assert_eq!(pair["chosen"][0]["content"], right);
+}
