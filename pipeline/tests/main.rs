@@ -1,3 +1,8 @@
-//! Integration tests of the pipeline library.
+//! Integration tests of the pipeline library, one module per stage.
 
+mod clean;
+mod dedup;
+mod filters;
+mod helpers;
 mod inspect;
+mod readers;

@@ -1,0 +1,114 @@
+//! The pipeline config (`configs/pipeline/*.toml`): inputs, each stage's settings, outputs.
+//! Unknown keys are errors; every omitted key takes the published default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, ensure};
+use serde::{Deserialize, Serialize};
+
+use crate::dedup::DedupOptions;
+use crate::filters::FilterOptions;
+use crate::langid::LangIdOptions;
+use crate::normalize::NormalizeOptions;
+use crate::pii::PiiOptions;
+use crate::readers::ReaderOptions;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub input: InputConfig,
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub normalize: NormalizeOptions,
+    #[serde(default)]
+    pub langid: LangIdOptions,
+    #[serde(default)]
+    pub filters: FilterOptions,
+    #[serde(default)]
+    pub pii: PiiOptions,
+    #[serde(default)]
+    pub dedup: DedupOptions,
+    #[serde(default)]
+    pub run: RunOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Files, directories or globs (relative to the working directory).
+    pub paths: Vec<String>,
+    #[serde(flatten)]
+    pub reader: ReaderOptions,
+}
+
+/// How kept documents are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeptFormat {
+    /// `kept/part-NNNNN.jsonl.zst`
+    #[default]
+    Jsonl,
+    /// `kept/part-NNNNN.parquet`
+    Parquet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// The run directory (relative to the working directory).
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub kept_format: KeptFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunOptions {
+    /// Worker threads; 0 = one per core.
+    pub threads: usize,
+    /// Documents per parallel batch.
+    pub batch_size: usize,
+    /// Exit non-zero when any input record could not be read.
+    pub fail_on_error: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            batch_size: 256,
+            fail_on_error: false,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let config: PipelineConfig =
+            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        config
+            .check()
+            .with_context(|| format!("config {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Settings that parse but cannot work.
+    pub fn check(&self) -> Result<()> {
+        ensure!(!self.input.paths.is_empty(), "input.paths is empty");
+        ensure!(self.run.batch_size > 0, "run.batch_size must be > 0");
+        let m = &self.dedup.minhash;
+        ensure!(
+            m.bands > 0 && m.rows > 0,
+            "dedup.minhash.bands and rows must be > 0"
+        );
+        ensure!(
+            m.word_ngram > 0 && m.char_ngram > 0,
+            "dedup.minhash n-gram sizes must be > 0"
+        );
+        ensure!(self.dedup.run_entries > 0, "dedup.run_entries must be > 0");
+        Ok(())
+    }
+}

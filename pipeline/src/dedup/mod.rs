@@ -1,0 +1,70 @@
+//! Deduplication: exact (hash of normalized text) and near-duplicate MinHash-LSH. Both go
+//! through the same disk-backed machinery: every (band, key, doc) triple is written to sorted
+//! runs on disk and merged, so memory holds one run buffer and one union-find array, not a
+//! table of every key. Documents are numbered in input order and each cluster keeps its
+//! lowest-numbered member, so survivors do not depend on the thread count.
+
+pub mod minhash;
+mod runs;
+mod union_find;
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+pub use minhash::{MinHashOptions, MinHasher};
+pub use runs::RunWriter;
+pub use union_find::UnionFind;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupOptions {
+    pub exact: bool,
+    pub minhash: MinHashOptions,
+    /// Triples held in memory before a sorted run is written to disk.
+    pub run_entries: usize,
+}
+
+impl Default for DedupOptions {
+    fn default() -> Self {
+        Self {
+            exact: true,
+            minhash: MinHashOptions::default(),
+            run_entries: 4 << 20,
+        }
+    }
+}
+
+/// The key of the exact stage: a 64-bit hash of the lower-cased text with whitespace removed.
+pub fn exact_key(text: &str) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = [0u8; 4];
+    for c in text.chars().filter(|c| !c.is_whitespace()) {
+        for l in c.to_lowercase() {
+            hasher.update(l.encode_utf8(&mut buf).as_bytes());
+        }
+    }
+    hasher.digest()
+}
+
+/// Which cluster each document falls in, after merging all runs.
+#[derive(Debug)]
+pub struct Clusters {
+    union_find: UnionFind,
+}
+
+impl Clusters {
+    /// Merges the runs in `dir` and joins documents that share a (band, key).
+    pub fn build(writer: RunWriter, docs: usize, dir: &Path) -> Result<Self> {
+        let mut union_find = UnionFind::new(docs);
+        writer.merge(dir, |a, b| union_find.union(a, b))?;
+        Ok(Self { union_find })
+    }
+
+    /// (cluster id = lowest member, whether `doc` is a duplicate, cluster size).
+    pub fn of(&mut self, doc: u64) -> (u64, bool, u64) {
+        let root = self.union_find.find(doc);
+        (root, root != doc, self.union_find.size(root))
+    }
+}

@@ -1,0 +1,59 @@
+//! A document as it moves through the pipeline, and the problems a reader can report.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// One input document. `id` is stable across runs (from the record/line, or the input's own id).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Document {
+    pub id: String,
+    pub text: String,
+    pub url: Option<String>,
+    /// The input file (or configured source label) it came from.
+    pub source: String,
+}
+
+/// Where in an input something happened: a record number, a line, a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Record { index: u64, offset: u64 },
+    Line(u64),
+    Row(u64),
+    File,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Record { index, offset } => {
+                write!(
+                    f,
+                    "record {index} (byte {offset} of the decompressed stream)"
+                )
+            }
+            Location::Line(n) => write!(f, "line {n}"),
+            Location::Row(n) => write!(f, "row {n}"),
+            Location::File => f.write_str("file"),
+        }
+    }
+}
+
+/// A bad record, line or file: reported, counted, skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadIssue {
+    pub path: PathBuf,
+    pub location: Location,
+    pub message: String,
+}
+
+impl fmt::Display for ReadIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}",
+            self.path.display(),
+            self.location,
+            self.message
+        )
+    }
+}

@@ -1,0 +1,331 @@
+//! Gopher (MassiveText) quality and repetition rules, Rae et al. 2021, with the thresholds
+//! datatrove uses by default; `chinese()` gives FineWeb-2's cmn_Hani values.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Analysis, Verdict, duplicates};
+
+pub const QUALITY_SCORES: [&str; 7] = [
+    "gopher_words",
+    "gopher_avg_word_length",
+    "gopher_symbol_word_ratio",
+    "gopher_bullet_lines_ratio",
+    "gopher_ellipsis_lines_ratio",
+    "gopher_alpha_words_ratio",
+    "gopher_stop_words",
+];
+
+pub const REPETITION_SCORES: [&str; 4] = [
+    "gopher_dup_line_frac",
+    "gopher_dup_para_frac",
+    "gopher_top_ngram_max",
+    "gopher_dup_ngram_max",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GopherQualityOptions {
+    /// Run this filter (default true).
+    pub enabled: bool,
+    pub min_doc_words: usize,
+    pub max_doc_words: usize,
+    pub min_avg_word_length: f64,
+    pub max_avg_word_length: f64,
+    pub max_symbol_word_ratio: f64,
+    pub max_bullet_lines_ratio: f64,
+    pub max_ellipsis_lines_ratio: f64,
+    /// At most this fraction of words may lack an alphabetic character.
+    pub max_non_alpha_words_ratio: f64,
+    pub min_stop_words: usize,
+    pub stop_words: Vec<String>,
+}
+
+impl Default for GopherQualityOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_doc_words: 50,
+            max_doc_words: 100_000,
+            min_avg_word_length: 3.0,
+            max_avg_word_length: 10.0,
+            max_symbol_word_ratio: 0.1,
+            max_bullet_lines_ratio: 0.9,
+            max_ellipsis_lines_ratio: 0.3,
+            max_non_alpha_words_ratio: 0.8,
+            min_stop_words: 2,
+            stop_words: ["the", "be", "to", "of", "and", "that", "have", "with"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+impl GopherQualityOptions {
+    /// FineWeb-2 cmn_Hani.
+    pub fn chinese() -> Self {
+        Self {
+            min_avg_word_length: 1.0,
+            max_avg_word_length: 5.0,
+            max_non_alpha_words_ratio: 0.735,
+            stop_words: [
+                "的", "年", "在", "月", "是", "和", "日", "了", "於", "·", "為", "有", "被", "人",
+                "中", "为", "他", "與", "後", "也", "而", "由",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Self::default()
+        }
+    }
+
+    pub fn apply(&self, doc: &Analysis<'_>) -> Verdict {
+        let mut v = Verdict::default();
+        let words: Vec<&str> = doc.non_symbol_words().copied().collect();
+        let n = words.len();
+        v.score("gopher_words", n as f64);
+        if n < self.min_doc_words {
+            v.fail(format!("gopher: {n} words < {}", self.min_doc_words));
+        }
+        if n > self.max_doc_words {
+            v.fail(format!("gopher: {n} words > {}", self.max_doc_words));
+        }
+        let avg = if n == 0 {
+            0.0
+        } else {
+            words.iter().map(|w| w.chars().count()).sum::<usize>() as f64 / n as f64
+        };
+        v.score("gopher_avg_word_length", avg);
+        if n > 0 && (avg < self.min_avg_word_length || avg > self.max_avg_word_length) {
+            v.fail(format!(
+                "gopher: average word length {avg:.2} outside [{}, {}]",
+                self.min_avg_word_length, self.max_avg_word_length
+            ));
+        }
+        let all_words = doc.words.len().max(1) as f64;
+        let symbols = doc.text.matches('#').count()
+            + doc.text.matches("...").count()
+            + doc.text.matches('…').count();
+        let symbol_ratio = symbols as f64 / all_words;
+        v.score("gopher_symbol_word_ratio", symbol_ratio);
+        if symbol_ratio > self.max_symbol_word_ratio {
+            v.fail(format!(
+                "gopher: symbol/word ratio {symbol_ratio:.3} > {}",
+                self.max_symbol_word_ratio
+            ));
+        }
+        let lines = doc.lines.len().max(1) as f64;
+        let bullets = doc
+            .lines
+            .iter()
+            .filter(|l| l.starts_with(['•', '●', '○', '▪', '‣', '-', '*', '·']))
+            .count() as f64
+            / lines;
+        v.score("gopher_bullet_lines_ratio", bullets);
+        if bullets > self.max_bullet_lines_ratio {
+            v.fail(format!(
+                "gopher: bullet lines ratio {bullets:.2} > {}",
+                self.max_bullet_lines_ratio
+            ));
+        }
+        let ellipsis = doc
+            .lines
+            .iter()
+            .filter(|l| l.ends_with("...") || l.ends_with('…'))
+            .count() as f64
+            / lines;
+        v.score("gopher_ellipsis_lines_ratio", ellipsis);
+        if ellipsis > self.max_ellipsis_lines_ratio {
+            v.fail(format!(
+                "gopher: ellipsis lines ratio {ellipsis:.2} > {}",
+                self.max_ellipsis_lines_ratio
+            ));
+        }
+        let alpha = doc
+            .words
+            .iter()
+            .filter(|w| w.chars().any(char::is_alphabetic))
+            .count() as f64
+            / all_words;
+        v.score("gopher_alpha_words_ratio", alpha);
+        if alpha < self.max_non_alpha_words_ratio {
+            v.fail(format!(
+                "gopher: only {alpha:.2} of words contain a letter (< {})",
+                self.max_non_alpha_words_ratio
+            ));
+        }
+        let stop: HashSet<&str> = self.stop_words.iter().map(String::as_str).collect();
+        let stop_count = doc
+            .words
+            .iter()
+            .filter(|w| stop.contains(w.to_lowercase().as_str()))
+            .count();
+        v.score("gopher_stop_words", stop_count as f64);
+        if stop_count < self.min_stop_words {
+            v.fail(format!(
+                "gopher: {stop_count} stop words < {}",
+                self.min_stop_words
+            ));
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GopherRepetitionOptions {
+    /// Run this filter (default true).
+    pub enabled: bool,
+    pub dup_line_frac: f64,
+    pub dup_para_frac: f64,
+    pub dup_line_char_frac: f64,
+    pub dup_para_char_frac: f64,
+    /// (n, max fraction of characters in the most frequent n-gram).
+    pub top_n_grams: Vec<(usize, f64)>,
+    /// (n, max fraction of characters in duplicated n-grams).
+    pub dup_n_grams: Vec<(usize, f64)>,
+}
+
+impl Default for GopherRepetitionOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dup_line_frac: 0.3,
+            dup_para_frac: 0.3,
+            dup_line_char_frac: 0.2,
+            dup_para_char_frac: 0.2,
+            top_n_grams: vec![(2, 0.2), (3, 0.18), (4, 0.16)],
+            dup_n_grams: vec![
+                (5, 0.15),
+                (6, 0.14),
+                (7, 0.13),
+                (8, 0.12),
+                (9, 0.11),
+                (10, 0.10),
+            ],
+        }
+    }
+}
+
+impl GopherRepetitionOptions {
+    /// FineWeb-2 cmn_Hani.
+    pub fn chinese() -> Self {
+        Self {
+            dup_line_frac: 0.287,
+            top_n_grams: vec![(2, 0.256), (3, 0.201), (4, 0.171)],
+            dup_n_grams: vec![
+                (5, 0.198),
+                (6, 0.182),
+                (7, 0.167),
+                (8, 0.154),
+                (9, 0.14),
+                (10, 0.127),
+            ],
+            ..Self::default()
+        }
+    }
+
+    pub fn apply(&self, doc: &Analysis<'_>) -> Verdict {
+        let mut v = Verdict::default();
+        let total_chars = doc.text.chars().count().max(1) as f64;
+
+        let paragraphs: Vec<&str> = doc
+            .text
+            .split("\n\n")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let (dup_paras, dup_para_chars) = duplicates(paragraphs.iter().copied());
+        let para_frac = dup_paras as f64 / paragraphs.len().max(1) as f64;
+        v.score("gopher_dup_para_frac", para_frac);
+        if para_frac > self.dup_para_frac {
+            v.fail(format!(
+                "gopher_repetition: duplicated paragraphs {para_frac:.2} > {}",
+                self.dup_para_frac
+            ));
+        }
+        if dup_para_chars as f64 / total_chars > self.dup_para_char_frac {
+            v.fail("gopher_repetition: characters in duplicated paragraphs");
+        }
+        let (dup_lines, dup_line_chars) = duplicates(doc.lines.iter().copied());
+        let line_frac = dup_lines as f64 / doc.lines.len().max(1) as f64;
+        v.score("gopher_dup_line_frac", line_frac);
+        if line_frac > self.dup_line_frac {
+            v.fail(format!(
+                "gopher_repetition: duplicated lines {line_frac:.2} > {}",
+                self.dup_line_frac
+            ));
+        }
+        if dup_line_chars as f64 / total_chars > self.dup_line_char_frac {
+            v.fail("gopher_repetition: characters in duplicated lines");
+        }
+
+        let mut top_max = 0.0f64;
+        for &(n, limit) in &self.top_n_grams {
+            let frac = top_ngram_fraction(&doc.words, n, total_chars);
+            top_max = top_max.max(frac);
+            if frac > limit {
+                v.fail(format!(
+                    "gopher_repetition: top {n}-gram covers {frac:.3} > {limit}"
+                ));
+            }
+        }
+        v.score("gopher_top_ngram_max", top_max);
+        let mut dup_max = 0.0f64;
+        for &(n, limit) in &self.dup_n_grams {
+            let frac = duplicated_ngram_fraction(&doc.words, n, total_chars);
+            dup_max = dup_max.max(frac);
+            if frac > limit {
+                v.fail(format!(
+                    "gopher_repetition: duplicated {n}-grams cover {frac:.3} > {limit}"
+                ));
+            }
+        }
+        v.score("gopher_dup_ngram_max", dup_max);
+        v
+    }
+}
+
+fn char_len(words: &[&str]) -> usize {
+    words.iter().map(|w| w.chars().count()).sum()
+}
+
+/// Characters of the most frequent n-gram times its count, over all characters.
+fn top_ngram_fraction(words: &[&str], n: usize, total_chars: f64) -> f64 {
+    if words.len() < n {
+        return 0.0;
+    }
+    let mut counts: HashMap<&[&str], usize> = HashMap::new();
+    for gram in words.windows(n) {
+        *counts.entry(gram).or_default() += 1;
+    }
+    // Ties broken by the n-gram itself so the score does not depend on hash order.
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+        .filter(|(_, count)| *count > 1)
+        .map_or(0.0, |(gram, count)| {
+            (char_len(gram) * count) as f64 / total_chars
+        })
+}
+
+/// Characters covered by n-grams that already occurred (non-overlapping), over all characters.
+fn duplicated_ngram_fraction(words: &[&str], n: usize, total_chars: f64) -> f64 {
+    if words.len() < n {
+        return 0.0;
+    }
+    let mut seen: HashSet<&[&str]> = HashSet::new();
+    let mut dup_chars = 0usize;
+    let mut i = 0;
+    while i + n <= words.len() {
+        let gram = &words[i..i + n];
+        if seen.contains(gram) {
+            dup_chars += char_len(gram);
+            i += n;
+        } else {
+            seen.insert(gram);
+            i += 1;
+        }
+    }
+    dup_chars as f64 / total_chars
+}

@@ -1,0 +1,213 @@
+//! Quality filters. Each is a small stage with a name, the scores it measured and, when it
+//! drops a document, the reason. Thresholds come from the config; the defaults are the
+//! published ones (Gopher / MassiveText, C4, FineWeb, FineWeb-2's `cmn_Hani`).
+//!
+//! Language routing: Chinese documents (`cmn`) are measured with words from jieba and the
+//! FineWeb-2 cmn_Hani thresholds; every other language with whitespace words and the English
+//! thresholds. C4's line rules are English-specific and only run on non-Chinese documents.
+
+pub mod c4;
+pub mod fineweb;
+pub mod gopher;
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+
+pub use c4::C4Options;
+pub use fineweb::FineWebOptions;
+pub use gopher::{GopherQualityOptions, GopherRepetitionOptions};
+
+/// Scores a filter measured, by name, and its drop reason if any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verdict {
+    pub scores: Vec<(&'static str, f64)>,
+    pub drop: Option<String>,
+}
+
+impl Verdict {
+    fn score(&mut self, name: &'static str, value: f64) {
+        self.scores.push((name, value));
+    }
+
+    /// Records the first reason only: later checks still add their scores.
+    fn fail(&mut self, reason: impl Into<String>) {
+        if self.drop.is_none() {
+            self.drop = Some(reason.into());
+        }
+    }
+}
+
+/// The document as the filters see it: text, language, words, lines, computed once.
+#[derive(Debug)]
+pub struct Analysis<'a> {
+    pub text: &'a str,
+    pub chinese: bool,
+    pub words: Vec<&'a str>,
+    pub lines: Vec<&'a str>,
+}
+
+static JIEBA: LazyLock<jieba_rs::Jieba> = LazyLock::new(jieba_rs::Jieba::new);
+
+/// Characters that make a token "only punctuation" for word counts.
+fn is_punct(c: char) -> bool {
+    c.is_ascii_punctuation() || (!c.is_alphanumeric() && !c.is_whitespace())
+}
+
+impl<'a> Analysis<'a> {
+    pub fn new(text: &'a str, chinese: bool) -> Self {
+        let words: Vec<&str> = if chinese {
+            JIEBA
+                .cut(text, false)
+                .into_iter()
+                .map(|token| token.word)
+                .filter(|w| !w.trim().is_empty())
+                .collect()
+        } else {
+            text.split_whitespace().collect()
+        };
+        let lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        Self {
+            text,
+            chinese,
+            words,
+            lines,
+        }
+    }
+
+    /// Words with at least one non-punctuation character.
+    pub fn non_symbol_words(&self) -> impl Iterator<Item = &&'a str> {
+        self.words
+            .iter()
+            .filter(|w| w.chars().any(|c| !is_punct(c)))
+    }
+}
+
+/// Terminal punctuation, Latin and CJK.
+pub const TERMINAL_PUNCTUATION: &[char] = &[
+    '.', '!', '?', '"', '\'', '”', '’', '…', '。', '！', '？', '」', '』', '；', ';', ')', '）',
+];
+
+pub(crate) fn ends_with_terminal(line: &str) -> bool {
+    line.trim_end()
+        .chars()
+        .last()
+        .is_some_and(|c| TERMINAL_PUNCTUATION.contains(&c))
+}
+
+/// Counts duplicated elements and the characters they hold (first occurrences not counted).
+pub(crate) fn duplicates<'s>(items: impl Iterator<Item = &'s str>) -> (usize, usize) {
+    let mut seen: HashMap<&str, ()> = HashMap::new();
+    let (mut count, mut chars) = (0, 0);
+    for item in items {
+        if seen.insert(item, ()).is_some() {
+            count += 1;
+            chars += item.chars().count();
+        }
+    }
+    (count, chars)
+}
+
+/// Which filters run, with their thresholds, for each language group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterOptions {
+    pub gopher_quality: GopherQualityOptions,
+    pub gopher_repetition: GopherRepetitionOptions,
+    pub c4: C4Options,
+    pub fineweb: FineWebOptions,
+    /// The Chinese preset (FineWeb-2 cmn_Hani), used for documents identified as `cmn`.
+    pub chinese: ChineseOptions,
+}
+
+/// FineWeb-2's cmn_Hani settings for the Gopher and FineWeb filters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChineseOptions {
+    /// Use these settings for Chinese documents; with false, Chinese documents get the
+    /// English settings (which reject most of them: words are not space-separated).
+    pub enabled: bool,
+    pub gopher_quality: GopherQualityOptions,
+    pub gopher_repetition: GopherRepetitionOptions,
+    pub fineweb: FineWebOptions,
+}
+
+impl Default for ChineseOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            gopher_quality: GopherQualityOptions::chinese(),
+            gopher_repetition: GopherRepetitionOptions::chinese(),
+            fineweb: FineWebOptions::chinese(),
+        }
+    }
+}
+
+/// One filter's outcome, named.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterOutcome {
+    pub filter: &'static str,
+    pub verdict: Verdict,
+}
+
+/// The names of every score column the filters can produce, in a stable order.
+pub fn score_names() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    names.extend(gopher::QUALITY_SCORES);
+    names.extend(gopher::REPETITION_SCORES);
+    names.extend(c4::SCORES);
+    names.extend(fineweb::SCORES);
+    names
+}
+
+impl FilterOptions {
+    /// Runs the filters on `text` in order: C4 line removal first (it rewrites the text), then
+    /// the document-level filters on the result. Returns the final text and each outcome; the
+    /// first outcome with a drop reason decides.
+    pub fn run(&self, text: String, chinese: bool) -> (String, Vec<FilterOutcome>) {
+        let mut outcomes = Vec::new();
+        let mut text = text;
+        if !chinese && self.c4.enabled {
+            let (kept, verdict) = self.c4.apply(&text);
+            text = kept;
+            outcomes.push(FilterOutcome {
+                filter: "c4",
+                verdict,
+            });
+        }
+        let analysis = Analysis::new(&text, chinese);
+        let (quality, repetition, fineweb) = if chinese && self.chinese.enabled {
+            (
+                &self.chinese.gopher_quality,
+                &self.chinese.gopher_repetition,
+                &self.chinese.fineweb,
+            )
+        } else {
+            (&self.gopher_quality, &self.gopher_repetition, &self.fineweb)
+        };
+        if quality.enabled {
+            outcomes.push(FilterOutcome {
+                filter: "gopher_quality",
+                verdict: quality.apply(&analysis),
+            });
+        }
+        if repetition.enabled {
+            outcomes.push(FilterOutcome {
+                filter: "gopher_repetition",
+                verdict: repetition.apply(&analysis),
+            });
+        }
+        if fineweb.enabled {
+            outcomes.push(FilterOutcome {
+                filter: "fineweb",
+                verdict: fineweb.apply(&analysis),
+            });
+        }
+        (text, outcomes)
+    }
+}

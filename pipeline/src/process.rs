@@ -1,0 +1,115 @@
+//! One document through normalize -> language id -> filters -> PII -> dedup keys. Pure and
+//! thread-safe: batches of documents go through it on the rayon pool.
+
+use crate::config::PipelineConfig;
+use crate::dedup::{MinHasher, exact_key};
+use crate::document::Document;
+use crate::filters;
+use crate::langid;
+use crate::normalize::normalize;
+use crate::pii;
+use crate::work::{DocKeys, DocRow, KeptDoc};
+
+/// What processing one document yields.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub row: DocRow,
+    pub kept: Option<(KeptDoc, DocKeys)>,
+    pub bytes_in: u64,
+}
+
+/// The stage objects built once per run.
+#[derive(Debug)]
+pub struct Processor<'a> {
+    config: &'a PipelineConfig,
+    minhash: Option<MinHasher>,
+    score_names: Vec<&'static str>,
+}
+
+impl<'a> Processor<'a> {
+    pub fn new(config: &'a PipelineConfig) -> Self {
+        Self {
+            config,
+            minhash: config
+                .dedup
+                .minhash
+                .enabled
+                .then(|| MinHasher::new(config.dedup.minhash.clone())),
+            score_names: filters::score_names(),
+        }
+    }
+
+    pub fn process(&self, doc: &Document) -> Processed {
+        let config = self.config;
+        let bytes_in = doc.text.len() as u64;
+        let text = normalize(&doc.text, &config.normalize);
+        let language = langid::identify(&text);
+        let mut row = DocRow {
+            id: doc.id.clone(),
+            url: doc.url.clone(),
+            source: doc.source.clone(),
+            lang: language.as_ref().map(|l| l.code.clone()),
+            lang_score: language.as_ref().map(|l| l.score),
+            scores: vec![None; self.score_names.len()],
+            dropped_by: None,
+            drop_reason: None,
+            chars: text.chars().count() as u64,
+            pii_redactions: 0,
+        };
+        let drop = |stage: &str, reason: String, row: &mut DocRow| {
+            if row.dropped_by.is_none() {
+                row.dropped_by = Some(stage.to_string());
+                row.drop_reason = Some(reason);
+            }
+        };
+        if text.is_empty() {
+            drop("empty", "no text after extraction".into(), &mut row);
+        }
+        if let Some(reason) = config.langid.verdict(language.as_ref()) {
+            drop("langid", reason, &mut row);
+        }
+        // Every filter runs on every document, so thresholds can be re-tuned from the docs
+        // table without re-running; the first failing stage is the one recorded.
+        let chinese = language.as_ref().is_some_and(|l| l.code == "cmn");
+        let (filtered, outcomes) = config.filters.run(text, chinese);
+        for outcome in &outcomes {
+            for (name, value) in &outcome.verdict.scores {
+                if let Some(i) = self.score_names.iter().position(|n| n == name) {
+                    row.scores[i] = Some(*value);
+                }
+            }
+            if let Some(reason) = &outcome.verdict.drop {
+                drop(outcome.filter, reason.clone(), &mut row);
+            }
+        }
+        if row.dropped_by.is_some() {
+            return Processed {
+                row,
+                kept: None,
+                bytes_in,
+            };
+        }
+        let (text, redactions) = pii::redact(&filtered, &config.pii);
+        row.pii_redactions = redactions as u64;
+        let keys = DocKeys {
+            exact: exact_key(&text),
+            bands: self
+                .minhash
+                .as_ref()
+                .and_then(|m| m.band_keys(&text, chinese))
+                .unwrap_or_default(),
+        };
+        let kept = KeptDoc {
+            id: doc.id.clone(),
+            url: doc.url.clone(),
+            source: doc.source.clone(),
+            lang: row.lang.clone(),
+            text,
+        };
+        Processed {
+            row,
+            kept: Some((kept, keys)),
+            bytes_in,
+        }
+    }
+}

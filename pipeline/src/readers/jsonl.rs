@@ -1,0 +1,136 @@
+//! JSON lines: one object per line with a configurable text field.
+
+use std::io::{BufRead, Read};
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::{ReadEvent, ReaderOptions, open_decompressed, source_label};
+use crate::document::{Document, Location, ReadIssue};
+
+pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent)) -> Result<()> {
+    let source = source_label(path);
+    let issue = |location: Location, message: String| {
+        ReadEvent::Issue(ReadIssue {
+            path: path.to_path_buf(),
+            location,
+            message,
+        })
+    };
+    let mut reader = match open_decompressed(path) {
+        Ok(r) => r,
+        Err(e) => {
+            emit(issue(Location::File, format!("cannot open: {e}")));
+            return Ok(());
+        }
+    };
+    let mut buf = Vec::new();
+    let mut number = 0u64;
+    loop {
+        buf.clear();
+        number += 1;
+        // Read at most one byte past the limit so a 50 MB line is refused without holding it.
+        let limit = options.max_document_bytes as u64 * 2 + 1;
+        let n = match (&mut reader).take(limit).read_until(b'\n', &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                emit(issue(
+                    Location::Line(number),
+                    format!("stream is corrupt or truncated: {e}"),
+                ));
+                return Ok(());
+            }
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        if !buf.ends_with(b"\n") && n as u64 == limit {
+            emit(issue(
+                Location::Line(number),
+                format!("line longer than {limit} bytes; skipped"),
+            ));
+            // Drain the rest of the oversized line.
+            loop {
+                buf.clear();
+                match (&mut reader).take(1 << 20).read_until(b'\n', &mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(_) if buf.ends_with(b"\n") => break,
+                    Ok(_) => continue,
+                    Err(_) => return Ok(()),
+                }
+            }
+            continue;
+        }
+        let line = buf.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
+            Err(e) => {
+                emit(issue(Location::Line(number), format!("invalid JSON: {e}")));
+                continue;
+            }
+        };
+        match document_from_json(&value, options, &source, number) {
+            Ok(doc) => emit(ReadEvent::Document(doc)),
+            Err(message) => emit(issue(Location::Line(number), message)),
+        }
+    }
+}
+
+/// Builds a document from a JSON object using the configured field names.
+pub(crate) fn document_from_json(
+    value: &serde_json::Value,
+    options: &ReaderOptions,
+    source: &str,
+    number: u64,
+) -> Result<Document, String> {
+    let object = value
+        .as_object()
+        .ok_or_else(|| "expected a JSON object".to_string())?;
+    let text = match object.get(&options.text_field) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(format!(
+                "field `{}` is {}, expected a string",
+                options.text_field,
+                json_type(other)
+            ));
+        }
+        None => return Err(format!("missing text field `{}`", options.text_field)),
+    };
+    if text.len() > options.max_document_bytes {
+        return Err(format!(
+            "text of {} bytes exceeds max_document_bytes {}",
+            text.len(),
+            options.max_document_bytes
+        ));
+    }
+    let field = |name: &Option<String>| {
+        name.as_ref()
+            .and_then(|n| object.get(n))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+    };
+    Ok(Document {
+        id: field(&options.id_field).unwrap_or_else(|| format!("{source}:{number}")),
+        url: field(&options.url_field),
+        text,
+        source: source.to_string(),
+    })
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

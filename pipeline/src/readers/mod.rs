@@ -1,0 +1,186 @@
+//! Streaming readers for the corpora people have: WARC/WET (plain, gzip, multi-member gzip),
+//! JSONL (plain, .gz, .zst), Parquet (polars, read in slices), plain text, and directories and
+//! globs of them. A reader hands documents and problems to a callback one at a time, so no
+//! corpus is ever held in memory; one bad record never stops the file.
+
+mod jsonl;
+mod parquet;
+mod text;
+pub mod warc;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::document::{Document, ReadIssue};
+
+/// What a reader produces, in input order.
+#[derive(Debug)]
+pub enum ReadEvent {
+    Document(Document),
+    Issue(ReadIssue),
+    /// A record that is fine but holds no text to process (a WARC request, an image).
+    Skipped,
+}
+
+/// Input format; `auto` decides from the file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    #[default]
+    Auto,
+    Warc,
+    Wet,
+    Jsonl,
+    Parquet,
+    Text,
+}
+
+impl InputFormat {
+    /// The format a file name implies, or `None` for a file to ignore.
+    pub fn detect(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_string_lossy().to_lowercase();
+        let base = name
+            .strip_suffix(".gz")
+            .or_else(|| name.strip_suffix(".zst"))
+            .unwrap_or(&name);
+        if base.ends_with(".wet") {
+            Some(Self::Wet)
+        } else if base.ends_with(".warc") || base.ends_with(".arc") {
+            Some(Self::Warc)
+        } else if base.ends_with(".jsonl") || base.ends_with(".ndjson") || base.ends_with(".json") {
+            Some(Self::Jsonl)
+        } else if base.ends_with(".parquet") {
+            Some(Self::Parquet)
+        } else if base.ends_with(".txt") || base.ends_with(".md") || base.ends_with(".text") {
+            Some(Self::Text)
+        } else {
+            None
+        }
+    }
+}
+
+/// How to read the inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReaderOptions {
+    pub format: InputFormat,
+    /// JSONL / Parquet: the field holding the text.
+    pub text_field: String,
+    /// JSONL / Parquet: the field holding a document id (the line or row number otherwise).
+    pub id_field: Option<String>,
+    /// JSONL / Parquet: the field holding the URL, if any.
+    pub url_field: Option<String>,
+    /// Skip (and report) documents larger than this many bytes.
+    pub max_document_bytes: usize,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        Self {
+            format: InputFormat::Auto,
+            text_field: "text".into(),
+            id_field: Some("id".into()),
+            url_field: Some("url".into()),
+            max_document_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Expands paths, directories and globs into a sorted, de-duplicated list of input files.
+pub fn expand_inputs(patterns: &[String], format: InputFormat) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for pattern in patterns {
+        let path = Path::new(pattern);
+        if path.is_dir() {
+            collect_dir(path, format, &mut files)?;
+        } else if path.is_file() {
+            files.push(path.to_path_buf());
+        } else {
+            let matches: Vec<PathBuf> = glob::glob(pattern)
+                .with_context(|| format!("input pattern {pattern:?} is not a valid glob"))?
+                .filter_map(std::result::Result::ok)
+                .collect();
+            if matches.is_empty() {
+                bail!("input {pattern:?} matches no file");
+            }
+            for m in matches {
+                if m.is_dir() {
+                    collect_dir(&m, format, &mut files)?;
+                } else {
+                    files.push(m);
+                }
+            }
+        }
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+fn collect_dir(dir: &Path, format: InputFormat, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect_dir(&path, format, out)?;
+        } else if format != InputFormat::Auto || InputFormat::detect(&path).is_some() {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Opens a file, transparently decompressing `.gz` (all gzip members) and `.zst`.
+pub fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
+    let file = File::open(path)?;
+    let name = path.to_string_lossy();
+    let reader: Box<dyn Read + Send> = if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 16,
+            file,
+        )))
+    } else if name.ends_with(".zst") {
+        Box::new(zstd::stream::read::Decoder::new(file)?)
+    } else {
+        Box::new(file)
+    };
+    Ok(Box::new(BufReader::with_capacity(1 << 20, reader)))
+}
+
+/// Reads one input file, calling `emit` for every document, skipped record and problem.
+pub fn read_file(
+    path: &Path,
+    options: &ReaderOptions,
+    emit: &mut dyn FnMut(ReadEvent),
+) -> Result<()> {
+    let format = match options.format {
+        InputFormat::Auto => InputFormat::detect(path).with_context(|| {
+            format!(
+                "{}: cannot tell the format from the name; set input.format",
+                path.display()
+            )
+        })?,
+        f => f,
+    };
+    match format {
+        InputFormat::Warc | InputFormat::Wet => warc::read(path, options, emit),
+        InputFormat::Jsonl => jsonl::read(path, options, emit),
+        InputFormat::Parquet => parquet::read(path, options, emit),
+        InputFormat::Text => text::read(path, options, emit),
+        InputFormat::Auto => unreachable!("resolved above"),
+    }
+}
+
+/// The source label of documents from `path`: its file name.
+pub(crate) fn source_label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}

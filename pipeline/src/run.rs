@@ -1,0 +1,405 @@
+//! `pipeline clean CONFIG`: read -> extract -> normalize -> language id -> filters -> PII ->
+//! dedup -> outputs, with a progress bar, a summary, and resume after a kill.
+//!
+//! Stage 1 runs per input file (documents in parallel batches) and leaves per-input work
+//! files with a done marker. Stage 2 merges every kept document's dedup keys through sorted
+//! runs on disk. Stage 3 writes the kept documents and the docs tables.
+
+use std::collections::BTreeMap;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{KeptFormat, PipelineConfig};
+use crate::dedup::{Clusters, RunWriter};
+use crate::docs_table::{DedupInfo, write_docs_table, write_kept_parquet};
+use crate::document::Document;
+use crate::filters::score_names;
+use crate::process::{Processed, Processor};
+use crate::readers::{ReadEvent, expand_inputs, read_file};
+use crate::work::{
+    DocRow, InputDone, JsonlZstWriter, KeptDoc, WorkFiles, read_jsonl_zst, read_keys,
+    write_json_atomic, write_keys,
+};
+
+/// Counts and timings of a run, printed and saved as `summary.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub inputs: usize,
+    pub inputs_resumed: usize,
+    pub docs_in: u64,
+    pub docs_out: u64,
+    pub skipped_records: u64,
+    pub read_issues: u64,
+    /// Stage name -> documents it dropped (first failing stage only).
+    pub dropped_by: BTreeMap<String, u64>,
+    pub text_bytes_in: u64,
+    pub text_bytes_out: u64,
+    pub seconds: BTreeMap<String, f64>,
+    /// The first read problems, with file and record/line.
+    pub issues: Vec<String>,
+}
+
+impl RunSummary {
+    /// A short human-readable report.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "inputs {} ({} resumed), documents in {}, kept {}, unreadable records {}, non-text records {}\n",
+            self.inputs,
+            self.inputs_resumed,
+            self.docs_in,
+            self.docs_out,
+            self.read_issues,
+            self.skipped_records
+        );
+        for (stage, n) in &self.dropped_by {
+            s.push_str(&format!("  dropped by {stage:<18} {n}\n"));
+        }
+        let secs: f64 = self.seconds.values().sum();
+        s.push_str(&format!(
+            "text in {:.1} MB, out {:.1} MB; {:.1} s ({:.2} MB/s)\n",
+            self.text_bytes_in as f64 / 1e6,
+            self.text_bytes_out as f64 / 1e6,
+            secs,
+            self.text_bytes_in as f64 / 1e6 / secs.max(1e-9)
+        ));
+        for issue in self.issues.iter().take(10) {
+            s.push_str(&format!("  problem: {issue}\n"));
+        }
+        if self.issues.len() > 10 {
+            s.push_str(&format!(
+                "  ... and {} more in summary.json\n",
+                self.issues.len() - 10
+            ));
+        }
+        s
+    }
+}
+
+/// A fingerprint of every setting that changes stage 1's output.
+fn fingerprint(config: &PipelineConfig) -> Result<String> {
+    let relevant = serde_json::json!({
+        "reader": config.input.reader,
+        "normalize": config.normalize,
+        "langid": config.langid,
+        "filters": config.filters,
+        "pii": config.pii,
+        "minhash": config.dedup.minhash,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    Ok(format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(serde_json::to_string(&relevant)?.as_bytes())
+    ))
+}
+
+/// Runs the whole cleaning path for `config`.
+pub fn run(config: &PipelineConfig, show_progress: bool) -> Result<RunSummary> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.run.threads)
+        .build()
+        .context("starting the worker pool")?;
+    pool.install(|| run_in_pool(config, show_progress))
+}
+
+fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummary> {
+    let inputs = expand_inputs(&config.input.paths, config.input.reader.format)?;
+    if inputs.is_empty() {
+        bail!(
+            "input.paths matched no readable file: {:?}",
+            config.input.paths
+        );
+    }
+    let out = &config.output.dir;
+    let work = out.join("work");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    write_json_atomic(&out.join("config.json"), config)?;
+    let fingerprint = fingerprint(config)?;
+    let mut summary = RunSummary {
+        inputs: inputs.len(),
+        ..RunSummary::default()
+    };
+
+    // Stage 1: per input.
+    let started = Instant::now();
+    let total_bytes: u64 = inputs
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = progress_bar(show_progress, total_bytes);
+    let processor = Processor::new(config);
+    let mut done = Vec::with_capacity(inputs.len());
+    for (index, input) in inputs.iter().enumerate() {
+        let files = WorkFiles::new(&work, index);
+        let record = match files.finished(input, &fingerprint) {
+            Some(record) => {
+                summary.inputs_resumed += 1;
+                record
+            }
+            None => process_input(input, &files, &fingerprint, config, &processor, &bar)?,
+        };
+        bar.inc(record.input_bytes);
+        done.push(record);
+    }
+    bar.finish_and_clear();
+    for d in &done {
+        summary.docs_in += d.docs;
+        summary.skipped_records += d.skipped_records;
+        summary.read_issues += d.issues.len() as u64;
+        summary.text_bytes_in += d.text_bytes_in;
+        summary.issues.extend(d.issues.iter().cloned());
+    }
+    summary
+        .seconds
+        .insert("read_filter".into(), started.elapsed().as_secs_f64());
+
+    // Stage 2: dedup over every kept document, numbered in input order.
+    let started = Instant::now();
+    let kept_total: u64 = done.iter().map(|d| d.kept).sum();
+    let dedup = deduplicate(config, &work, &inputs, kept_total as usize)?;
+    summary
+        .seconds
+        .insert("dedup".into(), started.elapsed().as_secs_f64());
+
+    // Stage 3: outputs.
+    let started = Instant::now();
+    write_outputs(config, &work, inputs.len(), dedup, &mut summary)?;
+    summary
+        .seconds
+        .insert("write".into(), started.elapsed().as_secs_f64());
+    write_json_atomic(&out.join("summary.json"), &summary)?;
+    Ok(summary)
+}
+
+fn progress_bar(show: bool, total: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} input ({bytes_per_sec}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Stage 1 for one input: read, process in parallel batches, write the work files, then the
+/// done marker.
+fn process_input(
+    input: &Path,
+    files: &WorkFiles,
+    fingerprint: &str,
+    config: &PipelineConfig,
+    processor: &Processor<'_>,
+    bar: &ProgressBar,
+) -> Result<InputDone> {
+    let started = Instant::now();
+    let mut rows = JsonlZstWriter::create(&files.rows)?;
+    let mut kept = JsonlZstWriter::create(&files.kept)?;
+    let mut keys = BufWriter::new(
+        std::fs::File::create(&files.keys)
+            .with_context(|| format!("creating {}", files.keys.display()))?,
+    );
+    let mut record = InputDone {
+        input: input.display().to_string(),
+        input_bytes: std::fs::metadata(input).map(|m| m.len()).unwrap_or(0),
+        fingerprint: fingerprint.to_string(),
+        docs: 0,
+        kept: 0,
+        skipped_records: 0,
+        issues: Vec::new(),
+        text_bytes_in: 0,
+        text_bytes_kept: 0,
+        seconds: 0.0,
+    };
+    let mut batch: Vec<Document> = Vec::with_capacity(config.run.batch_size);
+    let mut failure: Option<anyhow::Error> = None;
+    let mut flush = |batch: &mut Vec<Document>, record: &mut InputDone| -> Result<()> {
+        let processed: Vec<Processed> = batch.par_iter().map(|d| processor.process(d)).collect();
+        batch.clear();
+        for p in processed {
+            record.docs += 1;
+            record.text_bytes_in += p.bytes_in;
+            rows.write(&p.row)?;
+            if let Some((doc, doc_keys)) = p.kept {
+                record.kept += 1;
+                record.text_bytes_kept += doc.text.len() as u64;
+                kept.write(&doc)?;
+                write_keys(&mut keys, &doc_keys)?;
+            }
+        }
+        bar.set_message(format!("{} docs", record.docs));
+        Ok(())
+    };
+    read_file(input, &config.input.reader, &mut |event| {
+        if failure.is_some() {
+            return;
+        }
+        match event {
+            ReadEvent::Document(doc) => {
+                batch.push(doc);
+                if batch.len() >= config.run.batch_size
+                    && let Err(e) = flush(&mut batch, &mut record)
+                {
+                    failure = Some(e);
+                }
+            }
+            ReadEvent::Issue(issue) => {
+                tracing::warn!("{issue}");
+                record.issues.push(issue.to_string());
+            }
+            ReadEvent::Skipped => record.skipped_records += 1,
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    flush(&mut batch, &mut record)?;
+    rows.finish()?;
+    kept.finish()?;
+    std::io::Write::flush(&mut keys)?;
+    record.seconds = started.elapsed().as_secs_f64();
+    write_json_atomic(&files.done, &record)?;
+    Ok(record)
+}
+
+/// Per kept document (global number): exact cluster, near-duplicate cluster.
+struct DedupResult {
+    exact: Option<Clusters>,
+    minhash: Option<Clusters>,
+}
+
+fn deduplicate(
+    config: &PipelineConfig,
+    work: &Path,
+    inputs: &[PathBuf],
+    total: usize,
+) -> Result<DedupResult> {
+    let options = &config.dedup;
+    let runs_dir = work.join("dedup-runs");
+    let mut exact = options
+        .exact
+        .then(|| RunWriter::new(&runs_dir.join("exact"), options.run_entries))
+        .transpose()?;
+    let mut minhash = options
+        .minhash
+        .enabled
+        .then(|| RunWriter::new(&runs_dir.join("minhash"), options.run_entries))
+        .transpose()?;
+    let mut doc = 0u64;
+    for index in 0..inputs.len() {
+        for keys in read_keys(&WorkFiles::new(work, index).keys)? {
+            if let Some(w) = exact.as_mut() {
+                w.push(0, keys.exact, doc)?;
+            }
+            if let Some(w) = minhash.as_mut() {
+                for (band, key) in keys.bands.iter().enumerate() {
+                    w.push(band as u32, *key, doc)?;
+                }
+            }
+            doc += 1;
+        }
+    }
+    let exact = exact
+        .map(|w| Clusters::build(w, total, &runs_dir))
+        .transpose()?;
+    let minhash = minhash
+        .map(|w| Clusters::build(w, total, &runs_dir))
+        .transpose()?;
+    std::fs::remove_dir_all(&runs_dir).ok();
+    Ok(DedupResult { exact, minhash })
+}
+
+fn write_outputs(
+    config: &PipelineConfig,
+    work: &Path,
+    inputs: usize,
+    mut dedup: DedupResult,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let out = &config.output.dir;
+    let kept_dir = out.join("kept");
+    std::fs::create_dir_all(&kept_dir)
+        .with_context(|| format!("creating {}", kept_dir.display()))?;
+    let names = score_names();
+    let mut global = 0u64;
+    for index in 0..inputs {
+        let files = WorkFiles::new(work, index);
+        let mut kept_docs = read_jsonl_zst::<KeptDoc>(&files.kept)?;
+        let mut table: Vec<(DocRow, DedupInfo)> = Vec::new();
+        let mut survivors: Vec<KeptDoc> = Vec::new();
+        for row in read_jsonl_zst::<DocRow>(&files.rows)? {
+            let mut row = row?;
+            let mut info = DedupInfo::default();
+            if row.dropped_by.is_none() {
+                let doc = kept_docs.next().with_context(|| {
+                    format!("{} has fewer documents than its rows", files.kept.display())
+                })??;
+                let n = global;
+                global += 1;
+                let mut duplicate = None;
+                if let Some(exact) = dedup.exact.as_mut() {
+                    let (cluster, dup, size) = exact.of(n);
+                    info.exact_cluster_size = Some(size);
+                    info.cluster = Some(cluster);
+                    if dup {
+                        duplicate = Some(("exact_dedup", cluster));
+                    }
+                }
+                if let Some(near) = dedup.minhash.as_mut() {
+                    let (cluster, dup, size) = near.of(n);
+                    info.minhash_cluster_size = Some(size);
+                    if duplicate.is_none() {
+                        info.cluster = Some(cluster);
+                        if dup {
+                            duplicate = Some(("minhash_dedup", cluster));
+                        }
+                    }
+                }
+                match duplicate {
+                    Some((stage, cluster)) => {
+                        row.dropped_by = Some(stage.to_string());
+                        row.drop_reason = Some(format!("duplicate of document #{cluster}"));
+                    }
+                    None => survivors.push(doc),
+                }
+            }
+            if let Some(stage) = &row.dropped_by {
+                *summary.dropped_by.entry(stage.clone()).or_default() += 1;
+            }
+            table.push((row, info));
+        }
+        summary.docs_out += survivors.len() as u64;
+        summary.text_bytes_out += survivors.iter().map(|d| d.text.len() as u64).sum::<u64>();
+        match config.output.kept_format {
+            KeptFormat::Jsonl => {
+                let mut w =
+                    JsonlZstWriter::create(&kept_dir.join(format!("part-{index:05}.jsonl.zst")))?;
+                for doc in &survivors {
+                    w.write(doc)?;
+                }
+                w.finish()?;
+            }
+            KeptFormat::Parquet => {
+                write_kept_parquet(
+                    &kept_dir.join(format!("part-{index:05}.parquet")),
+                    &survivors,
+                )?;
+            }
+        }
+        write_docs_table(
+            &out.join(format!("docs-{index:05}.parquet")),
+            &names,
+            &table,
+        )?;
+    }
+    Ok(())
+}

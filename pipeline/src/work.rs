@@ -1,0 +1,198 @@
+//! The per-input intermediate files of a run, under `OUT/work/`:
+//! - `input-NNNNN.rows.jsonl.zst`: one row per input document (scores, drop reason)
+//! - `input-NNNNN.kept.jsonl.zst`: the documents that passed the filters, with text
+//! - `input-NNNNN.keys.bin`: dedup keys of the kept documents, in the same order
+//! - `input-NNNNN.done.json`: written last; its presence means the input is finished
+//!
+//! A killed run resumes by skipping inputs whose done marker matches the config.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// What the docs table records about one input document (dedup columns are added later).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocRow {
+    pub id: String,
+    pub url: Option<String>,
+    pub source: String,
+    pub lang: Option<String>,
+    pub lang_score: Option<f64>,
+    /// Aligned with `filters::score_names()`; `None` where a filter did not run.
+    pub scores: Vec<Option<f64>>,
+    pub dropped_by: Option<String>,
+    pub drop_reason: Option<String>,
+    /// Characters after extraction and normalization.
+    pub chars: u64,
+    pub pii_redactions: u64,
+}
+
+/// A document that passed the filters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptDoc {
+    pub id: String,
+    pub url: Option<String>,
+    pub source: String,
+    pub lang: Option<String>,
+    pub text: String,
+}
+
+/// Dedup keys of one kept document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocKeys {
+    pub exact: u64,
+    pub bands: Vec<u64>,
+}
+
+/// The done marker of one input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputDone {
+    pub input: String,
+    pub input_bytes: u64,
+    pub fingerprint: String,
+    pub docs: u64,
+    pub kept: u64,
+    pub skipped_records: u64,
+    pub issues: Vec<String>,
+    pub text_bytes_in: u64,
+    pub text_bytes_kept: u64,
+    pub seconds: f64,
+}
+
+/// Paths of input `index`'s files.
+#[derive(Debug, Clone)]
+pub struct WorkFiles {
+    pub rows: PathBuf,
+    pub kept: PathBuf,
+    pub keys: PathBuf,
+    pub done: PathBuf,
+}
+
+impl WorkFiles {
+    pub fn new(work: &Path, index: usize) -> Self {
+        let stem = work.join(format!("input-{index:05}"));
+        let with = |ext: &str| PathBuf::from(format!("{}.{ext}", stem.display()));
+        Self {
+            rows: with("rows.jsonl.zst"),
+            kept: with("kept.jsonl.zst"),
+            keys: with("keys.bin"),
+            done: with("done.json"),
+        }
+    }
+
+    /// The done marker, if it exists and was made with this fingerprint for this input.
+    pub fn finished(&self, input: &Path, fingerprint: &str) -> Option<InputDone> {
+        let text = std::fs::read_to_string(&self.done).ok()?;
+        let done: InputDone = serde_json::from_str(&text).ok()?;
+        let bytes = std::fs::metadata(input).ok()?.len();
+        (done.fingerprint == fingerprint
+            && done.input == input.display().to_string()
+            && done.input_bytes == bytes)
+            .then_some(done)
+    }
+}
+
+/// A zstd-compressed JSON-lines writer.
+pub struct JsonlZstWriter {
+    path: PathBuf,
+    inner: zstd::stream::write::Encoder<'static, BufWriter<File>>,
+}
+
+impl std::fmt::Debug for JsonlZstWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonlZstWriter")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl JsonlZstWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let inner = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, file), 3)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            inner,
+        })
+    }
+
+    pub fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
+        serde_json::to_writer(&mut self.inner, value)
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.inner.write_all(b"\n")?;
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<()> {
+        let mut out = self.inner.finish()?;
+        out.flush()
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        out.get_ref().sync_all()?;
+        Ok(())
+    }
+}
+
+/// Iterates a zstd JSON-lines file.
+pub fn read_jsonl_zst<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<T>>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = BufReader::new(zstd::stream::read::Decoder::new(file)?);
+    let path = path.to_path_buf();
+    Ok(reader.lines().map(move |line| {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&line).with_context(|| format!("parsing a line of {}", path.display()))
+    }))
+}
+
+/// Writes dedup keys: exact key, band count, band keys (little-endian).
+pub fn write_keys(out: &mut impl Write, keys: &DocKeys) -> Result<()> {
+    out.write_all(&keys.exact.to_le_bytes())?;
+    out.write_all(&(keys.bands.len() as u32).to_le_bytes())?;
+    for band in &keys.bands {
+        out.write_all(&band.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+/// Reads every key record of a keys file.
+pub fn read_keys(path: &Path) -> Result<Vec<DocKeys>> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut keys = Vec::new();
+    let mut at = 0usize;
+    let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
+        let slice = bytes
+            .get(*at..*at + n)
+            .with_context(|| format!("{} is truncated at byte {at}", path.display()))?;
+        *at += n;
+        Ok(slice)
+    };
+    while at < bytes.len() {
+        let exact = u64::from_le_bytes(take(&mut at, 8)?.try_into()?);
+        let n = u32::from_le_bytes(take(&mut at, 4)?.try_into()?) as usize;
+        let mut bands = Vec::with_capacity(n);
+        for _ in 0..n {
+            bands.push(u64::from_le_bytes(take(&mut at, 8)?.try_into()?));
+        }
+        keys.push(DocKeys { exact, bands });
+    }
+    Ok(keys)
+}
+
+/// Writes `value` as pretty JSON atomically.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let json = serde_json::to_vec_pretty(value)?;
+    format::write_file_atomic(dir, &name, &json)
+        .with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,206 @@
+//! The whole cleaning run on a small mixed corpus: counts, outputs, determinism across thread
+//! counts, and resume.
+
+use std::path::{Path, PathBuf};
+
+use pipeline::config::PipelineConfig;
+use pipeline::run::run;
+use pipeline::work::{KeptDoc, read_jsonl_zst};
+use polars::prelude::*;
+
+use crate::helpers::{good_chinese, good_english, warc};
+
+/// Writes the corpus and returns a config reading it into `out`.
+fn corpus(dir: &Path, out: &Path) -> PipelineConfig {
+    let mut lines = Vec::new();
+    let mut push = |id: &str, text: &str| {
+        lines.push(serde_json::json!({"id": id, "text": text, "url": format!("https://example.test/{id}")}).to_string())
+    };
+    for i in 0..6 {
+        push(&format!("en-{i}"), &good_english(i));
+    }
+    for i in 0..4 {
+        push(&format!("zh-{i}"), &good_chinese(i));
+    }
+    push(
+        "en-exact-dup",
+        &good_english(2).to_uppercase().replace("\n\n", "\n\n  "),
+    );
+    push("en-near-dup", &good_english(3).replacen("The ", "One ", 1));
+    push("zh-near-dup", &good_chinese(1).replacen("的", "之", 1));
+    push("spam", &"cheap pills buy now\n".repeat(40));
+    push(
+        "german",
+        "Der schnelle braune Fuchs springt über den faulen Hund. "
+            .repeat(20)
+            .as_str(),
+    );
+    push(
+        "contact",
+        &format!("{} Write to someone@example.org today.", good_english(7)),
+    );
+    lines.push("{broken json".into());
+    std::fs::write(dir.join("mixed.jsonl"), lines.join("\n")).expect("write corpus");
+    let text = format!(
+        r#"
+[input]
+paths = ["{}", "{}"]
+
+[output]
+dir = "{}"
+
+[run]
+batch_size = 4
+"#,
+        dir.join("mixed.jsonl").display(),
+        warc("resiliparse-cc-2020-34.warc.gz").display(),
+        out.display()
+    );
+    let path = dir.join("clean.toml");
+    std::fs::write(&path, text).expect("write config");
+    PipelineConfig::load(&path).expect("config loads")
+}
+
+fn kept(out: &Path) -> Vec<KeptDoc> {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(out.join("kept"))
+        .expect("kept dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    parts.sort();
+    parts
+        .iter()
+        .flat_map(|p| {
+            read_jsonl_zst::<KeptDoc>(p)
+                .expect("read")
+                .map(|d| d.expect("doc"))
+        })
+        .collect()
+}
+
+fn docs_table(out: &Path, index: usize) -> DataFrame {
+    let file =
+        std::fs::File::open(out.join(format!("docs-{index:05}.parquet"))).expect("docs table");
+    ParquetReader::new(file).finish().expect("parquet")
+}
+
+#[test]
+fn clean_run_filters_dedups_and_resumes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("run");
+    let mut config = corpus(tmp.path(), &out);
+    config.run.threads = 2;
+    let summary = run(&config, false).expect("run");
+
+    // 16 JSONL documents (one line is broken) + 16 WARC responses.
+    assert_eq!(summary.docs_in, 32);
+    assert_eq!(summary.read_issues, 1);
+    assert!(
+        summary.issues[0].contains("mixed.jsonl: line 17: invalid JSON"),
+        "{:?}",
+        summary.issues
+    );
+    let ids: Vec<String> = kept(&out).into_iter().map(|d| d.id).collect();
+    for i in 0..6 {
+        assert!(
+            ids.contains(&format!("en-{i}")),
+            "en-{i} missing from {ids:?}"
+        );
+    }
+    for i in 0..4 {
+        assert!(
+            ids.contains(&format!("zh-{i}")),
+            "zh-{i} missing from {ids:?}"
+        );
+    }
+    for gone in [
+        "en-exact-dup",
+        "en-near-dup",
+        "zh-near-dup",
+        "spam",
+        "german",
+    ] {
+        assert!(
+            !ids.contains(&gone.to_string()),
+            "{gone} should be dropped: {ids:?}"
+        );
+    }
+    assert_eq!(summary.dropped_by.get("exact_dedup"), Some(&1));
+    assert_eq!(summary.dropped_by.get("minhash_dedup"), Some(&2));
+    assert_eq!(summary.docs_out as usize, ids.len());
+    let contact = kept(&out)
+        .into_iter()
+        .find(|d| d.id == "contact")
+        .expect("contact kept");
+    assert!(
+        contact.text.contains("Write to <EMAIL> today."),
+        "{}",
+        contact.text
+    );
+
+    // One docs-table row per input document with scores and the stage that dropped it.
+    let table = docs_table(&out, 0);
+    assert_eq!(table.height(), 16);
+    let dropped = table
+        .column("dropped_by")
+        .expect("col")
+        .str()
+        .expect("str")
+        .clone();
+    let ids_col = table.column("id").expect("col").str().expect("str").clone();
+    let row = |id: &str| {
+        (0..table.height())
+            .find(|&i| ids_col.get(i) == Some(id))
+            .expect(id)
+    };
+    assert_eq!(dropped.get(row("german")), Some("langid"));
+    assert_eq!(dropped.get(row("en-exact-dup")), Some("exact_dedup"));
+    assert_eq!(dropped.get(row("en-0")), None);
+    let words = table
+        .column("gopher_words")
+        .expect("col")
+        .f64()
+        .expect("f64")
+        .clone();
+    assert!(
+        words.get(row("german")).is_some(),
+        "filters score dropped documents too"
+    );
+    let sizes = table
+        .column("minhash_cluster_size")
+        .expect("col")
+        .u64()
+        .expect("u64")
+        .clone();
+    assert_eq!(sizes.get(row("en-3")), Some(2));
+    assert!(out.join("summary.json").exists());
+
+    // Same survivors with one thread.
+    let out1 = tmp.path().join("run1");
+    let mut one = config.clone();
+    one.output.dir = out1.clone();
+    one.run.threads = 1;
+    run(&one, false).expect("run 1 thread");
+    assert_eq!(kept(&out1), kept(&out));
+
+    // Resume: everything is skipped; losing one done marker redoes only that input.
+    let again = run(&config, false).expect("rerun");
+    assert_eq!(again.inputs_resumed, 2);
+    assert_eq!(kept(&out), kept(&out1));
+    std::fs::remove_file(out.join("work/input-00001.done.json")).expect("remove marker");
+    let partial = run(&config, false).expect("resume");
+    assert_eq!(partial.inputs_resumed, 1);
+    assert_eq!(partial.docs_out, summary.docs_out);
+}
+
+#[test]
+fn config_typos_are_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[input]\npaths = [\"x\"]\n[output]\ndir = \"o\"\n[filters.c4]\nmin_words_per_lin = 3\n",
+    )
+    .expect("write");
+    let err = PipelineConfig::load(&path).expect_err("typo");
+    assert!(format!("{err:#}").contains("min_words_per_lin"), "{err:#}");
+}

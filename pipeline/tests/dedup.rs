@@ -1,0 +1,83 @@
+//! Deduplication: planted exact and near duplicates are found; survivors do not depend on
+//! the thread count; runs spill to disk.
+
+use std::path::Path;
+
+use pipeline::dedup::{Clusters, MinHashOptions, MinHasher, RunWriter, exact_key};
+
+use crate::helpers::{good_chinese, good_english};
+
+#[test]
+fn exact_key_ignores_case_and_whitespace_only() {
+    assert_eq!(exact_key("Hello  World\n"), exact_key("hello world"));
+    assert_ne!(exact_key("hello world"), exact_key("hello world!"));
+}
+
+#[test]
+fn near_duplicates_share_a_band_and_different_texts_do_not() {
+    let hasher = MinHasher::new(MinHashOptions::default());
+    let a = good_english(1);
+    // One word changed in a long text: near duplicate.
+    let b = a.replacen("The ", "One ", 1);
+    let c = good_english(2);
+    let (ka, kb, kc) = (
+        hasher.band_keys(&a, false).expect("a"),
+        hasher.band_keys(&b, false).expect("b"),
+        hasher.band_keys(&c, false).expect("c"),
+    );
+    assert_eq!(ka.len(), 14);
+    assert!(
+        ka.iter().zip(&kb).any(|(x, y)| x == y),
+        "near duplicates must collide in a band"
+    );
+    assert!(
+        ka.iter().zip(&kc).all(|(x, y)| x != y),
+        "different texts must not collide"
+    );
+    // Chinese: character shingles.
+    let z1 = good_chinese(1);
+    let z2 = z1.replacen("的", "之", 1);
+    let (k1, k2) = (
+        hasher.band_keys(&z1, true).expect("z1"),
+        hasher.band_keys(&z2, true).expect("z2"),
+    );
+    assert!(k1.iter().zip(&k2).any(|(x, y)| x == y));
+}
+
+fn clusters(keys: &[Vec<u64>], dir: &Path, run_entries: usize) -> Vec<(u64, bool, u64)> {
+    let mut writer = RunWriter::new(dir, run_entries).expect("runs");
+    for (doc, bands) in keys.iter().enumerate() {
+        for (band, key) in bands.iter().enumerate() {
+            writer.push(band as u32, *key, doc as u64).expect("push");
+        }
+    }
+    let spilled = writer.runs();
+    let mut c = Clusters::build(writer, keys.len(), dir).expect("build");
+    let out: Vec<_> = (0..keys.len() as u64).map(|d| c.of(d)).collect();
+    if run_entries < 50 {
+        assert!(spilled > 1, "small run buffers must spill several runs");
+    }
+    out
+}
+
+#[test]
+fn clusters_keep_the_first_document_and_survive_spilling() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let hasher = MinHasher::new(MinHashOptions::default());
+    let mut texts: Vec<String> = (0..6).map(good_english).collect();
+    texts.push(texts[1].replacen("The ", "One ", 1)); // 6 ~ 1
+    texts.push(texts[4].replacen("The ", "A ", 1)); // 7 ~ 4
+    texts.push(texts[1].clone()); // 8 == 1
+    let keys: Vec<Vec<u64>> = texts
+        .iter()
+        .map(|t| hasher.band_keys(t, false).expect("keys"))
+        .collect();
+    let in_memory = clusters(&keys, &tmp.path().join("a"), 1 << 20);
+    let spilled = clusters(&keys, &tmp.path().join("b"), 7);
+    assert_eq!(in_memory, spilled);
+    assert_eq!(in_memory[6], (1, true, 3));
+    assert_eq!(in_memory[8], (1, true, 3));
+    assert_eq!(in_memory[1], (1, false, 3));
+    assert_eq!(in_memory[7], (4, true, 2));
+    assert_eq!(in_memory[0], (0, false, 1));
+}
