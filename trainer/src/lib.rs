@@ -2,6 +2,7 @@
 //! `format` datasets with exact resume, sampling with a KV cache, and export to Hugging Face.
 //! Device selection and the runtime check behind `trainer info` live in [`device`].
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

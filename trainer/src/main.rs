@@ -89,6 +89,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure training tokens/s (and MFU on CUDA) and peak memory of a config's model and
+    /// training step, on random tokens.
+    Bench {
+        /// Run configuration (TOML); its data paths are not used.
+        #[arg(long)]
+        config: PathBuf,
+        /// Timed optimizer steps.
+        #[arg(long, default_value_t = 10)]
+        steps: u64,
+        /// Untimed steps first (allocator warm-up, kernel selection).
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        #[arg(long)]
+        device: Option<DeviceChoice>,
+        /// CPU threads for libtorch.
+        #[arg(long)]
+        threads: Option<i32>,
+        /// Override train.micro_batch_size.
+        #[arg(long)]
+        micro_batch_size: Option<i64>,
+        /// Override train.grad_accum.
+        #[arg(long)]
+        grad_accum: Option<i64>,
+        /// Override data.seq_len.
+        #[arg(long)]
+        seq_len: Option<i64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a checkpoint as a Hugging Face directory (LlamaForCausalLM).
     ExportHf {
         /// A checkpoint directory (step-N).
@@ -207,6 +237,62 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string(&out)?);
             } else {
                 println!("{}{}", prompt, out.text);
+            }
+        }
+        Command::Bench {
+            config,
+            steps,
+            warmup,
+            device,
+            threads,
+            micro_batch_size,
+            grad_accum,
+            seq_len,
+            json,
+        } => {
+            let mut run = RunConfig::load(&config)?;
+            if let Some(device) = device {
+                run.train.device = device;
+            }
+            if threads.is_some() {
+                run.train.threads = threads;
+            }
+            if let Some(b) = micro_batch_size {
+                run.train.micro_batch_size = b;
+            }
+            if let Some(a) = grad_accum {
+                run.train.grad_accum = a;
+            }
+            if let Some(t) = seq_len {
+                run.data.seq_len = t;
+            }
+            run.validate_settings()?;
+            let report = trainer::bench::run(run, warmup, steps)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{}: {} params on {} ({}), {} threads, {} tokens/step (seq {} x micro {} x accum {})",
+                    config.display(),
+                    report.params,
+                    report.device,
+                    report.compute,
+                    report.threads,
+                    report.tokens_per_step,
+                    report.seq_len,
+                    report.micro_batch_size,
+                    report.grad_accum
+                );
+                println!(
+                    "  {:.0} tokens/s, {:.1} ms/step over {} steps{}; peak RSS {:.0} MiB",
+                    report.tokens_per_s,
+                    report.step_ms,
+                    report.steps,
+                    report
+                        .mfu
+                        .map_or(String::new(), |m| format!(", MFU {:.1}%", m * 100.0)),
+                    report.peak_rss_mib
+                );
             }
         }
         Command::ExportHf { checkpoint, out } => {

@@ -15,7 +15,9 @@ fn a_tiny_model_learns_and_the_run_leaves_metrics_and_checkpoints() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (train, valid) = datasets(tmp.path());
     let out = tmp.path().join("run");
-    let config = tiny_config(&train, &valid, &out, 60);
+    let mut config = tiny_config(&train, &valid, &out, 60);
+    config.sample.every = 30;
+    config.sample.prompt = "the cat".into();
     let mut run = Trainer::new(config, Resume::No, Faults::default()).expect("trainer");
     let summary = run.run().expect("run");
     assert_eq!(summary.steps, 60);
@@ -52,6 +54,19 @@ fn a_tiny_model_learns_and_the_run_leaves_metrics_and_checkpoints() {
         .expect("eval line");
     assert!((eval["val_ppl"].as_f64().expect("ppl") - val.exp()).abs() < 1e-9);
     assert!(train_lines[0]["grad_norm"].as_f64().expect("norm") > 0.0);
+
+    let samples: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["kind"] == "sample")
+        .map(|l| l["text"].as_str().expect("sample text"))
+        .collect();
+    assert_eq!(samples.len(), 2, "samples at 30 and 60");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s.starts_with("the cat") && s.len() > 7),
+        "{samples:?}"
+    );
 
     // keep_last = 2 of the checkpoints at 20, 40, 60.
     let kept: Vec<u64> = checkpoint::list(&out.join("checkpoints"))

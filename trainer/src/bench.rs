@@ -1,0 +1,146 @@
+//! `trainer bench`: tokens/s, MFU (on CUDA) and peak memory of the real training step for a
+//! config, on a synthetic dataset of uniformly random tokens written with `format`'s
+//! `ShardWriter` (so the data path is the one pretraining uses). `bench/pytorch_reference.py`
+//! runs the same model and loop in PyTorch eager for comparison.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use format::{DatasetKind, PretrainDoc, ShardWriter, TokenizerSpec};
+use serde::Serialize;
+
+use crate::config::RunConfig;
+use crate::data::mix;
+use crate::train::{Faults, Resume, Trainer};
+
+/// Vocabulary of the synthetic data when the config takes it from the dataset.
+pub const DEFAULT_VOCAB: i64 = 32_000;
+
+/// What a benchmark measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub params: i64,
+    pub device: String,
+    pub compute: String,
+    pub threads: i32,
+    pub seq_len: i64,
+    pub micro_batch_size: i64,
+    pub grad_accum: i64,
+    pub tokens_per_step: i64,
+    pub steps: u64,
+    pub tokens_per_s: f64,
+    pub step_ms: f64,
+    /// Model FLOPs utilisation against `train.gpu_peak_tflops` (CUDA only).
+    pub mfu: Option<f64>,
+    pub final_loss: f64,
+    /// Peak resident memory of this process (VmHWM).
+    pub peak_rss_mib: f64,
+}
+
+/// Peak resident set size in MiB from /proc (0 where unavailable).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Writes `tokens` uniformly random ids in documents of 2048 (EOS last) under `dir`.
+pub fn synthetic_dataset(dir: &Path, vocab: u32, tokens: usize, seed: u64) -> Result<()> {
+    let stub = dir.join("stub-tokenizer.json");
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(&stub, b"{\"note\": \"random ids, no tokenizer\"}")?;
+    let spec = TokenizerSpec {
+        path: stub,
+        vocab_size: vocab,
+        special_tokens: BTreeMap::from([("eos".to_string(), 0)]),
+    };
+    let mut writer = ShardWriter::builder(dir.join("data"), DatasetKind::Pretrain, spec)
+        .build()
+        .context("writing the synthetic dataset")?;
+    let doc_len = 2048;
+    for d in 0..tokens.div_ceil(doc_len) {
+        let mut ids: Vec<u32> = (0..doc_len - 1)
+            .map(|i| 1 + (mix(&[seed, d as u64, i as u64]) % u64::from(vocab - 1)) as u32)
+            .collect();
+        ids.push(0);
+        writer.write(PretrainDoc {
+            doc_id: &format!("random-{d}"),
+            source: "random",
+            tokens: &ids,
+        })?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+/// Runs `warmup` untimed steps then `steps` timed ones of `config` on random data.
+pub fn run(mut config: RunConfig, warmup: u64, steps: u64) -> Result<BenchReport> {
+    ensure!(steps > 0, "bench needs at least one timed step");
+    let tmp = tempdir()?;
+    if config.model.vocab_size == 0 {
+        config.model.vocab_size = DEFAULT_VOCAB;
+    }
+    let window = (config.data.seq_len + 1) as usize;
+    let tokens = (window * 64).max(1 << 20);
+    synthetic_dataset(&tmp, config.model.vocab_size as u32, tokens, 0)?;
+    config.data.train = tmp.join("data");
+    config.data.valid = None;
+    config.train.out = tmp.join("out");
+    config.train.steps = warmup + steps;
+    let mut trainer = Trainer::new(config.clone(), Resume::No, Faults::default())?;
+    for _ in 0..warmup {
+        trainer.train_step()?;
+    }
+    let started = Instant::now();
+    let mut last = None;
+    for _ in 0..steps {
+        last = Some(trainer.train_step()?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let device = trainer.model().device();
+    let tokens_per_step = config.tokens_per_step();
+    let tokens_per_s = (tokens_per_step as u64 * steps) as f64 / seconds;
+    let flops = trainer
+        .model()
+        .config()
+        .flops_per_token(config.data.seq_len);
+    let report = BenchReport {
+        params: trainer.model().num_params(),
+        device: format!("{device:?}"),
+        compute: format!("{:?}", trainer.model().kind()),
+        threads: tch::get_num_threads(),
+        seq_len: config.data.seq_len,
+        micro_batch_size: config.train.micro_batch_size,
+        grad_accum: config.train.grad_accum,
+        tokens_per_step,
+        steps,
+        tokens_per_s,
+        step_ms: seconds * 1e3 / steps as f64,
+        mfu: device
+            .is_cuda()
+            .then(|| tokens_per_s * flops / (config.train.gpu_peak_tflops * 1e12)),
+        final_loss: last.map_or(f64::NAN, |r| r.loss),
+        peak_rss_mib: peak_rss_mib(),
+    };
+    drop(trainer);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(report)
+}
+
+/// A fresh directory under the system temp dir.
+fn tempdir() -> Result<std::path::PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("jielong-bench-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
