@@ -54,13 +54,13 @@ fn is_retryable(e: &sqlx::Error) -> bool {
         .is_some_and(|d| matches!(d.code().as_deref(), Some("40001" | "40P01")))
 }
 
-/// Marks the project's abandoned leases expired, which returns their slots to the pool.
-/// One caller per project at a time does the work (an advisory lock); the others skip it.
-pub async fn reclaim_expired(pool: &PgPool, project_id: i64) -> Result<u64, AppError> {
+/// Marks abandoned leases (of one project, or all) expired, which returns their slots to the
+/// pool. One caller at a time does the work (an advisory lock); the others skip it.
+pub async fn reclaim_expired(pool: &PgPool, project_id: Option<i64>) -> Result<u64, AppError> {
     let n = sqlx::query(
-        "WITH gate AS (SELECT pg_try_advisory_xact_lock(7301, $1::int) AS ok) \
+        "WITH gate AS (SELECT pg_try_advisory_xact_lock(7301, 0) AS ok) \
          UPDATE assignments SET status = 'expired', finished_at = now() \
-         WHERE project_id = $1 AND status = 'leased' AND expires_at < now() \
+         WHERE ($1 IS NULL OR project_id = $1) AND status = 'leased' AND expires_at < now() \
            AND (SELECT ok FROM gate)",
     )
     .bind(project_id)
@@ -68,9 +68,23 @@ pub async fn reclaim_expired(pool: &PgPool, project_id: i64) -> Result<u64, AppE
     .await?
     .rows_affected();
     if n > 0 {
-        tracing::info!(project_id, leases = n, "reclaimed expired leases");
+        tracing::info!(?project_id, leases = n, "reclaimed expired leases");
     }
     Ok(n)
+}
+
+/// Reclaims expired leases of every project every `every`, so abandoned items return even
+/// while the queue is busy (`next` also reclaims when it finds nothing).
+pub fn spawn_reclaimer(pool: PgPool, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = reclaim_expired(&pool, None).await {
+                tracing::warn!(error = %e, "reclaiming expired leases failed");
+            }
+        }
+    });
 }
 
 /// The next item for `user`: a live lease they already hold (not in `exclude`), renewed, or
@@ -82,7 +96,7 @@ pub async fn next(
     user: &User,
     exclude: &[i64],
 ) -> Result<Option<Task>, AppError> {
-    reclaim_expired(pool, project.id).await?;
+    let mut reclaimed = false;
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -93,12 +107,15 @@ pub async fn next(
             }
             Err(Retry::Db(e)) => return Err(e.into()),
             Err(Retry::App(e)) => return Err(e),
-            Ok(assignment) => {
-                return match assignment {
-                    Some(id) => task(pool, id, user.id).await.map(Some),
-                    None => Ok(None),
-                };
+            Ok(Some(id)) => return task(pool, id, user.id).await.map(Some),
+            // Before saying "nothing left", give abandoned leases back and look again.
+            Ok(None) if !reclaimed => {
+                reclaimed = true;
+                if reclaim_expired(pool, Some(project.id)).await? == 0 {
+                    return Ok(None);
+                }
             }
+            Ok(None) => return Ok(None),
         }
     }
 }

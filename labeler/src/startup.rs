@@ -106,6 +106,10 @@ impl Application {
             ),
         });
         let templates = web::Data::new(crate::pages::Templates::new()?);
+        crate::queue::spawn_reclaimer(
+            pool.clone(),
+            std::time::Duration::from_secs(u64::from(labeling.lease_seconds.clamp(4, 240) / 4)),
+        );
         let pool = web::Data::new(pool);
         let server = HttpServer::new(move || {
             let session = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
