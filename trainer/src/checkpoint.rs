@@ -178,8 +178,13 @@ pub fn save(
     let name = step_dir_name(data.state.step);
     let tmp = root.join(format!(".tmp-{name}"));
     let dest = root.join(&name);
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
+    // Temporary directories left by a crash mid-write are never complete: remove them all.
+    for entry in fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", root.display()))?;
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            fs::remove_dir_all(entry.path())
+                .with_context(|| format!("removing stale {}", entry.path().display()))?;
+        }
     }
     fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
