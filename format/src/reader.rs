@@ -29,12 +29,22 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Opens `dir`: reads and checks the manifest, then checks that every shard it names
-    /// exists with the recorded size. Reads no shard data.
+    /// Opens `dir`: reads and checks the manifest, checks the tokenizer file against its
+    /// sha256 (a few MB at most: ids are meaningless with another tokenizer), then checks that
+    /// every shard it names exists with the recorded size. Reads no shard data.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let manifest = Manifest::load(&dir)?;
         let dataset = Self { dir, manifest };
+        let tokenizer = dataset.tokenizer_path();
+        let actual = sha256_file(&tokenizer)?;
+        if actual != dataset.manifest.tokenizer.sha256 {
+            return Err(FormatError::ChecksumMismatch {
+                path: tokenizer,
+                expected: dataset.manifest.tokenizer.sha256.clone(),
+                actual,
+            });
+        }
         for entry in &dataset.manifest.shards {
             let path = dataset.dir.join(&entry.file);
             let meta = match fs::metadata(&path) {

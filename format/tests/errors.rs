@@ -291,3 +291,16 @@ fn bad_builder_settings_name_the_field() {
         .expect_err("no eos");
     assert!(message(&err).contains("eos"), "{err}");
 }
+
+#[test]
+fn a_tokenizer_that_does_not_match_the_manifest_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, _) = write_pretrain(tmp.path(), "tok", 5, 1000, 1 << 20);
+    fs::write(dir.join("tokenizer.json"), b"{\"another\": \"tokenizer\"}").expect("write");
+    let err = Dataset::open(&dir).expect_err("ids from another tokenizer");
+    assert!(
+        matches!(err, FormatError::ChecksumMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(message(&err).contains("tokenizer.json"), "{err}");
+}

@@ -12,6 +12,7 @@ use crate::langid::LangIdOptions;
 use crate::normalize::NormalizeOptions;
 use crate::pii::PiiOptions;
 use crate::readers::ReaderOptions;
+use crate::tokenize::pretrain::TokenizeOptions;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +31,9 @@ pub struct PipelineConfig {
     pub dedup: DedupOptions,
     #[serde(default)]
     pub run: RunOptions,
+    /// Optional: tokenize the kept documents into a pretraining dataset after cleaning.
+    #[serde(default)]
+    pub tokenize: Option<TokenizeOptions>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +113,9 @@ impl PipelineConfig {
             "dedup.minhash n-gram sizes must be > 0"
         );
         ensure!(self.dedup.run_entries > 0, "dedup.run_entries must be > 0");
+        if let Some(t) = &self.tokenize {
+            t.check()?;
+        }
         Ok(())
     }
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use format::{Dataset, DatasetKind, Tokens};
 
+use crate::tokenize::LoadedTokenizer;
+
 /// What to show besides the manifest summary.
 #[derive(Debug, Clone, Copy)]
 pub struct InspectOptions {
@@ -86,8 +88,13 @@ pub fn inspect(dir: &Path, options: InspectOptions, out: &mut impl Write) -> Res
             .batches()
             .first()
             .context("first shard has no record batch")?;
+        // Decoded text when the dataset's tokenizer loads; ids alone otherwise.
+        let tokenizer = LoadedTokenizer::load(&dataset.tokenizer_path()).ok();
         for row in 0..options.samples.min(batch.num_rows()) {
             write_sample(out, dataset.kind(), batch, row, options.ids_per_row)?;
+            if let Some(tokenizer) = &tokenizer {
+                write_decoded(out, tokenizer, dataset.kind(), batch, row)?;
+            }
         }
     }
     Ok(())
@@ -151,6 +158,60 @@ fn write_sample(
                 ids(batch.tokens("chosen_ids")?),
                 ids(batch.tokens("rejected_ids")?)
             )?;
+        }
+    }
+    Ok(())
+}
+
+/// Characters of decoded text shown per sample.
+const DECODED_CHARS: usize = 300;
+
+fn shorten(text: &str) -> String {
+    let mut s: String = text.chars().take(DECODED_CHARS).collect();
+    if text.chars().count() > DECODED_CHARS {
+        s.push('…');
+    }
+    format!("{s:?}")
+}
+
+/// The sample as text; for SFT the supervised spans are wrapped in ⟦ ⟧.
+fn write_decoded(
+    out: &mut impl Write,
+    tokenizer: &LoadedTokenizer,
+    kind: DatasetKind,
+    batch: &format::ShardBatch,
+    row: usize,
+) -> Result<()> {
+    match kind {
+        DatasetKind::Pretrain => {
+            let ids = batch.tokens("tokens")?.row_u32(row);
+            writeln!(out, "    text: {}", shorten(&tokenizer.decode(&ids)?))?;
+        }
+        DatasetKind::Sft => {
+            let ids = batch.u32_lists("input_ids")?.get(row);
+            let mask = batch.loss_mask()?.get(row);
+            let mut text = String::new();
+            let mut start = 0;
+            while start < ids.len() {
+                let trained = mask[start] == 1;
+                let end = (start..ids.len())
+                    .find(|&i| (mask[i] == 1) != trained)
+                    .unwrap_or(ids.len());
+                let piece = tokenizer.decode(&ids[start..end])?;
+                if trained {
+                    text.push_str(&format!("⟦{piece}⟧"));
+                } else {
+                    text.push_str(&piece);
+                }
+                start = end;
+            }
+            writeln!(out, "    text (⟦trained⟧): {}", shorten(&text))?;
+        }
+        DatasetKind::Preference => {
+            for column in ["prompt_ids", "chosen_ids", "rejected_ids"] {
+                let ids = batch.u32_lists(column)?.get(row);
+                writeln!(out, "    {column}: {}", shorten(&tokenizer.decode(ids)?))?;
+            }
         }
     }
     Ok(())

@@ -15,4 +15,5 @@ pub mod pii;
 pub mod process;
 pub mod readers;
 pub mod run;
+pub mod tokenize;
 pub mod work;

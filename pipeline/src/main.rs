@@ -8,7 +8,11 @@ use std::io::IsTerminal;
 
 use pipeline::config::PipelineConfig;
 use pipeline::inspect::{InspectOptions, inspect};
+use pipeline::readers::ReaderOptions;
 use pipeline::run::run;
+use pipeline::tokenize::chat::{ChatTokenizeOptions, Truncation, tokenize_chat};
+use pipeline::tokenize::pretrain::{TokenizeConfig, tokenize};
+use pipeline::tokenize::train::{TokenizerTrainConfig, train_tokenizer};
 
 /// The jielong data pipeline: web corpora to tokenized Arrow datasets for the trainer.
 #[derive(Debug, Parser)]
@@ -34,6 +38,38 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Train a tokenizer.
+    Tokenizer {
+        #[command(subcommand)]
+        command: TokenizerCommand,
+    },
+    /// Encode documents into a pretraining dataset (OUT/train, OUT/val) with the [input] and
+    /// [tokenize] tables of a config; see configs/pipeline/tokenize.toml.
+    Tokenize { config: PathBuf },
+    /// Render labeler exports (JSONL in the TRL shapes) into an sft or preference dataset.
+    TokenizeChat {
+        /// sft ({"id","messages","meta"} records) or preference ({"id","prompt","chosen","rejected","meta"}).
+        #[arg(long)]
+        kind: ChatKind,
+        /// The tokenizer.json (must have the chat special tokens, e.g. one from `pipeline tokenizer train`).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// The dataset directory to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Longest example in tokens.
+        #[arg(long, default_value_t = 2048)]
+        max_seq_len: usize,
+        /// What to do with longer examples.
+        #[arg(long, value_enum, default_value_t = Truncation::Drop)]
+        truncation: Truncation,
+        /// Replace an existing dataset in OUTPUT.
+        #[arg(long)]
+        overwrite: bool,
+        /// Export files (JSONL, .jsonl.gz, .jsonl.zst), directories or globs.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
     /// Describe a dataset directory: manifest, tokenizer, shards, a few rows. Opening reads
     /// only metadata; --verify reads everything.
     Inspect {
@@ -49,6 +85,35 @@ enum Command {
         #[arg(long, conflicts_with_all = ["samples", "verify"])]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer (with jielong's special tokens) on documents.
+    Train {
+        /// Output tokenizer.json.
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 32_000)]
+        vocab_size: usize,
+        #[arg(long, default_value_t = 2)]
+        min_frequency: u64,
+        /// Stop after this many bytes of text (0 = all).
+        #[arg(long, default_value_t = 1 << 30)]
+        max_bytes: u64,
+        /// JSONL / Parquet field holding the text.
+        #[arg(long, default_value = "text")]
+        text_field: String,
+        /// Input files, directories or globs (any format `clean` reads).
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ChatKind {
+    Sft,
+    Preference,
 }
 
 fn main() -> Result<()> {
@@ -79,6 +144,78 @@ fn main() -> Result<()> {
                 anyhow::bail!(
                     "{} input records could not be read (run.fail_on_error)",
                     summary.read_issues
+                );
+            }
+        }
+        Command::Tokenizer {
+            command:
+                TokenizerCommand::Train {
+                    output,
+                    vocab_size,
+                    min_frequency,
+                    max_bytes,
+                    text_field,
+                    inputs,
+                },
+        } => {
+            let config = TokenizerTrainConfig {
+                inputs,
+                reader: ReaderOptions {
+                    text_field,
+                    ..ReaderOptions::default()
+                },
+                output: output.clone(),
+                vocab_size,
+                min_frequency,
+                max_bytes,
+            };
+            let summary = train_tokenizer(&config, std::io::stderr().is_terminal())?;
+            println!(
+                "trained on {} documents ({:.1} MB); vocabulary {} -> {}",
+                summary.documents,
+                summary.bytes as f64 / 1e6,
+                summary.vocab_size,
+                output.display()
+            );
+        }
+        Command::Tokenize { config } => {
+            let config = TokenizeConfig::load(&config)?;
+            let summary = tokenize(
+                &config.input,
+                &config.tokenize,
+                std::io::stderr().is_terminal(),
+            )?;
+            print!("{}", summary.render());
+            println!("datasets in {}", config.tokenize.output.display());
+        }
+        Command::TokenizeChat {
+            kind,
+            tokenizer,
+            output,
+            max_seq_len,
+            truncation,
+            overwrite,
+            inputs,
+        } => {
+            let options = ChatTokenizeOptions {
+                kind: match kind {
+                    ChatKind::Sft => format::DatasetKind::Sft,
+                    ChatKind::Preference => format::DatasetKind::Preference,
+                },
+                inputs,
+                tokenizer,
+                output: output.clone(),
+                max_seq_len,
+                truncation,
+                overwrite,
+            };
+            let summary = tokenize_chat(&options)?;
+            print!("{}", summary.render());
+            println!("dataset in {}", output.display());
+            if !summary.errors.is_empty() {
+                anyhow::bail!(
+                    "{} records could not be used (listed above)",
+                    summary.errors.len()
                 );
             }
         }

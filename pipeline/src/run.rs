@@ -43,6 +43,8 @@ pub struct RunSummary {
     pub seconds: BTreeMap<String, f64>,
     /// The first read problems, with file and record/line.
     pub issues: Vec<String>,
+    /// Present when the config has a `[tokenize]` table.
+    pub tokenize: Option<crate::tokenize::pretrain::TokenizeSummary>,
 }
 
 impl RunSummary {
@@ -174,6 +176,28 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
         .seconds
         .insert("write".into(), started.elapsed().as_secs_f64());
     write_json_atomic(&out.join("summary.json"), &summary)?;
+
+    // Optional: straight on to a pretraining dataset.
+    if let Some(options) = &config.tokenize {
+        let started = Instant::now();
+        let ext = match config.output.kept_format {
+            KeptFormat::Jsonl => "jsonl.zst",
+            KeptFormat::Parquet => "parquet",
+        };
+        let input = crate::config::InputConfig {
+            paths: vec![out.join(format!("kept/*.{ext}")).display().to_string()],
+            reader: crate::readers::ReaderOptions::default(),
+        };
+        summary.tokenize = Some(crate::tokenize::pretrain::tokenize(
+            &input,
+            options,
+            show_progress,
+        )?);
+        summary
+            .seconds
+            .insert("tokenize".into(), started.elapsed().as_secs_f64());
+        write_json_atomic(&out.join("summary.json"), &summary)?;
+    }
     Ok(summary)
 }
 

@@ -6,3 +6,4 @@ mod filters;
 mod helpers;
 mod inspect;
 mod readers;
+mod tokenize;

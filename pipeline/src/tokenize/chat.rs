@@ -1,0 +1,274 @@
+//! `pipeline tokenize-chat`: labeler exports (the TRL / Hugging Face shapes of ARCHITECTURE.md)
+//! to `sft` or `preference` datasets, rendered with `format::ChatTemplate` so the loss mask
+//! and the Hugging Face chat template agree. Every example keeps its record id and
+//! provenance; every dropped, truncated or broken example is counted, never silent.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use format::{ChatTemplate, DatasetKind, Message, PreferencePair, Role, SftExample, ShardWriter};
+use serde::{Deserialize, Serialize};
+
+use super::LoadedTokenizer;
+use crate::readers::{InputFormat, expand_inputs, open_decompressed};
+
+/// What to do with an example longer than `max_seq_len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Truncation {
+    /// Leave the example out (counted).
+    #[default]
+    Drop,
+    /// SFT: keep whole turns up to the last complete assistant turn that fits.
+    /// Preference: cut the prompt from the left so the longer answer fits.
+    Truncate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatTokenizeOptions {
+    pub kind: DatasetKind,
+    pub inputs: Vec<String>,
+    pub tokenizer: PathBuf,
+    pub output: PathBuf,
+    pub max_seq_len: usize,
+    pub truncation: Truncation,
+    pub overwrite: bool,
+}
+
+/// Counts of a chat tokenization run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatSummary {
+    pub records: u64,
+    pub written: u64,
+    pub dropped_too_long: u64,
+    pub truncated: u64,
+    /// Records that could not be used, with file, line and id.
+    pub errors: Vec<String>,
+    pub tokens: u64,
+    pub supervised_tokens: u64,
+}
+
+impl ChatSummary {
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "records {}, written {}, dropped (too long) {}, truncated {}, errors {}, tokens {} ({} supervised)\n",
+            self.records,
+            self.written,
+            self.dropped_too_long,
+            self.truncated,
+            self.errors.len(),
+            self.tokens,
+            self.supervised_tokens
+        );
+        for e in self.errors.iter().take(20) {
+            s.push_str(&format!("  error: {e}\n"));
+        }
+        s
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SftRecord {
+    id: String,
+    messages: Vec<Message>,
+    #[serde(default)]
+    meta: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct PreferenceRecord {
+    id: String,
+    prompt: Vec<Message>,
+    chosen: Vec<Message>,
+    rejected: Vec<Message>,
+    #[serde(default)]
+    meta: serde_json::Value,
+}
+
+/// Tokenizes every record of the inputs into one dataset.
+pub fn tokenize_chat(options: &ChatTokenizeOptions) -> Result<ChatSummary> {
+    if options.kind == DatasetKind::Pretrain {
+        bail!(
+            "tokenize-chat makes sft or preference datasets; use `pipeline tokenize` for pretraining"
+        );
+    }
+    let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
+    let template = ChatTemplate::from_special_tokens(&tokenizer.spec.special_tokens)
+        .with_context(|| format!("{}", options.tokenizer.display()))?;
+    let files = expand_inputs(&options.inputs, InputFormat::Jsonl)?;
+    let mut writer = ShardWriter::builder(&options.output, options.kind, tokenizer.spec.clone())
+        .overwrite(options.overwrite)
+        .config(serde_json::to_value(options)?)
+        .build()?;
+    let mut summary = ChatSummary::default();
+    for file in &files {
+        let reader =
+            open_decompressed(file).with_context(|| format!("opening {}", file.display()))?;
+        for (number, line) in reader.lines().enumerate() {
+            let number = number as u64 + 1;
+            let line = line.with_context(|| format!("{}: line {number}", file.display()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            summary.records += 1;
+            let result = match options.kind {
+                DatasetKind::Sft => sft_line(
+                    &line,
+                    file,
+                    number,
+                    &template,
+                    &tokenizer,
+                    options,
+                    &mut writer,
+                    &mut summary,
+                ),
+                _ => preference_line(
+                    &line,
+                    file,
+                    number,
+                    &template,
+                    &tokenizer,
+                    options,
+                    &mut writer,
+                    &mut summary,
+                ),
+            };
+            if let Err(e) = result {
+                summary
+                    .errors
+                    .push(format!("{}: line {number}: {e:#}", file.display()));
+            }
+        }
+    }
+    writer.finish()?;
+    Ok(summary)
+}
+
+fn provenance(file: &Path, line: u64, meta: &serde_json::Value) -> String {
+    serde_json::json!({"file": file.display().to_string(), "line": line, "meta": meta}).to_string()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sft_line(
+    line: &str,
+    file: &Path,
+    number: u64,
+    template: &ChatTemplate,
+    tokenizer: &LoadedTokenizer,
+    options: &ChatTokenizeOptions,
+    writer: &mut ShardWriter,
+    summary: &mut ChatSummary,
+) -> Result<()> {
+    let record: SftRecord =
+        serde_json::from_str(line).context("not an SFT record {id, messages, meta}")?;
+    let mut rendered = template
+        .render(&record.messages, tokenizer)
+        .with_context(|| format!("record {:?}", record.id))?;
+    if rendered.input_ids.len() > options.max_seq_len {
+        match options.truncation {
+            Truncation::Drop => {
+                summary.dropped_too_long += 1;
+                return Ok(());
+            }
+            Truncation::Truncate => {
+                // Cut after the last supervised end-of-turn that fits: never train on an
+                // answer that does not end.
+                let end = template.end_of_turn();
+                let keep = (0..options.max_seq_len)
+                    .rev()
+                    .find(|&i| rendered.input_ids[i] == end && rendered.loss_mask[i] == 1)
+                    .map(|i| i + 1)
+                    .with_context(|| {
+                        format!(
+                            "record {:?}: no complete assistant turn fits in max_seq_len {}",
+                            record.id, options.max_seq_len
+                        )
+                    })?;
+                rendered.input_ids.truncate(keep);
+                rendered.loss_mask.truncate(keep);
+                summary.truncated += 1;
+            }
+        }
+    }
+    let supervised = rendered.loss_mask.iter().filter(|&&m| m == 1).count();
+    writer
+        .write(SftExample {
+            example_id: &record.id,
+            input_ids: &rendered.input_ids,
+            loss_mask: &rendered.loss_mask,
+            source_record: &provenance(file, number, &record.meta),
+        })
+        .with_context(|| format!("record {:?}", record.id))?;
+    summary.written += 1;
+    summary.tokens += rendered.input_ids.len() as u64;
+    summary.supervised_tokens += supervised as u64;
+    Ok(())
+}
+
+/// The single assistant answer of a `chosen` / `rejected` list.
+fn answer<'m>(messages: &'m [Message], field: &str) -> Result<&'m str> {
+    match messages {
+        [m] if m.role == Role::Assistant => Ok(&m.content),
+        _ => bail!(
+            "`{field}` must hold exactly one assistant message, found {}",
+            messages.len()
+        ),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn preference_line(
+    line: &str,
+    file: &Path,
+    number: u64,
+    template: &ChatTemplate,
+    tokenizer: &LoadedTokenizer,
+    options: &ChatTokenizeOptions,
+    writer: &mut ShardWriter,
+    summary: &mut ChatSummary,
+) -> Result<()> {
+    let record: PreferenceRecord = serde_json::from_str(line)
+        .context("not a preference record {id, prompt, chosen, rejected, meta}")?;
+    let context = || format!("record {:?}", record.id);
+    let mut prompt = template
+        .render_prompt(&record.prompt, tokenizer)
+        .with_context(context)?;
+    let chosen = template
+        .render_completion(answer(&record.chosen, "chosen")?, tokenizer)
+        .with_context(context)?;
+    let rejected = template
+        .render_completion(answer(&record.rejected, "rejected")?, tokenizer)
+        .with_context(context)?;
+    let longest = chosen.len().max(rejected.len());
+    if prompt.len() + longest > options.max_seq_len {
+        match options.truncation {
+            Truncation::Drop => {
+                summary.dropped_too_long += 1;
+                return Ok(());
+            }
+            Truncation::Truncate => {
+                if longest >= options.max_seq_len {
+                    summary.dropped_too_long += 1;
+                    return Ok(());
+                }
+                let keep = options.max_seq_len - longest;
+                prompt.drain(..prompt.len() - keep);
+                summary.truncated += 1;
+            }
+        }
+    }
+    writer
+        .write(PreferencePair {
+            pair_id: &record.id,
+            prompt_ids: &prompt,
+            chosen_ids: &chosen,
+            rejected_ids: &rejected,
+            source_record: &provenance(file, number, &record.meta),
+        })
+        .with_context(context)?;
+    summary.written += 1;
+    summary.tokens += (prompt.len() + chosen.len() + rejected.len()) as u64;
+    summary.supervised_tokens += (chosen.len() + rejected.len()) as u64;
+    Ok(())
+}

@@ -1,0 +1,460 @@
+//! `pipeline tokenize`: documents to a pretraining dataset through `format::ShardWriter`,
+//! with EOS appended, a held-out validation split chosen by a hash of the document id (so a
+//! document is in exactly one split, whatever the order or the thread count), and an
+//! optional global shuffle done with bounded memory (documents go to hash buckets on disk,
+//! then each bucket is shuffled and written).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use format::{DatasetKind, PretrainDoc, ShardWriter};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::LoadedTokenizer;
+use crate::config::InputConfig;
+use crate::document::Document;
+use crate::readers::{ReadEvent, expand_inputs, read_file};
+
+/// How to tokenize; the `[tokenize]` table of a config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeOptions {
+    /// The tokenizer.json to encode with (trained first when `[tokenize.train]` is set).
+    pub tokenizer: PathBuf,
+    /// Writes `OUT/train` and, with a validation fraction, `OUT/val`.
+    pub output: PathBuf,
+    #[serde(default)]
+    pub train: Option<TrainTokenizerOptions>,
+    #[serde(default = "default_shard_tokens")]
+    pub max_shard_tokens: u64,
+    #[serde(default)]
+    pub overwrite: bool,
+    /// Fraction of documents (by id hash) held out for validation.
+    #[serde(default = "default_validation")]
+    pub validation_fraction: f64,
+    #[serde(default)]
+    pub split_seed: u64,
+    #[serde(default)]
+    pub shuffle: Option<ShuffleOptions>,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Documents are encoded in pieces of at most this many bytes.
+    #[serde(default = "default_piece")]
+    pub max_piece_bytes: usize,
+}
+
+/// Train the tokenizer on the same inputs before encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainTokenizerOptions {
+    pub vocab_size: usize,
+    #[serde(default = "default_min_frequency")]
+    pub min_frequency: u64,
+    #[serde(default = "default_train_bytes")]
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShuffleOptions {
+    pub seed: u64,
+    /// On-disk buckets; memory holds one bucket at a time.
+    #[serde(default = "default_buckets")]
+    pub buckets: usize,
+}
+
+fn default_shard_tokens() -> u64 {
+    format::ShardWriterBuilder::DEFAULT_MAX_SHARD_TOKENS
+}
+fn default_validation() -> f64 {
+    0.01
+}
+fn default_batch() -> usize {
+    512
+}
+fn default_piece() -> usize {
+    100_000
+}
+fn default_min_frequency() -> u64 {
+    2
+}
+fn default_train_bytes() -> u64 {
+    1 << 30
+}
+fn default_buckets() -> usize {
+    64
+}
+
+/// A `pipeline tokenize` config: inputs plus `[tokenize]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeConfig {
+    pub input: InputConfig,
+    pub tokenize: TokenizeOptions,
+}
+
+impl TokenizeConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        config
+            .tokenize
+            .check()
+            .with_context(|| format!("config {}", path.display()))?;
+        Ok(config)
+    }
+}
+
+impl TokenizeOptions {
+    pub fn check(&self) -> Result<()> {
+        ensure!(
+            (0.0..1.0).contains(&self.validation_fraction),
+            "tokenize.validation_fraction must be in [0, 1), got {}",
+            self.validation_fraction
+        );
+        ensure!(self.batch_size > 0, "tokenize.batch_size must be > 0");
+        if let Some(s) = &self.shuffle {
+            ensure!(s.buckets > 0, "tokenize.shuffle.buckets must be > 0");
+        }
+        Ok(())
+    }
+}
+
+/// What `tokenize` wrote.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenizeSummary {
+    pub documents: u64,
+    pub train_documents: u64,
+    pub validation_documents: u64,
+    pub tokens: u64,
+    pub input_bytes: u64,
+    pub encode_seconds: f64,
+    pub write_seconds: f64,
+    pub issues: Vec<String>,
+}
+
+impl TokenizeSummary {
+    pub fn render(&self) -> String {
+        format!(
+            "documents {} (train {}, validation {}), tokens {}, {:.1} MB of text\n\
+             encode {:.1} s ({:.0} tokens/s, {:.2} MB/s), write {:.1} s\n",
+            self.documents,
+            self.train_documents,
+            self.validation_documents,
+            self.tokens,
+            self.input_bytes as f64 / 1e6,
+            self.encode_seconds,
+            self.tokens as f64 / self.encode_seconds.max(1e-9),
+            self.input_bytes as f64 / 1e6 / self.encode_seconds.max(1e-9),
+            self.write_seconds
+        )
+    }
+}
+
+/// Whether document `id` belongs to the validation split.
+pub fn is_validation(id: &str, fraction: f64, seed: u64) -> bool {
+    let unit = (xxh3_64_with_seed(id.as_bytes(), seed) >> 11) as f64 / (1u64 << 53) as f64;
+    unit < fraction
+}
+
+/// An encoded document on its way to a shard.
+#[derive(Debug, Clone)]
+struct Encoded {
+    id: String,
+    source: String,
+    tokens: Vec<u32>,
+}
+
+/// Where encoded documents go: straight into the writer, or into shuffle buckets.
+enum Sink {
+    Direct(ShardWriter),
+    Buckets {
+        files: Vec<BufWriter<File>>,
+        paths: Vec<PathBuf>,
+        seed: u64,
+        writer: ShardWriter,
+    },
+}
+
+impl Sink {
+    fn new(
+        dir: &Path,
+        tokenizer: &LoadedTokenizer,
+        options: &TokenizeOptions,
+        config: &serde_json::Value,
+        name: &str,
+    ) -> Result<Self> {
+        let writer = ShardWriter::builder(dir, DatasetKind::Pretrain, tokenizer.spec.clone())
+            .max_shard_tokens(options.max_shard_tokens)
+            .overwrite(options.overwrite)
+            .config(config.clone())
+            .build()?;
+        let Some(shuffle) = &options.shuffle else {
+            return Ok(Self::Direct(writer));
+        };
+        let tmp = dir.join(".shuffle");
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let paths: Vec<PathBuf> = (0..shuffle.buckets)
+            .map(|b| tmp.join(format!("{name}-{b:05}.bin")))
+            .collect();
+        let files = paths
+            .iter()
+            .map(|p| File::create(p).map(|f| BufWriter::with_capacity(1 << 16, f)))
+            .collect::<std::io::Result<_>>()
+            .context("creating shuffle buckets")?;
+        Ok(Self::Buckets {
+            files,
+            paths,
+            seed: shuffle.seed,
+            writer,
+        })
+    }
+
+    fn push(&mut self, doc: &Encoded) -> Result<()> {
+        match self {
+            Sink::Direct(writer) => writer
+                .write(PretrainDoc {
+                    doc_id: &doc.id,
+                    source: &doc.source,
+                    tokens: &doc.tokens,
+                })
+                .map_err(Into::into),
+            Sink::Buckets { files, seed, .. } => {
+                let b = (xxh3_64_with_seed(doc.id.as_bytes(), *seed) % files.len() as u64) as usize;
+                write_record(&mut files[b], doc)
+            }
+        }
+    }
+
+    fn finish(self) -> Result<format::Manifest> {
+        match self {
+            Sink::Direct(writer) => Ok(writer.finish()?),
+            Sink::Buckets {
+                files,
+                paths,
+                seed,
+                mut writer,
+            } => {
+                for mut f in files {
+                    f.flush()?;
+                }
+                for path in &paths {
+                    let mut docs = read_records(path)?;
+                    // A deterministic permutation: order by a seeded hash of the id.
+                    docs.sort_by_cached_key(|d| {
+                        (
+                            xxh3_64_with_seed(d.id.as_bytes(), seed ^ 0x5bd1_e995),
+                            d.id.clone(),
+                        )
+                    });
+                    for d in &docs {
+                        writer.write(PretrainDoc {
+                            doc_id: &d.id,
+                            source: &d.source,
+                            tokens: &d.tokens,
+                        })?;
+                    }
+                    std::fs::remove_file(path).ok();
+                }
+                if let Some(dir) = paths.first().and_then(|p| p.parent()) {
+                    std::fs::remove_dir(dir).ok();
+                }
+                Ok(writer.finish()?)
+            }
+        }
+    }
+}
+
+fn write_record(out: &mut impl Write, doc: &Encoded) -> Result<()> {
+    for s in [&doc.id, &doc.source] {
+        out.write_all(&(s.len() as u32).to_le_bytes())?;
+        out.write_all(s.as_bytes())?;
+    }
+    out.write_all(&(doc.tokens.len() as u32).to_le_bytes())?;
+    for t in &doc.tokens {
+        out.write_all(&t.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+fn read_records(path: &Path) -> Result<Vec<Encoded>> {
+    let mut reader =
+        BufReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let mut docs = Vec::new();
+    let mut word = [0u8; 4];
+    let read_u32 = |r: &mut BufReader<File>, word: &mut [u8; 4]| -> std::io::Result<u32> {
+        r.read_exact(word)?;
+        Ok(u32::from_le_bytes(*word))
+    };
+    loop {
+        let id_len = match read_u32(&mut reader, &mut word) {
+            Ok(n) => n as usize,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(docs),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut id = vec![0u8; id_len];
+        reader.read_exact(&mut id)?;
+        let source_len = read_u32(&mut reader, &mut word)? as usize;
+        let mut source = vec![0u8; source_len];
+        reader.read_exact(&mut source)?;
+        let n = read_u32(&mut reader, &mut word)? as usize;
+        let mut bytes = vec![0u8; n * 4];
+        reader.read_exact(&mut bytes)?;
+        docs.push(Encoded {
+            id: String::from_utf8(id).context("bucket record id")?,
+            source: String::from_utf8(source).context("bucket record source")?,
+            tokens: bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        });
+    }
+}
+
+/// Encodes every document of `input` into `OUT/train` (and `OUT/val`).
+pub fn tokenize(
+    input: &InputConfig,
+    options: &TokenizeOptions,
+    show_progress: bool,
+) -> Result<TokenizeSummary> {
+    options.check()?;
+    if let Some(train) = &options.train {
+        let config = super::train::TokenizerTrainConfig {
+            inputs: input.paths.clone(),
+            reader: input.reader.clone(),
+            output: options.tokenizer.clone(),
+            vocab_size: train.vocab_size,
+            min_frequency: train.min_frequency,
+            max_bytes: train.max_bytes,
+        };
+        super::train::train_tokenizer(&config, show_progress)?;
+    }
+    let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
+    let eos = tokenizer.eos()?;
+    let files = expand_inputs(&input.paths, input.reader.format)?;
+    let resolved = serde_json::json!({"input": input, "tokenize": options});
+    let mut train = Sink::new(
+        &options.output.join("train"),
+        &tokenizer,
+        options,
+        &resolved,
+        "train",
+    )?;
+    let mut val = if options.validation_fraction > 0.0 {
+        Some(Sink::new(
+            &options.output.join("val"),
+            &tokenizer,
+            options,
+            &resolved,
+            "val",
+        )?)
+    } else {
+        None
+    };
+    let bar = if show_progress {
+        let bar = ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut summary = TokenizeSummary::default();
+    let started = Instant::now();
+    let mut write_time = 0.0f64;
+    let mut batch: Vec<Document> = Vec::with_capacity(options.batch_size);
+    let mut failure: Option<anyhow::Error> = None;
+    let mut flush = |batch: &mut Vec<Document>, summary: &mut TokenizeSummary| -> Result<()> {
+        let encoded: Vec<Result<Encoded>> = batch
+            .par_iter()
+            .map(|doc| {
+                let mut tokens = tokenizer
+                    .encode_long(&doc.text, options.max_piece_bytes)
+                    .with_context(|| format!("document {}", doc.id))?;
+                tokens.push(eos);
+                Ok(Encoded {
+                    id: doc.id.clone(),
+                    source: doc.source.clone(),
+                    tokens,
+                })
+            })
+            .collect();
+        for doc in batch.iter() {
+            summary.input_bytes += doc.text.len() as u64;
+        }
+        batch.clear();
+        let t = Instant::now();
+        for doc in encoded {
+            let doc = doc?;
+            summary.documents += 1;
+            summary.tokens += doc.tokens.len() as u64;
+            match val
+                .as_mut()
+                .filter(|_| is_validation(&doc.id, options.validation_fraction, options.split_seed))
+            {
+                Some(sink) => {
+                    summary.validation_documents += 1;
+                    sink.push(&doc)?;
+                }
+                None => {
+                    summary.train_documents += 1;
+                    train.push(&doc)?;
+                }
+            }
+        }
+        write_time += t.elapsed().as_secs_f64();
+        Ok(())
+    };
+    for file in &files {
+        read_file(file, &input.reader, &mut |event| {
+            if failure.is_some() {
+                return;
+            }
+            match event {
+                ReadEvent::Document(doc) => {
+                    batch.push(doc);
+                    if batch.len() >= options.batch_size
+                        && let Err(e) = flush(&mut batch, &mut summary)
+                    {
+                        failure = Some(e);
+                    }
+                }
+                ReadEvent::Issue(issue) => {
+                    tracing::warn!("{issue}");
+                    summary.issues.push(issue.to_string());
+                }
+                ReadEvent::Skipped => {}
+            }
+        })?;
+        if let Some(e) = failure.take() {
+            return Err(e);
+        }
+        bar.inc(1);
+        bar.set_message(format!(
+            "{} docs, {} tokens",
+            summary.documents, summary.tokens
+        ));
+    }
+    flush(&mut batch, &mut summary)?;
+    bar.finish_and_clear();
+    let t = Instant::now();
+    train.finish()?;
+    if let Some(val) = val {
+        val.finish()?;
+    }
+    summary.write_seconds = write_time + t.elapsed().as_secs_f64();
+    summary.encode_seconds = started.elapsed().as_secs_f64() - summary.write_seconds;
+    Ok(summary)
+}
