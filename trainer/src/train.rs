@@ -153,7 +153,13 @@ impl Trainer {
                 }
                 None
             }
-            Resume::Latest => checkpoint::latest(&ckpt_root)?,
+            Resume::Latest => {
+                let latest = checkpoint::latest(&ckpt_root)?;
+                if latest.is_none() {
+                    tracing::warn!(dir = %ckpt_root.display(), "no checkpoint to resume from; starting a fresh run");
+                }
+                latest
+            }
             Resume::From(dir) => Some(dir),
         };
 
@@ -175,6 +181,19 @@ impl Trainer {
                     fields: diffs.join(", "),
                 }
                 .into());
+            }
+            let (saved, now) = (&ckpt.state.config, &config);
+            if saved.data.seq_len != now.data.seq_len
+                || saved.data.order != now.data.order
+                || saved.train.seed != now.train.seed
+                || saved.train.micro_batch_size != now.train.micro_batch_size
+                || saved.train.grad_accum != now.train.grad_accum
+                || saved.optim != now.optim
+            {
+                tracing::warn!(
+                    checkpoint = %dir.display(),
+                    "data, batch or optimizer settings differ from the checkpoint's: the resumed run will not match an uninterrupted one"
+                );
             }
             model.load_tensors(&ckpt.model, &dir.join(checkpoint::MODEL_FILE))?;
             optim
