@@ -4,8 +4,6 @@
 //! items, with `taken` maintained by a trigger (never more than N live leases plus responses).
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
-use rand::seq::SliceRandom;
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -145,19 +143,21 @@ async fn try_next(
     user: &User,
     exclude: &[i64],
 ) -> Result<Option<i64>, Retry> {
-    let mut tx = pool.begin().await?;
-    let held: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM assignments WHERE user_id = $1 AND project_id = $2 \
+    // A lease already held (a reload) comes back renewed.
+    let held: Vec<(i64, bool)> = sqlx::query_as(
+        "SELECT id, NOT (id = ANY($3)) FROM assignments WHERE user_id = $1 AND project_id = $2 \
            AND status = 'leased' AND expires_at > now() ORDER BY id",
     )
     .bind(user.id)
     .bind(project.id)
-    .fetch_all(&mut *tx)
+    .bind(exclude)
+    .fetch_all(pool)
     .await?;
-    if let Some(&id) = held.iter().find(|id| !exclude.contains(id)) {
-        renew_in(&mut tx, policy, id, user.id).await?;
-        tx.commit().await?;
-        return Ok(Some(id));
+    if let Some(&(id, _)) = held.iter().find(|(_, usable)| *usable) {
+        if renew_one(pool, policy, id, user.id).await? {
+            return Ok(Some(id));
+        }
+        return Err(Retry::Again);
     }
     if held.len() as i64 >= policy.max_leases_per_user {
         return Err(Retry::App(AppError::Conflict(format!(
@@ -165,65 +165,46 @@ async fn try_next(
             held.len()
         ))));
     }
-    let item: Option<(i64, i32)> = sqlx::query_as(
-        "SELECT i.id, jsonb_array_length(i.candidates) FROM items i \
-         WHERE i.project_id = $1 AND i.taken < i.overlap \
-           AND NOT EXISTS (SELECT 1 FROM assignments a \
-                           WHERE a.item_id = i.id AND a.user_id = $2 AND a.status <> 'expired') \
-         ORDER BY i.id LIMIT 1 FOR UPDATE SKIP LOCKED",
+    // One statement picks an open item (skipping rows other requests hold), and leases it;
+    // the trigger counts the slot and the CHECK refuses an overfull item.
+    let (picked, leased): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "WITH pick AS ( \
+           SELECT i.id, jsonb_array_length(i.candidates) AS n FROM items i \
+           WHERE i.project_id = $1 AND i.taken < i.overlap \
+             AND NOT EXISTS (SELECT 1 FROM assignments a \
+                             WHERE a.item_id = i.id AND a.user_id = $2 AND a.status <> 'expired') \
+           ORDER BY i.id LIMIT 1 FOR UPDATE SKIP LOCKED), \
+         ins AS ( \
+           INSERT INTO assignments (item_id, project_id, user_id, status, shown, expires_at) \
+           SELECT pick.id, $1, $2, 'leased', \
+                  CASE WHEN $4 THEN ARRAY(SELECT x::smallint FROM generate_series(0, pick.n - 1) x \
+                                          ORDER BY random() LIMIT 2) \
+                       ELSE '{}'::smallint[] END, \
+                  now() + make_interval(secs => $3) \
+           FROM pick \
+           ON CONFLICT (item_id, user_id) DO UPDATE \
+             SET status = 'leased', shown = EXCLUDED.shown, leased_at = now(), \
+                 expires_at = EXCLUDED.expires_at, finished_at = NULL \
+             WHERE assignments.status = 'expired' \
+           RETURNING id) \
+         SELECT (SELECT id FROM pick), (SELECT id FROM ins)",
     )
     .bind(project.id)
     .bind(user.id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((item_id, n_candidates)) = item else {
-        return Ok(None);
-    };
-    let shown = match project.kind {
-        ProjectKind::Sft => Vec::new(),
-        ProjectKind::Preference => shown_order(n_candidates),
-    };
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO assignments (item_id, project_id, user_id, status, shown, expires_at) \
-         VALUES ($1, $2, $3, 'leased', $4, now() + make_interval(secs => $5)) \
-         ON CONFLICT (item_id, user_id) DO UPDATE \
-           SET status = 'leased', shown = EXCLUDED.shown, leased_at = now(), \
-               expires_at = EXCLUDED.expires_at, finished_at = NULL \
-           WHERE assignments.status = 'expired' \
-         RETURNING id",
-    )
-    .bind(item_id)
-    .bind(project.id)
-    .bind(user.id)
-    .bind(&shown)
     .bind(policy.lease_seconds as f64)
-    .fetch_optional(&mut *tx)
+    .bind(project.kind == ProjectKind::Preference)
+    .fetch_one(pool)
     .await?;
-    match id {
-        Some(id) => {
-            tx.commit().await?;
-            Ok(Some(id))
-        }
+    match (picked, leased) {
+        (None, _) => Ok(None),
+        (Some(_), Some(id)) => Ok(Some(id)),
         // The same user's other request took this item between our snapshot and our lock.
-        None => Err(Retry::Again),
+        (Some(_), None) => Err(Retry::Again),
     }
 }
 
-/// Two distinct candidates in random order: `[left, right]`.
-fn shown_order(n: i32) -> Vec<i16> {
-    let n = n.clamp(2, 16) as i16;
-    let mut rng = rand::thread_rng();
-    let mut all: Vec<i16> = (0..n).collect();
-    all.shuffle(&mut rng);
-    let mut pair = vec![all[0], all[1]];
-    if rng.r#gen::<bool>() {
-        pair.swap(0, 1);
-    }
-    pair
-}
-
-async fn renew_in(
-    tx: &mut Transaction<'_, Postgres>,
+async fn renew_one(
+    pool: &PgPool,
     policy: LeasePolicy,
     assignment_id: i64,
     user_id: i64,
@@ -235,7 +216,7 @@ async fn renew_in(
     .bind(assignment_id)
     .bind(user_id)
     .bind(policy.lease_seconds as f64)
-    .execute(&mut **tx)
+    .execute(pool)
     .await?
     .rows_affected();
     Ok(n == 1)

@@ -81,7 +81,7 @@ impl IdempotencyKey {
 }
 
 /// Stores the response for `assignment_id`; returns the HTTP status and body to answer with
-/// (the stored ones when `key` was seen before).
+/// (the stored ones when `key` was seen before). Few round trips: the hot path of annotation.
 pub async fn submit(
     pool: &PgPool,
     assignment_id: i64,
@@ -89,22 +89,7 @@ pub async fn submit(
     body: SubmitBody,
     key: Option<IdempotencyKey>,
 ) -> Result<(u16, serde_json::Value), AppError> {
-    let meta: Option<(String, bool)> = sqlx::query_as(
-        "SELECT p.kind, p.rationale_required FROM assignments a \
-         JOIN projects p ON p.id = a.project_id WHERE a.id = $1 AND a.user_id = $2",
-    )
-    .bind(assignment_id)
-    .bind(user.id)
-    .fetch_optional(pool)
-    .await?;
-    let Some((kind, rationale_required)) = meta else {
-        return Err(AppError::NotFound(format!("no assignment {assignment_id}")));
-    };
-    let kind = ProjectKind::parse(&kind).map_err(|e| AppError::unexpected(anyhow::anyhow!(e)))?;
     let time_spent_ms = body.time_spent_ms.filter(|t| *t >= 0);
-    let submission =
-        Submission::parse(body, kind, rationale_required).map_err(AppError::Validation)?;
-
     let mut tx = pool.begin().await?;
     if let Some(IdempotencyKey(key)) = &key {
         // A concurrent request with the same key blocks here until it commits.
@@ -134,13 +119,21 @@ pub async fn submit(
             ));
         }
     }
-    let row: (String, i64, i64, Vec<i16>) = sqlx::query_as(
-        "SELECT status, item_id, project_id, shown FROM assignments WHERE id = $1 FOR UPDATE",
+    let row: Option<(String, i64, i64, Vec<i16>, String, bool)> = sqlx::query_as(
+        "SELECT a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required \
+         FROM assignments a JOIN projects p ON p.id = a.project_id \
+         WHERE a.id = $1 AND a.user_id = $2 FOR UPDATE OF a",
     )
     .bind(assignment_id)
-    .fetch_one(&mut *tx)
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
     .await?;
-    let (status, item_id, project_id, shown) = row;
+    let Some((status, item_id, project_id, shown, kind, rationale_required)) = row else {
+        return Err(AppError::NotFound(format!("no assignment {assignment_id}")));
+    };
+    let kind = ProjectKind::parse(&kind).map_err(|e| AppError::unexpected(anyhow::anyhow!(e)))?;
+    let submission =
+        Submission::parse(body, kind, rationale_required).map_err(AppError::Validation)?;
     match status.as_str() {
         "leased" => {}
         "expired" => crate::queue::revive(&mut tx, assignment_id, item_id).await?,
@@ -164,10 +157,19 @@ pub async fn submit(
             v.rationale.as_deref(),
         ),
     };
+    // One statement: the response, the closed lease, the dropped draft, the stored reply.
     let response_id: i64 = sqlx::query_scalar(
-        "INSERT INTO responses (assignment_id, item_id, project_id, user_id, answer, choice, \
-                                strength, rationale, shown, time_spent_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+        "WITH r AS ( \
+           INSERT INTO responses (assignment_id, item_id, project_id, user_id, answer, choice, \
+                                  strength, rationale, shown, time_spent_ms) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id), \
+         a AS (UPDATE assignments SET status = 'submitted', finished_at = now() WHERE id = $1), \
+         d AS (DELETE FROM drafts WHERE user_id = $4 AND item_id = $2), \
+         k AS (UPDATE idempotency_keys SET status_code = 201, \
+                 response_body = jsonb_build_object('response_id', (SELECT id FROM r), \
+                                                    'assignment_id', $1::bigint) \
+               WHERE user_id = $4 AND key = $11) \
+         SELECT id FROM r",
     )
     .bind(assignment_id)
     .bind(item_id)
@@ -179,31 +181,14 @@ pub async fn submit(
     .bind(rationale)
     .bind(&shown)
     .bind(time_spent_ms)
+    .bind(key.as_ref().map(|IdempotencyKey(k)| k.as_str()))
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("UPDATE assignments SET status = 'submitted', finished_at = now() WHERE id = $1")
-        .bind(assignment_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM drafts WHERE user_id = $1 AND item_id = $2")
-        .bind(user.id)
-        .bind(item_id)
-        .execute(&mut *tx)
-        .await?;
-    let reply = serde_json::json!({"response_id": response_id, "assignment_id": assignment_id});
-    if let Some(IdempotencyKey(key)) = &key {
-        sqlx::query(
-            "UPDATE idempotency_keys SET status_code = 201, response_body = $3 \
-             WHERE user_id = $1 AND key = $2",
-        )
-        .bind(user.id)
-        .bind(key)
-        .bind(&reply)
-        .execute(&mut *tx)
-        .await?;
-    }
     tx.commit().await?;
-    Ok((201, reply))
+    Ok((
+        201,
+        serde_json::json!({"response_id": response_id, "assignment_id": assignment_id}),
+    ))
 }
 
 /// Autosaves the annotator's work in progress on an open assignment.

@@ -84,6 +84,13 @@ async fn twenty_concurrent_annotators_meet_overlap_exactly() {
     .await
     .expect("count");
     assert_eq!(over, 0);
+    // The order shown is randomised per annotator and recorded.
+    let orders: Vec<Vec<i16>> =
+        sqlx::query_scalar("SELECT DISTINCT shown FROM responses ORDER BY shown")
+            .fetch_all(&app.pool)
+            .await
+            .expect("orders");
+    assert_eq!(orders, [vec![0, 1], vec![1, 0]]);
 }
 
 #[tokio::test]
