@@ -332,12 +332,8 @@ fn deduplicate(
             doc += 1;
         }
     }
-    let exact = exact
-        .map(|w| Clusters::build(w, total, &runs_dir))
-        .transpose()?;
-    let minhash = minhash
-        .map(|w| Clusters::build(w, total, &runs_dir))
-        .transpose()?;
+    let exact = exact.map(|w| Clusters::build(w, total)).transpose()?;
+    let minhash = minhash.map(|w| Clusters::build(w, total)).transpose()?;
     std::fs::remove_dir_all(&runs_dir).ok();
     Ok(DedupResult { exact, minhash })
 }

@@ -52,7 +52,7 @@ fn clusters(keys: &[Vec<u64>], dir: &Path, run_entries: usize) -> Vec<(u64, bool
         }
     }
     let spilled = writer.runs();
-    let mut c = Clusters::build(writer, keys.len(), dir).expect("build");
+    let mut c = Clusters::build(writer, keys.len()).expect("build");
     let out: Vec<_> = (0..keys.len() as u64).map(|d| c.of(d)).collect();
     if run_entries < 50 {
         assert!(spilled > 1, "small run buffers must spill several runs");

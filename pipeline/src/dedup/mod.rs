@@ -8,8 +8,6 @@ pub mod minhash;
 mod runs;
 mod union_find;
 
-use std::path::Path;
-
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
@@ -55,10 +53,10 @@ pub struct Clusters {
 }
 
 impl Clusters {
-    /// Merges the runs in `dir` and joins documents that share a (band, key).
-    pub fn build(writer: RunWriter, docs: usize, dir: &Path) -> Result<Self> {
+    /// Merges the writer's runs and joins documents that share a (band, key).
+    pub fn build(writer: RunWriter, docs: usize) -> Result<Self> {
         let mut union_find = UnionFind::new(docs);
-        writer.merge(dir, |a, b| union_find.union(a, b))?;
+        writer.merge(|a, b| union_find.union(a, b))?;
         Ok(Self { union_find })
     }
 

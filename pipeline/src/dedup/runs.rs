@@ -66,7 +66,7 @@ impl RunWriter {
 
     /// Merges every run in key order and calls `join(first, other)` for each document that
     /// shares a (band, key) with an earlier one. Deletes the runs.
-    pub fn merge(mut self, _dir: &Path, mut join: impl FnMut(u64, u64)) -> Result<()> {
+    pub fn merge(mut self, mut join: impl FnMut(u64, u64)) -> Result<()> {
         self.spill()?;
         let mut readers: Vec<BufReader<File>> = self
             .runs
