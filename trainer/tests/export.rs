@@ -93,6 +93,24 @@ fn the_export_reloads_to_the_same_logits() {
             back.forward(&ids(), 0, None).expect("b"),
         );
         assert!(a.equal(&b), "tied={tied}: reloaded logits differ");
+
+        // `generate` reads either directory and gives the same greedy text.
+        let greedy = |dir: &Path| {
+            trainer_ok(&[
+                "generate",
+                dir.to_str().expect("utf8"),
+                "--prompt",
+                "a dog",
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "12",
+                "--device",
+                "cpu",
+                "--json",
+            ])
+        };
+        assert_eq!(greedy(&ckpt), greedy(&hf), "tied={tied}");
     }
 }
 
@@ -183,6 +201,7 @@ fn transformers_loads_the_export_and_its_logits_match_ours() {
         let theirs_t = Tensor::from_slice(&flat).view([12, -1]);
         assert_eq!(theirs_t.size(), logits.size());
         let diff = f64::try_from((&logits - &theirs_t).abs().max()).expect("diff");
+        eprintln!("tied={tied}: max |logit difference| vs transformers = {diff:e}");
         assert!(diff < 1e-4, "tied={tied}: max |logit difference| = {diff}");
 
         let tokenizer = TextTokenizer::from_file(&hf.join("tokenizer.json")).expect("tokenizer");
