@@ -46,8 +46,12 @@ async fn chromium_annotates_with_the_keyboard() {
     let sft = app.create_project(&admin, "write", "sft", 1).await;
     let pref = app.create_project(&admin, "judge", "preference", 1).await;
     let prompt = "What does <b>bold</b> do?";
-    let row = json!({"id": "s1", "prompt": prompt});
-    assert_eq!(app.import(&admin, sft, row.to_string()).await.status(), 201);
+    let rows = format!(
+        "{}\n{}",
+        json!({"id": "s1", "prompt": prompt}),
+        json!({"id": "s2", "prompt": "And italics?"})
+    );
+    assert_eq!(app.import(&admin, sft, rows).await.status(), 201);
     let row = json!({"id": "p1", "prompt": "Pick one", "candidates": [
         {"content": "first answer", "checkpoint": "c1"}, {"content": "second answer", "checkpoint": "c2"}]});
     assert_eq!(
@@ -73,8 +77,19 @@ async fn chromium_annotates_with_the_keyboard() {
         "It makes text bold.",
     )
     .await;
+    // The second item was prefetched (leased) while the first was on screen.
+    wait_for(&app, "SELECT count(*)::text FROM assignments", "2").await;
     b.chord(&[CONTROL, ENTER]).await;
     wait_for(&app, "SELECT answer FROM responses", "It makes text bold.").await;
+    assert_eq!(b.text("#conversation .content").await, "And italics?");
+    b.type_into("#answer", "Slanted text.").await;
+    b.chord(&[CONTROL, ENTER]).await;
+    wait_for(
+        &app,
+        "SELECT string_agg(answer, '|' ORDER BY id) FROM responses",
+        "It makes text bold.|Slanted text.",
+    )
+    .await;
     b.find("#done").await;
 
     // Preference: 2 = B better, w = much, Enter submits.

@@ -256,3 +256,62 @@ async fn the_database_refuses_more_than_overlap() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_open_page_renews_its_lease() {
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
+    let bob = app.add_user("bob", Role::Annotator).await;
+    let project = app.create_project(&admin, "p", "sft", 1).await;
+    assert_eq!(
+        app.import(&admin, project, sft_items(1)).await.status(),
+        201
+    );
+    let task = app.next(&ann, project).await.expect("task");
+    let id = task["assignment_id"].as_i64().expect("id");
+    let renew = |user: &TestUser| {
+        app.client
+            .post(app.url(&format!("/api/assignments/{id}/renew")))
+            .bearer_auth(&user.token)
+            .send()
+    };
+    sqlx::query("UPDATE assignments SET expires_at = now() + interval '5 seconds'")
+        .execute(&app.pool)
+        .await
+        .expect("shorten");
+    let r = renew(&ann).await.expect("renew");
+    assert_eq!(r.status(), 200);
+    let left: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM expires_at - now())::float8 FROM assignments",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("expiry");
+    assert!(left > 60.0, "renewed to the full lease, {left} s left");
+    // Somebody else's lease is not theirs to renew.
+    assert_eq!(renew(&bob).await.expect("renew").status(), 404);
+
+    // Renewing an expired lease revives it while the item has room ...
+    sqlx::query("UPDATE assignments SET expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .expect("expire");
+    labeler::queue::reclaim_expired(&app.pool, None)
+        .await
+        .expect("reclaim");
+    assert_eq!(renew(&ann).await.expect("renew").status(), 200);
+    assert!(
+        app.next(&bob, project).await.is_none(),
+        "the revived lease holds the slot"
+    );
+    // ... and is refused once someone else has filled it.
+    sqlx::query("UPDATE assignments SET expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .expect("expire");
+    app.next(&bob, project)
+        .await
+        .expect("bob gets the returned item");
+    assert_eq!(renew(&ann).await.expect("renew").status(), 409);
+}
