@@ -120,3 +120,52 @@ async fn chromium_annotates_with_the_keyboard() {
     let pair: serde_json::Value = serde_json::from_str(pairs.trim()).expect("one pair");
     assert_eq!(pair["chosen"][0]["content"], right);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_admin_uploads_a_jsonl_file() {
+    let Some((chrome, driver)) = chromium() else {
+        eprintln!("skipped: no Chromium/chromedriver on this machine");
+        return;
+    };
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let project = app.create_project(&admin, "write", "sft", 2).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("prompts.jsonl");
+    std::fs::write(&good, crate::helpers::sft_items(3)).expect("write");
+    let bad = dir.path().join("broken.jsonl");
+    std::fs::write(&bad, "{\"prompt\": \"fine\"}\n{\"prompt\": 7}\n").expect("write");
+
+    let b = Browser::start(chrome, driver).await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("input[name=username]", "root").await;
+    b.type_into("input[name=password]", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.find("table.projects").await;
+
+    let input = format!("input.import-file[data-project=\"{project}\"]");
+    b.type_into(&input, &bad.display().to_string()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.text("#import-status").await.contains("line 2") {
+        assert!(Instant::now() < deadline, "no error shown");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.type_into(&input, &good.display().to_string()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b
+        .text("#import-status")
+        .await
+        .contains("Imported 3 item(s)")
+    {
+        assert!(Instant::now() < deadline, "no import");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.goto(&app.url("/")).await;
+    shoot(&b, "projects.png").await;
+    b.quit().await;
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(items, 3);
+}
