@@ -14,6 +14,7 @@ pub mod normalize;
 pub mod pii;
 pub mod process;
 pub mod readers;
+pub mod report;
 pub mod run;
 pub mod tokenize;
 pub mod work;

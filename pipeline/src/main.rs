@@ -70,6 +70,17 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<String>,
     },
+    /// Write an HTML report with charts of a clean run (and optionally its tokenized dataset).
+    Report {
+        /// The clean run directory (output.dir of the config).
+        run: PathBuf,
+        /// A tokenized dataset to include (token-length distribution).
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Output file.
+        #[arg(long, default_value = "report.html")]
+        output: PathBuf,
+    },
     /// Describe a dataset directory: manifest, tokenizer, shards, a few rows. Opening reads
     /// only metadata; --verify reads everything.
     Inspect {
@@ -218,6 +229,14 @@ fn main() -> Result<()> {
                     summary.errors.len()
                 );
             }
+        }
+        Command::Report {
+            run,
+            dataset,
+            output,
+        } => {
+            pipeline::report::report(&run, dataset.as_deref(), &output)?;
+            println!("report written to {}", output.display());
         }
         Command::Inspect {
             dataset,

@@ -174,6 +174,21 @@ fn clean_run_filters_dedups_and_resumes() {
     assert_eq!(sizes.get(row("en-3")), Some(2));
     assert!(out.join("summary.json").exists());
 
+    // The HTML report: one chart per distribution, the counts in the summary table.
+    let html_path = tmp.path().join("report.html");
+    pipeline::report::report(&out, None, &html_path).expect("report");
+    let html = std::fs::read_to_string(&html_path).expect("html");
+    assert_eq!(html.matches("<svg").count(), 5, "five charts");
+    assert!(
+        html.contains("<th>documents in</th><td class=\"n\">32</td>"),
+        "{html}"
+    );
+    assert!(html.contains("<th>dropped by exact_dedup</th><td class=\"n\">1</td>"));
+    assert!(
+        html.contains(">\ncmn\n</text>") && html.contains(">\nlangid\n</text>"),
+        "axis labels"
+    );
+
     // Same survivors with one thread.
     let out1 = tmp.path().join("run1");
     let mut one = config.clone();
