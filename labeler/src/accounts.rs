@@ -145,6 +145,11 @@ pub async fn authenticate(
     username: &str,
     password: &str,
 ) -> Result<Option<User>, AppError> {
+    if Username::parse(username).is_err() {
+        // Not a possible name (too long, NUL, ...): no query, same time as a wrong password.
+        verify_password(DUMMY_HASH.to_string(), password.to_string()).await?;
+        return Ok(None);
+    }
     let row = sqlx::query_as::<_, (i64, String, String, String, bool)>(
         "SELECT id, username, role, password_hash, disabled FROM users WHERE username = $1",
     )

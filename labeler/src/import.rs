@@ -65,9 +65,13 @@ fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, 
     }
     .map_err(|e| format!("prompt: {e}"))?;
     if let Some(id) = &row.id
-        && (id.is_empty() || id.len() > 200)
+        && (id.is_empty() || id.len() > 200 || id.contains('\0'))
     {
-        return Err("id must be 1-200 characters".into());
+        return Err("id must be 1-200 characters without NUL".into());
+    }
+    if let Some(meta) = &row.meta {
+        crate::domain::check_json_text(&serde_json::Value::Object(meta.clone()))
+            .map_err(|e| format!("meta: {e}"))?;
     }
     let candidates = row.candidates.unwrap_or_default();
     match kind {

@@ -250,6 +250,8 @@ async fn create_project(
         .trim()
         .parse()
         .map_err(|_| AppError::Validation("overlap must be a number".into()))?;
+    crate::domain::check_text(&form.guidelines)
+        .map_err(|e| AppError::Validation(format!("guidelines: {e}")))?;
     let new = NewProject {
         name: ProjectName::parse(form.name.trim()).map_err(AppError::Validation)?,
         kind: ProjectKind::parse(&form.kind).map_err(AppError::Validation)?,

@@ -201,6 +201,8 @@ pub async fn save_draft(
     if !body.is_object() {
         return Err(AppError::Validation("a draft must be a JSON object".into()));
     }
+    crate::domain::check_json_text(body)
+        .map_err(|e| AppError::Validation(format!("draft: {e}")))?;
     let n = sqlx::query(
         "INSERT INTO drafts (user_id, item_id, body) \
          SELECT a.user_id, a.item_id, $3 FROM assignments a \

@@ -203,3 +203,58 @@ impl TestApp {
             .as_u16()
     }
 }
+
+#[tokio::test]
+async fn nul_characters_are_refused_not_crashed_on() {
+    let (app, ann, project) = setup("sft").await;
+    let admin = TestUser {
+        id: 0,
+        name: "root".into(),
+        token: labeler::accounts::create_token(
+            &app.pool,
+            &labeler::domain::Username::parse("root").expect("name"),
+            "t",
+        )
+        .await
+        .expect("token"),
+    };
+    let rows = [
+        json!({"prompt": "nul \u{0} inside"}).to_string(),
+        json!({"prompt": "fine", "meta": {"k": "v\u{0}"}}).to_string(),
+        json!({"id": "a\u{0}", "prompt": "fine"}).to_string(),
+    ]
+    .join("\n");
+    let r = app.import(&admin, project, rows).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["rows"].as_array().map(Vec::len), Some(3), "{body}");
+
+    let task = app.next(&ann, project).await.expect("task");
+    let id = task["assignment_id"].as_i64().expect("id");
+    let r = app
+        .submit(&ann, id, &json!({"answer": "bad \u{0}"}), None)
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .client
+        .put(app.url(&format!("/api/assignments/{id}/draft")))
+        .bearer_auth(&ann.token)
+        .json(&json!({"answer": "bad \u{0}"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 400);
+    let r = app
+        .post_json(
+            &admin,
+            "/api/projects",
+            &json!({"name": "g", "kind": "sft", "overlap": 1, "guidelines": "\u{0}"}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let user = labeler::accounts::authenticate(&app.pool, "ann\u{0}", "x")
+        .await
+        .expect("no error");
+    assert!(user.is_none());
+    assert_eq!(responses(&app).await, 0);
+}

@@ -69,6 +69,7 @@ pub fn check_content(s: &str) -> Result<(), String> {
     if s.trim().is_empty() {
         return Err("content is empty".into());
     }
+    check_text(s)?;
     if s.len() > MAX_CONTENT_BYTES {
         return Err(format!(
             "content is {} bytes; at most {MAX_CONTENT_BYTES}",
@@ -76,6 +77,29 @@ pub fn check_content(s: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// PostgreSQL text and jsonb cannot hold U+0000: refuse it at the edge instead of failing in
+/// the database.
+pub fn check_text(s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        Err("text contains a NUL character (U+0000)".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// [`check_text`] for every string and key inside a JSON value.
+pub fn check_json_text(v: &serde_json::Value) -> Result<(), String> {
+    match v {
+        serde_json::Value::String(s) => check_text(s),
+        serde_json::Value::Array(a) => a.iter().try_for_each(check_json_text),
+        serde_json::Value::Object(o) => o.iter().try_for_each(|(k, v)| {
+            check_text(k)?;
+            check_json_text(v)
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A model's answer to a prompt, with where it came from.
@@ -94,6 +118,14 @@ pub struct Candidate {
 
 impl Candidate {
     pub fn check(&self) -> Result<(), String> {
-        check_content(&self.content)
+        check_content(&self.content)?;
+        for s in [&self.model, &self.checkpoint].into_iter().flatten() {
+            check_text(s)?;
+        }
+        if let Some(sampling) = &self.sampling {
+            sampling.values().try_for_each(check_json_text)?;
+            sampling.keys().try_for_each(|k| check_text(k))?;
+        }
+        Ok(())
     }
 }

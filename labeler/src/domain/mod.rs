@@ -7,6 +7,8 @@ mod project;
 mod verdict;
 
 pub use account::{Password, Role, Username};
-pub use conversation::{Candidate, Conversation, Message, MessageRole, check_content};
+pub use conversation::{
+    Candidate, Conversation, Message, MessageRole, check_content, check_json_text, check_text,
+};
 pub use project::{Overlap, ProjectKind, ProjectName};
 pub use verdict::{Choice, Strength, Verdict};

@@ -76,8 +76,11 @@ impl Verdict {
         if rationale_required && rationale.is_none() {
             return Err("this project requires a rationale".into());
         }
-        if rationale.as_ref().is_some_and(|r| r.len() > 20_000) {
-            return Err("rationale is longer than 20000 bytes".into());
+        if let Some(r) = &rationale {
+            if r.len() > 20_000 {
+                return Err("rationale is longer than 20000 bytes".into());
+            }
+            super::check_text(r).map_err(|e| format!("rationale: {e}"))?;
         }
         Ok(Self {
             choice,

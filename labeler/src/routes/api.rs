@@ -65,6 +65,8 @@ async fn create_project(
     body: web::Json<CreateProject>,
 ) -> Result<HttpResponse, AppError> {
     let body = body.into_inner();
+    crate::domain::check_text(&body.guidelines)
+        .map_err(|e| AppError::Validation(format!("guidelines: {e}")))?;
     let new = NewProject {
         name: ProjectName::parse(&body.name).map_err(AppError::Validation)?,
         kind: ProjectKind::parse(&body.kind).map_err(AppError::Validation)?,
@@ -97,6 +99,7 @@ async fn import_items(
         .map_err(AppError::unexpected)?
         .map_err(import::rows_error)?;
     let source = query.into_inner().source.unwrap_or_else(|| "upload".into());
+    crate::domain::check_text(&source).map_err(|e| AppError::Validation(format!("source: {e}")))?;
     let summary = import::insert(&pool, &project, &source, &items, Some(admin.id)).await?;
     Ok(HttpResponse::Created().json(summary))
 }
