@@ -291,3 +291,18 @@ async fn repeated_failed_sign_ins_are_refused() {
     // Even the right password is refused for a while now.
     assert_eq!(sign_in(&app, &client, "ann", PASSWORD).await.status(), 429);
 }
+
+#[tokio::test]
+async fn disabling_a_user_ends_their_browser_session() {
+    let app = spawn_app().await;
+    app.add_user("ann", Role::Annotator).await;
+    let client = browser();
+    signed_in(&app, &client, "ann").await;
+    let name = labeler::domain::Username::parse("ann").expect("name");
+    labeler::accounts::set_disabled(&app.pool, &name, true)
+        .await
+        .expect("disable");
+    let r = client.get(app.url("/")).send().await.expect("index");
+    assert_eq!(r.status(), 303);
+    assert_eq!(sign_in(&app, &client, "ann", PASSWORD).await.status(), 401);
+}
