@@ -201,12 +201,14 @@ def main():
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
+    cpu_started = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
     loss = float("nan")
     for s in range(args.warmup + 1, total + 1):
         loss, _ = train_step(s)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
+    cpu_seconds = sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) - cpu_started
     tokens_per_s = batch * accum * seq * args.steps / seconds
     n = sum(p.numel() for p in model.parameters())
     matmul = n - (0 if m.get("tie_word_embeddings") else m["vocab_size"] * m["hidden_size"])
@@ -220,6 +222,7 @@ def main():
         "steps": args.steps,
         "tokens_per_s": tokens_per_s,
         "step_ms": seconds * 1e3 / args.steps,
+        "tokens_per_cpu_s": batch * accum * seq * args.steps / max(cpu_seconds, 1e-9),
         "final_loss": loss,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

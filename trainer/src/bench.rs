@@ -32,6 +32,9 @@ pub struct BenchReport {
     pub steps: u64,
     pub tokens_per_s: f64,
     pub step_ms: f64,
+    /// Timed tokens per second of this process's CPU time (user + system): steadier than
+    /// wall time on a shared machine.
+    pub tokens_per_cpu_s: f64,
     /// Model FLOPs utilisation against `train.gpu_peak_tflops` (CUDA only).
     pub mfu: Option<f64>,
     pub final_loss: f64,
@@ -50,6 +53,24 @@ pub fn peak_rss_mib() -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// User + system CPU seconds of this process, from /proc (0 where unavailable).
+pub fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Writes `tokens` uniformly random ids in documents of 2048 (EOS last) under `dir`.
@@ -100,11 +121,13 @@ pub fn run(mut config: RunConfig, warmup: u64, steps: u64) -> Result<BenchReport
         trainer.train_step()?;
     }
     let started = Instant::now();
+    let cpu_started = process_cpu_seconds();
     let mut last = None;
     for _ in 0..steps {
         last = Some(trainer.train_step()?);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds() - cpu_started;
     let device = trainer.model().device();
     let tokens_per_step = config.tokens_per_step();
     let tokens_per_s = (tokens_per_step as u64 * steps) as f64 / seconds;
@@ -124,6 +147,7 @@ pub fn run(mut config: RunConfig, warmup: u64, steps: u64) -> Result<BenchReport
         steps,
         tokens_per_s,
         step_ms: seconds * 1e3 / steps as f64,
+        tokens_per_cpu_s: (tokens_per_step as u64 * steps) as f64 / cpu_seconds.max(1e-9),
         mfu: device
             .is_cuda()
             .then(|| tokens_per_s * flops / (config.train.gpu_peak_tflops * 1e12)),

@@ -102,22 +102,20 @@ impl AdamW {
         }
     }
 
-    /// The global L2 norm of all gradients (one host sync).
+    /// The global L2 norm of all gradients: the norm of the per-tensor norms (one host sync).
     pub fn grad_norm(&self) -> Result<f64> {
-        let squares = self
+        let norms = self
             .params
             .iter()
             .filter_map(|(_, p)| {
                 let g = p.grad();
-                g.defined()
-                    .then(|| g.f_to_kind(Kind::Float)?.f_square()?.f_sum(Kind::Float))
+                g.defined().then(|| g.f_norm()?.f_to_kind(Kind::Float))
             })
             .collect::<Result<Vec<_>, TchError>>()?;
-        if squares.is_empty() {
+        if norms.is_empty() {
             return Ok(0.0);
         }
-        let total = Tensor::f_stack(&squares, 0)?.f_sum(Kind::Float)?.f_sqrt()?;
-        Ok(f64::try_from(total)?)
+        Ok(f64::try_from(Tensor::f_stack(&norms, 0)?.f_norm()?)?)
     }
 
     /// Scales gradients so their global norm is at most `max_norm` (given the norm).
@@ -161,13 +159,14 @@ impl AdamW {
                 let _ = m.exp_avg_sq.f_mul_scalar_(b2)?;
                 let _ = m
                     .exp_avg_sq
-                    .f_add_(&grad.f_square()?.f_mul_scalar(1.0 - b2)?)?;
-                let denom = m
-                    .exp_avg_sq
-                    .f_sqrt()?
-                    .f_div_scalar(bias2_sqrt)?
-                    .f_add_scalar(self.eps)?;
-                let _ = p.f_add_(&m.exp_avg.f_div(&denom)?.f_mul_scalar(-step_size)?)?;
+                    .f_addcmul_(&grad.f_mul_scalar(1.0 - b2)?, &grad)?;
+                // p -= step_size * m / (sqrt(v) / sqrt(bias2) + eps), with one temporary:
+                // the denominator is divided by -step_size so addcdiv_ applies the update.
+                let mut denom = m.exp_avg_sq.f_sqrt()?;
+                let _ = denom.f_div_scalar_(bias2_sqrt)?;
+                let _ = denom.f_add_scalar_(self.eps)?;
+                let _ = denom.f_div_scalar_(-step_size)?;
+                let _ = p.f_addcdiv_(&m.exp_avg, &denom)?;
             }
             Ok(())
         })
