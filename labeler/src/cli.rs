@@ -140,14 +140,37 @@ pub async fn import_file(pool: &PgPool, project: &str, file: &Path) -> Result<()
     }
 }
 
-/// Writes every part of the project's export into `out_dir` as `<project>-<part>.jsonl`.
-pub async fn export_project(pool: &PgPool, project: &str, out_dir: &Path) -> Result<Vec<PathBuf>> {
+/// The file format of `labeler export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Jsonl,
+    Parquet,
+}
+
+/// Writes every part of the project's export into `out_dir` as `<project>-<part>.jsonl`
+/// (or `.parquet`).
+pub async fn export_project(
+    pool: &PgPool,
+    project: &str,
+    out_dir: &Path,
+    format: ExportFormat,
+) -> Result<Vec<PathBuf>> {
     let project = projects::by_name(pool, project).await?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut written = Vec::new();
     for &part in ExportPart::for_kind(project.kind) {
-        let path = out_dir.join(format!("{}-{}.jsonl", project.name, part.as_str()));
-        let n = export::write_jsonl(pool, &project, part, &path).await?;
+        let n;
+        let path;
+        match format {
+            ExportFormat::Jsonl => {
+                path = out_dir.join(format!("{}-{}.jsonl", project.name, part.as_str()));
+                n = export::write_jsonl(pool, &project, part, &path).await?;
+            }
+            ExportFormat::Parquet => {
+                path = out_dir.join(format!("{}-{}.parquet", project.name, part.as_str()));
+                n = crate::export_parquet::write(pool, &project, part, &path).await?;
+            }
+        }
         println!("{}: {n} record(s)", path.display());
         written.push(path);
     }

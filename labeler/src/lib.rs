@@ -9,6 +9,7 @@ pub mod cli;
 pub mod domain;
 pub mod error;
 pub mod export;
+pub mod export_parquet;
 pub mod import;
 pub mod pages;
 pub mod projects;

@@ -44,13 +44,17 @@ enum Command {
         project: String,
         file: PathBuf,
     },
-    /// Export a project's responses as JSONL (SFT: one file; preference: pairs and ties).
+    /// Export a project's responses as JSONL or Parquet (SFT: one file; preference: pairs and
+    /// ties).
     Export {
         #[arg(long)]
         project: String,
-        /// Directory for `<project>-<part>.jsonl`.
+        /// Directory for `<project>-<part>.jsonl` (or `.parquet`).
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// jsonl, or parquet (the same fields; `meta` as a JSON string).
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "parquet"])]
+        format: String,
     },
 }
 
@@ -163,8 +167,17 @@ async fn main() -> Result<()> {
             .await?;
         }
         Command::Import { project, file } => cli::import_file(&pool, &project, &file).await?,
-        Command::Export { project, out } => {
-            cli::export_project(&pool, &project, &out).await?;
+        Command::Export {
+            project,
+            out,
+            format,
+        } => {
+            let format = if format == "parquet" {
+                cli::ExportFormat::Parquet
+            } else {
+                cli::ExportFormat::Jsonl
+            };
+            cli::export_project(&pool, &project, &out, format).await?;
         }
     }
     Ok(())

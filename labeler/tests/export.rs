@@ -1,7 +1,10 @@
 //! The whole path for both kinds: import -> annotate -> submit -> export, in the shapes of
 //! ARCHITECTURE.md.
 
+use arrow_array::{Array, ListArray, StringArray, StructArray};
+use labeler::cli::ExportFormat;
 use labeler::domain::Role;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, preference_items, spawn_app};
@@ -72,6 +75,20 @@ async fn sft_annotate_submit_export() {
     assert_eq!(r["meta"]["item_meta"]["source"], "seed");
     assert_eq!(r["meta"]["time_spent_ms"], 5000);
     assert!(r["meta"]["time"].as_str().is_some_and(|t| t.contains('T')));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = labeler::cli::export_project(&app.pool, "chat", dir.path(), ExportFormat::Parquet)
+        .await
+        .expect("export");
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&files[0]).expect("open"))
+            .expect("parquet")
+            .build()
+            .expect("reader");
+    let batch = reader.map(|b| b.expect("batch")).next().expect("one batch");
+    assert_eq!(batch.num_rows(), 1);
+    let messages = batch.column_by_name("messages").expect("messages");
+    let messages = messages.as_any().downcast_ref::<ListArray>().expect("list");
+    assert_eq!(messages.value_length(0), 5);
     // A preference part of an sft project is a 400, not an empty file.
     let bad = app
         .get(
@@ -148,10 +165,67 @@ async fn preference_annotate_submit_export_with_ties_apart() {
 
     // The CLI writes the same records.
     let dir = tempfile::tempdir().expect("tempdir");
-    let files = labeler::cli::export_project(&app.pool, "duel", dir.path())
+    let files = labeler::cli::export_project(&app.pool, "duel", dir.path(), ExportFormat::Jsonl)
         .await
         .expect("export");
     assert_eq!(files.len(), 2);
     let written = std::fs::read_to_string(&files[0]).expect("read");
     assert_eq!(written.lines().count(), 2);
+
+    // And as Parquet: the same records, conversations as list<struct<role, content>>.
+    let files = labeler::cli::export_project(&app.pool, "duel", dir.path(), ExportFormat::Parquet)
+        .await
+        .expect("export");
+    let pairs_file = std::fs::File::open(&files[0]).expect("open");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(pairs_file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let batches: Vec<_> = reader.map(|b| b.expect("batch")).collect();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    let batch = &batches[0];
+    let names: Vec<_> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["id", "prompt", "chosen", "rejected", "meta"]);
+    let ids = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8");
+    assert_eq!(ids.value(0), pairs[0]["id"].as_str().expect("id"));
+    let chosen = batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .expect("list");
+    let first = chosen.value(0);
+    let first = first
+        .as_any()
+        .downcast_ref::<StructArray>()
+        .expect("struct");
+    let content = first
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8");
+    assert_eq!(content.value(0), winners[0].as_str().expect("winner"));
+    let meta = batch
+        .column(4)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8");
+    let meta: Value = serde_json::from_str(meta.value(0)).expect("meta json");
+    assert_eq!(meta["strength"], "much");
+    let ties_file = std::fs::File::open(&files[1]).expect("open");
+    let ties_rows: usize = ParquetRecordBatchReaderBuilder::try_new(ties_file)
+        .expect("parquet")
+        .build()
+        .expect("reader")
+        .map(|b| b.expect("batch").num_rows())
+        .sum();
+    assert_eq!(ties_rows, 2);
 }
