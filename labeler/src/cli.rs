@@ -105,7 +105,7 @@ pub async fn import_file(pool: &PgPool, project: &str, file: &Path) -> Result<()
     let project = projects::by_name(pool, project).await?;
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let started = std::time::Instant::now();
-    let items = match import::parse_jsonl(&data, project.kind) {
+    let items = match import::parse_upload(&data, project.kind) {
         Ok(items) => items,
         Err(errors) => {
             for e in errors.iter().take(import::MAX_REPORTED_ERRORS) {

@@ -38,7 +38,7 @@ enum Command {
     /// Manage projects.
     #[command(subcommand)]
     Project(ProjectCommand),
-    /// Import items from a JSONL file into a project (all rows or none).
+    /// Import items from a JSONL or Parquet file into a project (all rows or none).
     Import {
         #[arg(long)]
         project: String,

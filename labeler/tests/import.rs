@@ -110,6 +110,66 @@ async fn bad_rows_are_reported_by_line_and_nothing_is_imported() {
     assert_eq!(app.import(&admin, 999, sft_items(1)).await.status(), 404);
 }
 
+/// A Parquet file with the rows of `jsonl`, its schema inferred (nested lists and structs).
+fn to_parquet(jsonl: &str) -> Vec<u8> {
+    use std::io::Cursor;
+    let (schema, _) =
+        arrow_json::reader::infer_json_schema_from_seekable(Cursor::new(jsonl.as_bytes()), None)
+            .expect("schema");
+    let schema = std::sync::Arc::new(schema);
+    let reader = arrow_json::ReaderBuilder::new(schema.clone())
+        .build(Cursor::new(jsonl.as_bytes()))
+        .expect("reader");
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).expect("writer");
+    for batch in reader {
+        writer.write(&batch.expect("batch")).expect("write");
+    }
+    writer.close().expect("close");
+    out
+}
+
+#[tokio::test]
+async fn parquet_uploads_follow_the_same_rules() {
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let pref = app.create_project(&admin, "pref", "preference", 1).await;
+    let post = |body: Vec<u8>| {
+        app.client
+            .post(app.url(&format!("/api/projects/{pref}/items")))
+            .bearer_auth(&admin.token)
+            .header("content-type", "application/vnd.apache.parquet")
+            .body(body)
+            .send()
+    };
+    let one_candidate = json!({"id": "bad", "prompt": [{"role": "user", "content": "x"}],
+        "candidates": [{"content": "only", "checkpoint": "c", "model": "m", "sampling": {"temperature": 1.0}}]});
+    let bad = format!("{}{one_candidate}\n", preference_items(2));
+    let r = post(to_parquet(&bad)).await.expect("post");
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["rows"][0]["line"], 3, "{body}");
+    assert_eq!(item_count(&app).await, 0);
+
+    let r = post(to_parquet(&preference_items(50))).await.expect("post");
+    assert_eq!(r.status(), 201);
+    assert_eq!(item_count(&app).await, 50);
+    let (prompt, candidates): (Value, Value) =
+        sqlx::query_as("SELECT prompt, candidates FROM items WHERE external_id = 'q7'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("row");
+    assert_eq!(prompt[1]["content"], "Explain 7.");
+    assert_eq!(candidates[1]["checkpoint"], "step-200");
+    assert_eq!(candidates[1]["sampling"]["temperature"], 0.7);
+
+    // Not Parquet after all: a truncated file is a clear 400.
+    let mut broken = to_parquet(&preference_items(2));
+    broken.truncate(40);
+    let r = post(broken).await.expect("post");
+    assert_eq!(r.status(), 400);
+}
+
 #[tokio::test]
 async fn oversized_uploads_are_refused() {
     let app = spawn_app_with(|s| s.labeling.max_import_bytes = 1000).await;

@@ -94,7 +94,7 @@ async fn import_items(
 ) -> Result<HttpResponse, AppError> {
     let project = projects::get(&pool, path.into_inner()).await?;
     let kind = project.kind;
-    let items = web::block(move || import::parse_jsonl(&body, kind))
+    let items = web::block(move || import::parse_upload(&body, kind))
         .await
         .map_err(AppError::unexpected)?
         .map_err(import::rows_error)?;
