@@ -89,6 +89,31 @@ async fn sft_annotate_submit_export() {
     let messages = batch.column_by_name("messages").expect("messages");
     let messages = messages.as_any().downcast_ref::<ListArray>().expect("list");
     assert_eq!(messages.value_length(0), 5);
+    // The download button's Parquet is the same file.
+    let r = app
+        .get(
+            &admin,
+            &format!("/api/projects/{project}/export?part=sft&format=parquet"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.expect("body");
+    assert_eq!(&bytes[..4], b"PAR1");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    assert_eq!(
+        reader.map(|b| b.expect("batch").num_rows()).sum::<usize>(),
+        1
+    );
+    let bad = app
+        .get(
+            &admin,
+            &format!("/api/projects/{project}/export?format=xml"),
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
     // A preference part of an sft project is a 400, not an empty file.
     let bad = app
         .get(

@@ -204,6 +204,8 @@ async fn submit(
 #[serde(deny_unknown_fields)]
 struct ExportQuery {
     part: Option<String>,
+    /// `jsonl` (default) or `parquet`.
+    format: Option<String>,
 }
 
 async fn export_part(
@@ -224,6 +226,15 @@ async fn export_part(
             part.as_str()
         )));
     }
+    match query.format.as_deref() {
+        None | Some("jsonl") => {}
+        Some("parquet") => return export_parquet(pool.get_ref(), project, part).await,
+        Some(other) => {
+            return Err(AppError::Validation(format!(
+                "export format {other:?} is not one of: jsonl, parquet"
+            )));
+        }
+    }
     let filename = format!("{}-{}.jsonl", project.name, part.as_str());
     let rx = export::spawn_jsonl(pool.get_ref().clone(), project, part);
     let body = stream::unfold(rx, |mut rx| async move {
@@ -236,6 +247,41 @@ async fn export_part(
     });
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{filename}\""),
+        ))
+        .streaming(body))
+}
+
+/// Parquet needs its footer written before the file is complete, so it is made in a
+/// temporary file (row group by row group) and then streamed from disk in chunks.
+async fn export_parquet(
+    pool: &PgPool,
+    project: projects::Project,
+    part: ExportPart,
+) -> Result<HttpResponse, AppError> {
+    use std::io::Read;
+    let file = tempfile::NamedTempFile::new().map_err(AppError::unexpected)?;
+    crate::export_parquet::write(pool, &project, part, file.path()).await?;
+    let filename = format!("{}-{}.parquet", project.name, part.as_str());
+    // The open handle keeps the data readable after the path is removed on drop.
+    let reader = file.reopen().map_err(AppError::unexpected)?;
+    drop(file);
+    let body = stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match reader.read(&mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(web::Bytes::from(buf)), Some(reader)))
+            }
+            Err(e) => Some((Err(actix_web::error::ErrorInternalServerError(e)), None)),
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/vnd.apache.parquet")
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"{filename}\""),
