@@ -15,40 +15,45 @@ from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, Go
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
-corpus, work = sys.argv[1], sys.argv[2]
-shutil.rmtree(work, ignore_errors=True)
-os.makedirs(work)
-size_mb = os.path.getsize(corpus) / 1e6
-folder, name = os.path.dirname(os.path.abspath(corpus)), os.path.basename(corpus)
-# Split the corpus into 2 files so 2 tasks share the work.
-split_dir = os.path.join(work, "input")
-os.makedirs(split_dir)
-with open(corpus, encoding="utf-8") as f:
-    lines = f.readlines()
-half = len(lines) // 2
-for i, part in enumerate([lines[:half], lines[half:]]):
-    with open(os.path.join(split_dir, f"part{i}.jsonl"), "w", encoding="utf-8") as out:
-        out.writelines(part)
+def main():
+    corpus, work = sys.argv[1], sys.argv[2]
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    size_mb = os.path.getsize(corpus) / 1e6
+    folder, name = os.path.dirname(os.path.abspath(corpus)), os.path.basename(corpus)
+    # Split the corpus into 2 files so 2 tasks share the work.
+    split_dir = os.path.join(work, "input")
+    os.makedirs(split_dir)
+    with open(corpus, encoding="utf-8") as f:
+        lines = f.readlines()
+    half = len(lines) // 2
+    for i, part in enumerate([lines[:half], lines[half:]]):
+        with open(os.path.join(split_dir, f"part{i}.jsonl"), "w", encoding="utf-8") as out:
+            out.writelines(part)
 
-def run(pipeline, tasks=2):
-    start = time.time()
-    LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=2, logging_dir=os.path.join(work, f"logs-{time.time()}")).run()
-    return time.time() - start
+    def run(pipeline, tasks=2):
+        start = time.time()
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=2, logging_dir=os.path.join(work, f"logs-{time.time()}")).run()
+        return time.time() - start
 
-filters = run([
-    JsonlReader(split_dir),
-    GopherRepetitionFilter(),
-    GopherQualityFilter(),
-    C4QualityFilter(filter_no_terminal_punct=False),
-    FineWebQualityFilter(),
-    JsonlWriter(os.path.join(work, "filtered")),
-])
-print(f"datatrove filters (Gopher+C4+FineWeb): {filters:.1f} s, {size_mb / filters:.2f} MB/s")
+    filters = run([
+        JsonlReader(split_dir),
+        GopherRepetitionFilter(),
+        GopherQualityFilter(),
+        C4QualityFilter(),
+        FineWebQualityFilter(),
+        JsonlWriter(os.path.join(work, "filtered")),
+    ])
+    print(f"datatrove filters (Gopher+C4+FineWeb): {filters:.1f} s, {size_mb / filters:.2f} MB/s")
 
-config = MinhashConfig()
-sigs, buckets, clusters, out = (os.path.join(work, d) for d in ["sigs", "buckets", "clusters", "dedup"])
-t = run([JsonlReader(split_dir), MinhashDedupSignature(output_folder=sigs, config=config)])
-t += run([MinhashDedupBuckets(input_folder=sigs, output_folder=buckets, config=config)], tasks=config.num_buckets)
-t += run([MinhashDedupCluster(input_folder=buckets, output_folder=clusters, config=config)], tasks=1)
-t += run([JsonlReader(split_dir), MinhashDedupFilter(input_folder=clusters), JsonlWriter(out)])
-print(f"datatrove minhash (4 stages): {t:.1f} s, {size_mb / t:.2f} MB/s")
+    config = MinhashConfig()
+    sigs, buckets, clusters, out = (os.path.join(work, d) for d in ["sigs", "buckets", "clusters", "dedup"])
+    t = run([JsonlReader(split_dir), MinhashDedupSignature(output_folder=sigs, config=config)])
+    t += run([MinhashDedupBuckets(input_folder=sigs, output_folder=buckets, config=config)], tasks=config.num_buckets)
+    t += run([MinhashDedupCluster(input_folder=buckets, output_folder=clusters, config=config)], tasks=1)
+    t += run([JsonlReader(split_dir), MinhashDedupFilter(input_folder=clusters), JsonlWriter(out)])
+    print(f"datatrove minhash (4 stages): {t:.1f} s, {size_mb / t:.2f} MB/s")
+
+
+if __name__ == "__main__":
+    main()
