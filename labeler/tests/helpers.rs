@@ -60,11 +60,13 @@ pub async fn create_database() -> String {
 }
 
 pub fn settings(database_url: &str) -> Settings {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../configs/labeler.toml"
-    ))
-    .expect("read configs/labeler.toml");
+    // Resolved at run time: a build reused from a clone at another path must not read
+    // that clone's files.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .expect("CARGO_MANIFEST_DIR (set by cargo when it runs tests)");
+    let text = std::fs::read_to_string(manifest_dir.join("../configs/labeler.toml"))
+        .expect("read configs/labeler.toml");
     let mut settings: Settings = toml::from_str(&text).expect("parse configs/labeler.toml");
     settings.server.port = 0;
     settings.database.url = Some(SecretString::from(database_url.to_string()));

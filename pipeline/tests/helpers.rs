@@ -7,7 +7,10 @@ use pipeline::readers::{ReadEvent, ReaderOptions, read_file};
 
 /// `../shared/testdata/warc/NAME` next to the repository.
 pub fn warc(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Resolved at run time, not baked in: builds are shared between clones.
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .expect("CARGO_MANIFEST_DIR (set by cargo when it runs tests)")
         .join("../../shared/testdata/warc")
         .join(name);
     assert!(

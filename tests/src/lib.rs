@@ -3,12 +3,15 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The workspace root (holds `configs/`, `migrations/`).
+/// The workspace root (holds `configs/`, `migrations/`). Resolved at run time from the
+/// variable cargo sets for test runs, not baked in with `env!`: the cargo target dir is
+/// shared between clones, and a build reused from a clone at another path must not point
+/// there.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
-        .unwrap_or_default()
+        .and_then(|dir| dir.parent().map(PathBuf::from))
+        .expect("CARGO_MANIFEST_DIR (set by cargo when it runs tests)")
 }
 
 /// Path of a workspace binary built next to this test (`target/<profile>/NAME`).

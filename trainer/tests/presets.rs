@@ -7,7 +7,10 @@ use trainer::config::RunConfig;
 use crate::helpers::trainer_ok;
 
 fn preset(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Resolved at run time, not baked in: builds are shared between clones.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .expect("CARGO_MANIFEST_DIR (set by cargo when it runs tests)")
         .join("../configs/trainer")
         .join(name)
 }
