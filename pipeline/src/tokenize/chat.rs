@@ -97,11 +97,17 @@ pub fn tokenize_chat(options: &ChatTokenizeOptions) -> Result<ChatSummary> {
     let template = ChatTemplate::from_special_tokens(&tokenizer.spec.special_tokens)
         .with_context(|| format!("{}", options.tokenizer.display()))?;
     let files = expand_inputs(&options.inputs, InputFormat::Jsonl)?;
-    let mut writer = ShardWriter::builder(&options.output, options.kind, tokenizer.spec.clone())
+    let writer = ShardWriter::builder(&options.output, options.kind, tokenizer.spec.clone())
         .overwrite(options.overwrite)
         .config(serde_json::to_value(options)?)
         .build()?;
-    let mut summary = ChatSummary::default();
+    let mut out = ChatWriter {
+        template: &template,
+        tokenizer: &tokenizer,
+        options,
+        writer,
+        summary: ChatSummary::default(),
+    };
     for file in &files {
         let reader =
             open_decompressed(file).with_context(|| format!("opening {}", file.display()))?;
@@ -111,36 +117,21 @@ pub fn tokenize_chat(options: &ChatTokenizeOptions) -> Result<ChatSummary> {
             if line.trim().is_empty() {
                 continue;
             }
-            summary.records += 1;
+            out.summary.records += 1;
             let result = match options.kind {
-                DatasetKind::Sft => sft_line(
-                    &line,
-                    file,
-                    number,
-                    &template,
-                    &tokenizer,
-                    options,
-                    &mut writer,
-                    &mut summary,
-                ),
-                _ => preference_line(
-                    &line,
-                    file,
-                    number,
-                    &template,
-                    &tokenizer,
-                    options,
-                    &mut writer,
-                    &mut summary,
-                ),
+                DatasetKind::Sft => out.sft_line(&line, file, number),
+                _ => out.preference_line(&line, file, number),
             };
             if let Err(e) = result {
-                summary
+                out.summary
                     .errors
                     .push(format!("{}: line {number}: {e:#}", file.display()));
             }
         }
     }
+    let ChatWriter {
+        writer, summary, ..
+    } = out;
     writer.finish()?;
     Ok(summary)
 }
@@ -149,61 +140,113 @@ fn provenance(file: &Path, line: u64, meta: &serde_json::Value) -> String {
     serde_json::json!({"file": file.display().to_string(), "line": line, "meta": meta}).to_string()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sft_line(
-    line: &str,
-    file: &Path,
-    number: u64,
-    template: &ChatTemplate,
-    tokenizer: &LoadedTokenizer,
-    options: &ChatTokenizeOptions,
-    writer: &mut ShardWriter,
-    summary: &mut ChatSummary,
-) -> Result<()> {
-    let record: SftRecord =
-        serde_json::from_str(line).context("not an SFT record {id, messages, meta}")?;
-    let mut rendered = template
-        .render(&record.messages, tokenizer)
-        .with_context(|| format!("record {:?}", record.id))?;
-    if rendered.input_ids.len() > options.max_seq_len {
-        match options.truncation {
-            Truncation::Drop => {
-                summary.dropped_too_long += 1;
-                return Ok(());
-            }
-            Truncation::Truncate => {
-                // Cut after the last supervised end-of-turn that fits: never train on an
-                // answer that does not end.
-                let end = template.end_of_turn();
-                let keep = (0..options.max_seq_len)
-                    .rev()
-                    .find(|&i| rendered.input_ids[i] == end && rendered.loss_mask[i] == 1)
-                    .map(|i| i + 1)
-                    .with_context(|| {
-                        format!(
-                            "record {:?}: no complete assistant turn fits in max_seq_len {}",
-                            record.id, options.max_seq_len
-                        )
-                    })?;
-                rendered.input_ids.truncate(keep);
-                rendered.loss_mask.truncate(keep);
-                summary.truncated += 1;
+/// The state of one `tokenize-chat` run: the template bound to the tokenizer, the dataset
+/// being written and the counts.
+struct ChatWriter<'a> {
+    template: &'a ChatTemplate,
+    tokenizer: &'a LoadedTokenizer,
+    options: &'a ChatTokenizeOptions,
+    writer: ShardWriter,
+    summary: ChatSummary,
+}
+
+impl ChatWriter<'_> {
+    fn sft_line(&mut self, line: &str, file: &Path, number: u64) -> Result<()> {
+        let (template, tokenizer, options) = (self.template, self.tokenizer, self.options);
+        let (writer, summary) = (&mut self.writer, &mut self.summary);
+        let record: SftRecord =
+            serde_json::from_str(line).context("not an SFT record {id, messages, meta}")?;
+        let mut rendered = template
+            .render(&record.messages, tokenizer)
+            .with_context(|| format!("record {:?}", record.id))?;
+        if rendered.input_ids.len() > options.max_seq_len {
+            match options.truncation {
+                Truncation::Drop => {
+                    summary.dropped_too_long += 1;
+                    return Ok(());
+                }
+                Truncation::Truncate => {
+                    // Cut after the last supervised end-of-turn that fits: never train on an
+                    // answer that does not end.
+                    let end = template.end_of_turn();
+                    let keep = (0..options.max_seq_len)
+                        .rev()
+                        .find(|&i| rendered.input_ids[i] == end && rendered.loss_mask[i] == 1)
+                        .map(|i| i + 1)
+                        .with_context(|| {
+                            format!(
+                                "record {:?}: no complete assistant turn fits in max_seq_len {}",
+                                record.id, options.max_seq_len
+                            )
+                        })?;
+                    rendered.input_ids.truncate(keep);
+                    rendered.loss_mask.truncate(keep);
+                    summary.truncated += 1;
+                }
             }
         }
+        let supervised = rendered.loss_mask.iter().filter(|&&m| m == 1).count();
+        writer
+            .write(SftExample {
+                example_id: &record.id,
+                input_ids: &rendered.input_ids,
+                loss_mask: &rendered.loss_mask,
+                source_record: &provenance(file, number, &record.meta),
+            })
+            .with_context(|| format!("record {:?}", record.id))?;
+        summary.written += 1;
+        summary.tokens += rendered.input_ids.len() as u64;
+        summary.supervised_tokens += supervised as u64;
+        Ok(())
     }
-    let supervised = rendered.loss_mask.iter().filter(|&&m| m == 1).count();
-    writer
-        .write(SftExample {
-            example_id: &record.id,
-            input_ids: &rendered.input_ids,
-            loss_mask: &rendered.loss_mask,
-            source_record: &provenance(file, number, &record.meta),
-        })
-        .with_context(|| format!("record {:?}", record.id))?;
-    summary.written += 1;
-    summary.tokens += rendered.input_ids.len() as u64;
-    summary.supervised_tokens += supervised as u64;
-    Ok(())
+
+    fn preference_line(&mut self, line: &str, file: &Path, number: u64) -> Result<()> {
+        let (template, tokenizer, options) = (self.template, self.tokenizer, self.options);
+        let (writer, summary) = (&mut self.writer, &mut self.summary);
+        let record: PreferenceRecord = serde_json::from_str(line)
+            .context("not a preference record {id, prompt, chosen, rejected, meta}")?;
+        let context = || format!("record {:?}", record.id);
+        let mut prompt = template
+            .render_prompt(&record.prompt, tokenizer)
+            .with_context(context)?;
+        let chosen = template
+            .render_completion(answer(&record.chosen, "chosen")?, tokenizer)
+            .with_context(context)?;
+        let rejected = template
+            .render_completion(answer(&record.rejected, "rejected")?, tokenizer)
+            .with_context(context)?;
+        let longest = chosen.len().max(rejected.len());
+        if prompt.len() + longest > options.max_seq_len {
+            match options.truncation {
+                Truncation::Drop => {
+                    summary.dropped_too_long += 1;
+                    return Ok(());
+                }
+                Truncation::Truncate => {
+                    if longest >= options.max_seq_len {
+                        summary.dropped_too_long += 1;
+                        return Ok(());
+                    }
+                    let keep = options.max_seq_len - longest;
+                    prompt.drain(..prompt.len() - keep);
+                    summary.truncated += 1;
+                }
+            }
+        }
+        writer
+            .write(PreferencePair {
+                pair_id: &record.id,
+                prompt_ids: &prompt,
+                chosen_ids: &chosen,
+                rejected_ids: &rejected,
+                source_record: &provenance(file, number, &record.meta),
+            })
+            .with_context(context)?;
+        summary.written += 1;
+        summary.tokens += (prompt.len() + chosen.len() + rejected.len()) as u64;
+        summary.supervised_tokens += (chosen.len() + rejected.len()) as u64;
+        Ok(())
+    }
 }
 
 /// The single assistant answer of a `chosen` / `rejected` list.
@@ -215,60 +258,4 @@ fn answer<'m>(messages: &'m [Message], field: &str) -> Result<&'m str> {
             messages.len()
         ),
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn preference_line(
-    line: &str,
-    file: &Path,
-    number: u64,
-    template: &ChatTemplate,
-    tokenizer: &LoadedTokenizer,
-    options: &ChatTokenizeOptions,
-    writer: &mut ShardWriter,
-    summary: &mut ChatSummary,
-) -> Result<()> {
-    let record: PreferenceRecord = serde_json::from_str(line)
-        .context("not a preference record {id, prompt, chosen, rejected, meta}")?;
-    let context = || format!("record {:?}", record.id);
-    let mut prompt = template
-        .render_prompt(&record.prompt, tokenizer)
-        .with_context(context)?;
-    let chosen = template
-        .render_completion(answer(&record.chosen, "chosen")?, tokenizer)
-        .with_context(context)?;
-    let rejected = template
-        .render_completion(answer(&record.rejected, "rejected")?, tokenizer)
-        .with_context(context)?;
-    let longest = chosen.len().max(rejected.len());
-    if prompt.len() + longest > options.max_seq_len {
-        match options.truncation {
-            Truncation::Drop => {
-                summary.dropped_too_long += 1;
-                return Ok(());
-            }
-            Truncation::Truncate => {
-                if longest >= options.max_seq_len {
-                    summary.dropped_too_long += 1;
-                    return Ok(());
-                }
-                let keep = options.max_seq_len - longest;
-                prompt.drain(..prompt.len() - keep);
-                summary.truncated += 1;
-            }
-        }
-    }
-    writer
-        .write(PreferencePair {
-            pair_id: &record.id,
-            prompt_ids: &prompt,
-            chosen_ids: &chosen,
-            rejected_ids: &rejected,
-            source_record: &provenance(file, number, &record.meta),
-        })
-        .with_context(context)?;
-    summary.written += 1;
-    summary.tokens += (prompt.len() + chosen.len() + rejected.len()) as u64;
-    summary.supervised_tokens += (chosen.len() + rejected.len()) as u64;
-    Ok(())
 }
