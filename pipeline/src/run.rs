@@ -263,7 +263,8 @@ fn process_input(
         bar.set_message(format!("{} docs", record.docs));
         Ok(())
     };
-    read_file(input, &config.input.reader, &mut |event| {
+    // A file that cannot be read at all (unknown format) is one more problem to report.
+    let read = read_file(input, &config.input.reader, &mut |event| {
         if failure.is_some() {
             return;
         }
@@ -282,7 +283,11 @@ fn process_input(
             }
             ReadEvent::Skipped => record.skipped_records += 1,
         }
-    })?;
+    });
+    if let Err(e) = read {
+        tracing::warn!("{e:#}");
+        record.issues.push(format!("{e:#}"));
+    }
     if let Some(e) = failure {
         return Err(e);
     }

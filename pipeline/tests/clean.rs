@@ -219,3 +219,36 @@ fn config_typos_are_errors() {
     let err = PipelineConfig::load(&path).expect_err("typo");
     assert!(format!("{err:#}").contains("min_words_per_lin"), "{err:#}");
 }
+
+#[test]
+fn an_unreadable_input_is_reported_and_the_run_goes_on() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let good = tmp.path().join("good.jsonl");
+    std::fs::write(
+        &good,
+        serde_json::json!({"id": "g", "text": good_english(1)}).to_string(),
+    )
+    .expect("write");
+    let odd = tmp.path().join("notes.xyz");
+    std::fs::write(&odd, "what format is this?").expect("write");
+    let path = tmp.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[input]\npaths = [\"{}\", \"{}\"]\n[output]\ndir = \"{}\"\n",
+            good.display(),
+            odd.display(),
+            tmp.path().join("out").display()
+        ),
+    )
+    .expect("config");
+    let summary = run(&PipelineConfig::load(&path).expect("config"), false).expect("run");
+    assert_eq!(summary.docs_in, 1);
+    assert_eq!(summary.docs_out, 1);
+    assert_eq!(summary.read_issues, 1);
+    assert!(
+        summary.issues[0].contains("notes.xyz") && summary.issues[0].contains("set input.format"),
+        "{:?}",
+        summary.issues
+    );
+}
