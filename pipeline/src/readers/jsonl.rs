@@ -5,18 +5,12 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{ReadEvent, ReaderOptions, open_decompressed, source_label};
-use crate::document::{Document, Location, ReadIssue};
+use super::{ReadEvent, ReaderOptions, issue_at, open_decompressed, source_label};
+use crate::document::{Document, Location};
 
 pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent)) -> Result<()> {
     let source = source_label(path);
-    let issue = |location: Location, message: String| {
-        ReadEvent::Issue(ReadIssue {
-            path: path.to_path_buf(),
-            location,
-            message,
-        })
-    };
+    let issue = |location: Location, message: String| issue_at(path, location, message);
     let mut reader = match open_decompressed(path) {
         Ok(r) => r,
         Err(e) => {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::document::{Document, ReadIssue};
+use crate::document::{Document, Location, ReadIssue};
 
 /// What a reader produces, in input order.
 #[derive(Debug)]
@@ -176,6 +176,15 @@ pub fn read_file(
         InputFormat::Text => text::read(path, options, emit),
         InputFormat::Auto => unreachable!("resolved above"),
     }
+}
+
+/// A problem with the input at `path`, as the event readers hand out.
+pub(crate) fn issue_at(path: &Path, location: Location, message: String) -> ReadEvent {
+    ReadEvent::Issue(ReadIssue {
+        path: path.to_path_buf(),
+        location,
+        message,
+    })
 }
 
 /// The source label of documents from `path`: its file name.

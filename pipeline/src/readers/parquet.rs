@@ -5,19 +5,13 @@ use std::path::Path;
 use anyhow::Result;
 use polars::prelude::{DataType, LazyFrame, PlRefPath, ScanArgsParquet, col};
 
-use super::{ReadEvent, ReaderOptions, source_label};
-use crate::document::{Document, Location, ReadIssue};
+use super::{ReadEvent, ReaderOptions, issue_at, source_label};
+use crate::document::{Document, Location};
 
 const SLICE_ROWS: u32 = 8192;
 
 pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent)) -> Result<()> {
-    let issue = |location: Location, message: String| {
-        ReadEvent::Issue(ReadIssue {
-            path: path.to_path_buf(),
-            location,
-            message,
-        })
-    };
+    let issue = |location: Location, message: String| issue_at(path, location, message);
     let source = source_label(path);
     let scan = || {
         let target = PlRefPath::new(path.to_string_lossy().as_ref());

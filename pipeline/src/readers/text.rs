@@ -5,18 +5,12 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{ReadEvent, ReaderOptions, open_decompressed, source_label};
-use crate::document::{Document, Location, ReadIssue};
+use super::{ReadEvent, ReaderOptions, issue_at, open_decompressed, source_label};
+use crate::document::{Document, Location};
 use crate::extract::detect_encoding;
 
 pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent)) -> Result<()> {
-    let issue = |message: String| {
-        ReadEvent::Issue(ReadIssue {
-            path: path.to_path_buf(),
-            location: Location::File,
-            message,
-        })
-    };
+    let issue = |message: String| issue_at(path, Location::File, message);
     let mut bytes = Vec::new();
     let limit = options.max_document_bytes as u64;
     let read = open_decompressed(path).and_then(|r| r.take(limit + 1).read_to_end(&mut bytes));

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{ReadEvent, ReaderOptions, open_decompressed, source_label};
-use crate::document::{Document, Location, ReadIssue};
+use super::{ReadEvent, ReaderOptions, issue_at, open_decompressed, source_label};
+use crate::document::{Document, Location};
 use crate::extract;
 
 /// A record's WARC headers, names lower-cased.
@@ -54,13 +54,7 @@ impl<R: BufRead> Counting<R> {
 /// Reads every record of a WARC or WET file.
 pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent)) -> Result<()> {
     let source = source_label(path);
-    let issue = |location: Location, message: String| {
-        ReadEvent::Issue(ReadIssue {
-            path: path.to_path_buf(),
-            location,
-            message,
-        })
-    };
+    let issue = |location: Location, message: String| issue_at(path, location, message);
     let reader = match open_decompressed(path) {
         Ok(r) => r,
         Err(e) => {
@@ -203,13 +197,7 @@ fn record_event(
     path: &Path,
     location: Location,
 ) -> ReadEvent {
-    let issue = |message: String| {
-        ReadEvent::Issue(ReadIssue {
-            path: path.to_path_buf(),
-            location: location.clone(),
-            message,
-        })
-    };
+    let issue = |message: String| issue_at(path, location.clone(), message);
     let kind = headers.get("warc-type").unwrap_or("").to_ascii_lowercase();
     let url = headers
         .get("warc-target-uri")
