@@ -21,7 +21,7 @@ use crate::docs_table::{DedupInfo, write_docs_table, write_kept_parquet};
 use crate::document::Document;
 use crate::filters::score_names;
 use crate::process::{Processed, Processor};
-use crate::readers::{ReadEvent, expand_inputs, read_file};
+use crate::readers::{expand_inputs, read_in_batches};
 use crate::work::{
     DocRow, InputDone, JsonlZstWriter, KeptDoc, WorkFiles, read_jsonl_zst, read_keys,
     write_json_atomic, write_keys,
@@ -232,70 +232,44 @@ fn process_input(
         std::fs::File::create(&files.keys)
             .with_context(|| format!("creating {}", files.keys.display()))?,
     );
-    let mut record = InputDone {
-        input: input.display().to_string(),
-        input_bytes: std::fs::metadata(input).map(|m| m.len()).unwrap_or(0),
-        fingerprint: fingerprint.to_string(),
-        docs: 0,
-        kept: 0,
-        skipped_records: 0,
-        issues: Vec::new(),
-        text_bytes_in: 0,
-        text_bytes_kept: 0,
-        seconds: 0.0,
-    };
-    let mut batch: Vec<Document> = Vec::with_capacity(config.run.batch_size);
-    let mut failure: Option<anyhow::Error> = None;
-    let mut flush = |batch: &mut Vec<Document>, record: &mut InputDone| -> Result<()> {
-        let processed: Vec<Processed> = batch.par_iter().map(|d| processor.process(d)).collect();
-        batch.clear();
-        for p in processed {
-            record.docs += 1;
-            record.text_bytes_in += p.bytes_in;
-            rows.write(&p.row)?;
-            if let Some((doc, doc_keys)) = p.kept {
-                record.kept += 1;
-                record.text_bytes_kept += doc.text.len() as u64;
-                kept.write(&doc)?;
-                write_keys(&mut keys, &doc_keys)?;
-            }
-        }
-        bar.set_message(format!("{} docs", record.docs));
-        Ok(())
-    };
-    // A file that cannot be read at all (unknown format) is one more problem to report.
-    let read = read_file(input, &config.input.reader, &mut |event| {
-        if failure.is_some() {
-            return;
-        }
-        match event {
-            ReadEvent::Document(doc) => {
-                batch.push(doc);
-                if batch.len() >= config.run.batch_size
-                    && let Err(e) = flush(&mut batch, &mut record)
-                {
-                    failure = Some(e);
+    let (mut docs, mut kept_docs, mut bytes_in, mut bytes_kept) = (0u64, 0u64, 0u64, 0u64);
+    let seen = read_in_batches(
+        input,
+        &config.input.reader,
+        config.run.batch_size,
+        &mut |batch: Vec<Document>| {
+            let processed: Vec<Processed> =
+                batch.par_iter().map(|d| processor.process(d)).collect();
+            for p in processed {
+                docs += 1;
+                bytes_in += p.bytes_in;
+                rows.write(&p.row)?;
+                if let Some((doc, doc_keys)) = p.kept {
+                    kept_docs += 1;
+                    bytes_kept += doc.text.len() as u64;
+                    kept.write(&doc)?;
+                    write_keys(&mut keys, &doc_keys)?;
                 }
             }
-            ReadEvent::Issue(issue) => {
-                tracing::warn!("{issue}");
-                record.issues.push(issue.to_string());
-            }
-            ReadEvent::Skipped => record.skipped_records += 1,
-        }
-    });
-    if let Err(e) = read {
-        tracing::warn!("{e:#}");
-        record.issues.push(format!("{e:#}"));
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    flush(&mut batch, &mut record)?;
+            bar.set_message(format!("{docs} docs"));
+            Ok(())
+        },
+    )?;
     rows.finish()?;
     kept.finish()?;
     std::io::Write::flush(&mut keys)?;
-    record.seconds = started.elapsed().as_secs_f64();
+    let record = InputDone {
+        input: input.display().to_string(),
+        input_bytes: std::fs::metadata(input).map(|m| m.len()).unwrap_or(0),
+        fingerprint: fingerprint.to_string(),
+        docs,
+        kept: kept_docs,
+        skipped_records: seen.skipped,
+        issues: seen.issues.iter().map(ToString::to_string).collect(),
+        text_bytes_in: bytes_in,
+        text_bytes_kept: bytes_kept,
+        seconds: started.elapsed().as_secs_f64(),
+    };
     write_json_atomic(&files.done, &record)?;
     Ok(record)
 }

@@ -161,21 +161,75 @@ pub fn read_file(
     emit: &mut dyn FnMut(ReadEvent),
 ) -> Result<()> {
     let format = match options.format {
-        InputFormat::Auto => InputFormat::detect(path).with_context(|| {
-            format!(
-                "{}: cannot tell the format from the name; set input.format",
-                path.display()
-            )
-        })?,
-        f => f,
+        InputFormat::Auto => InputFormat::detect(path),
+        f => Some(f),
     };
     match format {
-        InputFormat::Warc | InputFormat::Wet => warc::read(path, options, emit),
-        InputFormat::Jsonl => jsonl::read(path, options, emit),
-        InputFormat::Parquet => parquet::read(path, options, emit),
-        InputFormat::Text => text::read(path, options, emit),
-        InputFormat::Auto => unreachable!("resolved above"),
+        Some(InputFormat::Warc | InputFormat::Wet) => warc::read(path, options, emit),
+        Some(InputFormat::Jsonl) => jsonl::read(path, options, emit),
+        Some(InputFormat::Parquet) => parquet::read(path, options, emit),
+        Some(InputFormat::Text) => text::read(path, options, emit),
+        // An unreadable file is one more bad input: reported, and the run goes on.
+        Some(InputFormat::Auto) | None => {
+            emit(issue_at(
+                path,
+                Location::File,
+                "cannot tell the format from the name; set input.format".into(),
+            ));
+            Ok(())
+        }
     }
+}
+
+/// What `read_in_batches` saw besides documents.
+#[derive(Debug, Default)]
+pub struct FileRead {
+    pub issues: Vec<ReadIssue>,
+    pub skipped: u64,
+}
+
+/// Reads `path` and hands its documents to `handle` in batches of at most `batch_size`, in
+/// input order. Problems are logged and returned; the first error of `handle` stops the read
+/// and is returned.
+pub fn read_in_batches(
+    path: &Path,
+    options: &ReaderOptions,
+    batch_size: usize,
+    handle: &mut dyn FnMut(Vec<Document>) -> Result<()>,
+) -> Result<FileRead> {
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut seen = FileRead::default();
+    let mut failure = None;
+    read_file(path, options, &mut |event| {
+        if failure.is_some() {
+            return;
+        }
+        match event {
+            ReadEvent::Document(doc) => {
+                batch.push(doc);
+                if batch.len() >= batch_size
+                    && let Err(e) = handle(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(batch_size),
+                    ))
+                {
+                    failure = Some(e);
+                }
+            }
+            ReadEvent::Issue(issue) => {
+                tracing::warn!("{issue}");
+                seen.issues.push(issue);
+            }
+            ReadEvent::Skipped => seen.skipped += 1,
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if !batch.is_empty() {
+        handle(batch)?;
+    }
+    Ok(seen)
 }
 
 /// A problem with the input at `path`, as the event readers hand out.

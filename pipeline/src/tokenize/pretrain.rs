@@ -19,7 +19,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use super::LoadedTokenizer;
 use crate::config::InputConfig;
 use crate::document::Document;
-use crate::readers::{ReadEvent, expand_inputs, read_file};
+use crate::readers::{expand_inputs, read_in_batches};
 
 /// How to tokenize; the `[tokenize]` table of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -374,9 +374,8 @@ pub fn tokenize(
     let mut summary = TokenizeSummary::default();
     let started = Instant::now();
     let mut write_time = 0.0f64;
-    let mut batch: Vec<Document> = Vec::with_capacity(options.batch_size);
-    let mut failure: Option<anyhow::Error> = None;
-    let mut flush = |batch: &mut Vec<Document>, summary: &mut TokenizeSummary| -> Result<()> {
+    let mut issues: Vec<String> = Vec::new();
+    let mut encode_batch = |batch: Vec<Document>| -> Result<()> {
         let encoded: Vec<Result<Encoded>> = batch
             .par_iter()
             .map(|doc| {
@@ -391,10 +390,9 @@ pub fn tokenize(
                 })
             })
             .collect();
-        for doc in batch.iter() {
+        for doc in &batch {
             summary.input_bytes += doc.text.len() as u64;
         }
-        batch.clear();
         let t = Instant::now();
         for doc in encoded {
             let doc = doc?;
@@ -415,40 +413,19 @@ pub fn tokenize(
             }
         }
         write_time += t.elapsed().as_secs_f64();
-        Ok(())
-    };
-    for file in &files {
-        read_file(file, &input.reader, &mut |event| {
-            if failure.is_some() {
-                return;
-            }
-            match event {
-                ReadEvent::Document(doc) => {
-                    batch.push(doc);
-                    if batch.len() >= options.batch_size
-                        && let Err(e) = flush(&mut batch, &mut summary)
-                    {
-                        failure = Some(e);
-                    }
-                }
-                ReadEvent::Issue(issue) => {
-                    tracing::warn!("{issue}");
-                    summary.issues.push(issue.to_string());
-                }
-                ReadEvent::Skipped => {}
-            }
-        })?;
-        if let Some(e) = failure.take() {
-            return Err(e);
-        }
-        bar.inc(1);
         bar.set_message(format!(
             "{} docs, {} tokens",
             summary.documents, summary.tokens
         ));
+        Ok(())
+    };
+    for file in &files {
+        let seen = read_in_batches(file, &input.reader, options.batch_size, &mut encode_batch)?;
+        issues.extend(seen.issues.iter().map(ToString::to_string));
+        bar.inc(1);
     }
-    flush(&mut batch, &mut summary)?;
     bar.finish_and_clear();
+    summary.issues = issues;
     let t = Instant::now();
     train.finish()?;
     if let Some(val) = val {
