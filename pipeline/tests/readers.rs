@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use std::path::PathBuf;
+
 use pipeline::readers::{InputFormat, ReaderOptions, expand_inputs};
 
 use crate::helpers::{collect, warc};
@@ -269,6 +271,12 @@ fn inputs_expand_from_directories_and_globs() {
     assert_eq!(files.len(), 2, "{files:?}");
     let files = expand_inputs(&[format!("{dir}/*.jsonl")], InputFormat::Auto).expect("glob");
     assert_eq!(files.len(), 1);
+    // The config's order is kept (it fixes the docs-NNNNN numbering); a file named twice
+    // is read once.
+    let b = format!("{dir}/sub/b.txt");
+    let a = format!("{dir}/a.jsonl");
+    let files = expand_inputs(&[b.clone(), a.clone(), b.clone()], InputFormat::Auto).expect("list");
+    assert_eq!(files, vec![PathBuf::from(&b), PathBuf::from(&a)]);
     let err =
         expand_inputs(&[format!("{dir}/*.parquet")], InputFormat::Auto).expect_err("no match");
     assert!(err.to_string().contains("matches no file"), "{err}");

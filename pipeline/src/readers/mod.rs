@@ -90,7 +90,9 @@ impl Default for ReaderOptions {
     }
 }
 
-/// Expands paths, directories and globs into a sorted, de-duplicated list of input files.
+/// Expands paths, directories and globs into a de-duplicated list of input files: in the
+/// order the patterns are given, each directory or glob's matches sorted by path. The order
+/// fixes the `docs-NNNNN` numbering, so it must not depend on where the files live.
 pub fn expand_inputs(patterns: &[String], format: InputFormat) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for pattern in patterns {
@@ -100,13 +102,14 @@ pub fn expand_inputs(patterns: &[String], format: InputFormat) -> Result<Vec<Pat
         } else if path.is_file() {
             files.push(path.to_path_buf());
         } else {
-            let matches: Vec<PathBuf> = glob::glob(pattern)
+            let mut matches: Vec<PathBuf> = glob::glob(pattern)
                 .with_context(|| format!("input pattern {pattern:?} is not a valid glob"))?
                 .filter_map(std::result::Result::ok)
                 .collect();
             if matches.is_empty() {
                 bail!("input {pattern:?} matches no file");
             }
+            matches.sort();
             for m in matches {
                 if m.is_dir() {
                     collect_dir(&m, format, &mut files)?;
@@ -116,8 +119,8 @@ pub fn expand_inputs(patterns: &[String], format: InputFormat) -> Result<Vec<Pat
             }
         }
     }
-    files.sort();
-    files.dedup();
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(f.clone()));
     Ok(files)
 }
 
