@@ -1,7 +1,6 @@
 //! Readers on the shared real WARC files and on every kind of bad input.
 
 use std::io::Write;
-
 use std::path::PathBuf;
 
 use pipeline::readers::{InputFormat, ReaderOptions, expand_inputs};
