@@ -1,8 +1,9 @@
 //! Gopher (MassiveText) quality and repetition rules, Rae et al. 2021, with the thresholds
 //! datatrove uses by default; `chinese()` gives FineWeb-2's cmn_Hani values.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Analysis, Verdict, duplicates};
@@ -260,9 +261,10 @@ impl GopherRepetitionOptions {
             v.fail("gopher_repetition: characters in duplicated lines");
         }
 
+        let words = WordTable::new(&doc.words);
         let mut top_max = 0.0f64;
         for &(n, limit) in &self.top_n_grams {
-            let frac = top_ngram_fraction(&doc.words, n, total_chars);
+            let frac = words.top_ngram_fraction(n, total_chars);
             top_max = top_max.max(frac);
             if frac > limit {
                 v.fail(format!(
@@ -273,7 +275,7 @@ impl GopherRepetitionOptions {
         v.score("gopher_top_ngram_max", top_max);
         let mut dup_max = 0.0f64;
         for &(n, limit) in &self.dup_n_grams {
-            let frac = duplicated_ngram_fraction(&doc.words, n, total_chars);
+            let frac = words.duplicated_ngram_fraction(n, total_chars);
             dup_max = dup_max.max(frac);
             if frac > limit {
                 v.fail(format!(
@@ -286,46 +288,113 @@ impl GopherRepetitionOptions {
     }
 }
 
-fn char_len(words: &[&str]) -> usize {
-    words.iter().map(|w| w.chars().count()).sum()
+/// A document's words as small integer ids with their character counts, built once and
+/// shared by every n-gram size (hashing each n-gram's strings again for n = 2..10 was most
+/// of the filter's time).
+struct WordTable<'a> {
+    words: &'a [&'a str],
+    ids: Vec<u32>,
+    /// `chars_before[i]`: characters in words `0..i`.
+    chars_before: Vec<usize>,
 }
 
-/// Characters of the most frequent n-gram times its count, over all characters.
-fn top_ngram_fraction(words: &[&str], n: usize, total_chars: f64) -> f64 {
-    if words.len() < n {
-        return 0.0;
-    }
-    let mut counts: HashMap<&[&str], usize> = HashMap::new();
-    for gram in words.windows(n) {
-        *counts.entry(gram).or_default() += 1;
-    }
-    // Ties broken by the n-gram itself so the score does not depend on hash order.
-    counts
-        .into_iter()
-        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
-        .filter(|(_, count)| *count > 1)
-        .map_or(0.0, |(gram, count)| {
-            (char_len(gram) * count) as f64 / total_chars
-        })
-}
-
-/// Characters covered by n-grams that already occurred (non-overlapping), over all characters.
-fn duplicated_ngram_fraction(words: &[&str], n: usize, total_chars: f64) -> f64 {
-    if words.len() < n {
-        return 0.0;
-    }
-    let mut seen: HashSet<&[&str]> = HashSet::new();
-    let mut dup_chars = 0usize;
-    let mut i = 0;
-    while i + n <= words.len() {
-        let gram = &words[i..i + n];
-        if seen.contains(gram) {
-            dup_chars += char_len(gram);
-            i += n;
-        } else {
-            seen.insert(gram);
-            i += 1;
+impl<'a> WordTable<'a> {
+    fn new(words: &'a [&'a str]) -> Self {
+        let mut vocabulary: FxHashMap<&str, u32> = FxHashMap::default();
+        let mut ids = Vec::with_capacity(words.len());
+        let mut chars_before = Vec::with_capacity(words.len() + 1);
+        let mut chars = 0;
+        for &w in words {
+            let next = vocabulary.len() as u32;
+            ids.push(*vocabulary.entry(w).or_insert(next));
+            chars_before.push(chars);
+            chars += w.chars().count();
+        }
+        chars_before.push(chars);
+        Self {
+            words,
+            ids,
+            chars_before,
         }
     }
-    dup_chars as f64 / total_chars
+
+    fn chars(&self, start: usize, n: usize) -> usize {
+        self.chars_before[start + n] - self.chars_before[start]
+    }
+
+    /// A 64-bit hash of the n-gram's ids; callers compare the ids, so a collision never
+    /// merges two different n-grams.
+    fn key(&self, start: usize, n: usize) -> u64 {
+        self.ids[start..start + n].iter().fold(0u64, |h, &id| {
+            (h.rotate_left(32) ^ u64::from(id)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        })
+    }
+
+    fn same(&self, a: usize, b: usize, n: usize) -> bool {
+        self.ids[a..a + n] == self.ids[b..b + n]
+    }
+
+    /// Characters of the most frequent n-gram times its count, over all characters.
+    fn top_ngram_fraction(&self, n: usize, total_chars: f64) -> f64 {
+        if self.ids.len() < n {
+            return 0.0;
+        }
+        // key -> (count, first start); a colliding different n-gram is counted on its own
+        // under a probed key.
+        let mut counts: FxHashMap<u64, (usize, usize)> = FxHashMap::default();
+        for start in 0..=self.ids.len() - n {
+            let mut key = self.key(start, n);
+            loop {
+                let entry = counts.entry(key).or_insert((0, start));
+                if self.same(entry.1, start, n) {
+                    entry.0 += 1;
+                    break;
+                }
+                key = key.wrapping_add(1);
+            }
+        }
+        // Ties broken by the n-gram's words so the score does not depend on hash order.
+        counts
+            .into_values()
+            .max_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| self.words[b.1..b.1 + n].cmp(&self.words[a.1..a.1 + n]))
+            })
+            .filter(|(count, _)| *count > 1)
+            .map_or(0.0, |(count, start)| {
+                (self.chars(start, n) * count) as f64 / total_chars
+            })
+    }
+
+    /// Characters covered by n-grams that already occurred (non-overlapping), over all
+    /// characters.
+    fn duplicated_ngram_fraction(&self, n: usize, total_chars: f64) -> f64 {
+        if self.ids.len() < n {
+            return 0.0;
+        }
+        // key -> first start of the n-gram seen under it.
+        let mut seen: FxHashMap<u64, usize> = FxHashMap::default();
+        let mut dup_chars = 0usize;
+        let mut i = 0;
+        while i + n <= self.ids.len() {
+            let mut key = self.key(i, n);
+            let duplicate = loop {
+                match seen.get(&key) {
+                    Some(&first) if self.same(first, i, n) => break true,
+                    Some(_) => key = key.wrapping_add(1),
+                    None => {
+                        seen.insert(key, i);
+                        break false;
+                    }
+                }
+            };
+            if duplicate {
+                dup_chars += self.chars(i, n);
+                i += n;
+            } else {
+                i += 1;
+            }
+        }
+        dup_chars as f64 / total_chars
+    }
 }

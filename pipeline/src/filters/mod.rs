@@ -10,7 +10,6 @@ pub mod c4;
 pub mod fineweb;
 pub mod gopher;
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
@@ -102,10 +101,10 @@ pub(crate) fn ends_with_terminal(line: &str) -> bool {
 
 /// Counts duplicated elements and the characters they hold (first occurrences not counted).
 pub(crate) fn duplicates<'s>(items: impl Iterator<Item = &'s str>) -> (usize, usize) {
-    let mut seen: HashMap<&str, ()> = HashMap::new();
+    let mut seen: rustc_hash::FxHashSet<&str> = rustc_hash::FxHashSet::default();
     let (mut count, mut chars) = (0, 0);
     for item in items {
-        if seen.insert(item, ()).is_some() {
+        if !seen.insert(item) {
             count += 1;
             chars += item.chars().count();
         }
