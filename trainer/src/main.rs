@@ -6,6 +6,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use trainer::config::{Precision, RunConfig};
 use trainer::device::{DeviceChoice, runtime_info};
+use trainer::engine::Summary;
+use trainer::post_config::{PostConfig, Task};
 use trainer::train::{Faults, Resume, Trainer};
 
 /// The jielong trainer: Llama-style language models on libtorch, on a GPU or the CPU.
@@ -14,6 +16,77 @@ use trainer::train::{Faults, Resume, Trainer};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options shared by `sft`, `dpo` and `reward`.
+#[derive(Debug, clap::Args)]
+struct PostArgs {
+    /// Run configuration (TOML): init_from, [data], [optim], [train], optionally [lora],
+    /// [checkpoint], [eval] and the command's own section (configs/trainer/*-tiny.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Continue from the newest checkpoint in the output directory.
+    #[arg(long, conflicts_with = "resume_from")]
+    resume: bool,
+    /// Continue from this checkpoint directory.
+    #[arg(long)]
+    resume_from: Option<PathBuf>,
+    /// Override train.out.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override train.steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Override train.device.
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Crash tests only: abort the process right after this step.
+    #[arg(long, hide = true)]
+    abort_after_step: Option<u64>,
+}
+
+impl PostArgs {
+    /// The config file with the command-line overrides applied, and where to start.
+    fn load(self, task: Task) -> Result<(PostConfig, Resume, Faults)> {
+        let mut config = PostConfig::load(&self.config, task)?;
+        if let Some(out) = self.out {
+            config.train.out = out;
+        }
+        if let Some(steps) = self.steps {
+            config.train.steps = steps;
+        }
+        if let Some(device) = self.device {
+            config.train.device = device;
+        }
+        let faults = Faults {
+            abort_after_step: self.abort_after_step,
+            abort_in_checkpoint: None,
+        };
+        Ok((config, resume_choice(self.resume, self.resume_from), faults))
+    }
+}
+
+fn resume_choice(latest: bool, from: Option<PathBuf>) -> Resume {
+    match (latest, from) {
+        (_, Some(dir)) => Resume::From(dir),
+        (true, None) => Resume::Latest,
+        (false, None) => Resume::No,
+    }
+}
+
+fn print_summary(summary: &Summary) {
+    println!(
+        "trained to step {} in {:.1}s ({} tokens this run, {:.0} tokens/s); final loss {}, validation loss {}",
+        summary.steps,
+        summary.seconds,
+        summary.tokens,
+        summary.tokens as f64 / summary.seconds.max(1e-9),
+        summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        summary.val_loss.map_or("-".into(), |l| format!("{l:.4}")),
+    );
+    if let Some(dir) = &summary.last_checkpoint {
+        println!("checkpoint: {}", dir.display());
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +192,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write a checkpoint as a Hugging Face directory (LlamaForCausalLM).
+    /// Supervised fine-tuning on an sft dataset (loss on the assistant's tokens only), full
+    /// or with LoRA adapters ([lora] in the config), starting from `init_from`.
+    Sft(PostArgs),
+    /// Fold a LoRA checkpoint's adapters into its base (fp32) and write a full checkpoint
+    /// directory that export-hf, generate and further training accept.
+    MergeLora {
+        /// The base model: a checkpoint or export-hf directory (normally the adapter's
+        /// init_from).
+        #[arg(long)]
+        base: PathBuf,
+        /// The LoRA checkpoint (holds adapter.safetensors).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Output checkpoint directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a checkpoint as a Hugging Face directory (LlamaForCausalLM; a reward model as
+    /// LlamaForSequenceClassification; LoRA adapters folded in).
     ExportHf {
         /// A checkpoint directory (step-N).
         checkpoint: PathBuf,
@@ -181,29 +272,27 @@ fn main() -> Result<()> {
             if let Some(device) = device {
                 run.train.device = device;
             }
-            let resume = match (resume, resume_from) {
-                (_, Some(dir)) => Resume::From(dir),
-                (true, None) => Resume::Latest,
-                (false, None) => Resume::No,
-            };
             let faults = Faults {
                 abort_after_step,
                 abort_in_checkpoint,
             };
-            let mut trainer = Trainer::new(run, resume, faults)?;
-            let summary = trainer.run()?;
-            println!(
-                "trained to step {} in {:.1}s ({} tokens this run, {:.0} tokens/s); final loss {}, validation loss {}",
-                summary.steps,
-                summary.seconds,
-                summary.tokens,
-                summary.tokens as f64 / summary.seconds.max(1e-9),
-                summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
-                summary.val_loss.map_or("-".into(), |l| format!("{l:.4}")),
-            );
-            if let Some(dir) = summary.last_checkpoint {
-                println!("checkpoint: {}", dir.display());
-            }
+            let mut trainer = Trainer::new(run, resume_choice(resume, resume_from), faults)?;
+            print_summary(&trainer.run()?);
+        }
+        Command::Sft(args) => {
+            let (config, resume, faults) = args.load(Task::Sft)?;
+            print_summary(&trainer::sft::run(&config, resume, faults)?);
+        }
+        Command::MergeLora { base, adapter, out } => {
+            trainer::post::merge_lora(&base, &adapter, &out).with_context(|| {
+                format!(
+                    "merging {} into {} as {}",
+                    adapter.display(),
+                    base.display(),
+                    out.display()
+                )
+            })?;
+            println!("merged {} into {}", adapter.display(), out.display());
         }
         Command::Generate {
             model,

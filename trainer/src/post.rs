@@ -122,3 +122,54 @@ pub fn weights_hash(dir: &Path) -> Result<String> {
     }
     Ok(hex::encode(hasher.finalize()))
 }
+
+/// `trainer merge-lora`: folds the adapters of LoRA checkpoint `adapter` into `base` (a
+/// checkpoint or export-hf directory) in fp32, and writes a full checkpoint directory to
+/// `out` that `export-hf`, `generate` and further training accept.
+pub fn merge_lora(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
+    let ckpt = Checkpoint::load(adapter)?;
+    let (Some(tensors), Some(post)) = (&ckpt.adapter, &ckpt.state.post) else {
+        anyhow::bail!(
+            "{} is not a LoRA checkpoint (no {})",
+            adapter.display(),
+            lora::ADAPTER_FILE
+        );
+    };
+    let lora_config = post
+        .lora
+        .as_ref()
+        .with_context(|| format!("{} records no [lora] settings", adapter.display()))?;
+    let (config, weights) = base_weights(base)?;
+    let diffs = config.differences(&ckpt.state.config.model);
+    if !diffs.is_empty() {
+        return Err(TrainError::ConfigMismatch {
+            checkpoint: adapter.to_path_buf(),
+            fields: format!("base {}: {}", base.display(), diffs.join(", ")),
+        }
+        .into());
+    }
+    if std::path::absolute(base).ok().as_deref() != Some(post.init_from.as_path()) {
+        tracing::warn!(
+            base = %base.display(),
+            trained_on = %post.init_from.display(),
+            "merging onto another base than the adapter was trained on"
+        );
+    }
+    let merged: Vec<(String, tch::Tensor)> = lora::merge(&weights, tensors, lora_config.scale())?
+        .into_iter()
+        .collect();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let meta = std::collections::BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    checkpoint::write_safetensors(&out.join(checkpoint::MODEL_FILE), &merged, &meta)?;
+    let mut state = ckpt.state.clone();
+    if let Some(post) = state.post.as_mut() {
+        post.lora = None;
+    }
+    let state_path = out.join(checkpoint::STATE_FILE);
+    std::fs::write(&state_path, serde_json::to_vec_pretty(&state)?)
+        .with_context(|| format!("writing {}", state_path.display()))?;
+    let tokenizer = adapter.join(checkpoint::TOKENIZER_FILE);
+    std::fs::copy(&tokenizer, out.join(checkpoint::TOKENIZER_FILE))
+        .with_context(|| format!("copying {}", tokenizer.display()))?;
+    Ok(())
+}

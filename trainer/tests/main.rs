@@ -2,6 +2,7 @@
 //! Everything runs on the CPU with fixed seeds; GPU checks are `#[ignore]`d with the reason.
 
 mod bad_input;
+mod chat_data;
 mod data;
 mod export;
 mod generate;
@@ -12,3 +13,4 @@ mod model;
 mod optim;
 mod presets;
 mod pretrain;
+mod sft;
