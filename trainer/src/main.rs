@@ -195,6 +195,9 @@ enum Command {
     /// Supervised fine-tuning on an sft dataset (loss on the assistant's tokens only), full
     /// or with LoRA adapters ([lora] in the config), starting from `init_from`.
     Sft(PostArgs),
+    /// Direct Preference Optimization on a preference dataset, starting from `init_from`
+    /// (full or LoRA). Reference log-probs are computed once and cached ([dpo] cache_dir).
+    Dpo(PostArgs),
     /// Fold a LoRA checkpoint's adapters into its base (fp32) and write a full checkpoint
     /// directory that export-hf, generate and further training accept.
     MergeLora {
@@ -282,6 +285,16 @@ fn main() -> Result<()> {
         Command::Sft(args) => {
             let (config, resume, faults) = args.load(Task::Sft)?;
             print_summary(&trainer::sft::run(&config, resume, faults)?);
+        }
+        Command::Dpo(args) => {
+            let (config, resume, faults) = args.load(Task::Dpo)?;
+            let run = trainer::dpo::run(&config, resume, faults)?;
+            print_summary(&run.summary);
+            println!(
+                "reference forward passes: {} (cache {})",
+                run.reference_forward_passes,
+                run.cache.display()
+            );
         }
         Command::MergeLora { base, adapter, out } => {
             trainer::post::merge_lora(&base, &adapter, &out).with_context(|| {

@@ -4,6 +4,7 @@
 mod bad_input;
 mod chat_data;
 mod data;
+mod dpo;
 mod export;
 mod generate;
 mod gpu;
