@@ -17,6 +17,7 @@ pub mod model;
 pub mod optim;
 pub mod post;
 pub mod post_config;
+pub mod reward;
 pub mod sample;
 pub mod seqdata;
 pub mod sft;

@@ -198,6 +198,24 @@ enum Command {
     /// Direct Preference Optimization on a preference dataset, starting from `init_from`
     /// (full or LoRA). Reference log-probs are computed once and cached ([dpo] cache_dir).
     Dpo(PostArgs),
+    /// Train a reward model (the decoder plus a scalar head on the last token) on a
+    /// preference dataset with the Bradley-Terry loss; accuracy on held-out pairs.
+    Reward(PostArgs),
+    /// Score (prompt, answer) rows with a reward model: reads JSONL lines
+    /// {"id", "prompt": "text" or [messages], "answer": "text"} and writes {"id", "score"}.
+    Score {
+        /// A reward-model checkpoint (or its export-hf directory).
+        #[arg(long)]
+        model: PathBuf,
+        /// Input JSONL.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output JSONL (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+    },
     /// Fold a LoRA checkpoint's adapters into its base (fp32) and write a full checkpoint
     /// directory that export-hf, generate and further training accept.
     MergeLora {
@@ -295,6 +313,38 @@ fn main() -> Result<()> {
                 run.reference_forward_passes,
                 run.cache.display()
             );
+        }
+        Command::Reward(args) => {
+            let (config, resume, faults) = args.load(Task::Reward)?;
+            print_summary(&trainer::reward::run(&config, resume, faults)?);
+        }
+        Command::Score {
+            model,
+            input,
+            output,
+            device,
+        } => {
+            let device = device.resolve()?;
+            let report = match &output {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    let mut out = std::io::BufWriter::new(file);
+                    let report = trainer::reward::score(&model, &input, &mut out, device)?;
+                    std::io::Write::flush(&mut out)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    report
+                }
+                None => trainer::reward::score(&model, &input, &mut std::io::stdout(), device)?,
+            };
+            eprintln!("scored {} rows, {} failed", report.scored, report.failed);
+            if report.failed > 0 {
+                anyhow::bail!(
+                    "{} rows of {} could not be scored",
+                    report.failed,
+                    input.display()
+                );
+            }
         }
         Command::MergeLora { base, adapter, out } => {
             trainer::post::merge_lora(&base, &adapter, &out).with_context(|| {

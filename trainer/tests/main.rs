@@ -14,4 +14,5 @@ mod model;
 mod optim;
 mod presets;
 mod pretrain;
+mod reward;
 mod sft;
