@@ -17,7 +17,9 @@ use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use crate::checkpoint;
 use crate::config::Precision;
-use crate::engine::{Engine, Evaluation, Faults, MicroStats, Objective, Resume, Summary};
+use crate::engine::{
+    Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary, pair_evaluation,
+};
 use crate::lm::{Additions, LanguageModel};
 use crate::lora::AdapterMode;
 use crate::model::Packing;
@@ -196,7 +198,7 @@ fn dpo_terms(
     model: &LanguageModel,
     batch: &PairBatch,
     beta: f64,
-) -> Result<(Tensor, Vec<(&'static str, Tensor)>), TchError> {
+) -> Result<(Tensor, NamedSums), TchError> {
     let policy = sequence_logps(model, &batch.packed)?.f_view([-1, 2])?;
     let drift = policy.f_sub(&batch.reference)?;
     let (chosen, rejected) = (drift.f_select(1, 0)?, drift.f_select(1, 1)?);
@@ -272,30 +274,10 @@ impl Objective for Dpo {
         let Some((valid, reference)) = &self.valid else {
             return Ok(None);
         };
-        let indices: Vec<usize> = (0..valid.rows.len()).collect();
-        let mut loss = 0.0;
-        let mut totals: Vec<(&'static str, f64)> = Vec::new();
-        for chunk in indices.chunks(self.per_micro as usize) {
+        pair_evaluation(valid.rows.len(), self.per_micro as usize, |chunk| {
             let batch = self.pair_batch(&valid.rows, reference, chunk)?;
-            let (l, sums) = dpo_terms(model, &batch, self.beta)?;
-            loss += f64::try_from(l)?;
-            for (name, value) in sums {
-                let value = f64::try_from(value)?;
-                match totals.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, acc)) => *acc += value,
-                    None => totals.push((name, value)),
-                }
-            }
-        }
-        let n = valid.rows.len() as f64;
-        let mut eval = Evaluation {
-            loss: loss / n,
-            ..Evaluation::default()
-        };
-        for (name, value) in totals {
-            eval.fields.insert(format!("val_{name}"), json!(value / n));
-        }
-        Ok(Some(eval))
+            Ok(dpo_terms(model, &batch, self.beta)?)
+        })
     }
 }
 

@@ -16,7 +16,9 @@ use tch::{Device, Kind, TchError, Tensor};
 use crate::config::Precision;
 use crate::data::splitmix64;
 use crate::dpo::pack_pairs;
-use crate::engine::{Engine, Evaluation, Faults, MicroStats, Objective, Resume, Summary};
+use crate::engine::{
+    Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary, pair_evaluation,
+};
 use crate::lm::LanguageModel;
 use crate::model::Packing;
 use crate::post_config::{PostConfig, Task};
@@ -43,7 +45,7 @@ pub fn sequence_scores(model: &LanguageModel, batch: &PackedBatch) -> Result<Ten
 fn bradley_terry(
     model: &LanguageModel,
     batch: &PackedBatch,
-) -> Result<(Tensor, Vec<(&'static str, Tensor)>), TchError> {
+) -> Result<(Tensor, NamedSums), TchError> {
     let scores = sequence_scores(model, batch)?.f_view([-1, 2])?;
     let (chosen, rejected) = (scores.f_select(1, 0)?, scores.f_select(1, 1)?);
     let diff = chosen.f_sub(&rejected)?;
@@ -114,36 +116,12 @@ impl Objective for RewardModel {
         })
     }
 
-    /// Loss, accuracy and mean margin on the held-out pairs.
+    /// Loss, accuracy, margin and scores averaged over the held-out pairs.
     fn evaluate(&mut self, model: &LanguageModel) -> Result<Option<Evaluation>> {
-        if self.valid.is_empty() {
-            return Ok(None);
-        }
-        let (mut loss, mut correct, mut margin) = (0.0, 0.0, 0.0);
-        let indices: Vec<usize> = (0..self.valid.len()).collect();
-        for chunk in indices.chunks(self.per_micro as usize) {
+        pair_evaluation(self.valid.len(), self.per_micro as usize, |chunk| {
             let packed = pack_pairs(&self.valid, chunk, self.row_len, self.device)?;
-            let (l, sums) = bradley_terry(model, &packed)?;
-            loss += f64::try_from(l)?;
-            for (name, value) in sums {
-                match name {
-                    "accuracy" => correct += f64::try_from(value)?,
-                    "margin" => margin += f64::try_from(value)?,
-                    _ => {}
-                }
-            }
-        }
-        let n = self.valid.len() as f64;
-        let mut eval = Evaluation {
-            loss: loss / n,
-            ..Evaluation::default()
-        };
-        eval.fields
-            .insert("val_accuracy".into(), json!(correct / n));
-        eval.fields.insert("val_margin".into(), json!(margin / n));
-        eval.fields
-            .insert("val_pairs".into(), json!(self.valid.len()));
-        Ok(Some(eval))
+            Ok(bradley_terry(model, &packed)?)
+        })
     }
 }
 
