@@ -18,13 +18,14 @@ use tch::{Device, Kind, Reduction, TchError, Tensor};
 use crate::checkpoint;
 use crate::config::Precision;
 use crate::engine::{
-    Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary, pair_evaluation,
+    Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary,
 };
 use crate::lm::{Additions, LanguageModel};
 use crate::lora::AdapterMode;
 use crate::model::Packing;
+use crate::pairs::{pack_pairs, pair_evaluation};
 use crate::post_config::{PostConfig, PostSettings, Task};
-use crate::seqdata::{self, DrawOrder, PackedBatch, Pair, Rows, Sequence};
+use crate::seqdata::{self, DrawOrder, PackedBatch, Pair, Rows};
 
 /// Summed log-probability of each packed sequence's target tokens, `[sequences]` fp32.
 pub fn sequence_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
@@ -54,18 +55,6 @@ pub fn sequence_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tens
     Tensor::f_zeros([batch.sequences + 1], (Kind::Float, token_logps.device()))?
         .f_scatter_add(0, &batch.sequence_of.f_reshape([-1])?, &token_logps)?
         .f_narrow(0, 0, batch.sequences)
-}
-
-/// Packs pairs `rows` of `pairs` as (chosen, rejected) sequences, in pair order.
-pub fn pack_pairs(
-    pairs: &[Pair],
-    rows: &[usize],
-    row_len: usize,
-    device: Device,
-) -> Result<PackedBatch> {
-    let seqs: Vec<Sequence> = rows.iter().flat_map(|&i| pairs[i].sequences()).collect();
-    let refs: Vec<&Sequence> = seqs.iter().collect();
-    seqdata::pack(&refs, row_len, device)
 }
 
 /// Reference log-probabilities `[pairs, 2]` (chosen, rejected) on the CPU, and how many

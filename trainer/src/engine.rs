@@ -50,47 +50,6 @@ pub struct Faults {
 /// Named sums over a batch's pairs or tokens (accuracy, margin, ...).
 pub type NamedSums = Vec<(&'static str, Tensor)>;
 
-/// Adds `sums` into `totals` by name (held-out evaluations, on the host).
-pub fn accumulate(totals: &mut Vec<(&'static str, f64)>, sums: NamedSums) -> Result<()> {
-    for (name, value) in sums {
-        let value = f64::try_from(value)?;
-        match totals.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, acc)) => *acc += value,
-            None => totals.push((name, value)),
-        }
-    }
-    Ok(())
-}
-
-/// Evaluates `count` held-out pairs in chunks of `per_batch`: `terms` gives a chunk's summed
-/// loss and named sums; the evaluation holds their means as `val_NAME` and `val_pairs`.
-pub fn pair_evaluation(
-    count: usize,
-    per_batch: usize,
-    mut terms: impl FnMut(&[usize]) -> Result<(Tensor, NamedSums)>,
-) -> Result<Option<Evaluation>> {
-    if count == 0 {
-        return Ok(None);
-    }
-    let indices: Vec<usize> = (0..count).collect();
-    let (mut loss, mut totals) = (0.0, Vec::new());
-    for chunk in indices.chunks(per_batch.max(1)) {
-        let (l, sums) = terms(chunk)?;
-        loss += f64::try_from(l)?;
-        accumulate(&mut totals, sums)?;
-    }
-    let n = count as f64;
-    let mut eval = Evaluation {
-        loss: loss / n,
-        ..Evaluation::default()
-    };
-    for (name, value) in totals {
-        eval.fields.insert(format!("val_{name}"), json!(value / n));
-    }
-    eval.fields.insert("val_pairs".into(), json!(count));
-    Ok(Some(eval))
-}
-
 /// What one micro-batch's forward and backward produced (all detached).
 #[derive(Debug)]
 pub struct MicroStats {

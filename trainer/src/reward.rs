@@ -15,12 +15,12 @@ use tch::{Device, Kind, TchError, Tensor};
 
 use crate::config::Precision;
 use crate::data::splitmix64;
-use crate::dpo::pack_pairs;
 use crate::engine::{
-    Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary, pair_evaluation,
+    Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary,
 };
 use crate::lm::LanguageModel;
 use crate::model::Packing;
+use crate::pairs::{pack_pairs, pair_evaluation};
 use crate::post_config::{PostConfig, Task};
 use crate::sample::TextTokenizer;
 use crate::seqdata::{self, DrawOrder, PackedBatch, Pair, Sequence};
