@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::RunConfig;
+use crate::lora;
+use crate::post_config::PostSettings;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -49,6 +51,9 @@ pub struct TrainerState {
     pub last_val_loss: Option<f64>,
     pub tokenizer: TokenizerInfo,
     pub config: RunConfig,
+    /// Post-training runs only: the task, starting model and adapter settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<PostSettings>,
     pub created_at: String,
     pub trainer_version: String,
 }
@@ -160,7 +165,12 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
 /// Everything a checkpoint holds, ready to write.
 #[derive(Debug)]
 pub struct CheckpointData<'a> {
+    /// Weights written to `weights_file`: the whole model, or a LoRA run's trainable tensors.
     pub model: Vec<(String, Tensor)>,
+    /// [`MODEL_FILE`] or [`lora::ADAPTER_FILE`].
+    pub weights_file: &'a str,
+    /// Further small files (`adapter_config.json`).
+    pub extra_files: Vec<(&'a str, Vec<u8>)>,
     pub optimizer: Vec<(String, Tensor)>,
     pub state: &'a TrainerState,
     /// The dataset's tokenizer file, copied in so the checkpoint stands on its own.
@@ -188,7 +198,10 @@ pub fn save(
     }
     fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(&tmp.join(MODEL_FILE), &data.model, &meta)?;
+    write_safetensors(&tmp.join(data.weights_file), &data.model, &meta)?;
+    for (name, bytes) in &data.extra_files {
+        write_synced(&tmp.join(name), bytes)?;
+    }
     if fault == WriteFault::AbortMidway {
         std::process::abort();
     }
@@ -230,11 +243,14 @@ fn sync_dir(dir: &Path) -> Result<()> {
 pub struct Checkpoint {
     pub dir: PathBuf,
     pub state: TrainerState,
+    /// `model.safetensors`; empty in a LoRA checkpoint.
     pub model: BTreeMap<String, Tensor>,
+    /// `adapter.safetensors` under the model's tensor names (LoRA checkpoints only).
+    pub adapter: Option<BTreeMap<String, Tensor>>,
 }
 
 impl Checkpoint {
-    /// Reads `trainer_state.json` and `model.safetensors` of `dir`.
+    /// Reads `trainer_state.json` and `model.safetensors` (or `adapter.safetensors`) of `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
         let state_path = dir.join(STATE_FILE);
         let text = fs::read_to_string(&state_path).with_context(|| {
@@ -245,12 +261,34 @@ impl Checkpoint {
         })?;
         let state: TrainerState = serde_json::from_str(&text)
             .with_context(|| format!("parsing {}", state_path.display()))?;
-        let model = read_safetensors(&dir.join(MODEL_FILE))?;
+        let adapter_path = dir.join(lora::ADAPTER_FILE);
+        let adapter = if adapter_path.exists() {
+            let tensors = read_safetensors(&adapter_path)?;
+            Some(
+                tensors
+                    .into_iter()
+                    .map(|(k, v)| (lora::from_peft_name(&k), v))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let model = if adapter.is_some() {
+            BTreeMap::new()
+        } else {
+            read_safetensors(&dir.join(MODEL_FILE))?
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             state,
             model,
+            adapter,
         })
+    }
+
+    /// True for a checkpoint that holds only LoRA adapters (its base is `post.init_from`).
+    pub fn is_adapter(&self) -> bool {
+        self.adapter.is_some()
     }
 
     pub fn optimizer_state(&self) -> Result<BTreeMap<String, Tensor>> {

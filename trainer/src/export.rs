@@ -92,15 +92,22 @@ pub fn model_config_from_hf(config: &Value) -> Result<ModelConfig> {
 pub fn export_hf(ckpt_dir: &Path, out: &Path) -> Result<()> {
     let ckpt = Checkpoint::load(ckpt_dir)?;
     let model = &ckpt.state.config.model;
-    // Loading into a model checks names and shapes against the config before writing.
+    // Loading into a model checks names and shapes against the config before writing; a
+    // LoRA checkpoint is exported with its adapters folded into the weights.
     let lm = LanguageModel::from_checkpoint(&ckpt, Device::Cpu, Precision::Fp32)?;
+    let eos = ckpt.state.tokenizer.special("eos");
+    let mut config_json = hf_config(model, eos);
+    if lm.has_score_head() {
+        // A reward model: one score from the last token, as transformers' class computes.
+        config_json["architectures"] = json!(["LlamaForSequenceClassification"]);
+        config_json["num_labels"] = json!(1);
+    }
     let tokenizer_src = ckpt_dir.join(checkpoint::TOKENIZER_FILE);
     let tokenizer_json: Value = serde_json::from_slice(
         &fs::read(&tokenizer_src)
             .with_context(|| format!("reading {}", tokenizer_src.display()))?,
     )
     .with_context(|| format!("parsing {}", tokenizer_src.display()))?;
-    let eos = ckpt.state.tokenizer.special("eos");
     let token_text = |id: Option<u32>| -> Value {
         let Some(id) = id else { return Value::Null };
         tokenizer_json["added_tokens"]
@@ -119,13 +126,10 @@ pub fn export_hf(ckpt_dir: &Path, out: &Path) -> Result<()> {
         fs::write(&path, serde_json::to_vec_pretty(value)?)
             .with_context(|| format!("writing {}", path.display()))
     };
-    write_json(CONFIG_FILE, &hf_config(model, eos))?;
+    write_json(CONFIG_FILE, &config_json)?;
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    checkpoint::write_safetensors(
-        &out.join(checkpoint::MODEL_FILE),
-        &lm.named_tensors(),
-        &meta,
-    )?;
+    let weights: Vec<(String, tch::Tensor)> = lm.merged_tensors()?.into_iter().collect();
+    checkpoint::write_safetensors(&out.join(checkpoint::MODEL_FILE), &weights, &meta)?;
     fs::copy(&tokenizer_src, out.join(checkpoint::TOKENIZER_FILE))
         .with_context(|| format!("copying {}", tokenizer_src.display()))?;
     let eos_text = token_text(eos);
@@ -168,7 +172,12 @@ pub fn load_hf(dir: &Path, device: Device, precision: Precision) -> Result<Langu
     )
     .with_context(|| format!("parsing {}", path.display()))?;
     let model = model_config_from_hf(&config).with_context(|| format!("{}", path.display()))?;
-    let lm = LanguageModel::new(&model, device, compute_kind(precision, device), 0)?;
+    let additions = crate::lm::Additions {
+        lora: None,
+        score_head: config["architectures"][0] == "LlamaForSequenceClassification",
+    };
+    let kind = compute_kind(precision, device);
+    let lm = LanguageModel::build(&model, device, kind, 0, &additions)?;
     let weights_path = dir.join(checkpoint::MODEL_FILE);
     let mut weights = checkpoint::read_safetensors(&weights_path)?;
     if model.tie_word_embeddings {

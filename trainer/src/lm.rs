@@ -1,16 +1,23 @@
 //! A [`Llama`] together with the variable store that owns its weights: building one from a
-//! seed, listing its tensors by name, loading a checkpoint into it, and the compute kind it
-//! runs in on its device.
+//! seed (optionally with LoRA adapters and a reward model's scalar head), listing its tensors
+//! by name, loading a checkpoint or an export into it, and the compute kind it runs in.
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::{ModelConfig, Precision};
-use crate::model::{KvCache, Llama};
+use crate::lora::{self, AdapterMode, LoraConfig};
+use crate::model::{Input, KvCache, Linear, Llama, Packing};
+use crate::post_config::Task;
+
+/// Name of the reward model's scalar head, as `LlamaForSequenceClassification` calls it.
+pub const SCORE_HEAD: &str = "score.weight";
 
 /// A model ready to run: weights (fp32 masters) on `device`, computing in `kind`.
 #[derive(Debug)]
@@ -18,8 +25,19 @@ pub struct LanguageModel {
     vs: VarStore,
     model: Llama,
     kind: Kind,
+    lora: Option<LoraConfig>,
+    score: Option<Linear>,
+    /// How forwards treat the adapters (no effect without any).
+    mode: Cell<AdapterMode>,
 }
 
+/// What a model carries beyond the decoder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Additions {
+    pub lora: Option<LoraConfig>,
+    /// A `[1, hidden]` head that scores the last token (reward models).
+    pub score_head: bool,
+}
 /// bf16 on CUDA and fp32 on the CPU for `auto`.
 pub fn compute_kind(precision: Precision, device: Device) -> Kind {
     match precision {
@@ -33,32 +51,83 @@ pub fn compute_kind(precision: Precision, device: Device) -> Kind {
 impl LanguageModel {
     /// A freshly initialised model; the same seed gives the same weights on a given device.
     pub fn new(config: &ModelConfig, device: Device, kind: Kind, seed: u64) -> Result<Self> {
+        Self::build(config, device, kind, seed, &Additions::default())
+    }
+
+    /// A freshly initialised model with `additions` (adapter `B`s start at zero).
+    pub fn build(
+        config: &ModelConfig,
+        device: Device,
+        kind: Kind,
+        seed: u64,
+        additions: &Additions,
+    ) -> Result<Self> {
         config.validate()?;
         tch::manual_seed(seed as i64);
         let vs = VarStore::new(device);
-        let model = Llama::new(&vs.root(), config)
+        let model = Llama::new(&vs.root(), config, additions.lora.as_ref())
             .with_context(|| format!("building the model on {device:?}"))?;
-        Ok(Self { vs, model, kind })
+        let score = additions
+            .score_head
+            .then(|| Linear::new(vs.root() / "score", config.hidden_size, 1, 0.02));
+        let lm = Self {
+            vs,
+            model,
+            kind,
+            lora: additions.lora.clone(),
+            score,
+            mode: Cell::new(AdapterMode::On),
+        };
+        if lm.lora.is_some() {
+            // Only the adapters (and a new head) learn; the base stays bit for bit.
+            for (name, t) in lm.named_tensors() {
+                if !lora::is_adapter_tensor(&name) && name != SCORE_HEAD {
+                    let _ = t.set_requires_grad(false);
+                }
+            }
+        }
+        Ok(lm)
     }
 
-    /// The model stored in a checkpoint, on `device`.
+    /// The model stored in a checkpoint, on `device`: a full checkpoint, or a LoRA one on
+    /// top of the base model it names.
     pub fn from_checkpoint(
         ckpt: &Checkpoint,
         device: Device,
         precision: Precision,
     ) -> Result<Self> {
-        let config = &ckpt.state.config.model;
-        let lm = Self::new(config, device, compute_kind(precision, device), 0)?;
-        lm.load_tensors(&ckpt.model, &ckpt.dir.join(checkpoint::MODEL_FILE))?;
+        let post = ckpt.state.post.as_ref();
+        let additions = Additions {
+            lora: post.and_then(|p| p.lora.clone()),
+            score_head: post.is_some_and(|p| p.task == Task::Reward),
+        };
+        let kind = compute_kind(precision, device);
+        let lm = Self::build(&ckpt.state.config.model, device, kind, 0, &additions)?;
+        match (&ckpt.adapter, post) {
+            (Some(adapter), Some(post)) => {
+                let base = load_dir(&post.init_from, Device::Cpu, Precision::Fp32)
+                    .with_context(|| {
+                        format!(
+                            "loading the base model {} of LoRA checkpoint {}",
+                            post.init_from.display(),
+                            ckpt.dir.display()
+                        )
+                    })?
+                    .0;
+                lm.load_base(&base.merged_tensors()?, &post.init_from)?;
+                lm.load_trainable(adapter, &ckpt.dir.join(lora::ADAPTER_FILE))?;
+            }
+            (Some(_), None) => bail!(
+                "{} holds an adapter but no post-training settings",
+                ckpt.dir.display()
+            ),
+            (None, _) => lm.load_tensors(&ckpt.model, &ckpt.dir.join(checkpoint::MODEL_FILE))?,
+        }
         Ok(lm)
     }
 
     /// Copies named tensors into the weights (names and shapes must match exactly).
-    pub fn load_tensors(
-        &self,
-        tensors: &std::collections::BTreeMap<String, Tensor>,
-        source: &Path,
-    ) -> Result<()> {
+    pub fn load_tensors(&self, tensors: &BTreeMap<String, Tensor>, source: &Path) -> Result<()> {
         checkpoint::copy_into(&self.named_tensors(), tensors, source)
     }
 
@@ -88,17 +157,116 @@ impl LanguageModel {
             .sum()
     }
 
+    /// The weights of the decoder itself: no adapters, no score head.
+    pub fn base_tensors(&self) -> Vec<(String, Tensor)> {
+        self.named_tensors()
+            .into_iter()
+            .filter(|(n, _)| !lora::is_adapter_tensor(n) && n != SCORE_HEAD)
+            .collect()
+    }
+
+    /// The tensors training updates: all of them, or with LoRA the adapters and a score head.
+    pub fn trainable_tensors(&self) -> Vec<(String, Tensor)> {
+        self.named_tensors()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect()
+    }
+
+    pub fn lora(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    pub fn has_score_head(&self) -> bool {
+        self.score.is_some()
+    }
+
+    /// Copies `tensors` into the decoder's own weights (adapters and head untouched).
+    pub fn load_base(&self, tensors: &BTreeMap<String, Tensor>, source: &Path) -> Result<()> {
+        let wanted: BTreeMap<String, Tensor> = tensors
+            .iter()
+            .filter(|(n, _)| !lora::is_adapter_tensor(n) && *n != SCORE_HEAD)
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        checkpoint::copy_into(&self.base_tensors(), &wanted, source)
+    }
+
+    /// Copies `tensors` into the trainable weights (a LoRA checkpoint's adapters and head).
+    pub fn load_trainable(&self, tensors: &BTreeMap<String, Tensor>, source: &Path) -> Result<()> {
+        checkpoint::copy_into(&self.trainable_tensors(), tensors, source)
+    }
+
+    /// The plain decoder's weights (and score head) with any adapters folded in, in fp32 on
+    /// the CPU: what a LoRA model computes, as a model without adapters.
+    pub fn merged_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        let cpu = |list: Vec<(String, Tensor)>| -> Result<BTreeMap<String, Tensor>, TchError> {
+            list.into_iter()
+                .map(|(n, t)| Ok((n, t.f_detach()?.f_to_device(Device::Cpu)?)))
+                .collect()
+        };
+        let base = cpu(self.base_tensors())?;
+        let others = cpu(self
+            .named_tensors()
+            .into_iter()
+            .filter(|(n, _)| lora::is_adapter_tensor(n) || n == SCORE_HEAD)
+            .collect())?;
+        let scale = self.lora.as_ref().map_or(1.0, LoraConfig::scale);
+        lora::merge(&base, &others, scale)
+    }
+
+    pub fn adapter_mode(&self) -> AdapterMode {
+        self.mode.get()
+    }
+
+    /// Sets how the following forwards treat the adapters.
+    pub fn set_adapter_mode(&self, mode: AdapterMode) {
+        self.mode.set(mode);
+    }
+
+    /// Runs `f` with the adapters in `mode`, then restores the previous mode.
+    pub fn with_adapters<T>(&self, mode: AdapterMode, f: impl FnOnce() -> T) -> T {
+        let before = self.mode.replace(mode);
+        let out = f();
+        self.mode.set(before);
+        out
+    }
+
     /// Logits `[batch, seq, vocab]` (in the compute kind) for int64 `ids` on any device.
     pub fn forward(&self, ids: &Tensor, start: i64, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let ids = ids.f_to_device(self.device())?;
-        Ok(self.model.forward(&ids, start, cache, self.kind)?)
+        Ok(self
+            .model
+            .forward(&ids, start, cache, self.kind, self.mode.get())?)
     }
 
     /// Training/eval forward over a whole batch from position 0, keeping libtorch's error
     /// type so callers can recognise out-of-memory.
-    pub fn model_forward(&self, ids: &Tensor) -> Result<Tensor, tch::TchError> {
+    pub fn model_forward(&self, ids: &Tensor) -> Result<Tensor, TchError> {
         let ids = ids.f_to_device(self.device())?;
-        self.model.forward(&ids, 0, None, self.kind)
+        self.model
+            .forward(&ids, 0, None, self.kind, self.mode.get())
+    }
+
+    /// The last layer's normed output `[batch, seq, hidden]` for packed rows (all tensors
+    /// already on the model's device).
+    pub fn packed_hidden(&self, ids: &Tensor, packing: Packing<'_>) -> Result<Tensor, TchError> {
+        self.model
+            .hidden(ids, Input::Packed(packing), self.kind, self.mode.get())
+    }
+
+    /// Logits from [`LanguageModel::packed_hidden`]'s output.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, TchError> {
+        self.model.logits(hidden)
+    }
+
+    /// The score head applied to `hidden: [n, hidden]`, as `[n]` fp32.
+    pub fn score(&self, hidden: &Tensor) -> Result<Tensor, TchError> {
+        let Some(head) = &self.score else {
+            return Err(TchError::Kind("this model has no score head".into()));
+        };
+        head.forward(hidden)?
+            .f_squeeze_dim(-1)?
+            .f_to_kind(Kind::Float)
     }
 
     /// An empty cache for `batch` sequences of up to `capacity` positions.
@@ -115,5 +283,37 @@ impl LanguageModel {
             self.kind,
             self.device(),
         )?)
+    }
+}
+
+/// Loads a trainer checkpoint (`trainer_state.json`: full, LoRA or reward) or a Hugging Face
+/// export (`config.json`) onto `device`, with the EOS id it records.
+pub fn load_dir(
+    dir: &Path,
+    device: Device,
+    precision: Precision,
+) -> Result<(LanguageModel, Option<u32>)> {
+    if dir.join(checkpoint::STATE_FILE).exists() {
+        let ckpt = Checkpoint::load(dir)?;
+        let eos = ckpt.state.tokenizer.special("eos");
+        Ok((
+            LanguageModel::from_checkpoint(&ckpt, device, precision)?,
+            eos,
+        ))
+    } else if dir.join(crate::export::CONFIG_FILE).exists() {
+        let path = dir.join(crate::export::CONFIG_FILE);
+        let config: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?;
+        let eos = config["eos_token_id"]
+            .as_u64()
+            .and_then(|e| u32::try_from(e).ok());
+        Ok((crate::export::load_hf(dir, device, precision)?, eos))
+    } else {
+        bail!(
+            "{} is neither a checkpoint (no trainer_state.json) nor a Hugging Face export (no config.json)",
+            dir.display()
+        )
     }
 }

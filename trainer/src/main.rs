@@ -6,6 +6,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use trainer::config::{Precision, RunConfig};
 use trainer::device::{DeviceChoice, runtime_info};
+use trainer::engine::Summary;
+use trainer::post_config::{PostConfig, Task};
 use trainer::train::{Faults, Resume, Trainer};
 
 /// The jielong trainer: Llama-style language models on libtorch, on a GPU or the CPU.
@@ -14,6 +16,77 @@ use trainer::train::{Faults, Resume, Trainer};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Options shared by `sft`, `dpo` and `reward`.
+#[derive(Debug, clap::Args)]
+struct PostArgs {
+    /// Run configuration (TOML): init_from, [data], [optim], [train], optionally [lora],
+    /// [checkpoint], [eval] and the command's own section (configs/trainer/*-tiny.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Continue from the newest checkpoint in the output directory.
+    #[arg(long, conflicts_with = "resume_from")]
+    resume: bool,
+    /// Continue from this checkpoint directory.
+    #[arg(long)]
+    resume_from: Option<PathBuf>,
+    /// Override train.out.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override train.steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Override train.device.
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Crash tests only: abort the process right after this step.
+    #[arg(long, hide = true)]
+    abort_after_step: Option<u64>,
+}
+
+impl PostArgs {
+    /// The config file with the command-line overrides applied, and where to start.
+    fn load(self, task: Task) -> Result<(PostConfig, Resume, Faults)> {
+        let mut config = PostConfig::load(&self.config, task)?;
+        if let Some(out) = self.out {
+            config.train.out = out;
+        }
+        if let Some(steps) = self.steps {
+            config.train.steps = steps;
+        }
+        if let Some(device) = self.device {
+            config.train.device = device;
+        }
+        let faults = Faults {
+            abort_after_step: self.abort_after_step,
+            abort_in_checkpoint: None,
+        };
+        Ok((config, resume_choice(self.resume, self.resume_from), faults))
+    }
+}
+
+fn resume_choice(latest: bool, from: Option<PathBuf>) -> Resume {
+    match (latest, from) {
+        (_, Some(dir)) => Resume::From(dir),
+        (true, None) => Resume::Latest,
+        (false, None) => Resume::No,
+    }
+}
+
+fn print_summary(summary: &Summary) {
+    println!(
+        "trained to step {} in {:.1}s ({} tokens this run, {:.0} tokens/s); final loss {}, validation loss {}",
+        summary.steps,
+        summary.seconds,
+        summary.tokens,
+        summary.tokens as f64 / summary.seconds.max(1e-9),
+        summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        summary.val_loss.map_or("-".into(), |l| format!("{l:.4}")),
+    );
+    if let Some(dir) = &summary.last_checkpoint {
+        println!("checkpoint: {}", dir.display());
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +192,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write a checkpoint as a Hugging Face directory (LlamaForCausalLM).
+    /// Supervised fine-tuning on an sft dataset (loss on the assistant's tokens only), full
+    /// or with LoRA adapters ([lora] in the config), starting from `init_from`.
+    Sft(PostArgs),
+    /// Direct Preference Optimization on a preference dataset, starting from `init_from`
+    /// (full or LoRA). Reference log-probs are computed once and cached ([dpo] cache_dir).
+    Dpo(PostArgs),
+    /// Train a reward model (the decoder plus a scalar head on the last token) on a
+    /// preference dataset with the Bradley-Terry loss; accuracy on held-out pairs.
+    Reward(PostArgs),
+    /// Score (prompt, answer) rows with a reward model: reads JSONL lines
+    /// {"id", "prompt": "text" or [messages], "answer": "text"} and writes {"id", "score"}.
+    Score {
+        /// A reward-model checkpoint (or its export-hf directory).
+        #[arg(long)]
+        model: PathBuf,
+        /// Input JSONL.
+        #[arg(long)]
+        input: PathBuf,
+        /// Output JSONL (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+    },
+    /// Fold a LoRA checkpoint's adapters into its base (fp32) and write a full checkpoint
+    /// directory that export-hf, generate and further training accept.
+    MergeLora {
+        /// The base model: a checkpoint or export-hf directory (normally the adapter's
+        /// init_from).
+        #[arg(long)]
+        base: PathBuf,
+        /// The LoRA checkpoint (holds adapter.safetensors).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Output checkpoint directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a checkpoint as a Hugging Face directory (LlamaForCausalLM; a reward model as
+    /// LlamaForSequenceClassification; LoRA adapters folded in).
     ExportHf {
         /// A checkpoint directory (step-N).
         checkpoint: PathBuf,
@@ -181,29 +293,69 @@ fn main() -> Result<()> {
             if let Some(device) = device {
                 run.train.device = device;
             }
-            let resume = match (resume, resume_from) {
-                (_, Some(dir)) => Resume::From(dir),
-                (true, None) => Resume::Latest,
-                (false, None) => Resume::No,
-            };
             let faults = Faults {
                 abort_after_step,
                 abort_in_checkpoint,
             };
-            let mut trainer = Trainer::new(run, resume, faults)?;
-            let summary = trainer.run()?;
+            let mut trainer = Trainer::new(run, resume_choice(resume, resume_from), faults)?;
+            print_summary(&trainer.run()?);
+        }
+        Command::Sft(args) => {
+            let (config, resume, faults) = args.load(Task::Sft)?;
+            print_summary(&trainer::sft::run(&config, resume, faults)?);
+        }
+        Command::Dpo(args) => {
+            let (config, resume, faults) = args.load(Task::Dpo)?;
+            let run = trainer::dpo::run(&config, resume, faults)?;
+            print_summary(&run.summary);
             println!(
-                "trained to step {} in {:.1}s ({} tokens this run, {:.0} tokens/s); final loss {}, validation loss {}",
-                summary.steps,
-                summary.seconds,
-                summary.tokens,
-                summary.tokens as f64 / summary.seconds.max(1e-9),
-                summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
-                summary.val_loss.map_or("-".into(), |l| format!("{l:.4}")),
+                "reference forward passes: {} (cache {})",
+                run.reference_forward_passes,
+                run.cache.display()
             );
-            if let Some(dir) = summary.last_checkpoint {
-                println!("checkpoint: {}", dir.display());
+        }
+        Command::Reward(args) => {
+            let (config, resume, faults) = args.load(Task::Reward)?;
+            print_summary(&trainer::reward::run(&config, resume, faults)?);
+        }
+        Command::Score {
+            model,
+            input,
+            output,
+            device,
+        } => {
+            let device = device.resolve()?;
+            let report = match &output {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    let mut out = std::io::BufWriter::new(file);
+                    let report = trainer::reward::score(&model, &input, &mut out, device)?;
+                    std::io::Write::flush(&mut out)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    report
+                }
+                None => trainer::reward::score(&model, &input, &mut std::io::stdout(), device)?,
+            };
+            eprintln!("scored {} rows, {} failed", report.scored, report.failed);
+            if report.failed > 0 {
+                anyhow::bail!(
+                    "{} rows of {} could not be scored",
+                    report.failed,
+                    input.display()
+                );
             }
+        }
+        Command::MergeLora { base, adapter, out } => {
+            trainer::post::merge_lora(&base, &adapter, &out).with_context(|| {
+                format!(
+                    "merging {} into {} as {}",
+                    adapter.display(),
+                    base.display(),
+                    out.display()
+                )
+            })?;
+            println!("merged {} into {}", adapter.display(), out.display());
         }
         Command::Generate {
             model,

@@ -2,7 +2,9 @@
 //! Everything runs on the CPU with fixed seeds; GPU checks are `#[ignore]`d with the reason.
 
 mod bad_input;
+mod chat_data;
 mod data;
+mod dpo;
 mod export;
 mod generate;
 mod gpu;
@@ -12,3 +14,5 @@ mod model;
 mod optim;
 mod presets;
 mod pretrain;
+mod reward;
+mod sft;

@@ -68,3 +68,51 @@ fn bench_reports_throughput_and_memory() {
     );
     assert!(report["mfu"].is_null());
 }
+
+#[test]
+fn post_training_presets_parse_and_bad_fields_are_named() {
+    use trainer::post_config::{PostConfig, Task};
+    for (name, task) in [
+        ("sft-tiny.toml", Task::Sft),
+        ("sft-lora-tiny.toml", Task::Sft),
+        ("dpo-tiny.toml", Task::Dpo),
+        ("reward-tiny.toml", Task::Reward),
+    ] {
+        PostConfig::load(&preset(name), task).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    }
+    let lora = PostConfig::load(&preset("sft-lora-tiny.toml"), Task::Sft).expect("lora");
+    assert_eq!(lora.lora.expect("[lora]").targets.len(), 7);
+
+    let text = std::fs::read_to_string(preset("sft-lora-tiny.toml")).expect("preset");
+    let typo = text.replace("rank = 8", "rnak = 8");
+    let err = format!(
+        "{:#}",
+        PostConfig::parse(&typo, Task::Sft).expect_err("typo")
+    );
+    assert!(err.contains("rnak"), "{err}");
+    let bad_target = text.replace("\"down_proj\"]", "\"down\"]");
+    let err = format!(
+        "{:#}",
+        PostConfig::parse(&bad_target, Task::Sft).expect_err("target")
+    );
+    assert!(
+        err.contains("lora.targets") && err.contains("\"down\""),
+        "{err}"
+    );
+    let dpo = std::fs::read_to_string(preset("dpo-tiny.toml")).expect("preset");
+    let err = format!(
+        "{:#}",
+        PostConfig::parse(&dpo, Task::Sft).expect_err("section")
+    );
+    assert!(err.contains("[dpo] applies to `trainer dpo` only"), "{err}");
+
+    // The file name comes with the error from the command line.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("typo.toml");
+    std::fs::write(&path, typo).expect("write");
+    let stderr = crate::helpers::trainer_err(&["sft", "--config", path.to_str().expect("utf8")]);
+    assert!(
+        stderr.contains("typo.toml") && stderr.contains("rnak"),
+        "{stderr}"
+    );
+}

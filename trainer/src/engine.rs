@@ -1,0 +1,572 @@
+//! The training loop every command shares (pretrain, sft, dpo, reward). An [`Objective`]
+//! says what a micro-batch is and how its loss is computed; the [`Engine`] owns the model,
+//! AdamW, checkpoints, resume, metrics.jsonl and the progress bar. Each optimizer step
+//! accumulates `grad_accum` micro-batches whose summed losses are divided by the step's true
+//! number of units (target tokens, supervised tokens, pairs), clips the global gradient
+//! norm, applies AdamW at the scheduled rate, and writes a JSON line of metrics.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use format::TokenizerInfo;
+use serde_json::{Map, Value, json};
+use tch::{Device, Kind, TchError, Tensor};
+
+use crate::checkpoint::{self, Checkpoint, CheckpointData, DataCursor, TrainerState, WriteFault};
+use crate::config::{NonFinitePolicy, RunConfig};
+use crate::data::mix;
+use crate::error::{TrainError, explain_torch_error};
+use crate::lm::LanguageModel;
+use crate::lora::{self, AdapterMode};
+use crate::optim::{AdamW, learning_rate};
+use crate::post_config::PostSettings;
+
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+
+/// Where to start from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// A fresh run; refused when the output directory already holds checkpoints.
+    No,
+    /// The newest checkpoint under `out/checkpoints` (a fresh run when there is none).
+    Latest,
+    /// A given checkpoint directory.
+    From(PathBuf),
+}
+
+/// Failures injected on purpose by the crash tests (hidden command-line flag).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Abort the process right after this step completes (no final checkpoint).
+    pub abort_after_step: Option<u64>,
+    /// Abort while writing the checkpoint of this step.
+    pub abort_in_checkpoint: Option<u64>,
+}
+
+/// Named sums over a batch's pairs or tokens (accuracy, margin, ...).
+pub type NamedSums = Vec<(&'static str, Tensor)>;
+
+/// What one micro-batch's forward and backward produced (all detached).
+#[derive(Debug)]
+pub struct MicroStats {
+    /// The micro-batch's summed loss, before division by the step's units.
+    pub loss_sum: Tensor,
+    /// Further sums reported per step divided by the step's units (DPO's accuracy, ...).
+    pub sums: NamedSums,
+    /// Tokens the micro-batch ran through the model.
+    pub tokens: i64,
+}
+
+/// A held-out evaluation: its loss and further fields for the `eval` metrics line.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub fields: Map<String, Value>,
+}
+
+/// What a kind of training computes on each step.
+pub trait Objective {
+    type Batch;
+
+    /// Micro-batch `micro` (0-based) of optimizer step `step` (1-based). It must depend on
+    /// (seed, step, micro) only, so a resumed run sees the batches an uninterrupted one would.
+    fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<Self::Batch>;
+
+    /// What the step's loss averages over in this micro-batch (tokens, pairs).
+    fn units(&self, batch: &Self::Batch) -> f64;
+
+    /// Forward and backward of one micro-batch with its loss divided by `units` (the whole
+    /// step's) before backward.
+    fn backward(
+        &mut self,
+        model: &LanguageModel,
+        batch: &Self::Batch,
+        units: f64,
+    ) -> Result<MicroStats, TchError>;
+
+    /// Held-out metrics; None when there is no held-out data.
+    fn evaluate(&mut self, model: &LanguageModel) -> Result<Option<Evaluation>>;
+
+    /// Text for a `sample` metrics line at `step`, if the objective makes samples.
+    fn sample(&self, _model: &LanguageModel, _step: u64) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+/// One optimizer step's numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub skipped: bool,
+    pub seconds: f64,
+    pub tokens: u64,
+    /// The objective's further per-step metrics.
+    pub metrics: Vec<(&'static str, f64)>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub steps: u64,
+    pub final_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub tokens: u64,
+    pub seconds: f64,
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+/// What a run starts from.
+#[derive(Debug)]
+pub struct Start {
+    pub config: RunConfig,
+    pub post: Option<PostSettings>,
+    /// The initial model (fresh, or the post-training base with its additions).
+    pub model: LanguageModel,
+    pub tokenizer_info: TokenizerInfo,
+    /// The tokenizer file copied into every checkpoint.
+    pub tokenizer_path: PathBuf,
+}
+
+/// A run in progress: model, optimizer, counters, output files.
+#[derive(Debug)]
+pub struct Engine {
+    config: RunConfig,
+    post: Option<PostSettings>,
+    model: LanguageModel,
+    optim: AdamW,
+    tokenizer_info: TokenizerInfo,
+    tokenizer_path: PathBuf,
+    step: u64,
+    tokens_seen: u64,
+    last_loss: Option<f64>,
+    last_val_loss: Option<f64>,
+    last_checkpoint: Option<PathBuf>,
+    metrics: File,
+    faults: Faults,
+}
+
+impl Engine {
+    /// Prepares the output directory and, when resuming, restores weights, optimizer and
+    /// counters from the checkpoint.
+    pub fn new(start: Start, resume: Resume, faults: Faults) -> Result<Self> {
+        let Start {
+            config,
+            post,
+            model,
+            tokenizer_info,
+            tokenizer_path,
+        } = start;
+        let ckpt_root = config.train.out.join(CHECKPOINTS_DIR);
+        let resume_from = match resume {
+            Resume::No => {
+                if let Some(existing) = checkpoint::latest(&ckpt_root)? {
+                    bail!(
+                        "{} already holds checkpoints (newest {}): pass --resume to continue that run, or choose another train.out",
+                        config.train.out.display(),
+                        existing.display()
+                    );
+                }
+                None
+            }
+            Resume::Latest => {
+                let latest = checkpoint::latest(&ckpt_root)?;
+                if latest.is_none() {
+                    tracing::warn!(dir = %ckpt_root.display(), "no checkpoint to resume from; starting a fresh run");
+                }
+                latest
+            }
+            Resume::From(dir) => Some(dir),
+        };
+        let mut optim = AdamW::new(model.trainable_tensors(), &config.optim)?;
+        fs::create_dir_all(&config.train.out)
+            .with_context(|| format!("creating {}", config.train.out.display()))?;
+        let metrics_path = config.train.out.join(METRICS_FILE);
+
+        let mut trainer_state = None;
+        if let Some(dir) = &resume_from {
+            let ckpt = Checkpoint::load(dir)?;
+            check_resumable(&ckpt, &config, post.as_ref())?;
+            match &ckpt.adapter {
+                Some(adapter) => {
+                    model.load_trainable(adapter, &dir.join(lora::ADAPTER_FILE))?;
+                }
+                None => model.load_tensors(&ckpt.model, &dir.join(checkpoint::MODEL_FILE))?,
+            }
+            optim
+                .load_state(&ckpt.optimizer_state()?, ckpt.state.optimizer_updates)
+                .with_context(|| format!("restoring the optimizer from {}", dir.display()))?;
+            tracing::info!(checkpoint = %dir.display(), step = ckpt.state.step, "resuming");
+            trainer_state = Some(ckpt.state);
+        }
+        let metrics = open_metrics(&metrics_path, trainer_state.as_ref().map(|s| s.step))?;
+        let mut engine = Self {
+            config,
+            post,
+            model,
+            optim,
+            tokenizer_info,
+            tokenizer_path,
+            step: 0,
+            tokens_seen: 0,
+            last_loss: None,
+            last_val_loss: None,
+            last_checkpoint: resume_from,
+            metrics,
+            faults,
+        };
+        if let Some(state) = trainer_state {
+            engine.step = state.step;
+            engine.tokens_seen = state.data.tokens_seen;
+            engine.last_loss = state.last_loss;
+            engine.last_val_loss = state.last_val_loss;
+        }
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    pub fn model(&self) -> &LanguageModel {
+        &self.model
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    pub fn tokenizer_info(&self) -> &TokenizerInfo {
+        &self.tokenizer_info
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches.
+    pub fn train_step<O: Objective>(&mut self, objective: &mut O) -> Result<StepReport> {
+        let started = Instant::now();
+        let step = self.step + 1;
+        let accum = self.config.train.grad_accum as u64;
+        let batches = (0..accum)
+            .map(|micro| objective.batch(step, micro, accum))
+            .collect::<Result<Vec<_>>>()?;
+        let units: f64 = batches.iter().map(|b| objective.units(b)).sum();
+        ensure!(units > 0.0, "step {step} has nothing to train on");
+        self.optim.zero_grad();
+        // Adapter dropout is the only randomness after initialisation: seeded by (seed, step).
+        tch::manual_seed((mix(&[self.config.train.seed, step]) >> 1) as i64);
+        let device = self.model.device();
+        let model = &self.model;
+        let (loss_sum, sums, tokens) = model
+            .with_adapters(AdapterMode::Train, || {
+                let mut total = Tensor::f_zeros([], (Kind::Float, device))?;
+                let mut sums: NamedSums = Vec::new();
+                let mut tokens = 0i64;
+                for batch in &batches {
+                    let stats = objective.backward(model, batch, units)?;
+                    total = total.f_add(&stats.loss_sum.f_to_kind(Kind::Float)?)?;
+                    tokens += stats.tokens;
+                    for (name, value) in stats.sums {
+                        match sums.iter_mut().find(|(n, _)| *n == name) {
+                            Some((_, acc)) => *acc = acc.f_add(&value)?,
+                            None => sums.push((name, value)),
+                        }
+                    }
+                }
+                Ok::<_, TchError>((total, sums, tokens))
+            })
+            .map_err(|e| explain_torch_error(e, &self.config, step))?;
+        let loss = f64::try_from(loss_sum)? / units;
+        let metrics = sums
+            .into_iter()
+            .map(|(name, sum)| Ok((name, f64::try_from(sum)? / units)))
+            .collect::<Result<Vec<_>>>()?;
+        let grad_norm = self.optim.grad_norm()?;
+        let lr = learning_rate(&self.config.optim, step, self.config.train.steps);
+        let finite = loss.is_finite() && grad_norm.is_finite();
+        if !finite && self.config.train.on_nonfinite == NonFinitePolicy::Stop {
+            return Err(TrainError::NonFinite {
+                step,
+                loss,
+                grad_norm,
+                last_checkpoint: self.last_checkpoint.clone(),
+            }
+            .into());
+        }
+        if finite {
+            self.optim
+                .clip_grads(grad_norm, self.config.optim.grad_clip)?;
+            self.optim.step(lr)?;
+            self.last_loss = Some(loss);
+        } else {
+            tracing::warn!(step, loss, grad_norm, "non-finite step skipped");
+        }
+        self.optim.zero_grad();
+        self.step = step;
+        self.tokens_seen += tokens as u64;
+        if device.is_cuda() {
+            tch::Cuda::synchronize(device_index(device));
+        }
+        Ok(StepReport {
+            step,
+            loss,
+            lr,
+            grad_norm,
+            skipped: !finite,
+            seconds: started.elapsed().as_secs_f64(),
+            tokens: tokens as u64,
+            metrics,
+        })
+    }
+
+    /// Writes a checkpoint of the current step: the whole model, or with LoRA only the
+    /// trainable tensors as `adapter.safetensors` with `adapter_config.json`.
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        let state = TrainerState {
+            step: self.step,
+            optimizer_updates: self.optim.steps(),
+            seed: self.config.train.seed,
+            data: DataCursor {
+                samples_seen: self.step
+                    * (self.config.train.grad_accum * self.config.train.micro_batch_size) as u64,
+                tokens_seen: self.tokens_seen,
+            },
+            last_loss: self.last_loss,
+            last_val_loss: self.last_val_loss,
+            tokenizer: self.tokenizer_info.clone(),
+            config: self.config.clone(),
+            post: self.post.clone(),
+            created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let fault = if self.faults.abort_in_checkpoint == Some(self.step) {
+            WriteFault::AbortMidway
+        } else {
+            WriteFault::None
+        };
+        let (model, weights_file, extra_files) = match (self.model.lora(), &self.post) {
+            (Some(lora), Some(post)) => {
+                let adapter = self
+                    .model
+                    .trainable_tensors()
+                    .into_iter()
+                    .map(|(n, t)| (lora::to_peft_name(&n), t))
+                    .collect();
+                let config = lora.peft_config(&post.init_from.display().to_string());
+                (
+                    adapter,
+                    lora::ADAPTER_FILE,
+                    vec![(
+                        lora::ADAPTER_CONFIG_FILE,
+                        serde_json::to_vec_pretty(&config)?,
+                    )],
+                )
+            }
+            _ => (
+                self.model.named_tensors(),
+                checkpoint::MODEL_FILE,
+                Vec::new(),
+            ),
+        };
+        let data = CheckpointData {
+            model,
+            weights_file,
+            extra_files,
+            optimizer: self.optim.state_tensors(),
+            state: &state,
+            tokenizer_file: &self.tokenizer_path,
+        };
+        let root = self.config.train.out.join(CHECKPOINTS_DIR);
+        let dir = checkpoint::save(&root, &data, self.config.checkpoint.keep_last, fault)?;
+        self.last_checkpoint = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Appends a line to metrics.jsonl.
+    pub fn log(&mut self, value: Value) -> Result<()> {
+        writeln!(self.metrics, "{value}")
+            .and_then(|()| self.metrics.flush())
+            .context("writing metrics.jsonl")
+    }
+
+    /// Evaluates and logs an `eval` line.
+    pub fn evaluate<O: Objective>(&mut self, objective: &mut O) -> Result<Option<Evaluation>> {
+        let Some(eval) = tch::no_grad(|| objective.evaluate(&self.model))? else {
+            return Ok(None);
+        };
+        self.last_val_loss = Some(eval.loss);
+        let mut line = json!({"kind": "eval", "step": self.step, "val_loss": eval.loss});
+        for (k, v) in &eval.fields {
+            line[k] = v.clone();
+        }
+        self.log(line)?;
+        Ok(Some(eval))
+    }
+
+    /// Trains until `train.steps`, with evaluation, samples and checkpoints on schedule.
+    pub fn run<O: Objective>(&mut self, objective: &mut O) -> Result<Summary> {
+        let total = self.config.train.steps;
+        let started = Instant::now();
+        let tokens_at_start = self.tokens_seen;
+        let flops_per_token = self
+            .model
+            .config()
+            .flops_per_token(self.config.data.seq_len);
+        let device = self.model.device();
+        let bar = indicatif::ProgressBar::new(total).with_position(self.step);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        tracing::info!(
+            params = self.model.num_params(),
+            trainable = self.optim.params().iter().map(|(_, t)| t.numel()).sum::<usize>(),
+            device = ?device,
+            kind = ?self.model.kind(),
+            from_step = self.step,
+            steps = total,
+            "training"
+        );
+        while self.step < total {
+            let report = self.train_step(objective)?;
+            let step = report.step;
+            let tokens_per_s = report.tokens as f64 / report.seconds.max(1e-9);
+            let mut line = json!({
+                "kind": "train",
+                "step": step,
+                "loss": report.loss,
+                "lr": report.lr,
+                "grad_norm": report.grad_norm,
+                "tokens": self.tokens_seen,
+                "tokens_per_s": tokens_per_s,
+                "step_s": report.seconds,
+            });
+            for (name, value) in &report.metrics {
+                line[*name] = json!(value);
+            }
+            if device.is_cuda() {
+                line["mfu"] = json!(
+                    tokens_per_s * flops_per_token / (self.config.train.gpu_peak_tflops * 1e12)
+                );
+            }
+            if report.skipped {
+                line["skipped"] = json!(true);
+            }
+            self.log(line)?;
+            bar.set_position(step);
+            bar.set_message(format!(
+                "loss {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s",
+                report.loss, report.lr, report.grad_norm, tokens_per_s
+            ));
+            let at = |every: u64| step == total || (every > 0 && step % every == 0);
+            if at(self.config.eval.every)
+                && let Some(eval) = self.evaluate(objective)?
+            {
+                bar.suspend(|| tracing::info!(step, val_loss = eval.loss, "evaluation"));
+            }
+            let every = self.config.sample.every;
+            if every > 0
+                && step % every == 0
+                && let Some(text) = objective.sample(&self.model, step)?
+            {
+                self.log(json!({"kind": "sample", "step": step, "text": text}))?;
+            }
+            if at(self.config.checkpoint.every) {
+                let dir = self.save_checkpoint()?;
+                bar.suspend(|| tracing::info!(step, checkpoint = %dir.display(), "checkpoint"));
+            }
+            if self.faults.abort_after_step == Some(step) {
+                std::process::abort();
+            }
+        }
+        bar.finish_and_clear();
+        Ok(Summary {
+            steps: self.step,
+            final_loss: self.last_loss,
+            val_loss: self.last_val_loss,
+            tokens: self.tokens_seen - tokens_at_start,
+            seconds: started.elapsed().as_secs_f64(),
+            last_checkpoint: self.last_checkpoint.clone(),
+        })
+    }
+}
+
+/// Refuses a checkpoint of another architecture or adapter shape; warns when settings that
+/// decide the batches or the updates differ (the resumed run would not match).
+fn check_resumable(
+    ckpt: &Checkpoint,
+    config: &RunConfig,
+    post: Option<&PostSettings>,
+) -> Result<()> {
+    let mut diffs = ckpt.state.config.model.differences(&config.model);
+    let saved_post = ckpt.state.post.as_ref();
+    if saved_post.map(|p| (p.task, &p.lora)) != post.map(|p| (p.task, &p.lora)) {
+        diffs.push("post-training task or [lora]".into());
+    }
+    if !diffs.is_empty() {
+        return Err(TrainError::ConfigMismatch {
+            checkpoint: ckpt.dir.clone(),
+            fields: diffs.join(", "),
+        }
+        .into());
+    }
+    let (saved, now) = (&ckpt.state.config, config);
+    if saved.data.seq_len != now.data.seq_len
+        || saved.data.order != now.data.order
+        || saved.train.seed != now.train.seed
+        || saved.train.micro_batch_size != now.train.micro_batch_size
+        || saved.train.grad_accum != now.train.grad_accum
+        || saved.optim != now.optim
+        || saved_post != post
+    {
+        tracing::warn!(
+            checkpoint = %ckpt.dir.display(),
+            "data, batch or optimizer settings differ from the checkpoint's: the resumed run will not match an uninterrupted one"
+        );
+    }
+    Ok(())
+}
+
+fn device_index(device: Device) -> i64 {
+    match device {
+        Device::Cuda(i) => i as i64,
+        _ => 0,
+    }
+}
+
+/// Opens metrics.jsonl for appending; on resume, first drops lines past the resumed step
+/// (written by the interrupted run after its last checkpoint).
+fn open_metrics(path: &Path, resumed_at: Option<u64>) -> Result<File> {
+    let kept = match (resumed_at, File::open(path)) {
+        (Some(step), Ok(file)) => {
+            let mut kept = String::new();
+            for line in BufReader::new(file).lines() {
+                let line = line.with_context(|| format!("reading {}", path.display()))?;
+                let line_step = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64());
+                if line_step.is_some_and(|s| s <= step) {
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
+            }
+            kept
+        }
+        _ => String::new(),
+    };
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.write_all(kept.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(file)
+}

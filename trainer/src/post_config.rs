@@ -1,0 +1,190 @@
+//! Configuration of the post-training commands (`trainer sft`, `dpo`, `reward`): the
+//! sections a pretraining config has, minus `[model]` (the architecture comes from
+//! `init_from`), plus `[lora]`, `[dpo]` and `[reward]`. Resolved against the starting model
+//! it becomes a [`RunConfig`] and the [`PostSettings`] that a checkpoint records beside it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    CheckpointConfig, DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig, SampleSettings,
+    TrainSettings,
+};
+use crate::lora::LoraConfig;
+
+/// Which post-training objective a run optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    Sft,
+    Dpo,
+    Reward,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Sft => "sft",
+            Task::Dpo => "dpo",
+            Task::Reward => "reward",
+        }
+    }
+}
+
+/// `[dpo]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpoSettings {
+    /// Strength of the pull towards the reference model (the KL penalty's inverse temperature).
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// Where reference log-probabilities are cached; default: `refcache` beside `train.out`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn default_beta() -> f64 {
+    0.1
+}
+
+impl Default for DpoSettings {
+    fn default() -> Self {
+        Self {
+            beta: default_beta(),
+            cache_dir: None,
+        }
+    }
+}
+
+/// `[reward]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardSettings {
+    /// Without `data.valid`: the fraction of pairs held out for accuracy, chosen by a hash
+    /// of `pair_id` (so the split does not depend on order or shard layout).
+    #[serde(default = "default_valid_fraction")]
+    pub valid_fraction: f64,
+}
+
+fn default_valid_fraction() -> f64 {
+    0.1
+}
+
+impl Default for RewardSettings {
+    fn default() -> Self {
+        Self {
+            valid_fraction: default_valid_fraction(),
+        }
+    }
+}
+
+/// What a post-training checkpoint records besides its [`RunConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostSettings {
+    pub task: Task,
+    /// The starting model (a checkpoint or an export-hf directory), made absolute.
+    pub init_from: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpo: Option<DpoSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<RewardSettings>,
+}
+
+/// A `trainer sft|dpo|reward` configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostConfig {
+    /// The starting model: a checkpoint directory (`.../step-N`) or an export-hf directory.
+    pub init_from: PathBuf,
+    /// `train`/`valid` are `sft` datasets for sft and `preference` datasets for dpo and
+    /// reward; `seq_len` is the length of a packed row.
+    pub data: DataConfig,
+    pub optim: OptimConfig,
+    pub train: TrainSettings,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
+    #[serde(default)]
+    pub dpo: Option<DpoSettings>,
+    #[serde(default)]
+    pub reward: Option<RewardSettings>,
+}
+
+impl PostConfig {
+    /// Reads a TOML file for `task`; errors name the file and the bad field.
+    pub fn load(path: &Path, task: Task) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text, task).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub fn parse(text: &str, task: Task) -> Result<Self> {
+        let config: PostConfig = toml::from_str(text)?;
+        config.validate(task)?;
+        Ok(config)
+    }
+
+    /// Checks what does not need the model: sections belong to the task, values in range.
+    pub fn validate(&self, task: Task) -> Result<()> {
+        if self.dpo.is_some() && task != Task::Dpo {
+            bail!(
+                "[dpo] applies to `trainer dpo` only; remove it from this {} config",
+                task.as_str()
+            );
+        }
+        if self.reward.is_some() && task != Task::Reward {
+            bail!(
+                "[reward] applies to `trainer reward` only; remove it from this {} config",
+                task.as_str()
+            );
+        }
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+        }
+        if let Some(dpo) = &self.dpo {
+            ensure!(dpo.beta > 0.0, "dpo.beta must be > 0, got {}", dpo.beta);
+        }
+        if let Some(reward) = &self.reward {
+            ensure!(
+                (0.0..1.0).contains(&reward.valid_fraction),
+                "reward.valid_fraction must be in [0, 1), got {}",
+                reward.valid_fraction
+            );
+        }
+        ensure!(self.data.seq_len > 0, "data.seq_len must be > 0");
+        Ok(())
+    }
+
+    /// The run configuration for a model of architecture `model`, and the settings a
+    /// checkpoint records beside it.
+    pub fn resolve(&self, task: Task, model: ModelConfig) -> Result<(RunConfig, PostSettings)> {
+        let run = RunConfig {
+            model,
+            data: self.data.clone(),
+            optim: self.optim.clone(),
+            train: self.train.clone(),
+            checkpoint: self.checkpoint.clone(),
+            eval: self.eval.clone(),
+            sample: SampleSettings::default(),
+        };
+        run.validate_settings()?;
+        let init_from = std::path::absolute(&self.init_from)
+            .with_context(|| format!("resolving init_from {}", self.init_from.display()))?;
+        let post = PostSettings {
+            task,
+            init_from,
+            lora: self.lora.clone(),
+            dpo: (task == Task::Dpo).then(|| self.dpo.clone().unwrap_or_default()),
+            reward: (task == Task::Reward).then(|| self.reward.clone().unwrap_or_default()),
+        };
+        Ok((run, post))
+    }
+}

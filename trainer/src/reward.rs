@@ -1,0 +1,262 @@
+//! `trainer reward` and `trainer score`: a reward model is the decoder with a scalar head
+//! (`score.weight`, as `LlamaForSequenceClassification`) read at each sequence's last token.
+//! It trains on preference pairs with the Bradley-Terry loss `-log sigmoid(r_c - r_r)` and
+//! reports accuracy (how often `r_c > r_r`) on held-out pairs: `data.valid`, or else the
+//! pairs whose `pair_id` hashes into `reward.valid_fraction`.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use format::{ChatTemplate, Message, Role, SPECIAL_TOKENS};
+use serde::Deserialize;
+use serde_json::json;
+use tch::{Device, Kind, TchError, Tensor};
+
+use crate::config::Precision;
+use crate::data::splitmix64;
+use crate::engine::{
+    Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary,
+};
+use crate::lm::LanguageModel;
+use crate::model::Packing;
+use crate::pairs::{pack_pairs, pair_evaluation};
+use crate::post_config::{PostConfig, Task};
+use crate::sample::TextTokenizer;
+use crate::seqdata::{self, DrawOrder, PackedBatch, Pair, Sequence};
+
+/// The score of each packed sequence at its last token, `[sequences]` fp32.
+pub fn sequence_scores(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
+    let hidden = model.packed_hidden(
+        &batch.ids,
+        Packing {
+            positions: &batch.positions,
+            mask: &batch.mask,
+        },
+    )?;
+    let width = hidden.size().last().copied().unwrap_or(0);
+    let last = hidden
+        .f_reshape([-1, width])?
+        .f_index_select(0, &batch.last)?;
+    model.score(&last)
+}
+
+/// Bradley-Terry loss of a batch of (chosen, rejected) sequences and detached statistics.
+fn bradley_terry(
+    model: &LanguageModel,
+    batch: &PackedBatch,
+) -> Result<(Tensor, NamedSums), TchError> {
+    let scores = sequence_scores(model, batch)?.f_view([-1, 2])?;
+    let (chosen, rejected) = (scores.f_select(1, 0)?, scores.f_select(1, 1)?);
+    let diff = chosen.f_sub(&rejected)?;
+    let loss = diff.f_log_sigmoid()?.f_neg()?.f_sum(Kind::Float)?;
+    let sum = |t: &Tensor| -> Result<Tensor, TchError> { t.f_detach()?.f_sum(Kind::Float) };
+    let sums = vec![
+        ("accuracy", sum(&diff.f_gt(0.0)?.f_to_kind(Kind::Float)?)?),
+        ("margin", sum(&diff)?),
+        ("chosen_score", sum(&chosen)?),
+        ("rejected_score", sum(&rejected)?),
+    ];
+    Ok((loss, sums))
+}
+
+/// True when `pair_id` falls in the held-out fraction (a stable hash, not the order).
+pub fn held_out(pair_id: &str, fraction: f64) -> bool {
+    let h = pair_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (splitmix64(h) % 1_000_000) as f64 / 1e6 < fraction
+}
+
+/// The reward-model objective.
+#[derive(Debug)]
+pub struct RewardModel {
+    train: Vec<Pair>,
+    valid: Vec<Pair>,
+    order: DrawOrder,
+    row_len: usize,
+    per_micro: i64,
+    device: Device,
+}
+
+/// A micro-batch of pairs.
+#[derive(Debug)]
+pub struct RewardBatch {
+    pub packed: PackedBatch,
+    pub pairs: i64,
+}
+
+impl Objective for RewardModel {
+    type Batch = RewardBatch;
+
+    fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<RewardBatch> {
+        let rows = self.order.micro_batch(step, micro, accum, self.per_micro);
+        Ok(RewardBatch {
+            packed: pack_pairs(&self.train, &rows, self.row_len, self.device)?,
+            pairs: rows.len() as i64,
+        })
+    }
+
+    fn units(&self, batch: &RewardBatch) -> f64 {
+        batch.pairs as f64
+    }
+
+    fn backward(
+        &mut self,
+        model: &LanguageModel,
+        batch: &RewardBatch,
+        units: f64,
+    ) -> Result<MicroStats, TchError> {
+        let (loss, sums) = bradley_terry(model, &batch.packed)?;
+        loss.f_div_scalar(units)?.f_backward()?;
+        Ok(MicroStats {
+            loss_sum: loss.f_detach()?,
+            sums,
+            tokens: batch.packed.tokens,
+        })
+    }
+
+    /// Loss, accuracy, margin and scores averaged over the held-out pairs.
+    fn evaluate(&mut self, model: &LanguageModel) -> Result<Option<Evaluation>> {
+        pair_evaluation(self.valid.len(), self.per_micro as usize, |chunk| {
+            let packed = pack_pairs(&self.valid, chunk, self.row_len, self.device)?;
+            Ok(bradley_terry(model, &packed)?)
+        })
+    }
+}
+
+/// `trainer reward`: trains a reward model from `config.init_from` on preference pairs.
+pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summary> {
+    let rows = seqdata::read_preferences(&config.data.train)?;
+    let fraction = config.reward.as_ref().map_or(0.1, |r| r.valid_fraction);
+    let (train, valid): (Vec<Pair>, Vec<Pair>) = match &config.data.valid {
+        Some(dir) => (rows.rows.clone(), seqdata::read_preferences(dir)?.rows),
+        None => rows
+            .rows
+            .iter()
+            .cloned()
+            .partition(|p| !held_out(&p.pair_id, fraction)),
+    };
+    if train.is_empty() {
+        bail!(
+            "every pair of {} is held out: lower reward.valid_fraction",
+            rows.dir.display()
+        );
+    }
+    let start = crate::post::start(
+        config,
+        Task::Reward,
+        &rows.tokenizer,
+        rows.tokenizer_path.clone(),
+    )?;
+    let max = start.model.config().max_position_embeddings;
+    let lengths = train
+        .iter()
+        .chain(&valid)
+        .map(|p| p.prompt.len() + p.chosen.len().max(p.rejected.len()));
+    seqdata::check_lengths(lengths, max, &rows.dir)?;
+    tracing::info!(
+        train = train.len(),
+        held_out = valid.len(),
+        "reward model pairs"
+    );
+    let mut objective = RewardModel {
+        order: DrawOrder::new(train.len(), config.data.order, config.train.seed),
+        train,
+        valid,
+        row_len: config.data.seq_len as usize,
+        per_micro: config.train.micro_batch_size,
+        device: start.model.device(),
+    };
+    let mut engine = Engine::new(start, resume, faults)?;
+    engine.run(&mut objective)
+}
+
+/// A prompt: plain text (one user turn) or messages.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    Text(String),
+    Messages(Vec<Message>),
+}
+
+/// One `trainer score` input line.
+#[derive(Debug, Deserialize)]
+struct ScoreRow {
+    id: serde_json::Value,
+    prompt: Prompt,
+    answer: String,
+}
+
+/// What `trainer score` did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScoreReport {
+    pub scored: usize,
+    /// Lines that could not be read or rendered (each reported with its line number).
+    pub failed: usize,
+}
+
+/// Scores every `{"id", "prompt", "answer"}` line of `input` with the reward model in
+/// `model_dir`, writing `{"id", "score"}` lines to `out`. A bad line is reported and
+/// counted, and the others are still scored.
+pub fn score(
+    model_dir: &Path,
+    input: &Path,
+    out: &mut impl Write,
+    device: Device,
+) -> Result<ScoreReport> {
+    let (model, _) = crate::lm::load_dir(model_dir, device, Precision::Auto)?;
+    if !model.has_score_head() {
+        bail!(
+            "{} is not a reward model (no score head): train one with `trainer reward`",
+            model_dir.display()
+        );
+    }
+    let tokenizer = TextTokenizer::from_file(&model_dir.join(crate::checkpoint::TOKENIZER_FILE))?;
+    let special = SPECIAL_TOKENS
+        .iter()
+        .filter_map(|(name, text)| tokenizer.token_id(text).map(|id| (name.to_string(), id)))
+        .collect();
+    let template = ChatTemplate::from_special_tokens(&special)
+        .with_context(|| format!("the tokenizer of {}", model_dir.display()))?;
+    let max = model.config().max_position_embeddings as usize;
+    let file =
+        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
+    let mut report = ScoreReport::default();
+    for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", input.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed = (|| -> Result<(serde_json::Value, Sequence)> {
+            let row: ScoreRow = serde_json::from_str(&line)?;
+            let messages = match row.prompt {
+                Prompt::Text(text) => vec![Message::new(Role::User, text)],
+                Prompt::Messages(messages) => messages,
+            };
+            let prompt = template.render_prompt(&messages, &tokenizer)?;
+            let answer = template.render_completion(&row.answer, &tokenizer)?;
+            let seq = Sequence::prompt_answer(&prompt, &answer);
+            anyhow::ensure!(
+                seq.ids.len() <= max,
+                "{} tokens exceed the model's context of {max}",
+                seq.ids.len()
+            );
+            Ok((row.id, seq))
+        })();
+        match parsed {
+            Ok((id, seq)) => {
+                let batch = seqdata::pack(&[&seq], seq.ids.len(), device)?;
+                let value = tch::no_grad(|| sequence_scores(&model, &batch))?;
+                let value = f64::try_from(value.f_select(0, 0)?)?;
+                writeln!(out, "{}", json!({"id": id, "score": value}))?;
+                report.scored += 1;
+            }
+            Err(err) => {
+                tracing::error!("{}:{}: {err:#}", input.display(), number + 1);
+                report.failed += 1;
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,142 @@
+//! `trainer sft`: supervised fine-tuning on an `sft` dataset, full or LoRA. Each micro-batch
+//! is `micro_batch_size` examples packed into rows; the loss is the cross-entropy of the
+//! tokens whose `loss_mask` is 1 (the assistant's answers and their end-of-turn), summed over
+//! the step's micro-batches and divided by the step's number of such tokens, so every
+//! supervised token weighs the same however the examples fall into micro-batches.
+
+use anyhow::Result;
+use tch::{Device, TchError, Tensor};
+
+use crate::engine::{Engine, Evaluation, Faults, MicroStats, Objective, Resume, Summary};
+use crate::lm::LanguageModel;
+use crate::model::{Packing, cross_entropy_sum};
+use crate::post_config::{PostConfig, Task};
+use crate::seqdata::{self, DrawOrder, PackedBatch, Rows, Sequence};
+
+/// Summed cross-entropy over the batch's target labels. Labels that are not targets are
+/// replaced by the ignore index before the loss, so their values cannot matter.
+pub fn sft_loss_sum(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
+    let hidden = model.packed_hidden(
+        &batch.ids,
+        Packing {
+            positions: &batch.positions,
+            mask: &batch.mask,
+        },
+    )?;
+    let logits = model.logits(&hidden)?;
+    let targets = batch
+        .labels
+        .f_where_scalarother(&batch.label_target, -100)?;
+    cross_entropy_sum(&logits, &targets)
+}
+
+/// The SFT objective.
+#[derive(Debug)]
+pub struct Sft {
+    train: Rows<Sequence>,
+    valid: Option<Rows<Sequence>>,
+    order: DrawOrder,
+    row_len: usize,
+    per_micro: i64,
+    eval_batches: Option<usize>,
+    device: Device,
+}
+
+impl Sft {
+    pub fn new(
+        train: Rows<Sequence>,
+        valid: Option<Rows<Sequence>>,
+        config: &crate::config::RunConfig,
+        device: Device,
+    ) -> Self {
+        Self {
+            order: DrawOrder::new(train.rows.len(), config.data.order, config.train.seed),
+            train,
+            valid,
+            row_len: config.data.seq_len as usize,
+            per_micro: config.train.micro_batch_size,
+            eval_batches: config.eval.batches,
+            device,
+        }
+    }
+}
+
+impl Objective for Sft {
+    type Batch = PackedBatch;
+
+    fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<PackedBatch> {
+        let rows = self.order.micro_batch(step, micro, accum, self.per_micro);
+        let seqs: Vec<&Sequence> = rows.iter().map(|&i| &self.train.rows[i]).collect();
+        seqdata::pack(&seqs, self.row_len, self.device)
+    }
+
+    fn units(&self, batch: &PackedBatch) -> f64 {
+        batch.targets as f64
+    }
+
+    fn backward(
+        &mut self,
+        model: &LanguageModel,
+        batch: &PackedBatch,
+        units: f64,
+    ) -> Result<MicroStats, TchError> {
+        let loss = sft_loss_sum(model, batch)?;
+        loss.f_div_scalar(units)?.f_backward()?;
+        Ok(MicroStats {
+            loss_sum: loss.f_detach()?,
+            sums: Vec::new(),
+            tokens: batch.tokens,
+        })
+    }
+
+    /// Mean loss per supervised token over the validation examples (all of them, or the
+    /// first `eval.batches` micro-batches).
+    fn evaluate(&mut self, model: &LanguageModel) -> Result<Option<Evaluation>> {
+        let Some(valid) = &self.valid else {
+            return Ok(None);
+        };
+        let (mut sum, mut count) = (0.0, 0i64);
+        let chunks = valid.rows.chunks(self.per_micro as usize);
+        for chunk in chunks.take(self.eval_batches.unwrap_or(usize::MAX)) {
+            let seqs: Vec<&Sequence> = chunk.iter().collect();
+            let batch = seqdata::pack(&seqs, self.row_len, self.device)?;
+            sum += f64::try_from(sft_loss_sum(model, &batch)?)?;
+            count += batch.targets;
+        }
+        if count == 0 {
+            return Ok(None);
+        }
+        let loss = sum / count as f64;
+        let mut eval = Evaluation {
+            loss,
+            ..Evaluation::default()
+        };
+        eval.fields
+            .insert("val_ppl".into(), serde_json::json!(loss.exp()));
+        Ok(Some(eval))
+    }
+}
+
+/// `trainer sft`: fine-tunes `config.init_from` on `config.data.train`.
+pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summary> {
+    let train = seqdata::read_sft(&config.data.train)?;
+    let valid = config
+        .data
+        .valid
+        .as_deref()
+        .map(seqdata::read_sft)
+        .transpose()?;
+    let start = crate::post::start(
+        config,
+        Task::Sft,
+        &train.tokenizer,
+        train.tokenizer_path.clone(),
+    )?;
+    let max = start.model.config().max_position_embeddings;
+    for set in std::iter::once(&train).chain(valid.as_ref()) {
+        seqdata::check_lengths(set.rows.iter().map(|s| s.ids.len()), max, &set.dir)?;
+    }
+    let mut objective = Sft::new(train, valid, &start.config, start.model.device());
+    let mut engine = Engine::new(start, resume, faults)?;
+    engine.run(&mut objective)
+}

@@ -1,0 +1,306 @@
+//! Supervised fine-tuning: packing isolates examples, masked labels stay out of the
+//! gradient, the loss falls and a trained answer comes back greedily, LoRA trains only its
+//! adapters and merges to the same logits, and an interrupted run resumes bit for bit.
+
+use std::path::Path;
+
+use format::{Message, Role};
+use tch::{Device, Kind, Tensor};
+use trainer::checkpoint::{self, Checkpoint};
+use trainer::config::Precision;
+use trainer::engine::{Faults, Resume};
+use trainer::lm::LanguageModel;
+use trainer::model::Packing;
+use trainer::post_config::{PostConfig, Task};
+use trainer::sample::{SamplingParams, generate};
+use trainer::seqdata::{self, PackedBatch, Sequence};
+use trainer::sft::sft_loss_sum;
+
+use crate::chat_data::{
+    INSTRUCTIONS, base_checkpoint, chat_tokenizer, exchange, post_config_toml, sft_dataset,
+    write_config,
+};
+use crate::helpers::{loss_at, metrics, trainer, trainer_ok};
+use crate::model::small_model;
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    f64::try_from((a - b).abs().max()).expect("scalar")
+}
+
+fn packed_logits(lm: &LanguageModel, batch: &PackedBatch) -> Tensor {
+    let packing = Packing {
+        positions: &batch.positions,
+        mask: &batch.mask,
+    };
+    tch::no_grad(|| lm.logits(&lm.packed_hidden(&batch.ids, packing).expect("hidden")))
+        .expect("logits")
+}
+
+fn seq(ids: &[u32], target: &[u8]) -> Sequence {
+    Sequence {
+        ids: ids.to_vec(),
+        target: target.to_vec(),
+    }
+}
+
+#[test]
+fn a_packed_example_computes_what_it_computes_alone() {
+    let lm = LanguageModel::new(&small_model(false), Device::Cpu, Kind::Float, 4).expect("model");
+    let a = seq(&[5, 17, 42, 8, 9, 60, 3], &[0, 0, 0, 1, 1, 1, 1]);
+    let b = seq(&[11, 12, 90, 33, 2], &[0, 0, 1, 1, 1]);
+    let alone = seqdata::pack(&[&b], 64, Device::Cpu).expect("pack");
+    let together = seqdata::pack(&[&a, &b], 64, Device::Cpu).expect("pack");
+    assert_eq!(together.ids.size(), vec![1, 12], "one row, no padding");
+    let b_alone = packed_logits(&lm, &alone).narrow(1, 0, 5);
+    let b_after_a = packed_logits(&lm, &together).narrow(1, 7, 5);
+    let diff = max_abs_diff(&b_alone, &b_after_a);
+    assert!(
+        diff < 1e-5,
+        "B's logits change by {diff} when A is packed first"
+    );
+    // And both equal the plain causal forward of B on its own.
+    let ids = Tensor::from_slice(&[11i64, 12, 90, 33, 2]).view([1, 5]);
+    let plain = tch::no_grad(|| lm.forward(&ids, 0, None)).expect("forward");
+    assert!(max_abs_diff(&plain, &b_alone) < 1e-5);
+    // Padding rows: a long sequence takes a row of its own; the short one still matches.
+    let long = seq(&[7; 40], &[1; 40]);
+    let padded = seqdata::pack(&[&long, &b], 42, Device::Cpu).expect("pack");
+    assert_eq!(padded.ids.size(), vec![2, 40]);
+    let b_padded = packed_logits(&lm, &padded).narrow(0, 1, 1).narrow(1, 0, 5);
+    assert!(max_abs_diff(&b_alone, &b_padded) < 1e-5);
+}
+
+fn gradients(lm: &LanguageModel, batch: &PackedBatch) -> Vec<Tensor> {
+    for (_, p) in lm.named_tensors() {
+        let mut p = p;
+        p.zero_grad();
+    }
+    sft_loss_sum(lm, batch).expect("loss").backward();
+    lm.named_tensors()
+        .iter()
+        .map(|(_, p)| p.grad().copy())
+        .collect()
+}
+
+#[test]
+fn changing_a_masked_label_changes_nothing_in_the_gradient() {
+    let lm = LanguageModel::new(&small_model(false), Device::Cpu, Kind::Float, 6).expect("model");
+    let a = seq(&[5, 17, 42, 8, 9, 60, 3], &[0, 0, 0, 1, 1, 1, 1]);
+    let b = seq(&[11, 12, 90, 33, 2], &[0, 0, 1, 1, 1]);
+    let batch = seqdata::pack(&[&a, &b], 64, Device::Cpu).expect("pack");
+    assert_eq!(batch.targets, 4 + 3);
+    let reference = gradients(&lm, &batch);
+
+    let with_label = |cell: usize, label: i64| {
+        let mut labels = Vec::<i64>::try_from(batch.labels.view([-1])).expect("labels");
+        labels[cell] = label;
+        let mut changed = seqdata::pack(&[&a, &b], 64, Device::Cpu).expect("pack");
+        changed.labels = Tensor::from_slice(&labels).view_as(&batch.labels);
+        changed
+    };
+    // Cell 1 predicts A's token 2 (masked); cell 3 predicts A's token 4 (supervised).
+    let masked = gradients(&lm, &with_label(1, 77));
+    for (r, m) in reference.iter().zip(&masked) {
+        assert!(r.equal(m), "a masked label reached the gradient");
+    }
+    let supervised = gradients(&lm, &with_label(3, 77));
+    assert!(
+        reference.iter().zip(&supervised).any(|(r, s)| !r.equal(s)),
+        "a supervised label must change the gradient"
+    );
+}
+
+fn instruction_set(root: &Path) -> std::path::PathBuf {
+    let conversations: Vec<Vec<Message>> =
+        INSTRUCTIONS.iter().map(|(q, a)| exchange(q, a)).collect();
+    sft_dataset(root, "sft", &conversations)
+}
+
+#[test]
+fn sft_loss_falls_and_the_model_answers_a_trained_question_greedily() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = base_checkpoint(tmp.path(), 5);
+    let data = instruction_set(tmp.path());
+    let out = tmp.path().join("sft");
+    let toml = post_config_toml(&base, &data, &out, 80, "").replace("lr = 0.003", "lr = 0.01");
+    let config = PostConfig::parse(&toml, Task::Sft).expect("config");
+    let summary = trainer::sft::run(&config, Resume::No, Faults::default()).expect("sft");
+
+    let lines = metrics(&out);
+    let mean = |steps: std::ops::RangeInclusive<u64>| {
+        let n = steps.clone().count() as f64;
+        steps.map(|s| loss_at(&lines, s)).sum::<f64>() / n
+    };
+    let (first, last) = (mean(1..=3), mean(78..=80));
+    assert!(
+        last < first * 0.2,
+        "supervised loss went from {first} to {last}"
+    );
+
+    let ckpt = Checkpoint::load(&summary.last_checkpoint.expect("checkpoint")).expect("load");
+    assert_eq!(ckpt.state.post.as_ref().expect("post").task, Task::Sft);
+    let lm = LanguageModel::from_checkpoint(&ckpt, Device::Cpu, Precision::Fp32).expect("lm");
+    let (text, template, _) = chat_tokenizer(tmp.path());
+    let (question, answer) = INSTRUCTIONS[1];
+    let prompt = template
+        .render_prompt(&[Message::new(Role::User, question)], &text)
+        .expect("prompt");
+    let params = SamplingParams {
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        max_tokens: 24,
+        seed: 0,
+        stop_token: Some(template.end_of_turn()),
+    };
+    let out = generate(&lm, &prompt, &params, true).expect("generate");
+    let expected = template.render_completion(answer, &text).expect("answer");
+    assert_eq!(
+        out.tokens,
+        expected,
+        "greedy answer {:?}",
+        text.decode(&out.tokens).expect("decode")
+    );
+}
+
+const LORA: &str = "
+[lora]
+rank = 4
+alpha = 8.0
+dropout = 0.0
+targets = [\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"]
+";
+
+#[test]
+fn lora_trains_only_the_adapters_and_the_merged_model_gives_the_same_logits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = base_checkpoint(tmp.path(), 40);
+    let data = instruction_set(tmp.path());
+    let out = tmp.path().join("lora");
+    let toml = post_config_toml(&base, &data, &out, 30, LORA).replace("lr = 0.003", "lr = 0.01");
+    let config = write_config(tmp.path(), "lora", &toml);
+    trainer_ok(&["sft", "--config", &config]);
+
+    let lines = metrics(&out);
+    let (first, last) = (loss_at(&lines, 1), loss_at(&lines, 30));
+    assert!(last < first * 0.7, "LoRA loss went from {first} to {last}");
+    let dir = out.join("checkpoints/step-00000030");
+    assert!(dir.join("adapter.safetensors").is_file());
+    assert!(dir.join("adapter_config.json").is_file());
+    assert!(
+        !dir.join("model.safetensors").exists(),
+        "only adapters are saved"
+    );
+    let peft: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).expect("config"))
+            .expect("json");
+    assert_eq!(peft["r"], 4);
+    assert_eq!(peft["peft_type"], "LORA");
+    let optimizer = checkpoint::read_safetensors(&dir.join("optimizer.safetensors")).expect("opt");
+    assert!(
+        optimizer
+            .keys()
+            .all(|k| k.contains(".lora_A.") || k.contains(".lora_B.")),
+        "optimizer state for adapters only"
+    );
+    // 2 layers x 7 projections x (A, B) x (exp_avg, exp_avg_sq).
+    assert_eq!(optimizer.len(), 2 * 7 * 2 * 2);
+
+    let base_ckpt = Checkpoint::load(&base).expect("base");
+    let adapted = Checkpoint::load(&dir).expect("adapter checkpoint");
+    let lm = LanguageModel::from_checkpoint(&adapted, Device::Cpu, Precision::Fp32).expect("lm");
+    for (name, tensor) in lm.base_tensors() {
+        assert!(
+            tensor.equal(&base_ckpt.model[&name]),
+            "base weight {name} changed"
+        );
+    }
+    let adapters = adapted.adapter.as_ref().expect("adapter tensors");
+    let b = &adapters["model.layers.0.self_attn.q_proj.lora_B.weight"];
+    assert!(
+        f64::try_from(b.abs().max()).expect("max") > 0.0,
+        "B trained"
+    );
+
+    let merged = tmp.path().join("merged");
+    trainer_ok(&[
+        "merge-lora",
+        "--base",
+        base.to_str().expect("utf8"),
+        "--adapter",
+        dir.to_str().expect("utf8"),
+        "--out",
+        merged.to_str().expect("utf8"),
+    ]);
+    let merged_lm = LanguageModel::from_checkpoint(
+        &Checkpoint::load(&merged).expect("merged"),
+        Device::Cpu,
+        Precision::Fp32,
+    )
+    .expect("merged lm");
+    let ids = Tensor::from_slice(&[2i64, 17, 42, 99, 5, 250, 4, 8, 300, 12]).view([1, 10]);
+    let (with_adapters, folded) = tch::no_grad(|| {
+        (
+            lm.forward(&ids, 0, None).expect("adapted"),
+            merged_lm.forward(&ids, 0, None).expect("merged"),
+        )
+    });
+    let diff = max_abs_diff(&with_adapters, &folded);
+    assert!(diff < 1e-5, "merged logits differ by {diff}");
+    let base_lm =
+        LanguageModel::from_checkpoint(&base_ckpt, Device::Cpu, Precision::Fp32).expect("base");
+    let base_logits = tch::no_grad(|| base_lm.forward(&ids, 0, None)).expect("base logits");
+    assert!(
+        max_abs_diff(&base_logits, &folded) > 1e-3,
+        "the adapter did something"
+    );
+
+    let hf = tmp.path().join("merged-hf");
+    trainer_ok(&[
+        "export-hf",
+        merged.to_str().expect("utf8"),
+        hf.to_str().expect("utf8"),
+    ]);
+    let reloaded = trainer::export::load_hf(&hf, Device::Cpu, Precision::Fp32).expect("reload");
+    let hf_logits = tch::no_grad(|| reloaded.forward(&ids, 0, None)).expect("hf logits");
+    assert!(max_abs_diff(&hf_logits, &folded) < 1e-5);
+}
+
+#[test]
+fn an_interrupted_lora_sft_run_resumes_bit_for_bit() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = base_checkpoint(tmp.path(), 3);
+    let data = instruction_set(tmp.path());
+    let lora = LORA.replace("dropout = 0.0", "dropout = 0.1");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let config_a = write_config(
+        tmp.path(),
+        "a",
+        &post_config_toml(&base, &data, &a, 8, &lora).replace("every = 0", "every = 3"),
+    );
+    let config_b = write_config(
+        tmp.path(),
+        "b",
+        &post_config_toml(&base, &data, &b, 8, &lora).replace("every = 0", "every = 3"),
+    );
+    trainer_ok(&["sft", "--config", &config_a]);
+    let crashed = trainer(&["sft", "--config", &config_b, "--abort-after-step", "5"]);
+    assert!(!crashed.status.success());
+    trainer_ok(&["sft", "--config", &config_b, "--resume"]);
+
+    let (la, lb) = (metrics(&a), metrics(&b));
+    for step in 1..=8 {
+        assert_eq!(
+            loss_at(&la, step).to_bits(),
+            loss_at(&lb, step).to_bits(),
+            "loss at step {step}"
+        );
+    }
+    for file in ["adapter.safetensors", "optimizer.safetensors"] {
+        let read = |dir: &Path| std::fs::read(dir.join("checkpoints/step-00000008").join(file));
+        assert!(
+            read(&a).expect("a") == read(&b).expect("b"),
+            "{file} differs after resume"
+        );
+    }
+}
