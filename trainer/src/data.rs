@@ -127,6 +127,42 @@ impl TokenStream {
     }
 }
 
+impl TokenStream {
+    /// Natural-log unigram probabilities of the stream's tokens (add-one smoothed over
+    /// `vocab_size`): the baseline a model must beat. Counts at most `max_tokens` tokens, read
+    /// as evenly spaced chunks so a large dataset costs a bounded read.
+    pub fn unigram_log_probs(&self, vocab_size: usize, max_tokens: u64) -> Result<Vec<f64>> {
+        const CHUNK: u64 = 4096;
+        let mut counts = vec![1u64; vocab_size];
+        // Every token when the stream fits the budget; else chunks spread over it, a stride
+        // (>= CHUNK) apart.
+        let (chunks, stride) = if self.total <= max_tokens {
+            (self.total.div_ceil(CHUNK), CHUNK)
+        } else {
+            let chunks = (max_tokens / CHUNK).max(1);
+            (chunks, self.total / chunks)
+        };
+        let mut buf = vec![0i64; CHUNK as usize];
+        for c in 0..chunks {
+            let start = c * stride;
+            let n = CHUNK.min(self.total - start) as usize;
+            self.read(start, &mut buf[..n])?;
+            for &t in &buf[..n] {
+                let slot = usize::try_from(t)
+                    .ok()
+                    .and_then(|t| counts.get_mut(t))
+                    .with_context(|| format!("token {t} outside the vocabulary of {vocab_size}"))?;
+                *slot += 1;
+            }
+        }
+        let total: u64 = counts.iter().sum();
+        Ok(counts
+            .iter()
+            .map(|&c| (c as f64 / total as f64).ln())
+            .collect())
+    }
+}
+
 /// Inputs and targets of one micro-batch, `[batch, seq_len]` int64 on the CPU.
 #[derive(Debug)]
 pub struct Batch {

@@ -27,7 +27,15 @@ pub struct Pretrain {
     tokenizer_info: TokenizerInfo,
     sample: SampleSettings,
     seed: u64,
+    /// Log-probabilities of the training tokens' unigram distribution, when there is
+    /// validation data: each `eval` line carries the loss of that baseline on the same
+    /// windows (`unigram_loss`), so a run shows whether the model learned more than token
+    /// frequencies.
+    unigram: Option<Vec<f64>>,
 }
+
+/// Tokens counted for the unigram baseline (evenly spaced over larger datasets).
+const UNIGRAM_SAMPLE_TOKENS: u64 = 16 << 20;
 
 impl Objective for Pretrain {
     type Batch = Batch;
@@ -62,7 +70,7 @@ impl Objective for Pretrain {
         let Some(valid) = &self.valid else {
             return Ok(None);
         };
-        let (mut sum, mut count) = (0.0, 0i64);
+        let (mut sum, mut count, mut unigram_sum) = (0.0, 0i64, 0.0);
         for index in 0..self.eval_batches {
             let Some(batch) = valid.eval_batch(index)? else {
                 break;
@@ -71,6 +79,18 @@ impl Objective for Pretrain {
             let targets = batch.targets.f_to_device(model.device())?;
             sum += f64::try_from(crate::model::cross_entropy_sum(&logits, &targets)?)?;
             count += batch.target_tokens;
+            if let Some(log_probs) = &self.unigram {
+                let ids = Vec::<i64>::try_from(batch.targets.f_flatten(0, -1)?)?;
+                unigram_sum -= ids
+                    .iter()
+                    .map(|&t| {
+                        log_probs
+                            .get(t as usize)
+                            .copied()
+                            .unwrap_or(f64::NEG_INFINITY)
+                    })
+                    .sum::<f64>();
+            }
         }
         if count == 0 {
             return Ok(None);
@@ -82,6 +102,12 @@ impl Objective for Pretrain {
         };
         eval.fields
             .insert("val_ppl".into(), serde_json::json!(loss.exp()));
+        if self.unigram.is_some() {
+            eval.fields.insert(
+                "unigram_loss".into(),
+                serde_json::json!(unigram_sum / count as f64),
+            );
+        }
         Ok(Some(eval))
     }
 
@@ -162,6 +188,12 @@ impl Trainer {
             }
             None => None,
         };
+        let unigram = match valid {
+            Some(_) => {
+                Some(stream.unigram_log_probs(info.vocab_size as usize, UNIGRAM_SAMPLE_TOKENS)?)
+            }
+            None => None,
+        };
         let train = WindowSampler::new(
             stream,
             config.data.seq_len,
@@ -179,6 +211,7 @@ impl Trainer {
             tokenizer_info: info.clone(),
             sample: config.sample.clone(),
             seed: config.train.seed,
+            unigram,
         };
         let start = Start {
             config,

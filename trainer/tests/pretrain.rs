@@ -53,6 +53,26 @@ fn a_tiny_model_learns_and_the_run_leaves_metrics_and_checkpoints() {
         .rfind(|l| l["kind"] == "eval")
         .expect("eval line");
     assert!((eval["val_ppl"].as_f64().expect("ppl") - val.exp()).abs() < 1e-9);
+    // The unigram baseline on the same validation windows (2 batches of 4 windows of 32
+    // targets), from add-one smoothed counts of every training token.
+    let train_tokens = all_tokens(&train);
+    let mut counts = vec![1.0f64; 320];
+    for &t in &train_tokens {
+        counts[t as usize] += 1.0;
+    }
+    let total: f64 = counts.iter().sum();
+    let valid_tokens = all_tokens(&valid);
+    let targets: Vec<u32> = (0..8)
+        .flat_map(|w| valid_tokens[w * 32 + 1..=w * 32 + 32].to_vec())
+        .collect();
+    let unigram = -targets
+        .iter()
+        .map(|&t| (counts[t as usize] / total).ln())
+        .sum::<f64>()
+        / targets.len() as f64;
+    let logged = eval["unigram_loss"].as_f64().expect("unigram_loss");
+    assert!((logged - unigram).abs() < 1e-9, "{logged} vs {unigram}");
+    assert!(val < unigram - 0.5, "val {val} vs unigram {unigram}");
     assert!(train_lines[0]["grad_norm"].as_f64().expect("norm") > 0.0);
 
     let samples: Vec<&str> = lines
@@ -95,6 +115,24 @@ fn a_tiny_model_learns_and_the_run_leaves_metrics_and_checkpoints() {
         "resolved from the dataset"
     );
     assert_eq!(state.tokenizer.special("eos"), Some(0));
+}
+
+/// Every token of a pretrain dataset, in stream order.
+fn all_tokens(dir: &Path) -> Vec<u32> {
+    let dataset = format::Dataset::open(dir).expect("dataset");
+    let mut out = Vec::new();
+    for i in 0..dataset.num_shards() {
+        let shard = dataset.shard(i).expect("shard");
+        for batch in shard.batches() {
+            match batch.tokens("tokens").expect("tokens") {
+                format::Tokens::U16(list) => {
+                    out.extend(list.values().iter().map(|&t| u32::from(t)))
+                }
+                format::Tokens::U32(list) => out.extend_from_slice(list.values()),
+            }
+        }
+    }
+    out
 }
 
 fn read(path: &Path) -> Vec<u8> {
