@@ -186,7 +186,8 @@ def zh_doc(rng, t):
 
 
 def prompts(rng, towns):
-    """Instructions about the towns, each with the answer the corpus supports (`reference`)."""
+    """Instructions about the towns in the labeler's import shape, each with the answer the
+    corpus supports in `meta.reference`."""
     rows = []
     for i, t in enumerate(rng.sample(towns, PROMPTS_PER_LANG)):
         river, mountain = t["river"], t["mountain"]
@@ -203,9 +204,9 @@ def prompts(rng, towns):
             (f"{t['zh']}是什么时候建的？", f"{t['zh']}建于{t['century'][2]}。"),
         ]
         q, a = en[i % 4]
-        rows.append({"id": f"en-{i:02d}", "prompt": q, "reference": a, "meta": {"lang": "en"}})
+        rows.append({"id": f"en-{i:02d}", "prompt": q, "meta": {"lang": "en", "reference": a}})
         q, a = zh[i % 4]
-        rows.append({"id": f"zh-{i:02d}", "prompt": q, "reference": a, "meta": {"lang": "zh"}})
+        rows.append({"id": f"zh-{i:02d}", "prompt": q, "meta": {"lang": "zh", "reference": a}})
     return rows
 
 
