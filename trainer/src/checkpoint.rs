@@ -71,6 +71,18 @@ pub fn step_dir_name(step: u64) -> String {
     format!("{STEP_PREFIX}{step:08}")
 }
 
+/// A run directory (holding `checkpoints/step-N/`) stands for its newest checkpoint; any
+/// other path is returned as it is.
+pub fn resolve_run_dir(path: &Path) -> Result<PathBuf> {
+    if path.join(STATE_FILE).exists() || !path.join(crate::engine::CHECKPOINTS_DIR).is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    list(&path.join(crate::engine::CHECKPOINTS_DIR))?
+        .pop()
+        .map(|(_, dir)| dir)
+        .with_context(|| format!("{} is a run directory without checkpoints", path.display()))
+}
+
 /// Checkpoints under `root` as (step, path), oldest first; temporary directories ignored.
 pub fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();

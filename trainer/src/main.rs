@@ -31,6 +31,16 @@ struct PostArgs {
     /// Continue from this checkpoint directory.
     #[arg(long)]
     resume_from: Option<PathBuf>,
+    /// Override init_from: a checkpoint, an export-hf directory, or a run directory (its
+    /// newest checkpoint).
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Override data.train.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Override data.valid.
+    #[arg(long)]
+    valid: Option<PathBuf>,
     /// Override train.out.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -49,6 +59,16 @@ impl PostArgs {
     /// The config file with the command-line overrides applied, and where to start.
     fn load(self, task: Task) -> Result<(PostConfig, Resume, Faults)> {
         let mut config = PostConfig::load(&self.config, task)?;
+        if let Some(init_from) = self.init_from {
+            config.init_from = init_from;
+        }
+        config.init_from = trainer::checkpoint::resolve_run_dir(&config.init_from)?;
+        if let Some(train) = self.data {
+            config.data.train = train;
+        }
+        if let Some(valid) = self.valid {
+            config.data.valid = Some(valid);
+        }
         if let Some(out) = self.out {
             config.train.out = out;
         }
