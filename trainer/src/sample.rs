@@ -34,6 +34,11 @@ impl TextTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// The id of a token given by its text (special tokens such as `<|end|>`).
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.inner.token_to_id(text)
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, false)
@@ -217,8 +222,37 @@ pub struct TextGeneration {
     pub text: String,
 }
 
-/// Loads a checkpoint (`trainer_state.json`) or a Hugging Face export (`config.json`) from
-/// `dir` and continues `prompt`; generation stops at the model's EOS id.
+/// Loads the model of a checkpoint (`trainer_state.json`) or a Hugging Face export
+/// (`config.json`) in `dir`, with its EOS id.
+pub fn load_model(
+    dir: &Path,
+    device: tch::Device,
+    precision: crate::config::Precision,
+) -> Result<(LanguageModel, Option<u32>)> {
+    if dir.join(crate::checkpoint::STATE_FILE).exists() {
+        let ckpt = crate::checkpoint::Checkpoint::load(dir)?;
+        let eos = ckpt.state.tokenizer.special("eos");
+        Ok((
+            LanguageModel::from_checkpoint(&ckpt, device, precision)?,
+            eos,
+        ))
+    } else if dir.join(crate::export::CONFIG_FILE).exists() {
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(crate::export::CONFIG_FILE))?)?;
+        let eos = config["eos_token_id"]
+            .as_u64()
+            .and_then(|e| u32::try_from(e).ok());
+        Ok((crate::export::load_hf(dir, device, precision)?, eos))
+    } else {
+        anyhow::bail!(
+            "{} is neither a checkpoint (no trainer_state.json) nor a Hugging Face export (no config.json)",
+            dir.display()
+        );
+    }
+}
+
+/// Loads a checkpoint or a Hugging Face export from `dir` (see [`load_model`]) and continues
+/// `prompt`; generation stops at the model's EOS id.
 pub fn generate_from_dir(
     dir: &Path,
     prompt: &str,
@@ -227,26 +261,7 @@ pub fn generate_from_dir(
     device: tch::Device,
     precision: crate::config::Precision,
 ) -> Result<TextGeneration> {
-    let (model, eos) = if dir.join(crate::checkpoint::STATE_FILE).exists() {
-        let ckpt = crate::checkpoint::Checkpoint::load(dir)?;
-        let eos = ckpt.state.tokenizer.special("eos");
-        (
-            LanguageModel::from_checkpoint(&ckpt, device, precision)?,
-            eos,
-        )
-    } else if dir.join(crate::export::CONFIG_FILE).exists() {
-        let config: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join(crate::export::CONFIG_FILE))?)?;
-        let eos = config["eos_token_id"]
-            .as_u64()
-            .and_then(|e| u32::try_from(e).ok());
-        (crate::export::load_hf(dir, device, precision)?, eos)
-    } else {
-        anyhow::bail!(
-            "{} is neither a checkpoint (no trainer_state.json) nor a Hugging Face export (no config.json)",
-            dir.display()
-        );
-    };
+    let (model, eos) = load_model(dir, device, precision)?;
     let tokenizer = TextTokenizer::from_file(&dir.join(crate::checkpoint::TOKENIZER_FILE))?;
     let mut prompt_ids = tokenizer.encode(prompt)?;
     if prompt_ids.is_empty() {
