@@ -149,6 +149,7 @@ enum Command {
         /// Different answers per prompt (2-16).
         #[arg(long, default_value_t = 2)]
         k: usize,
+        /// Longest answer in tokens (an answer normally ends at <|end|> before).
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
         /// Must be above 0: greedy decoding gives one answer.
@@ -157,6 +158,7 @@ enum Command {
         /// Keep the k most likely tokens (0: all).
         #[arg(long, default_value_t = 0)]
         top_k: usize,
+        /// Keep the most likely tokens up to this probability mass (1: all).
         #[arg(long, default_value_t = 0.95)]
         top_p: f64,
         /// Base seed; each sample's seed derives from (seed, prompt, attempt), so a rerun
@@ -181,6 +183,7 @@ enum Command {
         /// Also write the items as JSONL, in the labeler's import format.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// auto (first GPU if any, else CPU), cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: DeviceChoice,
     },
