@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::domain::{Candidate, Conversation, Message, ProjectKind};
 use crate::error::{AppError, RowError};
@@ -113,6 +113,18 @@ fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, 
     })
 }
 
+/// Checks one item given as a JSON value (a row of a JSON request body); `line` is its
+/// 1-based position there.
+pub fn check_value(
+    value: serde_json::Value,
+    kind: ProjectKind,
+    line: usize,
+) -> Result<NewItem, String> {
+    let row: ImportRow =
+        serde_json::from_value(value).map_err(|e| format!("not a valid item: {e}"))?;
+    check_row(row, kind, line)
+}
+
 /// Checks every line of a JSONL upload. Blank lines are skipped; ids must be unique.
 pub fn parse_jsonl(data: &[u8], kind: ProjectKind) -> Result<Vec<NewItem>, Vec<RowError>> {
     let mut items = Vec::new();
@@ -207,7 +219,8 @@ pub fn rows_error(mut errors: Vec<RowError>) -> AppError {
     }
 }
 
-/// Inserts checked items in one transaction.
+/// Inserts checked items in one transaction; an id already in the project rejects the whole
+/// upload (400 with the lines), so an import never half-applies.
 pub async fn insert(
     pool: &PgPool,
     project: &Project,
@@ -216,20 +229,8 @@ pub async fn insert(
     created_by: Option<i64>,
 ) -> Result<ImportSummary, AppError> {
     let mut tx = pool.begin().await?;
-    // Ids that already exist in the project, reported against their lines.
-    let given: Vec<&str> = items
-        .iter()
-        .filter_map(|i| i.external_id.as_deref())
-        .collect();
-    let taken: Vec<String> = sqlx::query_scalar(
-        "SELECT external_id FROM items WHERE project_id = $1 AND external_id = ANY($2)",
-    )
-    .bind(project.id)
-    .bind(&given)
-    .fetch_all(&mut *tx)
-    .await?;
+    let taken = existing_ids(&mut tx, project, items).await?;
     if !taken.is_empty() {
-        let taken: std::collections::HashSet<String> = taken.into_iter().collect();
         let errors = items
             .iter()
             .filter(|i| i.external_id.as_ref().is_some_and(|id| taken.contains(id)))
@@ -244,16 +245,152 @@ pub async fn insert(
             .collect();
         return Err(rows_error(errors));
     }
-    let import_id: i64 = sqlx::query_scalar(
+    let import_id = new_import(&mut tx, project, source_name, items.len(), created_by).await?;
+    let all: Vec<&NewItem> = items.iter().collect();
+    insert_rows(&mut tx, project, import_id, &all, OnExisting::Fail).await?;
+    tx.commit().await?;
+    Ok(ImportSummary {
+        import_id,
+        items: items.len(),
+    })
+}
+
+/// What [`insert_new`] did: the items it created and the ids it left alone because the
+/// project already had them.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct InsertNewSummary {
+    /// None when every item was already there (no import is recorded then).
+    pub import_id: Option<i64>,
+    pub created: usize,
+    pub skipped: usize,
+    pub skipped_ids: Vec<String>,
+}
+
+/// Inserts the items whose id the project does not have yet, in one transaction, and skips
+/// the others (without comparing them): posting the same items twice creates them once. Every
+/// item must carry an id. Safe against a concurrent post of the same ids: the unique index
+/// decides, and the loser counts the item as skipped.
+pub async fn insert_new(
+    pool: &PgPool,
+    project: &Project,
+    source_name: &str,
+    items: &[NewItem],
+    created_by: Option<i64>,
+) -> Result<InsertNewSummary, AppError> {
+    if let Some(item) = items.iter().find(|i| i.external_id.is_none()) {
+        return Err(AppError::unexpected(anyhow::anyhow!(
+            "insert_new: item on line {} has no id",
+            item.line
+        )));
+    }
+    let mut tx = pool.begin().await?;
+    let taken = existing_ids(&mut tx, project, items).await?;
+    let fresh: Vec<&NewItem> = items
+        .iter()
+        .filter(|i| i.external_id.as_ref().is_some_and(|id| !taken.contains(id)))
+        .collect();
+    let mut import_id = None;
+    let mut created = std::collections::HashSet::new();
+    if !fresh.is_empty() {
+        let id = new_import(&mut tx, project, source_name, fresh.len(), created_by).await?;
+        created = insert_rows(&mut tx, project, id, &fresh, OnExisting::Skip).await?;
+        if created.len() != fresh.len() {
+            // A concurrent post took some of these ids between the check and the insert.
+            sqlx::query("UPDATE imports SET rows = $2 WHERE id = $1")
+                .bind(id)
+                .bind(i32::try_from(created.len()).map_err(AppError::unexpected)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        import_id = Some(id);
+    }
+    tx.commit().await?;
+    let skipped_ids: Vec<String> = items
+        .iter()
+        .filter_map(|i| i.external_id.clone())
+        .filter(|id| !created.contains(id))
+        .collect();
+    Ok(InsertNewSummary {
+        import_id: import_id.filter(|_| !created.is_empty()),
+        created: created.len(),
+        skipped: skipped_ids.len(),
+        skipped_ids,
+    })
+}
+
+/// The ids of `items` that the project already has.
+async fn existing_ids(
+    tx: &mut Transaction<'_, Postgres>,
+    project: &Project,
+    items: &[NewItem],
+) -> Result<std::collections::HashSet<String>, AppError> {
+    let given: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i.external_id.as_deref())
+        .collect();
+    let taken: Vec<String> = sqlx::query_scalar(
+        "SELECT external_id FROM items WHERE project_id = $1 AND external_id = ANY($2)",
+    )
+    .bind(project.id)
+    .bind(&given)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(taken.into_iter().collect())
+}
+
+async fn new_import(
+    tx: &mut Transaction<'_, Postgres>,
+    project: &Project,
+    source_name: &str,
+    rows: usize,
+    created_by: Option<i64>,
+) -> Result<i64, AppError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO imports (project_id, source_name, rows, created_by) \
          VALUES ($1, $2, $3, $4) RETURNING id",
     )
     .bind(project.id)
     .bind(source_name)
-    .bind(i32::try_from(items.len()).map_err(AppError::unexpected)?)
+    .bind(i32::try_from(rows).map_err(AppError::unexpected)?)
     .bind(created_by)
-    .fetch_one(&mut *tx)
-    .await?;
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// An id that is already in the project, met at insert time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnExisting {
+    /// Fail the whole transaction with 409.
+    Fail,
+    /// Leave the stored item alone and go on.
+    Skip,
+}
+
+/// UNNEST bulk inserts in chunks. With [`OnExisting::Skip`], returns the external ids it
+/// inserted; with [`OnExisting::Fail`] every item goes in or the call fails, and the set is
+/// empty.
+async fn insert_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    project: &Project,
+    import_id: i64,
+    items: &[&NewItem],
+    on_existing: OnExisting,
+) -> Result<std::collections::HashSet<String>, AppError> {
+    let conflict = match on_existing {
+        OnExisting::Fail => "",
+        OnExisting::Skip => {
+            "ON CONFLICT (project_id, external_id) DO NOTHING RETURNING external_id"
+        }
+    };
+    let sql = format!(
+        "INSERT INTO items (project_id, import_id, overlap, external_id, prompt, draft, \
+                            candidates, meta) \
+         SELECT $1, $2, $3, x.id, x.prompt::jsonb, x.draft, x.candidates::jsonb, x.meta::jsonb \
+         FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+              AS x(id, prompt, draft, candidates, meta) \
+         {conflict}"
+    );
+    let mut inserted = std::collections::HashSet::with_capacity(items.len());
     for chunk in items.chunks(INSERT_CHUNK) {
         let mut ids = Vec::with_capacity(chunk.len());
         let mut prompts = Vec::with_capacity(chunk.len());
@@ -271,23 +408,24 @@ pub async fn insert(
             candidates.push(serde_json::to_string(&item.candidates).map_err(AppError::unexpected)?);
             metas.push(serde_json::to_string(&item.meta).map_err(AppError::unexpected)?);
         }
-        sqlx::query(
-            "INSERT INTO items (project_id, import_id, overlap, external_id, prompt, draft, \
-                                candidates, meta) \
-             SELECT $1, $2, $3, x.id, x.prompt::jsonb, x.draft, x.candidates::jsonb, x.meta::jsonb \
-             FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
-                  AS x(id, prompt, draft, candidates, meta)",
-        )
-        .bind(project.id)
-        .bind(import_id)
-        .bind(project.overlap)
-        .bind(&ids)
-        .bind(&prompts)
-        .bind(&drafts)
-        .bind(&candidates)
-        .bind(&metas)
-        .execute(&mut *tx)
-        .await
+        let query = sqlx::query(&sql)
+            .bind(project.id)
+            .bind(import_id)
+            .bind(project.overlap)
+            .bind(&ids)
+            .bind(&prompts)
+            .bind(&drafts)
+            .bind(&candidates)
+            .bind(&metas);
+        // Only the skipping insert needs the ids back; an import is all or nothing.
+        let rows = match on_existing {
+            OnExisting::Skip => query.fetch_all(&mut **tx).await.and_then(|rows| {
+                rows.iter()
+                    .map(|r| sqlx::Row::try_get::<String, _>(r, 0))
+                    .collect::<Result<Vec<_>, _>>()
+            }),
+            OnExisting::Fail => query.execute(&mut **tx).await.map(|_| Vec::new()),
+        }
         .map_err(|e| {
             if e.as_database_error()
                 .is_some_and(|d| d.code().as_deref() == Some("23505"))
@@ -300,10 +438,7 @@ pub async fn insert(
                 e.into()
             }
         })?;
+        inserted.extend(rows);
     }
-    tx.commit().await?;
-    Ok(ImportSummary {
-        import_id,
-        items: items.len(),
-    })
+    Ok(inserted)
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod export;
 pub mod export_parquet;
 pub mod import;
+pub mod model_loop;
 pub mod pages;
 pub mod projects;
 pub mod queue;

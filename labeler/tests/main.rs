@@ -7,6 +7,7 @@ mod browser;
 mod export;
 mod helpers;
 mod import;
+mod model_loop;
 mod pages;
 mod queue;
 mod startup;

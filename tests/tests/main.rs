@@ -1,3 +1,4 @@
 //! End-to-end: the binaries meet through files and HTTP, as users run them.
 
+mod candidates;
 mod slice;

@@ -1,10 +1,12 @@
 //! jielong's trainer: Llama-style decoder-only transformers on libtorch. Pretraining on
 //! `format` datasets with exact resume, sampling with a KV cache, and export to Hugging Face;
 //! post-training on the annotators' data: SFT (full or LoRA), DPO and reward models, all run
-//! by the one training loop in [`engine`].
+//! by the one training loop in [`engine`]; candidate answers for the labeler (`candidates`,
+//! over HTTP with `labeler_client`).
 //! Device selection and the runtime check behind `trainer info` live in [`device`].
 
 pub mod bench;
+pub mod candidates;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -13,6 +15,7 @@ pub mod dpo;
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod labeler_client;
 pub mod lm;
 pub mod lora;
 pub mod model;

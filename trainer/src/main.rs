@@ -250,6 +250,74 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Answer prompts with a checkpoint and post the answers to the labeler as comparison
+    /// items ("which answer is better?"), k different answers per prompt, each with its
+    /// model, checkpoint id and sampling settings. Prompts come from a labeler project
+    /// (--from-project) or a JSONL file (--prompts). Running it again with the same
+    /// checkpoint creates nothing new: items are named <prompt>@<checkpoint id>, and prompts
+    /// the target project already has an item for are not generated again.
+    #[command(group(clap::ArgGroup::new("prompt_source").required(true).args(["from_project", "prompts"])))]
+    GenerateCandidates {
+        /// A checkpoint directory (step-N) or an export-hf directory; trained with the chat
+        /// template, since prompts are rendered with it.
+        #[arg(long)]
+        model: PathBuf,
+        /// The labeler's base URL.
+        #[arg(long, env = "LABELER_URL", default_value = "http://127.0.0.1:8080")]
+        labeler: String,
+        /// An admin's API token (`labeler token create USER`).
+        #[arg(long, env = "LABELER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Take the prompts of this labeler project (any kind).
+        #[arg(long)]
+        from_project: Option<i64>,
+        /// Take the prompts of this JSONL file: {"id"?, "prompt": "text" | [{"role", "content"}], "meta"?} per line.
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        /// The preference project that receives the comparison items.
+        #[arg(long, required_unless_present = "dry_run")]
+        to_project: Option<i64>,
+        /// Different answers per prompt (2-16).
+        #[arg(long, default_value_t = 2)]
+        k: usize,
+        /// Longest answer in tokens (an answer normally ends at <|end|> before).
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// Must be above 0: greedy decoding gives one answer.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Keep the k most likely tokens (0: all).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Keep the most likely tokens up to this probability mass (1: all).
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f64,
+        /// Base seed; each sample's seed derives from (seed, prompt, attempt), so a rerun
+        /// samples the same answers.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Samples per prompt before giving up on k different answers (default 4k).
+        #[arg(long)]
+        max_attempts: Option<usize>,
+        /// Items per POST to the labeler.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Answer at most this many prompts.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Name recorded as the candidates' model (default: the run's directory name).
+        #[arg(long)]
+        model_name: Option<String>,
+        /// Generate but post nothing (use with --output to look at the items).
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the items as JSONL, in the labeler's import format.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// auto (first GPU if any, else CPU), cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+    },
     /// Write a checkpoint as a Hugging Face directory (LlamaForCausalLM; a reward model as
     /// LlamaForSequenceClassification; LoRA adapters folded in).
     ExportHf {
@@ -464,6 +532,87 @@ fn main() -> Result<()> {
                         .mfu
                         .map_or(String::new(), |m| format!(", MFU {:.1}%", m * 100.0)),
                     report.peak_rss_mib
+                );
+            }
+        }
+        Command::GenerateCandidates {
+            model,
+            labeler,
+            token,
+            from_project,
+            prompts,
+            to_project,
+            k,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            max_attempts,
+            batch_size,
+            limit,
+            model_name,
+            dry_run,
+            output,
+            device,
+        } => {
+            use trainer::candidates::{self, CandidateSettings, CandidatesJob, PromptSource};
+            let source = match (from_project, prompts) {
+                (Some(project), _) => PromptSource::Labeler { project },
+                (None, Some(path)) => PromptSource::File(path),
+                (None, None) => anyhow::bail!("give --from-project ID or --prompts FILE"),
+            };
+            let job = CandidatesJob {
+                model_dir: model.clone(),
+                model_name,
+                source,
+                to_project: if dry_run { None } else { to_project },
+                output,
+                settings: CandidateSettings {
+                    k,
+                    max_tokens,
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed,
+                    max_attempts: max_attempts.unwrap_or(4 * k),
+                },
+                batch_size: batch_size.max(1),
+                limit,
+                device: device.resolve()?,
+            };
+            job.settings.validate()?;
+            let client = token.as_deref().map(|t| {
+                trainer::labeler_client::LabelerClient::new(
+                    &labeler,
+                    t,
+                    std::time::Duration::from_secs(300),
+                )
+            });
+            let s = candidates::run(&job, client.as_ref())
+                .with_context(|| format!("generating candidates with {}", model.display()))?;
+            println!(
+                "{}: {} prompt(s); {} already had an item from this checkpoint; generated {} item(s) ({} samples, {} tokens, {:.0} tokens/s); labeler created {}, already had {} ({} post(s)); {} failed; {:.1}s",
+                s.checkpoint,
+                s.prompts,
+                s.already_there,
+                s.generated,
+                s.samples,
+                s.tokens,
+                s.tokens as f64 / s.generate_seconds.max(1e-9),
+                s.created,
+                s.skipped,
+                s.posts,
+                s.failed.len(),
+                s.seconds
+            );
+            if !s.failed.is_empty() {
+                for (prompt, why) in s.failed.iter().take(20) {
+                    eprintln!("  {prompt}: {why}");
+                }
+                anyhow::bail!(
+                    "{} prompt(s) got no item (above); the others were posted",
+                    s.failed.len()
                 );
             }
         }

@@ -222,8 +222,8 @@ pub struct TextGeneration {
     pub text: String,
 }
 
-/// Loads a checkpoint (`trainer_state.json`) or a Hugging Face export (`config.json`) from
-/// `dir` and continues `prompt`; generation stops at the model's EOS id.
+/// Loads a checkpoint or a Hugging Face export from `dir` (see [`crate::lm::load_dir`]) and continues
+/// `prompt`; generation stops at the model's EOS id.
 pub fn generate_from_dir(
     dir: &Path,
     prompt: &str,

@@ -14,7 +14,7 @@ use crate::export::{self, ExportPart};
 use crate::projects::{self, NewProject};
 use crate::queue::{self, LeasePolicy};
 use crate::responses::{self, IdempotencyKey, SubmitBody};
-use crate::{import, startup::AppState};
+use crate::{import, model_loop, startup::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
     cfg.service(
@@ -26,6 +26,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
                 web::resource("/projects/{id}/items")
                     .app_data(web::PayloadConfig::new(max_import_bytes))
                     .route(web::post().to(import_items)),
+            )
+            .route("/projects/{id}/prompts", web::get().to(list_prompts))
+            .service(
+                web::resource("/projects/{id}/candidates")
+                    .app_data(
+                        web::JsonConfig::default()
+                            .limit(max_import_bytes)
+                            .error_handler(|e, _| crate::error::json_error(e).into()),
+                    )
+                    .route(web::post().to(post_candidates)),
             )
             .route("/projects/{id}/next", web::post().to(next_task))
             .route("/projects/{id}/export", web::get().to(export_part))
@@ -102,6 +112,56 @@ async fn import_items(
     crate::domain::check_text(&source).map_err(|e| AppError::Validation(format!("source: {e}")))?;
     let summary = import::insert(&pool, &project, &source, &items, Some(admin.id)).await?;
     Ok(HttpResponse::Created().json(summary))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromptsQuery {
+    /// Cursor: the `next_after` of the previous page (an item id); absent for the first.
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// The prompts of a project's items, for the trainer to answer (admins: the trainer runs
+/// with an admin's token, as it also posts items).
+async fn list_prompts(
+    _: AdminUser,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+    query: web::Query<PromptsQuery>,
+) -> Result<HttpResponse, AppError> {
+    let project = projects::get(&pool, path.into_inner()).await?;
+    let limit = model_loop::page_limit(query.limit)?;
+    let page = model_loop::prompts_page(&pool, &project, query.after.unwrap_or(0), limit).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CandidatesBody {
+    /// Recorded on the import (e.g. "trainer generate-candidates").
+    #[serde(default)]
+    source: Option<String>,
+    /// Import rows with an `id` and provenance on every candidate.
+    items: Vec<serde_json::Value>,
+}
+
+async fn post_candidates(
+    AdminUser(admin): AdminUser,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+    body: web::Json<CandidatesBody>,
+) -> Result<HttpResponse, AppError> {
+    let project = projects::get(&pool, path.into_inner()).await?;
+    let body = body.into_inner();
+    let source = body.source.unwrap_or_else(|| "candidates".into());
+    crate::domain::check_text(&source).map_err(|e| AppError::Validation(format!("source: {e}")))?;
+    let items = model_loop::check_candidates(&project, body.items)?;
+    let summary =
+        model_loop::post_candidates(&pool, &project, &source, &items, Some(admin.id)).await?;
+    Ok(HttpResponse::Ok().json(summary))
 }
 
 #[derive(Debug, Deserialize)]

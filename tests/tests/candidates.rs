@@ -1,0 +1,576 @@
+//! The model in the loop, end to end: a tiny checkpoint trained on chat-formatted text
+//! (`trainer pretrain`), a running `labeler serve` on its own database, and
+//! `trainer generate-candidates` answering a project's prompts and posting comparison items
+//! that an annotator then opens, judges and exports with the candidates' provenance. A second
+//! run with the same checkpoint creates nothing.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use format::{DatasetKind, PretrainDoc, SPECIAL_TOKENS, ShardWriter, TokenizerSpec};
+use jielong_tests::{binary, workspace_root};
+use serde_json::{Value, json};
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
+    TokenizerBuilder,
+};
+
+const PASSWORD: &str = "correct horse battery";
+const QUESTIONS: [&str; 5] = [
+    "what does the cat see?",
+    "what does a dog like?",
+    "where is the bird?",
+    "who follows the teacher?",
+    "what is in the box?",
+];
+
+/// Conversation `i` of the training text: a question and a one-sentence answer.
+fn conversation(i: usize) -> String {
+    const SUBJECTS: [&str; 5] = ["the cat", "a dog", "the bird", "my friend", "the teacher"];
+    const VERBS: [&str; 4] = ["sees", "likes", "finds", "follows"];
+    const OBJECTS: [&str; 4] = [
+        "the red ball",
+        "a green box",
+        "the old tree",
+        "a small house",
+    ];
+    let k = i * 7;
+    format!(
+        "<|user|>{}<|end|><|assistant|>{} {} {}.<|end|>",
+        QUESTIONS[i % QUESTIONS.len()],
+        SUBJECTS[k % 5],
+        VERBS[(k / 5) % 4],
+        OBJECTS[(k / 3) % 4]
+    )
+}
+
+/// A byte-level BPE with jielong's special tokens, and a pretrain dataset of conversations
+/// encoded with it (each ending in EOS).
+fn chat_dataset(root: &Path) -> PathBuf {
+    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+        .iter()
+        .map(|(_, text)| AddedToken::from(*text, true))
+        .collect();
+    let mut bpe_trainer = BpeTrainerBuilder::new()
+        .vocab_size(300)
+        .min_frequency(1)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .special_tokens(specials)
+        .build();
+    let mut tokenizer = TokenizerBuilder::<
+        BPE,
+        NormalizerWrapper,
+        PreTokenizerWrapper,
+        PostProcessorWrapper,
+        DecoderWrapper,
+    >::new()
+    .with_model(BPE::default())
+    .with_normalizer(None)
+    .with_pre_tokenizer(Some(ByteLevel::new(false, true, true).into()))
+    .with_post_processor(None)
+    .with_decoder(Some(ByteLevelDecoder::default().into()))
+    .build()
+    .expect("tokenizer builder");
+    let corpus: Vec<String> = (0..100).map(conversation).collect();
+    tokenizer
+        .train(&mut bpe_trainer, corpus.iter())
+        .expect("train bpe");
+    let tokenizer_path = root.join("tokenizer.json");
+    tokenizer
+        .save(&tokenizer_path, false)
+        .expect("save tokenizer");
+    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).expect("load tokenizer");
+    let special_tokens: BTreeMap<String, u32> = SPECIAL_TOKENS
+        .iter()
+        .map(|(name, text)| {
+            let id = tokenizer.token_to_id(text).expect("special token id");
+            (name.to_string(), id)
+        })
+        .collect();
+    let eos = special_tokens["eos"];
+    let spec = TokenizerSpec {
+        path: tokenizer_path,
+        vocab_size: tokenizer.get_vocab_size(true) as u32,
+        special_tokens,
+    };
+    let dir = root.join("chat");
+    let mut writer = ShardWriter::builder(&dir, DatasetKind::Pretrain, spec)
+        .build()
+        .expect("writer");
+    for i in 0..200 {
+        let mut ids = tokenizer
+            .encode(conversation(i), false)
+            .expect("encode")
+            .get_ids()
+            .to_vec();
+        ids.push(eos);
+        writer
+            .write(PretrainDoc {
+                doc_id: &format!("chat-{i}"),
+                source: "synthetic",
+                tokens: &ids,
+            })
+            .expect("write doc");
+    }
+    writer.finish().expect("finish");
+    dir
+}
+
+/// Pretrains a tiny model on the chat dataset for `steps`; returns the last checkpoint.
+fn tiny_checkpoint(root: &Path, steps: u64) -> PathBuf {
+    let data = chat_dataset(root);
+    let out = root.join("runs/loop");
+    let config = root.join("tiny.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[model]
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 2
+num_attention_heads = 4
+num_key_value_heads = 2
+max_position_embeddings = 96
+
+[data]
+train = "{data}"
+seq_len = 48
+
+[optim]
+lr = 0.01
+min_lr = 0.001
+warmup_steps = 5
+
+[train]
+out = "{out}"
+seed = 7
+steps = {steps}
+micro_batch_size = 8
+grad_accum = 1
+device = "cpu"
+threads = 1
+
+[checkpoint]
+every = {steps}
+keep_last = 1
+"#,
+            data = data.display(),
+            out = out.display()
+        ),
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf8").to_string();
+    ok(run_bin("trainer", &["pretrain", "--config", &config], &[]));
+    out.join(format!("checkpoints/step-{steps:08}"))
+}
+
+/// A new, empty database on the test server; returns its URL.
+fn create_database() -> String {
+    use sqlx::Connection;
+    use sqlx::Executor;
+    let url = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL is not set: run the tests through scripts/test");
+    let name = format!("e2e_candidates_{}", std::process::id());
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url).expect("DATABASE_URL parses");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut conn = sqlx::PgConnection::connect_with(&options.database("postgres"))
+            .await
+            .expect("connect to the maintenance database");
+        conn.execute(format!(r#"DROP DATABASE IF EXISTS "{name}""#).as_str())
+            .await
+            .expect("drop old test database");
+        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+            .await
+            .expect("create test database");
+    });
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+fn run_bin(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary(name));
+    command
+        .args(args)
+        .current_dir(workspace_root())
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .env_remove("LABELER_TOKEN")
+        .env_remove("LABELER_URL");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("running {name}: {e}"))
+}
+
+/// Requires success; returns stdout.
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Requires failure; returns stderr.
+fn fails(out: Output) -> String {
+    assert!(
+        !out.status.success(),
+        "should have failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `labeler serve` on port 0, killed on drop.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(database_url: &str) -> Server {
+    let mut child = Command::new(binary("labeler"))
+        .arg("serve")
+        .current_dir(workspace_root())
+        .env("DATABASE_URL", database_url)
+        .env("LABELER_PORT", "0")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("labeler serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let started = Instant::now();
+    let mut address = None;
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if let Some(at) = line.find("http://") {
+            address = Some(line[at..].trim().to_string());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "labeler did not start"
+        );
+    }
+    // Keep reading its log, so a full pipe never blocks the server.
+    std::thread::spawn(move || lines.for_each(drop));
+    Server {
+        child,
+        address: address.expect("labeler printed its address"),
+    }
+}
+
+/// A blocking JSON call: (status, body or Null).
+fn call(method: &str, url: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut request = match method {
+            "GET" => client.get(url),
+            _ => client.post(url),
+        }
+        .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    })
+}
+
+/// The id printed by `labeler project create` ("... (id N)").
+fn project_id(stdout: &str) -> String {
+    stdout
+        .rsplit_once("(id ")
+        .and_then(|(_, rest)| rest.split(')').next())
+        .expect("project id in output")
+        .to_string()
+}
+
+#[test]
+fn generated_candidates_reach_annotators_once() {
+    // Arrange: a checkpoint, a labeler with an admin, an annotator, a project of prompts and
+    // an empty preference project.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let checkpoint = tiny_checkpoint(tmp.path(), 60);
+    let checkpoint = checkpoint.to_str().expect("utf8");
+    let db = create_database();
+    let env = [
+        ("DATABASE_URL", db.as_str()),
+        ("LABELER_PASSWORD", PASSWORD),
+    ];
+    ok(run_bin(
+        "labeler",
+        &["user", "add", "root", "--role", "admin"],
+        &env,
+    ));
+    ok(run_bin("labeler", &["user", "add", "ann"], &env));
+    let admin = ok(run_bin("labeler", &["token", "create", "root"], &env));
+    let admin = admin.trim();
+    let ann = ok(run_bin("labeler", &["token", "create", "ann"], &env));
+    let ann = ann.trim();
+    let questions = project_id(&ok(run_bin(
+        "labeler",
+        &["project", "create", "questions", "--kind", "sft"],
+        &env,
+    )));
+    let duel = project_id(&ok(run_bin(
+        "labeler",
+        &["project", "create", "duel", "--kind", "preference"],
+        &env,
+    )));
+    let prompts = tmp.path().join("prompts.jsonl");
+    let rows: String = QUESTIONS
+        .iter()
+        .enumerate()
+        .map(|(i, q)| json!({"id": format!("q{i}"), "prompt": q}).to_string() + "\n")
+        .collect();
+    std::fs::write(&prompts, rows).expect("write prompts");
+    ok(run_bin(
+        "labeler",
+        &[
+            "import",
+            "--project",
+            "questions",
+            prompts.to_str().expect("utf8"),
+        ],
+        &env,
+    ));
+    let server = serve(&db);
+    let url = server.address.as_str();
+    let generate = |token: &str, to: &str, extra: &[&str]| {
+        let mut args = vec![
+            "generate-candidates",
+            "--model",
+            checkpoint,
+            "--labeler",
+            url,
+            "--from-project",
+            &questions,
+            "--to-project",
+            to,
+            "--k",
+            "2",
+            "--max-tokens",
+            "24",
+            "--temperature",
+            "1.0",
+            "--seed",
+            "3",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+        ];
+        args.extend_from_slice(extra);
+        run_bin("trainer", &args, &[("LABELER_TOKEN", token)])
+    };
+
+    // Clear refusals before any model work: a bad token, an annotator's token, a project
+    // that is not a preference project, a labeler that is not there.
+    let err = fails(generate("jlt_wrong", &duel, &[]));
+    assert!(
+        err.contains("401") && err.contains("LABELER_TOKEN"),
+        "{err}"
+    );
+    let err = fails(generate(ann, &duel, &[]));
+    assert!(err.contains("403"), "{err}");
+    let err = fails(generate(admin, &questions, &[]));
+    assert!(
+        err.contains("kind sft") && err.contains("preference"),
+        "{err}"
+    );
+    let err = fails(run_bin(
+        "trainer",
+        &[
+            "generate-candidates",
+            "--model",
+            checkpoint,
+            "--labeler",
+            "http://127.0.0.1:9",
+            "--token",
+            admin,
+            "--from-project",
+            &questions,
+            "--to-project",
+            &duel,
+        ],
+        &[],
+    ));
+    assert!(err.contains("cannot reach the labeler"), "{err}");
+
+    // Act
+    let started = Instant::now();
+    let first = ok(generate(admin, &duel, &[]));
+    let first_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let second = ok(generate(admin, &duel, &[]));
+    let second_secs = started.elapsed().as_secs_f64();
+    eprintln!("first run ({first_secs:.1}s): {first}second run ({second_secs:.1}s): {second}");
+
+    // Assert: five comparison items, each opened by the annotator with two different answers
+    // to its prompt.
+    assert!(
+        first.contains("generated 5 item(s)") && first.contains("labeler created 5"),
+        "{first}"
+    );
+    assert!(
+        second.contains("5 already had an item") && second.contains("generated 0 item(s)"),
+        "{second}"
+    );
+    let (status, listed) = call("GET", &format!("{url}/api/projects"), admin, None);
+    assert_eq!(status, 200);
+    let duel_row = listed
+        .as_array()
+        .expect("projects")
+        .iter()
+        .find(|p| p["name"] == "duel")
+        .cloned()
+        .expect("duel listed");
+    assert_eq!(
+        duel_row["items"], 5,
+        "no duplicates after two runs: {duel_row}"
+    );
+
+    let mut opened = Vec::new();
+    loop {
+        let (status, task) = call(
+            "POST",
+            &format!("{url}/api/projects/{duel}/next"),
+            ann,
+            None,
+        );
+        if status == 204 {
+            break;
+        }
+        assert_eq!(status, 200, "{task}");
+        let assignment = task["assignment_id"].as_i64().expect("assignment");
+        let (status, again) = call(
+            "GET",
+            &format!("{url}/api/assignments/{assignment}"),
+            ann,
+            None,
+        );
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["kind"], "preference");
+        let answers = again["answers"].as_array().expect("answers");
+        assert_eq!(answers.len(), 2, "{again}");
+        assert_ne!(answers[0]["content"], answers[1]["content"], "{again}");
+        assert!(
+            answers
+                .iter()
+                .all(|a| !a["content"].as_str().unwrap_or("").trim().is_empty())
+        );
+        let question = again["prompt"][0]["content"]
+            .as_str()
+            .expect("prompt")
+            .to_string();
+        assert!(QUESTIONS.contains(&question.as_str()), "{again}");
+        let external = again["external_id"]
+            .as_str()
+            .expect("external id")
+            .to_string();
+        assert!(
+            external.starts_with("item-") && external.contains("@loop/step-60/"),
+            "{external}"
+        );
+        let (status, reply) = call(
+            "POST",
+            &format!("{url}/api/assignments/{assignment}/submit"),
+            ann,
+            Some(&json!({"choice": "a"})),
+        );
+        assert_eq!(status, 201, "{reply}");
+        opened.push(external);
+    }
+    assert_eq!(opened.len(), 5);
+
+    // The export carries each candidate's provenance.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let export = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{url}/api/projects/{duel}/export?part=pairs"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .expect("export")
+            .text()
+            .await
+            .expect("body")
+    });
+    let pairs: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSONL"))
+        .collect();
+    assert_eq!(pairs.len(), 5);
+    let mut ends = Vec::new();
+    for pair in &pairs {
+        for c in [
+            &pair["meta"]["chosen_candidate"],
+            &pair["meta"]["rejected_candidate"],
+        ] {
+            assert_eq!(c["model"], "loop", "{pair}");
+            let ckpt = c["checkpoint"].as_str().expect("checkpoint");
+            assert!(ckpt.starts_with("loop/step-60/") && ckpt.len() == "loop/step-60/".len() + 12);
+            assert_eq!(c["sampling"]["temperature"], 1.0);
+            assert_eq!(c["sampling"]["max_tokens"], 24);
+            assert!(c["sampling"]["seed"].is_u64());
+        }
+        for answer in [
+            &pair["chosen"][0]["content"],
+            &pair["rejected"][0]["content"],
+        ] {
+            assert!(!answer.as_str().expect("answer").contains("<|"), "{pair}");
+        }
+        ends.extend(
+            pair["meta"]["item_meta"]["finish_reasons"]
+                .as_array()
+                .expect("finish reasons")
+                .iter()
+                .map(|r| r.as_str().expect("reason").to_string()),
+        );
+        assert_eq!(
+            pair["meta"]["item_meta"]["generated_by"],
+            "trainer generate-candidates"
+        );
+        assert!(
+            pair["meta"]["item_meta"]["source"]["item_id"].is_i64(),
+            "{pair}"
+        );
+    }
+    // Answers end at the end-of-turn token the model learnt (or run to --max-tokens).
+    assert_eq!(ends.len(), 10);
+    assert!(ends.iter().any(|e| e == "end_of_turn"), "{ends:?}");
+    drop(server);
+}
