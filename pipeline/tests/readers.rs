@@ -115,7 +115,7 @@ fn wet_conversion_records_are_documents() {
     );
 }
 
-fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).expect("write");
     path
