@@ -5,14 +5,11 @@
 //! run with the same checkpoint creates nothing.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use format::{DatasetKind, PretrainDoc, SPECIAL_TOKENS, ShardWriter, TokenizerSpec};
-use jielong_tests::{binary, workspace_root};
+use jielong_tests::{call, create_database, fails, ok, project_id, run_bin, serve};
 use serde_json::{Value, json};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
@@ -171,151 +168,6 @@ keep_last = 1
     let config = config.to_str().expect("utf8").to_string();
     ok(run_bin("trainer", &["pretrain", "--config", &config], &[]));
     out.join(format!("checkpoints/step-{steps:08}"))
-}
-
-/// A new, empty database on the test server; returns its URL.
-fn create_database() -> String {
-    use sqlx::Connection;
-    use sqlx::Executor;
-    let url = std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL is not set: run the tests through scripts/test");
-    let name = format!("e2e_candidates_{}", std::process::id());
-    let options = sqlx::postgres::PgConnectOptions::from_str(&url).expect("DATABASE_URL parses");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let mut conn = sqlx::PgConnection::connect_with(&options.database("postgres"))
-            .await
-            .expect("connect to the maintenance database");
-        conn.execute(format!(r#"DROP DATABASE IF EXISTS "{name}""#).as_str())
-            .await
-            .expect("drop old test database");
-        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
-            .await
-            .expect("create test database");
-    });
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-fn run_bin(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(binary(name));
-    command
-        .args(args)
-        .current_dir(workspace_root())
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .env_remove("LABELER_TOKEN")
-        .env_remove("LABELER_URL");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("running {name}: {e}"))
-}
-
-/// Requires success; returns stdout.
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Requires failure; returns stderr.
-fn fails(out: Output) -> String {
-    assert!(
-        !out.status.success(),
-        "should have failed:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `labeler serve` on port 0, killed on drop.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(database_url: &str) -> Server {
-    let mut child = Command::new(binary("labeler"))
-        .arg("serve")
-        .current_dir(workspace_root())
-        .env("DATABASE_URL", database_url)
-        .env("LABELER_PORT", "0")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("labeler serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let started = Instant::now();
-    let mut address = None;
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        if let Some(at) = line.find("http://") {
-            address = Some(line[at..].trim().to_string());
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "labeler did not start"
-        );
-    }
-    // Keep reading its log, so a full pipe never blocks the server.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server {
-        child,
-        address: address.expect("labeler printed its address"),
-    }
-}
-
-/// A blocking JSON call: (status, body or Null).
-fn call(method: &str, url: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let mut request = match method {
-            "GET" => client.get(url),
-            _ => client.post(url),
-        }
-        .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    })
-}
-
-/// The id printed by `labeler project create` ("... (id N)").
-fn project_id(stdout: &str) -> String {
-    stdout
-        .rsplit_once("(id ")
-        .and_then(|(_, rest)| rest.split(')').next())
-        .expect("project id in output")
-        .to_string()
 }
 
 #[test]
