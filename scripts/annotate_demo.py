@@ -61,8 +61,8 @@ def work(base, token, project, references, kind, skip_every, actions, progress):
         if status == 204 or task is None:
             break
         external = task["external_id"]
-        prompt_id = external.split("@", 1)[0]
-        reference = references.get(prompt_id)
+        user_turns = [m["content"] for m in task["prompt"] if m["role"] == "user"]
+        reference = references.get(external) or (user_turns and references.get(user_turns[-1]))
         assignment = task["assignment_id"]
         if reference is None or n % skip_every == skip_every - 1:
             call(base, token, "POST", f"/api/assignments/{assignment}/skip")
@@ -109,7 +109,10 @@ def main():
         for line in f:
             if line.strip():
                 row = json.loads(line)
+                # By id (the SFT items keep it) and by prompt text (comparison items are
+                # named after the labeler's item and the checkpoint that answered).
                 references[row["id"]] = row["meta"]["reference"]
+                references[row["prompt"]] = row["meta"]["reference"]
     base = args.labeler.rstrip("/")
     actions = []
     if args.sft_project is not None:

@@ -128,7 +128,14 @@ pub fn provenance(dir: &Path, model_name: Option<&str>) -> Result<Provenance> {
     } else {
         (own(&abs), None)
     };
-    let hash = file_sha256(&abs.join(crate::checkpoint::MODEL_FILE))?;
+    // A LoRA checkpoint's own weights are its adapters (its base is named in its config).
+    let adapter = abs.join(crate::lora::ADAPTER_FILE);
+    let weights = if adapter.exists() {
+        adapter
+    } else {
+        abs.join(crate::checkpoint::MODEL_FILE)
+    };
+    let hash = file_sha256(&weights)?;
     let run = clean_name(&run);
     let checkpoint = match step {
         Some(step) => format!("{run}/step-{step}/{}", &hash[..12]),
