@@ -3,6 +3,7 @@
 //! uploads a file.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use labeler::domain::Role;
@@ -31,9 +32,15 @@ async fn wait_for(app: &TestApp, sql: &str, want: &str) {
 }
 
 /// With `LABELER_SCREENSHOTS=dir`, saves the page (the README's screenshots come from here).
+/// A relative `dir` is taken from the workspace root, where the README's command runs, not
+/// from the crate directory cargo runs tests in.
 async fn shoot(b: &Browser, name: &str) {
     if let Some(dir) = std::env::var_os("LABELER_SCREENSHOTS") {
-        b.screenshot(&std::path::Path::new(&dir).join(name)).await;
+        // At run time, like helpers::settings: a build reused from another clone must not
+        // write into that clone.
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+        let root = Path::new(&crate_dir).join("..");
+        b.screenshot(&root.join(dir).join(name)).await;
     }
 }
 
@@ -158,9 +165,6 @@ async fn chromium_annotator_session_exports_exactly_its_labels() {
         sides.push(shown);
         for key in keys {
             b.chord(&[key]).await;
-        }
-        if i == 0 {
-            shoot(&b, "annotate-preference.png").await;
         }
         b.chord(&[ENTER]).await;
     }
@@ -315,7 +319,7 @@ async fn chromium_annotates_with_the_keyboard() {
         .text()
         .await
         .expect("export");
-    let pair: serde_json::Value = serde_json::from_str(pairs.trim()).expect("one pair");
+    let pair: Value = serde_json::from_str(pairs.trim()).expect("one pair");
     assert_eq!(pair["chosen"][0]["content"], right);
 }
 
@@ -329,7 +333,7 @@ async fn chromium_admin_uploads_a_jsonl_file() {
     let project = app.create_project(&admin, "write", "sft", 2).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("prompts.jsonl");
-    std::fs::write(&good, crate::helpers::sft_items(3)).expect("write");
+    std::fs::write(&good, sft_items(3)).expect("write");
     let bad = dir.path().join("broken.jsonl");
     std::fs::write(&bad, "{\"prompt\": \"fine\"}\n{\"prompt\": 7}\n").expect("write");
 
