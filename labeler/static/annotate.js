@@ -1,5 +1,6 @@
-// The annotation page: renders tasks (text only, never HTML), autosaves drafts, renews
-// leases while the page is open, prefetches the next item, and maps keys to actions.
+// The annotation page: renders tasks (text only, never HTML), autosaves drafts (kept in this
+// browser until the server has them, so a reload loses nothing), renews leases while the page
+// is open, prefetches the next item, and maps keys to actions.
 "use strict";
 (function () {
   const root = document.getElementById("annotator");
@@ -17,15 +18,30 @@
   let saveTimer = null;
   let busy = false;
 
-  function api(method, path, body, extraHeaders) {
+  function api(method, path, body, extraHeaders, keepalive) {
     const headers = Object.assign({ "X-CSRF-Token": csrf }, extraHeaders || {});
     if (body !== undefined) headers["Content-Type"] = "application/json";
     return fetch(path, {
       method: method,
       headers: headers,
       credentials: "same-origin",
+      keepalive: !!keepalive,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
+  }
+
+  // Edits the server has not acknowledged yet live in localStorage: written on every change,
+  // so that a reload or a closed tab inside autosave's pause loses nothing, and dropped once
+  // the server holds the same draft, or the item is submitted or skipped.
+  const localKey = (task) => "jielong-draft-" + task.assignment_id;
+  function keepLocal(task, body) {
+    try { localStorage.setItem(localKey(task), JSON.stringify(body)); } catch (e) { /* full or off */ }
+  }
+  function localDraft(task) {
+    try { return JSON.parse(localStorage.getItem(localKey(task))); } catch (e) { return null; }
+  }
+  function dropLocal(task) {
+    try { localStorage.removeItem(localKey(task)); } catch (e) { /* off */ }
   }
 
   function say(text) { status.textContent = text; }
@@ -59,7 +75,8 @@
       li.append(who, text);
       list.append(li);
     }
-    const saved = task.saved_draft || {};
+    const unsent = localDraft(task);
+    const saved = unsent || task.saved_draft || {};
     if (kind === "sft") {
       $("answer").value = saved.answer != null ? saved.answer : (task.model_draft || "");
       $("answer").focus();
@@ -75,6 +92,7 @@
     }
     shownAt = Date.now();
     say("");
+    if (unsent) scheduleSave();
     prefetch();
   }
 
@@ -93,15 +111,33 @@
   }
 
   function scheduleSave() {
+    if (!current) return;
+    keepLocal(current, collect());
     clearTimeout(saveTimer);
     saveTimer = setTimeout(saveDraft, 600);
   }
 
   async function saveDraft() {
     if (!current) return;
-    const res = await api("PUT", "/api/assignments/" + current.assignment_id + "/draft", collect());
-    say(res.ok ? "Draft saved" : "Draft not saved (" + res.status + ")");
+    const task = current;
+    const body = collect();
+    try {
+      const res = await api("PUT", "/api/assignments/" + task.assignment_id + "/draft", body);
+      // Typing during the request made a newer local copy: keep that one.
+      if (res.ok && JSON.stringify(localDraft(task)) === JSON.stringify(body)) dropLocal(task);
+      say(res.ok ? "Draft saved" : "Draft not saved (" + res.status + "); kept in this browser");
+    } catch (e) {
+      say("Draft not saved (network); kept in this browser");
+    }
   }
+
+  // Leaving with edits unsent: send them anyway (keepalive outlives the page), so that the
+  // draft also follows the annotator to another browser.
+  window.addEventListener("pagehide", () => {
+    if (!current || !localDraft(current)) return;
+    api("PUT", "/api/assignments/" + current.assignment_id + "/draft", collect(), undefined, true)
+      .catch(() => {});
+  });
 
   async function fetchNext(exclude) {
     const q = exclude.length ? "?exclude=" + exclude.join(",") : "";
@@ -139,6 +175,7 @@
       const res = await api("POST", "/api/assignments/" + current.assignment_id + "/submit", body,
                             { "Idempotency-Key": current.idempotencyKey });
       if (res.ok) {
+        dropLocal(current);
         say("Submitted");
         await advance();
       } else {
@@ -157,6 +194,7 @@
     busy = true;
     try {
       await api("POST", "/api/assignments/" + current.assignment_id + "/skip");
+      dropLocal(current);
       await advance();
     } finally {
       busy = false;

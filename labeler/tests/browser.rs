@@ -1,12 +1,16 @@
-//! A real headless Chromium annotates an SFT item and a preference item with the keyboard.
+//! A real headless Chromium drives the pages: an annotator signs in, answers, compares with
+//! the keyboard and reloads mid-task, and the export holds exactly what was typed; an admin
+//! uploads a file.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use labeler::domain::Role;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, spawn_app};
-use crate::webdriver::{Browser, CONTROL, ENTER, chromium};
+use crate::helpers::{PASSWORD, TestApp, TestUser, preference_items, sft_items, spawn_app};
+use crate::webdriver::{Browser, CONTROL, ENTER, chromium_for_test};
 
 /// Polls `sql` (one scalar text column) until it returns `want`.
 async fn wait_for(app: &TestApp, sql: &str, want: &str) {
@@ -28,16 +32,214 @@ async fn wait_for(app: &TestApp, sql: &str, want: &str) {
 }
 
 /// With `LABELER_SCREENSHOTS=dir`, saves the page (the README's screenshots come from here).
+/// A relative `dir` is taken from the workspace root, where the README's command runs, not
+/// from the crate directory cargo runs tests in.
 async fn shoot(b: &Browser, name: &str) {
     if let Some(dir) = std::env::var_os("LABELER_SCREENSHOTS") {
-        b.screenshot(&std::path::Path::new(&dir).join(name)).await;
+        // At run time, like helpers::settings: a build reused from another clone must not
+        // write into that clone.
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+        let root = Path::new(&crate_dir).join("..");
+        b.screenshot(&root.join(dir).join(name)).await;
     }
+}
+
+/// Waits up to 10 s for the text of `css` to be `want`.
+async fn wait_for_text(b: &Browser, css: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = b.text(css).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css}: got {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One part of a project's export through the API, as records keyed by the item's id; all
+/// of them the annotator `ann`'s.
+async fn export(
+    app: &TestApp,
+    admin: &TestUser,
+    project: i64,
+    part: &str,
+) -> BTreeMap<String, Value> {
+    let response = app
+        .get(
+            admin,
+            &format!("/api/projects/{project}/export?part={part}"),
+        )
+        .await;
+    assert_eq!(response.status(), 200, "export {part}");
+    let text = response.text().await.expect("export body");
+    let mut records = BTreeMap::new();
+    for line in text.lines() {
+        let record: Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(record["meta"]["annotator"], "ann", "{record}");
+        let item = record["meta"]["item"].as_str().expect("item").to_string();
+        assert!(
+            records.insert(item, record).is_none(),
+            "{part}: an item twice"
+        );
+    }
+    records
+}
+
+/// A one-message assistant turn, as exports write answers.
+fn assistant(content: &str) -> Value {
+    json!([{"role": "assistant", "content": content}])
+}
+
+/// The annotator's whole path in a real browser: sign in through the form, answer two
+/// instructions (one of them reloaded before autosave ran), make three preference choices
+/// with the keys and a fourth with a rationale across a reload; the export then holds exactly
+/// those labels, each choice naming the answer that was on the chosen side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_annotator_session_exports_exactly_its_labels() {
+    let Some((chrome, driver)) =
+        chromium_for_test("chromium_annotator_session_exports_exactly_its_labels")
+    else {
+        return;
+    };
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    app.add_user("ann", Role::Annotator).await;
+    let sft = app.create_project(&admin, "instructions", "sft", 1).await;
+    let pref = app.create_project(&admin, "compare", "preference", 1).await;
+    assert_eq!(app.import(&admin, sft, sft_items(2)).await.status(), 201);
+    assert_eq!(
+        app.import(&admin, pref, preference_items(4)).await.status(),
+        201
+    );
+    let b = Browser::start(chrome, driver).await;
+
+    // Act: sign in through the login page.
+    b.goto(&app.url("/login")).await;
+    b.find("input[name=username]").await;
+    shoot(&b, "login.png").await;
+    b.type_into("input[name=username]", "ann").await;
+    b.type_into("input[name=password]", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.find("table.projects").await;
+    assert_eq!(b.text(".who").await, "ann (annotator)");
+
+    // SFT: an answer submitted with Ctrl+Enter.
+    b.goto(&app.url(&format!("/projects/{sft}/annotate"))).await;
+    wait_for_text(&b, "#conversation .content", "Question 0?").await;
+    b.type_into("#answer", "Zero is the additive identity.")
+        .await;
+    b.chord(&[CONTROL, ENTER]).await;
+    // The next one is typed and reloaded at once, before autosave's pause has passed.
+    wait_for_text(&b, "#conversation .content", "Question 1?").await;
+    let draft = "One is the multiplicative identity.";
+    b.type_into("#answer", draft).await;
+    b.refresh().await;
+    wait_for_text(&b, "#conversation .content", "Question 1?").await;
+    assert_eq!(
+        b.property("#answer", "value").await,
+        draft,
+        "SFT draft lost on reload"
+    );
+    b.chord(&[CONTROL, ENTER]).await;
+    b.find("#done").await;
+
+    // Preference: 1 = A better, 2 = B better, 3 = tie; q/w = slightly/much; Enter submits.
+    // Which candidate is A is random per annotator, so the sides are read off the page.
+    b.goto(&app.url(&format!("/projects/{pref}/annotate")))
+        .await;
+    let mut sides = Vec::new();
+    for (i, keys) in [&["1", "w"][..], &["2", "q"], &["3"]]
+        .into_iter()
+        .enumerate()
+    {
+        wait_for_text(&b, "#conversation .user .content", &format!("Explain {i}.")).await;
+        let shown = (b.text("#answer-a").await, b.text("#answer-b").await);
+        let mut both = [shown.0.clone(), shown.1.clone()];
+        both.sort();
+        assert_eq!(both, [format!("new answer {i}"), format!("old answer {i}")]);
+        sides.push(shown);
+        for key in keys {
+            b.chord(&[key]).await;
+        }
+        b.chord(&[ENTER]).await;
+    }
+    // The fourth: both bad, with a rationale; autosaved, then the page is reloaded.
+    wait_for_text(&b, "#conversation .user .content", "Explain 3.").await;
+    let shown = (b.text("#answer-a").await, b.text("#answer-b").await);
+    b.chord(&["4"]).await;
+    b.chord(&["r"]).await;
+    let rationale = "Neither explains anything.";
+    b.type_into("#rationale", rationale).await;
+    wait_for(&app, "SELECT body->>'rationale' FROM drafts", rationale).await;
+    b.refresh().await;
+    wait_for_text(&b, "#conversation .user .content", "Explain 3.").await;
+    assert_eq!(b.property("#rationale", "value").await, rationale);
+    assert_eq!(
+        b.property("input[name=choice][value=both_bad]", "checked")
+            .await,
+        true,
+        "choice lost on reload"
+    );
+    assert_eq!(
+        (b.text("#answer-a").await, b.text("#answer-b").await),
+        shown,
+        "the sides swapped on reload"
+    );
+    shoot(&b, "annotate-draft-restored.png").await;
+    b.chord(&[ENTER]).await;
+    b.find("#done").await;
+    b.quit().await;
+
+    // Assert: the export holds exactly these labels.
+    let answers = export(&app, &admin, sft, "sft").await;
+    let messages = |q: &str, a: &str| json!([{"role": "user", "content": q}, {"role": "assistant", "content": a}]);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(
+        answers["p0"]["messages"],
+        messages("Question 0?", "Zero is the additive identity.")
+    );
+    assert_eq!(answers["p1"]["messages"], messages("Question 1?", draft));
+
+    let pairs = export(&app, &admin, pref, "pairs").await;
+    assert_eq!(pairs.keys().collect::<Vec<_>>(), ["q0", "q1"], "{pairs:?}");
+    let (a0, b0) = &sides[0];
+    assert_eq!(pairs["q0"]["chosen"], assistant(a0));
+    assert_eq!(pairs["q0"]["rejected"], assistant(b0));
+    assert_eq!(pairs["q0"]["meta"]["strength"], "much");
+    let (a1, b1) = &sides[1];
+    assert_eq!(pairs["q1"]["chosen"], assistant(b1));
+    assert_eq!(pairs["q1"]["rejected"], assistant(a1));
+    assert_eq!(pairs["q1"]["meta"]["strength"], "slightly");
+
+    let ties = export(&app, &admin, pref, "ties").await;
+    assert_eq!(ties.keys().collect::<Vec<_>>(), ["q2", "q3"], "{ties:?}");
+    let (a2, b2) = &sides[2];
+    assert_eq!(ties["q2"]["label"], "tie");
+    assert_eq!(
+        ties["q2"]["candidates"],
+        json!([assistant(a2), assistant(b2)])
+    );
+    assert_eq!(ties["q3"]["label"], "both_bad");
+    assert_eq!(
+        ties["q3"]["candidates"],
+        json!([assistant(&shown.0), assistant(&shown.1)])
+    );
+    assert_eq!(ties["q3"]["meta"]["rationale"], rationale);
+    let drafts: i64 = sqlx::query_scalar("SELECT count(*) FROM drafts")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(drafts, 0, "a submit leaves no draft behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_annotates_with_the_keyboard() {
-    let Some((chrome, driver)) = chromium() else {
-        eprintln!("skipped: no Chromium/chromedriver on this machine");
+    let Some((chrome, driver)) = chromium_for_test("chromium_annotates_with_the_keyboard") else {
         return;
     };
     let app = spawn_app().await;
@@ -117,14 +319,13 @@ async fn chromium_annotates_with_the_keyboard() {
         .text()
         .await
         .expect("export");
-    let pair: serde_json::Value = serde_json::from_str(pairs.trim()).expect("one pair");
+    let pair: Value = serde_json::from_str(pairs.trim()).expect("one pair");
     assert_eq!(pair["chosen"][0]["content"], right);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_admin_uploads_a_jsonl_file() {
-    let Some((chrome, driver)) = chromium() else {
-        eprintln!("skipped: no Chromium/chromedriver on this machine");
+    let Some((chrome, driver)) = chromium_for_test("chromium_admin_uploads_a_jsonl_file") else {
         return;
     };
     let app = spawn_app().await;
@@ -132,7 +333,7 @@ async fn chromium_admin_uploads_a_jsonl_file() {
     let project = app.create_project(&admin, "write", "sft", 2).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("prompts.jsonl");
-    std::fs::write(&good, crate::helpers::sft_items(3)).expect("write");
+    std::fs::write(&good, sft_items(3)).expect("write");
     let bad = dir.path().join("broken.jsonl");
     std::fs::write(&bad, "{\"prompt\": \"fine\"}\n{\"prompt\": 7}\n").expect("write");
 

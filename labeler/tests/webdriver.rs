@@ -22,6 +22,27 @@ pub fn chromium() -> Option<(&'static str, &'static str)> {
         .then_some((browser, "/usr/bin/chromedriver"))
 }
 
+/// Whether this run is CI's (`CI=true`, as GitHub Actions and most CI services set it).
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1"))
+}
+
+/// The browser for a browser test. Without Chromium/chromedriver the test skips with a reason
+/// on a developer's machine, and fails in CI: there a skipped test would count as a pass.
+pub fn chromium_for_test(test: &str) -> Option<(&'static str, &'static str)> {
+    let found = chromium();
+    if found.is_none() {
+        let why = "no Chromium (/usr/bin/chromium or /usr/lib/chromium/chromium) or no \
+                   /usr/bin/chromedriver on this machine (scripts/setup installs them)";
+        assert!(
+            !in_ci(),
+            "{test}: {why}; CI=true, so this is a failure, not a skip"
+        );
+        eprintln!("{test}: skipped: {why}");
+    }
+    found
+}
+
 pub struct Browser {
     driver: Child,
     base: String,
@@ -148,6 +169,24 @@ impl Browser {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// A DOM property of the first element matching `css` (`value` of a text box, `checked`
+    /// of a radio button), waiting for it to show as [`Browser::find`] does.
+    pub async fn property(&self, css: &str, name: &str) -> Value {
+        let id = self.find(css).await;
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{id}/property/{name}"),
+            None,
+        )
+        .await
+    }
+
+    /// Reloads the page, as the browser's reload button does.
+    pub async fn refresh(&self) {
+        self.call(reqwest::Method::POST, "/refresh", Some(json!({})))
+            .await;
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
