@@ -1,6 +1,8 @@
 //! One document through normalize -> language id -> filters -> PII -> dedup keys. Pure and
 //! thread-safe: batches of documents go through it on the rayon pool.
 
+use std::time::Instant;
+
 use crate::config::PipelineConfig;
 use crate::dedup::{MinHasher, exact_key};
 use crate::document::Document;
@@ -10,12 +12,39 @@ use crate::normalize::normalize;
 use crate::pii;
 use crate::work::{DocKeys, DocRow, KeptDoc};
 
+/// The per-document stages whose time a run reports (`summary.json` `stage_seconds`).
+pub const STAGES: [&str; 5] = ["normalize", "langid", "filters", "pii", "dedup_keys"];
+
 /// What processing one document yields.
 #[derive(Debug, Clone)]
 pub struct Processed {
     pub row: DocRow,
     pub kept: Option<(KeptDoc, DocKeys)>,
     pub bytes_in: u64,
+    /// Nanoseconds spent in each of [`STAGES`] on this document.
+    pub stage_nanos: [u64; STAGES.len()],
+}
+
+/// Times consecutive stages of one document.
+struct StageClock {
+    last: Instant,
+    nanos: [u64; STAGES.len()],
+}
+
+impl StageClock {
+    fn start() -> Self {
+        Self {
+            last: Instant::now(),
+            nanos: [0; STAGES.len()],
+        }
+    }
+
+    /// Charges the time since the previous lap to `stage`.
+    fn lap(&mut self, stage: usize) {
+        let now = Instant::now();
+        self.nanos[stage] += (now - self.last).as_nanos() as u64;
+        self.last = now;
+    }
 }
 
 /// The stage objects built once per run.
@@ -42,8 +71,11 @@ impl<'a> Processor<'a> {
     pub fn process(&self, doc: &Document) -> Processed {
         let config = self.config;
         let bytes_in = doc.text.len() as u64;
+        let mut clock = StageClock::start();
         let text = normalize(&doc.text, &config.normalize);
+        clock.lap(0);
         let language = langid::identify(&text);
+        clock.lap(1);
         let mut row = DocRow {
             id: doc.id.clone(),
             url: doc.url.clone(),
@@ -72,6 +104,7 @@ impl<'a> Processor<'a> {
         // table without re-running; the first failing stage is the one recorded.
         let chinese = language.as_ref().is_some_and(|l| l.code == "cmn");
         let (filtered, outcomes) = config.filters.run(text, chinese);
+        clock.lap(2);
         for outcome in &outcomes {
             for (name, value) in &outcome.verdict.scores {
                 if let Some(i) = self.score_names.iter().position(|n| n == name) {
@@ -87,10 +120,12 @@ impl<'a> Processor<'a> {
                 row,
                 kept: None,
                 bytes_in,
+                stage_nanos: clock.nanos,
             };
         }
         let (text, redactions) = pii::redact(&filtered, &config.pii);
         row.pii_redactions = redactions as u64;
+        clock.lap(3);
         let keys = DocKeys {
             exact: exact_key(&text),
             bands: self
@@ -99,6 +134,7 @@ impl<'a> Processor<'a> {
                 .and_then(|m| m.band_keys(&text, chinese))
                 .unwrap_or_default(),
         };
+        clock.lap(4);
         let kept = KeptDoc {
             id: doc.id.clone(),
             url: doc.url.clone(),
@@ -110,6 +146,7 @@ impl<'a> Processor<'a> {
             row,
             kept: Some((kept, keys)),
             bytes_in,
+            stage_nanos: clock.nanos,
         }
     }
 }

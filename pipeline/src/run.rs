@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -20,7 +20,7 @@ use crate::dedup::{Clusters, RunWriter};
 use crate::docs_table::{DedupInfo, write_docs_table, write_kept_parquet};
 use crate::document::Document;
 use crate::filters::score_names;
-use crate::process::{Processed, Processor};
+use crate::process::{Processed, Processor, STAGES};
 use crate::readers::{expand_inputs, read_in_batches};
 use crate::work::{
     DocRow, InputDone, JsonlZstWriter, KeptDoc, WorkFiles, read_jsonl_zst, read_keys,
@@ -41,6 +41,10 @@ pub struct RunSummary {
     pub text_bytes_in: u64,
     pub text_bytes_out: u64,
     pub seconds: BTreeMap<String, f64>,
+    /// Seconds per stage of the read/filter pass, summed over threads (see
+    /// `InputDone::stage_seconds`); with `text_bytes_in`, each stage's MB per thread-second.
+    #[serde(default)]
+    pub stage_seconds: BTreeMap<String, f64>,
     /// The first read problems, with file and record/line.
     pub issues: Vec<String>,
     /// Present when the config has a `[tokenize]` table.
@@ -156,6 +160,9 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
         summary.read_issues += d.issues.len() as u64;
         summary.text_bytes_in += d.text_bytes_in;
         summary.issues.extend(d.issues.iter().cloned());
+        for (stage, secs) in &d.stage_seconds {
+            *summary.stage_seconds.entry(stage.clone()).or_default() += secs;
+        }
     }
     summary
         .seconds
@@ -233,14 +240,22 @@ fn process_input(
             .with_context(|| format!("creating {}", files.keys.display()))?,
     );
     let (mut docs, mut kept_docs, mut bytes_in, mut bytes_kept) = (0u64, 0u64, 0u64, 0u64);
+    let mut stage_nanos = [0u64; STAGES.len()];
+    // Reading is what the callback does not cover.
+    let (mut in_callback, mut writing) = (Duration::ZERO, Duration::ZERO);
     let seen = read_in_batches(
         input,
         &config.input.reader,
         config.run.batch_size,
         &mut |batch: Vec<Document>| {
+            let entered = Instant::now();
             let processed: Vec<Processed> =
                 batch.par_iter().map(|d| processor.process(d)).collect();
+            let written = Instant::now();
             for p in processed {
+                for (total, n) in stage_nanos.iter_mut().zip(p.stage_nanos) {
+                    *total += n;
+                }
                 docs += 1;
                 bytes_in += p.bytes_in;
                 rows.write(&p.row)?;
@@ -252,12 +267,26 @@ fn process_input(
                 }
             }
             bar.set_message(format!("{docs} docs"));
+            writing += written.elapsed();
+            in_callback += entered.elapsed();
             Ok(())
         },
     )?;
+    let finishing = Instant::now();
     rows.finish()?;
     kept.finish()?;
     std::io::Write::flush(&mut keys)?;
+    writing += finishing.elapsed();
+    let mut stage_seconds: BTreeMap<String, f64> = STAGES
+        .iter()
+        .zip(stage_nanos)
+        .map(|(stage, n)| (stage.to_string(), n as f64 / 1e9))
+        .collect();
+    stage_seconds.insert(
+        "read".into(),
+        (started.elapsed().saturating_sub(in_callback + finishing.elapsed())).as_secs_f64(),
+    );
+    stage_seconds.insert("write_work".into(), writing.as_secs_f64());
     let record = InputDone {
         input: input.display().to_string(),
         input_bytes: std::fs::metadata(input).map(|m| m.len()).unwrap_or(0),
@@ -269,6 +298,7 @@ fn process_input(
         text_bytes_in: bytes_in,
         text_bytes_kept: bytes_kept,
         seconds: started.elapsed().as_secs_f64(),
+        stage_seconds,
     };
     write_json_atomic(&files.done, &record)?;
     Ok(record)

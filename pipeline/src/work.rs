@@ -60,6 +60,12 @@ pub struct InputDone {
     pub text_bytes_in: u64,
     pub text_bytes_kept: u64,
     pub seconds: f64,
+    /// Seconds spent in each stage, summed over threads (CPU time on an otherwise idle
+    /// machine; more when threads wait for a core): the document stages
+    /// (`process::STAGES`), `read` (reading and decoding the input) and `write_work`
+    /// (serializing and compressing the work files).
+    #[serde(default)]
+    pub stage_seconds: std::collections::BTreeMap<String, f64>,
 }
 
 /// Paths of input `index`'s files.

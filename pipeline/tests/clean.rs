@@ -127,6 +127,22 @@ fn clean_run_filters_dedups_and_resumes() {
     assert_eq!(summary.dropped_by.get("exact_dedup"), Some(&1));
     assert_eq!(summary.dropped_by.get("minhash_dedup"), Some(&2));
     assert_eq!(summary.docs_out as usize, ids.len());
+    // Time per stage, for the benchmark's per-stage figures.
+    for stage in [
+        "read",
+        "normalize",
+        "langid",
+        "filters",
+        "pii",
+        "dedup_keys",
+        "write_work",
+    ] {
+        assert!(
+            summary.stage_seconds.get(stage).is_some_and(|s| *s > 0.0),
+            "{stage} not timed: {:?}",
+            summary.stage_seconds
+        );
+    }
     let contact = kept(&out)
         .into_iter()
         .find(|d| d.id == "contact")
