@@ -4,6 +4,7 @@
 //! `pages`) on top.
 
 pub mod accounts;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod domain;

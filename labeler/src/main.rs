@@ -63,7 +63,7 @@ enum UserCommand {
     /// Add a user; the password comes from LABELER_PASSWORD or stdin.
     Add {
         name: String,
-        #[arg(long, default_value = "annotator", value_parser = ["admin", "annotator"])]
+        #[arg(long, default_value = "annotator", value_parser = ["admin", "reviewer", "annotator"])]
         role: String,
     },
     /// List users.

@@ -259,7 +259,8 @@ async fn create_project(
         guidelines: form.guidelines,
         rationale_required: form.rationale_required.is_some(),
     };
-    projects::create(&pool, &new, Some(page.user.id)).await?;
+    let project = projects::create(&pool, &new, Some(page.user.id)).await?;
+    crate::routes::api::audit_project_create(&pool, &page.user, &project).await?;
     Ok(redirect("/"))
 }
 

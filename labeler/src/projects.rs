@@ -129,3 +129,27 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, A
         )
         .collect()
 }
+
+/// A change of a project's settings; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsChange {
+    pub guidelines: Option<String>,
+    pub rationale_required: Option<bool>,
+}
+
+/// Applies `change` and returns the project as it is now.
+pub async fn update(pool: &PgPool, id: i64, change: &SettingsChange) -> Result<Project, AppError> {
+    let row = sqlx::query_as::<_, ProjectTuple>(&format!(
+        "UPDATE projects SET guidelines = COALESCE($2, guidelines), \
+           rationale_required = COALESCE($3, rationale_required) \
+         WHERE id = $1 RETURNING {PROJECT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(change.guidelines.as_deref())
+    .bind(change.rationale_required)
+    .fetch_optional(pool)
+    .await?;
+    row.map(project_from_row)
+        .transpose()?
+        .ok_or_else(|| AppError::NotFound(format!("no project {id}")))
+}

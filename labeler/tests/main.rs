@@ -3,6 +3,7 @@
 //! the project's private cluster).
 
 mod accounts;
+mod audit;
 mod browser;
 mod export;
 mod helpers;

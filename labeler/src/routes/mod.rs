@@ -1,3 +1,4 @@
 //! HTTP routes: the JSON API and the browser pages.
 
+pub mod admin;
 pub mod api;
