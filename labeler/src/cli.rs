@@ -185,6 +185,17 @@ pub async fn export_project(
     out_dir: &Path,
     format: ExportFormat,
 ) -> Result<Vec<PathBuf>> {
+    export_project_with(pool, project, out_dir, format, false).await
+}
+
+/// [`export_project`], optionally limited to responses a reviewer accepted.
+pub async fn export_project_with(
+    pool: &PgPool,
+    project: &str,
+    out_dir: &Path,
+    format: ExportFormat,
+    accepted_only: bool,
+) -> Result<Vec<PathBuf>> {
     let project = projects::by_name(pool, project).await?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut written = Vec::new();
@@ -194,11 +205,12 @@ pub async fn export_project(
         match format {
             ExportFormat::Jsonl => {
                 path = out_dir.join(format!("{}-{}.jsonl", project.name, part.as_str()));
-                n = export::write_jsonl(pool, &project, part, &path).await?;
+                n = export::write_jsonl(pool, &project, part, accepted_only, &path).await?;
             }
             ExportFormat::Parquet => {
                 path = out_dir.join(format!("{}-{}.parquet", project.name, part.as_str()));
-                n = crate::export_parquet::write(pool, &project, part, &path).await?;
+                n = crate::export_parquet::write(pool, &project, part, accepted_only, &path)
+                    .await?;
             }
         }
         println!("{}: {n} record(s)", path.display());

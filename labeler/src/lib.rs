@@ -17,6 +17,8 @@ pub mod pages;
 pub mod projects;
 pub mod queue;
 pub mod responses;
+pub mod review;
+pub mod review_pages;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -109,9 +109,11 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, A
     let rows = sqlx::query_as::<_, (i64, String, String, String, i32, bool, i64, i64, i64)>(
         "SELECT p.id, p.name, p.kind, p.guidelines, p.overlap, p.rationale_required, \
            (SELECT count(*) FROM items i WHERE i.project_id = p.id), \
-           (SELECT count(*) FROM responses r WHERE r.project_id = p.id), \
+           (SELECT count(*) FROM responses r WHERE r.project_id = p.id \
+              AND r.review_status <> 'rejected'), \
            (SELECT count(*) FROM items i WHERE i.project_id = p.id AND \
-              (SELECT count(*) FROM responses r WHERE r.item_id = i.id) >= i.overlap) \
+              (SELECT count(*) FROM responses r WHERE r.item_id = i.id \
+                 AND r.review_status <> 'rejected') >= i.overlap) \
          FROM projects p ORDER BY p.id",
     )
     .fetch_all(pool)

@@ -11,6 +11,7 @@ mod import;
 mod model_loop;
 mod pages;
 mod queue;
+mod review;
 mod startup;
 mod submit;
 mod webdriver;

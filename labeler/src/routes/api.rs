@@ -45,7 +45,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
             .route("/assignments/{id}/skip", web::post().to(skip))
             .route("/assignments/{id}/draft", web::put().to(save_draft))
             .route("/assignments/{id}/submit", web::post().to(submit))
-            .configure(super::admin::configure),
+            .configure(super::admin::configure)
+            .configure(super::review::configure),
     );
 }
 
@@ -297,6 +298,9 @@ struct ExportQuery {
     part: Option<String>,
     /// `jsonl` (default) or `parquet`.
     format: Option<String>,
+    /// Only responses a reviewer accepted.
+    #[serde(default)]
+    accepted_only: bool,
 }
 
 async fn export_part(
@@ -321,11 +325,13 @@ async fn export_part(
     let event = Event::new(Action::ProjectExport)
         .project(project.id)
         .target(part.as_str())
-        .details(serde_json::json!({"format": format}));
+        .details(serde_json::json!({"format": format, "accepted_only": query.accepted_only}));
     audit::record(pool.get_ref(), &Actor::user(&admin), event).await?;
     match query.format.as_deref() {
         None | Some("jsonl") => {}
-        Some("parquet") => return export_parquet(pool.get_ref(), project, part).await,
+        Some("parquet") => {
+            return export_parquet(pool.get_ref(), project, part, query.accepted_only).await;
+        }
         Some(other) => {
             return Err(AppError::Validation(format!(
                 "export format {other:?} is not one of: jsonl, parquet"
@@ -333,7 +339,7 @@ async fn export_part(
         }
     }
     let filename = format!("{}-{}.jsonl", project.name, part.as_str());
-    let rx = export::spawn_jsonl(pool.get_ref().clone(), project, part);
+    let rx = export::spawn_jsonl(pool.get_ref().clone(), project, part, query.accepted_only);
     let body = stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| {
             let item = chunk
@@ -357,10 +363,11 @@ async fn export_parquet(
     pool: &PgPool,
     project: projects::Project,
     part: ExportPart,
+    accepted_only: bool,
 ) -> Result<HttpResponse, AppError> {
     use std::io::Read;
     let file = tempfile::NamedTempFile::new().map_err(AppError::unexpected)?;
-    crate::export_parquet::write(pool, &project, part, file.path()).await?;
+    crate::export_parquet::write(pool, &project, part, accepted_only, file.path()).await?;
     let filename = format!("{}-{}.parquet", project.name, part.as_str());
     // The open handle keeps the data readable after the path is removed on drop.
     let reader = file.reopen().map_err(AppError::unexpected)?;
