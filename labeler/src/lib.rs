@@ -4,6 +4,7 @@
 //! `pages`) on top.
 
 pub mod accounts;
+pub mod agreement;
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -15,7 +16,9 @@ pub mod import;
 pub mod model_loop;
 pub mod pages;
 pub mod projects;
+pub mod quality;
 pub mod queue;
+pub mod ranking;
 pub mod responses;
 pub mod review;
 pub mod review_pages;

@@ -10,6 +10,7 @@ mod helpers;
 mod import;
 mod model_loop;
 mod pages;
+mod quality;
 mod queue;
 mod review;
 mod startup;

@@ -86,6 +86,9 @@ struct ProjectChange {
     guidelines: Option<String>,
     #[serde(default)]
     rationale_required: Option<bool>,
+    /// Share of handed-out items drawn from the gold items, 0 to 1.
+    #[serde(default)]
+    gold_rate: Option<f64>,
 }
 
 async fn change_project(
@@ -99,9 +102,17 @@ async fn change_project(
         crate::domain::check_text(g)
             .map_err(|e| AppError::Validation(format!("guidelines: {e}")))?;
     }
+    if let Some(rate) = body.gold_rate
+        && !(0.0..=1.0).contains(&rate)
+    {
+        return Err(AppError::Validation(format!(
+            "gold_rate {rate} must be between 0 and 1"
+        )));
+    }
     let change = SettingsChange {
         guidelines: body.guidelines,
         rationale_required: body.rationale_required,
+        gold_rate: body.gold_rate,
     };
     let project = projects::update(&pool, path.into_inner(), &change).await?;
     let mut changed = serde_json::Map::new();
@@ -110,6 +121,9 @@ async fn change_project(
     }
     if let Some(r) = change.rationale_required {
         changed.insert("rationale_required".into(), r.into());
+    }
+    if let Some(r) = change.gold_rate {
+        changed.insert("gold_rate".into(), r.into());
     }
     let event = Event::new(Action::ProjectUpdate)
         .project(project.id)

@@ -46,7 +46,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
             .route("/assignments/{id}/draft", web::put().to(save_draft))
             .route("/assignments/{id}/submit", web::post().to(submit))
             .configure(super::admin::configure)
-            .configure(super::review::configure),
+            .configure(super::review::configure)
+            .configure(super::quality::configure),
     );
 }
 

@@ -2,4 +2,5 @@
 
 pub mod admin;
 pub mod api;
+pub mod quality;
 pub mod review;
