@@ -28,6 +28,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/guidelines.html"),
     ),
     ("review.html", include_str!("../templates/review.html")),
+    (
+        "dashboard.html",
+        include_str!("../templates/dashboard.html"),
+    ),
 ];
 
 const STATIC_FILES: &[(&str, &str, &str)] = &[
@@ -85,7 +89,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/{id}/annotate", web::get().to(annotate))
         .route("/projects/{id}/guidelines", web::get().to(guidelines))
         .route("/static/{file}", web::get().to(static_file))
-        .configure(crate::review_pages::configure);
+        .configure(crate::review_pages::configure)
+        .configure(crate::dashboard::configure);
 }
 
 pub(crate) fn html(body: String) -> HttpResponse {

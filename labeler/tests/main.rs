@@ -5,6 +5,7 @@
 mod accounts;
 mod audit;
 mod browser;
+mod dashboard;
 mod export;
 mod helpers;
 mod import;
