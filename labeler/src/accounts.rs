@@ -22,6 +22,11 @@ impl User {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
+
+    /// Reviewers and admins review responses and see dashboards.
+    pub fn can_review(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Reviewer)
+    }
 }
 
 /// A row of `labeler user list`.

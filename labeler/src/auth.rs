@@ -134,6 +134,26 @@ impl FromRequest for AdminUser {
     }
 }
 
+/// A reviewer or an admin, by token or session; anyone else gets 403.
+#[derive(Debug, Clone)]
+pub struct ReviewerUser(pub User);
+
+impl FromRequest for ReviewerUser {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let user = api_user(req).await?;
+            if user.can_review() {
+                Ok(ReviewerUser(user))
+            } else {
+                Err(AppError::Forbidden("reviewers and admins only".into()))
+            }
+        })
+    }
+}
+
 /// Missing session on a page: the handler wrapper turns this into a redirect to /login.
 #[derive(Debug, thiserror::Error)]
 #[error("sign in first")]

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use sqlx::PgPool;
 
 use crate::accounts;
+use crate::audit::{self, Action, Actor, Event};
 use crate::domain::{Overlap, Password, ProjectKind, ProjectName, Role, Username};
 use crate::export::{self, ExportPart};
 use crate::import;
@@ -32,6 +33,10 @@ pub async fn user_add(pool: &PgPool, name: &str, role: &str, password: Password)
     let name = Username::parse(name).map_err(anyhow::Error::msg)?;
     let role = Role::parse(role).map_err(anyhow::Error::msg)?;
     accounts::add_user(pool, &name, &password, role).await?;
+    let event = Event::new(Action::UserAdd)
+        .target(name.as_str())
+        .details(serde_json::json!({"role": role.as_str()}));
+    audit::record(pool, &Actor::cli(), event).await?;
     println!("added {} {name}", role.as_str());
     Ok(())
 }
@@ -58,6 +63,17 @@ pub async fn user_list(pool: &PgPool) -> Result<()> {
 pub async fn user_set_disabled(pool: &PgPool, name: &str, disabled: bool) -> Result<()> {
     let name = Username::parse(name).map_err(anyhow::Error::msg)?;
     accounts::set_disabled(pool, &name, disabled).await?;
+    let action = if disabled {
+        Action::UserDisable
+    } else {
+        Action::UserEnable
+    };
+    audit::record(
+        pool,
+        &Actor::cli(),
+        Event::new(action).target(name.as_str()),
+    )
+    .await?;
     println!("{} {name}", if disabled { "disabled" } else { "enabled" });
     Ok(())
 }
@@ -65,6 +81,10 @@ pub async fn user_set_disabled(pool: &PgPool, name: &str, disabled: bool) -> Res
 pub async fn token_create(pool: &PgPool, name: &str, label: &str) -> Result<()> {
     let name = Username::parse(name).map_err(anyhow::Error::msg)?;
     let token = accounts::create_token(pool, &name, label).await?;
+    let event = Event::new(Action::TokenCreate)
+        .target(name.as_str())
+        .details(serde_json::json!({"name": label}));
+    audit::record(pool, &Actor::cli(), event).await?;
     println!("{token}");
     Ok(())
 }
@@ -92,6 +112,11 @@ pub async fn project_create(pool: &PgPool, args: ProjectArgs<'_>) -> Result<()> 
         rationale_required: args.rationale_required,
     };
     let p = projects::create(pool, &new, None).await?;
+    let event = Event::new(Action::ProjectCreate)
+        .project(p.id)
+        .target(&p.name)
+        .details(serde_json::json!({"kind": p.kind.as_str(), "overlap": p.overlap}));
+    audit::record(pool, &Actor::cli(), event).await?;
     println!(
         "created {} project {} (id {})",
         p.kind.as_str(),
@@ -121,6 +146,11 @@ pub async fn import_file(pool: &PgPool, project: &str, file: &Path) -> Result<()
     let source = file.display().to_string();
     match import::insert(pool, &project, &source, &items, None).await {
         Ok(s) => {
+            let event = Event::new(Action::ProjectImport)
+                .project(project.id)
+                .target(&source)
+                .details(serde_json::json!({"import_id": s.import_id, "items": s.items}));
+            audit::record(pool, &Actor::cli(), event).await?;
             println!(
                 "imported {} item(s) into {} in {:.2}s (import {})",
                 s.items,
@@ -155,6 +185,17 @@ pub async fn export_project(
     out_dir: &Path,
     format: ExportFormat,
 ) -> Result<Vec<PathBuf>> {
+    export_project_with(pool, project, out_dir, format, false).await
+}
+
+/// [`export_project`], optionally limited to responses a reviewer accepted.
+pub async fn export_project_with(
+    pool: &PgPool,
+    project: &str,
+    out_dir: &Path,
+    format: ExportFormat,
+    accepted_only: bool,
+) -> Result<Vec<PathBuf>> {
     let project = projects::by_name(pool, project).await?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut written = Vec::new();
@@ -164,11 +205,12 @@ pub async fn export_project(
         match format {
             ExportFormat::Jsonl => {
                 path = out_dir.join(format!("{}-{}.jsonl", project.name, part.as_str()));
-                n = export::write_jsonl(pool, &project, part, &path).await?;
+                n = export::write_jsonl(pool, &project, part, accepted_only, &path).await?;
             }
             ExportFormat::Parquet => {
                 path = out_dir.join(format!("{}-{}.parquet", project.name, part.as_str()));
-                n = crate::export_parquet::write(pool, &project, part, &path).await?;
+                n = crate::export_parquet::write(pool, &project, part, accepted_only, &path)
+                    .await?;
             }
         }
         println!("{}: {n} record(s)", path.display());

@@ -79,6 +79,8 @@ struct Row {
     rationale: Option<String>,
     shown: Vec<i16>,
     time_spent_ms: Option<i64>,
+    review_status: String,
+    version: i32,
 }
 
 fn assistant(content: &str) -> Value {
@@ -101,6 +103,7 @@ fn record(project: &Project, part: ExportPart, row: &Row) -> Result<Value, Strin
         "response_id": row.response_id,
         "time_spent_ms": row.time_spent_ms,
         "item_meta": row.item_meta,
+        "review": {"status": row.review_status, "version": row.version},
     });
     if part == ExportPart::Sft {
         let answer = row.answer.as_deref().ok_or("sft response without answer")?;
@@ -161,15 +164,17 @@ fn record(project: &Project, part: ExportPart, row: &Row) -> Result<Value, Strin
 }
 
 /// Starts streaming `part` of `project`'s responses as JSONL; read chunks from the receiver
-/// until it closes. An error mid-way arrives as the last message.
+/// until it closes. An error mid-way arrives as the last message. Rejected responses are
+/// never exported; `accepted_only` also leaves out those not reviewed yet.
 pub fn spawn_jsonl(
     pool: PgPool,
     project: Project,
     part: ExportPart,
+    accepted_only: bool,
 ) -> mpsc::Receiver<Result<Vec<u8>, String>> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
-        if let Err(e) = produce(&pool, &project, part, &tx).await {
+        if let Err(e) = produce(&pool, &project, part, accepted_only, &tx).await {
             tracing::error!(project = %project.name, part = part.as_str(), error = %e, "export failed");
             let _ = tx.send(Err(e)).await;
         }
@@ -181,14 +186,20 @@ async fn produce(
     pool: &PgPool,
     project: &Project,
     part: ExportPart,
+    accepted_only: bool,
     tx: &mpsc::Sender<Result<Vec<u8>, String>>,
 ) -> Result<(), String> {
+    let review = if accepted_only {
+        "r.review_status = 'accepted'"
+    } else {
+        "r.review_status <> 'rejected'"
+    };
     let sql = format!(
         "SELECT r.id AS response_id, i.external_id, u.username, r.created_at, i.prompt, \
                 i.candidates, i.meta AS item_meta, r.answer, r.choice, r.strength, r.rationale, \
-                r.shown, r.time_spent_ms \
+                r.shown, r.time_spent_ms, r.review_status, r.version \
          FROM responses r JOIN items i ON i.id = r.item_id JOIN users u ON u.id = r.user_id \
-         WHERE r.project_id = $1 AND {} ORDER BY r.id",
+         WHERE r.project_id = $1 AND {} AND {review} ORDER BY r.id",
         part.filter()
     );
     let mut rows = sqlx::query_as::<_, Row>(&sql).bind(project.id).fetch(pool);
@@ -216,13 +227,14 @@ pub async fn write_jsonl(
     pool: &PgPool,
     project: &Project,
     part: ExportPart,
+    accepted_only: bool,
     path: &std::path::Path,
 ) -> Result<usize, AppError> {
     use std::io::Write;
     let file = std::fs::File::create(path)
         .map_err(|e| AppError::unexpected(anyhow::anyhow!("creating {}: {e}", path.display())))?;
     let mut out = std::io::BufWriter::new(file);
-    let mut rx = spawn_jsonl(pool.clone(), project.clone(), part);
+    let mut rx = spawn_jsonl(pool.clone(), project.clone(), part, accepted_only);
     let mut records = 0;
     while let Some(chunk) = rx.recv().await {
         let chunk = chunk.map_err(|e| AppError::unexpected(anyhow::anyhow!(e)))?;

@@ -61,6 +61,7 @@ pub async fn write(
     pool: &PgPool,
     project: &Project,
     part: ExportPart,
+    accepted_only: bool,
     path: &Path,
 ) -> Result<usize, AppError> {
     let schema = Arc::new(schema(part));
@@ -87,7 +88,7 @@ pub async fn write(
         rows.clear();
         Ok(())
     };
-    let mut rx = export::spawn_jsonl(pool.clone(), project.clone(), part);
+    let mut rx = export::spawn_jsonl(pool.clone(), project.clone(), part, accepted_only);
     while let Some(chunk) = rx.recv().await {
         let chunk = chunk.map_err(unexpected)?;
         for line in chunk.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {

@@ -4,8 +4,12 @@
 //! `pages`) on top.
 
 pub mod accounts;
+pub mod agreement;
+pub mod audit;
 pub mod auth;
+pub mod charts;
 pub mod cli;
+pub mod dashboard;
 pub mod domain;
 pub mod error;
 pub mod export;
@@ -14,8 +18,12 @@ pub mod import;
 pub mod model_loop;
 pub mod pages;
 pub mod projects;
+pub mod quality;
 pub mod queue;
+pub mod ranking;
 pub mod responses;
+pub mod review;
+pub mod review_pages;
 pub mod routes;
 pub mod settings;
 pub mod startup;

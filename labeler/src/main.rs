@@ -55,6 +55,9 @@ enum Command {
         /// jsonl, or parquet (the same fields; `meta` as a JSON string).
         #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "parquet"])]
         format: String,
+        /// Only responses a reviewer accepted (rejected ones are never exported).
+        #[arg(long)]
+        accepted_only: bool,
     },
 }
 
@@ -63,7 +66,7 @@ enum UserCommand {
     /// Add a user; the password comes from LABELER_PASSWORD or stdin.
     Add {
         name: String,
-        #[arg(long, default_value = "annotator", value_parser = ["admin", "annotator"])]
+        #[arg(long, default_value = "annotator", value_parser = ["admin", "reviewer", "annotator"])]
         role: String,
     },
     /// List users.
@@ -171,13 +174,14 @@ async fn main() -> Result<()> {
             project,
             out,
             format,
+            accepted_only,
         } => {
             let format = if format == "parquet" {
                 cli::ExportFormat::Parquet
             } else {
                 cli::ExportFormat::Jsonl
             };
-            cli::export_project(&pool, &project, &out, format).await?;
+            cli::export_project_with(&pool, &project, &out, format, accepted_only).await?;
         }
     }
     Ok(())

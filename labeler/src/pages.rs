@@ -27,6 +27,11 @@ const TEMPLATES: &[(&str, &str)] = &[
         "guidelines.html",
         include_str!("../templates/guidelines.html"),
     ),
+    ("review.html", include_str!("../templates/review.html")),
+    (
+        "dashboard.html",
+        include_str!("../templates/dashboard.html"),
+    ),
 ];
 
 const STATIC_FILES: &[(&str, &str, &str)] = &[
@@ -44,6 +49,11 @@ const STATIC_FILES: &[(&str, &str, &str)] = &[
         "admin.js",
         "text/javascript; charset=utf-8",
         include_str!("../static/admin.js"),
+    ),
+    (
+        "review.css",
+        "text/css; charset=utf-8",
+        include_str!("../static/review.css"),
     ),
 ];
 
@@ -78,23 +88,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects", web::post().to(create_project))
         .route("/projects/{id}/annotate", web::get().to(annotate))
         .route("/projects/{id}/guidelines", web::get().to(guidelines))
-        .route("/static/{file}", web::get().to(static_file));
+        .route("/static/{file}", web::get().to(static_file))
+        .configure(crate::review_pages::configure)
+        .configure(crate::dashboard::configure);
 }
 
-fn html(body: String) -> HttpResponse {
+pub(crate) fn html(body: String) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(body)
 }
 
-fn redirect(to: &str) -> HttpResponse {
+pub(crate) fn redirect(to: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, to))
         .finish()
 }
 
-fn user_ctx(user: &User) -> minijinja::Value {
+pub(crate) fn user_ctx(user: &User) -> minijinja::Value {
     context! { username => user.username.clone(), role => user.role.as_str() }
 }
 
@@ -259,7 +271,8 @@ async fn create_project(
         guidelines: form.guidelines,
         rationale_required: form.rationale_required.is_some(),
     };
-    projects::create(&pool, &new, Some(page.user.id)).await?;
+    let project = projects::create(&pool, &new, Some(page.user.id)).await?;
+    crate::routes::api::audit_project_create(&pool, &page.user, &project).await?;
     Ok(redirect("/"))
 }
 

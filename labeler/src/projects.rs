@@ -13,6 +13,8 @@ pub struct Project {
     pub guidelines: String,
     pub overlap: i32,
     pub rationale_required: bool,
+    /// Share of handed-out items drawn from the gold items (0 = none mixed in).
+    pub gold_rate: f64,
 }
 
 /// A project with its progress, for lists and dashboards.
@@ -36,12 +38,12 @@ pub struct NewProject {
     pub rationale_required: bool,
 }
 
-type ProjectTuple = (i64, String, String, String, i32, bool);
+type ProjectTuple = (i64, String, String, String, i32, bool, f64);
 
-const PROJECT_COLUMNS: &str = "id, name, kind, guidelines, overlap, rationale_required";
+const PROJECT_COLUMNS: &str = "id, name, kind, guidelines, overlap, rationale_required, gold_rate";
 
 fn project_from_row(row: ProjectTuple) -> Result<Project, AppError> {
-    let (id, name, kind, guidelines, overlap, rationale_required) = row;
+    let (id, name, kind, guidelines, overlap, rationale_required, gold_rate) = row;
     Ok(Project {
         id,
         name,
@@ -49,6 +51,7 @@ fn project_from_row(row: ProjectTuple) -> Result<Project, AppError> {
         guidelines,
         overlap,
         rationale_required,
+        gold_rate,
     })
 }
 
@@ -106,21 +109,23 @@ pub async fn by_name(pool: &PgPool, name: &str) -> Result<Project, AppError> {
 }
 
 pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, AppError> {
-    let rows = sqlx::query_as::<_, (i64, String, String, String, i32, bool, i64, i64, i64)>(
-        "SELECT p.id, p.name, p.kind, p.guidelines, p.overlap, p.rationale_required, \
+    let rows = sqlx::query_as::<_, (i64, String, String, String, i32, bool, f64, i64, i64, i64)>(
+        "SELECT p.id, p.name, p.kind, p.guidelines, p.overlap, p.rationale_required, p.gold_rate, \
            (SELECT count(*) FROM items i WHERE i.project_id = p.id), \
-           (SELECT count(*) FROM responses r WHERE r.project_id = p.id), \
+           (SELECT count(*) FROM responses r WHERE r.project_id = p.id \
+              AND r.review_status <> 'rejected'), \
            (SELECT count(*) FROM items i WHERE i.project_id = p.id AND \
-              (SELECT count(*) FROM responses r WHERE r.item_id = i.id) >= i.overlap) \
+              (SELECT count(*) FROM responses r WHERE r.item_id = i.id \
+                 AND r.review_status <> 'rejected') >= i.overlap) \
          FROM projects p ORDER BY p.id",
     )
     .fetch_all(pool)
     .await?;
     rows.into_iter()
         .map(
-            |(id, name, kind, g, o, r, items, responses, complete_items)| {
+            |(id, name, kind, g, o, r, gold, items, responses, complete_items)| {
                 Ok(ProjectProgress {
-                    project: project_from_row((id, name, kind, g, o, r))?,
+                    project: project_from_row((id, name, kind, g, o, r, gold))?,
                     items,
                     responses,
                     complete_items,
@@ -128,4 +133,32 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, A
             },
         )
         .collect()
+}
+
+/// A change of a project's settings; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsChange {
+    pub guidelines: Option<String>,
+    pub rationale_required: Option<bool>,
+    /// 0 to 1 (checked by the caller and by the database).
+    pub gold_rate: Option<f64>,
+}
+
+/// Applies `change` and returns the project as it is now.
+pub async fn update(pool: &PgPool, id: i64, change: &SettingsChange) -> Result<Project, AppError> {
+    let row = sqlx::query_as::<_, ProjectTuple>(&format!(
+        "UPDATE projects SET guidelines = COALESCE($2, guidelines), \
+           rationale_required = COALESCE($3, rationale_required), \
+           gold_rate = COALESCE($4, gold_rate) \
+         WHERE id = $1 RETURNING {PROJECT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(change.guidelines.as_deref())
+    .bind(change.rationale_required)
+    .bind(change.gold_rate)
+    .fetch_optional(pool)
+    .await?;
+    row.map(project_from_row)
+        .transpose()?
+        .ok_or_else(|| AppError::NotFound(format!("no project {id}")))
 }

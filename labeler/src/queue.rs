@@ -165,12 +165,47 @@ async fn try_next(
             held.len()
         ))));
     }
-    // One statement picks an open item (skipping rows other requests hold), and leases it;
-    // the trigger counts the slot and the CHECK refuses an overfull item.
-    let (picked, leased): (Option<i64>, Option<i64>) = sqlx::query_as(
+    // Gold items are mixed in at the project's rate: draw which kind to offer first, and
+    // fall back to the other when none of that kind is left for this user.
+    let kinds: &[Option<bool>] = if project.gold_rate > 0.0 {
+        if rand::random::<f64>() < project.gold_rate {
+            &[Some(true), Some(false)]
+        } else {
+            &[Some(false), Some(true)]
+        }
+    } else {
+        &[None]
+    };
+    for &gold in kinds {
+        match pick(pool, policy, project, user, gold).await? {
+            (None, _) => continue,
+            (Some(_), Some(id)) => return Ok(Some(id)),
+            // The same user's other request took this item between our snapshot and our lock.
+            (Some(_), None) => return Err(Retry::Again),
+        }
+    }
+    Ok(None)
+}
+
+/// One statement picks an open item (skipping rows other requests hold), and leases it;
+/// the trigger counts the slot and the CHECK refuses an overfull item. `gold`: only gold
+/// items (`Some(true)`), only the others (`Some(false)`), or any (`None`).
+async fn pick(
+    pool: &PgPool,
+    policy: LeasePolicy,
+    project: &Project,
+    user: &User,
+    gold: Option<bool>,
+) -> Result<(Option<i64>, Option<i64>), Retry> {
+    let gold_filter = if gold.is_some() {
+        "AND (i.gold_winner IS NOT NULL) = $5"
+    } else {
+        ""
+    };
+    let sql = format!(
         "WITH pick AS ( \
            SELECT i.id, jsonb_array_length(i.candidates) AS n FROM items i \
-           WHERE i.project_id = $1 AND i.taken < i.overlap \
+           WHERE i.project_id = $1 AND i.taken < i.overlap {gold_filter} \
              AND NOT EXISTS (SELECT 1 FROM assignments a \
                              WHERE a.item_id = i.id AND a.user_id = $2 AND a.status <> 'expired') \
            ORDER BY i.id LIMIT 1 FOR UPDATE SKIP LOCKED), \
@@ -179,7 +214,7 @@ async fn try_next(
            SELECT pick.id, $1, $2, 'leased', \
                   CASE WHEN $4 THEN ARRAY(SELECT x::smallint FROM generate_series(0, pick.n - 1) x \
                                           ORDER BY random() LIMIT 2) \
-                       ELSE '{}'::smallint[] END, \
+                       ELSE '{{}}'::smallint[] END, \
                   now() + make_interval(secs => $3) \
            FROM pick \
            ON CONFLICT (item_id, user_id) DO UPDATE \
@@ -187,20 +222,17 @@ async fn try_next(
                  expires_at = EXCLUDED.expires_at, finished_at = NULL \
              WHERE assignments.status = 'expired' \
            RETURNING id) \
-         SELECT (SELECT id FROM pick), (SELECT id FROM ins)",
-    )
-    .bind(project.id)
-    .bind(user.id)
-    .bind(policy.lease_seconds as f64)
-    .bind(project.kind == ProjectKind::Preference)
-    .fetch_one(pool)
-    .await?;
-    match (picked, leased) {
-        (None, _) => Ok(None),
-        (Some(_), Some(id)) => Ok(Some(id)),
-        // The same user's other request took this item between our snapshot and our lock.
-        (Some(_), None) => Err(Retry::Again),
+         SELECT (SELECT id FROM pick), (SELECT id FROM ins)"
+    );
+    let mut query = sqlx::query_as(&sql)
+        .bind(project.id)
+        .bind(user.id)
+        .bind(policy.lease_seconds as f64)
+        .bind(project.kind == ProjectKind::Preference);
+    if let Some(gold) = gold {
+        query = query.bind(gold);
     }
+    Ok(query.fetch_one(pool).await?)
 }
 
 async fn renew_one(

@@ -3,13 +3,17 @@
 //! the project's private cluster).
 
 mod accounts;
+mod audit;
 mod browser;
+mod dashboard;
 mod export;
 mod helpers;
 mod import;
 mod model_loop;
 mod pages;
+mod quality;
 mod queue;
+mod review;
 mod startup;
 mod submit;
 mod webdriver;

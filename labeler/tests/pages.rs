@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::helpers::{PASSWORD, TestApp, spawn_app, spawn_app_with};
 
 /// A cookie-keeping client, like a browser.
-fn browser() -> reqwest::Client {
+pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -15,7 +15,7 @@ fn browser() -> reqwest::Client {
 }
 
 /// The CSRF token of a rendered page.
-fn csrf_of(html: &str) -> String {
+pub fn csrf_of(html: &str) -> String {
     let start = html
         .find(r#"name="csrf-token" content=""#)
         .expect("csrf meta")
@@ -48,7 +48,7 @@ async fn sign_in(
 }
 
 /// Signs in and returns the session's CSRF token.
-async fn signed_in(app: &TestApp, client: &reqwest::Client, name: &str) -> String {
+pub async fn signed_in(app: &TestApp, client: &reqwest::Client, name: &str) -> String {
     let r = sign_in(app, client, name, PASSWORD).await;
     assert_eq!(r.status(), 303);
     let index = client.get(app.url("/")).send().await.expect("index");

@@ -37,6 +37,8 @@ pub(crate) fn is_name(s: &str) -> bool {
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
+    /// Reviews submitted responses (accept, reject, edit) and sees the dashboards.
+    Reviewer,
     Annotator,
 }
 
@@ -44,13 +46,17 @@ impl Role {
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
             "admin" => Ok(Self::Admin),
+            "reviewer" => Ok(Self::Reviewer),
             "annotator" => Ok(Self::Annotator),
-            _ => Err(format!("role {s:?} is not one of: admin, annotator")),
+            _ => Err(format!(
+                "role {s:?} is not one of: admin, reviewer, annotator"
+            )),
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Admin => "admin",
+            Self::Reviewer => "reviewer",
             Self::Annotator => "annotator",
         }
     }

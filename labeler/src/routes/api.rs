@@ -7,6 +7,7 @@ use futures_util::stream;
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use crate::audit::{self, Action, Actor, Event};
 use crate::auth::{AdminUser, ApiUser};
 use crate::domain::{Overlap, ProjectKind, ProjectName};
 use crate::error::AppError;
@@ -43,7 +44,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
             .route("/assignments/{id}/renew", web::post().to(renew))
             .route("/assignments/{id}/skip", web::post().to(skip))
             .route("/assignments/{id}/draft", web::put().to(save_draft))
-            .route("/assignments/{id}/submit", web::post().to(submit)),
+            .route("/assignments/{id}/submit", web::post().to(submit))
+            .configure(super::admin::configure)
+            .configure(super::review::configure)
+            .configure(super::quality::configure),
     );
 }
 
@@ -85,7 +89,24 @@ async fn create_project(
         rationale_required: body.rationale_required,
     };
     let project = projects::create(&pool, &new, Some(admin.id)).await?;
+    audit_project_create(&pool, &admin, &project).await?;
     Ok(HttpResponse::Created().json(project))
+}
+
+/// Records a new project (API and page).
+pub(crate) async fn audit_project_create(
+    pool: &PgPool,
+    admin: &crate::accounts::User,
+    project: &projects::Project,
+) -> Result<(), AppError> {
+    let event = Event::new(Action::ProjectCreate)
+        .project(project.id)
+        .target(&project.name)
+        .details(serde_json::json!({
+            "kind": project.kind.as_str(), "overlap": project.overlap,
+            "rationale_required": project.rationale_required,
+        }));
+    audit::record(pool, &Actor::user(admin), event).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +132,11 @@ async fn import_items(
     let source = query.into_inner().source.unwrap_or_else(|| "upload".into());
     crate::domain::check_text(&source).map_err(|e| AppError::Validation(format!("source: {e}")))?;
     let summary = import::insert(&pool, &project, &source, &items, Some(admin.id)).await?;
+    let event = Event::new(Action::ProjectImport)
+        .project(project.id)
+        .target(&source)
+        .details(serde_json::json!({"import_id": summary.import_id, "items": summary.items}));
+    audit::record(pool.get_ref(), &Actor::user(&admin), event).await?;
     Ok(HttpResponse::Created().json(summary))
 }
 
@@ -161,6 +187,13 @@ async fn post_candidates(
     let items = model_loop::check_candidates(&project, body.items)?;
     let summary =
         model_loop::post_candidates(&pool, &project, &source, &items, Some(admin.id)).await?;
+    let event = Event::new(Action::ProjectCandidates)
+        .project(project.id)
+        .target(&source)
+        .details(serde_json::json!({
+            "import_id": summary.import_id, "created": summary.created, "skipped": summary.skipped,
+        }));
+    audit::record(pool.get_ref(), &Actor::user(&admin), event).await?;
     Ok(HttpResponse::Ok().json(summary))
 }
 
@@ -266,10 +299,13 @@ struct ExportQuery {
     part: Option<String>,
     /// `jsonl` (default) or `parquet`.
     format: Option<String>,
+    /// Only responses a reviewer accepted.
+    #[serde(default)]
+    accepted_only: bool,
 }
 
 async fn export_part(
-    _: AdminUser,
+    AdminUser(admin): AdminUser,
     pool: web::Data<PgPool>,
     path: web::Path<i64>,
     query: web::Query<ExportQuery>,
@@ -286,9 +322,17 @@ async fn export_part(
             part.as_str()
         )));
     }
+    let format = query.format.as_deref().unwrap_or("jsonl");
+    let event = Event::new(Action::ProjectExport)
+        .project(project.id)
+        .target(part.as_str())
+        .details(serde_json::json!({"format": format, "accepted_only": query.accepted_only}));
+    audit::record(pool.get_ref(), &Actor::user(&admin), event).await?;
     match query.format.as_deref() {
         None | Some("jsonl") => {}
-        Some("parquet") => return export_parquet(pool.get_ref(), project, part).await,
+        Some("parquet") => {
+            return export_parquet(pool.get_ref(), project, part, query.accepted_only).await;
+        }
         Some(other) => {
             return Err(AppError::Validation(format!(
                 "export format {other:?} is not one of: jsonl, parquet"
@@ -296,7 +340,7 @@ async fn export_part(
         }
     }
     let filename = format!("{}-{}.jsonl", project.name, part.as_str());
-    let rx = export::spawn_jsonl(pool.get_ref().clone(), project, part);
+    let rx = export::spawn_jsonl(pool.get_ref().clone(), project, part, query.accepted_only);
     let body = stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| {
             let item = chunk
@@ -320,10 +364,11 @@ async fn export_parquet(
     pool: &PgPool,
     project: projects::Project,
     part: ExportPart,
+    accepted_only: bool,
 ) -> Result<HttpResponse, AppError> {
     use std::io::Read;
     let file = tempfile::NamedTempFile::new().map_err(AppError::unexpected)?;
-    crate::export_parquet::write(pool, &project, part, file.path()).await?;
+    crate::export_parquet::write(pool, &project, part, accepted_only, file.path()).await?;
     let filename = format!("{}-{}.parquet", project.name, part.as_str());
     // The open handle keeps the data readable after the path is removed on drop.
     let reader = file.reopen().map_err(AppError::unexpected)?;
