@@ -223,6 +223,8 @@ fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
                 "1",
                 "--device",
                 "cpu",
+                "--threads",
+                "1",
             ],
             &[("LABELER_TOKEN", admin)],
         ))

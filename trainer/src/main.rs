@@ -314,6 +314,10 @@ enum Command {
         /// Also write the items as JSONL, in the labeler's import format.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// CPU threads for libtorch (default: libtorch's choice). One thread is fastest for
+        /// small models, whose single-token steps are too small to split.
+        #[arg(long)]
+        threads: Option<i32>,
         /// auto (first GPU if any, else CPU), cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: DeviceChoice,
@@ -555,8 +559,12 @@ fn main() -> Result<()> {
             dry_run,
             output,
             device,
+            threads,
         } => {
             use trainer::candidates::{self, CandidateSettings, CandidatesJob, PromptSource};
+            if let Some(threads) = threads {
+                tch::set_num_threads(threads);
+            }
             let source = match (from_project, prompts) {
                 (Some(project), _) => PromptSource::Labeler { project },
                 (None, Some(path)) => PromptSource::File(path),
