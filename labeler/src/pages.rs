@@ -271,7 +271,7 @@ async fn annotate(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let project = projects::get(&pool, path.into_inner()).await?;
-    let task = queue::next(&pool, state.lease, &project, &page.user, &[]).await?;
+    let task = queue::next(&pool, state.lease, project.id, &page.user, &[]).await?;
     let body = templates.render(
         "annotate.html",
         context! {
