@@ -1,7 +1,18 @@
 //! Load benchmark of the labeler (run through `scripts/bench-labeler`): starts `labeler serve`
 //! as a separate process on a fresh database, imports items over HTTP, then `annotators`
-//! concurrent clients each loop "fetch next item + submit" on loopback, bounded by `cycles`
-//! and `seconds`, with an optional think time. Prints import/export times, p50/p99 cycle latency and throughput.
+//! concurrent clients each repeat one annotator cycle (fetch the next item + submit) on
+//! loopback, bounded by `cycles` and `seconds`. Two modes:
+//!
+//! - `closed` (default): each annotator starts its next cycle as soon as the last returns (plus
+//!   an optional think time): the maximum throughput. With 100 clients and no think time the
+//!   mean latency is about 100 / throughput (Little's law), so it says little about latency.
+//! - `open`: the annotators together offer `rate` cycles/s on a fixed schedule (each one every
+//!   `annotators / rate` seconds, staggered), in the manner of wrk2. Latency is measured from
+//!   the *scheduled* start, so a slow reply that delays the following cycles is counted in
+//!   them too (no coordinated omission).
+//!
+//! Prints latency percentiles, achieved cycles/s, the CPU time per cycle of the server,
+//! PostgreSQL and the client, the load average, and import/export times.
 
 use std::process::{Command, Stdio};
 use std::str::FromStr;
@@ -9,15 +20,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use labeler::accounts;
 use labeler::domain::{Password, Role, Username};
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Closed,
+    Open,
+}
+
 #[derive(Debug)]
 struct Args {
+    mode: Mode,
+    /// Offered cycles/s of all annotators together (open mode).
+    rate: f64,
     annotators: usize,
     items: usize,
     cycles: usize,
@@ -29,6 +49,8 @@ struct Args {
 
 fn args() -> Result<Args> {
     let mut a = Args {
+        mode: Mode::Closed,
+        rate: 500.0,
         annotators: 100,
         items: 100_000,
         cycles: 30_000,
@@ -40,6 +62,14 @@ fn args() -> Result<Args> {
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
+            "--mode" => {
+                a.mode = match value.as_str() {
+                    "closed" => Mode::Closed,
+                    "open" => Mode::Open,
+                    other => bail!("--mode {other}: expected closed or open"),
+                }
+            }
+            "--rate" => a.rate = value.parse()?,
             "--annotators" => a.annotators = value.parse()?,
             "--items" => a.items = value.parse()?,
             "--cycles" => a.cycles = value.parse()?,
@@ -49,7 +79,143 @@ fn args() -> Result<Args> {
             other => bail!("unknown flag {other}"),
         }
     }
+    ensure!(a.annotators > 0, "--annotators must be at least 1");
+    ensure!(
+        a.rate > 0.0 && a.rate.is_finite(),
+        "--rate must be a positive number"
+    );
     Ok(a)
+}
+
+/// One successful cycle: from its scheduled start (open mode; else its actual start) and from
+/// its actual start to the reply of the submit.
+struct Timing {
+    latency: Duration,
+    service: Duration,
+}
+
+/// One annotator's client: an API token and the project to work in.
+struct Annotator {
+    http: reqwest::Client,
+    base: String,
+    project: i64,
+    token: String,
+}
+
+impl Annotator {
+    /// Fetch the next item, then submit a verdict on it.
+    async fn cycle(&self) -> Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/api/projects/{}/next", self.base, self.project))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        ensure!(r.status() == 200, "next: {}", r.status());
+        let task: Value = r.json().await?;
+        let id = task["assignment_id"]
+            .as_i64()
+            .context("next: no assignment_id")?;
+        let r = self
+            .http
+            .post(format!("{}/api/assignments/{id}/submit", self.base))
+            .bearer_auth(&self.token)
+            .header("Idempotency-Key", format!("k{id}"))
+            .json(&json!({"choice": if id % 2 == 0 { "a" } else { "b" }}))
+            .send()
+            .await?;
+        ensure!(r.status() == 201, "submit: {}", r.status());
+        Ok(())
+    }
+}
+
+/// CPU seconds (user + system) used so far by the server, the PostgreSQL cluster (the
+/// postmaster, its children, and children that have exited) and this process.
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    server: f64,
+    postgres: f64,
+    client: f64,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 on Linux).
+const CLOCK_TICKS: f64 = 100.0;
+
+/// (utime + stime, cutime + cstime, parent pid) of a process, in seconds.
+fn proc_cpu(pid: u32) -> Option<(f64, f64, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: split after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    // Fields counted from `state` (field 3 of proc(5)): ppid 4, utime 14 .. cstime 17.
+    let ppid = f.get(1)?.parse().ok()?;
+    Some((
+        (num(11)? + num(12)?) / CLOCK_TICKS,
+        (num(13)? + num(14)?) / CLOCK_TICKS,
+        ppid,
+    ))
+}
+
+impl CpuTimes {
+    fn now(server: u32, postmaster: Option<u32>) -> Result<Self> {
+        let (server_cpu, ..) = proc_cpu(server).context("reading the server's /proc stat")?;
+        let (client, ..) = proc_cpu(std::process::id()).context("reading /proc/self/stat")?;
+        let mut postgres = 0.0;
+        if let Some(pm) = postmaster {
+            for entry in std::fs::read_dir("/proc")?.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
+                match proc_cpu(pid) {
+                    Some((own, _, parent)) if parent == pm => postgres += own,
+                    Some((own, children, _)) if pid == pm => postgres += own + children,
+                    _ => {}
+                }
+            }
+        }
+        Ok(Self {
+            server: server_cpu,
+            postgres,
+            client,
+        })
+    }
+
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            server: self.server - before.server,
+            postgres: self.postgres - before.postgres,
+            client: self.client - before.client,
+        }
+    }
+}
+
+/// The postmaster's pid, from `postmaster.pid` in the data directory (`None` when the server
+/// is elsewhere or the role may not read the setting: PostgreSQL's CPU is then not shown).
+async fn postmaster_pid(pool: &PgPool) -> Result<Option<u32>> {
+    let dir: Option<String> = sqlx::query_scalar("SELECT current_setting('data_directory')")
+        .fetch_one(pool)
+        .await
+        .ok();
+    Ok(dir
+        .and_then(|d| std::fs::read_to_string(format!("{d}/postmaster.pid")).ok())
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok())))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn percentiles(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(sorted, 0.50),
+        percentile(sorted, 0.90),
+        percentile(sorted, 0.99),
+        percentile(sorted, 1.0)
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -70,7 +236,7 @@ async fn main() -> Result<()> {
     admin_conn
         .execute(format!(r#"CREATE DATABASE "{db}""#).as_str())
         .await?;
-    let result = run(&args, &url, &server_opts, &db).await;
+    let result = run(&args, &url, &db).await;
     admin_conn
         .execute(format!(r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#).as_str())
         .await?;
@@ -78,7 +244,7 @@ async fn main() -> Result<()> {
     result
 }
 
-async fn run(args: &Args, url: &str, server_opts: &PgConnectOptions, db: &str) -> Result<()> {
+async fn run(args: &Args, url: &str, db: &str) -> Result<()> {
     let db_url = {
         let (base, query) = url
             .split_once('?')
@@ -100,13 +266,13 @@ async fn run(args: &Args, url: &str, server_opts: &PgConnectOptions, db: &str) -
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", args.server))?;
-    let outcome = load(args, &db_url, port, server_opts).await;
+    let outcome = load(args, &db_url, port, server.id()).await;
     let _ = server.kill();
     let _ = server.wait();
     outcome
 }
 
-async fn load(args: &Args, db_url: &str, port: u16, _: &PgConnectOptions) -> Result<()> {
+async fn load(args: &Args, db_url: &str, port: u16, server_pid: u32) -> Result<()> {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.annotators)
@@ -172,82 +338,125 @@ async fn load(args: &Args, db_url: &str, port: u16, _: &PgConnectOptions) -> Res
         started.elapsed().as_secs_f64()
     );
 
-    // The load: each annotator loops next + submit.
-    let budget = Arc::new(AtomicUsize::new(args.cycles));
-    let stop_at = Instant::now() + Duration::from_secs(args.seconds);
-    let think = Duration::from_millis(args.think_ms);
+    // The load.
+    let postmaster = postmaster_pid(&pool).await?;
+    let cpu_before = CpuTimes::now(server_pid, postmaster)?;
+    let load_before = load_average();
     let started = Instant::now();
+    let stop_at = started + Duration::from_secs(args.seconds);
+    let budget = Arc::new(AtomicUsize::new(args.cycles));
     let mut handles = Vec::new();
-    for token in tokens {
-        let http = http.clone();
-        let base = base.clone();
+    for (k, token) in tokens.into_iter().enumerate() {
+        let annotator = Annotator {
+            http: http.clone(),
+            base: base.clone(),
+            project,
+            token,
+        };
         let budget = budget.clone();
+        let schedule = match args.mode {
+            Mode::Closed => None,
+            // Annotator k starts k / rate seconds in, then goes every annotators / rate.
+            Mode::Open => Some((
+                started + Duration::from_secs_f64(k as f64 / args.rate),
+                Duration::from_secs_f64(args.annotators as f64 / args.rate),
+            )),
+        };
+        let think = Duration::from_millis(args.think_ms);
         handles.push(tokio::spawn(async move {
-            let mut cycles = Vec::new();
+            let mut timings = Vec::new();
             let mut errors = 0usize;
-            while Instant::now() < stop_at
-                && budget
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
-                    .is_ok()
-            {
-                let t0 = Instant::now();
-                let next = http
-                    .post(format!("{base}/api/projects/{project}/next"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await;
-                let task: Value = match next {
-                    Ok(r) if r.status() == 200 => r.json().await.unwrap_or_default(),
-                    _ => {
-                        errors += 1;
-                        continue;
+            let mut next_start = schedule.map(|(first, _)| first);
+            loop {
+                if let Some(at) = next_start {
+                    if at >= stop_at {
+                        break;
                     }
-                };
-                let Some(id) = task["assignment_id"].as_i64() else {
-                    errors += 1;
-                    continue;
-                };
-                let submit = http
-                    .post(format!("{base}/api/assignments/{id}/submit"))
-                    .bearer_auth(&token)
-                    .header("Idempotency-Key", format!("k{id}"))
-                    .json(&json!({"choice": if id % 2 == 0 { "a" } else { "b" }}))
-                    .send()
-                    .await;
-                match submit {
-                    Ok(r) if r.status() == 201 => cycles.push(t0.elapsed()),
-                    _ => errors += 1,
+                    tokio::time::sleep_until(at.into()).await;
+                } else if Instant::now() >= stop_at {
+                    break;
                 }
-                if !think.is_zero() {
-                    tokio::time::sleep(think).await;
+                if budget
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                    .is_err()
+                {
+                    break;
+                }
+                let began = Instant::now();
+                let ok = annotator.cycle().await;
+                let done = Instant::now();
+                match ok {
+                    Ok(()) => timings.push(Timing {
+                        // From the scheduled start in open mode: waiting for a late
+                        // previous cycle counts.
+                        latency: done - next_start.unwrap_or(began),
+                        service: done - began,
+                    }),
+                    Err(_) => errors += 1,
+                }
+                match (&mut next_start, schedule) {
+                    (Some(at), Some((_, every))) => *at += every,
+                    _ if !think.is_zero() => tokio::time::sleep(think).await,
+                    _ => {}
                 }
             }
-            (cycles, errors)
+            (timings, errors)
         }));
     }
-    let mut all = Vec::new();
+    let mut timings = Vec::new();
     let mut errors = 0;
     for h in handles {
-        let (c, e) = h.await?;
-        all.extend(c);
+        let (t, e) = h.await?;
+        timings.extend(t);
         errors += e;
     }
     let wall = started.elapsed().as_secs_f64();
-    all.sort();
+    let cpu = CpuTimes::now(server_pid, postmaster)?.since(&cpu_before);
+    let load_after = load_average();
+    let cycles = timings.len();
+    let mut latency: Vec<Duration> = timings.iter().map(|t| t.latency).collect();
+    let mut service: Vec<Duration> = timings.iter().map(|t| t.service).collect();
+    latency.sort();
+    service.sort();
+    match args.mode {
+        Mode::Closed => println!(
+            "load (closed loop): {} annotators, think time {} ms, {cycles} cycles (next + submit) \
+             in {wall:.2}s, {errors} errors",
+            args.annotators, args.think_ms
+        ),
+        Mode::Open => println!(
+            "load (open loop): {} annotators offering {:.0} cycles/s together, {cycles} cycles \
+             (next + submit) in {wall:.2}s, {errors} errors",
+            args.annotators, args.rate
+        ),
+    }
     println!(
-        "load: {} annotators (think time {} ms), {} cycles (next + submit) in {wall:.2}s, {errors} errors",
-        args.annotators,
-        args.think_ms,
-        all.len()
+        "cycle latency{}: {}; throughput {:.0} cycles/s",
+        if args.mode == Mode::Open {
+            " from the scheduled start"
+        } else {
+            ""
+        },
+        percentiles(&latency),
+        cycles as f64 / wall
     );
+    if args.mode == Mode::Open {
+        println!(
+            "cycle service time (from the actual start): {}",
+            percentiles(&service)
+        );
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per_cycle = |secs: f64| secs * 1000.0 / cycles.max(1) as f64;
     println!(
-        "cycle latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; throughput {:.0} cycles/s",
-        percentile(&all, 0.50),
-        percentile(&all, 0.99),
-        percentile(&all, 1.0),
-        all.len() as f64 / wall
+        "CPU per cycle: server {:.2} ms, PostgreSQL {:.2} ms, this client {:.2} ms \
+         ({cores} cores give {:.2} ms per cycle at this throughput)",
+        per_cycle(cpu.server),
+        per_cycle(cpu.postgres),
+        per_cycle(cpu.client),
+        per_cycle(cores as f64 * wall)
     );
-
+    println!("load average (1, 5, 15 min): before {load_before}, after {load_after}");
     // Export what was labelled.
     let started = Instant::now();
     let text = http
@@ -267,11 +476,8 @@ async fn load(args: &Args, db_url: &str, port: u16, _: &PgConnectOptions) -> Res
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM responses")
         .fetch_one(&pool)
         .await?;
-    if stored as usize != all.len() {
-        bail!(
-            "{} cycles succeeded but {stored} responses are stored",
-            all.len()
-        );
+    if stored as usize != cycles {
+        bail!("{cycles} cycles succeeded but {stored} responses are stored");
     }
     pool.close().await;
     Ok(())

@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod export;
 pub mod export_parquet;
+pub mod guidelines;
 pub mod import;
 pub mod model_loop;
 pub mod pages;

@@ -284,13 +284,14 @@ async fn annotate(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let project = projects::get(&pool, path.into_inner()).await?;
-    let task = queue::next(&pool, state.lease, &project, &page.user, &[]).await?;
+    let task = queue::next(&pool, state.lease, project.id, &page.user, &[]).await?;
     let body = templates.render(
         "annotate.html",
         context! {
             csrf => page.csrf,
             user => user_ctx(&page.user),
             lease_seconds => state.lease.lease_seconds,
+            guidelines_html => guidelines_html(&project),
             project,
             task,
         },
@@ -307,7 +308,18 @@ async fn guidelines(
     let project = projects::get(&pool, path.into_inner()).await?;
     let body = templates.render(
         "guidelines.html",
-        context! { csrf => page.csrf, user => user_ctx(&page.user), project },
+        context! {
+            csrf => page.csrf,
+            user => user_ctx(&page.user),
+            guidelines_html => guidelines_html(&project),
+            project,
+        },
     )?;
     Ok(html(body))
+}
+
+/// The project's Markdown guidelines as sanitized HTML, marked safe so the template inserts
+/// it as markup (everything else in the templates stays auto-escaped).
+fn guidelines_html(project: &projects::Project) -> minijinja::Value {
+    minijinja::Value::from_safe_string(crate::guidelines::to_html(&project.guidelines))
 }

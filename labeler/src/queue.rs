@@ -10,7 +10,6 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::accounts::User;
 use crate::domain::{Candidate, Message, ProjectKind};
 use crate::error::AppError;
-use crate::projects::Project;
 
 /// Lease policy (from settings).
 #[derive(Debug, Clone, Copy)]
@@ -85,12 +84,12 @@ pub fn spawn_reclaimer(pool: PgPool, every: std::time::Duration) {
     });
 }
 
-/// The next item for `user`: a live lease they already hold (not in `exclude`), renewed, or
-/// a new lease. `None` when nothing is left for them.
+/// The next item for `user` in project `project_id`: a live lease they already hold (not in
+/// `exclude`), renewed, or a new lease. `None` when nothing is left for them.
 pub async fn next(
     pool: &PgPool,
     policy: LeasePolicy,
-    project: &Project,
+    project_id: i64,
     user: &User,
     exclude: &[i64],
 ) -> Result<Option<Task>, AppError> {
@@ -98,18 +97,18 @@ pub async fn next(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match try_next(pool, policy, project, user, exclude).await {
+        match try_next(pool, policy, project_id, user, exclude).await {
             Err(Retry::Again) | Err(Retry::Db(_)) if attempt < 8 => continue,
             Err(Retry::Again) => {
                 return Err(AppError::Conflict("too much contention; try again".into()));
             }
             Err(Retry::Db(e)) => return Err(e.into()),
             Err(Retry::App(e)) => return Err(e),
-            Ok(Some(id)) => return task(pool, id, user.id).await.map(Some),
+            Ok(Some(task)) => return Ok(Some(task)),
             // Before saying "nothing left", give abandoned leases back and look again.
             Ok(None) if !reclaimed => {
                 reclaimed = true;
-                if reclaim_expired(pool, Some(project.id)).await? == 0 {
+                if reclaim_expired(pool, Some(project_id)).await? == 0 {
                     return Ok(None);
                 }
             }
@@ -136,122 +135,178 @@ impl From<sqlx::Error> for Retry {
     }
 }
 
+/// What the lease statement saw and did.
+#[derive(sqlx::FromRow)]
+struct LeaseRow {
+    /// `None`: no such project.
+    kind: Option<String>,
+    /// Whether the project mixes gold items in (the pick was limited to one kind).
+    gold_mixed: Option<bool>,
+    /// Live leases the user held in this project before the statement.
+    held: i64,
+    /// Whether one of them is not in `exclude` (and so is handed back, renewed).
+    held_usable: bool,
+    /// The open item picked for a new lease, if one was looked for and found.
+    picked: Option<i64>,
+    /// The lease handed out (renewed or new), with its task.
+    assignment_id: Option<i64>,
+    expires_at: Option<DateTime<Utc>>,
+    item_id: Option<i64>,
+    external_id: Option<String>,
+    prompt: Option<sqlx::types::Json<Vec<Message>>>,
+    model_draft: Option<String>,
+    candidates: Option<sqlx::types::Json<Vec<Candidate>>>,
+    shown: Option<Vec<i16>>,
+    saved_draft: Option<serde_json::Value>,
+}
+
+/// The hot path of annotation, in one statement (one round trip, one commit): renew a lease
+/// the user already holds (a reload), or pick an open item (skipping rows other requests
+/// hold) and lease it; then read the task. The trigger counts the slot and the CHECK refuses
+/// an overfull item.
+///
+/// `project_id BETWEEN $1 AND $1` and `ORDER BY project_id, id` are deliberate: with `=` the
+/// planner may walk `items_pkey` and filter `taken < overlap` row by row (it assumes open
+/// items are spread evenly, while they sit after every taken one), which costs milliseconds
+/// per lease once thousands of items are taken. This form can only be served by a
+/// `(project_id, id)` index, and the partial `items_open` is the cheapest of those.
+///
+/// Gold items are mixed in at the project's `gold_rate`: `$6` is the caller's uniform draw
+/// and `$7` flips the kind it chose, so a caller that finds none of the drawn kind can ask
+/// for the other with the same draw. `want` is NULL (no filter) when the rate is 0.
+const LEASE_SQL: &str = "\
+WITH proj AS (SELECT kind, CASE WHEN gold_rate > 0 THEN ($6 < gold_rate) <> $7 END AS want \
+              FROM projects WHERE id = $1), \
+held AS ( \
+  SELECT id, NOT (id = ANY($3)) AS usable FROM assignments \
+  WHERE user_id = $2 AND project_id = $1 AND status = 'leased' AND expires_at > now()), \
+renewed AS ( \
+  UPDATE assignments SET expires_at = now() + make_interval(secs => $4) \
+  WHERE id = (SELECT min(id) FROM held WHERE usable) AND user_id = $2 AND status = 'leased' \
+  RETURNING id, item_id, shown, expires_at), \
+pick AS ( \
+  SELECT i.id, jsonb_array_length(i.candidates) AS n FROM items i \
+  WHERE i.project_id BETWEEN $1 AND $1 AND i.taken < i.overlap \
+    AND ((SELECT want FROM proj) IS NULL \
+         OR (i.gold_winner IS NOT NULL) = (SELECT want FROM proj)) \
+    AND NOT EXISTS (SELECT 1 FROM held WHERE usable) \
+    AND (SELECT count(*) FROM held) < $5 \
+    AND NOT EXISTS (SELECT 1 FROM assignments a \
+                    WHERE a.item_id = i.id AND a.user_id = $2 AND a.status <> 'expired') \
+  ORDER BY i.project_id, i.id LIMIT 1 FOR UPDATE OF i SKIP LOCKED), \
+ins AS ( \
+  INSERT INTO assignments (item_id, project_id, user_id, status, shown, expires_at) \
+  SELECT pick.id, $1, $2, 'leased', \
+         CASE WHEN (SELECT kind FROM proj) = 'preference' \
+              THEN ARRAY(SELECT x::smallint FROM generate_series(0, pick.n - 1) x \
+                         ORDER BY random() LIMIT 2) \
+              ELSE '{}'::smallint[] END, \
+         now() + make_interval(secs => $4) \
+  FROM pick \
+  ON CONFLICT (item_id, user_id) DO UPDATE \
+    SET status = 'leased', shown = EXCLUDED.shown, leased_at = now(), \
+        expires_at = EXCLUDED.expires_at, finished_at = NULL \
+    WHERE assignments.status = 'expired' \
+  RETURNING id, item_id, shown, expires_at), \
+got AS (SELECT * FROM renewed UNION ALL SELECT * FROM ins) \
+SELECT (SELECT kind FROM proj) AS kind, \
+       (SELECT want IS NOT NULL FROM proj) AS gold_mixed, \
+       (SELECT count(*) FROM held) AS held, \
+       EXISTS (SELECT 1 FROM held WHERE usable) AS held_usable, \
+       (SELECT id FROM pick) AS picked, \
+       g.id AS assignment_id, g.expires_at, i.id AS item_id, i.external_id, i.prompt, \
+       i.draft AS model_draft, i.candidates, g.shown, d.body AS saved_draft \
+FROM (SELECT 1) AS one \
+LEFT JOIN got g ON true \
+LEFT JOIN items i ON i.id = g.item_id \
+LEFT JOIN drafts d ON d.item_id = g.item_id AND d.user_id = $2";
+
+/// Runs [`LEASE_SQL`] once.
+async fn lease(
+    pool: &PgPool,
+    policy: LeasePolicy,
+    project_id: i64,
+    user: &User,
+    exclude: &[i64],
+    gold_draw: f64,
+    flip: bool,
+) -> Result<LeaseRow, Retry> {
+    Ok(sqlx::query_as(LEASE_SQL)
+        .bind(project_id)
+        .bind(user.id)
+        .bind(exclude)
+        .bind(policy.lease_seconds as f64)
+        .bind(policy.max_leases_per_user)
+        .bind(gold_draw)
+        .bind(flip)
+        .fetch_one(pool)
+        .await?)
+}
+
 async fn try_next(
     pool: &PgPool,
     policy: LeasePolicy,
-    project: &Project,
+    project_id: i64,
     user: &User,
     exclude: &[i64],
-) -> Result<Option<i64>, Retry> {
-    // A lease already held (a reload) comes back renewed.
-    let held: Vec<(i64, bool)> = sqlx::query_as(
-        "SELECT id, NOT (id = ANY($3)) FROM assignments WHERE user_id = $1 AND project_id = $2 \
-           AND status = 'leased' AND expires_at > now() ORDER BY id",
-    )
-    .bind(user.id)
-    .bind(project.id)
-    .bind(exclude)
-    .fetch_all(pool)
-    .await?;
-    if let Some(&(id, _)) = held.iter().find(|(_, usable)| *usable) {
-        if renew_one(pool, policy, id, user.id).await? {
-            return Ok(Some(id));
-        }
-        return Err(Retry::Again);
+) -> Result<Option<Task>, Retry> {
+    // One draw decides whether a gold item is offered first; the other kind is asked for
+    // (same draw, flipped) only when none of the first is left for this user.
+    let draw = rand::random::<f64>();
+    let mut row: LeaseRow = lease(pool, policy, project_id, user, exclude, draw, false).await?;
+    if row.gold_mixed == Some(true)
+        && row.assignment_id.is_none()
+        && row.picked.is_none()
+        && !row.held_usable
+        && row.held < policy.max_leases_per_user
+    {
+        row = lease(pool, policy, project_id, user, exclude, draw, true).await?;
     }
-    if held.len() as i64 >= policy.max_leases_per_user {
-        return Err(Retry::App(AppError::Conflict(format!(
-            "you already hold {} items in this project; submit or skip one first",
-            held.len()
+    let Some(kind) = &row.kind else {
+        return Err(Retry::App(AppError::NotFound(format!(
+            "no project {project_id}"
         ))));
-    }
-    // Gold items are mixed in at the project's rate: draw which kind to offer first, and
-    // fall back to the other when none of that kind is left for this user.
-    let kinds: &[Option<bool>] = if project.gold_rate > 0.0 {
-        if rand::random::<f64>() < project.gold_rate {
-            &[Some(true), Some(false)]
-        } else {
-            &[Some(false), Some(true)]
-        }
-    } else {
-        &[None]
     };
-    for &gold in kinds {
-        match pick(pool, policy, project, user, gold).await? {
-            (None, _) => continue,
-            (Some(_), Some(id)) => return Ok(Some(id)),
+    if row.assignment_id.is_none() {
+        if row.held_usable {
+            // The lease to hand back was submitted or skipped meanwhile.
+            return Err(Retry::Again);
+        }
+        if row.held >= policy.max_leases_per_user {
+            return Err(Retry::App(AppError::Conflict(format!(
+                "you already hold {} items in this project; submit or skip one first",
+                row.held
+            ))));
+        }
+        return match row.picked {
+            None => Ok(None),
             // The same user's other request took this item between our snapshot and our lock.
-            (Some(_), None) => return Err(Retry::Again),
-        }
+            Some(_) => Err(Retry::Again),
+        };
     }
-    Ok(None)
-}
-
-/// One statement picks an open item (skipping rows other requests hold), and leases it;
-/// the trigger counts the slot and the CHECK refuses an overfull item. `gold`: only gold
-/// items (`Some(true)`), only the others (`Some(false)`), or any (`None`).
-async fn pick(
-    pool: &PgPool,
-    policy: LeasePolicy,
-    project: &Project,
-    user: &User,
-    gold: Option<bool>,
-) -> Result<(Option<i64>, Option<i64>), Retry> {
-    let gold_filter = if gold.is_some() {
-        "AND (i.gold_winner IS NOT NULL) = $5"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "WITH pick AS ( \
-           SELECT i.id, jsonb_array_length(i.candidates) AS n FROM items i \
-           WHERE i.project_id = $1 AND i.taken < i.overlap {gold_filter} \
-             AND NOT EXISTS (SELECT 1 FROM assignments a \
-                             WHERE a.item_id = i.id AND a.user_id = $2 AND a.status <> 'expired') \
-           ORDER BY i.id LIMIT 1 FOR UPDATE SKIP LOCKED), \
-         ins AS ( \
-           INSERT INTO assignments (item_id, project_id, user_id, status, shown, expires_at) \
-           SELECT pick.id, $1, $2, 'leased', \
-                  CASE WHEN $4 THEN ARRAY(SELECT x::smallint FROM generate_series(0, pick.n - 1) x \
-                                          ORDER BY random() LIMIT 2) \
-                       ELSE '{{}}'::smallint[] END, \
-                  now() + make_interval(secs => $3) \
-           FROM pick \
-           ON CONFLICT (item_id, user_id) DO UPDATE \
-             SET status = 'leased', shown = EXCLUDED.shown, leased_at = now(), \
-                 expires_at = EXCLUDED.expires_at, finished_at = NULL \
-             WHERE assignments.status = 'expired' \
-           RETURNING id) \
-         SELECT (SELECT id FROM pick), (SELECT id FROM ins)"
-    );
-    let mut query = sqlx::query_as(&sql)
-        .bind(project.id)
-        .bind(user.id)
-        .bind(policy.lease_seconds as f64)
-        .bind(project.kind == ProjectKind::Preference);
-    if let Some(gold) = gold {
-        query = query.bind(gold);
-    }
-    Ok(query.fetch_one(pool).await?)
-}
-
-async fn renew_one(
-    pool: &PgPool,
-    policy: LeasePolicy,
-    assignment_id: i64,
-    user_id: i64,
-) -> Result<bool, sqlx::Error> {
-    let n = sqlx::query(
-        "UPDATE assignments SET expires_at = now() + make_interval(secs => $3) \
-         WHERE id = $1 AND user_id = $2 AND status = 'leased'",
+    let kind = ProjectKind::parse(kind).map_err(|e| Retry::App(unexpected(e)))?;
+    let missing = || Retry::App(unexpected("lease statement returned a partial row"));
+    task_from_parts(
+        project_id,
+        kind,
+        TaskParts {
+            assignment_id: row.assignment_id.ok_or_else(missing)?,
+            expires_at: row.expires_at.ok_or_else(missing)?,
+            item_id: row.item_id.ok_or_else(missing)?,
+            external_id: row.external_id.ok_or_else(missing)?,
+            prompt: row.prompt.ok_or_else(missing)?.0,
+            model_draft: row.model_draft,
+            candidates: row.candidates.ok_or_else(missing)?.0,
+            shown: row.shown.ok_or_else(missing)?,
+            saved_draft: row.saved_draft,
+        },
     )
-    .bind(assignment_id)
-    .bind(user_id)
-    .bind(policy.lease_seconds as f64)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
+    .map(Some)
+    .map_err(Retry::App)
+}
+
+fn unexpected(e: impl std::fmt::Display) -> AppError {
+    AppError::unexpected(anyhow::anyhow!("{e}"))
 }
 
 /// Extends a live lease (the page calls this while it is open). An expired lease is revived
@@ -372,41 +427,81 @@ pub async fn task(pool: &PgPool, assignment_id: i64, user_id: i64) -> Result<Tas
         item_id,
         external_id,
         prompt,
-        draft,
-        cands,
+        model_draft,
+        candidates,
         shown,
-        saved,
+        saved_draft,
     )) = row
     else {
         return Err(AppError::NotFound(format!("no assignment {assignment_id}")));
     };
-    let kind = ProjectKind::parse(&kind).map_err(|e| AppError::unexpected(anyhow::anyhow!(e)))?;
+    let kind = ProjectKind::parse(&kind).map_err(unexpected)?;
+    task_from_parts(
+        project_id,
+        kind,
+        TaskParts {
+            assignment_id: id,
+            expires_at,
+            item_id,
+            external_id,
+            prompt: prompt.0,
+            model_draft,
+            candidates: candidates.0,
+            shown,
+            saved_draft,
+        },
+    )
+}
+
+/// An assignment joined with its item, as read from the database.
+struct TaskParts {
+    assignment_id: i64,
+    expires_at: DateTime<Utc>,
+    item_id: i64,
+    external_id: String,
+    prompt: Vec<Message>,
+    model_draft: Option<String>,
+    candidates: Vec<Candidate>,
+    shown: Vec<i16>,
+    saved_draft: Option<serde_json::Value>,
+}
+
+/// The annotator's view: the candidates in the order shown, without their provenance.
+fn task_from_parts(project_id: i64, kind: ProjectKind, parts: TaskParts) -> Result<Task, AppError> {
+    let TaskParts {
+        assignment_id,
+        expires_at,
+        item_id,
+        external_id,
+        prompt,
+        model_draft,
+        candidates,
+        shown,
+        saved_draft,
+    } = parts;
     let answers = shown
         .iter()
         .zip(["A", "B"])
         .map(|(&i, label)| {
-            cands
-                .0
+            candidates
                 .get(i as usize)
                 .map(|c| ShownAnswer {
                     label,
                     content: c.content.clone(),
                 })
-                .ok_or_else(|| {
-                    AppError::unexpected(anyhow::anyhow!("shown index {i} out of range"))
-                })
+                .ok_or_else(|| unexpected(format!("shown index {i} out of range")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Task {
-        assignment_id: id,
+        assignment_id,
         expires_at,
         project_id,
         kind,
         item_id,
         external_id,
-        prompt: prompt.0,
-        model_draft: draft,
+        prompt,
+        model_draft,
         answers,
-        saved_draft: saved,
+        saved_draft,
     })
 }

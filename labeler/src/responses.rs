@@ -81,8 +81,177 @@ impl IdempotencyKey {
 }
 
 /// Stores the response for `assignment_id`; returns the HTTP status and body to answer with
-/// (the stored ones when `key` was seen before). Few round trips: the hot path of annotation.
+/// (the stored ones when `key` was seen before). The hot path of annotation: one statement
+/// (one round trip, one durable commit) for a live lease; an expired lease or a replayed key
+/// takes a second, rarer path.
 pub async fn submit(
+    pool: &PgPool,
+    assignment_id: i64,
+    user: &User,
+    body: SubmitBody,
+    key: Option<IdempotencyKey>,
+) -> Result<(u16, serde_json::Value), AppError> {
+    let time_spent_ms = body.time_spent_ms.filter(|t| *t >= 0);
+    // The body is checked against every kind of project before the statement, which then
+    // stores it only if it fits the assignment's project; the precise error comes after.
+    let fits = Fits::of(&body);
+    let stored = match sqlx::query_as::<_, (String, String, bool, Option<i64>)>(SUBMIT_SQL)
+        .bind(assignment_id)
+        .bind(user.id)
+        .bind(key.as_ref().map(|IdempotencyKey(k)| k.as_str()))
+        .bind(fits.sft.is_some())
+        .bind(fits.preference.is_some())
+        .bind(fits.preference_with_rationale)
+        .bind(fits.answer())
+        .bind(fits.choice())
+        .bind(fits.strength())
+        .bind(fits.rationale())
+        .bind(time_spent_ms)
+        .fetch_optional(pool)
+        .await
+    {
+        Ok(row) => row,
+        // The key was used before (a retry whose first try committed, maybe on another
+        // assignment): nothing of this statement was stored; answer as the first time.
+        Err(e) if is_key_conflict(&e) => return replay(pool, user, key.as_ref()).await,
+        Err(e) => return Err(e.into()),
+    };
+    let Some((status, kind, rationale_required, response_id)) = stored else {
+        return Err(AppError::NotFound(format!("no assignment {assignment_id}")));
+    };
+    if let Some(response_id) = response_id {
+        return Ok((
+            201,
+            serde_json::json!({"response_id": response_id, "assignment_id": assignment_id}),
+        ));
+    }
+    let kind = ProjectKind::parse(&kind).map_err(|e| AppError::unexpected(anyhow::anyhow!(e)))?;
+    match status.as_str() {
+        // Not stored, so the body does not fit this project: say why.
+        "leased" => {
+            Submission::parse(body, kind, rationale_required).map_err(AppError::Validation)?;
+            Err(AppError::unexpected(anyhow::anyhow!(
+                "submit of assignment {assignment_id} fits its project but was not stored"
+            )))
+        }
+        "expired" => submit_in_transaction(pool, assignment_id, user, body, key).await,
+        "submitted" if key.is_some() => replay(pool, user, key.as_ref()).await,
+        "submitted" => Err(AppError::Conflict(format!(
+            "assignment {assignment_id} is already submitted"
+        ))),
+        other => Err(AppError::Conflict(format!(
+            "assignment {assignment_id} is {other}"
+        ))),
+    }
+}
+
+/// Locks the assignment, and only when it is a live lease and the body fits its project:
+/// records the response, closes the lease, drops the draft and stores the reply under the
+/// idempotency key (a plain INSERT: a key seen before fails the whole statement, which then
+/// stored nothing). A concurrent submit of the same assignment waits for the row lock and then
+/// sees `submitted`. Returns no row for an assignment that is not the caller's.
+const SUBMIT_SQL: &str = "\
+WITH a AS ( \
+  SELECT a.id, a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required, \
+         CASE WHEN p.kind = 'sft' THEN $4 WHEN p.rationale_required THEN $6 ELSE $5 END AS fits \
+  FROM assignments a JOIN projects p ON p.id = a.project_id \
+  WHERE a.id = $1 AND a.user_id = $2 FOR UPDATE OF a), \
+r AS ( \
+  INSERT INTO responses (assignment_id, item_id, project_id, user_id, answer, choice, \
+                         strength, rationale, shown, time_spent_ms) \
+  SELECT a.id, a.item_id, a.project_id, $2, $7, $8, $9, $10, a.shown, $11 FROM a \
+  WHERE a.status = 'leased' AND a.fits \
+  RETURNING id, assignment_id, item_id), \
+s AS (UPDATE assignments SET status = 'submitted', finished_at = now() \
+      WHERE id = (SELECT assignment_id FROM r)), \
+d AS (DELETE FROM drafts WHERE user_id = $2 AND item_id = (SELECT item_id FROM r)), \
+k AS (INSERT INTO idempotency_keys (user_id, key, status_code, response_body) \
+      SELECT $2, $3, 201, jsonb_build_object('response_id', r.id, 'assignment_id', r.assignment_id) \
+      FROM r WHERE $3 IS NOT NULL) \
+SELECT a.status, a.kind, a.rationale_required, (SELECT id FROM r) FROM a";
+
+fn is_key_conflict(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.constraint() == Some("idempotency_keys_pkey"))
+}
+
+/// The reply stored under `key`, for a retried submit.
+async fn replay(
+    pool: &PgPool,
+    user: &User,
+    key: Option<&IdempotencyKey>,
+) -> Result<(u16, serde_json::Value), AppError> {
+    let Some(IdempotencyKey(key)) = key else {
+        return Err(AppError::unexpected(anyhow::anyhow!(
+            "replaying a submit without an Idempotency-Key"
+        )));
+    };
+    let saved: Option<(Option<i16>, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT status_code, response_body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user.id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    match saved {
+        Some((Some(code), Some(body))) => Ok((code as u16, body)),
+        _ => Err(AppError::Conflict(
+            "a request with this Idempotency-Key is still in progress".into(),
+        )),
+    }
+}
+
+/// The body checked against each kind of project (a body fits at most one kind: `answer`
+/// and `choice` exclude each other).
+struct Fits {
+    sft: Option<Submission>,
+    /// Preference, for a project that does not require a rationale.
+    preference: Option<Submission>,
+    /// Whether it also fits a project that requires one.
+    preference_with_rationale: bool,
+}
+
+impl Fits {
+    fn of(body: &SubmitBody) -> Self {
+        let parse = |kind, required| Submission::parse(body.clone(), kind, required).ok();
+        Self {
+            sft: parse(ProjectKind::Sft, false),
+            preference: parse(ProjectKind::Preference, false),
+            preference_with_rationale: parse(ProjectKind::Preference, true).is_some(),
+        }
+    }
+
+    fn verdict(&self) -> Option<&Verdict> {
+        match &self.preference {
+            Some(Submission::Verdict(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn answer(&self) -> Option<&str> {
+        match &self.sft {
+            Some(Submission::Answer(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn choice(&self) -> Option<&'static str> {
+        self.verdict().map(|v| v.choice.as_str())
+    }
+
+    fn strength(&self) -> Option<&'static str> {
+        self.verdict()
+            .and_then(|v| v.strength.map(Strength::as_str))
+    }
+
+    fn rationale(&self) -> Option<&str> {
+        self.verdict().and_then(|v| v.rationale.as_deref())
+    }
+}
+
+/// The general path, for a lease that expired before the submit: revives it when the item
+/// still has room, in one transaction with the response.
+async fn submit_in_transaction(
     pool: &PgPool,
     assignment_id: i64,
     user: &User,

@@ -3,7 +3,7 @@
 use labeler::domain::Role;
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{PASSWORD, TestApp, sft_items, spawn_app, spawn_app_with};
 
 /// A cookie-keeping client, like a browser.
 pub fn browser() -> reqwest::Client {
@@ -123,9 +123,7 @@ async fn forms_and_session_api_calls_need_the_csrf_token() {
     app.add_user("ann", Role::Annotator).await;
     let project = app.create_project(&admin, "p", "sft", 1).await;
     assert_eq!(
-        app.import(&admin, project, crate::helpers::sft_items(2))
-            .await
-            .status(),
+        app.import(&admin, project, sft_items(2)).await.status(),
         201
     );
     let client = browser();
@@ -272,6 +270,59 @@ async fn user_text_is_rendered_inert() {
             html.contains("&lt;img src=x") || html.contains(r"\u003cimg src=x"),
             "{path}: {html}"
         );
+    }
+}
+
+#[tokio::test]
+async fn markdown_guidelines_render_as_sanitized_html() {
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    app.add_user("ann", Role::Annotator).await;
+    let guidelines = "## How to judge\n\n- facts first\n- then *style*\n\n\
+                      [Rubric](https://example.org/r) · [trap](javascript:alert(1))\n\n\
+                      <script>alert(2)</script>\n";
+    let r = app
+        .post_json(
+            &admin,
+            "/api/projects",
+            &json!({"name": "md", "kind": "sft", "overlap": 1, "guidelines": guidelines}),
+        )
+        .await;
+    let project = r.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_i64()
+        .expect("id");
+    assert_eq!(
+        app.import(&admin, project, sft_items(1)).await.status(),
+        201
+    );
+    let client = browser();
+    signed_in(&app, &client, "ann").await;
+
+    for path in [
+        format!("/projects/{project}/annotate"),
+        format!("/projects/{project}/guidelines"),
+    ] {
+        let html = client
+            .get(app.url(&path))
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html");
+
+        assert!(html.contains("<h2>How to judge</h2>"), "{path}: {html}");
+        assert!(
+            html.contains("<li>then <em>style</em></li>"),
+            "{path}: {html}"
+        );
+        assert!(
+            html.contains(r#"href="https://example.org/r""#),
+            "{path}: {html}"
+        );
+        assert!(!html.contains("javascript:"), "{path}: {html}");
+        assert!(!html.contains("<script>alert"), "{path}: {html}");
+        assert!(html.contains("&lt;script&gt;alert(2)"), "{path}: {html}");
     }
 }
 

@@ -60,6 +60,114 @@ async fn a_retried_submit_stores_one_response() {
 }
 
 #[tokio::test]
+async fn a_key_reused_on_another_item_replays_the_first_reply() {
+    let (app, ann, project) = setup("preference").await;
+    let first = app.next(&ann, project).await.expect("task")["assignment_id"]
+        .as_i64()
+        .expect("id");
+    let r = app
+        .submit(&ann, first, &json!({"choice": "a"}), Some("same"))
+        .await;
+    assert_eq!(r.status(), 201);
+    let stored: Value = r.json().await.expect("json");
+    let second = app.next(&ann, project).await.expect("task")["assignment_id"]
+        .as_i64()
+        .expect("id");
+    assert_ne!(first, second);
+
+    let r = app
+        .submit(&ann, second, &json!({"choice": "b"}), Some("same"))
+        .await;
+
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.expect("json"), stored);
+    assert_eq!(responses(&app).await, 1, "the second item is still open");
+    let r = app
+        .submit(&ann, second, &json!({"choice": "b"}), Some("other"))
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(responses(&app).await, 2);
+}
+
+#[tokio::test]
+async fn a_required_rationale_is_enforced() {
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
+    let r = app
+        .post_json(
+            &admin,
+            "/api/projects",
+            &json!({"name": "why", "kind": "preference", "overlap": 1, "rationale_required": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let project = r.json::<Value>().await.expect("json")["id"]
+        .as_i64()
+        .expect("id");
+    assert_eq!(
+        app.import(&admin, project, preference_items(1))
+            .await
+            .status(),
+        201
+    );
+    let id = app.next(&ann, project).await.expect("task")["assignment_id"]
+        .as_i64()
+        .expect("id");
+
+    let bare = app.submit(&ann, id, &json!({"choice": "a"}), None).await;
+    let blank = app
+        .submit(&ann, id, &json!({"choice": "a", "rationale": "  "}), None)
+        .await;
+    let explained = app
+        .submit(
+            &ann,
+            id,
+            &json!({"choice": "a", "rationale": "A is correct; B is not."}),
+            None,
+        )
+        .await;
+
+    assert_eq!(bare.status(), 400);
+    assert!(
+        bare.text()
+            .await
+            .expect("text")
+            .contains("requires a rationale")
+    );
+    assert_eq!(blank.status(), 400);
+    assert_eq!(explained.status(), 201);
+    assert_eq!(responses(&app).await, 1);
+}
+
+#[tokio::test]
+async fn a_late_submit_revives_its_lease_while_the_item_has_room() {
+    let (app, ann, project) = setup("sft").await;
+    let id = app.next(&ann, project).await.expect("task")["assignment_id"]
+        .as_i64()
+        .expect("id");
+    sqlx::query("UPDATE assignments SET expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .expect("expire");
+    labeler::queue::reclaim_expired(&app.pool, None)
+        .await
+        .expect("reclaim");
+
+    let r = app
+        .submit(&ann, id, &json!({"answer": "Late but fine."}), Some("late"))
+        .await;
+
+    assert_eq!(r.status(), 201);
+    assert_eq!(responses(&app).await, 1);
+    let taken: i64 = sqlx::query_scalar("SELECT sum(taken) FROM items")
+        .fetch_one(&app.pool)
+        .await
+        .expect("taken");
+    assert_eq!(taken, 1);
+}
+
+#[tokio::test]
 async fn drafts_autosave_and_come_back_on_reload() {
     let (app, ann, project) = setup("sft").await;
     let task = app.next(&ann, project).await.expect("task");

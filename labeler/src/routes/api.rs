@@ -225,9 +225,8 @@ async fn next_task(
     path: web::Path<i64>,
     query: web::Query<NextQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let project = projects::get(&pool, path.into_inner()).await?;
     let exclude = parse_ids(query.exclude.as_deref().unwrap_or(""))?;
-    match queue::next(&pool, state.lease, &project, &user, &exclude).await? {
+    match queue::next(&pool, state.lease, path.into_inner(), &user, &exclude).await? {
         Some(task) => Ok(HttpResponse::Ok().json(task)),
         None => Ok(HttpResponse::NoContent().finish()),
     }
