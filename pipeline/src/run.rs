@@ -284,7 +284,10 @@ fn process_input(
         .collect();
     stage_seconds.insert(
         "read".into(),
-        (started.elapsed().saturating_sub(in_callback + finishing.elapsed())).as_secs_f64(),
+        (started
+            .elapsed()
+            .saturating_sub(in_callback + finishing.elapsed()))
+        .as_secs_f64(),
     );
     stage_seconds.insert("write_work".into(), writing.as_secs_f64());
     let record = InputDone {
