@@ -452,7 +452,7 @@ async fn chromium_reviewer_reviews_and_reads_the_dashboard() {
     // Act 1: review: reject the first response with a comment, accept the second.
     b.goto(&app.url(&format!("/projects/{project}/review")))
         .await;
-    let comment = "Read the guidelines: A is the better answer.";
+    let comment = "Too quick: please read both answers in full.";
     b.type_into(
         &format!("#response-{rejected} .decisions > form:nth-of-type(2) input[name=comment]"),
         comment,
