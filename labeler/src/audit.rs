@@ -1,5 +1,5 @@
-//! The audit log: who changed what (user management, project settings, imports, gold items,
-//! exports, reviews), append-only. The database refuses UPDATE, DELETE and TRUNCATE on
+//! The audit log: who changed what (user management, project settings and webhooks, imports,
+//! gold items, exports, reviews), append-only. The database refuses UPDATE, DELETE and TRUNCATE on
 //! `audit_log` (a trigger, which binds the table owner too), so a row once written stays.
 
 use chrono::{DateTime, Utc};
@@ -36,6 +36,10 @@ impl Actor {
         };
         Self { id: None, name }
     }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// What was done. The string form (`user.add`, `review.accept`, ...) is what the table holds.
@@ -47,6 +51,7 @@ pub enum Action {
     TokenCreate,
     ProjectCreate,
     ProjectUpdate,
+    ProjectWebhook,
     ProjectImport,
     ProjectCandidates,
     ProjectGold,
@@ -65,6 +70,7 @@ impl Action {
             Self::TokenCreate => "token.create",
             Self::ProjectCreate => "project.create",
             Self::ProjectUpdate => "project.update",
+            Self::ProjectWebhook => "project.webhook",
             Self::ProjectImport => "project.import",
             Self::ProjectCandidates => "project.candidates",
             Self::ProjectGold => "project.gold",

@@ -199,6 +199,7 @@ pub async fn export_project_with(
     let project = projects::by_name(pool, project).await?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut written = Vec::new();
+    let by = Actor::cli();
     for &part in ExportPart::for_kind(project.kind) {
         let n;
         let path;
@@ -214,6 +215,17 @@ pub async fn export_project_with(
             }
         }
         println!("{}: {n} record(s)", path.display());
+        let hook = crate::webhooks::ExportEvent {
+            part: part.as_str(),
+            format: match format {
+                ExportFormat::Jsonl => "jsonl",
+                ExportFormat::Parquet => "parquet",
+            },
+            accepted_only,
+            by: by.name(),
+        };
+        // The running server's deliverer sends it.
+        crate::webhooks::enqueue_export(pool, project.id, &hook).await?;
         written.push(path);
     }
     Ok(written)

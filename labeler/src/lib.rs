@@ -28,6 +28,8 @@ pub mod review_pages;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod webhook_delivery;
+pub mod webhooks;
 
 pub use settings::Settings;
 pub use startup::{Application, MIGRATOR};

@@ -1,6 +1,6 @@
 //! Projects: what annotators do (write or compare), the guidelines, and the overlap N.
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
 use crate::domain::{Overlap, ProjectKind, ProjectName};
 use crate::error::AppError;
@@ -145,7 +145,11 @@ pub struct SettingsChange {
 }
 
 /// Applies `change` and returns the project as it is now.
-pub async fn update(pool: &PgPool, id: i64, change: &SettingsChange) -> Result<Project, AppError> {
+pub async fn update<'e>(
+    exec: impl PgExecutor<'e>,
+    id: i64,
+    change: &SettingsChange,
+) -> Result<Project, AppError> {
     let row = sqlx::query_as::<_, ProjectTuple>(&format!(
         "UPDATE projects SET guidelines = COALESCE($2, guidelines), \
            rationale_required = COALESCE($3, rationale_required), \
@@ -156,7 +160,7 @@ pub async fn update(pool: &PgPool, id: i64, change: &SettingsChange) -> Result<P
     .bind(change.guidelines.as_deref())
     .bind(change.rationale_required)
     .bind(change.gold_rate)
-    .fetch_optional(pool)
+    .fetch_optional(exec)
     .await?;
     row.map(project_from_row)
         .transpose()?

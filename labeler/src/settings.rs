@@ -16,6 +16,36 @@ pub struct Settings {
     pub database: DatabaseSettings,
     #[serde(default)]
     pub labeling: LabelingSettings,
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
+}
+
+/// How webhook events leave the outbox: polling, timeouts and the retry schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// How often the deliverer looks for due events.
+    pub poll_interval_ms: u64,
+    /// One attempt's limit (connect, send, answer).
+    pub timeout_secs: u64,
+    /// Attempts before an event is given up (marked failed; kept in the table).
+    pub max_attempts: u32,
+    /// Wait after the first failed attempt; doubled after each further one, up to
+    /// `backoff_max_secs`, with up to 20% random jitter.
+    pub backoff_base_ms: u64,
+    pub backoff_max_secs: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 1000,
+            timeout_secs: 10,
+            max_attempts: 12,
+            backoff_base_ms: 2000,
+            backoff_max_secs: 3600,
+        }
+    }
 }
 
 /// How work is handed out and how much a request may carry.

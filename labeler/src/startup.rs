@@ -110,6 +110,7 @@ impl Application {
             pool.clone(),
             std::time::Duration::from_secs(u64::from(labeling.lease_seconds.clamp(4, 240) / 4)),
         );
+        crate::webhook_delivery::spawn(pool.clone(), settings.webhooks.clone())?;
         let pool = web::Data::new(pool);
         let server = HttpServer::new(move || {
             let session = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())

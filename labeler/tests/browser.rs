@@ -1,6 +1,6 @@
 //! A real headless Chromium drives the pages: an annotator signs in, answers, compares with
 //! the keyboard and reloads mid-task, and the export holds exactly what was typed; an admin
-//! uploads a file.
+//! uploads a file; a reviewer accepts and rejects on the review page and reads the dashboard.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -369,4 +369,153 @@ async fn chromium_admin_uploads_a_jsonl_file() {
         .await
         .expect("count");
     assert_eq!(items, 3);
+}
+
+/// Preference verdicts from three annotators (overlap 2) for the review and dashboard test:
+/// `(annotator, choice, strength, seconds)`, in the order they are submitted.
+const VERDICTS: &[(&str, &str, Option<&str>, i64)] = &[
+    ("ann", "a", Some("much"), 14),
+    ("ann", "b", None, 22),
+    ("ann", "a", Some("slightly"), 9),
+    ("ann", "tie", None, 31),
+    ("ann", "b", Some("much"), 12),
+    ("ann", "a", None, 18),
+    ("bob", "a", Some("much"), 25),
+    ("bob", "a", None, 40),
+    ("bob", "b", Some("slightly"), 33),
+    ("bob", "both_bad", None, 51),
+    ("cy", "b", Some("much"), 8),
+    ("cy", "a", None, 11),
+    ("cy", "b", None, 7),
+    ("cy", "a", Some("slightly"), 10),
+];
+
+/// A lead's pages in a real browser: a reviewer signs in through the form, accepts one
+/// response and rejects another with a comment through the review page's forms (the
+/// database and the rejected tab show both), then opens the dashboard and finds every chart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_reviewer_reviews_and_reads_the_dashboard() {
+    let Some((chrome, driver)) =
+        chromium_for_test("chromium_reviewer_reviews_and_reads_the_dashboard")
+    else {
+        return;
+    };
+    // Arrange: a preference project with verdicts from three annotators, one lease open.
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    app.add_user("rev", Role::Reviewer).await;
+    let mut annotators = BTreeMap::new();
+    for name in ["ann", "bob", "cy"] {
+        annotators.insert(name, app.add_user(name, Role::Annotator).await);
+    }
+    let project = app.create_project(&admin, "duel", "preference", 2).await;
+    assert_eq!(
+        app.import(&admin, project, preference_items(8))
+            .await
+            .status(),
+        201
+    );
+    for &(name, choice, strength, seconds) in VERDICTS {
+        let user = &annotators[name];
+        let task = app.next(user, project).await.expect("a task");
+        let id = task["assignment_id"].as_i64().expect("id");
+        let body = json!({"choice": choice, "strength": strength, "time_spent_ms": seconds * 1000,
+                          "rationale": (choice == "both_bad").then_some("Both miss the point.")});
+        assert_eq!(app.submit(user, id, &body, None).await.status(), 201);
+    }
+    app.next(&annotators["ann"], project)
+        .await
+        .expect("a lease left open");
+    let first: Vec<i64> = sqlx::query_scalar("SELECT id FROM responses ORDER BY id LIMIT 2")
+        .fetch_all(&app.pool)
+        .await
+        .expect("ids");
+    let (rejected, accepted) = (first[0], first[1]);
+    // Two gold items (the newer checkpoint's answer should win), for the gold chart.
+    let gold = app
+        .client
+        .put(app.url(&format!("/api/projects/{project}/gold")))
+        .bearer_auth(&admin.token)
+        .json(&json!({"items": [{"id": "q2", "winner": 1}, {"id": "q4", "winner": 1}]}))
+        .send()
+        .await
+        .expect("gold");
+    assert_eq!(gold.status(), 200);
+
+    let b = Browser::start(chrome, driver).await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("input[name=username]", "rev").await;
+    b.type_into("input[name=password]", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.find("table.projects").await;
+
+    // Act 1: review: reject the first response with a comment, accept the second.
+    b.goto(&app.url(&format!("/projects/{project}/review")))
+        .await;
+    let comment = "Too quick: please read both answers in full.";
+    b.type_into(
+        &format!("#response-{rejected} .decisions > form:nth-of-type(2) input[name=comment]"),
+        comment,
+    )
+    .await;
+    shoot(&b, "review.png").await;
+    b.click(&format!(
+        "#response-{rejected} .decisions > form:nth-of-type(2) button"
+    ))
+    .await;
+    let status = |id: i64| {
+        format!(
+            "SELECT review_status || ':' || coalesce(review_comment, '') FROM responses WHERE id = {id}"
+        )
+    };
+    wait_for(&app, &status(rejected), &format!("rejected:{comment}")).await;
+    // The form posts, then the page comes back to the pending tab.
+    b.click(&format!(
+        "#response-{accepted} .decisions > form:nth-of-type(1) button"
+    ))
+    .await;
+    wait_for(&app, &status(accepted), "accepted:").await;
+
+    // Assert 1: the tabs show where each went; the reviewer is named.
+    b.goto(&app.url(&format!("/projects/{project}/review?status=rejected")))
+        .await;
+    assert_eq!(
+        b.text(&format!("#response-{rejected} .comment")).await,
+        format!("Reviewer: {comment}")
+    );
+    b.goto(&app.url(&format!("/projects/{project}/review?status=accepted")))
+        .await;
+    b.find(&format!("#response-{accepted}")).await;
+    let reviewer: String = sqlx::query_scalar(
+        "SELECT string_agg(DISTINCT u.username, ',') FROM responses r \
+         JOIN users u ON u.id = r.reviewed_by",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("reviewer");
+    assert_eq!(reviewer, "rev");
+
+    // Act 2: the dashboard, in a window tall enough for the whole page.
+    b.resize(1280, 1220).await;
+    b.goto(&app.url(&format!("/projects/{project}/dashboard")))
+        .await;
+
+    // Assert 2: every chart is drawn; the numbers agree with what was done.
+    let sections = b
+        .property(".charts", "childElementCount")
+        .await
+        .as_u64()
+        .expect("a count");
+    assert!(sections >= 8, "{sections} charts");
+    for i in 1..=sections {
+        b.find(&format!(".charts > .chart:nth-child({i}) svg"))
+            .await;
+    }
+    let progress = b.text(".charts > .chart:nth-child(1) .note").await;
+    // 14 verdicts over 8 items with overlap 2: q0-q5 full, q6 and q7 one short; the
+    // rejection takes q0 back to one short, and gold items q2 and q4 stay open for more
+    // annotators (marking raises their overlap).
+    assert_eq!(progress, "3 done · 5 in progress · 0 remaining");
+    shoot(&b, "dashboard.png").await;
+    b.quit().await;
 }

@@ -17,3 +17,4 @@ mod review;
 mod startup;
 mod submit;
 mod webdriver;
+mod webhooks;

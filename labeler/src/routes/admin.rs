@@ -1,8 +1,8 @@
-//! Admin API: user management, project settings and the audit log. Every change is recorded
-//! in the audit log by the handler that makes it.
+//! Admin API: user management, project settings (webhooks included) and the audit log. Every
+//! change is recorded in the audit log by the handler that makes it.
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::accounts;
@@ -11,6 +11,7 @@ use crate::auth::AdminUser;
 use crate::domain::{Password, Role, Username};
 use crate::error::AppError;
 use crate::projects::{self, SettingsChange};
+use crate::webhooks::{self, WebhookChange, WebhookSecret, WebhookUrl};
 
 /// Routes under `/api` (called from the API scope's configuration).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -18,6 +19,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/users", web::post().to(add_user))
         .route("/admin/users/{name}", web::patch().to(change_user))
         .route("/admin/projects/{id}", web::patch().to(change_project))
+        .route(
+            "/admin/projects/{id}/webhook",
+            web::get().to(project_webhook),
+        )
         .route("/admin/audit", web::get().to(audit_log));
 }
 
@@ -89,6 +94,69 @@ struct ProjectChange {
     /// Share of handed-out items drawn from the gold items, 0 to 1.
     #[serde(default)]
     gold_rate: Option<f64>,
+    /// Absent: unchanged; `null`: no webhook; a URL: send events there.
+    #[serde(default, deserialize_with = "present")]
+    webhook_url: Option<Option<String>>,
+    /// A secret of your own (16-256 visible ASCII characters); absent keeps the stored one
+    /// or, when there is none, the server makes one and shows it in this reply only.
+    #[serde(default)]
+    webhook_secret: Option<String>,
+    /// Replace the stored secret with a new one made by the server.
+    #[serde(default)]
+    rotate_webhook_secret: bool,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`, by `default`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl ProjectChange {
+    /// The webhook part, checked; `None` when the request does not touch the webhook.
+    fn webhook(&mut self) -> Result<Option<WebhookChange>, AppError> {
+        let secret = self
+            .webhook_secret
+            .take()
+            .map(WebhookSecret::parse)
+            .transpose()
+            .map_err(AppError::Validation)?;
+        let rotate = self.rotate_webhook_secret;
+        if rotate && secret.is_some() {
+            return Err(AppError::Validation(
+                "send webhook_secret or rotate_webhook_secret, not both".into(),
+            ));
+        }
+        Ok(match self.webhook_url.take() {
+            Some(Some(url)) => Some(WebhookChange::Set {
+                url: WebhookUrl::parse(&url).map_err(AppError::Validation)?,
+                secret,
+                rotate,
+            }),
+            Some(None) if secret.is_some() || rotate => {
+                return Err(AppError::Validation(
+                    "webhook_url null removes the webhook; leave out webhook_secret".into(),
+                ));
+            }
+            Some(None) => Some(WebhookChange::Remove),
+            None if secret.is_some() || rotate => Some(WebhookChange::Secret { secret, rotate }),
+            None => None,
+        })
+    }
+}
+
+/// A project with its webhook (admins only: the URL may hold a token), and a secret the
+/// server just made (this once).
+#[derive(Debug, Serialize)]
+struct ProjectSettings {
+    #[serde(flatten)]
+    project: projects::Project,
+    webhook: Option<webhooks::WebhookInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_secret: Option<String>,
 }
 
 async fn change_project(
@@ -97,7 +165,8 @@ async fn change_project(
     path: web::Path<i64>,
     body: web::Json<ProjectChange>,
 ) -> Result<HttpResponse, AppError> {
-    let body = body.into_inner();
+    let mut body = body.into_inner();
+    let hook = body.webhook()?;
     if let Some(g) = &body.guidelines {
         crate::domain::check_text(g)
             .map_err(|e| AppError::Validation(format!("guidelines: {e}")))?;
@@ -114,7 +183,21 @@ async fn change_project(
         rationale_required: body.rationale_required,
         gold_rate: body.gold_rate,
     };
-    let project = projects::update(&pool, path.into_inner(), &change).await?;
+    // The settings, the webhook and their audit rows commit together.
+    let mut tx = pool.begin().await?;
+    let project = projects::update(&mut *tx, path.into_inner(), &change).await?;
+    let actor = Actor::user(&admin);
+    let mut generated = None;
+    let touches_webhook = hook.is_some();
+    if let Some(hook) = hook {
+        let applied = webhooks::apply(&mut tx, project.id, hook).await?;
+        generated = applied.generated_secret;
+        let event = Event::new(Action::ProjectWebhook)
+            .project(project.id)
+            .target(&project.name)
+            .details(applied.audit);
+        audit::record(&mut *tx, &actor, event).await?;
+    }
     let mut changed = serde_json::Map::new();
     if let Some(g) = &change.guidelines {
         changed.insert("guidelines_bytes".into(), g.len().into());
@@ -125,12 +208,34 @@ async fn change_project(
     if let Some(r) = change.gold_rate {
         changed.insert("gold_rate".into(), r.into());
     }
-    let event = Event::new(Action::ProjectUpdate)
-        .project(project.id)
-        .target(&project.name)
-        .details(changed.into());
-    audit::record(pool.get_ref(), &Actor::user(&admin), event).await?;
-    Ok(HttpResponse::Ok().json(project))
+    // A request that only sets the webhook has its own audit row above.
+    if !changed.is_empty() || !touches_webhook {
+        let event = Event::new(Action::ProjectUpdate)
+            .project(project.id)
+            .target(&project.name)
+            .details(changed.into());
+        audit::record(&mut *tx, &actor, event).await?;
+    }
+    tx.commit().await?;
+    let webhook = webhooks::get(&pool, project.id).await?;
+    Ok(HttpResponse::Ok().json(ProjectSettings {
+        project,
+        webhook,
+        webhook_secret: generated.map(|s| s.expose().to_string()),
+    }))
+}
+
+/// `GET /api/admin/projects/{id}/webhook`: the webhook (secret as a hint) and its newest
+/// deliveries, to see whether events arrive.
+async fn project_webhook(
+    _: AdminUser,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let webhook = webhooks::get(&pool, id).await?;
+    let recent = webhooks::recent(&pool, id, 50).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"webhook": webhook, "recent": recent})))
 }
 
 #[derive(Debug, Deserialize)]

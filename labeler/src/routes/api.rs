@@ -15,7 +15,7 @@ use crate::export::{self, ExportPart};
 use crate::projects::{self, NewProject};
 use crate::queue::{self, LeasePolicy};
 use crate::responses::{self, IdempotencyKey, SubmitBody};
-use crate::{import, model_loop, startup::AppState};
+use crate::{import, model_loop, startup::AppState, webhooks};
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
     cfg.service(
@@ -322,21 +322,28 @@ async fn export_part(
         )));
     }
     let format = query.format.as_deref().unwrap_or("jsonl");
+    if !matches!(format, "jsonl" | "parquet") {
+        return Err(AppError::Validation(format!(
+            "export format {format:?} is not one of: jsonl, parquet"
+        )));
+    }
+    // The audit row and the webhook event commit together.
+    let mut tx = pool.begin().await?;
     let event = Event::new(Action::ProjectExport)
         .project(project.id)
         .target(part.as_str())
         .details(serde_json::json!({"format": format, "accepted_only": query.accepted_only}));
-    audit::record(pool.get_ref(), &Actor::user(&admin), event).await?;
-    match query.format.as_deref() {
-        None | Some("jsonl") => {}
-        Some("parquet") => {
-            return export_parquet(pool.get_ref(), project, part, query.accepted_only).await;
-        }
-        Some(other) => {
-            return Err(AppError::Validation(format!(
-                "export format {other:?} is not one of: jsonl, parquet"
-            )));
-        }
+    audit::record(&mut *tx, &Actor::user(&admin), event).await?;
+    let hook = webhooks::ExportEvent {
+        part: part.as_str(),
+        format,
+        accepted_only: query.accepted_only,
+        by: &admin.username,
+    };
+    webhooks::enqueue_export(&mut *tx, project.id, &hook).await?;
+    tx.commit().await?;
+    if format == "parquet" {
+        return export_parquet(pool.get_ref(), project, part, query.accepted_only).await;
     }
     let filename = format!("{}-{}.jsonl", project.name, part.as_str());
     let rx = export::spawn_jsonl(pool.get_ref().clone(), project, part, query.accepted_only);
