@@ -149,11 +149,16 @@ pub fn export_hf(ckpt_dir: &Path, out: &Path) -> Result<()> {
         }),
     )?;
     let sample = &ckpt.state.config.sample;
+    // A chat model ends its turn with <|end|>: `generate` in transformers stops there too.
+    let stop: Vec<u32> = eos
+        .into_iter()
+        .chain(ckpt.state.tokenizer.special("end_of_turn"))
+        .collect();
     write_json(
         GENERATION_CONFIG_FILE,
         &json!({
             "bos_token_id": eos,
-            "eos_token_id": eos,
+            "eos_token_id": stop,
             "pad_token_id": eos,
             "do_sample": true,
             "temperature": sample.temperature,

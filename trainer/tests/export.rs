@@ -80,6 +80,14 @@ fn the_export_reloads_to_the_same_logits() {
                 .expect("json");
         assert_eq!(tok_config["chat_template"], format::CHAT_TEMPLATE_JINJA);
         assert_eq!(tok_config["eos_token"], "<|endoftext|>");
+        let generation: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(hf.join("generation_config.json")).expect("gc"))
+                .expect("json");
+        assert_eq!(
+            generation["eos_token_id"],
+            serde_json::json!([0, 4]),
+            "generation stops at <|endoftext|> and at the end of a turn"
+        );
 
         let ours = LanguageModel::from_checkpoint(
             &Checkpoint::load(&ckpt).expect("checkpoint"),
