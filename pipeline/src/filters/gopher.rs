@@ -262,9 +262,13 @@ impl GopherRepetitionOptions {
         }
 
         let words = WordTable::new(&doc.words);
+        // One table per kind of count, cleared between n-gram sizes: allocated and grown
+        // once per document instead of once per size.
+        let mut counts = FxHashMap::with_capacity_and_hasher(words.len(), Default::default());
+        let mut seen = FxHashMap::with_capacity_and_hasher(words.len(), Default::default());
         let mut top_max = 0.0f64;
         for &(n, limit) in &self.top_n_grams {
-            let frac = words.top_ngram_fraction(n, total_chars);
+            let frac = words.top_ngram_fraction(n, total_chars, &mut counts);
             top_max = top_max.max(frac);
             if frac > limit {
                 v.fail(format!(
@@ -275,7 +279,7 @@ impl GopherRepetitionOptions {
         v.score("gopher_top_ngram_max", top_max);
         let mut dup_max = 0.0f64;
         for &(n, limit) in &self.dup_n_grams {
-            let frac = words.duplicated_ngram_fraction(n, total_chars);
+            let frac = words.duplicated_ngram_fraction(n, total_chars, &mut seen);
             dup_max = dup_max.max(frac);
             if frac > limit {
                 v.fail(format!(
@@ -300,7 +304,8 @@ struct WordTable<'a> {
 
 impl<'a> WordTable<'a> {
     fn new(words: &'a [&'a str]) -> Self {
-        let mut vocabulary: FxHashMap<&str, u32> = FxHashMap::default();
+        let mut vocabulary: FxHashMap<&str, u32> =
+            FxHashMap::with_capacity_and_hasher(words.len(), Default::default());
         let mut ids = Vec::with_capacity(words.len());
         let mut chars_before = Vec::with_capacity(words.len() + 1);
         let mut chars = 0;
@@ -316,6 +321,10 @@ impl<'a> WordTable<'a> {
             ids,
             chars_before,
         }
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
     }
 
     fn chars(&self, start: usize, n: usize) -> usize {
@@ -335,13 +344,18 @@ impl<'a> WordTable<'a> {
     }
 
     /// Characters of the most frequent n-gram times its count, over all characters.
-    fn top_ngram_fraction(&self, n: usize, total_chars: f64) -> f64 {
+    fn top_ngram_fraction(
+        &self,
+        n: usize,
+        total_chars: f64,
+        counts: &mut FxHashMap<u64, (usize, usize)>,
+    ) -> f64 {
         if self.ids.len() < n {
             return 0.0;
         }
         // key -> (count, first start); a colliding different n-gram is counted on its own
         // under a probed key.
-        let mut counts: FxHashMap<u64, (usize, usize)> = FxHashMap::default();
+        counts.clear();
         for start in 0..=self.ids.len() - n {
             let mut key = self.key(start, n);
             loop {
@@ -355,7 +369,8 @@ impl<'a> WordTable<'a> {
         }
         // Ties broken by the n-gram's words so the score does not depend on hash order.
         counts
-            .into_values()
+            .values()
+            .copied()
             .max_by(|a, b| {
                 a.0.cmp(&b.0)
                     .then_with(|| self.words[b.1..b.1 + n].cmp(&self.words[a.1..a.1 + n]))
@@ -368,12 +383,17 @@ impl<'a> WordTable<'a> {
 
     /// Characters covered by n-grams that already occurred (non-overlapping), over all
     /// characters.
-    fn duplicated_ngram_fraction(&self, n: usize, total_chars: f64) -> f64 {
+    fn duplicated_ngram_fraction(
+        &self,
+        n: usize,
+        total_chars: f64,
+        seen: &mut FxHashMap<u64, usize>,
+    ) -> f64 {
         if self.ids.len() < n {
             return 0.0;
         }
         // key -> first start of the n-gram seen under it.
-        let mut seen: FxHashMap<u64, usize> = FxHashMap::default();
+        seen.clear();
         let mut dup_chars = 0usize;
         let mut i = 0;
         while i + n <= self.ids.len() {
