@@ -196,3 +196,58 @@ pub fn project_id(stdout: &str) -> String {
         .expect("project id in output")
         .to_string()
 }
+
+/// A labeler on a fresh database, prepared through its CLI as a lead would: an admin
+/// (`lead`) and an annotator (`annotator`), each with an API token, and two empty projects.
+#[derive(Debug)]
+pub struct LabelerSetup {
+    pub database_url: String,
+    pub admin_token: String,
+    pub annotator_token: String,
+    /// Ids (as printed by `labeler project create`) of the two projects.
+    pub sft_project: String,
+    pub preference_project: String,
+}
+
+impl LabelerSetup {
+    /// Makes the database, the accounts, their tokens, an SFT project named `sft` and a
+    /// preference project named `preference`.
+    pub fn new(sft: &str, preference: &str) -> Self {
+        let database_url = create_database();
+        let env = [
+            ("DATABASE_URL", database_url.as_str()),
+            ("LABELER_PASSWORD", "jielong end-to-end password"),
+        ];
+        let labeler = |args: &[&str]| ok(run_bin("labeler", args, &env));
+        labeler(&["user", "add", "lead", "--role", "admin"]);
+        labeler(&["user", "add", "annotator"]);
+        let admin_token = labeler(&["token", "create", "lead"]).trim().to_string();
+        let annotator_token = labeler(&["token", "create", "annotator"])
+            .trim()
+            .to_string();
+        let sft_project = project_id(&labeler(&["project", "create", sft, "--kind", "sft"]));
+        let preference_project = project_id(&labeler(&[
+            "project",
+            "create",
+            preference,
+            "--kind",
+            "preference",
+        ]));
+        Self {
+            database_url,
+            admin_token,
+            annotator_token,
+            sft_project,
+            preference_project,
+        }
+    }
+
+    /// Runs the `labeler` CLI against this database; requires success, returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        ok(run_bin(
+            "labeler",
+            args,
+            &[("DATABASE_URL", self.database_url.as_str())],
+        ))
+    }
+}

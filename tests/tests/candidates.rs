@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use format::{DatasetKind, PretrainDoc, SPECIAL_TOKENS, ShardWriter, TokenizerSpec};
-use jielong_tests::{call, create_database, fails, ok, project_id, run_bin, serve};
+use jielong_tests::{LabelerSetup, call, fails, ok, run_bin, serve};
 use serde_json::{Value, json};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
@@ -19,7 +19,6 @@ use tokenizers::{
     TokenizerBuilder,
 };
 
-const PASSWORD: &str = "correct horse battery";
 const QUESTIONS: [&str; 5] = [
     "what does the cat see?",
     "what does a dog like?",
@@ -177,31 +176,15 @@ fn generated_candidates_reach_annotators_once() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let checkpoint = tiny_checkpoint(tmp.path(), 60);
     let checkpoint = checkpoint.to_str().expect("utf8");
-    let db = create_database();
-    let env = [
-        ("DATABASE_URL", db.as_str()),
-        ("LABELER_PASSWORD", PASSWORD),
-    ];
-    ok(run_bin(
-        "labeler",
-        &["user", "add", "root", "--role", "admin"],
-        &env,
-    ));
-    ok(run_bin("labeler", &["user", "add", "ann"], &env));
-    let admin = ok(run_bin("labeler", &["token", "create", "root"], &env));
-    let admin = admin.trim();
-    let ann = ok(run_bin("labeler", &["token", "create", "ann"], &env));
-    let ann = ann.trim();
-    let questions = project_id(&ok(run_bin(
-        "labeler",
-        &["project", "create", "questions", "--kind", "sft"],
-        &env,
-    )));
-    let duel = project_id(&ok(run_bin(
-        "labeler",
-        &["project", "create", "duel", "--kind", "preference"],
-        &env,
-    )));
+    let labeler = LabelerSetup::new("questions", "duel");
+    let (admin, ann) = (
+        labeler.admin_token.as_str(),
+        labeler.annotator_token.as_str(),
+    );
+    let (questions, duel) = (
+        labeler.sft_project.as_str(),
+        labeler.preference_project.as_str(),
+    );
     let prompts = tmp.path().join("prompts.jsonl");
     let rows: String = QUESTIONS
         .iter()
@@ -209,17 +192,13 @@ fn generated_candidates_reach_annotators_once() {
         .map(|(i, q)| json!({"id": format!("q{i}"), "prompt": q}).to_string() + "\n")
         .collect();
     std::fs::write(&prompts, rows).expect("write prompts");
-    ok(run_bin(
-        "labeler",
-        &[
-            "import",
-            "--project",
-            "questions",
-            prompts.to_str().expect("utf8"),
-        ],
-        &env,
-    ));
-    let server = serve(&db);
+    labeler.cli(&[
+        "import",
+        "--project",
+        "questions",
+        prompts.to_str().expect("utf8"),
+    ]);
+    let server = serve(&labeler.database_url);
     let url = server.address.as_str();
     let generate = |token: &str, to: &str, extra: &[&str]| {
         let mut args = vec![
@@ -229,7 +208,7 @@ fn generated_candidates_reach_annotators_once() {
             "--labeler",
             url,
             "--from-project",
-            &questions,
+            questions,
             "--to-project",
             to,
             "--k",
@@ -251,14 +230,14 @@ fn generated_candidates_reach_annotators_once() {
 
     // Clear refusals before any model work: a bad token, an annotator's token, a project
     // that is not a preference project, a labeler that is not there.
-    let err = fails(generate("jlt_wrong", &duel, &[]));
+    let err = fails(generate("jlt_wrong", duel, &[]));
     assert!(
         err.contains("401") && err.contains("LABELER_TOKEN"),
         "{err}"
     );
-    let err = fails(generate(ann, &duel, &[]));
+    let err = fails(generate(ann, duel, &[]));
     assert!(err.contains("403"), "{err}");
-    let err = fails(generate(admin, &questions, &[]));
+    let err = fails(generate(admin, questions, &[]));
     assert!(
         err.contains("kind sft") && err.contains("preference"),
         "{err}"
@@ -274,9 +253,9 @@ fn generated_candidates_reach_annotators_once() {
             "--token",
             admin,
             "--from-project",
-            &questions,
+            questions,
             "--to-project",
-            &duel,
+            duel,
         ],
         &[],
     ));
@@ -284,10 +263,10 @@ fn generated_candidates_reach_annotators_once() {
 
     // Act
     let started = Instant::now();
-    let first = ok(generate(admin, &duel, &[]));
+    let first = ok(generate(admin, duel, &[]));
     let first_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let second = ok(generate(admin, &duel, &[]));
+    let second = ok(generate(admin, duel, &[]));
     let second_secs = started.elapsed().as_secs_f64();
     eprintln!("first run ({first_secs:.1}s): {first}second run ({second_secs:.1}s): {second}");
 

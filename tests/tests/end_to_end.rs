@@ -11,10 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use format::{Dataset, DatasetKind};
-use jielong_tests::{call, create_database, ok, project_id, run_bin, serve, workspace_root};
+use jielong_tests::{LabelerSetup, call, ok, run_bin, serve, workspace_root};
 use serde_json::Value;
-
-const PASSWORD: &str = "end to end password";
 
 /// A demo config with its `runs/demo` paths moved under `dir`; returns the new file.
 fn demo_config(name: &str, dir: &Path) -> String {
@@ -165,40 +163,20 @@ fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
 
     // 3. The labeler on its own database: accounts, an SFT project of the shipped prompts
     //    and an empty comparison project.
-    let db = create_database();
-    let env = [
-        ("DATABASE_URL", db.as_str()),
-        ("LABELER_PASSWORD", PASSWORD),
-    ];
-    ok(run_bin(
-        "labeler",
-        &["user", "add", "lead", "--role", "admin"],
-        &env,
-    ));
-    ok(run_bin("labeler", &["user", "add", "annotator"], &env));
-    let admin = ok(run_bin("labeler", &["token", "create", "lead"], &env));
-    let admin = admin.trim();
-    let annotator = ok(run_bin("labeler", &["token", "create", "annotator"], &env));
-    let annotator = annotator.trim();
-    let answers = project_id(&ok(run_bin(
-        "labeler",
-        &["project", "create", "towns-answers", "--kind", "sft"],
-        &env,
-    )));
-    let compare = project_id(&ok(run_bin(
-        "labeler",
-        &["project", "create", "towns-compare", "--kind", "preference"],
-        &env,
-    )));
+    let labeler = LabelerSetup::new("towns-answers", "towns-compare");
+    let (admin, annotator) = (
+        labeler.admin_token.as_str(),
+        labeler.annotator_token.as_str(),
+    );
+    let (answers, compare) = (
+        labeler.sft_project.as_str(),
+        labeler.preference_project.as_str(),
+    );
     let prompts_file = root.join("data/demo/prompts.jsonl");
     let prompts = read_jsonl(&prompts_file);
     assert_eq!(prompts.len(), 48);
-    ok(run_bin(
-        "labeler",
-        &["import", "--project", "towns-answers", &s(&prompts_file)],
-        &env,
-    ));
-    let server = serve(&db);
+    labeler.cli(&["import", "--project", "towns-answers", &s(&prompts_file)]);
+    let server = serve(&labeler.database_url);
     let url = server.address.as_str();
 
     // 4. The pretrained model answers every prompt twice, into the comparison project.
@@ -212,9 +190,9 @@ fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
                 "--labeler",
                 url,
                 "--from-project",
-                &answers,
+                answers,
                 "--to-project",
-                &compare,
+                compare,
                 "--k",
                 "2",
                 "--max-tokens",
@@ -243,9 +221,9 @@ fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
             "--token",
             annotator,
             "--sft-project",
-            &answers,
+            answers,
             "--compare-project",
-            &compare,
+            compare,
             "--prompts",
             &s(&prompts_file),
             "--log",
@@ -278,11 +256,7 @@ fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
     // 6. Export: exactly the labels given, nothing for the skipped items.
     let export = run.join("export");
     for project in ["towns-answers", "towns-compare"] {
-        ok(run_bin(
-            "labeler",
-            &["export", "--project", project, "--out", &s(&export)],
-            &env,
-        ));
+        labeler.cli(&["export", "--project", project, "--out", &s(&export)]);
     }
     let sft_rows = read_jsonl(&export.join("towns-answers-sft.jsonl"));
     let pairs = read_jsonl(&export.join("towns-compare-pairs.jsonl"));
