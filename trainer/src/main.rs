@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use trainer::config::{Precision, RunConfig};
+use trainer::config::{DataConfig, Precision, RunConfig, TrainSettings};
 use trainer::device::{DeviceChoice, runtime_info};
 use trainer::engine::Summary;
 use trainer::post_config::{PostConfig, Task};
@@ -16,6 +16,46 @@ use trainer::train::{Faults, Resume, Trainer};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The config overrides every training command takes.
+#[derive(Debug, clap::Args)]
+struct RunOverrides {
+    /// Override data.train.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Override data.valid.
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// Override train.out.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override train.steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Override train.device.
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+}
+
+impl RunOverrides {
+    fn apply(self, data: &mut DataConfig, train: &mut TrainSettings) {
+        if let Some(train_data) = self.data {
+            data.train = train_data;
+        }
+        if self.valid.is_some() {
+            data.valid = self.valid;
+        }
+        if let Some(out) = self.out {
+            train.out = out;
+        }
+        if let Some(steps) = self.steps {
+            train.steps = steps;
+        }
+        if let Some(device) = self.device {
+            train.device = device;
+        }
+    }
 }
 
 /// Options shared by `sft`, `dpo` and `reward`.
@@ -35,21 +75,8 @@ struct PostArgs {
     /// newest checkpoint).
     #[arg(long)]
     init_from: Option<PathBuf>,
-    /// Override data.train.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Override data.valid.
-    #[arg(long)]
-    valid: Option<PathBuf>,
-    /// Override train.out.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Override train.steps.
-    #[arg(long)]
-    steps: Option<u64>,
-    /// Override train.device.
-    #[arg(long)]
-    device: Option<DeviceChoice>,
+    #[command(flatten)]
+    overrides: RunOverrides,
     /// Crash tests only: abort the process right after this step.
     #[arg(long, hide = true)]
     abort_after_step: Option<u64>,
@@ -63,21 +90,7 @@ impl PostArgs {
             config.init_from = init_from;
         }
         config.init_from = trainer::checkpoint::resolve_run_dir(&config.init_from)?;
-        if let Some(train) = self.data {
-            config.data.train = train;
-        }
-        if let Some(valid) = self.valid {
-            config.data.valid = Some(valid);
-        }
-        if let Some(out) = self.out {
-            config.train.out = out;
-        }
-        if let Some(steps) = self.steps {
-            config.train.steps = steps;
-        }
-        if let Some(device) = self.device {
-            config.train.device = device;
-        }
+        self.overrides.apply(&mut config.data, &mut config.train);
         let faults = Faults {
             abort_after_step: self.abort_after_step,
             abort_in_checkpoint: None,
@@ -133,21 +146,8 @@ enum Command {
         /// Continue from this checkpoint directory.
         #[arg(long)]
         resume_from: Option<PathBuf>,
-        /// Override data.train.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Override data.valid.
-        #[arg(long)]
-        valid: Option<PathBuf>,
-        /// Override train.out.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Override train.steps.
-        #[arg(long)]
-        steps: Option<u64>,
-        /// Override train.device.
-        #[arg(long)]
-        device: Option<DeviceChoice>,
+        #[command(flatten)]
+        overrides: RunOverrides,
         /// Crash tests only: abort the process right after this step.
         #[arg(long, hide = true)]
         abort_after_step: Option<u64>,
@@ -361,30 +361,12 @@ fn main() -> Result<()> {
             config,
             resume,
             resume_from,
-            data,
-            valid,
-            out,
-            steps,
-            device,
+            overrides,
             abort_after_step,
             abort_in_checkpoint,
         } => {
             let mut run = RunConfig::load(&config)?;
-            if let Some(data) = data {
-                run.data.train = data;
-            }
-            if valid.is_some() {
-                run.data.valid = valid;
-            }
-            if let Some(out) = out {
-                run.train.out = out;
-            }
-            if let Some(steps) = steps {
-                run.train.steps = steps;
-            }
-            if let Some(device) = device {
-                run.train.device = device;
-            }
+            overrides.apply(&mut run.data, &mut run.train);
             let faults = Faults {
                 abort_after_step,
                 abort_in_checkpoint,
