@@ -66,7 +66,7 @@ enum Command {
         /// Replace an existing dataset in OUTPUT.
         #[arg(long)]
         overwrite: bool,
-        /// Export files (JSONL, .jsonl.gz, .jsonl.zst), directories or globs.
+        /// Export files (JSONL, .jsonl.gz, .jsonl.zst, or the labeler's Parquet), directories or globs.
         #[arg(required = true)]
         inputs: Vec<String>,
     },

@@ -253,6 +253,128 @@ fn a_vocabulary_over_65536_uses_u32_ids() {
     }
 }
 
+/// The labeler's Parquet export of preference pairs: conversations as lists of
+/// `{role, content}` structs, `meta` as a JSON string.
+fn parquet_export(path: &Path, records: &[serde_json::Value]) {
+    use arrow_schema::{DataType, Field, Fields, Schema};
+    use std::sync::Arc;
+    let message = Fields::from(vec![
+        Field::new("role", DataType::Utf8, false),
+        Field::new("content", DataType::Utf8, false),
+    ]);
+    let conversation = |name: &str| {
+        let item = Field::new("item", DataType::Struct(message.clone()), false);
+        Field::new(name, DataType::List(Arc::new(item)), false)
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        conversation("prompt"),
+        conversation("chosen"),
+        conversation("rejected"),
+        Field::new("meta", DataType::Utf8, false),
+    ]));
+    let rows: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r["meta"] = r["meta"].to_string().into();
+            r
+        })
+        .collect();
+    let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
+        .build_decoder()
+        .expect("decoder");
+    decoder.serialize(&rows).expect("rows");
+    let batch = decoder.flush().expect("flush").expect("a batch");
+    let file = std::fs::File::create(path).expect("create");
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+}
+
+#[test]
+fn parquet_exports_give_the_same_dataset_as_jsonl() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (corpus_path, _) = corpus(tmp.path(), 30);
+    let tokenizer = trained_tokenizer(tmp.path(), &corpus_path);
+    let pair = |id: &str, question: &str, chosen: &str, rejected: &str| {
+        serde_json::json!({"id": id,
+            "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": question}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+            "meta": {"annotator": "ann-2", "shown_order": ["b", "a"]}})
+    };
+    let mut records = vec![
+        pair("p1", "Describe the harbor.", "The busy harbor.", "No."),
+        pair("p2", "Name a river.", "The quiet river.", "A garden."),
+        pair("p3", "x", "y", "z"),
+    ];
+    records[2]["chosen"][0]["role"] = "user".into();
+    let jsonl = export(tmp.path(), "pairs.jsonl", &records, "");
+    let parquet = tmp.path().join("pairs.parquet");
+    parquet_export(&parquet, &records);
+
+    let run = |input: &Path, name: &str| {
+        let out = tmp.path().join(name);
+        let summary = tokenize_chat(&ChatTokenizeOptions {
+            kind: DatasetKind::Preference,
+            inputs: vec![input.display().to_string()],
+            tokenizer: tokenizer.clone(),
+            output: out.clone(),
+            max_seq_len: 512,
+            truncation: Truncation::Drop,
+            overwrite: false,
+        })
+        .expect("tokenize");
+        (
+            summary,
+            Dataset::open_kind(&out, DatasetKind::Preference).expect("open"),
+        )
+    };
+    let (from_jsonl, jsonl_data) = run(&jsonl, "from-jsonl");
+    let (from_parquet, parquet_data) = run(&parquet, "from-parquet");
+    assert_eq!(from_parquet.records, 3);
+    assert_eq!(from_parquet.written, 2);
+    assert_eq!(from_parquet.tokens, from_jsonl.tokens);
+    assert_eq!(from_parquet.errors.len(), 1, "{:?}", from_parquet.errors);
+    assert!(
+        from_parquet.errors[0].contains("pairs.parquet: row 3")
+            && from_parquet.errors[0].contains("`chosen` must hold exactly one assistant message"),
+        "{:?}",
+        from_parquet.errors
+    );
+    let columns = |data: &Dataset| {
+        let shard = data.shard(0).expect("shard");
+        let batch = &shard.batches()[0];
+        let ids: Vec<String> = (0..batch.num_rows())
+            .map(|i| batch.strings("pair_id").expect("id").value(i).to_string())
+            .collect();
+        let tokens: Vec<Vec<u32>> = ["prompt_ids", "chosen_ids", "rejected_ids"]
+            .iter()
+            .flat_map(|c| {
+                let list = batch.u32_lists(c).expect(c);
+                (0..batch.num_rows())
+                    .map(|i| list.get(i).to_vec())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let source: serde_json::Value =
+            serde_json::from_str(batch.strings("source_record").expect("src").value(1))
+                .expect("json");
+        (ids, tokens, source)
+    };
+    let (ids, tokens, source) = columns(&parquet_data);
+    let (jsonl_ids, jsonl_tokens, jsonl_source) = columns(&jsonl_data);
+    assert_eq!(ids, ["p1", "p2"]);
+    assert_eq!(ids, jsonl_ids);
+    assert_eq!(tokens, jsonl_tokens);
+    // The provenance names the Parquet row and keeps `meta` as JSON, not as a string.
+    assert_eq!(source["row"], 2);
+    assert_eq!(jsonl_source["line"], 2);
+    assert_eq!(source["meta"], jsonl_source["meta"]);
+    assert_eq!(source["meta"]["annotator"], "ann-2");
+}
+
 fn export(dir: &Path, name: &str, records: &[serde_json::Value], extra: &str) -> PathBuf {
     let path = dir.join(name);
     let mut text: Vec<String> = records.iter().map(|r| r.to_string()).collect();

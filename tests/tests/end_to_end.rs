@@ -348,6 +348,51 @@ fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
             .collect::<BTreeSet<_>>()
     );
 
+    // The labeler's Parquet exports make the same datasets: same examples, same tokens.
+    let parquet_export = run.join("export-parquet");
+    for project in ["towns-answers", "towns-compare"] {
+        labeler.cli(&[
+            "export",
+            "--project",
+            project,
+            "--out",
+            &s(&parquet_export),
+            "--format",
+            "parquet",
+        ]);
+    }
+    for (kind, file, from_jsonl, id_column) in [
+        (
+            DatasetKind::Sft,
+            "towns-answers-sft",
+            &sft_data,
+            "example_id",
+        ),
+        (
+            DatasetKind::Preference,
+            "towns-compare-pairs",
+            &preference_data,
+            "pair_id",
+        ),
+    ] {
+        let from_parquet = run.join(format!("round/{file}-from-parquet"));
+        tokenize_chat(
+            kind.as_str(),
+            &parquet_export.join(format!("{file}.parquet")),
+            &from_parquet,
+        );
+        let tokens = |dir: &Path| -> u64 {
+            let dataset = Dataset::open_kind(dir, kind).expect("dataset opens");
+            dataset.manifest().shards.iter().map(|s| s.tokens).sum()
+        };
+        assert_eq!(
+            dataset_ids(&from_parquet, kind, id_column),
+            dataset_ids(from_jsonl, kind, id_column),
+            "{file}"
+        );
+        assert_eq!(tokens(&from_parquet), tokens(from_jsonl), "{file}");
+    }
+
     // 8. SFT from the pretrained model, then DPO (LoRA) from the SFT model.
     let sft_config = demo_config("trainer/demo-sft.toml", run);
     ok(run_bin(

@@ -1,8 +1,10 @@
-//! `pipeline tokenize-chat`: labeler exports (the TRL / Hugging Face shapes of ARCHITECTURE.md)
-//! to `sft` or `preference` datasets, rendered with `format::ChatTemplate` so the loss mask
+//! `pipeline tokenize-chat`: labeler exports (the TRL / Hugging Face shapes of ARCHITECTURE.md,
+//! as JSONL or as the labeler's Parquet with `meta` as a JSON string) to `sft` or `preference`
+//! datasets, rendered with `format::ChatTemplate` so the loss mask
 //! and the Hugging Face chat template agree. Every example keeps its record id and
 //! provenance; every dropped, truncated or broken example is counted, never silent.
 
+use std::fmt;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
@@ -72,7 +74,7 @@ impl ChatSummary {
 struct SftRecord {
     id: String,
     messages: Vec<Message>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "meta")]
     meta: serde_json::Value,
 }
 
@@ -82,8 +84,77 @@ struct PreferenceRecord {
     prompt: Vec<Message>,
     chosen: Vec<Message>,
     rejected: Vec<Message>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "meta")]
     meta: serde_json::Value,
+}
+
+/// `meta` as an object (JSONL) or as the JSON string Parquet exports carry.
+fn meta<'de, D: serde::Deserializer<'de>>(d: D) -> Result<serde_json::Value, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(text) => {
+            serde_json::from_str(&text).map_err(serde::de::Error::custom)
+        }
+        value => Ok(value),
+    }
+}
+
+/// Where a record sits in its file: a JSONL line or a Parquet row, both counted from 1.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Line(u64),
+    Row(u64),
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Line(n) => write!(f, "line {n}"),
+            Self::Row(n) => write!(f, "row {n}"),
+        }
+    }
+}
+
+fn is_parquet(file: &Path) -> bool {
+    file.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// Hands every record of an export file to `each` as one line of JSON text. Parquet is read
+/// a row batch at a time and each row turned into the JSON object of the JSONL export, so
+/// both formats go through the same checks.
+fn for_each_record(file: &Path, each: &mut dyn FnMut(Place, &str)) -> Result<()> {
+    if !is_parquet(file) {
+        let reader = open_decompressed(file)?;
+        for (number, line) in reader.lines().enumerate() {
+            let place = Place::Line(number as u64 + 1);
+            let line = line.with_context(|| format!("{place}"))?;
+            if !line.trim().is_empty() {
+                each(place, &line);
+            }
+        }
+        return Ok(());
+    }
+    let rows = ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(file)?,
+    )
+    .and_then(|b| b.with_batch_size(1024).build())
+    .context("not a readable Parquet file")?;
+    let mut row = 0;
+    let mut json = Vec::new();
+    for batch in rows {
+        let batch = batch.with_context(|| format!("reading the rows after row {row}"))?;
+        json.clear();
+        let mut writer = arrow_json::LineDelimitedWriter::new(&mut json);
+        writer
+            .write(&batch)
+            .and_then(|()| writer.finish())
+            .with_context(|| format!("converting the rows after row {row}"))?;
+        for line in json.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            row += 1;
+            each(Place::Row(row), std::str::from_utf8(line)?);
+        }
+    }
+    Ok(())
 }
 
 /// Tokenizes every record of the inputs into one dataset.
@@ -96,7 +167,7 @@ pub fn tokenize_chat(options: &ChatTokenizeOptions) -> Result<ChatSummary> {
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     let template = ChatTemplate::from_special_tokens(&tokenizer.spec.special_tokens)
         .with_context(|| format!("{}", options.tokenizer.display()))?;
-    let files = expand_inputs(&options.inputs, InputFormat::Jsonl)?;
+    let files = expand_inputs(&options.inputs, InputFormat::Auto)?;
     let writer = ShardWriter::builder(&options.output, options.kind, tokenizer.spec.clone())
         .overwrite(options.overwrite)
         .config(serde_json::to_value(options)?)
@@ -109,25 +180,19 @@ pub fn tokenize_chat(options: &ChatTokenizeOptions) -> Result<ChatSummary> {
         summary: ChatSummary::default(),
     };
     for file in &files {
-        let reader =
-            open_decompressed(file).with_context(|| format!("opening {}", file.display()))?;
-        for (number, line) in reader.lines().enumerate() {
-            let number = number as u64 + 1;
-            let line = line.with_context(|| format!("{}: line {number}", file.display()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
+        for_each_record(file, &mut |place, line| {
             out.summary.records += 1;
             let result = match options.kind {
-                DatasetKind::Sft => out.sft_line(&line, file, number),
-                _ => out.preference_line(&line, file, number),
+                DatasetKind::Sft => out.sft_line(line, file, place),
+                _ => out.preference_line(line, file, place),
             };
             if let Err(e) = result {
                 out.summary
                     .errors
-                    .push(format!("{}: line {number}: {e:#}", file.display()));
+                    .push(format!("{}: {place}: {e:#}", file.display()));
             }
-        }
+        })
+        .with_context(|| format!("{}", file.display()))?;
     }
     let ChatWriter {
         writer, summary, ..
@@ -136,8 +201,12 @@ pub fn tokenize_chat(options: &ChatTokenizeOptions) -> Result<ChatSummary> {
     Ok(summary)
 }
 
-fn provenance(file: &Path, line: u64, meta: &serde_json::Value) -> String {
-    serde_json::json!({"file": file.display().to_string(), "line": line, "meta": meta}).to_string()
+fn provenance(file: &Path, place: Place, meta: &serde_json::Value) -> String {
+    let (key, n) = match place {
+        Place::Line(n) => ("line", n),
+        Place::Row(n) => ("row", n),
+    };
+    serde_json::json!({"file": file.display().to_string(), key: n, "meta": meta}).to_string()
 }
 
 /// The state of one `tokenize-chat` run: the template bound to the tokenizer, the dataset
@@ -151,7 +220,7 @@ struct ChatWriter<'a> {
 }
 
 impl ChatWriter<'_> {
-    fn sft_line(&mut self, line: &str, file: &Path, number: u64) -> Result<()> {
+    fn sft_line(&mut self, line: &str, file: &Path, place: Place) -> Result<()> {
         let (template, tokenizer, options) = (self.template, self.tokenizer, self.options);
         let (writer, summary) = (&mut self.writer, &mut self.summary);
         let record: SftRecord =
@@ -191,7 +260,7 @@ impl ChatWriter<'_> {
                 example_id: &record.id,
                 input_ids: &rendered.input_ids,
                 loss_mask: &rendered.loss_mask,
-                source_record: &provenance(file, number, &record.meta),
+                source_record: &provenance(file, place, &record.meta),
             })
             .with_context(|| format!("record {:?}", record.id))?;
         summary.written += 1;
@@ -200,7 +269,7 @@ impl ChatWriter<'_> {
         Ok(())
     }
 
-    fn preference_line(&mut self, line: &str, file: &Path, number: u64) -> Result<()> {
+    fn preference_line(&mut self, line: &str, file: &Path, place: Place) -> Result<()> {
         let (template, tokenizer, options) = (self.template, self.tokenizer, self.options);
         let (writer, summary) = (&mut self.writer, &mut self.summary);
         let record: PreferenceRecord = serde_json::from_str(line)
@@ -239,7 +308,7 @@ impl ChatWriter<'_> {
                 prompt_ids: &prompt,
                 chosen_ids: &chosen,
                 rejected_ids: &rejected,
-                source_record: &provenance(file, number, &record.meta),
+                source_record: &provenance(file, place, &record.meta),
             })
             .with_context(context)?;
         summary.written += 1;

@@ -145,7 +145,7 @@ impl TokenizeSummary {
     pub fn render(&self) -> String {
         format!(
             "documents {} (train {}, validation {}), tokens {}, {:.1} MB of text\n\
-             encode {:.1} s ({:.0} tokens/s, {:.2} MB/s), write {:.1} s\n",
+             read + encode {:.1} s ({:.0} tokens/s, {:.2} MB/s), write {:.1} s ({:.0} tokens/s)\n",
             self.documents,
             self.train_documents,
             self.validation_documents,
@@ -154,7 +154,8 @@ impl TokenizeSummary {
             self.encode_seconds,
             self.tokens as f64 / self.encode_seconds.max(1e-9),
             self.input_bytes as f64 / 1e6 / self.encode_seconds.max(1e-9),
-            self.write_seconds
+            self.write_seconds,
+            self.tokens as f64 / self.write_seconds.max(1e-9)
         )
     }
 }
