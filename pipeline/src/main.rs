@@ -117,6 +117,10 @@ enum TokenizerCommand {
         /// Stop after this many bytes of text (0 = all).
         #[arg(long, default_value_t = 1 << 30)]
         max_bytes: u64,
+        /// Bound on the total bytes of distinct words kept for training; when the table fills,
+        /// the rarest words are dropped. Peak memory is roughly 100x this (2 GB by default).
+        #[arg(long, default_value_t = pipeline::tokenize::train::default_max_word_bytes())]
+        max_word_bytes: u64,
         /// JSONL / Parquet field holding the text.
         #[arg(long, default_value = "text")]
         text_field: String,
@@ -170,6 +174,7 @@ fn main() -> Result<()> {
                     vocab_size,
                     min_frequency,
                     max_bytes,
+                    max_word_bytes,
                     text_field,
                     inputs,
                 },
@@ -184,12 +189,23 @@ fn main() -> Result<()> {
                 vocab_size,
                 min_frequency,
                 max_bytes,
+                max_word_bytes,
             };
             let summary = train_tokenizer(&config, std::io::stderr().is_terminal())?;
             println!(
-                "trained on {} documents ({:.1} MB); vocabulary {} -> {}",
+                "trained on {} documents ({:.1} MB, {} distinct words, {:.1} MB of them{}); vocabulary {} -> {}",
                 summary.documents,
                 summary.bytes as f64 / 1e6,
+                summary.distinct_words,
+                summary.word_bytes as f64 / 1e6,
+                if summary.pruned_up_to > 0 {
+                    format!(
+                        "; words seen at most {} times were dropped to stay under --max-word-bytes",
+                        summary.pruned_up_to
+                    )
+                } else {
+                    String::new()
+                },
                 summary.vocab_size,
                 output.display()
             );

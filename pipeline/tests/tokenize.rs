@@ -45,6 +45,7 @@ fn trained_tokenizer(dir: &Path, corpus: &Path) -> PathBuf {
             vocab_size: 600,
             min_frequency: 2,
             max_bytes: 0,
+            max_word_bytes: 100_000_000,
         },
         false,
     )
@@ -546,4 +547,206 @@ fn preference_pairs_render_prompt_and_answers() {
     );
     assert_eq!(decode("chosen_ids"), "The busy harbor.<|end|>");
     assert_eq!(decode("rejected_ids"), "No.<|end|>");
+}
+
+/// Random text from a palette of the cases the GPT-2 split distinguishes: letters of several
+/// scripts, combining marks, digits of several kinds, apostrophes and contractions, runs of
+/// different whitespace, punctuation, emoji and the special tokens.
+fn tricky_text(rng: &mut crate::helpers::Rng) -> String {
+    const PALETTE: &[&str] = &[
+        "word",
+        "Word",
+        " ",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        " \n ",
+        "\r\n",
+        "\u{a0}",
+        "\u{3000}",
+        "'s",
+        "'S",
+        "'t",
+        "'re",
+        "'ve",
+        "'m",
+        "'ll",
+        "'d",
+        "'",
+        "''",
+        "don't",
+        "12",
+        "٣",
+        "Ⅻ",
+        "½",
+        "3.14",
+        ",",
+        ".",
+        "!?",
+        "—",
+        "(",
+        ")",
+        "e\u{301}",
+        "\u{301}",
+        "中文",
+        "汉字。",
+        "，",
+        "ß",
+        "Ωμέγα",
+        "Привет",
+        "مرحبا",
+        "😀",
+        "👍🏽",
+        "<|endoftext|>",
+        "<|user|>",
+        "<|end",
+        "|>",
+        "_",
+        "#",
+        "$5",
+        "x²",
+        "",
+    ];
+    let n = rng
+        .pick(&["1", "3", "8", "20"])
+        .parse::<usize>()
+        .unwrap_or(1);
+    (0..n).map(|_| rng.pick(PALETTE)).collect()
+}
+
+#[test]
+fn fast_encoder_gives_the_ids_of_the_tokenizers_library() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (corpus_path, texts) = corpus(tmp.path(), 60);
+    let tok = LoadedTokenizer::load(&trained_tokenizer(tmp.path(), &corpus_path)).expect("load");
+    assert!(tok.is_fast(), "a trained tokenizer takes the fast path");
+    let library = |text: &str| -> Vec<u32> {
+        tok.tokenizer
+            .encode(text, false)
+            .expect("library encode")
+            .get_ids()
+            .to_vec()
+    };
+    let mut checked = 0;
+    let mut check = |text: &str| {
+        assert_eq!(
+            tok.encode_long(text, 1 << 30).expect("fast encode"),
+            library(text),
+            "{text:?}"
+        );
+        checked += 1;
+    };
+    for text in texts.values() {
+        check(text);
+    }
+    // Real web pages (English, Chinese, Russian; after HTML extraction).
+    for name in [
+        "resiliparse-cc-2020-34.warc.gz",
+        "dolma-sample-0000.warc.gz",
+        "cc-whirlwind.warc.gz",
+    ] {
+        let pages = crate::helpers::collect(&crate::helpers::warc(name), &ReaderOptions::default());
+        assert!(!pages.docs.is_empty(), "{name}");
+        for page in &pages.docs {
+            check(&page.text);
+        }
+    }
+    let mut rng = crate::helpers::Rng::new(11);
+    for _ in 0..3000 {
+        check(&tricky_text(&mut rng));
+    }
+    // Twice: the second pass is served from the word cache.
+    for text in texts.values().take(10) {
+        check(text);
+    }
+    assert!(checked > 3100);
+}
+
+#[test]
+fn other_tokenizer_shapes_use_the_library() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (corpus_path, _) = corpus(tmp.path(), 30);
+    let path = trained_tokenizer(tmp.path(), &corpus_path);
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    json["pre_tokenizer"]["add_prefix_space"] = true.into();
+    let changed = tmp.path().join("prefix-space.json");
+    std::fs::write(&changed, json.to_string()).expect("write");
+    let tok = LoadedTokenizer::load(&changed).expect("load");
+    assert!(
+        !tok.is_fast(),
+        "a prefix space is not what the fast path does"
+    );
+    let text = "Hello world, 中文 text.";
+    assert_eq!(
+        tok.encode_long(text, 1 << 30).expect("encode"),
+        tok.tokenizer.encode(text, false).expect("encode").get_ids()
+    );
+}
+
+#[test]
+fn training_counts_words_like_the_library_and_stays_bounded() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (corpus_path, texts) = corpus(tmp.path(), 240);
+    // Unbounded (the table never fills): the same vocabulary and merges as the library's own
+    // `Tokenizer::train` with the same trainer settings.
+    let ours = trained_tokenizer(tmp.path(), &corpus_path);
+    let mut library = tokenizers::Tokenizer::new(tokenizers::models::bpe::BPE::default());
+    let byte_level = tokenizers::pre_tokenizers::byte_level::ByteLevel::new(false, true, true);
+    library.with_pre_tokenizer(Some(byte_level));
+    let specials: Vec<tokenizers::AddedToken> = format::SPECIAL_TOKENS
+        .iter()
+        .map(|(_, text)| tokenizers::AddedToken::from(*text, true))
+        .collect();
+    let mut trainer = tokenizers::models::TrainerWrapper::BpeTrainer(
+        tokenizers::models::bpe::BpeTrainerBuilder::new()
+            .vocab_size(600)
+            .min_frequency(2)
+            .special_tokens(specials)
+            .initial_alphabet(
+                tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet()
+                    .into_iter()
+                    .collect(),
+            )
+            .build(),
+    );
+    let mut ordered: Vec<(&String, &String)> = texts.iter().collect();
+    ordered.sort();
+    library
+        .train(&mut trainer, ordered.iter().map(|(_, text)| text.as_str()))
+        .expect("library train");
+    let model = |t: &tokenizers::Tokenizer| -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&t.to_string(false).expect("json"))
+            .expect("parse")["model"]
+            .clone()
+    };
+    let ours = LoadedTokenizer::load(&ours).expect("load");
+    assert_eq!(model(&ours.tokenizer), model(&library));
+
+    // Bounded: a table of 10 kB of words on a corpus with more drops the rarest, says so, and
+    // still gives a tokenizer that round-trips every text.
+    let output = tmp.path().join("bounded.json");
+    let summary = train_tokenizer(
+        &TokenizerTrainConfig {
+            inputs: vec![corpus_path.display().to_string()],
+            reader: ReaderOptions::default(),
+            output: output.clone(),
+            vocab_size: 600,
+            min_frequency: 2,
+            max_bytes: 0,
+            max_word_bytes: 10_000,
+        },
+        false,
+    )
+    .expect("train");
+    assert!(summary.pruned_up_to >= 1, "{summary:?}");
+    assert!(summary.word_bytes <= 10_000, "{summary:?}");
+    let bounded = LoadedTokenizer::load(&output).expect("load");
+    assert!(bounded.spec.vocab_size > 300);
+    for text in texts.values() {
+        let ids = bounded.encode_long(text, 1 << 20).expect("encode");
+        assert_eq!(&bounded.decode(&ids).expect("decode"), text);
+    }
 }

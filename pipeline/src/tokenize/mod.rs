@@ -3,6 +3,7 @@
 //! and render labeler exports into SFT / preference shards (`pipeline tokenize-chat`).
 
 pub mod chat;
+pub mod fast;
 pub mod pretrain;
 pub mod train;
 
@@ -17,6 +18,9 @@ use tokenizers::Tokenizer;
 pub struct LoadedTokenizer {
     pub tokenizer: Tokenizer,
     pub spec: TokenizerSpec,
+    /// The same ids without the generic pipeline's overhead, when the tokenizer's shape
+    /// allows (see [`fast`]).
+    fast: Option<fast::FastEncoder>,
 }
 
 impl std::fmt::Debug for LoadedTokenizer {
@@ -51,6 +55,7 @@ impl LoadedTokenizer {
         let vocab_size =
             u32::try_from(tokenizer.get_vocab_size(true)).context("vocabulary larger than u32")?;
         Ok(Self {
+            fast: fast::FastEncoder::new(&tokenizer),
             tokenizer,
             spec: TokenizerSpec {
                 path: path.to_path_buf(),
@@ -75,13 +80,29 @@ impl LoadedTokenizer {
     pub fn encode_long(&self, text: &str, max_piece_bytes: usize) -> Result<Vec<u32>> {
         let mut ids = Vec::with_capacity(text.len() / 3);
         for piece in split_pieces(text, max_piece_bytes) {
-            let encoding = self
-                .tokenizer
-                .encode_fast(piece, false)
-                .map_err(|e| anyhow!("tokenizer failed: {e}"))?;
-            ids.extend_from_slice(encoding.get_ids());
+            self.encode_into(piece, &mut ids)?;
         }
         Ok(ids)
+    }
+
+    /// Appends the ids of `text` (no special tokens added) to `ids`.
+    pub fn encode_into(&self, text: &str, ids: &mut Vec<u32>) -> Result<()> {
+        match &self.fast {
+            Some(fast) => fast.encode(&self.tokenizer, text, ids),
+            None => {
+                let encoding = self
+                    .tokenizer
+                    .encode_fast(text, false)
+                    .map_err(|e| anyhow!("tokenizer failed: {e}"))?;
+                ids.extend_from_slice(encoding.get_ids());
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether encoding takes the fast path (see [`fast`]).
+    pub fn is_fast(&self) -> bool {
+        self.fast.is_some()
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -93,10 +114,10 @@ impl LoadedTokenizer {
 
 impl TextEncoder for LoadedTokenizer {
     fn encode(&self, text: &str) -> std::result::Result<Vec<u32>, String> {
-        self.tokenizer
-            .encode_fast(text, false)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| e.to_string())
+        let mut ids = Vec::new();
+        self.encode_into(text, &mut ids)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(ids)
     }
 }
 

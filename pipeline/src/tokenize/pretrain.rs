@@ -58,6 +58,8 @@ pub struct TrainTokenizerOptions {
     pub min_frequency: u64,
     #[serde(default = "default_train_bytes")]
     pub max_bytes: u64,
+    #[serde(default = "super::train::default_max_word_bytes")]
+    pub max_word_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,6 +337,7 @@ pub fn tokenize(
             vocab_size: train.vocab_size,
             min_frequency: train.min_frequency,
             max_bytes: train.max_bytes,
+            max_word_bytes: train.max_word_bytes,
         };
         super::train::train_tokenizer(&config, show_progress)?;
     }

@@ -1,17 +1,23 @@
 //! `pipeline tokenizer train`: a byte-level BPE tokenizer (GPT-2 style: every byte is in the
-//! alphabet, so nothing is ever unknown) trained with the `tokenizers` crate. Texts stream in
-//! from the readers; the trainer keeps word counts, not the corpus, and `max_bytes` caps how
-//! much text it sees, so a large corpus trains in bounded memory.
+//! alphabet, so nothing is ever unknown) trained with the `tokenizers` crate's BPE trainer.
+//! Texts stream in from the readers and only word counts are kept, in a table of at most
+//! `max_word_bytes` bytes of distinct words: when it fills, the rarest words are dropped (see
+//! [`WordCounts`]). Chinese has no spaces, so every clause is a "word" and most are unique;
+//! without the bound the table (and the trainer's per-character symbols for each entry)
+//! grows with the corpus. `max_bytes` caps how much text is read at all.
 
 use std::path::{Path, PathBuf};
 
+use ahash::AHashMap;
 use anyhow::{Context, Result, anyhow, ensure};
+use compact_str::CompactString;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
+use super::fast::ByteLevelSplitter;
 use crate::readers::{ReadEvent, ReaderOptions, expand_inputs, read_file};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +36,10 @@ pub struct TokenizerTrainConfig {
     /// Stop feeding text after this many bytes (0 = no limit).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// Bound on the total length (bytes) of the distinct words kept for training; the BPE
+    /// trainer needs roughly 100 bytes of memory per byte of distinct words.
+    #[serde(default = "default_max_word_bytes")]
+    pub max_word_bytes: u64,
 }
 
 fn default_vocab_size() -> usize {
@@ -41,6 +51,9 @@ fn default_min_frequency() -> u64 {
 fn default_max_bytes() -> u64 {
     1 << 30
 }
+pub fn default_max_word_bytes() -> u64 {
+    20_000_000
+}
 
 /// Counts of a training run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +61,58 @@ pub struct TrainSummary {
     pub documents: u64,
     pub bytes: u64,
     pub vocab_size: usize,
+    /// Distinct words the merges were learned from.
+    pub distinct_words: usize,
+    /// Their total length in bytes (what the trainer's memory follows).
+    pub word_bytes: u64,
+    /// Words seen at most this often were dropped to keep the table bounded (0: none).
+    pub pruned_up_to: u64,
 }
 
-/// Trains and saves the tokenizer; special tokens (`<|endoftext|>` and the chat markers) get
-/// the first ids.
+/// Word frequencies (keys in the byte-level alphabet, as the BPE trainer wants them) in a
+/// bounded table. The bound is on the words' total length in bytes, because the trainer
+/// holds a symbol per byte of every distinct word: when the table holds more than `max`
+/// bytes, the words counted at most `floor` times are dropped, `floor` rising until at most
+/// half is left. Only rare words lose counts (a dropped word that comes back is counted from
+/// then on); in Chinese, where most clauses are unique "words", this keeps a sample of them.
+#[derive(Debug)]
+struct WordCounts {
+    counts: AHashMap<CompactString, u64>,
+    /// Total length of the keys in original bytes (= byte-level characters).
+    bytes: u64,
+    max: u64,
+    floor: u64,
+}
+
+impl WordCounts {
+    fn add(&mut self, batch: AHashMap<CompactString, u64>) {
+        for (word, n) in batch {
+            let symbols = word.chars().count() as u64;
+            let count = self.counts.entry(word).or_insert_with(|| {
+                self.bytes += symbols;
+                0
+            });
+            *count += n;
+        }
+        while self.bytes > self.max {
+            self.floor += 1;
+            let floor = self.floor;
+            let mut bytes = 0;
+            self.counts.retain(|word, n| {
+                let keep = *n > floor;
+                if keep {
+                    bytes += word.chars().count() as u64;
+                }
+                keep
+            });
+            self.bytes = bytes;
+            if self.bytes <= self.max / 2 {
+                break;
+            }
+        }
+    }
+}
+
 pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Result<TrainSummary> {
     ensure!(
         config.vocab_size > 256 + format::SPECIAL_TOKENS.len(),
@@ -63,30 +124,27 @@ pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Re
         .iter()
         .map(|(_, text)| AddedToken::from(*text, true))
         .collect();
-    let bpe_trainer = BpeTrainerBuilder::new()
+    let trainer = BpeTrainerBuilder::new()
         .vocab_size(config.vocab_size)
         .min_frequency(config.min_frequency)
         .special_tokens(specials.clone())
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .show_progress(show_progress)
         .build();
-    let mut trainer = TrainerWrapper::BpeTrainer(bpe_trainer);
-    let mut tokenizer = Tokenizer::new(BPE::default());
-    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
-    tokenizer.with_decoder(Some(ByteLevel::default()));
-    tokenizer.with_post_processor(Some(ByteLevel::new(false, true, true)));
+    let splitter = ByteLevelSplitter::new()?;
 
-    // A reader thread streams texts through a bounded channel: the trainer counts words as
-    // they arrive and the corpus is never held in memory.
     let limit = if config.max_bytes == 0 {
         u64::MAX
     } else {
         config.max_bytes
     };
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<String>(4096);
+    // Documents go to the counting threads in batches over a bounded channel.
+    const BATCH: usize = 512;
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<String>>(4);
     let reader_options = config.reader.clone();
     let reader = std::thread::spawn(move || -> Result<(u64, u64)> {
         let (mut documents, mut bytes) = (0u64, 0u64);
+        let mut batch = Vec::with_capacity(BATCH);
         for file in &files {
             if bytes >= limit {
                 break;
@@ -97,22 +155,58 @@ pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Re
                 {
                     bytes += doc.text.len() as u64;
                     documents += 1;
-                    // A send error means the trainer stopped; the join below reports why.
-                    let _ = sender.send(doc.text);
+                    batch.push(doc.text);
+                    if batch.len() == BATCH {
+                        let _ = sender.send(std::mem::take(&mut batch));
+                    }
                 }
             })?;
         }
+        let _ = sender.send(batch);
         Ok((documents, bytes))
     });
-    let trained = tokenizer
-        .train(&mut trainer, receiver.into_iter())
-        .map(|_| ())
-        .map_err(|e| anyhow!("training the tokenizer: {e}"));
+    let mut words = WordCounts {
+        counts: AHashMap::new(),
+        bytes: 0,
+        max: config.max_word_bytes.max(10_000),
+        floor: 0,
+    };
+    for batch in receiver {
+        let counted = batch
+            .par_iter()
+            .fold(AHashMap::<CompactString, u64>::new, |mut counts, text| {
+                let mut mapped = String::new();
+                for word in splitter.words(text) {
+                    mapped.clear();
+                    splitter.map_bytes(word, &mut mapped);
+                    *counts.entry(CompactString::from(&mapped)).or_default() += 1;
+                }
+                counts
+            })
+            .reduce(AHashMap::new, |a, b| {
+                let (small, mut big) = if a.len() < b.len() { (a, b) } else { (b, a) };
+                for (word, n) in small {
+                    *big.entry(word).or_default() += n;
+                }
+                big
+            });
+        words.add(counted);
+    }
     let (documents, bytes) = reader
         .join()
         .map_err(|_| anyhow!("the reader thread panicked"))??;
-    trained?;
     ensure!(documents > 0, "no documents in {:?}", config.inputs);
+    let mut bpe = BPE::default();
+    trainer
+        .do_train(&words.counts, &mut bpe)
+        .map_err(|e| anyhow!("training the tokenizer: {e}"))?;
+    let distinct_words = words.counts.len();
+    let word_bytes = words.bytes;
+    drop(words.counts);
+    let mut tokenizer = Tokenizer::new(bpe);
+    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
+    tokenizer.with_post_processor(Some(ByteLevel::new(false, true, true)));
     tokenizer.add_special_tokens(&specials);
     if let Some(dir) = config.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -122,6 +216,9 @@ pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Re
         documents,
         bytes,
         vocab_size: tokenizer.get_vocab_size(true),
+        distinct_words,
+        word_bytes,
+        pruned_up_to: words.floor,
     })
 }
 
