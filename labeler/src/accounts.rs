@@ -213,13 +213,6 @@ pub async fn create_token(
     Ok(token)
 }
 
-pub async fn user_by_token(pool: &PgPool, token: &str) -> Result<Option<User>, AppError> {
-    if !token.starts_with(TOKEN_PREFIX) {
-        return Ok(None);
-    }
-    user_by_token_digest(pool, &token_digest(token)).await
-}
-
 /// The enabled user of the unrevoked token whose SHA-256 is `digest`.
 pub async fn user_by_token_digest(
     pool: &PgPool,
