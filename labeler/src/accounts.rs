@@ -118,23 +118,20 @@ pub async fn list_users(pool: &PgPool) -> Result<Vec<UserSummary>, AppError> {
         .collect())
 }
 
-/// Disables (or re-enables) a user; a disabled user's sessions and tokens stop working at
-/// their next request.
+/// Disables (or re-enables) a user and returns their id; a disabled user's sessions stop
+/// working at their next request, their tokens once the server's token cache has let them go
+/// (at once through the admin API, within `token_cache_seconds` otherwise).
 pub async fn set_disabled(
     pool: &PgPool,
     username: &Username,
     disabled: bool,
-) -> Result<(), AppError> {
-    let n = sqlx::query("UPDATE users SET disabled = $2 WHERE username = $1")
+) -> Result<i64, AppError> {
+    sqlx::query_scalar("UPDATE users SET disabled = $2 WHERE username = $1 RETURNING id")
         .bind(username.as_str())
         .bind(disabled)
-        .execute(pool)
+        .fetch_optional(pool)
         .await?
-        .rows_affected();
-    if n == 0 {
-        return Err(AppError::NotFound(format!("no user {username}")));
-    }
-    Ok(())
+        .ok_or_else(|| AppError::NotFound(format!("no user {username}")))
 }
 
 fn user_from_row(row: (i64, String, String)) -> Result<User, AppError> {
@@ -186,8 +183,9 @@ pub async fn user_by_id(pool: &PgPool, id: i64) -> Result<Option<User>, AppError
     row.map(user_from_row).transpose()
 }
 
-fn token_digest(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+/// The SHA-256 of a token: what is stored, and what the token cache is keyed by.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Creates an API token for `username` and returns it; only its digest is stored.
@@ -205,7 +203,7 @@ pub async fn create_token(
     )
     .bind(username.as_str())
     .bind(name)
-    .bind(token_digest(&token))
+    .bind(token_digest(&token).as_slice())
     .execute(pool)
     .await?
     .rows_affected();
@@ -215,15 +213,16 @@ pub async fn create_token(
     Ok(token)
 }
 
-pub async fn user_by_token(pool: &PgPool, token: &str) -> Result<Option<User>, AppError> {
-    if !token.starts_with(TOKEN_PREFIX) {
-        return Ok(None);
-    }
+/// The enabled user of the unrevoked token whose SHA-256 is `digest`.
+pub async fn user_by_token_digest(
+    pool: &PgPool,
+    digest: &[u8; 32],
+) -> Result<Option<User>, AppError> {
     let row = sqlx::query_as::<_, (i64, String, String)>(
         "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id \
          WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL AND NOT u.disabled",
     )
-    .bind(token_digest(token))
+    .bind(digest.as_slice())
     .fetch_optional(pool)
     .await?;
     row.map(user_from_row).transpose()

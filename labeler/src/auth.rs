@@ -17,6 +17,7 @@ use sqlx::PgPool;
 
 use crate::accounts::{self, User};
 use crate::error::AppError;
+use crate::startup::AppState;
 
 pub const SESSION_USER: &str = "user_id";
 pub const SESSION_CSRF: &str = "csrf";
@@ -82,6 +83,26 @@ async fn session_user(
     }
 }
 
+/// The user of an API token: from the server's token cache when looked up a moment ago, else
+/// from the database (and then remembered).
+async fn token_user(req: &HttpRequest, pool: &PgPool, token: &str) -> Result<User, AppError> {
+    if !token.starts_with(accounts::TOKEN_PREFIX) {
+        return Err(AppError::Unauthorized);
+    }
+    let digest = accounts::token_digest(token);
+    let cache = req.app_data::<web::Data<AppState>>().map(|s| &s.tokens);
+    if let Some(user) = cache.and_then(|c| c.get(&digest)) {
+        return Ok(user);
+    }
+    let user = accounts::user_by_token_digest(pool, &digest)
+        .await?
+        .ok_or(AppError::Unauthorized)?;
+    if let Some(cache) = cache {
+        cache.put(digest, user.clone());
+    }
+    Ok(user)
+}
+
 async fn api_user(req: HttpRequest) -> Result<User, AppError> {
     let pool = pool(&req)?;
     if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
@@ -90,9 +111,7 @@ async fn api_user(req: HttpRequest) -> Result<User, AppError> {
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(AppError::Unauthorized)?;
-        return accounts::user_by_token(&pool, token.trim())
-            .await?
-            .ok_or(AppError::Unauthorized);
+        return token_user(&req, &pool, token.trim()).await;
     }
     let session = req.get_session();
     let (user, csrf) = session_user(&pool, &session)

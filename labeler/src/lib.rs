@@ -28,6 +28,7 @@ pub mod review_pages;
 pub mod routes;
 pub mod settings;
 pub mod startup;
+pub mod token_cache;
 pub mod webhook_delivery;
 pub mod webhooks;
 

@@ -171,6 +171,14 @@ struct LeaseRow {
 /// per lease once thousands of items are taken. This form can only be served by a
 /// `(project_id, id)` index, and the partial `items_open` is the cheapest of those.
 ///
+/// The statement's own commit does not wait for its WAL to reach the disk
+/// (`set_config('synchronous_commit', 'off', true)`: for this transaction only). What a crash
+/// could then forget is a lease handed out in the last moment before it, never a response:
+/// a submit commits durably, and its flush takes all earlier WAL with it, the lease it
+/// answers included. A forgotten lease is like an expired one: its slot is free again (the
+/// count went with it) and the annotator's submit answers 404, so they fetch the next item.
+/// Overlap, one item per annotator and idempotent submits are untouched.
+///
 /// Gold items are mixed in at the project's `gold_rate`: `$6` is the caller's uniform draw
 /// and `$7` flips the kind it chose, so a caller that finds none of the drawn kind can ask
 /// for the other with the same draw. `want` is NULL (no filter) when the rate is 0.
@@ -216,7 +224,7 @@ SELECT (SELECT kind FROM proj) AS kind, \
        (SELECT id FROM pick) AS picked, \
        g.id AS assignment_id, g.expires_at, i.id AS item_id, i.external_id, i.prompt, \
        i.draft AS model_draft, i.candidates, g.shown, d.body AS saved_draft \
-FROM (SELECT 1) AS one \
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lease_commit \
 LEFT JOIN got g ON true \
 LEFT JOIN items i ON i.id = g.item_id \
 LEFT JOIN drafts d ON d.item_id = g.item_id AND d.user_id = $2";

@@ -66,6 +66,15 @@ pub struct LabelingSettings {
     /// `login_window_seconds`.
     pub login_max_failures: u32,
     pub login_window_seconds: u64,
+    /// How long the server trusts an API-token lookup without asking the database again (0:
+    /// never). A user disabled through this server's API is forgotten at once; one disabled
+    /// elsewhere (`labeler user disable`) is refused within this many seconds.
+    #[serde(default = "default_token_cache_seconds")]
+    pub token_cache_seconds: u64,
+}
+
+fn default_token_cache_seconds() -> u64 {
+    5
 }
 
 impl Default for LabelingSettings {
@@ -78,6 +87,7 @@ impl Default for LabelingSettings {
             secure_cookies: false,
             login_max_failures: 10,
             login_window_seconds: 600,
+            token_cache_seconds: default_token_cache_seconds(),
         }
     }
 }

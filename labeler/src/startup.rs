@@ -19,12 +19,15 @@ use crate::auth::LoginLimiter;
 use crate::error::{AppError, json_error};
 use crate::queue::LeasePolicy;
 use crate::settings::Settings;
+use crate::token_cache::TokenCache;
 
 /// Shared, read-mostly state of the running app.
 #[derive(Debug)]
 pub struct AppState {
     pub lease: LeasePolicy,
     pub login_limiter: LoginLimiter,
+    /// API-token lookups of the last `token_cache_seconds`.
+    pub tokens: TokenCache,
 }
 
 /// No inline scripts or styles, nothing from elsewhere, no framing.
@@ -72,6 +75,9 @@ impl std::fmt::Debug for Application {
 pub fn connect(settings: &Settings) -> Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
+        // No ping before each use: it is a round trip per query. A connection the server has
+        // dropped fails its next query instead (one 500) and leaves the pool.
+        .test_before_acquire(false)
         .acquire_timeout(std::time::Duration::from_secs(
             settings.database.acquire_timeout_secs,
         ))
@@ -104,6 +110,7 @@ impl Application {
                 labeling.login_max_failures.max(1),
                 std::time::Duration::from_secs(labeling.login_window_seconds),
             ),
+            tokens: TokenCache::new(std::time::Duration::from_secs(labeling.token_cache_seconds)),
         });
         let templates = web::Data::new(crate::pages::Templates::new()?);
         crate::queue::spawn_reclaimer(

@@ -4,13 +4,13 @@ use labeler::accounts;
 use labeler::domain::{Role, Username};
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, spawn_app};
+use crate::helpers::{PASSWORD, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn users_are_added_listed_and_disabled() {
     let app = spawn_app().await;
     let ann = app.add_user("ann", Role::Annotator).await;
-    app.add_user("root", Role::Admin).await;
+    let root = app.add_user("root", Role::Admin).await;
 
     let users = accounts::list_users(&app.pool).await.expect("list");
     let names: Vec<_> = users
@@ -40,13 +40,23 @@ async fn users_are_added_listed_and_disabled() {
             .is_none()
     );
 
-    // A token works until its user is disabled.
+    // A token works until its user is disabled: at once through the admin API, although the
+    // server has just remembered the token.
     assert_eq!(app.get(&ann, "/api/me").await.status(), 200);
+    let r = app
+        .client
+        .patch(app.url("/api/admin/users/ann"))
+        .bearer_auth(&root.token)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .expect("disable through the API");
+    assert_eq!(r.status(), 204);
+    assert_eq!(app.get(&ann, "/api/me").await.status(), 401);
     let name = Username::parse("ann").expect("name");
     accounts::set_disabled(&app.pool, &name, true)
         .await
         .expect("disable");
-    assert_eq!(app.get(&ann, "/api/me").await.status(), 401);
     assert!(
         accounts::authenticate(&app.pool, "ann", PASSWORD)
             .await
@@ -138,4 +148,18 @@ async fn annotators_cannot_use_admin_routes() {
     );
     let stolen = app.submit(&bob, id, &json!({"answer": "mine"}), None).await;
     assert_eq!(stolen.status(), 404);
+}
+
+#[tokio::test]
+async fn a_user_disabled_elsewhere_loses_their_token_within_the_cache_time() {
+    let app = spawn_app_with(|s| s.labeling.token_cache_seconds = 1).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
+    assert_eq!(app.get(&ann, "/api/me").await.status(), 200);
+    // As `labeler user disable` does: straight in the database, the server is not told.
+    let name = Username::parse("ann").expect("name");
+    accounts::set_disabled(&app.pool, &name, true)
+        .await
+        .expect("disable");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(app.get(&ann, "/api/me").await.status(), 401);
 }

@@ -11,6 +11,7 @@ use crate::auth::AdminUser;
 use crate::domain::{Password, Role, Username};
 use crate::error::AppError;
 use crate::projects::{self, SettingsChange};
+use crate::startup::AppState;
 use crate::webhooks::{self, WebhookChange, WebhookSecret, WebhookUrl};
 
 /// Routes under `/api` (called from the API scope's configuration).
@@ -66,6 +67,7 @@ struct UserChange {
 async fn change_user(
     AdminUser(admin): AdminUser,
     pool: web::Data<PgPool>,
+    state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<UserChange>,
 ) -> Result<HttpResponse, AppError> {
@@ -73,7 +75,10 @@ async fn change_user(
     if name.as_str() == admin.username && body.disabled {
         return Err(AppError::Validation("you cannot disable yourself".into()));
     }
-    accounts::set_disabled(&pool, &name, body.disabled).await?;
+    let user_id = accounts::set_disabled(&pool, &name, body.disabled).await?;
+    if body.disabled {
+        state.tokens.forget_user(user_id);
+    }
     let action = if body.disabled {
         Action::UserDisable
     } else {
