@@ -179,7 +179,6 @@ impl FilterOptions {
                 verdict,
             });
         }
-        let analysis = Analysis::new(&text, chinese);
         let (quality, repetition, fineweb) = if chinese && self.chinese.enabled {
             (
                 &self.chinese.gopher_quality,
@@ -189,6 +188,11 @@ impl FilterOptions {
         } else {
             (&self.gopher_quality, &self.gopher_repetition, &self.fineweb)
         };
+        if !(quality.enabled || repetition.enabled || fineweb.enabled) {
+            // Nothing to measure: skip splitting the text into words and lines.
+            return (text, outcomes);
+        }
+        let analysis = Analysis::new(&text, chinese);
         if quality.enabled {
             outcomes.push(FilterOutcome {
                 filter: "gopher_quality",
