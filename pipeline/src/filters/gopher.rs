@@ -185,7 +185,7 @@ impl GopherQualityOptions {
         };
         if word.chars().any(changes) {
             let lower = word.to_lowercase();
-            self.stop_words.iter().any(|s| *s == lower)
+            self.stop_words.contains(&lower)
         } else {
             self.stop_words.iter().any(|s| s == word)
         }
@@ -422,30 +422,38 @@ impl<'a> WordTable<'a> {
         }
         self.key_ngrams(n);
         // key -> (count, first start); a colliding different n-gram is counted on its own
-        // under a probed key.
+        // under a probed key. The most frequent n-gram is tracked as counts grow (no pass
+        // over the table at the end): ties go to the n-gram whose words sort first, so the
+        // score does not depend on hash order.
         counts.clear();
+        let mut best: Option<(u32, usize)> = None;
         for start in 0..=self.ids.len() - n {
             let mut key = self.keys[start];
-            loop {
+            let (count, first) = loop {
                 let entry = counts.entry(key).or_insert((0, start as u32));
                 if entry.1 as usize == start || self.same(entry.1 as usize, start, n) {
                     entry.0 += 1;
-                    break;
+                    break (entry.0, entry.1 as usize);
                 }
                 key = key.wrapping_add(1);
+            };
+            let better = match best {
+                None => true,
+                Some((best_count, best_first)) => {
+                    count > best_count
+                        || (count == best_count
+                            && first != best_first
+                            && self.words[first..first + n]
+                                < self.words[best_first..best_first + n])
+                }
+            };
+            if better {
+                best = Some((count, first));
             }
         }
-        // Ties broken by the n-gram's words so the score does not depend on hash order.
-        counts
-            .values()
-            .map(|&(count, start)| (count as usize, start as usize))
-            .max_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| self.words[b.1..b.1 + n].cmp(&self.words[a.1..a.1 + n]))
-            })
-            .filter(|(count, _)| *count > 1)
+        best.filter(|&(count, _)| count > 1)
             .map_or(0.0, |(count, start)| {
-                (self.chars(start, n) * count) as f64 / total_chars
+                (self.chars(start, n) * count as usize) as f64 / total_chars
             })
     }
 
