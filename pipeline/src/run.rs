@@ -146,8 +146,14 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
     let bar = progress_bar(show_progress, total_bytes);
     let processor = Processor::new(config);
     let mut done = Vec::with_capacity(inputs.len());
+    let direct = kept_written_directly(config);
+    if direct {
+        let kept_dir = out.join("kept");
+        std::fs::create_dir_all(&kept_dir)
+            .with_context(|| format!("creating {}", kept_dir.display()))?;
+    }
     for (index, input) in inputs.iter().enumerate() {
-        let files = WorkFiles::new(&work, index);
+        let files = work_files(config, &work, index);
         let record = match files.finished(input, &fingerprint) {
             Some(record) => {
                 summary.inputs_resumed += 1;
@@ -183,7 +189,7 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
 
     // Stage 3: outputs.
     let started = Instant::now();
-    write_outputs(config, &work, inputs.len(), dedup, &mut summary)?;
+    write_outputs(config, &work, &done, dedup, &mut summary)?;
     summary
         .seconds
         .insert("write".into(), started.elapsed().as_secs_f64());
@@ -404,10 +410,32 @@ fn deduplicate(
     Ok(DedupResult { exact, minhash })
 }
 
+/// Without dedup every document that passes the filters is kept: stage 1 then writes the
+/// kept documents straight to their output file (compressed on the writer thread, while the
+/// next batch is processed), and stage 3 only writes the docs tables.
+fn kept_written_directly(config: &PipelineConfig) -> bool {
+    !config.dedup.exact
+        && !config.dedup.minhash.enabled
+        && config.output.kept_format == KeptFormat::Jsonl
+}
+
+/// Input `index`'s work files, with the kept documents in the output when
+/// [`kept_written_directly`].
+fn work_files(config: &PipelineConfig, work: &Path, index: usize) -> WorkFiles {
+    let mut files = WorkFiles::new(work, index);
+    if kept_written_directly(config) {
+        files.kept = config
+            .output
+            .dir
+            .join(format!("kept/part-{index:05}.jsonl.zst"));
+    }
+    files
+}
+
 fn write_outputs(
     config: &PipelineConfig,
     work: &Path,
-    inputs: usize,
+    done: &[InputDone],
     mut dedup: DedupResult,
     summary: &mut RunSummary,
 ) -> Result<()> {
@@ -417,8 +445,8 @@ fn write_outputs(
         .with_context(|| format!("creating {}", kept_dir.display()))?;
     let names = score_names();
     let mut global = 0u64;
-    for index in 0..inputs {
-        let files = WorkFiles::new(work, index);
+    for (index, input) in done.iter().enumerate() {
+        let files = work_files(config, work, index);
         let mut table: Vec<(DocRow, DedupInfo)> = Vec::new();
         // For each document that passed the filters, in order: whether it survives dedup.
         let mut survives: Vec<bool> = Vec::new();
@@ -460,7 +488,13 @@ fn write_outputs(
         }
         // The kept documents and the docs table are independent: written side by side.
         let (kept, docs_table) = rayon::join(
-            || write_survivors(config, &files, &kept_dir, index, &survives),
+            || {
+                if kept_written_directly(config) {
+                    Ok((input.kept, input.text_bytes_kept))
+                } else {
+                    write_survivors(config, &files, &kept_dir, index, &survives)
+                }
+            },
             || {
                 write_docs_table(
                     &out.join(format!("docs-{index:05}.parquet")),
