@@ -45,7 +45,9 @@ pub fn normalize(text: &str, options: &NormalizeOptions) -> String {
     // Most web text is already in the chosen form: the quick check (a table lookup per
     // character, nothing for ASCII) spares decomposing and recomposing every character.
     let unified: Cow<'_, str> = match options.unicode {
-        UnicodeForm::Nfc if text.is_ascii() || is_nfc_quick(text.chars()) == IsNormalized::Yes => {
+        UnicodeForm::Nfc
+            if text.chars().all(nfc_stable) || is_nfc_quick(text.chars()) == IsNormalized::Yes =>
+        {
             Cow::Borrowed(text)
         }
         UnicodeForm::Nfkc
@@ -109,11 +111,23 @@ fn clean_lines(text: &str) -> String {
     out.text
 }
 
+/// Characters that NFC leaves alone whatever surrounds them (quick check Yes, combining
+/// class 0), found without the Unicode tables: ASCII, CJK symbols and punctuation (but the
+/// ideographic tone marks U+302A..U+302F, which combine), CJK unified ideographs, full-width
+/// and half-width forms. Most of an English/Chinese corpus.
+fn nfc_stable(c: char) -> bool {
+    c.is_ascii()
+        || matches!(c, '\u{3000}'..='\u{3029}' | '\u{3030}'..='\u{303F}' | '\u{4E00}'..='\u{9FFF}' | '\u{FF00}'..='\u{FFEF}')
+}
+
 /// Characters kept as they are: printable ASCII, and other characters that are neither
 /// whitespace (the ideographic space is content), control nor invisible.
 fn is_plain(c: char) -> bool {
     if c.is_ascii() {
         c.is_ascii_graphic()
+    } else if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+        // CJK unified ideographs: the common case in Chinese text, without table lookups.
+        true
     } else {
         !(is_invisible(c) || c.is_control() || (c.is_whitespace() && c != '\u{3000}'))
     }

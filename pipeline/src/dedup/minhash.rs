@@ -87,18 +87,22 @@ impl MinHasher {
         &self.options
     }
 
-    /// 32-bit shingle hashes of `text`: word n-grams, or character n-grams for Chinese, of the
-    /// lower-cased text with everything but letters and digits taken as a space.
-    fn shingles(&self, text: &str, chinese: bool) -> Vec<u32> {
+    /// Appends the 32-bit shingle hashes of `text` to `shingles`: word n-grams, or character
+    /// n-grams for Chinese, of the lower-cased text with everything but letters and digits
+    /// taken as a space. `items` is scratch space.
+    fn shingles(&self, text: &str, chinese: bool, items: &mut Vec<u64>, shingles: &mut Vec<u32>) {
         let seed = self.options.seed;
         // Items (word or character hashes) of the simplified text.
-        let mut items: Vec<u64> = Vec::with_capacity(text.len() / 4);
+        items.clear();
         if chinese {
-            items.extend(
-                text.chars()
-                    .filter(|c| c.is_alphanumeric())
-                    .map(|c| u64::from(c.to_lowercase().next().unwrap_or(c))),
-            );
+            items.extend(text.chars().filter_map(|c| {
+                if is_cjk_ideograph(c) {
+                    Some(u64::from(c))
+                } else {
+                    c.is_alphanumeric()
+                        .then(|| u64::from(c.to_lowercase().next().unwrap_or(c)))
+                }
+            }));
         } else {
             let mut word = String::with_capacity(32);
             let flush = |word: &mut String, items: &mut Vec<u64>| {
@@ -110,13 +114,15 @@ impl MinHasher {
             for c in text.chars() {
                 if c.is_ascii_alphanumeric() {
                     word.push(c.to_ascii_lowercase());
+                } else if is_cjk_ideograph(c) {
+                    word.push(c);
                 } else if c.is_ascii() || !c.is_alphanumeric() {
-                    flush(&mut word, &mut items);
+                    flush(&mut word, items);
                 } else {
                     word.push(c.to_lowercase().next().unwrap_or(c));
                 }
             }
-            flush(&mut word, &mut items);
+            flush(&mut word, items);
         }
         let n = if chinese {
             self.options.char_ngram
@@ -124,20 +130,30 @@ impl MinHasher {
             self.options.word_ngram
         };
         let n = n.min(items.len()).max(1);
-        items.windows(n).map(|w| ngram_hash(w, seed)).collect()
+        shingles.extend(items.windows(n).map(|w| ngram_hash(w, seed)));
     }
 
     /// The band keys of `text`: one 64-bit key per band, `None` for an empty text.
     pub fn band_keys(&self, text: &str, chinese: bool) -> Option<Vec<u64>> {
-        let mut shingles = self.shingles(text, chinese);
-        // A minimum over a set: repeated shingles change nothing, so hash each once.
-        shingles.sort_unstable();
-        shingles.dedup();
-        if shingles.is_empty() {
-            return None;
+        // Scratch vectors kept per thread: long documents need large ones, and allocating
+        // them afresh for each document showed up as page faults.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<(Vec<u64>, Vec<u32>)> =
+                const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
         }
         let mut signature = vec![u32::MAX; self.multipliers.len()];
-        lower_signature(&mut signature, &self.multipliers, &self.offsets, &shingles);
+        let any = SCRATCH.with_borrow_mut(|(items, shingles)| {
+            shingles.clear();
+            self.shingles(text, chinese, items, shingles);
+            // A minimum over a set: repeated shingles change nothing, so hash each once.
+            shingles.sort_unstable();
+            shingles.dedup();
+            lower_signature(&mut signature, &self.multipliers, &self.offsets, shingles);
+            !shingles.is_empty()
+        });
+        if !any {
+            return None;
+        }
         let mut bytes = Vec::with_capacity(self.options.rows * 4);
         Some(
             signature
@@ -150,6 +166,11 @@ impl MinHasher {
                 .collect(),
         )
     }
+}
+
+/// CJK unified ideographs: letters without case, known without the Unicode tables.
+fn is_cjk_ideograph(c: char) -> bool {
+    ('\u{4E00}'..='\u{9FFF}').contains(&c)
 }
 
 /// Lowers each `signature[i]` to the minimum of hash function `i` over `shingles`.
