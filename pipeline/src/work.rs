@@ -2,7 +2,8 @@
 //! - `input-NNNNN.rows.jsonl.zst`: one row per input document (scores, drop reason)
 //! - `input-NNNNN.kept.jsonl`: the documents that passed the filters, with text (not
 //!   compressed: it is read once, right after; compressing and decompressing it took close
-//!   to a tenth of a filter-only run's CPU time in perf)
+//!   to a tenth of a filter-only run's CPU time in perf); without dedup they go straight to
+//!   `kept/part-NNNNN.jsonl.zst` instead (see `run`)
 //! - `input-NNNNN.keys.bin`: dedup keys of the kept documents, in the same order
 //! - `input-NNNNN.done.json`: written last; its presence means the input is finished
 //!
