@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LangIdOptions {
+    /// Identify languages (default true). With false no document is dropped for its language
+    /// and every document gets the filters' default (English) settings, as datatrove does
+    /// without a language filter: what the stage-isolated benchmarks measure.
+    pub enabled: bool,
     /// Languages to keep (ISO 639-3); empty keeps every language.
     pub keep: Vec<String>,
     /// Minimum confidence, per language; `default_min_score` for the others.
@@ -16,6 +20,7 @@ pub struct LangIdOptions {
 impl Default for LangIdOptions {
     fn default() -> Self {
         Self {
+            enabled: true,
             keep: vec!["eng".into(), "cmn".into()],
             // FineWeb keeps English at 0.65; FineWeb-2's cmn_Hani language_score is 0.692.
             // whatlang's confidence is a different scale, so these are starting points.

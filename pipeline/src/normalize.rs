@@ -2,7 +2,9 @@
 //! whitespace and control characters fixed, optional Traditional -> Simplified Chinese.
 
 use serde::{Deserialize, Serialize};
-use unicode_normalization::UnicodeNormalization;
+use std::borrow::Cow;
+
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick, is_nfkc_quick};
 
 /// Unicode normalization form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,44 +42,128 @@ fn is_invisible(c: char) -> bool {
 /// removed; trailing spaces trimmed; at most one blank line in a row; no leading/trailing blank
 /// lines.
 pub fn normalize(text: &str, options: &NormalizeOptions) -> String {
-    let unified: String = match options.unicode {
-        UnicodeForm::Nfc => text.nfc().collect(),
-        UnicodeForm::Nfkc => text.nfkc().collect(),
+    // Most web text is already in the chosen form: the quick check (a table lookup per
+    // character, nothing for ASCII) spares decomposing and recomposing every character.
+    let unified: Cow<'_, str> = match options.unicode {
+        UnicodeForm::Nfc
+            if text.chars().all(nfc_stable) || is_nfc_quick(text.chars()) == IsNormalized::Yes =>
+        {
+            Cow::Borrowed(text)
+        }
+        UnicodeForm::Nfkc
+            if text.is_ascii() || is_nfkc_quick(text.chars()) == IsNormalized::Yes =>
+        {
+            Cow::Borrowed(text)
+        }
+        UnicodeForm::Nfc => Cow::Owned(text.nfc().collect()),
+        UnicodeForm::Nfkc => Cow::Owned(text.nfkc().collect()),
     };
     let converted = if options.traditional_to_simplified {
-        zhconv::zhconv(&unified, zhconv::Variant::ZhHans)
+        Cow::Owned(zhconv::zhconv(&unified, zhconv::Variant::ZhHans))
     } else {
         unified
     };
-    let mut out = String::with_capacity(converted.len());
-    let mut blank_run = 0usize;
-    let text = converted.replace("\r\n", "\n").replace('\r', "\n");
-    for line in text.split('\n') {
-        let mut clean = String::with_capacity(line.len());
-        let mut space = false;
-        for c in line.chars() {
-            if is_invisible(c) || (c.is_control() && c != '\t') {
-                continue;
+    clean_lines(&converted)
+}
+
+/// Whitespace and line structure in one pass over the text, written straight into the output
+/// (no copy per line); runs of ordinary characters are copied whole.
+fn clean_lines(text: &str) -> String {
+    let mut out = Lines {
+        text: String::with_capacity(text.len()),
+        blank_run: 0,
+        content: false,
+        space: false,
+    };
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        // A run of characters that are copied as they are.
+        let start = i;
+        let mut special = None;
+        for c in text[i..].chars() {
+            if !is_plain(c) {
+                special = Some(c);
+                break;
             }
-            if c.is_whitespace() && c != '\u{3000}' {
-                space = true;
-                continue;
-            }
-            if space && !clean.is_empty() {
-                clean.push(' ');
-            }
-            space = false;
-            clean.push(c);
+            i += c.len_utf8();
         }
-        if clean.is_empty() {
-            blank_run += 1;
+        if i > start {
+            out.push_content(&text[start..i]);
+        }
+        let Some(c) = special else {
+            break;
+        };
+        i += c.len_utf8();
+        if c == '\n' || c == '\r' {
+            if c == '\r' && bytes.get(i) == Some(&b'\n') {
+                i += 1;
+            }
+            out.end_line();
+        } else if is_invisible(c) || (c.is_control() && c != '\t') {
             continue;
+        } else if c.is_whitespace() && c != '\u{3000}' {
+            out.space = true;
+        } else {
+            out.push_content(c.encode_utf8(&mut [0u8; 4]));
         }
-        if !out.is_empty() {
-            out.push_str(if blank_run > 0 { "\n\n" } else { "\n" });
-        }
-        blank_run = 0;
-        out.push_str(&clean);
     }
-    out
+    out.text
+}
+
+/// Characters that NFC leaves alone whatever surrounds them (quick check Yes, combining
+/// class 0), found without the Unicode tables: ASCII, CJK symbols and punctuation (but the
+/// ideographic tone marks U+302A..U+302F, which combine), CJK unified ideographs, full-width
+/// and half-width forms. Most of an English/Chinese corpus.
+fn nfc_stable(c: char) -> bool {
+    c.is_ascii()
+        || matches!(c, '\u{3000}'..='\u{3029}' | '\u{3030}'..='\u{303F}' | '\u{4E00}'..='\u{9FFF}' | '\u{FF00}'..='\u{FFEF}')
+}
+
+/// Characters kept as they are: printable ASCII, and other characters that are neither
+/// whitespace (the ideographic space is content), control nor invisible.
+fn is_plain(c: char) -> bool {
+    if c.is_ascii() {
+        c.is_ascii_graphic()
+    } else if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
+        // CJK unified ideographs: the common case in Chinese text, without table lookups.
+        true
+    } else {
+        !(is_invisible(c) || c.is_control() || (c.is_whitespace() && c != '\u{3000}'))
+    }
+}
+
+/// The output of [`clean_lines`] and where it stands in the current line.
+struct Lines {
+    text: String,
+    /// Blank lines since the last line with content.
+    blank_run: usize,
+    /// Whether the current line has content, and whether whitespace is pending in it.
+    content: bool,
+    space: bool,
+}
+
+impl Lines {
+    /// Content characters: a line break before the first of a line (two after blank lines),
+    /// one space for any run of whitespace inside a line.
+    fn push_content(&mut self, s: &str) {
+        if !self.content {
+            if !self.text.is_empty() {
+                self.text
+                    .push_str(if self.blank_run > 0 { "\n\n" } else { "\n" });
+            }
+            (self.blank_run, self.content, self.space) = (0, true, false);
+        } else if self.space {
+            self.text.push(' ');
+            self.space = false;
+        }
+        self.text.push_str(s);
+    }
+
+    fn end_line(&mut self) {
+        if !self.content {
+            self.blank_run += 1;
+        }
+        (self.content, self.space) = (false, false);
+    }
 }

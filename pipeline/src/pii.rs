@@ -35,6 +35,13 @@ impl Default for PiiOptions {
     }
 }
 
+impl PiiOptions {
+    /// Whether any redaction is on.
+    pub fn any(&self) -> bool {
+        self.email || self.ip || self.cn_mobile || self.cn_id_card
+    }
+}
+
 fn regex(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| panic!("static regex {pattern}: {e}"))
 }

@@ -74,7 +74,11 @@ impl<'a> Processor<'a> {
         let mut clock = StageClock::start();
         let text = normalize(&doc.text, &config.normalize);
         clock.lap(0);
-        let language = langid::identify(&text);
+        let language = if config.langid.enabled {
+            langid::identify(&text)
+        } else {
+            None
+        };
         clock.lap(1);
         let mut row = DocRow {
             id: doc.id.clone(),
@@ -97,7 +101,9 @@ impl<'a> Processor<'a> {
         if text.is_empty() {
             drop("empty", "no text after extraction".into(), &mut row);
         }
-        if let Some(reason) = config.langid.verdict(language.as_ref()) {
+        if config.langid.enabled
+            && let Some(reason) = config.langid.verdict(language.as_ref())
+        {
             drop("langid", reason, &mut row);
         }
         // Every filter runs on every document, so thresholds can be re-tuned from the docs
@@ -123,11 +129,19 @@ impl<'a> Processor<'a> {
                 stage_nanos: clock.nanos,
             };
         }
-        let (text, redactions) = pii::redact(&filtered, &config.pii);
+        let (text, redactions) = if config.pii.any() {
+            pii::redact(&filtered, &config.pii)
+        } else {
+            (filtered, 0)
+        };
         row.pii_redactions = redactions as u64;
         clock.lap(3);
         let keys = DocKeys {
-            exact: exact_key(&text),
+            exact: if config.dedup.exact {
+                exact_key(&text)
+            } else {
+                0
+            },
             bands: self
                 .minhash
                 .as_ref()

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -23,7 +24,7 @@ use crate::filters::score_names;
 use crate::process::{Processed, Processor, STAGES};
 use crate::readers::{expand_inputs, read_in_batches};
 use crate::work::{
-    DocRow, InputDone, JsonlZstWriter, KeptDoc, WorkFiles, read_jsonl_zst, read_keys,
+    DocRow, InputDone, JsonlWriter, KeptDoc, WorkFiles, read_jsonl_zst, read_keys, read_lines,
     write_json_atomic, write_keys,
 };
 
@@ -96,6 +97,10 @@ fn fingerprint(config: &PipelineConfig) -> Result<String> {
         "filters": config.filters,
         "pii": config.pii,
         "minhash": config.dedup.minhash,
+        "minhash_signature": crate::dedup::minhash::SIGNATURE_SCHEME,
+        "exact": config.dedup.exact,
+        // Bumped when the work files change shape (2: kept documents uncompressed).
+        "work_format": 2,
         "version": env!("CARGO_PKG_VERSION"),
     });
     Ok(format!(
@@ -141,8 +146,14 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
     let bar = progress_bar(show_progress, total_bytes);
     let processor = Processor::new(config);
     let mut done = Vec::with_capacity(inputs.len());
+    let direct = kept_written_directly(config);
+    if direct {
+        let kept_dir = out.join("kept");
+        std::fs::create_dir_all(&kept_dir)
+            .with_context(|| format!("creating {}", kept_dir.display()))?;
+    }
     for (index, input) in inputs.iter().enumerate() {
-        let files = WorkFiles::new(&work, index);
+        let files = work_files(config, &work, index);
         let record = match files.finished(input, &fingerprint) {
             Some(record) => {
                 summary.inputs_resumed += 1;
@@ -178,7 +189,7 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
 
     // Stage 3: outputs.
     let started = Instant::now();
-    write_outputs(config, &work, inputs.len(), dedup, &mut summary)?;
+    write_outputs(config, &work, &done, dedup, &mut summary)?;
     summary
         .seconds
         .insert("write".into(), started.elapsed().as_secs_f64());
@@ -224,6 +235,10 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
 
 /// Stage 1 for one input: read, process in parallel batches, write the work files, then the
 /// done marker.
+///
+/// Reading, processing and writing overlap: a reader thread fills a short queue of batches,
+/// the worker pool processes one batch at a time, and a writer thread serializes the previous
+/// one, so neither core waits while the input is parsed or the work files are compressed.
 fn process_input(
     input: &Path,
     files: &WorkFiles,
@@ -233,78 +248,123 @@ fn process_input(
     bar: &ProgressBar,
 ) -> Result<InputDone> {
     let started = Instant::now();
-    let mut rows = JsonlZstWriter::create(&files.rows)?;
-    let mut kept = JsonlZstWriter::create(&files.kept)?;
-    let mut keys = BufWriter::new(
-        std::fs::File::create(&files.keys)
-            .with_context(|| format!("creating {}", files.keys.display()))?,
-    );
-    let (mut docs, mut kept_docs, mut bytes_in, mut bytes_kept) = (0u64, 0u64, 0u64, 0u64);
-    let mut stage_nanos = [0u64; STAGES.len()];
-    // Reading is what the callback does not cover.
-    let (mut in_callback, mut writing) = (Duration::ZERO, Duration::ZERO);
-    let seen = read_in_batches(
-        input,
-        &config.input.reader,
-        config.run.batch_size,
-        &mut |batch: Vec<Document>| {
-            let entered = Instant::now();
+    let (batches_tx, batches_rx) = sync_channel::<Vec<Document>>(2);
+    let (processed_tx, processed_rx) = sync_channel::<Vec<Processed>>(2);
+    let (seen, read_time, written, processing) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut waiting = Duration::ZERO;
+            let started = Instant::now();
+            let seen = read_in_batches(
+                input,
+                &config.input.reader,
+                config.run.batch_size,
+                &mut |batch: Vec<Document>| {
+                    let sending = Instant::now();
+                    let sent = batches_tx.send(batch);
+                    waiting += sending.elapsed();
+                    // The receiver only hangs up when processing or writing failed; that
+                    // error is the one reported.
+                    sent.map_err(|_| anyhow::anyhow!("processing stopped"))
+                },
+            );
+            (seen, started.elapsed().saturating_sub(waiting))
+        });
+        let writer = scope.spawn(move || write_work_files(files, processed_rx, bar));
+        let mut processing = Ok(());
+        for batch in batches_rx {
             let processed: Vec<Processed> =
                 batch.par_iter().map(|d| processor.process(d)).collect();
-            let written = Instant::now();
-            for p in processed {
-                for (total, n) in stage_nanos.iter_mut().zip(p.stage_nanos) {
-                    *total += n;
-                }
-                docs += 1;
-                bytes_in += p.bytes_in;
-                rows.write(&p.row)?;
-                if let Some((doc, doc_keys)) = p.kept {
-                    kept_docs += 1;
-                    bytes_kept += doc.text.len() as u64;
-                    kept.write(&doc)?;
-                    write_keys(&mut keys, &doc_keys)?;
-                }
+            if processed_tx.send(processed).is_err() {
+                processing = Err(anyhow::anyhow!("writing the work files stopped"));
+                break;
             }
-            bar.set_message(format!("{docs} docs"));
-            writing += written.elapsed();
-            in_callback += entered.elapsed();
-            Ok(())
-        },
-    )?;
-    let finishing = Instant::now();
-    rows.finish()?;
-    kept.finish()?;
-    std::io::Write::flush(&mut keys)?;
-    writing += finishing.elapsed();
+        }
+        drop(processed_tx);
+        let (seen, read_time) = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reader thread panicked"))?;
+        let written = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the work file writer panicked"))?;
+        anyhow::Ok((seen, read_time, written, processing))
+    })?;
+    let written = written?;
+    let seen = seen?;
+    processing?;
     let mut stage_seconds: BTreeMap<String, f64> = STAGES
         .iter()
-        .zip(stage_nanos)
+        .zip(written.stage_nanos)
         .map(|(stage, n)| (stage.to_string(), n as f64 / 1e9))
         .collect();
-    stage_seconds.insert(
-        "read".into(),
-        (started
-            .elapsed()
-            .saturating_sub(in_callback + finishing.elapsed()))
-        .as_secs_f64(),
-    );
-    stage_seconds.insert("write_work".into(), writing.as_secs_f64());
+    stage_seconds.insert("read".into(), read_time.as_secs_f64());
+    stage_seconds.insert("write_work".into(), written.writing.as_secs_f64());
     let record = InputDone {
         input: input.display().to_string(),
         input_bytes: std::fs::metadata(input).map(|m| m.len()).unwrap_or(0),
         fingerprint: fingerprint.to_string(),
-        docs,
-        kept: kept_docs,
+        docs: written.docs,
+        kept: written.kept,
         skipped_records: seen.skipped,
         issues: seen.issues.iter().map(ToString::to_string).collect(),
-        text_bytes_in: bytes_in,
-        text_bytes_kept: bytes_kept,
+        text_bytes_in: written.bytes_in,
+        text_bytes_kept: written.bytes_kept,
         seconds: started.elapsed().as_secs_f64(),
         stage_seconds,
     };
     write_json_atomic(&files.done, &record)?;
     Ok(record)
+}
+
+/// What the work file writer counted.
+#[derive(Debug, Default)]
+struct WorkWritten {
+    docs: u64,
+    kept: u64,
+    bytes_in: u64,
+    bytes_kept: u64,
+    stage_nanos: [u64; STAGES.len()],
+    /// Time spent serializing and compressing (not waiting for batches).
+    writing: Duration,
+}
+
+/// Writes the processed batches of one input, in order, to its work files.
+fn write_work_files(
+    files: &WorkFiles,
+    batches: Receiver<Vec<Processed>>,
+    bar: &ProgressBar,
+) -> Result<WorkWritten> {
+    let mut rows = JsonlWriter::create(&files.rows)?;
+    let mut kept = JsonlWriter::create(&files.kept)?;
+    let mut keys = BufWriter::new(
+        std::fs::File::create(&files.keys)
+            .with_context(|| format!("creating {}", files.keys.display()))?,
+    );
+    let mut counts = WorkWritten::default();
+    for processed in batches {
+        let started = Instant::now();
+        for p in processed {
+            for (total, n) in counts.stage_nanos.iter_mut().zip(p.stage_nanos) {
+                *total += n;
+            }
+            counts.docs += 1;
+            counts.bytes_in += p.bytes_in;
+            rows.write(&p.row)?;
+            if let Some((doc, doc_keys)) = p.kept {
+                counts.kept += 1;
+                counts.bytes_kept += doc.text.len() as u64;
+                kept.write(&doc)?;
+                write_keys(&mut keys, &doc_keys)?;
+            }
+        }
+        bar.set_message(format!("{} docs", counts.docs));
+        counts.writing += started.elapsed();
+    }
+    let finishing = Instant::now();
+    rows.finish()?;
+    kept.finish()?;
+    std::io::Write::flush(&mut keys)?;
+    counts.writing += finishing.elapsed();
+    Ok(counts)
 }
 
 /// Per kept document (global number): exact cluster, near-duplicate cluster.
@@ -350,10 +410,32 @@ fn deduplicate(
     Ok(DedupResult { exact, minhash })
 }
 
+/// Without dedup every document that passes the filters is kept: stage 1 then writes the
+/// kept documents straight to their output file (compressed on the writer thread, while the
+/// next batch is processed), and stage 3 only writes the docs tables.
+fn kept_written_directly(config: &PipelineConfig) -> bool {
+    !config.dedup.exact
+        && !config.dedup.minhash.enabled
+        && config.output.kept_format == KeptFormat::Jsonl
+}
+
+/// Input `index`'s work files, with the kept documents in the output when
+/// [`kept_written_directly`].
+fn work_files(config: &PipelineConfig, work: &Path, index: usize) -> WorkFiles {
+    let mut files = WorkFiles::new(work, index);
+    if kept_written_directly(config) {
+        files.kept = config
+            .output
+            .dir
+            .join(format!("kept/part-{index:05}.jsonl.zst"));
+    }
+    files
+}
+
 fn write_outputs(
     config: &PipelineConfig,
     work: &Path,
-    inputs: usize,
+    done: &[InputDone],
     mut dedup: DedupResult,
     summary: &mut RunSummary,
 ) -> Result<()> {
@@ -363,18 +445,15 @@ fn write_outputs(
         .with_context(|| format!("creating {}", kept_dir.display()))?;
     let names = score_names();
     let mut global = 0u64;
-    for index in 0..inputs {
-        let files = WorkFiles::new(work, index);
-        let mut kept_docs = read_jsonl_zst::<KeptDoc>(&files.kept)?;
+    for (index, input) in done.iter().enumerate() {
+        let files = work_files(config, work, index);
         let mut table: Vec<(DocRow, DedupInfo)> = Vec::new();
-        let mut survivors: Vec<KeptDoc> = Vec::new();
+        // For each document that passed the filters, in order: whether it survives dedup.
+        let mut survives: Vec<bool> = Vec::new();
         for row in read_jsonl_zst::<DocRow>(&files.rows)? {
             let mut row = row?;
             let mut info = DedupInfo::default();
             if row.dropped_by.is_none() {
-                let doc = kept_docs.next().with_context(|| {
-                    format!("{} has fewer documents than its rows", files.kept.display())
-                })??;
                 let n = global;
                 global += 1;
                 let mut duplicate = None;
@@ -396,42 +475,94 @@ fn write_outputs(
                         }
                     }
                 }
-                match duplicate {
-                    Some((stage, cluster)) => {
-                        row.dropped_by = Some(stage.to_string());
-                        row.drop_reason = Some(format!("duplicate of document #{cluster}"));
-                    }
-                    None => survivors.push(doc),
+                if let Some((stage, cluster)) = duplicate {
+                    row.dropped_by = Some(stage.to_string());
+                    row.drop_reason = Some(format!("duplicate of document #{cluster}"));
                 }
+                survives.push(duplicate.is_none());
             }
             if let Some(stage) = &row.dropped_by {
                 *summary.dropped_by.entry(stage.clone()).or_default() += 1;
             }
             table.push((row, info));
         }
-        summary.docs_out += survivors.len() as u64;
-        summary.text_bytes_out += survivors.iter().map(|d| d.text.len() as u64).sum::<u64>();
-        match config.output.kept_format {
-            KeptFormat::Jsonl => {
-                let mut w =
-                    JsonlZstWriter::create(&kept_dir.join(format!("part-{index:05}.jsonl.zst")))?;
-                for doc in &survivors {
-                    w.write(doc)?;
+        // The kept documents and the docs table are independent: written side by side.
+        let (kept, docs_table) = rayon::join(
+            || {
+                if kept_written_directly(config) {
+                    Ok((input.kept, input.text_bytes_kept))
+                } else {
+                    write_survivors(config, &files, &kept_dir, index, &survives)
                 }
-                w.finish()?;
-            }
-            KeptFormat::Parquet => {
-                write_kept_parquet(
-                    &kept_dir.join(format!("part-{index:05}.parquet")),
-                    &survivors,
-                )?;
-            }
-        }
-        write_docs_table(
-            &out.join(format!("docs-{index:05}.parquet")),
-            &names,
-            &table,
-        )?;
+            },
+            || {
+                write_docs_table(
+                    &out.join(format!("docs-{index:05}.parquet")),
+                    &names,
+                    &table,
+                )
+            },
+        );
+        let (docs_out, bytes_out) = kept?;
+        docs_table?;
+        summary.docs_out += docs_out;
+        summary.text_bytes_out += bytes_out;
     }
     Ok(())
+}
+
+/// Writes the kept documents of input `index` that survive dedup (`survives`, in order);
+/// returns how many and their text bytes. JSON lines are copied as they are, not parsed and
+/// serialized again.
+fn write_survivors(
+    config: &PipelineConfig,
+    files: &WorkFiles,
+    kept_dir: &Path,
+    index: usize,
+    survives: &[bool],
+) -> Result<(u64, u64)> {
+    let mut lines = read_lines(&files.kept)?;
+    let too_few = || format!("{} has fewer documents than its rows", files.kept.display());
+    let (mut docs, mut bytes) = (0u64, 0u64);
+    match config.output.kept_format {
+        KeptFormat::Jsonl => {
+            let mut w = JsonlWriter::create(&kept_dir.join(format!("part-{index:05}.jsonl.zst")))?;
+            for &keep in survives {
+                let line = lines.next().with_context(too_few)??;
+                if keep {
+                    let doc: KeptText<'_> = serde_json::from_str(&line)
+                        .with_context(|| format!("parsing a line of {}", files.kept.display()))?;
+                    docs += 1;
+                    bytes += doc.text.len() as u64;
+                    w.write_line(&line)?;
+                }
+            }
+            w.finish()?;
+        }
+        KeptFormat::Parquet => {
+            let mut survivors = Vec::new();
+            for &keep in survives {
+                let line = lines.next().with_context(too_few)??;
+                if keep {
+                    let doc: KeptDoc = serde_json::from_str(&line)
+                        .with_context(|| format!("parsing a line of {}", files.kept.display()))?;
+                    docs += 1;
+                    bytes += doc.text.len() as u64;
+                    survivors.push(doc);
+                }
+            }
+            write_kept_parquet(
+                &kept_dir.join(format!("part-{index:05}.parquet")),
+                &survivors,
+            )?;
+        }
+    }
+    Ok((docs, bytes))
+}
+
+/// The text of a kept document's JSON line (borrowed when it has no escapes).
+#[derive(Deserialize)]
+struct KeptText<'a> {
+    #[serde(borrow)]
+    text: std::borrow::Cow<'a, str>,
 }

@@ -1,6 +1,9 @@
 //! The per-input intermediate files of a run, under `OUT/work/`:
 //! - `input-NNNNN.rows.jsonl.zst`: one row per input document (scores, drop reason)
-//! - `input-NNNNN.kept.jsonl.zst`: the documents that passed the filters, with text
+//! - `input-NNNNN.kept.jsonl`: the documents that passed the filters, with text (not
+//!   compressed: it is read once, right after; compressing and decompressing it took close
+//!   to a tenth of a filter-only run's CPU time in perf); without dedup they go straight to
+//!   `kept/part-NNNNN.jsonl.zst` instead (see `run`)
 //! - `input-NNNNN.keys.bin`: dedup keys of the kept documents, in the same order
 //! - `input-NNNNN.done.json`: written last; its presence means the input is finished
 //!
@@ -83,7 +86,7 @@ impl WorkFiles {
         let with = |ext: &str| PathBuf::from(format!("{}.{ext}", stem.display()));
         Self {
             rows: with("rows.jsonl.zst"),
-            kept: with("kept.jsonl.zst"),
+            kept: with("kept.jsonl"),
             keys: with("keys.bin"),
             done: with("done.json"),
         }
@@ -101,39 +104,72 @@ impl WorkFiles {
     }
 }
 
-/// A zstd-compressed JSON-lines writer.
-pub struct JsonlZstWriter {
+/// A JSON-lines writer: zstd-compressed when the path ends in `.zst`, plain otherwise.
+pub struct JsonlWriter {
     path: PathBuf,
-    inner: zstd::stream::write::Encoder<'static, BufWriter<File>>,
+    sink: Sink,
 }
 
-impl std::fmt::Debug for JsonlZstWriter {
+enum Sink {
+    Zstd(zstd::stream::write::Encoder<'static, BufWriter<File>>),
+    Plain(BufWriter<File>),
+}
+
+impl Sink {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Sink::Zstd(w) => w,
+            Sink::Plain(w) => w,
+        }
+    }
+}
+
+impl std::fmt::Debug for JsonlWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonlZstWriter")
+        f.debug_struct("JsonlWriter")
             .field("path", &self.path)
             .finish()
     }
 }
 
-impl JsonlZstWriter {
+impl JsonlWriter {
     pub fn create(path: &Path) -> Result<Self> {
         let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let inner = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, file), 3)?;
+        let file = BufWriter::with_capacity(1 << 20, file);
+        let sink = if path.extension().is_some_and(|e| e == "zst") {
+            // Level 1, zstd's fastest regular level: compression is a large share of a
+            // run's CPU time, and the size gained by level 3 is small.
+            Sink::Zstd(zstd::stream::write::Encoder::new(file, 1)?)
+        } else {
+            Sink::Plain(file)
+        };
         Ok(Self {
             path: path.to_path_buf(),
-            inner,
+            sink,
         })
     }
 
     pub fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
-        serde_json::to_writer(&mut self.inner, value)
-            .with_context(|| format!("writing {}", self.path.display()))?;
-        self.inner.write_all(b"\n")?;
-        Ok(())
+        let w = self.sink.writer();
+        serde_json::to_writer(&mut *w, value)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| Ok(w.write_all(b"\n")?))
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    /// Writes one line that is already JSON (no newline in it).
+    pub fn write_line(&mut self, json: &str) -> Result<()> {
+        let w = self.sink.writer();
+        w.write_all(json.as_bytes())
+            .and_then(|()| w.write_all(b"\n"))
+            .with_context(|| format!("writing {}", self.path.display()))
     }
 
     pub fn finish(self) -> Result<()> {
-        let mut out = self.inner.finish()?;
+        let mut out = match self.sink {
+            Sink::Zstd(w) => w.finish()?,
+            Sink::Plain(w) => w,
+        };
         out.flush()
             .with_context(|| format!("writing {}", self.path.display()))?;
         out.get_ref().sync_all()?;
@@ -152,6 +188,21 @@ pub fn read_jsonl_zst<T: for<'de> Deserialize<'de>>(
         let line = line.with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&line).with_context(|| format!("parsing a line of {}", path.display()))
     }))
+}
+
+/// Iterates the lines of a JSON-lines file (zstd-compressed when its name ends in `.zst`),
+/// unparsed.
+pub fn read_lines(path: &Path) -> Result<impl Iterator<Item = Result<String>>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader: Box<dyn BufRead + Send> = if path.extension().is_some_and(|e| e == "zst") {
+        Box::new(BufReader::new(zstd::stream::read::Decoder::new(file)?))
+    } else {
+        Box::new(BufReader::with_capacity(1 << 20, file))
+    };
+    let path = path.to_path_buf();
+    Ok(reader
+        .lines()
+        .map(move |line| line.with_context(|| format!("reading {}", path.display()))))
 }
 
 /// Writes dedup keys: exact key, band count, band keys (little-endian).

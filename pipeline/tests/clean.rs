@@ -268,3 +268,73 @@ fn an_unreadable_input_is_reported_and_the_run_goes_on() {
         summary.issues
     );
 }
+
+#[test]
+fn stage_isolated_runs_as_the_benchmark_makes_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+
+    // Filters only: no language drops, no dedup; the kept documents are written by stage 1
+    // and are exactly the rows nothing dropped.
+    let out = tmp.path().join("filters");
+    let mut config = corpus(tmp.path(), &out);
+    config.langid.enabled = false;
+    config.pii.email = false;
+    config.pii.ip = false;
+    config.dedup.exact = false;
+    config.dedup.minhash.enabled = false;
+    let summary = run(&config, false).expect("filters run");
+    assert_eq!(summary.dropped_by.get("langid"), None);
+    assert_eq!(summary.dropped_by.get("exact_dedup"), None);
+    let ids: Vec<String> = kept(&out).into_iter().map(|d| d.id).collect();
+    assert!(ids.contains(&"en-exact-dup".to_string()), "{ids:?}");
+    assert_eq!(summary.docs_out as usize, ids.len());
+    let table = docs_table(&out, 0);
+    let dropped = table
+        .column("dropped_by")
+        .expect("col")
+        .str()
+        .expect("str")
+        .clone();
+    let table_ids = table.column("id").expect("col").str().expect("str").clone();
+    let undropped: Vec<&str> = (0..table.height())
+        .filter(|&i| dropped.get(i).is_none())
+        .filter_map(|i| table_ids.get(i))
+        .collect();
+    let jsonl_ids: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| undropped.contains(id))
+        .collect();
+    assert_eq!(jsonl_ids, undropped);
+    let contact = kept(&out)
+        .into_iter()
+        .find(|d| d.id == "contact")
+        .expect("contact");
+    assert!(contact.text.contains("someone@example.org"), "PII is off");
+    // Resume finds the kept documents where stage 1 left them.
+    let again = run(&config, false).expect("rerun");
+    assert_eq!(again.inputs_resumed, 2);
+    assert_eq!(again.docs_out, summary.docs_out);
+
+    // MinHash only: the near duplicate and the upper-cased copy go, by MinHash alone.
+    let out = tmp.path().join("minhash");
+    let mut config = corpus(tmp.path(), &out);
+    config.langid.enabled = false;
+    config.filters.gopher_quality.enabled = false;
+    config.filters.gopher_repetition.enabled = false;
+    config.filters.c4.enabled = false;
+    config.filters.fineweb.enabled = false;
+    config.dedup.exact = false;
+    let summary = run(&config, false).expect("minhash run");
+    let ids: Vec<String> = kept(&out).into_iter().map(|d| d.id).collect();
+    for gone in ["en-exact-dup", "en-near-dup"] {
+        assert!(!ids.contains(&gone.to_string()), "{gone} kept: {ids:?}");
+    }
+    assert!(ids.contains(&"en-3".to_string()) && ids.contains(&"german".to_string()));
+    assert!(
+        summary
+            .dropped_by
+            .get("minhash_dedup")
+            .is_some_and(|n| *n >= 2)
+    );
+}

@@ -37,12 +37,31 @@ impl Default for DedupOptions {
 /// The key of the exact stage: a 64-bit hash of the lower-cased text with whitespace removed.
 pub fn exact_key(text: &str) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    // The streaming hash does not depend on how its input is chunked: bytes are gathered in
+    // a buffer and handed over a block at a time.
+    let mut block = [0u8; 256];
+    let mut len = 0;
+    let mut push = |bytes: &[u8], hasher: &mut xxhash_rust::xxh3::Xxh3| {
+        if len + bytes.len() > block.len() {
+            hasher.update(&block[..len]);
+            len = 0;
+        }
+        block[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
     let mut buf = [0u8; 4];
-    for c in text.chars().filter(|c| !c.is_whitespace()) {
-        for l in c.to_lowercase() {
-            hasher.update(l.encode_utf8(&mut buf).as_bytes());
+    for c in text.chars() {
+        if c.is_ascii() {
+            if !c.is_ascii_whitespace() && c != '\u{0B}' {
+                push(&[c.to_ascii_lowercase() as u8], &mut hasher);
+            }
+        } else if !c.is_whitespace() {
+            for l in c.to_lowercase() {
+                push(l.encode_utf8(&mut buf).as_bytes(), &mut hasher);
+            }
         }
     }
+    hasher.update(&block[..len]);
     hasher.digest()
 }
 

@@ -2,12 +2,13 @@
 //! not sentences, policy boilerplate, lines mentioning javascript, citation markers; drop
 //! documents with "lorem ipsum", a curly bracket, or fewer than five sentences left.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::{Verdict, ends_with_terminal};
+use super::{Verdict, char_count, ends_with_terminal};
 
 pub const SCORES: [&str; 2] = ["c4_lines_removed_frac", "c4_sentences"];
 
@@ -24,9 +25,74 @@ static CITATION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\[\d*\]|\[edit\]|\[citation needed\]")
         .unwrap_or_else(|e| panic!("static regex: {e}"))
 });
+// ASCII-only case folding: what lower-casing the text and searching for these lower-case
+// ASCII phrases finds, without lower-casing a copy of every line (the one non-ASCII character
+// that lower-cases to one of their letters, the Kelvin sign for `k`, no longer matches).
+static LOREM_IPSUM: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i-u)lorem ipsum").unwrap_or_else(|e| panic!("static regex: {e}"))
+});
+static JAVASCRIPT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i-u)javascript").unwrap_or_else(|e| panic!("static regex: {e}"))
+});
+static POLICY: LazyLock<Regex> = LazyLock::new(|| {
+    let alternatives: Vec<String> = POLICY_SUBSTRINGS.iter().map(|p| regex::escape(p)).collect();
+    Regex::new(&format!("(?i-u){}", alternatives.join("|")))
+        .unwrap_or_else(|e| panic!("static regex: {e}"))
+});
 static SENTENCE_END: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r#"[.!?。！？]+["'”’)]*(\s|$)"#).unwrap_or_else(|e| panic!("static regex: {e}"))
 });
+
+/// The kept lines as one string: what pushing them, with empty strings for paragraph breaks,
+/// onto a list, dropping trailing empty ones and joining with newlines gives.
+struct KeptLines {
+    text: String,
+    /// Entries written, and empty entries held back until a line with text follows.
+    written: usize,
+    held_empty: usize,
+    /// Lines with text.
+    lines: usize,
+    /// Whether the last entry has text.
+    last_has_text: bool,
+}
+
+impl KeptLines {
+    fn with_capacity(bytes: usize) -> Self {
+        Self {
+            text: String::with_capacity(bytes),
+            written: 0,
+            held_empty: 0,
+            lines: 0,
+            last_has_text: false,
+        }
+    }
+
+    fn push(&mut self, line: &str) {
+        if line.is_empty() {
+            self.held_empty += 1;
+            self.last_has_text = false;
+            return;
+        }
+        for _ in 0..std::mem::take(&mut self.held_empty) {
+            if self.written > 0 {
+                self.text.push('\n');
+            }
+            self.written += 1;
+        }
+        if self.written > 0 {
+            self.text.push('\n');
+        }
+        self.text.push_str(line);
+        self.written += 1;
+        self.lines += 1;
+        self.last_has_text = true;
+    }
+
+    /// The text and the number of lines with text.
+    fn finish(self) -> (String, usize) {
+        (self.text, self.lines)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -65,57 +131,56 @@ impl C4Options {
     /// Returns the text with the failing lines removed and the verdict on what is left.
     pub fn apply(&self, text: &str) -> (String, Verdict) {
         let mut v = Verdict::default();
-        let lower = text.to_lowercase();
-        if self.filter_lorem_ipsum && lower.contains("lorem ipsum") {
+        if self.filter_lorem_ipsum && LOREM_IPSUM.is_match(text) {
             v.fail("c4: lorem ipsum");
         }
         if self.filter_curly_bracket && text.contains('{') {
             v.fail("c4: curly bracket (code)");
         }
-        let mut kept: Vec<String> = Vec::new();
+        // The kept lines joined by newlines, an empty line between paragraphs, built in place.
+        let mut kept = KeptLines::with_capacity(text.len());
         let mut total = 0usize;
         for line in text.split('\n') {
             let line = line.trim();
             if line.is_empty() {
                 // Keep paragraph structure.
-                if kept.last().is_some_and(|l| !l.is_empty()) {
-                    kept.push(String::new());
+                if kept.last_has_text {
+                    kept.push("");
                 }
                 continue;
             }
             total += 1;
-            let line = if self.remove_citations {
-                CITATION.replace_all(line, "").into_owned()
+            let line = if self.remove_citations && line.contains('[') {
+                CITATION.replace_all(line, "")
             } else {
-                line.to_string()
+                Cow::Borrowed(line)
             };
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let lower = line.to_lowercase();
-            let drop = words.len() < self.min_words_per_line
-                || words
-                    .iter()
-                    .any(|w| w.chars().count() > self.max_word_length)
+            let drop = line
+                .split_whitespace()
+                .take(self.min_words_per_line)
+                .count()
+                < self.min_words_per_line
+                || (line.len() > self.max_word_length
+                    && line
+                        .split_whitespace()
+                        .any(|w| char_count(w) > self.max_word_length))
                 || (self.filter_no_terminal_punct
                     && (!ends_with_terminal(&line)
                         || line.ends_with("...")
                         || line.ends_with('…')))
-                || (self.filter_javascript && lower.contains("javascript"))
-                || (self.filter_policy && POLICY_SUBSTRINGS.iter().any(|p| lower.contains(p)));
+                || (self.filter_javascript && JAVASCRIPT.is_match(&line))
+                || (self.filter_policy && POLICY.is_match(&line));
             if !drop {
-                kept.push(line);
+                kept.push(&line);
             }
         }
-        while kept.last().is_some_and(String::is_empty) {
-            kept.pop();
-        }
-        let kept_lines = kept.iter().filter(|l| !l.is_empty()).count();
+        let (result, kept_lines) = kept.finish();
         let removed = if total == 0 {
             0.0
         } else {
             1.0 - kept_lines as f64 / total as f64
         };
         v.score("c4_lines_removed_frac", removed);
-        let result = kept.join("\n");
         let sentences = SENTENCE_END.find_iter(&result).count();
         v.score("c4_sentences", sentences as f64);
         if sentences < self.min_num_sentences {

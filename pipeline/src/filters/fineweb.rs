@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Verdict, duplicates, ends_with_terminal};
+use super::{Analysis, Verdict, char_count, ends_with_terminal};
 
 pub const SCORES: [&str; 4] = [
     "fineweb_line_punct_ratio",
@@ -66,7 +66,9 @@ impl FineWebOptions {
         let short = doc
             .lines
             .iter()
-            .filter(|l| l.chars().count() <= self.short_line_length)
+            .filter(|l| {
+                l.len() <= self.short_line_length || char_count(l) <= self.short_line_length
+            })
             .count() as f64
             / lines;
         v.score("fineweb_short_line_ratio", short);
@@ -76,8 +78,9 @@ impl FineWebOptions {
                 self.short_line_thr
             ));
         }
-        let (_, dup_chars) = duplicates(doc.lines.iter().copied());
-        let non_newline_chars = doc.text.chars().filter(|&c| c != '\n').count().max(1);
+        let (_, dup_chars) = doc.duplicated_lines;
+        let newline_count = doc.text.bytes().filter(|&b| b == b'\n').count();
+        let non_newline_chars = (doc.chars - newline_count).max(1);
         let dup = dup_chars as f64 / non_newline_chars as f64;
         v.score("fineweb_char_dup_ratio", dup);
         if dup > self.char_duplicates_ratio {
@@ -86,7 +89,7 @@ impl FineWebOptions {
                 self.char_duplicates_ratio
             ));
         }
-        let newlines = doc.text.matches('\n').count() as f64 / doc.words.len().max(1) as f64;
+        let newlines = newline_count as f64 / doc.words.len().max(1) as f64;
         v.score("fineweb_new_line_ratio", newlines);
         if newlines > self.new_line_ratio {
             v.fail(format!(

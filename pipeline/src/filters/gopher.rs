@@ -1,12 +1,10 @@
 //! Gopher (MassiveText) quality and repetition rules, Rae et al. 2021, with the thresholds
 //! datatrove uses by default; `chinese()` gives FineWeb-2's cmn_Hani values.
 
-use std::collections::HashSet;
-
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Verdict, duplicates};
+use super::{Analysis, Verdict, duplicates, is_symbol_word};
 
 pub const QUALITY_SCORES: [&str; 7] = [
     "gopher_words",
@@ -82,8 +80,20 @@ impl GopherQualityOptions {
 
     pub fn apply(&self, doc: &Analysis<'_>) -> Verdict {
         let mut v = Verdict::default();
-        let words: Vec<&str> = doc.non_symbol_words().copied().collect();
-        let n = words.len();
+        // One pass over the words for the word counts, lengths, letters and stop words.
+        let (mut n, mut non_symbol_chars, mut with_letter, mut stop_count) = (0, 0, 0, 0);
+        for (word, &chars) in doc.words.iter().zip(&doc.word_chars) {
+            if !is_symbol_word(word) {
+                n += 1;
+                non_symbol_chars += chars;
+            }
+            if has_letter(word) {
+                with_letter += 1;
+            }
+            if self.is_stop_word(word) {
+                stop_count += 1;
+            }
+        }
         v.score("gopher_words", n as f64);
         if n < self.min_doc_words {
             v.fail(format!("gopher: {n} words < {}", self.min_doc_words));
@@ -94,7 +104,7 @@ impl GopherQualityOptions {
         let avg = if n == 0 {
             0.0
         } else {
-            words.iter().map(|w| w.chars().count()).sum::<usize>() as f64 / n as f64
+            non_symbol_chars as f64 / n as f64
         };
         v.score("gopher_avg_word_length", avg);
         if n > 0 && (avg < self.min_avg_word_length || avg > self.max_avg_word_length) {
@@ -142,12 +152,7 @@ impl GopherQualityOptions {
                 self.max_ellipsis_lines_ratio
             ));
         }
-        let alpha = doc
-            .words
-            .iter()
-            .filter(|w| w.chars().any(char::is_alphabetic))
-            .count() as f64
-            / all_words;
+        let alpha = with_letter as f64 / all_words;
         v.score("gopher_alpha_words_ratio", alpha);
         if alpha < self.max_non_alpha_words_ratio {
             v.fail(format!(
@@ -155,12 +160,6 @@ impl GopherQualityOptions {
                 self.max_non_alpha_words_ratio
             ));
         }
-        let stop: HashSet<&str> = self.stop_words.iter().map(String::as_str).collect();
-        let stop_count = doc
-            .words
-            .iter()
-            .filter(|w| stop.contains(w.to_lowercase().as_str()))
-            .count();
         v.score("gopher_stop_words", stop_count as f64);
         if stop_count < self.min_stop_words {
             v.fail(format!(
@@ -170,6 +169,41 @@ impl GopherQualityOptions {
         }
         v
     }
+
+    /// Whether `word`, lower-cased, is a stop word; lower-cases into a new string only when
+    /// a non-ASCII word has a character that lower-casing changes.
+    fn is_stop_word(&self, word: &str) -> bool {
+        if word.is_ascii() {
+            return self
+                .stop_words
+                .iter()
+                .any(|s| s.len() == word.len() && s.eq_ignore_ascii_case(word) && is_lower(s));
+        }
+        let changes = |c: char| {
+            let mut lower = c.to_lowercase();
+            !(lower.next() == Some(c) && lower.next().is_none())
+        };
+        if word.chars().any(changes) {
+            let lower = word.to_lowercase();
+            self.stop_words.contains(&lower)
+        } else {
+            self.stop_words.iter().any(|s| s == word)
+        }
+    }
+}
+
+fn has_letter(word: &str) -> bool {
+    if word.is_ascii() {
+        word.bytes().any(|b| b.is_ascii_alphabetic())
+    } else {
+        word.chars().any(char::is_alphabetic)
+    }
+}
+
+/// Whether `s` equals its lower-case form (a configured stop word with capitals never
+/// matches a lower-cased word).
+fn is_lower(s: &str) -> bool {
+    !s.chars().any(char::is_uppercase)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,7 +262,7 @@ impl GopherRepetitionOptions {
 
     pub fn apply(&self, doc: &Analysis<'_>) -> Verdict {
         let mut v = Verdict::default();
-        let total_chars = doc.text.chars().count().max(1) as f64;
+        let total_chars = doc.chars.max(1) as f64;
 
         let paragraphs: Vec<&str> = doc
             .text
@@ -248,7 +282,7 @@ impl GopherRepetitionOptions {
         if dup_para_chars as f64 / total_chars > self.dup_para_char_frac {
             v.fail("gopher_repetition: characters in duplicated paragraphs");
         }
-        let (dup_lines, dup_line_chars) = duplicates(doc.lines.iter().copied());
+        let (dup_lines, dup_line_chars) = doc.duplicated_lines;
         let line_frac = dup_lines as f64 / doc.lines.len().max(1) as f64;
         v.score("gopher_dup_line_frac", line_frac);
         if line_frac > self.dup_line_frac {
@@ -261,7 +295,7 @@ impl GopherRepetitionOptions {
             v.fail("gopher_repetition: characters in duplicated lines");
         }
 
-        let words = WordTable::new(&doc.words);
+        let mut words = WordTable::new(&doc.words, &doc.word_chars);
         // One table per kind of count, cleared between n-gram sizes: allocated and grown
         // once per document instead of once per size.
         let mut counts = FxHashMap::with_capacity_and_hasher(words.len(), Default::default());
@@ -278,8 +312,19 @@ impl GopherRepetitionOptions {
         }
         v.score("gopher_top_ngram_max", top_max);
         let mut dup_max = 0.0f64;
+        // When every n-gram of some size is distinct, so is every longer one (their prefixes
+        // are): the scan of each longer size would find nothing. Most documents stop there.
+        let mut all_distinct_from = usize::MAX;
         for &(n, limit) in &self.dup_n_grams {
-            let frac = words.duplicated_ngram_fraction(n, total_chars, &mut seen);
+            let frac = if n >= all_distinct_from {
+                0.0
+            } else {
+                let (frac, any) = words.duplicated_ngram_fraction(n, total_chars, &mut seen);
+                if !any {
+                    all_distinct_from = all_distinct_from.min(n);
+                }
+                frac
+            };
             dup_max = dup_max.max(frac);
             if frac > limit {
                 v.fail(format!(
@@ -294,32 +339,43 @@ impl GopherRepetitionOptions {
 
 /// A document's words as small integer ids with their character counts, built once and
 /// shared by every n-gram size (hashing each n-gram's strings again for n = 2..10 was most
-/// of the filter's time).
+/// of the filter's time). The keys of the current size are kept and extended by one word
+/// for the next size, so each size costs one step per position, not n.
 struct WordTable<'a> {
     words: &'a [&'a str],
     ids: Vec<u32>,
     /// `chars_before[i]`: characters in words `0..i`.
     chars_before: Vec<usize>,
+    /// `keys[i]`: the hash of the `key_n`-gram starting at word `i`.
+    keys: Vec<u64>,
+    key_n: usize,
+}
+
+/// One step of the n-gram hash: the key of an n-gram extended by the next word's id.
+fn extend_key(h: u64, id: u32) -> u64 {
+    (h.rotate_left(32) ^ u64::from(id)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 impl<'a> WordTable<'a> {
-    fn new(words: &'a [&'a str]) -> Self {
+    fn new(words: &'a [&'a str], word_chars: &[usize]) -> Self {
         let mut vocabulary: FxHashMap<&str, u32> =
             FxHashMap::with_capacity_and_hasher(words.len(), Default::default());
         let mut ids = Vec::with_capacity(words.len());
         let mut chars_before = Vec::with_capacity(words.len() + 1);
         let mut chars = 0;
-        for &w in words {
+        for (&w, &c) in words.iter().zip(word_chars) {
             let next = vocabulary.len() as u32;
             ids.push(*vocabulary.entry(w).or_insert(next));
             chars_before.push(chars);
-            chars += w.chars().count();
+            chars += c;
         }
         chars_before.push(chars);
         Self {
             words,
             ids,
             chars_before,
+            keys: Vec::new(),
+            key_n: 0,
         }
     }
 
@@ -331,12 +387,23 @@ impl<'a> WordTable<'a> {
         self.chars_before[start + n] - self.chars_before[start]
     }
 
-    /// A 64-bit hash of the n-gram's ids; callers compare the ids, so a collision never
+    /// Makes `keys` hold the hashes of the n-grams (n <= len): extended from the current size
+    /// when n is larger, rebuilt otherwise. Callers compare the ids, so a collision never
     /// merges two different n-grams.
-    fn key(&self, start: usize, n: usize) -> u64 {
-        self.ids[start..start + n].iter().fold(0u64, |h, &id| {
-            (h.rotate_left(32) ^ u64::from(id)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        })
+    fn key_ngrams(&mut self, n: usize) {
+        if n < self.key_n || self.key_n == 0 {
+            self.keys.clear();
+            self.keys.resize(self.ids.len(), 0);
+            self.key_n = 0;
+        }
+        while self.key_n < n {
+            let k = self.key_n;
+            let positions = self.ids.len() - k;
+            for (i, key) in self.keys[..positions].iter_mut().enumerate() {
+                *key = extend_key(*key, self.ids[i + k]);
+            }
+            self.key_n += 1;
+        }
     }
 
     fn same(&self, a: usize, b: usize, n: usize) -> bool {
@@ -345,76 +412,87 @@ impl<'a> WordTable<'a> {
 
     /// Characters of the most frequent n-gram times its count, over all characters.
     fn top_ngram_fraction(
-        &self,
+        &mut self,
         n: usize,
         total_chars: f64,
-        counts: &mut FxHashMap<u64, (usize, usize)>,
+        counts: &mut FxHashMap<u64, (u32, u32)>,
     ) -> f64 {
-        if self.ids.len() < n {
+        if self.ids.len() < n || n == 0 {
             return 0.0;
         }
+        self.key_ngrams(n);
         // key -> (count, first start); a colliding different n-gram is counted on its own
-        // under a probed key.
+        // under a probed key. The most frequent n-gram is tracked as counts grow (no pass
+        // over the table at the end): ties go to the n-gram whose words sort first, so the
+        // score does not depend on hash order.
         counts.clear();
+        let mut best: Option<(u32, usize)> = None;
         for start in 0..=self.ids.len() - n {
-            let mut key = self.key(start, n);
-            loop {
-                let entry = counts.entry(key).or_insert((0, start));
-                if self.same(entry.1, start, n) {
+            let mut key = self.keys[start];
+            let (count, first) = loop {
+                let entry = counts.entry(key).or_insert((0, start as u32));
+                if entry.1 as usize == start || self.same(entry.1 as usize, start, n) {
                     entry.0 += 1;
-                    break;
+                    break (entry.0, entry.1 as usize);
                 }
                 key = key.wrapping_add(1);
+            };
+            let better = match best {
+                None => true,
+                Some((best_count, best_first)) => {
+                    count > best_count
+                        || (count == best_count
+                            && first != best_first
+                            && self.words[first..first + n]
+                                < self.words[best_first..best_first + n])
+                }
+            };
+            if better {
+                best = Some((count, first));
             }
         }
-        // Ties broken by the n-gram's words so the score does not depend on hash order.
-        counts
-            .values()
-            .copied()
-            .max_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| self.words[b.1..b.1 + n].cmp(&self.words[a.1..a.1 + n]))
-            })
-            .filter(|(count, _)| *count > 1)
+        best.filter(|&(count, _)| count > 1)
             .map_or(0.0, |(count, start)| {
-                (self.chars(start, n) * count) as f64 / total_chars
+                (self.chars(start, n) * count as usize) as f64 / total_chars
             })
     }
 
     /// Characters covered by n-grams that already occurred (non-overlapping), over all
-    /// characters.
+    /// characters, and whether any n-gram occurred twice.
     fn duplicated_ngram_fraction(
-        &self,
+        &mut self,
         n: usize,
         total_chars: f64,
-        seen: &mut FxHashMap<u64, usize>,
-    ) -> f64 {
-        if self.ids.len() < n {
-            return 0.0;
+        seen: &mut FxHashMap<u64, u32>,
+    ) -> (f64, bool) {
+        if self.ids.len() < n || n == 0 {
+            return (0.0, false);
         }
+        self.key_ngrams(n);
         // key -> first start of the n-gram seen under it.
         seen.clear();
-        let mut dup_chars = 0usize;
+        let (mut dup_chars, mut any) = (0usize, false);
         let mut i = 0;
         while i + n <= self.ids.len() {
-            let mut key = self.key(i, n);
+            let mut key = self.keys[i];
             let duplicate = loop {
                 match seen.get(&key) {
-                    Some(&first) if self.same(first, i, n) => break true,
+                    Some(&first) if self.same(first as usize, i, n) => break true,
                     Some(_) => key = key.wrapping_add(1),
                     None => {
-                        seen.insert(key, i);
+                        seen.insert(key, i as u32);
                         break false;
                     }
                 }
             };
             if duplicate {
+                any = true;
                 dup_chars += self.chars(i, n);
                 i += n;
             } else {
                 i += 1;
             }
         }
-        dup_chars as f64 / total_chars
+        (dup_chars as f64 / total_chars, any)
     }
 }

@@ -38,13 +38,20 @@ impl Verdict {
     }
 }
 
-/// The document as the filters see it: text, language, words, lines, computed once.
+/// The document as the filters see it, split once and shared by every filter: words (with
+/// their character counts), non-empty trimmed lines, character counts, duplicated lines.
 #[derive(Debug)]
 pub struct Analysis<'a> {
     pub text: &'a str,
     pub chinese: bool,
     pub words: Vec<&'a str>,
+    /// Characters of each word, aligned with `words`.
+    pub word_chars: Vec<usize>,
     pub lines: Vec<&'a str>,
+    /// Characters in `text`.
+    pub chars: usize,
+    /// Duplicated lines and the characters they hold (first occurrences not counted).
+    pub duplicated_lines: (usize, usize),
 }
 
 static JIEBA: LazyLock<jieba_rs::Jieba> = LazyLock::new(jieba_rs::Jieba::new);
@@ -52,6 +59,15 @@ static JIEBA: LazyLock<jieba_rs::Jieba> = LazyLock::new(jieba_rs::Jieba::new);
 /// Characters that make a token "only punctuation" for word counts.
 fn is_punct(c: char) -> bool {
     c.is_ascii_punctuation() || (!c.is_alphanumeric() && !c.is_whitespace())
+}
+
+/// Characters in `s`, without decoding when it is ASCII.
+pub(crate) fn char_count(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    }
 }
 
 impl<'a> Analysis<'a> {
@@ -63,27 +79,67 @@ impl<'a> Analysis<'a> {
                 .map(|token| token.word)
                 .filter(|w| !w.trim().is_empty())
                 .collect()
+        } else if text.is_ascii() {
+            ascii_words(text)
         } else {
             text.split_whitespace().collect()
         };
-        let lines = text
+        let word_chars = words.iter().map(|w| char_count(w)).collect();
+        let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
+        let duplicated_lines = duplicates(lines.iter().copied());
         Self {
             text,
             chinese,
             words,
+            word_chars,
             lines,
+            chars: char_count(text),
+            duplicated_lines,
         }
     }
 
     /// Words with at least one non-punctuation character.
     pub fn non_symbol_words(&self) -> impl Iterator<Item = &&'a str> {
-        self.words
-            .iter()
-            .filter(|w| w.chars().any(|c| !is_punct(c)))
+        self.words.iter().filter(|w| !is_symbol_word(w))
+    }
+}
+
+/// `text.split_whitespace()` for ASCII text, a byte at a time instead of a character.
+fn ascii_words(text: &str) -> Vec<&str> {
+    // char::is_whitespace on ASCII: tab, line feed, vertical tab, form feed, carriage return,
+    // space.
+    let is_space = |b: u8| b == b' ' || (b'\t'..=b'\r').contains(&b);
+    let mut words = Vec::with_capacity(text.len() / 5);
+    let mut start = None;
+    for (i, &b) in text.as_bytes().iter().enumerate() {
+        match (is_space(b), start) {
+            (true, Some(s)) => {
+                words.push(&text[s..i]);
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        words.push(&text[s..]);
+    }
+    words
+}
+
+/// Whether every character of `word` is punctuation or a symbol.
+pub(crate) fn is_symbol_word(word: &str) -> bool {
+    if word.is_ascii() {
+        // ASCII: punctuation, or a control character (neither alphanumeric nor whitespace).
+        !word
+            .bytes()
+            .any(|b| b.is_ascii_alphanumeric() || char::from(b).is_whitespace())
+    } else {
+        word.chars().all(is_punct)
     }
 }
 
@@ -106,7 +162,7 @@ pub(crate) fn duplicates<'s>(items: impl Iterator<Item = &'s str>) -> (usize, us
     for item in items {
         if !seen.insert(item) {
             count += 1;
-            chars += item.chars().count();
+            chars += char_count(item);
         }
     }
     (count, chars)
@@ -179,7 +235,6 @@ impl FilterOptions {
                 verdict,
             });
         }
-        let analysis = Analysis::new(&text, chinese);
         let (quality, repetition, fineweb) = if chinese && self.chinese.enabled {
             (
                 &self.chinese.gopher_quality,
@@ -189,6 +244,11 @@ impl FilterOptions {
         } else {
             (&self.gopher_quality, &self.gopher_repetition, &self.fineweb)
         };
+        if !(quality.enabled || repetition.enabled || fineweb.enabled) {
+            // Nothing to measure: skip splitting the text into words and lines.
+            return (text, outcomes);
+        }
+        let analysis = Analysis::new(&text, chinese);
         if quality.enabled {
             outcomes.push(FilterOutcome {
                 filter: "gopher_quality",
