@@ -212,13 +212,16 @@ impl ByteLevelSplitter {
     }
 }
 
+/// Word -> ids, per thread.
+type WordCache = FxHashMap<Box<str>, Box<[u32]>>;
+
 /// The fast encoder of one tokenizer (see the module docs).
 #[derive(Debug)]
 pub struct FastEncoder {
     splitter: ByteLevelSplitter,
     /// Added tokens found verbatim in the text, leftmost-longest like `tokenizers`.
     added: Option<(AhoCorasick, Vec<u32>)>,
-    cache: ThreadLocal<RefCell<FxHashMap<Box<str>, Box<[u32]>>>>,
+    cache: ThreadLocal<RefCell<WordCache>>,
 }
 
 impl FastEncoder {
@@ -271,7 +274,7 @@ impl FastEncoder {
         let ModelWrapper::BPE(bpe) = tokenizer.get_model() else {
             return Err(anyhow!("the fast encoder needs a BPE model"));
         };
-        let cache = self.cache.get_or(|| RefCell::new(FxHashMap::default()));
+        let cache = self.cache.get_or(|| RefCell::new(WordCache::default()));
         let mut cache = cache.borrow_mut();
         let mut mapped = String::new();
         let mut encode_segment = |segment: &str, out: &mut Vec<u32>| -> Result<()> {
