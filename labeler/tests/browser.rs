@@ -12,14 +12,16 @@ use serde_json::{Value, json};
 use crate::helpers::{PASSWORD, TestApp, TestUser, preference_items, sft_items, spawn_app};
 use crate::webdriver::{Browser, CONTROL, ENTER, chromium_for_test};
 
-/// Polls `sql` (one scalar text column) until it returns `want`.
+/// Polls `sql` (one scalar text column) until it returns `want`. No row and a NULL both mean
+/// "not yet" (a draft saved before its rationale was typed has no rationale).
 async fn wait_for(app: &TestApp, sql: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got: Option<String> = sqlx::query_scalar(sql)
+        let got: Option<String> = sqlx::query_scalar::<_, Option<String>>(sql)
             .fetch_optional(&app.pool)
             .await
-            .expect("query");
+            .expect("query")
+            .flatten();
         if got.as_deref() == Some(want) {
             return;
         }
