@@ -187,7 +187,7 @@ impl ShardWriterBuilder {
         let dtype = self.kind.token_dtype(tokenizer.vocab_size);
         Ok(ShardWriter {
             schema: self.kind.schema(dtype),
-            buffer: ShardBuffer::new(self.kind, dtype),
+            buffer: ShardBuffer::new(self.kind, dtype, self.max_shard_tokens),
             dir: self.dir,
             kind: self.kind,
             dtype,
@@ -295,12 +295,19 @@ struct ShardBuffer {
 }
 
 impl ShardBuffer {
-    fn new(kind: DatasetKind, dtype: TokenDtype) -> Self {
-        let narrow = kind == DatasetKind::Pretrain && dtype == TokenDtype::U16;
-        Self {
-            narrow: narrow.then(ListColumn::default),
-            ..Self::default()
+    /// `expected_tokens`: the shard size, so the token buffer is allocated once instead of
+    /// growing (and copying) by doubling; capped at 16Mi tokens.
+    fn new(kind: DatasetKind, dtype: TokenDtype, expected_tokens: u64) -> Self {
+        let capacity = expected_tokens.min(1 << 24) as usize;
+        let mut buffer = Self::default();
+        if kind == DatasetKind::Pretrain && dtype == TokenDtype::U16 {
+            let mut narrow = ListColumn::default();
+            narrow.values.reserve(capacity);
+            buffer.narrow = Some(narrow);
+        } else {
+            buffer.lists[0].values.reserve(capacity);
         }
+        buffer
     }
 
     fn rows(&self) -> usize {
@@ -539,7 +546,8 @@ impl ShardWriter {
         if self.buffer.rows() == 0 {
             return Ok(());
         }
-        let buffer = std::mem::replace(&mut self.buffer, ShardBuffer::new(self.kind, self.dtype));
+        let next = ShardBuffer::new(self.kind, self.dtype, self.max_shard_tokens);
+        let buffer = std::mem::replace(&mut self.buffer, next);
         let (rows, tokens) = (buffer.rows() as u64, buffer.tokens);
         let batch = buffer.into_batch(self.kind, self.dtype, &self.schema)?;
         let name = shard_file_name(self.shards.len());

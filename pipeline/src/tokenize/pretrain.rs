@@ -9,7 +9,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use format::{DatasetKind, PretrainDoc, ShardWriter};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -138,8 +138,11 @@ pub struct TokenizeSummary {
     pub validation_documents: u64,
     pub tokens: u64,
     pub input_bytes: u64,
+    /// Wall time of the whole run (reading, encoding, and writing alongside).
     pub encode_seconds: f64,
+    /// Time the writer thread was busy, and its CPU time.
     pub write_seconds: f64,
+    pub write_cpu_seconds: f64,
     pub issues: Vec<String>,
 }
 
@@ -147,7 +150,8 @@ impl TokenizeSummary {
     pub fn render(&self) -> String {
         format!(
             "documents {} (train {}, validation {}), tokens {}, {:.1} MB of text\n\
-             read + encode {:.1} s ({:.0} tokens/s, {:.2} MB/s), write {:.1} s ({:.0} tokens/s)\n",
+             read + encode {:.1} s ({:.0} tokens/s, {:.2} MB/s); shard writing alongside: busy {:.1} s, \
+             {:.2} s CPU ({:.0} tokens per CPU-second)\n",
             self.documents,
             self.train_documents,
             self.validation_documents,
@@ -157,7 +161,8 @@ impl TokenizeSummary {
             self.tokens as f64 / self.encode_seconds.max(1e-9),
             self.input_bytes as f64 / 1e6 / self.encode_seconds.max(1e-9),
             self.write_seconds,
-            self.tokens as f64 / self.write_seconds.max(1e-9)
+            self.write_cpu_seconds,
+            self.tokens as f64 / self.write_cpu_seconds.max(1e-9)
         )
     }
 }
@@ -322,6 +327,95 @@ fn read_records(path: &Path) -> Result<Vec<Encoded>> {
     }
 }
 
+/// What the writer thread did.
+#[derive(Debug, Default)]
+struct Written {
+    documents: u64,
+    train_documents: u64,
+    validation_documents: u64,
+    tokens: u64,
+    /// Time spent writing (not waiting for the next batch).
+    busy_seconds: f64,
+    /// CPU time of the writer thread: what writing costs, whatever else runs.
+    cpu_seconds: f64,
+}
+
+/// CPU time consumed by the calling thread so far.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the valid pointer it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc == 0 {
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    } else {
+        0.0
+    }
+}
+
+/// What the encoding side sends the writer thread.
+enum ToWriter {
+    Batch(Vec<Encoded>),
+    /// The input is complete: finish the datasets.
+    Done,
+}
+
+/// The writer thread: every encoded batch into the train or validation sink, then both
+/// finished (last shards, manifests) once the input is complete; if the input failed, the
+/// channel closes without `Done` and no manifest is written.
+fn write_all(
+    batches: std::sync::mpsc::Receiver<ToWriter>,
+    mut train: Sink,
+    mut val: Option<Sink>,
+    options: &TokenizeOptions,
+) -> Result<Written> {
+    let cpu_start = thread_cpu_seconds();
+    let mut written = Written::default();
+    let mut complete = false;
+    for message in batches {
+        let batch = match message {
+            ToWriter::Batch(batch) => batch,
+            ToWriter::Done => {
+                complete = true;
+                break;
+            }
+        };
+        let t = Instant::now();
+        for doc in &batch {
+            written.documents += 1;
+            written.tokens += doc.tokens.len() as u64;
+            match val
+                .as_mut()
+                .filter(|_| is_validation(&doc.id, options.validation_fraction, options.split_seed))
+            {
+                Some(sink) => {
+                    written.validation_documents += 1;
+                    sink.push(doc)?;
+                }
+                None => {
+                    written.train_documents += 1;
+                    train.push(doc)?;
+                }
+            }
+        }
+        drop(batch);
+        written.busy_seconds += t.elapsed().as_secs_f64();
+    }
+    if !complete {
+        bail!("the input was not read to the end; no dataset written");
+    }
+    let t = Instant::now();
+    train.finish()?;
+    if let Some(val) = val {
+        val.finish()?;
+    }
+    written.busy_seconds += t.elapsed().as_secs_f64();
+    written.cpu_seconds = thread_cpu_seconds() - cpu_start;
+    Ok(written)
+}
+
 /// Encodes every document of `input` into `OUT/train` (and `OUT/val`).
 pub fn tokenize(
     input: &InputConfig,
@@ -345,14 +439,14 @@ pub fn tokenize(
     let eos = tokenizer.eos()?;
     let files = expand_inputs(&input.paths, input.reader.format)?;
     let resolved = serde_json::json!({"input": input, "tokenize": options});
-    let mut train = Sink::new(
+    let train = Sink::new(
         &options.output.join("train"),
         &tokenizer,
         options,
         &resolved,
         "train",
     )?;
-    let mut val = if options.validation_fraction > 0.0 {
+    let val = if options.validation_fraction > 0.0 {
         Some(Sink::new(
             &options.output.join("val"),
             &tokenizer,
@@ -377,65 +471,71 @@ pub fn tokenize(
     };
     let mut summary = TokenizeSummary::default();
     let started = Instant::now();
-    let mut write_time = 0.0f64;
     let mut issues: Vec<String> = Vec::new();
-    let mut encode_batch = |batch: Vec<Document>| -> Result<()> {
-        let encoded: Vec<Result<Encoded>> = batch
-            .par_iter()
-            .map(|doc| {
-                let mut tokens = tokenizer
-                    .encode_long(&doc.text, options.max_piece_bytes)
-                    .with_context(|| format!("document {}", doc.id))?;
-                tokens.push(eos);
-                Ok(Encoded {
-                    id: doc.id.clone(),
-                    source: doc.source.clone(),
-                    tokens,
+    // Encoded batches go to a writer thread over a bounded channel, so the encoders never
+    // wait while a shard is assembled, hashed and written.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<ToWriter>(2);
+    let written = std::thread::scope(|scope| -> Result<Written> {
+        let writer = scope.spawn(move || write_all(receiver, train, val, options));
+        let mut input_bytes = 0u64;
+        let mut writer_gone = false;
+        let mut encode_batch = |batch: Vec<Document>| -> Result<()> {
+            let encoded = batch
+                .par_iter()
+                .map(|doc| {
+                    let mut tokens = tokenizer
+                        .encode_long(&doc.text, options.max_piece_bytes)
+                        .with_context(|| format!("document {}", doc.id))?;
+                    tokens.push(eos);
+                    Ok(Encoded {
+                        id: doc.id.clone(),
+                        source: doc.source.clone(),
+                        tokens,
+                    })
                 })
+                .collect::<Result<Vec<Encoded>>>()?;
+            input_bytes += batch.iter().map(|d| d.text.len() as u64).sum::<u64>();
+            bar.set_message(format!("{:.0} MB of text", input_bytes as f64 / 1e6));
+            // A closed channel means the writer stopped on an error; join() reports it.
+            sender.send(ToWriter::Batch(encoded)).map_err(|_| {
+                writer_gone = true;
+                anyhow!("the shard writer stopped")
             })
-            .collect();
-        for doc in &batch {
-            summary.input_bytes += doc.text.len() as u64;
-        }
-        let t = Instant::now();
-        for doc in encoded {
-            let doc = doc?;
-            summary.documents += 1;
-            summary.tokens += doc.tokens.len() as u64;
-            match val
-                .as_mut()
-                .filter(|_| is_validation(&doc.id, options.validation_fraction, options.split_seed))
-            {
-                Some(sink) => {
-                    summary.validation_documents += 1;
-                    sink.push(&doc)?;
-                }
-                None => {
-                    summary.train_documents += 1;
-                    train.push(&doc)?;
-                }
+        };
+        let mut read = || -> Result<()> {
+            for file in &files {
+                let seen =
+                    read_in_batches(file, &input.reader, options.batch_size, &mut encode_batch)?;
+                issues.extend(seen.issues.iter().map(ToString::to_string));
+                bar.inc(1);
             }
+            Ok(())
+        };
+        let read_result = read();
+        if read_result.is_ok() {
+            // Only a complete input is finished into shards and manifests.
+            let _ = sender.send(ToWriter::Done);
         }
-        write_time += t.elapsed().as_secs_f64();
-        bar.set_message(format!(
-            "{} docs, {} tokens",
-            summary.documents, summary.tokens
-        ));
-        Ok(())
-    };
-    for file in &files {
-        let seen = read_in_batches(file, &input.reader, options.batch_size, &mut encode_batch)?;
-        issues.extend(seen.issues.iter().map(ToString::to_string));
-        bar.inc(1);
-    }
+        drop(sender);
+        let written = writer
+            .join()
+            .map_err(|_| anyhow!("the shard writer panicked"))?;
+        summary.input_bytes = input_bytes;
+        // Report the first cause: the writer's error if it stopped first, else the input's.
+        match read_result {
+            Ok(()) => written,
+            Err(e) if writer_gone => Err(written.err().unwrap_or(e)),
+            Err(e) => Err(e),
+        }
+    })?;
     bar.finish_and_clear();
     summary.issues = issues;
-    let t = Instant::now();
-    train.finish()?;
-    if let Some(val) = val {
-        val.finish()?;
-    }
-    summary.write_seconds = write_time + t.elapsed().as_secs_f64();
-    summary.encode_seconds = started.elapsed().as_secs_f64() - summary.write_seconds;
+    summary.documents = written.documents;
+    summary.train_documents = written.train_documents;
+    summary.validation_documents = written.validation_documents;
+    summary.tokens = written.tokens;
+    summary.write_seconds = written.busy_seconds;
+    summary.write_cpu_seconds = written.cpu_seconds;
+    summary.encode_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
