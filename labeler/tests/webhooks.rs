@@ -357,7 +357,9 @@ async fn a_receiver_that_is_down_gets_the_event_once_it_is_up() {
                 .await
                 .expect("query");
         if delivered {
-            assert!(attempts >= 3, "{attempts}");
+            // At least one failed attempt, then the one that arrived. (The attempt that
+            // succeeds may be the one already in flight when the port opened, so 2 is enough.)
+            assert!(attempts >= 2, "{attempts}");
             break;
         }
         assert!(Instant::now() < deadline, "not marked delivered");
