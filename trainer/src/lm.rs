@@ -247,6 +247,39 @@ impl LanguageModel {
             .forward(&ids, 0, None, self.kind, self.mode.get())
     }
 
+    /// A pretraining micro-batch's loss and its backward (gradients scaled by `scale`): the
+    /// summed cross-entropy, without a graph. In fp32 with a plain output projection the loss
+    /// is computed in chunks with its gradient ([`crate::model::chunked_cross_entropy`]);
+    /// otherwise through the full logits.
+    pub fn lm_loss_backward(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        scale: f64,
+    ) -> Result<Tensor, TchError> {
+        let ids = ids.f_to_device(self.device())?;
+        let targets = targets.f_to_device(self.device())?;
+        let input = Input::Causal {
+            start: 0,
+            cache: None,
+        };
+        let hidden = self.model.hidden(&ids, input, self.kind, self.mode.get())?;
+        match self.model.output_weight() {
+            Some(weight) if hidden.kind() == Kind::Float && weight.kind() == Kind::Float => {
+                let (loss, surrogate) =
+                    crate::model::chunked_cross_entropy(&hidden, weight, &targets, scale)?;
+                surrogate.f_backward()?;
+                Ok(loss)
+            }
+            _ => {
+                let logits = self.model.logits(&hidden)?;
+                let loss = crate::model::cross_entropy_sum(&logits, &targets)?;
+                loss.f_mul_scalar(scale)?.f_backward()?;
+                loss.f_detach()
+            }
+        }
+    }
+
     /// The last layer's normed output `[batch, seq, hidden]` for packed rows (all tensors
     /// already on the model's device).
     pub fn packed_hidden(&self, ids: &Tensor, packing: Packing<'_>) -> Result<Tensor, TchError> {

@@ -54,12 +54,9 @@ impl Objective for Pretrain {
         batch: &Batch,
         units: f64,
     ) -> Result<MicroStats, TchError> {
-        let logits = model.model_forward(&batch.inputs)?;
-        let loss =
-            crate::model::cross_entropy_sum(&logits, &batch.targets.f_to_device(model.device())?)?;
-        loss.f_div_scalar(units)?.f_backward()?;
+        let loss = model.lm_loss_backward(&batch.inputs, &batch.targets, 1.0 / units)?;
         Ok(MicroStats {
-            loss_sum: loss.f_detach()?,
+            loss_sum: loss,
             sums: Vec::new(),
             tokens: batch.target_tokens,
         })

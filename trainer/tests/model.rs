@@ -110,3 +110,39 @@ fn positions_beyond_the_context_are_an_error() {
     let err = lm.forward(&ids, 0, None).expect_err("65 > 64 positions");
     assert!(err.to_string().contains("max_position_embeddings"), "{err}");
 }
+
+#[test]
+fn chunked_cross_entropy_gives_the_loss_and_gradients_of_the_full_logits() {
+    tch::manual_seed(3);
+    // 150 rows: two full chunks and a partial one; some targets ignored (-100).
+    let (n, width, vocab) = (150, 16, 97);
+    let hidden = Tensor::randn([n, width], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let weight =
+        (Tensor::randn([vocab, width], (Kind::Float, Device::Cpu)) * 0.3).set_requires_grad(true);
+    let mut targets = Tensor::randint(vocab, [n], (Kind::Int64, Device::Cpu));
+    let _ = targets.narrow(0, 10, 5).fill_(-100);
+    let scale = 1.0 / 145.0;
+
+    let logits = hidden.matmul(&weight.tr());
+    let full = trainer::model::cross_entropy_sum(&logits, &targets).expect("loss");
+    (&full * scale).backward();
+    let (full_dh, full_dw) = (hidden.grad().copy(), weight.grad().copy());
+    hidden.grad().zero_();
+    weight.grad().zero_();
+
+    let (loss, surrogate) =
+        trainer::model::chunked_cross_entropy(&hidden, &weight, &targets, scale).expect("loss");
+    surrogate.backward();
+    assert!((f64::try_from(&loss).expect("f64") - f64::try_from(&full).expect("f64")).abs() < 1e-3);
+    assert!(max_abs_diff(&hidden.grad(), &full_dh) < 1e-6);
+    assert!(max_abs_diff(&weight.grad(), &full_dw) < 1e-6);
+    assert!(
+        f64::try_from(full_dh.abs().sum(Kind::Float)).expect("f64") > 0.1,
+        "gradients are not trivial"
+    );
+    // Ignored rows get no gradient.
+    assert_eq!(
+        f64::try_from(hidden.grad().narrow(0, 10, 5).abs().sum(Kind::Float)).expect("f64"),
+        0.0
+    );
+}
