@@ -119,7 +119,7 @@ fn chunked_cross_entropy_gives_the_loss_and_gradients_of_the_full_logits() {
     let hidden = Tensor::randn([n, width], (Kind::Float, Device::Cpu)).set_requires_grad(true);
     let weight =
         (Tensor::randn([vocab, width], (Kind::Float, Device::Cpu)) * 0.3).set_requires_grad(true);
-    let mut targets = Tensor::randint(vocab, [n], (Kind::Int64, Device::Cpu));
+    let targets = Tensor::randint(vocab, [n], (Kind::Int64, Device::Cpu));
     let _ = targets.narrow(0, 10, 5).fill_(-100);
     let scale = 1.0 / 145.0;
 
@@ -127,8 +127,8 @@ fn chunked_cross_entropy_gives_the_loss_and_gradients_of_the_full_logits() {
     let full = trainer::model::cross_entropy_sum(&logits, &targets).expect("loss");
     (&full * scale).backward();
     let (full_dh, full_dw) = (hidden.grad().copy(), weight.grad().copy());
-    hidden.grad().zero_();
-    weight.grad().zero_();
+    let _ = hidden.grad().zero_();
+    let _ = weight.grad().zero_();
 
     let (loss, surrogate) =
         trainer::model::chunked_cross_entropy(&hidden, &weight, &targets, scale).expect("loss");
