@@ -83,6 +83,16 @@ fn docs_table(out: &Path, index: usize) -> DataFrame {
     ParquetReader::new(file).finish().expect("parquet")
 }
 
+/// A text column of a docs table.
+fn text_column(table: &DataFrame, name: &str) -> StringChunked {
+    table
+        .column(name)
+        .unwrap_or_else(|e| panic!("column {name}: {e}"))
+        .str()
+        .unwrap_or_else(|e| panic!("column {name} is not text: {e}"))
+        .clone()
+}
+
 #[test]
 fn clean_run_filters_dedups_and_resumes() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -156,13 +166,8 @@ fn clean_run_filters_dedups_and_resumes() {
     // One docs-table row per input document with scores and the stage that dropped it.
     let table = docs_table(&out, 0);
     assert_eq!(table.height(), 16);
-    let dropped = table
-        .column("dropped_by")
-        .expect("col")
-        .str()
-        .expect("str")
-        .clone();
-    let ids_col = table.column("id").expect("col").str().expect("str").clone();
+    let dropped = text_column(&table, "dropped_by");
+    let ids_col = text_column(&table, "id");
     let row = |id: &str| {
         (0..table.height())
             .find(|&i| ids_col.get(i) == Some(id))
@@ -289,13 +294,8 @@ fn stage_isolated_runs_as_the_benchmark_makes_them() {
     assert!(ids.contains(&"en-exact-dup".to_string()), "{ids:?}");
     assert_eq!(summary.docs_out as usize, ids.len());
     let table = docs_table(&out, 0);
-    let dropped = table
-        .column("dropped_by")
-        .expect("col")
-        .str()
-        .expect("str")
-        .clone();
-    let table_ids = table.column("id").expect("col").str().expect("str").clone();
+    let dropped = text_column(&table, "dropped_by");
+    let table_ids = text_column(&table, "id");
     let undropped: Vec<&str> = (0..table.height())
         .filter(|&i| dropped.get(i).is_none())
         .filter_map(|i| table_ids.get(i))

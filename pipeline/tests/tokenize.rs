@@ -254,6 +254,25 @@ fn a_vocabulary_over_65536_uses_u32_ids() {
     }
 }
 
+/// `tokenize-chat` of one export file, dropping examples over `max_seq_len`.
+fn chat_options(
+    kind: DatasetKind,
+    input: &Path,
+    tokenizer: &Path,
+    output: &Path,
+    max_seq_len: usize,
+) -> ChatTokenizeOptions {
+    ChatTokenizeOptions {
+        kind,
+        inputs: vec![input.display().to_string()],
+        tokenizer: tokenizer.to_path_buf(),
+        output: output.to_path_buf(),
+        max_seq_len,
+        truncation: Truncation::Drop,
+        overwrite: false,
+    }
+}
+
 /// The labeler's Parquet export of preference pairs: conversations as lists of
 /// `{role, content}` structs, `meta` as a JSON string.
 fn parquet_export(path: &Path, records: &[serde_json::Value]) {
@@ -317,15 +336,13 @@ fn parquet_exports_give_the_same_dataset_as_jsonl() {
 
     let run = |input: &Path, name: &str| {
         let out = tmp.path().join(name);
-        let summary = tokenize_chat(&ChatTokenizeOptions {
-            kind: DatasetKind::Preference,
-            inputs: vec![input.display().to_string()],
-            tokenizer: tokenizer.clone(),
-            output: out.clone(),
-            max_seq_len: 512,
-            truncation: Truncation::Drop,
-            overwrite: false,
-        })
+        let summary = tokenize_chat(&chat_options(
+            DatasetKind::Preference,
+            input,
+            &tokenizer,
+            &out,
+            512,
+        ))
         .expect("tokenize");
         (
             summary,
@@ -407,15 +424,7 @@ fn sft_mask_covers_exactly_the_assistant_answers() {
     ];
     let path = export(tmp.path(), "sft.jsonl", &records, "{not json");
     let out = tmp.path().join("sft");
-    let opts = ChatTokenizeOptions {
-        kind: DatasetKind::Sft,
-        inputs: vec![path.display().to_string()],
-        tokenizer: tokenizer.clone(),
-        output: out.clone(),
-        max_seq_len: 120,
-        truncation: Truncation::Drop,
-        overwrite: false,
-    };
+    let opts = chat_options(DatasetKind::Sft, &path, &tokenizer, &out, 120);
     let summary = tokenize_chat(&opts).expect("tokenize chat");
     assert_eq!(summary.records, 4);
     assert_eq!(summary.written, 1);
@@ -517,15 +526,13 @@ fn preference_pairs_render_prompt_and_answers() {
     ];
     let path = export(tmp.path(), "pref.jsonl", &records, "");
     let out = tmp.path().join("pref");
-    let summary = tokenize_chat(&ChatTokenizeOptions {
-        kind: DatasetKind::Preference,
-        inputs: vec![path.display().to_string()],
-        tokenizer: tokenizer.clone(),
-        output: out.clone(),
-        max_seq_len: 512,
-        truncation: Truncation::Drop,
-        overwrite: false,
-    })
+    let summary = tokenize_chat(&chat_options(
+        DatasetKind::Preference,
+        &path,
+        &tokenizer,
+        &out,
+        512,
+    ))
     .expect("tokenize");
     assert_eq!(summary.written, 1);
     assert!(
