@@ -15,21 +15,14 @@ from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, Go
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
+from datatrove_input import split_for_two_workers
+
 def main():
     corpus, work = sys.argv[1], sys.argv[2]
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     size_mb = os.path.getsize(corpus) / 1e6
-    folder, name = os.path.dirname(os.path.abspath(corpus)), os.path.basename(corpus)
-    # Split the corpus into 2 files so 2 tasks share the work.
-    split_dir = os.path.join(work, "input")
-    os.makedirs(split_dir)
-    with open(corpus, encoding="utf-8") as f:
-        lines = f.readlines()
-    half = len(lines) // 2
-    for i, part in enumerate([lines[:half], lines[half:]]):
-        with open(os.path.join(split_dir, f"part{i}.jsonl"), "w", encoding="utf-8") as out:
-            out.writelines(part)
+    split_dir = split_for_two_workers(corpus, work)
 
     def run(pipeline, tasks=2):
         start = time.time()

@@ -16,19 +16,14 @@ from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.tokens import DocumentTokenizer
 
+from datatrove_input import split_for_two_workers
+
 
 def main():
     corpus, tokenizer, work = sys.argv[1], sys.argv[2], sys.argv[3]
     shutil.rmtree(work, ignore_errors=True)
-    split_dir = os.path.join(work, "input")
-    os.makedirs(split_dir)
     size_mb = os.path.getsize(corpus) / 1e6
-    with open(corpus, encoding="utf-8") as f:
-        lines = f.readlines()
-    half = len(lines) // 2
-    for i, part in enumerate([lines[:half], lines[half:]]):
-        with open(os.path.join(split_dir, f"part{i}.jsonl"), "w", encoding="utf-8") as out:
-            out.writelines(part)
+    split_dir = split_for_two_workers(corpus, work)
 
     out = os.path.join(work, "tokens")
     start = time.time()
