@@ -286,9 +286,7 @@ impl FastEncoder {
                 mapped.clear();
                 self.splitter.map_bytes(word, &mut mapped);
                 let first = out.len();
-                for token in bpe_tokens(bpe, &mapped)? {
-                    out.push(token);
-                }
+                out.extend(bpe_tokens(bpe, &mapped)?);
                 if word.len() <= MAX_CACHED_WORD {
                     if cache.len() >= MAX_CACHE_ENTRIES {
                         cache.clear();

@@ -327,19 +327,6 @@ fn read_records(path: &Path) -> Result<Vec<Encoded>> {
     }
 }
 
-/// What the writer thread did.
-#[derive(Debug, Default)]
-struct Written {
-    documents: u64,
-    train_documents: u64,
-    validation_documents: u64,
-    tokens: u64,
-    /// Time spent writing (not waiting for the next batch).
-    busy_seconds: f64,
-    /// CPU time of the writer thread: what writing costs, whatever else runs.
-    cpu_seconds: f64,
-}
-
 /// CPU time consumed by the calling thread so far.
 fn thread_cpu_seconds() -> f64 {
     let mut ts = libc::timespec {
@@ -364,15 +351,16 @@ enum ToWriter {
 
 /// The writer thread: every encoded batch into the train or validation sink, then both
 /// finished (last shards, manifests) once the input is complete; if the input failed, the
-/// channel closes without `Done` and no manifest is written.
+/// channel closes without `Done` and no manifest is written. Returns the summary's document
+/// and token counts and the writing times; the reading side fills in the rest.
 fn write_all(
     batches: std::sync::mpsc::Receiver<ToWriter>,
     mut train: Sink,
     mut val: Option<Sink>,
     options: &TokenizeOptions,
-) -> Result<Written> {
+) -> Result<TokenizeSummary> {
     let cpu_start = thread_cpu_seconds();
-    let mut written = Written::default();
+    let mut written = TokenizeSummary::default();
     let mut complete = false;
     for message in batches {
         let batch = match message {
@@ -401,7 +389,7 @@ fn write_all(
             }
         }
         drop(batch);
-        written.busy_seconds += t.elapsed().as_secs_f64();
+        written.write_seconds += t.elapsed().as_secs_f64();
     }
     if !complete {
         bail!("the input was not read to the end; no dataset written");
@@ -411,8 +399,8 @@ fn write_all(
     if let Some(val) = val {
         val.finish()?;
     }
-    written.busy_seconds += t.elapsed().as_secs_f64();
-    written.cpu_seconds = thread_cpu_seconds() - cpu_start;
+    written.write_seconds += t.elapsed().as_secs_f64();
+    written.write_cpu_seconds = thread_cpu_seconds() - cpu_start;
     Ok(written)
 }
 
@@ -469,15 +457,14 @@ pub fn tokenize(
     } else {
         ProgressBar::hidden()
     };
-    let mut summary = TokenizeSummary::default();
     let started = Instant::now();
     let mut issues: Vec<String> = Vec::new();
+    let mut input_bytes = 0u64;
     // Encoded batches go to a writer thread over a bounded channel, so the encoders never
     // wait while a shard is assembled, hashed and written.
     let (sender, receiver) = std::sync::mpsc::sync_channel::<ToWriter>(2);
-    let written = std::thread::scope(|scope| -> Result<Written> {
+    let mut summary = std::thread::scope(|scope| -> Result<TokenizeSummary> {
         let writer = scope.spawn(move || write_all(receiver, train, val, options));
-        let mut input_bytes = 0u64;
         let mut writer_gone = false;
         let mut encode_batch = |batch: Vec<Document>| -> Result<()> {
             let encoded = batch
@@ -520,7 +507,6 @@ pub fn tokenize(
         let written = writer
             .join()
             .map_err(|_| anyhow!("the shard writer panicked"))?;
-        summary.input_bytes = input_bytes;
         // Report the first cause: the writer's error if it stopped first, else the input's.
         match read_result {
             Ok(()) => written,
@@ -530,12 +516,7 @@ pub fn tokenize(
     })?;
     bar.finish_and_clear();
     summary.issues = issues;
-    summary.documents = written.documents;
-    summary.train_documents = written.train_documents;
-    summary.validation_documents = written.validation_documents;
-    summary.tokens = written.tokens;
-    summary.write_seconds = written.busy_seconds;
-    summary.write_cpu_seconds = written.cpu_seconds;
+    summary.input_bytes = input_bytes;
     summary.encode_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
