@@ -1,21 +1,21 @@
-//! Shared test helpers: the shared WARC files and a reader that collects events.
+//! Shared test helpers: the repository's test WARC files and a reader that collects events.
 
 use std::path::{Path, PathBuf};
 
 use pipeline::document::{Document, ReadIssue};
 use pipeline::readers::{ReadEvent, ReaderOptions, read_file};
 
-/// `../shared/testdata/warc/NAME` next to the repository.
+/// `data/testdata/warc/NAME` of the repository (real WARC files; origins in their SOURCES.md).
 pub fn warc(name: &str) -> PathBuf {
     // Resolved at run time, not baked in: builds are shared between clones.
     let path = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .expect("CARGO_MANIFEST_DIR (set by cargo when it runs tests)")
-        .join("../../shared/testdata/warc")
+        .join("../data/testdata/warc")
         .join(name);
     assert!(
         path.exists(),
-        "{} missing: the shared test data must sit next to the repository",
+        "{} missing: the test WARC files ship with the repository",
         path.display()
     );
     path
