@@ -6,6 +6,7 @@ pub mod chat;
 pub mod error;
 pub mod manifest;
 pub mod reader;
+pub mod rows;
 pub mod schema;
 pub mod writer;
 
@@ -19,8 +20,6 @@ pub use manifest::{
     write_file_atomic,
 };
 pub use reader::{Dataset, ListView, Shard, ShardBatch, Tokens};
+pub use rows::{PreferencePair, PretrainDoc, Row, SftExample};
 pub use schema::{DatasetKind, TokenDtype};
-pub use writer::{
-    PreferencePair, PretrainDoc, Row, SftExample, ShardWriter, ShardWriterBuilder, TOKENIZER_FILE,
-    TokenizerSpec, shard_file_name,
-};
+pub use writer::{ShardWriter, ShardWriterBuilder, TOKENIZER_FILE, TokenizerSpec, shard_file_name};

@@ -1,47 +1,12 @@
 //! Shards open as they are in pyarrow and polars from the project venv, so users can inspect
-//! them with tools they know. The venv is made by `scripts/setup`; its python is found through
-//! `JIELONG_PYTHON`, else `~/.cache/jielong/venv/bin/python`.
-
-use std::path::PathBuf;
-use std::process::Command;
+//! them with tools they know. The venv is made by `scripts/setup` (found by
+//! `testkit::python`).
 
 use format::{DatasetKind, SftExample, ShardWriter, shard_file_name};
 
+use testkit::python::run_python;
+
 use crate::helpers::{doc_tokens, tokenizer, write_pretrain};
-
-fn venv_python() -> PathBuf {
-    if let Some(p) = std::env::var_os("JIELONG_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let cache = std::env::var_os("JIELONG_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache/jielong"));
-    let python = cache.join("venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} not found: run `scripts/setup` (or set JIELONG_PYTHON to a python with pyarrow and polars)",
-        python.display()
-    );
-    python
-}
-
-fn run_python(script: &str, args: &[&std::path::Path]) -> String {
-    let out = Command::new(venv_python())
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf8")
-}
 
 #[test]
 fn pyarrow_and_polars_read_a_pretrain_shard() {

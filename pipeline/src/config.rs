@@ -11,7 +11,8 @@ use crate::filters::FilterOptions;
 use crate::langid::LangIdOptions;
 use crate::normalize::NormalizeOptions;
 use crate::pii::PiiOptions;
-use crate::readers::ReaderOptions;
+// The `[input]` table is the readers' own settings; re-exported here with the other tables.
+pub use crate::readers::InputConfig;
 use crate::tokenize::pretrain::TokenizeOptions;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,15 +35,6 @@ pub struct PipelineConfig {
     /// Optional: tokenize the kept documents into a pretraining dataset after cleaning.
     #[serde(default)]
     pub tokenize: Option<TokenizeOptions>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InputConfig {
-    /// Files, directories or globs (relative to the working directory).
-    pub paths: Vec<String>,
-    #[serde(flatten)]
-    pub reader: ReaderOptions,
 }
 
 /// How kept documents are written.

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use pipeline::clean::run;
+use pipeline::clean::work::{KeptDoc, read_jsonl_zst};
 use pipeline::config::PipelineConfig;
-use pipeline::run::run;
-use pipeline::work::{KeptDoc, read_jsonl_zst};
 use polars::prelude::*;
 
 use crate::helpers::{good_chinese, good_english, warc};

@@ -1,9 +1,11 @@
 //! Shared test helpers: the repository's test WARC files and a reader that collects events.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use pipeline::document::{Document, ReadIssue};
 use pipeline::readers::{ReadEvent, ReaderOptions, read_file};
+use pipeline::tokenize::train::{TokenizerTrainConfig, train_tokenizer};
 
 /// `data/testdata/warc/NAME` of the repository (real WARC files; origins in their SOURCES.md).
 pub fn warc(name: &str) -> PathBuf {
@@ -233,4 +235,48 @@ pub fn good_chinese(seed: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n\n")
+}
+
+/// A JSONL corpus of English and Chinese documents; returns (path, id -> text).
+pub fn corpus(dir: &Path, n: usize) -> (PathBuf, HashMap<String, String>) {
+    let mut texts = HashMap::new();
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let text = if i % 3 == 0 {
+                good_chinese(i)
+            } else {
+                good_english(i)
+            };
+            let id = format!("doc-{i:03}");
+            texts.insert(id.clone(), text.clone());
+            serde_json::json!({"id": id, "text": text}).to_string()
+        })
+        .collect();
+    let path = dir.join("corpus.jsonl");
+    std::fs::write(&path, lines.join("\n")).expect("write corpus");
+    (path, texts)
+}
+
+/// A 600-token byte-level BPE tokenizer trained by the pipeline on `corpus`.
+pub fn trained_tokenizer(dir: &Path, corpus: &Path) -> PathBuf {
+    let output = dir.join("tokenizer.json");
+    let summary = train_tokenizer(
+        &TokenizerTrainConfig {
+            inputs: vec![corpus.display().to_string()],
+            reader: ReaderOptions::default(),
+            output: output.clone(),
+            vocab_size: 600,
+            min_frequency: 2,
+            max_bytes: 0,
+            max_word_bytes: 100_000_000,
+        },
+        false,
+    )
+    .expect("train");
+    assert!(summary.documents > 0);
+    assert!(
+        summary.vocab_size > 300 && summary.vocab_size <= 600,
+        "{summary:?}"
+    );
+    output
 }

@@ -7,3 +7,4 @@ mod helpers;
 mod inspect;
 mod readers;
 mod tokenize;
+mod tokenize_chat;

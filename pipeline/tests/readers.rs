@@ -229,8 +229,8 @@ fn text_files_empty_and_binary() {
 fn parquet_is_read_in_slices() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("docs.parquet");
-    let docs: Vec<pipeline::work::KeptDoc> = (0..20_000)
-        .map(|i| pipeline::work::KeptDoc {
+    let docs: Vec<pipeline::clean::work::KeptDoc> = (0..20_000)
+        .map(|i| pipeline::clean::work::KeptDoc {
             id: format!("p{i}"),
             url: None,
             source: "s".into(),
@@ -238,7 +238,7 @@ fn parquet_is_read_in_slices() {
             text: format!("document number {i}"),
         })
         .collect();
-    pipeline::docs_table::write_kept_parquet(&path, &docs).expect("write parquet");
+    pipeline::clean::docs_table::write_kept_parquet(&path, &docs).expect("write parquet");
     let got = collect(&path, &ReaderOptions::default());
     assert!(got.issues.is_empty(), "{:?}", got.issues);
     assert_eq!(got.docs.len(), 20_000);

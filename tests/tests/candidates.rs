@@ -11,13 +11,7 @@ use std::time::Instant;
 use format::{DatasetKind, PretrainDoc, SPECIAL_TOKENS, ShardWriter, TokenizerSpec};
 use jielong_tests::{LabelerSetup, call, fails, ok, run_bin, serve};
 use serde_json::{Value, json};
-use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
-    TokenizerBuilder,
-};
+use testkit::tokenizer::save_bpe;
 
 const QUESTIONS: [&str; 5] = [
     "what does the cat see?",
@@ -50,40 +44,9 @@ fn conversation(i: usize) -> String {
 /// A byte-level BPE with jielong's special tokens, and a pretrain dataset of conversations
 /// encoded with it (each ending in EOS).
 fn chat_dataset(root: &Path) -> PathBuf {
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS
-        .iter()
-        .map(|(_, text)| AddedToken::from(*text, true))
-        .collect();
-    let mut bpe_trainer = BpeTrainerBuilder::new()
-        .vocab_size(300)
-        .min_frequency(1)
-        .show_progress(false)
-        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .special_tokens(specials)
-        .build();
-    let mut tokenizer = TokenizerBuilder::<
-        BPE,
-        NormalizerWrapper,
-        PreTokenizerWrapper,
-        PostProcessorWrapper,
-        DecoderWrapper,
-    >::new()
-    .with_model(BPE::default())
-    .with_normalizer(None)
-    .with_pre_tokenizer(Some(ByteLevel::new(false, true, true).into()))
-    .with_post_processor(None)
-    .with_decoder(Some(ByteLevelDecoder::default().into()))
-    .build()
-    .expect("tokenizer builder");
     let corpus: Vec<String> = (0..100).map(conversation).collect();
-    tokenizer
-        .train(&mut bpe_trainer, corpus.iter())
-        .expect("train bpe");
     let tokenizer_path = root.join("tokenizer.json");
-    tokenizer
-        .save(&tokenizer_path, false)
-        .expect("save tokenizer");
-    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).expect("load tokenizer");
+    let tokenizer = save_bpe(&tokenizer_path, corpus.iter().map(String::as_str), 300);
     let special_tokens: BTreeMap<String, u32> = SPECIAL_TOKENS
         .iter()
         .map(|(name, text)| {

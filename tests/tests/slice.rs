@@ -3,12 +3,9 @@
 //! real PostgreSQL server; the `trainer` binary computes on libtorch.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use format::{DatasetKind, PretrainDoc, ShardWriter, TokenizerSpec};
-use jielong_tests::{binary, run, workspace_root};
+use jielong_tests::{TestDatabase, run_bin, serve};
 
 fn tiny_dataset(root: &std::path::Path) -> std::path::PathBuf {
     let tokenizer = root.join("tok.json");
@@ -44,9 +41,10 @@ fn tiny_dataset(root: &std::path::Path) -> std::path::PathBuf {
 fn pipeline_inspects_and_verifies_a_dataset() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tiny_dataset(tmp.path());
-    let out = run(
+    let out = run_bin(
         "pipeline",
         &["inspect", "--verify", dir.to_str().expect("utf8")],
+        &[],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -65,9 +63,10 @@ fn pipeline_inspects_and_verifies_a_dataset() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&shard, bytes).expect("write");
-    let out = run(
+    let out = run_bin(
         "pipeline",
         &["inspect", "--verify", dir.to_str().expect("utf8")],
+        &[],
     );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -79,7 +78,7 @@ fn pipeline_inspects_and_verifies_a_dataset() {
 
 #[test]
 fn trainer_reports_its_runtime() {
-    let out = run("trainer", &["info", "--device", "cpu"]);
+    let out = run_bin("trainer", &["info", "--device", "cpu"], &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -90,14 +89,8 @@ fn trainer_reports_its_runtime() {
 
 #[test]
 fn labeler_binary_migrates_and_serves() {
-    let database_url = std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL is not set: run the tests through scripts/test");
-    let out = Command::new(binary("labeler"))
-        .arg("migrate")
-        .current_dir(workspace_root())
-        .env("DATABASE_URL", &database_url)
-        .output()
-        .expect("labeler migrate");
+    let database = TestDatabase::create_blocking();
+    let out = run_bin("labeler", &["migrate"], &[("DATABASE_URL", &database.url)]);
     assert!(
         out.status.success(),
         "{}",
@@ -105,36 +98,8 @@ fn labeler_binary_migrates_and_serves() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("database is up to date"));
 
-    let mut child = Command::new(binary("labeler"))
-        .arg("serve")
-        .current_dir(workspace_root())
-        .env("DATABASE_URL", &database_url)
-        .env("LABELER_PORT", "0")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("labeler serve");
-    // The server logs its address; read it rather than guessing a free port.
-    let stdout = child.stdout.take().expect("stdout");
-    let started = Instant::now();
-    let mut address = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("line");
-        if let Some(at) = line.find("http://") {
-            address = Some(line[at..].trim().to_string());
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "labeler did not start"
-        );
-    }
-    let address = address.expect("labeler printed its address");
-    let body = get_json(&format!("{address}/healthz"));
-    let _ = child.kill();
-    let _ = child.wait();
+    let server = serve(&database.url);
+    let body = get_json(&format!("{}/healthz", server.address));
     assert_eq!(body["status"], "ok", "{body}");
 }
 

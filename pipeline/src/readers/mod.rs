@@ -26,6 +26,16 @@ pub enum ReadEvent {
     Skipped,
 }
 
+/// The `[input]` table of a config: what to read and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Files, directories or globs (relative to the working directory).
+    pub paths: Vec<String>,
+    #[serde(flatten)]
+    pub reader: ReaderOptions,
+}
+
 /// Input format; `auto` decides from the file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

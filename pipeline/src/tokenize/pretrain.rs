@@ -17,9 +17,8 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::LoadedTokenizer;
-use crate::config::InputConfig;
 use crate::document::Document;
-use crate::readers::{expand_inputs, read_in_batches};
+use crate::readers::{InputConfig, expand_inputs, read_in_batches};
 
 /// How to tokenize; the `[tokenize]` table of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -69,6 +69,29 @@ pub struct TrainSummary {
     pub pruned_up_to: u64,
 }
 
+impl TrainSummary {
+    /// One line for the terminal, naming the tokenizer file written to `output`.
+    pub fn render(&self, output: &Path) -> String {
+        let pruned = if self.pruned_up_to > 0 {
+            format!(
+                "; words seen at most {} times were dropped to stay under --max-word-bytes",
+                self.pruned_up_to
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "trained on {} documents ({:.1} MB, {} distinct words, {:.1} MB of them{pruned}); vocabulary {} -> {}\n",
+            self.documents,
+            self.bytes as f64 / 1e6,
+            self.distinct_words,
+            self.word_bytes as f64 / 1e6,
+            self.vocab_size,
+            output.display()
+        )
+    }
+}
+
 /// Word frequencies (keys in the byte-level alphabet, as the BPE trainer wants them) in a
 /// bounded table. The bound is on the words' total length in bytes, because the trainer
 /// holds a symbol per byte of every distinct word: when the table holds more than `max`

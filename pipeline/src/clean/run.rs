@@ -16,17 +16,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{KeptFormat, PipelineConfig};
-use crate::dedup::{Clusters, RunWriter};
-use crate::docs_table::{DedupInfo, write_docs_table, write_kept_parquet};
-use crate::document::Document;
-use crate::filters::score_names;
-use crate::process::{Processed, Processor, STAGES};
-use crate::readers::{expand_inputs, read_in_batches};
-use crate::work::{
+use super::docs_table::{DedupInfo, write_docs_table, write_kept_parquet};
+use super::process::{Processed, Processor, STAGES};
+use super::work::{
     DocRow, InputDone, JsonlWriter, KeptDoc, WorkFiles, read_jsonl_zst, read_keys, read_lines,
     write_json_atomic, write_keys,
 };
+use crate::config::{KeptFormat, PipelineConfig};
+use crate::dedup::{Clusters, RunWriter};
+use crate::document::Document;
+use crate::filters::score_names;
+use crate::readers::{expand_inputs, read_in_batches};
 
 /// Counts and timings of a run, printed and saved as `summary.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -202,7 +202,7 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
             KeptFormat::Jsonl => "jsonl.zst",
             KeptFormat::Parquet => "parquet",
         };
-        let input = crate::config::InputConfig {
+        let input = crate::readers::InputConfig {
             paths: vec![out.join(format!("kept/*.{ext}")).display().to_string()],
             reader: crate::readers::ReaderOptions::default(),
         };

@@ -1,4 +1,4 @@
-//! Load benchmark of the labeler (run through `scripts/bench-labeler`): starts `labeler serve`
+//! Load benchmark of the labeler (run through `bench/labeler`): starts `labeler serve`
 //! as a separate process on a fresh database, imports items over HTTP, then `annotators`
 //! concurrent clients each repeat one annotator cycle (fetch the next item + submit) on
 //! loopback, bounded by `cycles` and `seconds`. Two modes:
@@ -15,7 +15,6 @@
 //! PostgreSQL and the client, the load average, and import/export times.
 
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -24,8 +23,8 @@ use anyhow::{Context, Result, bail, ensure};
 use labeler::accounts;
 use labeler::domain::{Password, Role, Username};
 use serde_json::{Value, json};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, Executor, PgPool};
+use sqlx::PgPool;
+use testkit::db::TestDatabase;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
@@ -229,44 +228,26 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = args()?;
-    let url = std::env::var("DATABASE_URL").context("DATABASE_URL (scripts/pg start)")?;
-    let server_opts = PgConnectOptions::from_str(&url)?;
-    let db = format!("bench_{}", std::process::id());
-    let mut admin_conn = server_opts.clone().database("postgres").connect().await?;
-    admin_conn
-        .execute(format!(r#"CREATE DATABASE "{db}""#).as_str())
-        .await?;
-    let result = run(&args, &url, &db).await;
-    admin_conn
-        .execute(format!(r#"DROP DATABASE IF EXISTS "{db}" WITH (FORCE)"#).as_str())
-        .await?;
-    admin_conn.close().await?;
+    // A database of its own on the DATABASE_URL server (scripts/pg start), dropped afterwards.
+    let database = TestDatabase::create().await;
+    let result = run(&args, &database.url).await;
+    database.drop_database().await;
     result
 }
 
-async fn run(args: &Args, url: &str, db: &str) -> Result<()> {
-    let db_url = {
-        let (base, query) = url
-            .split_once('?')
-            .map_or((url, None), |(b, q)| (b, Some(q)));
-        let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-        match query {
-            Some(q) => format!("{base}/{db}?{q}"),
-            None => format!("{base}/{db}"),
-        }
-    };
+async fn run(args: &Args, db_url: &str) -> Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let mut server = Command::new(&args.server)
         .arg("serve")
-        .env("DATABASE_URL", &db_url)
+        .env("DATABASE_URL", db_url)
         .env("LABELER_PORT", port.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", args.server))?;
-    let outcome = load(args, &db_url, port, server.id()).await;
+    let outcome = load(args, db_url, port, server.id()).await;
     let _ = server.kill();
     let _ = server.wait();
     outcome

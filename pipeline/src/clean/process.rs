@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use super::work::{DocKeys, DocRow, KeptDoc};
 use crate::config::PipelineConfig;
 use crate::dedup::{MinHasher, exact_key};
 use crate::document::Document;
@@ -10,7 +11,6 @@ use crate::filters;
 use crate::langid;
 use crate::normalize::normalize;
 use crate::pii;
-use crate::work::{DocKeys, DocRow, KeptDoc};
 
 /// The per-document stages whose time a run reports (`summary.json` `stage_seconds`).
 pub const STAGES: [&str; 5] = ["normalize", "langid", "filters", "pii", "dedup_keys"];

@@ -6,7 +6,7 @@ scheme, same loop (micro-batches of random windows, summed cross-entropy divided
 step's target tokens, global-norm clipping, AdamW with decay on matrices only, warmup +
 cosine), bf16 compute with fp32 master weights on CUDA (autocast), fp32 on CPU.
 
-    python bench/pytorch_reference.py --config configs/trainer/tiny.toml --device cpu \
+    python bench/reference/pytorch_reference.py --config configs/trainer/tiny.toml --device cpu \
         --threads 2 --steps 10 --warmup 2 [--micro-batch-size B --grad-accum A --seq-len T]
 
 Prints one JSON line with tokens_per_s, step_ms, mfu (CUDA) and peak memory.

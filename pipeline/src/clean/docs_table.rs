@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use polars::prelude::{Column, DataFrame, ParquetWriter};
 
-use crate::work::DocRow;
+use super::work::DocRow;
 
 /// Dedup columns of one row.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub fn write_docs_table(
 }
 
 /// Writes kept documents as Parquet (`id, url, source, lang, text`).
-pub fn write_kept_parquet(path: &Path, docs: &[crate::work::KeptDoc]) -> Result<()> {
+pub fn write_kept_parquet(path: &Path, docs: &[super::work::KeptDoc]) -> Result<()> {
     let mut frame = DataFrame::new(
         docs.len(),
         vec![

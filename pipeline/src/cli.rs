@@ -1,0 +1,134 @@
+//! The `pipeline` command line: every subcommand and flag, with the help text users read.
+//! `main.rs` parses these and calls the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use format::DatasetKind;
+use pipeline::tokenize::chat::Truncation;
+
+/// The jielong data pipeline: web corpora to tokenized Arrow datasets for the trainer.
+#[derive(Debug, Parser)]
+#[command(name = "pipeline", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read corpora (WARC/WET/JSONL/Parquet/text), extract, normalize, identify the language,
+    /// filter, redact PII and deduplicate. Writes OUT/kept/ (the kept documents),
+    /// OUT/docs-*.parquet (one row per input document with every score and why it was dropped)
+    /// and OUT/summary.json. Rerunning with the same config skips finished inputs.
+    Clean {
+        /// The TOML config (see configs/pipeline/).
+        config: PathBuf,
+        /// Print the resolved config (every default filled in) and exit.
+        #[arg(long)]
+        dry_run: bool,
+        /// Worker threads (overrides run.threads; 0 = one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Train a tokenizer.
+    Tokenizer {
+        #[command(subcommand)]
+        command: TokenizerCommand,
+    },
+    /// Encode documents into a pretraining dataset (OUT/train, OUT/val) with the [input] and
+    /// [tokenize] tables of a config; see configs/pipeline/tokenize.toml.
+    Tokenize { config: PathBuf },
+    /// Render labeler exports (JSONL in the TRL shapes) into an sft or preference dataset.
+    TokenizeChat {
+        /// sft ({"id","messages","meta"} records) or preference ({"id","prompt","chosen","rejected","meta"}).
+        #[arg(long)]
+        kind: ChatKind,
+        /// The tokenizer.json (must have the chat special tokens, e.g. one from `pipeline tokenizer train`).
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// The dataset directory to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Longest example in tokens.
+        #[arg(long, default_value_t = 2048)]
+        max_seq_len: usize,
+        /// What to do with longer examples.
+        #[arg(long, value_enum, default_value_t = Truncation::Drop)]
+        truncation: Truncation,
+        /// Replace an existing dataset in OUTPUT.
+        #[arg(long)]
+        overwrite: bool,
+        /// Export files (JSONL, .jsonl.gz, .jsonl.zst, or the labeler's Parquet), directories or globs.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+    /// Write an HTML report with charts of a clean run (and optionally its tokenized dataset).
+    Report {
+        /// The clean run directory (output.dir of the config).
+        run: PathBuf,
+        /// A tokenized dataset to include (token-length distribution).
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Output file.
+        #[arg(long, default_value = "report.html")]
+        output: PathBuf,
+    },
+    /// Describe a dataset directory: manifest, tokenizer, shards, a few rows. Opening reads
+    /// only metadata; --verify reads everything.
+    Inspect {
+        /// The dataset directory (the one holding manifest.json).
+        dataset: PathBuf,
+        /// Rows to show from the first shard.
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
+        /// Check every file's sha256 and every token id against the vocabulary.
+        #[arg(long)]
+        verify: bool,
+        /// Print manifest.json as JSON instead.
+        #[arg(long, conflicts_with_all = ["samples", "verify"])]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenizerCommand {
+    /// Train a byte-level BPE tokenizer (with jielong's special tokens) on documents.
+    Train {
+        /// Output tokenizer.json.
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 32_000)]
+        vocab_size: usize,
+        #[arg(long, default_value_t = 2)]
+        min_frequency: u64,
+        /// Stop after this many bytes of text (0 = all).
+        #[arg(long, default_value_t = 1 << 30)]
+        max_bytes: u64,
+        /// Bound on the total bytes of distinct words kept for training; when the table fills,
+        /// the rarest words are dropped. Peak memory is roughly 100x this (2 GB by default).
+        #[arg(long, default_value_t = pipeline::tokenize::train::default_max_word_bytes())]
+        max_word_bytes: u64,
+        /// JSONL / Parquet field holding the text.
+        #[arg(long, default_value = "text")]
+        text_field: String,
+        /// Input files, directories or globs (any format `clean` reads).
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ChatKind {
+    Sft,
+    Preference,
+}
+
+impl From<ChatKind> for DatasetKind {
+    fn from(kind: ChatKind) -> Self {
+        match kind {
+            ChatKind::Sft => DatasetKind::Sft,
+            ChatKind::Preference => DatasetKind::Preference,
+        }
+    }
+}

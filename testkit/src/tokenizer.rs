@@ -1,0 +1,64 @@
+//! A byte-level BPE tokenizer with jielong's special tokens at ids 0..5, trained on a few
+//! texts in memory: the shape of tokenizer `pipeline tokenizer train` writes, small enough
+//! for tests.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use tokenizers::decoders::DecoderWrapper;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::PostProcessorWrapper;
+use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+
+/// Trains a byte-level BPE of at most `vocab_size` tokens on `texts` (merges of pairs seen at
+/// least `min_frequency` times), with the byte-level decoder, so decoding gives text back.
+pub fn train_bpe<'a>(
+    texts: impl Iterator<Item = &'a str> + Send,
+    vocab_size: usize,
+    min_frequency: u64,
+) -> Tokenizer {
+    let specials: Vec<AddedToken> = format::SPECIAL_TOKENS
+        .iter()
+        .map(|(_, text)| AddedToken::from(*text, true))
+        .collect();
+    let mut trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(min_frequency)
+        .show_progress(false)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .special_tokens(specials)
+        .build();
+    let mut tokenizer = TokenizerBuilder::<
+        BPE,
+        NormalizerWrapper,
+        PreTokenizerWrapper,
+        PostProcessorWrapper,
+        DecoderWrapper,
+    >::new()
+    .with_model(BPE::default())
+    .with_normalizer(None)
+    .with_pre_tokenizer(Some(ByteLevel::new(false, true, true).into()))
+    .with_post_processor(None)
+    .with_decoder(Some(ByteLevelDecoder::default().into()))
+    .build()
+    .expect("tokenizer builder");
+    tokenizer.train(&mut trainer, texts).expect("train bpe");
+    // The builder's concrete type, as the library's general `Tokenizer`.
+    let json = tokenizer.to_string(false).expect("tokenizer json");
+    Tokenizer::from_str(&json).expect("tokenizer from its own json")
+}
+
+/// [`train_bpe`] with `min_frequency` 1, saved to `path`.
+pub fn save_bpe<'a>(
+    path: &Path,
+    texts: impl Iterator<Item = &'a str> + Send,
+    vocab_size: usize,
+) -> Tokenizer {
+    let tokenizer = train_bpe(texts, vocab_size, 1);
+    tokenizer.save(path, false).expect("save tokenizer");
+    tokenizer
+}
