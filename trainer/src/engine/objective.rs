@@ -22,6 +22,24 @@ pub struct MicroStats {
     pub tokens: i64,
 }
 
+impl MicroStats {
+    /// Runs backward on a micro-batch's summed `loss` divided by the step's `units`, and
+    /// keeps the undivided sum (detached) with the other `sums` and the `tokens` it ran.
+    pub fn backward(
+        loss: Tensor,
+        units: f64,
+        sums: NamedSums,
+        tokens: i64,
+    ) -> Result<Self, TchError> {
+        loss.f_div_scalar(units)?.f_backward()?;
+        Ok(Self {
+            loss_sum: loss.f_detach()?,
+            sums,
+            tokens,
+        })
+    }
+}
+
 /// A held-out evaluation: its loss and further fields for the `eval` metrics line.
 #[derive(Debug, Clone, Default)]
 pub struct Evaluation {

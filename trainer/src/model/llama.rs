@@ -4,9 +4,9 @@
 //! (`model.layers.0.self_attn.q_proj.weight`, ...), so checkpoints and exports share them.
 //!
 //! Weights are fp32 (the master copy); `forward` computes in the kind it is given (bf16 on
-//! CUDA), casting weights at each use, and keeps norms, softmax statistics and the loss in
-//! fp32. Every op goes through tch's fallible `f_` API so a libtorch error (out of memory, a
-//! bad index) comes back as an error, not a panic.
+//! CUDA), casting weights at each use, and keeps norms and softmax statistics in fp32 (the
+//! losses, in `crate::model::loss`, too). Every op goes through tch's fallible `f_` API so a
+//! libtorch error (out of memory, a bad index) comes back as an error, not a panic.
 
 use tch::nn::{self, Init};
 use tch::{Device, Kind, TchError, Tensor};

@@ -241,12 +241,7 @@ impl Objective for Dpo {
         units: f64,
     ) -> Result<MicroStats, TchError> {
         let (loss, sums) = dpo_terms(model, batch, self.beta)?;
-        loss.f_div_scalar(units)?.f_backward()?;
-        Ok(MicroStats {
-            loss_sum: loss.f_detach()?,
-            sums,
-            tokens: batch.packed.tokens,
-        })
+        MicroStats::backward(loss, units, sums, batch.packed.tokens)
     }
 
     /// Loss, accuracy, margin, rewards and drifts averaged over the validation pairs.

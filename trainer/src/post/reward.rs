@@ -101,12 +101,7 @@ impl Objective for RewardModel {
         units: f64,
     ) -> Result<MicroStats, TchError> {
         let (loss, sums) = bradley_terry(model, &batch.packed)?;
-        loss.f_div_scalar(units)?.f_backward()?;
-        Ok(MicroStats {
-            loss_sum: loss.f_detach()?,
-            sums,
-            tokens: batch.packed.tokens,
-        })
+        MicroStats::backward(loss, units, sums, batch.packed.tokens)
     }
 
     /// Loss, accuracy, margin and scores averaged over the held-out pairs.

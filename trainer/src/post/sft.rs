@@ -72,13 +72,7 @@ impl Objective for Sft {
         batch: &PackedBatch,
         units: f64,
     ) -> Result<MicroStats, TchError> {
-        let loss = sft_loss_sum(model, batch)?;
-        loss.f_div_scalar(units)?.f_backward()?;
-        Ok(MicroStats {
-            loss_sum: loss.f_detach()?,
-            sums: Vec::new(),
-            tokens: batch.tokens,
-        })
+        MicroStats::backward(sft_loss_sum(model, batch)?, units, Vec::new(), batch.tokens)
     }
 
     /// Mean loss per supervised token over the validation examples (all of them, or the
