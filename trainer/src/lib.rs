@@ -1,30 +1,19 @@
 //! jielong's trainer: Llama-style decoder-only transformers on libtorch. Pretraining on
 //! `format` datasets with exact resume, sampling with a KV cache, and export to Hugging Face;
 //! post-training on the annotators' data: SFT (full or LoRA), DPO and reward models, all run
-//! by the one training loop in [`engine`]; candidate answers for the labeler (`candidates`,
-//! over HTTP with `labeler_client`).
-//! Device selection and the runtime check behind `trainer info` live in [`device`].
+//! by the one training loop in [`engine`]; candidate answers for the labeler.
+//!
+//! - [`model`]: the decoder, its losses, LoRA, the tokenizer and sampling.
+//! - [`io`]: checkpoints, the Hugging Face format, loading either, `export-hf`.
+//! - [`engine`]: the training loop and what every command shares (config, device, AdamW,
+//!   errors, seeded randomness).
+//! - [`pretrain`]: `trainer pretrain` and `trainer bench`.
+//! - [`post`]: `trainer sft`, `dpo`, `reward`, `score` and `merge-lora`.
+//! - [`candidates`]: `trainer generate-candidates` and its labeler client.
 
-pub mod bench;
 pub mod candidates;
-pub mod checkpoint;
-pub mod config;
-pub mod data;
-pub mod device;
-pub mod dpo;
 pub mod engine;
-pub mod error;
-pub mod export;
-pub mod labeler_client;
-pub mod lm;
-pub mod lora;
+pub mod io;
 pub mod model;
-pub mod optim;
-pub mod pairs;
 pub mod post;
-pub mod post_config;
-pub mod reward;
-pub mod sample;
-pub mod seqdata;
-pub mod sft;
-pub mod train;
+pub mod pretrain;

@@ -1,9 +1,10 @@
 //! Bad inputs end in one clear error naming the problem and what to change: never a panic
 //! backtrace, never a half-written checkpoint.
 
-use trainer::config::{NonFinitePolicy, RunConfig};
-use trainer::error::{TrainError, explain_torch_error};
-use trainer::train::{Faults, Resume, Trainer};
+use trainer::engine::config::{NonFinitePolicy, RunConfig};
+use trainer::engine::error::{TrainError, explain_torch_error};
+use trainer::engine::{Faults, Resume};
+use trainer::pretrain::Trainer;
 
 use crate::helpers::{
     datasets, metrics, tiny_config, tiny_config_file, tiny_config_toml, trainer_err, trainer_ok,

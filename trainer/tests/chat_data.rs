@@ -9,8 +9,9 @@ use format::{
     ChatTemplate, DatasetKind, Message, PreferencePair, Role, SPECIAL_TOKENS, SftExample,
     ShardWriter, TokenizerSpec,
 };
-use trainer::sample::TextTokenizer;
-use trainer::train::{Faults, Resume, Trainer};
+use trainer::engine::{Faults, Resume};
+use trainer::model::tokenizer::TextTokenizer;
+use trainer::pretrain::Trainer;
 
 use crate::helpers::{datasets, tiny_config};
 

@@ -1,8 +1,8 @@
 //! Windows from format datasets: the stream across shards, determinism from (seed, step).
 
 use format::{Dataset, DatasetKind};
-use trainer::config::DataOrder;
-use trainer::data::{TokenStream, WindowSampler};
+use trainer::engine::config::DataOrder;
+use trainer::pretrain::data::{TokenStream, WindowSampler};
 
 use crate::helpers::write_dataset;
 

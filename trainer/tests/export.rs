@@ -6,11 +6,11 @@ use std::process::Command;
 
 use format::{ChatTemplate, Message, Role};
 use tch::{Device, Tensor};
-use trainer::checkpoint::Checkpoint;
-use trainer::config::Precision;
-use trainer::export::load_hf;
-use trainer::lm::LanguageModel;
-use trainer::sample::TextTokenizer;
+use trainer::engine::config::Precision;
+use trainer::io::checkpoint::Checkpoint;
+use trainer::io::hf::load_hf;
+use trainer::model::language_model::LanguageModel;
+use trainer::model::tokenizer::TextTokenizer;
 
 use crate::helpers::{datasets, tiny_config_file, trainer_ok};
 

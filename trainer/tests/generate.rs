@@ -2,8 +2,8 @@
 //! the same tokens as recomputing the prefix.
 
 use tch::{Device, Kind};
-use trainer::lm::LanguageModel;
-use trainer::sample::{SamplingParams, generate, pick_token};
+use trainer::model::language_model::LanguageModel;
+use trainer::model::sample::{SamplingParams, generate, pick_token};
 
 use crate::helpers::{datasets, tiny_config_file, trainer_ok};
 use crate::model::small_model;

@@ -2,10 +2,11 @@
 //! forward agrees with the CPU one. Run on a GPU machine with `cargo test -p trainer -- --ignored`.
 
 use tch::{Device, Kind, Tensor};
-use trainer::config::DataOrder;
-use trainer::device::DeviceChoice;
-use trainer::lm::LanguageModel;
-use trainer::train::{Faults, Resume, Trainer};
+use trainer::engine::config::DataOrder;
+use trainer::engine::device::DeviceChoice;
+use trainer::engine::{Faults, Resume};
+use trainer::model::language_model::LanguageModel;
+use trainer::pretrain::Trainer;
 
 use crate::helpers::{datasets, loss_at, metrics, tiny_config};
 use crate::model::small_model;

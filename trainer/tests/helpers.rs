@@ -13,7 +13,7 @@ use tokenizers::{
     AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
     TokenizerBuilder,
 };
-use trainer::config::RunConfig;
+use trainer::engine::config::RunConfig;
 
 pub const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
 

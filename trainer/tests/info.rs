@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use trainer::device::{DeviceChoice, runtime_info};
+use trainer::engine::device::{DeviceChoice, runtime_info};
 
 use crate::helpers::TRAINER;
 

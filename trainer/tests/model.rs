@@ -2,8 +2,8 @@
 //! recompute.
 
 use tch::{Device, Kind, Tensor};
-use trainer::config::ModelConfig;
-use trainer::lm::LanguageModel;
+use trainer::engine::config::ModelConfig;
+use trainer::model::language_model::LanguageModel;
 
 pub fn small_model(tied: bool) -> ModelConfig {
     ModelConfig {
@@ -124,14 +124,15 @@ fn chunked_cross_entropy_gives_the_loss_and_gradients_of_the_full_logits() {
     let scale = 1.0 / 145.0;
 
     let logits = hidden.matmul(&weight.tr());
-    let full = trainer::model::cross_entropy_sum(&logits, &targets).expect("loss");
+    let full = trainer::model::loss::cross_entropy_sum(&logits, &targets).expect("loss");
     (&full * scale).backward();
     let (full_dh, full_dw) = (hidden.grad().copy(), weight.grad().copy());
     let _ = hidden.grad().zero_();
     let _ = weight.grad().zero_();
 
     let (loss, surrogate) =
-        trainer::model::chunked_cross_entropy(&hidden, &weight, &targets, scale).expect("loss");
+        trainer::model::loss::chunked_cross_entropy(&hidden, &weight, &targets, scale)
+            .expect("loss");
     surrogate.backward();
     assert!((f64::try_from(&loss).expect("f64") - f64::try_from(&full).expect("f64")).abs() < 1e-3);
     assert!(max_abs_diff(&hidden.grad(), &full_dh) < 1e-6);

@@ -1,8 +1,8 @@
 //! AdamW, schedules and clipping.
 
 use tch::{Device, Kind, Tensor};
-use trainer::config::{OptimConfig, Schedule};
-use trainer::optim::{AdamW, learning_rate};
+use trainer::engine::config::{OptimConfig, Schedule};
+use trainer::engine::optim::{AdamW, learning_rate};
 
 fn optim_config(schedule: Schedule) -> OptimConfig {
     OptimConfig {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use trainer::config::RunConfig;
+use trainer::engine::config::RunConfig;
 
 use crate::helpers::trainer_ok;
 
@@ -71,7 +71,7 @@ fn bench_reports_throughput_and_memory() {
 
 #[test]
 fn post_training_presets_parse_and_bad_fields_are_named() {
-    use trainer::post_config::{PostConfig, Task};
+    use trainer::post::config::{PostConfig, Task};
     for (name, task) in [
         ("sft-tiny.toml", Task::Sft),
         ("sft-lora-tiny.toml", Task::Sft),

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use trainer::checkpoint::{self, TrainerState};
-use trainer::train::{Faults, Resume, Trainer};
+use trainer::engine::{Faults, Resume};
+use trainer::io::checkpoint::{self, TrainerState};
+use trainer::pretrain::Trainer;
 
 use crate::helpers::{
     datasets, loss_at, metrics, tiny_config, tiny_config_file, trainer, trainer_ok,

@@ -6,15 +6,15 @@ use std::path::Path;
 
 use format::{Message, Role};
 use tch::{Device, Kind, Tensor};
-use trainer::checkpoint::{self, Checkpoint};
-use trainer::config::Precision;
+use trainer::engine::config::Precision;
 use trainer::engine::{Faults, Resume};
-use trainer::lm::LanguageModel;
-use trainer::model::Packing;
-use trainer::post_config::{PostConfig, Task};
-use trainer::sample::{SamplingParams, generate};
-use trainer::seqdata::{self, PackedBatch, Sequence};
-use trainer::sft::sft_loss_sum;
+use trainer::io::checkpoint::{self, Checkpoint};
+use trainer::model::language_model::LanguageModel;
+use trainer::model::llama::Packing;
+use trainer::model::sample::{SamplingParams, generate};
+use trainer::post::config::{PostConfig, Task};
+use trainer::post::data::{self, PackedBatch, Sequence};
+use trainer::post::sft::sft_loss_sum;
 
 use crate::chat_data::{
     INSTRUCTIONS, base_checkpoint, chat_tokenizer, exchange, post_config_toml, sft_dataset,
@@ -48,8 +48,8 @@ fn a_packed_example_computes_what_it_computes_alone() {
     let lm = LanguageModel::new(&small_model(false), Device::Cpu, Kind::Float, 4).expect("model");
     let a = seq(&[5, 17, 42, 8, 9, 60, 3], &[0, 0, 0, 1, 1, 1, 1]);
     let b = seq(&[11, 12, 90, 33, 2], &[0, 0, 1, 1, 1]);
-    let alone = seqdata::pack(&[&b], 64, Device::Cpu).expect("pack");
-    let together = seqdata::pack(&[&a, &b], 64, Device::Cpu).expect("pack");
+    let alone = data::pack(&[&b], 64, Device::Cpu).expect("pack");
+    let together = data::pack(&[&a, &b], 64, Device::Cpu).expect("pack");
     assert_eq!(together.ids.size(), vec![1, 12], "one row, no padding");
     let b_alone = packed_logits(&lm, &alone).narrow(1, 0, 5);
     let b_after_a = packed_logits(&lm, &together).narrow(1, 7, 5);
@@ -64,7 +64,7 @@ fn a_packed_example_computes_what_it_computes_alone() {
     assert!(max_abs_diff(&plain, &b_alone) < 1e-5);
     // Padding rows: a long sequence takes a row of its own; the short one still matches.
     let long = seq(&[7; 40], &[1; 40]);
-    let padded = seqdata::pack(&[&long, &b], 42, Device::Cpu).expect("pack");
+    let padded = data::pack(&[&long, &b], 42, Device::Cpu).expect("pack");
     assert_eq!(padded.ids.size(), vec![2, 40]);
     let b_padded = packed_logits(&lm, &padded).narrow(0, 1, 1).narrow(1, 0, 5);
     assert!(max_abs_diff(&b_alone, &b_padded) < 1e-5);
@@ -87,14 +87,14 @@ fn changing_a_masked_label_changes_nothing_in_the_gradient() {
     let lm = LanguageModel::new(&small_model(false), Device::Cpu, Kind::Float, 6).expect("model");
     let a = seq(&[5, 17, 42, 8, 9, 60, 3], &[0, 0, 0, 1, 1, 1, 1]);
     let b = seq(&[11, 12, 90, 33, 2], &[0, 0, 1, 1, 1]);
-    let batch = seqdata::pack(&[&a, &b], 64, Device::Cpu).expect("pack");
+    let batch = data::pack(&[&a, &b], 64, Device::Cpu).expect("pack");
     assert_eq!(batch.targets, 4 + 3);
     let reference = gradients(&lm, &batch);
 
     let with_label = |cell: usize, label: i64| {
         let mut labels = Vec::<i64>::try_from(batch.labels.view([-1])).expect("labels");
         labels[cell] = label;
-        let mut changed = seqdata::pack(&[&a, &b], 64, Device::Cpu).expect("pack");
+        let mut changed = data::pack(&[&a, &b], 64, Device::Cpu).expect("pack");
         changed.labels = Tensor::from_slice(&labels).view_as(&batch.labels);
         changed
     };
@@ -124,7 +124,7 @@ fn sft_loss_falls_and_the_model_answers_a_trained_question_greedily() {
     let out = tmp.path().join("sft");
     let toml = post_config_toml(&base, &data, &out, 80, "").replace("lr = 0.003", "lr = 0.01");
     let config = PostConfig::parse(&toml, Task::Sft).expect("config");
-    let summary = trainer::sft::run(&config, Resume::No, Faults::default()).expect("sft");
+    let summary = trainer::post::sft::run(&config, Resume::No, Faults::default()).expect("sft");
 
     let lines = metrics(&out);
     let mean = |steps: std::ops::RangeInclusive<u64>| {
@@ -261,7 +261,7 @@ fn lora_trains_only_the_adapters_and_the_merged_model_gives_the_same_logits() {
         merged.to_str().expect("utf8"),
         hf.to_str().expect("utf8"),
     ]);
-    let reloaded = trainer::export::load_hf(&hf, Device::Cpu, Precision::Fp32).expect("reload");
+    let reloaded = trainer::io::hf::load_hf(&hf, Device::Cpu, Precision::Fp32).expect("reload");
     let hf_logits = tch::no_grad(|| reloaded.forward(&ids, 0, None)).expect("hf logits");
     assert!(max_abs_diff(&hf_logits, &folded) < 1e-5);
 }

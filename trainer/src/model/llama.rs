@@ -4,20 +4,26 @@
 //! (`model.layers.0.self_attn.q_proj.weight`, ...), so checkpoints and exports share them.
 //!
 //! Weights are fp32 (the master copy); `forward` computes in the kind it is given (bf16 on
-//! CUDA), casting weights at each use, and keeps norms, softmax statistics and the loss in
-//! fp32. Every op goes through tch's fallible `f_` API so a libtorch error (out of memory, a
-//! bad index) comes back as an error, not a panic.
+//! CUDA), casting weights at each use, and keeps norms and softmax statistics in fp32 (the
+//! losses, in `crate::model::loss`, too). Every op goes through tch's fallible `f_` API so a
+//! libtorch error (out of memory, a bad index) comes back as an error, not a panic.
 
 use tch::nn::{self, Init};
 use tch::{Device, Kind, TchError, Tensor};
 
-use crate::config::ModelConfig;
-use crate::lora::{AdapterMode, LoraAdapter, LoraConfig};
+use crate::engine::config::ModelConfig;
+use crate::model::lora::{AdapterMode, LoraAdapter, LoraConfig};
 
 type TResult<T> = Result<T, TchError>;
 
 /// Standard deviation of the normal initialisation (as `LlamaConfig.initializer_range`).
 const INIT_STD: f64 = 0.02;
+
+/// Initialisation of the projections that write into the residual stream (`o_proj`,
+/// `down_proj`): scaled down with depth, since every layer adds to the same stream.
+fn output_std(config: &ModelConfig) -> f64 {
+    INIT_STD / (2.0 * config.num_hidden_layers as f64).sqrt()
+}
 
 /// Casts `t` to `kind` unless it already is.
 fn as_kind(t: &Tensor, kind: Kind) -> TResult<Tensor> {
@@ -259,7 +265,7 @@ pub struct Attention {
 impl Attention {
     pub fn new(path: nn::Path, config: &ModelConfig, lora: Option<&LoraConfig>) -> Self {
         let (h, d) = (config.hidden_size, config.head_dim());
-        let out_std = INIT_STD / (2.0 * config.num_hidden_layers as f64).sqrt();
+        let out_std = output_std(config);
         let (q, kv) = (
             config.num_attention_heads * d,
             config.num_key_value_heads * d,
@@ -389,7 +395,7 @@ pub struct Mlp {
 impl Mlp {
     pub fn new(path: nn::Path, config: &ModelConfig, lora: Option<&LoraConfig>) -> Self {
         let (h, i) = (config.hidden_size, config.intermediate_size);
-        let out_std = INIT_STD / (2.0 * config.num_hidden_layers as f64).sqrt();
+        let out_std = output_std(config);
         Self {
             gate_proj: Linear::projection(&path, "gate_proj", (h, i), INIT_STD, lora),
             up_proj: Linear::projection(&path, "up_proj", (h, i), INIT_STD, lora),
@@ -585,76 +591,4 @@ impl Llama {
         }
         Ok(())
     }
-}
-
-/// Rows of the output projection handled at a time by [`chunked_cross_entropy`].
-const LOSS_CHUNK_ROWS: i64 = 64;
-
-/// Summed cross-entropy (fp32) of the logits `hidden @ weightᵀ` against `targets` (`-100`
-/// ignored), worked out a chunk of rows at a time together with its gradient (softmax minus
-/// one-hot), so the `[rows, vocab]` logits never exist whole and nothing of them is kept for
-/// backward: with a large vocabulary and a small model this is most of a training step's
-/// memory traffic (the output layer of the tiny preset went from 167 to 85 ms per 512 tokens).
-/// Returns the loss sum (no graph) and a surrogate scalar whose backward adds `scale` times
-/// the loss's gradient to everything `hidden` depends on and to `weight`. Same loss and
-/// gradients as [`cross_entropy_sum`] up to float rounding (tested).
-pub fn chunked_cross_entropy(
-    hidden: &Tensor,
-    weight: &Tensor,
-    targets: &Tensor,
-    scale: f64,
-) -> TResult<(Tensor, Tensor)> {
-    let width = hidden.size().last().copied().unwrap_or(0);
-    let rows = hidden.f_reshape([-1, width])?;
-    let targets = targets.f_reshape([-1])?;
-    let n = rows.size()[0];
-    let (h, w) = (rows.f_detach()?, weight.f_detach()?);
-    let grad_h = h.f_zeros_like()?;
-    let mut grad_w = w.f_zeros_like()?;
-    let mut loss = Tensor::f_zeros([], (Kind::Float, h.device()))?;
-    tch::no_grad(|| -> TResult<()> {
-        let wt = w.f_tr()?;
-        let mut start = 0;
-        while start < n {
-            let len = LOSS_CHUNK_ROWS.min(n - start);
-            let hc = h.f_narrow(0, start, len)?;
-            let tc = targets.f_narrow(0, start, len)?;
-            let valid = tc.f_ne(-100)?.f_to_kind(Kind::Float)?.f_unsqueeze(1)?;
-            let index = tc.f_clamp_min(0)?.f_unsqueeze(1)?;
-            let mut logits = hc.f_matmul(&wt)?;
-            let lse = logits.f_logsumexp([-1], true)?;
-            let picked = logits.f_gather(1, &index, false)?;
-            loss = loss.f_add(&lse.f_sub(&picked)?.f_mul(&valid)?.f_sum(Kind::Float)?)?;
-            // The gradient of the summed loss w.r.t. the logits: softmax - one-hot, per row.
-            let _ = logits.f_sub_(&lse)?.f_exp_()?;
-            let _ = logits.f_scatter_add_(1, &index, &valid.f_neg()?)?;
-            let _ = logits.f_mul_(&valid.f_mul_scalar(scale)?)?;
-            grad_h
-                .f_narrow(0, start, len)?
-                .f_copy_(&logits.f_matmul(&w)?)?;
-            let _ = grad_w.f_addmm_(&logits.f_tr()?, &hc)?;
-            start += len;
-        }
-        Ok(())
-    })?;
-    let surrogate = rows
-        .f_mul(&grad_h)?
-        .f_sum(Kind::Float)?
-        .f_add(&weight.f_mul(&grad_w)?.f_sum(Kind::Float)?)?;
-    Ok((loss, surrogate))
-}
-
-/// Summed cross-entropy in fp32 over targets that are not `-100`, and their count.
-pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> TResult<Tensor> {
-    let vocab = logits.size().last().copied().unwrap_or(0);
-    logits
-        .f_to_kind(Kind::Float)?
-        .f_reshape([-1, vocab])?
-        .f_cross_entropy_loss::<Tensor>(
-            &targets.f_reshape([-1])?,
-            None,
-            tch::Reduction::Sum,
-            -100,
-            0.0,
-        )
 }

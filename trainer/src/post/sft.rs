@@ -8,25 +8,17 @@ use anyhow::Result;
 use tch::{Device, TchError, Tensor};
 
 use crate::engine::{Engine, Evaluation, Faults, MicroStats, Objective, Resume, Summary};
-use crate::lm::LanguageModel;
-use crate::model::{Packing, cross_entropy_sum};
-use crate::post_config::{PostConfig, Task};
-use crate::seqdata::{self, DrawOrder, PackedBatch, Rows, Sequence};
+use crate::model::language_model::LanguageModel;
+use crate::model::loss::cross_entropy_sum;
+use crate::post::config::{PostConfig, Task};
+use crate::post::data::{self, DrawOrder, PackedBatch, Rows, Sequence};
 
 /// Summed cross-entropy over the batch's target labels. Labels that are not targets are
 /// replaced by the ignore index before the loss, so their values cannot matter.
 pub fn sft_loss_sum(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
-    let hidden = model.packed_hidden(
-        &batch.ids,
-        Packing {
-            positions: &batch.positions,
-            mask: &batch.mask,
-        },
-    )?;
+    let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
     let logits = model.logits(&hidden)?;
-    let targets = batch
-        .labels
-        .f_where_scalarother(&batch.label_target, -100)?;
+    let targets = batch.target_labels()?;
     cross_entropy_sum(&logits, &targets)
 }
 
@@ -46,7 +38,7 @@ impl Sft {
     pub fn new(
         train: Rows<Sequence>,
         valid: Option<Rows<Sequence>>,
-        config: &crate::config::RunConfig,
+        config: &crate::engine::config::RunConfig,
         device: Device,
     ) -> Self {
         Self {
@@ -67,7 +59,7 @@ impl Objective for Sft {
     fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<PackedBatch> {
         let rows = self.order.micro_batch(step, micro, accum, self.per_micro);
         let seqs: Vec<&Sequence> = rows.iter().map(|&i| &self.train.rows[i]).collect();
-        seqdata::pack(&seqs, self.row_len, self.device)
+        data::pack(&seqs, self.row_len, self.device)
     }
 
     fn units(&self, batch: &PackedBatch) -> f64 {
@@ -80,13 +72,7 @@ impl Objective for Sft {
         batch: &PackedBatch,
         units: f64,
     ) -> Result<MicroStats, TchError> {
-        let loss = sft_loss_sum(model, batch)?;
-        loss.f_div_scalar(units)?.f_backward()?;
-        Ok(MicroStats {
-            loss_sum: loss.f_detach()?,
-            sums: Vec::new(),
-            tokens: batch.tokens,
-        })
+        MicroStats::backward(sft_loss_sum(model, batch)?, units, Vec::new(), batch.tokens)
     }
 
     /// Mean loss per supervised token over the validation examples (all of them, or the
@@ -99,42 +85,21 @@ impl Objective for Sft {
         let chunks = valid.rows.chunks(self.per_micro as usize);
         for chunk in chunks.take(self.eval_batches.unwrap_or(usize::MAX)) {
             let seqs: Vec<&Sequence> = chunk.iter().collect();
-            let batch = seqdata::pack(&seqs, self.row_len, self.device)?;
+            let batch = data::pack(&seqs, self.row_len, self.device)?;
             sum += f64::try_from(sft_loss_sum(model, &batch)?)?;
             count += batch.targets;
         }
-        if count == 0 {
-            return Ok(None);
-        }
-        let loss = sum / count as f64;
-        let mut eval = Evaluation {
-            loss,
-            ..Evaluation::default()
-        };
-        eval.fields
-            .insert("val_ppl".into(), serde_json::json!(loss.exp()));
-        Ok(Some(eval))
+        Ok(Evaluation::per_token(sum, count))
     }
 }
 
 /// `trainer sft`: fine-tunes `config.init_from` on `config.data.train`.
 pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summary> {
-    let train = seqdata::read_sft(&config.data.train)?;
-    let valid = config
-        .data
-        .valid
-        .as_deref()
-        .map(seqdata::read_sft)
-        .transpose()?;
-    let start = crate::post::start(
-        config,
-        Task::Sft,
-        &train.tokenizer,
-        train.tokenizer_path.clone(),
-    )?;
+    let (train, valid) = data::read_datasets(&config.data, data::read_sft)?;
+    let start = crate::post::start(config, Task::Sft, &train)?;
     let max = start.model.config().max_position_embeddings;
     for set in std::iter::once(&train).chain(valid.as_ref()) {
-        seqdata::check_lengths(set.rows.iter().map(|s| s.ids.len()), max, &set.dir)?;
+        set.check_lengths(max)?;
     }
     let mut objective = Sft::new(train, valid, &start.config, start.model.device());
     let mut engine = Engine::new(start, resume, faults)?;

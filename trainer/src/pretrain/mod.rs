@@ -1,6 +1,10 @@
-//! `trainer pretrain`: next-token prediction on windows of a `pretrain` dataset, run by the
-//! shared [`Engine`]. The loss of a step is its summed cross-entropy divided by its true
-//! number of target tokens; validation, samples and checkpoints come at their intervals.
+//! `trainer pretrain`: next-token prediction on windows of a `pretrain` dataset (`data`), run
+//! by the shared [`Engine`]. The loss of a step is its summed cross-entropy divided by its
+//! true number of target tokens; validation, samples and checkpoints come at their intervals.
+//! `trainer bench` (`bench`) times this same step on random tokens.
+
+pub mod bench;
+pub mod data;
 
 use std::path::PathBuf;
 
@@ -8,14 +12,17 @@ use anyhow::Result;
 use format::TokenizerInfo;
 use tch::TchError;
 
-use crate::config::{DataOrder, RunConfig, SampleSettings};
-use crate::data::{Batch, TokenStream, WindowSampler, mix};
-use crate::engine::{Engine, Evaluation, MicroStats, Objective, Start};
-use crate::error::TrainError;
-use crate::lm::{LanguageModel, compute_kind};
-use crate::sample::{SamplingParams, TextTokenizer, generate};
-
-pub use crate::engine::{CHECKPOINTS_DIR, Faults, METRICS_FILE, Resume, StepReport, Summary};
+use crate::engine::config::{DataOrder, RunConfig, SampleSettings};
+use crate::engine::error::TrainError;
+use crate::engine::seed::mix;
+use crate::engine::{
+    Engine, Evaluation, Faults, MicroStats, Objective, Resume, Start, StepReport, Summary,
+};
+use crate::model::language_model::{LanguageModel, compute_kind};
+use crate::model::loss::cross_entropy_sum;
+use crate::model::sample::{SamplingParams, generate};
+use crate::model::tokenizer::TextTokenizer;
+use crate::pretrain::data::{Batch, TokenStream, WindowSampler};
 
 /// The pretraining objective: windows in, mean next-token cross-entropy out.
 #[derive(Debug)]
@@ -74,7 +81,7 @@ impl Objective for Pretrain {
             };
             let logits = model.model_forward(&batch.inputs)?;
             let targets = batch.targets.f_to_device(model.device())?;
-            sum += f64::try_from(crate::model::cross_entropy_sum(&logits, &targets)?)?;
+            sum += f64::try_from(cross_entropy_sum(&logits, &targets)?)?;
             count += batch.target_tokens;
             if let Some(log_probs) = &self.unigram {
                 let ids = Vec::<i64>::try_from(batch.targets.f_flatten(0, -1)?)?;
@@ -89,16 +96,9 @@ impl Objective for Pretrain {
                     .sum::<f64>();
             }
         }
-        if count == 0 {
+        let Some(mut eval) = Evaluation::per_token(sum, count) else {
             return Ok(None);
-        }
-        let loss = sum / count as f64;
-        let mut eval = Evaluation {
-            loss,
-            ..Evaluation::default()
         };
-        eval.fields
-            .insert("val_ppl".into(), serde_json::json!(loss.exp()));
         if self.unigram.is_some() {
             eval.fields.insert(
                 "unigram_loss".into(),

@@ -15,32 +15,23 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
-use crate::checkpoint;
-use crate::config::Precision;
+use crate::engine::config::Precision;
 use crate::engine::{
     Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary,
 };
-use crate::lm::{Additions, LanguageModel};
-use crate::lora::AdapterMode;
-use crate::model::Packing;
-use crate::pairs::{pack_pairs, pair_evaluation};
-use crate::post_config::{PostConfig, PostSettings, Task};
-use crate::seqdata::{self, DrawOrder, PackedBatch, Pair, Rows};
+use crate::io::checkpoint;
+use crate::model::language_model::{Additions, LanguageModel};
+use crate::model::lora::AdapterMode;
+use crate::post::config::{PostConfig, PostSettings, Task};
+use crate::post::data::{self, DrawOrder, PackedBatch, Pair, Rows};
+use crate::post::preference::{pack_pairs, pair_evaluation};
 
 /// Summed log-probability of each packed sequence's target tokens, `[sequences]` fp32.
 pub fn sequence_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
-    let hidden = model.packed_hidden(
-        &batch.ids,
-        Packing {
-            positions: &batch.positions,
-            mask: &batch.mask,
-        },
-    )?;
+    let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
     let logits = model.logits(&hidden)?.f_to_kind(Kind::Float)?;
     let vocab = logits.size().last().copied().unwrap_or(0);
-    let targets = batch
-        .labels
-        .f_where_scalarother(&batch.label_target, -100)?;
+    let targets = batch.target_labels()?;
     // Per-token cross-entropy is 0 at ignored labels, so padding and prompts add nothing.
     let token_logps = logits
         .f_reshape([-1, vocab])?
@@ -250,12 +241,7 @@ impl Objective for Dpo {
         units: f64,
     ) -> Result<MicroStats, TchError> {
         let (loss, sums) = dpo_terms(model, batch, self.beta)?;
-        loss.f_div_scalar(units)?.f_backward()?;
-        Ok(MicroStats {
-            loss_sum: loss.f_detach()?,
-            sums,
-            tokens: batch.packed.tokens,
-        })
+        MicroStats::backward(loss, units, sums, batch.packed.tokens)
     }
 
     /// Loss, accuracy, margin, rewards and drifts averaged over the validation pairs.
@@ -279,28 +265,25 @@ pub struct DpoSummary {
     pub cache: PathBuf,
 }
 
+impl DpoSummary {
+    /// The run's summary and where its reference log-probabilities came from.
+    pub fn render(&self) -> String {
+        format!(
+            "{}reference forward passes: {} (cache {})\n",
+            self.summary.render(),
+            self.reference_forward_passes,
+            self.cache.display()
+        )
+    }
+}
+
 /// `trainer dpo`: aligns `config.init_from` to the preferences in `config.data.train`.
 pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<DpoSummary> {
-    let train = seqdata::read_preferences(&config.data.train)?;
-    let valid = config
-        .data
-        .valid
-        .as_deref()
-        .map(seqdata::read_preferences)
-        .transpose()?;
-    let start = crate::post::start(
-        config,
-        Task::Dpo,
-        &train.tokenizer,
-        train.tokenizer_path.clone(),
-    )?;
+    let (train, valid) = data::read_datasets(&config.data, data::read_preferences)?;
+    let start = crate::post::start(config, Task::Dpo, &train)?;
     let max = start.model.config().max_position_embeddings;
     for set in std::iter::once(&train).chain(valid.as_ref()) {
-        let lengths = set
-            .rows
-            .iter()
-            .map(|p| p.prompt.len() + p.chosen.len().max(p.rejected.len()));
-        seqdata::check_lengths(lengths, max, &set.dir)?;
+        set.check_lengths(max)?;
     }
     let post = start.post.clone().context("dpo runs have post settings")?;
     let settings = post.dpo.clone().unwrap_or_default();

@@ -13,27 +13,20 @@ use serde::Deserialize;
 use serde_json::json;
 use tch::{Device, Kind, TchError, Tensor};
 
-use crate::config::Precision;
-use crate::data::splitmix64;
+use crate::engine::config::Precision;
+use crate::engine::seed::splitmix64;
 use crate::engine::{
     Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary,
 };
-use crate::lm::LanguageModel;
-use crate::model::Packing;
-use crate::pairs::{pack_pairs, pair_evaluation};
-use crate::post_config::{PostConfig, Task};
-use crate::sample::TextTokenizer;
-use crate::seqdata::{self, DrawOrder, PackedBatch, Pair, Sequence};
+use crate::model::language_model::LanguageModel;
+use crate::model::tokenizer::TextTokenizer;
+use crate::post::config::{PostConfig, Task};
+use crate::post::data::{self, DrawOrder, PackedBatch, Pair, Sequence};
+use crate::post::preference::{pack_pairs, pair_evaluation};
 
 /// The score of each packed sequence at its last token, `[sequences]` fp32.
 pub fn sequence_scores(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
-    let hidden = model.packed_hidden(
-        &batch.ids,
-        Packing {
-            positions: &batch.positions,
-            mask: &batch.mask,
-        },
-    )?;
+    let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
     let width = hidden.size().last().copied().unwrap_or(0);
     let last = hidden
         .f_reshape([-1, width])?
@@ -108,12 +101,7 @@ impl Objective for RewardModel {
         units: f64,
     ) -> Result<MicroStats, TchError> {
         let (loss, sums) = bradley_terry(model, &batch.packed)?;
-        loss.f_div_scalar(units)?.f_backward()?;
-        Ok(MicroStats {
-            loss_sum: loss.f_detach()?,
-            sums,
-            tokens: batch.packed.tokens,
-        })
+        MicroStats::backward(loss, units, sums, batch.packed.tokens)
     }
 
     /// Loss, accuracy, margin and scores averaged over the held-out pairs.
@@ -127,10 +115,10 @@ impl Objective for RewardModel {
 
 /// `trainer reward`: trains a reward model from `config.init_from` on preference pairs.
 pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summary> {
-    let rows = seqdata::read_preferences(&config.data.train)?;
+    let rows = data::read_preferences(&config.data.train)?;
     let fraction = config.reward.as_ref().map_or(0.1, |r| r.valid_fraction);
     let (train, valid): (Vec<Pair>, Vec<Pair>) = match &config.data.valid {
-        Some(dir) => (rows.rows.clone(), seqdata::read_preferences(dir)?.rows),
+        Some(dir) => (rows.rows.clone(), data::read_preferences(dir)?.rows),
         None => rows
             .rows
             .iter()
@@ -143,18 +131,9 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summar
             rows.dir.display()
         );
     }
-    let start = crate::post::start(
-        config,
-        Task::Reward,
-        &rows.tokenizer,
-        rows.tokenizer_path.clone(),
-    )?;
+    let start = crate::post::start(config, Task::Reward, &rows)?;
     let max = start.model.config().max_position_embeddings;
-    let lengths = train
-        .iter()
-        .chain(&valid)
-        .map(|p| p.prompt.len() + p.chosen.len().max(p.rejected.len()));
-    seqdata::check_lengths(lengths, max, &rows.dir)?;
+    data::check_lengths(train.iter().chain(&valid), max, &rows.dir)?;
     tracing::info!(
         train = train.len(),
         held_out = valid.len(),
@@ -196,6 +175,32 @@ pub struct ScoreReport {
     pub failed: usize,
 }
 
+impl ScoreReport {
+    /// What `trainer score` prints (on standard error: standard output may hold the scores).
+    pub fn render(&self) -> String {
+        format!("scored {} rows, {} failed\n", self.scored, self.failed)
+    }
+}
+
+/// [`score`] into the file `output`, or onto standard output without one.
+pub fn score_to(
+    model_dir: &Path,
+    input: &Path,
+    output: Option<&Path>,
+    device: Device,
+) -> Result<ScoreReport> {
+    let Some(path) = output else {
+        return score(model_dir, input, &mut std::io::stdout(), device);
+    };
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let report = score(model_dir, input, &mut out, device)?;
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(report)
+}
+
 /// Scores every `{"id", "prompt", "answer"}` line of `input` with the reward model in
 /// `model_dir`, writing `{"id", "score"}` lines to `out`. A bad line is reported and
 /// counted, and the others are still scored.
@@ -205,14 +210,15 @@ pub fn score(
     out: &mut impl Write,
     device: Device,
 ) -> Result<ScoreReport> {
-    let (model, _) = crate::lm::load_dir(model_dir, device, Precision::Auto)?;
+    let (model, _) = crate::io::load::load_dir(model_dir, device, Precision::Auto)?;
     if !model.has_score_head() {
         bail!(
             "{} is not a reward model (no score head): train one with `trainer reward`",
             model_dir.display()
         );
     }
-    let tokenizer = TextTokenizer::from_file(&model_dir.join(crate::checkpoint::TOKENIZER_FILE))?;
+    let tokenizer =
+        TextTokenizer::from_file(&model_dir.join(crate::io::checkpoint::TOKENIZER_FILE))?;
     let special = SPECIAL_TOKENS
         .iter()
         .filter_map(|(name, text)| tokenizer.token_id(text).map(|id| (name.to_string(), id)))
@@ -246,7 +252,7 @@ pub fn score(
         })();
         match parsed {
             Ok((id, seq)) => {
-                let batch = seqdata::pack(&[&seq], seq.ids.len(), device)?;
+                let batch = data::pack(&[&seq], seq.ids.len(), device)?;
                 let value = tch::no_grad(|| sequence_scores(&model, &batch))?;
                 let value = f64::try_from(value.f_select(0, 0)?)?;
                 writeln!(out, "{}", json!({"id": id, "score": value}))?;

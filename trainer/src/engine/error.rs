@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::config::RunConfig;
+use crate::engine::config::RunConfig;
 
 #[derive(Debug, Error)]
 pub enum TrainError {

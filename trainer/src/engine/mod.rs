@@ -4,6 +4,17 @@
 //! accumulates `grad_accum` micro-batches whose summed losses are divided by the step's true
 //! number of units (target tokens, supervised tokens, pairs), clips the global gradient
 //! norm, applies AdamW at the scheduled rate, and writes a JSON line of metrics.
+//!
+//! Beside the loop live what every command shares: the run configuration, the device
+//! choice, the optimizer, the errors a user can act on, and the seeded hashes that make
+//! every random choice.
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod objective;
+pub mod optim;
+pub mod seed;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -12,20 +23,23 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use format::TokenizerInfo;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tch::{Device, Kind, TchError, Tensor};
 
-use crate::checkpoint::{self, Checkpoint, CheckpointData, DataCursor, TrainerState, WriteFault};
-use crate::config::{NonFinitePolicy, RunConfig};
-use crate::data::mix;
-use crate::error::{TrainError, explain_torch_error};
-use crate::lm::LanguageModel;
-use crate::lora::{self, AdapterMode};
-use crate::optim::{AdamW, learning_rate};
-use crate::post_config::PostSettings;
+use crate::engine::config::{NonFinitePolicy, RunConfig};
+use crate::engine::error::{TrainError, explain_torch_error};
+use crate::engine::optim::{AdamW, learning_rate};
+use crate::engine::seed::mix;
+use crate::io::checkpoint::{
+    self, CHECKPOINTS_DIR, Checkpoint, CheckpointData, DataCursor, TrainerState, WriteFault,
+};
+use crate::model::language_model::LanguageModel;
+use crate::model::lora::{self, AdapterMode};
+use crate::post::config::PostSettings;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
-pub const CHECKPOINTS_DIR: &str = "checkpoints";
+
+pub use crate::engine::objective::{Evaluation, MicroStats, NamedSums, Objective};
 
 /// Where to start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,56 +59,6 @@ pub struct Faults {
     pub abort_after_step: Option<u64>,
     /// Abort while writing the checkpoint of this step.
     pub abort_in_checkpoint: Option<u64>,
-}
-
-/// Named sums over a batch's pairs or tokens (accuracy, margin, ...).
-pub type NamedSums = Vec<(&'static str, Tensor)>;
-
-/// What one micro-batch's forward and backward produced (all detached).
-#[derive(Debug)]
-pub struct MicroStats {
-    /// The micro-batch's summed loss, before division by the step's units.
-    pub loss_sum: Tensor,
-    /// Further sums reported per step divided by the step's units (DPO's accuracy, ...).
-    pub sums: NamedSums,
-    /// Tokens the micro-batch ran through the model.
-    pub tokens: i64,
-}
-
-/// A held-out evaluation: its loss and further fields for the `eval` metrics line.
-#[derive(Debug, Clone, Default)]
-pub struct Evaluation {
-    pub loss: f64,
-    pub fields: Map<String, Value>,
-}
-
-/// What a kind of training computes on each step.
-pub trait Objective {
-    type Batch;
-
-    /// Micro-batch `micro` (0-based) of optimizer step `step` (1-based). It must depend on
-    /// (seed, step, micro) only, so a resumed run sees the batches an uninterrupted one would.
-    fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<Self::Batch>;
-
-    /// What the step's loss averages over in this micro-batch (tokens, pairs).
-    fn units(&self, batch: &Self::Batch) -> f64;
-
-    /// Forward and backward of one micro-batch with its loss divided by `units` (the whole
-    /// step's) before backward.
-    fn backward(
-        &mut self,
-        model: &LanguageModel,
-        batch: &Self::Batch,
-        units: f64,
-    ) -> Result<MicroStats, TchError>;
-
-    /// Held-out metrics; None when there is no held-out data.
-    fn evaluate(&mut self, model: &LanguageModel) -> Result<Option<Evaluation>>;
-
-    /// Text for a `sample` metrics line at `step`, if the objective makes samples.
-    fn sample(&self, _model: &LanguageModel, _step: u64) -> Result<Option<String>> {
-        Ok(None)
-    }
 }
 
 /// One optimizer step's numbers.
@@ -120,6 +84,25 @@ pub struct Summary {
     pub tokens: u64,
     pub seconds: f64,
     pub last_checkpoint: Option<PathBuf>,
+}
+
+impl Summary {
+    /// What the training commands print when a run ends.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "trained to step {} in {:.1}s ({} tokens this run, {:.0} tokens/s); final loss {}, validation loss {}\n",
+            self.steps,
+            self.seconds,
+            self.tokens,
+            self.tokens as f64 / self.seconds.max(1e-9),
+            self.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            self.val_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        );
+        if let Some(dir) = &self.last_checkpoint {
+            s.push_str(&format!("checkpoint: {}\n", dir.display()));
+        }
+        s
+    }
 }
 
 /// What a run starts from.

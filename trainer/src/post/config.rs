@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
+use crate::engine::config::{
     CheckpointConfig, DataConfig, EvalConfig, ModelConfig, OptimConfig, RunConfig, SampleSettings,
     TrainSettings,
 };
-use crate::lora::LoraConfig;
+use crate::model::lora::LoraConfig;
 
 /// Which post-training objective a run optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,20 +1,19 @@
 //! A [`Llama`] together with the variable store that owns its weights: building one from a
 //! seed (optionally with LoRA adapters and a reward model's scalar head), listing its tensors
-//! by name, loading a checkpoint or an export into it, and the compute kind it runs in.
+//! by name, copying named tensors into it, and the compute kind it runs in. Reading them
+//! from a directory (checkpoint or export) is `crate::io::load`'s business.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use tch::nn::VarStore;
 use tch::{Device, Kind, TchError, Tensor};
 
-use crate::checkpoint::{self, Checkpoint};
-use crate::config::{ModelConfig, Precision};
-use crate::lora::{self, AdapterMode, LoraConfig};
-use crate::model::{Input, KvCache, Linear, Llama, Packing};
-use crate::post_config::Task;
+use crate::engine::config::{ModelConfig, Precision};
+use crate::model::llama::{Input, KvCache, Linear, Llama, Packing};
+use crate::model::lora::{self, AdapterMode, LoraConfig};
 
 /// Name of the reward model's scalar head, as `LlamaForSequenceClassification` calls it.
 pub const SCORE_HEAD: &str = "score.weight";
@@ -89,46 +88,9 @@ impl LanguageModel {
         Ok(lm)
     }
 
-    /// The model stored in a checkpoint, on `device`: a full checkpoint, or a LoRA one on
-    /// top of the base model it names.
-    pub fn from_checkpoint(
-        ckpt: &Checkpoint,
-        device: Device,
-        precision: Precision,
-    ) -> Result<Self> {
-        let post = ckpt.state.post.as_ref();
-        let additions = Additions {
-            lora: post.and_then(|p| p.lora.clone()),
-            score_head: post.is_some_and(|p| p.task == Task::Reward),
-        };
-        let kind = compute_kind(precision, device);
-        let lm = Self::build(&ckpt.state.config.model, device, kind, 0, &additions)?;
-        match (&ckpt.adapter, post) {
-            (Some(adapter), Some(post)) => {
-                let base = load_dir(&post.init_from, Device::Cpu, Precision::Fp32)
-                    .with_context(|| {
-                        format!(
-                            "loading the base model {} of LoRA checkpoint {}",
-                            post.init_from.display(),
-                            ckpt.dir.display()
-                        )
-                    })?
-                    .0;
-                lm.load_base(&base.merged_tensors()?, &post.init_from)?;
-                lm.load_trainable(adapter, &ckpt.dir.join(lora::ADAPTER_FILE))?;
-            }
-            (Some(_), None) => bail!(
-                "{} holds an adapter but no post-training settings",
-                ckpt.dir.display()
-            ),
-            (None, _) => lm.load_tensors(&ckpt.model, &ckpt.dir.join(checkpoint::MODEL_FILE))?,
-        }
-        Ok(lm)
-    }
-
     /// Copies named tensors into the weights (names and shapes must match exactly).
     pub fn load_tensors(&self, tensors: &BTreeMap<String, Tensor>, source: &Path) -> Result<()> {
-        checkpoint::copy_into(&self.named_tensors(), tensors, source)
+        copy_into(&self.named_tensors(), tensors, source)
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -188,12 +150,12 @@ impl LanguageModel {
             .filter(|(n, _)| !lora::is_adapter_tensor(n) && *n != SCORE_HEAD)
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
             .collect();
-        checkpoint::copy_into(&self.base_tensors(), &wanted, source)
+        copy_into(&self.base_tensors(), &wanted, source)
     }
 
     /// Copies `tensors` into the trainable weights (a LoRA checkpoint's adapters and head).
     pub fn load_trainable(&self, tensors: &BTreeMap<String, Tensor>, source: &Path) -> Result<()> {
-        checkpoint::copy_into(&self.trainable_tensors(), tensors, source)
+        copy_into(&self.trainable_tensors(), tensors, source)
     }
 
     /// The plain decoder's weights (and score head) with any adapters folded in, in fp32 on
@@ -249,7 +211,7 @@ impl LanguageModel {
 
     /// A pretraining micro-batch's loss and its backward (gradients scaled by `scale`): the
     /// summed cross-entropy, without a graph. In fp32 with a plain output projection the loss
-    /// is computed in chunks with its gradient ([`crate::model::chunked_cross_entropy`]);
+    /// is computed in chunks with its gradient ([`crate::model::loss::chunked_cross_entropy`]);
     /// otherwise through the full logits.
     pub fn lm_loss_backward(
         &self,
@@ -267,13 +229,13 @@ impl LanguageModel {
         match self.model.output_weight() {
             Some(weight) if hidden.kind() == Kind::Float && weight.kind() == Kind::Float => {
                 let (loss, surrogate) =
-                    crate::model::chunked_cross_entropy(&hidden, weight, &targets, scale)?;
+                    crate::model::loss::chunked_cross_entropy(&hidden, weight, &targets, scale)?;
                 surrogate.f_backward()?;
                 Ok(loss)
             }
             _ => {
                 let logits = self.model.logits(&hidden)?;
-                let loss = crate::model::cross_entropy_sum(&logits, &targets)?;
+                let loss = crate::model::loss::cross_entropy_sum(&logits, &targets)?;
                 loss.f_mul_scalar(scale)?.f_backward()?;
                 loss.f_detach()
             }
@@ -319,34 +281,41 @@ impl LanguageModel {
     }
 }
 
-/// Loads a trainer checkpoint (`trainer_state.json`: full, LoRA or reward) or a Hugging Face
-/// export (`config.json`) onto `device`, with the EOS id it records.
-pub fn load_dir(
-    dir: &Path,
-    device: Device,
-    precision: Precision,
-) -> Result<(LanguageModel, Option<u32>)> {
-    if dir.join(checkpoint::STATE_FILE).exists() {
-        let ckpt = Checkpoint::load(dir)?;
-        let eos = ckpt.state.tokenizer.special("eos");
-        Ok((
-            LanguageModel::from_checkpoint(&ckpt, device, precision)?,
-            eos,
-        ))
-    } else if dir.join(crate::export::CONFIG_FILE).exists() {
-        let path = dir.join(crate::export::CONFIG_FILE);
-        let config: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-        )
-        .with_context(|| format!("parsing {}", path.display()))?;
-        let eos = config["eos_token_id"]
-            .as_u64()
-            .and_then(|e| u32::try_from(e).ok());
-        Ok((crate::export::load_hf(dir, device, precision)?, eos))
-    } else {
-        bail!(
-            "{} is neither a checkpoint (no trainer_state.json) nor a Hugging Face export (no config.json)",
-            dir.display()
-        )
-    }
+/// Copies `tensors` into the variables `vars` (same names, same shapes, nothing missing or
+/// extra); `source` names the file in errors.
+fn copy_into(
+    vars: &[(String, Tensor)],
+    tensors: &BTreeMap<String, Tensor>,
+    source: &Path,
+) -> Result<()> {
+    let missing: Vec<&str> = vars
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !tensors.contains_key(*n))
+        .collect();
+    let names: std::collections::BTreeSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+    let extra: Vec<&str> = tensors
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !names.contains(n))
+        .collect();
+    ensure!(
+        missing.is_empty() && extra.is_empty(),
+        "{} does not fit the model: missing tensors {missing:?}, unexpected tensors {extra:?} (a checkpoint from another config?)",
+        source.display()
+    );
+    tch::no_grad(|| -> Result<()> {
+        for (name, var) in vars {
+            let src = &tensors[name];
+            ensure!(
+                src.size() == var.size(),
+                "{}: tensor {name} has shape {:?}, the model expects {:?} (a checkpoint from another config?)",
+                source.display(),
+                src.size(),
+                var.size()
+            );
+            var.shallow_clone().f_copy_(src)?;
+        }
+        Ok(())
+    })
 }

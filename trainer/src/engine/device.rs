@@ -88,6 +88,22 @@ pub struct RuntimeInfo {
     pub smoke_test: String,
 }
 
+impl RuntimeInfo {
+    /// What `trainer info` prints without `--json`.
+    pub fn render(&self) -> String {
+        format!(
+            "jielong trainer {}, libtorch via tch 0.24\n  CUDA available : {}\n  CUDA devices   : {}\n  cuDNN          : {}\n  CPU threads    : {}\n  device         : {}\n  smoke test     : {}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.cuda_available,
+            self.cuda_devices,
+            self.cudnn_available,
+            self.cpu_threads,
+            self.selected_device,
+            self.smoke_test
+        )
+    }
+}
+
 /// Probes libtorch and runs a tiny computation on the chosen device.
 pub fn runtime_info(choice: DeviceChoice) -> Result<RuntimeInfo> {
     let device = choice.resolve()?;

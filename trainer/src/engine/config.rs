@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::device::DeviceChoice;
+use crate::engine::device::DeviceChoice;
 
 /// Architecture of a Llama-style decoder. Field names are those of `LlamaConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

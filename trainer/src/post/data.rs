@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 use format::{Dataset, DatasetKind, TokenizerInfo};
 use sha2::{Digest, Sha256};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
-use crate::config::DataOrder;
-use crate::data::mix;
+use crate::engine::config::{DataConfig, DataOrder};
+use crate::engine::seed::mix;
+use crate::model::llama::Packing;
 
 /// Token ids with, for each, whether predicting it is trained on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +225,22 @@ pub struct PackedBatch {
     pub targets: i64,
 }
 
+impl PackedBatch {
+    /// Where the rows' tokens sit, for [`crate::model::language_model::LanguageModel::packed_hidden`].
+    pub fn packing(&self) -> Packing<'_> {
+        Packing {
+            positions: &self.positions,
+            mask: &self.mask,
+        }
+    }
+
+    /// The labels with those that are not targets replaced by the ignore index (-100), so
+    /// their values cannot matter to a loss.
+    pub fn target_labels(&self) -> Result<Tensor, TchError> {
+        self.labels.f_where_scalarother(&self.label_target, -100)
+    }
+}
+
 /// Packs `seqs` (in this order, first-fit) into rows of at most `row_len` tokens.
 pub fn pack(seqs: &[&Sequence], row_len: usize, device: Device) -> Result<PackedBatch> {
     ensure!(!seqs.is_empty(), "no sequences to pack");
@@ -300,18 +317,53 @@ pub fn pack(seqs: &[&Sequence], row_len: usize, device: Device) -> Result<Packed
     })
 }
 
-/// Checks that no sequence is longer than the model's context (positions restart per
-/// sequence, so only each sequence's own length matters).
-pub fn check_lengths(
-    lengths: impl Iterator<Item = usize>,
+/// What a row occupies of a packed batch at most: its longest sequence, in tokens.
+pub trait PackedLength {
+    fn packed_len(&self) -> usize;
+}
+
+impl PackedLength for Sequence {
+    fn packed_len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+impl PackedLength for Pair {
+    fn packed_len(&self) -> usize {
+        self.prompt.len() + self.chosen.len().max(self.rejected.len())
+    }
+}
+
+/// Checks that no row of `dataset` is longer than the model's context (positions restart
+/// per sequence, so only each sequence's own length matters).
+pub fn check_lengths<'a, T: PackedLength + 'a>(
+    rows: impl IntoIterator<Item = &'a T>,
     max_positions: i64,
     dataset: &Path,
 ) -> Result<()> {
-    let longest = lengths.max().unwrap_or(0);
+    let longest = rows.into_iter().map(T::packed_len).max().unwrap_or(0);
     ensure!(
         longest as i64 <= max_positions,
         "{} holds a sequence of {longest} tokens; the model's context is {max_positions}: re-tokenize with a lower max_seq_len",
         dataset.display()
     );
     Ok(())
+}
+
+impl<T: PackedLength> Rows<T> {
+    /// [`check_lengths`] over every row.
+    pub fn check_lengths(&self, max_positions: i64) -> Result<()> {
+        check_lengths(&self.rows, max_positions, &self.dir)
+    }
+}
+
+/// A training dataset and its optional validation dataset, read with `read` (`read_sft`,
+/// `read_preferences`) from `config.train` and `config.valid`.
+pub fn read_datasets<T>(
+    config: &DataConfig,
+    read: impl Fn(&Path) -> Result<Rows<T>>,
+) -> Result<(Rows<T>, Option<Rows<T>>)> {
+    let train = read(&config.train)?;
+    let valid = config.valid.as_deref().map(read).transpose()?;
+    Ok((train, valid))
 }

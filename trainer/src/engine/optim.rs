@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail, ensure};
 use tch::{Kind, TchError, Tensor};
 
-use crate::config::{OptimConfig, Schedule};
+use crate::engine::config::{OptimConfig, Schedule};
 
 /// Learning rate at optimizer step `step` (1-based) of `total`.
 pub fn learning_rate(config: &OptimConfig, step: u64, total: u64) -> f64 {

@@ -5,46 +5,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use crate::data::mix;
-use crate::lm::LanguageModel;
-
-/// A Hugging Face `tokenizer.json`, for text in and out of the model.
-#[derive(Debug)]
-pub struct TextTokenizer {
-    inner: tokenizers::Tokenizer,
-}
-
-impl TextTokenizer {
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| anyhow!("loading tokenizer {}: {e}", path.display()))?;
-        Ok(Self { inner })
-    }
-
-    /// Ids of `text`; special-token strings in it become their ids.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| anyhow!("encoding {text:?}: {e}"))?;
-        Ok(encoding.get_ids().to_vec())
-    }
-
-    /// The id of a token given by its text (special tokens such as `<|end|>`).
-    pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
-    }
-
-    pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| anyhow!("decoding {} ids: {e}", ids.len()))
-    }
-}
+use crate::engine::seed::mix;
+use crate::model::language_model::LanguageModel;
+use crate::model::tokenizer::TextTokenizer;
 
 /// How to pick each next token.
 #[derive(Debug, Clone, Serialize)]
@@ -222,7 +189,7 @@ pub struct TextGeneration {
     pub text: String,
 }
 
-/// Loads a checkpoint or a Hugging Face export from `dir` (see [`crate::lm::load_dir`]) and continues
+/// Loads a checkpoint or a Hugging Face export from `dir` (see [`crate::io::load::load_dir`]) and continues
 /// `prompt`; generation stops at the model's EOS id.
 pub fn generate_from_dir(
     dir: &Path,
@@ -230,10 +197,10 @@ pub fn generate_from_dir(
     mut params: SamplingParams,
     use_cache: bool,
     device: tch::Device,
-    precision: crate::config::Precision,
+    precision: crate::engine::config::Precision,
 ) -> Result<TextGeneration> {
-    let (model, eos) = crate::lm::load_dir(dir, device, precision)?;
-    let tokenizer = TextTokenizer::from_file(&dir.join(crate::checkpoint::TOKENIZER_FILE))?;
+    let (model, eos) = crate::io::load::load_dir(dir, device, precision)?;
+    let tokenizer = TextTokenizer::from_file(&dir.join(crate::io::checkpoint::TOKENIZER_FILE))?;
     let mut prompt_ids = tokenizer.encode(prompt)?;
     if prompt_ids.is_empty() {
         // An empty prompt starts a fresh document, as after an EOS in the training stream.
@@ -248,10 +215,4 @@ pub fn generate_from_dir(
         stopped: out.stopped,
         text,
     })
-}
-
-impl format::TextEncoder for TextTokenizer {
-    fn encode(&self, text: &str) -> std::result::Result<Vec<u32>, String> {
-        TextTokenizer::encode(self, text).map_err(|e| e.to_string())
-    }
 }

@@ -12,19 +12,21 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use format::TokenizerInfo;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::RunConfig;
-use crate::lora;
-use crate::post_config::PostSettings;
+use crate::engine::config::RunConfig;
+use crate::model::lora;
+use crate::post::config::PostSettings;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// Under a run's output directory (`train.out`), where its checkpoints go.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
 const STEP_PREFIX: &str = "step-";
 
 /// Where the data stream stood: with (seed, step) it fixes every later batch.
@@ -74,10 +76,10 @@ pub fn step_dir_name(step: u64) -> String {
 /// A run directory (holding `checkpoints/step-N/`) stands for its newest checkpoint; any
 /// other path is returned as it is.
 pub fn resolve_run_dir(path: &Path) -> Result<PathBuf> {
-    if path.join(STATE_FILE).exists() || !path.join(crate::engine::CHECKPOINTS_DIR).is_dir() {
+    if path.join(STATE_FILE).exists() || !path.join(CHECKPOINTS_DIR).is_dir() {
         return Ok(path.to_path_buf());
     }
-    list(&path.join(crate::engine::CHECKPOINTS_DIR))?
+    list(&path.join(CHECKPOINTS_DIR))?
         .pop()
         .map(|(_, dir)| dir)
         .with_context(|| format!("{} is a run directory without checkpoints", path.display()))
@@ -306,43 +308,4 @@ impl Checkpoint {
     pub fn optimizer_state(&self) -> Result<BTreeMap<String, Tensor>> {
         read_safetensors(&self.dir.join(OPTIMIZER_FILE))
     }
-}
-
-/// Copies `tensors` into the variables `vars` (same names, same shapes, nothing missing or
-/// extra); `source` names the file in errors.
-pub fn copy_into(
-    vars: &[(String, Tensor)],
-    tensors: &BTreeMap<String, Tensor>,
-    source: &Path,
-) -> Result<()> {
-    let missing: Vec<&str> = vars
-        .iter()
-        .map(|(n, _)| n.as_str())
-        .filter(|n| !tensors.contains_key(*n))
-        .collect();
-    let names: std::collections::BTreeSet<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-    let extra: Vec<&str> = tensors
-        .keys()
-        .map(String::as_str)
-        .filter(|n| !names.contains(n))
-        .collect();
-    ensure!(
-        missing.is_empty() && extra.is_empty(),
-        "{} does not fit the model: missing tensors {missing:?}, unexpected tensors {extra:?} (a checkpoint from another config?)",
-        source.display()
-    );
-    tch::no_grad(|| -> Result<()> {
-        for (name, var) in vars {
-            let src = &tensors[name];
-            ensure!(
-                src.size() == var.size(),
-                "{}: tensor {name} has shape {:?}, the model expects {:?} (a checkpoint from another config?)",
-                source.display(),
-                src.size(),
-                var.size()
-            );
-            var.shallow_clone().f_copy_(src)?;
-        }
-        Ok(())
-    })
 }

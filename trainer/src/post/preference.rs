@@ -6,7 +6,7 @@ use serde_json::json;
 use tch::{Device, Tensor};
 
 use crate::engine::{Evaluation, NamedSums};
-use crate::seqdata::{self, PackedBatch, Pair, Sequence};
+use crate::post::data::{self, PackedBatch, Pair, Sequence};
 
 /// Packs pairs `rows` of `pairs` as (chosen, rejected) sequences, in pair order.
 pub fn pack_pairs(
@@ -17,7 +17,7 @@ pub fn pack_pairs(
 ) -> Result<PackedBatch> {
     let seqs: Vec<Sequence> = rows.iter().flat_map(|&i| pairs[i].sequences()).collect();
     let refs: Vec<&Sequence> = seqs.iter().collect();
-    seqdata::pack(&refs, row_len, device)
+    data::pack(&refs, row_len, device)
 }
 
 /// Adds `sums` into `totals` by name (held-out evaluations, on the host).

@@ -1,31 +1,41 @@
-//! What every post-training command does before its first step: load the starting model
-//! (`init_from`: a checkpoint, a LoRA checkpoint with its base, or an export-hf directory),
-//! fold any adapters into it, add this run's adapters or score head, check the dataset's
-//! tokenizer against it, and resolve the configuration the checkpoints will record.
+//! Post-training on the annotators' data, all through the shared [`crate::engine::Engine`]:
+//! supervised fine-tuning (`sft`), Direct Preference Optimization (`dpo`) and reward models
+//! (`reward`, which also scores), with their configuration (`config`), their datasets read
+//! and packed (`data`) and what the two preference objectives share (`preference`).
+//!
+//! This module holds what every post-training command does before its first step: load the
+//! starting model (`init_from`: a checkpoint, a LoRA checkpoint with its base, or an
+//! export-hf directory), fold any adapters into it, add this run's adapters or score head,
+//! check the dataset's tokenizer against it, and resolve the configuration the checkpoints
+//! will record; and `trainer merge-lora`, which folds a LoRA run back into a full checkpoint.
 
-use std::path::{Path, PathBuf};
+pub mod config;
+pub mod data;
+pub mod dpo;
+pub mod preference;
+pub mod reward;
+pub mod sft;
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{Context, Result};
-use format::TokenizerInfo;
 use sha2::{Digest, Sha256};
-use tch::Device;
+use tch::{Device, Tensor};
 
-use crate::checkpoint::{self, Checkpoint};
-use crate::config::Precision;
 use crate::engine::Start;
-use crate::error::TrainError;
-use crate::lm::{self, Additions, LanguageModel, compute_kind};
-use crate::lora;
-use crate::post_config::{PostConfig, PostSettings, Task};
+use crate::engine::config::{ModelConfig, Precision};
+use crate::engine::error::TrainError;
+use crate::io::checkpoint::{self, Checkpoint};
+use crate::io::load::load_dir;
+use crate::model::language_model::{Additions, LanguageModel, compute_kind};
+use crate::model::lora;
+use crate::post::config::{PostConfig, PostSettings, Task};
+use crate::post::data::Rows;
 
 /// The starting model as plain weights (adapters folded in), fp32 on the CPU.
-pub fn base_weights(
-    init_from: &Path,
-) -> Result<(
-    crate::config::ModelConfig,
-    std::collections::BTreeMap<String, tch::Tensor>,
-)> {
-    let (base, _) = lm::load_dir(init_from, Device::Cpu, Precision::Fp32)
+pub fn base_weights(init_from: &Path) -> Result<(ModelConfig, BTreeMap<String, Tensor>)> {
+    let (base, _) = load_dir(init_from, Device::Cpu, Precision::Fp32)
         .with_context(|| format!("loading init_from {}", init_from.display()))?;
     Ok((base.config().clone(), base.merged_tensors()?))
 }
@@ -51,14 +61,10 @@ pub fn init_model(
     Ok(model)
 }
 
-/// Builds what the [`crate::engine::Engine`] starts from for `task`, with the training
-/// dataset's tokenizer.
-pub fn start(
-    config: &PostConfig,
-    task: Task,
-    tokenizer: &TokenizerInfo,
-    tokenizer_path: PathBuf,
-) -> Result<Start> {
+/// Builds what the [`crate::engine::Engine`] starts from for `task`, with the tokenizer of
+/// the training dataset `train`.
+pub fn start<T>(config: &PostConfig, task: Task, train: &Rows<T>) -> Result<Start> {
+    let tokenizer = &train.tokenizer;
     if let Some(threads) = config.train.threads {
         tch::set_num_threads(threads);
     }
@@ -99,7 +105,7 @@ pub fn start(
         post: Some(post),
         model,
         tokenizer_info: tokenizer.clone(),
-        tokenizer_path,
+        tokenizer_path: train.tokenizer_path.clone(),
     })
 }
 
@@ -155,11 +161,11 @@ pub fn merge_lora(base: &Path, adapter: &Path, out: &Path) -> Result<()> {
             "merging onto another base than the adapter was trained on"
         );
     }
-    let merged: Vec<(String, tch::Tensor)> = lora::merge(&weights, tensors, lora_config.scale())?
+    let merged: Vec<(String, Tensor)> = lora::merge(&weights, tensors, lora_config.scale())?
         .into_iter()
         .collect();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let meta = std::collections::BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     checkpoint::write_safetensors(&out.join(checkpoint::MODEL_FILE), &merged, &meta)?;
     let mut state = ckpt.state.clone();
     if let Some(post) = state.post.as_mut() {

@@ -11,9 +11,10 @@ use anyhow::{Context, Result, ensure};
 use format::{DatasetKind, PretrainDoc, ShardWriter, TokenizerSpec};
 use serde::Serialize;
 
-use crate::config::RunConfig;
-use crate::data::mix;
-use crate::train::{Faults, Resume, Trainer};
+use crate::engine::config::RunConfig;
+use crate::engine::seed::mix;
+use crate::engine::{Faults, Resume};
+use crate::pretrain::Trainer;
 
 /// Vocabulary of the synthetic data when the config takes it from the dataset.
 pub const DEFAULT_VOCAB: i64 = 32_000;
@@ -40,6 +41,30 @@ pub struct BenchReport {
     pub final_loss: f64,
     /// Peak resident memory of this process (VmHWM).
     pub peak_rss_mib: f64,
+}
+
+impl BenchReport {
+    /// What `trainer bench` prints without `--json`, for the run of `config`.
+    pub fn render(&self, config: &Path) -> String {
+        format!(
+            "{}: {} params on {} ({}), {} threads, {} tokens/step (seq {} x micro {} x accum {})\n  {:.0} tokens/s, {:.1} ms/step over {} steps{}; peak RSS {:.0} MiB\n",
+            config.display(),
+            self.params,
+            self.device,
+            self.compute,
+            self.threads,
+            self.tokens_per_step,
+            self.seq_len,
+            self.micro_batch_size,
+            self.grad_accum,
+            self.tokens_per_s,
+            self.step_ms,
+            self.steps,
+            self.mfu
+                .map_or(String::new(), |m| format!(", MFU {:.1}%", m * 100.0)),
+            self.peak_rss_mib
+        )
+    }
 }
 
 /// Peak resident set size in MiB from /proc (0 where unavailable).

@@ -1,0 +1,91 @@
+//! What a kind of training computes: the [`Objective`] trait the [`crate::engine::Engine`]
+//! drives, and what one micro-batch or one evaluation hands back to it. New objectives (KTO,
+//! GRPO) are new implementations of the trait, not new loops.
+
+use anyhow::Result;
+use serde_json::{Map, Value, json};
+use tch::{TchError, Tensor};
+
+use crate::model::language_model::LanguageModel;
+
+/// Named sums over a batch's pairs or tokens (accuracy, margin, ...).
+pub type NamedSums = Vec<(&'static str, Tensor)>;
+
+/// What one micro-batch's forward and backward produced (all detached).
+#[derive(Debug)]
+pub struct MicroStats {
+    /// The micro-batch's summed loss, before division by the step's units.
+    pub loss_sum: Tensor,
+    /// Further sums reported per step divided by the step's units (DPO's accuracy, ...).
+    pub sums: NamedSums,
+    /// Tokens the micro-batch ran through the model.
+    pub tokens: i64,
+}
+
+impl MicroStats {
+    /// Runs backward on a micro-batch's summed `loss` divided by the step's `units`, and
+    /// keeps the undivided sum (detached) with the other `sums` and the `tokens` it ran.
+    pub fn backward(
+        loss: Tensor,
+        units: f64,
+        sums: NamedSums,
+        tokens: i64,
+    ) -> Result<Self, TchError> {
+        loss.f_div_scalar(units)?.f_backward()?;
+        Ok(Self {
+            loss_sum: loss.f_detach()?,
+            sums,
+            tokens,
+        })
+    }
+}
+
+/// A held-out evaluation: its loss and further fields for the `eval` metrics line.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub fields: Map<String, Value>,
+}
+
+impl Evaluation {
+    /// The mean loss per target token, `sum` over `count` tokens, with its perplexity as
+    /// `val_ppl`; None when no token was evaluated.
+    pub fn per_token(sum: f64, count: i64) -> Option<Self> {
+        if count == 0 {
+            return None;
+        }
+        let loss = sum / count as f64;
+        let mut fields = Map::new();
+        fields.insert("val_ppl".into(), json!(loss.exp()));
+        Some(Self { loss, fields })
+    }
+}
+
+/// What a kind of training computes on each step.
+pub trait Objective {
+    type Batch;
+
+    /// Micro-batch `micro` (0-based) of optimizer step `step` (1-based). It must depend on
+    /// (seed, step, micro) only, so a resumed run sees the batches an uninterrupted one would.
+    fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<Self::Batch>;
+
+    /// What the step's loss averages over in this micro-batch (tokens, pairs).
+    fn units(&self, batch: &Self::Batch) -> f64;
+
+    /// Forward and backward of one micro-batch with its loss divided by `units` (the whole
+    /// step's) before backward.
+    fn backward(
+        &mut self,
+        model: &LanguageModel,
+        batch: &Self::Batch,
+        units: f64,
+    ) -> Result<MicroStats, TchError>;
+
+    /// Held-out metrics; None when there is no held-out data.
+    fn evaluate(&mut self, model: &LanguageModel) -> Result<Option<Evaluation>>;
+
+    /// Text for a `sample` metrics line at `step`, if the objective makes samples.
+    fn sample(&self, _model: &LanguageModel, _step: u64) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
