@@ -1,10 +1,12 @@
 //! A byte-level BPE tokenizer with jielong's special tokens at ids 0..5, trained on a few
 //! texts in memory: the shape of tokenizer `pipeline tokenizer train` writes, small enough
-//! for tests.
+//! for tests; and pretraining datasets encoded with it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
+use format::{DatasetKind, PretrainDoc, ShardWriter, TokenizerSpec};
 use tokenizers::decoders::DecoderWrapper;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
@@ -61,4 +63,57 @@ pub fn save_bpe<'a>(
     let tokenizer = train_bpe(texts, vocab_size, 1);
     tokenizer.save(path, false).expect("save tokenizer");
     tokenizer
+}
+
+/// Loads the tokenizer at `path` and the `format` spec that records it: its vocabulary size
+/// and the ids of jielong's special tokens.
+pub fn load_with_spec(path: &Path) -> (Tokenizer, TokenizerSpec) {
+    let tokenizer = Tokenizer::from_file(path).expect("load tokenizer");
+    let special_tokens: BTreeMap<String, u32> = format::SPECIAL_TOKENS
+        .iter()
+        .map(|(name, text)| {
+            let id = tokenizer.token_to_id(text).expect("special token id");
+            (name.to_string(), id)
+        })
+        .collect();
+    let spec = TokenizerSpec {
+        path: path.to_path_buf(),
+        vocab_size: tokenizer.get_vocab_size(true) as u32,
+        special_tokens,
+    };
+    (tokenizer, spec)
+}
+
+/// Writes a pretraining dataset to `dir`: each `(id, text)` encoded with the tokenizer at
+/// `tokenizer_path`, EOS appended, source `synthetic`; shards of at most `max_shard_tokens`
+/// (the writer's default when `None`).
+pub fn write_pretrain_dataset(
+    dir: &Path,
+    tokenizer_path: &Path,
+    docs: impl IntoIterator<Item = (String, String)>,
+    max_shard_tokens: Option<u64>,
+) {
+    let (tokenizer, spec) = load_with_spec(tokenizer_path);
+    let eos = spec.special_tokens["eos"];
+    let mut builder = ShardWriter::builder(dir, DatasetKind::Pretrain, spec);
+    if let Some(max) = max_shard_tokens {
+        builder = builder.max_shard_tokens(max);
+    }
+    let mut writer = builder.build().expect("writer");
+    for (id, text) in docs {
+        let mut ids = tokenizer
+            .encode(text, false)
+            .expect("encode")
+            .get_ids()
+            .to_vec();
+        ids.push(eos);
+        writer
+            .write(PretrainDoc {
+                doc_id: &id,
+                source: "synthetic",
+                tokens: &ids,
+            })
+            .expect("write doc");
+    }
+    writer.finish().expect("finish");
 }

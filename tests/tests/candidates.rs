@@ -11,7 +11,7 @@ use std::time::Instant;
 use format::{DatasetKind, PretrainDoc, SPECIAL_TOKENS, ShardWriter, TokenizerSpec};
 use jielong_tests::{LabelerSetup, call, fails, ok, run_bin, serve};
 use serde_json::{Value, json};
-use testkit::tokenizer::save_bpe;
+use testkit::tokenizer::{save_bpe, write_pretrain_dataset};
 
 const QUESTIONS: [&str; 5] = [
     "what does the cat see?",
@@ -46,40 +46,14 @@ fn conversation(i: usize) -> String {
 fn chat_dataset(root: &Path) -> PathBuf {
     let corpus: Vec<String> = (0..100).map(conversation).collect();
     let tokenizer_path = root.join("tokenizer.json");
-    let tokenizer = save_bpe(&tokenizer_path, corpus.iter().map(String::as_str), 300);
-    let special_tokens: BTreeMap<String, u32> = SPECIAL_TOKENS
-        .iter()
-        .map(|(name, text)| {
-            let id = tokenizer.token_to_id(text).expect("special token id");
-            (name.to_string(), id)
-        })
-        .collect();
-    let eos = special_tokens["eos"];
-    let spec = TokenizerSpec {
-        path: tokenizer_path,
-        vocab_size: tokenizer.get_vocab_size(true) as u32,
-        special_tokens,
-    };
+    save_bpe(&tokenizer_path, corpus.iter().map(String::as_str), 300);
     let dir = root.join("chat");
-    let mut writer = ShardWriter::builder(&dir, DatasetKind::Pretrain, spec)
-        .build()
-        .expect("writer");
-    for i in 0..200 {
-        let mut ids = tokenizer
-            .encode(conversation(i), false)
-            .expect("encode")
-            .get_ids()
-            .to_vec();
-        ids.push(eos);
-        writer
-            .write(PretrainDoc {
-                doc_id: &format!("chat-{i}"),
-                source: "synthetic",
-                tokens: &ids,
-            })
-            .expect("write doc");
-    }
-    writer.finish().expect("finish");
+    write_pretrain_dataset(
+        &dir,
+        &tokenizer_path,
+        (0..200).map(|i| (format!("chat-{i}"), conversation(i))),
+        None,
+    );
     dir
 }
 

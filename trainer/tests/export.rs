@@ -2,7 +2,6 @@
 //! parity check in Python `transformers` (from the project venv, which CI installs).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use format::{ChatTemplate, Message, Role};
 use tch::{Device, Tensor};
@@ -11,6 +10,8 @@ use trainer::io::checkpoint::Checkpoint;
 use trainer::io::hf::load_hf;
 use trainer::model::language_model::LanguageModel;
 use trainer::model::tokenizer::TextTokenizer;
+
+use testkit::python::run_python;
 
 use crate::helpers::{datasets, tiny_config_file, trainer_ok};
 
@@ -122,26 +123,6 @@ fn the_export_reloads_to_the_same_logits() {
     }
 }
 
-fn venv_python() -> PathBuf {
-    let python = std::env::var_os("JIELONG_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("JIELONG_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache/jielong")
-                });
-            cache.join("venv/bin/python")
-        });
-    assert!(
-        python.exists(),
-        "{} not found: run `scripts/setup` (or set JIELONG_PYTHON to a python with transformers from scripts/requirements.txt)",
-        python.display()
-    );
-    python
-}
-
 const PARITY_SCRIPT: &str = r#"
 import json, sys
 import torch
@@ -169,7 +150,6 @@ print(json.dumps({
 
 #[test]
 fn transformers_loads_the_export_and_its_logits_match_ours() {
-    let python = venv_python();
     let tmp = tempfile::tempdir().expect("tempdir");
     datasets(tmp.path());
     let messages = vec![
@@ -189,20 +169,15 @@ fn transformers_loads_the_export_and_its_logits_match_ours() {
             .expect("logits")
             .squeeze_dim(0);
         let id_list: Vec<i64> = Vec::try_from(ids().view([-1])).expect("ids");
-        let out = Command::new(&python)
-            .arg("-c")
-            .arg(PARITY_SCRIPT)
-            .arg(&hf)
-            .arg(serde_json::to_string(&id_list).expect("json"))
-            .arg(serde_json::to_string(&messages).expect("json"))
-            .output()
-            .expect("run python");
-        assert!(
-            out.status.success(),
-            "python failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_python(
+            PARITY_SCRIPT,
+            &[
+                hf.as_os_str().to_owned(),
+                serde_json::to_string(&id_list).expect("json").into(),
+                serde_json::to_string(&messages).expect("json").into(),
+            ],
         );
-        let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let theirs: serde_json::Value = serde_json::from_str(&out).expect("json");
         assert_eq!(theirs["class"], "LlamaForCausalLM");
         let rows: Vec<Vec<f32>> = serde_json::from_value(theirs["logits"].clone()).expect("rows");
         let flat: Vec<f32> = rows.concat();

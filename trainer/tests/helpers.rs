@@ -6,13 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use format::{DatasetKind, PretrainDoc, SPECIAL_TOKENS, ShardWriter, TokenizerSpec};
-use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
-    TokenizerBuilder,
-};
+use testkit::tokenizer::{save_bpe, write_pretrain_dataset};
 use trainer::engine::config::RunConfig;
 
 pub const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
@@ -41,39 +35,12 @@ pub fn document(i: usize) -> String {
         .join(" ")
 }
 
-/// Trains a byte-level BPE with jielong's special tokens at ids 0..5 and saves it.
+/// Trains a byte-level BPE with jielong's special tokens at ids 0..5 on 200 documents and
+/// saves it.
 pub fn train_tokenizer(dir: &Path, vocab_size: usize) -> PathBuf {
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS
-        .iter()
-        .map(|(_, text)| AddedToken::from(*text, true))
-        .collect();
-    let mut bpe_trainer = BpeTrainerBuilder::new()
-        .vocab_size(vocab_size)
-        .min_frequency(1)
-        .show_progress(false)
-        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-        .special_tokens(specials)
-        .build();
-    let mut tokenizer = TokenizerBuilder::<
-        BPE,
-        NormalizerWrapper,
-        PreTokenizerWrapper,
-        PostProcessorWrapper,
-        DecoderWrapper,
-    >::new()
-    .with_model(BPE::default())
-    .with_normalizer(None)
-    .with_pre_tokenizer(Some(ByteLevel::new(false, true, true).into()))
-    .with_post_processor(None)
-    .with_decoder(Some(ByteLevelDecoder::default().into()))
-    .build()
-    .expect("tokenizer builder");
     let corpus: Vec<String> = (0..200).map(document).collect();
-    tokenizer
-        .train(&mut bpe_trainer, corpus.iter())
-        .expect("train bpe");
     let path = dir.join("bpe-tokenizer.json");
-    tokenizer.save(&path, false).expect("save tokenizer");
+    save_bpe(&path, corpus.iter().map(String::as_str), vocab_size);
     path
 }
 
@@ -89,43 +56,13 @@ pub fn write_dataset(
     if !tokenizer_path.exists() {
         train_tokenizer(root, 320);
     }
-    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).expect("load tokenizer");
-    let special_tokens: BTreeMap<String, u32> = SPECIAL_TOKENS
-        .iter()
-        .map(|(name, text)| {
-            (
-                name.to_string(),
-                tokenizer.token_to_id(text).expect("special token id"),
-            )
-        })
-        .collect();
-    let eos = special_tokens["eos"];
-    let spec = TokenizerSpec {
-        path: tokenizer_path.clone(),
-        vocab_size: tokenizer.get_vocab_size(true) as u32,
-        special_tokens,
-    };
     let dir = root.join(name);
-    let mut writer = ShardWriter::builder(&dir, DatasetKind::Pretrain, spec)
-        .max_shard_tokens(max_shard_tokens)
-        .build()
-        .expect("writer");
-    for i in first..first + docs {
-        let mut ids = tokenizer
-            .encode(document(i), false)
-            .expect("encode")
-            .get_ids()
-            .to_vec();
-        ids.push(eos);
-        writer
-            .write(PretrainDoc {
-                doc_id: &format!("doc-{i}"),
-                source: "synthetic",
-                tokens: &ids,
-            })
-            .expect("write doc");
-    }
-    writer.finish().expect("finish");
+    write_pretrain_dataset(
+        &dir,
+        &tokenizer_path,
+        (first..first + docs).map(|i| (format!("doc-{i}"), document(i))),
+        Some(max_shard_tokens),
+    );
     dir
 }
 

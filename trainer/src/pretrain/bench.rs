@@ -1,6 +1,6 @@
 //! `trainer bench`: tokens/s, MFU (on CUDA) and peak memory of the real training step for a
 //! config, on a synthetic dataset of uniformly random tokens written with `format`'s
-//! `ShardWriter` (so the data path is the one pretraining uses). `bench/pytorch_reference.py`
+//! `ShardWriter` (so the data path is the one pretraining uses). `bench/reference/pytorch_reference.py`
 //! runs the same model and loop in PyTorch eager for comparison.
 
 use std::collections::BTreeMap;
