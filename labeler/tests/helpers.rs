@@ -3,8 +3,8 @@
 
 use std::str::FromStr;
 
-use labeler::accounts;
 use labeler::domain::{Password, Role, Username};
+use labeler::store::accounts;
 use labeler::{Application, Settings};
 use secrecy::SecretString;
 use serde_json::{Value, json};

@@ -350,7 +350,7 @@ async fn disabling_a_user_ends_their_browser_session() {
     let client = browser();
     signed_in(&app, &client, "ann").await;
     let name = labeler::domain::Username::parse("ann").expect("name");
-    labeler::accounts::set_disabled(&app.pool, &name, true)
+    labeler::store::accounts::set_disabled(&app.pool, &name, true)
         .await
         .expect("disable");
     let r = client.get(app.url("/")).send().await.expect("index");

@@ -1,9 +1,9 @@
 //! Agreement, gold items and the Bradley-Terry ranking: the statistics against values
 //! computed by hand, then the same example through the API.
 
-use labeler::agreement::{self, Label};
 use labeler::domain::Role;
-use labeler::ranking::{self, Comparison};
+use labeler::stats::agreement::{self, Label};
+use labeler::stats::ranking::{self, Comparison};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, preference_items, spawn_app};

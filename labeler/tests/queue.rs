@@ -297,7 +297,7 @@ async fn an_open_page_renews_its_lease() {
         .execute(&app.pool)
         .await
         .expect("expire");
-    labeler::queue::reclaim_expired(&app.pool, None)
+    labeler::store::queue::reclaim_expired(&app.pool, None)
         .await
         .expect("reclaim");
     assert_eq!(renew(&ann).await.expect("renew").status(), 200);

@@ -150,7 +150,7 @@ async fn a_late_submit_revives_its_lease_while_the_item_has_room() {
         .execute(&app.pool)
         .await
         .expect("expire");
-    labeler::queue::reclaim_expired(&app.pool, None)
+    labeler::store::queue::reclaim_expired(&app.pool, None)
         .await
         .expect("reclaim");
 
@@ -318,7 +318,7 @@ async fn nul_characters_are_refused_not_crashed_on() {
     let admin = TestUser {
         id: 0,
         name: "root".into(),
-        token: labeler::accounts::create_token(
+        token: labeler::store::accounts::create_token(
             &app.pool,
             &labeler::domain::Username::parse("root").expect("name"),
             "t",
@@ -360,7 +360,7 @@ async fn nul_characters_are_refused_not_crashed_on() {
         )
         .await;
     assert_eq!(r.status(), 400);
-    let user = labeler::accounts::authenticate(&app.pool, "ann\u{0}", "x")
+    let user = labeler::store::accounts::authenticate(&app.pool, "ann\u{0}", "x")
         .await
         .expect("no error");
     assert!(user.is_none());

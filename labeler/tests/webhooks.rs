@@ -195,13 +195,13 @@ async fn signed_events_arrive_for_a_completed_item_and_an_export() {
         expected_signature("whsec_not-the-secret-at-all", timestamp, &completed.body),
         "a wrong secret must not verify"
     );
-    assert!(labeler::webhooks::verify(
+    assert!(labeler::store::webhooks::verify(
         secret.as_bytes(),
         sent_at,
         &completed.body,
         signature
     ));
-    assert!(!labeler::webhooks::verify(
+    assert!(!labeler::store::webhooks::verify(
         secret.as_bytes(),
         sent_at + 1,
         &completed.body,
