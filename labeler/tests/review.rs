@@ -55,15 +55,10 @@ async fn export_sft(
 async fn accept_reject_edit_round_trip_keeps_versions_and_reassigns() {
     // Arrange: three answers by ann.
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (admin, project) = app.project_with_items("chat", "sft", 1, sft_items(3)).await;
     let rev = app.add_user("rev", Role::Reviewer).await;
     let ann = app.add_user("ann", Role::Annotator).await;
     let bob = app.add_user("bob", Role::Annotator).await;
-    let project = app.create_project(&admin, "chat", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(3)).await.status(),
-        201
-    );
     assert_eq!(answer_all(&app, &ann, project, "ann says").await, 3);
     let pending = responses(&app, &rev, project, "pending").await;
     assert_eq!(pending.len(), 3);
@@ -236,15 +231,10 @@ async fn accept_reject_edit_round_trip_keeps_versions_and_reassigns() {
 #[tokio::test]
 async fn review_needs_the_role_and_a_comment() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (admin, project) = app
+        .project_with_items("duel", "preference", 2, preference_items(1))
+        .await;
     let ann = app.add_user("ann", Role::Annotator).await;
-    let project = app.create_project(&admin, "duel", "preference", 2).await;
-    assert_eq!(
-        app.import(&admin, project, preference_items(1))
-            .await
-            .status(),
-        201
-    );
     let task = app.next(&ann, project).await.expect("task");
     let id = task["assignment_id"].as_i64().expect("id");
     assert_eq!(
@@ -307,14 +297,9 @@ async fn review_needs_the_role_and_a_comment() {
 #[tokio::test]
 async fn review_page_lists_escapes_and_decides_with_csrf() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (_, project) = app.project_with_items("chat", "sft", 1, sft_items(2)).await;
     let ann = app.add_user("ann", Role::Annotator).await;
     app.add_user("rev", Role::Reviewer).await;
-    let project = app.create_project(&admin, "chat", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(2)).await.status(),
-        201
-    );
     let task = app.next(&ann, project).await.expect("task");
     let id = task["assignment_id"].as_i64().expect("id");
     let xss = json!({"answer": "<script>alert(1)</script>"});

@@ -7,15 +7,13 @@ use crate::helpers::{TestApp, TestUser, preference_items, sft_items, spawn_app};
 
 async fn setup(kind: &str) -> (TestApp, TestUser, i64) {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
-    let ann = app.add_user("ann", Role::Annotator).await;
-    let project = app.create_project(&admin, "p", kind, 1).await;
     let items = if kind == "sft" {
         sft_items(3)
     } else {
         preference_items(3)
     };
-    assert_eq!(app.import(&admin, project, items).await.status(), 201);
+    let (_, project) = app.project_with_items("p", kind, 1, items).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
     (app, ann, project)
 }
 
@@ -94,17 +92,9 @@ async fn a_required_rationale_is_enforced() {
     let app = spawn_app().await;
     let admin = app.add_user("root", Role::Admin).await;
     let ann = app.add_user("ann", Role::Annotator).await;
-    let r = app
-        .post_json(
-            &admin,
-            "/api/projects",
-            &json!({"name": "why", "kind": "preference", "overlap": 1, "rationale_required": true}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let project = r.json::<Value>().await.expect("json")["id"]
-        .as_i64()
-        .expect("id");
+    let body =
+        json!({"name": "why", "kind": "preference", "overlap": 1, "rationale_required": true});
+    let project = app.create_project_from(&admin, &body).await;
     assert_eq!(
         app.import(&admin, project, preference_items(1))
             .await
@@ -344,13 +334,12 @@ async fn nul_characters_are_refused_not_crashed_on() {
         .await;
     assert_eq!(r.status(), 400);
     let r = app
-        .client
-        .put(app.url(&format!("/api/assignments/{id}/draft")))
-        .bearer_auth(&ann.token)
-        .json(&json!({"answer": "bad \u{0}"}))
-        .send()
-        .await
-        .expect("put");
+        .put_json(
+            &ann,
+            &format!("/api/assignments/{id}/draft"),
+            &json!({"answer": "bad \u{0}"}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     let r = app
         .post_json(

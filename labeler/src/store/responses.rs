@@ -66,6 +66,29 @@ impl Submission {
     }
 }
 
+/// The `responses` columns a submission fills: answer, choice, strength, rationale.
+pub type Columns<'a> = (
+    Option<&'a str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'a str>,
+);
+
+impl Submission {
+    /// What a submit stores and what a reviewer's edit writes as the new version.
+    pub fn columns(&self) -> Columns<'_> {
+        match self {
+            Self::Answer(a) => (Some(a.as_str()), None, None, None),
+            Self::Verdict(v) => (
+                None,
+                Some(v.choice.as_str()),
+                v.strength.map(Strength::as_str),
+                v.rationale.as_deref(),
+            ),
+        }
+    }
+}
+
 /// An `Idempotency-Key` header value: 1-100 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(String);
@@ -321,15 +344,7 @@ async fn submit_in_transaction(
             )));
         }
     }
-    let (answer, choice, strength, rationale) = match &submission {
-        Submission::Answer(a) => (Some(a.as_str()), None, None, None),
-        Submission::Verdict(v) => (
-            None,
-            Some(v.choice.as_str()),
-            v.strength.map(Strength::as_str),
-            v.rationale.as_deref(),
-        ),
-    };
+    let (answer, choice, strength, rationale) = submission.columns();
     // One statement: the response, the closed lease, the dropped draft, the stored reply.
     let response_id: i64 = sqlx::query_scalar(
         "WITH r AS ( \

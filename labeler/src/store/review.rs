@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::types::Json;
 
-use crate::domain::{Candidate, Message, Strength};
+use crate::domain::{Candidate, Message};
 use crate::store::StoreError;
 use crate::store::accounts::User;
 use crate::store::audit::{self, Action, Actor, Event};
@@ -277,15 +277,7 @@ pub async fn decide(
             )
         }
         Decision::Edit(submission) => {
-            let (answer, choice, strength, rationale) = match submission {
-                Submission::Answer(a) => (Some(a.as_str()), None, None, None),
-                Submission::Verdict(v) => (
-                    None,
-                    Some(v.choice.as_str()),
-                    v.strength.map(Strength::as_str),
-                    v.rationale.as_deref(),
-                ),
-            };
+            let (answer, choice, strength, rationale) = submission.columns();
             // Keep the annotator's original as version 1 before the first edit.
             sqlx::query(
                 "INSERT INTO response_versions \

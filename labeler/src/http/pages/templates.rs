@@ -79,6 +79,7 @@ impl Templates {
     }
 }
 
+/// A page answer. Never cached: a page holds the session's CSRF token and the user's work.
 pub fn html(body: String) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -86,16 +87,20 @@ pub fn html(body: String) -> HttpResponse {
         .body(body)
 }
 
+/// 303 See Other: after a form post the browser loads `to` with GET, so a reload does not
+/// post again.
 pub fn redirect(to: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, to))
         .finish()
 }
 
+/// The signed-in user as the base template shows them (name, and role for the menus).
 pub fn user_ctx(user: &User) -> minijinja::Value {
     context! { username => user.username.clone(), role => user.role.as_str() }
 }
 
+/// The static files' route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/static/{file}", web::get().to(static_file));
 }
