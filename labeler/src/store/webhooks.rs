@@ -1,6 +1,6 @@
 //! Webhooks: a project may have a URL and a secret; `item.completed` (an item reached its
 //! overlap N) and `export.created` events go into the `webhook_events` outbox in the same
-//! transaction as what caused them, and `webhook_delivery` POSTs them from a background task.
+//! transaction as what caused them, and `jobs::webhook_delivery` POSTs them in the background.
 //!
 //! Signing: `X-Jielong-Signature: sha256=<hex>` where the hex is
 //! HMAC-SHA256(key = the secret's UTF-8 bytes, message = `<X-Jielong-Timestamp>.<raw body>`);

@@ -1,6 +1,6 @@
 //! The dashboard of a project (reviewers and admins): progress, throughput per annotator per
 //! day, time per item, queue health, agreement and the checkpoint ranking, as server-rendered
-//! SVG charts (see `charts`) with the headline numbers next to them.
+//! SVG charts (see `stats::charts`) with the headline numbers next to them.
 
 use actix_web::{HttpResponse, web};
 use minijinja::{Value, context};
