@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use labeler::accounts;
 use labeler::domain::{Password, Role, Username};
+use labeler::store::accounts;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::db::TestDatabase;

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sqlx::PgPool;
 
-use crate::accounts;
-use crate::audit::{self, Action, Actor, Event};
 use crate::domain::{Overlap, Password, ProjectKind, ProjectName, Role, Username};
-use crate::export::{self, ExportPart};
-use crate::import;
-use crate::projects::{self, NewProject};
+use crate::store::StoreError;
+use crate::store::accounts;
+use crate::store::audit::{self, Action, Actor, Event};
+use crate::store::export::{self, ExportPart};
+use crate::store::import;
+use crate::store::projects::{self, NewProject};
 
 /// Reads a password from `LABELER_PASSWORD` or, failing that, the first line of stdin.
 pub fn read_password() -> Result<Password> {
@@ -160,7 +161,7 @@ pub async fn import_file(pool: &PgPool, project: &str, file: &Path) -> Result<()
             );
             Ok(())
         }
-        Err(crate::error::AppError::Rows { message, errors }) => {
+        Err(StoreError::Rows { message, errors }) => {
             for e in &errors {
                 eprintln!("{}:{}: {}", file.display(), e.line, e.message);
             }
@@ -210,12 +211,11 @@ pub async fn export_project_with(
             }
             ExportFormat::Parquet => {
                 path = out_dir.join(format!("{}-{}.parquet", project.name, part.as_str()));
-                n = crate::export_parquet::write(pool, &project, part, accepted_only, &path)
-                    .await?;
+                n = export::parquet::write(pool, &project, part, accepted_only, &path).await?;
             }
         }
         println!("{}: {n} record(s)", path.display());
-        let hook = crate::webhooks::ExportEvent {
+        let hook = crate::store::webhooks::ExportEvent {
             part: part.as_str(),
             format: match format {
                 ExportFormat::Jsonl => "jsonl",
@@ -225,7 +225,7 @@ pub async fn export_project_with(
             by: by.name(),
         };
         // The running server's deliverer sends it.
-        crate::webhooks::enqueue_export(pool, project.id, &hook).await?;
+        crate::store::webhooks::enqueue_export(pool, project.id, &hook).await?;
         written.push(path);
     }
     Ok(written)

@@ -15,20 +15,13 @@ use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::auth::LoginLimiter;
-use crate::error::{AppError, json_error};
-use crate::queue::LeasePolicy;
+use crate::http::error::{AppError, json_error};
+use crate::http::login_limiter::LoginLimiter;
+use crate::http::pages::templates::Templates;
+use crate::http::token_cache::TokenCache;
 use crate::settings::Settings;
-use crate::token_cache::TokenCache;
-
-/// Shared, read-mostly state of the running app.
-#[derive(Debug)]
-pub struct AppState {
-    pub lease: LeasePolicy,
-    pub login_limiter: LoginLimiter,
-    /// API-token lookups of the last `token_cache_seconds`.
-    pub tokens: TokenCache,
-}
+use crate::state::AppState;
+use crate::store::queue::LeasePolicy;
 
 /// No inline scripts or styles, nothing from elsewhere, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -112,12 +105,12 @@ impl Application {
             ),
             tokens: TokenCache::new(std::time::Duration::from_secs(labeling.token_cache_seconds)),
         });
-        let templates = web::Data::new(crate::pages::Templates::new()?);
-        crate::queue::spawn_reclaimer(
+        let templates = web::Data::new(Templates::new()?);
+        crate::jobs::reclaimer::spawn(
             pool.clone(),
             std::time::Duration::from_secs(u64::from(labeling.lease_seconds.clamp(4, 240) / 4)),
         );
-        crate::webhook_delivery::spawn(pool.clone(), settings.webhooks.clone())?;
+        crate::jobs::webhook_delivery::spawn(pool.clone(), settings.webhooks.clone())?;
         let pool = web::Data::new(pool);
         let server = HttpServer::new(move || {
             let session = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
@@ -159,8 +152,8 @@ impl Application {
                 )
                 .app_data(web::PayloadConfig::new(labeling.max_json_bytes))
                 .route("/healthz", web::get().to(healthz))
-                .configure(|cfg| crate::routes::api::configure(cfg, labeling.max_import_bytes))
-                .configure(crate::pages::configure)
+                .configure(|cfg| crate::http::api::configure(cfg, labeling.max_import_bytes))
+                .configure(crate::http::pages::configure)
                 .default_service(web::to(|| async {
                     Err::<HttpResponse, _>(AppError::NotFound("no such page".into()))
                 }))

@@ -1,7 +1,7 @@
 //! Accounts, API tokens and role checks.
 
-use labeler::accounts;
 use labeler::domain::{Role, Username};
+use labeler::store::accounts;
 use serde_json::json;
 
 use crate::helpers::{PASSWORD, spawn_app, spawn_app_with};

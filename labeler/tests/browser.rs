@@ -404,19 +404,14 @@ async fn chromium_reviewer_reviews_and_reads_the_dashboard() {
     };
     // Arrange: a preference project with verdicts from three annotators, one lease open.
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (admin, project) = app
+        .project_with_items("duel", "preference", 2, preference_items(8))
+        .await;
     app.add_user("rev", Role::Reviewer).await;
     let mut annotators = BTreeMap::new();
     for name in ["ann", "bob", "cy"] {
         annotators.insert(name, app.add_user(name, Role::Annotator).await);
     }
-    let project = app.create_project(&admin, "duel", "preference", 2).await;
-    assert_eq!(
-        app.import(&admin, project, preference_items(8))
-            .await
-            .status(),
-        201
-    );
     for &(name, choice, strength, seconds) in VERDICTS {
         let user = &annotators[name];
         let task = app.next(user, project).await.expect("a task");
@@ -435,13 +430,12 @@ async fn chromium_reviewer_reviews_and_reads_the_dashboard() {
     let (rejected, accepted) = (first[0], first[1]);
     // Two gold items (the newer checkpoint's answer should win), for the gold chart.
     let gold = app
-        .client
-        .put(app.url(&format!("/api/projects/{project}/gold")))
-        .bearer_auth(&admin.token)
-        .json(&json!({"items": [{"id": "q2", "winner": 1}, {"id": "q4", "winner": 1}]}))
-        .send()
-        .await
-        .expect("gold");
+        .put_json(
+            &admin,
+            &format!("/api/projects/{project}/gold"),
+            &json!({"items": [{"id": "q2", "winner": 1}, {"id": "q4", "winner": 1}]}),
+        )
+        .await;
     assert_eq!(gold.status(), 200);
 
     let b = Browser::start(chrome, driver).await;

@@ -10,10 +10,6 @@ use crate::pages::{browser, signed_in};
 async fn dashboard_draws_the_charts_escaped_for_reviewers_only() {
     // Arrange: a checkpoint name with markup, two verdicts, one lease left open.
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
-    let ann = app.add_user("ann", Role::Annotator).await;
-    app.add_user("rev", Role::Reviewer).await;
-    let project = app.create_project(&admin, "duel", "preference", 1).await;
     let items: String = (0..3)
         .map(|i| {
             json!({"id": format!("q{i}"), "prompt": "Which?", "candidates": [
@@ -23,7 +19,9 @@ async fn dashboard_draws_the_charts_escaped_for_reviewers_only() {
                 + "\n"
         })
         .collect();
-    assert_eq!(app.import(&admin, project, items).await.status(), 201);
+    let (_, project) = app.project_with_items("duel", "preference", 1, items).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
+    app.add_user("rev", Role::Reviewer).await;
     for _ in 0..2 {
         let task = app.next(&ann, project).await.expect("task");
         let id = task["assignment_id"].as_i64().expect("id");

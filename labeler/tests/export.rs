@@ -34,17 +34,14 @@ async fn export(app: &TestApp, admin: &TestUser, project: i64, part: &str) -> Ve
 #[tokio::test]
 async fn sft_annotate_submit_export() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
-    let ann = app.add_user("ann", Role::Annotator).await;
-    let project = app.create_project(&admin, "chat", "sft", 1).await;
     let row = json!({"id": "t1", "prompt": [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <script>"},
         {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "2+2?"}],
         "draft": "5", "meta": {"source": "seed"}});
-    assert_eq!(
-        app.import(&admin, project, row.to_string()).await.status(),
-        201
-    );
+    let (admin, project) = app
+        .project_with_items("chat", "sft", 1, row.to_string())
+        .await;
+    let ann = app.add_user("ann", Role::Annotator).await;
 
     let task = app.next(&ann, project).await.expect("task");
     assert_eq!(task["model_draft"], "5");
@@ -127,15 +124,10 @@ async fn sft_annotate_submit_export() {
 #[tokio::test]
 async fn preference_annotate_submit_export_with_ties_apart() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (admin, project) = app
+        .project_with_items("duel", "preference", 1, preference_items(4))
+        .await;
     let ann = app.add_user("ann", Role::Annotator).await;
-    let project = app.create_project(&admin, "duel", "preference", 1).await;
-    assert_eq!(
-        app.import(&admin, project, preference_items(4))
-            .await
-            .status(),
-        201
-    );
 
     let verdicts = [
         json!({"choice": "a", "strength": "much", "rationale": "clearer"}),

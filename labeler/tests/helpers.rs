@@ -3,8 +3,8 @@
 
 use std::str::FromStr;
 
-use labeler::accounts;
 use labeler::domain::{Password, Role, Username};
+use labeler::store::accounts;
 use labeler::{Application, Settings};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -126,21 +126,58 @@ impl TestApp {
         kind: &str,
         overlap: i64,
     ) -> i64 {
-        let response = self
-            .post_json(
-                admin,
-                "/api/projects",
-                &json!({"name": name, "kind": kind, "overlap": overlap, "guidelines": "Be kind."}),
-            )
-            .await;
+        let body =
+            json!({"name": name, "kind": kind, "overlap": overlap, "guidelines": "Be kind."});
+        self.create_project_from(admin, &body).await
+    }
+
+    /// Creates a project from a full `POST /api/projects` body; returns its id.
+    pub async fn create_project_from(&self, admin: &TestUser, body: &Value) -> i64 {
+        let response = self.post_json(admin, "/api/projects", body).await;
         assert_eq!(response.status(), 201, "create project");
         let body: Value = response.json().await.expect("json");
         body["id"].as_i64().expect("project id")
     }
 
+    /// The arrangement most tests start from: the admin `root` (added first, so user ids
+    /// stay as the tests expect), a project `name` of `kind` with `overlap` made through the
+    /// API, and `items` (JSONL) imported into it. Returns the admin and the project id.
+    pub async fn project_with_items(
+        &self,
+        name: &str,
+        kind: &str,
+        overlap: i64,
+        items: String,
+    ) -> (TestUser, i64) {
+        let admin = self.add_user("root", Role::Admin).await;
+        let project = self.create_project(&admin, name, kind, overlap).await;
+        assert_eq!(self.import(&admin, project, items).await.status(), 201);
+        (admin, project)
+    }
+
     pub async fn post_json(&self, user: &TestUser, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
+            .bearer_auth(&user.token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A POST without a body (renew, skip, next with a query).
+    pub async fn post(&self, user: &TestUser, path: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn put_json(&self, user: &TestUser, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
             .bearer_auth(&user.token)
             .json(body)
             .send()
@@ -204,6 +241,16 @@ impl TestApp {
         }
         request.send().await.expect("request")
     }
+}
+
+/// The line numbers of the rows a refused upload lists (`{"rows": [{"line", ...}]}`).
+pub fn rejected_lines(body: &Value) -> Vec<i64> {
+    body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["line"].as_i64().expect("line"))
+        .collect()
 }
 
 /// JSONL with `n` SFT prompts `p0..`.

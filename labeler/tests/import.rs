@@ -3,7 +3,7 @@
 use labeler::domain::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{preference_items, sft_items, spawn_app, spawn_app_with};
+use crate::helpers::{preference_items, rejected_lines, sft_items, spawn_app, spawn_app_with};
 
 async fn item_count(app: &crate::helpers::TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM items")
@@ -65,12 +65,7 @@ async fn bad_rows_are_reported_by_line_and_nothing_is_imported() {
     let response = app.import(&admin, sft, body).await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.expect("json");
-    let lines: Vec<i64> = body["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| r["line"].as_i64().expect("line"))
-        .collect();
+    let lines = rejected_lines(&body);
     assert_eq!(lines, [2, 3, 5, 6, 7, 8, 9], "{body}");
     assert!(
         body["rows"][2]["message"]

@@ -4,7 +4,7 @@
 use labeler::domain::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, preference_items, sft_items, spawn_app};
+use crate::helpers::{TestApp, TestUser, preference_items, rejected_lines, sft_items, spawn_app};
 
 async fn item_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM items")
@@ -257,12 +257,7 @@ async fn bad_candidate_posts_are_refused_whole() {
     let response = app.post_json(&admin, &path, &body).await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.expect("json");
-    let lines: Vec<i64> = body["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| r["line"].as_i64().expect("line"))
-        .collect();
+    let lines = rejected_lines(&body);
     assert_eq!(lines, [2, 3, 4, 5], "{body}");
     assert!(
         body["rows"][1]["message"]

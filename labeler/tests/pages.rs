@@ -119,13 +119,8 @@ async fn sign_in_sets_a_strict_http_only_session_and_pages_need_it() {
 #[tokio::test]
 async fn forms_and_session_api_calls_need_the_csrf_token() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (_, project) = app.project_with_items("p", "sft", 1, sft_items(2)).await;
     app.add_user("ann", Role::Annotator).await;
-    let project = app.create_project(&admin, "p", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(2)).await.status(),
-        201
-    );
     let client = browser();
     let csrf = signed_in(&app, &client, "root").await;
 
@@ -227,30 +222,11 @@ async fn annotators_get_no_admin_tools_or_rights() {
     assert_eq!(export.status(), 403);
 }
 
-#[tokio::test]
-async fn user_text_is_rendered_inert() {
-    let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
-    app.add_user("ann", Role::Annotator).await;
-    let payload = r#"<script>alert(1)</script><img src=x onerror=alert(2)>"#;
-    let r = app
-        .post_json(
-            &admin,
-            "/api/projects",
-            &json!({"name": "x", "kind": "preference", "overlap": 1, "guidelines": payload}),
-        )
-        .await;
-    let project = r.json::<serde_json::Value>().await.expect("json")["id"]
-        .as_i64()
-        .expect("id");
-    let row = json!({"prompt": payload, "candidates": [{"content": payload}, {"content": "</script><script>alert(3)</script>"}]});
-    assert_eq!(
-        app.import(&admin, project, row.to_string()).await.status(),
-        201
-    );
-
+/// Signs `ann` in and reads `project`'s annotate and guidelines pages: (path, html).
+async fn annotator_pages(app: &TestApp, project: i64) -> Vec<(String, String)> {
     let client = browser();
-    signed_in(&app, &client, "ann").await;
+    signed_in(app, &client, "ann").await;
+    let mut pages = Vec::new();
     for path in [
         format!("/projects/{project}/annotate"),
         format!("/projects/{project}/guidelines"),
@@ -263,6 +239,26 @@ async fn user_text_is_rendered_inert() {
             .text()
             .await
             .expect("html");
+        pages.push((path, html));
+    }
+    pages
+}
+
+#[tokio::test]
+async fn user_text_is_rendered_inert() {
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    app.add_user("ann", Role::Annotator).await;
+    let payload = r#"<script>alert(1)</script><img src=x onerror=alert(2)>"#;
+    let body = json!({"name": "x", "kind": "preference", "overlap": 1, "guidelines": payload});
+    let project = app.create_project_from(&admin, &body).await;
+    let row = json!({"prompt": payload, "candidates": [{"content": payload}, {"content": "</script><script>alert(3)</script>"}]});
+    assert_eq!(
+        app.import(&admin, project, row.to_string()).await.status(),
+        201
+    );
+
+    for (path, html) in annotator_pages(&app, project).await {
         assert!(!html.contains("<script>alert"), "{path}: {html}");
         assert!(!html.contains("<img src=x"), "{path}: {html}");
         assert!(!html.contains("</script><script>"), "{path}: {html}");
@@ -281,36 +277,13 @@ async fn markdown_guidelines_render_as_sanitized_html() {
     let guidelines = "## How to judge\n\n- facts first\n- then *style*\n\n\
                       [Rubric](https://example.org/r) · [trap](javascript:alert(1))\n\n\
                       <script>alert(2)</script>\n";
-    let r = app
-        .post_json(
-            &admin,
-            "/api/projects",
-            &json!({"name": "md", "kind": "sft", "overlap": 1, "guidelines": guidelines}),
-        )
-        .await;
-    let project = r.json::<serde_json::Value>().await.expect("json")["id"]
-        .as_i64()
-        .expect("id");
+    let body = json!({"name": "md", "kind": "sft", "overlap": 1, "guidelines": guidelines});
+    let project = app.create_project_from(&admin, &body).await;
     assert_eq!(
         app.import(&admin, project, sft_items(1)).await.status(),
         201
     );
-    let client = browser();
-    signed_in(&app, &client, "ann").await;
-
-    for path in [
-        format!("/projects/{project}/annotate"),
-        format!("/projects/{project}/guidelines"),
-    ] {
-        let html = client
-            .get(app.url(&path))
-            .send()
-            .await
-            .expect("page")
-            .text()
-            .await
-            .expect("html");
-
+    for (path, html) in annotator_pages(&app, project).await {
         assert!(html.contains("<h2>How to judge</h2>"), "{path}: {html}");
         assert!(
             html.contains("<li>then <em>style</em></li>"),
@@ -350,7 +323,7 @@ async fn disabling_a_user_ends_their_browser_session() {
     let client = browser();
     signed_in(&app, &client, "ann").await;
     let name = labeler::domain::Username::parse("ann").expect("name");
-    labeler::accounts::set_disabled(&app.pool, &name, true)
+    labeler::store::accounts::set_disabled(&app.pool, &name, true)
         .await
         .expect("disable");
     let r = client.get(app.url("/")).send().await.expect("index");

@@ -1,9 +1,9 @@
 //! Agreement, gold items and the Bradley-Terry ranking: the statistics against values
 //! computed by hand, then the same example through the API.
 
-use labeler::agreement::{self, Label};
 use labeler::domain::Role;
-use labeler::ranking::{self, Comparison};
+use labeler::stats::agreement::{self, Label};
+use labeler::stats::ranking::{self, Comparison};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, preference_items, spawn_app};
@@ -169,14 +169,9 @@ async fn agreement_gold_and_ranking_through_the_api() {
     // Arrange: the fixed example as preference labels; x = candidate 0 ("old", step-100)
     // wins, y = candidate 1 ("new", step-200) wins.
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
-    let project = app.create_project(&admin, "duel", "preference", 3).await;
-    assert_eq!(
-        app.import(&admin, project, preference_items(4))
-            .await
-            .status(),
-        201
-    );
+    let (admin, project) = app
+        .project_with_items("duel", "preference", 3, preference_items(4))
+        .await;
     let mut left_wins = 0;
     for (r, name) in ["r1", "r2", "r3"].into_iter().enumerate() {
         let user = app.add_user(name, Role::Annotator).await;
@@ -190,13 +185,12 @@ async fn agreement_gold_and_ranking_through_the_api() {
     }
     // Gold: q0 should be won by candidate 0, q3 by candidate 1.
     let r = app
-        .client
-        .put(app.url(&format!("/api/projects/{project}/gold")))
-        .bearer_auth(&admin.token)
-        .json(&json!({"items": [{"id": "q0", "winner": 0}, {"id": "q3", "winner": 1}]}))
-        .send()
-        .await
-        .expect("gold");
+        .put_json(
+            &admin,
+            &format!("/api/projects/{project}/gold"),
+            &json!({"items": [{"id": "q0", "winner": 0}, {"id": "q3", "winner": 1}]}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
 
     // Act
@@ -276,23 +270,21 @@ async fn agreement_gold_and_ranking_through_the_api() {
         200
     );
     let r = app
-        .client
-        .put(app.url(&format!("/api/projects/{project}/gold")))
-        .bearer_auth(&rev.token)
-        .json(&json!({"items": [{"id": "q1", "winner": 0}]}))
-        .send()
-        .await
-        .expect("gold");
+        .put_json(
+            &rev,
+            &format!("/api/projects/{project}/gold"),
+            &json!({"items": [{"id": "q1", "winner": 0}]}),
+        )
+        .await;
     assert_eq!(r.status(), 403);
     // A winner that is not a candidate: 400, nothing marked.
     let r = app
-        .client
-        .put(app.url(&format!("/api/projects/{project}/gold")))
-        .bearer_auth(&admin.token)
-        .json(&json!({"items": [{"id": "q1", "winner": 0}, {"id": "q2", "winner": 5}]}))
-        .send()
-        .await
-        .expect("gold");
+        .put_json(
+            &admin,
+            &format!("/api/projects/{project}/gold"),
+            &json!({"items": [{"id": "q1", "winner": 0}, {"id": "q2", "winner": 5}]}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     let gold: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE gold_winner IS NOT NULL")
         .fetch_one(&app.pool)
@@ -304,22 +296,16 @@ async fn agreement_gold_and_ranking_through_the_api() {
 #[tokio::test]
 async fn gold_items_are_mixed_in_at_the_configured_rate() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
-    let project = app.create_project(&admin, "duel", "preference", 1).await;
-    assert_eq!(
-        app.import(&admin, project, preference_items(3))
-            .await
-            .status(),
-        201
-    );
+    let (admin, project) = app
+        .project_with_items("duel", "preference", 1, preference_items(3))
+        .await;
     let r = app
-        .client
-        .put(app.url(&format!("/api/projects/{project}/gold")))
-        .bearer_auth(&admin.token)
-        .json(&json!({"items": [{"id": "q2", "winner": 1}], "overlap": 5}))
-        .send()
-        .await
-        .expect("gold");
+        .put_json(
+            &admin,
+            &format!("/api/projects/{project}/gold"),
+            &json!({"items": [{"id": "q2", "winner": 1}], "overlap": 5}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let set_rate = |rate: f64| {
         app.client

@@ -33,14 +33,9 @@ async fn annotate_all(app: &TestApp, user: &TestUser, project: i64) -> Vec<i64> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_annotators_meet_overlap_exactly() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
-    let project = app.create_project(&admin, "race", "preference", 3).await;
-    assert_eq!(
-        app.import(&admin, project, preference_items(40))
-            .await
-            .status(),
-        201
-    );
+    let (_, project) = app
+        .project_with_items("race", "preference", 3, preference_items(40))
+        .await;
     let mut users = Vec::new();
     for i in 0..20 {
         users.push(app.add_user(&format!("a{i}"), Role::Annotator).await);
@@ -96,13 +91,8 @@ async fn twenty_concurrent_annotators_meet_overlap_exactly() {
 #[tokio::test]
 async fn leases_are_capped_resumed_and_never_repeat_an_item() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (_, project) = app.project_with_items("p", "sft", 1, sft_items(5)).await;
     let ann = app.add_user("ann", Role::Annotator).await;
-    let project = app.create_project(&admin, "p", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(5)).await.status(),
-        201
-    );
 
     // Asking again without submitting returns the same lease (a reload).
     let first = app.next(&ann, project).await.expect("task");
@@ -111,33 +101,22 @@ async fn leases_are_capped_resumed_and_never_repeat_an_item() {
     // The prefetch asks for another one; a third is refused (max two held).
     let a1 = first["assignment_id"].as_i64().expect("id");
     let second = app
-        .client
-        .post(app.url(&format!("/api/projects/{project}/next?exclude={a1}")))
-        .bearer_auth(&ann.token)
-        .send()
-        .await
-        .expect("request");
+        .post(&ann, &format!("/api/projects/{project}/next?exclude={a1}"))
+        .await;
     assert_eq!(second.status(), 200);
     let second: serde_json::Value = second.json().await.expect("json");
     assert_ne!(second["item_id"], first["item_id"]);
     let a2 = second["assignment_id"].as_i64().expect("id");
     let third = app
-        .client
-        .post(app.url(&format!("/api/projects/{project}/next?exclude={a1},{a2}")))
-        .bearer_auth(&ann.token)
-        .send()
-        .await
-        .expect("request");
+        .post(
+            &ann,
+            &format!("/api/projects/{project}/next?exclude={a1},{a2}"),
+        )
+        .await;
     assert_eq!(third.status(), 409);
 
     // A skipped item never comes back to the same annotator.
-    let skip = app
-        .client
-        .post(app.url(&format!("/api/assignments/{a1}/skip")))
-        .bearer_auth(&ann.token)
-        .send()
-        .await
-        .expect("request");
+    let skip = app.post(&ann, &format!("/api/assignments/{a1}/skip")).await;
     assert_eq!(skip.status(), 204);
     let done = {
         let mut seen = vec![second["item_id"].as_i64().expect("id")];
@@ -162,14 +141,9 @@ async fn leases_are_capped_resumed_and_never_repeat_an_item() {
 #[tokio::test]
 async fn expired_leases_return_to_the_pool() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (_, project) = app.project_with_items("p", "sft", 1, sft_items(1)).await;
     let ann = app.add_user("ann", Role::Annotator).await;
     let bob = app.add_user("bob", Role::Annotator).await;
-    let project = app.create_project(&admin, "p", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(1)).await.status(),
-        201
-    );
 
     let task = app
         .next(&ann, project)
@@ -220,14 +194,9 @@ async fn expired_leases_return_to_the_pool() {
 #[tokio::test]
 async fn the_database_refuses_more_than_overlap() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (_, project) = app.project_with_items("p", "sft", 1, sft_items(1)).await;
     let ann = app.add_user("ann", Role::Annotator).await;
     let bob = app.add_user("bob", Role::Annotator).await;
-    let project = app.create_project(&admin, "p", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(1)).await.status(),
-        201
-    );
     app.next(&ann, project).await.expect("task");
     // Bypassing the queue: a second live assignment on a full item violates the CHECK.
     let err = sqlx::query(
@@ -260,14 +229,9 @@ async fn the_database_refuses_more_than_overlap() {
 #[tokio::test]
 async fn an_open_page_renews_its_lease() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (_, project) = app.project_with_items("p", "sft", 1, sft_items(1)).await;
     let ann = app.add_user("ann", Role::Annotator).await;
     let bob = app.add_user("bob", Role::Annotator).await;
-    let project = app.create_project(&admin, "p", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(1)).await.status(),
-        201
-    );
     let task = app.next(&ann, project).await.expect("task");
     let id = task["assignment_id"].as_i64().expect("id");
     let renew = |user: &TestUser| {
@@ -297,7 +261,7 @@ async fn an_open_page_renews_its_lease() {
         .execute(&app.pool)
         .await
         .expect("expire");
-    labeler::queue::reclaim_expired(&app.pool, None)
+    labeler::store::queue::reclaim_expired(&app.pool, None)
         .await
         .expect("reclaim");
     assert_eq!(renew(&ann).await.expect("renew").status(), 200);

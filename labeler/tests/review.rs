@@ -51,19 +51,26 @@ async fn export_sft(
         .collect()
 }
 
+/// `POST /api/responses/{response}/{action}` (accept, reject, edit) as `user`.
+async fn decide(
+    app: &TestApp,
+    user: &TestUser,
+    response: i64,
+    action: &str,
+    body: Value,
+) -> reqwest::Response {
+    let path = format!("/api/responses/{response}/{action}");
+    app.post_json(user, &path, &body).await
+}
+
 #[tokio::test]
 async fn accept_reject_edit_round_trip_keeps_versions_and_reassigns() {
     // Arrange: three answers by ann.
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (admin, project) = app.project_with_items("chat", "sft", 1, sft_items(3)).await;
     let rev = app.add_user("rev", Role::Reviewer).await;
     let ann = app.add_user("ann", Role::Annotator).await;
     let bob = app.add_user("bob", Role::Annotator).await;
-    let project = app.create_project(&admin, "chat", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(3)).await.status(),
-        201
-    );
     assert_eq!(answer_all(&app, &ann, project, "ann says").await, 3);
     let pending = responses(&app, &rev, project, "pending").await;
     assert_eq!(pending.len(), 3);
@@ -73,30 +80,19 @@ async fn accept_reject_edit_round_trip_keeps_versions_and_reassigns() {
         .collect();
 
     // Act
-    let r = app
-        .post_json(
-            &rev,
-            &format!("/api/responses/{}/accept", ids[0]),
-            &json!({}),
-        )
-        .await;
+    let r = decide(&app, &rev, ids[0], "accept", json!({})).await;
     assert_eq!(r.status(), 200);
-    let r = app
-        .post_json(
-            &rev,
-            &format!("/api/responses/{}/edit", ids[1]),
-            &json!({"answer": "fixed"}),
-        )
-        .await;
+    let r = decide(&app, &rev, ids[1], "edit", json!({"answer": "fixed"})).await;
     assert_eq!(r.status(), 200);
     let edited: Value = r.json().await.expect("json");
-    let r = app
-        .post_json(
-            &rev,
-            &format!("/api/responses/{}/reject", ids[2]),
-            &json!({"comment": "off topic"}),
-        )
-        .await;
+    let r = decide(
+        &app,
+        &rev,
+        ids[2],
+        "reject",
+        json!({"comment": "off topic"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
 
     // Assert: the edit is version 2, the original kept as version 1 by its author.
@@ -131,13 +127,14 @@ async fn accept_reject_edit_round_trip_keeps_versions_and_reassigns() {
         ]
     );
     // A second edit is version 3; versions 1 and 2 stay.
-    let r = app
-        .post_json(
-            &admin,
-            &format!("/api/responses/{}/edit", ids[1]),
-            &json!({"answer": "fixed again"}),
-        )
-        .await;
+    let r = decide(
+        &app,
+        &admin,
+        ids[1],
+        "edit",
+        json!({"answer": "fixed again"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let one: Value = app
         .get(&rev, &format!("/api/responses/{}", ids[1]))
@@ -170,13 +167,7 @@ async fn accept_reject_edit_round_trip_keeps_versions_and_reassigns() {
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0]["review_comment"], "off topic");
     // A rejected response stays rejected.
-    let r = app
-        .post_json(
-            &rev,
-            &format!("/api/responses/{}/accept", ids[2]),
-            &json!({}),
-        )
-        .await;
+    let r = decide(&app, &rev, ids[2], "accept", json!({})).await;
     assert_eq!(r.status(), 409);
 
     // Export: rejected never; accepted-only leaves out bob's unreviewed answer.
@@ -236,15 +227,10 @@ async fn accept_reject_edit_round_trip_keeps_versions_and_reassigns() {
 #[tokio::test]
 async fn review_needs_the_role_and_a_comment() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (admin, project) = app
+        .project_with_items("duel", "preference", 2, preference_items(1))
+        .await;
     let ann = app.add_user("ann", Role::Annotator).await;
-    let project = app.create_project(&admin, "duel", "preference", 2).await;
-    assert_eq!(
-        app.import(&admin, project, preference_items(1))
-            .await
-            .status(),
-        201
-    );
     let task = app.next(&ann, project).await.expect("task");
     let id = task["assignment_id"].as_i64().expect("id");
     assert_eq!(
@@ -259,34 +245,14 @@ async fn review_needs_the_role_and_a_comment() {
     assert_eq!(list.status(), 403);
     let pending = responses(&app, &admin, project, "pending").await;
     let rid = pending[0]["response_id"].as_i64().expect("id");
-    let r = app
-        .post_json(&ann, &format!("/api/responses/{rid}/accept"), &json!({}))
-        .await;
+    let r = decide(&app, &ann, rid, "accept", json!({})).await;
     assert_eq!(r.status(), 403);
-    let r = app
-        .post_json(
-            &admin,
-            &format!("/api/responses/{rid}/reject"),
-            &json!({"comment": "  "}),
-        )
-        .await;
+    let r = decide(&app, &admin, rid, "reject", json!({"comment": "  "})).await;
     assert_eq!(r.status(), 400);
     // An edit is checked like a submit: a preference edit needs a choice.
-    let r = app
-        .post_json(
-            &admin,
-            &format!("/api/responses/{rid}/edit"),
-            &json!({"answer": "x"}),
-        )
-        .await;
+    let r = decide(&app, &admin, rid, "edit", json!({"answer": "x"})).await;
     assert_eq!(r.status(), 400);
-    let r = app
-        .post_json(
-            &admin,
-            &format!("/api/responses/{rid}/edit"),
-            &json!({"choice": "tie"}),
-        )
-        .await;
+    let r = decide(&app, &admin, rid, "edit", json!({"choice": "tie"})).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.expect("json");
     assert_eq!(
@@ -307,14 +273,9 @@ async fn review_needs_the_role_and_a_comment() {
 #[tokio::test]
 async fn review_page_lists_escapes_and_decides_with_csrf() {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (_, project) = app.project_with_items("chat", "sft", 1, sft_items(2)).await;
     let ann = app.add_user("ann", Role::Annotator).await;
     app.add_user("rev", Role::Reviewer).await;
-    let project = app.create_project(&admin, "chat", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(2)).await.status(),
-        201
-    );
     let task = app.next(&ann, project).await.expect("task");
     let id = task["assignment_id"].as_i64().expect("id");
     let xss = json!({"answer": "<script>alert(1)</script>"});

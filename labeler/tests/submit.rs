@@ -7,15 +7,13 @@ use crate::helpers::{TestApp, TestUser, preference_items, sft_items, spawn_app};
 
 async fn setup(kind: &str) -> (TestApp, TestUser, i64) {
     let app = spawn_app().await;
-    let admin = app.add_user("root", Role::Admin).await;
-    let ann = app.add_user("ann", Role::Annotator).await;
-    let project = app.create_project(&admin, "p", kind, 1).await;
     let items = if kind == "sft" {
         sft_items(3)
     } else {
         preference_items(3)
     };
-    assert_eq!(app.import(&admin, project, items).await.status(), 201);
+    let (_, project) = app.project_with_items("p", kind, 1, items).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
     (app, ann, project)
 }
 
@@ -94,17 +92,9 @@ async fn a_required_rationale_is_enforced() {
     let app = spawn_app().await;
     let admin = app.add_user("root", Role::Admin).await;
     let ann = app.add_user("ann", Role::Annotator).await;
-    let r = app
-        .post_json(
-            &admin,
-            "/api/projects",
-            &json!({"name": "why", "kind": "preference", "overlap": 1, "rationale_required": true}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let project = r.json::<Value>().await.expect("json")["id"]
-        .as_i64()
-        .expect("id");
+    let body =
+        json!({"name": "why", "kind": "preference", "overlap": 1, "rationale_required": true});
+    let project = app.create_project_from(&admin, &body).await;
     assert_eq!(
         app.import(&admin, project, preference_items(1))
             .await
@@ -150,7 +140,7 @@ async fn a_late_submit_revives_its_lease_while_the_item_has_room() {
         .execute(&app.pool)
         .await
         .expect("expire");
-    labeler::queue::reclaim_expired(&app.pool, None)
+    labeler::store::queue::reclaim_expired(&app.pool, None)
         .await
         .expect("reclaim");
 
@@ -272,12 +262,13 @@ async fn bad_api_input_gets_a_clear_4xx() {
     );
     assert_eq!(app.get(&ann, "/api/assignments/abc").await.status(), 404);
     assert_eq!(
-        app.next_status(&ann, "/api/projects/424242/next").await,
+        app.post(&ann, "/api/projects/424242/next").await.status(),
         404
     );
     assert_eq!(
-        app.next_status(&ann, &format!("/api/projects/{project}/next?exclude=x"))
-            .await,
+        app.post(&ann, &format!("/api/projects/{project}/next?exclude=x"))
+            .await
+            .status(),
         400
     );
     assert_eq!(app.get(&ann, "/api/nothing-here").await.status(), 404);
@@ -299,26 +290,13 @@ async fn bad_api_input_gets_a_clear_4xx() {
     assert_eq!(ok.status(), 201);
 }
 
-impl TestApp {
-    async fn next_status(&self, user: &TestUser, path: &str) -> u16 {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(&user.token)
-            .send()
-            .await
-            .expect("request")
-            .status()
-            .as_u16()
-    }
-}
-
 #[tokio::test]
 async fn nul_characters_are_refused_not_crashed_on() {
     let (app, ann, project) = setup("sft").await;
     let admin = TestUser {
         id: 0,
         name: "root".into(),
-        token: labeler::accounts::create_token(
+        token: labeler::store::accounts::create_token(
             &app.pool,
             &labeler::domain::Username::parse("root").expect("name"),
             "t",
@@ -344,13 +322,12 @@ async fn nul_characters_are_refused_not_crashed_on() {
         .await;
     assert_eq!(r.status(), 400);
     let r = app
-        .client
-        .put(app.url(&format!("/api/assignments/{id}/draft")))
-        .bearer_auth(&ann.token)
-        .json(&json!({"answer": "bad \u{0}"}))
-        .send()
-        .await
-        .expect("put");
+        .put_json(
+            &ann,
+            &format!("/api/assignments/{id}/draft"),
+            &json!({"answer": "bad \u{0}"}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     let r = app
         .post_json(
@@ -360,7 +337,7 @@ async fn nul_characters_are_refused_not_crashed_on() {
         )
         .await;
     assert_eq!(r.status(), 400);
-    let user = labeler::accounts::authenticate(&app.pool, "ann\u{0}", "x")
+    let user = labeler::store::accounts::authenticate(&app.pool, "ann\u{0}", "x")
         .await
         .expect("no error");
     assert!(user.is_none());

@@ -142,14 +142,9 @@ async fn count_events(app: &TestApp) -> i64 {
 async fn signed_events_arrive_for_a_completed_item_and_an_export() {
     // Arrange: overlap 2, a receiver, a webhook with a secret the server makes.
     let app = app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (admin, project) = app.project_with_items("chat", "sft", 2, sft_items(2)).await;
     let ann = app.add_user("ann", Role::Annotator).await;
     let bob = app.add_user("bob", Role::Annotator).await;
-    let project = app.create_project(&admin, "chat", "sft", 2).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(2)).await.status(),
-        201
-    );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!(
         "http://{}/hooks?token=abc",
@@ -195,13 +190,13 @@ async fn signed_events_arrive_for_a_completed_item_and_an_export() {
         expected_signature("whsec_not-the-secret-at-all", timestamp, &completed.body),
         "a wrong secret must not verify"
     );
-    assert!(labeler::webhooks::verify(
+    assert!(labeler::store::webhooks::verify(
         secret.as_bytes(),
         sent_at,
         &completed.body,
         signature
     ));
-    assert!(!labeler::webhooks::verify(
+    assert!(!labeler::store::webhooks::verify(
         secret.as_bytes(),
         sent_at + 1,
         &completed.body,
@@ -288,13 +283,8 @@ async fn signed_events_arrive_for_a_completed_item_and_an_export() {
 async fn a_receiver_that_is_down_gets_the_event_once_it_is_up() {
     // Arrange: a port nobody listens on yet, and a secret of our own.
     let app = app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (admin, project) = app.project_with_items("chat", "sft", 1, sft_items(1)).await;
     let ann = app.add_user("ann", Role::Annotator).await;
-    let project = app.create_project(&admin, "chat", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(1)).await.status(),
-        201
-    );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -371,14 +361,9 @@ async fn a_receiver_that_is_down_gets_the_event_once_it_is_up() {
 async fn the_last_two_answers_at_once_complete_an_item_exactly_once() {
     // Arrange: overlap 2; both annotators lease the same items.
     let app = app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (admin, project) = app.project_with_items("chat", "sft", 2, sft_items(6)).await;
     let ann = app.add_user("ann", Role::Annotator).await;
     let bob = app.add_user("bob", Role::Annotator).await;
-    let project = app.create_project(&admin, "chat", "sft", 2).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(6)).await.status(),
-        201
-    );
     let response = patch(
         &app,
         &admin,
@@ -416,14 +401,9 @@ async fn the_last_two_answers_at_once_complete_an_item_exactly_once() {
 #[tokio::test]
 async fn webhook_settings_are_checked_audited_and_removable() {
     let app = app().await;
-    let admin = app.add_user("root", Role::Admin).await;
+    let (admin, project) = app.project_with_items("chat", "sft", 1, sft_items(2)).await;
     let rev = app.add_user("rev", Role::Reviewer).await;
     let ann = app.add_user("ann", Role::Annotator).await;
-    let project = app.create_project(&admin, "chat", "sft", 1).await;
-    assert_eq!(
-        app.import(&admin, project, sft_items(2)).await.status(),
-        201
-    );
 
     for bad in [
         json!({"webhook_url": "ftp://example.com/"}),

@@ -1,0 +1,119 @@
+//! What every page shares: the templates (minijinja, auto-escaping every value: templates
+//! end in `.html`) and static files, embedded in the binary, and the small helpers that
+//! answer with a page or a redirect. Page modules take these from here, never from each
+//! other.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use anyhow::Result;
+use minijinja::context;
+
+use crate::http::error::AppError;
+use crate::store::accounts::User;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../../templates/base.html")),
+    ("login.html", include_str!("../../../templates/login.html")),
+    ("index.html", include_str!("../../../templates/index.html")),
+    (
+        "annotate.html",
+        include_str!("../../../templates/annotate.html"),
+    ),
+    (
+        "guidelines.html",
+        include_str!("../../../templates/guidelines.html"),
+    ),
+    (
+        "review.html",
+        include_str!("../../../templates/review.html"),
+    ),
+    (
+        "dashboard.html",
+        include_str!("../../../templates/dashboard.html"),
+    ),
+];
+
+const STATIC_FILES: &[(&str, &str, &str)] = &[
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../static/app.css"),
+    ),
+    (
+        "annotate.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../static/annotate.js"),
+    ),
+    (
+        "admin.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../static/admin.js"),
+    ),
+    (
+        "review.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../static/review.css"),
+    ),
+];
+
+/// The page templates, compiled once at start-up.
+#[derive(Debug)]
+pub struct Templates {
+    env: minijinja::Environment<'static>,
+}
+
+impl Templates {
+    pub fn new() -> Result<Self> {
+        let mut env = minijinja::Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)?;
+        }
+        Ok(Self { env })
+    }
+
+    pub fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String, AppError> {
+        self.env
+            .get_template(name)
+            .and_then(|t| t.render(ctx))
+            .map_err(|e| AppError::unexpected(anyhow::anyhow!("rendering {name}: {e:#}")))
+    }
+}
+
+/// A page answer. Never cached: a page holds the session's CSRF token and the user's work.
+pub fn html(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+/// 303 See Other: after a form post the browser loads `to` with GET, so a reload does not
+/// post again.
+pub fn redirect(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to))
+        .finish()
+}
+
+/// The signed-in user as the base template shows them (name, and role for the menus).
+pub fn user_ctx(user: &User) -> minijinja::Value {
+    context! { username => user.username.clone(), role => user.role.as_str() }
+}
+
+/// The static files' route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/static/{file}", web::get().to(static_file));
+}
+
+/// `GET /static/{file}`: the embedded scripts and styles.
+async fn static_file(path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let name = path.into_inner();
+    let (_, mime, body) = STATIC_FILES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .ok_or_else(|| AppError::NotFound(format!("no static file {name:?}")))?;
+    Ok(HttpResponse::Ok()
+        .content_type(*mime)
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .body(*body))
+}

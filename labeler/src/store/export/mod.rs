@@ -1,0 +1,251 @@
+//! Exporting responses in the shapes of ARCHITECTURE.md, streamed in constant memory: rows
+//! come from a database cursor, become JSONL lines, and leave in ~64 KiB chunks through a
+//! bounded channel (the HTTP download and `labeler export` read the same channel).
+//!
+//! - SFT: `{"id", "messages": [...prompt, {"role": "assistant", "content": answer}], "meta"}`
+//! - preference pairs (A or B won): `{"id", "prompt", "chosen", "rejected", "meta"}`
+//! - ties and both-bad, never dropped: `{"id", "prompt", "candidates": [[..], [..]],
+//!   "label": "tie" | "both_bad", "meta"}`, candidates in the order shown.
+
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::types::Json;
+use tokio::sync::mpsc;
+
+use crate::domain::{Candidate, Choice, Message, ProjectKind};
+use crate::store::StoreError;
+use crate::store::projects::Project;
+
+pub mod parquet;
+
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Which file of a project's export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportPart {
+    /// SFT answers.
+    Sft,
+    /// Preference verdicts with a winner.
+    Pairs,
+    /// Preference verdicts `tie` and `both_bad`.
+    Ties,
+}
+
+impl ExportPart {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "sft" => Ok(Self::Sft),
+            "pairs" => Ok(Self::Pairs),
+            "ties" => Ok(Self::Ties),
+            _ => Err(format!("export part {s:?} is not one of: sft, pairs, ties")),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sft => "sft",
+            Self::Pairs => "pairs",
+            Self::Ties => "ties",
+        }
+    }
+    /// The parts a project of `kind` has.
+    pub fn for_kind(kind: ProjectKind) -> &'static [ExportPart] {
+        match kind {
+            ProjectKind::Sft => &[Self::Sft],
+            ProjectKind::Preference => &[Self::Pairs, Self::Ties],
+        }
+    }
+    fn filter(self) -> &'static str {
+        match self {
+            Self::Sft => "r.answer IS NOT NULL",
+            Self::Pairs => "r.choice IN ('a', 'b')",
+            Self::Ties => "r.choice IN ('tie', 'both_bad')",
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    response_id: i64,
+    external_id: String,
+    username: String,
+    created_at: DateTime<Utc>,
+    prompt: Json<Vec<Message>>,
+    candidates: Json<Vec<Candidate>>,
+    item_meta: Value,
+    answer: Option<String>,
+    choice: Option<String>,
+    strength: Option<String>,
+    rationale: Option<String>,
+    shown: Vec<i16>,
+    time_spent_ms: Option<i64>,
+    review_status: String,
+    version: i32,
+}
+
+fn assistant(content: &str) -> Value {
+    json!([{"role": "assistant", "content": content}])
+}
+
+fn provenance(c: &Candidate, index: i16) -> Value {
+    json!({"index": index, "model": c.model, "checkpoint": c.checkpoint, "sampling": c.sampling})
+}
+
+/// One JSONL record (without the newline).
+fn record(project: &Project, part: ExportPart, row: &Row) -> Result<Value, String> {
+    let id = format!("{}/{}/{}", project.name, row.external_id, row.username);
+    let mut meta = json!({
+        "annotator": row.username,
+        "time": row.created_at.to_rfc3339(),
+        "project": project.name,
+        "task": project.kind.as_str(),
+        "item": row.external_id,
+        "response_id": row.response_id,
+        "time_spent_ms": row.time_spent_ms,
+        "item_meta": row.item_meta,
+        "review": {"status": row.review_status, "version": row.version},
+    });
+    if part == ExportPart::Sft {
+        let answer = row.answer.as_deref().ok_or("sft response without answer")?;
+        let mut messages = serde_json::to_value(&row.prompt.0).map_err(|e| e.to_string())?;
+        if let (Some(list), Value::Array(tail)) = (messages.as_array_mut(), assistant(answer)) {
+            list.extend(tail);
+        }
+        return Ok(json!({"id": id, "messages": messages, "meta": meta}));
+    }
+    let choice = row
+        .choice
+        .as_deref()
+        .and_then(Choice::parse)
+        .ok_or("preference response without a valid choice")?;
+    let [left, right] = <[i16; 2]>::try_from(row.shown.as_slice())
+        .map_err(|_| format!("shown order {:?} is not a pair", row.shown))?;
+    let cand = |i: i16| {
+        row.candidates
+            .0
+            .get(i as usize)
+            .ok_or_else(|| format!("candidate {i} missing"))
+    };
+    let (l, r) = (cand(left)?, cand(right)?);
+    let m = meta.as_object_mut().ok_or("meta is an object")?;
+    m.insert("choice".into(), json!(choice.as_str()));
+    m.insert("strength".into(), json!(row.strength));
+    m.insert("rationale".into(), json!(row.rationale));
+    m.insert("shown_order".into(), json!([left, right]));
+    let prompt = serde_json::to_value(&row.prompt.0).map_err(|e| e.to_string())?;
+    match choice {
+        Choice::A | Choice::B => {
+            let ((wi, w), (li, lo)) = if choice == Choice::A {
+                ((left, l), (right, r))
+            } else {
+                ((right, r), (left, l))
+            };
+            m.insert("chosen_candidate".into(), provenance(w, wi));
+            m.insert("rejected_candidate".into(), provenance(lo, li));
+            Ok(json!({
+                "id": id, "prompt": prompt,
+                "chosen": assistant(&w.content), "rejected": assistant(&lo.content),
+                "meta": meta,
+            }))
+        }
+        Choice::Tie | Choice::BothBad => {
+            m.insert(
+                "candidates".into(),
+                json!([provenance(l, left), provenance(r, right)]),
+            );
+            Ok(json!({
+                "id": id, "prompt": prompt,
+                "candidates": [assistant(&l.content), assistant(&r.content)],
+                "label": choice.as_str(),
+                "meta": meta,
+            }))
+        }
+    }
+}
+
+/// Starts streaming `part` of `project`'s responses as JSONL; read chunks from the receiver
+/// until it closes. An error mid-way arrives as the last message. Rejected responses are
+/// never exported; `accepted_only` also leaves out those not reviewed yet.
+pub fn spawn_jsonl(
+    pool: PgPool,
+    project: Project,
+    part: ExportPart,
+    accepted_only: bool,
+) -> mpsc::Receiver<Result<Vec<u8>, String>> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        if let Err(e) = produce(&pool, &project, part, accepted_only, &tx).await {
+            tracing::error!(project = %project.name, part = part.as_str(), error = %e, "export failed");
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    rx
+}
+
+async fn produce(
+    pool: &PgPool,
+    project: &Project,
+    part: ExportPart,
+    accepted_only: bool,
+    tx: &mpsc::Sender<Result<Vec<u8>, String>>,
+) -> Result<(), String> {
+    let review = if accepted_only {
+        "r.review_status = 'accepted'"
+    } else {
+        "r.review_status <> 'rejected'"
+    };
+    let sql = format!(
+        "SELECT r.id AS response_id, i.external_id, u.username, r.created_at, i.prompt, \
+                i.candidates, i.meta AS item_meta, r.answer, r.choice, r.strength, r.rationale, \
+                r.shown, r.time_spent_ms, r.review_status, r.version \
+         FROM responses r JOIN items i ON i.id = r.item_id JOIN users u ON u.id = r.user_id \
+         WHERE r.project_id = $1 AND {} AND {review} ORDER BY r.id",
+        part.filter()
+    );
+    let mut rows = sqlx::query_as::<_, Row>(&sql).bind(project.id).fetch(pool);
+    let mut buf = Vec::with_capacity(CHUNK_BYTES * 2);
+    while let Some(row) = rows.try_next().await.map_err(|e| e.to_string())? {
+        let value = record(project, part, &row)
+            .map_err(|e| format!("response {}: {e}", row.response_id))?;
+        serde_json::to_writer(&mut buf, &value).map_err(|e| e.to_string())?;
+        buf.push(b'\n');
+        if buf.len() >= CHUNK_BYTES {
+            let chunk = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES * 2));
+            if tx.send(Ok(chunk)).await.is_err() {
+                return Ok(()); // the reader went away
+            }
+        }
+    }
+    if !buf.is_empty() {
+        let _ = tx.send(Ok(buf)).await;
+    }
+    Ok(())
+}
+
+/// Writes a part to `path` (the CLI); returns the number of records.
+pub async fn write_jsonl(
+    pool: &PgPool,
+    project: &Project,
+    part: ExportPart,
+    accepted_only: bool,
+    path: &std::path::Path,
+) -> Result<usize, StoreError> {
+    use std::io::Write;
+    let file = std::fs::File::create(path)
+        .map_err(|e| StoreError::unexpected(anyhow::anyhow!("creating {}: {e}", path.display())))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut rx = spawn_jsonl(pool.clone(), project.clone(), part, accepted_only);
+    let mut records = 0;
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk.map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?;
+        records += chunk.iter().filter(|&&b| b == b'\n').count();
+        out.write_all(&chunk).map_err(|e| {
+            StoreError::unexpected(anyhow::anyhow!("writing {}: {e}", path.display()))
+        })?;
+    }
+    out.flush()
+        .map_err(|e| StoreError::unexpected(anyhow::anyhow!("writing {}: {e}", path.display())))?;
+    Ok(records)
+}

@@ -1,0 +1,357 @@
+//! Label quality of a project, from its non-rejected responses: agreement (Cohen's kappa per
+//! pair, Fleiss' kappa, Krippendorff's alpha), position bias, gold-item accuracy, SFT answer
+//! length and time distributions, and the Bradley-Terry ranking of the checkpoints that made
+//! the candidates. Also marking gold items.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::PgPool;
+use sqlx::types::Json;
+
+use crate::domain::{Candidate, ProjectKind};
+use crate::stats::agreement::{self, Label, PairAgreement, quantile};
+use crate::stats::ranking::{self, CheckpointScore, Comparison};
+use crate::store::StoreError;
+use crate::store::projects::Project;
+
+/// A distribution of non-negative values: quantiles and a histogram of 10 equal bins.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Distribution {
+    pub count: usize,
+    pub p10: Option<f64>,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub max: Option<f64>,
+    /// `[low, high, count]` per bin.
+    pub histogram: Vec<(f64, f64, usize)>,
+}
+
+impl Distribution {
+    pub fn of(mut values: Vec<f64>) -> Self {
+        values.sort_by(f64::total_cmp);
+        let max = values.last().copied();
+        let mut histogram = Vec::new();
+        if let Some(max) = max.filter(|m| *m > 0.0) {
+            let width = max / 10.0;
+            histogram = (0..10)
+                .map(|b| (b as f64 * width, (b + 1) as f64 * width, 0))
+                .collect();
+            for v in &values {
+                let b = ((v / width) as usize).min(9);
+                histogram[b].2 += 1;
+            }
+        }
+        Self {
+            count: values.len(),
+            p10: quantile(&values, 0.1),
+            p50: quantile(&values, 0.5),
+            p90: quantile(&values, 0.9),
+            max,
+            histogram,
+        }
+    }
+}
+
+/// Left answer wins among decisive (A or B) verdicts; 0.5 means no position bias.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PositionBias {
+    pub decisive: usize,
+    pub left_wins: usize,
+    pub left_win_rate: Option<f64>,
+}
+
+impl PositionBias {
+    fn new(decisive: usize, left_wins: usize) -> Self {
+        Self {
+            decisive,
+            left_wins,
+            left_win_rate: (decisive > 0).then(|| left_wins as f64 / decisive as f64),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GoldAccuracy {
+    /// Gold answers given (gold items where the gold candidate was among the two shown).
+    pub answered: usize,
+    pub correct: usize,
+    pub accuracy: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AnnotatorQuality {
+    pub annotator: String,
+    pub responses: usize,
+    /// Mean Cohen's kappa over the pairs this annotator is in.
+    pub mean_kappa: Option<f64>,
+    pub position_bias: Option<PositionBias>,
+    pub gold: Option<GoldAccuracy>,
+    pub median_time_ms: Option<f64>,
+    /// SFT: median answer length in characters.
+    pub median_answer_chars: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgreementReport {
+    pub project_id: i64,
+    pub kind: ProjectKind,
+    pub responses: usize,
+    /// Items with two or more responses: the ones agreement is computed over.
+    pub overlapping_items: usize,
+    pub fleiss_kappa: Option<f64>,
+    pub krippendorff_alpha: Option<f64>,
+    pub mean_cohen_kappa: Option<f64>,
+    pub pairs: Vec<PairAgreement>,
+    pub position_bias: Option<PositionBias>,
+    pub gold: Option<GoldAccuracy>,
+    pub answer_chars: Option<Distribution>,
+    pub time_spent_ms: Distribution,
+    pub annotators: Vec<AnnotatorQuality>,
+}
+
+type ResponseRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Vec<i16>,
+    Option<i16>,
+    Option<i64>,
+);
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    quantile(&values, 0.5)
+}
+
+/// The category a verdict puts an item in, comparable across annotators whatever order they
+/// saw the answers in: the winning candidate's index, or `tie` / `both_bad`.
+fn category(choice: &str, shown: &[i16]) -> Option<String> {
+    match (choice, shown) {
+        ("a", [l, _]) => Some(format!("candidate {l}")),
+        ("b", [_, r]) => Some(format!("candidate {r}")),
+        ("tie" | "both_bad", _) => Some(choice.to_string()),
+        _ => None,
+    }
+}
+
+pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementReport, StoreError> {
+    let rows: Vec<ResponseRow> = sqlx::query_as(
+        "SELECT r.item_id, u.username, r.choice, r.answer, r.shown, i.gold_winner, \
+                r.time_spent_ms \
+         FROM responses r JOIN users u ON u.id = r.user_id JOIN items i ON i.id = r.item_id \
+         WHERE r.project_id = $1 AND r.review_status <> 'rejected' ORDER BY r.id",
+    )
+    .bind(project.id)
+    .fetch_all(pool)
+    .await?;
+    let mut labels = Vec::new();
+    let mut per_user: BTreeMap<String, UserTally> = BTreeMap::new();
+    for (item, user, choice, answer, shown, gold, time) in &rows {
+        let t = per_user.entry(user.clone()).or_default();
+        t.responses += 1;
+        if let Some(ms) = time {
+            t.times.push(*ms as f64);
+        }
+        if let Some(a) = answer {
+            t.chars.push(a.chars().count() as f64);
+        }
+        let Some(choice) = choice else { continue };
+        if let Some(category) = category(choice, shown) {
+            labels.push(Label {
+                item: *item,
+                annotator: user.clone(),
+                category,
+            });
+        }
+        if matches!(choice.as_str(), "a" | "b") {
+            t.decisive += 1;
+            t.left_wins += usize::from(choice == "a");
+        }
+        if let Some(g) = gold
+            && shown.contains(g)
+        {
+            t.gold_answered += 1;
+            let winner = match (choice.as_str(), shown.as_slice()) {
+                ("a", [l, _]) => Some(*l),
+                ("b", [_, r]) => Some(*r),
+                _ => None,
+            };
+            t.gold_correct += usize::from(winner == Some(*g));
+        }
+    }
+    let pairs = agreement::pairwise(&labels);
+    let preference = project.kind == ProjectKind::Preference;
+    let annotators = per_user
+        .iter()
+        .map(|(name, t)| AnnotatorQuality {
+            annotator: name.clone(),
+            responses: t.responses,
+            mean_kappa: mean(
+                pairs
+                    .iter()
+                    .filter(|p| p.annotators.contains(name))
+                    .filter_map(|p| p.kappa),
+            ),
+            position_bias: preference.then(|| PositionBias::new(t.decisive, t.left_wins)),
+            gold: (t.gold_answered > 0).then(|| gold(t.gold_answered, t.gold_correct)),
+            median_time_ms: median(t.times.clone()),
+            median_answer_chars: (!preference).then(|| median(t.chars.clone())).flatten(),
+        })
+        .collect::<Vec<_>>();
+    let sum = |f: fn(&UserTally) -> usize| per_user.values().map(f).sum::<usize>();
+    let gold_answered = sum(|t| t.gold_answered);
+    Ok(AgreementReport {
+        project_id: project.id,
+        kind: project.kind,
+        responses: rows.len(),
+        overlapping_items: agreement::overlapping_items(&labels),
+        fleiss_kappa: agreement::fleiss_kappa(&labels),
+        krippendorff_alpha: agreement::krippendorff_alpha(&labels),
+        mean_cohen_kappa: mean(pairs.iter().filter_map(|p| p.kappa)),
+        pairs,
+        position_bias: preference
+            .then(|| PositionBias::new(sum(|t| t.decisive), sum(|t| t.left_wins))),
+        gold: (gold_answered > 0).then(|| gold(gold_answered, sum(|t| t.gold_correct))),
+        answer_chars: (!preference)
+            .then(|| Distribution::of(per_user.values().flat_map(|t| t.chars.clone()).collect())),
+        time_spent_ms: Distribution::of(per_user.values().flat_map(|t| t.times.clone()).collect()),
+        annotators,
+    })
+}
+
+fn gold(answered: usize, correct: usize) -> GoldAccuracy {
+    GoldAccuracy {
+        answered,
+        correct,
+        accuracy: (answered > 0).then(|| correct as f64 / answered as f64),
+    }
+}
+
+#[derive(Debug, Default)]
+struct UserTally {
+    responses: usize,
+    decisive: usize,
+    left_wins: usize,
+    gold_answered: usize,
+    gold_correct: usize,
+    times: Vec<f64>,
+    chars: Vec<f64>,
+}
+
+/// The comparisons between checkpoints in a preference project's labels: pairs whose two
+/// shown candidates name different checkpoints; ties count half, both-bad is left out (it
+/// says nothing about which is better).
+pub async fn comparisons(pool: &PgPool, project: &Project) -> Result<Vec<Comparison>, StoreError> {
+    let rows: Vec<(String, Vec<i16>, Json<Vec<Candidate>>)> = sqlx::query_as(
+        "SELECT r.choice, r.shown, i.candidates FROM responses r JOIN items i ON i.id = r.item_id \
+         WHERE r.project_id = $1 AND r.choice IS NOT NULL AND r.review_status <> 'rejected' \
+         ORDER BY r.id",
+    )
+    .bind(project.id)
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::new();
+    for (choice, shown, candidates) in rows {
+        let [l, r] = shown.as_slice() else { continue };
+        let ckpt = |i: i16| {
+            candidates
+                .0
+                .get(i as usize)
+                .and_then(|c| c.checkpoint.clone())
+        };
+        let (Some(left), Some(right)) = (ckpt(*l), ckpt(*r)) else {
+            continue;
+        };
+        let outcome = match choice.as_str() {
+            "a" => 1.0,
+            "b" => 0.0,
+            "tie" => 0.5,
+            _ => continue,
+        };
+        if left != right {
+            out.push(Comparison {
+                left,
+                right,
+                outcome,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointRanking {
+    pub project_id: i64,
+    pub comparisons: usize,
+    pub checkpoints: Vec<CheckpointScore>,
+}
+
+pub async fn checkpoints(
+    pool: &PgPool,
+    project: &Project,
+) -> Result<CheckpointRanking, StoreError> {
+    let comparisons = comparisons(pool, project).await?;
+    let n = comparisons.len();
+    let checkpoints = tokio::task::spawn_blocking(move || ranking::rank(&comparisons))
+        .await
+        .map_err(StoreError::unexpected)?;
+    Ok(CheckpointRanking {
+        project_id: project.id,
+        comparisons: n,
+        checkpoints,
+    })
+}
+
+/// One gold mark: the item (by its external id) and the candidate that should win.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldMark {
+    pub id: String,
+    pub winner: i16,
+}
+
+/// Marks items of a preference project as gold, and raises their overlap to `overlap` so
+/// that many annotators can be checked on each. Returns how many items were marked; an
+/// unknown id or a winner out of range is a validation error and marks nothing.
+pub async fn mark_gold(
+    pool: &PgPool,
+    project: &Project,
+    marks: &[GoldMark],
+    overlap: i32,
+) -> Result<usize, StoreError> {
+    if project.kind != ProjectKind::Preference {
+        return Err(StoreError::Invalid(
+            "gold items belong to preference projects".into(),
+        ));
+    }
+    let mut tx = pool.begin().await?;
+    for (i, m) in marks.iter().enumerate() {
+        let n = sqlx::query(
+            "UPDATE items SET gold_winner = $3, overlap = GREATEST(overlap, $4) \
+             WHERE project_id = $1 AND external_id = $2 \
+               AND $3 < jsonb_array_length(candidates) AND $3 >= 0",
+        )
+        .bind(project.id)
+        .bind(&m.id)
+        .bind(m.winner)
+        .bind(overlap)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Invalid(format!(
+                "items[{i}]: no item {:?} in this project with a candidate {}",
+                m.id, m.winner
+            )));
+        }
+    }
+    tx.commit().await?;
+    Ok(marks.len())
+}

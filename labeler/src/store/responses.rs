@@ -1,0 +1,411 @@
+//! Submitting answers and autosaving drafts. A submit runs in one transaction that records
+//! the response, closes the lease, drops the draft and stores the reply under the caller's
+//! idempotency key, so a retried or double-clicked submit stores exactly one response.
+
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::domain::{Choice, ProjectKind, Strength, Verdict, check_content};
+use crate::store::StoreError;
+use crate::store::accounts::User;
+
+/// The body of a submit, before it is checked against the project's kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    /// SFT: the assistant's answer.
+    #[serde(default)]
+    pub answer: Option<String>,
+    /// Preference: `a`, `b`, `tie` or `both_bad`.
+    #[serde(default)]
+    pub choice: Option<Choice>,
+    #[serde(default)]
+    pub strength: Option<Strength>,
+    #[serde(default)]
+    pub rationale: Option<String>,
+    /// Time the annotator spent, as measured by the page.
+    #[serde(default)]
+    pub time_spent_ms: Option<i64>,
+}
+
+/// A checked submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submission {
+    Answer(String),
+    Verdict(Verdict),
+}
+
+impl Submission {
+    pub fn parse(
+        body: SubmitBody,
+        kind: ProjectKind,
+        rationale_required: bool,
+    ) -> Result<Self, String> {
+        match kind {
+            ProjectKind::Sft => {
+                if body.choice.is_some() || body.strength.is_some() {
+                    return Err("this is an sft item: send \"answer\", not \"choice\"".into());
+                }
+                let answer = body
+                    .answer
+                    .ok_or("missing field \"answer\" (this is an sft item)")?;
+                check_content(&answer).map_err(|e| format!("answer: {e}"))?;
+                Ok(Self::Answer(answer))
+            }
+            ProjectKind::Preference => {
+                if body.answer.is_some() {
+                    return Err("this is a preference item: send \"choice\", not \"answer\"".into());
+                }
+                let choice = body
+                    .choice
+                    .ok_or("missing field \"choice\" (this is a preference item)")?;
+                Verdict::parse(choice, body.strength, body.rationale, rationale_required)
+                    .map(Self::Verdict)
+            }
+        }
+    }
+}
+
+/// The `responses` columns a submission fills: answer, choice, strength, rationale.
+pub type Columns<'a> = (
+    Option<&'a str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'a str>,
+);
+
+impl Submission {
+    /// What a submit stores and what a reviewer's edit writes as the new version.
+    pub fn columns(&self) -> Columns<'_> {
+        match self {
+            Self::Answer(a) => (Some(a.as_str()), None, None, None),
+            Self::Verdict(v) => (
+                None,
+                Some(v.choice.as_str()),
+                v.strength.map(Strength::as_str),
+                v.rationale.as_deref(),
+            ),
+        }
+    }
+}
+
+/// An `Idempotency-Key` header value: 1-100 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if (1..=100).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err("Idempotency-Key must be 1-100 visible ASCII characters".into())
+        }
+    }
+}
+
+/// Stores the response for `assignment_id`; returns the HTTP status and body to answer with
+/// (the stored ones when `key` was seen before). The hot path of annotation: one statement
+/// (one round trip, one durable commit) for a live lease; an expired lease or a replayed key
+/// takes a second, rarer path.
+pub async fn submit(
+    pool: &PgPool,
+    assignment_id: i64,
+    user: &User,
+    body: SubmitBody,
+    key: Option<IdempotencyKey>,
+) -> Result<(u16, serde_json::Value), StoreError> {
+    let time_spent_ms = body.time_spent_ms.filter(|t| *t >= 0);
+    // The body is checked against every kind of project before the statement, which then
+    // stores it only if it fits the assignment's project; the precise error comes after.
+    let fits = Fits::of(&body);
+    let stored = match sqlx::query_as::<_, (String, String, bool, Option<i64>)>(SUBMIT_SQL)
+        .bind(assignment_id)
+        .bind(user.id)
+        .bind(key.as_ref().map(|IdempotencyKey(k)| k.as_str()))
+        .bind(fits.sft.is_some())
+        .bind(fits.preference.is_some())
+        .bind(fits.preference_with_rationale)
+        .bind(fits.answer())
+        .bind(fits.choice())
+        .bind(fits.strength())
+        .bind(fits.rationale())
+        .bind(time_spent_ms)
+        .fetch_optional(pool)
+        .await
+    {
+        Ok(row) => row,
+        // The key was used before (a retry whose first try committed, maybe on another
+        // assignment): nothing of this statement was stored; answer as the first time.
+        Err(e) if is_key_conflict(&e) => return replay(pool, user, key.as_ref()).await,
+        Err(e) => return Err(e.into()),
+    };
+    let Some((status, kind, rationale_required, response_id)) = stored else {
+        return Err(StoreError::NotFound(format!(
+            "no assignment {assignment_id}"
+        )));
+    };
+    if let Some(response_id) = response_id {
+        return Ok((
+            201,
+            serde_json::json!({"response_id": response_id, "assignment_id": assignment_id}),
+        ));
+    }
+    let kind = ProjectKind::parse(&kind).map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?;
+    match status.as_str() {
+        // Not stored, so the body does not fit this project: say why.
+        "leased" => {
+            Submission::parse(body, kind, rationale_required).map_err(StoreError::Invalid)?;
+            Err(StoreError::unexpected(anyhow::anyhow!(
+                "submit of assignment {assignment_id} fits its project but was not stored"
+            )))
+        }
+        "expired" => submit_in_transaction(pool, assignment_id, user, body, key).await,
+        "submitted" if key.is_some() => replay(pool, user, key.as_ref()).await,
+        "submitted" => Err(StoreError::Conflict(format!(
+            "assignment {assignment_id} is already submitted"
+        ))),
+        other => Err(StoreError::Conflict(format!(
+            "assignment {assignment_id} is {other}"
+        ))),
+    }
+}
+
+/// Locks the assignment, and only when it is a live lease and the body fits its project:
+/// records the response, closes the lease, drops the draft and stores the reply under the
+/// idempotency key (a plain INSERT: a key seen before fails the whole statement, which then
+/// stored nothing). A concurrent submit of the same assignment waits for the row lock and then
+/// sees `submitted`. Returns no row for an assignment that is not the caller's.
+const SUBMIT_SQL: &str = "\
+WITH a AS ( \
+  SELECT a.id, a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required, \
+         CASE WHEN p.kind = 'sft' THEN $4 WHEN p.rationale_required THEN $6 ELSE $5 END AS fits \
+  FROM assignments a JOIN projects p ON p.id = a.project_id \
+  WHERE a.id = $1 AND a.user_id = $2 FOR UPDATE OF a), \
+r AS ( \
+  INSERT INTO responses (assignment_id, item_id, project_id, user_id, answer, choice, \
+                         strength, rationale, shown, time_spent_ms) \
+  SELECT a.id, a.item_id, a.project_id, $2, $7, $8, $9, $10, a.shown, $11 FROM a \
+  WHERE a.status = 'leased' AND a.fits \
+  RETURNING id, assignment_id, item_id), \
+s AS (UPDATE assignments SET status = 'submitted', finished_at = now() \
+      WHERE id = (SELECT assignment_id FROM r)), \
+d AS (DELETE FROM drafts WHERE user_id = $2 AND item_id = (SELECT item_id FROM r)), \
+k AS (INSERT INTO idempotency_keys (user_id, key, status_code, response_body) \
+      SELECT $2, $3, 201, jsonb_build_object('response_id', r.id, 'assignment_id', r.assignment_id) \
+      FROM r WHERE $3 IS NOT NULL) \
+SELECT a.status, a.kind, a.rationale_required, (SELECT id FROM r) FROM a";
+
+fn is_key_conflict(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.constraint() == Some("idempotency_keys_pkey"))
+}
+
+/// The reply stored under `key`, for a retried submit.
+async fn replay(
+    pool: &PgPool,
+    user: &User,
+    key: Option<&IdempotencyKey>,
+) -> Result<(u16, serde_json::Value), StoreError> {
+    let Some(IdempotencyKey(key)) = key else {
+        return Err(StoreError::unexpected(anyhow::anyhow!(
+            "replaying a submit without an Idempotency-Key"
+        )));
+    };
+    let saved: Option<(Option<i16>, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT status_code, response_body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user.id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    match saved {
+        Some((Some(code), Some(body))) => Ok((code as u16, body)),
+        _ => Err(StoreError::Conflict(
+            "a request with this Idempotency-Key is still in progress".into(),
+        )),
+    }
+}
+
+/// The body checked against each kind of project (a body fits at most one kind: `answer`
+/// and `choice` exclude each other).
+struct Fits {
+    sft: Option<Submission>,
+    /// Preference, for a project that does not require a rationale.
+    preference: Option<Submission>,
+    /// Whether it also fits a project that requires one.
+    preference_with_rationale: bool,
+}
+
+impl Fits {
+    fn of(body: &SubmitBody) -> Self {
+        let parse = |kind, required| Submission::parse(body.clone(), kind, required).ok();
+        Self {
+            sft: parse(ProjectKind::Sft, false),
+            preference: parse(ProjectKind::Preference, false),
+            preference_with_rationale: parse(ProjectKind::Preference, true).is_some(),
+        }
+    }
+
+    fn verdict(&self) -> Option<&Verdict> {
+        match &self.preference {
+            Some(Submission::Verdict(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn answer(&self) -> Option<&str> {
+        match &self.sft {
+            Some(Submission::Answer(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn choice(&self) -> Option<&'static str> {
+        self.verdict().map(|v| v.choice.as_str())
+    }
+
+    fn strength(&self) -> Option<&'static str> {
+        self.verdict()
+            .and_then(|v| v.strength.map(Strength::as_str))
+    }
+
+    fn rationale(&self) -> Option<&str> {
+        self.verdict().and_then(|v| v.rationale.as_deref())
+    }
+}
+
+/// The general path, for a lease that expired before the submit: revives it when the item
+/// still has room, in one transaction with the response.
+async fn submit_in_transaction(
+    pool: &PgPool,
+    assignment_id: i64,
+    user: &User,
+    body: SubmitBody,
+    key: Option<IdempotencyKey>,
+) -> Result<(u16, serde_json::Value), StoreError> {
+    let time_spent_ms = body.time_spent_ms.filter(|t| *t >= 0);
+    let mut tx = pool.begin().await?;
+    if let Some(IdempotencyKey(key)) = &key {
+        // A concurrent request with the same key blocks here until it commits.
+        let fresh = sqlx::query(
+            "INSERT INTO idempotency_keys (user_id, key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user.id)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            let saved: Option<(Option<i16>, Option<serde_json::Value>)> = sqlx::query_as(
+                "SELECT status_code, response_body FROM idempotency_keys \
+                 WHERE user_id = $1 AND key = $2",
+            )
+            .bind(user.id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((Some(code), Some(body))) = saved {
+                return Ok((code as u16, body));
+            }
+            return Err(StoreError::Conflict(
+                "a request with this Idempotency-Key is still in progress".into(),
+            ));
+        }
+    }
+    let row: Option<(String, i64, i64, Vec<i16>, String, bool)> = sqlx::query_as(
+        "SELECT a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required \
+         FROM assignments a JOIN projects p ON p.id = a.project_id \
+         WHERE a.id = $1 AND a.user_id = $2 FOR UPDATE OF a",
+    )
+    .bind(assignment_id)
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((status, item_id, project_id, shown, kind, rationale_required)) = row else {
+        return Err(StoreError::NotFound(format!(
+            "no assignment {assignment_id}"
+        )));
+    };
+    let kind = ProjectKind::parse(&kind).map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?;
+    let submission =
+        Submission::parse(body, kind, rationale_required).map_err(StoreError::Invalid)?;
+    match status.as_str() {
+        "leased" => {}
+        "expired" => crate::store::queue::revive(&mut tx, assignment_id, item_id).await?,
+        "submitted" => {
+            return Err(StoreError::Conflict(format!(
+                "assignment {assignment_id} is already submitted"
+            )));
+        }
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "assignment {assignment_id} is {other}"
+            )));
+        }
+    }
+    let (answer, choice, strength, rationale) = submission.columns();
+    // One statement: the response, the closed lease, the dropped draft, the stored reply.
+    let response_id: i64 = sqlx::query_scalar(
+        "WITH r AS ( \
+           INSERT INTO responses (assignment_id, item_id, project_id, user_id, answer, choice, \
+                                  strength, rationale, shown, time_spent_ms) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id), \
+         a AS (UPDATE assignments SET status = 'submitted', finished_at = now() WHERE id = $1), \
+         d AS (DELETE FROM drafts WHERE user_id = $4 AND item_id = $2), \
+         k AS (UPDATE idempotency_keys SET status_code = 201, \
+                 response_body = jsonb_build_object('response_id', (SELECT id FROM r), \
+                                                    'assignment_id', $1::bigint) \
+               WHERE user_id = $4 AND key = $11) \
+         SELECT id FROM r",
+    )
+    .bind(assignment_id)
+    .bind(item_id)
+    .bind(project_id)
+    .bind(user.id)
+    .bind(answer)
+    .bind(choice)
+    .bind(strength)
+    .bind(rationale)
+    .bind(&shown)
+    .bind(time_spent_ms)
+    .bind(key.as_ref().map(|IdempotencyKey(k)| k.as_str()))
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((
+        201,
+        serde_json::json!({"response_id": response_id, "assignment_id": assignment_id}),
+    ))
+}
+
+/// Autosaves the annotator's work in progress on an open assignment.
+pub async fn save_draft(
+    pool: &PgPool,
+    assignment_id: i64,
+    user: &User,
+    body: &serde_json::Value,
+) -> Result<(), StoreError> {
+    if !body.is_object() {
+        return Err(StoreError::Invalid("a draft must be a JSON object".into()));
+    }
+    crate::domain::check_json_text(body).map_err(|e| StoreError::Invalid(format!("draft: {e}")))?;
+    let n = sqlx::query(
+        "INSERT INTO drafts (user_id, item_id, body) \
+         SELECT a.user_id, a.item_id, $3 FROM assignments a \
+         WHERE a.id = $1 AND a.user_id = $2 AND a.status IN ('leased', 'expired') \
+         ON CONFLICT (user_id, item_id) DO UPDATE SET body = EXCLUDED.body, updated_at = now()",
+    )
+    .bind(assignment_id)
+    .bind(user.id)
+    .bind(body)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound(format!(
+            "no open assignment {assignment_id} of yours"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! Review of submitted responses: a reviewer (or an admin) accepts a response, rejects it with
+//! a comment, or edits it. A rejection gives the item's slot back (the assignment becomes
+//! `rejected`, which the slot trigger does not count), so another annotator answers it and
+//! the overlap stays exact; the rejected annotator never gets the item again (the assignment
+//! row stays). An edit is a new version: the first edit copies the original into
+//! `response_versions` as version 1, `responses` holds the latest. Each decision is written
+//! to the audit log in the same transaction.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use sqlx::types::Json;
+
+use crate::domain::{Candidate, Message};
+use crate::store::StoreError;
+use crate::store::accounts::User;
+use crate::store::audit::{self, Action, Actor, Event};
+use crate::store::projects::Project;
+use crate::store::responses::{Submission, SubmitBody};
+
+/// Which responses a review list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewStatus {
+    Pending,
+    Accepted,
+    Rejected,
+}
+
+impl ReviewStatus {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "accepted" => Ok(Self::Accepted),
+            "rejected" => Ok(Self::Rejected),
+            _ => Err(format!(
+                "review status {s:?} is not one of: pending, accepted, rejected"
+            )),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// A reviewer's decision, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    /// The comment says why (required: the annotator and the lead read it).
+    Reject(String),
+    /// A corrected answer or verdict; the edited response counts as accepted.
+    Edit(Submission),
+}
+
+impl Decision {
+    pub fn reject(comment: &str) -> Result<Self, String> {
+        let comment = comment.trim();
+        if comment.is_empty() {
+            return Err("a rejection needs a comment".into());
+        }
+        if comment.len() > 10_000 {
+            return Err("comment is longer than 10000 bytes".into());
+        }
+        crate::domain::check_text(comment).map_err(|e| format!("comment: {e}"))?;
+        Ok(Self::Reject(comment.to_string()))
+    }
+}
+
+/// A submitted response as a reviewer sees it: the prompt, what the annotator did, and for
+/// preferences the two answers in the order the annotator saw them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewItem {
+    pub response_id: i64,
+    pub item_id: i64,
+    pub external_id: String,
+    pub annotator: String,
+    pub created_at: DateTime<Utc>,
+    pub time_spent_ms: Option<i64>,
+    pub prompt: Vec<Message>,
+    pub answer: Option<String>,
+    pub choice: Option<String>,
+    pub strength: Option<String>,
+    pub rationale: Option<String>,
+    /// Preference: the answers as shown (left, right), with their provenance.
+    pub shown: Vec<Candidate>,
+    pub review_status: ReviewStatus,
+    pub review_comment: Option<String>,
+    pub version: i32,
+}
+
+/// One stored version of an edited response.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Version {
+    pub version: i32,
+    pub answer: Option<String>,
+    pub choice: Option<String>,
+    pub strength: Option<String>,
+    pub rationale: Option<String>,
+    pub author: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    response_id: i64,
+    item_id: i64,
+    external_id: String,
+    annotator: String,
+    created_at: DateTime<Utc>,
+    time_spent_ms: Option<i64>,
+    prompt: Json<Vec<Message>>,
+    answer: Option<String>,
+    choice: Option<String>,
+    strength: Option<String>,
+    rationale: Option<String>,
+    shown: Vec<i16>,
+    candidates: Json<Vec<Candidate>>,
+    review_status: String,
+    review_comment: Option<String>,
+    version: i32,
+}
+
+const SELECT: &str = "SELECT r.id AS response_id, r.item_id, i.external_id, u.username AS annotator, \
+       r.created_at, r.time_spent_ms, i.prompt, r.answer, r.choice, r.strength, r.rationale, \
+       r.shown, i.candidates, r.review_status, r.review_comment, r.version \
+     FROM responses r JOIN items i ON i.id = r.item_id JOIN users u ON u.id = r.user_id";
+
+fn item_from_row(row: Row) -> Result<ReviewItem, StoreError> {
+    let shown = row
+        .shown
+        .iter()
+        .map(|&i| row.candidates.0.get(i as usize).cloned())
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| StoreError::unexpected(anyhow::anyhow!("shown index out of range")))?;
+    Ok(ReviewItem {
+        response_id: row.response_id,
+        item_id: row.item_id,
+        external_id: row.external_id,
+        annotator: row.annotator,
+        created_at: row.created_at,
+        time_spent_ms: row.time_spent_ms,
+        prompt: row.prompt.0,
+        answer: row.answer,
+        choice: row.choice,
+        strength: row.strength,
+        rationale: row.rationale,
+        shown,
+        review_status: ReviewStatus::parse(&row.review_status)
+            .map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?,
+        review_comment: row.review_comment,
+        version: row.version,
+    })
+}
+
+/// Responses of `project` with `status` (all when `None`), oldest first, after the response
+/// id `after` (paging).
+pub async fn list(
+    pool: &PgPool,
+    project: &Project,
+    status: Option<ReviewStatus>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<ReviewItem>, StoreError> {
+    let rows = sqlx::query_as::<_, Row>(&format!(
+        "{SELECT} WHERE r.project_id = $1 AND ($2::text IS NULL OR r.review_status = $2) \
+           AND r.id > $3 ORDER BY r.id LIMIT $4"
+    ))
+    .bind(project.id)
+    .bind(status.map(ReviewStatus::as_str))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter().map(item_from_row).collect()
+}
+
+/// One response with every stored version (empty when it was never edited).
+pub async fn get(
+    pool: &PgPool,
+    response_id: i64,
+) -> Result<(i64, ReviewItem, Vec<Version>), StoreError> {
+    let row = sqlx::query_as::<_, Row>(&format!("{SELECT} WHERE r.id = $1"))
+        .bind(response_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no response {response_id}")))?;
+    let project_id: i64 = sqlx::query_scalar("SELECT project_id FROM responses WHERE id = $1")
+        .bind(response_id)
+        .fetch_one(pool)
+        .await?;
+    let versions = sqlx::query_as::<_, Version>(
+        "SELECT v.version, v.answer, v.choice, v.strength, v.rationale, u.username AS author, \
+                v.created_at \
+         FROM response_versions v JOIN users u ON u.id = v.author_id \
+         WHERE v.response_id = $1 ORDER BY v.version",
+    )
+    .bind(response_id)
+    .fetch_all(pool)
+    .await?;
+    Ok((project_id, item_from_row(row)?, versions))
+}
+
+/// Checks an edit against the project's kind (the same rules as a submit).
+pub fn parse_edit(body: SubmitBody, project: &Project) -> Result<Decision, String> {
+    Submission::parse(body, project.kind, project.rationale_required).map(Decision::Edit)
+}
+
+/// Applies `decision` to a response of `project`; returns the response as it is now.
+pub async fn decide(
+    pool: &PgPool,
+    reviewer: &User,
+    project: &Project,
+    response_id: i64,
+    decision: Decision,
+) -> Result<ReviewItem, StoreError> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, i64, i32, i64)> = sqlx::query_as(
+        "SELECT review_status, assignment_id, version, user_id FROM responses \
+         WHERE id = $1 AND project_id = $2 FOR UPDATE",
+    )
+    .bind(response_id)
+    .bind(project.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((status, assignment_id, version, annotator_id)) = row else {
+        return Err(StoreError::NotFound(format!(
+            "no response {response_id} in project {}",
+            project.id
+        )));
+    };
+    if status == "rejected" {
+        return Err(StoreError::Conflict(format!(
+            "response {response_id} was rejected; its item went back to the pool"
+        )));
+    }
+    let target = format!("response {response_id}");
+    let (action, details) = match &decision {
+        Decision::Accept => {
+            sqlx::query(
+                "UPDATE responses SET review_status = 'accepted', reviewed_by = $2, \
+                   reviewed_at = now() WHERE id = $1",
+            )
+            .bind(response_id)
+            .bind(reviewer.id)
+            .execute(&mut *tx)
+            .await?;
+            (
+                Action::ReviewAccept,
+                serde_json::json!({"version": version}),
+            )
+        }
+        Decision::Reject(comment) => {
+            sqlx::query(
+                "UPDATE responses SET review_status = 'rejected', reviewed_by = $2, \
+                   reviewed_at = now(), review_comment = $3 WHERE id = $1",
+            )
+            .bind(response_id)
+            .bind(reviewer.id)
+            .bind(comment)
+            .execute(&mut *tx)
+            .await?;
+            // The slot trigger sees submitted -> rejected and frees one slot of the item.
+            sqlx::query(
+                "UPDATE assignments SET status = 'rejected' WHERE id = $1 AND status = 'submitted'",
+            )
+            .bind(assignment_id)
+            .execute(&mut *tx)
+            .await?;
+            (
+                Action::ReviewReject,
+                serde_json::json!({"comment": comment, "annotator_id": annotator_id}),
+            )
+        }
+        Decision::Edit(submission) => {
+            let (answer, choice, strength, rationale) = submission.columns();
+            // Keep the annotator's original as version 1 before the first edit.
+            sqlx::query(
+                "INSERT INTO response_versions \
+                   (response_id, version, answer, choice, strength, rationale, author_id, created_at) \
+                 SELECT id, 1, answer, choice, strength, rationale, user_id, created_at \
+                 FROM responses WHERE id = $1 ON CONFLICT DO NOTHING",
+            )
+            .bind(response_id)
+            .execute(&mut *tx)
+            .await?;
+            let next = version + 1;
+            sqlx::query(
+                "INSERT INTO response_versions \
+                   (response_id, version, answer, choice, strength, rationale, author_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(response_id)
+            .bind(next)
+            .bind(answer)
+            .bind(choice)
+            .bind(strength)
+            .bind(rationale)
+            .bind(reviewer.id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE responses SET answer = $2, choice = $3, strength = $4, rationale = $5, \
+                   version = $6, review_status = 'accepted', reviewed_by = $7, \
+                   reviewed_at = now() WHERE id = $1",
+            )
+            .bind(response_id)
+            .bind(answer)
+            .bind(choice)
+            .bind(strength)
+            .bind(rationale)
+            .bind(next)
+            .bind(reviewer.id)
+            .execute(&mut *tx)
+            .await?;
+            (
+                Action::ReviewEdit,
+                serde_json::json!({"from_version": version, "version": next}),
+            )
+        }
+    };
+    let event = Event::new(action)
+        .project(project.id)
+        .target(&target)
+        .details(details);
+    audit::record(&mut *tx, &Actor::user(reviewer), event).await?;
+    tx.commit().await?;
+    let (_, item, _) = get(pool, response_id).await?;
+    Ok(item)
+}
