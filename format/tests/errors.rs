@@ -7,7 +7,7 @@ use format::{
     Dataset, DatasetKind, FormatError, PretrainDoc, SftExample, ShardWriter, shard_file_name,
 };
 
-use crate::helpers::{tokenizer, write_pretrain};
+use crate::helpers::{tokenizer, write_one_sft, write_pretrain};
 
 fn message(err: &FormatError) -> String {
     err.to_string()
@@ -118,19 +118,14 @@ fn unknown_format_version() {
 #[test]
 fn schema_mismatch_when_the_manifest_lies_about_the_kind() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("sft");
-    let mut writer = ShardWriter::builder(&dir, DatasetKind::Sft, tokenizer(tmp.path(), 100))
-        .build()
-        .expect("writer");
-    writer
-        .write(SftExample {
-            example_id: "e",
-            input_ids: &[2, 9, 4, 3, 8, 4],
-            loss_mask: &[0, 0, 0, 0, 1, 1],
-            source_record: "r",
-        })
-        .expect("write");
-    let mut manifest = writer.finish().expect("finish");
+    let (dir, mut manifest) = write_one_sft(
+        tmp.path(),
+        "sft",
+        "e",
+        &[2, 9, 4, 3, 8, 4],
+        &[0, 0, 0, 0, 1, 1],
+        "r",
+    );
     manifest.kind = DatasetKind::Preference;
     manifest.write_atomic(&dir).expect("rewrite");
 

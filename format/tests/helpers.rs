@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use format::{DatasetKind, Manifest, PretrainDoc, ShardWriter, TokenizerSpec};
+use format::{DatasetKind, Manifest, PretrainDoc, SftExample, ShardWriter, TokenizerSpec};
 
 pub const EOS: u32 = 0;
 
@@ -61,6 +61,32 @@ pub fn write_pretrain(
             })
             .expect("write doc");
     }
+    let manifest = writer.finish().expect("finish");
+    (dir, manifest)
+}
+
+/// Writes an sft dataset of the one example `(input_ids, loss_mask)` to `dir/name` (tokenizer
+/// spec with a vocabulary of 100); returns its path and manifest.
+pub fn write_one_sft(
+    root: &Path,
+    name: &str,
+    example_id: &str,
+    input_ids: &[u32],
+    loss_mask: &[u8],
+    source_record: &str,
+) -> (PathBuf, Manifest) {
+    let dir = root.join(name);
+    let mut writer = ShardWriter::builder(&dir, DatasetKind::Sft, tokenizer(root, 100))
+        .build()
+        .expect("writer");
+    writer
+        .write(SftExample {
+            example_id,
+            input_ids,
+            loss_mask,
+            source_record,
+        })
+        .expect("write");
     let manifest = writer.finish().expect("finish");
     (dir, manifest)
 }

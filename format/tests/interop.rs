@@ -2,11 +2,11 @@
 //! them with tools they know. The venv is made by `scripts/setup` (found by
 //! `testkit::python`).
 
-use format::{DatasetKind, SftExample, ShardWriter, shard_file_name};
+use format::shard_file_name;
 
 use testkit::python::run_python;
 
-use crate::helpers::{doc_tokens, tokenizer, write_pretrain};
+use crate::helpers::{doc_tokens, write_one_sft, write_pretrain};
 
 #[test]
 fn pyarrow_and_polars_read_a_pretrain_shard() {
@@ -50,19 +50,14 @@ print(json.dumps({
 #[test]
 fn pyarrow_reads_an_sft_shard() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("sft");
-    let mut writer = ShardWriter::builder(&dir, DatasetKind::Sft, tokenizer(tmp.path(), 100))
-        .build()
-        .expect("writer");
-    writer
-        .write(SftExample {
-            example_id: "e1",
-            input_ids: &[2, 50, 4, 3, 60, 4],
-            loss_mask: &[0, 0, 0, 0, 1, 1],
-            source_record: "labeler:item-1",
-        })
-        .expect("write");
-    writer.finish().expect("finish");
+    let (dir, _) = write_one_sft(
+        tmp.path(),
+        "sft",
+        "e1",
+        &[2, 50, 4, 3, 60, 4],
+        &[0, 0, 0, 0, 1, 1],
+        "labeler:item-1",
+    );
     let script = r#"
 import sys, json, pyarrow.ipc as ipc
 t = ipc.open_file(sys.argv[1]).read_all()

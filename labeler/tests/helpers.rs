@@ -1,15 +1,14 @@
 //! `spawn_app`: a fresh database and an `Application` on port 0, plus typed helpers for the
 //! API calls the tests make.
 
-use std::str::FromStr;
-
 use labeler::domain::{Password, Role, Username};
 use labeler::store::accounts;
 use labeler::{Application, Settings};
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, Executor, PgConnection, PgPool};
+use sqlx::PgPool;
+use testkit::db::TestDatabase;
+use testkit::process::workspace_root;
 
 pub struct TestApp {
     pub address: String,
@@ -28,44 +27,8 @@ pub struct TestUser {
 
 pub const PASSWORD: &str = "correct horse battery";
 
-pub fn server_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-        panic!(
-            "DATABASE_URL is not set: run the tests through `scripts/test`, which starts the \
-             project's PostgreSQL cluster, or point DATABASE_URL at a server you own"
-        )
-    })
-}
-
-/// A new, empty database on the test server; returns its URL.
-pub async fn create_database() -> String {
-    let url = server_url();
-    let options = PgConnectOptions::from_str(&url).expect("DATABASE_URL parses");
-    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect_with(&options.clone().database("postgres"))
-        .await
-        .expect("connect to the maintenance database");
-    conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
-        .await
-        .expect("create test database");
-    // Replace the database path of the URL, keeping host/port/user query parameters.
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
 pub fn settings(database_url: &str) -> Settings {
-    // Resolved at run time: a build reused from a clone at another path must not read
-    // that clone's files.
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(std::path::PathBuf::from)
-        .expect("CARGO_MANIFEST_DIR (set by cargo when it runs tests)");
-    let text = std::fs::read_to_string(manifest_dir.join("../configs/labeler.toml"))
+    let text = std::fs::read_to_string(workspace_root().join("configs/labeler.toml"))
         .expect("read configs/labeler.toml");
     let mut settings: Settings = toml::from_str(&text).expect("parse configs/labeler.toml");
     settings.server.port = 0;
@@ -79,7 +42,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with settings changed by `edit` first.
 pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
-    let database_url = create_database().await;
+    let database_url = TestDatabase::create().await.url;
     let mut s = settings(&database_url);
     edit(&mut s);
     let app = Application::build(s).await.expect("build app");

@@ -4,11 +4,9 @@
 //! that an annotator then opens, judges and exports with the candidates' provenance. A second
 //! run with the same checkpoint creates nothing.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use format::{DatasetKind, PretrainDoc, SPECIAL_TOKENS, ShardWriter, TokenizerSpec};
 use jielong_tests::{LabelerSetup, call, fails, ok, run_bin, serve};
 use serde_json::{Value, json};
 use testkit::tokenizer::{save_bpe, write_pretrain_dataset};

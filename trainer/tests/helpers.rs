@@ -1,11 +1,9 @@
 //! Shared builders: a byte-level BPE tokenizer trained in process, small pretrain datasets
 //! encoded with it, and run configs for tiny models.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use format::{DatasetKind, PretrainDoc, SPECIAL_TOKENS, ShardWriter, TokenizerSpec};
 use testkit::tokenizer::{save_bpe, write_pretrain_dataset};
 use trainer::engine::config::RunConfig;
 
