@@ -1,4 +1,4 @@
-# Sourced first by every benchmark in bench/: moves to the repository root, reads
+# Sourced first by every benchmark (scripts/bench-*): moves to the repository root, reads
 # scripts/env.sh, and gives the one way benchmarks build release binaries: `release_build
 # CARGO_ARGS...` into a target dir of their own ($JIELONG_RELEASE_TARGET, default
 # $JIELONG_CACHE/target-release), so a benchmark never blocks or invalidates the debug build

@@ -1,5 +1,5 @@
 """Writes a deterministic English/Chinese JSONL corpus of about SIZE_MB megabytes for
-bench/pipeline: varied prose, some boilerplate-heavy pages, and planted exact and
+scripts/bench-pipeline: varied prose, some boilerplate-heavy pages, and planted exact and
 near duplicates, so every filter and the dedup stages have work to do."""
 import json
 import random

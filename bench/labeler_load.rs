@@ -1,4 +1,4 @@
-//! Load benchmark of the labeler (run through `bench/labeler`): starts `labeler serve`
+//! Load benchmark of the labeler (run through `scripts/bench-labeler`): starts `labeler serve`
 //! as a separate process on a fresh database, imports items over HTTP, then `annotators`
 //! concurrent clients each repeat one annotator cycle (fetch the next item + submit) on
 //! loopback, bounded by `cycles` and `seconds`. Two modes:

@@ -1,4 +1,4 @@
-"""Reference for bench/pipeline: HuggingFace datatrove running the same Gopher,
+"""Reference for scripts/bench-pipeline: HuggingFace datatrove running the same Gopher,
 C4 and FineWeb filters, then its four MinHash stages, on the same JSONL corpus, with 2
 workers. Prints MB/s for each part. Run it from a scratch venv with datatrove installed:
     python bench/reference/datatrove_filters.py CORPUS.jsonl WORKDIR

@@ -1,4 +1,4 @@
-"""Reference for bench/tokenize: HuggingFace datatrove's DocumentTokenizer with the
+"""Reference for scripts/bench-tokenize: HuggingFace datatrove's DocumentTokenizer with the
 same tokenizer.json on the same JSONL corpus, 2 workers (the corpus split in 2 files so both
 work). Documents are not shuffled (our side does not shuffle either), which only makes
 datatrove faster. Prints seconds, MB/s and tokens/s. Run it from a scratch venv with
