@@ -338,3 +338,79 @@ fn stage_isolated_runs_as_the_benchmark_makes_them() {
             .is_some_and(|n| *n >= 2)
     );
 }
+
+#[test]
+fn undetermined_language_is_its_own_label_that_keep_lists_can_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let lines = [
+        serde_json::json!({"id": "english", "text": good_english(1)}),
+        // No letters: whatlang has no guess at all.
+        serde_json::json!({"id": "digits", "text": "1984 2001 3.14159 2.71828 42 -- 1234 5678 +/- 90%"}),
+        // A guess below the default min_score of 0.5.
+        serde_json::json!({"id": "mixed", "text": "ok sí ja oui da"}),
+    ];
+    let input = tmp.path().join("docs.jsonl");
+    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    std::fs::write(&input, text.join("\n")).expect("write");
+    let run_with = |name: &str, langid: &str| -> DataFrame {
+        let out = tmp.path().join(name);
+        let config = format!(
+            "[input]\npaths = [\"{}\"]\n[output]\ndir = \"{}\"\n[langid]\n{langid}\n",
+            input.display(),
+            out.display()
+        );
+        let path = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config).expect("config");
+        run(&PipelineConfig::load(&path).expect("config loads"), false).expect("run");
+        docs_table(&out, 0)
+    };
+    let column = |table: &DataFrame, name: &str, id: &str| -> Option<String> {
+        let ids = text_column(table, "id");
+        let row = (0..table.height())
+            .find(|&i| ids.get(i) == Some(id))
+            .expect(id);
+        text_column(table, name).get(row).map(str::to_string)
+    };
+
+    // keep = [] keeps every document, whatever its language score.
+    let all = run_with("all", "keep = []\ndefault_min_score = 0.0");
+    for id in ["english", "digits", "mixed"] {
+        assert_ne!(
+            column(&all, "dropped_by", id).as_deref(),
+            Some("langid"),
+            "{id}"
+        );
+    }
+    assert_eq!(column(&all, "lang", "english").as_deref(), Some("eng"));
+    assert_eq!(column(&all, "lang", "digits").as_deref(), Some("und"));
+    assert_ne!(column(&all, "lang", "mixed"), None);
+
+    // The default keep list and scores drop them, and the docs table says why.
+    let default = run_with("default", "");
+    assert_eq!(column(&default, "lang", "mixed").as_deref(), Some("und"));
+    assert_eq!(column(&default, "dropped_by", "english"), None);
+    for id in ["digits", "mixed"] {
+        assert_eq!(
+            column(&default, "dropped_by", id).as_deref(),
+            Some("langid")
+        );
+        let reason = column(&default, "drop_reason", id).expect("reason");
+        assert!(reason.contains("undetermined"), "{id}: {reason}");
+    }
+    assert!(
+        column(&default, "drop_reason", "mixed")
+            .is_some_and(|r| r.contains("best guess") && r.contains("< min_score 0.5")),
+        "the reason names the guess and its threshold"
+    );
+
+    // A keep list can name `und`.
+    let named = run_with("named", "keep = [\"und\"]");
+    assert_eq!(
+        column(&named, "dropped_by", "english").as_deref(),
+        Some("langid")
+    );
+    assert_ne!(
+        column(&named, "dropped_by", "digits").as_deref(),
+        Some("langid")
+    );
+}

@@ -217,22 +217,39 @@ fn normalization_fixes_whitespace_controls_and_forms() {
 
 #[test]
 fn language_identification_and_keep_list() {
-    let en = langid::identify(&good_english(1)).expect("english");
-    assert_eq!(en.code, "eng");
-    assert!(en.score > 0.5);
-    let zh = langid::identify(&good_chinese(1)).expect("chinese");
-    assert_eq!(zh.code, "cmn");
     let options = langid::LangIdOptions::default();
-    assert_eq!(options.verdict(Some(&en)), None);
-    let de = langid::identify(
+    let en = options.identify(&good_english(1));
+    assert_eq!(en.label, "eng");
+    assert!(en.score().is_some_and(|s| s > 0.5));
+    let zh = options.identify(&good_chinese(1));
+    assert_eq!(zh.label, "cmn");
+    assert!(zh.guessed_chinese());
+    assert_eq!(options.verdict(&en), None);
+    let de = options.identify(
         "Der schnelle braune Fuchs springt über den faulen Hund und läuft weiter in den Wald.",
-    )
-    .expect("german");
+    );
+    assert_eq!(de.label, "deu");
     assert!(
         options
-            .verdict(Some(&de))
+            .verdict(&de)
             .is_some_and(|r| r.contains("not in keep list"))
     );
+    // Nothing to guess from: undetermined, dropped by the default list, kept by `keep = []`.
+    let none = options.identify("1984 2001 3.14159 -- 42");
+    assert_eq!(
+        (none.label.as_str(), none.guess.as_ref()),
+        (langid::UNDETERMINED, None)
+    );
+    assert!(
+        options
+            .verdict(&none)
+            .is_some_and(|r| r.contains("undetermined"))
+    );
+    let keep_all = langid::LangIdOptions {
+        keep: vec![],
+        ..langid::LangIdOptions::default()
+    };
+    assert_eq!(keep_all.verdict(&none), None);
 }
 
 #[test]

@@ -74,18 +74,14 @@ impl<'a> Processor<'a> {
         let mut clock = StageClock::start();
         let text = normalize(&doc.text, &config.normalize);
         clock.lap(0);
-        let language = if config.langid.enabled {
-            langid::identify(&text)
-        } else {
-            None
-        };
+        let language = config.langid.enabled.then(|| config.langid.identify(&text));
         clock.lap(1);
         let mut row = DocRow {
             id: doc.id.clone(),
             url: doc.url.clone(),
             source: doc.source.clone(),
-            lang: language.as_ref().map(|l| l.code.clone()),
-            lang_score: language.as_ref().map(|l| l.score),
+            lang: language.as_ref().map(|l| l.label.clone()),
+            lang_score: language.as_ref().and_then(langid::Identified::score),
             scores: vec![None; self.score_names.len()],
             dropped_by: None,
             drop_reason: None,
@@ -101,14 +97,14 @@ impl<'a> Processor<'a> {
         if text.is_empty() {
             drop("empty", "no text after extraction".into(), &mut row);
         }
-        if config.langid.enabled
-            && let Some(reason) = config.langid.verdict(language.as_ref())
-        {
+        if let Some(reason) = language.as_ref().and_then(|l| config.langid.verdict(l)) {
             drop("langid", reason, &mut row);
         }
         // Every filter runs on every document, so thresholds can be re-tuned from the docs
         // table without re-running; the first failing stage is the one recorded.
-        let chinese = language.as_ref().is_some_and(|l| l.code == "cmn");
+        let chinese = language
+            .as_ref()
+            .is_some_and(langid::Identified::guessed_chinese);
         let (filtered, outcomes) = config.filters.run(text, chinese);
         clock.lap(2);
         for outcome in &outcomes {
