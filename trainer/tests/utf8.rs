@@ -14,28 +14,23 @@ use trainer::model::sample::{SamplingParams, generate, generate_text, pick_token
 use trainer::model::tokenizer::TextTokenizer;
 use trainer::model::utf8::{ByteVocab, TokenBytes, Utf8State, byte_level_char_bytes};
 
-use crate::helpers::{tiny_config_toml, trainer_ok};
+use crate::helpers::{Phrasebook, tiny_config_toml, trainer_ok};
 use crate::model::small_model;
 
 const REPLACEMENT: char = '\u{FFFD}';
 
 /// Chinese sentences (and one emoji, four bytes) with enough repetition for BPE merges
 /// that stop inside characters.
+const CHINESE: Phrasebook = Phrasebook {
+    subjects: ["我的朋友", "那只猫🐱", "老师", "小鸟", "我们"],
+    verbs: ["喜欢", "看见", "找到", "跟着"],
+    objects: ["红色的球", "绿色的盒子", "那棵老树", "一座小房子"],
+    space: "",
+    full_stop: "。",
+};
+
 fn chinese_document(i: usize) -> String {
-    const SUBJECTS: [&str; 5] = ["我的朋友", "那只猫🐱", "老师", "小鸟", "我们"];
-    const VERBS: [&str; 4] = ["喜欢", "看见", "找到", "跟着"];
-    const OBJECTS: [&str; 4] = ["红色的球", "绿色的盒子", "那棵老树", "一座小房子"];
-    (0..3 + i % 4)
-        .map(|j| {
-            let k = i * 7 + j * 3;
-            format!(
-                "{}{}{}。",
-                SUBJECTS[k % 5],
-                VERBS[(k / 5) % 4],
-                OBJECTS[(k / 3) % 4]
-            )
-        })
-        .collect()
+    CHINESE.document(i)
 }
 
 fn chinese_tokenizer(dir: &Path, vocab_size: usize) -> PathBuf {
@@ -318,27 +313,17 @@ fn a_chinese_model_generates_valid_text_and_its_valid_greedy_output_is_unchanged
     )
     .expect("prompts");
     let items = root.join("items.jsonl");
-    trainer_ok(&[
-        "generate-candidates",
-        "--model",
-        ckpt,
-        "--prompts",
+    let (prompts, items) = (
         prompts.to_str().expect("utf8"),
-        "--dry-run",
-        "--output",
         items.to_str().expect("utf8"),
-        "--k",
-        "4",
-        "--max-tokens",
-        "13",
-        "--temperature",
-        "2.0",
-        "--seed",
-        "9",
-        "--device",
-        "cpu",
-    ]);
-    let lines = std::fs::read_to_string(&items).expect("items");
+    );
+    // A dry run writes what would be posted: 2 prompts, 4 different answers each.
+    let args = format!(
+        "generate-candidates --model {ckpt} --prompts {prompts} --dry-run --output {items} \
+         --k 4 --max-tokens 13 --temperature 2.0 --seed 9 --device cpu"
+    );
+    trainer_ok(&args.split_whitespace().collect::<Vec<_>>());
+    let lines = std::fs::read_to_string(items).expect("items");
     let mut answers = 0;
     for line in lines.lines() {
         let item: serde_json::Value = serde_json::from_str(line).expect("item");
