@@ -9,28 +9,50 @@ use trainer::engine::config::RunConfig;
 
 pub const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
 
-/// Document `i` of a small synthetic corpus with enough regularity to learn quickly.
-pub fn document(i: usize) -> String {
-    const SUBJECTS: [&str; 5] = ["the cat", "a dog", "the bird", "my friend", "the teacher"];
-    const VERBS: [&str; 4] = ["sees", "likes", "finds", "follows"];
-    const OBJECTS: [&str; 4] = [
+/// The words of a small synthetic corpus with enough regularity to learn quickly: sentences
+/// of a subject, a verb and an object, words and sentences separated by `space`.
+pub struct Phrasebook {
+    pub subjects: [&'static str; 5],
+    pub verbs: [&'static str; 4],
+    pub objects: [&'static str; 4],
+    pub space: &'static str,
+    pub full_stop: &'static str,
+}
+
+impl Phrasebook {
+    /// Document `i`: 3 to 6 sentences.
+    pub fn document(&self, i: usize) -> String {
+        (0..3 + i % 4)
+            .map(|j| {
+                let k = i * 7 + j * 3;
+                let words = [
+                    self.subjects[k % 5],
+                    self.verbs[(k / 5) % 4],
+                    self.objects[(k / 3) % 4],
+                ];
+                words.join(self.space) + self.full_stop
+            })
+            .collect::<Vec<_>>()
+            .join(self.space)
+    }
+}
+
+pub const ENGLISH: Phrasebook = Phrasebook {
+    subjects: ["the cat", "a dog", "the bird", "my friend", "the teacher"],
+    verbs: ["sees", "likes", "finds", "follows"],
+    objects: [
         "the red ball",
         "a green box",
         "the old tree",
         "a small house",
-    ];
-    (0..3 + i % 4)
-        .map(|j| {
-            let k = i * 7 + j * 3;
-            format!(
-                "{} {} {}.",
-                SUBJECTS[k % 5],
-                VERBS[(k / 5) % 4],
-                OBJECTS[(k / 3) % 4]
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    ],
+    space: " ",
+    full_stop: ".",
+};
+
+/// Document `i` of the English corpus.
+pub fn document(i: usize) -> String {
+    ENGLISH.document(i)
 }
 
 /// Trains a byte-level BPE with jielong's special tokens at ids 0..5 on 200 documents and

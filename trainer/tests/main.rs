@@ -17,3 +17,4 @@ mod presets;
 mod pretrain;
 mod reward;
 mod sft;
+mod utf8;

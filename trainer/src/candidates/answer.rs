@@ -20,7 +20,7 @@ use crate::io::checkpoint;
 use crate::io::load::load_dir;
 use crate::model::language_model::LanguageModel;
 use crate::model::lora;
-use crate::model::sample::{SamplingParams, generate};
+use crate::model::sample::{SamplingParams, generate_text};
 use crate::model::tokenizer::TextTokenizer;
 
 /// How the answers are sampled.
@@ -268,11 +268,12 @@ impl Answerer {
             }
             let seed = mix(&[s.seed, key_hash, attempt]);
             samples += 1;
-            let out = generate(
+            let out = generate_text(
                 &self.model,
                 &ids,
                 &s.params(seed, Some(self.end_of_turn)),
                 true,
+                self.tokenizer.byte_vocab(),
             )
             .map_err(|e| PromptFailure::Invalid(format!("{e:#}")))?;
             tokens += out.tokens.len();

@@ -1,6 +1,6 @@
 //! The model and what runs it: the Llama-style decoder's layers, its losses, LoRA adapters,
 //! the [`language_model::LanguageModel`] that owns the weights, the tokenizer for text in and
-//! out, and sampling.
+//! out, sampling, and the byte-level vocabulary's UTF-8 mask that keeps sampled text valid.
 
 pub mod language_model;
 pub mod llama;
@@ -8,3 +8,4 @@ pub mod lora;
 pub mod loss;
 pub mod sample;
 pub mod tokenizer;
+pub mod utf8;

@@ -1,7 +1,8 @@
 //! Sampling: temperature, top-k and top-p (nucleus) filtering over the next-token
 //! distribution, with every random draw derived from (seed, position) so a generation is
 //! reproducible. Generation runs with a KV cache (linear in length) or, for checking it,
-//! by recomputing the whole prefix at each step.
+//! by recomputing the whole prefix at each step. With a byte-level tokenizer, each step
+//! masks the tokens that would make the text invalid UTF-8 (see [`crate::model::utf8`]).
 
 use std::path::Path;
 
@@ -12,6 +13,7 @@ use tch::{Kind, Tensor};
 use crate::engine::seed::mix;
 use crate::model::language_model::LanguageModel;
 use crate::model::tokenizer::TextTokenizer;
+use crate::model::utf8::{ByteVocab, Utf8State};
 
 /// How to pick each next token.
 #[derive(Debug, Clone, Serialize)]
@@ -66,6 +68,14 @@ pub fn pick_token(logits: &[f32], params: &SamplingParams, u: f64) -> Result<u32
     // Most likely first; ties by id so the order is total and reproducible.
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    // Masked (-inf) ids sort last and are never drawn, nor counted by top-k.
+    let unmasked = order
+        .iter()
+        .take_while(|&&i| logits[i] != f32::NEG_INFINITY)
+        .count();
+    if unmasked > 0 {
+        order.truncate(unmasked);
+    }
     if params.top_k > 0 {
         order.truncate(params.top_k);
     }
@@ -121,11 +131,26 @@ fn last_row(logits: &Tensor) -> Result<Vec<f32>> {
 
 /// Continues `prompt` with up to `params.max_tokens` tokens (fewer at the stop token or at
 /// the model's context length). `use_cache` false recomputes the prefix at every step.
+/// Any token may come: see [`generate_text`] for output that must decode to valid UTF-8.
 pub fn generate(
     model: &LanguageModel,
     prompt: &[u32],
     params: &SamplingParams,
     use_cache: bool,
+) -> Result<Generation> {
+    generate_text(model, prompt, params, use_cache, None)
+}
+
+/// [`generate`], where with `byte_vocab` (a byte-level tokenizer's) every step masks the
+/// tokens whose bytes cannot continue the UTF-8 text generated so far, which starts between
+/// characters. The tokens may still end inside a character (at the stop token or the
+/// budget): [`TextTokenizer::decode`] drops that unfinished character.
+pub fn generate_text(
+    model: &LanguageModel,
+    prompt: &[u32],
+    params: &SamplingParams,
+    use_cache: bool,
+    byte_vocab: Option<&ByteVocab>,
 ) -> Result<Generation> {
     params.validate()?;
     ensure!(!prompt.is_empty(), "the prompt encodes to no tokens");
@@ -154,9 +179,16 @@ pub fn generate(
         let as_batch =
             |ids: &[i64]| -> Result<Tensor> { Ok(Tensor::f_from_slice(ids)?.f_unsqueeze(0)?) };
         let mut logits = model.forward(&as_batch(&ids)?, 0, cache.as_mut())?;
+        let mut state = Utf8State::Between;
         for i in 0..budget {
-            let row = last_row(&logits)?;
+            let mut row = last_row(&logits)?;
+            if let Some(vocab) = byte_vocab {
+                vocab.mask(state, &mut row);
+            }
             let token = pick_token(&row, params, uniform(params.seed, i as u64))?;
+            if let Some(vocab) = byte_vocab {
+                state = vocab.advance(state, token);
+            }
             out.tokens.push(token);
             ids.push(i64::from(token));
             if params.stop_token == Some(token) {
@@ -207,7 +239,13 @@ pub fn generate_from_dir(
         prompt_ids = eos.into_iter().collect();
     }
     params.stop_token = params.stop_token.or(eos);
-    let out = generate(&model, &prompt_ids, &params, use_cache)?;
+    let out = generate_text(
+        &model,
+        &prompt_ids,
+        &params,
+        use_cache,
+        tokenizer.byte_vocab(),
+    )?;
     let text = tokenizer.decode(&out.tokens)?;
     Ok(TextGeneration {
         prompt_ids,

@@ -2,20 +2,29 @@
 //! tokenized with, copied into every checkpoint and export).
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use anyhow::{Result, anyhow};
+use tokenizers::DecoderWrapper;
+
+use crate::model::utf8::{ByteVocab, TokenBytes, byte_level_char_bytes};
 
 /// A Hugging Face `tokenizer.json`, for text in and out of the model.
 #[derive(Debug)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
+    /// Built on first use; `None` for a tokenizer that is not byte-level.
+    byte_vocab: OnceLock<Option<ByteVocab>>,
 }
 
 impl TextTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| anyhow!("loading tokenizer {}: {e}", path.display()))?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            byte_vocab: OnceLock::new(),
+        })
     }
 
     /// Ids of `text`; special-token strings in it become their ids.
@@ -32,11 +41,60 @@ impl TextTokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// Text of `ids`. With a byte-level tokenizer an unfinished character (at the end, or
+    /// before a special token) is dropped instead of becoming U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        if let Some(vocab) = self.byte_vocab() {
+            let (text, dropped) = vocab.decode(ids);
+            if dropped {
+                return Ok(text);
+            }
+        }
         self.inner
             .decode(ids, false)
             .map_err(|e| anyhow!("decoding {} ids: {e}", ids.len()))
     }
+
+    /// The bytes of every token and what they do to UTF-8, for sampling valid text; `None`
+    /// when the decoder is not byte-level (tokens are not byte strings there).
+    pub fn byte_vocab(&self) -> Option<&ByteVocab> {
+        self.byte_vocab
+            .get_or_init(|| byte_vocab(&self.inner))
+            .as_ref()
+    }
+}
+
+/// Each id's bytes as the byte-level decoder produces them: characters mapped back to bytes
+/// (a token with a character outside the map is taken as its UTF-8, as the decoder does).
+fn byte_vocab(tokenizer: &tokenizers::Tokenizer) -> Option<ByteVocab> {
+    if !matches!(tokenizer.get_decoder(), Some(DecoderWrapper::ByteLevel(_))) {
+        return None;
+    }
+    let char_bytes = byte_level_char_bytes();
+    let len = tokenizer
+        .get_vocab(true)
+        .values()
+        .max()
+        .map_or(0, |&id| id as usize + 1);
+    let added = tokenizer.get_added_vocabulary();
+    let tokens = (0..len as u32)
+        .map(|id| {
+            let Some(token) = tokenizer.id_to_token(id) else {
+                return TokenBytes::Unused;
+            };
+            let bytes = token
+                .chars()
+                .map(|c| char_bytes.get(&c).copied())
+                .collect::<Option<Vec<u8>>>()
+                .unwrap_or_else(|| token.as_bytes().to_vec());
+            if added.is_special_token(&token) {
+                TokenBytes::Special(bytes)
+            } else {
+                TokenBytes::Text(bytes)
+            }
+        })
+        .collect();
+    Some(ByteVocab::new(tokens))
 }
 
 impl format::TextEncoder for TextTokenizer {

@@ -20,7 +20,7 @@ use crate::engine::{
 };
 use crate::model::language_model::{LanguageModel, compute_kind};
 use crate::model::loss::cross_entropy_sum;
-use crate::model::sample::{SamplingParams, generate};
+use crate::model::sample::{SamplingParams, generate_text};
 use crate::model::tokenizer::TextTokenizer;
 use crate::pretrain::data::{Batch, TokenStream, WindowSampler};
 
@@ -126,7 +126,7 @@ impl Objective for Pretrain {
             seed: mix(&[self.seed, step]),
             stop_token: self.tokenizer_info.special("eos"),
         };
-        let out = generate(model, &prompt, &params, true)?;
+        let out = generate_text(model, &prompt, &params, true, text.byte_vocab())?;
         Ok(Some(format!("{}{}", s.prompt, text.decode(&out.tokens)?)))
     }
 }
