@@ -113,11 +113,10 @@ impl Application {
         });
         let secure_cookies = settings.secure_cookies();
         // The cookie lasts as long as a session may; the server ends it sooner when it must.
-        let cookie_ttl = PersistentSession::default().session_ttl(
-            actix_web::cookie::time::Duration::seconds(seconds(
-                settings.sessions.absolute_timeout_secs,
-            )),
-        );
+        let cookie_ttl =
+            PersistentSession::default().session_ttl(actix_web::cookie::time::Duration::seconds(
+                seconds(settings.sessions.absolute_timeout_secs),
+            ));
         let templates = web::Data::new(Templates::new()?);
         crate::jobs::reclaimer::spawn(
             pool.clone(),

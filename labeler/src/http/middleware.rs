@@ -42,22 +42,23 @@ pub async fn error_pages(
     if !page || !(status.is_client_error() || status.is_server_error()) {
         return Ok(res.map_into_left_body());
     }
-    let Some(message) = res.response().error().map(|e| match e.as_error::<AppError>() {
-        // The cause is in the log; the page says no more than the API would.
-        Some(AppError::Unexpected(_)) | None => reason(status),
-        Some(e) => e.to_string(),
-    }) else {
+    let Some(message) = res
+        .response()
+        .error()
+        .map(|e| match e.as_error::<AppError>() {
+            // The cause is in the log; the page says no more than the API would.
+            Some(AppError::Unexpected(_)) | None => reason(status),
+            Some(e) => e.to_string(),
+        })
+    else {
         return Ok(res.map_into_left_body());
     };
-    let page = res
-        .request()
-        .app_data::<web::Data<Templates>>()
-        .map(|t| {
-            t.render(
-                "error.html",
-                context! { status => status.as_u16(), reason => reason(status), message, csrf => "" },
-            )
-        });
+    let page = res.request().app_data::<web::Data<Templates>>().map(|t| {
+        t.render(
+            "error.html",
+            context! { status => status.as_u16(), reason => reason(status), message, csrf => "" },
+        )
+    });
     match page {
         Some(Ok(body)) => {
             let html = HttpResponse::build(status)
