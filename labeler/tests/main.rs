@@ -5,6 +5,7 @@
 mod accounts;
 mod audit;
 mod browser;
+mod browser_sessions;
 mod dashboard;
 mod export;
 mod helpers;
