@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use labeler::domain::Role;
 
 use crate::helpers::{PASSWORD, sft_items, spawn_app};
-use crate::pages::{browser, csrf_of, signed_in};
+use crate::pages::{browser, signed_in};
 
 #[tokio::test]
 async fn a_form_without_its_csrf_field_is_refused_like_a_forged_one() {
@@ -196,25 +196,7 @@ async fn head_answers_like_get_without_a_body() {
     let app = spawn_app().await;
     app.add_user("ann", Role::Annotator).await;
     // The session cookie of a signed-in browser, for `/`.
-    let login = browser();
-    let page = login
-        .get(app.url("/login"))
-        .send()
-        .await
-        .expect("login page");
-    let csrf = csrf_of(&page.text().await.expect("html"));
-    let r = login
-        .post(app.url("/login"))
-        .form(&[
-            ("username", "ann"),
-            ("password", PASSWORD),
-            ("csrf_token", &csrf),
-        ])
-        .send()
-        .await
-        .expect("sign in");
-    let cookie = r.headers()["set-cookie"].to_str().expect("cookie");
-    let cookie = cookie.split(';').next().expect("pair").to_string();
+    let cookie = crate::sessions::sign_in(&app, "ann").await.cookie;
 
     let cases = [
         ("/", Some(cookie.as_str())),

@@ -11,29 +11,17 @@ use crate::helpers::{PASSWORD, TestApp, spawn_app, spawn_app_with};
 use crate::pages::{browser, csrf_of};
 
 /// A browser's signed-in session, as its cookie: what someone who copied it would hold.
-struct CopiedSession {
+pub struct CopiedSession {
     /// `labeler_session=...`, ready for a `Cookie` header.
-    cookie: String,
+    pub cookie: String,
     /// The whole `Set-Cookie` of the sign-in, attributes included.
-    set_cookie: String,
-    csrf: String,
+    pub set_cookie: String,
+    pub csrf: String,
 }
 
 /// Signs `name` in with `password` through the login form and copies the session cookie.
 async fn sign_in_with(app: &TestApp, name: &str, password: &str) -> CopiedSession {
-    let client = browser();
-    let page = client.get(app.url("/login")).send().await.expect("login");
-    let csrf = csrf_of(&page.text().await.expect("html"));
-    let r = client
-        .post(app.url("/login"))
-        .form(&[
-            ("username", name),
-            ("password", password),
-            ("csrf_token", &csrf),
-        ])
-        .send()
-        .await
-        .expect("sign in");
+    let r = crate::pages::sign_in(app, &browser(), name, password).await;
     assert_eq!(r.status(), 303, "sign-in of {name}");
     let set_cookie = r.headers()["set-cookie"]
         .to_str()
@@ -50,7 +38,7 @@ async fn sign_in_with(app: &TestApp, name: &str, password: &str) -> CopiedSessio
     }
 }
 
-async fn sign_in(app: &TestApp, name: &str) -> CopiedSession {
+pub async fn sign_in(app: &TestApp, name: &str) -> CopiedSession {
     sign_in_with(app, name, PASSWORD).await
 }
 
