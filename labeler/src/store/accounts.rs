@@ -156,7 +156,8 @@ pub async fn set_password(
     .ok_or_else(|| StoreError::NotFound(format!("no user {username}")))
 }
 
-fn user_from_row(row: (i64, String, String)) -> Result<User, StoreError> {
+/// A user from its `(id, username, role)` columns.
+pub(crate) fn user_from_row(row: (i64, String, String)) -> Result<User, StoreError> {
     let (id, username, role) = row;
     let role = Role::parse(&role).map_err(|e| StoreError::Unexpected(anyhow::anyhow!(e)))?;
     Ok(User { id, username, role })
@@ -194,16 +195,6 @@ pub async fn authenticate(
 
 /// argon2 hash of a random string, used to time-equalise logins of unknown users.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$uBGbhz+iGgxaDVY4KXYLDMBCxmNcCEmwzGRKRHM2z8w";
-
-pub async fn user_by_id(pool: &PgPool, id: i64) -> Result<Option<User>, StoreError> {
-    let row = sqlx::query_as::<_, (i64, String, String)>(
-        "SELECT id, username, role FROM users WHERE id = $1 AND NOT disabled",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    row.map(user_from_row).transpose()
-}
 
 /// The SHA-256 of a token: what is stored, and what the token cache is keyed by.
 pub fn token_digest(token: &str) -> [u8; 32] {

@@ -7,9 +7,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use crate::domain::Role;
 use crate::store::StoreError;
-use crate::store::accounts::User;
+use crate::store::accounts::{self, User};
 
 /// How long sessions live (from settings).
 #[derive(Debug, Clone, Copy)]
@@ -111,11 +110,7 @@ pub async fn user(
     .bind(policy.touch_seconds())
     .fetch_optional(pool)
     .await?;
-    let Some((id, username, role)) = row else {
-        return Ok(None);
-    };
-    let role = Role::parse(&role).map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?;
-    Ok(Some(User { id, username, role }))
+    row.map(accounts::user_from_row).transpose()
 }
 
 /// Ends session `id` (sign-out). Ending an ended or unknown session is not an error.
