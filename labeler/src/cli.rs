@@ -79,6 +79,16 @@ pub async fn user_set_disabled(pool: &PgPool, name: &str, disabled: bool) -> Res
     Ok(())
 }
 
+/// Sets a user's password; their browser sessions end (API tokens are left as they are).
+pub async fn user_set_password(pool: &PgPool, name: &str, password: Password) -> Result<()> {
+    let name = Username::parse(name).map_err(anyhow::Error::msg)?;
+    accounts::set_password(pool, &name, &password).await?;
+    let event = Event::new(Action::UserPassword).target(name.as_str());
+    audit::record(pool, &Actor::cli(), event).await?;
+    println!("password changed for {name}; their sessions have ended");
+    Ok(())
+}
+
 pub async fn token_create(pool: &PgPool, name: &str, label: &str) -> Result<()> {
     let name = Username::parse(name).map_err(anyhow::Error::msg)?;
     let token = accounts::create_token(pool, &name, label).await?;

@@ -75,6 +75,8 @@ enum UserCommand {
     Disable { name: String },
     /// Enable a disabled user again.
     Enable { name: String },
+    /// Set a user's password (LABELER_PASSWORD or stdin); their sessions end.
+    Password { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +148,9 @@ async fn main() -> Result<()> {
         }
         Command::User(UserCommand::Enable { name }) => {
             cli::user_set_disabled(&pool, &name, false).await?;
+        }
+        Command::User(UserCommand::Password { name }) => {
+            cli::user_set_password(&pool, &name, cli::read_password()?).await?;
         }
         Command::Token(TokenCommand::Create { user, name }) => {
             cli::token_create(&pool, &user, &name).await?;

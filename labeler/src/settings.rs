@@ -18,6 +18,29 @@ pub struct Settings {
     pub labeling: LabelingSettings,
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    #[serde(default)]
+    pub sessions: SessionSettings,
+}
+
+/// How long a browser session lives. Either limit ends it; so do signing out, a password
+/// change and disabling the user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSettings {
+    /// A session with no request for this long has ended (an open annotation page keeps its
+    /// session alive: it renews its lease every few minutes).
+    pub idle_timeout_secs: u64,
+    /// A session this old has ended however busy it is; also the cookie's `Max-Age`.
+    pub absolute_timeout_secs: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 2 * 3600,
+            absolute_timeout_secs: 12 * 3600,
+        }
+    }
 }
 
 /// How webhook events leave the outbox: polling, timeouts and the retry schedule.
@@ -60,7 +83,8 @@ pub struct LabelingSettings {
     pub max_import_bytes: usize,
     /// Largest JSON body of any other request.
     pub max_json_bytes: usize,
-    /// Send cookies with `Secure` (turn on behind HTTPS).
+    /// Send cookies with `Secure`: browsers reach the labeler over HTTPS (see also
+    /// `[server] behind_tls_proxy`).
     pub secure_cookies: bool,
     /// Failed logins per user name or client address before logins are refused for
     /// `login_window_seconds`.
@@ -98,6 +122,11 @@ pub struct ServerSettings {
     pub host: String,
     /// 0 picks a free port (tests).
     pub port: u16,
+    /// A reverse proxy in front of the labeler terminates TLS (browsers use HTTPS, the proxy
+    /// talks plain HTTP to this server): cookies get `Secure`, as with
+    /// `[labeling] secure_cookies`.
+    #[serde(default)]
+    pub behind_tls_proxy: bool,
     /// Signs session cookies: at least 64 bytes as hex. From `LABELER_SESSION_KEY`; when
     /// unset, a random key is made at start-up (sessions end when the server restarts).
     #[serde(skip)]
@@ -154,6 +183,12 @@ impl DatabaseSettings {
 }
 
 impl Settings {
+    /// Whether cookies get `Secure`: the server says it is reached over HTTPS, directly or
+    /// through a proxy that terminates TLS.
+    pub fn secure_cookies(&self) -> bool {
+        self.labeling.secure_cookies || self.server.behind_tls_proxy
+    }
+
     /// Reads `path` (TOML), then applies `LABELER_HOST`, `LABELER_PORT`, `LABELER_SESSION_KEY` and
     /// `DATABASE_URL`.
     pub fn load(path: &Path) -> Result<Self> {

@@ -4,11 +4,11 @@
 use std::net::TcpListener;
 
 use actix_session::SessionMiddleware;
-use actix_session::config::CookieContentSecurity;
+use actix_session::config::{CookieContentSecurity, PersistentSession};
 use actix_session::storage::CookieSessionStore;
 use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::Server;
-use actix_web::middleware::DefaultHeaders;
+use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::{Context, Result};
 use secrecy::ExposeSecret;
@@ -17,11 +17,13 @@ use sqlx::postgres::PgPoolOptions;
 
 use crate::http::error::{AppError, json_error};
 use crate::http::login_limiter::LoginLimiter;
+use crate::http::middleware;
 use crate::http::pages::templates::Templates;
 use crate::http::token_cache::TokenCache;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::store::queue::LeasePolicy;
+use crate::store::sessions::SessionPolicy;
 
 /// No inline scripts or styles, nothing from elsewhere, no framing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -104,7 +106,17 @@ impl Application {
                 std::time::Duration::from_secs(labeling.login_window_seconds),
             ),
             tokens: TokenCache::new(std::time::Duration::from_secs(labeling.token_cache_seconds)),
+            sessions: SessionPolicy {
+                idle_seconds: seconds(settings.sessions.idle_timeout_secs),
+                absolute_seconds: seconds(settings.sessions.absolute_timeout_secs),
+            },
         });
+        let secure_cookies = settings.secure_cookies();
+        // The cookie lasts as long as a session may; the server ends it sooner when it must.
+        let cookie_ttl =
+            PersistentSession::default().session_ttl(actix_web::cookie::time::Duration::seconds(
+                seconds(settings.sessions.absolute_timeout_secs),
+            ));
         let templates = web::Data::new(Templates::new()?);
         crate::jobs::reclaimer::spawn(
             pool.clone(),
@@ -118,9 +130,11 @@ impl Application {
                 .cookie_content_security(CookieContentSecurity::Signed)
                 .cookie_http_only(true)
                 .cookie_same_site(SameSite::Strict)
-                .cookie_secure(labeling.secure_cookies)
+                .cookie_secure(secure_cookies)
+                .session_lifecycle(cookie_ttl.clone())
                 .build();
             App::new()
+                .wrap(from_fn(middleware::error_pages))
                 .wrap(session)
                 .wrap(
                     DefaultHeaders::new()
@@ -129,6 +143,7 @@ impl Application {
                         .add(("Referrer-Policy", "no-referrer"))
                         .add(("X-Frame-Options", "DENY")),
                 )
+                .wrap(from_fn(middleware::head_as_get))
                 .app_data(pool.clone())
                 .app_data(state.clone())
                 .app_data(templates.clone())
@@ -170,6 +185,12 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// A setting in seconds as the database and the cookie take it: one second to a century.
+fn seconds(secs: u64) -> i64 {
+    const CENTURY: u64 = 100 * 365 * 24 * 3600;
+    secs.clamp(1, CENTURY) as i64
 }
 
 /// Liveness and database reachability, for scripts and load balancers.

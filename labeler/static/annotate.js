@@ -1,6 +1,8 @@
 // The annotation page: renders tasks (text only, never HTML), autosaves drafts (kept in this
 // browser until the server has them, so a reload loses nothing), renews leases while the page
-// is open, prefetches the next item, and maps keys to actions.
+// is open, prefetches the next item, and maps keys to actions. Two tabs of one annotator get
+// the same item (the server hands back the lease they hold); when the other tab submitted it
+// first, this one says so, keeps what was typed here on screen for copying, and moves on.
 "use strict";
 (function () {
   const root = document.getElementById("annotator");
@@ -163,6 +165,27 @@
     render(next);
   }
 
+  // What the annotator typed for `body`, as text to copy.
+  function typedText(body) {
+    if (kind === "sft") return body.answer;
+    const lines = [];
+    if (body.choice) lines.push("choice: " + body.choice + (body.strength ? " (" + body.strength + ")" : ""));
+    if (body.rationale) lines.push(body.rationale);
+    return lines.join("\n");
+  }
+
+  // The item was answered in another tab: its answer is stored, this one is not. The text
+  // stays in view (outside the task, so it survives the move) and the page moves on.
+  async function answeredElsewhere(task, body) {
+    $("unsaved-why").textContent = "Already submitted in another tab: that answer is stored, " +
+      "this one was not. Moved on to the next item.";
+    $("unsaved-text").value = typedText(body);
+    $("unsaved").hidden = false;
+    dropLocal(task);
+    await advance();
+    say("Already submitted in another tab");
+  }
+
   async function submit() {
     if (!current || busy) return;
     const body = collect();
@@ -180,7 +203,11 @@
         await advance();
       } else {
         const err = await res.json().catch(() => ({}));
-        say("Not submitted: " + (err.error || res.status));
+        if (res.status === 409 && err.code === "already_submitted") {
+          await answeredElsewhere(current, body);
+        } else {
+          say("Not submitted: " + (err.error || res.status));
+        }
       }
     } catch (e) {
       say("Network error; your draft is kept. Try again.");
@@ -217,6 +244,7 @@
   document.addEventListener("change", scheduleSave);
   $("submit").addEventListener("click", submit);
   $("skip").addEventListener("click", skip);
+  $("unsaved-dismiss").addEventListener("click", () => { $("unsaved").hidden = true; });
 
   document.addEventListener("keydown", (e) => {
     const typing = e.target && (e.target.tagName === "TEXTAREA" || e.target.tagName === "INPUT") &&

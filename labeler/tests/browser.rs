@@ -14,7 +14,7 @@ use crate::webdriver::{Browser, CONTROL, ENTER, chromium_for_test};
 
 /// Polls `sql` (one scalar text column) until it returns `want`. No row and a NULL both mean
 /// "not yet" (a draft saved before its rationale was typed has no rationale).
-async fn wait_for(app: &TestApp, sql: &str, want: &str) {
+pub async fn wait_for(app: &TestApp, sql: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got: Option<String> = sqlx::query_scalar::<_, Option<String>>(sql)
@@ -47,7 +47,7 @@ async fn shoot(b: &Browser, name: &str) {
 }
 
 /// Waits up to 10 s for the text of `css` to be `want`.
-async fn wait_for_text(b: &Browser, css: &str, want: &str) {
+pub async fn wait_for_text(b: &Browser, css: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got = b.text(css).await;

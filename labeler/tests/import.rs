@@ -189,3 +189,91 @@ async fn twenty_thousand_items_import_quickly() {
     // Generous for an unoptimised build on a loaded machine; release does 100k in seconds.
     assert!(elapsed.as_secs() < 30, "{elapsed:?}");
 }
+
+/// Model-written text with U+FFFD (what a decoder writes for bytes that were not UTF-8) is
+/// refused with its line, in JSONL, Parquet and the candidates endpoint, unless the row says
+/// `"allow_replacement_char": true`; people's text (the prompt) is not judged by this rule.
+#[tokio::test]
+async fn model_text_with_a_replacement_character_is_refused_unless_the_row_allows_it() {
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let sft = app.create_project(&admin, "sft", "sft", 1).await;
+    let pref = app.create_project(&admin, "pref", "preference", 1).await;
+    let broken = "caf\u{FFFD} au lait";
+    let pair = |id: &str, second: &str| {
+        json!({"id": id, "prompt": "Order?", "candidates": [
+            {"content": "A tea.", "model": "m", "checkpoint": "c"},
+            {"content": second, "model": "m", "checkpoint": "c"}]})
+    };
+
+    // Preference candidates, JSONL: the bad line is named, nothing goes in.
+    let mut allowed = pair("meant", broken);
+    allowed["allow_replacement_char"] = json!(true);
+    let rows = [
+        pair("fine", "A coffee."),
+        pair("broken", broken),
+        allowed.clone(),
+        json!({"id": "prompt-only", "prompt": broken, "candidates": [
+            {"content": "x"}, {"content": "y"}]}),
+    ];
+    let jsonl: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    let response = app.import(&admin, pref, jsonl).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(rejected_lines(&body), [2], "{body}");
+    let message = body["rows"][0]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("candidates[1]: contains U+FFFD"),
+        "{message}"
+    );
+    assert!(message.contains("allow_replacement_char"), "{message}");
+    assert_eq!(item_count(&app).await, 0);
+
+    // Without the bad row, the allowed one and the prompt with U+FFFD go in.
+    let jsonl = format!("{}\n{allowed}\n{}\n", rows[0], rows[3]);
+    assert_eq!(app.import(&admin, pref, jsonl.clone()).await.status(), 201);
+    assert_eq!(item_count(&app).await, 3);
+
+    // Parquet rows follow the same rule (row 2 is line 2).
+    let other = app.create_project(&admin, "pref2", "preference", 1).await;
+    let parquet = to_parquet(&format!("{}\n{}\n", pair("a", "ok"), pair("b", broken)));
+    let r = app
+        .client
+        .post(app.url(&format!("/api/projects/{other}/items")))
+        .bearer_auth(&admin.token)
+        .body(parquet)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    assert_eq!(rejected_lines(&r.json().await.expect("json")), [2]);
+
+    // The model loop's candidates endpoint: the item's position is its line.
+    let r = app
+        .post_json(
+            &admin,
+            &format!("/api/projects/{other}/candidates"),
+            &json!({"items": [pair("c", "ok"), pair("d", broken)]}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(rejected_lines(&r.json().await.expect("json")), [2]);
+
+    // An SFT model draft, likewise.
+    let drafts = format!(
+        "{}\n{}\n",
+        json!({"id": "d1", "prompt": "Hi", "draft": broken}),
+        json!({"id": "d2", "prompt": "Hi", "draft": broken, "allow_replacement_char": true}),
+    );
+    let response = app.import(&admin, sft, drafts).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(rejected_lines(&body), [1], "{body}");
+    assert!(
+        body["rows"][0]["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("draft: contains U+FFFD"),
+        "{body}"
+    );
+}

@@ -23,7 +23,8 @@ pub fn csrf_of(html: &str) -> String {
     html[start..].split('"').next().expect("token").to_string()
 }
 
-async fn sign_in(
+/// Signs `name` in through the login form with `client` (its reply is the sign-in's).
+pub async fn sign_in(
     app: &TestApp,
     client: &reqwest::Client,
     name: &str,

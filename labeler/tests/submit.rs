@@ -343,3 +343,56 @@ async fn nul_characters_are_refused_not_crashed_on() {
     assert!(user.is_none());
     assert_eq!(responses(&app).await, 0);
 }
+
+/// Two tabs of one annotator show the same item; the second tab's submit, with its own key,
+/// hears that the item is answered (every time it retries), not "still in progress", and the
+/// first tab's retry still replays its reply.
+#[tokio::test]
+async fn a_submit_from_a_second_tab_says_the_item_is_already_submitted() {
+    // Arrange: both tabs load the item.
+    let (app, ann, project) = setup("sft").await;
+    let tab_1 = app.next(&ann, project).await.expect("task");
+    let tab_2 = app.next(&ann, project).await.expect("task");
+    assert_eq!(tab_1["assignment_id"], tab_2["assignment_id"]);
+    let id = tab_1["assignment_id"].as_i64().expect("id");
+    let first = app
+        .submit(&ann, id, &json!({"answer": "From tab one."}), Some("tab-1"))
+        .await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.expect("json");
+
+    // Act + Assert: tab 2 submits, and retries, with its own key.
+    for _ in 0..2 {
+        let second = app
+            .submit(&ann, id, &json!({"answer": "From tab two."}), Some("tab-2"))
+            .await;
+        assert_eq!(second.status(), 409);
+        let body: Value = second.json().await.expect("json");
+        assert_eq!(body["code"], "already_submitted", "{body}");
+        let message = body["error"].as_str().expect("message");
+        assert!(
+            message.contains("already submitted in another tab"),
+            "{message}"
+        );
+        assert!(!message.contains("in progress"), "{message}");
+    }
+    let without_key = app
+        .submit(&ann, id, &json!({"answer": "From tab two."}), None)
+        .await;
+    assert_eq!(without_key.status(), 409);
+    assert_eq!(
+        without_key.json::<Value>().await.expect("json")["code"],
+        "already_submitted"
+    );
+    let retry = app
+        .submit(&ann, id, &json!({"answer": "From tab one."}), Some("tab-1"))
+        .await;
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.json::<Value>().await.expect("json"), first);
+    assert_eq!(responses(&app).await, 1);
+    let answer: String = sqlx::query_scalar("SELECT answer FROM responses")
+        .fetch_one(&app.pool)
+        .await
+        .expect("answer");
+    assert_eq!(answer, "From tab one.");
+}

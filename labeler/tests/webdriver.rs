@@ -1,5 +1,6 @@
 //! A small W3C WebDriver client over reqwest, enough to drive the system Chromium through
-//! chromedriver: navigate, find elements, type, click, press keys.
+//! chromedriver: navigate, find elements, type, click, press keys, read and set cookies,
+//! open and switch tabs.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -181,6 +182,56 @@ impl Browser {
             None,
         )
         .await
+    }
+
+    /// The browser's cookies for the current page (`name`, `value`, `secure`, `expiry`, ...).
+    pub async fn cookies(&self) -> Vec<Value> {
+        let v = self.call(reqwest::Method::GET, "/cookie", None).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Puts `cookie` (as [`Browser::cookies`] returned it) back into the browser.
+    pub async fn add_cookie(&self, cookie: &Value) {
+        self.call(
+            reqwest::Method::POST,
+            "/cookie",
+            Some(json!({"cookie": cookie})),
+        )
+        .await;
+    }
+
+    /// Opens a new tab and returns its handle (the current tab stays current).
+    pub async fn new_tab(&self) -> String {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/window/new",
+                Some(json!({"type": "tab"})),
+            )
+            .await;
+        v["handle"].as_str().expect("tab handle").to_string()
+    }
+
+    /// The handle of the current tab.
+    pub async fn current_tab(&self) -> String {
+        let v = self.call(reqwest::Method::GET, "/window", None).await;
+        v.as_str().expect("window handle").to_string()
+    }
+
+    /// Makes the tab `handle` the one the next commands act on.
+    pub async fn switch_to(&self, handle: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/window",
+            Some(json!({"handle": handle})),
+        )
+        .await;
+    }
+
+    /// The current page's URL.
+    pub async fn url(&self) -> String {
+        let v = self.call(reqwest::Method::GET, "/url", None).await;
+        v.as_str().unwrap_or_default().to_string()
     }
 
     /// Reloads the page, as the browser's reload button does.

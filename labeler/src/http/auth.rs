@@ -1,7 +1,8 @@
 //! Who is calling, and whether their role may: an API token (`Authorization: Bearer jlt_...`)
-//! or a browser session (a signed, HttpOnly, SameSite=Strict cookie). Session calls that
+//! or a browser session (a signed, HttpOnly, SameSite=Strict cookie carrying a random session
+//! id, live only while its `sessions` row is: see `store::sessions`). Session calls that
 //! change state must carry the session's CSRF token: the `X-CSRF-Token` header for the API,
-//! the `csrf_token` field for page forms.
+//! the `csrf_token` field for page forms, checked before any other field is read.
 //!
 //! One role check serves the API and the pages alike: [`ApiUser`], [`PageUser`] and
 //! [`PageForm`] take the role a route needs as a type parameter ([`Anyone`], [`Reviewers`],
@@ -21,9 +22,14 @@ use sqlx::PgPool;
 use crate::http::error::AppError;
 use crate::state::AppState;
 use crate::store::accounts::{self, User};
+use crate::store::sessions::{self, SessionId, SessionPolicy};
 
 pub const SESSION_USER: &str = "user_id";
 pub const SESSION_CSRF: &str = "csrf";
+/// The session id: the key of the session's `sessions` row.
+pub const SESSION_ID: &str = "sid";
+/// The CSRF token's field in page forms.
+pub const CSRF_FIELD: &str = "csrf_token";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The role a route needs; a marker type per role.
@@ -93,18 +99,14 @@ pub struct PageUser<R = Anyone> {
 }
 
 /// A page form posted by a signed-in user with role `R`: the form's `csrf_token` is checked
-/// against the session's before the role (a forged post is refused as forged, whoever's
-/// session it rides on).
+/// against the session's before the role and before the other fields (a forged post, or one
+/// without the token, is refused as forged whoever's session it rides on and whatever else
+/// it lacks).
 #[derive(Debug, Clone)]
 pub struct PageForm<T, R = Anyone> {
     pub user: User,
     pub form: T,
     role: PhantomData<R>,
-}
-
-/// A form that carries the session's CSRF token.
-pub trait CsrfField {
-    fn csrf_token(&self) -> &str;
 }
 
 fn pool(req: &HttpRequest) -> Result<PgPool, AppError> {
@@ -132,19 +134,60 @@ pub fn check_csrf(session_token: &str, sent: &str) -> Result<(), AppError> {
     }
 }
 
+/// A posted form's fields (all text), with the CSRF token checked against `session_csrf`
+/// first: a missing token is the same 403 as a wrong one, and only a genuine post hears
+/// about its other fields (400 with the parser's message).
+pub fn csrf_checked_form<T: DeserializeOwned>(
+    session_csrf: &str,
+    fields: Vec<(String, String)>,
+) -> Result<T, AppError> {
+    let sent = fields
+        .iter()
+        .find(|(name, _)| name == CSRF_FIELD)
+        .map_or("", |(_, value)| value.as_str());
+    check_csrf(session_csrf, sent)?;
+    let object = fields
+        .into_iter()
+        .filter(|(name, _)| name != CSRF_FIELD)
+        .map(|(name, value)| (name, serde_json::Value::String(value)))
+        .collect::<serde_json::Map<_, _>>();
+    serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|e| AppError::Validation(format!("bad form: {e}")))
+}
+
+/// The policy the server's sessions live by.
+fn session_policy(req: &HttpRequest) -> Result<SessionPolicy, AppError> {
+    req.app_data::<web::Data<AppState>>()
+        .map(|s| s.sessions)
+        .ok_or_else(|| AppError::unexpected(anyhow::anyhow!("no app state in app data")))
+}
+
+/// The cookie's session id, when it has one.
+pub fn session_id(session: &Session) -> Option<SessionId> {
+    session
+        .get::<String>(SESSION_ID)
+        .ok()
+        .flatten()
+        .map(SessionId::from_cookie)
+}
+
+/// The session's user and CSRF token, when the cookie names a live session of an enabled
+/// user; otherwise the cookie is dropped.
 async fn session_user(
+    req: &HttpRequest,
     pool: &PgPool,
     session: &Session,
 ) -> Result<Option<(User, String)>, AppError> {
-    let id = session.get::<i64>(SESSION_USER).ok().flatten();
+    let user_id = session.get::<i64>(SESSION_USER).ok().flatten();
     let csrf = session.get::<String>(SESSION_CSRF).ok().flatten();
-    let (Some(id), Some(csrf)) = (id, csrf) else {
+    let (Some(user_id), Some(csrf), Some(id)) = (user_id, csrf, session_id(session)) else {
         return Ok(None);
     };
-    match accounts::user_by_id(pool, id).await? {
-        Some(user) => Ok(Some((user, csrf))),
-        None => {
-            // Disabled or deleted since the cookie was issued.
+    match sessions::user(pool, session_policy(req)?, &id).await? {
+        Some(user) if user.id == user_id => Ok(Some((user, csrf))),
+        _ => {
+            // Signed out, timed out, or the user disabled or given a new password since the
+            // cookie was issued.
             session.purge();
             Ok(None)
         }
@@ -182,7 +225,7 @@ async fn api_user(req: HttpRequest) -> Result<User, AppError> {
         return token_user(&req, &pool, token.trim()).await;
     }
     let session = req.get_session();
-    let (user, csrf) = session_user(&pool, &session)
+    let (user, csrf) = session_user(&req, &pool, &session)
         .await?
         .ok_or(AppError::Unauthorized)?;
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -231,7 +274,7 @@ impl actix_web::ResponseError for SignInFirst {
 async fn page_session(req: &HttpRequest) -> Result<(User, String), actix_web::Error> {
     let pool = pool(req)?;
     let session = req.get_session();
-    match session_user(&pool, &session).await? {
+    match session_user(req, &pool, &session).await? {
         Some(found) => Ok(found),
         None => Err(SignInFirst.into()),
     }
@@ -255,7 +298,7 @@ impl<R: Role> FromRequest for PageUser<R> {
 
 impl<T, R> FromRequest for PageForm<T, R>
 where
-    T: DeserializeOwned + CsrfField + 'static,
+    T: DeserializeOwned + 'static,
     R: Role,
 {
     type Error = actix_web::Error;
@@ -263,11 +306,10 @@ where
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let req = req.clone();
         // The body is taken now (the payload is only lent to this call) and read below.
-        let form = web::Form::<T>::from_request(&req, payload);
+        let fields = web::Form::<Vec<(String, String)>>::from_request(&req, payload);
         Box::pin(async move {
             let (user, csrf) = page_session(&req).await?;
-            let form = form.await?.into_inner();
-            check_csrf(&csrf, form.csrf_token())?;
+            let form = csrf_checked_form(&csrf, fields.await?.into_inner())?;
             Ok(PageForm {
                 user: authorize::<R>(user)?,
                 form,

@@ -24,6 +24,10 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// 409 that the annotation page recognises by its `code`: the item was answered
+    /// elsewhere, so the page keeps the typed text and moves on.
+    #[error("{0}")]
+    AlreadySubmitted(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("too many attempts; try again later")]
@@ -51,6 +55,7 @@ impl From<StoreError> for AppError {
         match e {
             StoreError::NotFound(m) => Self::NotFound(m),
             StoreError::Conflict(m) => Self::Conflict(m),
+            e @ StoreError::AlreadySubmitted { .. } => Self::AlreadySubmitted(e.to_string()),
             StoreError::Invalid(m) => Self::Validation(m),
             StoreError::Rows { message, errors } => Self::Rows { message, errors },
             StoreError::Database(e) => Self::Unexpected(e.into()),
@@ -66,7 +71,7 @@ impl ResponseError for AppError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::AlreadySubmitted(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,6 +86,9 @@ impl ResponseError for AppError {
             }
             Self::Rows { message, errors } => {
                 serde_json::json!({"error": message, "rows": errors})
+            }
+            Self::AlreadySubmitted(message) => {
+                serde_json::json!({"error": message, "code": "already_submitted"})
             }
             other => serde_json::json!({"error": other.to_string()}),
         };

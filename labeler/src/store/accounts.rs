@@ -113,23 +113,51 @@ pub async fn list_users(pool: &PgPool) -> Result<Vec<UserSummary>, StoreError> {
         .collect())
 }
 
-/// Disables (or re-enables) a user and returns their id; a disabled user's sessions stop
-/// working at their next request, their tokens once the server's token cache has let them go
-/// (at once through the admin API, within `token_cache_seconds` otherwise).
+/// Disables (or re-enables) a user and returns their id; disabling ends their browser
+/// sessions (enabling them again does not bring those back), their tokens stop working once
+/// the server's token cache has let them go (at once through the admin API, within
+/// `token_cache_seconds` otherwise).
 pub async fn set_disabled(
     pool: &PgPool,
     username: &Username,
     disabled: bool,
 ) -> Result<i64, StoreError> {
-    sqlx::query_scalar("UPDATE users SET disabled = $2 WHERE username = $1 RETURNING id")
-        .bind(username.as_str())
-        .bind(disabled)
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("no user {username}")))
+    sqlx::query_scalar(
+        "WITH u AS (UPDATE users SET disabled = $2 WHERE username = $1 RETURNING id), \
+         ended AS (UPDATE sessions SET ended_at = now() \
+                   WHERE $2 AND user_id = (SELECT id FROM u) AND ended_at IS NULL) \
+         SELECT id FROM u",
+    )
+    .bind(username.as_str())
+    .bind(disabled)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("no user {username}")))
 }
 
-fn user_from_row(row: (i64, String, String)) -> Result<User, StoreError> {
+/// Sets a user's password and ends all their browser sessions (whoever knew the old password
+/// may be signed in somewhere); returns their id.
+pub async fn set_password(
+    pool: &PgPool,
+    username: &Username,
+    password: &Password,
+) -> Result<i64, StoreError> {
+    let hash = hash_password(password).await?;
+    sqlx::query_scalar(
+        "WITH u AS (UPDATE users SET password_hash = $2 WHERE username = $1 RETURNING id), \
+         ended AS (UPDATE sessions SET ended_at = now() \
+                   WHERE user_id = (SELECT id FROM u) AND ended_at IS NULL) \
+         SELECT id FROM u",
+    )
+    .bind(username.as_str())
+    .bind(hash)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("no user {username}")))
+}
+
+/// A user from its `(id, username, role)` columns.
+pub(crate) fn user_from_row(row: (i64, String, String)) -> Result<User, StoreError> {
     let (id, username, role) = row;
     let role = Role::parse(&role).map_err(|e| StoreError::Unexpected(anyhow::anyhow!(e)))?;
     Ok(User { id, username, role })
@@ -167,16 +195,6 @@ pub async fn authenticate(
 
 /// argon2 hash of a random string, used to time-equalise logins of unknown users.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$uBGbhz+iGgxaDVY4KXYLDMBCxmNcCEmwzGRKRHM2z8w";
-
-pub async fn user_by_id(pool: &PgPool, id: i64) -> Result<Option<User>, StoreError> {
-    let row = sqlx::query_as::<_, (i64, String, String)>(
-        "SELECT id, username, role FROM users WHERE id = $1 AND NOT disabled",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    row.map(user_from_row).transpose()
-}
 
 /// The SHA-256 of a token: what is stored, and what the token cache is keyed by.
 pub fn token_digest(token: &str) -> [u8; 32] {

@@ -15,6 +15,13 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A submit of an item whose answer is already stored (another tab, or another submit
+    /// with a different idempotency key): nothing of this one was stored.
+    #[error(
+        "already submitted in another tab: assignment {assignment_id} has its answer, \
+         this one was not saved"
+    )]
+    AlreadySubmitted { assignment_id: i64 },
     /// An input that only the store can judge (a gold mark naming no item, a draft that is
     /// not an object, ...).
     #[error("{0}")]

@@ -6,6 +6,11 @@
 //! `{"id"?: str, "prompt": str | [{"role","content"}], "draft"?: str, "candidates"?:
 //! [{"content", "model"?, "checkpoint"?, "sampling"?}], "meta"?: {..}}`. SFT items may carry a
 //! model `draft`; preference items need two or more `candidates`.
+//!
+//! Model-written text (the candidates' `content`, an SFT `draft`) with U+FFFD, the
+//! replacement character, is refused: it is what a decoder writes for bytes that were not
+//! valid UTF-8, so the generator emitted broken text. A row that means it (a model asked to
+//! write one) says `"allow_replacement_char": true`.
 
 use std::collections::HashMap;
 
@@ -39,6 +44,21 @@ struct ImportRow {
     candidates: Option<Vec<Candidate>>,
     #[serde(default)]
     meta: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The model-written text may contain U+FFFD on purpose.
+    #[serde(default)]
+    allow_replacement_char: Option<bool>,
+}
+
+/// Refuses model-written `text` that holds U+FFFD, naming where the first one is.
+fn check_model_text(text: &str, allowed: bool) -> Result<(), String> {
+    match text.chars().position(|c| c == char::REPLACEMENT_CHARACTER) {
+        Some(at) if !allowed => Err(format!(
+            "contains U+FFFD (the replacement character) at character {at}: the model's \
+             output was not valid UTF-8; fix the generator, or set \
+             \"allow_replacement_char\": true on the row if it is intended"
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A checked row, ready to insert.
@@ -74,6 +94,7 @@ fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, 
             .map_err(|e| format!("meta: {e}"))?;
     }
     let candidates = row.candidates.unwrap_or_default();
+    let replacement_allowed = row.allow_replacement_char.unwrap_or(false);
     match kind {
         ProjectKind::Sft => {
             if !candidates.is_empty() {
@@ -82,7 +103,9 @@ fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, 
                 );
             }
             if let Some(d) = &row.draft {
-                crate::domain::check_content(d).map_err(|e| format!("draft: {e}"))?;
+                crate::domain::check_content(d)
+                    .and_then(|()| check_model_text(d, replacement_allowed))
+                    .map_err(|e| format!("draft: {e}"))?;
             }
         }
         ProjectKind::Preference => {
@@ -99,7 +122,9 @@ fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, 
                 return Err(format!("at most 16 candidates, found {}", candidates.len()));
             }
             for (i, c) in candidates.iter().enumerate() {
-                c.check().map_err(|e| format!("candidates[{i}]: {e}"))?;
+                c.check()
+                    .and_then(|()| check_model_text(&c.content, replacement_allowed))
+                    .map_err(|e| format!("candidates[{i}]: {e}"))?;
             }
         }
     }

@@ -15,6 +15,7 @@ pub mod quality;
 pub mod queue;
 pub mod responses;
 pub mod review;
+pub mod sessions;
 pub mod webhooks;
 
 pub(crate) use error::is_unique_violation;

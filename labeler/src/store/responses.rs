@@ -136,7 +136,17 @@ pub async fn submit(
         Ok(row) => row,
         // The key was used before (a retry whose first try committed, maybe on another
         // assignment): nothing of this statement was stored; answer as the first time.
-        Err(e) if is_key_conflict(&e) => return replay(pool, user, key.as_ref()).await,
+        Err(e) if is_key_conflict(&e) => {
+            let stored = match &key {
+                Some(key) => replay(pool, user, key).await?,
+                None => None,
+            };
+            return stored.ok_or_else(|| {
+                StoreError::unexpected(anyhow::anyhow!(
+                    "submit of assignment {assignment_id}: its key conflicts but has no reply"
+                ))
+            });
+        }
         Err(e) => return Err(e.into()),
     };
     let Some((status, kind, rationale_required, response_id)) = stored else {
@@ -160,10 +170,14 @@ pub async fn submit(
             )))
         }
         "expired" => submit_in_transaction(pool, assignment_id, user, body, key).await,
-        "submitted" if key.is_some() => replay(pool, user, key.as_ref()).await,
-        "submitted" => Err(StoreError::Conflict(format!(
-            "assignment {assignment_id} is already submitted"
-        ))),
+        // A retry of the submit that stored the answer replays its reply; any other submit
+        // (another tab's, with its own key) is told plainly that the answer is in.
+        "submitted" => match &key {
+            Some(key) => replay(pool, user, key)
+                .await?
+                .ok_or(StoreError::AlreadySubmitted { assignment_id }),
+            None => Err(StoreError::AlreadySubmitted { assignment_id }),
+        },
         other => Err(StoreError::Conflict(format!(
             "assignment {assignment_id} is {other}"
         ))),
@@ -200,17 +214,14 @@ fn is_key_conflict(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.constraint() == Some("idempotency_keys_pkey"))
 }
 
-/// The reply stored under `key`, for a retried submit.
+/// The reply stored under `key`, for a retried submit; `None` when the key was never used
+/// (a submit with a fresh key is not a retry). A key whose request has not finished is a
+/// conflict.
 async fn replay(
     pool: &PgPool,
     user: &User,
-    key: Option<&IdempotencyKey>,
-) -> Result<(u16, serde_json::Value), StoreError> {
-    let Some(IdempotencyKey(key)) = key else {
-        return Err(StoreError::unexpected(anyhow::anyhow!(
-            "replaying a submit without an Idempotency-Key"
-        )));
-    };
+    IdempotencyKey(key): &IdempotencyKey,
+) -> Result<Option<(u16, serde_json::Value)>, StoreError> {
     let saved: Option<(Option<i16>, Option<serde_json::Value>)> = sqlx::query_as(
         "SELECT status_code, response_body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
     )
@@ -219,8 +230,9 @@ async fn replay(
     .fetch_optional(pool)
     .await?;
     match saved {
-        Some((Some(code), Some(body))) => Ok((code as u16, body)),
-        _ => Err(StoreError::Conflict(
+        None => Ok(None),
+        Some((Some(code), Some(body))) => Ok(Some((code as u16, body))),
+        Some(_) => Err(StoreError::Conflict(
             "a request with this Idempotency-Key is still in progress".into(),
         )),
     }
@@ -333,11 +345,7 @@ async fn submit_in_transaction(
     match status.as_str() {
         "leased" => {}
         "expired" => crate::store::queue::revive(&mut tx, assignment_id, item_id).await?,
-        "submitted" => {
-            return Err(StoreError::Conflict(format!(
-                "assignment {assignment_id} is already submitted"
-            )));
-        }
+        "submitted" => return Err(StoreError::AlreadySubmitted { assignment_id }),
         other => {
             return Err(StoreError::Conflict(format!(
                 "assignment {assignment_id} is {other}"

@@ -1,6 +1,7 @@
 //! Signing in and out. The login form needs a CSRF token before there is a user, so the
-//! session gets one on first sight; a successful sign-in renews the session (no fixation)
-//! and failures count towards the login limiter.
+//! session gets one on first sight; a successful sign-in renews the session (no fixation),
+//! starts its server-side record, and failures count towards the login limiter. Signing out
+//! ends the record, so the cookie is worthless afterwards even if someone kept a copy.
 
 use actix_session::Session;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -9,10 +10,11 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::templates::{Templates, html, redirect};
-use crate::http::auth::{self, CsrfField, PageForm, SESSION_CSRF, SESSION_USER};
+use crate::http::auth::{self, PageForm, SESSION_CSRF, SESSION_ID, SESSION_USER};
 use crate::http::error::AppError;
 use crate::state::AppState;
 use crate::store::accounts;
+use crate::store::sessions::{self, SessionId};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/login", web::get().to(login_page))
@@ -45,7 +47,6 @@ async fn login_page(
 struct LoginForm {
     username: String,
     password: String,
-    csrf_token: String,
 }
 
 async fn login(
@@ -54,11 +55,10 @@ async fn login(
     pool: web::Data<PgPool>,
     state: web::Data<AppState>,
     templates: web::Data<Templates>,
-    form: web::Form<LoginForm>,
+    fields: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, AppError> {
-    let form = form.into_inner();
     let csrf = ensure_csrf(&session)?;
-    auth::check_csrf(&csrf, &form.csrf_token)?;
+    let form: LoginForm = auth::csrf_checked_form(&csrf, fields.into_inner())?;
     let peer = req
         .peer_addr()
         .map(|a| a.ip().to_string())
@@ -86,10 +86,17 @@ async fn login(
     }
     match accounts::authenticate(&pool, &form.username, &form.password).await? {
         Some(user) => {
-            // A new session (and CSRF token) at sign-in: no fixation.
+            // Signing in again ends the session this browser had.
+            if let Some(old) = auth::session_id(&session) {
+                sessions::end(&pool, &old).await?;
+            }
+            // A new session (id and CSRF token) at sign-in: no fixation.
+            let id = SessionId::generate();
+            sessions::start(&pool, state.sessions, user.id, &id).await?;
             session.renew();
             session
                 .insert(SESSION_USER, user.id)
+                .and_then(|_| session.insert(SESSION_ID, id.as_str()))
                 .and_then(|_| session.insert(SESSION_CSRF, auth::new_csrf_token()))
                 .map_err(|e| AppError::unexpected(anyhow::anyhow!("session: {e}")))?;
             tracing::info!(user = %user.username, "signed in");
@@ -105,18 +112,18 @@ async fn login(
     }
 }
 
+/// The sign-out form: its CSRF token only.
 #[derive(Debug, Deserialize)]
-struct CsrfForm {
-    csrf_token: String,
-}
+struct SignOutForm {}
 
-impl CsrfField for CsrfForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
+async fn logout(
+    _: PageForm<SignOutForm>,
+    session: Session,
+    pool: web::Data<PgPool>,
+) -> Result<HttpResponse, AppError> {
+    if let Some(id) = auth::session_id(&session) {
+        sessions::end(&pool, &id).await?;
     }
-}
-
-async fn logout(_: PageForm<CsrfForm>, session: Session) -> Result<HttpResponse, AppError> {
     session.purge();
     Ok(redirect("/login"))
 }

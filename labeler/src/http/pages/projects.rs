@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use super::templates::{Templates, html, redirect, user_ctx};
 use crate::domain::{Overlap, ProjectKind, ProjectName};
-use crate::http::auth::{Admins, CsrfField, PageForm, PageUser};
+use crate::http::auth::{Admins, PageForm, PageUser};
 use crate::http::error::AppError;
 use crate::store::audit::{self, Actor, Event};
 use crate::store::projects::{self, NewProject};
@@ -33,7 +33,6 @@ async fn index(
 
 #[derive(Debug, Deserialize)]
 struct ProjectForm {
-    csrf_token: String,
     name: String,
     kind: String,
     overlap: String,
@@ -41,12 +40,6 @@ struct ProjectForm {
     guidelines: String,
     #[serde(default)]
     rationale_required: Option<String>,
-}
-
-impl CsrfField for ProjectForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
 }
 
 async fn create_project(

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use super::templates::{Templates, html, redirect, user_ctx};
 use crate::domain::{Choice, Strength};
-use crate::http::auth::{CsrfField, PageForm, PageUser, Reviewers};
+use crate::http::auth::{PageForm, PageUser, Reviewers};
 use crate::http::error::AppError;
 use crate::store::projects;
 use crate::store::responses::SubmitBody;
@@ -60,7 +60,6 @@ async fn review_page(
 
 #[derive(Debug, Deserialize)]
 struct DecisionForm {
-    csrf_token: String,
     decision: String,
     #[serde(default)]
     comment: Option<String>,
@@ -72,12 +71,6 @@ struct DecisionForm {
     strength: Option<String>,
     #[serde(default)]
     rationale: Option<String>,
-}
-
-impl CsrfField for DecisionForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
 }
 
 fn edit_body(form: DecisionForm) -> Result<SubmitBody, String> {

@@ -31,6 +31,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         "dashboard.html",
         include_str!("../../../templates/dashboard.html"),
     ),
+    ("error.html", include_str!("../../../templates/error.html")),
 ];
 
 const STATIC_FILES: &[(&str, &str, &str)] = &[
