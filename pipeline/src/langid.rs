@@ -67,7 +67,7 @@ impl Identified {
 
 /// whatlang's guess for `text` from its first 2,000 characters (enough for a stable guess,
 /// bounded cost for long documents).
-pub fn identify(text: &str) -> Option<Language> {
+fn best_guess(text: &str) -> Option<Language> {
     let end = text.char_indices().nth(2000).map_or(text.len(), |(i, _)| i);
     let info = whatlang::detect(&text[..end])?;
     Some(Language {
@@ -88,7 +88,7 @@ impl LangIdOptions {
     /// Labels `text`: the guessed language when its score reaches that language's minimum,
     /// else `und`.
     pub fn identify(&self, text: &str) -> Identified {
-        let guess = identify(text);
+        let guess = best_guess(text);
         let decided = guess
             .as_ref()
             .filter(|g| g.score >= self.min_score_of(&g.code));

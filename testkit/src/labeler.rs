@@ -23,13 +23,6 @@ impl Drop for Server {
     }
 }
 
-impl Server {
-    /// The server's process id (for reading its CPU time).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
 /// Starts `labeler serve` (`binary`: the labeler executable) on `database_url`, port 0, and
 /// waits up to 60 s for the address it logs; `env` adds variables (settings overrides).
 pub fn serve(binary: &Path, database_url: &str, env: &[(&str, &str)]) -> Server {

@@ -35,7 +35,7 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// A command for workspace binary `name`, run from the workspace root with quiet, uncoloured
 /// logs and without the caller's labeler credentials leaking in.
-pub fn command(name: &str) -> Command {
+fn command(name: &str) -> Command {
     let mut command = Command::new(binary(name));
     command
         .current_dir(workspace_root())

@@ -67,7 +67,7 @@ pub fn save_bpe<'a>(
 
 /// Loads the tokenizer at `path` and the `format` spec that records it: its vocabulary size
 /// and the ids of jielong's special tokens.
-pub fn load_with_spec(path: &Path) -> (Tokenizer, TokenizerSpec) {
+fn load_with_spec(path: &Path) -> (Tokenizer, TokenizerSpec) {
     let tokenizer = Tokenizer::from_file(path).expect("load tokenizer");
     let special_tokens: BTreeMap<String, u32> = format::SPECIAL_TOKENS
         .iter()

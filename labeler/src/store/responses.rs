@@ -218,7 +218,7 @@ fn is_key_conflict(e: &sqlx::Error) -> bool {
 /// (a submit with a fresh key is not a retry). A key whose request has not finished is a
 /// conflict.
 async fn replay(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     user: &User,
     IdempotencyKey(key): &IdempotencyKey,
 ) -> Result<Option<(u16, serde_json::Value)>, StoreError> {
@@ -227,15 +227,17 @@ async fn replay(
     )
     .bind(user.id)
     .bind(key)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?;
     match saved {
         None => Ok(None),
         Some((Some(code), Some(body))) => Ok(Some((code as u16, body))),
-        Some(_) => Err(StoreError::Conflict(
-            "a request with this Idempotency-Key is still in progress".into(),
-        )),
+        Some(_) => Err(key_in_progress()),
     }
+}
+
+fn key_in_progress() -> StoreError {
+    StoreError::Conflict("a request with this Idempotency-Key is still in progress".into())
 }
 
 /// The body checked against each kind of project (a body fits at most one kind: `answer`
@@ -297,32 +299,22 @@ async fn submit_in_transaction(
 ) -> Result<(u16, serde_json::Value), StoreError> {
     let time_spent_ms = body.time_spent_ms.filter(|t| *t >= 0);
     let mut tx = pool.begin().await?;
-    if let Some(IdempotencyKey(key)) = &key {
+    if let Some(idempotency_key) = &key {
         // A concurrent request with the same key blocks here until it commits.
         let fresh = sqlx::query(
             "INSERT INTO idempotency_keys (user_id, key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(user.id)
-        .bind(key)
+        .bind(&idempotency_key.0)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
         if !fresh {
-            let saved: Option<(Option<i16>, Option<serde_json::Value>)> = sqlx::query_as(
-                "SELECT status_code, response_body FROM idempotency_keys \
-                 WHERE user_id = $1 AND key = $2",
-            )
-            .bind(user.id)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((Some(code), Some(body))) = saved {
-                return Ok((code as u16, body));
-            }
-            return Err(StoreError::Conflict(
-                "a request with this Idempotency-Key is still in progress".into(),
-            ));
+            // The key is taken: the reply stored under it, or "in progress".
+            return replay(&mut *tx, user, idempotency_key)
+                .await?
+                .ok_or_else(key_in_progress);
         }
     }
     let row: Option<(String, i64, i64, Vec<i16>, String, bool)> = sqlx::query_as(
