@@ -1,5 +1,6 @@
 //! Text normalization: Unicode NFC (or NFKC, which also folds full-width forms), broken
-//! whitespace and control characters fixed, optional Traditional -> Simplified Chinese.
+//! whitespace and control characters fixed, terminal escape sequences (ANSI colours) removed,
+//! optional Traditional -> Simplified Chinese.
 
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -39,7 +40,8 @@ fn is_invisible(c: char) -> bool {
 
 /// Normalizes `text`: the chosen Unicode form; CRLF/CR to LF; other whitespace (NBSP, ideographic
 /// space in Latin text is kept as is only under NFC) to a single space; control characters
-/// removed; trailing spaces trimmed; at most one blank line in a row; no leading/trailing blank
+/// and whole terminal escape sequences (`ESC [ 33 m`, not only the ESC) removed; trailing
+/// spaces trimmed; at most one blank line in a row; no leading/trailing blank
 /// lines.
 pub fn normalize(text: &str, options: &NormalizeOptions) -> String {
     // Most web text is already in the chosen form: the quick check (a table lookup per
@@ -100,6 +102,8 @@ fn clean_lines(text: &str) -> String {
                 i += 1;
             }
             out.end_line();
+        } else if c == '\u{1B}' {
+            i += escape_sequence_len(&bytes[i..]);
         } else if is_invisible(c) || (c.is_control() && c != '\t') {
             continue;
         } else if c.is_whitespace() && c != '\u{3000}' {
@@ -109,6 +113,38 @@ fn clean_lines(text: &str) -> String {
         }
     }
     out.text
+}
+
+/// Bytes after an ESC that belong to its escape sequence (ECMA-48): a CSI `[` with parameter,
+/// intermediate and final bytes (colours: `ESC[1;33m`), an OSC `]` up to BEL or `ESC \`
+/// (window titles, hyperlinks), or a single byte of `@`..`_`. Anything else: the ESC alone.
+fn escape_sequence_len(rest: &[u8]) -> usize {
+    match rest.first() {
+        Some(b'[') => {
+            let body = rest[1..]
+                .iter()
+                .take_while(|b| (0x20..=0x3F).contains(*b))
+                .count();
+            match rest.get(1 + body) {
+                Some(0x40..=0x7E) => body + 2,
+                _ => 0,
+            }
+        }
+        Some(b']') => {
+            let mut j = 1;
+            while j < rest.len() {
+                match rest[j] {
+                    0x07 => return j + 1,
+                    0x1B if rest.get(j + 1) == Some(&b'\\') => return j + 2,
+                    b'\n' => return 0,
+                    _ => j += 1,
+                }
+            }
+            0
+        }
+        Some(0x40..=0x5F) => 1,
+        _ => 0,
+    }
 }
 
 /// Characters that NFC leaves alone whatever surrounds them (quick check Yes, combining

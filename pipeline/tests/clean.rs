@@ -337,6 +337,40 @@ fn stage_isolated_runs_as_the_benchmark_makes_them() {
             .get("minhash_dedup")
             .is_some_and(|n| *n >= 2)
     );
+
+    // Candidates are checked: a text with one word in 40 changed (Jaccard about 0.9) goes
+    // with the default check, and stays when identical signatures are asked for.
+    let original = good_english(5);
+    let variant: Vec<String> = original
+        .split(' ')
+        .enumerate()
+        .map(|(i, w)| {
+            if i % 40 == 7 {
+                format!("changed{i}")
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    let input = tmp.path().join("pair.jsonl");
+    let lines = [
+        serde_json::json!({"id": "original", "text": original}).to_string(),
+        serde_json::json!({"id": "variant", "text": variant.join(" ")}).to_string(),
+    ];
+    std::fs::write(&input, lines.join("\n")).expect("write");
+    config.input.paths = vec![input.display().to_string()];
+    for (name, min_similarity, variant_kept) in [("checked", 0.6, false), ("strict", 1.0, true)] {
+        let out = tmp.path().join(name);
+        config.output.dir = out.clone();
+        config.dedup.minhash.min_similarity = min_similarity;
+        run(&config, false).expect("run");
+        let ids: Vec<String> = kept(&out).into_iter().map(|d| d.id).collect();
+        assert_eq!(
+            ids.contains(&"variant".to_string()),
+            variant_kept,
+            "{name}: {ids:?}"
+        );
+    }
 }
 
 #[test]

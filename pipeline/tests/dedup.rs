@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use pipeline::dedup::{Clusters, MinHashOptions, MinHasher, RunWriter, exact_key};
+use pipeline::dedup::{
+    Clusters, MinHashOptions, MinHasher, RunWriter, estimated_similarity, exact_key,
+};
 
 use crate::helpers::{good_chinese, good_english};
 
@@ -80,4 +82,65 @@ fn clusters_keep_the_first_document_and_survive_spilling() {
     assert_eq!(in_memory[1], (1, false, 3));
     assert_eq!(in_memory[7], (4, true, 2));
     assert_eq!(in_memory[0], (0, false, 1));
+}
+
+/// Sharing a band is only a candidate: with a check, a document joins the first earlier member
+/// of the band's group it is similar to, and a chance collision joins nothing.
+#[test]
+fn checked_clusters_join_only_similar_candidates() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut writer = RunWriter::new(tmp.path(), 1 << 10).expect("runs");
+    // Four documents share one band key; only 0 ~ 2 and 1 ~ 3 are similar.
+    for doc in 0..4u64 {
+        writer.push(0, 42, doc).expect("push");
+    }
+    let similar = |a: u64, b: u64| (a % 2) == (b % 2);
+    let mut c = Clusters::build_checked(writer, 4, similar).expect("build");
+    assert_eq!(c.of(0), (0, false, 2));
+    assert_eq!(c.of(1), (1, false, 2));
+    assert_eq!(c.of(2), (0, true, 2));
+    assert_eq!(c.of(3), (1, true, 2));
+}
+
+#[test]
+fn signature_agreement_estimates_jaccard_similarity() {
+    let hasher = MinHasher::new(MinHashOptions::default());
+    let a = good_english(1);
+    let words: Vec<&str> = a.split_whitespace().collect();
+    // Every 20th word replaced: about 1 word-5-gram in 4 changes, Jaccard about 0.6.
+    let b: Vec<String> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            if i % 20 == 0 {
+                format!("x{i}")
+            } else {
+                (*w).to_string()
+            }
+        })
+        .collect();
+    let b = b.join(" ");
+    let (sa, sb, sc) = (
+        hasher.sketch(&a, false).expect("a"),
+        hasher.sketch(&b, false).expect("b"),
+        hasher.sketch(&good_english(2), false).expect("c"),
+    );
+    assert_eq!(sa.signature.len(), 14 * 8);
+    let shingles = |t: &str| -> std::collections::HashSet<Vec<String>> {
+        let w: Vec<String> = t
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        w.windows(5).map(<[String]>::to_vec).collect()
+    };
+    let (x, y) = (shingles(&a), shingles(&b));
+    let truth = x.intersection(&y).count() as f64 / x.union(&y).count() as f64;
+    let estimate = estimated_similarity(&sa.signature, &sb.signature);
+    assert!(
+        (estimate - truth).abs() < 0.15,
+        "estimate {estimate:.2}, true Jaccard {truth:.2}"
+    );
+    assert_eq!(estimated_similarity(&sa.signature, &sa.signature), 1.0);
+    assert!(estimated_similarity(&sa.signature, &sc.signature) < 0.1);
 }

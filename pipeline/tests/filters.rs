@@ -215,6 +215,30 @@ fn normalization_fixes_whitespace_controls_and_forms() {
     assert_eq!(normalize("這是繁體中文", &t2s), "这是繁体中文");
 }
 
+/// Fortunes and terminal logs carry colour codes: the whole sequence goes, not only the ESC
+/// (which left `[33m` in the text, the same in every such document, for MinHash to match on).
+#[test]
+fn normalization_removes_whole_terminal_escape_sequences() {
+    let options = NormalizeOptions::default();
+    assert_eq!(
+        normalize(
+            "举杯断绝歌路难。\n\u{1b}[33m    -- 鲍照\u{1b}[32m《拟行路难》\u{1b}[m\u{1b}[1;4;38;5;208mbold\u{1b}[0m",
+            &options
+        ),
+        "举杯断绝歌路难。\n-- 鲍照《拟行路难》bold"
+    );
+    // OSC (a hyperlink: ESC ] 8 ; ; URL BEL ... ESC ] 8 ; ; ESC \\) and a two-byte sequence.
+    assert_eq!(
+        normalize(
+            "see \u{1b}]8;;https://example.com/文\u{7}the docs\u{1b}]8;;\u{1b}\\ now\u{1b}M.",
+            &options
+        ),
+        "see the docs now."
+    );
+    // A lone or unfinished ESC drops only itself; the text after it stays.
+    assert_eq!(normalize("a\u{1b}b \u{1b}[12", &options), "ab [12");
+}
+
 #[test]
 fn language_identification_and_keep_list() {
     let options = langid::LangIdOptions::default();

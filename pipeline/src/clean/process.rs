@@ -132,17 +132,19 @@ impl<'a> Processor<'a> {
         };
         row.pii_redactions = redactions as u64;
         clock.lap(3);
+        let sketch = self
+            .minhash
+            .as_ref()
+            .and_then(|m| m.sketch(&text, chinese))
+            .unwrap_or_default();
         let keys = DocKeys {
             exact: if config.dedup.exact {
                 exact_key(&text)
             } else {
                 0
             },
-            bands: self
-                .minhash
-                .as_ref()
-                .and_then(|m| m.band_keys(&text, chinese))
-                .unwrap_or_default(),
+            bands: sketch.bands,
+            signature: sketch.signature,
         };
         clock.lap(4);
         let kept = KeptDoc {

@@ -23,7 +23,7 @@ use super::work::{
     write_json_atomic, write_keys,
 };
 use crate::config::{KeptFormat, PipelineConfig};
-use crate::dedup::{Clusters, RunWriter};
+use crate::dedup::{Clusters, RunWriter, estimated_similarity};
 use crate::document::Document;
 use crate::filters::score_names;
 use crate::readers::{expand_inputs, read_in_batches};
@@ -390,6 +390,11 @@ fn deduplicate(
         .enabled
         .then(|| RunWriter::new(&runs_dir.join("minhash"), options.run_entries))
         .transpose()?;
+    // Signatures of every document, to check candidate pairs: bands x rows u32 each (448
+    // bytes with the defaults), kept only when the check is on.
+    let check = options.minhash.enabled && options.minhash.min_similarity > 0.0;
+    let width = options.minhash.bands * options.minhash.rows;
+    let mut signatures: Vec<u32> = Vec::new();
     let mut doc = 0u64;
     for index in 0..inputs.len() {
         for keys in read_keys(&WorkFiles::new(work, index).keys)? {
@@ -401,11 +406,33 @@ fn deduplicate(
                     w.push(band as u32, *key, doc)?;
                 }
             }
+            if check {
+                // A document without shingles has no signature: it matches nothing.
+                match keys.signature.len() {
+                    0 => signatures.extend(std::iter::repeat_n(u32::MAX, width)),
+                    n if n == width => signatures.extend_from_slice(&keys.signature),
+                    n => anyhow::bail!(
+                        "dedup keys of input {index} hold signatures of {n} hashes, the config {width}: rerun without resuming"
+                    ),
+                }
+            }
             doc += 1;
         }
     }
     let exact = exact.map(|w| Clusters::build(w, total)).transpose()?;
-    let minhash = minhash.map(|w| Clusters::build(w, total)).transpose()?;
+    let threshold = options.minhash.min_similarity;
+    let signature = |d: u64| &signatures[d as usize * width..(d as usize + 1) * width];
+    let minhash = minhash
+        .map(|w| {
+            if check {
+                Clusters::build_checked(w, total, |a, b| {
+                    estimated_similarity(signature(a), signature(b)) >= threshold
+                })
+            } else {
+                Clusters::build(w, total)
+            }
+        })
+        .transpose()?;
     std::fs::remove_dir_all(&runs_dir).ok();
     Ok(DedupResult { exact, minhash })
 }

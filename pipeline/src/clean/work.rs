@@ -48,6 +48,8 @@ pub struct KeptDoc {
 pub struct DocKeys {
     pub exact: u64,
     pub bands: Vec<u64>,
+    /// The MinHash signature (empty without MinHash).
+    pub signature: Vec<u32>,
 }
 
 /// The done marker of one input.
@@ -205,12 +207,17 @@ pub fn read_lines(path: &Path) -> Result<impl Iterator<Item = Result<String>>> {
         .map(move |line| line.with_context(|| format!("reading {}", path.display()))))
 }
 
-/// Writes dedup keys: exact key, band count, band keys (little-endian).
+/// Writes dedup keys: exact key, band count, band keys, signature length, signature
+/// (little-endian).
 pub fn write_keys(out: &mut impl Write, keys: &DocKeys) -> Result<()> {
     out.write_all(&keys.exact.to_le_bytes())?;
     out.write_all(&(keys.bands.len() as u32).to_le_bytes())?;
     for band in &keys.bands {
         out.write_all(&band.to_le_bytes())?;
+    }
+    out.write_all(&(keys.signature.len() as u32).to_le_bytes())?;
+    for v in &keys.signature {
+        out.write_all(&v.to_le_bytes())?;
     }
     Ok(())
 }
@@ -237,7 +244,16 @@ pub fn read_keys(path: &Path) -> Result<Vec<DocKeys>> {
         for _ in 0..n {
             bands.push(u64::from_le_bytes(take(&mut at, 8)?.try_into()?));
         }
-        keys.push(DocKeys { exact, bands });
+        let n = u32::from_le_bytes(take(&mut at, 4)?.try_into()?) as usize;
+        let mut signature = Vec::with_capacity(n);
+        for _ in 0..n {
+            signature.push(u32::from_le_bytes(take(&mut at, 4)?.try_into()?));
+        }
+        keys.push(DocKeys {
+            exact,
+            bands,
+            signature,
+        });
     }
     Ok(keys)
 }

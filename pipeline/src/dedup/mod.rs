@@ -11,11 +11,11 @@ mod union_find;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-pub use minhash::{MinHashOptions, MinHasher};
+pub use minhash::{MinHashOptions, MinHasher, Sketch, estimated_similarity};
 pub use runs::RunWriter;
 pub use union_find::UnionFind;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DedupOptions {
     pub exact: bool,
@@ -71,11 +71,42 @@ pub struct Clusters {
     union_find: UnionFind,
 }
 
+/// Earlier members of a (band, key) group a new member is checked against, at most: groups
+/// of thousands (boilerplate pages) would otherwise cost a quadratic number of checks. Most
+/// checks end at the first member (members of a group are mostly alike); 32 lost planted
+/// pairs in groups of templated manual pages.
+const GROUP_CHECKS: usize = 256;
+
 impl Clusters {
     /// Merges the writer's runs and joins documents that share a (band, key).
     pub fn build(writer: RunWriter, docs: usize) -> Result<Self> {
+        Self::build_checked(writer, docs, |_, _| true)
+    }
+
+    /// Like [`Clusters::build`], but a document sharing a (band, key) with earlier ones is
+    /// joined to the first of them (up to [`GROUP_CHECKS`]) for which `similar` holds.
+    pub fn build_checked(
+        writer: RunWriter,
+        docs: usize,
+        mut similar: impl FnMut(u64, u64) -> bool,
+    ) -> Result<Self> {
         let mut union_find = UnionFind::new(docs);
-        writer.merge(|a, b| union_find.union(a, b))?;
+        let mut group: Vec<u64> = Vec::new();
+        writer.merge(|first, doc| {
+            if group.first() != Some(&first) {
+                group.clear();
+                group.push(first);
+            }
+            // Already joined through another band: nothing to check.
+            let root = union_find.find(doc);
+            let joined = group.iter().any(|&m| union_find.find(m) == root);
+            if !joined && let Some(&m) = group.iter().find(|&&m| similar(m, doc)) {
+                union_find.union(m, doc);
+            }
+            if group.len() < GROUP_CHECKS {
+                group.push(doc);
+            }
+        })?;
         Ok(Self { union_find })
     }
 
