@@ -95,6 +95,14 @@ pub struct LabelingSettings {
     /// elsewhere (`labeler user disable`) is refused within this many seconds.
     #[serde(default = "default_token_cache_seconds")]
     pub token_cache_seconds: u64,
+    /// The dashboard flags annotators whose median time per item is under this many seconds
+    /// (0: flags nobody).
+    #[serde(default = "default_fast_annotator_seconds")]
+    pub fast_annotator_seconds: f64,
+}
+
+fn default_fast_annotator_seconds() -> f64 {
+    5.0
 }
 
 fn default_token_cache_seconds() -> u64 {
@@ -112,6 +120,7 @@ impl Default for LabelingSettings {
             login_max_failures: 10,
             login_window_seconds: 600,
             token_cache_seconds: default_token_cache_seconds(),
+            fast_annotator_seconds: default_fast_annotator_seconds(),
         }
     }
 }

@@ -3,8 +3,10 @@
 //! the project's private cluster).
 
 mod accounts;
+mod annotator;
 mod audit;
 mod browser;
+mod browser_annotator;
 mod browser_sessions;
 mod dashboard;
 mod export;

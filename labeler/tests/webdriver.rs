@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 pub const CONTROL: &str = "\u{E009}";
 pub const ENTER: &str = "\u{E007}";
+pub const ALT: &str = "\u{E00A}";
+pub const ESCAPE: &str = "\u{E00C}";
 
 /// The Chromium binary and chromedriver, when this machine has them.
 pub fn chromium() -> Option<(&'static str, &'static str)> {

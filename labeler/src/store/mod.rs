@@ -4,6 +4,7 @@
 //! their caller.
 
 pub mod accounts;
+pub mod annotator;
 pub mod audit;
 mod error;
 pub mod export;

@@ -371,14 +371,20 @@ pub(crate) async fn revive(
 }
 
 /// Gives an item up for good: its slot returns to the pool and this annotator will not see
-/// it again.
-pub async fn skip(pool: &PgPool, assignment_id: i64, user: &User) -> Result<(), StoreError> {
+/// it again. `reason` (optional, the annotator's words) is kept for the project's leads.
+pub async fn skip(
+    pool: &PgPool,
+    assignment_id: i64,
+    user: &User,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
     let n = sqlx::query(
-        "UPDATE assignments SET status = 'skipped', finished_at = now() \
+        "UPDATE assignments SET status = 'skipped', finished_at = now(), skip_reason = $3 \
          WHERE id = $1 AND user_id = $2 AND status IN ('leased', 'expired')",
     )
     .bind(assignment_id)
     .bind(user.id)
+    .bind(reason)
     .execute(pool)
     .await?
     .rows_affected();
