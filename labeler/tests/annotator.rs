@@ -253,3 +253,33 @@ async fn rejected_answers_come_back_to_their_annotator_with_the_comment() {
     let other = app.add_user("other", Role::Annotator).await;
     assert_eq!(mine(&app, &other, project).await["rejected"], json!([]));
 }
+
+#[tokio::test]
+async fn an_export_from_the_command_line_also_ends_undo() {
+    let app = spawn_app().await;
+    let (_, project) = app.project_with_items("chat", "sft", 1, sft_items(2)).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
+    let a = answer_next(&app, &ann, project, "in the file").await;
+    let dir = tempfile::tempdir().expect("dir");
+
+    // Act
+    labeler::cli::export_project(
+        &app.pool,
+        "chat",
+        dir.path(),
+        labeler::cli::ExportFormat::Jsonl,
+    )
+    .await
+    .expect("export");
+
+    // Assert: audited like an API export, and the answer stays.
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE action = 'project.export' AND actor LIKE 'cli%'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("audit");
+    assert_eq!(actions, ["project.export"]);
+    assert_eq!(mine(&app, &ann, project).await["undo"], Value::Null);
+    assert_eq!(undo(&app, &ann, project, a).await.status(), 409);
+}
