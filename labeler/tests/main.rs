@@ -15,6 +15,7 @@ mod import;
 mod model_loop;
 mod pages;
 mod pages_http;
+mod project_settings;
 mod quality;
 mod queue;
 mod review;

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::domain::{Password, Role, Username};
+use crate::domain::{Password, ProjectName, Role, Username};
 use crate::http::auth::{Admins, ApiUser};
 use crate::http::error::AppError;
 use crate::state::AppState;
@@ -92,6 +92,9 @@ async fn change_user(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProjectChange {
+    /// A new name (unique, like at creation).
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     guidelines: Option<String>,
     #[serde(default)]
@@ -183,7 +186,13 @@ async fn change_project(
             "gold_rate {rate} must be between 0 and 1"
         )));
     }
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| ProjectName::parse(n.trim()).map_err(AppError::Validation))
+        .transpose()?;
     let change = SettingsChange {
+        name,
         guidelines: body.guidelines,
         rationale_required: body.rationale_required,
         gold_rate: body.gold_rate,
@@ -204,6 +213,9 @@ async fn change_project(
         audit::record(&mut *tx, &actor, event).await?;
     }
     let mut changed = serde_json::Map::new();
+    if let Some(n) = &change.name {
+        changed.insert("name".into(), n.as_str().into());
+    }
     if let Some(g) = &change.guidelines {
         changed.insert("guidelines_bytes".into(), g.len().into());
     }

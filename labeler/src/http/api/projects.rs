@@ -39,8 +39,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
         .route("/projects/{id}/export", web::get().to(export_part));
 }
 
-async fn list_projects(_: ApiUser, pool: web::Data<PgPool>) -> Result<HttpResponse, AppError> {
-    Ok(HttpResponse::Ok().json(projects::list_with_progress(&pool).await?))
+/// Every project for reviewers and admins; annotators do not see archived ones.
+async fn list_projects(
+    ApiUser { user, .. }: ApiUser,
+    pool: web::Data<PgPool>,
+) -> Result<HttpResponse, AppError> {
+    let mut list = projects::list_with_progress(&pool).await?;
+    list.retain(|p| user.can_review() || !p.project.archived);
+    Ok(HttpResponse::Ok().json(list))
 }
 
 #[derive(Debug, Deserialize)]

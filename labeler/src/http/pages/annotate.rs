@@ -28,6 +28,12 @@ async fn annotate(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let project = projects::get(&pool, path.into_inner()).await?;
+    if project.archived {
+        return Err(AppError::NotFound(format!(
+            "project {} is archived: nothing to annotate there",
+            project.name
+        )));
+    }
     let task = queue::next(&pool, state.lease, project.id, &page.user, &[]).await?;
     let progress = annotator::progress(&pool, project.id, &page.user).await?;
     let rejected = annotator::rejections(&pool, project.id, &page.user, 50).await?;

@@ -6,6 +6,7 @@ pub mod annotate;
 pub mod dashboard;
 pub mod login;
 pub mod markdown;
+pub mod project_settings;
 pub mod projects;
 pub mod review;
 pub mod templates;
@@ -18,5 +19,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(annotate::configure)
         .configure(templates::configure)
         .configure(review::configure)
-        .configure(dashboard::configure);
+        .configure(dashboard::configure)
+        .configure(project_settings::configure);
 }

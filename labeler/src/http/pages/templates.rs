@@ -32,6 +32,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../templates/dashboard.html"),
     ),
     ("error.html", include_str!("../../../templates/error.html")),
+    (
+        "project_settings.html",
+        include_str!("../../../templates/project_settings.html"),
+    ),
 ];
 
 const STATIC_FILES: &[(&str, &str, &str)] = &[
