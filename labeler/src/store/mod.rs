@@ -8,6 +8,7 @@ pub mod annotator;
 pub mod audit;
 mod error;
 pub mod export;
+pub mod form_once;
 pub mod import;
 pub mod model_loop;
 pub mod progress;

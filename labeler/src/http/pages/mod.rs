@@ -10,6 +10,7 @@ pub mod project_settings;
 pub mod projects;
 pub mod review;
 pub mod templates;
+pub mod users;
 
 use actix_web::web;
 
@@ -20,5 +21,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(templates::configure)
         .configure(review::configure)
         .configure(dashboard::configure)
-        .configure(project_settings::configure);
+        .configure(project_settings::configure)
+        .configure(users::configure);
 }

@@ -32,6 +32,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../templates/dashboard.html"),
     ),
     ("error.html", include_str!("../../../templates/error.html")),
+    ("users.html", include_str!("../../../templates/users.html")),
     (
         "project_settings.html",
         include_str!("../../../templates/project_settings.html"),
