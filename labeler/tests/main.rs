@@ -20,6 +20,7 @@ mod project_settings;
 mod quality;
 mod queue;
 mod review;
+mod review_page;
 mod sessions;
 mod startup;
 mod submit;

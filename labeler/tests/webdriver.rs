@@ -281,6 +281,16 @@ impl Browser {
         .await;
     }
 
+    /// Runs `script` (a function body; `return` gives the value) in the page.
+    pub async fn execute(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
     /// Resizes the window (a taller one fits a whole page into a screenshot).
     pub async fn resize(&self, width: u32, height: u32) {
         self.call(
