@@ -132,9 +132,7 @@ fn edit_body(form: &DecisionForm) -> Result<SubmitBody, String> {
     let choice = form
         .choice
         .as_deref()
-        .map(|c| {
-            Choice::parse(&c).ok_or(format!("choice {c:?} is not one of: a, b, tie, both_bad"))
-        })
+        .map(|c| Choice::parse(c).ok_or(format!("choice {c:?} is not one of: a, b, tie, both_bad")))
         .transpose()?;
     let strength = match form.strength.as_deref() {
         None | Some("") => None,
