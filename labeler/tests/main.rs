@@ -18,6 +18,7 @@ mod pages;
 mod pages_http;
 mod project_settings;
 mod quality;
+mod quality_pages;
 mod queue;
 mod review;
 mod review_page;

@@ -8,6 +8,7 @@ pub mod login;
 pub mod markdown;
 pub mod project_settings;
 pub mod projects;
+pub mod quality;
 pub mod review;
 pub mod templates;
 pub mod users;
@@ -22,5 +23,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(review::configure)
         .configure(dashboard::configure)
         .configure(project_settings::configure)
-        .configure(users::configure);
+        .configure(users::configure)
+        .configure(quality::configure);
 }
