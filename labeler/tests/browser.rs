@@ -346,23 +346,49 @@ async fn chromium_admin_uploads_a_jsonl_file() {
     b.click("#sign-in").await;
     b.find("table.projects").await;
 
-    let input = format!("input.import-file[data-project=\"{project}\"]");
-    b.type_into(&input, &bad.display().to_string()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.text("#import-status").await.contains("line 2") {
-        assert!(Instant::now() < deadline, "no error shown");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    b.type_into(&input, &good.display().to_string()).await;
+    // The import page: the format and a sample beside the file picker.
+    b.click(&format!(
+        "a.import-link[href=\"/projects/{project}/import\"]"
+    ))
+    .await;
+    assert!(b.text("#sample").await.contains("\"prompt\""));
+    // A bad file: the preview lists the refused line, and the import stays off.
+    b.type_into("#import-file", &bad.display().to_string())
+        .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !b
-        .text("#import-status")
+        .text("#preview-summary")
         .await
-        .contains("Imported 3 item(s)")
+        .contains("1 refused line(s)")
     {
-        assert!(Instant::now() < deadline, "no import");
+        assert!(Instant::now() < deadline, "no preview");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let error = b.text("#preview-errors li").await;
+    assert!(error.starts_with("line 2: not a valid item"), "{error}");
+    assert_eq!(b.property("#import-button", "disabled").await, json!(true));
+    // A good one: counts and the first rows, then one click imports.
+    b.type_into("#import-file", &good.display().to_string())
+        .await;
+    wait_for_text(
+        &b,
+        "#preview-summary",
+        "3 row(s) read · 3 item(s) to import · 3 with an id · 0 with a draft",
+    )
+    .await;
+    assert_eq!(
+        b.text("#preview-rows tbody tr:first-child td:nth-child(3)")
+            .await,
+        "Question 0?"
+    );
+    shoot(&b, "import.png").await;
+    b.click("#import-button").await;
+    wait_for_text(
+        &b,
+        "#import-status",
+        "Imported 3 item(s) from prompts.jsonl.",
+    )
+    .await;
     b.goto(&app.url("/")).await;
     shoot(&b, "projects.png").await;
     b.quit().await;

@@ -10,6 +10,7 @@ mod error;
 pub mod export;
 pub mod form_once;
 pub mod import;
+pub mod import_preview;
 pub mod model_loop;
 pub mod progress;
 pub mod projects;

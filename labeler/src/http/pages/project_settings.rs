@@ -1,4 +1,6 @@
-//! A project's settings page (admins): rename it and edit its guidelines and rationale rule,
+//! A project's import page (admins: the expected format with a sample beside the file
+//! picker, a preview before anything is written) and its settings page: rename it and edit
+//! its guidelines and rationale rule,
 //! archive it (annotators no longer see it; review and export go on) or bring it back, and
 //! delete it while nobody has answered anything in it. Plain forms with the CSRF token; each
 //! change is in the audit log, and each form is safe to post twice.
@@ -17,10 +19,26 @@ use crate::store::audit::{self, Action, Actor, Event};
 use crate::store::projects::{self, SettingsChange};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/projects/{id}/settings", web::get().to(settings_page))
+    cfg.route("/projects/{id}/import", web::get().to(import_page))
+        .route("/projects/{id}/settings", web::get().to(settings_page))
         .route("/projects/{id}/settings", web::post().to(save_settings))
         .route("/projects/{id}/archive", web::post().to(archive))
         .route("/projects/{id}/delete", web::post().to(delete));
+}
+
+/// The import page; its script asks `POST /api/projects/{id}/items/preview`, then imports.
+async fn import_page(
+    page: PageUser<Admins>,
+    pool: web::Data<PgPool>,
+    templates: web::Data<Templates>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let project = projects::get(&pool, path.into_inner()).await?;
+    let body = templates.render(
+        "import.html",
+        context! { csrf => page.csrf, user => user_ctx(&page.user), project },
+    )?;
+    Ok(html(body))
 }
 
 #[derive(Debug, Deserialize)]

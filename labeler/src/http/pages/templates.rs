@@ -34,6 +34,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("error.html", include_str!("../../../templates/error.html")),
     ("users.html", include_str!("../../../templates/users.html")),
     (
+        "import.html",
+        include_str!("../../../templates/import.html"),
+    ),
+    (
         "agreement.html",
         include_str!("../../../templates/agreement.html"),
     ),
@@ -59,9 +63,9 @@ const STATIC_FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../static/annotate.js"),
     ),
     (
-        "admin.js",
+        "import.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../../static/admin.js"),
+        include_str!("../../../static/import.js"),
     ),
     (
         "review.css",
