@@ -20,6 +20,9 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     #[serde(default)]
     pub sessions: SessionSettings,
+    /// OpenID Connect sign-in, when configured (local accounts keep working beside it).
+    #[serde(default)]
+    pub oidc: Option<crate::oidc::OidcSettings>,
 }
 
 /// How long a browser session lives. Either limit ends it; so do signing out, a password
@@ -198,8 +201,8 @@ impl Settings {
         self.labeling.secure_cookies || self.server.behind_tls_proxy
     }
 
-    /// Reads `path` (TOML), then applies `LABELER_HOST`, `LABELER_PORT`, `LABELER_SESSION_KEY` and
-    /// `DATABASE_URL`.
+    /// Reads `path` (TOML), then applies `LABELER_HOST`, `LABELER_PORT`, `LABELER_SESSION_KEY`,
+    /// `DATABASE_URL` and `LABELER_OIDC_CLIENT_SECRET`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading settings {}", path.display()))?;
@@ -224,6 +227,11 @@ impl Settings {
         }
         if let Some(url) = lookup("DATABASE_URL").filter(|u| !u.is_empty()) {
             self.database.url = Some(SecretString::from(url));
+        }
+        if let Some(secret) = lookup("LABELER_OIDC_CLIENT_SECRET").filter(|s| !s.is_empty())
+            && let Some(oidc) = &mut self.oidc
+        {
+            oidc.client_secret = SecretString::from(secret);
         }
         Ok(())
     }

@@ -18,4 +18,6 @@ pub struct AppState {
     pub tokens: TokenCache,
     /// The dashboard flags annotators whose median seconds per item are below this.
     pub fast_annotator_seconds: f64,
+    /// OpenID Connect sign-in, when configured.
+    pub oidc: Option<crate::oidc::OidcClient>,
 }

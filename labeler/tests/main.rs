@@ -14,6 +14,7 @@ mod export;
 mod helpers;
 mod import;
 mod model_loop;
+mod oidc;
 mod pages;
 mod pages_http;
 mod project_settings;

@@ -38,6 +38,14 @@ impl Actor {
         Self { id: None, name }
     }
 
+    /// The server itself, on behalf of `who` (`oidc:<issuer>` for a single sign-on).
+    pub fn system(who: String) -> Self {
+        Self {
+            id: None,
+            name: who,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -19,6 +19,7 @@ pub mod queue;
 pub mod responses;
 pub mod review;
 pub mod sessions;
+pub mod sso;
 pub mod webhooks;
 
 pub(crate) use error::is_unique_violation;

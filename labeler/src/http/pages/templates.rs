@@ -34,6 +34,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("error.html", include_str!("../../../templates/error.html")),
     ("users.html", include_str!("../../../templates/users.html")),
     (
+        "sso_bounce.html",
+        include_str!("../../../templates/sso_bounce.html"),
+    ),
+    (
         "import.html",
         include_str!("../../../templates/import.html"),
     ),
