@@ -36,7 +36,7 @@ pub async fn wait_for(app: &TestApp, sql: &str, want: &str) {
 /// With `LABELER_SCREENSHOTS=dir`, saves the page (the README's screenshots come from here).
 /// A relative `dir` is taken from the workspace root, where the README's command runs, not
 /// from the crate directory cargo runs tests in.
-async fn shoot(b: &Browser, name: &str) {
+pub async fn shoot(b: &Browser, name: &str) {
     if let Some(dir) = std::env::var_os("LABELER_SCREENSHOTS") {
         // At run time, like helpers::settings: a build reused from another clone must not
         // write into that clone.
@@ -539,5 +539,14 @@ async fn chromium_reviewer_reviews_and_reads_the_dashboard() {
     // annotators (marking raises their overlap).
     assert_eq!(progress, "3 done · 5 in progress · 0 remaining");
     shoot(&b, "dashboard.png").await;
+    // The agreement and checkpoint pages the dashboard links to.
+    b.click(&format!("a[href=\"/projects/{project}/agreement\"]"))
+        .await;
+    b.find("table#pairs").await;
+    shoot(&b, "agreement.png").await;
+    b.click(&format!("a[href=\"/projects/{project}/checkpoints\"]"))
+        .await;
+    b.find("table#ranking").await;
+    shoot(&b, "checkpoints.png").await;
     b.quit().await;
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use labeler::domain::Role;
 use serde_json::json;
 
-use crate::browser::{wait_for, wait_for_text};
+use crate::browser::{shoot, wait_for, wait_for_text};
 use crate::browser_sessions::sign_in;
 use crate::helpers::{preference_items, spawn_app};
 use crate::webdriver::{ALT, Browser, CONTROL, ENTER, ESCAPE, chromium_for_test};
@@ -91,6 +91,7 @@ async fn chromium_progress_submitted_undo_skip_reason_and_the_rationale_keys() {
     );
     assert_eq!(b.property("#flash", "hidden").await, json!(false));
     assert_eq!(b.property("#undo", "hidden").await, json!(false));
+    shoot(&b, "annotate-submitted-undo.png").await;
 
     // Undo (Alt+U, or the button): the first item is back with its answer in place, and the
     // response is gone.

@@ -5,7 +5,7 @@
 use labeler::domain::Role;
 use serde_json::json;
 
-use crate::browser::wait_for_text;
+use crate::browser::{shoot, wait_for_text};
 use crate::browser_sessions::sign_in;
 use crate::helpers::{PASSWORD, sft_items, spawn_app};
 use crate::webdriver::{Browser, chromium_for_test};
@@ -44,6 +44,7 @@ async fn chromium_admin_manages_users_tokens_and_archives_a_project() {
     let token = b.property("#token-value", "value").await;
     let token = token.as_str().expect("token").to_string();
     assert!(token.starts_with("jlt_"), "{token}");
+    shoot(&b, "users.png").await;
     let me = app
         .client
         .get(app.url("/api/me"))
@@ -66,6 +67,7 @@ async fn chromium_admin_manages_users_tokens_and_archives_a_project() {
         "Archived: annotators no longer see this project.",
     )
     .await;
+    shoot(&b, "project-settings.png").await;
     b.quit().await;
 
     // Assert: an annotator no longer gets its items.

@@ -13,7 +13,7 @@ use labeler::domain::Role;
 use labeler::oidc::OidcSettings;
 use secrecy::SecretString;
 
-use crate::browser::wait_for_text;
+use crate::browser::{shoot, wait_for_text};
 use crate::helpers::{TestApp, spawn_app_with};
 use crate::webdriver::{Browser, chromium_for_test};
 
@@ -344,6 +344,8 @@ async fn chromium_signs_in_with_the_oidc_provider() {
 
     // Act: the labeler's button, the provider's login and consent pages, and back.
     b.goto(&app.url("/login")).await;
+    b.find("#sso").await;
+    shoot(&b, "login-sso.png").await;
     b.click("#sso").await;
     b.type_into("input[name=login]", "lead").await;
     b.type_into("input[name=password]", "any password").await;
