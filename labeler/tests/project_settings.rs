@@ -213,3 +213,39 @@ async fn project_settings_are_edited_by_admins_with_the_csrf_token_only() {
             .expect("project");
     assert_eq!(row, ("chat-v2".into(), "# Be <brief>".into(), true));
 }
+
+#[tokio::test]
+async fn the_admin_api_archives_and_brings_back_too() {
+    let app = spawn_app().await;
+    let (admin, project) = app.project_with_items("chat", "sft", 1, sft_items(1)).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
+    let patch = |archived: bool| {
+        app.client
+            .patch(app.url(&format!("/api/admin/projects/{project}")))
+            .bearer_auth(&admin.token)
+            .json(&json!({"archived": archived}))
+            .send()
+    };
+
+    let r = patch(true).await.expect("patch");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.expect("json")["archived"], true);
+    assert_eq!(
+        app.post(&ann, &format!("/api/projects/{project}/next"))
+            .await
+            .status(),
+        404
+    );
+    let r = patch(false).await.expect("patch");
+    assert_eq!(r.json::<Value>().await.expect("json")["archived"], false);
+    assert!(app.next(&ann, project).await.is_some());
+    let forbidden = app
+        .client
+        .patch(app.url(&format!("/api/admin/projects/{project}")))
+        .bearer_auth(&ann.token)
+        .json(&json!({"archived": true}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(forbidden.status(), 403);
+}

@@ -102,6 +102,9 @@ struct ProjectChange {
     /// Share of handed-out items drawn from the gold items, 0 to 1.
     #[serde(default)]
     gold_rate: Option<f64>,
+    /// Archive (hidden from annotators) or bring back.
+    #[serde(default)]
+    archived: Option<bool>,
     /// Absent: unchanged; `null`: no webhook; a URL: send events there.
     #[serde(default, deserialize_with = "present")]
     webhook_url: Option<Option<String>>,
@@ -199,8 +202,20 @@ async fn change_project(
     };
     // The settings, the webhook and their audit rows commit together.
     let mut tx = pool.begin().await?;
-    let project = projects::update(&mut *tx, path.into_inner(), &change).await?;
+    let mut project = projects::update(&mut *tx, path.into_inner(), &change).await?;
     let actor = Actor::user(&admin);
+    if let Some(archived) = body.archived
+        && archived != project.archived
+    {
+        project = projects::set_archived(&mut *tx, project.id, archived).await?;
+        let action = if archived {
+            Action::ProjectArchive
+        } else {
+            Action::ProjectUnarchive
+        };
+        let event = Event::new(action).project(project.id).target(&project.name);
+        audit::record(&mut *tx, &actor, event).await?;
+    }
     let mut generated = None;
     let touches_webhook = hook.is_some();
     if let Some(hook) = hook {
@@ -225,8 +240,8 @@ async fn change_project(
     if let Some(r) = change.gold_rate {
         changed.insert("gold_rate".into(), r.into());
     }
-    // A request that only sets the webhook has its own audit row above.
-    if !changed.is_empty() || !touches_webhook {
+    // A request that only sets the webhook or the archive has its own audit row above.
+    if !changed.is_empty() || (!touches_webhook && body.archived.is_none()) {
         let event = Event::new(Action::ProjectUpdate)
             .project(project.id)
             .target(&project.name)
