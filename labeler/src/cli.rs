@@ -234,7 +234,13 @@ pub async fn export_project_with(
             accepted_only,
             by: by.name(),
         };
-        // The running server's deliverer sends it.
+        // Like an API export: an audit row (which also ends undo of the answers in it, see
+        // store::annotator) and the webhook event, which the running server's deliverer sends.
+        let event = Event::new(Action::ProjectExport)
+            .project(project.id)
+            .target(part.as_str())
+            .details(serde_json::json!({"format": hook.format, "accepted_only": accepted_only}));
+        audit::record(pool, &by, event).await?;
         crate::store::webhooks::enqueue_export(pool, project.id, &hook).await?;
         written.push(path);
     }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod domain;
 pub mod http;
 pub mod jobs;
+pub mod oidc;
 pub mod settings;
 pub mod startup;
 pub mod state;

@@ -20,6 +20,9 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     #[serde(default)]
     pub sessions: SessionSettings,
+    /// OpenID Connect sign-in, when configured (local accounts keep working beside it).
+    #[serde(default)]
+    pub oidc: Option<crate::oidc::OidcSettings>,
 }
 
 /// How long a browser session lives. Either limit ends it; so do signing out, a password
@@ -95,6 +98,14 @@ pub struct LabelingSettings {
     /// elsewhere (`labeler user disable`) is refused within this many seconds.
     #[serde(default = "default_token_cache_seconds")]
     pub token_cache_seconds: u64,
+    /// The dashboard flags annotators whose median time per item is under this many seconds
+    /// (0: flags nobody).
+    #[serde(default = "default_fast_annotator_seconds")]
+    pub fast_annotator_seconds: f64,
+}
+
+fn default_fast_annotator_seconds() -> f64 {
+    5.0
 }
 
 fn default_token_cache_seconds() -> u64 {
@@ -112,6 +123,7 @@ impl Default for LabelingSettings {
             login_max_failures: 10,
             login_window_seconds: 600,
             token_cache_seconds: default_token_cache_seconds(),
+            fast_annotator_seconds: default_fast_annotator_seconds(),
         }
     }
 }
@@ -189,8 +201,8 @@ impl Settings {
         self.labeling.secure_cookies || self.server.behind_tls_proxy
     }
 
-    /// Reads `path` (TOML), then applies `LABELER_HOST`, `LABELER_PORT`, `LABELER_SESSION_KEY` and
-    /// `DATABASE_URL`.
+    /// Reads `path` (TOML), then applies `LABELER_HOST`, `LABELER_PORT`, `LABELER_SESSION_KEY`,
+    /// `DATABASE_URL` and `LABELER_OIDC_CLIENT_SECRET`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading settings {}", path.display()))?;
@@ -215,6 +227,11 @@ impl Settings {
         }
         if let Some(url) = lookup("DATABASE_URL").filter(|u| !u.is_empty()) {
             self.database.url = Some(SecretString::from(url));
+        }
+        if let Some(secret) = lookup("LABELER_OIDC_CLIENT_SECRET").filter(|s| !s.is_empty())
+            && let Some(oidc) = &mut self.oidc
+        {
+            oidc.client_secret = SecretString::from(secret);
         }
         Ok(())
     }

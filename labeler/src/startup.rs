@@ -106,6 +106,12 @@ impl Application {
                 std::time::Duration::from_secs(labeling.login_window_seconds),
             ),
             tokens: TokenCache::new(std::time::Duration::from_secs(labeling.token_cache_seconds)),
+            fast_annotator_seconds: labeling.fast_annotator_seconds.max(0.0),
+            oidc: settings
+                .oidc
+                .clone()
+                .map(crate::oidc::OidcClient::new)
+                .transpose()?,
             sessions: SessionPolicy {
                 idle_seconds: seconds(settings.sessions.idle_timeout_secs),
                 absolute_seconds: seconds(settings.sessions.absolute_timeout_secs),

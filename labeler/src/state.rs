@@ -16,4 +16,8 @@ pub struct AppState {
     pub login_limiter: LoginLimiter,
     /// API-token lookups of the last `token_cache_seconds`.
     pub tokens: TokenCache,
+    /// The dashboard flags annotators whose median seconds per item are below this.
+    pub fast_annotator_seconds: f64,
+    /// OpenID Connect sign-in, when configured.
+    pub oidc: Option<crate::oidc::OidcClient>,
 }

@@ -3,6 +3,10 @@
 // is open, prefetches the next item, and maps keys to actions. Two tabs of one annotator get
 // the same item (the server hands back the lease they hold); when the other tab submitted it
 // first, this one says so, keeps what was typed here on screen for copying, and moves on.
+// The last action's confirmation ("Submitted", "Skipped") stays in view on the next item,
+// with undo of the last submit while the server allows it; the progress line and the answers
+// a reviewer sent back are refreshed after every action. Messages about an item (a missing
+// choice, a failed submit) go when the item changes or the annotator fixes what they said.
 "use strict";
 (function () {
   const root = document.getElementById("annotator");
@@ -46,7 +50,54 @@
     try { localStorage.removeItem(localKey(task)); } catch (e) { /* off */ }
   }
 
-  function say(text) { status.textContent = text; }
+  // `status`: about the item on screen (draft saved, what is missing); `flash`: the last
+  // action's outcome, kept across the move to the next item until the next action.
+  function say(text, isError) {
+    status.textContent = text;
+    status.classList.toggle("error", !!isError);
+  }
+  function clearError() { if (status.classList.contains("error")) say(""); }
+  let undoAssignment = null;
+  function flash(text, warn) {
+    $("flash-text").textContent = text;
+    $("flash").classList.toggle("warn", !!warn);
+    $("flash").hidden = false;
+  }
+  function showUndo(assignment) {
+    undoAssignment = assignment;
+    $("undo").hidden = assignment == null;
+    if (assignment == null && !$("flash-text").textContent) $("flash").hidden = true;
+  }
+
+  // The progress line, the undo offer and the answers sent back, from the server.
+  async function refreshMine() {
+    try {
+      const res = await api("GET", "/api/projects/" + project + "/mine");
+      if (!res.ok) return;
+      const mine = await res.json();
+      const p = mine.progress;
+      $("progress").textContent = p.left + " of " + p.items + " left in this project, " +
+        p.done_today + " done today";
+      showUndo(mine.undo);
+      const list = $("rejections-list");
+      list.replaceChildren();
+      for (const r of mine.rejected) {
+        const li = document.createElement("li");
+        const line = (cls, text) => {
+          const el = document.createElement("p");
+          el.className = cls;
+          el.textContent = text;
+          li.append(el);
+        };
+        line("question", r.question);
+        line("submitted", "You: " + r.submitted);
+        line("comment", (r.reviewer || "Reviewer") + ": " + r.comment);
+        list.append(li);
+      }
+      $("rejections-count").textContent = String(mine.rejected.length);
+      $("rejections").hidden = mine.rejected.length === 0;
+    } catch (e) { /* the line stays as it was */ }
+  }
 
   function newKey() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
@@ -189,8 +240,8 @@
   async function submit() {
     if (!current || busy) return;
     const body = collect();
-    if (kind === "sft" && !body.answer.trim()) { say("Write an answer first"); return; }
-    if (kind === "preference" && !body.choice) { say("Choose 1-4 first"); return; }
+    if (kind === "sft" && !body.answer.trim()) { say("Write an answer first", true); return; }
+    if (kind === "preference" && !body.choice) { say("Choose 1-4 first", true); return; }
     body.time_spent_ms = Date.now() - shownAt;
     busy = true;
     clearTimeout(saveTimer);
@@ -199,18 +250,20 @@
                             { "Idempotency-Key": current.idempotencyKey });
       if (res.ok) {
         dropLocal(current);
-        say("Submitted");
+        flash("Submitted. Your answer is saved.");
+        showUndo(current.assignment_id);
         await advance();
+        refreshMine();
       } else {
         const err = await res.json().catch(() => ({}));
         if (res.status === 409 && err.code === "already_submitted") {
           await answeredElsewhere(current, body);
         } else {
-          say("Not submitted: " + (err.error || res.status));
+          say("Not submitted: " + (err.error || res.status), true);
         }
       }
     } catch (e) {
-      say("Network error; your draft is kept. Try again.");
+      say("Network error; your draft is kept. Try again.", true);
     } finally {
       busy = false;
     }
@@ -219,10 +272,54 @@
   async function skip() {
     if (!current || busy) return;
     busy = true;
+    const reason = $("skip-reason").value.trim();
     try {
-      await api("POST", "/api/assignments/" + current.assignment_id + "/skip");
+      const res = await api("POST", "/api/assignments/" + current.assignment_id + "/skip",
+                            reason ? { reason: reason } : {});
+      if (!res.ok && res.status !== 404) {
+        const err = await res.json().catch(() => ({}));
+        say("Not skipped: " + (err.error || res.status), true);
+        return;
+      }
       dropLocal(current);
+      $("skip-reason").value = "";
+      flash(reason ? "Skipped (reason kept for the project's leads)." : "Skipped.");
       await advance();
+      refreshMine();
+    } catch (e) {
+      say("Network error; not skipped. Try again.", true);
+    } finally {
+      busy = false;
+    }
+  }
+
+  // Takes back the last submit: its item comes back with the answer in place, and the item
+  // that was on screen comes next again.
+  async function undo() {
+    if (busy || undoAssignment == null) return;
+    busy = true;
+    try {
+      const res = await api("POST", "/api/projects/" + project + "/undo",
+                            { assignment_id: undoAssignment });
+      if (res.ok) {
+        const task = await res.json();
+        if (current && current.assignment_id !== task.assignment_id) {
+          // The item on screen comes next again; one prefetched before stays leased to
+          // this annotator and comes back after it.
+          keepLocal(current, collect());
+          prefetched = current;
+        }
+        render(task);
+        flash("Undone: your last answer is back; change it and submit again.");
+        showUndo(null);
+      } else {
+        const err = await res.json().catch(() => ({}));
+        flash("Not undone: " + (err.error || res.status), true);
+        showUndo(null);
+      }
+      refreshMine();
+    } catch (e) {
+      say("Network error; not undone. Try again.", true);
     } finally {
       busy = false;
     }
@@ -240,10 +337,13 @@
     if (r) { r.checked = true; scheduleSave(); }
   }
 
-  document.addEventListener("input", scheduleSave);
-  document.addEventListener("change", scheduleSave);
+  // The skip reason is not part of the draft.
+  const inDraft = (e) => e.target !== $("skip-reason");
+  document.addEventListener("input", (e) => { clearError(); if (inDraft(e)) scheduleSave(); });
+  document.addEventListener("change", (e) => { clearError(); if (inDraft(e)) scheduleSave(); });
   $("submit").addEventListener("click", submit);
   $("skip").addEventListener("click", skip);
+  $("undo").addEventListener("click", undo);
   $("unsaved-dismiss").addEventListener("click", () => { $("unsaved").hidden = true; });
 
   document.addEventListener("keydown", (e) => {
@@ -251,6 +351,8 @@
                    e.target.type !== "radio";
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); submit(); return; }
     if (e.altKey && (e.key === "k" || e.key === "K")) { e.preventDefault(); skip(); return; }
+    if (e.altKey && (e.key === "u" || e.key === "U")) { e.preventDefault(); undo(); return; }
+    if (e.key === "Enter" && e.target === $("skip-reason")) { e.preventDefault(); skip(); return; }
     if (e.key === "Escape" && typing) { e.target.blur(); return; }
     if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
     const keys = {
@@ -258,15 +360,16 @@
       "3": () => choose("choice", "tie"), "4": () => choose("choice", "both_bad"),
       "q": () => choose("strength", "slightly"), "w": () => choose("strength", "much"),
       "r": () => $("rationale") && $("rationale").focus(),
-      "k": skip, "Enter": submit,
+      "k": skip, "Enter": submit, "u": undo,
       "g": () => { const d = document.querySelector(".guidelines-box"); d.open = !d.open; },
     };
     const action = keys[e.key];
-    if (action && (kind === "preference" || e.key === "g" || e.key === "k" || e.key === "Enter")) {
+    if (action && (kind === "preference" || ["g", "k", "u", "Enter"].includes(e.key))) {
       e.preventDefault();
       action();
     }
   });
 
+  if (root.dataset.undo) undoAssignment = Number(root.dataset.undo);
   render(JSON.parse($("first-task").textContent));
 })();

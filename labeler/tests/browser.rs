@@ -36,7 +36,7 @@ pub async fn wait_for(app: &TestApp, sql: &str, want: &str) {
 /// With `LABELER_SCREENSHOTS=dir`, saves the page (the README's screenshots come from here).
 /// A relative `dir` is taken from the workspace root, where the README's command runs, not
 /// from the crate directory cargo runs tests in.
-async fn shoot(b: &Browser, name: &str) {
+pub async fn shoot(b: &Browser, name: &str) {
     if let Some(dir) = std::env::var_os("LABELER_SCREENSHOTS") {
         // At run time, like helpers::settings: a build reused from another clone must not
         // write into that clone.
@@ -346,23 +346,49 @@ async fn chromium_admin_uploads_a_jsonl_file() {
     b.click("#sign-in").await;
     b.find("table.projects").await;
 
-    let input = format!("input.import-file[data-project=\"{project}\"]");
-    b.type_into(&input, &bad.display().to_string()).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b.text("#import-status").await.contains("line 2") {
-        assert!(Instant::now() < deadline, "no error shown");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    b.type_into(&input, &good.display().to_string()).await;
+    // The import page: the format and a sample beside the file picker.
+    b.click(&format!(
+        "a.import-link[href=\"/projects/{project}/import\"]"
+    ))
+    .await;
+    assert!(b.text("#sample").await.contains("\"prompt\""));
+    // A bad file: the preview lists the refused line, and the import stays off.
+    b.type_into("#import-file", &bad.display().to_string())
+        .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !b
-        .text("#import-status")
+        .text("#preview-summary")
         .await
-        .contains("Imported 3 item(s)")
+        .contains("1 refused line(s)")
     {
-        assert!(Instant::now() < deadline, "no import");
+        assert!(Instant::now() < deadline, "no preview");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let error = b.text("#preview-errors li").await;
+    assert!(error.starts_with("line 2: not a valid item"), "{error}");
+    assert_eq!(b.property("#import-button", "disabled").await, json!(true));
+    // A good one: counts and the first rows, then one click imports.
+    b.type_into("#import-file", &good.display().to_string())
+        .await;
+    wait_for_text(
+        &b,
+        "#preview-summary",
+        "3 row(s) read · 3 item(s) to import · 3 with an id · 0 with a draft",
+    )
+    .await;
+    assert_eq!(
+        b.text("#preview-rows tbody tr:first-child td:nth-child(3)")
+            .await,
+        "Question 0?"
+    );
+    shoot(&b, "import.png").await;
+    b.click("#import-button").await;
+    wait_for_text(
+        &b,
+        "#import-status",
+        "Imported 3 item(s) from prompts.jsonl.",
+    )
+    .await;
     b.goto(&app.url("/")).await;
     shoot(&b, "projects.png").await;
     b.quit().await;
@@ -513,5 +539,14 @@ async fn chromium_reviewer_reviews_and_reads_the_dashboard() {
     // annotators (marking raises their overlap).
     assert_eq!(progress, "3 done · 5 in progress · 0 remaining");
     shoot(&b, "dashboard.png").await;
+    // The agreement and checkpoint pages the dashboard links to.
+    b.click(&format!("a[href=\"/projects/{project}/agreement\"]"))
+        .await;
+    b.find("table#pairs").await;
+    shoot(&b, "agreement.png").await;
+    b.click(&format!("a[href=\"/projects/{project}/checkpoints\"]"))
+        .await;
+    b.find("table#ranking").await;
+    shoot(&b, "checkpoints.png").await;
     b.quit().await;
 }

@@ -10,7 +10,7 @@ use crate::helpers::{PASSWORD, TestApp, sft_items, spawn_app};
 use crate::webdriver::{Browser, CONTROL, ENTER, chromium_for_test};
 
 /// Signs `name` in through the login form.
-async fn sign_in(b: &Browser, app: &TestApp, name: &str) {
+pub async fn sign_in(b: &Browser, app: &TestApp, name: &str) {
     b.goto(&app.url("/login")).await;
     b.type_into("input[name=username]", name).await;
     b.type_into("input[name=password]", PASSWORD).await;

@@ -3,9 +3,11 @@
 use labeler::domain::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{preference_items, rejected_lines, sft_items, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TestApp, TestUser, preference_items, rejected_lines, sft_items, spawn_app, spawn_app_with,
+};
 
-async fn item_count(app: &crate::helpers::TestApp) -> i64 {
+async fn item_count(app: &TestApp) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM items")
         .fetch_one(&app.pool)
         .await
@@ -275,5 +277,83 @@ async fn model_text_with_a_replacement_character_is_refused_unless_the_row_allow
             .expect("message")
             .starts_with("draft: contains U+FFFD"),
         "{body}"
+    );
+}
+
+/// `POST .../items/preview` as `user`.
+async fn preview(app: &TestApp, user: &TestUser, project: i64, body: String) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/api/projects/{project}/items/preview")))
+        .bearer_auth(&user.token)
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_preview_checks_like_the_import_and_writes_nothing() {
+    // Arrange: p0 is already in the project.
+    let app = spawn_app().await;
+    let (admin, project) = app.project_with_items("chat", "sft", 1, sft_items(1)).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
+    let good = format!(
+        "{}\n\n{}\n",
+        json!({"id": "n1", "prompt": "First?", "draft": "a draft"}),
+        json!({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Second?"}]})
+    );
+    let bad = format!(
+        "{}\n{}\n{}\n",
+        json!({"id": "p0", "prompt": "Again?"}),
+        json!({"prompt": "Fine."}),
+        json!({"prompt": "Odd", "colour": "red"})
+    );
+
+    // Act
+    let ok: Value = preview(&app, &admin, project, good)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let refused = preview(&app, &admin, project, bad).await;
+    assert_eq!(refused.status(), 200);
+    let refused: Value = refused.json().await.expect("json");
+
+    // Assert
+    assert_eq!(ok["rows"], 2);
+    assert_eq!(ok["items"], 2);
+    assert_eq!(ok["with_id"], 1);
+    assert_eq!(ok["with_draft"], 1);
+    assert_eq!(ok["errors_total"], 0);
+    assert_eq!(ok["first"][0]["prompt"], "First?");
+    assert_eq!(ok["first"][1]["line"], 3);
+    assert_eq!(ok["first"][1]["turns"], 2);
+    assert_eq!(refused["rows"], 3);
+    assert_eq!(refused["items"], 0);
+    assert_eq!(rejected_lines(&json!({"rows": refused["errors"]})), [3]);
+    assert_eq!(refused["errors_total"], 1);
+    // The unknown field is found first; with it fixed, the id already there is reported.
+    let fixed = format!(
+        "{}\n{}\n",
+        json!({"id": "p0", "prompt": "Again?"}),
+        json!({"prompt": "Fine."})
+    );
+    let fixed: Value = preview(&app, &admin, project, fixed)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        fixed["errors"],
+        json!([{"line": 1, "message": "id \"p0\" is already in project chat"}])
+    );
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(items, 1, "a preview writes nothing");
+    assert_eq!(
+        preview(&app, &ann, project, String::new()).await.status(),
+        403
     );
 }

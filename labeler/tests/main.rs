@@ -3,21 +3,29 @@
 //! the project's private cluster).
 
 mod accounts;
+mod annotator;
 mod audit;
 mod browser;
+mod browser_annotator;
+mod browser_lead;
 mod browser_sessions;
 mod dashboard;
 mod export;
 mod helpers;
 mod import;
 mod model_loop;
+mod oidc;
 mod pages;
 mod pages_http;
+mod project_settings;
 mod quality;
+mod quality_pages;
 mod queue;
 mod review;
+mod review_page;
 mod sessions;
 mod startup;
 mod submit;
+mod users_admin;
 mod webdriver;
 mod webhooks;

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 pub const CONTROL: &str = "\u{E009}";
 pub const ENTER: &str = "\u{E007}";
+pub const ALT: &str = "\u{E00A}";
+pub const ESCAPE: &str = "\u{E00C}";
 
 /// The Chromium binary and chromedriver, when this machine has them.
 pub fn chromium() -> Option<(&'static str, &'static str)> {
@@ -277,6 +279,16 @@ impl Browser {
             Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
         )
         .await;
+    }
+
+    /// Runs `script` (a function body; `return` gives the value) in the page.
+    pub async fn execute(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
     }
 
     /// Resizes the window (a taller one fits a whole page into a screenshot).

@@ -240,3 +240,47 @@ pub async fn user_by_token_digest(
     .await?;
     row.map(user_from_row).transpose()
 }
+
+/// Changes a user's role and returns their id. Sessions read the role on every request, so
+/// it applies at once in the browser; the caller lets the token cache forget the user.
+pub async fn set_role(pool: &PgPool, username: &Username, role: Role) -> Result<i64, StoreError> {
+    sqlx::query_scalar("UPDATE users SET role = $2 WHERE username = $1 RETURNING id")
+        .bind(username.as_str())
+        .bind(role.as_str())
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no user {username}")))
+}
+
+/// An API token as admins see it (never the token itself: only its digest is stored).
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct TokenSummary {
+    pub id: i64,
+    pub username: String,
+    pub name: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Every token, newest first.
+pub async fn list_tokens(pool: &PgPool) -> Result<Vec<TokenSummary>, StoreError> {
+    Ok(sqlx::query_as::<_, TokenSummary>(
+        "SELECT t.id, u.username, t.name, t.created_at, t.revoked_at \
+         FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY t.id DESC",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Revokes token `id` (again: no change) and returns its user's id and name.
+pub async fn revoke_token(pool: &PgPool, id: i64) -> Result<(i64, String), StoreError> {
+    sqlx::query_as(
+        "WITH t AS (UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) \
+                    WHERE id = $1 RETURNING user_id) \
+         SELECT u.id, u.username FROM users u JOIN t ON t.user_id = u.id",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("no token {id}")))
+}

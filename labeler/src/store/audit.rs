@@ -38,6 +38,14 @@ impl Actor {
         Self { id: None, name }
     }
 
+    /// The server itself, on behalf of `who` (`oidc:<issuer>` for a single sign-on).
+    pub fn system(who: String) -> Self {
+        Self {
+            id: None,
+            name: who,
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -50,7 +58,9 @@ pub enum Action {
     UserDisable,
     UserEnable,
     UserPassword,
+    UserRole,
     TokenCreate,
+    TokenRevoke,
     ProjectCreate,
     ProjectUpdate,
     ProjectWebhook,
@@ -58,6 +68,9 @@ pub enum Action {
     ProjectCandidates,
     ProjectGold,
     ProjectExport,
+    ProjectArchive,
+    ProjectUnarchive,
+    ProjectDelete,
     ReviewAccept,
     ReviewReject,
     ReviewEdit,
@@ -70,7 +83,9 @@ impl Action {
             Self::UserDisable => "user.disable",
             Self::UserEnable => "user.enable",
             Self::UserPassword => "user.password",
+            Self::UserRole => "user.role",
             Self::TokenCreate => "token.create",
+            Self::TokenRevoke => "token.revoke",
             Self::ProjectCreate => "project.create",
             Self::ProjectUpdate => "project.update",
             Self::ProjectWebhook => "project.webhook",
@@ -78,6 +93,9 @@ impl Action {
             Self::ProjectCandidates => "project.candidates",
             Self::ProjectGold => "project.gold",
             Self::ProjectExport => "project.export",
+            Self::ProjectArchive => "project.archive",
+            Self::ProjectUnarchive => "project.unarchive",
+            Self::ProjectDelete => "project.delete",
             Self::ReviewAccept => "review.accept",
             Self::ReviewReject => "review.reject",
             Self::ReviewEdit => "review.edit",

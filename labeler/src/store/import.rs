@@ -344,7 +344,7 @@ pub async fn insert_new(
 }
 
 /// The ids of `items` that the project already has.
-async fn existing_ids(
+pub(crate) async fn existing_ids(
     tx: &mut Transaction<'_, Postgres>,
     project: &Project,
     items: &[NewItem],

@@ -4,10 +4,13 @@
 //! their caller.
 
 pub mod accounts;
+pub mod annotator;
 pub mod audit;
 mod error;
 pub mod export;
+pub mod form_once;
 pub mod import;
+pub mod import_preview;
 pub mod model_loop;
 pub mod progress;
 pub mod projects;
@@ -16,6 +19,7 @@ pub mod queue;
 pub mod responses;
 pub mod review;
 pub mod sessions;
+pub mod sso;
 pub mod webhooks;
 
 pub(crate) use error::is_unique_violation;

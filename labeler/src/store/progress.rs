@@ -1,6 +1,6 @@
 //! A project's progress for the dashboard: items done, in progress and remaining, queue
-//! health (live, overdue and expired leases; median time per item) and responses per
-//! annotator per day.
+//! health (live, overdue and expired leases; median time per item), responses per
+//! annotator per day, and the items annotators skipped with their reasons.
 
 use std::collections::BTreeMap;
 
@@ -97,4 +97,28 @@ pub async fn throughput(
         counts[day_index[day.as_str()]][index[user.as_str()]] = *n as f64;
     }
     Ok((days, users, counts))
+}
+
+/// An item an annotator gave up, with their reason when they gave one.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Skip {
+    pub external_id: String,
+    pub annotator: String,
+    pub reason: Option<String>,
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The newest `limit` skips of the project.
+pub async fn skips(pool: &PgPool, project: &Project, limit: i64) -> Result<Vec<Skip>, StoreError> {
+    Ok(sqlx::query_as::<_, Skip>(
+        "SELECT i.external_id, u.username AS annotator, a.skip_reason AS reason, \
+                a.finished_at AS at \
+         FROM assignments a JOIN items i ON i.id = a.item_id JOIN users u ON u.id = a.user_id \
+         WHERE a.project_id = $1 AND a.status = 'skipped' \
+         ORDER BY a.finished_at DESC NULLS LAST, a.id DESC LIMIT $2",
+    )
+    .bind(project.id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
 }

@@ -1,6 +1,8 @@
-//! Projects: what annotators do (write or compare), the guidelines, and the overlap N.
+//! Projects: what annotators do (write or compare), the guidelines, and the overlap N; and
+//! their life: renamed and edited, archived (hidden from annotators, still exported), or
+//! deleted while nobody has answered anything in them.
 
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 
 use crate::domain::{Overlap, ProjectKind, ProjectName};
 use crate::store::{StoreError, is_unique_violation};
@@ -15,6 +17,8 @@ pub struct Project {
     pub rationale_required: bool,
     /// Share of handed-out items drawn from the gold items (0 = none mixed in).
     pub gold_rate: f64,
+    /// Archived: annotators neither see it nor get its items; leads still review and export.
+    pub archived: bool,
 }
 
 /// A project with its progress, for lists and dashboards.
@@ -38,12 +42,13 @@ pub struct NewProject {
     pub rationale_required: bool,
 }
 
-type ProjectTuple = (i64, String, String, String, i32, bool, f64);
+type ProjectTuple = (i64, String, String, String, i32, bool, f64, bool);
 
-const PROJECT_COLUMNS: &str = "id, name, kind, guidelines, overlap, rationale_required, gold_rate";
+const PROJECT_COLUMNS: &str = "id, name, kind, guidelines, overlap, rationale_required, gold_rate, \
+                               archived_at IS NOT NULL";
 
 fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
-    let (id, name, kind, guidelines, overlap, rationale_required, gold_rate) = row;
+    let (id, name, kind, guidelines, overlap, rationale_required, gold_rate, archived) = row;
     Ok(Project {
         id,
         name,
@@ -52,6 +57,7 @@ fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
         overlap,
         rationale_required,
         gold_rate,
+        archived,
     })
 }
 
@@ -84,7 +90,7 @@ pub async fn create(
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<Project, StoreError> {
     let row = sqlx::query_as::<_, ProjectTuple>(&format!(
-        "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1 AND deleted_at IS NULL"
     ))
     .bind(id)
     .fetch_optional(pool)
@@ -96,7 +102,7 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<Project, StoreError> {
 
 pub async fn by_name(pool: &PgPool, name: &str) -> Result<Project, StoreError> {
     let row = sqlx::query_as::<_, ProjectTuple>(&format!(
-        "SELECT {PROJECT_COLUMNS} FROM projects WHERE name = $1"
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE name = $1 AND deleted_at IS NULL"
     ))
     .bind(name)
     .fetch_optional(pool)
@@ -107,23 +113,37 @@ pub async fn by_name(pool: &PgPool, name: &str) -> Result<Project, StoreError> {
 }
 
 pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, StoreError> {
-    let rows = sqlx::query_as::<_, (i64, String, String, String, i32, bool, f64, i64, i64, i64)>(
+    type Row = (
+        i64,
+        String,
+        String,
+        String,
+        i32,
+        bool,
+        f64,
+        bool,
+        i64,
+        i64,
+        i64,
+    );
+    let rows = sqlx::query_as::<_, Row>(
         "SELECT p.id, p.name, p.kind, p.guidelines, p.overlap, p.rationale_required, p.gold_rate, \
+           p.archived_at IS NOT NULL, \
            (SELECT count(*) FROM items i WHERE i.project_id = p.id), \
            (SELECT count(*) FROM responses r WHERE r.project_id = p.id \
               AND r.review_status <> 'rejected'), \
            (SELECT count(*) FROM items i WHERE i.project_id = p.id AND \
               (SELECT count(*) FROM responses r WHERE r.item_id = i.id \
                  AND r.review_status <> 'rejected') >= i.overlap) \
-         FROM projects p ORDER BY p.id",
+         FROM projects p WHERE p.deleted_at IS NULL ORDER BY p.id",
     )
     .fetch_all(pool)
     .await?;
     rows.into_iter()
         .map(
-            |(id, name, kind, g, o, r, gold, items, responses, complete_items)| {
+            |(id, name, kind, g, o, r, gold, archived, items, responses, complete_items)| {
                 Ok(ProjectProgress {
-                    project: project_from_row((id, name, kind, g, o, r, gold))?,
+                    project: project_from_row((id, name, kind, g, o, r, gold, archived))?,
                     items,
                     responses,
                     complete_items,
@@ -136,6 +156,7 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, S
 /// A change of a project's settings; `None` leaves a setting as it is.
 #[derive(Debug, Clone, Default)]
 pub struct SettingsChange {
+    pub name: Option<ProjectName>,
     pub guidelines: Option<String>,
     pub rationale_required: Option<bool>,
     /// 0 to 1 (checked by the caller and by the database).
@@ -151,16 +172,127 @@ pub async fn update<'e>(
     let row = sqlx::query_as::<_, ProjectTuple>(&format!(
         "UPDATE projects SET guidelines = COALESCE($2, guidelines), \
            rationale_required = COALESCE($3, rationale_required), \
-           gold_rate = COALESCE($4, gold_rate) \
-         WHERE id = $1 RETURNING {PROJECT_COLUMNS}"
+           gold_rate = COALESCE($4, gold_rate), name = COALESCE($5, name) \
+         WHERE id = $1 AND deleted_at IS NULL RETURNING {PROJECT_COLUMNS}"
     ))
     .bind(id)
     .bind(change.guidelines.as_deref())
     .bind(change.rationale_required)
     .bind(change.gold_rate)
+    .bind(change.name.as_ref().map(ProjectName::as_str))
+    .fetch_optional(exec)
+    .await
+    .map_err(|e| match &change.name {
+        Some(name) if is_unique_violation(&e) => {
+            StoreError::Conflict(format!("project {} already exists", name.as_str()))
+        }
+        _ => e.into(),
+    })?;
+    row.map(project_from_row)
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("no project {id}")))
+}
+
+/// Archives a project (`true`) or brings it back (`false`); idempotent.
+pub async fn set_archived<'e>(
+    exec: impl PgExecutor<'e>,
+    id: i64,
+    archived: bool,
+) -> Result<Project, StoreError> {
+    let row = sqlx::query_as::<_, ProjectTuple>(&format!(
+        "UPDATE projects SET archived_at = CASE WHEN $2 THEN COALESCE(archived_at, now()) END \
+         WHERE id = $1 AND deleted_at IS NULL RETURNING {PROJECT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(archived)
     .fetch_optional(exec)
     .await?;
     row.map(project_from_row)
         .transpose()?
         .ok_or_else(|| StoreError::NotFound(format!("no project {id}")))
+}
+
+/// Deletes a project nobody has answered anything in: its drafts, leases and skips, items,
+/// imports and pending webhook events go; the row stays (the audit log refers to it), marked
+/// deleted and renamed so the name is free. A project with responses is refused (409:
+/// archive it instead), also when one arrives while this runs (its lease row is locked by
+/// the submit, and the response's reference to it stops the delete).
+pub async fn delete(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<String, StoreError> {
+    let name: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM projects WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(name) = name else {
+        return Err(StoreError::NotFound(format!("no project {id}")));
+    };
+    let answered: i64 = sqlx::query_scalar("SELECT count(*) FROM responses WHERE project_id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let refused = || {
+        StoreError::Conflict(format!(
+            "project {name} has answers: archive it instead (it is then hidden from \
+             annotators and can still be exported)"
+        ))
+    };
+    if answered > 0 {
+        return Err(refused());
+    }
+    let result = sqlx::query(
+        "WITH d AS (DELETE FROM drafts WHERE item_id IN (SELECT id FROM items WHERE project_id = $1)), \
+         w AS (DELETE FROM webhook_events WHERE project_id = $1), \
+         a AS (DELETE FROM assignments WHERE project_id = $1 RETURNING 1) \
+         SELECT count(*) FROM a",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await;
+    match result {
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.code().as_deref() == Some("23503")) =>
+        {
+            return Err(refused());
+        }
+        other => {
+            other?;
+        }
+    }
+    for table in ["items", "imports"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE project_id = $1"))
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE projects SET deleted_at = now(), archived_at = COALESCE(archived_at, now()), \
+           name = left('.deleted-' || id || '-' || name, 64), webhook_url = NULL, webhook_secret = NULL \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(name)
+}
+
+/// Responses in the project (a project with any may not be deleted).
+pub async fn answered(pool: &PgPool, id: i64) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM responses WHERE project_id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Whether project `id` existed and was deleted.
+pub async fn was_deleted(pool: &PgPool, id: i64) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1 AND deleted_at IS NOT NULL)",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await?)
 }

@@ -172,7 +172,7 @@ struct LeaseRow {
 /// for the other with the same draw. `want` is NULL (no filter) when the rate is 0.
 const LEASE_SQL: &str = "\
 WITH proj AS (SELECT kind, CASE WHEN gold_rate > 0 THEN ($6 < gold_rate) <> $7 END AS want \
-              FROM projects WHERE id = $1), \
+              FROM projects WHERE id = $1 AND archived_at IS NULL), \
 held AS ( \
   SELECT id, NOT (id = ANY($3)) AS usable FROM assignments \
   WHERE user_id = $2 AND project_id = $1 AND status = 'leased' AND expires_at > now()), \
@@ -260,7 +260,7 @@ async fn try_next(
     }
     let Some(kind) = &row.kind else {
         return Err(Retry::Store(StoreError::NotFound(format!(
-            "no project {project_id}"
+            "no project {project_id} open for annotation (none, or archived)"
         ))));
     };
     if row.assignment_id.is_none() {
@@ -371,14 +371,20 @@ pub(crate) async fn revive(
 }
 
 /// Gives an item up for good: its slot returns to the pool and this annotator will not see
-/// it again.
-pub async fn skip(pool: &PgPool, assignment_id: i64, user: &User) -> Result<(), StoreError> {
+/// it again. `reason` (optional, the annotator's words) is kept for the project's leads.
+pub async fn skip(
+    pool: &PgPool,
+    assignment_id: i64,
+    user: &User,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
     let n = sqlx::query(
-        "UPDATE assignments SET status = 'skipped', finished_at = now() \
+        "UPDATE assignments SET status = 'skipped', finished_at = now(), skip_reason = $3 \
          WHERE id = $1 AND user_id = $2 AND status IN ('leased', 'expired')",
     )
     .bind(assignment_id)
     .bind(user.id)
+    .bind(reason)
     .execute(pool)
     .await?
     .rows_affected();

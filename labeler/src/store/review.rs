@@ -157,23 +157,33 @@ fn item_from_row(row: Row) -> Result<ReviewItem, StoreError> {
     })
 }
 
-/// Responses of `project` with `status` (all when `None`), oldest first, after the response
-/// id `after` (paging).
+/// Which responses a review list shows.
+#[derive(Debug, Clone, Default)]
+pub struct ReviewFilter<'a> {
+    /// All statuses when `None`.
+    pub status: Option<ReviewStatus>,
+    /// One annotator's responses only.
+    pub annotator: Option<&'a str>,
+}
+
+/// Responses of `project` that pass `filter`, oldest first, after the response id `after`
+/// (paging).
 pub async fn list(
     pool: &PgPool,
     project: &Project,
-    status: Option<ReviewStatus>,
+    filter: &ReviewFilter<'_>,
     after: i64,
     limit: i64,
 ) -> Result<Vec<ReviewItem>, StoreError> {
     let rows = sqlx::query_as::<_, Row>(&format!(
         "{SELECT} WHERE r.project_id = $1 AND ($2::text IS NULL OR r.review_status = $2) \
-           AND r.id > $3 ORDER BY r.id LIMIT $4"
+           AND r.id > $3 AND ($5::text IS NULL OR u.username = $5) ORDER BY r.id LIMIT $4"
     ))
     .bind(project.id)
-    .bind(status.map(ReviewStatus::as_str))
+    .bind(filter.status.map(ReviewStatus::as_str))
     .bind(after)
     .bind(limit)
+    .bind(filter.annotator)
     .fetch_all(pool)
     .await?;
     rows.into_iter().map(item_from_row).collect()
@@ -331,4 +341,49 @@ pub async fn decide(
     tx.commit().await?;
     let (_, item, _) = get(pool, response_id).await?;
     Ok(item)
+}
+
+/// The annotators with responses in `project`, by name.
+pub async fn annotators(pool: &PgPool, project: &Project) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT u.username FROM users u \
+         WHERE EXISTS (SELECT 1 FROM responses r WHERE r.user_id = u.id AND r.project_id = $1) \
+         ORDER BY u.username",
+    )
+    .bind(project.id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Accepts the pending responses among `ids` (of `project`) in one transaction, with an
+/// audit row each; the others (accepted, rejected or gone meanwhile) are left as they are, so
+/// a second post of the same selection changes nothing. Returns how many were accepted.
+pub async fn accept_pending(
+    pool: &PgPool,
+    reviewer: &User,
+    project: &Project,
+    ids: &[i64],
+) -> Result<usize, StoreError> {
+    let mut tx = pool.begin().await?;
+    let accepted: Vec<(i64, i32)> = sqlx::query_as(
+        "UPDATE responses SET review_status = 'accepted', reviewed_by = $3, reviewed_at = now() \
+         WHERE project_id = $1 AND id = ANY($2) AND review_status = 'pending' \
+         RETURNING id, version",
+    )
+    .bind(project.id)
+    .bind(ids)
+    .bind(reviewer.id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let actor = Actor::user(reviewer);
+    for (id, version) in &accepted {
+        let target = format!("response {id}");
+        let event = Event::new(Action::ReviewAccept)
+            .project(project.id)
+            .target(&target)
+            .details(serde_json::json!({"version": version, "bulk": true}));
+        audit::record(&mut *tx, &actor, event).await?;
+    }
+    tx.commit().await?;
+    Ok(accepted.len())
 }

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::domain::{Password, Role, Username};
+use crate::domain::{Password, ProjectName, Role, Username};
 use crate::http::auth::{Admins, ApiUser};
 use crate::http::error::AppError;
 use crate::state::AppState;
@@ -92,6 +92,9 @@ async fn change_user(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProjectChange {
+    /// A new name (unique, like at creation).
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     guidelines: Option<String>,
     #[serde(default)]
@@ -99,6 +102,9 @@ struct ProjectChange {
     /// Share of handed-out items drawn from the gold items, 0 to 1.
     #[serde(default)]
     gold_rate: Option<f64>,
+    /// Archive (hidden from annotators) or bring back.
+    #[serde(default)]
+    archived: Option<bool>,
     /// Absent: unchanged; `null`: no webhook; a URL: send events there.
     #[serde(default, deserialize_with = "present")]
     webhook_url: Option<Option<String>>,
@@ -183,15 +189,33 @@ async fn change_project(
             "gold_rate {rate} must be between 0 and 1"
         )));
     }
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| ProjectName::parse(n.trim()).map_err(AppError::Validation))
+        .transpose()?;
     let change = SettingsChange {
+        name,
         guidelines: body.guidelines,
         rationale_required: body.rationale_required,
         gold_rate: body.gold_rate,
     };
     // The settings, the webhook and their audit rows commit together.
     let mut tx = pool.begin().await?;
-    let project = projects::update(&mut *tx, path.into_inner(), &change).await?;
+    let mut project = projects::update(&mut *tx, path.into_inner(), &change).await?;
     let actor = Actor::user(&admin);
+    if let Some(archived) = body.archived
+        && archived != project.archived
+    {
+        project = projects::set_archived(&mut *tx, project.id, archived).await?;
+        let action = if archived {
+            Action::ProjectArchive
+        } else {
+            Action::ProjectUnarchive
+        };
+        let event = Event::new(action).project(project.id).target(&project.name);
+        audit::record(&mut *tx, &actor, event).await?;
+    }
     let mut generated = None;
     let touches_webhook = hook.is_some();
     if let Some(hook) = hook {
@@ -204,6 +228,9 @@ async fn change_project(
         audit::record(&mut *tx, &actor, event).await?;
     }
     let mut changed = serde_json::Map::new();
+    if let Some(n) = &change.name {
+        changed.insert("name".into(), n.as_str().into());
+    }
     if let Some(g) = &change.guidelines {
         changed.insert("guidelines_bytes".into(), g.len().into());
     }
@@ -213,8 +240,8 @@ async fn change_project(
     if let Some(r) = change.gold_rate {
         changed.insert("gold_rate".into(), r.into());
     }
-    // A request that only sets the webhook has its own audit row above.
-    if !changed.is_empty() || !touches_webhook {
+    // A request that only sets the webhook or the archive has its own audit row above.
+    if !changed.is_empty() || (!touches_webhook && body.archived.is_none()) {
         let event = Event::new(Action::ProjectUpdate)
             .project(project.id)
             .target(&project.name)

@@ -1,5 +1,6 @@
 //! The annotator's side of the API: take the next item (a lease), read it, keep the lease
-//! alive, skip it, autosave a draft, submit (idempotent with an `Idempotency-Key`).
+//! alive, skip it (with an optional reason), autosave a draft, submit (idempotent with an
+//! `Idempotency-Key`), undo the last submit; their own progress and rejected answers.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -8,6 +9,7 @@ use sqlx::PgPool;
 use crate::http::auth::ApiUser;
 use crate::http::error::AppError;
 use crate::state::AppState;
+use crate::store::annotator;
 use crate::store::queue::{self, LeasePolicy};
 use crate::store::responses::{self, IdempotencyKey, SubmitBody};
 
@@ -18,7 +20,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/assignments/{id}/renew", web::post().to(renew))
         .route("/assignments/{id}/skip", web::post().to(skip))
         .route("/assignments/{id}/draft", web::put().to(save_draft))
-        .route("/assignments/{id}/submit", web::post().to(submit));
+        .route("/assignments/{id}/submit", web::post().to(submit))
+        .route("/projects/{id}/mine", web::get().to(mine))
+        .route("/projects/{id}/undo", web::post().to(undo));
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,15 +80,93 @@ async fn renew(
     Ok(HttpResponse::Ok().json(serde_json::json!({"expires_at": expires_at})))
 }
 
+/// The optional body of a skip.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SkipBody {
+    /// Why (kept for the project's leads); blank means none.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Longest skip reason, in characters.
+const MAX_SKIP_REASON: usize = 1000;
+
 async fn skip(
     ApiUser { user, .. }: ApiUser,
     pool: web::Data<PgPool>,
     path: web::Path<i64>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    queue::skip(&pool, path.into_inner(), &user).await?;
+    // No body (the old form of the call) is a skip without a reason.
+    let body: SkipBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SkipBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| AppError::Validation(format!("invalid JSON body: {e}")))?
+    };
+    let reason = body
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    if let Some(reason) = reason {
+        if reason.chars().count() > MAX_SKIP_REASON {
+            return Err(AppError::Validation(format!(
+                "reason is longer than {MAX_SKIP_REASON} characters"
+            )));
+        }
+        crate::domain::check_text(reason)
+            .map_err(|e| AppError::Validation(format!("reason: {e}")))?;
+    }
+    queue::skip(&pool, path.into_inner(), &user, reason).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// `GET /api/projects/{id}/mine`: the caller's progress and their answers sent back.
+async fn mine(
+    ApiUser { user, .. }: ApiUser,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let project = crate::store::projects::get(&pool, path.into_inner()).await?;
+    let progress = annotator::progress(&pool, project.id, &user).await?;
+    let rejected = annotator::rejections(&pool, project.id, &user, 50).await?;
+    let undo = annotator::undoable(&pool, project.id, &user).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "progress": progress, "rejected": rejected, "undo": undo,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UndoBody {
+    /// The assignment whose answer to take back: the caller's last in the project (as
+    /// `GET .../mine` names it in `undo`), so a repeated call cannot take back two.
+    assignment_id: i64,
+}
+
+/// `POST /api/projects/{id}/undo`: takes back the caller's last answer in the project (while
+/// not reviewed or exported) and answers with its task again, the answer as its draft.
+async fn undo(
+    ApiUser { user, .. }: ApiUser,
+    state: web::Data<AppState>,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+    body: web::Json<UndoBody>,
+) -> Result<HttpResponse, AppError> {
+    let assignment = body.assignment_id;
+    annotator::undo(
+        &pool,
+        path.into_inner(),
+        &user,
+        assignment,
+        state.lease.lease_seconds,
+    )
+    .await?;
+    let task = queue::task(&pool, assignment, user.id).await?;
+    Ok(HttpResponse::Ok().json(task))
+}
 async fn save_draft(
     ApiUser { user, .. }: ApiUser,
     pool: web::Data<PgPool>,

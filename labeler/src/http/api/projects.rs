@@ -15,7 +15,7 @@ use crate::http::pagination::page_limit;
 use crate::store::audit::{self, Action, Actor, Event};
 use crate::store::export::{self, ExportPart};
 use crate::store::projects::{self, NewProject};
-use crate::store::{import, model_loop, webhooks};
+use crate::store::{import, import_preview, model_loop, webhooks};
 
 /// Routes under `/api`.
 pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
@@ -25,6 +25,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
             web::resource("/projects/{id}/items")
                 .app_data(web::PayloadConfig::new(max_import_bytes))
                 .route(web::post().to(import_items)),
+        )
+        .service(
+            web::resource("/projects/{id}/items/preview")
+                .app_data(web::PayloadConfig::new(max_import_bytes))
+                .route(web::post().to(preview_items)),
         )
         .route("/projects/{id}/prompts", web::get().to(list_prompts))
         .service(
@@ -39,8 +44,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_import_bytes: usize) {
         .route("/projects/{id}/export", web::get().to(export_part));
 }
 
-async fn list_projects(_: ApiUser, pool: web::Data<PgPool>) -> Result<HttpResponse, AppError> {
-    Ok(HttpResponse::Ok().json(projects::list_with_progress(&pool).await?))
+/// Every project for reviewers and admins; annotators do not see archived ones.
+async fn list_projects(
+    ApiUser { user, .. }: ApiUser,
+    pool: web::Data<PgPool>,
+) -> Result<HttpResponse, AppError> {
+    let mut list = projects::list_with_progress(&pool).await?;
+    list.retain(|p| user.can_review() || !p.project.archived);
+    Ok(HttpResponse::Ok().json(list))
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +92,19 @@ async fn create_project(
 struct ImportQuery {
     #[serde(default)]
     source: Option<String>,
+}
+
+/// `POST /api/projects/{id}/items/preview`: what importing this body would do (counts, the
+/// first rows, every refused line), nothing written.
+async fn preview_items(
+    _: ApiUser<Admins>,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let project = projects::get(&pool, path.into_inner()).await?;
+    let preview = import_preview::preview(&pool, &project, body.to_vec()).await?;
+    Ok(HttpResponse::Ok().json(preview))
 }
 
 async fn import_items(

@@ -28,6 +28,8 @@ struct ListQuery {
     status: Option<String>,
     after: Option<i64>,
     limit: Option<i64>,
+    /// One annotator's responses only (by user name).
+    annotator: Option<String>,
 }
 
 async fn list(
@@ -42,7 +44,11 @@ async fn list(
         s => Some(ReviewStatus::parse(s).map_err(AppError::Validation)?),
     };
     let limit = page_limit(query.limit)?;
-    let items = review::list(&pool, &project, status, query.after.unwrap_or(0), limit).await?;
+    let filter = review::ReviewFilter {
+        status,
+        annotator: query.annotator.as_deref(),
+    };
+    let items = review::list(&pool, &project, &filter, query.after.unwrap_or(0), limit).await?;
     Ok(HttpResponse::Ok().json(items))
 }
 

@@ -1,5 +1,6 @@
-//! The annotation page (one leased item at a time; the script does the rest through the
-//! API) and the project's guidelines page.
+//! The annotation page (one leased item at a time, the annotator's progress, their answers a
+//! reviewer sent back, undo of the last submit; the script does the rest through the API)
+//! and the project's guidelines page.
 
 use actix_web::{HttpResponse, web};
 use minijinja::context;
@@ -10,6 +11,7 @@ use super::templates::{Templates, html, user_ctx};
 use crate::http::auth::PageUser;
 use crate::http::error::AppError;
 use crate::state::AppState;
+use crate::store::annotator;
 use crate::store::projects;
 use crate::store::queue;
 
@@ -26,7 +28,16 @@ async fn annotate(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let project = projects::get(&pool, path.into_inner()).await?;
+    if project.archived {
+        return Err(AppError::NotFound(format!(
+            "project {} is archived: nothing to annotate there",
+            project.name
+        )));
+    }
     let task = queue::next(&pool, state.lease, project.id, &page.user, &[]).await?;
+    let progress = annotator::progress(&pool, project.id, &page.user).await?;
+    let rejected = annotator::rejections(&pool, project.id, &page.user, 50).await?;
+    let undo = annotator::undoable(&pool, project.id, &page.user).await?;
     let body = templates.render(
         "annotate.html",
         context! {
@@ -36,6 +47,9 @@ async fn annotate(
             guidelines_html => guidelines_html(&project),
             project,
             task,
+            progress,
+            rejected,
+            undo,
         },
     )?;
     Ok(html(body))

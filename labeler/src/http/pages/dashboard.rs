@@ -1,6 +1,7 @@
 //! The dashboard of a project (reviewers and admins): progress, throughput per annotator per
 //! day, time per item, queue health, agreement and the checkpoint ranking, as server-rendered
-//! SVG charts (see `stats::charts`) with the headline numbers next to them.
+//! SVG charts (see `stats::charts`) with the headline numbers next to them; annotators who
+//! answer too fast flagged, and the items skipped with their reasons.
 
 use actix_web::{HttpResponse, web};
 use minijinja::{Value, context};
@@ -9,8 +10,9 @@ use sqlx::PgPool;
 use super::templates::{Templates, html, user_ctx};
 use crate::http::auth::{PageUser, Reviewers};
 use crate::http::error::AppError;
+use crate::state::AppState;
 use crate::stats::charts;
-use crate::store::progress::{progress, queue_health, throughput};
+use crate::store::progress::{progress, queue_health, skips, throughput};
 use crate::store::{projects, quality};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -24,6 +26,7 @@ fn svg(s: String) -> Value {
 async fn dashboard(
     page: PageUser<Reviewers>,
     pool: web::Data<PgPool>,
+    state: web::Data<AppState>,
     templates: web::Data<Templates>,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
@@ -33,6 +36,20 @@ async fn dashboard(
     let (days, users, counts) = throughput(&pool, &project).await?;
     let agreement = quality::agreement(&pool, &project).await?;
     let ranking = quality::checkpoints(&pool, &project).await?;
+    let skipped = skips(&pool, &project, 100).await?;
+    // Annotators answering faster than anyone can read: median seconds per item under the
+    // configured threshold.
+    let threshold = state.fast_annotator_seconds;
+    let fast: Vec<Value> = agreement
+        .annotators
+        .iter()
+        .filter_map(|a| {
+            let secs = a.median_time_ms? / 1000.0;
+            (secs < threshold).then(|| {
+                context! { annotator => a.annotator.clone(), seconds => secs, responses => a.responses }
+            })
+        })
+        .collect();
 
     let progress_svg = charts::stacked(
         "Items: done, in progress, remaining",
@@ -108,7 +125,7 @@ async fn dashboard(
         "dashboard.html",
         context! {
             csrf => page.csrf, user => user_ctx(&page.user), project,
-            progress, health, agreement, ranking,
+            progress, health, agreement, ranking, skipped, fast, threshold,
             charts => context! {
                 progress => svg(progress_svg), throughput => svg(throughput_svg),
                 health => svg(health_svg), time => svg(time_svg), kappa => svg(kappa_svg),

@@ -6,9 +6,12 @@ pub mod annotate;
 pub mod dashboard;
 pub mod login;
 pub mod markdown;
+pub mod project_settings;
 pub mod projects;
+pub mod quality;
 pub mod review;
 pub mod templates;
+pub mod users;
 
 use actix_web::web;
 
@@ -18,5 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(annotate::configure)
         .configure(templates::configure)
         .configure(review::configure)
-        .configure(dashboard::configure);
+        .configure(dashboard::configure)
+        .configure(project_settings::configure)
+        .configure(users::configure)
+        .configure(quality::configure);
 }

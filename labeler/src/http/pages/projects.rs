@@ -23,7 +23,9 @@ async fn index(
     pool: web::Data<PgPool>,
     templates: web::Data<Templates>,
 ) -> Result<HttpResponse, AppError> {
-    let projects = projects::list_with_progress(&pool).await?;
+    let mut projects = projects::list_with_progress(&pool).await?;
+    // Archived projects are the leads' business only.
+    projects.retain(|p| page.user.can_review() || !p.project.archived);
     let body = templates.render(
         "index.html",
         context! { csrf => page.csrf, user => user_ctx(&page.user), projects },

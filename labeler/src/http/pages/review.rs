@@ -1,5 +1,10 @@
-//! The review page: a reviewer reads a project's submitted responses and accepts, rejects
-//! (with a comment) or edits each one through plain forms (CSRF token in each, no script).
+//! The review page: a reviewer reads a project's submitted responses, one annotator's or
+//! everyone's, and accepts, rejects (with a comment) or edits each one, or accepts a selection
+//! at once, through plain forms (CSRF token in each, no script). After a decision the page
+//! comes back with the same filter, at the response that now stands where the decided one
+//! was (a `#response-N` anchor), so the reader keeps their place.
+
+use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
 use minijinja::context;
@@ -7,7 +12,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::templates::{Templates, html, redirect, user_ctx};
-use crate::domain::{Choice, Strength};
+use crate::domain::{Choice, Strength, Username};
 use crate::http::auth::{PageForm, PageUser, Reviewers};
 use crate::http::error::AppError;
 use crate::store::projects;
@@ -18,6 +23,7 @@ const PAGE: i64 = 50;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/projects/{id}/review", web::get().to(review_page))
+        .route("/projects/{id}/review/accept", web::post().to(bulk_accept))
         .route("/projects/{id}/review/{response}", web::post().to(decide));
 }
 
@@ -25,6 +31,48 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 struct ReviewQuery {
     status: Option<String>,
     after: Option<i64>,
+    annotator: Option<String>,
+}
+
+/// Where the page stands: which list, from where, and (after a decision) the response to
+/// scroll to. Forms carry it back as hidden fields; the redirect is built from the checked
+/// parts, never from text the client sent.
+#[derive(Debug, Default, Deserialize)]
+struct Place {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    annotator: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
+    /// The response shown after the decided one.
+    #[serde(default)]
+    anchor: Option<String>,
+}
+
+impl Place {
+    fn url(&self, project_id: i64) -> String {
+        let status = self
+            .status
+            .as_deref()
+            .and_then(|s| ReviewStatus::parse(s).ok())
+            .unwrap_or(ReviewStatus::Pending);
+        let mut url = format!("/projects/{project_id}/review?status={}", status.as_str());
+        if let Some(name) = self
+            .annotator
+            .as_deref()
+            .and_then(|a| Username::parse(a).ok())
+        {
+            url.push_str(&format!("&annotator={}", name.as_str()));
+        }
+        if let Some(after) = self.after.as_deref().and_then(|a| a.parse::<i64>().ok()) {
+            url.push_str(&format!("&after={after}"));
+        }
+        if let Some(anchor) = self.anchor.as_deref().and_then(|a| a.parse::<i64>().ok()) {
+            url.push_str(&format!("#response-{anchor}"));
+        }
+        url
+    }
 }
 
 async fn review_page(
@@ -37,14 +85,18 @@ async fn review_page(
     let project = projects::get(&pool, path.into_inner()).await?;
     let status = ReviewStatus::parse(query.status.as_deref().unwrap_or("pending"))
         .map_err(AppError::Validation)?;
-    let responses = review::list(
-        &pool,
-        &project,
-        Some(status),
-        query.after.unwrap_or(0),
-        PAGE,
-    )
-    .await?;
+    let annotator = query
+        .annotator
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .map(|a| Username::parse(a).map_err(AppError::Validation))
+        .transpose()?;
+    let filter = review::ReviewFilter {
+        status: Some(status),
+        annotator: annotator.as_ref().map(Username::as_str),
+    };
+    let responses = review::list(&pool, &project, &filter, query.after.unwrap_or(0), PAGE).await?;
+    let annotators = review::annotators(&pool, &project).await?;
     let next_after = (responses.len() as i64 == PAGE)
         .then(|| responses.last().map(|r| r.response_id))
         .flatten();
@@ -52,7 +104,8 @@ async fn review_page(
         "review.html",
         context! {
             csrf => page.csrf, user => user_ctx(&page.user), project,
-            status => status.as_str(), responses, next_after,
+            status => status.as_str(), responses, next_after, annotators,
+            annotator => annotator.as_ref().map(Username::as_str), after => query.after,
         },
     )?;
     Ok(html(body))
@@ -71,14 +124,15 @@ struct DecisionForm {
     strength: Option<String>,
     #[serde(default)]
     rationale: Option<String>,
+    #[serde(flatten)]
+    place: Place,
 }
 
-fn edit_body(form: DecisionForm) -> Result<SubmitBody, String> {
+fn edit_body(form: &DecisionForm) -> Result<SubmitBody, String> {
     let choice = form
         .choice
-        .map(|c| {
-            Choice::parse(&c).ok_or(format!("choice {c:?} is not one of: a, b, tie, both_bad"))
-        })
+        .as_deref()
+        .map(|c| Choice::parse(c).ok_or(format!("choice {c:?} is not one of: a, b, tie, both_bad")))
         .transpose()?;
     let strength = match form.strength.as_deref() {
         None | Some("") => None,
@@ -87,10 +141,10 @@ fn edit_body(form: DecisionForm) -> Result<SubmitBody, String> {
         Some(other) => return Err(format!("strength {other:?} is not one of: slightly, much")),
     };
     Ok(SubmitBody {
-        answer: form.answer,
+        answer: form.answer.clone(),
         choice,
         strength,
-        rationale: form.rationale,
+        rationale: form.rationale.clone(),
         time_spent_ms: None,
     })
 }
@@ -107,7 +161,7 @@ async fn decide(
         "reject" => {
             Decision::reject(form.comment.as_deref().unwrap_or("")).map_err(AppError::Validation)?
         }
-        "edit" => edit_body(form)
+        "edit" => edit_body(&form)
             .and_then(|body| review::parse_edit(body, &project))
             .map_err(AppError::Validation)?,
         other => {
@@ -117,5 +171,31 @@ async fn decide(
         }
     };
     review::decide(&pool, &user, &project, response_id, decision).await?;
-    Ok(redirect(&format!("/projects/{project_id}/review")))
+    Ok(redirect(&form.place.url(project_id)))
+}
+
+/// The selection of the bulk form: a `r<response id>` checkbox per response, and the place.
+async fn bulk_accept(
+    PageForm { user, form, .. }: PageForm<BTreeMap<String, String>, Reviewers>,
+    pool: web::Data<PgPool>,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let project = projects::get(&pool, path.into_inner()).await?;
+    let ids: Vec<i64> = form
+        .keys()
+        .filter_map(|k| k.strip_prefix('r').and_then(|id| id.parse().ok()))
+        .collect();
+    if ids.is_empty() {
+        return Err(AppError::Validation(
+            "select the responses to accept first".into(),
+        ));
+    }
+    review::accept_pending(&pool, &user, &project, &ids).await?;
+    let place = Place {
+        status: form.get("status").cloned(),
+        annotator: form.get("annotator").cloned(),
+        after: form.get("after").cloned(),
+        anchor: None,
+    };
+    Ok(redirect(&place.url(project.id)))
 }

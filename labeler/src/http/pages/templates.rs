@@ -32,6 +32,27 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../templates/dashboard.html"),
     ),
     ("error.html", include_str!("../../../templates/error.html")),
+    ("users.html", include_str!("../../../templates/users.html")),
+    (
+        "sso_bounce.html",
+        include_str!("../../../templates/sso_bounce.html"),
+    ),
+    (
+        "import.html",
+        include_str!("../../../templates/import.html"),
+    ),
+    (
+        "agreement.html",
+        include_str!("../../../templates/agreement.html"),
+    ),
+    (
+        "checkpoints.html",
+        include_str!("../../../templates/checkpoints.html"),
+    ),
+    (
+        "project_settings.html",
+        include_str!("../../../templates/project_settings.html"),
+    ),
 ];
 
 const STATIC_FILES: &[(&str, &str, &str)] = &[
@@ -46,9 +67,9 @@ const STATIC_FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../static/annotate.js"),
     ),
     (
-        "admin.js",
+        "import.js",
         "text/javascript; charset=utf-8",
-        include_str!("../../../static/admin.js"),
+        include_str!("../../../static/import.js"),
     ),
     (
         "review.css",
@@ -66,6 +87,7 @@ pub struct Templates {
 impl Templates {
     pub fn new() -> Result<Self> {
         let mut env = minijinja::Environment::new();
+        env.add_filter("num", num);
         for (name, source) in TEMPLATES {
             env.add_template(name, source)?;
         }
@@ -78,6 +100,19 @@ impl Templates {
             .and_then(|t| t.render(ctx))
             .map_err(|e| AppError::unexpected(anyhow::anyhow!("rendering {name}: {e:#}")))
     }
+}
+
+/// `{{ x | num }}`: a number rounded to 3 digits (or `num(d)`: d digits); "n/a" for none.
+/// Digits, a sign, a dot or "n/a": safe as markup.
+fn num(value: minijinja::Value, digits: Option<i32>) -> minijinja::Value {
+    let text = match f64::try_from(value) {
+        Ok(v) => {
+            let digits = digits.unwrap_or(3).clamp(0, 6) as usize;
+            format!("{v:.digits$}")
+        }
+        Err(_) => "n/a".to_string(),
+    };
+    minijinja::Value::from_safe_string(text)
 }
 
 /// A page answer. Never cached: a page holds the session's CSRF token and the user's work.
