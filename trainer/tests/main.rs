@@ -5,6 +5,7 @@ mod bad_input;
 mod candidates;
 mod chat_data;
 mod data;
+mod dist;
 mod dpo;
 mod export;
 mod generate;
