@@ -1,7 +1,8 @@
 // The process group the trainer's data parallelism runs on: torch.distributed's own C++
 // core (c10d) from libtorch, behind a C interface for Rust (trainer/src/dist/ffi.rs).
 //
-// - Rendezvous through a TCPStore that rank 0 hosts at MASTER_ADDR:MASTER_PORT.
+// - Rendezvous through a TCPStore at MASTER_ADDR:MASTER_PORT, served by rank 0 (or by
+//   torchrun's agent, which sets TORCHELASTIC_USE_AGENT_STORE).
 // - ProcessGroupGloo for CPU tensors; ProcessGroupNCCL (c10d_nccl.cpp, compiled only where
 //   libtorch_cuda and nccl.h are present) for CUDA tensors.
 // - Every rank keeps a heartbeat in the store (its own connection, its own thread), with the
@@ -74,10 +75,10 @@ struct jl_pg {
   std::string addr;
   int port = 0;
   std::chrono::milliseconds timeout{0};
-  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> gloo;
   c10::intrusive_ptr<c10d::Backend> nccl;
-  c10::intrusive_ptr<c10d::TCPStore> beat_store;
+  c10::intrusive_ptr<c10d::Store> beat_store;
   Heartbeat beat;
 
   ~jl_pg() {
@@ -219,6 +220,8 @@ jl_pg* jl_pg_new(
     int world,
     int64_t timeout_ms,
     int with_nccl,
+    int serve_store,
+    const char* prefix,
     char** err) {
   auto pg = std::make_unique<jl_pg>();
   pg->rank = rank;
@@ -227,8 +230,11 @@ jl_pg* jl_pg_new(
   pg->port = port;
   pg->timeout = std::chrono::milliseconds(timeout_ms);
   int rc = guarded(nullptr, "joining the process group", err, [&] {
-    pg->store = connect_store(addr, port, rank == 0, world, pg->timeout);
-    pg->beat_store = connect_store(addr, port, false, world, pg->timeout);
+    // Every key under `prefix`: torchrun's agent serves the store and keeps its own keys.
+    pg->store = c10::make_intrusive<c10d::PrefixStore>(
+        prefix, connect_store(addr, port, serve_store != 0, world, pg->timeout));
+    pg->beat_store = c10::make_intrusive<c10d::PrefixStore>(
+        prefix, connect_store(addr, port, false, world, pg->timeout));
     auto gloo_store = c10::make_intrusive<c10d::PrefixStore>("jl/gloo", pg->store);
     auto opts = c10d::ProcessGroupGloo::Options::create_default(pg->timeout);
     pg->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(gloo_store, rank, world, opts);

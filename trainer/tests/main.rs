@@ -14,6 +14,7 @@ mod helpers;
 mod info;
 mod model;
 mod optim;
+mod parallel;
 mod presets;
 mod pretrain;
 mod reward;

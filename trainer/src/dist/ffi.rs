@@ -20,6 +20,8 @@ unsafe extern "C" {
         world: c_int,
         timeout_ms: i64,
         with_nccl: c_int,
+        serve_store: c_int,
+        prefix: *const c_char,
         err: *mut *mut c_char,
     ) -> *mut JlPg;
     pub fn jl_pg_free(pg: *mut JlPg);

@@ -66,8 +66,10 @@ impl ProcessGroup {
     pub fn join(world: &World, timeout: Duration, nccl: bool) -> Result<Self, DistError> {
         let addr = CString::new(world.master_addr.clone())
             .map_err(|_| DistError::BadAddress(world.master_addr.clone()))?;
+        let prefix = CString::new(format!("jl/{}/", world.attempt))
+            .map_err(|_| DistError::BadAddress(world.master_addr.clone()))?;
         let mut err = ptr::null_mut();
-        // SAFETY: valid C string; the shim copies it.
+        // SAFETY: valid C strings; the shim copies them.
         let raw = unsafe {
             ffi::jl_pg_new(
                 addr.as_ptr(),
@@ -76,6 +78,8 @@ impl ProcessGroup {
                 world.size as c_int,
                 timeout.as_millis().min(i64::MAX as u128) as i64,
                 c_int::from(nccl),
+                c_int::from(world.rank == 0 && !world.agent_store),
+                prefix.as_ptr(),
                 &mut err,
             )
         };

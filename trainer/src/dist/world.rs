@@ -2,6 +2,7 @@
 //! (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`), else from Slurm's
 //! (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, rendezvous on the first host of
 //! `SLURM_JOB_NODELIST`). With neither, or a world of one, the process trains alone.
+//! Under torchrun the rendezvous store is its agent's (`TORCHELASTIC_USE_AGENT_STORE`).
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -28,6 +29,11 @@ pub struct World {
     pub master_addr: String,
     pub master_port: u16,
     pub launcher: Launcher,
+    /// torchrun's agent already serves the store at the master address (rank 0 connects to
+    /// it instead of serving one).
+    pub agent_store: bool,
+    /// torchrun's restart count: the keys of each attempt are kept apart.
+    pub attempt: u64,
 }
 
 impl World {
@@ -66,6 +72,9 @@ impl World {
                 master_addr,
                 master_port: port()?,
                 launcher: Launcher::Torchrun,
+                agent_store: var("TORCHELASTIC_USE_AGENT_STORE")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+                attempt: num("TORCHELASTIC_RESTART_COUNT")?.unwrap_or(0) as u64,
             }
         } else if let Some(rank) = num("SLURM_PROCID")? {
             let size =
@@ -88,6 +97,8 @@ impl World {
                 master_addr,
                 master_port: port()?,
                 launcher: Launcher::Slurm,
+                agent_store: false,
+                attempt: 0,
             }
         } else {
             return Ok(None);

@@ -247,10 +247,17 @@ pub struct TrainSettings {
     /// Peak dense bf16 TFLOP/s of the GPU, for MFU (H100/H200 SXM: 989).
     #[serde(default = "default_peak_tflops")]
     pub gpu_peak_tflops: f64,
+    /// Several processes: how long a collective waits for the other ranks before the run
+    /// stops with an error naming the ranks that died or hang.
+    #[serde(default = "default_collective_timeout_s")]
+    pub collective_timeout_s: u64,
 }
 
 fn one() -> i64 {
     1
+}
+fn default_collective_timeout_s() -> u64 {
+    600
 }
 fn default_peak_tflops() -> f64 {
     989.0

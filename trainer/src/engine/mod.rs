@@ -14,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod objective;
 pub mod optim;
+pub mod parallel;
 pub mod seed;
 
 use std::fs::{self, File, OpenOptions};
@@ -29,6 +30,7 @@ use tch::{Device, Kind, TchError, Tensor};
 use crate::engine::config::{NonFinitePolicy, RunConfig};
 use crate::engine::error::{TrainError, explain_torch_error};
 use crate::engine::optim::{AdamW, learning_rate};
+use crate::engine::parallel::DataParallel;
 use crate::engine::seed::mix;
 use crate::io::checkpoint::{
     self, CHECKPOINTS_DIR, Checkpoint, CheckpointData, DataCursor, TrainerState, WriteFault,
@@ -39,7 +41,7 @@ use crate::post::config::PostSettings;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
-pub use crate::engine::objective::{Evaluation, MicroStats, NamedSums, Objective};
+pub use crate::engine::objective::{Evaluation, MicroBatch, MicroStats, NamedSums, Objective};
 
 /// Where to start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +117,8 @@ pub struct Start {
     pub tokenizer_info: TokenizerInfo,
     /// The tokenizer file copied into every checkpoint.
     pub tokenizer_path: PathBuf,
+    /// The data-parallel job this process is a rank of; None alone.
+    pub parallel: Option<DataParallel>,
 }
 
 /// A run in progress: model, optimizer, counters, output files.
@@ -131,8 +135,10 @@ pub struct Engine {
     last_loss: Option<f64>,
     last_val_loss: Option<f64>,
     last_checkpoint: Option<PathBuf>,
-    metrics: File,
+    /// metrics.jsonl: rank 0's only.
+    metrics: Option<File>,
     faults: Faults,
+    parallel: Option<DataParallel>,
 }
 
 impl Engine {
@@ -145,7 +151,9 @@ impl Engine {
             model,
             tokenizer_info,
             tokenizer_path,
+            parallel,
         } = start;
+        let main = parallel.as_ref().is_none_or(|p| p.world().is_main());
         let ckpt_root = config.train.out.join(CHECKPOINTS_DIR);
         let resume_from = match resume {
             Resume::No => {
@@ -168,14 +176,17 @@ impl Engine {
             Resume::From(dir) => Some(dir),
         };
         let mut optim = AdamW::new(model.trainable_tensors(), &config.optim)?;
-        fs::create_dir_all(&config.train.out)
-            .with_context(|| format!("creating {}", config.train.out.display()))?;
+        if main {
+            fs::create_dir_all(&config.train.out)
+                .with_context(|| format!("creating {}", config.train.out.display()))?;
+        }
         let metrics_path = config.train.out.join(METRICS_FILE);
 
         let mut trainer_state = None;
         if let Some(dir) = &resume_from {
             let ckpt = Checkpoint::load(dir)?;
-            check_resumable(&ckpt, &config, post.as_ref())?;
+            let ranks = parallel.as_ref().map_or(1, DataParallel::size);
+            check_resumable(&ckpt, &config, post.as_ref(), ranks)?;
             match &ckpt.adapter {
                 Some(adapter) => {
                     model.load_trainable(adapter, &dir.join(lora::ADAPTER_FILE))?;
@@ -188,7 +199,26 @@ impl Engine {
             tracing::info!(checkpoint = %dir.display(), step = ckpt.state.step, "resuming");
             trainer_state = Some(ckpt.state);
         }
-        let metrics = open_metrics(&metrics_path, trainer_state.as_ref().map(|s| s.step))?;
+        if let Some(dp) = &parallel {
+            let step = trainer_state.as_ref().map_or(0, |s| s.step);
+            dp.check_same_start(&config, post.as_ref(), step)?;
+            // Every rank starts from rank 0's weights and moments.
+            let mut tensors: Vec<Tensor> = model
+                .trainable_tensors()
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+            tensors.extend(optim.state_tensors().into_iter().map(|(_, t)| t));
+            dp.broadcast_from_main(&tensors)?;
+        }
+        let metrics = if main {
+            Some(open_metrics(
+                &metrics_path,
+                trainer_state.as_ref().map(|s| s.step),
+            )?)
+        } else {
+            None
+        };
         let mut engine = Self {
             config,
             post,
@@ -203,6 +233,7 @@ impl Engine {
             last_checkpoint: resume_from,
             metrics,
             faults,
+            parallel,
         };
         if let Some(state) = trainer_state {
             engine.step = state.step;
@@ -229,19 +260,58 @@ impl Engine {
         &self.tokenizer_info
     }
 
+    /// The data-parallel job this run is a rank of, if any.
+    pub fn parallel(&self) -> Option<&DataParallel> {
+        self.parallel.as_ref()
+    }
+
+    /// Whether this process writes checkpoints, metrics and progress (rank 0, or alone).
+    pub fn is_main(&self) -> bool {
+        self.parallel.as_ref().is_none_or(|p| p.world().is_main())
+    }
+
+    /// Ranks in the job (1 alone).
+    pub fn world_size(&self) -> u64 {
+        self.parallel.as_ref().map_or(1, DataParallel::size)
+    }
+
     /// One optimizer step over `grad_accum` micro-batches.
     pub fn train_step<O: Objective>(&mut self, objective: &mut O) -> Result<StepReport> {
         let started = Instant::now();
         let step = self.step + 1;
         let accum = self.config.train.grad_accum as u64;
+        let (rank, world) = match &self.parallel {
+            Some(dp) => {
+                dp.set_progress(step);
+                (dp.rank(), dp.size())
+            }
+            None => (0, 1),
+        };
         let batches = (0..accum)
-            .map(|micro| objective.batch(step, micro, accum))
+            .map(|micro| {
+                objective.batch(MicroBatch {
+                    step,
+                    micro,
+                    accum,
+                    rank,
+                    world,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
-        let units: f64 = batches.iter().map(|b| objective.units(b)).sum();
+        let mut units: f64 = batches.iter().map(|b| objective.units(b)).sum();
+        if let Some(dp) = &self.parallel {
+            // The loss is normalised by the whole job's units.
+            units = dp.sum(&[units])?[0];
+        }
         ensure!(units > 0.0, "step {step} has nothing to train on");
         self.optim.zero_grad();
-        // Adapter dropout is the only randomness after initialisation: seeded by (seed, step).
-        tch::manual_seed((mix(&[self.config.train.seed, step]) >> 1) as i64);
+        // Adapter dropout is the only randomness after initialisation: seeded by (seed, step),
+        // and by the rank in a job of several (their rows differ, so should their masks).
+        let seed = match rank {
+            0 => mix(&[self.config.train.seed, step]),
+            _ => mix(&[self.config.train.seed, step, rank]),
+        };
+        tch::manual_seed((seed >> 1) as i64);
         let device = self.model.device();
         let model = &self.model;
         let (loss_sum, sums, tokens) = model
@@ -263,11 +333,21 @@ impl Engine {
                 Ok::<_, TchError>((total, sums, tokens))
             })
             .map_err(|e| explain_torch_error(e, &self.config, step))?;
-        let loss = f64::try_from(loss_sum)? / units;
+        let mut totals = vec![f64::try_from(loss_sum)?, tokens as f64];
+        for (_, sum) in &sums {
+            totals.push(f64::try_from(sum)?);
+        }
+        if let Some(dp) = &self.parallel {
+            dp.all_reduce_grads(self.optim.params())?;
+            totals = dp.sum(&totals)?;
+        }
+        let loss = totals[0] / units;
+        let tokens = totals[1] as i64;
         let metrics = sums
-            .into_iter()
-            .map(|(name, sum)| Ok((name, f64::try_from(sum)? / units)))
-            .collect::<Result<Vec<_>>>()?;
+            .iter()
+            .zip(&totals[2..])
+            .map(|((name, _), sum)| (*name, sum / units))
+            .collect();
         let grad_norm = self.optim.grad_norm()?;
         let lr = learning_rate(&self.config.optim, step, self.config.train.steps);
         let finite = loss.is_finite() && grad_norm.is_finite();
@@ -307,17 +387,30 @@ impl Engine {
     }
 
     /// Writes a checkpoint of the current step: the whole model, or with LoRA only the
-    /// trainable tensors as `adapter.safetensors` with `adapter_config.json`.
+    /// trainable tensors as `adapter.safetensors` with `adapter_config.json`. Rank 0 writes
+    /// for the job (every rank holds the same weights); the others return its directory.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        if !self.is_main() {
+            let dir = self
+                .config
+                .train
+                .out
+                .join(CHECKPOINTS_DIR)
+                .join(checkpoint::step_dir_name(self.step));
+            self.last_checkpoint = Some(dir.clone());
+            return Ok(dir);
+        }
         let state = TrainerState {
             step: self.step,
             optimizer_updates: self.optim.steps(),
             seed: self.config.train.seed,
             data: DataCursor {
                 samples_seen: self.step
-                    * (self.config.train.grad_accum * self.config.train.micro_batch_size) as u64,
+                    * (self.config.train.grad_accum * self.config.train.micro_batch_size) as u64
+                    * self.world_size(),
                 tokens_seen: self.tokens_seen,
             },
+            world_size: self.world_size(),
             last_loss: self.last_loss,
             last_val_loss: self.last_val_loss,
             tokenizer: self.tokenizer_info.clone(),
@@ -369,10 +462,13 @@ impl Engine {
         Ok(dir)
     }
 
-    /// Appends a line to metrics.jsonl.
+    /// Appends a line to metrics.jsonl (rank 0 only; a no-op on the other ranks).
     pub fn log(&mut self, value: Value) -> Result<()> {
-        writeln!(self.metrics, "{value}")
-            .and_then(|()| self.metrics.flush())
+        let Some(metrics) = &mut self.metrics else {
+            return Ok(());
+        };
+        writeln!(metrics, "{value}")
+            .and_then(|()| metrics.flush())
             .context("writing metrics.jsonl")
     }
 
@@ -400,7 +496,11 @@ impl Engine {
             .config()
             .flops_per_token(self.config.data.seq_len);
         let device = self.model.device();
-        let bar = indicatif::ProgressBar::new(total).with_position(self.step);
+        let bar = if self.is_main() {
+            indicatif::ProgressBar::new(total).with_position(self.step)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
@@ -412,6 +512,7 @@ impl Engine {
             trainable = self.optim.params().iter().map(|(_, t)| t.numel()).sum::<usize>(),
             device = ?device,
             kind = ?self.model.kind(),
+            ranks = self.world_size(),
             from_step = self.step,
             steps = total,
             "training"
@@ -434,9 +535,9 @@ impl Engine {
                 line[*name] = json!(value);
             }
             if device.is_cuda() {
-                line["mfu"] = json!(
-                    tokens_per_s * flops_per_token / (self.config.train.gpu_peak_tflops * 1e12)
-                );
+                // The whole job's tokens over the whole job's peak.
+                let peak = self.config.train.gpu_peak_tflops * 1e12 * self.world_size() as f64;
+                line["mfu"] = json!(tokens_per_s * flops_per_token / peak);
             }
             if report.skipped {
                 line["skipped"] = json!(true);
@@ -456,6 +557,7 @@ impl Engine {
             let every = self.config.sample.every;
             if every > 0
                 && step % every == 0
+                && self.is_main()
                 && let Some(text) = objective.sample(&self.model, step)?
             {
                 self.log(json!({"kind": "sample", "step": step, "text": text}))?;
@@ -481,11 +583,13 @@ impl Engine {
 }
 
 /// Refuses a checkpoint of another architecture or adapter shape; warns when settings that
-/// decide the batches or the updates differ (the resumed run would not match).
+/// decide the batches or the updates differ (the resumed run would not match). The job's
+/// micro-batch is compared, not its split: 2 ranks x 4 rows resume as 1 rank x 8.
 fn check_resumable(
     ckpt: &Checkpoint,
     config: &RunConfig,
     post: Option<&PostSettings>,
+    ranks: u64,
 ) -> Result<()> {
     let mut diffs = ckpt.state.config.model.differences(&config.model);
     let saved_post = ckpt.state.post.as_ref();
@@ -503,8 +607,7 @@ fn check_resumable(
     if saved.data.seq_len != now.data.seq_len
         || saved.data.order != now.data.order
         || saved.train.seed != now.train.seed
-        || saved.train.micro_batch_size != now.train.micro_batch_size
-        || saved.train.grad_accum != now.train.grad_accum
+        || global_batch(saved, ckpt.state.world_size) != global_batch(now, ranks)
         || saved.optim != now.optim
         || saved_post != post
     {
@@ -514,6 +617,15 @@ fn check_resumable(
         );
     }
     Ok(())
+}
+
+/// The job's rows per micro-batch and micro-batches per step: what decides the batches,
+/// however the rows split into ranks.
+fn global_batch(config: &RunConfig, ranks: u64) -> (u64, i64) {
+    (
+        config.train.micro_batch_size as u64 * ranks,
+        config.train.grad_accum,
+    )
 }
 
 fn device_index(device: Device) -> i64 {
