@@ -61,18 +61,18 @@ fn rank_main() {
         "collectives" => {
             let t = Tensor::from_slice(&[rank + 1.0, 10.0 * rank]);
             group.all_reduce(&t, ReduceOp::Sum).expect("sum");
-            println!("SUM {:?}", Vec::<f32>::try_from(&t).unwrap());
+            println!("SUM {:?}", values(&t));
             let t = Tensor::from_slice(&[rank + 1.0]);
             group.all_reduce(&t, ReduceOp::Avg).expect("avg");
-            println!("AVG {:?}", Vec::<f32>::try_from(&t).unwrap());
+            println!("AVG {:?}", values(&t));
             let t = Tensor::from_slice(&[rank + 5.0, rank + 6.0]);
             group.broadcast(&t, 1).expect("broadcast");
-            println!("BCAST {:?}", Vec::<f32>::try_from(&t).unwrap());
+            println!("BCAST {:?}", values(&t));
             let out = Tensor::zeros([2 * world.size as i64], (Kind::Float, tch::Device::Cpu));
             group
                 .all_gather(&out, &Tensor::from_slice(&[rank, -rank]))
                 .expect("gather");
-            println!("GATHER {:?}", Vec::<f32>::try_from(&out).unwrap());
+            println!("GATHER {:?}", values(&out));
             group.barrier().expect("barrier");
         }
         "rank1-dies" => {
@@ -104,7 +104,11 @@ fn rank_main() {
     }
 }
 
-fn line<'a>(out: &'a Output, tag: &str) -> String {
+fn values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t).expect("f32 values")
+}
+
+fn line(out: &Output, tag: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
@@ -167,7 +171,7 @@ fn world_from_torchrun_and_slurm_variables() {
                 .map(|(_, v)| v.to_string())
         }
     };
-    assert_eq!(World::from_vars(vars(&[])).unwrap(), None);
+    assert_eq!(World::from_vars(vars(&[])).expect("parsed"), None);
     let w = World::from_vars(vars(&[
         ("RANK", "3"),
         ("WORLD_SIZE", "8"),
@@ -175,8 +179,8 @@ fn world_from_torchrun_and_slurm_variables() {
         ("MASTER_ADDR", "10.0.0.1"),
         ("MASTER_PORT", "29400"),
     ]))
-    .unwrap()
-    .unwrap();
+    .expect("parsed")
+    .expect("a world");
     assert_eq!(
         (w.rank, w.size, w.local_rank, w.master_port),
         (3, 8, 3, 29400)
@@ -187,8 +191,8 @@ fn world_from_torchrun_and_slurm_variables() {
         ("SLURM_LOCALID", "1"),
         ("SLURM_JOB_NODELIST", "gpu[07-08,10],login1"),
     ]))
-    .unwrap()
-    .unwrap();
+    .expect("parsed")
+    .expect("a world");
     assert_eq!((w.rank, w.size, w.local_rank), (5, 16, 1));
     assert_eq!(w.master_addr, "gpu07");
     assert_eq!(w.master_port, 29500);
@@ -199,7 +203,7 @@ fn world_from_torchrun_and_slurm_variables() {
             ("WORLD_SIZE", "1"),
             ("MASTER_ADDR", "x")
         ]))
-        .unwrap(),
+        .expect("parsed"),
         None
     );
     let err = World::from_vars(vars(&[
@@ -207,12 +211,12 @@ fn world_from_torchrun_and_slurm_variables() {
         ("WORLD_SIZE", "2"),
         ("MASTER_ADDR", "x"),
     ]))
-    .unwrap_err();
+    .expect_err("refused");
     assert!(err.to_string().contains("rank 2 outside"), "{err}");
     assert_eq!(
-        expand_nodelist("a[1-2]-ib[09-10],b").unwrap(),
+        expand_nodelist("a[1-2]-ib[09-10],b").expect("parsed"),
         ["a1-ib09", "a1-ib10", "a2-ib09", "a2-ib10", "b"]
     );
-    assert_eq!(first_host("node[01-04]").unwrap(), "node01");
+    assert_eq!(first_host("node[01-04]").expect("parsed"), "node01");
     assert!(expand_nodelist("node[01-04").is_err());
 }

@@ -3,7 +3,9 @@
 //! AdamW, checkpoints, resume, metrics.jsonl and the progress bar. Each optimizer step
 //! accumulates `grad_accum` micro-batches whose summed losses are divided by the step's true
 //! number of units (target tokens, supervised tokens, pairs), clips the global gradient
-//! norm, applies AdamW at the scheduled rate, and writes a JSON line of metrics.
+//! norm, applies AdamW at the scheduled rate, and writes a JSON line of metrics. Started as
+//! several processes (torchrun, srun), every rank runs this loop on its rows of each step
+//! and the gradients are summed across ranks before the norm ([`parallel`]).
 //!
 //! Beside the loop live what every command shares: the run configuration, the device
 //! choice, the optimizer, the errors a user can act on, and the seeded hashes that make
@@ -15,11 +17,13 @@ pub mod error;
 pub mod objective;
 pub mod optim;
 pub mod parallel;
+pub mod report;
+pub mod resume;
 pub mod seed;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -31,6 +35,7 @@ use crate::engine::config::{NonFinitePolicy, RunConfig};
 use crate::engine::error::{TrainError, explain_torch_error};
 use crate::engine::optim::{AdamW, learning_rate};
 use crate::engine::parallel::DataParallel;
+use crate::engine::resume::{check_resumable, open_metrics};
 use crate::engine::seed::mix;
 use crate::io::checkpoint::{
     self, CHECKPOINTS_DIR, Checkpoint, CheckpointData, DataCursor, TrainerState, WriteFault,
@@ -42,6 +47,7 @@ use crate::post::config::PostSettings;
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
 pub use crate::engine::objective::{Evaluation, MicroBatch, MicroStats, NamedSums, Objective};
+pub use crate::engine::report::{StepReport, Summary};
 
 /// Where to start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,50 +67,6 @@ pub struct Faults {
     pub abort_after_step: Option<u64>,
     /// Abort while writing the checkpoint of this step.
     pub abort_in_checkpoint: Option<u64>,
-}
-
-/// One optimizer step's numbers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepReport {
-    pub step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub skipped: bool,
-    pub seconds: f64,
-    pub tokens: u64,
-    /// The objective's further per-step metrics.
-    pub metrics: Vec<(&'static str, f64)>,
-}
-
-/// What a finished run reports.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    pub steps: u64,
-    pub final_loss: Option<f64>,
-    pub val_loss: Option<f64>,
-    pub tokens: u64,
-    pub seconds: f64,
-    pub last_checkpoint: Option<PathBuf>,
-}
-
-impl Summary {
-    /// What the training commands print when a run ends.
-    pub fn render(&self) -> String {
-        let mut s = format!(
-            "trained to step {} in {:.1}s ({} tokens this run, {:.0} tokens/s); final loss {}, validation loss {}\n",
-            self.steps,
-            self.seconds,
-            self.tokens,
-            self.tokens as f64 / self.seconds.max(1e-9),
-            self.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
-            self.val_loss.map_or("-".into(), |l| format!("{l:.4}")),
-        );
-        if let Some(dir) = &self.last_checkpoint {
-            s.push_str(&format!("checkpoint: {}\n", dir.display()));
-        }
-        s
-    }
 }
 
 /// What a run starts from.
@@ -299,9 +261,12 @@ impl Engine {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut units: f64 = batches.iter().map(|b| objective.units(b)).sum();
+        let mut comm = 0.0;
         if let Some(dp) = &self.parallel {
             // The loss is normalised by the whole job's units.
+            let t = Instant::now();
             units = dp.sum(&[units])?[0];
+            comm += t.elapsed().as_secs_f64();
         }
         ensure!(units > 0.0, "step {step} has nothing to train on");
         self.optim.zero_grad();
@@ -338,8 +303,10 @@ impl Engine {
             totals.push(f64::try_from(sum)?);
         }
         if let Some(dp) = &self.parallel {
+            let t = Instant::now();
             dp.all_reduce_grads(self.optim.params())?;
             totals = dp.sum(&totals)?;
+            comm += t.elapsed().as_secs_f64();
         }
         let loss = totals[0] / units;
         let tokens = totals[1] as i64;
@@ -381,6 +348,7 @@ impl Engine {
             grad_norm,
             skipped: !finite,
             seconds: started.elapsed().as_secs_f64(),
+            comm_seconds: comm,
             tokens: tokens as u64,
             metrics,
         })
@@ -542,6 +510,9 @@ impl Engine {
             if report.skipped {
                 line["skipped"] = json!(true);
             }
+            if self.parallel.is_some() {
+                line["comm_s"] = json!(report.comm_seconds);
+            }
             self.log(line)?;
             bar.set_position(step);
             bar.set_message(format!(
@@ -582,86 +553,9 @@ impl Engine {
     }
 }
 
-/// Refuses a checkpoint of another architecture or adapter shape; warns when settings that
-/// decide the batches or the updates differ (the resumed run would not match). The job's
-/// micro-batch is compared, not its split: 2 ranks x 4 rows resume as 1 rank x 8.
-fn check_resumable(
-    ckpt: &Checkpoint,
-    config: &RunConfig,
-    post: Option<&PostSettings>,
-    ranks: u64,
-) -> Result<()> {
-    let mut diffs = ckpt.state.config.model.differences(&config.model);
-    let saved_post = ckpt.state.post.as_ref();
-    if saved_post.map(|p| (p.task, &p.lora)) != post.map(|p| (p.task, &p.lora)) {
-        diffs.push("post-training task or [lora]".into());
-    }
-    if !diffs.is_empty() {
-        return Err(TrainError::ConfigMismatch {
-            checkpoint: ckpt.dir.clone(),
-            fields: diffs.join(", "),
-        }
-        .into());
-    }
-    let (saved, now) = (&ckpt.state.config, config);
-    if saved.data.seq_len != now.data.seq_len
-        || saved.data.order != now.data.order
-        || saved.train.seed != now.train.seed
-        || global_batch(saved, ckpt.state.world_size) != global_batch(now, ranks)
-        || saved.optim != now.optim
-        || saved_post != post
-    {
-        tracing::warn!(
-            checkpoint = %ckpt.dir.display(),
-            "data, batch or optimizer settings differ from the checkpoint's: the resumed run will not match an uninterrupted one"
-        );
-    }
-    Ok(())
-}
-
-/// The job's rows per micro-batch and micro-batches per step: what decides the batches,
-/// however the rows split into ranks.
-fn global_batch(config: &RunConfig, ranks: u64) -> (u64, i64) {
-    (
-        config.train.micro_batch_size as u64 * ranks,
-        config.train.grad_accum,
-    )
-}
-
 fn device_index(device: Device) -> i64 {
     match device {
         Device::Cuda(i) => i as i64,
         _ => 0,
     }
-}
-
-/// Opens metrics.jsonl for appending; on resume, first drops lines past the resumed step
-/// (written by the interrupted run after its last checkpoint).
-fn open_metrics(path: &Path, resumed_at: Option<u64>) -> Result<File> {
-    let kept = match (resumed_at, File::open(path)) {
-        (Some(step), Ok(file)) => {
-            let mut kept = String::new();
-            for line in BufReader::new(file).lines() {
-                let line = line.with_context(|| format!("reading {}", path.display()))?;
-                let line_step = serde_json::from_str::<Value>(&line)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64());
-                if line_step.is_some_and(|s| s <= step) {
-                    kept.push_str(&line);
-                    kept.push('\n');
-                }
-            }
-            kept
-        }
-        _ => String::new(),
-    };
-    let mut file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    file.write_all(kept.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(file)
 }
