@@ -55,7 +55,8 @@ fn rank_main() {
     let world = World::from_env().expect("env").expect("a world");
     // A short timeout where a rank hangs on purpose.
     let timeout = if scenario == "rank1-hangs" { 4 } else { 20 };
-    let group = ProcessGroup::join(&world, Duration::from_secs(timeout), false).expect("join");
+    let nccl = scenario == "nccl";
+    let group = ProcessGroup::join(&world, Duration::from_secs(timeout), nccl).expect("join");
     let rank = world.rank as f32;
     match scenario.as_str() {
         "collectives" => {
@@ -74,6 +75,15 @@ fn rank_main() {
                 .expect("gather");
             println!("GATHER {:?}", values(&out));
             group.barrier().expect("barrier");
+        }
+        "nccl" => {
+            let device = tch::Device::Cuda(world.local_rank);
+            let t = Tensor::from_slice(&[rank + 1.0]).to_device(device);
+            group.all_reduce(&t, ReduceOp::Sum).expect("sum on the GPU");
+            println!("SUM {:?}", values(&t.to_device(tch::Device::Cpu)));
+            let t = Tensor::from_slice(&[rank + 5.0]).to_device(device);
+            group.broadcast(&t, 1).expect("broadcast on the GPU");
+            println!("BCAST {:?}", values(&t.to_device(tch::Device::Cpu)));
         }
         "rank1-dies" => {
             group.set_progress(1);
@@ -129,6 +139,15 @@ fn two_processes_all_reduce_broadcast_and_gather() {
         assert_eq!(line(out, "AVG"), "[1.5]");
         assert_eq!(line(out, "BCAST"), "[6.0, 7.0]");
         assert_eq!(line(out, "GATHER"), "[0.0, -0.0, 1.0, -1.0]");
+    }
+}
+
+#[test]
+#[ignore = "needs 2 CUDA GPUs (scripts/bench-trainer-gpu-dist runs the NCCL path end to end)"]
+fn two_gpus_all_reduce_and_broadcast_through_nccl() {
+    for out in &run_ranks("nccl", 2) {
+        assert_eq!(line(out, "SUM"), "[3.0]");
+        assert_eq!(line(out, "BCAST"), "[6.0]");
     }
 }
 
