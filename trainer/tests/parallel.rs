@@ -155,6 +155,48 @@ fn pretrain_on_two_ranks_of_4_is_one_rank_of_8_and_resumes_across_world_sizes() 
 }
 
 #[test]
+fn zero_1_gives_the_run_without_it_and_its_checkpoint_resumes_alone() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    datasets(tmp.path());
+    let with_zero = |name: &str, micro: usize| {
+        let (config, out) = pretrain_config(tmp.path(), name, micro, 10);
+        let toml = std::fs::read_to_string(&config)
+            .expect("config")
+            .replace("threads = 1", "threads = 1\nzero = 1");
+        (write_config(tmp.path(), name, &toml), out)
+    };
+    let (plain, plain_out) = pretrain_config(tmp.path(), "plain", 4, 10);
+    all_ok(&launch(2, |_| args(&["pretrain", "--config", &plain])));
+    let (zero, zero_out) = with_zero("zero", 4);
+    all_ok(&launch(2, |_| args(&["pretrain", "--config", &zero])));
+    let (lp, lz) = (metrics(&plain_out), metrics(&zero_out));
+    for step in 1..=STEPS {
+        assert_eq!(
+            loss_at(&lp, step).to_bits(),
+            loss_at(&lz, step).to_bits(),
+            "loss at step {step}"
+        );
+    }
+    // The same weights, and the moments gathered back into the one-process format.
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let read = |dir: &Path| std::fs::read(dir.join("checkpoints/step-00000020").join(file));
+        assert!(
+            read(&plain_out).expect("plain") == read(&zero_out).expect("zero"),
+            "{file} differs with ZeRO-1"
+        );
+    }
+    // Killed at step 10 with 2 sharded ranks, resumed by 1 rank of 8 rows.
+    let (killed, killed_out) = with_zero("killed", 4);
+    let outs = launch(2, |_| {
+        args(&["pretrain", "--config", &killed, "--abort-after-step", "10"])
+    });
+    assert!(outs.iter().all(|o| !o.status.success()));
+    let resumed = pretrain_config(tmp.path(), "killed", 8, 10).0;
+    testkit::process::ok(alone(&["pretrain", "--config", &resumed, "--resume"]));
+    assert_same_run(&plain_out, &killed_out, STEPS, "model.safetensors");
+}
+
+#[test]
 fn ranks_started_with_different_configs_are_refused_naming_the_field() {
     let tmp = tempfile::tempdir().expect("tempdir");
     datasets(tmp.path());

@@ -20,6 +20,7 @@ pub mod parallel;
 pub mod report;
 pub mod resume;
 pub mod seed;
+pub mod zero;
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -37,6 +38,7 @@ use crate::engine::optim::{AdamW, learning_rate};
 use crate::engine::parallel::DataParallel;
 use crate::engine::resume::{check_resumable, open_metrics};
 use crate::engine::seed::mix;
+use crate::engine::zero::Owners;
 use crate::io::checkpoint::{
     self, CHECKPOINTS_DIR, Checkpoint, CheckpointData, DataCursor, TrainerState, WriteFault,
 };
@@ -101,6 +103,8 @@ pub struct Engine {
     metrics: Option<File>,
     faults: Faults,
     parallel: Option<DataParallel>,
+    /// ZeRO-1: who updates each parameter (None: every rank updates all).
+    zero: Option<Owners>,
 }
 
 impl Engine {
@@ -173,6 +177,14 @@ impl Engine {
             tensors.extend(optim.state_tensors().into_iter().map(|(_, t)| t));
             dp.broadcast_from_main(&tensors)?;
         }
+        let zero = match &parallel {
+            Some(dp) if config.train.zero == 1 => {
+                let owners = Owners::new(optim.params(), dp.size());
+                optim.shard(|name| owners.owner(name) == Some(dp.rank()));
+                Some(owners)
+            }
+            _ => None,
+        };
         let metrics = if main {
             Some(open_metrics(
                 &metrics_path,
@@ -196,6 +208,7 @@ impl Engine {
             metrics,
             faults,
             parallel,
+            zero,
         };
         if let Some(state) = trainer_state {
             engine.step = state.step;
@@ -331,6 +344,11 @@ impl Engine {
             self.optim
                 .clip_grads(grad_norm, self.config.optim.grad_clip)?;
             self.optim.step(lr)?;
+            if let (Some(owners), Some(dp)) = (&self.zero, &self.parallel) {
+                let t = Instant::now();
+                owners.gather_params(dp, self.optim.params())?;
+                comm += t.elapsed().as_secs_f64();
+            }
             self.last_loss = Some(loss);
         } else {
             tracing::warn!(step, loss, grad_norm, "non-finite step skipped");
@@ -358,6 +376,11 @@ impl Engine {
     /// trainable tensors as `adapter.safetensors` with `adapter_config.json`. Rank 0 writes
     /// for the job (every rank holds the same weights); the others return its directory.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        // ZeRO-1: every rank sends its moments; rank 0 writes them all.
+        let optimizer = match (&self.zero, &self.parallel) {
+            (Some(owners), Some(dp)) => owners.gather_moments(dp, &self.optim)?,
+            _ => self.optim.state_tensors(),
+        };
         if !self.is_main() {
             let dir = self
                 .config
@@ -420,7 +443,7 @@ impl Engine {
             model,
             weights_file,
             extra_files,
-            optimizer: self.optim.state_tensors(),
+            optimizer,
             state: &state,
             tokenizer_file: &self.tokenizer_path,
         };

@@ -117,6 +117,12 @@ impl DataParallel {
     /// Copies rank 0's `tensors` into every rank's (after initialisation or a resume, so
     /// every rank starts from the same weights whatever their seeds or files).
     pub fn broadcast_from_main(&self, tensors: &[Tensor]) -> Result<()> {
+        self.broadcast_from(0, tensors)
+    }
+
+    /// Copies rank `root`'s `tensors` into every rank's, bucket by bucket (every rank passes
+    /// tensors of the same shapes in the same order).
+    pub fn broadcast_from(&self, root: u64, tensors: &[Tensor]) -> Result<()> {
         tch::no_grad(|| {
             for bucket in buckets(tensors) {
                 let flat = Tensor::f_cat(
@@ -126,7 +132,7 @@ impl DataParallel {
                         .collect::<Result<Vec<_>, _>>()?,
                     0,
                 )?;
-                self.group.broadcast(&flat, 0)?;
+                self.group.broadcast(&flat, root as usize)?;
                 let mut offset = 0;
                 for t in bucket {
                     let n = t.numel() as i64;
