@@ -7,6 +7,7 @@ mod chat_data;
 mod data;
 mod dist;
 mod dpo;
+mod events;
 mod export;
 mod generate;
 mod gpu;

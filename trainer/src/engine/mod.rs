@@ -42,6 +42,7 @@ use crate::engine::zero::Owners;
 use crate::io::checkpoint::{
     self, CHECKPOINTS_DIR, Checkpoint, CheckpointData, DataCursor, TrainerState, WriteFault,
 };
+use crate::io::tensorboard::EventWriter;
 use crate::model::language_model::LanguageModel;
 use crate::model::lora::{self, AdapterMode};
 use crate::post::config::PostSettings;
@@ -99,8 +100,8 @@ pub struct Engine {
     last_loss: Option<f64>,
     last_val_loss: Option<f64>,
     last_checkpoint: Option<PathBuf>,
-    /// metrics.jsonl: rank 0's only.
-    metrics: Option<File>,
+    /// metrics.jsonl and the TensorBoard event file: rank 0's only.
+    metrics: Option<(File, EventWriter)>,
     faults: Faults,
     parallel: Option<DataParallel>,
     /// ZeRO-1: who updates each parameter (None: every rank updates all).
@@ -186,10 +187,8 @@ impl Engine {
             _ => None,
         };
         let metrics = if main {
-            Some(open_metrics(
-                &metrics_path,
-                trainer_state.as_ref().map(|s| s.step),
-            )?)
+            let metrics = open_metrics(&metrics_path, trainer_state.as_ref().map(|s| s.step))?;
+            Some((metrics, EventWriter::create(&config.train.out)?))
         } else {
             None
         };
@@ -453,14 +452,16 @@ impl Engine {
         Ok(dir)
     }
 
-    /// Appends a line to metrics.jsonl (rank 0 only; a no-op on the other ranks).
+    /// Appends a line to metrics.jsonl and its numbers to the TensorBoard event file (rank 0
+    /// only; a no-op on the other ranks).
     pub fn log(&mut self, value: Value) -> Result<()> {
-        let Some(metrics) = &mut self.metrics else {
+        let Some((metrics, events)) = &mut self.metrics else {
             return Ok(());
         };
         writeln!(metrics, "{value}")
             .and_then(|()| metrics.flush())
-            .context("writing metrics.jsonl")
+            .context("writing metrics.jsonl")?;
+        events.write_line(&value)
     }
 
     /// Evaluates and logs an `eval` line.
