@@ -1,5 +1,6 @@
-//! TensorBoard event files: a run's scalars read back with the `tensorboard` package's own
-//! event reader (from the venv) are every number of its metrics.jsonl, at the same steps.
+//! Watching runs: a run's TensorBoard scalars read back with the `tensorboard` package's own
+//! event reader (from the venv) are every number of its metrics.jsonl, at the same steps;
+//! `trainer report` compares two runs on one page.
 
 use std::collections::BTreeMap;
 
@@ -65,4 +66,44 @@ fn tensorboard_reads_every_scalar_of_the_metrics_file() {
         assert!(scalars.contains_key(tag), "{tag} missing");
     }
     assert!(checked > 30, "only {checked} numbers checked");
+}
+
+#[test]
+fn the_report_compares_runs_with_curves_samples_and_config_differences() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    datasets(tmp.path());
+    let mut runs = Vec::new();
+    for (name, seed) in [("a", 7), ("b", 8)] {
+        let out = tmp.path().join(name);
+        let config = tiny_config_file(tmp.path(), name, &out, 6);
+        let text = std::fs::read_to_string(&config)
+            .expect("config")
+            .replace("seed = 7", &format!("seed = {seed}"))
+            .replace("every = 20", "every = 6")
+            + "\n[sample]\nevery = 3\nprompt = \"<b>the\"\nmax_tokens = 8\n";
+        std::fs::write(&config, text).expect("config");
+        trainer_ok(&["pretrain", "--config", config.to_str().expect("utf8")]);
+        runs.push(out.to_str().expect("utf8").to_string());
+    }
+    let page = tmp.path().join("report.html");
+    trainer_ok(&[
+        "report",
+        &runs[0],
+        &runs[1],
+        "--out",
+        page.to_str().expect("utf8"),
+    ]);
+    let html = std::fs::read_to_string(&page).expect("report");
+    for needle in [
+        "Training loss",
+        "Validation loss",
+        "Learning rate",
+        "<svg",
+        "config.train.seed",
+        "config.train.out",
+        "&lt;b&gt;the",
+    ] {
+        assert!(html.contains(needle), "report lacks {needle}");
+    }
+    assert!(!html.contains("<b>the"), "sample text is not escaped");
 }
