@@ -41,22 +41,26 @@ pub struct ProcessGroup {
 // collective at a time: the engine is single-threaded); c10d's own objects are thread-safe.
 unsafe impl Send for ProcessGroup {}
 
+/// The shim's error string as an error (freed here, once).
+fn shim_error(err: *mut c_char) -> DistError {
+    if err.is_null() {
+        return DistError::Collective("collective failed (no message)".to_string());
+    }
+    // SAFETY: the shim returns a NUL-terminated malloc'ed string, freed here once.
+    let msg = unsafe { CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { ffi::jl_free_string(err) };
+    DistError::Collective(msg)
+}
+
 /// Turns a shim status and error string into a result.
 fn check(rc: c_int, err: *mut c_char) -> Result<(), DistError> {
     if rc == 0 {
-        return Ok(());
-    }
-    let msg = if err.is_null() {
-        "collective failed (no message)".to_string()
+        Ok(())
     } else {
-        // SAFETY: the shim returns a NUL-terminated malloc'ed string, freed here once.
-        let msg = unsafe { CStr::from_ptr(err) }
-            .to_string_lossy()
-            .into_owned();
-        unsafe { ffi::jl_free_string(err) };
-        msg
-    };
-    Err(DistError::Collective(msg))
+        Err(shim_error(err))
+    }
 }
 
 impl ProcessGroup {
@@ -83,17 +87,12 @@ impl ProcessGroup {
                 &mut err,
             )
         };
-        match NonNull::new(raw) {
-            Some(raw) => Ok(Self {
-                raw,
-                rank: world.rank,
-                size: world.size,
-            }),
-            None => {
-                check(1, err)?;
-                unreachable!("check(1, ..) returns an error")
-            }
-        }
+        let raw = NonNull::new(raw).ok_or_else(|| shim_error(err))?;
+        Ok(Self {
+            raw,
+            rank: world.rank,
+            size: world.size,
+        })
     }
 
     pub fn rank(&self) -> usize {
