@@ -49,10 +49,15 @@ impl DataParallel {
         Ok(Some(Self { group, world }))
     }
 
-    /// The device of this rank: GPU `LOCAL_RANK` when the run is on CUDA.
+    /// The device of this rank: GPU `LOCAL_RANK` when the run is on CUDA, counted among the
+    /// GPUs the process sees (a launcher that gives each rank one GPU, as `srun
+    /// --gpus-per-task 1` does, leaves it GPU 0).
     pub fn device(parallel: Option<&Self>, device: Device) -> Device {
         match (parallel, device) {
-            (Some(dp), Device::Cuda(_)) => Device::Cuda(dp.world.local_rank),
+            (Some(dp), Device::Cuda(_)) => {
+                let visible = tch::Cuda::device_count().max(1) as usize;
+                Device::Cuda(dp.world.local_rank % visible)
+            }
             _ => device,
         }
     }
