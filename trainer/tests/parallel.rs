@@ -201,6 +201,28 @@ fn zero_1_gives_the_run_without_it_and_its_checkpoint_resumes_alone() {
 }
 
 #[test]
+fn a_rank_killed_mid_run_stops_the_other_naming_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    datasets(tmp.path());
+    let (config, _) = pretrain_config(tmp.path(), "run", 4, 10);
+    let started = std::time::Instant::now();
+    let outs = launch(2, |rank| {
+        let mut a = args(&["pretrain", "--config", &config]);
+        if rank == 1 {
+            a.extend(args(&["--abort-after-step", "3"]));
+        }
+        a
+    });
+    assert!(outs.iter().all(|o| !o.status.success()));
+    let err = String::from_utf8_lossy(&outs[0].stderr);
+    if std::env::var_os("JL_TEST_VERBOSE").is_some() {
+        eprintln!("rank 0:\n{err}");
+    }
+    assert!(err.contains("on rank 0 of 2: rank 1 stopped"), "{err}");
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+}
+
+#[test]
 fn ranks_started_with_different_configs_are_refused_naming_the_field() {
     let tmp = tempfile::tempdir().expect("tempdir");
     datasets(tmp.path());
