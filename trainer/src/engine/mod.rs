@@ -277,7 +277,9 @@ impl Engine {
         if let Some(dp) = &self.parallel {
             // The loss is normalised by the whole job's units.
             let t = Instant::now();
-            units = dp.sum(&[units])?[0];
+            units = dp
+                .sum(&[units])
+                .with_context(|| format!("step {step}: summing the job's units"))?[0];
             comm += t.elapsed().as_secs_f64();
         }
         ensure!(units > 0.0, "step {step} has nothing to train on");
@@ -316,8 +318,11 @@ impl Engine {
         }
         if let Some(dp) = &self.parallel {
             let t = Instant::now();
-            dp.all_reduce_grads(self.optim.params())?;
-            totals = dp.sum(&totals)?;
+            dp.all_reduce_grads(self.optim.params())
+                .with_context(|| format!("step {step}: summing the gradients"))?;
+            totals = dp
+                .sum(&totals)
+                .with_context(|| format!("step {step}: summing the losses"))?;
             comm += t.elapsed().as_secs_f64();
         }
         let loss = totals[0] / units;
@@ -345,7 +350,9 @@ impl Engine {
             self.optim.step(lr)?;
             if let (Some(owners), Some(dp)) = (&self.zero, &self.parallel) {
                 let t = Instant::now();
-                owners.gather_params(dp, self.optim.params())?;
+                owners
+                    .gather_params(dp, self.optim.params())
+                    .with_context(|| format!("step {step}: gathering the ZeRO-1 shards"))?;
                 comm += t.elapsed().as_secs_f64();
             }
             self.last_loss = Some(loss);
