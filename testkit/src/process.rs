@@ -58,6 +58,22 @@ pub fn run(name: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap_or_else(|e| panic!("running {name}: {e}"))
 }
 
+/// Starts workspace binary `name` with `args` and extra environment `env`, its output piped,
+/// without waiting (several processes of one job).
+pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let mut command = command(name);
+    command
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"))
+}
+
 /// Requires success; returns stdout.
 pub fn ok(out: Output) -> String {
     assert!(

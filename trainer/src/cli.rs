@@ -380,6 +380,16 @@ pub enum Command {
     /// Measure training tokens/s (and MFU on CUDA) and peak memory of a config's model and
     /// training step, on random tokens.
     Bench(BenchArgs),
+    /// Write one self-contained HTML page comparing training runs: curves, final figures,
+    /// samples and the config fields that differ.
+    Report {
+        /// Run directories (each a train.out holding metrics.jsonl).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// The HTML file to write.
+        #[arg(long, short, default_value = "report.html")]
+        out: PathBuf,
+    },
     /// Supervised fine-tuning on an sft dataset (loss on the assistant's tokens only), full
     /// or with LoRA adapters ([lora] in the config), starting from `init_from`.
     Sft(PostArgs),

@@ -9,9 +9,11 @@
 //!   errors, seeded randomness).
 //! - [`pretrain`]: `trainer pretrain` and `trainer bench`.
 //! - [`post`]: `trainer sft`, `dpo`, `reward`, `score` and `merge-lora`.
+//! - [`dist`]: several processes (torchrun, srun): the c10d process group and its checks.
 //! - [`candidates`]: `trainer generate-candidates` and its labeler client.
 
 pub mod candidates;
+pub mod dist;
 pub mod engine;
 pub mod io;
 pub mod model;

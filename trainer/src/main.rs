@@ -104,6 +104,10 @@ fn main() -> Result<()> {
                 print!("{}", report.render(&args.config));
             }
         }
+        Command::Report { runs, out } => {
+            trainer::io::report::report(&runs, &out)?;
+            println!("wrote {}", out.display());
+        }
         Command::GenerateCandidates(args) => {
             let model = args.model.clone();
             let (job, client) = args.job()?;

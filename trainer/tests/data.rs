@@ -1,6 +1,7 @@
 //! Windows from format datasets: the stream across shards, determinism from (seed, step).
 
 use format::{Dataset, DatasetKind};
+use trainer::engine::MicroBatch;
 use trainer::engine::config::DataOrder;
 use trainer::pretrain::data::{TokenStream, WindowSampler};
 
@@ -59,25 +60,56 @@ fn batches_depend_only_on_seed_and_step() {
         .expect("sampler")
     };
     let (a, b, c) = (sampler(1), sampler(1), sampler(2));
-    let x = a.train_batch(5, 1, 2).expect("batch");
-    let y = b.train_batch(5, 1, 2).expect("batch");
+    let x = a.train_batch(MicroBatch::single(5, 1, 2)).expect("batch");
+    let y = b.train_batch(MicroBatch::single(5, 1, 2)).expect("batch");
     assert!(x.inputs.equal(&y.inputs) && x.targets.equal(&y.targets));
     assert!(
-        !x.inputs
-            .equal(&a.train_batch(6, 1, 2).expect("batch").inputs)
+        !x.inputs.equal(
+            &a.train_batch(MicroBatch::single(6, 1, 2))
+                .expect("batch")
+                .inputs
+        )
     );
     assert!(
-        !x.inputs
-            .equal(&a.train_batch(5, 0, 2).expect("batch").inputs)
+        !x.inputs.equal(
+            &a.train_batch(MicroBatch::single(5, 0, 2))
+                .expect("batch")
+                .inputs
+        )
     );
     assert!(
-        !x.inputs
-            .equal(&c.train_batch(5, 1, 2).expect("batch").inputs)
+        !x.inputs.equal(
+            &c.train_batch(MicroBatch::single(5, 1, 2))
+                .expect("batch")
+                .inputs
+        )
     );
     assert_eq!(x.inputs.size(), [4, 16]);
     assert_eq!(x.target_tokens, 64);
     // Targets are the inputs shifted by one.
     assert!(x.inputs.narrow(1, 1, 15).equal(&x.targets.narrow(1, 0, 15)));
+    // A step's windows are the same however they split into ranks: rank 1 of 2 holds the
+    // second half of the micro-batch of twice the rows.
+    let wide = WindowSampler::new(
+        TokenStream::open(&dir).expect("stream"),
+        16,
+        8,
+        DataOrder::Random,
+        1,
+    )
+    .expect("sampler");
+    let whole = wide
+        .train_batch(MicroBatch::single(5, 0, 1))
+        .expect("batch");
+    let at = MicroBatch {
+        step: 5,
+        micro: 0,
+        accum: 1,
+        rank: 1,
+        world: 2,
+    };
+    let half = a.train_batch(at).expect("batch");
+    assert!(half.inputs.equal(&whole.inputs.narrow(0, 4, 4)));
 }
 
 #[test]
@@ -95,12 +127,16 @@ fn sequential_order_walks_the_stream_and_wraps() {
     .expect("sampler");
     let windows = sampler.sequential_windows() as usize;
     // Step 1, micro 1 of 2: windows 2 and 3.
-    let batch = sampler.train_batch(1, 1, 2).expect("batch");
+    let batch = sampler
+        .train_batch(MicroBatch::single(1, 1, 2))
+        .expect("batch");
     let row: Vec<i64> = Vec::try_from(batch.inputs.get(1)).expect("row");
     assert_eq!(row, expected[24..32]);
     // Far beyond the end it wraps to the first windows.
     let step = (windows as u64) + 1; // index = windows * 2 * 2 ≡ 0 mod windows
-    let wrapped = sampler.train_batch(step, 0, 2).expect("batch");
+    let wrapped = sampler
+        .train_batch(MicroBatch::single(step, 0, 2))
+        .expect("batch");
     let first: Vec<i64> = Vec::try_from(wrapped.inputs.get(0)).expect("row");
     assert_eq!(first, expected[0..8]);
     // Validation batches run out instead of wrapping.

@@ -247,10 +247,22 @@ pub struct TrainSettings {
     /// Peak dense bf16 TFLOP/s of the GPU, for MFU (H100/H200 SXM: 989).
     #[serde(default = "default_peak_tflops")]
     pub gpu_peak_tflops: f64,
+    /// Several processes: how long a collective waits for the other ranks before the run
+    /// stops with an error naming the ranks that died or hang.
+    #[serde(default = "default_collective_timeout_s")]
+    pub collective_timeout_s: u64,
+    /// Several processes: 1 shards the AdamW moments across the ranks (ZeRO stage 1), each
+    /// rank updating its share of the parameters and sending them to the others; 0 keeps
+    /// every moment on every rank.
+    #[serde(default)]
+    pub zero: u8,
 }
 
 fn one() -> i64 {
     1
+}
+fn default_collective_timeout_s() -> u64 {
+    600
 }
 fn default_peak_tflops() -> f64 {
     989.0
@@ -373,6 +385,10 @@ impl RunConfig {
             self.model.max_position_embeddings
         );
         ensure!(self.train.steps > 0, "train.steps must be > 0");
+        ensure!(
+            self.train.zero <= 1,
+            "train.zero must be 0 or 1 (ZeRO stage 1)"
+        );
         ensure!(
             self.train.micro_batch_size > 0 && self.train.grad_accum > 0,
             "train.micro_batch_size and train.grad_accum must be > 0"

@@ -3,7 +3,9 @@
 //! AdamW, checkpoints, resume, metrics.jsonl and the progress bar. Each optimizer step
 //! accumulates `grad_accum` micro-batches whose summed losses are divided by the step's true
 //! number of units (target tokens, supervised tokens, pairs), clips the global gradient
-//! norm, applies AdamW at the scheduled rate, and writes a JSON line of metrics.
+//! norm, applies AdamW at the scheduled rate, and writes a JSON line of metrics. Started as
+//! several processes (torchrun, srun), every rank runs this loop on its rows of each step
+//! and the gradients are summed across ranks before the norm ([`parallel`]).
 //!
 //! Beside the loop live what every command shares: the run configuration, the device
 //! choice, the optimizer, the errors a user can act on, and the seeded hashes that make
@@ -14,11 +16,15 @@ pub mod device;
 pub mod error;
 pub mod objective;
 pub mod optim;
+pub mod parallel;
+pub mod report;
+pub mod resume;
 pub mod seed;
+pub mod zero;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -29,17 +35,22 @@ use tch::{Device, Kind, TchError, Tensor};
 use crate::engine::config::{NonFinitePolicy, RunConfig};
 use crate::engine::error::{TrainError, explain_torch_error};
 use crate::engine::optim::{AdamW, learning_rate};
+use crate::engine::parallel::DataParallel;
+use crate::engine::resume::{check_resumable, open_metrics};
 use crate::engine::seed::mix;
+use crate::engine::zero::Owners;
 use crate::io::checkpoint::{
     self, CHECKPOINTS_DIR, Checkpoint, CheckpointData, DataCursor, TrainerState, WriteFault,
 };
+use crate::io::tensorboard::EventWriter;
 use crate::model::language_model::LanguageModel;
 use crate::model::lora::{self, AdapterMode};
 use crate::post::config::PostSettings;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
-pub use crate::engine::objective::{Evaluation, MicroStats, NamedSums, Objective};
+pub use crate::engine::objective::{Evaluation, MicroBatch, MicroStats, NamedSums, Objective};
+pub use crate::engine::report::{StepReport, Summary};
 
 /// Where to start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,50 +72,6 @@ pub struct Faults {
     pub abort_in_checkpoint: Option<u64>,
 }
 
-/// One optimizer step's numbers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepReport {
-    pub step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub skipped: bool,
-    pub seconds: f64,
-    pub tokens: u64,
-    /// The objective's further per-step metrics.
-    pub metrics: Vec<(&'static str, f64)>,
-}
-
-/// What a finished run reports.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    pub steps: u64,
-    pub final_loss: Option<f64>,
-    pub val_loss: Option<f64>,
-    pub tokens: u64,
-    pub seconds: f64,
-    pub last_checkpoint: Option<PathBuf>,
-}
-
-impl Summary {
-    /// What the training commands print when a run ends.
-    pub fn render(&self) -> String {
-        let mut s = format!(
-            "trained to step {} in {:.1}s ({} tokens this run, {:.0} tokens/s); final loss {}, validation loss {}\n",
-            self.steps,
-            self.seconds,
-            self.tokens,
-            self.tokens as f64 / self.seconds.max(1e-9),
-            self.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
-            self.val_loss.map_or("-".into(), |l| format!("{l:.4}")),
-        );
-        if let Some(dir) = &self.last_checkpoint {
-            s.push_str(&format!("checkpoint: {}\n", dir.display()));
-        }
-        s
-    }
-}
-
 /// What a run starts from.
 #[derive(Debug)]
 pub struct Start {
@@ -115,6 +82,8 @@ pub struct Start {
     pub tokenizer_info: TokenizerInfo,
     /// The tokenizer file copied into every checkpoint.
     pub tokenizer_path: PathBuf,
+    /// The data-parallel job this process is a rank of; None alone.
+    pub parallel: Option<DataParallel>,
 }
 
 /// A run in progress: model, optimizer, counters, output files.
@@ -131,8 +100,12 @@ pub struct Engine {
     last_loss: Option<f64>,
     last_val_loss: Option<f64>,
     last_checkpoint: Option<PathBuf>,
-    metrics: File,
+    /// metrics.jsonl and the TensorBoard event file: rank 0's only.
+    metrics: Option<(File, EventWriter)>,
     faults: Faults,
+    parallel: Option<DataParallel>,
+    /// ZeRO-1: who updates each parameter (None: every rank updates all).
+    zero: Option<Owners>,
 }
 
 impl Engine {
@@ -145,7 +118,9 @@ impl Engine {
             model,
             tokenizer_info,
             tokenizer_path,
+            parallel,
         } = start;
+        let main = parallel.as_ref().is_none_or(|p| p.world().is_main());
         let ckpt_root = config.train.out.join(CHECKPOINTS_DIR);
         let resume_from = match resume {
             Resume::No => {
@@ -168,14 +143,17 @@ impl Engine {
             Resume::From(dir) => Some(dir),
         };
         let mut optim = AdamW::new(model.trainable_tensors(), &config.optim)?;
-        fs::create_dir_all(&config.train.out)
-            .with_context(|| format!("creating {}", config.train.out.display()))?;
+        if main {
+            fs::create_dir_all(&config.train.out)
+                .with_context(|| format!("creating {}", config.train.out.display()))?;
+        }
         let metrics_path = config.train.out.join(METRICS_FILE);
 
         let mut trainer_state = None;
         if let Some(dir) = &resume_from {
             let ckpt = Checkpoint::load(dir)?;
-            check_resumable(&ckpt, &config, post.as_ref())?;
+            let ranks = parallel.as_ref().map_or(1, DataParallel::size);
+            check_resumable(&ckpt, &config, post.as_ref(), ranks)?;
             match &ckpt.adapter {
                 Some(adapter) => {
                     model.load_trainable(adapter, &dir.join(lora::ADAPTER_FILE))?;
@@ -188,7 +166,32 @@ impl Engine {
             tracing::info!(checkpoint = %dir.display(), step = ckpt.state.step, "resuming");
             trainer_state = Some(ckpt.state);
         }
-        let metrics = open_metrics(&metrics_path, trainer_state.as_ref().map(|s| s.step))?;
+        if let Some(dp) = &parallel {
+            let step = trainer_state.as_ref().map_or(0, |s| s.step);
+            dp.check_same_start(&config, post.as_ref(), step)?;
+            // Every rank starts from rank 0's weights and moments.
+            let mut tensors: Vec<Tensor> = model
+                .trainable_tensors()
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect();
+            tensors.extend(optim.state_tensors().into_iter().map(|(_, t)| t));
+            dp.broadcast_from_main(&tensors)?;
+        }
+        let zero = match &parallel {
+            Some(dp) if config.train.zero == 1 => {
+                let owners = Owners::new(optim.params(), dp.size());
+                optim.shard(|name| owners.owner(name) == Some(dp.rank()));
+                Some(owners)
+            }
+            _ => None,
+        };
+        let metrics = if main {
+            let metrics = open_metrics(&metrics_path, trainer_state.as_ref().map(|s| s.step))?;
+            Some((metrics, EventWriter::create(&config.train.out)?))
+        } else {
+            None
+        };
         let mut engine = Self {
             config,
             post,
@@ -203,6 +206,8 @@ impl Engine {
             last_checkpoint: resume_from,
             metrics,
             faults,
+            parallel,
+            zero,
         };
         if let Some(state) = trainer_state {
             engine.step = state.step;
@@ -229,19 +234,63 @@ impl Engine {
         &self.tokenizer_info
     }
 
+    /// The data-parallel job this run is a rank of, if any.
+    pub fn parallel(&self) -> Option<&DataParallel> {
+        self.parallel.as_ref()
+    }
+
+    /// Whether this process writes checkpoints, metrics and progress (rank 0, or alone).
+    pub fn is_main(&self) -> bool {
+        self.parallel.as_ref().is_none_or(|p| p.world().is_main())
+    }
+
+    /// Ranks in the job (1 alone).
+    pub fn world_size(&self) -> u64 {
+        self.parallel.as_ref().map_or(1, DataParallel::size)
+    }
+
     /// One optimizer step over `grad_accum` micro-batches.
     pub fn train_step<O: Objective>(&mut self, objective: &mut O) -> Result<StepReport> {
         let started = Instant::now();
         let step = self.step + 1;
         let accum = self.config.train.grad_accum as u64;
+        let (rank, world) = match &self.parallel {
+            Some(dp) => {
+                dp.set_progress(step);
+                (dp.rank(), dp.size())
+            }
+            None => (0, 1),
+        };
         let batches = (0..accum)
-            .map(|micro| objective.batch(step, micro, accum))
+            .map(|micro| {
+                objective.batch(MicroBatch {
+                    step,
+                    micro,
+                    accum,
+                    rank,
+                    world,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
-        let units: f64 = batches.iter().map(|b| objective.units(b)).sum();
+        let mut units: f64 = batches.iter().map(|b| objective.units(b)).sum();
+        let mut comm = 0.0;
+        if let Some(dp) = &self.parallel {
+            // The loss is normalised by the whole job's units.
+            let t = Instant::now();
+            units = dp
+                .sum(&[units])
+                .with_context(|| format!("step {step}: summing the job's units"))?[0];
+            comm += t.elapsed().as_secs_f64();
+        }
         ensure!(units > 0.0, "step {step} has nothing to train on");
         self.optim.zero_grad();
-        // Adapter dropout is the only randomness after initialisation: seeded by (seed, step).
-        tch::manual_seed((mix(&[self.config.train.seed, step]) >> 1) as i64);
+        // Adapter dropout is the only randomness after initialisation: seeded by (seed, step),
+        // and by the rank in a job of several (their rows differ, so should their masks).
+        let seed = match rank {
+            0 => mix(&[self.config.train.seed, step]),
+            _ => mix(&[self.config.train.seed, step, rank]),
+        };
+        tch::manual_seed((seed >> 1) as i64);
         let device = self.model.device();
         let model = &self.model;
         let (loss_sum, sums, tokens) = model
@@ -263,11 +312,26 @@ impl Engine {
                 Ok::<_, TchError>((total, sums, tokens))
             })
             .map_err(|e| explain_torch_error(e, &self.config, step))?;
-        let loss = f64::try_from(loss_sum)? / units;
+        let mut totals = vec![f64::try_from(loss_sum)?, tokens as f64];
+        for (_, sum) in &sums {
+            totals.push(f64::try_from(sum)?);
+        }
+        if let Some(dp) = &self.parallel {
+            let t = Instant::now();
+            dp.all_reduce_grads(self.optim.params())
+                .with_context(|| format!("step {step}: summing the gradients"))?;
+            totals = dp
+                .sum(&totals)
+                .with_context(|| format!("step {step}: summing the losses"))?;
+            comm += t.elapsed().as_secs_f64();
+        }
+        let loss = totals[0] / units;
+        let tokens = totals[1] as i64;
         let metrics = sums
-            .into_iter()
-            .map(|(name, sum)| Ok((name, f64::try_from(sum)? / units)))
-            .collect::<Result<Vec<_>>>()?;
+            .iter()
+            .zip(&totals[2..])
+            .map(|((name, _), sum)| (*name, sum / units))
+            .collect();
         let grad_norm = self.optim.grad_norm()?;
         let lr = learning_rate(&self.config.optim, step, self.config.train.steps);
         let finite = loss.is_finite() && grad_norm.is_finite();
@@ -284,6 +348,13 @@ impl Engine {
             self.optim
                 .clip_grads(grad_norm, self.config.optim.grad_clip)?;
             self.optim.step(lr)?;
+            if let (Some(owners), Some(dp)) = (&self.zero, &self.parallel) {
+                let t = Instant::now();
+                owners
+                    .gather_params(dp, self.optim.params())
+                    .with_context(|| format!("step {step}: gathering the ZeRO-1 shards"))?;
+                comm += t.elapsed().as_secs_f64();
+            }
             self.last_loss = Some(loss);
         } else {
             tracing::warn!(step, loss, grad_norm, "non-finite step skipped");
@@ -301,23 +372,42 @@ impl Engine {
             grad_norm,
             skipped: !finite,
             seconds: started.elapsed().as_secs_f64(),
+            comm_seconds: comm,
             tokens: tokens as u64,
             metrics,
         })
     }
 
     /// Writes a checkpoint of the current step: the whole model, or with LoRA only the
-    /// trainable tensors as `adapter.safetensors` with `adapter_config.json`.
+    /// trainable tensors as `adapter.safetensors` with `adapter_config.json`. Rank 0 writes
+    /// for the job (every rank holds the same weights); the others return its directory.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        // ZeRO-1: every rank sends its moments; rank 0 writes them all.
+        let optimizer = match (&self.zero, &self.parallel) {
+            (Some(owners), Some(dp)) => owners.gather_moments(dp, &self.optim)?,
+            _ => self.optim.state_tensors(),
+        };
+        if !self.is_main() {
+            let dir = self
+                .config
+                .train
+                .out
+                .join(CHECKPOINTS_DIR)
+                .join(checkpoint::step_dir_name(self.step));
+            self.last_checkpoint = Some(dir.clone());
+            return Ok(dir);
+        }
         let state = TrainerState {
             step: self.step,
             optimizer_updates: self.optim.steps(),
             seed: self.config.train.seed,
             data: DataCursor {
                 samples_seen: self.step
-                    * (self.config.train.grad_accum * self.config.train.micro_batch_size) as u64,
+                    * (self.config.train.grad_accum * self.config.train.micro_batch_size) as u64
+                    * self.world_size(),
                 tokens_seen: self.tokens_seen,
             },
+            world_size: self.world_size(),
             last_loss: self.last_loss,
             last_val_loss: self.last_val_loss,
             tokenizer: self.tokenizer_info.clone(),
@@ -359,7 +449,7 @@ impl Engine {
             model,
             weights_file,
             extra_files,
-            optimizer: self.optim.state_tensors(),
+            optimizer,
             state: &state,
             tokenizer_file: &self.tokenizer_path,
         };
@@ -369,11 +459,16 @@ impl Engine {
         Ok(dir)
     }
 
-    /// Appends a line to metrics.jsonl.
+    /// Appends a line to metrics.jsonl and its numbers to the TensorBoard event file (rank 0
+    /// only; a no-op on the other ranks).
     pub fn log(&mut self, value: Value) -> Result<()> {
-        writeln!(self.metrics, "{value}")
-            .and_then(|()| self.metrics.flush())
-            .context("writing metrics.jsonl")
+        let Some((metrics, events)) = &mut self.metrics else {
+            return Ok(());
+        };
+        writeln!(metrics, "{value}")
+            .and_then(|()| metrics.flush())
+            .context("writing metrics.jsonl")?;
+        events.write_line(&value)
     }
 
     /// Evaluates and logs an `eval` line.
@@ -400,7 +495,11 @@ impl Engine {
             .config()
             .flops_per_token(self.config.data.seq_len);
         let device = self.model.device();
-        let bar = indicatif::ProgressBar::new(total).with_position(self.step);
+        let bar = if self.is_main() {
+            indicatif::ProgressBar::new(total).with_position(self.step)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
@@ -412,6 +511,7 @@ impl Engine {
             trainable = self.optim.params().iter().map(|(_, t)| t.numel()).sum::<usize>(),
             device = ?device,
             kind = ?self.model.kind(),
+            ranks = self.world_size(),
             from_step = self.step,
             steps = total,
             "training"
@@ -434,12 +534,15 @@ impl Engine {
                 line[*name] = json!(value);
             }
             if device.is_cuda() {
-                line["mfu"] = json!(
-                    tokens_per_s * flops_per_token / (self.config.train.gpu_peak_tflops * 1e12)
-                );
+                // The whole job's tokens over the whole job's peak.
+                let peak = self.config.train.gpu_peak_tflops * 1e12 * self.world_size() as f64;
+                line["mfu"] = json!(tokens_per_s * flops_per_token / peak);
             }
             if report.skipped {
                 line["skipped"] = json!(true);
+            }
+            if self.parallel.is_some() {
+                line["comm_s"] = json!(report.comm_seconds);
             }
             self.log(line)?;
             bar.set_position(step);
@@ -456,6 +559,7 @@ impl Engine {
             let every = self.config.sample.every;
             if every > 0
                 && step % every == 0
+                && self.is_main()
                 && let Some(text) = objective.sample(&self.model, step)?
             {
                 self.log(json!({"kind": "sample", "step": step, "text": text}))?;
@@ -480,76 +584,9 @@ impl Engine {
     }
 }
 
-/// Refuses a checkpoint of another architecture or adapter shape; warns when settings that
-/// decide the batches or the updates differ (the resumed run would not match).
-fn check_resumable(
-    ckpt: &Checkpoint,
-    config: &RunConfig,
-    post: Option<&PostSettings>,
-) -> Result<()> {
-    let mut diffs = ckpt.state.config.model.differences(&config.model);
-    let saved_post = ckpt.state.post.as_ref();
-    if saved_post.map(|p| (p.task, &p.lora)) != post.map(|p| (p.task, &p.lora)) {
-        diffs.push("post-training task or [lora]".into());
-    }
-    if !diffs.is_empty() {
-        return Err(TrainError::ConfigMismatch {
-            checkpoint: ckpt.dir.clone(),
-            fields: diffs.join(", "),
-        }
-        .into());
-    }
-    let (saved, now) = (&ckpt.state.config, config);
-    if saved.data.seq_len != now.data.seq_len
-        || saved.data.order != now.data.order
-        || saved.train.seed != now.train.seed
-        || saved.train.micro_batch_size != now.train.micro_batch_size
-        || saved.train.grad_accum != now.train.grad_accum
-        || saved.optim != now.optim
-        || saved_post != post
-    {
-        tracing::warn!(
-            checkpoint = %ckpt.dir.display(),
-            "data, batch or optimizer settings differ from the checkpoint's: the resumed run will not match an uninterrupted one"
-        );
-    }
-    Ok(())
-}
-
 fn device_index(device: Device) -> i64 {
     match device {
         Device::Cuda(i) => i as i64,
         _ => 0,
     }
-}
-
-/// Opens metrics.jsonl for appending; on resume, first drops lines past the resumed step
-/// (written by the interrupted run after its last checkpoint).
-fn open_metrics(path: &Path, resumed_at: Option<u64>) -> Result<File> {
-    let kept = match (resumed_at, File::open(path)) {
-        (Some(step), Ok(file)) => {
-            let mut kept = String::new();
-            for line in BufReader::new(file).lines() {
-                let line = line.with_context(|| format!("reading {}", path.display()))?;
-                let line_step = serde_json::from_str::<Value>(&line)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64());
-                if line_step.is_some_and(|s| s <= step) {
-                    kept.push_str(&line);
-                    kept.push('\n');
-                }
-            }
-            kept
-        }
-        _ => String::new(),
-    };
-    let mut file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    file.write_all(kept.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(file)
 }

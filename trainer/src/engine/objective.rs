@@ -61,13 +61,57 @@ impl Evaluation {
     }
 }
 
+/// Which part of a step's global batch a micro-batch is. A step is `accum` micro-batches of
+/// the job, each `per_micro * world` rows that depend on (seed, step, micro, row) only;
+/// rank `rank` holds the `per_micro` rows from `rank * per_micro` of each. So two ranks of
+/// 4 rows train on what one rank of 8 does, and a run resumes with another number of ranks
+/// when `micro_batch_size x ranks` and `grad_accum` stay the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MicroBatch {
+    /// Optimizer step, 1-based.
+    pub step: u64,
+    /// Micro-batch within the step on this rank, 0-based.
+    pub micro: u64,
+    pub accum: u64,
+    pub rank: u64,
+    pub world: u64,
+}
+
+impl MicroBatch {
+    /// A single process's micro-batch.
+    pub fn single(step: u64, micro: u64, accum: u64) -> Self {
+        Self {
+            step,
+            micro,
+            accum,
+            rank: 0,
+            world: 1,
+        }
+    }
+
+    /// Rows in the step's global batch when a rank's micro-batch holds `per_micro` rows.
+    pub fn rows_per_step(&self, per_micro: u64) -> u64 {
+        per_micro * self.accum * self.world
+    }
+
+    /// Index in the step's global batch of this rank's first row of the micro-batch.
+    pub fn first_row(&self, per_micro: u64) -> u64 {
+        (self.micro * self.world + self.rank) * per_micro
+    }
+
+    /// Index since the start of training of this micro-batch's first row.
+    pub fn first_row_overall(&self, per_micro: u64) -> u64 {
+        (self.step - 1) * self.rows_per_step(per_micro) + self.first_row(per_micro)
+    }
+}
+
 /// What a kind of training computes on each step.
 pub trait Objective {
     type Batch;
 
-    /// Micro-batch `micro` (0-based) of optimizer step `step` (1-based). It must depend on
-    /// (seed, step, micro) only, so a resumed run sees the batches an uninterrupted one would.
-    fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<Self::Batch>;
+    /// The rows of micro-batch `at`. They must depend on (seed, step, row index) only, so a
+    /// resumed run sees the batches an uninterrupted one would, whatever the world size.
+    fn batch(&mut self, at: MicroBatch) -> Result<Self::Batch>;
 
     /// What the step's loss averages over in this micro-batch (tokens, pairs).
     fn units(&self, batch: &Self::Batch) -> f64;

@@ -55,6 +55,8 @@ pub struct AdamW {
     state: BTreeMap<String, Moments>,
     /// Updates applied so far (bias correction uses it).
     steps: u64,
+    /// Sharded (ZeRO-1): only the parameters with moments here are updated by this rank.
+    sharded: bool,
     beta1: f64,
     beta2: f64,
     eps: f64,
@@ -80,6 +82,7 @@ impl AdamW {
             params,
             state,
             steps: 0,
+            sharded: false,
             beta1: config.beta1,
             beta2: config.beta2,
             eps: config.eps,
@@ -150,6 +153,9 @@ impl AdamW {
                     continue;
                 }
                 let Some(m) = self.state.get_mut(name.as_str()) else {
+                    if self.sharded {
+                        continue;
+                    }
                     bail!("no optimizer state for {name}");
                 };
                 if p.dim() >= 2 && self.weight_decay > 0.0 {
@@ -170,6 +176,23 @@ impl AdamW {
             }
             Ok(())
         })
+    }
+
+    /// Keeps the moments of the parameters `owned` says are this rank's and drops the others:
+    /// from then on [`AdamW::step`] updates only those (ZeRO-1).
+    pub fn shard(&mut self, owned: impl Fn(&str) -> bool) {
+        self.state.retain(|name, _| owned(name));
+        self.sharded = true;
+    }
+
+    /// Whether this rank holds the moments of parameter `name`.
+    pub fn holds(&self, name: &str) -> bool {
+        self.state.contains_key(name)
+    }
+
+    /// The moments of parameter `name`, when this rank holds them.
+    pub fn moments(&self, name: &str) -> Option<[&Tensor; 2]> {
+        self.state.get(name).map(|m| [&m.exp_avg, &m.exp_avg_sq])
     }
 
     /// The moments as named tensors (`exp_avg.NAME`, `exp_avg_sq.NAME`), for a checkpoint.

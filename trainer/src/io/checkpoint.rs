@@ -49,6 +49,10 @@ pub struct TrainerState {
     /// initialisation, so (seed, step) is the whole RNG state.
     pub seed: u64,
     pub data: DataCursor,
+    /// Ranks of the job that wrote it (each step's global batch is `micro_batch_size x
+    /// grad_accum x world_size` rows); a resume may use another number.
+    #[serde(default = "one_rank")]
+    pub world_size: u64,
     pub last_loss: Option<f64>,
     pub last_val_loss: Option<f64>,
     pub tokenizer: TokenizerInfo,
@@ -58,6 +62,10 @@ pub struct TrainerState {
     pub post: Option<PostSettings>,
     pub created_at: String,
     pub trainer_version: String,
+}
+
+fn one_rank() -> u64 {
+    1
 }
 
 /// What a fault-injection test may ask the writer to die at.

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tch::{Device, Kind, TchError, Tensor};
 
 use crate::engine::config::{DataConfig, DataOrder};
+use crate::engine::objective::MicroBatch;
 use crate::engine::seed::mix;
 use crate::model::llama::Packing;
 
@@ -192,9 +193,9 @@ impl DrawOrder {
         }
     }
 
-    /// Rows of micro-batch `micro` of step `step` (1-based) with `per_micro` rows each.
-    pub fn micro_batch(&mut self, step: u64, micro: u64, accum: u64, per_micro: i64) -> Vec<usize> {
-        let first = ((step - 1) * accum + micro) * per_micro as u64;
+    /// Rows of micro-batch `at` with `per_micro` rows each.
+    pub fn micro_batch(&mut self, at: MicroBatch, per_micro: i64) -> Vec<usize> {
+        let first = at.first_row_overall(per_micro as u64);
         (first..first + per_micro as u64)
             .map(|n| self.row(n))
             .collect()

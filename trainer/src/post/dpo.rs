@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use crate::engine::config::Precision;
+use crate::engine::parallel::DataParallel;
 use crate::engine::{
-    Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary,
+    Engine, Evaluation, Faults, MicroBatch, MicroStats, NamedSums, Objective, Resume, Summary,
 };
 use crate::io::checkpoint;
 use crate::model::language_model::{Additions, LanguageModel};
@@ -225,8 +226,8 @@ impl Dpo {
 impl Objective for Dpo {
     type Batch = PairBatch;
 
-    fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<PairBatch> {
-        let rows = self.order.micro_batch(step, micro, accum, self.per_micro);
+    fn batch(&mut self, at: MicroBatch) -> Result<PairBatch> {
+        let rows = self.order.micro_batch(at, self.per_micro);
         self.pair_batch(&self.train.rows, &self.train_reference, &rows)
     }
 
@@ -254,6 +255,31 @@ impl Objective for Dpo {
             Ok(dpo_terms(model, &batch, self.beta)?)
         })
     }
+}
+
+/// With several ranks, rank 0 reads or computes the reference log-probabilities (once for
+/// the job, into the one cache file) and every rank receives them; alone, `compute`.
+fn for_job(
+    parallel: Option<&DataParallel>,
+    compute: impl FnOnce() -> Result<Reference>,
+) -> Result<Reference> {
+    let Some(dp) = parallel else {
+        return compute();
+    };
+    let main = if dp.world().is_main() {
+        Some(compute()?)
+    } else {
+        None
+    };
+    let logps = dp.share_from_main(main.as_ref().map(|r| &r.logps))?;
+    Ok(match main {
+        Some(r) => Reference { logps, ..r },
+        None => Reference {
+            logps,
+            cache: PathBuf::new(),
+            forward_passes: 0,
+        },
+    })
 }
 
 /// What `trainer dpo` reports.
@@ -294,12 +320,20 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<DpoSum
     let (row_len, per_micro) = (config.data.seq_len as usize, config.train.micro_batch_size);
     let mut engine = Engine::new(start, resume, faults)?;
     let model = engine.model();
-    let per_batch = per_micro as usize * config.train.grad_accum as usize;
-    let train_ref = reference(model, &post, &cache_dir, &train, row_len, per_batch)?;
+    // Reference batches of the job's global batch: the same log-probabilities (to the last
+    // bit) whatever the number of ranks.
+    let per_batch =
+        per_micro as usize * config.train.grad_accum as usize * engine.world_size() as usize;
+    let parallel = engine.parallel();
+    let train_ref = for_job(parallel, || {
+        reference(model, &post, &cache_dir, &train, row_len, per_batch)
+    })?;
     let mut passes = train_ref.forward_passes;
     let valid = match valid {
         Some(rows) => {
-            let r = reference(model, &post, &cache_dir, &rows, row_len, per_batch)?;
+            let r = for_job(parallel, || {
+                reference(model, &post, &cache_dir, &rows, row_len, per_batch)
+            })?;
             passes += r.forward_passes;
             Some((rows, r.logps))
         }

@@ -26,6 +26,7 @@ use tch::{Device, Tensor};
 use crate::engine::Start;
 use crate::engine::config::{ModelConfig, Precision};
 use crate::engine::error::TrainError;
+use crate::engine::parallel::DataParallel;
 use crate::io::checkpoint::{self, Checkpoint};
 use crate::io::load::load_dir;
 use crate::model::language_model::{Additions, LanguageModel, compute_kind};
@@ -69,6 +70,8 @@ pub fn start<T>(config: &PostConfig, task: Task, train: &Rows<T>) -> Result<Star
         tch::set_num_threads(threads);
     }
     let device = config.train.device.resolve()?;
+    let parallel = DataParallel::from_env(config.train.collective_timeout_s, device)?;
+    let device = DataParallel::device(parallel.as_ref(), device);
     let additions = Additions {
         lora: config.lora.clone(),
         score_head: task == Task::Reward,
@@ -106,6 +109,7 @@ pub fn start<T>(config: &PostConfig, task: Task, train: &Rows<T>) -> Result<Star
         model,
         tokenizer_info: tokenizer.clone(),
         tokenizer_path: train.tokenizer_path.clone(),
+        parallel,
     })
 }
 

@@ -16,7 +16,7 @@ use tch::{Device, Kind, TchError, Tensor};
 use crate::engine::config::Precision;
 use crate::engine::seed::splitmix64;
 use crate::engine::{
-    Engine, Evaluation, Faults, MicroStats, NamedSums, Objective, Resume, Summary,
+    Engine, Evaluation, Faults, MicroBatch, MicroStats, NamedSums, Objective, Resume, Summary,
 };
 use crate::model::language_model::LanguageModel;
 use crate::model::tokenizer::TextTokenizer;
@@ -82,8 +82,8 @@ pub struct RewardBatch {
 impl Objective for RewardModel {
     type Batch = RewardBatch;
 
-    fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<RewardBatch> {
-        let rows = self.order.micro_batch(step, micro, accum, self.per_micro);
+    fn batch(&mut self, at: MicroBatch) -> Result<RewardBatch> {
+        let rows = self.order.micro_batch(at, self.per_micro);
         Ok(RewardBatch {
             packed: pack_pairs(&self.train, &rows, self.row_len, self.device)?,
             pairs: rows.len() as i64,

@@ -7,7 +7,9 @@
 use anyhow::Result;
 use tch::{Device, TchError, Tensor};
 
-use crate::engine::{Engine, Evaluation, Faults, MicroStats, Objective, Resume, Summary};
+use crate::engine::{
+    Engine, Evaluation, Faults, MicroBatch, MicroStats, Objective, Resume, Summary,
+};
 use crate::model::language_model::LanguageModel;
 use crate::model::loss::cross_entropy_sum;
 use crate::post::config::{PostConfig, Task};
@@ -56,8 +58,8 @@ impl Sft {
 impl Objective for Sft {
     type Batch = PackedBatch;
 
-    fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<PackedBatch> {
-        let rows = self.order.micro_batch(step, micro, accum, self.per_micro);
+    fn batch(&mut self, at: MicroBatch) -> Result<PackedBatch> {
+        let rows = self.order.micro_batch(at, self.per_micro);
         let seqs: Vec<&Sequence> = rows.iter().map(|&i| &self.train.rows[i]).collect();
         data::pack(&seqs, self.row_len, self.device)
     }

@@ -41,6 +41,11 @@ pub struct BenchReport {
     pub final_loss: f64,
     /// Peak resident memory of this process (VmHWM).
     pub peak_rss_mib: f64,
+    /// Processes of the job (torchrun, srun); `tokens_per_s` and `tokens_per_step` are the
+    /// whole job's.
+    pub ranks: u64,
+    /// Time per step in collectives (the gradient all-reduce and the loss sums).
+    pub comm_ms: f64,
 }
 
 impl BenchReport {
@@ -63,7 +68,14 @@ impl BenchReport {
             self.mfu
                 .map_or(String::new(), |m| format!(", MFU {:.1}%", m * 100.0)),
             self.peak_rss_mib
-        )
+        ) + &if self.ranks > 1 {
+            format!(
+                "  {} ranks (tokens/s of the job), {:.1} ms/step in collectives\n",
+                self.ranks, self.comm_ms
+            )
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -130,13 +142,32 @@ pub fn synthetic_dataset(dir: &Path, vocab: u32, tokens: usize, seed: u64) -> Re
 /// Runs `warmup` untimed steps then `steps` timed ones of `config` on random data.
 pub fn run(mut config: RunConfig, warmup: u64, steps: u64) -> Result<BenchReport> {
     ensure!(steps > 0, "bench needs at least one timed step");
-    let tmp = tempdir()?;
+    // The ranks of a job share one synthetic dataset (their configs must match): rank 0
+    // writes it, the others wait for its manifest.
+    let world = crate::dist::World::from_env()?;
+    let tmp = match &world {
+        Some(w) => job_dir(w)?,
+        None => tempdir()?,
+    };
     if config.model.vocab_size == 0 {
         config.model.vocab_size = DEFAULT_VOCAB;
     }
     let window = (config.data.seq_len + 1) as usize;
     let tokens = (window * 64).max(1 << 20);
-    synthetic_dataset(&tmp, config.model.vocab_size as u32, tokens, 0)?;
+    let manifest = tmp.join("data").join(format::MANIFEST_FILE);
+    if world.as_ref().is_none_or(crate::dist::World::is_main) {
+        synthetic_dataset(&tmp, config.model.vocab_size as u32, tokens, 0)?;
+    } else {
+        let waited = Instant::now();
+        while !manifest.exists() {
+            ensure!(
+                waited.elapsed().as_secs() < 300,
+                "rank 0 wrote no synthetic dataset at {} in 5 minutes",
+                tmp.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
     config.data.train = tmp.join("data");
     config.data.valid = None;
     config.train.out = tmp.join("out");
@@ -148,13 +179,17 @@ pub fn run(mut config: RunConfig, warmup: u64, steps: u64) -> Result<BenchReport
     let started = Instant::now();
     let cpu_started = process_cpu_seconds();
     let mut last = None;
+    let mut comm = 0.0;
     for _ in 0..steps {
-        last = Some(trainer.train_step()?);
+        let report = trainer.train_step()?;
+        comm += report.comm_seconds;
+        last = Some(report);
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = process_cpu_seconds() - cpu_started;
     let device = trainer.model().device();
-    let tokens_per_step = config.tokens_per_step();
+    let ranks = world.as_ref().map_or(1, |w| w.size as u64);
+    let tokens_per_step = config.tokens_per_step() * ranks as i64;
     let tokens_per_s = (tokens_per_step as u64 * steps) as f64 / seconds;
     let flops = trainer
         .model()
@@ -175,13 +210,31 @@ pub fn run(mut config: RunConfig, warmup: u64, steps: u64) -> Result<BenchReport
         tokens_per_cpu_s: (tokens_per_step as u64 * steps) as f64 / cpu_seconds.max(1e-9),
         mfu: device
             .is_cuda()
-            .then(|| tokens_per_s * flops / (config.train.gpu_peak_tflops * 1e12)),
+            .then(|| tokens_per_s * flops / (config.train.gpu_peak_tflops * 1e12 * ranks as f64)),
         final_loss: last.map_or(f64::NAN, |r| r.loss),
         peak_rss_mib: peak_rss_mib(),
+        ranks,
+        comm_ms: comm * 1e3 / steps as f64,
     };
     drop(trainer);
-    let _ = std::fs::remove_dir_all(&tmp);
+    if world.as_ref().is_none_or(crate::dist::World::is_main) {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
     Ok(report)
+}
+
+/// The directory the ranks of a job share under the system temp dir (named by the
+/// rendezvous address, which no two running jobs share on one machine).
+fn job_dir(world: &crate::dist::World) -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "jielong-bench-job-{}-{}",
+        world.master_addr, world.master_port
+    ));
+    if world.is_main() && dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// A fresh directory under the system temp dir.

@@ -1,8 +1,10 @@
 //! Training windows from a `pretrain` dataset. The shards are memory-mapped and their token
 //! columns seen as one concatenated stream (every document already ends with EOS); a batch
 //! is `micro_batch_size` windows of `seq_len + 1` tokens, inputs and targets shifted by one.
-//! Which windows a batch holds depends only on (seed, step, micro-batch), so a resumed run
-//! sees exactly the batches the interrupted one would have.
+//! Which windows a batch holds depends only on (seed, step, micro-batch, row), where a
+//! micro-batch is the job's (its rows on every rank together), so a resumed run sees
+//! exactly the batches the interrupted one would have, also with another number of ranks
+//! whose micro-batches hold as many rows together (2 ranks of 4 = 1 rank of 8).
 
 use std::path::Path;
 
@@ -11,6 +13,7 @@ use format::{Dataset, DatasetKind, Shard, TokenizerInfo, Tokens};
 use tch::Tensor;
 
 use crate::engine::config::DataOrder;
+use crate::engine::objective::MicroBatch;
 use crate::engine::seed::mix;
 
 /// One record batch's token column: where it starts in the stream.
@@ -201,25 +204,29 @@ impl WindowSampler {
         (self.stream.len() - 1) / self.seq_len as u64
     }
 
-    /// Start of window `row` of micro-batch `micro` of optimizer step `step` (1-based), where
-    /// `accum` micro-batches make a step.
-    fn window_start(&self, step: u64, micro: u64, accum: u64, row: u64) -> u64 {
+    /// Start of window `row` of the job's micro-batch `at.micro` (its rows on every rank
+    /// together, `width` of them) of optimizer step `at.step`.
+    fn window_start(&self, at: MicroBatch, width: u64, row: u64) -> u64 {
         match self.order {
             DataOrder::Random => {
                 let starts = self.stream.len() - self.seq_len as u64;
-                mix(&[self.seed, step, micro, row]) % starts
+                mix(&[self.seed, at.step, at.micro, row]) % starts
             }
             DataOrder::Sequential => {
-                let index = ((step - 1) * accum + micro) * self.batch_size as u64 + row;
+                let index = ((at.step - 1) * at.accum + at.micro) * width + row;
                 (index % self.sequential_windows()) * self.seq_len as u64
             }
         }
     }
 
-    /// Micro-batch `micro` (0-based) of optimizer step `step` (1-based).
-    pub fn train_batch(&self, step: u64, micro: u64, accum: u64) -> Result<Batch> {
-        let starts: Vec<u64> = (0..self.batch_size as u64)
-            .map(|row| self.window_start(step, micro, accum, row))
+    /// The windows of micro-batch `at`: rows `rank * micro_batch_size..` of the job's
+    /// micro-batch `at.micro`, so 2 ranks of 4 rows draw what 1 rank of 8 does.
+    pub fn train_batch(&self, at: MicroBatch) -> Result<Batch> {
+        let per_micro = self.batch_size as u64;
+        let width = per_micro * at.world;
+        let first = at.rank * per_micro;
+        let starts: Vec<u64> = (first..first + per_micro)
+            .map(|row| self.window_start(at, width, row))
             .collect();
         self.batch_at(&starts)
     }

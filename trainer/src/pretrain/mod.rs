@@ -14,9 +14,11 @@ use tch::TchError;
 
 use crate::engine::config::{DataOrder, RunConfig, SampleSettings};
 use crate::engine::error::TrainError;
+use crate::engine::parallel::DataParallel;
 use crate::engine::seed::mix;
 use crate::engine::{
-    Engine, Evaluation, Faults, MicroStats, Objective, Resume, Start, StepReport, Summary,
+    Engine, Evaluation, Faults, MicroBatch, MicroStats, Objective, Resume, Start, StepReport,
+    Summary,
 };
 use crate::model::language_model::{LanguageModel, compute_kind};
 use crate::model::loss::cross_entropy_sum;
@@ -47,8 +49,8 @@ const UNIGRAM_SAMPLE_TOKENS: u64 = 16 << 20;
 impl Objective for Pretrain {
     type Batch = Batch;
 
-    fn batch(&mut self, step: u64, micro: u64, accum: u64) -> Result<Batch> {
-        self.train.train_batch(step, micro, accum)
+    fn batch(&mut self, at: MicroBatch) -> Result<Batch> {
+        self.train.train_batch(at)
     }
 
     fn units(&self, batch: &Batch) -> f64 {
@@ -147,6 +149,8 @@ impl Trainer {
             tch::set_num_threads(threads);
         }
         let device = config.train.device.resolve()?;
+        let parallel = DataParallel::from_env(config.train.collective_timeout_s, device)?;
+        let device = DataParallel::device(parallel.as_ref(), device);
         let stream = TokenStream::open(&config.data.train)?;
         let info = stream.tokenizer().clone();
         let dataset_vocab = i64::from(info.vocab_size);
@@ -216,6 +220,7 @@ impl Trainer {
             model,
             tokenizer_info: info,
             tokenizer_path,
+            parallel,
         };
         Ok(Self {
             engine: Engine::new(start, resume, faults)?,

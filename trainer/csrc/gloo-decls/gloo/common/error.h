@@ -1,0 +1,2 @@
+// Declarations only: see gloo-decls/README.md.
+#pragma once
