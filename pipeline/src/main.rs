@@ -8,7 +8,10 @@ use anyhow::{Result, bail};
 use clap::Parser;
 
 use cli::{Cli, Command, TokenizerCommand};
+use std::io::Write as _;
+
 use pipeline::clean::run;
+use pipeline::extract_command;
 use pipeline::config::PipelineConfig;
 use pipeline::inspect::{InspectOptions, inspect};
 use pipeline::readers::ReaderOptions;
@@ -51,6 +54,25 @@ fn main() -> Result<()> {
                     "{} input records could not be read (run.fail_on_error)",
                     summary.read_issues
                 );
+            }
+        }
+        Command::Extract {
+            file,
+            url,
+            explain,
+            jsonl_out,
+        } => {
+            let stdout = std::io::stdout();
+            match jsonl_out {
+                Some(out) => {
+                    let mut writer = std::io::BufWriter::new(std::fs::File::create(&out)?);
+                    let summary = extract_command::extract_batch(&file, &mut writer)?;
+                    writer.flush()?;
+                    print!("{}", summary.render());
+                }
+                None => {
+                    extract_command::extract_file(&file, url.as_deref(), explain, &mut stdout.lock())?;
+                }
             }
         }
         Command::Tokenizer {

@@ -86,6 +86,10 @@ pub struct ReaderOptions {
     pub url_field: Option<String>,
     /// Skip (and report) documents larger than this many bytes.
     pub max_document_bytes: usize,
+    /// WARC: hand out HTML responses decoded but not extracted (`pipeline extract` on a WARC
+    /// runs the extractor itself, to explain it). Not a config setting.
+    #[serde(skip)]
+    pub unextracted_html: bool,
 }
 
 impl Default for ReaderOptions {
@@ -96,6 +100,7 @@ impl Default for ReaderOptions {
             id_field: Some("id".into()),
             url_field: Some("url".into()),
             max_document_bytes: 16 << 20,
+            unextracted_html: false,
         }
     }
 }

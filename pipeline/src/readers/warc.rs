@@ -188,6 +188,20 @@ fn strip_angles(s: &str) -> &str {
     s.trim().trim_start_matches('<').trim_end_matches('>')
 }
 
+/// The page's main text, or with `unextracted_html` the decoded page itself.
+fn html_text(
+    bytes: &[u8],
+    charset: Option<&str>,
+    url: Option<&str>,
+    options: &ReaderOptions,
+) -> Result<String, String> {
+    if options.unextracted_html {
+        let encoding = extract::detect_encoding(bytes, charset, url);
+        return Ok(encoding.decode(bytes).0.into_owned());
+    }
+    extract::html_to_text(bytes, charset, url)
+}
+
 /// Turns one complete record into a document, a skip, or a problem.
 fn record_event(
     headers: &WarcHeaders,
@@ -223,7 +237,7 @@ fn record_event(
             if !http.is_html() {
                 return ReadEvent::Skipped;
             }
-            match extract::html_to_text(&http.body(), http.charset().as_deref(), url.as_deref()) {
+            match html_text(&http.body(), http.charset().as_deref(), url.as_deref(), options) {
                 Ok(text) => text,
                 Err(e) => return issue(e),
             }
@@ -233,7 +247,7 @@ fn record_event(
                 .get("content-type")
                 .is_some_and(|t| t.contains("html")) =>
         {
-            match extract::html_to_text(body, None, url.as_deref()) {
+            match html_text(body, None, url.as_deref(), options) {
                 Ok(text) => text,
                 Err(e) => return issue(e),
             }
