@@ -31,7 +31,7 @@ const NEGATIVE: &[&str] = &[
     "trending", "popular", "gdpr", "consent", "signup", "login", "toolbar", "replies",
     "respond", "rss", "agegate", "ad-break", "community", "byline-share", "tagcloud",
     "tag-list", "post-tags", "entry-tags", "author-bio", "more-stories", "read-more",
-    "readmore", "jump-to", "skip-link", "hidden", "print-only", "copyright", "footnote",
+    "readmore", "jump-to", "legends", "skip-link", "hidden", "print-only", "copyright", "footnote",
 ];
 
 /// Substrings of class/id that name content.

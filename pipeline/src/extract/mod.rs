@@ -100,6 +100,7 @@ impl<'a> Extraction<'a> {
                 Verdict::Boilerplate(node) => format!("dropped: inside boilerplate {}", self.label(*node)),
                 Verdict::OutsideMainContent => "dropped: outside the main content".to_string(),
                 Verdict::LinkText(d) => format!("dropped: link text ({:.0}% of it)", d * 100.0),
+                Verdict::Clutter(node) => format!("dropped: clutter in the content, {}", self.label(*node)),
             };
             let preview: String = block.text.chars().take(70).collect::<String>().replace('\n', " / ");
             let _ = writeln!(

@@ -19,6 +19,9 @@ pub enum Verdict {
     OutsideMainContent,
     /// Mostly link text (the share of link characters).
     LinkText(f32),
+    /// Inside a container of the main content that reads as clutter: few commas and short,
+    /// link-heavy or named like boilerplate (node index).
+    Clutter(u32),
 }
 
 /// The passes of the cascade, strictest first.
@@ -197,6 +200,40 @@ fn run_pass(page: &Page<'_>, pass: Pass) -> Selection {
     else {
         return finish(page, pass, None, verdicts, |_| false);
     };
+    // Several candidates nearly as good as the best one, under one ancestor: the article is
+    // split into parts (steps, sections) and that ancestor holds them all.
+    let mut ranked: Vec<usize> = (0..n).filter(|&i| !final_score[i].is_nan()).collect();
+    ranked.sort_by(|&a, &b| final_score[b].total_cmp(&final_score[a]));
+    let close: Vec<usize> = ranked
+        .iter()
+        .skip(1)
+        .take(4)
+        .copied()
+        .filter(|&i| final_score[i] >= final_score[top] * 0.75)
+        .collect();
+    if close.len() >= 3 {
+        let is_under = |mut node: usize, ancestor: usize| loop {
+            if node == ancestor {
+                return true;
+            }
+            match nodes[node].parent {
+                Some(p) => node = p as usize,
+                None => return false,
+            }
+        };
+        let mut at = nodes[top].parent;
+        while let Some(a) = at {
+            let a = a as usize;
+            if a == 0 || matches!(nodes[a].tag, "body" | "html") {
+                break;
+            }
+            if close.iter().filter(|&&c| is_under(c, a)).count() >= 3 {
+                top = a;
+                break;
+            }
+            at = nodes[a].parent;
+        }
+    }
     // Climb while an ancestor scores higher: the article is often split across siblings
     // whose common parent gathers their scores.
     let threshold = final_score[top] / 3.0;
@@ -256,7 +293,67 @@ fn run_pass(page: &Page<'_>, pass: Pass) -> Selection {
             *verdict = Verdict::OutsideMainContent;
         }
     }
+    drop_clutter(page, pass, &chosen, &mut verdicts);
     finish(page, pass, Some(top as u32), verdicts, |_| true)
+}
+
+/// Containers inside the main content that a reader skips: link lists, share bars, photo
+/// credits, "Advertisement" slots. Judged from the inside out, each on what is left in it,
+/// and never when they hold ten commas or more (prose).
+fn drop_clutter(page: &Page<'_>, pass: Pass, chosen: &[bool], verdicts: &mut [Verdict]) {
+    let nodes = &page.nodes;
+    let n = nodes.len();
+    let mut weight = vec![0u32; n];
+    let mut link_weight = vec![0u32; n];
+    let mut commas = vec![0u32; n];
+    for (block, verdict) in page.blocks.iter().zip(verdicts.iter()) {
+        if *verdict == Verdict::Kept {
+            let i = block.node as usize;
+            weight[i] += block.weight;
+            link_weight[i] += block.link_weight;
+            commas[i] += block.commas;
+        }
+    }
+    let mut clutter = vec![false; n];
+    for i in (1..n).rev() {
+        let node = &nodes[i];
+        let judged = !chosen[i]
+            && matches!(
+                node.tag,
+                "div" | "section" | "ul" | "ol" | "table" | "form" | "fieldset" | "header"
+                    | "footer" | "aside" | "nav" | "dl"
+            );
+        if judged && weight[i] > 0 && commas[i] < 10 {
+            let class_weight = if pass == Pass::Scored { node.hints.class_weight } else { 0 };
+            let density = link_density(weight[i], link_weight[i]);
+            if class_weight < 0 || weight[i] < 25 || density > 0.5 || (density > 0.2 && class_weight < 25) {
+                clutter[i] = true;
+                continue;
+            }
+        }
+        if let Some(p) = node.parent {
+            let p = p as usize;
+            weight[p] += weight[i];
+            link_weight[p] += link_weight[i];
+            commas[p] += commas[i];
+        }
+    }
+    for (block, verdict) in page.blocks.iter().zip(verdicts.iter_mut()) {
+        if *verdict != Verdict::Kept {
+            continue;
+        }
+        let mut at = Some(block.node);
+        while let Some(i) = at {
+            if clutter[i as usize] {
+                *verdict = Verdict::Clutter(i);
+                break;
+            }
+            if chosen[i as usize] {
+                break;
+            }
+            at = nodes[i as usize].parent;
+        }
+    }
 }
 
 /// Drops link lists from what is still kept and totals the rest.
