@@ -22,16 +22,21 @@ pub struct Hints {
     pub boilerplate_class: bool,
 }
 
-/// Substrings of class/id that name boilerplate.
+/// Substrings of class/id that name boilerplate: the container is left out of the candidates
+/// (unless a content word is there too).
+const UNLIKELY: &[&str] = &[
+    "comment", "disqus", "footer", "sidebar", "side-bar", "related", "social", "sponsor",
+    "banner", "breadcrumb", "cookie", "newsletter", "subscribe", "popup", "modal", "masthead",
+    "navbar", "navigation", "menu", "outbrain", "taboola", "shoutbox", "skyscraper",
+    "pagination", "pager", "gdpr", "consent", "replies", "respond", "rss", "agegate",
+    "ad-break", "community", "legends", "tagcloud", "remark", "supplemental",
+];
+
+/// Substrings of class/id that lower a candidate's score without excluding it.
 const NEGATIVE: &[&str] = &[
-    "comment", "disqus", "footer", "sidebar", "side-bar", "related", "share", "sharing",
-    "social", "sponsor", "advert", "promo", "banner", "breadcrumb", "cookie", "newsletter",
-    "subscribe", "popup", "modal", "masthead", "navbar", "navigation", "menu", "widget",
-    "outbrain", "taboola", "shoutbox", "skyscraper", "pagination", "pager", "recommend",
-    "trending", "popular", "gdpr", "consent", "signup", "login", "toolbar", "replies",
-    "respond", "rss", "agegate", "ad-break", "community", "byline-share", "tagcloud",
-    "tag-list", "post-tags", "entry-tags", "author-bio", "more-stories", "read-more",
-    "readmore", "jump-to", "legends", "skip-link", "hidden", "print-only", "copyright", "footnote",
+    "share", "sharing", "promo", "widget", "recommend", "trending", "popular", "signup",
+    "login", "toolbar", "author-bio", "more-stories", "read-more", "readmore", "jump-to",
+    "skip-link", "hidden", "print-only", "copyright", "footnote", "advert", "byline",
 ];
 
 /// Substrings of class/id that name content.
@@ -42,7 +47,9 @@ const POSITIVE: &[&str] = &[
 
 /// Class/id words (whole tokens) that name boilerplate but are too short to match as
 /// substrings ("nav" is in "canvas", "ad" in "header").
-const NEGATIVE_WORDS: &[&str] = &["nav", "ad", "ads", "meta", "tools", "tags", "header", "foot"];
+const UNLIKELY_WORDS: &[&str] = &["nav", "ad", "ads", "header", "foot"];
+/// Whole words that lower the score only.
+const NEGATIVE_WORDS: &[&str] = &["meta", "tools", "tags", "tag", "share"];
 
 /// Class/id substrings of the article body in common CMSs.
 const MAIN_CLASS: &[&str] = &[
@@ -52,6 +59,7 @@ const MAIN_CLASS: &[&str] = &[
     "article_content", "content-body", "news-content", "newstext",
 ];
 
+static UNLIKELY_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(UNLIKELY));
 static NEGATIVE_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(NEGATIVE));
 static POSITIVE_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(POSITIVE));
 static MAIN_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(MAIN_CLASS));
@@ -97,10 +105,13 @@ pub fn classify(tag: &str, attrs: &HintAttrs<'_>) -> Hints {
     if MAIN_AC.is_match(&names) {
         hints.main = true;
     }
-    let negative = NEGATIVE_AC.is_match(&names)
-        || names
+    let has_word = |list: &[&str]| {
+        names
             .split(|c: char| !c.is_ascii_alphanumeric())
-            .any(|w| NEGATIVE_WORDS.contains(&w));
+            .any(|w| list.contains(&w))
+    };
+    let unlikely = UNLIKELY_AC.is_match(&names) || has_word(UNLIKELY_WORDS);
+    let negative = unlikely || NEGATIVE_AC.is_match(&names) || has_word(NEGATIVE_WORDS);
     let positive = POSITIVE_AC.is_match(&names);
     if negative {
         hints.class_weight -= 25;
@@ -108,7 +119,7 @@ pub fn classify(tag: &str, attrs: &HintAttrs<'_>) -> Hints {
     if positive || hints.main {
         hints.class_weight += 25;
     }
-    hints.boilerplate_class = negative && !positive && !hints.main;
+    hints.boilerplate_class = unlikely && !positive && !hints.main;
     hints
 }
 

@@ -118,6 +118,16 @@ fn tag_bonus(tag: &str) -> f32 {
     }
 }
 
+/// Blocks that count as paragraphs for scoring: list items, headings, captions and table
+/// headers are not prose, whatever their length.
+fn scored_tag(tag: &str) -> bool {
+    !matches!(
+        tag,
+        "li" | "dt" | "dd" | "th" | "caption" | "figcaption" | "legend" | "summary" | "h1" | "h2"
+            | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "dl" | "nav" | "aside" | "footer"
+    )
+}
+
 fn paragraph_score(block: &Block) -> f32 {
     1.0 + block.commas as f32 + (block.weight / 100).min(3) as f32
 }
@@ -164,7 +174,9 @@ fn run_pass(page: &Page<'_>, pass: Pass) -> Selection {
         }
     };
     for (block, verdict) in page.blocks.iter().zip(&verdicts) {
-        if *verdict != Verdict::Kept || block.heading || block.weight < MIN_PARAGRAPH {
+        let tag = nodes[block.node as usize].tag;
+        let prose_item = tag == "li" && block.weight >= 100;
+        if *verdict != Verdict::Kept || block.weight < MIN_PARAGRAPH || !(scored_tag(tag) || prose_item) {
             continue;
         }
         let worth = paragraph_score(block);
@@ -255,6 +267,21 @@ fn run_pass(page: &Page<'_>, pass: Pass) -> Selection {
             last = final_score[p];
         }
         at = nodes[p].parent;
+    }
+    // A candidate alone in its parent is as good as the parent, whose siblings may be the
+    // other parts of the article.
+    let mut children = vec![0u32; n];
+    for node in nodes.iter() {
+        if let Some(p) = node.parent {
+            children[p as usize] += 1;
+        }
+    }
+    while let Some(p) = nodes[top].parent {
+        let p = p as usize;
+        if p == 0 || children[p] != 1 || matches!(nodes[p].tag, "body" | "html") {
+            break;
+        }
+        top = p;
     }
     // Siblings that score like the top candidate, or read like paragraphs, join it.
     let sibling_threshold = (final_score[top] * 0.2).max(10.0);
