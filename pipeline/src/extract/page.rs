@@ -181,11 +181,19 @@ impl<'a> Builder<'a> {
         let decoded = entities::decode(raw);
         let link = self.in_link();
         for c in decoded.chars() {
-            if c.is_whitespace() || c == '\u{200b}' || c == '\u{ad}' {
-                if self.pre > 0 && c == '\n' {
-                    self.text.push('\n');
+            if self.pre > 0 && matches!(c, ' ' | '\t' | '\n') {
+                // Preformatted: whitespace as written, less what would start the block.
+                if self.space {
+                    self.text.push(' ');
                     self.space = false;
-                } else if !self.text.is_empty() && !self.text.ends_with('\n') {
+                }
+                if !self.text.is_empty() {
+                    self.text.push(c);
+                }
+                continue;
+            }
+            if c.is_whitespace() || c == '\u{200b}' || c == '\u{ad}' {
+                if !self.text.is_empty() && !self.text.ends_with('\n') {
                     self.space = true;
                 }
                 continue;

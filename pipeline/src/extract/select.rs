@@ -70,7 +70,9 @@ pub fn select(page: &Page<'_>) -> Selection {
         if selection.kept_weight >= ENOUGH {
             return selection;
         }
-        if best.as_ref().is_none_or(|b| selection.kept_weight > b.kept_weight) {
+        // Ties go to the later, looser pass: when nothing is found, its verdicts say the most
+        // (a link list is "link text", not "outside the main content").
+        if best.as_ref().is_none_or(|b| selection.kept_weight >= b.kept_weight) {
             best = Some(selection);
         }
     }
