@@ -134,7 +134,7 @@ mod tests {
     #[test]
     fn classes_and_tags() {
         assert!(class("div", "comments-area").boilerplate_class);
-        assert!(class("div", "main-nav").boilerplate_class);
+        assert!(class("div", "site-nav").boilerplate_class);
         assert!(!class("div", "canvas-wrap").boilerplate_class);
         assert!(!class("div", "post-content comments-enabled").boilerplate_class);
         assert!(class("div", "entry-content").main);
