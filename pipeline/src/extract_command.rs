@@ -21,7 +21,10 @@ pub fn extract_file(
     explain: bool,
     out: &mut dyn Write,
 ) -> Result<usize> {
-    let is_warc = matches!(InputFormat::detect(path), Some(InputFormat::Warc | InputFormat::Wet));
+    let is_warc = matches!(
+        InputFormat::detect(path),
+        Some(InputFormat::Warc | InputFormat::Wet)
+    );
     if !is_warc {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let (html, _, _) = detect_encoding(&bytes, None, url).decode(&bytes);
@@ -42,7 +45,12 @@ pub fn extract_file(
             return;
         }
         pages += 1;
-        if let Err(e) = write_page(&doc.text, Some(doc.url.as_deref().unwrap_or(&doc.id)), explain, out) {
+        if let Err(e) = write_page(
+            &doc.text,
+            Some(doc.url.as_deref().unwrap_or(&doc.id)),
+            explain,
+            out,
+        ) {
             failed = Some(e);
         }
     })?;
@@ -58,7 +66,12 @@ pub fn extract_file(
     Ok(pages)
 }
 
-fn write_page(html: &str, title: Option<&str>, explain: bool, out: &mut dyn Write) -> std::io::Result<()> {
+fn write_page(
+    html: &str,
+    title: Option<&str>,
+    explain: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let extraction = Extraction::of(html);
     if let Some(title) = title {
         writeln!(out, "==> {title}")?;
@@ -111,15 +124,21 @@ impl BatchSummary {
 /// Extracts every page of a JSONL file (`{"id", "html"}` a line, `.gz`/`.zst` read as such)
 /// into `{"id", "text", "seconds"}` lines, one thread, timing only the extraction.
 pub fn extract_batch(input: &Path, output: &mut dyn Write) -> Result<BatchSummary> {
-    let reader = open_decompressed(input).with_context(|| format!("opening {}", input.display()))?;
+    let reader =
+        open_decompressed(input).with_context(|| format!("opening {}", input.display()))?;
     let mut summary = BatchSummary::default();
     for (n, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", input.display()))?;
         if line.trim().is_empty() {
             continue;
         }
-        let page: BatchPage = serde_json::from_str(&line)
-            .with_context(|| format!("{}: line {}: not a {{\"id\", \"html\"}} page", input.display(), n + 1))?;
+        let page: BatchPage = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "{}: line {}: not a {{\"id\", \"html\"}} page",
+                input.display(),
+                n + 1
+            )
+        })?;
         let start = Instant::now();
         let text = Extraction::of(&page.html).text();
         let seconds = start.elapsed().as_secs_f64();
@@ -127,7 +146,14 @@ pub fn extract_batch(input: &Path, output: &mut dyn Write) -> Result<BatchSummar
         summary.empty += usize::from(text.trim().is_empty());
         summary.html_bytes += page.html.len();
         summary.seconds += seconds;
-        serde_json::to_writer(&mut *output, &BatchText { id: &page.id, text, seconds })?;
+        serde_json::to_writer(
+            &mut *output,
+            &BatchText {
+                id: &page.id,
+                text,
+                seconds,
+            },
+        )?;
         output.write_all(b"\n")?;
     }
     Ok(summary)

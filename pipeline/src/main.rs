@@ -11,8 +11,8 @@ use cli::{Cli, Command, TokenizerCommand};
 use std::io::Write as _;
 
 use pipeline::clean::run;
-use pipeline::extract_command;
 use pipeline::config::PipelineConfig;
+use pipeline::extract_command;
 use pipeline::inspect::{InspectOptions, inspect};
 use pipeline::readers::ReaderOptions;
 use pipeline::tokenize::chat::{ChatTokenizeOptions, tokenize_chat};
@@ -71,7 +71,12 @@ fn main() -> Result<()> {
                     print!("{}", summary.render());
                 }
                 None => {
-                    extract_command::extract_file(&file, url.as_deref(), explain, &mut stdout.lock())?;
+                    extract_command::extract_file(
+                        &file,
+                        url.as_deref(),
+                        explain,
+                        &mut stdout.lock(),
+                    )?;
                 }
             }
         }

@@ -18,7 +18,8 @@ struct EvalPage {
 }
 
 fn eval_pages(ids: &[&str]) -> HashMap<String, EvalPage> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/extract-eval/pages.jsonl.gz");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/extract-eval/pages.jsonl.gz");
     let reader = open_decompressed(&path).expect("the evaluation set ships with the repository");
     let mut pages = HashMap::new();
     for line in reader.lines() {
@@ -35,7 +36,11 @@ fn eval_pages(ids: &[&str]) -> HashMap<String, EvalPage> {
             );
         }
     }
-    assert_eq!(pages.len(), ids.len(), "pages missing from the evaluation set");
+    assert_eq!(
+        pages.len(),
+        ids.len(),
+        "pages missing from the evaluation set"
+    );
     pages
 }
 
@@ -66,7 +71,10 @@ fn tokens(text: &str) -> HashMap<String, usize> {
 /// Bag-of-tokens precision and recall of `got` against `truth`.
 fn precision_recall(got: &str, truth: &str) -> (f64, f64) {
     let (g, t) = (tokens(got), tokens(truth));
-    let overlap: usize = g.iter().map(|(k, n)| (*n).min(t.get(k).copied().unwrap_or(0))).sum();
+    let overlap: usize = g
+        .iter()
+        .map(|(k, n)| (*n).min(t.get(k).copied().unwrap_or(0)))
+        .sum();
     let total = |b: &HashMap<String, usize>| b.values().sum::<usize>().max(1) as f64;
     (overlap as f64 / total(&g), overlap as f64 / total(&t))
 }
@@ -128,8 +136,14 @@ fn an_article_laid_out_in_a_table_is_found() {
     // hukumusume: a Japanese fable in a table layout, between tables of links and daily trivia.
     let pages = eval_pages(&["readability/hukumusume"]);
     let text = Extraction::of(&pages["readability/hukumusume"].html).text();
-    assert!(text.contains("肉をくわえたイヌが、橋を渡っていました。"), "{text}");
-    assert!(text.contains("欲張るとけっきょく損をするというお話しです。"), "{text}");
+    assert!(
+        text.contains("肉をくわえたイヌが、橋を渡っていました。"),
+        "{text}"
+    );
+    assert!(
+        text.contains("欲張るとけっきょく損をするというお話しです。"),
+        "{text}"
+    );
     assert!(!text.contains("子どもの病気相談所"), "{text}");
 }
 
@@ -162,7 +176,9 @@ fn fifty_comments_after_the_article_are_dropped() {
 
 #[test]
 fn a_page_of_links_only_keeps_nothing_and_says_why() {
-    let mut html = String::from("<html><head><title>Site map</title></head><body><h1><a href=/>Example News</a></h1><ul>");
+    let mut html = String::from(
+        "<html><head><title>Site map</title></head><body><h1><a href=/>Example News</a></h1><ul>",
+    );
     for i in 0..60 {
         html.push_str(&format!("<li><a href=\"/section/{i}\">Section {i}: news, sport and weather from the region</a></li>"));
     }
@@ -170,8 +186,14 @@ fn a_page_of_links_only_keeps_nothing_and_says_why() {
     let extraction = Extraction::of(&html);
     assert_eq!(extraction.text(), "");
     let explain = extraction.explain();
-    assert!(explain.contains("dropped: link text (100% of it)"), "{explain}");
-    assert!(explain.contains("nothing on this page reads as main content"), "{explain}");
+    assert!(
+        explain.contains("dropped: link text (100% of it)"),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("nothing on this page reads as main content"),
+        "{explain}"
+    );
 }
 
 #[test]
@@ -181,7 +203,11 @@ fn a_page_with_paragraphs_never_comes_out_empty() {
                 will cost more than planned, and voted to delay the decision until spring.</p>\
                 <p>Residents, who had asked for a footpath, said they would attend the next meeting.</p></div></body>";
     let extraction = Extraction::of(html);
-    assert!(extraction.text().contains("The council met on Tuesday"), "{}", extraction.explain());
+    assert!(
+        extraction.text().contains("The council met on Tuesday"),
+        "{}",
+        extraction.explain()
+    );
     assert!(extraction.text().contains("Residents, who had asked"));
 }
 
@@ -206,14 +232,35 @@ fn pipeline_extract_prints_text_explains_and_reads_warc() {
 
     let text = ok(run("pipeline", &["extract", &file], &[]));
     let (p, r) = precision_recall(&text, &pages["readability/gmw"].text);
-    assert!(p > 0.95 && r > 0.95, "precision {p:.3}, recall {r:.3}: {text}");
+    assert!(
+        p > 0.95 && r > 0.95,
+        "precision {p:.3}, recall {r:.3}: {text}"
+    );
 
     let explain = ok(run("pipeline", &["extract", &file, "--explain"], &[]));
-    assert!(explain.starts_with("pass: scored candidates\nmain content: "), "{explain}");
-    assert!(explain.contains("\nkept ") && explain.contains("\ndropped: "), "{explain}");
+    assert!(
+        explain.starts_with("pass: scored candidates\nmain content: "),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("\nkept ") && explain.contains("\ndropped: "),
+        "{explain}"
+    );
 
-    let warc = warc("resiliparse-cc-2020-34.warc.gz").to_string_lossy().into_owned();
-    let russian = ok(run("pipeline", &["extract", &warc, "--url", "http://01spb.ru/company/"], &[]));
-    assert!(russian.starts_with("==> http://01spb.ru/company/\n"), "{russian}");
-    assert!(russian.chars().filter(|c| ('а'..='я').contains(c)).count() > 300, "{russian}");
+    let warc = warc("resiliparse-cc-2020-34.warc.gz")
+        .to_string_lossy()
+        .into_owned();
+    let russian = ok(run(
+        "pipeline",
+        &["extract", &warc, "--url", "http://01spb.ru/company/"],
+        &[],
+    ));
+    assert!(
+        russian.starts_with("==> http://01spb.ru/company/\n"),
+        "{russian}"
+    );
+    assert!(
+        russian.chars().filter(|c| ('а'..='я').contains(c)).count() > 300,
+        "{russian}"
+    );
 }

@@ -25,18 +25,69 @@ pub struct Hints {
 /// Substrings of class/id that name boilerplate: the container is left out of the candidates
 /// (unless a content word is there too).
 const UNLIKELY: &[&str] = &[
-    "comment", "disqus", "footer", "sidebar", "side-bar", "related", "social", "sponsor",
-    "banner", "breadcrumb", "cookie", "newsletter", "subscribe", "popup", "modal", "masthead",
-    "navbar", "navigation", "menu", "outbrain", "taboola", "shoutbox", "skyscraper",
-    "pagination", "pager", "gdpr", "consent", "replies", "respond", "rss", "agegate",
-    "ad-break", "community", "legends", "tagcloud", "remark", "supplemental",
+    "comment",
+    "disqus",
+    "footer",
+    "sidebar",
+    "side-bar",
+    "related",
+    "social",
+    "sponsor",
+    "banner",
+    "breadcrumb",
+    "cookie",
+    "newsletter",
+    "subscribe",
+    "popup",
+    "modal",
+    "masthead",
+    "navbar",
+    "navigation",
+    "menu",
+    "outbrain",
+    "taboola",
+    "shoutbox",
+    "skyscraper",
+    "pagination",
+    "pager",
+    "gdpr",
+    "consent",
+    "replies",
+    "respond",
+    "rss",
+    "agegate",
+    "ad-break",
+    "community",
+    "legends",
+    "tagcloud",
+    "remark",
+    "supplemental",
 ];
 
 /// Substrings of class/id that lower a candidate's score without excluding it.
 const NEGATIVE: &[&str] = &[
-    "share", "sharing", "promo", "widget", "recommend", "trending", "popular", "signup",
-    "login", "toolbar", "author-bio", "more-stories", "read-more", "readmore", "jump-to",
-    "skip-link", "hidden", "print-only", "copyright", "footnote", "advert", "byline",
+    "share",
+    "sharing",
+    "promo",
+    "widget",
+    "recommend",
+    "trending",
+    "popular",
+    "signup",
+    "login",
+    "toolbar",
+    "author-bio",
+    "more-stories",
+    "read-more",
+    "readmore",
+    "jump-to",
+    "skip-link",
+    "hidden",
+    "print-only",
+    "copyright",
+    "footnote",
+    "advert",
+    "byline",
 ];
 
 /// Substrings of class/id that name content.
@@ -53,10 +104,26 @@ const NEGATIVE_WORDS: &[&str] = &["meta", "tools", "tags", "tag", "share"];
 
 /// Class/id substrings of the article body in common CMSs.
 const MAIN_CLASS: &[&str] = &[
-    "article-body", "articlebody", "article-content", "article__body", "article-text",
-    "post-content", "post-body", "entry-content", "story-body", "storybody", "story-content",
-    "main-content", "maincontent", "rich-text", "articlecontent", "post_content",
-    "article_content", "content-body", "news-content", "newstext",
+    "article-body",
+    "articlebody",
+    "article-content",
+    "article__body",
+    "article-text",
+    "post-content",
+    "post-body",
+    "entry-content",
+    "story-body",
+    "storybody",
+    "story-content",
+    "main-content",
+    "maincontent",
+    "rich-text",
+    "articlecontent",
+    "post_content",
+    "article_content",
+    "content-body",
+    "news-content",
+    "newstext",
 ];
 
 static UNLIKELY_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(UNLIKELY));
@@ -85,8 +152,15 @@ pub fn classify(tag: &str, attrs: &HintAttrs<'_>) -> Hints {
     hints.boilerplate_tag = matches!(tag, "nav" | "aside" | "footer" | "dialog" | "menu")
         || matches!(
             role.as_str(),
-            "navigation" | "complementary" | "contentinfo" | "banner" | "dialog" | "alertdialog"
-                | "menu" | "menubar" | "search"
+            "navigation"
+                | "complementary"
+                | "contentinfo"
+                | "banner"
+                | "dialog"
+                | "alertdialog"
+                | "menu"
+                | "menubar"
+                | "search"
         );
     let itemprop = attrs.itemprop.to_ascii_lowercase();
     let itemtype = attrs.itemtype.to_ascii_lowercase();
@@ -128,7 +202,13 @@ mod tests {
     use super::*;
 
     fn class(tag: &str, class: &str) -> Hints {
-        classify(tag, &HintAttrs { class, ..HintAttrs::default() })
+        classify(
+            tag,
+            &HintAttrs {
+                class,
+                ..HintAttrs::default()
+            },
+        )
     }
 
     #[test]
@@ -140,7 +220,10 @@ mod tests {
         assert!(class("div", "entry-content").main);
         assert!(class("aside", "").boilerplate_tag);
         assert!(class("article", "").main);
-        let schema = HintAttrs { itemtype: "https://schema.org/NewsArticle", ..HintAttrs::default() };
+        let schema = HintAttrs {
+            itemtype: "https://schema.org/NewsArticle",
+            ..HintAttrs::default()
+        };
         assert!(classify("div", &schema).main);
     }
 }

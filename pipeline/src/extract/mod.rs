@@ -97,12 +97,21 @@ impl<'a> Extraction<'a> {
         for (block, verdict) in self.page.blocks.iter().zip(&self.selection.verdicts) {
             let why = match verdict {
                 Verdict::Kept => "kept".to_string(),
-                Verdict::Boilerplate(node) => format!("dropped: inside boilerplate {}", self.label(*node)),
+                Verdict::Boilerplate(node) => {
+                    format!("dropped: inside boilerplate {}", self.label(*node))
+                }
                 Verdict::OutsideMainContent => "dropped: outside the main content".to_string(),
                 Verdict::LinkText(d) => format!("dropped: link text ({:.0}% of it)", d * 100.0),
-                Verdict::Clutter(node) => format!("dropped: clutter in the content, {}", self.label(*node)),
+                Verdict::Clutter(node) => {
+                    format!("dropped: clutter in the content, {}", self.label(*node))
+                }
             };
-            let preview: String = block.text.chars().take(70).collect::<String>().replace('\n', " / ");
+            let preview: String = block
+                .text
+                .chars()
+                .take(70)
+                .collect::<String>()
+                .replace('\n', " / ");
             let _ = writeln!(
                 out,
                 "{why:<48} <{}> {} chars: {preview}",
@@ -116,7 +125,11 @@ impl<'a> Extraction<'a> {
             "{kept} of {} blocks kept, {} characters (CJK weighted){}",
             self.page.blocks.len(),
             self.selection.kept_weight,
-            if kept == 0 { ": nothing on this page reads as main content" } else { "" }
+            if kept == 0 {
+                ": nothing on this page reads as main content"
+            } else {
+                ""
+            }
         );
         out
     }

@@ -67,32 +67,90 @@ enum Role {
 
 fn tag_of(name: &str) -> (&'static str, Role) {
     const TAGS: &[(&str, Role)] = &[
-        ("a", Role::Inline), ("abbr", Role::Inline), ("address", Role::Block),
-        ("area", Role::Void), ("article", Role::Block), ("aside", Role::Block),
-        ("audio", Role::Skip), ("b", Role::Inline), ("base", Role::Void),
-        ("blockquote", Role::Block), ("body", Role::Block), ("br", Role::Void),
-        ("button", Role::Skip), ("canvas", Role::Skip), ("caption", Role::Block),
-        ("center", Role::Block), ("col", Role::Void), ("dd", Role::Block),
-        ("details", Role::Block), ("dialog", Role::Block), ("div", Role::Block),
-        ("dl", Role::Block), ("dt", Role::Block), ("em", Role::Inline), ("embed", Role::Void),
-        ("fieldset", Role::Block), ("figcaption", Role::Block), ("figure", Role::Block),
-        ("footer", Role::Block), ("form", Role::Block), ("h1", Role::Block),
-        ("h2", Role::Block), ("h3", Role::Block), ("h4", Role::Block), ("h5", Role::Block),
-        ("h6", Role::Block), ("head", Role::Skip), ("header", Role::Block),
-        ("hgroup", Role::Block), ("hr", Role::Void), ("html", Role::Block), ("i", Role::Inline),
-        ("iframe", Role::Skip), ("img", Role::Void), ("input", Role::Void),
-        ("legend", Role::Block), ("li", Role::Block), ("link", Role::Void),
-        ("main", Role::Block), ("map", Role::Skip), ("math", Role::Skip), ("menu", Role::Block),
-        ("meta", Role::Void), ("nav", Role::Block), ("noscript", Role::Skip),
-        ("object", Role::Skip), ("ol", Role::Block), ("option", Role::Skip), ("p", Role::Block),
-        ("param", Role::Void), ("pre", Role::Block), ("script", Role::Skip),
-        ("section", Role::Block), ("select", Role::Skip), ("source", Role::Void),
-        ("span", Role::Inline), ("strong", Role::Inline), ("style", Role::Skip),
-        ("summary", Role::Block), ("svg", Role::Skip), ("table", Role::Block),
-        ("tbody", Role::Block), ("td", Role::Block), ("template", Role::Skip),
-        ("textarea", Role::Skip), ("tfoot", Role::Block), ("th", Role::Block),
-        ("thead", Role::Block), ("title", Role::Skip), ("tr", Role::Block),
-        ("track", Role::Void), ("ul", Role::Block), ("video", Role::Skip), ("wbr", Role::Void),
+        ("a", Role::Inline),
+        ("abbr", Role::Inline),
+        ("address", Role::Block),
+        ("area", Role::Void),
+        ("article", Role::Block),
+        ("aside", Role::Block),
+        ("audio", Role::Skip),
+        ("b", Role::Inline),
+        ("base", Role::Void),
+        ("blockquote", Role::Block),
+        ("body", Role::Block),
+        ("br", Role::Void),
+        ("button", Role::Skip),
+        ("canvas", Role::Skip),
+        ("caption", Role::Block),
+        ("center", Role::Block),
+        ("col", Role::Void),
+        ("dd", Role::Block),
+        ("details", Role::Block),
+        ("dialog", Role::Block),
+        ("div", Role::Block),
+        ("dl", Role::Block),
+        ("dt", Role::Block),
+        ("em", Role::Inline),
+        ("embed", Role::Void),
+        ("fieldset", Role::Block),
+        ("figcaption", Role::Block),
+        ("figure", Role::Block),
+        ("footer", Role::Block),
+        ("form", Role::Block),
+        ("h1", Role::Block),
+        ("h2", Role::Block),
+        ("h3", Role::Block),
+        ("h4", Role::Block),
+        ("h5", Role::Block),
+        ("h6", Role::Block),
+        ("head", Role::Skip),
+        ("header", Role::Block),
+        ("hgroup", Role::Block),
+        ("hr", Role::Void),
+        ("html", Role::Block),
+        ("i", Role::Inline),
+        ("iframe", Role::Skip),
+        ("img", Role::Void),
+        ("input", Role::Void),
+        ("legend", Role::Block),
+        ("li", Role::Block),
+        ("link", Role::Void),
+        ("main", Role::Block),
+        ("map", Role::Skip),
+        ("math", Role::Skip),
+        ("menu", Role::Block),
+        ("meta", Role::Void),
+        ("nav", Role::Block),
+        ("noscript", Role::Skip),
+        ("object", Role::Skip),
+        ("ol", Role::Block),
+        ("option", Role::Skip),
+        ("p", Role::Block),
+        ("param", Role::Void),
+        ("pre", Role::Block),
+        ("script", Role::Skip),
+        ("section", Role::Block),
+        ("select", Role::Skip),
+        ("source", Role::Void),
+        ("span", Role::Inline),
+        ("strong", Role::Inline),
+        ("style", Role::Skip),
+        ("summary", Role::Block),
+        ("svg", Role::Skip),
+        ("table", Role::Block),
+        ("tbody", Role::Block),
+        ("td", Role::Block),
+        ("template", Role::Skip),
+        ("textarea", Role::Skip),
+        ("tfoot", Role::Block),
+        ("th", Role::Block),
+        ("thead", Role::Block),
+        ("title", Role::Skip),
+        ("tr", Role::Block),
+        ("track", Role::Void),
+        ("ul", Role::Block),
+        ("video", Role::Skip),
+        ("wbr", Role::Void),
     ];
     let mut lower = [0u8; 12];
     if name.len() <= lower.len() {
@@ -120,10 +178,36 @@ struct Open<'a> {
 fn closes_p(tag: &str) -> bool {
     matches!(
         tag,
-        "address" | "article" | "aside" | "blockquote" | "details" | "div" | "dl" | "fieldset"
-            | "figcaption" | "figure" | "footer" | "form" | "h1" | "h2" | "h3" | "h4" | "h5"
-            | "h6" | "header" | "hgroup" | "hr" | "main" | "menu" | "nav" | "ol" | "p" | "pre"
-            | "section" | "table" | "ul"
+        "address"
+            | "article"
+            | "aside"
+            | "blockquote"
+            | "details"
+            | "div"
+            | "dl"
+            | "fieldset"
+            | "figcaption"
+            | "figure"
+            | "footer"
+            | "form"
+            | "h1"
+            | "h2"
+            | "h3"
+            | "h4"
+            | "h5"
+            | "h6"
+            | "header"
+            | "hgroup"
+            | "hr"
+            | "main"
+            | "menu"
+            | "nav"
+            | "ol"
+            | "p"
+            | "pre"
+            | "section"
+            | "table"
+            | "ul"
     )
 }
 
@@ -163,7 +247,10 @@ impl<'a> Builder<'a> {
             self.text.clear();
             return;
         };
-        let heading = matches!(self.page.nodes[node as usize].tag, "h1" | "h2" | "h3" | "h4" | "h5" | "h6");
+        let heading = matches!(
+            self.page.nodes[node as usize].tag,
+            "h1" | "h2" | "h3" | "h4" | "h5" | "h6"
+        );
         self.page.blocks.push(Block {
             node,
             text: std::mem::take(&mut self.text),
@@ -272,7 +359,8 @@ impl<'a> Builder<'a> {
                 close = closing(self, "tr", &["table"]);
             }
             "td" | "th" => {
-                close = closing(self, "td", &["tr", "table"]).or_else(|| closing(self, "th", &["tr", "table"]));
+                close = closing(self, "td", &["tr", "table"])
+                    .or_else(|| closing(self, "th", &["tr", "table"]));
             }
             "a" => close = closing(self, "a", &[]),
             "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
@@ -322,7 +410,8 @@ impl<'a> Builder<'a> {
                     "aria-hidden" => hidden |= value.eq_ignore_ascii_case("true"),
                     "style" => {
                         let style = value.to_ascii_lowercase().replace(' ', "");
-                        hidden |= style.contains("display:none") || style.contains("visibility:hidden");
+                        hidden |=
+                            style.contains("display:none") || style.contains("visibility:hidden");
                     }
                     _ => {}
                 }
@@ -381,8 +470,24 @@ impl<'a> Builder<'a> {
             .rposition(|o| o.name.eq_ignore_ascii_case(name) || (tag != "other" && o.tag == tag));
         match found {
             Some(i) => {
-                let optional = |t: &str| matches!(t, "p" | "li" | "td" | "th" | "tr" | "dt" | "dd" | "tbody" | "thead" | "option");
-                if self.stack[i + 1..].iter().any(|o| o.node.is_some() && !optional(o.tag)) {
+                let optional = |t: &str| {
+                    matches!(
+                        t,
+                        "p" | "li"
+                            | "td"
+                            | "th"
+                            | "tr"
+                            | "dt"
+                            | "dd"
+                            | "tbody"
+                            | "thead"
+                            | "option"
+                    )
+                };
+                if self.stack[i + 1..]
+                    .iter()
+                    .any(|o| o.node.is_some() && !optional(o.tag))
+                {
                     self.page.odd_markup += 1;
                 }
                 self.pop_to(i);
@@ -415,11 +520,21 @@ pub fn build(html: &str) -> Page<'_> {
         class: "",
         id: "",
     });
-    builder.stack.push(Open { name: "#root", tag: "#root", node: Some(0), link: false, skip: false });
+    builder.stack.push(Open {
+        name: "#root",
+        tag: "#root",
+        node: Some(0),
+        link: false,
+        skip: false,
+    });
     for token in Tokenizer::new(html) {
         match token {
             Token::Text(t) => builder.push_text(t),
-            Token::Start { name, attrs, self_closing } => builder.start(name, attrs, self_closing),
+            Token::Start {
+                name,
+                attrs,
+                self_closing,
+            } => builder.start(name, attrs, self_closing),
             Token::End { name } => builder.end(name),
         }
     }
@@ -444,7 +559,18 @@ mod tests {
             "<body><p>One <b>two</b>\n three<br>four<p>Five <a href=x>link</a><div class=x>Six</div><ul><li>a<li>b</ul><script>x</script><table><tr><td>c1<td>c2</table></body>",
         );
         let texts: Vec<_> = page.blocks.iter().map(|b| b.text.as_str()).collect();
-        assert_eq!(texts, vec!["One two three\nfour", "Five link", "Six", "a", "b", "c1", "c2"]);
+        assert_eq!(
+            texts,
+            vec![
+                "One two three\nfour",
+                "Five link",
+                "Six",
+                "a",
+                "b",
+                "c1",
+                "c2"
+            ]
+        );
         assert_eq!(page.blocks[1].link_weight, 4);
         assert_eq!(page.nodes[page.blocks[0].node as usize].tag, "p");
     }

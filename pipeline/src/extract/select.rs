@@ -72,7 +72,10 @@ pub fn select(page: &Page<'_>) -> Selection {
         }
         // Ties go to the later, looser pass: when nothing is found, its verdicts say the most
         // (a link list is "link text", not "outside the main content").
-        if best.as_ref().is_none_or(|b| selection.kept_weight >= b.kept_weight) {
+        if best
+            .as_ref()
+            .is_none_or(|b| selection.kept_weight >= b.kept_weight)
+        {
             best = Some(selection);
         }
     }
@@ -125,8 +128,25 @@ fn tag_bonus(tag: &str) -> f32 {
 fn scored_tag(tag: &str) -> bool {
     !matches!(
         tag,
-        "li" | "dt" | "dd" | "th" | "caption" | "figcaption" | "legend" | "summary" | "h1" | "h2"
-            | "h3" | "h4" | "h5" | "h6" | "ul" | "ol" | "dl" | "nav" | "aside" | "footer"
+        "li" | "dt"
+            | "dd"
+            | "th"
+            | "caption"
+            | "figcaption"
+            | "legend"
+            | "summary"
+            | "h1"
+            | "h2"
+            | "h3"
+            | "h4"
+            | "h5"
+            | "h6"
+            | "ul"
+            | "ol"
+            | "dl"
+            | "nav"
+            | "aside"
+            | "footer"
     )
 }
 
@@ -178,7 +198,10 @@ fn run_pass(page: &Page<'_>, pass: Pass) -> Selection {
     for (block, verdict) in page.blocks.iter().zip(&verdicts) {
         let tag = nodes[block.node as usize].tag;
         let prose_item = tag == "li" && block.weight >= 100;
-        if *verdict != Verdict::Kept || block.weight < MIN_PARAGRAPH || !(scored_tag(tag) || prose_item) {
+        if *verdict != Verdict::Kept
+            || block.weight < MIN_PARAGRAPH
+            || !(scored_tag(tag) || prose_item)
+        {
             continue;
         }
         let worth = paragraph_score(block);
@@ -297,7 +320,8 @@ fn run_pass(page: &Page<'_>, pass: Pass) -> Selection {
             }
             let density = link_density(weight[i], link_weight[i]);
             let scored = !final_score[i].is_nan() && final_score[i] >= sibling_threshold;
-            let prose = (weight[i] > 80 && density < 0.25) || (nodes[i].tag == "p" && density == 0.0 && weight[i] > 30);
+            let prose = (weight[i] > 80 && density < 0.25)
+                || (nodes[i].tag == "p" && density == 0.0 && weight[i] > 30);
             chosen[i] = scored || prose;
         }
     }
@@ -349,13 +373,31 @@ fn drop_clutter(page: &Page<'_>, pass: Pass, chosen: &[bool], verdicts: &mut [Ve
         let judged = !chosen[i]
             && matches!(
                 node.tag,
-                "div" | "section" | "ul" | "ol" | "table" | "form" | "fieldset" | "header"
-                    | "footer" | "aside" | "nav" | "dl"
+                "div"
+                    | "section"
+                    | "ul"
+                    | "ol"
+                    | "table"
+                    | "form"
+                    | "fieldset"
+                    | "header"
+                    | "footer"
+                    | "aside"
+                    | "nav"
+                    | "dl"
             );
         if judged && weight[i] > 0 && commas[i] < 10 {
-            let class_weight = if pass == Pass::Scored { node.hints.class_weight } else { 0 };
+            let class_weight = if pass == Pass::Scored {
+                node.hints.class_weight
+            } else {
+                0
+            };
             let density = link_density(weight[i], link_weight[i]);
-            if class_weight < 0 || weight[i] < 25 || density > 0.5 || (density > 0.2 && class_weight < 25) {
+            if class_weight < 0
+                || weight[i] < 25
+                || density > 0.5
+                || (density > 0.2 && class_weight < 25)
+            {
                 clutter[i] = true;
                 continue;
             }

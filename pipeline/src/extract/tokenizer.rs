@@ -26,8 +26,16 @@ pub enum Token<'a> {
 /// Elements whose content is not markup (HTML's raw text and escapable raw text elements).
 fn raw_text_element(name: &str) -> bool {
     const RAW: &[&str] = &[
-        "script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes",
-        "noscript", "plaintext",
+        "script",
+        "style",
+        "textarea",
+        "title",
+        "xmp",
+        "iframe",
+        "noembed",
+        "noframes",
+        "noscript",
+        "plaintext",
     ];
     RAW.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
@@ -113,10 +121,10 @@ impl<'a> Iterator for Tokenizer<'a> {
     type Item = Token<'a>;
 
     fn next(&mut self) -> Option<Token<'a>> {
-        if let Some(name) = self.pending_raw_end.take() {
-            if let Some(end) = self.skip_raw(name) {
-                return Some(end);
-            }
+        if let Some(name) = self.pending_raw_end.take()
+            && let Some(end) = self.skip_raw(name)
+        {
+            return Some(end);
         }
         let html = self.html;
         let bytes = html.as_bytes();
@@ -167,7 +175,8 @@ impl<'a> Iterator for Tokenizer<'a> {
                     while name_end < bytes.len() && is_name_char(bytes[name_end]) {
                         name_end += 1;
                     }
-                    self.pos = memchr(b'>', &bytes[name_end..]).map_or(bytes.len(), |j| name_end + j + 1);
+                    self.pos =
+                        memchr(b'>', &bytes[name_end..]).map_or(bytes.len(), |j| name_end + j + 1);
                     return Some(Token::End {
                         name: &html[name_start..name_end],
                     });
@@ -270,18 +279,38 @@ mod tests {
         assert_eq!(
             tokens,
             vec![
-                Token::Start { name: "p", attrs: " class=\"a>b\" id=x", self_closing: false },
+                Token::Start {
+                    name: "p",
+                    attrs: " class=\"a>b\" id=x",
+                    self_closing: false
+                },
                 Token::Text("Hi &amp; "),
-                Token::Start { name: "b", attrs: "", self_closing: false },
+                Token::Start {
+                    name: "b",
+                    attrs: "",
+                    self_closing: false
+                },
                 Token::Text("you"),
                 Token::End { name: "b" },
-                Token::Start { name: "script", attrs: "", self_closing: false },
+                Token::Start {
+                    name: "script",
+                    attrs: "",
+                    self_closing: false
+                },
                 Token::End { name: "script" },
                 Token::Text("a < b"),
                 Token::End { name: "P" },
             ]
         );
         let attrs: Vec<_> = attributes(" class=\"a>b\" id=x hidden data-y='1 2'").collect();
-        assert_eq!(attrs, vec![("class", "a>b"), ("id", "x"), ("hidden", ""), ("data-y", "1 2")]);
+        assert_eq!(
+            attrs,
+            vec![
+                ("class", "a>b"),
+                ("id", "x"),
+                ("hidden", ""),
+                ("data-y", "1 2")
+            ]
+        );
     }
 }

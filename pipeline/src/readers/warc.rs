@@ -237,7 +237,12 @@ fn record_event(
             if !http.is_html() {
                 return ReadEvent::Skipped;
             }
-            match html_text(&http.body(), http.charset().as_deref(), url.as_deref(), options) {
+            match html_text(
+                &http.body(),
+                http.charset().as_deref(),
+                url.as_deref(),
+                options,
+            ) {
                 Ok(text) => text,
                 Err(e) => return issue(e),
             }
