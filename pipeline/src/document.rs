@@ -11,6 +11,9 @@ pub struct Document {
     pub url: Option<String>,
     /// The input file (or configured source label) it came from.
     pub source: String,
+    /// HTML whose markup the extractor had to repair (end tags that close nothing or close
+    /// out of order): counted in the run summary, never logged page by page.
+    pub odd_markup: bool,
 }
 
 /// Where in an input something happened: a record number, a line, a row.

@@ -36,6 +36,9 @@ pub struct RunSummary {
     pub docs_in: u64,
     pub docs_out: u64,
     pub skipped_records: u64,
+    /// HTML pages whose markup the extractor repaired (misnested or unmatched end tags).
+    #[serde(default)]
+    pub odd_markup_pages: u64,
     pub read_issues: u64,
     /// Stage name -> documents it dropped (first failing stage only).
     pub dropped_by: BTreeMap<String, u64>,
@@ -64,6 +67,12 @@ impl RunSummary {
             self.read_issues,
             self.skipped_records
         );
+        if self.odd_markup_pages > 0 {
+            s.push_str(&format!(
+                "  HTML pages with odd markup (repaired) {}\n",
+                self.odd_markup_pages
+            ));
+        }
         for (stage, n) in &self.dropped_by {
             s.push_str(&format!("  dropped by {stage:<18} {n}\n"));
         }
@@ -168,6 +177,7 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
     for d in &done {
         summary.docs_in += d.docs;
         summary.skipped_records += d.skipped_records;
+        summary.odd_markup_pages += d.odd_markup_pages;
         summary.read_issues += d.issues.len() as u64;
         summary.text_bytes_in += d.text_bytes_in;
         summary.issues.extend(d.issues.iter().cloned());
@@ -305,6 +315,7 @@ fn process_input(
         docs: written.docs,
         kept: written.kept,
         skipped_records: seen.skipped,
+        odd_markup_pages: seen.odd_markup,
         issues: seen.issues.iter().map(ToString::to_string).collect(),
         text_bytes_in: written.bytes_in,
         text_bytes_kept: written.bytes_kept,

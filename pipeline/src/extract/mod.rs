@@ -135,16 +135,27 @@ impl<'a> Extraction<'a> {
     }
 }
 
+/// The main text of a page and whether its markup needed repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageText {
+    pub text: String,
+    pub odd_markup: bool,
+}
+
 /// Decodes `bytes` and extracts the main text, paragraphs separated by blank lines.
 pub fn html_to_text(
     bytes: &[u8],
     http_charset: Option<&str>,
     url: Option<&str>,
-) -> Result<String, String> {
+) -> Result<PageText, String> {
     if bytes.contains(&0) && !http::looks_like_html(bytes) {
         return Err("binary content (NUL bytes) where HTML was expected".into());
     }
     let encoding = detect_encoding(bytes, http_charset, url);
     let (html, _, _) = encoding.decode(bytes);
-    Ok(Extraction::of(&html).text())
+    let extraction = Extraction::of(&html);
+    Ok(PageText {
+        text: extraction.text(),
+        odd_markup: extraction.odd_markup() > 0,
+    })
 }

@@ -204,6 +204,8 @@ pub fn read_file(
 pub struct FileRead {
     pub issues: Vec<ReadIssue>,
     pub skipped: u64,
+    /// HTML pages whose markup the extractor repaired.
+    pub odd_markup: u64,
 }
 
 /// Reads `path` and hands its documents to `handle` in batches of at most `batch_size`, in
@@ -224,6 +226,7 @@ pub fn read_in_batches(
         }
         match event {
             ReadEvent::Document(doc) => {
+                seen.odd_markup += u64::from(doc.odd_markup);
                 batch.push(doc);
                 if batch.len() >= batch_size
                     && let Err(e) = handle(std::mem::replace(

@@ -194,10 +194,13 @@ fn html_text(
     charset: Option<&str>,
     url: Option<&str>,
     options: &ReaderOptions,
-) -> Result<String, String> {
+) -> Result<extract::PageText, String> {
     if options.unextracted_html {
         let encoding = extract::detect_encoding(bytes, charset, url);
-        return Ok(encoding.decode(bytes).0.into_owned());
+        return Ok(extract::PageText {
+            text: encoding.decode(bytes).0.into_owned(),
+            odd_markup: false,
+        });
     }
     extract::html_to_text(bytes, charset, url)
 }
@@ -229,7 +232,10 @@ fn record_event(
     }
     let text = match kind.as_str() {
         // WET: already extracted, UTF-8 by contract (decode leniently anyway).
-        "conversion" => String::from_utf8_lossy(body).into_owned(),
+        "conversion" => extract::PageText {
+            text: String::from_utf8_lossy(body).into_owned(),
+            odd_markup: false,
+        },
         "response" => {
             let Some(http) = extract::HttpPayload::parse(body) else {
                 return issue("response record without a parseable HTTP header block".into());
@@ -261,7 +267,8 @@ fn record_event(
     };
     ReadEvent::Document(Document {
         id,
-        text,
+        text: text.text,
+        odd_markup: text.odd_markup,
         url,
         source: source.to_string(),
     })
