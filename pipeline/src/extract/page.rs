@@ -400,15 +400,23 @@ impl<'a> Builder<'a> {
         let mut hidden = false;
         if !raw_attrs.is_empty() {
             for (key, value) in attributes(raw_attrs) {
-                match key.to_ascii_lowercase().as_str() {
-                    "class" => attrs.class = value,
-                    "id" => attrs.id = value,
-                    "role" => attrs.role = value,
-                    "itemprop" => attrs.itemprop = value,
-                    "itemtype" => attrs.itemtype = value,
-                    "hidden" => hidden = true,
-                    "aria-hidden" => hidden |= value.eq_ignore_ascii_case("true"),
-                    "style" => {
+                // Attribute names are short: lower-case them on the stack, skip long ones.
+                let mut lower = [0u8; 12];
+                if key.len() > lower.len() {
+                    continue;
+                }
+                for (l, b) in lower.iter_mut().zip(key.bytes()) {
+                    *l = b.to_ascii_lowercase();
+                }
+                match &lower[..key.len()] {
+                    b"class" => attrs.class = value,
+                    b"id" => attrs.id = value,
+                    b"role" => attrs.role = value,
+                    b"itemprop" => attrs.itemprop = value,
+                    b"itemtype" => attrs.itemtype = value,
+                    b"hidden" => hidden = true,
+                    b"aria-hidden" => hidden |= value.eq_ignore_ascii_case("true"),
+                    b"style" => {
                         let style = value.to_ascii_lowercase().replace(' ', "");
                         hidden |=
                             style.contains("display:none") || style.contains("visibility:hidden");
