@@ -248,7 +248,7 @@ fn run_pass(page: &Page<'_>, pass: Pass) -> Selection {
         .copied()
         .filter(|&i| final_score[i] >= final_score[top] * 0.75)
         .collect();
-    if close.len() >= 3 {
+    if close.len() >= 2 {
         let is_under = |mut node: usize, ancestor: usize| loop {
             if node == ancestor {
                 return true;
@@ -264,7 +264,7 @@ fn run_pass(page: &Page<'_>, pass: Pass) -> Selection {
             if a == 0 || matches!(nodes[a].tag, "body" | "html") {
                 break;
             }
-            if close.iter().filter(|&&c| is_under(c, a)).count() >= 3 {
+            if close.iter().filter(|&&c| is_under(c, a)).count() >= 2 {
                 top = a;
                 break;
             }
