@@ -212,6 +212,22 @@ fn a_page_with_paragraphs_never_comes_out_empty() {
 }
 
 #[test]
+fn runaway_nesting_stays_fast_and_keeps_the_text() {
+    let mut html = String::from("<body>");
+    for _ in 0..50_000 {
+        html.push_str("<div><font>");
+    }
+    html.push_str("<p>Deep inside forty thousand unclosed elements, this sentence, with its commas, is the article.</p>");
+    let started = std::time::Instant::now();
+    let text = Extraction::of(&html).text();
+    assert!(
+        text.contains("this sentence, with its commas, is the article."),
+        "{text}"
+    );
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+}
+
+#[test]
 fn entities_line_breaks_and_cjk_spacing() {
     let html = "<article><h1>Caf&eacute; &amp; tea</h1><p>First line<br>second&nbsp;line &#8212; &#x4e2d;&#25991;</p>\
                 <p>中文段落，没有空格。<b>加粗</b>的字</p><pre>code  kept\n  as is</pre></article>";

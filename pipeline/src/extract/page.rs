@@ -48,6 +48,9 @@ pub struct Page<'a> {
     pub odd_markup: u32,
 }
 
+/// Open elements beyond this depth are ignored (their text is kept).
+const MAX_DEPTH: usize = 256;
+
 /// A CJK character carries about as much as a short Latin word.
 pub const CJK_WEIGHT: u32 = 3;
 
@@ -392,6 +395,12 @@ impl<'a> Builder<'a> {
             }
             _ if self_closing && tag == "other" => return,
             _ => {}
+        }
+        if self.stack.len() >= MAX_DEPTH {
+            // Runaway nesting (thousands of unclosed tags): deeper elements only shape text,
+            // so that every walk up the tree stays short.
+            self.page.odd_markup += 1;
+            return;
         }
         self.implied_ends(tag);
         let parent_skip = self.skipping();
