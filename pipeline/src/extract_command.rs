@@ -11,7 +11,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::extract::{Extraction, detect_encoding};
-use crate::readers::{InputFormat, ReadEvent, ReaderOptions, open_decompressed, read_file};
+use crate::readers::{
+    HtmlHandling, InputFormat, ReadEvent, ReaderOptions, open_decompressed, read_file,
+};
 
 /// Prints the main text of `path` (HTML, or every HTML response of a WARC; with `url`, only
 /// that record), or the explanation of it. Returns how many pages were extracted.
@@ -32,7 +34,7 @@ pub fn extract_file(
         return Ok(1);
     }
     let options = ReaderOptions {
-        unextracted_html: true,
+        html: HtmlHandling::Decode,
         ..ReaderOptions::default()
     };
     let mut pages = 0;

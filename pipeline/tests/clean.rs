@@ -151,6 +151,7 @@ fn clean_run_filters_dedups_and_resumes() {
     // Time per stage, for the benchmark's per-stage figures.
     for stage in [
         "read",
+        "extract",
         "normalize",
         "langid",
         "filters",

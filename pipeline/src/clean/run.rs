@@ -258,6 +258,12 @@ fn process_input(
     bar: &ProgressBar,
 ) -> Result<InputDone> {
     let started = Instant::now();
+    // HTML is extracted on the worker pool, not in the reader thread.
+    let reader_options = crate::readers::ReaderOptions {
+        html: crate::readers::HtmlHandling::Defer,
+        ..config.input.reader.clone()
+    };
+    let reader_options = &reader_options;
     let (batches_tx, batches_rx) = sync_channel::<Vec<Document>>(2);
     let (processed_tx, processed_rx) = sync_channel::<Vec<Processed>>(2);
     let (seen, read_time, written, processing) = std::thread::scope(|scope| {
@@ -266,7 +272,7 @@ fn process_input(
             let started = Instant::now();
             let seen = read_in_batches(
                 input,
-                &config.input.reader,
+                reader_options,
                 config.run.batch_size,
                 &mut |batch: Vec<Document>| {
                     let sending = Instant::now();
@@ -315,7 +321,7 @@ fn process_input(
         docs: written.docs,
         kept: written.kept,
         skipped_records: seen.skipped,
-        odd_markup_pages: seen.odd_markup,
+        odd_markup_pages: written.odd_markup,
         issues: seen.issues.iter().map(ToString::to_string).collect(),
         text_bytes_in: written.bytes_in,
         text_bytes_kept: written.bytes_kept,
@@ -333,6 +339,7 @@ struct WorkWritten {
     kept: u64,
     bytes_in: u64,
     bytes_kept: u64,
+    odd_markup: u64,
     stage_nanos: [u64; STAGES.len()],
     /// Time spent serializing and compressing (not waiting for batches).
     writing: Duration,
@@ -359,6 +366,7 @@ fn write_work_files(
             }
             counts.docs += 1;
             counts.bytes_in += p.bytes_in;
+            counts.odd_markup += u64::from(p.odd_markup);
             rows.write(&p.row)?;
             if let Some((doc, doc_keys)) = p.kept {
                 counts.kept += 1;

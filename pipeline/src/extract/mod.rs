@@ -135,6 +135,14 @@ impl<'a> Extraction<'a> {
     }
 }
 
+/// An error for bytes that are binary (NUL bytes, no HTML) where a page was expected.
+pub fn check_not_binary(bytes: &[u8]) -> Result<(), String> {
+    if bytes.contains(&0) && !http::looks_like_html(bytes) {
+        return Err("binary content (NUL bytes) where HTML was expected".into());
+    }
+    Ok(())
+}
+
 /// The main text of a page and whether its markup needed repair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageText {
@@ -148,9 +156,7 @@ pub fn html_to_text(
     http_charset: Option<&str>,
     url: Option<&str>,
 ) -> Result<PageText, String> {
-    if bytes.contains(&0) && !http::looks_like_html(bytes) {
-        return Err("binary content (NUL bytes) where HTML was expected".into());
-    }
+    check_not_binary(bytes)?;
     let encoding = detect_encoding(bytes, http_charset, url);
     let (html, _, _) = encoding.decode(bytes);
     let extraction = Extraction::of(&html);

@@ -116,6 +116,7 @@ pub(crate) fn document_from_json(
         text,
         source: source.to_string(),
         odd_markup: false,
+        html: None,
     })
 }
 

@@ -86,10 +86,22 @@ pub struct ReaderOptions {
     pub url_field: Option<String>,
     /// Skip (and report) documents larger than this many bytes.
     pub max_document_bytes: usize,
-    /// WARC: hand out HTML responses decoded but not extracted (`pipeline extract` on a WARC
-    /// runs the extractor itself, to explain it). Not a config setting.
+    /// WARC: what to do with HTML responses. Not a config setting.
     #[serde(skip)]
-    pub unextracted_html: bool,
+    pub html: HtmlHandling,
+}
+
+/// What a reader does with an HTML page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HtmlHandling {
+    /// Extract the main text as the page is read.
+    #[default]
+    Extract,
+    /// Hand out the raw page (`Document::html`): `clean` extracts on its worker pool.
+    Defer,
+    /// Hand out the decoded page as the text (`pipeline extract` runs the extractor itself,
+    /// to explain it).
+    Decode,
 }
 
 impl Default for ReaderOptions {
@@ -100,7 +112,7 @@ impl Default for ReaderOptions {
             id_field: Some("id".into()),
             url_field: Some("url".into()),
             max_document_bytes: 16 << 20,
-            unextracted_html: false,
+            html: HtmlHandling::Extract,
         }
     }
 }
@@ -204,8 +216,6 @@ pub fn read_file(
 pub struct FileRead {
     pub issues: Vec<ReadIssue>,
     pub skipped: u64,
-    /// HTML pages whose markup the extractor repaired.
-    pub odd_markup: u64,
 }
 
 /// Reads `path` and hands its documents to `handle` in batches of at most `batch_size`, in
@@ -226,7 +236,6 @@ pub fn read_in_batches(
         }
         match event {
             ReadEvent::Document(doc) => {
-                seen.odd_markup += u64::from(doc.odd_markup);
                 batch.push(doc);
                 if batch.len() >= batch_size
                     && let Err(e) = handle(std::mem::replace(

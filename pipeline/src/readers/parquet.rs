@@ -107,6 +107,7 @@ pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent
                 text: text.to_string(),
                 source: source.clone(),
                 odd_markup: false,
+                html: None,
             }));
         }
         offset += frame.height() as i64;

@@ -41,6 +41,7 @@ pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent
         url: None,
         source,
         odd_markup: false,
+        html: None,
     }));
     Ok(())
 }
