@@ -71,12 +71,22 @@ fn main() -> Result<()> {
                     print!("{}", summary.render());
                 }
                 None => {
-                    extract_command::extract_file(
+                    let printed = extract_command::extract_file(
                         &file,
                         url.as_deref(),
                         explain,
                         &mut stdout.lock(),
-                    )?;
+                    );
+                    // `pipeline extract page.html | head` is not an error.
+                    let broken_pipe = |e: &anyhow::Error| {
+                        e.downcast_ref::<std::io::Error>()
+                            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                    };
+                    if let Err(e) = printed
+                        && !broken_pipe(&e)
+                    {
+                        return Err(e);
+                    }
                 }
             }
         }
