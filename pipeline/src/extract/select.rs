@@ -445,7 +445,11 @@ fn finish(
             continue;
         }
         let density = link_density(block.weight, block.link_weight);
-        if density > MAX_LINK_DENSITY && !(block.heading && pass != Pass::AllText) {
+        // Headings and table cells of the chosen content stay even when they are links (a
+        // table of titles is data); the last pass has no chosen content to trust.
+        let exempt = pass != Pass::AllText
+            && (block.heading || matches!(page.nodes[block.node as usize].tag, "td" | "th"));
+        if density > MAX_LINK_DENSITY && !exempt {
             *verdict = Verdict::LinkText(density);
             continue;
         }
