@@ -20,6 +20,8 @@ pub struct Hints {
     /// Its class or id names boilerplate (comments, sidebar, related, share, ...) and nothing
     /// that names content.
     pub boilerplate_class: bool,
+    /// Of those, a comment section: excluded even when other class names are distrusted.
+    pub comments: bool,
 }
 
 /// Substrings of class/id that name boilerplate: the container is left out of the candidates
@@ -129,6 +131,8 @@ const MAIN_CLASS: &[&str] = &[
 static UNLIKELY_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(UNLIKELY));
 static NEGATIVE_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(NEGATIVE));
 static POSITIVE_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(POSITIVE));
+static COMMENTS_AC: LazyLock<AhoCorasick> =
+    LazyLock::new(|| automaton(&["comment", "disqus", "replies", "respond"]));
 static MAIN_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(MAIN_CLASS));
 
 fn automaton(patterns: &[&str]) -> AhoCorasick {
@@ -194,6 +198,7 @@ pub fn classify(tag: &str, attrs: &HintAttrs<'_>) -> Hints {
         hints.class_weight += 25;
     }
     hints.boilerplate_class = unlikely && !positive && !hints.main;
+    hints.comments = hints.boilerplate_class && COMMENTS_AC.is_match(&names);
     hints
 }
 
@@ -214,6 +219,8 @@ mod tests {
     #[test]
     fn classes_and_tags() {
         assert!(class("div", "comments-area").boilerplate_class);
+        assert!(class("div", "comments-area").comments);
+        assert!(!class("div", "sidebar").comments);
         assert!(class("div", "site-nav").boilerplate_class);
         assert!(!class("div", "canvas-wrap").boilerplate_class);
         assert!(!class("div", "post-content comments-enabled").boilerplate_class);

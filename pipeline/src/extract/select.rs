@@ -29,7 +29,7 @@ pub enum Verdict {
 pub enum Pass {
     /// Scored candidates, boilerplate containers by tag and class excluded.
     Scored,
-    /// The same, class names ignored (they misfire on some sites).
+    /// The same, class names ignored (they misfire on some sites) but for comment sections.
     ScoredIgnoringClasses,
     /// Every block outside navigation that is not mostly links.
     AllText,
@@ -104,7 +104,12 @@ fn boilerplate_of(page: &Page<'_>, node: u32, pass: Pass) -> Option<u32> {
     let mut at = Some(node);
     while let Some(n) = at {
         let hints = nodes[n as usize].hints;
-        let by_class = hints.boilerplate_class && pass == Pass::Scored;
+        let by_class = match pass {
+            Pass::Scored => hints.boilerplate_class,
+            // Class names misled the first pass; comment sections are still not the article.
+            Pass::ScoredIgnoringClasses => hints.comments,
+            Pass::AllText => false,
+        };
         if hints.boilerplate_tag || by_class {
             return Some(n);
         }
