@@ -131,6 +131,8 @@ const MAIN_CLASS: &[&str] = &[
 static UNLIKELY_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(UNLIKELY));
 static NEGATIVE_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(NEGATIVE));
 static POSITIVE_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(POSITIVE));
+static RESCUE_AC: LazyLock<AhoCorasick> =
+    LazyLock::new(|| automaton(&["article", "body", "column", "content", "main"]));
 static COMMENTS_AC: LazyLock<AhoCorasick> =
     LazyLock::new(|| automaton(&["comment", "disqus", "replies", "respond"]));
 static MAIN_AC: LazyLock<AhoCorasick> = LazyLock::new(|| automaton(MAIN_CLASS));
@@ -197,7 +199,8 @@ pub fn classify(tag: &str, attrs: &HintAttrs<'_>) -> Hints {
     if positive || hints.main {
         hints.class_weight += 25;
     }
-    hints.boilerplate_class = unlikely && !positive && !hints.main;
+    // Only the strongest content words save a boilerplate name ("relatedposts" is no post).
+    hints.boilerplate_class = unlikely && !RESCUE_AC.is_match(&names) && !hints.main;
     hints.comments = hints.boilerplate_class && COMMENTS_AC.is_match(&names);
     hints
 }

@@ -96,7 +96,7 @@ fn link_density(weight: u32, link_weight: u32) -> f32 {
 }
 
 /// The nearest boilerplate container at or above `node`, as this pass sees boilerplate.
-fn boilerplate_of(page: &Page<'_>, node: u32, pass: Pass) -> Option<u32> {
+fn boilerplate_of(page: &Page<'_>, node: u32, pass: Pass, layout: &[bool]) -> Option<u32> {
     let nodes = &page.nodes;
     if !nodes[node as usize].in_boilerplate {
         return None;
@@ -105,7 +105,7 @@ fn boilerplate_of(page: &Page<'_>, node: u32, pass: Pass) -> Option<u32> {
     while let Some(n) = at {
         let hints = nodes[n as usize].hints;
         let by_class = match pass {
-            Pass::Scored => hints.boilerplate_class,
+            Pass::Scored => hints.boilerplate_class && !layout[n as usize],
             // Class names misled the first pass; comment sections are still not the article.
             Pass::ScoredIgnoringClasses => hints.comments,
             Pass::AllText => false,
@@ -160,13 +160,32 @@ fn paragraph_score(block: &Block) -> f32 {
 }
 
 fn run_pass(page: &Page<'_>, pass: Pass) -> Selection {
+    // A container named like boilerplate that holds most of the page's text is a layout
+    // wrapper ("two-col-sidebar-right"), not a sidebar.
+    let layout = {
+        let mut total = vec![0u32; page.nodes.len()];
+        for block in &page.blocks {
+            let mut at = Some(block.node);
+            while let Some(i) = at {
+                total[i as usize] += block.weight;
+                at = page.nodes[i as usize].parent;
+            }
+        }
+        let page_total = total[0].max(1);
+        // Lists are never layout: a 50-picture gallery of captions is still not the article.
+        total
+            .iter()
+            .zip(&page.nodes)
+            .map(|(&t, node)| t * 2 > page_total && !matches!(node.tag, "ul" | "ol" | "li" | "dl"))
+            .collect::<Vec<bool>>()
+    };
     let nodes = &page.nodes;
     let n = nodes.len();
     // Which blocks this pass looks at, and why the others are out.
     let mut verdicts: Vec<Verdict> = page
         .blocks
         .iter()
-        .map(|b| match boilerplate_of(page, b.node, pass) {
+        .map(|b| match boilerplate_of(page, b.node, pass, &layout) {
             Some(container) => Verdict::Boilerplate(container),
             None => Verdict::Kept,
         })
