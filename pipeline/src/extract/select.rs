@@ -4,8 +4,9 @@
 //! candidate scales it down), the best candidate is widened to the siblings that score or
 //! read like it, and inside it link lists and boilerplate containers are dropped. When that
 //! finds too little, a cascade of looser passes follows, so a page with paragraphs of text
-//! never comes out empty: the same scoring ignoring class names, then every block outside
-//! navigation that is not mostly links.
+//! never comes out empty: the same scoring ignoring class names (comment sections aside),
+//! then every block outside navigation that is not mostly links. A container named like
+//! boilerplate that holds most of the page's text is taken for a layout wrapper.
 
 use super::page::{Block, Page};
 
@@ -39,7 +40,9 @@ impl Pass {
     pub fn describe(self) -> &'static str {
         match self {
             Pass::Scored => "scored candidates",
-            Pass::ScoredIgnoringClasses => "scored candidates, class names ignored (fallback)",
+            Pass::ScoredIgnoringClasses => {
+                "scored candidates, class names ignored but for comments (fallback)"
+            }
             Pass::AllText => "all text outside navigation (last fallback)",
         }
     }
