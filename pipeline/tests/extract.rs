@@ -280,3 +280,47 @@ fn pipeline_extract_prints_text_explains_and_reads_warc() {
         "{russian}"
     );
 }
+
+#[test]
+fn pipeline_extract_batch_mode_writes_texts_and_speed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pages = eval_pages(&["readability/qq", "readability/ars-1"]);
+    let input = dir.path().join("pages.jsonl");
+    let mut lines = String::new();
+    for id in ["readability/qq", "readability/ars-1"] {
+        lines.push_str(&serde_json::json!({"id": id, "html": pages[id].html}).to_string());
+        lines.push('\n');
+    }
+    lines.push_str("{\"id\": \"links\", \"html\": \"<ul><li><a href=/a>Home</a></li></ul>\"}\n");
+    std::fs::write(&input, lines).expect("write");
+    let output = dir.path().join("texts.jsonl");
+    let printed = ok(run(
+        "pipeline",
+        &[
+            "extract",
+            &input.to_string_lossy(),
+            "--jsonl-out",
+            &output.to_string_lossy(),
+        ],
+        &[],
+    ));
+    assert!(
+        printed.starts_with("pages 3, extracted as empty 1, HTML "),
+        "{printed}"
+    );
+    assert!(printed.contains(" MB/s on one thread"), "{printed}");
+    let texts: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .expect("output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(texts.len(), 3);
+    assert_eq!(texts[0]["id"], "readability/qq");
+    let (p, r) = precision_recall(
+        texts[0]["text"].as_str().unwrap_or_default(),
+        &pages["readability/qq"].text,
+    );
+    assert!(p > 0.9 && r > 0.9, "precision {p:.3}, recall {r:.3}");
+    assert!(texts[1]["seconds"].as_f64().is_some_and(|s| s > 0.0));
+    assert_eq!(texts[2]["text"], "");
+}
