@@ -4,7 +4,8 @@
   evaluate.py peer NAME PAGES OUT   run trafilatura or resiliparse on every page (one thread),
                                     writing {"id", "text", "seconds"} lines
   evaluate.py score PAGES NAME=OUT...   the table: F1 / precision / recall / empty pages /
-                                    HTML MB/s per thread, overall and per language
+                                    HTML MB/s per thread, overall, per language and per source
+                                    of the ground truth
 
 Scoring is the article-extraction benchmark's: the text is cut into tokens (words, and every
 CJK character alone), then into shingles of 4 tokens; precision and recall are the multiset
@@ -93,8 +94,12 @@ def cmd_score(pages, runs):
     for run in runs:
         name, path = run.split("=", 1)
         got = {r["id"]: r for r in read_jsonl(path)}
-        for lang in ["all"] + langs:
-            ids = [i for i, p in truth.items() if lang == "all" or p["lang"] == lang]
+        sources = sorted({p["source"] for p in truth.values()})
+        for lang in ["all"] + langs + [f"source:{s}" for s in sources]:
+            if lang.startswith("source:"):
+                ids = [i for i, p in truth.items() if p["source"] == lang[len("source:"):]]
+            else:
+                ids = [i for i, p in truth.items() if lang == "all" or p["lang"] == lang]
             ps, rs, empty, secs, size = [], [], 0, 0.0, 0
             for i in ids:
                 r = got.get(i, {"text": "", "seconds": 0.0})
@@ -113,11 +118,17 @@ def cmd_score(pages, runs):
         if lang == "all":
             print(f"| {name} | {n} | {F:.3f} | {P:.3f} | {R:.3f} | {empty} | {mbps:.1f} |")
     print()
-    print("| extractor | language | pages | F1 | precision | recall | extracted as empty |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, lang, n, F, P, R, empty, mbps in rows:
-        if lang != "all":
-            print(f"| {name} | {lang} | {n} | {F:.3f} | {P:.3f} | {R:.3f} | {empty} |")
+    for title, keep in (
+        ("language", lambda l: l != "all" and not l.startswith("source:")),
+        ("ground truth from", lambda l: l.startswith("source:")),
+    ):
+        print(f"| extractor | {title} | pages | F1 | precision | recall | extracted as empty |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, lang, n, F, P, R, empty, mbps in rows:
+            if keep(lang):
+                label = lang[len("source:"):] if lang.startswith("source:") else lang
+                print(f"| {name} | {label} | {n} | {F:.3f} | {P:.3f} | {R:.3f} | {empty} |")
+        print()
 
 
 def main():
