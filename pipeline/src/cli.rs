@@ -31,6 +31,22 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Print the main text of a page: an HTML file, or the HTML responses of a WARC file.
+    /// With a JSONL of {"id", "html"} pages and --jsonl-out, extract them all (the
+    /// benchmark's batch mode) and print the pages, empty pages and MB/s on one thread.
+    Extract {
+        /// An HTML file, a WARC/WET file (.warc, .warc.gz), or with --jsonl-out a JSONL file.
+        file: PathBuf,
+        /// WARC: only the record with this target URI; HTML: a hint for charset detection.
+        #[arg(long)]
+        url: Option<String>,
+        /// Show every text block, whether it was kept and why not.
+        #[arg(long, conflicts_with = "jsonl_out")]
+        explain: bool,
+        /// Batch mode: write {"id", "text", "seconds"} lines here.
+        #[arg(long)]
+        jsonl_out: Option<PathBuf>,
+    },
     /// Train a tokenizer.
     Tokenizer {
         #[command(subcommand)]

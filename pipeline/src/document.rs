@@ -11,6 +11,19 @@ pub struct Document {
     pub url: Option<String>,
     /// The input file (or configured source label) it came from.
     pub source: String,
+    /// HTML whose markup the extractor had to repair (end tags that close nothing or close
+    /// out of order): counted in the run summary, never logged page by page.
+    pub odd_markup: bool,
+    /// An HTML page whose main text is still to be extracted: `clean` defers extraction to
+    /// its parallel pass (`text` is empty until then).
+    pub html: Option<RawHtml>,
+}
+
+/// A page's body as it came (chunking and gzip undone), with the charset its HTTP header named.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawHtml {
+    pub bytes: Vec<u8>,
+    pub charset: Option<String>,
 }
 
 /// Where in an input something happened: a record number, a line, a row.

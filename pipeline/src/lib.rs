@@ -7,6 +7,7 @@ pub mod config;
 pub mod dedup;
 pub mod document;
 pub mod extract;
+pub mod extract_command;
 pub mod filters;
 pub mod inspect;
 pub mod langid;

@@ -8,8 +8,11 @@ use anyhow::{Result, bail};
 use clap::Parser;
 
 use cli::{Cli, Command, TokenizerCommand};
+use std::io::Write as _;
+
 use pipeline::clean::run;
 use pipeline::config::PipelineConfig;
+use pipeline::extract_command;
 use pipeline::inspect::{InspectOptions, inspect};
 use pipeline::readers::ReaderOptions;
 use pipeline::tokenize::chat::{ChatTokenizeOptions, tokenize_chat};
@@ -51,6 +54,40 @@ fn main() -> Result<()> {
                     "{} input records could not be read (run.fail_on_error)",
                     summary.read_issues
                 );
+            }
+        }
+        Command::Extract {
+            file,
+            url,
+            explain,
+            jsonl_out,
+        } => {
+            let stdout = std::io::stdout();
+            match jsonl_out {
+                Some(out) => {
+                    let mut writer = std::io::BufWriter::new(std::fs::File::create(&out)?);
+                    let summary = extract_command::extract_batch(&file, &mut writer)?;
+                    writer.flush()?;
+                    print!("{}", summary.render());
+                }
+                None => {
+                    let printed = extract_command::extract_file(
+                        &file,
+                        url.as_deref(),
+                        explain,
+                        &mut stdout.lock(),
+                    );
+                    // `pipeline extract page.html | head` is not an error.
+                    let broken_pipe = |e: &anyhow::Error| {
+                        e.downcast_ref::<std::io::Error>()
+                            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                    };
+                    if let Err(e) = printed
+                        && !broken_pipe(&e)
+                    {
+                        return Err(e);
+                    }
+                }
             }
         }
         Command::Tokenizer {

@@ -103,6 +103,17 @@ fn clean_run_filters_dedups_and_resumes() {
 
     // 16 JSONL documents (one line is broken) + 16 WARC responses.
     assert_eq!(summary.docs_in, 32);
+    // Real crawled HTML has misnested tags: counted in the summary, not logged page by page.
+    assert!(
+        summary.odd_markup_pages > 0 && summary.odd_markup_pages <= 16,
+        "{}",
+        summary.odd_markup_pages
+    );
+    assert!(
+        summary
+            .render()
+            .contains("HTML pages with odd markup (repaired)")
+    );
     assert_eq!(summary.read_issues, 1);
     assert!(
         summary.issues[0].contains("mixed.jsonl: line 17: invalid JSON"),
@@ -140,6 +151,7 @@ fn clean_run_filters_dedups_and_resumes() {
     // Time per stage, for the benchmark's per-stage figures.
     for stage in [
         "read",
+        "extract",
         "normalize",
         "langid",
         "filters",

@@ -2,6 +2,7 @@
 
 mod clean;
 mod dedup;
+mod extract;
 mod filters;
 mod helpers;
 mod inspect;

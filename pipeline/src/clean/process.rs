@@ -1,4 +1,4 @@
-//! One document through normalize -> language id -> filters -> PII -> dedup keys. Pure and
+//! One document through extract (HTML deferred by the reader) -> normalize -> language id -> filters -> PII -> dedup keys. Pure and
 //! thread-safe: batches of documents go through it on the rayon pool.
 
 use std::time::Instant;
@@ -13,7 +13,14 @@ use crate::normalize::normalize;
 use crate::pii;
 
 /// The per-document stages whose time a run reports (`summary.json` `stage_seconds`).
-pub const STAGES: [&str; 5] = ["normalize", "langid", "filters", "pii", "dedup_keys"];
+pub const STAGES: [&str; 6] = [
+    "extract",
+    "normalize",
+    "langid",
+    "filters",
+    "pii",
+    "dedup_keys",
+];
 
 /// What processing one document yields.
 #[derive(Debug, Clone)]
@@ -21,6 +28,8 @@ pub struct Processed {
     pub row: DocRow,
     pub kept: Option<(KeptDoc, DocKeys)>,
     pub bytes_in: u64,
+    /// HTML whose markup the extractor repaired.
+    pub odd_markup: bool,
     /// Nanoseconds spent in each of [`STAGES`] on this document.
     pub stage_nanos: [u64; STAGES.len()],
 }
@@ -70,12 +79,28 @@ impl<'a> Processor<'a> {
 
     pub fn process(&self, doc: &Document) -> Processed {
         let config = self.config;
-        let bytes_in = doc.text.len() as u64;
         let mut clock = StageClock::start();
-        let text = normalize(&doc.text, &config.normalize);
+        // HTML read by the WARC reader is extracted here, on the worker pool.
+        let (extracted, odd_markup) = match &doc.html {
+            Some(raw) => {
+                match crate::extract::html_to_text(
+                    &raw.bytes,
+                    raw.charset.as_deref(),
+                    doc.url.as_deref(),
+                ) {
+                    Ok(page) => (Some(page.text), page.odd_markup),
+                    Err(_) => (Some(String::new()), false),
+                }
+            }
+            None => (None, doc.odd_markup),
+        };
+        let source_text = extracted.as_deref().unwrap_or(&doc.text);
         clock.lap(0);
-        let language = config.langid.enabled.then(|| config.langid.identify(&text));
+        let bytes_in = source_text.len() as u64;
+        let text = normalize(source_text, &config.normalize);
         clock.lap(1);
+        let language = config.langid.enabled.then(|| config.langid.identify(&text));
+        clock.lap(2);
         let mut row = DocRow {
             id: doc.id.clone(),
             url: doc.url.clone(),
@@ -106,7 +131,7 @@ impl<'a> Processor<'a> {
             .as_ref()
             .is_some_and(langid::Identified::guessed_chinese);
         let (filtered, outcomes) = config.filters.run(text, chinese);
-        clock.lap(2);
+        clock.lap(3);
         for outcome in &outcomes {
             for (name, value) in &outcome.verdict.scores {
                 if let Some(i) = self.score_names.iter().position(|n| n == name) {
@@ -122,6 +147,7 @@ impl<'a> Processor<'a> {
                 row,
                 kept: None,
                 bytes_in,
+                odd_markup,
                 stage_nanos: clock.nanos,
             };
         }
@@ -131,7 +157,7 @@ impl<'a> Processor<'a> {
             (filtered, 0)
         };
         row.pii_redactions = redactions as u64;
-        clock.lap(3);
+        clock.lap(4);
         let sketch = self
             .minhash
             .as_ref()
@@ -146,7 +172,7 @@ impl<'a> Processor<'a> {
             bands: sketch.bands,
             signature: sketch.signature,
         };
-        clock.lap(4);
+        clock.lap(5);
         let kept = KeptDoc {
             id: doc.id.clone(),
             url: doc.url.clone(),
@@ -158,6 +184,7 @@ impl<'a> Processor<'a> {
             row,
             kept: Some((kept, keys)),
             bytes_in,
+            odd_markup,
             stage_nanos: clock.nanos,
         }
     }

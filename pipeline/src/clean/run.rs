@@ -36,6 +36,9 @@ pub struct RunSummary {
     pub docs_in: u64,
     pub docs_out: u64,
     pub skipped_records: u64,
+    /// HTML pages whose markup the extractor repaired (misnested or unmatched end tags).
+    #[serde(default)]
+    pub odd_markup_pages: u64,
     pub read_issues: u64,
     /// Stage name -> documents it dropped (first failing stage only).
     pub dropped_by: BTreeMap<String, u64>,
@@ -64,6 +67,12 @@ impl RunSummary {
             self.read_issues,
             self.skipped_records
         );
+        if self.odd_markup_pages > 0 {
+            s.push_str(&format!(
+                "  HTML pages with odd markup (repaired) {}\n",
+                self.odd_markup_pages
+            ));
+        }
         for (stage, n) in &self.dropped_by {
             s.push_str(&format!("  dropped by {stage:<18} {n}\n"));
         }
@@ -168,6 +177,7 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
     for d in &done {
         summary.docs_in += d.docs;
         summary.skipped_records += d.skipped_records;
+        summary.odd_markup_pages += d.odd_markup_pages;
         summary.read_issues += d.issues.len() as u64;
         summary.text_bytes_in += d.text_bytes_in;
         summary.issues.extend(d.issues.iter().cloned());
@@ -248,6 +258,12 @@ fn process_input(
     bar: &ProgressBar,
 ) -> Result<InputDone> {
     let started = Instant::now();
+    // HTML is extracted on the worker pool, not in the reader thread.
+    let reader_options = crate::readers::ReaderOptions {
+        html: crate::readers::HtmlHandling::Defer,
+        ..config.input.reader.clone()
+    };
+    let reader_options = &reader_options;
     let (batches_tx, batches_rx) = sync_channel::<Vec<Document>>(2);
     let (processed_tx, processed_rx) = sync_channel::<Vec<Processed>>(2);
     let (seen, read_time, written, processing) = std::thread::scope(|scope| {
@@ -256,7 +272,7 @@ fn process_input(
             let started = Instant::now();
             let seen = read_in_batches(
                 input,
-                &config.input.reader,
+                reader_options,
                 config.run.batch_size,
                 &mut |batch: Vec<Document>| {
                     let sending = Instant::now();
@@ -305,6 +321,7 @@ fn process_input(
         docs: written.docs,
         kept: written.kept,
         skipped_records: seen.skipped,
+        odd_markup_pages: written.odd_markup,
         issues: seen.issues.iter().map(ToString::to_string).collect(),
         text_bytes_in: written.bytes_in,
         text_bytes_kept: written.bytes_kept,
@@ -322,6 +339,7 @@ struct WorkWritten {
     kept: u64,
     bytes_in: u64,
     bytes_kept: u64,
+    odd_markup: u64,
     stage_nanos: [u64; STAGES.len()],
     /// Time spent serializing and compressing (not waiting for batches).
     writing: Duration,
@@ -348,6 +366,7 @@ fn write_work_files(
             }
             counts.docs += 1;
             counts.bytes_in += p.bytes_in;
+            counts.odd_markup += u64::from(p.odd_markup);
             rows.write(&p.row)?;
             if let Some((doc, doc_keys)) = p.kept {
                 counts.kept += 1;

@@ -61,6 +61,9 @@ pub struct InputDone {
     pub docs: u64,
     pub kept: u64,
     pub skipped_records: u64,
+    /// HTML pages whose markup the extractor repaired (counted here, not logged).
+    #[serde(default)]
+    pub odd_markup_pages: u64,
     pub issues: Vec<String>,
     pub text_bytes_in: u64,
     pub text_bytes_kept: u64,

@@ -115,6 +115,8 @@ pub(crate) fn document_from_json(
         url: field(&options.url_field),
         text,
         source: source.to_string(),
+        odd_markup: false,
+        html: None,
     })
 }
 

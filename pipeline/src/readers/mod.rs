@@ -86,6 +86,22 @@ pub struct ReaderOptions {
     pub url_field: Option<String>,
     /// Skip (and report) documents larger than this many bytes.
     pub max_document_bytes: usize,
+    /// WARC: what to do with HTML responses. Not a config setting.
+    #[serde(skip)]
+    pub html: HtmlHandling,
+}
+
+/// What a reader does with an HTML page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HtmlHandling {
+    /// Extract the main text as the page is read.
+    #[default]
+    Extract,
+    /// Hand out the raw page (`Document::html`): `clean` extracts on its worker pool.
+    Defer,
+    /// Hand out the decoded page as the text (`pipeline extract` runs the extractor itself,
+    /// to explain it).
+    Decode,
 }
 
 impl Default for ReaderOptions {
@@ -96,6 +112,7 @@ impl Default for ReaderOptions {
             id_field: Some("id".into()),
             url_field: Some("url".into()),
             max_document_bytes: 16 << 20,
+            html: HtmlHandling::Extract,
         }
     }
 }

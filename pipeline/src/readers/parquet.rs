@@ -106,6 +106,8 @@ pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent
                 url: urls.as_ref().and_then(|c| c.get(i)).map(str::to_string),
                 text: text.to_string(),
                 source: source.clone(),
+                odd_markup: false,
+                html: None,
             }));
         }
         offset += frame.height() as i64;

@@ -40,6 +40,8 @@ pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent
         text: text.into_owned(),
         url: None,
         source,
+        odd_markup: false,
+        html: None,
     }));
     Ok(())
 }

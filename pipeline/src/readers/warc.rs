@@ -8,8 +8,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{ReadEvent, ReaderOptions, issue_at, open_decompressed, source_label};
-use crate::document::{Document, Location};
+use super::{HtmlHandling, ReadEvent, ReaderOptions, issue_at, open_decompressed, source_label};
+use crate::document::{Document, Location, RawHtml};
 use crate::extract;
 
 /// A record's WARC headers, names lower-cased.
@@ -188,6 +188,44 @@ fn strip_angles(s: &str) -> &str {
     s.trim().trim_start_matches('<').trim_end_matches('>')
 }
 
+/// The page's main text, or as `options.html` asks, the decoded page or the raw one.
+fn html_page(
+    bytes: &[u8],
+    charset: Option<&str>,
+    url: Option<&str>,
+    options: &ReaderOptions,
+) -> Result<(extract::PageText, Option<RawHtml>), String> {
+    match options.html {
+        HtmlHandling::Extract => Ok((extract::html_to_text(bytes, charset, url)?, None)),
+        HtmlHandling::Decode => {
+            extract::check_not_binary(bytes)?;
+            let encoding = extract::detect_encoding(bytes, charset, url);
+            let text = encoding.decode(bytes).0.into_owned();
+            Ok((
+                extract::PageText {
+                    text,
+                    odd_markup: false,
+                },
+                None,
+            ))
+        }
+        HtmlHandling::Defer => {
+            extract::check_not_binary(bytes)?;
+            let raw = RawHtml {
+                bytes: bytes.to_vec(),
+                charset: charset.map(str::to_string),
+            };
+            Ok((
+                extract::PageText {
+                    text: String::new(),
+                    odd_markup: false,
+                },
+                Some(raw),
+            ))
+        }
+    }
+}
+
 /// Turns one complete record into a document, a skip, or a problem.
 fn record_event(
     headers: &WarcHeaders,
@@ -215,7 +253,13 @@ fn record_event(
     }
     let text = match kind.as_str() {
         // WET: already extracted, UTF-8 by contract (decode leniently anyway).
-        "conversion" => String::from_utf8_lossy(body).into_owned(),
+        "conversion" => (
+            extract::PageText {
+                text: String::from_utf8_lossy(body).into_owned(),
+                odd_markup: false,
+            },
+            None,
+        ),
         "response" => {
             let Some(http) = extract::HttpPayload::parse(body) else {
                 return issue("response record without a parseable HTTP header block".into());
@@ -223,7 +267,12 @@ fn record_event(
             if !http.is_html() {
                 return ReadEvent::Skipped;
             }
-            match extract::html_to_text(&http.body(), http.charset().as_deref(), url.as_deref()) {
+            match html_page(
+                &http.body(),
+                http.charset().as_deref(),
+                url.as_deref(),
+                options,
+            ) {
                 Ok(text) => text,
                 Err(e) => return issue(e),
             }
@@ -233,16 +282,19 @@ fn record_event(
                 .get("content-type")
                 .is_some_and(|t| t.contains("html")) =>
         {
-            match extract::html_to_text(body, None, url.as_deref()) {
+            match html_page(body, None, url.as_deref(), options) {
                 Ok(text) => text,
                 Err(e) => return issue(e),
             }
         }
         _ => return ReadEvent::Skipped,
     };
+    let (page, html) = text;
     ReadEvent::Document(Document {
         id,
-        text,
+        text: page.text,
+        odd_markup: page.odd_markup,
+        html,
         url,
         source: source.to_string(),
     })

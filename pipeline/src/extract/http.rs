@@ -1,13 +1,12 @@
-//! HTML to text: decode with the right charset (HTTP header, then `<meta>`, then detection,
-//! so gb2312/gbk/big5/windows-1251 pages come out as Unicode, not mojibake), keep the main
-//! content, drop script/style/navigation/boilerplate, keep paragraph breaks.
+//! The bytes of a page: the HTTP part of a WARC response (headers, chunked transfer, gzip)
+//! and the charset (HTTP header, then `<meta>`, then detection, so gb2312/gbk/big5/
+//! windows-1251 pages come out as Unicode, not mojibake).
 
 use std::borrow::Cow;
 use std::io::Read;
 
 use encoding_rs::Encoding;
 use regex::bytes::Regex;
-use scraper::{Html, Node};
 use std::sync::LazyLock;
 
 /// The HTTP part of a WARC response record.
@@ -89,7 +88,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn looks_like_html(body: &[u8]) -> bool {
+pub(crate) fn looks_like_html(body: &[u8]) -> bool {
     let head = &body[..body.len().min(1024)];
     let lower = head.to_ascii_lowercase();
     find(&lower, b"<html").is_some() || find(&lower, b"<!doctype html").is_some()
@@ -157,182 +156,4 @@ pub fn detect_encoding(
         .and_then(|host| host.rsplit('.').next())
         .map(str::as_bytes);
     detector.guess(tld, chardetng::Utf8Detection::Allow)
-}
-
-/// Elements whose text is never content.
-const SKIP_TAGS: &[&str] = &[
-    "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed",
-    "head", "nav", "header", "footer", "aside", "form", "button", "select", "option", "input",
-    "textarea", "menu", "dialog",
-];
-
-/// Elements that end a paragraph.
-const BLOCK_TAGS: &[&str] = &[
-    "p",
-    "div",
-    "br",
-    "li",
-    "ul",
-    "ol",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "tr",
-    "table",
-    "section",
-    "article",
-    "main",
-    "blockquote",
-    "pre",
-    "dd",
-    "dt",
-    "dl",
-    "figcaption",
-    "hr",
-    "td",
-    "th",
-    "address",
-    "center",
-];
-
-/// `class`/`id` words that mark navigation and boilerplate containers.
-const BOILERPLATE_MARKERS: &[&str] = &[
-    "nav",
-    "navbar",
-    "menu",
-    "footer",
-    "header",
-    "sidebar",
-    "breadcrumb",
-    "cookie",
-    "banner",
-    "share",
-    "social",
-    "advert",
-    "ads",
-    "popup",
-    "modal",
-    "related",
-    "comment",
-    "subscribe",
-    "newsletter",
-    "pagination",
-    "copyright",
-    "skip-link",
-];
-
-fn is_boilerplate(element: &scraper::node::Element) -> bool {
-    if element.attr("hidden").is_some()
-        || element.attr("aria-hidden") == Some("true")
-        || element
-            .attr("role")
-            .is_some_and(|r| matches!(r, "navigation" | "banner" | "contentinfo" | "complementary"))
-    {
-        return true;
-    }
-    let mut names = element.classes().chain(element.id());
-    names.any(|name| {
-        let name = name.to_ascii_lowercase();
-        name.split(['-', '_', ' '])
-            .any(|word| BOILERPLATE_MARKERS.contains(&word))
-    })
-}
-
-/// A paragraph being collected, with how much of it is link text.
-#[derive(Default)]
-struct Block {
-    text: String,
-    link_chars: usize,
-}
-
-struct Collector {
-    paragraphs: Vec<String>,
-    current: Block,
-}
-
-impl Collector {
-    fn end_block(&mut self) {
-        let block = std::mem::take(&mut self.current);
-        let text = block.text.split_whitespace().collect::<Vec<_>>().join(" ");
-        if text.is_empty() {
-            return;
-        }
-        let chars = text.chars().count();
-        // Menus and link lists: mostly link text and short.
-        let link_density = block.link_chars as f64 / chars as f64;
-        if link_density > 0.5 && chars < 300 {
-            return;
-        }
-        self.paragraphs.push(text);
-    }
-
-    fn walk(&mut self, node: ego_tree::NodeRef<'_, Node>, in_link: bool) {
-        match node.value() {
-            Node::Text(t) => {
-                self.current.text.push_str(t);
-                if in_link {
-                    self.current.link_chars += t.trim().chars().count();
-                }
-            }
-            Node::Element(e) => {
-                let tag = e.name();
-                if SKIP_TAGS.contains(&tag) || is_boilerplate(e) {
-                    return;
-                }
-                let block = BLOCK_TAGS.contains(&tag);
-                if block {
-                    self.end_block();
-                }
-                let link = in_link || tag == "a";
-                for child in node.children() {
-                    self.walk(child, link);
-                }
-                if block {
-                    self.end_block();
-                } else if matches!(tag, "td" | "th" | "span" | "a" | "img") {
-                    self.current.text.push(' ');
-                }
-            }
-            Node::Document | Node::Fragment => {
-                for child in node.children() {
-                    self.walk(child, in_link);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Decodes `bytes` and extracts the main text, paragraphs separated by blank lines.
-pub fn html_to_text(
-    bytes: &[u8],
-    http_charset: Option<&str>,
-    url: Option<&str>,
-) -> Result<String, String> {
-    if bytes.contains(&0) && !looks_like_html(bytes) {
-        return Err("binary content (NUL bytes) where HTML was expected".into());
-    }
-    let encoding = detect_encoding(bytes, http_charset, url);
-    let (html, _, _) = encoding.decode(bytes);
-    let document = Html::parse_document(&html);
-    let mut collector = Collector {
-        paragraphs: Vec::new(),
-        current: Block::default(),
-    };
-    let root = document
-        .tree
-        .root()
-        .children()
-        .find(|n| n.value().as_element().is_some_and(|e| e.name() == "html"))
-        .and_then(|html| {
-            html.children()
-                .find(|n| n.value().as_element().is_some_and(|e| e.name() == "body"))
-        })
-        .unwrap_or_else(|| document.tree.root());
-    collector.walk(root, false);
-    collector.end_block();
-    Ok(collector.paragraphs.join("\n\n"))
 }
