@@ -6,6 +6,8 @@
 pub mod docs_table;
 pub mod process;
 mod run;
+mod summary;
 pub mod work;
 
-pub use run::{RunSummary, run};
+pub use run::run;
+pub use summary::RunSummary;
