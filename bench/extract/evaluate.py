@@ -6,6 +6,9 @@
   evaluate.py score PAGES NAME=OUT...   the table: F1 / precision / recall / empty pages /
                                     HTML MB/s per thread, overall, per language and per source
                                     of the ground truth
+  evaluate.py warc PAGES OUT.warc.gz   the pages as a gzipped WARC of HTTP responses (one
+                                    gzip member per record, as crawls are), for a whole
+                                    `pipeline clean` run on them
 
 Scoring is the article-extraction benchmark's: the text is cut into tokens (words, and every
 CJK character alone), then into shingles of 4 tokens; precision and recall are the multiset
@@ -131,6 +134,23 @@ def cmd_score(pages, runs):
         print()
 
 
+def cmd_warc(pages, out):
+    import uuid
+
+    with open(out, "wb") as f:
+        for i, p in enumerate(read_jsonl(pages)):
+            body = p["html"].encode("utf-8")
+            http = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            url = p.get("url") or f"https://extract-eval.invalid/{p['id']}"
+            head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\n"
+                    f"WARC-Date: 2026-01-01T00:00:00Z\r\n"
+                    f"WARC-Record-ID: <urn:uuid:{uuid.UUID(int=i + 1)}>\r\n"
+                    f"Content-Type: application/http; msgtype=response\r\n"
+                    f"Content-Length: {len(http)}\r\n\r\n").encode()
+            f.write(gzip.compress(head + http + b"\r\n\r\n", mtime=0))
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "pages":
@@ -139,6 +159,8 @@ def main():
         cmd_peer(*args)
     elif cmd == "score":
         cmd_score(args[0], args[1:])
+    elif cmd == "warc":
+        cmd_warc(*args)
     elif cmd == "worst":
         # worst PAGES OUT [N]: the pages an extractor does worst on, for tuning
         truth = {p["id"]: p for p in read_jsonl(args[0])}

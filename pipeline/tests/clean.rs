@@ -114,6 +114,18 @@ fn clean_run_filters_dedups_and_resumes() {
             .render()
             .contains("HTML pages with odd markup (repaired)")
     );
+    // Raw input as stored (the gzipped WARC counts compressed), beside the text it gave.
+    let stored: u64 = config
+        .input
+        .paths
+        .iter()
+        .map(|p| std::fs::metadata(p).expect("input").len())
+        .sum();
+    assert_eq!(summary.input_bytes, stored);
+    assert!(summary.render().contains(&format!(
+        "raw input {:.1} MB as stored",
+        stored as f64 / 1e6
+    )));
     assert_eq!(summary.read_issues, 1);
     assert!(
         summary.issues[0].contains("mixed.jsonl: line 17: invalid JSON"),

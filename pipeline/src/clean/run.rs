@@ -112,6 +112,7 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
         summary.odd_markup_pages += d.odd_markup_pages;
         summary.read_issues += d.issues.len() as u64;
         summary.text_bytes_in += d.text_bytes_in;
+        summary.input_bytes += d.input_bytes;
         summary.issues.extend(d.issues.iter().cloned());
         for (stage, secs) in &d.stage_seconds {
             *summary.stage_seconds.entry(stage.clone()).or_default() += secs;

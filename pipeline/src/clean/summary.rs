@@ -21,6 +21,10 @@ pub struct RunSummary {
     pub dropped_by: BTreeMap<String, u64>,
     pub text_bytes_in: u64,
     pub text_bytes_out: u64,
+    /// Bytes of the input files as stored (compressed WARC, JSONL, ...), for the MB/s of raw
+    /// input a crawl is measured in.
+    #[serde(default)]
+    pub input_bytes: u64,
     pub seconds: BTreeMap<String, f64>,
     /// Seconds per stage of the read/filter pass, summed over threads (see
     /// `InputDone::stage_seconds`); with `text_bytes_in`, each stage's MB per thread-second.
@@ -60,6 +64,11 @@ impl RunSummary {
             self.text_bytes_out as f64 / 1e6,
             secs,
             self.text_bytes_in as f64 / 1e6 / secs.max(1e-9)
+        ));
+        s.push_str(&format!(
+            "raw input {:.1} MB as stored ({:.2} MB/s)\n",
+            self.input_bytes as f64 / 1e6,
+            self.input_bytes as f64 / 1e6 / secs.max(1e-9)
         ));
         for issue in self.issues.iter().take(10) {
             s.push_str(&format!("  problem: {issue}\n"));
