@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sqlx::PgPool;
 
-use crate::domain::{Overlap, Password, ProjectKind, ProjectName, Role, Username};
+use crate::domain::{Aspects, Overlap, Password, ProjectKind, ProjectName, Role, Username};
 use crate::store::StoreError;
 use crate::store::accounts;
 use crate::store::audit::{self, Action, Actor, Event};
@@ -107,6 +107,8 @@ pub struct ProjectArgs<'a> {
     pub overlap: i64,
     pub guidelines: Option<&'a Path>,
     pub rationale_required: bool,
+    /// Rating projects: `name=guideline` per aspect scored 1-5.
+    pub aspects: &'a [String],
 }
 
 pub async fn project_create(pool: &PgPool, args: ProjectArgs<'_>) -> Result<()> {
@@ -121,6 +123,7 @@ pub async fn project_create(pool: &PgPool, args: ProjectArgs<'_>) -> Result<()> 
         overlap: Overlap::parse(args.overlap).map_err(anyhow::Error::msg)?,
         guidelines,
         rationale_required: args.rationale_required,
+        aspects: Aspects::parse_flags(args.aspects).map_err(anyhow::Error::msg)?,
     };
     let p = projects::create(pool, &new, None).await?;
     let event = Event::new(Action::ProjectCreate)

@@ -94,7 +94,7 @@ enum ProjectCommand {
     /// Create a project.
     Create {
         name: String,
-        #[arg(long, value_parser = ["sft", "preference"])]
+        #[arg(long, value_parser = ["sft", "preference", "rating"])]
         kind: String,
         /// How many distinct annotators answer each item.
         #[arg(long, default_value_t = 1)]
@@ -105,6 +105,9 @@ enum ProjectCommand {
         /// Preference projects: annotators must explain their choice.
         #[arg(long)]
         rationale_required: bool,
+        /// Rating projects: an aspect scored 1-5, as `name=guideline` (repeat the flag).
+        #[arg(long = "aspect")]
+        aspects: Vec<String>,
     },
 }
 
@@ -161,6 +164,7 @@ async fn main() -> Result<()> {
             overlap,
             guidelines,
             rationale_required,
+            aspects,
         }) => {
             cli::project_create(
                 &pool,
@@ -170,6 +174,7 @@ async fn main() -> Result<()> {
                     overlap,
                     guidelines: guidelines.as_deref(),
                     rationale_required,
+                    aspects: &aspects,
                 },
             )
             .await?;

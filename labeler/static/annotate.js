@@ -5,7 +5,8 @@
 // first, this one says so, keeps what was typed here on screen for copying, and moves on.
 // The last action's confirmation ("Submitted", "Skipped") stays in view on the next item,
 // with undo of the last submit while the server allows it; the progress line and the answers
-// a reviewer sent back are refreshed after every action. Messages about an item (a missing
+// a reviewer sent back are refreshed after every action. Rating pages: thumbs, aspect scores
+// (keys only: `a` moves the focus, digits score it) and a comment. Messages about an item (a missing
 // choice, a failed submit) go when the item changes or the annotator fixes what they said.
 "use strict";
 (function () {
@@ -133,6 +134,19 @@
     if (kind === "sft") {
       $("answer").value = saved.answer != null ? saved.answer : (task.model_draft || "");
       $("answer").focus();
+    } else if (kind === "rating") {
+      $("answer-a").textContent = task.answers[0] ? task.answers[0].content : "";
+      const label = saved.label === true ? "up" : saved.label === false ? "down" : null;
+      const scores = saved.scores || {};
+      for (const r of document.querySelectorAll('input[name="label"]')) r.checked = r.value === label;
+      for (const f of aspects) {
+        for (const r of f.querySelectorAll("input")) {
+          r.checked = Number(r.value) === scores[f.dataset.aspect];
+        }
+      }
+      $("comment").value = saved.comment || "";
+      focusAspect(0);
+      document.activeElement && document.activeElement.blur();
     } else {
       $("answer-a").textContent = task.answers[0] ? task.answers[0].content : "";
       $("answer-b").textContent = task.answers[1] ? task.answers[1].content : "";
@@ -149,8 +163,35 @@
     prefetch();
   }
 
+  // Rating: the aspects scored 1-5; `a` moves the focus, the digits score the one in focus.
+  const aspects = Array.from(document.querySelectorAll("fieldset.aspect"));
+  let aspectAt = 0;
+  function focusAspect(i) {
+    if (!aspects.length) return;
+    aspectAt = i % aspects.length;
+    aspects.forEach((f, j) => f.classList.toggle("focus", j === aspectAt));
+    $("aspect-focus").textContent = aspects[aspectAt].dataset.aspect;
+  }
+  function score(n) {
+    const f = aspects[aspectAt];
+    if (!f) return;
+    for (const r of f.querySelectorAll("input")) r.checked = n > 0 && Number(r.value) === n;
+    scheduleSave();
+  }
+
   function collect() {
     if (kind === "sft") return { answer: $("answer").value };
+    if (kind === "rating") {
+      const r = document.querySelector('input[name="label"]:checked');
+      const out = { label: r ? r.value === "up" : null, scores: {} };
+      for (const f of aspects) {
+        const s = f.querySelector("input:checked");
+        if (s) out.scores[f.dataset.aspect] = Number(s.value);
+      }
+      const comment = $("comment").value;
+      if (comment.trim()) out.comment = comment;
+      return out;
+    }
     const pick = (name) => {
       const r = document.querySelector('input[name="' + name + '"]:checked');
       return r ? r.value : null;
@@ -219,6 +260,11 @@
   // What the annotator typed for `body`, as text to copy.
   function typedText(body) {
     if (kind === "sft") return body.answer;
+    if (kind === "rating") {
+      const parts = [body.label ? "thumbs up" : "thumbs down"];
+      for (const k of Object.keys(body.scores || {})) parts.push(k + " " + body.scores[k]);
+      return parts.join(", ") + (body.comment ? "\n" + body.comment : "");
+    }
     const lines = [];
     if (body.choice) lines.push("choice: " + body.choice + (body.strength ? " (" + body.strength + ")" : ""));
     if (body.rationale) lines.push(body.rationale);
@@ -242,6 +288,7 @@
     const body = collect();
     if (kind === "sft" && !body.answer.trim()) { say("Write an answer first", true); return; }
     if (kind === "preference" && !body.choice) { say("Choose 1-4 first", true); return; }
+    if (kind === "rating" && body.label === null) { say("Thumbs up (y) or down (n) first", true); return; }
     body.time_spent_ms = Date.now() - shownAt;
     busy = true;
     clearTimeout(saveTimer);
@@ -363,6 +410,13 @@
       "k": skip, "Enter": submit, "u": undo,
       "g": () => { const d = document.querySelector(".guidelines-box"); d.open = !d.open; },
     };
+    const ratingKeys = {
+      "y": () => choose("label", "up"), "n": () => choose("label", "down"),
+      "a": () => focusAspect(aspectAt + 1), "c": () => $("comment").focus(),
+      "0": () => score(0), "1": () => score(1), "2": () => score(2), "3": () => score(3),
+      "4": () => score(4), "5": () => score(5),
+    };
+    if (kind === "rating" && ratingKeys[e.key]) { e.preventDefault(); ratingKeys[e.key](); return; }
     const action = keys[e.key];
     if (action && (kind === "preference" || ["g", "k", "u", "Enter"].includes(e.key))) {
       e.preventDefault();

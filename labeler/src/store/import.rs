@@ -5,7 +5,7 @@
 //! One JSON object per line:
 //! `{"id"?: str, "prompt": str | [{"role","content"}], "draft"?: str, "candidates"?:
 //! [{"content", "model"?, "checkpoint"?, "sampling"?}], "meta"?: {..}}`. SFT items may carry a
-//! model `draft`; preference items need two or more `candidates`.
+//! model `draft`; preference items need two or more `candidates`, rating items exactly one.
 //!
 //! Model-written text (the candidates' `content`, an SFT `draft`) with U+FFFD, the
 //! replacement character, is refused: it is what a decoder writes for bytes that were not
@@ -99,7 +99,8 @@ fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, 
         ProjectKind::Sft => {
             if !candidates.is_empty() {
                 return Err(
-                    "candidates belong to preference projects; this is an sft project".into(),
+                    "candidates belong to preference and rating projects; this is an sft project"
+                        .into(),
                 );
             }
             if let Some(d) = &row.draft {
@@ -108,11 +109,20 @@ fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, 
                     .map_err(|e| format!("draft: {e}"))?;
             }
         }
-        ProjectKind::Preference => {
+        ProjectKind::Preference | ProjectKind::Rating => {
             if row.draft.is_some() {
-                return Err("draft belongs to sft projects; this is a preference project".into());
+                return Err(format!(
+                    "draft belongs to sft projects; this is a {} project",
+                    kind.as_str()
+                ));
             }
-            if candidates.len() < 2 {
+            if kind == ProjectKind::Rating && candidates.len() != 1 {
+                return Err(format!(
+                    "a rating item needs exactly 1 candidate (the answer to rate), found {}",
+                    candidates.len()
+                ));
+            }
+            if kind == ProjectKind::Preference && candidates.len() < 2 {
                 return Err(format!(
                     "a preference item needs at least 2 candidates, found {}",
                     candidates.len()

@@ -4,7 +4,9 @@
 
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 
-use crate::domain::{Overlap, ProjectKind, ProjectName};
+use sqlx::types::Json;
+
+use crate::domain::{Aspect, Aspects, Overlap, ProjectKind, ProjectName};
 use crate::store::{StoreError, is_unique_violation};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,6 +21,8 @@ pub struct Project {
     pub gold_rate: f64,
     /// Archived: annotators neither see it nor get its items; leads still review and export.
     pub archived: bool,
+    /// Rating projects: the aspects scored 1-5, each with its guideline line.
+    pub aspects: Vec<Aspect>,
 }
 
 /// A project with its progress, for lists and dashboards.
@@ -40,15 +44,28 @@ pub struct NewProject {
     pub guidelines: String,
     pub overlap: Overlap,
     pub rationale_required: bool,
+    /// Rating projects only (others have none).
+    pub aspects: Aspects,
 }
 
-type ProjectTuple = (i64, String, String, String, i32, bool, f64, bool);
+type ProjectTuple = (
+    i64,
+    String,
+    String,
+    String,
+    i32,
+    bool,
+    f64,
+    bool,
+    Json<Vec<Aspect>>,
+);
 
 const PROJECT_COLUMNS: &str = "id, name, kind, guidelines, overlap, rationale_required, gold_rate, \
-                               archived_at IS NOT NULL";
+                               archived_at IS NOT NULL, aspects";
 
 fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
-    let (id, name, kind, guidelines, overlap, rationale_required, gold_rate, archived) = row;
+    let (id, name, kind, guidelines, overlap, rationale_required, gold_rate, archived, aspects) =
+        row;
     Ok(Project {
         id,
         name,
@@ -58,6 +75,7 @@ fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
         rationale_required,
         gold_rate,
         archived,
+        aspects: aspects.0,
     })
 }
 
@@ -66,9 +84,16 @@ pub async fn create(
     new: &NewProject,
     created_by: Option<i64>,
 ) -> Result<Project, StoreError> {
+    if new.kind != ProjectKind::Rating && !new.aspects.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "aspects belong to rating projects; this is a {} project",
+            new.kind.as_str()
+        )));
+    }
     let row = sqlx::query_as::<_, ProjectTuple>(&format!(
-        "INSERT INTO projects (name, kind, guidelines, overlap, rationale_required, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {PROJECT_COLUMNS}"
+        "INSERT INTO projects (name, kind, guidelines, overlap, rationale_required, created_by, \
+                               aspects) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {PROJECT_COLUMNS}"
     ))
     .bind(new.name.as_str())
     .bind(new.kind.as_str())
@@ -76,6 +101,7 @@ pub async fn create(
     .bind(new.overlap.get())
     .bind(new.rationale_required)
     .bind(created_by)
+    .bind(Json(new.aspects.as_slice()))
     .fetch_one(pool)
     .await
     .map_err(|e| {
@@ -122,13 +148,14 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, S
         bool,
         f64,
         bool,
+        Json<Vec<Aspect>>,
         i64,
         i64,
         i64,
     );
     let rows = sqlx::query_as::<_, Row>(
         "SELECT p.id, p.name, p.kind, p.guidelines, p.overlap, p.rationale_required, p.gold_rate, \
-           p.archived_at IS NOT NULL, \
+           p.archived_at IS NOT NULL, p.aspects, \
            (SELECT count(*) FROM items i WHERE i.project_id = p.id), \
            (SELECT count(*) FROM responses r WHERE r.project_id = p.id \
               AND r.review_status <> 'rejected'), \
@@ -141,12 +168,12 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, S
     .await?;
     rows.into_iter()
         .map(
-            |(id, name, kind, g, o, r, gold, archived, items, responses, complete_items)| {
+            |(id, name, kind, g, o, r, gold, archived, aspects, items, responses, complete)| {
                 Ok(ProjectProgress {
-                    project: project_from_row((id, name, kind, g, o, r, gold, archived))?,
+                    project: project_from_row((id, name, kind, g, o, r, gold, archived, aspects))?,
                     items,
                     responses,
-                    complete_items,
+                    complete_items: complete,
                 })
             },
         )

@@ -136,14 +136,17 @@ fn category(choice: &str, shown: &[i16]) -> Option<String> {
     match (choice, shown) {
         ("a", [l, _]) => Some(format!("candidate {l}")),
         ("b", [_, r]) => Some(format!("candidate {r}")),
-        ("tie" | "both_bad", _) => Some(choice.to_string()),
+        // Rating: thumbs up or down on the one answer.
+        ("tie" | "both_bad" | "up" | "down", _) => Some(choice.to_string()),
         _ => None,
     }
 }
 
 pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementReport, StoreError> {
     let rows: Vec<ResponseRow> = sqlx::query_as(
-        "SELECT r.item_id, u.username, r.choice, r.answer, r.shown, i.gold_winner, \
+        "SELECT r.item_id, u.username, \
+                COALESCE(r.choice, CASE WHEN r.label THEN 'up' WHEN NOT r.label THEN 'down' END), \
+                r.answer, r.shown, i.gold_winner, \
                 r.time_spent_ms \
          FROM responses r JOIN users u ON u.id = r.user_id JOIN items i ON i.id = r.item_id \
          WHERE r.project_id = $1 AND r.review_status <> 'rejected' ORDER BY r.id",

@@ -193,9 +193,11 @@ pick AS ( \
 ins AS ( \
   INSERT INTO assignments (item_id, project_id, user_id, status, shown, expires_at) \
   SELECT pick.id, $1, $2, 'leased', \
-         CASE WHEN (SELECT kind FROM proj) = 'preference' \
+         CASE (SELECT kind FROM proj) \
+              WHEN 'preference' \
               THEN ARRAY(SELECT x::smallint FROM generate_series(0, pick.n - 1) x \
                          ORDER BY random() LIMIT 2) \
+              WHEN 'rating' THEN '{0}'::smallint[] \
               ELSE '{}'::smallint[] END, \
          now() + make_interval(secs => $4) \
   FROM pick \

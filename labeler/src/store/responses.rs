@@ -2,10 +2,13 @@
 //! the response, closes the lease, drops the draft and stores the reply under the caller's
 //! idempotency key, so a retried or double-clicked submit stores exactly one response.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use sqlx::PgPool;
+use sqlx::types::Json;
 
-use crate::domain::{Choice, ProjectKind, Strength, Verdict, check_content};
+use crate::domain::{Aspect, Choice, ProjectKind, Rating, Strength, Verdict, check_content};
 use crate::store::StoreError;
 use crate::store::accounts::User;
 
@@ -23,6 +26,15 @@ pub struct SubmitBody {
     pub strength: Option<Strength>,
     #[serde(default)]
     pub rationale: Option<String>,
+    /// Rating: true = thumbs up, false = thumbs down.
+    #[serde(default)]
+    pub label: Option<bool>,
+    /// Rating: `{"aspect": 1-5}` for some or all of the project's aspects.
+    #[serde(default)]
+    pub scores: Option<BTreeMap<String, i64>>,
+    /// Rating: an optional comment.
+    #[serde(default)]
+    pub comment: Option<String>,
     /// Time the annotator spent, as measured by the page.
     #[serde(default)]
     pub time_spent_ms: Option<i64>,
@@ -33,15 +45,46 @@ pub struct SubmitBody {
 pub enum Submission {
     Answer(String),
     Verdict(Verdict),
+    Rating(Rating),
 }
 
 impl Submission {
+    /// Checks `body` against a project of `kind` (`aspects`: a rating project's).
     pub fn parse(
         body: SubmitBody,
         kind: ProjectKind,
         rationale_required: bool,
+        aspects: &[Aspect],
     ) -> Result<Self, String> {
+        let rating_fields = body.label.is_some() || body.scores.is_some() || body.comment.is_some();
+        if kind != ProjectKind::Rating && rating_fields {
+            return Err(format!(
+                "\"label\", \"scores\" and \"comment\" belong to rating items; this is a {} item",
+                kind.as_str()
+            ));
+        }
         match kind {
+            ProjectKind::Rating => {
+                if body.answer.is_some() || body.choice.is_some() || body.strength.is_some() {
+                    return Err(
+                        "this is a rating item: send \"label\" (true or false), not \"answer\" or \"choice\""
+                            .into(),
+                    );
+                }
+                if body.rationale.is_some() {
+                    return Err("this is a rating item: send \"comment\", not \"rationale\"".into());
+                }
+                let label = body
+                    .label
+                    .ok_or("missing field \"label\" (true: thumbs up, false: thumbs down)")?;
+                Rating::parse(
+                    label,
+                    body.scores.unwrap_or_default(),
+                    body.comment,
+                    aspects,
+                )
+                .map(Self::Rating)
+            }
             ProjectKind::Sft => {
                 if body.choice.is_some() || body.strength.is_some() {
                     return Err("this is an sft item: send \"answer\", not \"choice\"".into());
@@ -66,25 +109,38 @@ impl Submission {
     }
 }
 
-/// The `responses` columns a submission fills: answer, choice, strength, rationale.
-pub type Columns<'a> = (
-    Option<&'a str>,
-    Option<&'static str>,
-    Option<&'static str>,
-    Option<&'a str>,
-);
+/// The `responses` columns a submission fills.
+#[derive(Debug, Default)]
+pub struct Columns<'a> {
+    pub answer: Option<&'a str>,
+    pub choice: Option<&'static str>,
+    pub strength: Option<&'static str>,
+    pub rationale: Option<&'a str>,
+    pub label: Option<bool>,
+    pub scores: Option<Json<&'a BTreeMap<String, u8>>>,
+    pub comment: Option<&'a str>,
+}
 
 impl Submission {
     /// What a submit stores and what a reviewer's edit writes as the new version.
     pub fn columns(&self) -> Columns<'_> {
         match self {
-            Self::Answer(a) => (Some(a.as_str()), None, None, None),
-            Self::Verdict(v) => (
-                None,
-                Some(v.choice.as_str()),
-                v.strength.map(Strength::as_str),
-                v.rationale.as_deref(),
-            ),
+            Self::Answer(a) => Columns {
+                answer: Some(a.as_str()),
+                ..Columns::default()
+            },
+            Self::Verdict(v) => Columns {
+                choice: Some(v.choice.as_str()),
+                strength: v.strength.map(Strength::as_str),
+                rationale: v.rationale.as_deref(),
+                ..Columns::default()
+            },
+            Self::Rating(r) => Columns {
+                label: Some(r.label),
+                scores: Some(Json(&r.scores)),
+                comment: r.comment.as_deref(),
+                ..Columns::default()
+            },
         }
     }
 }
@@ -162,9 +218,13 @@ pub async fn submit(
     }
     let kind = ProjectKind::parse(&kind).map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?;
     match status.as_str() {
+        // Rating bodies are checked against the project's aspects, in the general path.
+        "leased" | "expired" if kind == ProjectKind::Rating => {
+            submit_in_transaction(pool, assignment_id, user, body, key).await
+        }
         // Not stored, so the body does not fit this project: say why.
         "leased" => {
-            Submission::parse(body, kind, rationale_required).map_err(StoreError::Invalid)?;
+            Submission::parse(body, kind, rationale_required, &[]).map_err(StoreError::Invalid)?;
             Err(StoreError::unexpected(anyhow::anyhow!(
                 "submit of assignment {assignment_id} fits its project but was not stored"
             )))
@@ -192,7 +252,8 @@ pub async fn submit(
 const SUBMIT_SQL: &str = "\
 WITH a AS ( \
   SELECT a.id, a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required, \
-         CASE WHEN p.kind = 'sft' THEN $4 WHEN p.rationale_required THEN $6 ELSE $5 END AS fits \
+         CASE WHEN p.kind = 'sft' THEN $4 WHEN p.kind = 'rating' THEN false \
+              WHEN p.rationale_required THEN $6 ELSE $5 END AS fits \
   FROM assignments a JOIN projects p ON p.id = a.project_id \
   WHERE a.id = $1 AND a.user_id = $2 FOR UPDATE OF a), \
 r AS ( \
@@ -252,7 +313,7 @@ struct Fits {
 
 impl Fits {
     fn of(body: &SubmitBody) -> Self {
-        let parse = |kind, required| Submission::parse(body.clone(), kind, required).ok();
+        let parse = |kind, required| Submission::parse(body.clone(), kind, required, &[]).ok();
         Self {
             sft: parse(ProjectKind::Sft, false),
             preference: parse(ProjectKind::Preference, false),
@@ -317,8 +378,10 @@ async fn submit_in_transaction(
                 .ok_or_else(key_in_progress);
         }
     }
-    let row: Option<(String, i64, i64, Vec<i16>, String, bool)> = sqlx::query_as(
-        "SELECT a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required \
+    type Row = (String, i64, i64, Vec<i16>, String, bool, Json<Vec<Aspect>>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required, \
+                p.aspects \
          FROM assignments a JOIN projects p ON p.id = a.project_id \
          WHERE a.id = $1 AND a.user_id = $2 FOR UPDATE OF a",
     )
@@ -326,14 +389,14 @@ async fn submit_in_transaction(
     .bind(user.id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((status, item_id, project_id, shown, kind, rationale_required)) = row else {
+    let Some((status, item_id, project_id, shown, kind, rationale_required, aspects)) = row else {
         return Err(StoreError::NotFound(format!(
             "no assignment {assignment_id}"
         )));
     };
     let kind = ProjectKind::parse(&kind).map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?;
-    let submission =
-        Submission::parse(body, kind, rationale_required).map_err(StoreError::Invalid)?;
+    let submission = Submission::parse(body, kind, rationale_required, &aspects.0)
+        .map_err(StoreError::Invalid)?;
     match status.as_str() {
         "leased" => {}
         "expired" => crate::store::queue::revive(&mut tx, assignment_id, item_id).await?,
@@ -344,13 +407,14 @@ async fn submit_in_transaction(
             )));
         }
     }
-    let (answer, choice, strength, rationale) = submission.columns();
+    let c = submission.columns();
     // One statement: the response, the closed lease, the dropped draft, the stored reply.
     let response_id: i64 = sqlx::query_scalar(
         "WITH r AS ( \
            INSERT INTO responses (assignment_id, item_id, project_id, user_id, answer, choice, \
-                                  strength, rationale, shown, time_spent_ms) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id), \
+                                  strength, rationale, shown, time_spent_ms, label, scores, \
+                                  comment) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13, $14) RETURNING id), \
          a AS (UPDATE assignments SET status = 'submitted', finished_at = now() WHERE id = $1), \
          d AS (DELETE FROM drafts WHERE user_id = $4 AND item_id = $2), \
          k AS (UPDATE idempotency_keys SET status_code = 201, \
@@ -363,13 +427,16 @@ async fn submit_in_transaction(
     .bind(item_id)
     .bind(project_id)
     .bind(user.id)
-    .bind(answer)
-    .bind(choice)
-    .bind(strength)
-    .bind(rationale)
+    .bind(c.answer)
+    .bind(c.choice)
+    .bind(c.strength)
+    .bind(c.rationale)
     .bind(&shown)
     .bind(time_spent_ms)
     .bind(key.as_ref().map(|IdempotencyKey(k)| k.as_str()))
+    .bind(c.label)
+    .bind(c.scores)
+    .bind(c.comment)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

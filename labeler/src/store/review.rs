@@ -86,7 +86,12 @@ pub struct ReviewItem {
     pub choice: Option<String>,
     pub strength: Option<String>,
     pub rationale: Option<String>,
-    /// Preference: the answers as shown (left, right), with their provenance.
+    /// Rating: thumbs up (true) or down, the aspect scores, the comment.
+    pub label: Option<bool>,
+    pub scores: Option<serde_json::Value>,
+    pub comment: Option<String>,
+    /// Preference: the answers as shown (left, right), with their provenance; rating: the
+    /// one answer rated.
     pub shown: Vec<Candidate>,
     pub review_status: ReviewStatus,
     pub review_comment: Option<String>,
@@ -101,6 +106,9 @@ pub struct Version {
     pub choice: Option<String>,
     pub strength: Option<String>,
     pub rationale: Option<String>,
+    pub label: Option<bool>,
+    pub scores: Option<serde_json::Value>,
+    pub comment: Option<String>,
     pub author: String,
     pub created_at: DateTime<Utc>,
 }
@@ -118,6 +126,9 @@ struct Row {
     choice: Option<String>,
     strength: Option<String>,
     rationale: Option<String>,
+    label: Option<bool>,
+    scores: Option<serde_json::Value>,
+    comment: Option<String>,
     shown: Vec<i16>,
     candidates: Json<Vec<Candidate>>,
     review_status: String,
@@ -127,7 +138,7 @@ struct Row {
 
 const SELECT: &str = "SELECT r.id AS response_id, r.item_id, i.external_id, u.username AS annotator, \
        r.created_at, r.time_spent_ms, i.prompt, r.answer, r.choice, r.strength, r.rationale, \
-       r.shown, i.candidates, r.review_status, r.review_comment, r.version \
+       r.label, r.scores, r.comment, r.shown, i.candidates, r.review_status, r.review_comment, r.version \
      FROM responses r JOIN items i ON i.id = r.item_id JOIN users u ON u.id = r.user_id";
 
 fn item_from_row(row: Row) -> Result<ReviewItem, StoreError> {
@@ -149,6 +160,9 @@ fn item_from_row(row: Row) -> Result<ReviewItem, StoreError> {
         choice: row.choice,
         strength: row.strength,
         rationale: row.rationale,
+        label: row.label,
+        scores: row.scores,
+        comment: row.comment,
         shown,
         review_status: ReviewStatus::parse(&row.review_status)
             .map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?,
@@ -204,7 +218,8 @@ pub async fn get(
         .fetch_one(pool)
         .await?;
     let versions = sqlx::query_as::<_, Version>(
-        "SELECT v.version, v.answer, v.choice, v.strength, v.rationale, u.username AS author, \
+        "SELECT v.version, v.answer, v.choice, v.strength, v.rationale, v.label, v.scores, \
+                v.comment, u.username AS author, \
                 v.created_at \
          FROM response_versions v JOIN users u ON u.id = v.author_id \
          WHERE v.response_id = $1 ORDER BY v.version",
@@ -217,7 +232,13 @@ pub async fn get(
 
 /// Checks an edit against the project's kind (the same rules as a submit).
 pub fn parse_edit(body: SubmitBody, project: &Project) -> Result<Decision, String> {
-    Submission::parse(body, project.kind, project.rationale_required).map(Decision::Edit)
+    Submission::parse(
+        body,
+        project.kind,
+        project.rationale_required,
+        &project.aspects,
+    )
+    .map(Decision::Edit)
 }
 
 /// Applies `decision` to a response of `project`; returns the response as it is now.
@@ -287,12 +308,14 @@ pub async fn decide(
             )
         }
         Decision::Edit(submission) => {
-            let (answer, choice, strength, rationale) = submission.columns();
+            let c = submission.columns();
             // Keep the annotator's original as version 1 before the first edit.
             sqlx::query(
                 "INSERT INTO response_versions \
-                   (response_id, version, answer, choice, strength, rationale, author_id, created_at) \
-                 SELECT id, 1, answer, choice, strength, rationale, user_id, created_at \
+                   (response_id, version, answer, choice, strength, rationale, label, scores, \
+                    comment, author_id, created_at) \
+                 SELECT id, 1, answer, choice, strength, rationale, label, scores, comment, \
+                        user_id, created_at \
                  FROM responses WHERE id = $1 ON CONFLICT DO NOTHING",
             )
             .bind(response_id)
@@ -301,30 +324,37 @@ pub async fn decide(
             let next = version + 1;
             sqlx::query(
                 "INSERT INTO response_versions \
-                   (response_id, version, answer, choice, strength, rationale, author_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                   (response_id, version, answer, choice, strength, rationale, author_id, label, \
+                    scores, comment) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(response_id)
             .bind(next)
-            .bind(answer)
-            .bind(choice)
-            .bind(strength)
-            .bind(rationale)
+            .bind(c.answer)
+            .bind(c.choice)
+            .bind(c.strength)
+            .bind(c.rationale)
             .bind(reviewer.id)
+            .bind(c.label)
+            .bind(&c.scores)
+            .bind(c.comment)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "UPDATE responses SET answer = $2, choice = $3, strength = $4, rationale = $5, \
                    version = $6, review_status = 'accepted', reviewed_by = $7, \
-                   reviewed_at = now() WHERE id = $1",
+                   reviewed_at = now(), label = $8, scores = $9, comment = $10 WHERE id = $1",
             )
             .bind(response_id)
-            .bind(answer)
-            .bind(choice)
-            .bind(strength)
-            .bind(rationale)
+            .bind(c.answer)
+            .bind(c.choice)
+            .bind(c.strength)
+            .bind(c.rationale)
             .bind(next)
             .bind(reviewer.id)
+            .bind(c.label)
+            .bind(&c.scores)
+            .bind(c.comment)
             .execute(&mut *tx)
             .await?;
             (

@@ -8,7 +8,7 @@ use futures_util::stream;
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use crate::domain::{Overlap, ProjectKind, ProjectName};
+use crate::domain::{Aspect, Aspects, Overlap, ProjectKind, ProjectName};
 use crate::http::auth::{Admins, ApiUser};
 use crate::http::error::{AppError, json_error};
 use crate::http::pagination::page_limit;
@@ -64,6 +64,9 @@ struct CreateProject {
     guidelines: String,
     #[serde(default)]
     rationale_required: bool,
+    /// Rating projects: `[{"name", "guideline"}]`, the aspects scored 1-5.
+    #[serde(default)]
+    aspects: Vec<Aspect>,
 }
 
 async fn create_project(
@@ -80,6 +83,7 @@ async fn create_project(
         overlap: Overlap::parse(body.overlap).map_err(AppError::Validation)?,
         guidelines: body.guidelines,
         rationale_required: body.rationale_required,
+        aspects: Aspects::parse(body.aspects).map_err(AppError::Validation)?,
     };
     let project = projects::create(&pool, &new, Some(admin.id)).await?;
     let event = Event::project_create(&project);

@@ -6,6 +6,9 @@
 //! - preference pairs (A or B won): `{"id", "prompt", "chosen", "rejected", "meta"}`
 //! - ties and both-bad, never dropped: `{"id", "prompt", "candidates": [[..], [..]],
 //!   "label": "tie" | "both_bad", "meta"}`, candidates in the order shown.
+//! - ratings, TRL's unpaired shape (KTO): `{"id", "prompt", "completion": [{"role":
+//!   "assistant", "content"}], "label": true | false, "meta"}`, the aspect scores in
+//!   `meta.scores` and the comment in `meta.comment`.
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -32,6 +35,8 @@ pub enum ExportPart {
     Pairs,
     /// Preference verdicts `tie` and `both_bad`.
     Ties,
+    /// Rating projects: thumbs up/down on one answer.
+    Ratings,
 }
 
 impl ExportPart {
@@ -40,7 +45,10 @@ impl ExportPart {
             "sft" => Ok(Self::Sft),
             "pairs" => Ok(Self::Pairs),
             "ties" => Ok(Self::Ties),
-            _ => Err(format!("export part {s:?} is not one of: sft, pairs, ties")),
+            "ratings" => Ok(Self::Ratings),
+            _ => Err(format!(
+                "export part {s:?} is not one of: sft, pairs, ties, ratings"
+            )),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -48,6 +56,7 @@ impl ExportPart {
             Self::Sft => "sft",
             Self::Pairs => "pairs",
             Self::Ties => "ties",
+            Self::Ratings => "ratings",
         }
     }
     /// The parts a project of `kind` has.
@@ -55,6 +64,7 @@ impl ExportPart {
         match kind {
             ProjectKind::Sft => &[Self::Sft],
             ProjectKind::Preference => &[Self::Pairs, Self::Ties],
+            ProjectKind::Rating => &[Self::Ratings],
         }
     }
     fn filter(self) -> &'static str {
@@ -62,6 +72,7 @@ impl ExportPart {
             Self::Sft => "r.answer IS NOT NULL",
             Self::Pairs => "r.choice IN ('a', 'b')",
             Self::Ties => "r.choice IN ('tie', 'both_bad')",
+            Self::Ratings => "r.label IS NOT NULL",
         }
     }
 }
@@ -79,6 +90,9 @@ struct Row {
     choice: Option<String>,
     strength: Option<String>,
     rationale: Option<String>,
+    label: Option<bool>,
+    scores: Option<Value>,
+    comment: Option<String>,
     shown: Vec<i16>,
     time_spent_ms: Option<i64>,
     review_status: String,
@@ -114,6 +128,9 @@ fn record(project: &Project, part: ExportPart, row: &Row) -> Result<Value, Strin
             list.extend(tail);
         }
         return Ok(json!({"id": id, "messages": messages, "meta": meta}));
+    }
+    if part == ExportPart::Ratings {
+        return rating_record(id, meta, row);
     }
     let choice = row
         .choice
@@ -165,6 +182,32 @@ fn record(project: &Project, part: ExportPart, row: &Row) -> Result<Value, Strin
     }
 }
 
+/// A rating in TRL's unpaired shape.
+fn rating_record(id: String, mut meta: Value, row: &Row) -> Result<Value, String> {
+    let label = row.label.ok_or("rating response without a label")?;
+    let index = *row
+        .shown
+        .first()
+        .ok_or("rating response without its answer")?;
+    let answer = row
+        .candidates
+        .0
+        .get(index as usize)
+        .ok_or_else(|| format!("candidate {index} missing"))?;
+    let m = meta.as_object_mut().ok_or("meta is an object")?;
+    m.insert(
+        "scores".into(),
+        row.scores.clone().unwrap_or_else(|| json!({})),
+    );
+    m.insert("comment".into(), json!(row.comment));
+    m.insert("candidate".into(), provenance(answer, index));
+    let prompt = serde_json::to_value(&row.prompt.0).map_err(|e| e.to_string())?;
+    Ok(json!({
+        "id": id, "prompt": prompt, "completion": assistant(&answer.content),
+        "label": label, "meta": meta,
+    }))
+}
+
 /// Starts streaming `part` of `project`'s responses as JSONL; read chunks from the receiver
 /// until it closes. An error mid-way arrives as the last message. Rejected responses are
 /// never exported; `accepted_only` also leaves out those not reviewed yet.
@@ -199,7 +242,7 @@ async fn produce(
     let sql = format!(
         "SELECT r.id AS response_id, i.external_id, u.username, r.created_at, i.prompt, \
                 i.candidates, i.meta AS item_meta, r.answer, r.choice, r.strength, r.rationale, \
-                r.shown, r.time_spent_ms, r.review_status, r.version \
+                r.label, r.scores, r.comment, r.shown, r.time_spent_ms, r.review_status, r.version \
          FROM responses r JOIN items i ON i.id = r.item_id JOIN users u ON u.id = r.user_id \
          WHERE r.project_id = $1 AND {} AND {review} ORDER BY r.id",
         part.filter()

@@ -47,6 +47,11 @@ pub fn schema(part: ExportPart) -> Schema {
             ),
             Field::new("label", DataType::Utf8, false),
         ]),
+        ExportPart::Ratings => fields.extend([
+            conv("prompt"),
+            conv("completion"),
+            Field::new("label", DataType::Boolean, false),
+        ]),
     }
     fields.push(Field::new("meta", DataType::Utf8, false));
     Schema::new(fields)
