@@ -109,6 +109,8 @@ pub struct ProjectArgs<'a> {
     pub rationale_required: bool,
     /// Rating projects: `name=guideline` per aspect scored 1-5.
     pub aspects: &'a [String],
+    /// Preference projects: rank all candidates (2-9) instead of comparing two.
+    pub ranking: bool,
 }
 
 pub async fn project_create(pool: &PgPool, args: ProjectArgs<'_>) -> Result<()> {
@@ -124,6 +126,7 @@ pub async fn project_create(pool: &PgPool, args: ProjectArgs<'_>) -> Result<()> 
         guidelines,
         rationale_required: args.rationale_required,
         aspects: Aspects::parse_flags(args.aspects).map_err(anyhow::Error::msg)?,
+        ranking: args.ranking,
     };
     let p = projects::create(pool, &new, None).await?;
     let event = Event::new(Action::ProjectCreate)
@@ -144,7 +147,7 @@ pub async fn import_file(pool: &PgPool, project: &str, file: &Path) -> Result<()
     let project = projects::by_name(pool, project).await?;
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let started = std::time::Instant::now();
-    let items = match import::parse_upload(&data, project.kind) {
+    let items = match import::parse_upload(&data, import::ItemRules::of(&project)) {
         Ok(items) => items,
         Err(errors) => {
             for e in errors.iter().take(import::MAX_REPORTED_ERRORS) {
@@ -214,7 +217,7 @@ pub async fn export_project_with(
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut written = Vec::new();
     let by = Actor::cli();
-    for &part in ExportPart::for_kind(project.kind) {
+    for &part in ExportPart::for_project(&project) {
         let n;
         let path;
         match format {

@@ -108,6 +108,9 @@ enum ProjectCommand {
         /// Rating projects: an aspect scored 1-5, as `name=guideline` (repeat the flag).
         #[arg(long = "aspect")]
         aspects: Vec<String>,
+        /// Preference projects: annotators rank all of an item's candidates (2-9).
+        #[arg(long)]
+        ranking: bool,
     },
 }
 
@@ -165,6 +168,7 @@ async fn main() -> Result<()> {
             guidelines,
             rationale_required,
             aspects,
+            ranking,
         }) => {
             cli::project_create(
                 &pool,
@@ -175,6 +179,7 @@ async fn main() -> Result<()> {
                     guidelines: guidelines.as_deref(),
                     rationale_required,
                     aspects: &aspects,
+                    ranking,
                 },
             )
             .await?;

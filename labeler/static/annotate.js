@@ -14,6 +14,8 @@
   if (!root) return;
   const project = root.dataset.project;
   const kind = root.dataset.kind;
+  // Preference projects that rank all answers (`ranking`) instead of comparing two.
+  const ranking = (root.dataset.ranking || "").toLowerCase() === "true";
   const leaseSeconds = Number(root.dataset.leaseSeconds) || 300;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = (id) => document.getElementById(id);
@@ -134,6 +136,9 @@
     if (kind === "sft") {
       $("answer").value = saved.answer != null ? saved.answer : (task.model_draft || "");
       $("answer").focus();
+    } else if (ranking) {
+      renderRanking(task, saved);
+      document.activeElement && document.activeElement.blur();
     } else if (kind === "rating") {
       $("answer-a").textContent = task.answers[0] ? task.answers[0].content : "";
       const label = saved.label === true ? "up" : saved.label === false ? "down" : null;
@@ -179,8 +184,62 @@
     scheduleSave();
   }
 
+  // Ranking: one card per answer with its rank; digits rank the card in focus.
+  let rankAt = 0;
+  function rankCards() { return Array.from(document.querySelectorAll("#ranked-answers li")); }
+  function renderRanking(task, saved) {
+    const list = $("ranked-answers");
+    list.replaceChildren();
+    const ranks = saved.ranking || [];
+    task.answers.forEach((a, i) => {
+      const li = document.createElement("li");
+      li.className = "ranked";
+      const head = document.createElement("h2");
+      head.textContent = a.label + " ";
+      const select = document.createElement("select");
+      select.className = "rank";
+      select.setAttribute("aria-label", "Rank of " + a.label);
+      for (let n = 0; n <= task.answers.length; n++) {
+        const o = document.createElement("option");
+        o.value = n ? String(n) : "";
+        o.textContent = n ? "rank " + n : "rank —";
+        select.append(o);
+      }
+      select.value = ranks[i] ? String(ranks[i]) : "";
+      head.append(select);
+      const body = document.createElement("div");
+      body.className = "answer";
+      body.textContent = a.content;
+      li.append(head, body);
+      list.append(li);
+    });
+    $("rationale").value = saved.rationale || "";
+    focusRank(0);
+  }
+  function focusRank(i) {
+    const cards = rankCards();
+    if (!cards.length) return;
+    rankAt = Math.max(0, Math.min(i, cards.length - 1));
+    cards.forEach((c, j) => c.classList.toggle("focus", j === rankAt));
+  }
+  function rank(n) {
+    const cards = rankCards();
+    if (!cards[rankAt] || n > cards.length) return;
+    cards[rankAt].querySelector("select").value = n ? String(n) : "";
+    scheduleSave();
+    if (n) focusRank(rankAt + 1);
+  }
+
   function collect() {
     if (kind === "sft") return { answer: $("answer").value };
+    if (ranking) {
+      const out = {
+        ranking: rankCards().map((c) => Number(c.querySelector("select").value) || null),
+      };
+      const rationale = $("rationale").value;
+      if (rationale.trim()) out.rationale = rationale;
+      return out;
+    }
     if (kind === "rating") {
       const r = document.querySelector('input[name="label"]:checked');
       const out = { label: r ? r.value === "up" : null, scores: {} };
@@ -260,6 +319,9 @@
   // What the annotator typed for `body`, as text to copy.
   function typedText(body) {
     if (kind === "sft") return body.answer;
+    if (ranking) {
+      return "ranking: " + (body.ranking || []).join(", ") + (body.rationale ? "\n" + body.rationale : "");
+    }
     if (kind === "rating") {
       const parts = [body.label ? "thumbs up" : "thumbs down"];
       for (const k of Object.keys(body.scores || {})) parts.push(k + " " + body.scores[k]);
@@ -287,7 +349,11 @@
     if (!current || busy) return;
     const body = collect();
     if (kind === "sft" && !body.answer.trim()) { say("Write an answer first", true); return; }
-    if (kind === "preference" && !body.choice) { say("Choose 1-4 first", true); return; }
+    if (ranking && body.ranking.some((r) => r === null)) {
+      say("Rank every answer first (1 = best)", true);
+      return;
+    }
+    if (kind === "preference" && !ranking && !body.choice) { say("Choose 1-4 first", true); return; }
     if (kind === "rating" && body.label === null) { say("Thumbs up (y) or down (n) first", true); return; }
     body.time_spent_ms = Date.now() - shownAt;
     busy = true;
@@ -417,6 +483,12 @@
       "4": () => score(4), "5": () => score(5),
     };
     if (kind === "rating" && ratingKeys[e.key]) { e.preventDefault(); ratingKeys[e.key](); return; }
+    if (ranking) {
+      const move = { "ArrowDown": 1, "j": 1, "ArrowUp": -1, "i": -1 }[e.key];
+      if (move) { e.preventDefault(); focusRank(rankAt + move); return; }
+      if (/^[0-9]$/.test(e.key)) { e.preventDefault(); rank(Number(e.key)); return; }
+      if (["q", "w"].includes(e.key)) return;
+    }
     const action = keys[e.key];
     if (action && (kind === "preference" || ["g", "k", "u", "Enter"].includes(e.key))) {
       e.preventDefault();

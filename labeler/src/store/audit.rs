@@ -143,6 +143,7 @@ impl<'a> Event<'a> {
             .details(serde_json::json!({
                 "kind": project.kind.as_str(), "overlap": project.overlap,
                 "rationale_required": project.rationale_required,
+                "ranking": project.ranking, "aspects": project.aspects,
             }))
     }
 }

@@ -23,6 +23,8 @@ pub struct Project {
     pub archived: bool,
     /// Rating projects: the aspects scored 1-5, each with its guideline line.
     pub aspects: Vec<Aspect>,
+    /// Preference projects: each task shows all of an item's candidates (2-9) to rank.
+    pub ranking: bool,
 }
 
 /// A project with its progress, for lists and dashboards.
@@ -46,6 +48,8 @@ pub struct NewProject {
     pub rationale_required: bool,
     /// Rating projects only (others have none).
     pub aspects: Aspects,
+    /// Preference projects only: rank all candidates instead of comparing two.
+    pub ranking: bool,
 }
 
 type ProjectTuple = (
@@ -58,14 +62,25 @@ type ProjectTuple = (
     f64,
     bool,
     Json<Vec<Aspect>>,
+    bool,
 );
 
 const PROJECT_COLUMNS: &str = "id, name, kind, guidelines, overlap, rationale_required, gold_rate, \
-                               archived_at IS NOT NULL, aspects";
+                               archived_at IS NOT NULL, aspects, ranking";
 
 fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
-    let (id, name, kind, guidelines, overlap, rationale_required, gold_rate, archived, aspects) =
-        row;
+    let (
+        id,
+        name,
+        kind,
+        guidelines,
+        overlap,
+        rationale_required,
+        gold_rate,
+        archived,
+        aspects,
+        ranking,
+    ) = row;
     Ok(Project {
         id,
         name,
@@ -76,6 +91,7 @@ fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
         gold_rate,
         archived,
         aspects: aspects.0,
+        ranking,
     })
 }
 
@@ -84,6 +100,12 @@ pub async fn create(
     new: &NewProject,
     created_by: Option<i64>,
 ) -> Result<Project, StoreError> {
+    if new.kind != ProjectKind::Preference && new.ranking {
+        return Err(StoreError::Invalid(format!(
+            "ranking belongs to preference projects; this is a {} project",
+            new.kind.as_str()
+        )));
+    }
     if new.kind != ProjectKind::Rating && !new.aspects.is_empty() {
         return Err(StoreError::Invalid(format!(
             "aspects belong to rating projects; this is a {} project",
@@ -92,8 +114,8 @@ pub async fn create(
     }
     let row = sqlx::query_as::<_, ProjectTuple>(&format!(
         "INSERT INTO projects (name, kind, guidelines, overlap, rationale_required, created_by, \
-                               aspects) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {PROJECT_COLUMNS}"
+                               aspects, ranking) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {PROJECT_COLUMNS}"
     ))
     .bind(new.name.as_str())
     .bind(new.kind.as_str())
@@ -102,6 +124,7 @@ pub async fn create(
     .bind(new.rationale_required)
     .bind(created_by)
     .bind(Json(new.aspects.as_slice()))
+    .bind(new.ranking)
     .fetch_one(pool)
     .await
     .map_err(|e| {
@@ -149,13 +172,14 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, S
         f64,
         bool,
         Json<Vec<Aspect>>,
+        bool,
         i64,
         i64,
         i64,
     );
     let rows = sqlx::query_as::<_, Row>(
         "SELECT p.id, p.name, p.kind, p.guidelines, p.overlap, p.rationale_required, p.gold_rate, \
-           p.archived_at IS NOT NULL, p.aspects, \
+           p.archived_at IS NOT NULL, p.aspects, p.ranking, \
            (SELECT count(*) FROM items i WHERE i.project_id = p.id), \
            (SELECT count(*) FROM responses r WHERE r.project_id = p.id \
               AND r.review_status <> 'rejected'), \
@@ -168,9 +192,24 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, S
     .await?;
     rows.into_iter()
         .map(
-            |(id, name, kind, g, o, r, gold, archived, aspects, items, responses, complete)| {
+            |(
+                id,
+                name,
+                kind,
+                g,
+                o,
+                r,
+                gold,
+                archived,
+                aspects,
+                rank,
+                items,
+                responses,
+                complete,
+            )| {
+                let row = (id, name, kind, g, o, r, gold, archived, aspects, rank);
                 Ok(ProjectProgress {
-                    project: project_from_row((id, name, kind, g, o, r, gold, archived, aspects))?,
+                    project: project_from_row(row)?,
                     items,
                     responses,
                     complete_items: complete,

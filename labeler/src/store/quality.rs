@@ -11,6 +11,7 @@ use sqlx::types::Json;
 
 use crate::domain::{Candidate, ProjectKind};
 use crate::stats::agreement::{self, Label, PairAgreement, quantile};
+use crate::stats::rank_correlation::{self, ItemRanking};
 use crate::stats::ranking::{self, CheckpointScore, Comparison};
 use crate::store::StoreError;
 use crate::store::projects::Project;
@@ -108,6 +109,40 @@ pub struct AgreementReport {
     pub answer_chars: Option<Distribution>,
     pub time_spent_ms: Distribution,
     pub annotators: Vec<AnnotatorQuality>,
+    /// Ranking projects: how alike annotators order the same answers.
+    pub ranking: Option<RankAgreement>,
+}
+
+/// Agreement of rankings: Kendall's tau-b (ties allowed) of every pair of annotators on
+/// every item both ranked, by candidate (the shown order is random per annotator).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RankAgreement {
+    pub compared_pairs: usize,
+    pub mean_kendall_tau_b: Option<f64>,
+}
+
+async fn rank_agreement(pool: &PgPool, project: &Project) -> Result<RankAgreement, StoreError> {
+    let rows: Vec<(i64, String, Vec<i16>, Vec<i16>)> = sqlx::query_as(
+        "SELECT r.item_id, u.username, r.ranking, r.shown FROM responses r \
+         JOIN users u ON u.id = r.user_id \
+         WHERE r.project_id = $1 AND r.ranking IS NOT NULL AND r.review_status <> 'rejected'",
+    )
+    .bind(project.id)
+    .fetch_all(pool)
+    .await?;
+    let rankings: Vec<ItemRanking> = rows
+        .into_iter()
+        .map(|(item, annotator, ranks, shown)| ItemRanking {
+            item,
+            annotator,
+            rank_of: shown.into_iter().zip(ranks).collect(),
+        })
+        .collect();
+    let (compared_pairs, mean_kendall_tau_b) = rank_correlation::mean_pairwise_tau(&rankings);
+    Ok(RankAgreement {
+        compared_pairs,
+        mean_kendall_tau_b,
+    })
 }
 
 type ResponseRow = (
@@ -210,6 +245,10 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
         .collect::<Vec<_>>();
     let sum = |f: fn(&UserTally) -> usize| per_user.values().map(f).sum::<usize>();
     let gold_answered = sum(|t| t.gold_answered);
+    let ranking = match project.ranking {
+        true => Some(rank_agreement(pool, project).await?),
+        false => None,
+    };
     Ok(AgreementReport {
         project_id: project.id,
         kind: project.kind,
@@ -226,6 +265,7 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
             .then(|| Distribution::of(per_user.values().flat_map(|t| t.chars.clone()).collect())),
         time_spent_ms: Distribution::of(per_user.values().flat_map(|t| t.times.clone()).collect()),
         annotators,
+        ranking,
     })
 }
 

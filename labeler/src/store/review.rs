@@ -16,7 +16,7 @@ use crate::store::StoreError;
 use crate::store::accounts::User;
 use crate::store::audit::{self, Action, Actor, Event};
 use crate::store::projects::Project;
-use crate::store::responses::{Submission, SubmitBody};
+use crate::store::responses::{Submission, SubmitBody, SubmitRules};
 
 /// Which responses a review list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -90,6 +90,8 @@ pub struct ReviewItem {
     pub label: Option<bool>,
     pub scores: Option<serde_json::Value>,
     pub comment: Option<String>,
+    /// Ranking projects: the rank of each answer shown.
+    pub ranking: Option<Vec<i16>>,
     /// Preference: the answers as shown (left, right), with their provenance; rating: the
     /// one answer rated.
     pub shown: Vec<Candidate>,
@@ -109,6 +111,7 @@ pub struct Version {
     pub label: Option<bool>,
     pub scores: Option<serde_json::Value>,
     pub comment: Option<String>,
+    pub ranking: Option<Vec<i16>>,
     pub author: String,
     pub created_at: DateTime<Utc>,
 }
@@ -129,6 +132,7 @@ struct Row {
     label: Option<bool>,
     scores: Option<serde_json::Value>,
     comment: Option<String>,
+    ranking: Option<Vec<i16>>,
     shown: Vec<i16>,
     candidates: Json<Vec<Candidate>>,
     review_status: String,
@@ -138,7 +142,7 @@ struct Row {
 
 const SELECT: &str = "SELECT r.id AS response_id, r.item_id, i.external_id, u.username AS annotator, \
        r.created_at, r.time_spent_ms, i.prompt, r.answer, r.choice, r.strength, r.rationale, \
-       r.label, r.scores, r.comment, r.shown, i.candidates, r.review_status, r.review_comment, r.version \
+       r.label, r.scores, r.comment, r.ranking, r.shown, i.candidates, r.review_status, r.review_comment, r.version \
      FROM responses r JOIN items i ON i.id = r.item_id JOIN users u ON u.id = r.user_id";
 
 fn item_from_row(row: Row) -> Result<ReviewItem, StoreError> {
@@ -163,6 +167,7 @@ fn item_from_row(row: Row) -> Result<ReviewItem, StoreError> {
         label: row.label,
         scores: row.scores,
         comment: row.comment,
+        ranking: row.ranking,
         shown,
         review_status: ReviewStatus::parse(&row.review_status)
             .map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?,
@@ -219,7 +224,7 @@ pub async fn get(
         .await?;
     let versions = sqlx::query_as::<_, Version>(
         "SELECT v.version, v.answer, v.choice, v.strength, v.rationale, v.label, v.scores, \
-                v.comment, u.username AS author, \
+                v.comment, v.ranking, u.username AS author, \
                 v.created_at \
          FROM response_versions v JOIN users u ON u.id = v.author_id \
          WHERE v.response_id = $1 ORDER BY v.version",
@@ -232,13 +237,7 @@ pub async fn get(
 
 /// Checks an edit against the project's kind (the same rules as a submit).
 pub fn parse_edit(body: SubmitBody, project: &Project) -> Result<Decision, String> {
-    Submission::parse(
-        body,
-        project.kind,
-        project.rationale_required,
-        &project.aspects,
-    )
-    .map(Decision::Edit)
+    Submission::parse(body, SubmitRules::of(project)).map(Decision::Edit)
 }
 
 /// Applies `decision` to a response of `project`; returns the response as it is now.
@@ -250,15 +249,16 @@ pub async fn decide(
     decision: Decision,
 ) -> Result<ReviewItem, StoreError> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, i64, i32, i64)> = sqlx::query_as(
-        "SELECT review_status, assignment_id, version, user_id FROM responses \
+    let row: Option<(String, i64, i32, i64, i32)> = sqlx::query_as(
+        "SELECT review_status, assignment_id, version, user_id, cardinality(shown) \
+         FROM responses \
          WHERE id = $1 AND project_id = $2 FOR UPDATE",
     )
     .bind(response_id)
     .bind(project.id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((status, assignment_id, version, annotator_id)) = row else {
+    let Some((status, assignment_id, version, annotator_id, shown)) = row else {
         return Err(StoreError::NotFound(format!(
             "no response {response_id} in project {}",
             project.id
@@ -308,14 +308,17 @@ pub async fn decide(
             )
         }
         Decision::Edit(submission) => {
+            submission
+                .check_shown(shown as usize)
+                .map_err(StoreError::Invalid)?;
             let c = submission.columns();
             // Keep the annotator's original as version 1 before the first edit.
             sqlx::query(
                 "INSERT INTO response_versions \
                    (response_id, version, answer, choice, strength, rationale, label, scores, \
-                    comment, author_id, created_at) \
+                    comment, ranking, author_id, created_at) \
                  SELECT id, 1, answer, choice, strength, rationale, label, scores, comment, \
-                        user_id, created_at \
+                        ranking, user_id, created_at \
                  FROM responses WHERE id = $1 ON CONFLICT DO NOTHING",
             )
             .bind(response_id)
@@ -325,8 +328,8 @@ pub async fn decide(
             sqlx::query(
                 "INSERT INTO response_versions \
                    (response_id, version, answer, choice, strength, rationale, author_id, label, \
-                    scores, comment) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    scores, comment, ranking) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(response_id)
             .bind(next)
@@ -338,12 +341,14 @@ pub async fn decide(
             .bind(c.label)
             .bind(&c.scores)
             .bind(c.comment)
+            .bind(c.ranking)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "UPDATE responses SET answer = $2, choice = $3, strength = $4, rationale = $5, \
                    version = $6, review_status = 'accepted', reviewed_by = $7, \
-                   reviewed_at = now(), label = $8, scores = $9, comment = $10 WHERE id = $1",
+                   reviewed_at = now(), label = $8, scores = $9, comment = $10, ranking = $11 \
+                 WHERE id = $1",
             )
             .bind(response_id)
             .bind(c.answer)
@@ -355,6 +360,7 @@ pub async fn decide(
             .bind(c.label)
             .bind(&c.scores)
             .bind(c.comment)
+            .bind(c.ranking)
             .execute(&mut *tx)
             .await?;
             (

@@ -45,6 +45,9 @@ struct ProjectForm {
     /// Rating projects: one `name: guideline` per line.
     #[serde(default)]
     aspects: String,
+    /// Preference projects: rank all candidates.
+    #[serde(default)]
+    ranking: Option<String>,
 }
 
 async fn create_project(
@@ -66,6 +69,7 @@ async fn create_project(
         rationale_required: form.rationale_required.is_some(),
         aspects: Aspects::parse_flags(&form.aspects.lines().map(String::from).collect::<Vec<_>>())
             .map_err(AppError::Validation)?,
+        ranking: form.ranking.is_some(),
     };
     let project = projects::create(&pool, &new, Some(user.id)).await?;
     let event = Event::project_create(&project);

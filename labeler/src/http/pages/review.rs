@@ -133,6 +133,9 @@ struct DecisionForm {
     /// Rating edits: the annotator's comment (`comment` is the reviewer's, for a rejection).
     #[serde(default)]
     rating_comment: Option<String>,
+    /// Ranking edits: the ranks in the order shown, comma separated.
+    #[serde(default)]
+    ranking: Option<String>,
     #[serde(flatten)]
     place: Place,
 }
@@ -174,6 +177,20 @@ fn edit_body(form: &DecisionForm) -> Result<SubmitBody, String> {
         Some(other) => return Err(format!("label {other:?} is not one of: up, down")),
     };
     let scores = form.scores.as_deref().map(parse_scores).transpose()?;
+    let ranking = form
+        .ranking
+        .as_deref()
+        .map(|r| {
+            r.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse()
+                        .map_err(|_| format!("ranking: {p:?} is not a number"))
+                })
+                .collect::<Result<Vec<i64>, String>>()
+        })
+        .transpose()?;
     Ok(SubmitBody {
         answer: form.answer.clone(),
         choice,
@@ -182,6 +199,7 @@ fn edit_body(form: &DecisionForm) -> Result<SubmitBody, String> {
         label,
         scores,
         comment: form.rating_comment.clone(),
+        ranking,
         time_spent_ms: None,
     })
 }

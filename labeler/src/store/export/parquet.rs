@@ -47,6 +47,19 @@ pub fn schema(part: ExportPart) -> Schema {
             ),
             Field::new("label", DataType::Utf8, false),
         ]),
+        ExportPart::Rankings => fields.extend([
+            conv("prompt"),
+            Field::new(
+                "completions",
+                DataType::List(Arc::new(Field::new("item", conversation(), false))),
+                false,
+            ),
+            Field::new(
+                "ranks",
+                DataType::List(Arc::new(Field::new("item", DataType::Int64, false))),
+                false,
+            ),
+        ]),
         ExportPart::Ratings => fields.extend([
             conv("prompt"),
             conv("completion"),
