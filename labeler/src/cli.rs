@@ -100,6 +100,43 @@ pub async fn token_create(pool: &PgPool, name: &str, label: &str) -> Result<()> 
     Ok(())
 }
 
+/// The flags of `labeler project create`.
+#[derive(Debug, clap::Args)]
+pub struct ProjectCreateFlags {
+    pub name: String,
+    #[arg(long, value_parser = ["sft", "preference", "rating"])]
+    pub kind: String,
+    /// How many distinct annotators answer each item.
+    #[arg(long, default_value_t = 1)]
+    pub overlap: i64,
+    /// Markdown file with the guidelines.
+    #[arg(long)]
+    pub guidelines: Option<PathBuf>,
+    /// Preference projects: annotators must explain their choice.
+    #[arg(long)]
+    pub rationale_required: bool,
+    /// Rating projects: an aspect scored 1-5, as `name=guideline` (repeat the flag).
+    #[arg(long = "aspect")]
+    pub aspects: Vec<String>,
+    /// Preference projects: annotators rank all of an item's candidates (2-9).
+    #[arg(long)]
+    pub ranking: bool,
+}
+
+impl ProjectCreateFlags {
+    pub fn args(&self) -> ProjectArgs<'_> {
+        ProjectArgs {
+            name: &self.name,
+            kind: &self.kind,
+            overlap: self.overlap,
+            guidelines: self.guidelines.as_deref(),
+            rationale_required: self.rationale_required,
+            aspects: &self.aspects,
+            ranking: self.ranking,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ProjectArgs<'a> {
     pub name: &'a str,
