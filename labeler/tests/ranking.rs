@@ -278,3 +278,54 @@ async fn rankings_agree_by_kendall_tau_whatever_the_shown_order() {
         .await;
     assert_eq!(page.status(), 200);
 }
+
+#[tokio::test]
+async fn gold_rankings_score_the_gold_answer_ranked_first_ties_included() {
+    // Arrange: two items of three answers; candidate 2 is gold on both.
+    let app = spawn_app().await;
+    let (admin, project) = ranking_project(&app, 1, ranking_items(&[3, 3])).await;
+    let r = app
+        .put_json(
+            &admin,
+            &format!("/api/projects/{project}/gold"),
+            &json!({"items": [{"id": "q0", "winner": 2}, {"id": "q1", "winner": 2}],
+                    "overlap": 1}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let ann = app.add_user("ann", Role::Annotator).await;
+    // q0: candidate 2 tied first (right); q1: candidate 2 last (wrong).
+    for _ in 0..2 {
+        let task = app.next(&ann, project).await.expect("task");
+        let first_item = task["external_id"] == "q0";
+        let ranks: Vec<i64> = candidate_indexes(&task)
+            .iter()
+            .map(|&c| match (first_item, c) {
+                (true, 0 | 2) => 1,
+                (true, _) => 2,
+                (false, 2) => 3,
+                (false, c) => c + 1,
+            })
+            .collect();
+        let id = task["assignment_id"].as_i64().expect("id");
+        let r = app.submit(&ann, id, &json!({"ranking": ranks}), None).await;
+        assert_eq!(r.status(), 201);
+    }
+
+    // Act
+    let report: Value = app
+        .get(&admin, &format!("/api/projects/{project}/agreement"))
+        .await
+        .json()
+        .await
+        .expect("json");
+
+    // Assert
+    assert_eq!(
+        (
+            report["gold"]["answered"].clone(),
+            report["gold"]["correct"].clone()
+        ),
+        (json!(2), json!(1))
+    );
+}

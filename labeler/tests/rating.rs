@@ -337,3 +337,48 @@ async fn ratings_count_in_agreement_and_reviewers_edit_them() {
         .expect("json");
     assert_eq!(shown["response"]["comment"], "fixed");
 }
+
+#[tokio::test]
+async fn gold_ratings_score_the_thumb_the_annotator_gave() {
+    // Arrange: a rating project with r0 gold up and r1 gold down; ann says up to both.
+    let app = spawn_app().await;
+    let (admin, project) = rating_project(&app, 1, 2).await;
+    let gold = format!("/api/projects/{project}/gold");
+    let bad = app
+        .put_json(
+            &admin,
+            &gold,
+            &json!({"items": [{"id": "r0", "winner": 0}], "overlap": 1}),
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+    let r = app
+        .put_json(
+            &admin,
+            &gold,
+            &json!({"items": [{"id": "r0", "label": true}, {"id": "r1", "label": false}],
+                    "overlap": 1}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let ann = app.add_user("ann", Role::Annotator).await;
+    for _ in 0..2 {
+        let task = app.next(&ann, project).await.expect("task");
+        let id = task["assignment_id"].as_i64().expect("id");
+        let r = app.submit(&ann, id, &json!({"label": true}), None).await;
+        assert_eq!(r.status(), 201);
+    }
+
+    // Act
+    let report: Value = app
+        .get(&admin, &format!("/api/projects/{project}/agreement"))
+        .await
+        .json()
+        .await
+        .expect("json");
+
+    // Assert: one of two right.
+    assert_eq!(report["gold"]["answered"], 2);
+    assert_eq!(report["gold"]["correct"], 1);
+    assert_eq!(report["annotators"][0]["gold"]["accuracy"], 0.5);
+}

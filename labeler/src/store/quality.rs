@@ -214,6 +214,7 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
         }
         if let Some(g) = gold
             && shown.contains(g)
+            && project.kind == ProjectKind::Preference
         {
             t.gold_answered += 1;
             let winner = match (choice.as_str(), shown.as_slice()) {
@@ -222,6 +223,14 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
                 _ => None,
             };
             t.gold_correct += usize::from(winner == Some(*g));
+        }
+    }
+    // Ratings' and rankings' gold answers are judged in the database.
+    if project.kind == ProjectKind::Rating || project.ranking {
+        for (user, answered, correct) in gold_of_ratings_and_rankings(pool, project).await? {
+            let t = per_user.entry(user).or_default();
+            t.gold_answered += answered as usize;
+            t.gold_correct += correct as usize;
         }
     }
     let pairs = agreement::pairwise(&labels);
@@ -352,12 +361,55 @@ pub async fn checkpoints(
     })
 }
 
-/// One gold mark: the item (by its external id) and the candidate that should win.
+/// One gold mark: the item (by its external id) and the candidate that should win (in a
+/// ranking: be ranked first, ties with it allowed), or for a rating item the thumb it should
+/// get (`label`; stored as `gold_winner` 1 for up, 0 for down).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GoldMark {
     pub id: String,
-    pub winner: i16,
+    #[serde(default)]
+    pub winner: Option<i16>,
+    #[serde(default)]
+    pub label: Option<bool>,
+}
+
+impl GoldMark {
+    /// The `gold_winner` value for a project of `kind`.
+    fn stored(&self, i: usize, kind: ProjectKind) -> Result<i16, StoreError> {
+        let wrong = |what: &str| StoreError::Invalid(format!("items[{i}]: {what}"));
+        match (kind, self.winner, self.label) {
+            (ProjectKind::Rating, None, Some(label)) => Ok(i16::from(label)),
+            (ProjectKind::Rating, _, _) => Err(wrong(
+                "a rating gold mark has \"label\" (true or false), not \"winner\"",
+            )),
+            (_, Some(winner), None) => Ok(winner),
+            _ => Err(wrong(
+                "a preference gold mark has \"winner\" (a candidate index), not \"label\"",
+            )),
+        }
+    }
+}
+
+/// Gold answers of ratings (the thumb expected) and rankings (the gold candidate ranked
+/// first, ties allowed), per annotator: (answered, correct).
+async fn gold_of_ratings_and_rankings(
+    pool: &PgPool,
+    project: &Project,
+) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT u.username, count(*), count(*) FILTER (WHERE \
+           CASE WHEN r.label IS NOT NULL THEN r.label = (i.gold_winner = 1) \
+                ELSE r.ranking[array_position(r.shown, i.gold_winner)] \
+                     = (SELECT min(x) FROM unnest(r.ranking) x) END) \
+         FROM responses r JOIN users u ON u.id = r.user_id JOIN items i ON i.id = r.item_id \
+         WHERE r.project_id = $1 AND r.review_status <> 'rejected' AND i.gold_winner IS NOT NULL \
+           AND (r.label IS NOT NULL OR r.ranking IS NOT NULL) \
+         GROUP BY u.username",
+    )
+    .bind(project.id)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Marks items of a preference project as gold, and raises their overlap to `overlap` so
@@ -369,29 +421,36 @@ pub async fn mark_gold(
     marks: &[GoldMark],
     overlap: i32,
 ) -> Result<usize, StoreError> {
-    if project.kind != ProjectKind::Preference {
+    if project.kind == ProjectKind::Sft {
         return Err(StoreError::Invalid(
-            "gold items belong to preference projects".into(),
+            "gold items belong to preference and rating projects".into(),
         ));
     }
     let mut tx = pool.begin().await?;
     for (i, m) in marks.iter().enumerate() {
-        let n = sqlx::query(
+        let winner = m.stored(i, project.kind)?;
+        // A rating's one candidate is index 0; its gold is the thumb (0 or 1).
+        let candidates = if project.kind == ProjectKind::Rating {
+            "2"
+        } else {
+            "jsonb_array_length(candidates)"
+        };
+        let n = sqlx::query(&format!(
             "UPDATE items SET gold_winner = $3, overlap = GREATEST(overlap, $4) \
              WHERE project_id = $1 AND external_id = $2 \
-               AND $3 < jsonb_array_length(candidates) AND $3 >= 0",
-        )
+               AND $3 < {candidates} AND $3 >= 0"
+        ))
         .bind(project.id)
         .bind(&m.id)
-        .bind(m.winner)
+        .bind(winner)
         .bind(overlap)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if n == 0 {
             return Err(StoreError::Invalid(format!(
-                "items[{i}]: no item {:?} in this project with a candidate {}",
-                m.id, m.winner
+                "items[{i}]: no item {:?} in this project with a candidate {winner}",
+                m.id
             )));
         }
     }
