@@ -13,6 +13,7 @@ mod browser_rating;
 mod browser_sessions;
 mod dashboard;
 mod export;
+mod feedback_kinds;
 mod helpers;
 mod import;
 mod model_loop;

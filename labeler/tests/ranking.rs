@@ -11,6 +11,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, rejected_lines, spawn_app};
+use crate::pages::{browser, signed_in};
 
 /// One ranking item `q{i}` per entry of `ks`, with `k` candidates `answer {i}.{j}` from
 /// checkpoint `step-{j}`.
@@ -273,10 +274,16 @@ async fn rankings_agree_by_kendall_tau_whatever_the_shown_order() {
         report["ranking"],
         json!({"compared_pairs": 1, "mean_kendall_tau_b": 1.0})
     );
-    let page = app
-        .get(&admin, &format!("/projects/{project}/agreement"))
-        .await;
+    let client = browser();
+    signed_in(&app, &client, "root").await;
+    let page = client
+        .get(app.url(&format!("/projects/{project}/agreement")))
+        .send()
+        .await
+        .expect("page");
     assert_eq!(page.status(), 200);
+    let page = page.text().await.expect("html");
+    assert!(page.contains("Mean Kendall's tau-b"), "the tau row");
 }
 
 #[tokio::test]

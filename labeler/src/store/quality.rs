@@ -91,6 +91,9 @@ pub struct AnnotatorQuality {
     pub median_time_ms: Option<f64>,
     /// SFT: median answer length in characters.
     pub median_answer_chars: Option<f64>,
+    /// Rating: the share of thumbs up this annotator gave (far from the others': too lenient
+    /// or too strict).
+    pub thumbs_up_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +109,8 @@ pub struct AgreementReport {
     pub pairs: Vec<PairAgreement>,
     pub position_bias: Option<PositionBias>,
     pub gold: Option<GoldAccuracy>,
+    /// Rating: the share of thumbs up over all ratings.
+    pub thumbs_up_rate: Option<f64>,
     pub answer_chars: Option<Distribution>,
     pub time_spent_ms: Distribution,
     pub annotators: Vec<AnnotatorQuality>,
@@ -208,6 +213,10 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
                 category,
             });
         }
+        if matches!(choice.as_str(), "up" | "down") {
+            t.thumbs += 1;
+            t.ups += usize::from(choice == "up");
+        }
         if matches!(choice.as_str(), "a" | "b") {
             t.decisive += 1;
             t.left_wins += usize::from(choice == "a");
@@ -249,7 +258,10 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
             position_bias: preference.then(|| PositionBias::new(t.decisive, t.left_wins)),
             gold: (t.gold_answered > 0).then(|| gold(t.gold_answered, t.gold_correct)),
             median_time_ms: median(t.times.clone()),
-            median_answer_chars: (!preference).then(|| median(t.chars.clone())).flatten(),
+            median_answer_chars: (project.kind == ProjectKind::Sft)
+                .then(|| median(t.chars.clone()))
+                .flatten(),
+            thumbs_up_rate: (t.thumbs > 0).then(|| t.ups as f64 / t.thumbs as f64),
         })
         .collect::<Vec<_>>();
     let sum = |f: fn(&UserTally) -> usize| per_user.values().map(f).sum::<usize>();
@@ -270,7 +282,9 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
         position_bias: preference
             .then(|| PositionBias::new(sum(|t| t.decisive), sum(|t| t.left_wins))),
         gold: (gold_answered > 0).then(|| gold(gold_answered, sum(|t| t.gold_correct))),
-        answer_chars: (!preference)
+        thumbs_up_rate: (sum(|t| t.thumbs) > 0)
+            .then(|| sum(|t| t.ups) as f64 / sum(|t| t.thumbs) as f64),
+        answer_chars: (project.kind == ProjectKind::Sft)
             .then(|| Distribution::of(per_user.values().flat_map(|t| t.chars.clone()).collect())),
         time_spent_ms: Distribution::of(per_user.values().flat_map(|t| t.times.clone()).collect()),
         annotators,
@@ -293,31 +307,61 @@ struct UserTally {
     left_wins: usize,
     gold_answered: usize,
     gold_correct: usize,
+    /// Rating: thumbs given, and how many up.
+    thumbs: usize,
+    ups: usize,
     times: Vec<f64>,
     chars: Vec<f64>,
 }
 
 /// The comparisons between checkpoints in a preference project's labels: pairs whose two
 /// shown candidates name different checkpoints; ties count half, both-bad is left out (it
-/// says nothing about which is better).
+/// says nothing about which is better). A ranking counts as every pair it implies.
 pub async fn comparisons(pool: &PgPool, project: &Project) -> Result<Vec<Comparison>, StoreError> {
-    let rows: Vec<(String, Vec<i16>, Json<Vec<Candidate>>)> = sqlx::query_as(
-        "SELECT r.choice, r.shown, i.candidates FROM responses r JOIN items i ON i.id = r.item_id \
-         WHERE r.project_id = $1 AND r.choice IS NOT NULL AND r.review_status <> 'rejected' \
+    type Row = (
+        Option<String>,
+        Vec<i16>,
+        Json<Vec<Candidate>>,
+        Option<Vec<i16>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT r.choice, r.shown, i.candidates, r.ranking FROM responses r \
+         JOIN items i ON i.id = r.item_id \
+         WHERE r.project_id = $1 AND (r.choice IS NOT NULL OR r.ranking IS NOT NULL) \
+           AND r.review_status <> 'rejected' \
          ORDER BY r.id",
     )
     .bind(project.id)
     .fetch_all(pool)
     .await?;
     let mut out = Vec::new();
-    for (choice, shown, candidates) in rows {
-        let [l, r] = shown.as_slice() else { continue };
+    for (choice, shown, candidates, ranks) in rows {
         let ckpt = |i: i16| {
             candidates
                 .0
                 .get(i as usize)
                 .and_then(|c| c.checkpoint.clone())
         };
+        if let Some(ranks) = ranks {
+            for pair in crate::domain::Ranking::from_stored(ranks).pairs() {
+                let (Some(&b), Some(&w)) = (shown.get(pair.better), shown.get(pair.worse)) else {
+                    continue;
+                };
+                if let (Some(left), Some(right)) = (ckpt(b), ckpt(w))
+                    && left != right
+                {
+                    let outcome = if pair.gap == 0 { 0.5 } else { 1.0 };
+                    out.push(Comparison {
+                        left,
+                        right,
+                        outcome,
+                    });
+                }
+            }
+            continue;
+        }
+        let Some(choice) = choice else { continue };
+        let [l, r] = shown.as_slice() else { continue };
         let (Some(left), Some(right)) = (ckpt(*l), ckpt(*r)) else {
             continue;
         };
