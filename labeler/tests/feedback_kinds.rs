@@ -43,7 +43,7 @@ async fn answer_all(app: &TestApp, user: &TestUser, project: i64) -> Vec<i64> {
     while let Some(task) = app.next(user, project).await {
         let k = task["answers"].as_array().map_or(0, Vec::len);
         let body = if task["kind"] == "rating" {
-            json!({"label": user.name.len() % 2 == 0, "scores": {"helpfulness": 3}})
+            json!({"label": user.name.len().is_multiple_of(2), "scores": {"helpfulness": 3}})
         } else {
             json!({"ranking": (1..=k as i64).collect::<Vec<_>>()})
         };
