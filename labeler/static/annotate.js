@@ -16,6 +16,8 @@
   const kind = root.dataset.kind;
   // Preference projects that rank all answers (`ranking`) instead of comparing two.
   const ranking = (root.dataset.ranking || "").toLowerCase() === "true";
+  // Model pre-labels: "shown" with the item, "hidden" only once it is answered.
+  const prelabels = root.dataset.prelabels || "";
   const leaseSeconds = Number(root.dataset.leaseSeconds) || 300;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = (id) => document.getElementById(id);
@@ -102,6 +104,18 @@
     } catch (e) { /* the line stays as it was */ }
   }
 
+  // The model's suggestion for an assignment, as a sentence, to `then` (nothing when none).
+  async function showSuggestion(assignment, then) {
+    try {
+      const res = await api("GET", "/api/assignments/" + assignment + "/suggestion");
+      if (res.status !== 200) return;
+      const s = await res.json();
+      const verdict = s.label === true ? "thumbs up" : s.label === false ? "thumbs down" :
+        s.winner ? "answer " + s.winner + " is better" : "neither answer shown";
+      then("Model suggestion (" + s.source + "): " + verdict + ".");
+    } catch (e) { /* no suggestion */ }
+  }
+
   function newKey() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
     return String(Date.now()) + "-" + Math.random().toString(16).slice(2);
@@ -162,6 +176,10 @@
       $("rationale").value = saved.rationale || "";
       document.activeElement && document.activeElement.blur();
     }
+    $("suggestion").hidden = true;
+    if (prelabels === "shown") showSuggestion(task.assignment_id, (text) => {
+      if (current === task) { $("suggestion").textContent = text; $("suggestion").hidden = false; }
+    });
     shownAt = Date.now();
     say("");
     if (unsent) scheduleSave();
@@ -365,6 +383,9 @@
         dropLocal(current);
         flash("Submitted. Your answer is saved.");
         showUndo(current.assignment_id);
+        if (prelabels === "hidden") {
+          showSuggestion(current.assignment_id, (text) => flash("Submitted. Your answer is saved. " + text));
+        }
         await advance();
         refreshMine();
       } else {

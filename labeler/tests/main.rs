@@ -20,6 +20,7 @@ mod model_loop;
 mod oidc;
 mod pages;
 mod pages_http;
+mod prelabels;
 mod project_settings;
 mod quality;
 mod quality_pages;

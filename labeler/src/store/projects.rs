@@ -25,6 +25,8 @@ pub struct Project {
     pub aspects: Vec<Aspect>,
     /// Preference projects: each task shows all of an item's candidates (2-9) to rank.
     pub ranking: bool,
+    /// Model pre-labels: `hidden` (shown after answering), `shown`, or `None` (off).
+    pub prelabels: Option<String>,
 }
 
 /// A project with its progress, for lists and dashboards.
@@ -63,10 +65,11 @@ type ProjectTuple = (
     bool,
     Json<Vec<Aspect>>,
     bool,
+    Option<String>,
 );
 
 const PROJECT_COLUMNS: &str = "id, name, kind, guidelines, overlap, rationale_required, gold_rate, \
-                               archived_at IS NOT NULL, aspects, ranking";
+                               archived_at IS NOT NULL, aspects, ranking, prelabels";
 
 fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
     let (
@@ -80,6 +83,7 @@ fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
         archived,
         aspects,
         ranking,
+        prelabels,
     ) = row;
     Ok(Project {
         id,
@@ -92,6 +96,7 @@ fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
         archived,
         aspects: aspects.0,
         ranking,
+        prelabels,
     })
 }
 
@@ -173,13 +178,14 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, S
         bool,
         Json<Vec<Aspect>>,
         bool,
+        Option<String>,
         i64,
         i64,
         i64,
     );
     let rows = sqlx::query_as::<_, Row>(
         "SELECT p.id, p.name, p.kind, p.guidelines, p.overlap, p.rationale_required, p.gold_rate, \
-           p.archived_at IS NOT NULL, p.aspects, p.ranking, \
+           p.archived_at IS NOT NULL, p.aspects, p.ranking, p.prelabels, \
            (SELECT count(*) FROM items i WHERE i.project_id = p.id), \
            (SELECT count(*) FROM responses r WHERE r.project_id = p.id \
               AND r.review_status <> 'rejected'), \
@@ -203,11 +209,12 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, S
                 archived,
                 aspects,
                 rank,
+                pre,
                 items,
                 responses,
                 complete,
             )| {
-                let row = (id, name, kind, g, o, r, gold, archived, aspects, rank);
+                let row = (id, name, kind, g, o, r, gold, archived, aspects, rank, pre);
                 Ok(ProjectProgress {
                     project: project_from_row(row)?,
                     items,
@@ -227,6 +234,8 @@ pub struct SettingsChange {
     pub rationale_required: Option<bool>,
     /// 0 to 1 (checked by the caller and by the database).
     pub gold_rate: Option<f64>,
+    /// Model pre-labels: `Some(None)` turns them off.
+    pub prelabels: Option<Option<&'static str>>,
 }
 
 /// Applies `change` and returns the project as it is now.
@@ -238,7 +247,8 @@ pub async fn update<'e>(
     let row = sqlx::query_as::<_, ProjectTuple>(&format!(
         "UPDATE projects SET guidelines = COALESCE($2, guidelines), \
            rationale_required = COALESCE($3, rationale_required), \
-           gold_rate = COALESCE($4, gold_rate), name = COALESCE($5, name) \
+           gold_rate = COALESCE($4, gold_rate), name = COALESCE($5, name), \
+           prelabels = CASE WHEN $6 THEN $7 ELSE prelabels END \
          WHERE id = $1 AND deleted_at IS NULL RETURNING {PROJECT_COLUMNS}"
     ))
     .bind(id)
@@ -246,6 +256,8 @@ pub async fn update<'e>(
     .bind(change.rationale_required)
     .bind(change.gold_rate)
     .bind(change.name.as_ref().map(ProjectName::as_str))
+    .bind(change.prelabels.is_some())
+    .bind(change.prelabels.flatten())
     .fetch_optional(exec)
     .await
     .map_err(|e| match &change.name {

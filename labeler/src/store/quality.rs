@@ -116,6 +116,8 @@ pub struct AgreementReport {
     pub annotators: Vec<AnnotatorQuality>,
     /// Ranking projects: how alike annotators order the same answers.
     pub ranking: Option<RankAgreement>,
+    /// Human verdicts against the model's pre-labels, where items have one.
+    pub model: Option<crate::store::prelabels::ModelAgreement>,
 }
 
 /// Agreement of rankings: Kendall's tau-b (ties allowed) of every pair of annotators on
@@ -289,6 +291,7 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
         time_spent_ms: Distribution::of(per_user.values().flat_map(|t| t.times.clone()).collect()),
         annotators,
         ranking,
+        model: crate::store::prelabels::human_vs_model(pool, project).await?,
     })
 }
 

@@ -92,6 +92,7 @@ async fn save_settings(
         guidelines: Some(form.guidelines),
         rationale_required: Some(form.rationale_required.is_some()),
         gold_rate: None,
+        prelabels: None,
     };
     let mut tx = pool.begin().await?;
     let project = projects::update(&mut *tx, id, &change).await?;
