@@ -99,3 +99,61 @@ async fn chromium_rates_with_thumbs_scores_and_comment_by_keyboard_alone() {
     );
     b.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_shows_a_hidden_prelabel_only_after_the_answer() {
+    let Some((chrome, driver)) =
+        chromium_for_test("chromium_shows_a_hidden_prelabel_only_after_the_answer")
+    else {
+        return;
+    };
+    // Arrange: the model says thumbs down on both items; hidden until answered.
+    let app = spawn_app().await;
+    let (admin, project) = rating_project(&app, 1, 2).await;
+    let r = app
+        .put_json(
+            &admin,
+            &format!("/api/projects/{project}/prelabels"),
+            &json!({"source": "rm-300", "items": [{"id": "r0", "label": false}, {"id": "r1", "label": false}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .client
+        .patch(app.url(&format!("/api/admin/projects/{project}")))
+        .bearer_auth(&admin.token)
+        .json(&json!({"prelabels": "hidden"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), 200);
+    app.add_user("ann", Role::Annotator).await;
+    let b = Browser::start(chrome, driver).await;
+    sign_in(&b, &app, "ann").await;
+    b.goto(&app.url(&format!("/projects/{project}/annotate")))
+        .await;
+    wait_for_text(&b, "#progress", "2 of 2 left in this project, 0 done today").await;
+    assert_eq!(
+        b.execute("return document.getElementById('suggestion').hidden;")
+            .await,
+        json!(true)
+    );
+
+    // Act: thumbs up and submit, keyboard only.
+    b.chord(&["y"]).await;
+    b.chord(&[ENTER]).await;
+
+    // Assert: the model's view comes with the confirmation, not before.
+    wait_for_text(
+        &b,
+        "#flash-text",
+        "Submitted. Your answer is saved. Model suggestion (rm-300): thumbs down.",
+    )
+    .await;
+    assert_eq!(
+        b.execute("return document.getElementById('suggestion').hidden;")
+            .await,
+        json!(true)
+    );
+    b.quit().await;
+}

@@ -126,14 +126,16 @@ pub async fn for_assignment(
     assignment_id: i64,
     user: &User,
 ) -> Result<Option<Suggestion>, StoreError> {
-    let row: Option<(
+    // The project's mode, the assignment's status and shown order, the suggestion.
+    type Row = (
         Option<String>,
         String,
         Vec<i16>,
         String,
         Option<bool>,
         Option<i16>,
-    )> = sqlx::query_as(
+    );
+    let row: Option<Row> = sqlx::query_as(
         "SELECT p.prelabels, a.status, a.shown, l.source, l.label, l.winner \
              FROM assignments a JOIN projects p ON p.id = a.project_id \
              JOIN prelabels l ON l.item_id = a.item_id \
