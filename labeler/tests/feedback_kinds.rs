@@ -209,3 +209,105 @@ async fn dashboards_show_thumbs_for_ratings_and_tau_and_checkpoints_for_rankings
         .collect();
     assert_eq!(order, ["step-2", "step-1", "step-0"]);
 }
+
+#[tokio::test]
+async fn admins_make_rating_and_ranking_projects_and_set_prelabels_with_the_forms() {
+    // Arrange
+    let app = spawn_app().await;
+    app.add_user("root", Role::Admin).await;
+    let client = browser();
+    let csrf = signed_in(&app, &client, "root").await;
+    let create = |fields: Vec<(&'static str, &'static str)>| {
+        let mut form = vec![("csrf_token", csrf.clone())];
+        form.extend(fields.into_iter().map(|(k, v)| (k, v.to_string())));
+        client.post(app.url("/projects")).form(&form).send()
+    };
+
+    // Act / Assert: a rating project with two aspects, one per line.
+    let r = create(vec![
+        ("name", "thumbs"),
+        ("kind", "rating"),
+        ("overlap", "1"),
+        (
+            "aspects",
+            "helpfulness: 5 = fully answers\r\ncorrectness=1 wrong, 5 right\r\n",
+        ),
+    ])
+    .await
+    .expect("post");
+    assert_eq!(r.status(), 303);
+    let (id, aspects): (i64, Value) =
+        sqlx::query_as("SELECT id, aspects FROM projects WHERE name = 'thumbs'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("project");
+    assert_eq!(
+        aspects,
+        json!([{"name": "helpfulness", "guideline": "5 = fully answers"},
+               {"name": "correctness", "guideline": "1 wrong, 5 right"}])
+    );
+    // Aspects on an sft project, ranking on a rating one: refused.
+    for fields in [
+        vec![
+            ("name", "a"),
+            ("kind", "sft"),
+            ("overlap", "1"),
+            ("aspects", "tone: x"),
+        ],
+        vec![
+            ("name", "b"),
+            ("kind", "rating"),
+            ("overlap", "1"),
+            ("ranking", "on"),
+        ],
+    ] {
+        assert_eq!(create(fields).await.expect("post").status(), 400);
+    }
+    let r = create(vec![
+        ("name", "order"),
+        ("kind", "preference"),
+        ("overlap", "1"),
+        ("ranking", "on"),
+    ])
+    .await
+    .expect("post");
+    assert_eq!(r.status(), 303);
+    let ranking: bool = sqlx::query_scalar("SELECT ranking FROM projects WHERE name = 'order'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("ranking");
+    assert!(ranking);
+
+    // Pre-labels from the settings form: CSRF required, then stored.
+    let save = |token: String| {
+        client
+            .post(app.url(&format!("/projects/{id}/settings")))
+            .form(&[
+                ("csrf_token", token.as_str()),
+                ("name", "thumbs"),
+                ("guidelines", ""),
+                ("prelabels", "hidden"),
+            ])
+            .send()
+    };
+    assert_eq!(save("guess".into()).await.expect("post").status(), 403);
+    assert_eq!(save(csrf.clone()).await.expect("post").status(), 303);
+    let mode: Option<String> = sqlx::query_scalar("SELECT prelabels FROM projects WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("mode");
+    assert_eq!(mode.as_deref(), Some("hidden"));
+    let page = client
+        .get(app.url(&format!("/projects/{id}/settings")))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        page.contains("<option value=\"hidden\" selected>"),
+        "the menu shows the mode"
+    );
+}
