@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sqlx::PgPool;
 
-use crate::domain::{Overlap, Password, ProjectKind, ProjectName, Role, Username};
+use crate::domain::{Aspects, Overlap, Password, ProjectKind, ProjectName, Role, Username};
 use crate::store::StoreError;
 use crate::store::accounts;
 use crate::store::audit::{self, Action, Actor, Event};
@@ -100,6 +100,43 @@ pub async fn token_create(pool: &PgPool, name: &str, label: &str) -> Result<()> 
     Ok(())
 }
 
+/// The flags of `labeler project create`.
+#[derive(Debug, clap::Args)]
+pub struct ProjectCreateFlags {
+    pub name: String,
+    #[arg(long, value_parser = ["sft", "preference", "rating"])]
+    pub kind: String,
+    /// How many distinct annotators answer each item.
+    #[arg(long, default_value_t = 1)]
+    pub overlap: i64,
+    /// Markdown file with the guidelines.
+    #[arg(long)]
+    pub guidelines: Option<PathBuf>,
+    /// Preference projects: annotators must explain their choice.
+    #[arg(long)]
+    pub rationale_required: bool,
+    /// Rating projects: an aspect scored 1-5, as `name=guideline` (repeat the flag).
+    #[arg(long = "aspect")]
+    pub aspects: Vec<String>,
+    /// Preference projects: annotators rank all of an item's candidates (2-9).
+    #[arg(long)]
+    pub ranking: bool,
+}
+
+impl ProjectCreateFlags {
+    pub fn args(&self) -> ProjectArgs<'_> {
+        ProjectArgs {
+            name: &self.name,
+            kind: &self.kind,
+            overlap: self.overlap,
+            guidelines: self.guidelines.as_deref(),
+            rationale_required: self.rationale_required,
+            aspects: &self.aspects,
+            ranking: self.ranking,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ProjectArgs<'a> {
     pub name: &'a str,
@@ -107,6 +144,10 @@ pub struct ProjectArgs<'a> {
     pub overlap: i64,
     pub guidelines: Option<&'a Path>,
     pub rationale_required: bool,
+    /// Rating projects: `name=guideline` per aspect scored 1-5.
+    pub aspects: &'a [String],
+    /// Preference projects: rank all candidates (2-9) instead of comparing two.
+    pub ranking: bool,
 }
 
 pub async fn project_create(pool: &PgPool, args: ProjectArgs<'_>) -> Result<()> {
@@ -121,6 +162,8 @@ pub async fn project_create(pool: &PgPool, args: ProjectArgs<'_>) -> Result<()> 
         overlap: Overlap::parse(args.overlap).map_err(anyhow::Error::msg)?,
         guidelines,
         rationale_required: args.rationale_required,
+        aspects: Aspects::parse_flags(args.aspects).map_err(anyhow::Error::msg)?,
+        ranking: args.ranking,
     };
     let p = projects::create(pool, &new, None).await?;
     let event = Event::new(Action::ProjectCreate)
@@ -141,7 +184,7 @@ pub async fn import_file(pool: &PgPool, project: &str, file: &Path) -> Result<()
     let project = projects::by_name(pool, project).await?;
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let started = std::time::Instant::now();
-    let items = match import::parse_upload(&data, project.kind) {
+    let items = match import::parse_upload(&data, import::ItemRules::of(&project)) {
         Ok(items) => items,
         Err(errors) => {
             for e in errors.iter().take(import::MAX_REPORTED_ERRORS) {
@@ -211,7 +254,7 @@ pub async fn export_project_with(
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut written = Vec::new();
     let by = Actor::cli();
-    for &part in ExportPart::for_kind(project.kind) {
+    for &part in ExportPart::for_project(&project) {
         let n;
         let path;
         match format {

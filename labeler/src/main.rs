@@ -92,20 +92,7 @@ enum TokenCommand {
 #[derive(Debug, Subcommand)]
 enum ProjectCommand {
     /// Create a project.
-    Create {
-        name: String,
-        #[arg(long, value_parser = ["sft", "preference"])]
-        kind: String,
-        /// How many distinct annotators answer each item.
-        #[arg(long, default_value_t = 1)]
-        overlap: i64,
-        /// Markdown file with the guidelines.
-        #[arg(long)]
-        guidelines: Option<PathBuf>,
-        /// Preference projects: annotators must explain their choice.
-        #[arg(long)]
-        rationale_required: bool,
-    },
+    Create(cli::ProjectCreateFlags),
 }
 
 #[tokio::main]
@@ -155,24 +142,8 @@ async fn main() -> Result<()> {
         Command::Token(TokenCommand::Create { user, name }) => {
             cli::token_create(&pool, &user, &name).await?;
         }
-        Command::Project(ProjectCommand::Create {
-            name,
-            kind,
-            overlap,
-            guidelines,
-            rationale_required,
-        }) => {
-            cli::project_create(
-                &pool,
-                cli::ProjectArgs {
-                    name: &name,
-                    kind: &kind,
-                    overlap,
-                    guidelines: guidelines.as_deref(),
-                    rationale_required,
-                },
-            )
-            .await?;
+        Command::Project(ProjectCommand::Create(flags)) => {
+            cli::project_create(&pool, flags.args()).await?;
         }
         Command::Import { project, file } => cli::import_file(&pool, &project, &file).await?,
         Command::Export {

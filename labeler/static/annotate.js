@@ -5,7 +5,8 @@
 // first, this one says so, keeps what was typed here on screen for copying, and moves on.
 // The last action's confirmation ("Submitted", "Skipped") stays in view on the next item,
 // with undo of the last submit while the server allows it; the progress line and the answers
-// a reviewer sent back are refreshed after every action. Messages about an item (a missing
+// a reviewer sent back are refreshed after every action. Rating pages: thumbs, aspect scores
+// (keys only: `a` moves the focus, digits score it) and a comment. Messages about an item (a missing
 // choice, a failed submit) go when the item changes or the annotator fixes what they said.
 "use strict";
 (function () {
@@ -13,6 +14,10 @@
   if (!root) return;
   const project = root.dataset.project;
   const kind = root.dataset.kind;
+  // Preference projects that rank all answers (`ranking`) instead of comparing two.
+  const ranking = (root.dataset.ranking || "").toLowerCase() === "true";
+  // Model pre-labels: "shown" with the item, "hidden" only once it is answered.
+  const prelabels = root.dataset.prelabels || "";
   const leaseSeconds = Number(root.dataset.leaseSeconds) || 300;
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const $ = (id) => document.getElementById(id);
@@ -99,6 +104,18 @@
     } catch (e) { /* the line stays as it was */ }
   }
 
+  // The model's suggestion for an assignment, as a sentence, to `then` (nothing when none).
+  async function showSuggestion(assignment, then) {
+    try {
+      const res = await api("GET", "/api/assignments/" + assignment + "/suggestion");
+      if (res.status !== 200) return;
+      const s = await res.json();
+      const verdict = s.label === true ? "thumbs up" : s.label === false ? "thumbs down" :
+        s.winner ? "answer " + s.winner + " is better" : "neither answer shown";
+      then("Model suggestion (" + s.source + "): " + verdict + ".");
+    } catch (e) { /* no suggestion */ }
+  }
+
   function newKey() {
     if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
     return String(Date.now()) + "-" + Math.random().toString(16).slice(2);
@@ -133,6 +150,22 @@
     if (kind === "sft") {
       $("answer").value = saved.answer != null ? saved.answer : (task.model_draft || "");
       $("answer").focus();
+    } else if (ranking) {
+      renderRanking(task, saved);
+      document.activeElement && document.activeElement.blur();
+    } else if (kind === "rating") {
+      $("answer-a").textContent = task.answers[0] ? task.answers[0].content : "";
+      const label = saved.label === true ? "up" : saved.label === false ? "down" : null;
+      const scores = saved.scores || {};
+      for (const r of document.querySelectorAll('input[name="label"]')) r.checked = r.value === label;
+      for (const f of aspects) {
+        for (const r of f.querySelectorAll("input")) {
+          r.checked = Number(r.value) === scores[f.dataset.aspect];
+        }
+      }
+      $("comment").value = saved.comment || "";
+      focusAspect(0);
+      document.activeElement && document.activeElement.blur();
     } else {
       $("answer-a").textContent = task.answers[0] ? task.answers[0].content : "";
       $("answer-b").textContent = task.answers[1] ? task.answers[1].content : "";
@@ -143,14 +176,99 @@
       $("rationale").value = saved.rationale || "";
       document.activeElement && document.activeElement.blur();
     }
+    $("suggestion").hidden = true;
+    if (prelabels === "shown") showSuggestion(task.assignment_id, (text) => {
+      if (current === task) { $("suggestion").textContent = text; $("suggestion").hidden = false; }
+    });
     shownAt = Date.now();
     say("");
     if (unsent) scheduleSave();
     prefetch();
   }
 
+  // Rating: the aspects scored 1-5; `a` moves the focus, the digits score the one in focus.
+  const aspects = Array.from(document.querySelectorAll("fieldset.aspect"));
+  let aspectAt = 0;
+  function focusAspect(i) {
+    if (!aspects.length) return;
+    aspectAt = i % aspects.length;
+    aspects.forEach((f, j) => f.classList.toggle("focus", j === aspectAt));
+    $("aspect-focus").textContent = aspects[aspectAt].dataset.aspect;
+  }
+  function score(n) {
+    const f = aspects[aspectAt];
+    if (!f) return;
+    for (const r of f.querySelectorAll("input")) r.checked = n > 0 && Number(r.value) === n;
+    scheduleSave();
+  }
+
+  // Ranking: one card per answer with its rank; digits rank the card in focus.
+  let rankAt = 0;
+  function rankCards() { return Array.from(document.querySelectorAll("#ranked-answers li")); }
+  function renderRanking(task, saved) {
+    const list = $("ranked-answers");
+    list.replaceChildren();
+    const ranks = saved.ranking || [];
+    task.answers.forEach((a, i) => {
+      const li = document.createElement("li");
+      li.className = "ranked";
+      const head = document.createElement("h2");
+      head.textContent = a.label + " ";
+      const select = document.createElement("select");
+      select.className = "rank";
+      select.setAttribute("aria-label", "Rank of " + a.label);
+      for (let n = 0; n <= task.answers.length; n++) {
+        const o = document.createElement("option");
+        o.value = n ? String(n) : "";
+        o.textContent = n ? "rank " + n : "rank —";
+        select.append(o);
+      }
+      select.value = ranks[i] ? String(ranks[i]) : "";
+      head.append(select);
+      const body = document.createElement("div");
+      body.className = "answer";
+      body.textContent = a.content;
+      li.append(head, body);
+      list.append(li);
+    });
+    $("rationale").value = saved.rationale || "";
+    focusRank(0);
+  }
+  function focusRank(i) {
+    const cards = rankCards();
+    if (!cards.length) return;
+    rankAt = Math.max(0, Math.min(i, cards.length - 1));
+    cards.forEach((c, j) => c.classList.toggle("focus", j === rankAt));
+  }
+  function rank(n) {
+    const cards = rankCards();
+    if (!cards[rankAt] || n > cards.length) return;
+    cards[rankAt].querySelector("select").value = n ? String(n) : "";
+    scheduleSave();
+    if (n) focusRank(rankAt + 1);
+  }
+
   function collect() {
     if (kind === "sft") return { answer: $("answer").value };
+    if (ranking) {
+      const out = {
+        ranking: rankCards().map((c) => Number(c.querySelector("select").value) || null),
+      };
+      const rationale = $("rationale").value;
+      if (rationale.trim()) out.rationale = rationale;
+      return out;
+    }
+    if (kind === "rating") {
+      const r = document.querySelector('input[name="label"]:checked');
+      const out = { label: r ? r.value === "up" : null, scores: {} };
+      for (const f of aspects) {
+        const s = f.querySelector("input:checked");
+        if (s) out.scores[f.dataset.aspect] = Number(s.value);
+      }
+      const comment = $("comment").value;
+      if (comment.trim()) out.comment = comment;
+      return out;
+    }
     const pick = (name) => {
       const r = document.querySelector('input[name="' + name + '"]:checked');
       return r ? r.value : null;
@@ -219,6 +337,14 @@
   // What the annotator typed for `body`, as text to copy.
   function typedText(body) {
     if (kind === "sft") return body.answer;
+    if (ranking) {
+      return "ranking: " + (body.ranking || []).join(", ") + (body.rationale ? "\n" + body.rationale : "");
+    }
+    if (kind === "rating") {
+      const parts = [body.label ? "thumbs up" : "thumbs down"];
+      for (const k of Object.keys(body.scores || {})) parts.push(k + " " + body.scores[k]);
+      return parts.join(", ") + (body.comment ? "\n" + body.comment : "");
+    }
     const lines = [];
     if (body.choice) lines.push("choice: " + body.choice + (body.strength ? " (" + body.strength + ")" : ""));
     if (body.rationale) lines.push(body.rationale);
@@ -241,7 +367,12 @@
     if (!current || busy) return;
     const body = collect();
     if (kind === "sft" && !body.answer.trim()) { say("Write an answer first", true); return; }
-    if (kind === "preference" && !body.choice) { say("Choose 1-4 first", true); return; }
+    if (ranking && body.ranking.some((r) => r === null)) {
+      say("Rank every answer first (1 = best)", true);
+      return;
+    }
+    if (kind === "preference" && !ranking && !body.choice) { say("Choose 1-4 first", true); return; }
+    if (kind === "rating" && body.label === null) { say("Thumbs up (y) or down (n) first", true); return; }
     body.time_spent_ms = Date.now() - shownAt;
     busy = true;
     clearTimeout(saveTimer);
@@ -252,6 +383,9 @@
         dropLocal(current);
         flash("Submitted. Your answer is saved.");
         showUndo(current.assignment_id);
+        if (prelabels === "hidden") {
+          showSuggestion(current.assignment_id, (text) => flash("Submitted. Your answer is saved. " + text));
+        }
         await advance();
         refreshMine();
       } else {
@@ -363,6 +497,19 @@
       "k": skip, "Enter": submit, "u": undo,
       "g": () => { const d = document.querySelector(".guidelines-box"); d.open = !d.open; },
     };
+    const ratingKeys = {
+      "y": () => choose("label", "up"), "n": () => choose("label", "down"),
+      "a": () => focusAspect(aspectAt + 1), "c": () => $("comment").focus(),
+      "0": () => score(0), "1": () => score(1), "2": () => score(2), "3": () => score(3),
+      "4": () => score(4), "5": () => score(5),
+    };
+    if (kind === "rating" && ratingKeys[e.key]) { e.preventDefault(); ratingKeys[e.key](); return; }
+    if (ranking) {
+      const move = { "ArrowDown": 1, "j": 1, "ArrowUp": -1, "i": -1 }[e.key];
+      if (move) { e.preventDefault(); focusRank(rankAt + move); return; }
+      if (/^[0-9]$/.test(e.key)) { e.preventDefault(); rank(Number(e.key)); return; }
+      if (["q", "w"].includes(e.key)) return;
+    }
     const action = keys[e.key];
     if (action && (kind === "preference" || ["g", "k", "u", "Enter"].includes(e.key))) {
       e.preventDefault();

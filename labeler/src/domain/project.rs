@@ -29,6 +29,9 @@ pub enum ProjectKind {
     Sft,
     /// Compare two candidate answers (preference data).
     Preference,
+    /// Judge one answer: thumbs up or down, optional 1-5 scores per aspect, a comment
+    /// (unpaired feedback, as KTO takes it).
+    Rating,
 }
 
 impl ProjectKind {
@@ -36,13 +39,17 @@ impl ProjectKind {
         match s {
             "sft" => Ok(Self::Sft),
             "preference" => Ok(Self::Preference),
-            _ => Err(format!("project kind {s:?} is not one of: sft, preference")),
+            "rating" => Ok(Self::Rating),
+            _ => Err(format!(
+                "project kind {s:?} is not one of: sft, preference, rating"
+            )),
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sft => "sft",
             Self::Preference => "preference",
+            Self::Rating => "rating",
         }
     }
 }

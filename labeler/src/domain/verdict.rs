@@ -72,20 +72,30 @@ impl Verdict {
         if strength.is_some() && !choice.is_decisive() {
             return Err("strength applies only to choice \"a\" or \"b\"".into());
         }
-        let rationale = rationale.filter(|r| !r.trim().is_empty());
-        if rationale_required && rationale.is_none() {
-            return Err("this project requires a rationale".into());
-        }
-        if let Some(r) = &rationale {
-            if r.len() > 20_000 {
-                return Err("rationale is longer than 20000 bytes".into());
-            }
-            super::check_text(r).map_err(|e| format!("rationale: {e}"))?;
-        }
+        let rationale = check_rationale(rationale, rationale_required)?;
         Ok(Self {
             choice,
             strength,
             rationale,
         })
     }
+}
+
+/// A rationale trimmed to `None` when blank, required when the project says so, at most
+/// 20000 bytes of text.
+pub fn check_rationale(
+    rationale: Option<String>,
+    rationale_required: bool,
+) -> Result<Option<String>, String> {
+    let rationale = rationale.filter(|r| !r.trim().is_empty());
+    if rationale_required && rationale.is_none() {
+        return Err("this project requires a rationale".into());
+    }
+    if let Some(r) = &rationale {
+        if r.len() > 20_000 {
+            return Err("rationale is longer than 20000 bytes".into());
+        }
+        super::check_text(r).map_err(|e| format!("rationale: {e}"))?;
+    }
+    Ok(rationale)
 }

@@ -91,7 +91,13 @@ pub async fn rejections(
     limit: i64,
 ) -> Result<Vec<Rejection>, StoreError> {
     let rows: Vec<RejectionRow> = sqlx::query_as(
-        "SELECT r.id, i.external_id, i.prompt, r.answer, r.choice, r.strength, r.rationale, \
+        "SELECT r.id, i.external_id, i.prompt, \
+                COALESCE(r.answer, CASE WHEN r.label THEN 'thumbs up' WHEN NOT r.label \
+                  THEN 'thumbs down' END || COALESCE(' ' || r.scores::text, '') \
+                  || COALESCE('; comment: ' || r.comment, ''), \
+                  'ranking (A, B, ...): ' || array_to_string(r.ranking, ', ') \
+                  || COALESCE('; rationale: ' || r.rationale, '')), \
+                r.choice, r.strength, r.rationale, \
                 r.review_comment, u.username, r.reviewed_at \
          FROM responses r JOIN items i ON i.id = r.item_id \
          LEFT JOIN users u ON u.id = r.reviewed_by \
@@ -161,7 +167,8 @@ SELECT r.id, r.assignment_id, r.item_id, r.review_status, r.version, \
             AND l.action = 'project.export' \
             AND l.at >= r.created_at - make_interval(secs => $3)), \
   jsonb_strip_nulls(jsonb_build_object('answer', r.answer, 'choice', r.choice, \
-     'strength', r.strength, 'rationale', r.rationale)) \
+     'strength', r.strength, 'rationale', r.rationale, 'label', r.label, 'scores', r.scores, \
+     'comment', r.comment, 'ranking', r.ranking)) \
 FROM responses r \
 WHERE r.user_id = $2 AND r.project_id = $1 \
 ORDER BY r.id DESC LIMIT 1";

@@ -67,6 +67,7 @@ pub enum Action {
     ProjectImport,
     ProjectCandidates,
     ProjectGold,
+    ProjectPrelabels,
     ProjectExport,
     ProjectArchive,
     ProjectUnarchive,
@@ -92,6 +93,7 @@ impl Action {
             Self::ProjectImport => "project.import",
             Self::ProjectCandidates => "project.candidates",
             Self::ProjectGold => "project.gold",
+            Self::ProjectPrelabels => "project.prelabels",
             Self::ProjectExport => "project.export",
             Self::ProjectArchive => "project.archive",
             Self::ProjectUnarchive => "project.unarchive",
@@ -143,6 +145,7 @@ impl<'a> Event<'a> {
             .details(serde_json::json!({
                 "kind": project.kind.as_str(), "overlap": project.overlap,
                 "rationale_required": project.rationale_required,
+                "ranking": project.ranking, "aspects": project.aspects,
             }))
     }
 }

@@ -5,7 +5,7 @@
 //! One JSON object per line:
 //! `{"id"?: str, "prompt": str | [{"role","content"}], "draft"?: str, "candidates"?:
 //! [{"content", "model"?, "checkpoint"?, "sampling"?}], "meta"?: {..}}`. SFT items may carry a
-//! model `draft`; preference items need two or more `candidates`.
+//! model `draft`; preference items need two or more `candidates`, rating items exactly one.
 //!
 //! Model-written text (the candidates' `content`, an SFT `draft`) with U+FFFD, the
 //! replacement character, is refused: it is what a decoder writes for bytes that were not
@@ -78,7 +78,34 @@ pub struct ImportSummary {
     pub items: usize,
 }
 
-fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, String> {
+/// What a project accepts: its kind, and for preference projects whether its items are
+/// ranked (then 2 to 9 candidates, all shown at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemRules {
+    pub kind: ProjectKind,
+    pub ranking: bool,
+}
+
+impl ItemRules {
+    pub fn of(project: &Project) -> Self {
+        Self {
+            kind: project.kind,
+            ranking: project.ranking,
+        }
+    }
+}
+
+impl From<ProjectKind> for ItemRules {
+    fn from(kind: ProjectKind) -> Self {
+        Self {
+            kind,
+            ranking: false,
+        }
+    }
+}
+
+fn check_row(row: ImportRow, rules: ItemRules, line: usize) -> Result<NewItem, String> {
+    let kind = rules.kind;
     let prompt = match row.prompt {
         PromptInput::Text(t) => Conversation::from_user_text(t),
         PromptInput::Messages(m) => Conversation::parse(m),
@@ -99,7 +126,8 @@ fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, 
         ProjectKind::Sft => {
             if !candidates.is_empty() {
                 return Err(
-                    "candidates belong to preference projects; this is an sft project".into(),
+                    "candidates belong to preference and rating projects; this is an sft project"
+                        .into(),
                 );
             }
             if let Some(d) = &row.draft {
@@ -108,13 +136,29 @@ fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, 
                     .map_err(|e| format!("draft: {e}"))?;
             }
         }
-        ProjectKind::Preference => {
+        ProjectKind::Preference | ProjectKind::Rating => {
             if row.draft.is_some() {
-                return Err("draft belongs to sft projects; this is a preference project".into());
+                return Err(format!(
+                    "draft belongs to sft projects; this is a {} project",
+                    kind.as_str()
+                ));
             }
-            if candidates.len() < 2 {
+            if kind == ProjectKind::Rating && candidates.len() != 1 {
+                return Err(format!(
+                    "a rating item needs exactly 1 candidate (the answer to rate), found {}",
+                    candidates.len()
+                ));
+            }
+            if kind == ProjectKind::Preference && candidates.len() < 2 {
                 return Err(format!(
                     "a preference item needs at least 2 candidates, found {}",
+                    candidates.len()
+                ));
+            }
+            if rules.ranking && candidates.len() > crate::domain::MAX_RANKED {
+                return Err(format!(
+                    "a ranking item has at most {} candidates (all are ranked at once), found {}",
+                    crate::domain::MAX_RANKED,
                     candidates.len()
                 ));
             }
@@ -142,16 +186,20 @@ fn check_row(row: ImportRow, kind: ProjectKind, line: usize) -> Result<NewItem, 
 /// 1-based position there.
 pub fn check_value(
     value: serde_json::Value,
-    kind: ProjectKind,
+    rules: impl Into<ItemRules>,
     line: usize,
 ) -> Result<NewItem, String> {
     let row: ImportRow =
         serde_json::from_value(value).map_err(|e| format!("not a valid item: {e}"))?;
-    check_row(row, kind, line)
+    check_row(row, rules.into(), line)
 }
 
 /// Checks every line of a JSONL upload. Blank lines are skipped; ids must be unique.
-pub fn parse_jsonl(data: &[u8], kind: ProjectKind) -> Result<Vec<NewItem>, Vec<RowError>> {
+pub fn parse_jsonl(
+    data: &[u8],
+    rules: impl Into<ItemRules>,
+) -> Result<Vec<NewItem>, Vec<RowError>> {
+    let rules = rules.into();
     let mut items = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -163,7 +211,7 @@ pub fn parse_jsonl(data: &[u8], kind: ProjectKind) -> Result<Vec<NewItem>, Vec<R
         }
         let checked = serde_json::from_slice::<ImportRow>(raw)
             .map_err(|e| format!("not a valid item: {e}"))
-            .and_then(|row| check_row(row, kind, line));
+            .and_then(|row| check_row(row, rules, line));
         match checked {
             Ok(item) => {
                 if let Some(id) = &item.external_id
@@ -200,13 +248,17 @@ const PARQUET_MAGIC: &[u8] = b"PAR1";
 /// turned into the same JSON objects (row `n` reported as line `n`), so both formats share
 /// one set of rules: columns `id`, `prompt` (text or list of `{role, content}` structs),
 /// `draft`, `candidates` (list of structs), `meta` (struct); nulls count as absent.
-pub fn parse_upload(data: &[u8], kind: ProjectKind) -> Result<Vec<NewItem>, Vec<RowError>> {
+pub fn parse_upload(
+    data: &[u8],
+    rules: impl Into<ItemRules>,
+) -> Result<Vec<NewItem>, Vec<RowError>> {
+    let rules = rules.into();
     if data.starts_with(PARQUET_MAGIC) {
         let jsonl =
             parquet_to_jsonl(data).map_err(|message| vec![RowError { line: 0, message }])?;
-        parse_jsonl(&jsonl, kind)
+        parse_jsonl(&jsonl, rules)
     } else {
-        parse_jsonl(data, kind)
+        parse_jsonl(data, rules)
     }
 }
 

@@ -71,14 +71,14 @@ pub async fn preview(
     project: &Project,
     data: Vec<u8>,
 ) -> Result<ImportPreview, StoreError> {
-    let kind = project.kind;
+    let rules = import::ItemRules::of(project);
     let (lines, parquet, parsed) = tokio::task::spawn_blocking(move || {
         let lines = data
             .split(|&b| b == b'\n')
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
             .count();
         let parquet = data.starts_with(b"PAR1");
-        (lines, parquet, import::parse_upload(&data, kind))
+        (lines, parquet, import::parse_upload(&data, rules))
     })
     .await
     .map_err(StoreError::unexpected)?;

@@ -12,6 +12,7 @@ pub mod form_once;
 pub mod import;
 pub mod import_preview;
 pub mod model_loop;
+pub mod prelabels;
 pub mod progress;
 pub mod projects;
 pub mod quality;

@@ -96,7 +96,8 @@ pub fn check_candidates(
     let mut seen = std::collections::HashMap::new();
     for (i, value) in items.into_iter().enumerate() {
         let line = i + 1;
-        let item = import::check_value(value, ProjectKind::Preference, line).and_then(|item| {
+        let rules = import::ItemRules::of(project);
+        let item = import::check_value(value, rules, line).and_then(|item| {
             let Some(id) = &item.external_id else {
                 return Err("id is required: it makes posting again idempotent".into());
             };

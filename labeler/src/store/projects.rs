@@ -4,7 +4,9 @@
 
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 
-use crate::domain::{Overlap, ProjectKind, ProjectName};
+use sqlx::types::Json;
+
+use crate::domain::{Aspect, Aspects, Overlap, ProjectKind, ProjectName};
 use crate::store::{StoreError, is_unique_violation};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,6 +21,12 @@ pub struct Project {
     pub gold_rate: f64,
     /// Archived: annotators neither see it nor get its items; leads still review and export.
     pub archived: bool,
+    /// Rating projects: the aspects scored 1-5, each with its guideline line.
+    pub aspects: Vec<Aspect>,
+    /// Preference projects: each task shows all of an item's candidates (2-9) to rank.
+    pub ranking: bool,
+    /// Model pre-labels: `hidden` (shown after answering), `shown`, or `None` (off).
+    pub prelabels: Option<String>,
 }
 
 /// A project with its progress, for lists and dashboards.
@@ -40,15 +48,43 @@ pub struct NewProject {
     pub guidelines: String,
     pub overlap: Overlap,
     pub rationale_required: bool,
+    /// Rating projects only (others have none).
+    pub aspects: Aspects,
+    /// Preference projects only: rank all candidates instead of comparing two.
+    pub ranking: bool,
 }
 
-type ProjectTuple = (i64, String, String, String, i32, bool, f64, bool);
+type ProjectTuple = (
+    i64,
+    String,
+    String,
+    String,
+    i32,
+    bool,
+    f64,
+    bool,
+    Json<Vec<Aspect>>,
+    bool,
+    Option<String>,
+);
 
 const PROJECT_COLUMNS: &str = "id, name, kind, guidelines, overlap, rationale_required, gold_rate, \
-                               archived_at IS NOT NULL";
+                               archived_at IS NOT NULL, aspects, ranking, prelabels";
 
 fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
-    let (id, name, kind, guidelines, overlap, rationale_required, gold_rate, archived) = row;
+    let (
+        id,
+        name,
+        kind,
+        guidelines,
+        overlap,
+        rationale_required,
+        gold_rate,
+        archived,
+        aspects,
+        ranking,
+        prelabels,
+    ) = row;
     Ok(Project {
         id,
         name,
@@ -58,6 +94,9 @@ fn project_from_row(row: ProjectTuple) -> Result<Project, StoreError> {
         rationale_required,
         gold_rate,
         archived,
+        aspects: aspects.0,
+        ranking,
+        prelabels,
     })
 }
 
@@ -66,9 +105,22 @@ pub async fn create(
     new: &NewProject,
     created_by: Option<i64>,
 ) -> Result<Project, StoreError> {
+    if new.kind != ProjectKind::Preference && new.ranking {
+        return Err(StoreError::Invalid(format!(
+            "ranking belongs to preference projects; this is a {} project",
+            new.kind.as_str()
+        )));
+    }
+    if new.kind != ProjectKind::Rating && !new.aspects.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "aspects belong to rating projects; this is a {} project",
+            new.kind.as_str()
+        )));
+    }
     let row = sqlx::query_as::<_, ProjectTuple>(&format!(
-        "INSERT INTO projects (name, kind, guidelines, overlap, rationale_required, created_by) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {PROJECT_COLUMNS}"
+        "INSERT INTO projects (name, kind, guidelines, overlap, rationale_required, created_by, \
+                               aspects, ranking) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {PROJECT_COLUMNS}"
     ))
     .bind(new.name.as_str())
     .bind(new.kind.as_str())
@@ -76,6 +128,8 @@ pub async fn create(
     .bind(new.overlap.get())
     .bind(new.rationale_required)
     .bind(created_by)
+    .bind(Json(new.aspects.as_slice()))
+    .bind(new.ranking)
     .fetch_one(pool)
     .await
     .map_err(|e| {
@@ -122,13 +176,16 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, S
         bool,
         f64,
         bool,
+        Json<Vec<Aspect>>,
+        bool,
+        Option<String>,
         i64,
         i64,
         i64,
     );
     let rows = sqlx::query_as::<_, Row>(
         "SELECT p.id, p.name, p.kind, p.guidelines, p.overlap, p.rationale_required, p.gold_rate, \
-           p.archived_at IS NOT NULL, \
+           p.archived_at IS NOT NULL, p.aspects, p.ranking, p.prelabels, \
            (SELECT count(*) FROM items i WHERE i.project_id = p.id), \
            (SELECT count(*) FROM responses r WHERE r.project_id = p.id \
               AND r.review_status <> 'rejected'), \
@@ -141,12 +198,28 @@ pub async fn list_with_progress(pool: &PgPool) -> Result<Vec<ProjectProgress>, S
     .await?;
     rows.into_iter()
         .map(
-            |(id, name, kind, g, o, r, gold, archived, items, responses, complete_items)| {
+            |(
+                id,
+                name,
+                kind,
+                g,
+                o,
+                r,
+                gold,
+                archived,
+                aspects,
+                rank,
+                pre,
+                items,
+                responses,
+                complete,
+            )| {
+                let row = (id, name, kind, g, o, r, gold, archived, aspects, rank, pre);
                 Ok(ProjectProgress {
-                    project: project_from_row((id, name, kind, g, o, r, gold, archived))?,
+                    project: project_from_row(row)?,
                     items,
                     responses,
-                    complete_items,
+                    complete_items: complete,
                 })
             },
         )
@@ -161,6 +234,8 @@ pub struct SettingsChange {
     pub rationale_required: Option<bool>,
     /// 0 to 1 (checked by the caller and by the database).
     pub gold_rate: Option<f64>,
+    /// Model pre-labels: `Some(None)` turns them off.
+    pub prelabels: Option<Option<&'static str>>,
 }
 
 /// Applies `change` and returns the project as it is now.
@@ -172,7 +247,8 @@ pub async fn update<'e>(
     let row = sqlx::query_as::<_, ProjectTuple>(&format!(
         "UPDATE projects SET guidelines = COALESCE($2, guidelines), \
            rationale_required = COALESCE($3, rationale_required), \
-           gold_rate = COALESCE($4, gold_rate), name = COALESCE($5, name) \
+           gold_rate = COALESCE($4, gold_rate), name = COALESCE($5, name), \
+           prelabels = CASE WHEN $6 THEN $7 ELSE prelabels END \
          WHERE id = $1 AND deleted_at IS NULL RETURNING {PROJECT_COLUMNS}"
     ))
     .bind(id)
@@ -180,6 +256,8 @@ pub async fn update<'e>(
     .bind(change.rationale_required)
     .bind(change.gold_rate)
     .bind(change.name.as_ref().map(ProjectName::as_str))
+    .bind(change.prelabels.is_some())
+    .bind(change.prelabels.flatten())
     .fetch_optional(exec)
     .await
     .map_err(|e| match &change.name {

@@ -11,6 +11,7 @@ use sqlx::types::Json;
 
 use crate::domain::{Candidate, ProjectKind};
 use crate::stats::agreement::{self, Label, PairAgreement, quantile};
+use crate::stats::rank_correlation::{self, ItemRanking};
 use crate::stats::ranking::{self, CheckpointScore, Comparison};
 use crate::store::StoreError;
 use crate::store::projects::Project;
@@ -90,6 +91,9 @@ pub struct AnnotatorQuality {
     pub median_time_ms: Option<f64>,
     /// SFT: median answer length in characters.
     pub median_answer_chars: Option<f64>,
+    /// Rating: the share of thumbs up this annotator gave (far from the others': too lenient
+    /// or too strict).
+    pub thumbs_up_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,9 +109,47 @@ pub struct AgreementReport {
     pub pairs: Vec<PairAgreement>,
     pub position_bias: Option<PositionBias>,
     pub gold: Option<GoldAccuracy>,
+    /// Rating: the share of thumbs up over all ratings.
+    pub thumbs_up_rate: Option<f64>,
     pub answer_chars: Option<Distribution>,
     pub time_spent_ms: Distribution,
     pub annotators: Vec<AnnotatorQuality>,
+    /// Ranking projects: how alike annotators order the same answers.
+    pub ranking: Option<RankAgreement>,
+    /// Human verdicts against the model's pre-labels, where items have one.
+    pub model: Option<crate::store::prelabels::ModelAgreement>,
+}
+
+/// Agreement of rankings: Kendall's tau-b (ties allowed) of every pair of annotators on
+/// every item both ranked, by candidate (the shown order is random per annotator).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RankAgreement {
+    pub compared_pairs: usize,
+    pub mean_kendall_tau_b: Option<f64>,
+}
+
+async fn rank_agreement(pool: &PgPool, project: &Project) -> Result<RankAgreement, StoreError> {
+    let rows: Vec<(i64, String, Vec<i16>, Vec<i16>)> = sqlx::query_as(
+        "SELECT r.item_id, u.username, r.ranking, r.shown FROM responses r \
+         JOIN users u ON u.id = r.user_id \
+         WHERE r.project_id = $1 AND r.ranking IS NOT NULL AND r.review_status <> 'rejected'",
+    )
+    .bind(project.id)
+    .fetch_all(pool)
+    .await?;
+    let rankings: Vec<ItemRanking> = rows
+        .into_iter()
+        .map(|(item, annotator, ranks, shown)| ItemRanking {
+            item,
+            annotator,
+            rank_of: shown.into_iter().zip(ranks).collect(),
+        })
+        .collect();
+    let (compared_pairs, mean_kendall_tau_b) = rank_correlation::mean_pairwise_tau(&rankings);
+    Ok(RankAgreement {
+        compared_pairs,
+        mean_kendall_tau_b,
+    })
 }
 
 type ResponseRow = (
@@ -136,14 +178,17 @@ fn category(choice: &str, shown: &[i16]) -> Option<String> {
     match (choice, shown) {
         ("a", [l, _]) => Some(format!("candidate {l}")),
         ("b", [_, r]) => Some(format!("candidate {r}")),
-        ("tie" | "both_bad", _) => Some(choice.to_string()),
+        // Rating: thumbs up or down on the one answer.
+        ("tie" | "both_bad" | "up" | "down", _) => Some(choice.to_string()),
         _ => None,
     }
 }
 
 pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementReport, StoreError> {
     let rows: Vec<ResponseRow> = sqlx::query_as(
-        "SELECT r.item_id, u.username, r.choice, r.answer, r.shown, i.gold_winner, \
+        "SELECT r.item_id, u.username, \
+                COALESCE(r.choice, CASE WHEN r.label THEN 'up' WHEN NOT r.label THEN 'down' END), \
+                r.answer, r.shown, i.gold_winner, \
                 r.time_spent_ms \
          FROM responses r JOIN users u ON u.id = r.user_id JOIN items i ON i.id = r.item_id \
          WHERE r.project_id = $1 AND r.review_status <> 'rejected' ORDER BY r.id",
@@ -170,12 +215,17 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
                 category,
             });
         }
+        if matches!(choice.as_str(), "up" | "down") {
+            t.thumbs += 1;
+            t.ups += usize::from(choice == "up");
+        }
         if matches!(choice.as_str(), "a" | "b") {
             t.decisive += 1;
             t.left_wins += usize::from(choice == "a");
         }
         if let Some(g) = gold
             && shown.contains(g)
+            && project.kind == ProjectKind::Preference
         {
             t.gold_answered += 1;
             let winner = match (choice.as_str(), shown.as_slice()) {
@@ -184,6 +234,14 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
                 _ => None,
             };
             t.gold_correct += usize::from(winner == Some(*g));
+        }
+    }
+    // Ratings' and rankings' gold answers are judged in the database.
+    if project.kind == ProjectKind::Rating || project.ranking {
+        for (user, answered, correct) in gold_of_ratings_and_rankings(pool, project).await? {
+            let t = per_user.entry(user).or_default();
+            t.gold_answered += answered as usize;
+            t.gold_correct += correct as usize;
         }
     }
     let pairs = agreement::pairwise(&labels);
@@ -202,11 +260,18 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
             position_bias: preference.then(|| PositionBias::new(t.decisive, t.left_wins)),
             gold: (t.gold_answered > 0).then(|| gold(t.gold_answered, t.gold_correct)),
             median_time_ms: median(t.times.clone()),
-            median_answer_chars: (!preference).then(|| median(t.chars.clone())).flatten(),
+            median_answer_chars: (project.kind == ProjectKind::Sft)
+                .then(|| median(t.chars.clone()))
+                .flatten(),
+            thumbs_up_rate: (t.thumbs > 0).then(|| t.ups as f64 / t.thumbs as f64),
         })
         .collect::<Vec<_>>();
     let sum = |f: fn(&UserTally) -> usize| per_user.values().map(f).sum::<usize>();
     let gold_answered = sum(|t| t.gold_answered);
+    let ranking = match project.ranking {
+        true => Some(rank_agreement(pool, project).await?),
+        false => None,
+    };
     Ok(AgreementReport {
         project_id: project.id,
         kind: project.kind,
@@ -219,10 +284,14 @@ pub async fn agreement(pool: &PgPool, project: &Project) -> Result<AgreementRepo
         position_bias: preference
             .then(|| PositionBias::new(sum(|t| t.decisive), sum(|t| t.left_wins))),
         gold: (gold_answered > 0).then(|| gold(gold_answered, sum(|t| t.gold_correct))),
-        answer_chars: (!preference)
+        thumbs_up_rate: (sum(|t| t.thumbs) > 0)
+            .then(|| sum(|t| t.ups) as f64 / sum(|t| t.thumbs) as f64),
+        answer_chars: (project.kind == ProjectKind::Sft)
             .then(|| Distribution::of(per_user.values().flat_map(|t| t.chars.clone()).collect())),
         time_spent_ms: Distribution::of(per_user.values().flat_map(|t| t.times.clone()).collect()),
         annotators,
+        ranking,
+        model: crate::store::prelabels::human_vs_model(pool, project).await?,
     })
 }
 
@@ -241,31 +310,61 @@ struct UserTally {
     left_wins: usize,
     gold_answered: usize,
     gold_correct: usize,
+    /// Rating: thumbs given, and how many up.
+    thumbs: usize,
+    ups: usize,
     times: Vec<f64>,
     chars: Vec<f64>,
 }
 
 /// The comparisons between checkpoints in a preference project's labels: pairs whose two
 /// shown candidates name different checkpoints; ties count half, both-bad is left out (it
-/// says nothing about which is better).
+/// says nothing about which is better). A ranking counts as every pair it implies.
 pub async fn comparisons(pool: &PgPool, project: &Project) -> Result<Vec<Comparison>, StoreError> {
-    let rows: Vec<(String, Vec<i16>, Json<Vec<Candidate>>)> = sqlx::query_as(
-        "SELECT r.choice, r.shown, i.candidates FROM responses r JOIN items i ON i.id = r.item_id \
-         WHERE r.project_id = $1 AND r.choice IS NOT NULL AND r.review_status <> 'rejected' \
+    type Row = (
+        Option<String>,
+        Vec<i16>,
+        Json<Vec<Candidate>>,
+        Option<Vec<i16>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT r.choice, r.shown, i.candidates, r.ranking FROM responses r \
+         JOIN items i ON i.id = r.item_id \
+         WHERE r.project_id = $1 AND (r.choice IS NOT NULL OR r.ranking IS NOT NULL) \
+           AND r.review_status <> 'rejected' \
          ORDER BY r.id",
     )
     .bind(project.id)
     .fetch_all(pool)
     .await?;
     let mut out = Vec::new();
-    for (choice, shown, candidates) in rows {
-        let [l, r] = shown.as_slice() else { continue };
+    for (choice, shown, candidates, ranks) in rows {
         let ckpt = |i: i16| {
             candidates
                 .0
                 .get(i as usize)
                 .and_then(|c| c.checkpoint.clone())
         };
+        if let Some(ranks) = ranks {
+            for pair in crate::domain::Ranking::from_stored(ranks).pairs() {
+                let (Some(&b), Some(&w)) = (shown.get(pair.better), shown.get(pair.worse)) else {
+                    continue;
+                };
+                if let (Some(left), Some(right)) = (ckpt(b), ckpt(w))
+                    && left != right
+                {
+                    let outcome = if pair.gap == 0 { 0.5 } else { 1.0 };
+                    out.push(Comparison {
+                        left,
+                        right,
+                        outcome,
+                    });
+                }
+            }
+            continue;
+        }
+        let Some(choice) = choice else { continue };
+        let [l, r] = shown.as_slice() else { continue };
         let (Some(left), Some(right)) = (ckpt(*l), ckpt(*r)) else {
             continue;
         };
@@ -309,12 +408,55 @@ pub async fn checkpoints(
     })
 }
 
-/// One gold mark: the item (by its external id) and the candidate that should win.
+/// One gold mark: the item (by its external id) and the candidate that should win (in a
+/// ranking: be ranked first, ties with it allowed), or for a rating item the thumb it should
+/// get (`label`; stored as `gold_winner` 1 for up, 0 for down).
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GoldMark {
     pub id: String,
-    pub winner: i16,
+    #[serde(default)]
+    pub winner: Option<i16>,
+    #[serde(default)]
+    pub label: Option<bool>,
+}
+
+impl GoldMark {
+    /// The `gold_winner` value for a project of `kind`.
+    fn stored(&self, i: usize, kind: ProjectKind) -> Result<i16, StoreError> {
+        let wrong = |what: &str| StoreError::Invalid(format!("items[{i}]: {what}"));
+        match (kind, self.winner, self.label) {
+            (ProjectKind::Rating, None, Some(label)) => Ok(i16::from(label)),
+            (ProjectKind::Rating, _, _) => Err(wrong(
+                "a rating gold mark has \"label\" (true or false), not \"winner\"",
+            )),
+            (_, Some(winner), None) => Ok(winner),
+            _ => Err(wrong(
+                "a preference gold mark has \"winner\" (a candidate index), not \"label\"",
+            )),
+        }
+    }
+}
+
+/// Gold answers of ratings (the thumb expected) and rankings (the gold candidate ranked
+/// first, ties allowed), per annotator: (answered, correct).
+async fn gold_of_ratings_and_rankings(
+    pool: &PgPool,
+    project: &Project,
+) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT u.username, count(*), count(*) FILTER (WHERE \
+           CASE WHEN r.label IS NOT NULL THEN r.label = (i.gold_winner = 1) \
+                ELSE r.ranking[array_position(r.shown, i.gold_winner)] \
+                     = (SELECT min(x) FROM unnest(r.ranking) x) END) \
+         FROM responses r JOIN users u ON u.id = r.user_id JOIN items i ON i.id = r.item_id \
+         WHERE r.project_id = $1 AND r.review_status <> 'rejected' AND i.gold_winner IS NOT NULL \
+           AND (r.label IS NOT NULL OR r.ranking IS NOT NULL) \
+         GROUP BY u.username",
+    )
+    .bind(project.id)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Marks items of a preference project as gold, and raises their overlap to `overlap` so
@@ -326,29 +468,36 @@ pub async fn mark_gold(
     marks: &[GoldMark],
     overlap: i32,
 ) -> Result<usize, StoreError> {
-    if project.kind != ProjectKind::Preference {
+    if project.kind == ProjectKind::Sft {
         return Err(StoreError::Invalid(
-            "gold items belong to preference projects".into(),
+            "gold items belong to preference and rating projects".into(),
         ));
     }
     let mut tx = pool.begin().await?;
     for (i, m) in marks.iter().enumerate() {
-        let n = sqlx::query(
+        let winner = m.stored(i, project.kind)?;
+        // A rating's one candidate is index 0; its gold is the thumb (0 or 1).
+        let candidates = if project.kind == ProjectKind::Rating {
+            "2"
+        } else {
+            "jsonb_array_length(candidates)"
+        };
+        let n = sqlx::query(&format!(
             "UPDATE items SET gold_winner = $3, overlap = GREATEST(overlap, $4) \
              WHERE project_id = $1 AND external_id = $2 \
-               AND $3 < jsonb_array_length(candidates) AND $3 >= 0",
-        )
+               AND $3 < {candidates} AND $3 >= 0"
+        ))
         .bind(project.id)
         .bind(&m.id)
-        .bind(m.winner)
+        .bind(winner)
         .bind(overlap)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if n == 0 {
             return Err(StoreError::Invalid(format!(
-                "items[{i}]: no item {:?} in this project with a candidate {}",
-                m.id, m.winner
+                "items[{i}]: no item {:?} in this project with a candidate {winner}",
+                m.id
             )));
         }
     }

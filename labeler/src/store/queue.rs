@@ -20,6 +20,9 @@ pub struct LeasePolicy {
     pub max_leases_per_user: i64,
 }
 
+/// How the answers shown are called, left to right (a ranking shows up to nine).
+pub const ANSWER_LABELS: [&str; 9] = ["A", "B", "C", "D", "E", "F", "G", "H", "I"];
+
 /// One candidate as the annotator sees it: no model name, so it cannot bias the choice.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ShownAnswer {
@@ -39,7 +42,8 @@ pub struct Task {
     pub prompt: Vec<Message>,
     /// SFT: the model draft to start from, if any.
     pub model_draft: Option<String>,
-    /// Preference: the two answers, left (A) then right (B).
+    /// Preference: the two answers, left (A) then right (B); all of them (A, B, C, ...) in
+    /// ranking projects; rating: the one answer.
     pub answers: Vec<ShownAnswer>,
     /// The annotator's autosaved work on this item, if any.
     pub saved_draft: Option<serde_json::Value>,
@@ -171,7 +175,8 @@ struct LeaseRow {
 /// and `$7` flips the kind it chose, so a caller that finds none of the drawn kind can ask
 /// for the other with the same draw. `want` is NULL (no filter) when the rate is 0.
 const LEASE_SQL: &str = "\
-WITH proj AS (SELECT kind, CASE WHEN gold_rate > 0 THEN ($6 < gold_rate) <> $7 END AS want \
+WITH proj AS (SELECT kind, ranking, \
+                     CASE WHEN gold_rate > 0 THEN ($6 < gold_rate) <> $7 END AS want \
               FROM projects WHERE id = $1 AND archived_at IS NULL), \
 held AS ( \
   SELECT id, NOT (id = ANY($3)) AS usable FROM assignments \
@@ -193,9 +198,12 @@ pick AS ( \
 ins AS ( \
   INSERT INTO assignments (item_id, project_id, user_id, status, shown, expires_at) \
   SELECT pick.id, $1, $2, 'leased', \
-         CASE WHEN (SELECT kind FROM proj) = 'preference' \
+         CASE (SELECT kind FROM proj) \
+              WHEN 'preference' \
               THEN ARRAY(SELECT x::smallint FROM generate_series(0, pick.n - 1) x \
-                         ORDER BY random() LIMIT 2) \
+                         ORDER BY random() \
+                         LIMIT CASE WHEN (SELECT ranking FROM proj) THEN 9 ELSE 2 END) \
+              WHEN 'rating' THEN '{0}'::smallint[] \
               ELSE '{}'::smallint[] END, \
          now() + make_interval(secs => $4) \
   FROM pick \
@@ -491,7 +499,7 @@ fn task_from_parts(
     } = parts;
     let answers = shown
         .iter()
-        .zip(["A", "B"])
+        .zip(ANSWER_LABELS)
         .map(|(&i, label)| {
             candidates
                 .get(i as usize)

@@ -2,12 +2,18 @@
 //! the response, closes the lease, drops the draft and stores the reply under the caller's
 //! idempotency key, so a retried or double-clicked submit stores exactly one response.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use sqlx::PgPool;
+use sqlx::types::Json;
 
-use crate::domain::{Choice, ProjectKind, Strength, Verdict, check_content};
+use crate::domain::{
+    Aspect, Choice, ProjectKind, Ranking, Rating, Strength, Verdict, check_content,
+};
 use crate::store::StoreError;
 use crate::store::accounts::User;
+use crate::store::projects::Project;
 
 /// The body of a submit, before it is checked against the project's kind.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +29,19 @@ pub struct SubmitBody {
     pub strength: Option<Strength>,
     #[serde(default)]
     pub rationale: Option<String>,
+    /// Rating: true = thumbs up, false = thumbs down.
+    #[serde(default)]
+    pub label: Option<bool>,
+    /// Rating: `{"aspect": 1-5}` for some or all of the project's aspects.
+    #[serde(default)]
+    pub scores: Option<BTreeMap<String, i64>>,
+    /// Rating: an optional comment.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Ranking projects: the rank of each answer in the order shown, 1 = best, equal ranks
+    /// for ties.
+    #[serde(default)]
+    pub ranking: Option<Vec<i64>>,
     /// Time the annotator spent, as measured by the page.
     #[serde(default)]
     pub time_spent_ms: Option<i64>,
@@ -33,15 +52,102 @@ pub struct SubmitBody {
 pub enum Submission {
     Answer(String),
     Verdict(Verdict),
+    Rating(Rating),
+    Ranking(Ranking),
+}
+
+/// What a submission is checked against: the project's kind and settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitRules<'a> {
+    pub kind: ProjectKind,
+    pub rationale_required: bool,
+    /// Rating projects: the aspects scores may name.
+    pub aspects: &'a [Aspect],
+    /// Preference projects that rank all answers.
+    pub ranking: bool,
+}
+
+impl<'a> SubmitRules<'a> {
+    pub fn of(project: &'a Project) -> Self {
+        Self {
+            kind: project.kind,
+            rationale_required: project.rationale_required,
+            aspects: &project.aspects,
+            ranking: project.ranking,
+        }
+    }
+
+    fn plain(kind: ProjectKind, rationale_required: bool) -> Self {
+        Self {
+            kind,
+            rationale_required,
+            aspects: &[],
+            ranking: false,
+        }
+    }
 }
 
 impl Submission {
-    pub fn parse(
-        body: SubmitBody,
-        kind: ProjectKind,
-        rationale_required: bool,
-    ) -> Result<Self, String> {
+    /// Checks `body` against a project's rules.
+    pub fn parse(body: SubmitBody, rules: SubmitRules<'_>) -> Result<Self, String> {
+        let SubmitRules {
+            kind,
+            rationale_required,
+            aspects,
+            ranking,
+        } = rules;
+        if body.ranking.is_some() && !(kind == ProjectKind::Preference && ranking) {
+            return Err(format!(
+                "\"ranking\" belongs to preference projects that rank all answers; this is a {} item{}",
+                kind.as_str(),
+                if kind == ProjectKind::Preference {
+                    ": send \"choice\""
+                } else {
+                    ""
+                }
+            ));
+        }
+        let rating_fields = body.label.is_some() || body.scores.is_some() || body.comment.is_some();
+        if kind != ProjectKind::Rating && rating_fields {
+            return Err(format!(
+                "\"label\", \"scores\" and \"comment\" belong to rating items; this is a {} item",
+                kind.as_str()
+            ));
+        }
         match kind {
+            ProjectKind::Rating => {
+                if body.answer.is_some() || body.choice.is_some() || body.strength.is_some() {
+                    return Err(
+                        "this is a rating item: send \"label\" (true or false), not \"answer\" or \"choice\""
+                            .into(),
+                    );
+                }
+                if body.rationale.is_some() {
+                    return Err("this is a rating item: send \"comment\", not \"rationale\"".into());
+                }
+                let label = body
+                    .label
+                    .ok_or("missing field \"label\" (true: thumbs up, false: thumbs down)")?;
+                Rating::parse(
+                    label,
+                    body.scores.unwrap_or_default(),
+                    body.comment,
+                    aspects,
+                )
+                .map(Self::Rating)
+            }
+            ProjectKind::Preference if ranking => {
+                if body.answer.is_some() || body.choice.is_some() || body.strength.is_some() {
+                    return Err(
+                        "this is a ranking item: send \"ranking\" (the rank of each answer shown, 1 = best), not \"choice\""
+                            .into(),
+                    );
+                }
+                let ranks = body.ranking.ok_or(
+                    "missing field \"ranking\" (the rank of each answer shown, 1 = best; ties share a rank)",
+                )?;
+                Ranking::parse(ranks, body.rationale, rationale_required).map(Self::Ranking)
+            }
             ProjectKind::Sft => {
                 if body.choice.is_some() || body.strength.is_some() {
                     return Err("this is an sft item: send \"answer\", not \"choice\"".into());
@@ -66,25 +172,57 @@ impl Submission {
     }
 }
 
-/// The `responses` columns a submission fills: answer, choice, strength, rationale.
-pub type Columns<'a> = (
-    Option<&'a str>,
-    Option<&'static str>,
-    Option<&'static str>,
-    Option<&'a str>,
-);
+impl Submission {
+    /// A ranking orders every answer shown: as many ranks as answers.
+    pub fn check_shown(&self, shown: usize) -> Result<(), String> {
+        match self {
+            Self::Ranking(r) if r.ranks().len() != shown => Err(format!(
+                "ranking: {} ranks for {shown} answers shown (one rank per answer, in the order shown)",
+                r.ranks().len()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The `responses` columns a submission fills.
+#[derive(Debug, Default)]
+pub struct Columns<'a> {
+    pub answer: Option<&'a str>,
+    pub choice: Option<&'static str>,
+    pub strength: Option<&'static str>,
+    pub rationale: Option<&'a str>,
+    pub label: Option<bool>,
+    pub scores: Option<Json<&'a BTreeMap<String, u8>>>,
+    pub comment: Option<&'a str>,
+    pub ranking: Option<&'a [i16]>,
+}
 
 impl Submission {
     /// What a submit stores and what a reviewer's edit writes as the new version.
     pub fn columns(&self) -> Columns<'_> {
         match self {
-            Self::Answer(a) => (Some(a.as_str()), None, None, None),
-            Self::Verdict(v) => (
-                None,
-                Some(v.choice.as_str()),
-                v.strength.map(Strength::as_str),
-                v.rationale.as_deref(),
-            ),
+            Self::Answer(a) => Columns {
+                answer: Some(a.as_str()),
+                ..Columns::default()
+            },
+            Self::Verdict(v) => Columns {
+                choice: Some(v.choice.as_str()),
+                strength: v.strength.map(Strength::as_str),
+                rationale: v.rationale.as_deref(),
+                ..Columns::default()
+            },
+            Self::Rating(r) => Columns {
+                label: Some(r.label),
+                scores: Some(Json(&r.scores)),
+                comment: r.comment.as_deref(),
+                ..Columns::default()
+            },
+            Self::Ranking(r) => Columns {
+                ranking: Some(r.ranks()),
+                rationale: r.rationale.as_deref(),
+                ..Columns::default()
+            },
         }
     }
 }
@@ -118,7 +256,7 @@ pub async fn submit(
     // The body is checked against every kind of project before the statement, which then
     // stores it only if it fits the assignment's project; the precise error comes after.
     let fits = Fits::of(&body);
-    let stored = match sqlx::query_as::<_, (String, String, bool, Option<i64>)>(SUBMIT_SQL)
+    let stored = match sqlx::query_as::<_, (String, Option<i64>)>(SUBMIT_SQL)
         .bind(assignment_id)
         .bind(user.id)
         .bind(key.as_ref().map(|IdempotencyKey(k)| k.as_str()))
@@ -149,7 +287,7 @@ pub async fn submit(
         }
         Err(e) => return Err(e.into()),
     };
-    let Some((status, kind, rationale_required, response_id)) = stored else {
+    let Some((status, response_id)) = stored else {
         return Err(StoreError::NotFound(format!(
             "no assignment {assignment_id}"
         )));
@@ -160,16 +298,11 @@ pub async fn submit(
             serde_json::json!({"response_id": response_id, "assignment_id": assignment_id}),
         ));
     }
-    let kind = ProjectKind::parse(&kind).map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?;
     match status.as_str() {
-        // Not stored, so the body does not fit this project: say why.
-        "leased" => {
-            Submission::parse(body, kind, rationale_required).map_err(StoreError::Invalid)?;
-            Err(StoreError::unexpected(anyhow::anyhow!(
-                "submit of assignment {assignment_id} fits its project but was not stored"
-            )))
-        }
-        "expired" => submit_in_transaction(pool, assignment_id, user, body, key).await,
+        // Not stored: a body that does not fit the project (the general path says why), or one
+        // checked against more than the kind (a rating's aspects, a ranking's length), or an
+        // expired lease to revive.
+        "leased" | "expired" => submit_in_transaction(pool, assignment_id, user, body, key).await,
         // A retry of the submit that stored the answer replays its reply; any other submit
         // (another tab's, with its own key) is told plainly that the answer is in.
         "submitted" => match &key {
@@ -192,7 +325,8 @@ pub async fn submit(
 const SUBMIT_SQL: &str = "\
 WITH a AS ( \
   SELECT a.id, a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required, \
-         CASE WHEN p.kind = 'sft' THEN $4 WHEN p.rationale_required THEN $6 ELSE $5 END AS fits \
+         CASE WHEN p.kind = 'sft' THEN $4 WHEN p.kind = 'rating' OR p.ranking THEN false \
+              WHEN p.rationale_required THEN $6 ELSE $5 END AS fits \
   FROM assignments a JOIN projects p ON p.id = a.project_id \
   WHERE a.id = $1 AND a.user_id = $2 FOR UPDATE OF a), \
 r AS ( \
@@ -207,7 +341,7 @@ d AS (DELETE FROM drafts WHERE user_id = $2 AND item_id = (SELECT item_id FROM r
 k AS (INSERT INTO idempotency_keys (user_id, key, status_code, response_body) \
       SELECT $2, $3, 201, jsonb_build_object('response_id', r.id, 'assignment_id', r.assignment_id) \
       FROM r WHERE $3 IS NOT NULL) \
-SELECT a.status, a.kind, a.rationale_required, (SELECT id FROM r) FROM a";
+SELECT a.status, (SELECT id FROM r) FROM a";
 
 fn is_key_conflict(e: &sqlx::Error) -> bool {
     e.as_database_error()
@@ -252,7 +386,9 @@ struct Fits {
 
 impl Fits {
     fn of(body: &SubmitBody) -> Self {
-        let parse = |kind, required| Submission::parse(body.clone(), kind, required).ok();
+        let parse = |kind, required| {
+            Submission::parse(body.clone(), SubmitRules::plain(kind, required)).ok()
+        };
         Self {
             sft: parse(ProjectKind::Sft, false),
             preference: parse(ProjectKind::Preference, false),
@@ -317,8 +453,19 @@ async fn submit_in_transaction(
                 .ok_or_else(key_in_progress);
         }
     }
-    let row: Option<(String, i64, i64, Vec<i16>, String, bool)> = sqlx::query_as(
-        "SELECT a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required \
+    type Row = (
+        String,
+        i64,
+        i64,
+        Vec<i16>,
+        String,
+        bool,
+        Json<Vec<Aspect>>,
+        bool,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required, \
+                p.aspects, p.ranking \
          FROM assignments a JOIN projects p ON p.id = a.project_id \
          WHERE a.id = $1 AND a.user_id = $2 FOR UPDATE OF a",
     )
@@ -326,14 +473,24 @@ async fn submit_in_transaction(
     .bind(user.id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((status, item_id, project_id, shown, kind, rationale_required)) = row else {
+    let Some((status, item_id, project_id, shown, kind, rationale_required, aspects, ranking)) =
+        row
+    else {
         return Err(StoreError::NotFound(format!(
             "no assignment {assignment_id}"
         )));
     };
     let kind = ProjectKind::parse(&kind).map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?;
-    let submission =
-        Submission::parse(body, kind, rationale_required).map_err(StoreError::Invalid)?;
+    let rules = SubmitRules {
+        kind,
+        rationale_required,
+        aspects: &aspects.0,
+        ranking,
+    };
+    let submission = Submission::parse(body, rules).map_err(StoreError::Invalid)?;
+    submission
+        .check_shown(shown.len())
+        .map_err(StoreError::Invalid)?;
     match status.as_str() {
         "leased" => {}
         "expired" => crate::store::queue::revive(&mut tx, assignment_id, item_id).await?,
@@ -344,13 +501,14 @@ async fn submit_in_transaction(
             )));
         }
     }
-    let (answer, choice, strength, rationale) = submission.columns();
+    let c = submission.columns();
     // One statement: the response, the closed lease, the dropped draft, the stored reply.
     let response_id: i64 = sqlx::query_scalar(
         "WITH r AS ( \
            INSERT INTO responses (assignment_id, item_id, project_id, user_id, answer, choice, \
-                                  strength, rationale, shown, time_spent_ms) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id), \
+                                  strength, rationale, shown, time_spent_ms, label, scores, \
+                                  comment, ranking) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, $13, $14, $15) RETURNING id), \
          a AS (UPDATE assignments SET status = 'submitted', finished_at = now() WHERE id = $1), \
          d AS (DELETE FROM drafts WHERE user_id = $4 AND item_id = $2), \
          k AS (UPDATE idempotency_keys SET status_code = 201, \
@@ -363,13 +521,17 @@ async fn submit_in_transaction(
     .bind(item_id)
     .bind(project_id)
     .bind(user.id)
-    .bind(answer)
-    .bind(choice)
-    .bind(strength)
-    .bind(rationale)
+    .bind(c.answer)
+    .bind(c.choice)
+    .bind(c.strength)
+    .bind(c.rationale)
     .bind(&shown)
     .bind(time_spent_ms)
     .bind(key.as_ref().map(|IdempotencyKey(k)| k.as_str()))
+    .bind(c.label)
+    .bind(c.scores)
+    .bind(c.comment)
+    .bind(c.ranking)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

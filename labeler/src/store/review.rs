@@ -16,7 +16,7 @@ use crate::store::StoreError;
 use crate::store::accounts::User;
 use crate::store::audit::{self, Action, Actor, Event};
 use crate::store::projects::Project;
-use crate::store::responses::{Submission, SubmitBody};
+use crate::store::responses::{Submission, SubmitBody, SubmitRules};
 
 /// Which responses a review list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -86,7 +86,14 @@ pub struct ReviewItem {
     pub choice: Option<String>,
     pub strength: Option<String>,
     pub rationale: Option<String>,
-    /// Preference: the answers as shown (left, right), with their provenance.
+    /// Rating: thumbs up (true) or down, the aspect scores, the comment.
+    pub label: Option<bool>,
+    pub scores: Option<serde_json::Value>,
+    pub comment: Option<String>,
+    /// Ranking projects: the rank of each answer shown.
+    pub ranking: Option<Vec<i16>>,
+    /// Preference: the answers as shown (left, right), with their provenance; rating: the
+    /// one answer rated.
     pub shown: Vec<Candidate>,
     pub review_status: ReviewStatus,
     pub review_comment: Option<String>,
@@ -101,6 +108,10 @@ pub struct Version {
     pub choice: Option<String>,
     pub strength: Option<String>,
     pub rationale: Option<String>,
+    pub label: Option<bool>,
+    pub scores: Option<serde_json::Value>,
+    pub comment: Option<String>,
+    pub ranking: Option<Vec<i16>>,
     pub author: String,
     pub created_at: DateTime<Utc>,
 }
@@ -118,6 +129,10 @@ struct Row {
     choice: Option<String>,
     strength: Option<String>,
     rationale: Option<String>,
+    label: Option<bool>,
+    scores: Option<serde_json::Value>,
+    comment: Option<String>,
+    ranking: Option<Vec<i16>>,
     shown: Vec<i16>,
     candidates: Json<Vec<Candidate>>,
     review_status: String,
@@ -127,7 +142,7 @@ struct Row {
 
 const SELECT: &str = "SELECT r.id AS response_id, r.item_id, i.external_id, u.username AS annotator, \
        r.created_at, r.time_spent_ms, i.prompt, r.answer, r.choice, r.strength, r.rationale, \
-       r.shown, i.candidates, r.review_status, r.review_comment, r.version \
+       r.label, r.scores, r.comment, r.ranking, r.shown, i.candidates, r.review_status, r.review_comment, r.version \
      FROM responses r JOIN items i ON i.id = r.item_id JOIN users u ON u.id = r.user_id";
 
 fn item_from_row(row: Row) -> Result<ReviewItem, StoreError> {
@@ -149,6 +164,10 @@ fn item_from_row(row: Row) -> Result<ReviewItem, StoreError> {
         choice: row.choice,
         strength: row.strength,
         rationale: row.rationale,
+        label: row.label,
+        scores: row.scores,
+        comment: row.comment,
+        ranking: row.ranking,
         shown,
         review_status: ReviewStatus::parse(&row.review_status)
             .map_err(|e| StoreError::unexpected(anyhow::anyhow!(e)))?,
@@ -204,7 +223,8 @@ pub async fn get(
         .fetch_one(pool)
         .await?;
     let versions = sqlx::query_as::<_, Version>(
-        "SELECT v.version, v.answer, v.choice, v.strength, v.rationale, u.username AS author, \
+        "SELECT v.version, v.answer, v.choice, v.strength, v.rationale, v.label, v.scores, \
+                v.comment, v.ranking, u.username AS author, \
                 v.created_at \
          FROM response_versions v JOIN users u ON u.id = v.author_id \
          WHERE v.response_id = $1 ORDER BY v.version",
@@ -217,7 +237,7 @@ pub async fn get(
 
 /// Checks an edit against the project's kind (the same rules as a submit).
 pub fn parse_edit(body: SubmitBody, project: &Project) -> Result<Decision, String> {
-    Submission::parse(body, project.kind, project.rationale_required).map(Decision::Edit)
+    Submission::parse(body, SubmitRules::of(project)).map(Decision::Edit)
 }
 
 /// Applies `decision` to a response of `project`; returns the response as it is now.
@@ -229,15 +249,16 @@ pub async fn decide(
     decision: Decision,
 ) -> Result<ReviewItem, StoreError> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, i64, i32, i64)> = sqlx::query_as(
-        "SELECT review_status, assignment_id, version, user_id FROM responses \
+    let row: Option<(String, i64, i32, i64, i32)> = sqlx::query_as(
+        "SELECT review_status, assignment_id, version, user_id, cardinality(shown) \
+         FROM responses \
          WHERE id = $1 AND project_id = $2 FOR UPDATE",
     )
     .bind(response_id)
     .bind(project.id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((status, assignment_id, version, annotator_id)) = row else {
+    let Some((status, assignment_id, version, annotator_id, shown)) = row else {
         return Err(StoreError::NotFound(format!(
             "no response {response_id} in project {}",
             project.id
@@ -287,12 +308,17 @@ pub async fn decide(
             )
         }
         Decision::Edit(submission) => {
-            let (answer, choice, strength, rationale) = submission.columns();
+            submission
+                .check_shown(shown as usize)
+                .map_err(StoreError::Invalid)?;
+            let c = submission.columns();
             // Keep the annotator's original as version 1 before the first edit.
             sqlx::query(
                 "INSERT INTO response_versions \
-                   (response_id, version, answer, choice, strength, rationale, author_id, created_at) \
-                 SELECT id, 1, answer, choice, strength, rationale, user_id, created_at \
+                   (response_id, version, answer, choice, strength, rationale, label, scores, \
+                    comment, ranking, author_id, created_at) \
+                 SELECT id, 1, answer, choice, strength, rationale, label, scores, comment, \
+                        ranking, user_id, created_at \
                  FROM responses WHERE id = $1 ON CONFLICT DO NOTHING",
             )
             .bind(response_id)
@@ -301,30 +327,40 @@ pub async fn decide(
             let next = version + 1;
             sqlx::query(
                 "INSERT INTO response_versions \
-                   (response_id, version, answer, choice, strength, rationale, author_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                   (response_id, version, answer, choice, strength, rationale, author_id, label, \
+                    scores, comment, ranking) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(response_id)
             .bind(next)
-            .bind(answer)
-            .bind(choice)
-            .bind(strength)
-            .bind(rationale)
+            .bind(c.answer)
+            .bind(c.choice)
+            .bind(c.strength)
+            .bind(c.rationale)
             .bind(reviewer.id)
+            .bind(c.label)
+            .bind(c.scores)
+            .bind(c.comment)
+            .bind(c.ranking)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "UPDATE responses SET answer = $2, choice = $3, strength = $4, rationale = $5, \
                    version = $6, review_status = 'accepted', reviewed_by = $7, \
-                   reviewed_at = now() WHERE id = $1",
+                   reviewed_at = now(), label = $8, scores = $9, comment = $10, ranking = $11 \
+                 WHERE id = $1",
             )
             .bind(response_id)
-            .bind(answer)
-            .bind(choice)
-            .bind(strength)
-            .bind(rationale)
+            .bind(c.answer)
+            .bind(c.choice)
+            .bind(c.strength)
+            .bind(c.rationale)
             .bind(next)
             .bind(reviewer.id)
+            .bind(c.label)
+            .bind(c.scores)
+            .bind(c.comment)
+            .bind(c.ranking)
             .execute(&mut *tx)
             .await?;
             (

@@ -105,6 +105,9 @@ struct ProjectChange {
     /// Archive (hidden from annotators) or bring back.
     #[serde(default)]
     archived: Option<bool>,
+    /// Model pre-labels: `off`, `hidden` (shown after the annotator answers) or `shown`.
+    #[serde(default)]
+    prelabels: Option<crate::store::prelabels::PrelabelMode>,
     /// Absent: unchanged; `null`: no webhook; a URL: send events there.
     #[serde(default, deserialize_with = "present")]
     webhook_url: Option<Option<String>>,
@@ -199,6 +202,7 @@ async fn change_project(
         guidelines: body.guidelines,
         rationale_required: body.rationale_required,
         gold_rate: body.gold_rate,
+        prelabels: body.prelabels.map(|m| m.stored()),
     };
     // The settings, the webhook and their audit rows commit together.
     let mut tx = pool.begin().await?;
@@ -239,6 +243,9 @@ async fn change_project(
     }
     if let Some(r) = change.gold_rate {
         changed.insert("gold_rate".into(), r.into());
+    }
+    if let Some(mode) = body.prelabels {
+        changed.insert("prelabels".into(), serde_json::json!(mode));
     }
     // A request that only sets the webhook or the archive has its own audit row above.
     if !changed.is_empty() || (!touches_webhook && body.archived.is_none()) {

@@ -8,7 +8,7 @@ use futures_util::stream;
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use crate::domain::{Overlap, ProjectKind, ProjectName};
+use crate::domain::{Aspect, Aspects, Overlap, ProjectKind, ProjectName};
 use crate::http::auth::{Admins, ApiUser};
 use crate::http::error::{AppError, json_error};
 use crate::http::pagination::page_limit;
@@ -64,6 +64,12 @@ struct CreateProject {
     guidelines: String,
     #[serde(default)]
     rationale_required: bool,
+    /// Rating projects: `[{"name", "guideline"}]`, the aspects scored 1-5.
+    #[serde(default)]
+    aspects: Vec<Aspect>,
+    /// Preference projects: rank all of an item's candidates (2-9) instead of two.
+    #[serde(default)]
+    ranking: bool,
 }
 
 async fn create_project(
@@ -80,6 +86,8 @@ async fn create_project(
         overlap: Overlap::parse(body.overlap).map_err(AppError::Validation)?,
         guidelines: body.guidelines,
         rationale_required: body.rationale_required,
+        aspects: Aspects::parse(body.aspects).map_err(AppError::Validation)?,
+        ranking: body.ranking,
     };
     let project = projects::create(&pool, &new, Some(admin.id)).await?;
     let event = Event::project_create(&project);
@@ -115,8 +123,8 @@ async fn import_items(
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     let project = projects::get(&pool, path.into_inner()).await?;
-    let kind = project.kind;
-    let items = web::block(move || import::parse_upload(&body, kind))
+    let rules = import::ItemRules::of(&project);
+    let items = web::block(move || import::parse_upload(&body, rules))
         .await
         .map_err(AppError::unexpected)?
         .map_err(import::rows_error)?;
@@ -208,9 +216,9 @@ async fn export_part(
     let project = projects::get(&pool, path.into_inner()).await?;
     let part = match query.part.as_deref() {
         Some(p) => ExportPart::parse(p).map_err(AppError::Validation)?,
-        None => ExportPart::for_kind(project.kind)[0],
+        None => ExportPart::for_project(&project)[0],
     };
-    if !ExportPart::for_kind(project.kind).contains(&part) {
+    if !ExportPart::for_project(&project).contains(&part) {
         return Err(AppError::Validation(format!(
             "a {} project has no {} export",
             project.kind.as_str(),

@@ -105,6 +105,11 @@ async fn dashboard(
         &per_annotator(|a| a.position_bias.as_ref().and_then(|b| b.left_win_rate)),
         Some(1.0),
     );
+    let thumbs_svg = charts::bars(
+        "Share of thumbs up, per annotator",
+        &per_annotator(|a| a.thumbs_up_rate),
+        Some(1.0),
+    );
     let length_svg = agreement.answer_chars.as_ref().map(|d| {
         let rows: Vec<(String, f64)> = d
             .histogram
@@ -129,7 +134,7 @@ async fn dashboard(
             charts => context! {
                 progress => svg(progress_svg), throughput => svg(throughput_svg),
                 health => svg(health_svg), time => svg(time_svg), kappa => svg(kappa_svg),
-                gold => svg(gold_svg), bias => svg(bias_svg),
+                gold => svg(gold_svg), bias => svg(bias_svg), thumbs => svg(thumbs_svg),
                 length => length_svg.map(svg), ranking => svg(ranking_svg),
             },
         },

@@ -77,6 +77,9 @@ struct SettingsForm {
     guidelines: String,
     #[serde(default)]
     rationale_required: Option<String>,
+    /// Model pre-labels: `off`, `hidden` or `shown` (absent: unchanged).
+    #[serde(default)]
+    prelabels: Option<String>,
 }
 
 async fn save_settings(
@@ -92,6 +95,17 @@ async fn save_settings(
         guidelines: Some(form.guidelines),
         rationale_required: Some(form.rationale_required.is_some()),
         gold_rate: None,
+        prelabels: match form.prelabels.as_deref() {
+            None => None,
+            Some("off") => Some(None),
+            Some("hidden") => Some(Some("hidden")),
+            Some("shown") => Some(Some("shown")),
+            Some(other) => {
+                return Err(AppError::Validation(format!(
+                    "prelabels {other:?} is not one of: off, hidden, shown"
+                )));
+            }
+        },
     };
     let mut tx = pool.begin().await?;
     let project = projects::update(&mut *tx, id, &change).await?;
@@ -100,7 +114,7 @@ async fn save_settings(
         .target(&project.name)
         .details(serde_json::json!({
             "name": project.name, "guidelines": "changed",
-            "rationale_required": project.rationale_required,
+            "rationale_required": project.rationale_required, "prelabels": project.prelabels,
         }));
     audit::record(&mut *tx, &Actor::user(&user), event).await?;
     tx.commit().await?;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::templates::{Templates, html, redirect, user_ctx};
-use crate::domain::{Overlap, ProjectKind, ProjectName};
+use crate::domain::{Aspects, Overlap, ProjectKind, ProjectName};
 use crate::http::auth::{Admins, PageForm, PageUser};
 use crate::http::error::AppError;
 use crate::store::audit::{self, Actor, Event};
@@ -42,6 +42,12 @@ struct ProjectForm {
     guidelines: String,
     #[serde(default)]
     rationale_required: Option<String>,
+    /// Rating projects: one `name: guideline` per line.
+    #[serde(default)]
+    aspects: String,
+    /// Preference projects: rank all candidates.
+    #[serde(default)]
+    ranking: Option<String>,
 }
 
 async fn create_project(
@@ -61,6 +67,9 @@ async fn create_project(
         overlap: Overlap::parse(overlap).map_err(AppError::Validation)?,
         guidelines: form.guidelines,
         rationale_required: form.rationale_required.is_some(),
+        aspects: Aspects::parse_flags(&form.aspects.lines().map(String::from).collect::<Vec<_>>())
+            .map_err(AppError::Validation)?,
+        ranking: form.ranking.is_some(),
     };
     let project = projects::create(&pool, &new, Some(user.id)).await?;
     let event = Event::project_create(&project);

@@ -124,8 +124,38 @@ struct DecisionForm {
     strength: Option<String>,
     #[serde(default)]
     rationale: Option<String>,
+    /// Rating edits: `up` or `down`.
+    #[serde(default)]
+    label: Option<String>,
+    /// Rating edits: `aspect=score` separated by commas (blank: none).
+    #[serde(default)]
+    scores: Option<String>,
+    /// Rating edits: the annotator's comment (`comment` is the reviewer's, for a rejection).
+    #[serde(default)]
+    rating_comment: Option<String>,
+    /// Ranking edits: the ranks in the order shown, comma separated.
+    #[serde(default)]
+    ranking: Option<String>,
     #[serde(flatten)]
     place: Place,
+}
+
+/// `helpfulness=4, correctness=5` as a map; an error names the part that is not `name=N`.
+fn parse_scores(s: &str) -> Result<BTreeMap<String, i64>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (name, n) = p
+                .split_once('=')
+                .ok_or(format!("scores: {p:?} is not aspect=score"))?;
+            let n = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("scores: {p:?}: the score is not a number"))?;
+            Ok((name.trim().to_string(), n))
+        })
+        .collect()
 }
 
 fn edit_body(form: &DecisionForm) -> Result<SubmitBody, String> {
@@ -140,11 +170,36 @@ fn edit_body(form: &DecisionForm) -> Result<SubmitBody, String> {
         Some("much") => Some(Strength::Much),
         Some(other) => return Err(format!("strength {other:?} is not one of: slightly, much")),
     };
+    let label = match form.label.as_deref() {
+        None => None,
+        Some("up") => Some(true),
+        Some("down") => Some(false),
+        Some(other) => return Err(format!("label {other:?} is not one of: up, down")),
+    };
+    let scores = form.scores.as_deref().map(parse_scores).transpose()?;
+    let ranking = form
+        .ranking
+        .as_deref()
+        .map(|r| {
+            r.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse()
+                        .map_err(|_| format!("ranking: {p:?} is not a number"))
+                })
+                .collect::<Result<Vec<i64>, String>>()
+        })
+        .transpose()?;
     Ok(SubmitBody {
         answer: form.answer.clone(),
         choice,
         strength,
         rationale: form.rationale.clone(),
+        label,
+        scores,
+        comment: form.rating_comment.clone(),
+        ranking,
         time_spent_ms: None,
     })
 }

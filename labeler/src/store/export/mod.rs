@@ -6,6 +6,14 @@
 //! - preference pairs (A or B won): `{"id", "prompt", "chosen", "rejected", "meta"}`
 //! - ties and both-bad, never dropped: `{"id", "prompt", "candidates": [[..], [..]],
 //!   "label": "tie" | "both_bad", "meta"}`, candidates in the order shown.
+//! - ratings, TRL's unpaired shape (KTO): `{"id", "prompt", "completion": [{"role":
+//!   "assistant", "content"}], "label": true | false, "meta"}`, the aspect scores in
+//!   `meta.scores` and the comment in `meta.comment`.
+//! - rankings (preference projects that rank all answers): the ranking itself, `{"id",
+//!   "prompt", "completions": [[..], ..], "ranks": [1, 2, 2, ..], "meta"}` (in the order
+//!   shown), and every pair it implies exactly once: decided pairs in the pairs file (with
+//!   `meta.rank_gap`), tied ones in the ties file, so DPO and the reward model take them as
+//!   they are.
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
@@ -14,7 +22,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 use tokio::sync::mpsc;
 
-use crate::domain::{Candidate, Choice, Message, ProjectKind};
+use crate::domain::{Candidate, Choice, Message, ProjectKind, Ranking};
 use crate::store::StoreError;
 use crate::store::projects::Project;
 
@@ -32,6 +40,10 @@ pub enum ExportPart {
     Pairs,
     /// Preference verdicts `tie` and `both_bad`.
     Ties,
+    /// Rating projects: thumbs up/down on one answer.
+    Ratings,
+    /// Ranking projects: each ranking whole (its pairs are in `pairs` and `ties`).
+    Rankings,
 }
 
 impl ExportPart {
@@ -40,7 +52,11 @@ impl ExportPart {
             "sft" => Ok(Self::Sft),
             "pairs" => Ok(Self::Pairs),
             "ties" => Ok(Self::Ties),
-            _ => Err(format!("export part {s:?} is not one of: sft, pairs, ties")),
+            "ratings" => Ok(Self::Ratings),
+            "rankings" => Ok(Self::Rankings),
+            _ => Err(format!(
+                "export part {s:?} is not one of: sft, pairs, ties, ratings, rankings"
+            )),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -48,20 +64,28 @@ impl ExportPart {
             Self::Sft => "sft",
             Self::Pairs => "pairs",
             Self::Ties => "ties",
+            Self::Ratings => "ratings",
+            Self::Rankings => "rankings",
         }
     }
-    /// The parts a project of `kind` has.
-    pub fn for_kind(kind: ProjectKind) -> &'static [ExportPart] {
-        match kind {
+    /// The parts `project` has.
+    pub fn for_project(project: &Project) -> &'static [ExportPart] {
+        match project.kind {
             ProjectKind::Sft => &[Self::Sft],
+            ProjectKind::Preference if project.ranking => {
+                &[Self::Pairs, Self::Ties, Self::Rankings]
+            }
             ProjectKind::Preference => &[Self::Pairs, Self::Ties],
+            ProjectKind::Rating => &[Self::Ratings],
         }
     }
     fn filter(self) -> &'static str {
         match self {
             Self::Sft => "r.answer IS NOT NULL",
-            Self::Pairs => "r.choice IN ('a', 'b')",
-            Self::Ties => "r.choice IN ('tie', 'both_bad')",
+            Self::Pairs => "(r.choice IN ('a', 'b') OR r.ranking IS NOT NULL)",
+            Self::Ties => "(r.choice IN ('tie', 'both_bad') OR r.ranking IS NOT NULL)",
+            Self::Ratings => "r.label IS NOT NULL",
+            Self::Rankings => "r.ranking IS NOT NULL",
         }
     }
 }
@@ -79,6 +103,10 @@ struct Row {
     choice: Option<String>,
     strength: Option<String>,
     rationale: Option<String>,
+    label: Option<bool>,
+    scores: Option<Value>,
+    comment: Option<String>,
+    ranking: Option<Vec<i16>>,
     shown: Vec<i16>,
     time_spent_ms: Option<i64>,
     review_status: String,
@@ -93,10 +121,17 @@ fn provenance(c: &Candidate, index: i16) -> Value {
     json!({"index": index, "model": c.model, "checkpoint": c.checkpoint, "sampling": c.sampling})
 }
 
-/// One JSONL record (without the newline).
-fn record(project: &Project, part: ExportPart, row: &Row) -> Result<Value, String> {
-    let id = format!("{}/{}/{}", project.name, row.external_id, row.username);
-    let mut meta = json!({
+/// The JSONL records of one response: one, or for a ranking, its pairs or ties (maybe none).
+fn records(project: &Project, part: ExportPart, row: &Row) -> Result<Vec<Value>, String> {
+    match &row.ranking {
+        Some(ranks) => ranking_records(project, part, row, ranks),
+        None => record(project, part, row).map(|r| vec![r]),
+    }
+}
+
+/// What every record's `meta` carries: who, when, where from, the review state.
+fn common_meta(project: &Project, row: &Row) -> Value {
+    json!({
         "annotator": row.username,
         "time": row.created_at.to_rfc3339(),
         "project": project.name,
@@ -106,7 +141,13 @@ fn record(project: &Project, part: ExportPart, row: &Row) -> Result<Value, Strin
         "time_spent_ms": row.time_spent_ms,
         "item_meta": row.item_meta,
         "review": {"status": row.review_status, "version": row.version},
-    });
+    })
+}
+
+/// One JSONL record (without the newline).
+fn record(project: &Project, part: ExportPart, row: &Row) -> Result<Value, String> {
+    let id = format!("{}/{}/{}", project.name, row.external_id, row.username);
+    let mut meta = common_meta(project, row);
     if part == ExportPart::Sft {
         let answer = row.answer.as_deref().ok_or("sft response without answer")?;
         let mut messages = serde_json::to_value(&row.prompt.0).map_err(|e| e.to_string())?;
@@ -114,6 +155,9 @@ fn record(project: &Project, part: ExportPart, row: &Row) -> Result<Value, Strin
             list.extend(tail);
         }
         return Ok(json!({"id": id, "messages": messages, "meta": meta}));
+    }
+    if part == ExportPart::Ratings {
+        return rating_record(id, meta, row);
     }
     let choice = row
         .choice
@@ -165,6 +209,114 @@ fn record(project: &Project, part: ExportPart, row: &Row) -> Result<Value, Strin
     }
 }
 
+/// A ranking as `part`: the whole ranking, or each decided pair (pairs) or tied pair (ties),
+/// every pair of answers exactly once across the two.
+fn ranking_records(
+    project: &Project,
+    part: ExportPart,
+    row: &Row,
+    ranks: &[i16],
+) -> Result<Vec<Value>, String> {
+    if ranks.len() != row.shown.len() {
+        return Err(format!(
+            "ranking {ranks:?} does not match the shown order {:?}",
+            row.shown
+        ));
+    }
+    let base = format!("{}/{}/{}", project.name, row.external_id, row.username);
+    let meta = common_meta(project, row);
+    let prompt = serde_json::to_value(&row.prompt.0).map_err(|e| e.to_string())?;
+    let cand = |pos: usize| {
+        let index = row.shown[pos];
+        row.candidates
+            .0
+            .get(index as usize)
+            .map(|c| (index, c))
+            .ok_or_else(|| format!("candidate {index} missing"))
+    };
+    let with = |mut meta: Value, extra: Value| {
+        if let (Some(m), Value::Object(extra)) = (meta.as_object_mut(), extra) {
+            m.extend(extra);
+        }
+        meta
+    };
+    let ranking = json!({"ranks": ranks, "shown_order": row.shown, "rationale": row.rationale});
+    if part == ExportPart::Rankings {
+        let mut completions = Vec::with_capacity(ranks.len());
+        let mut provenances = Vec::with_capacity(ranks.len());
+        for pos in 0..ranks.len() {
+            let (index, c) = cand(pos)?;
+            completions.push(assistant(&c.content));
+            provenances.push(provenance(c, index));
+        }
+        let meta = with(meta, json!({"ranking": ranking, "candidates": provenances}));
+        return Ok(vec![json!({
+            "id": base, "prompt": prompt, "completions": completions, "ranks": ranks,
+            "meta": meta,
+        })]);
+    }
+    let mut out = Vec::new();
+    for pair in Ranking::from_stored(ranks.to_vec()).pairs() {
+        let tie = pair.gap == 0;
+        if tie != (part == ExportPart::Ties) {
+            continue;
+        }
+        let (wi, w) = cand(pair.better)?;
+        let (li, lo) = cand(pair.worse)?;
+        if tie {
+            let meta = with(
+                meta.clone(),
+                json!({"choice": "tie", "rank_gap": 0, "ranking": ranking,
+                       "candidates": [provenance(w, wi), provenance(lo, li)]}),
+            );
+            out.push(json!({
+                "id": format!("{base}/{wi}={li}"), "prompt": prompt,
+                "candidates": [assistant(&w.content), assistant(&lo.content)],
+                "label": "tie", "meta": meta,
+            }));
+        } else {
+            let meta = with(
+                meta.clone(),
+                json!({"rank_gap": pair.gap, "ranking": ranking,
+                       "chosen_candidate": provenance(w, wi),
+                       "rejected_candidate": provenance(lo, li)}),
+            );
+            out.push(json!({
+                "id": format!("{base}/{wi}>{li}"), "prompt": prompt,
+                "chosen": assistant(&w.content), "rejected": assistant(&lo.content),
+                "meta": meta,
+            }));
+        }
+    }
+    Ok(out)
+}
+
+/// A rating in TRL's unpaired shape.
+fn rating_record(id: String, mut meta: Value, row: &Row) -> Result<Value, String> {
+    let label = row.label.ok_or("rating response without a label")?;
+    let index = *row
+        .shown
+        .first()
+        .ok_or("rating response without its answer")?;
+    let answer = row
+        .candidates
+        .0
+        .get(index as usize)
+        .ok_or_else(|| format!("candidate {index} missing"))?;
+    let m = meta.as_object_mut().ok_or("meta is an object")?;
+    m.insert(
+        "scores".into(),
+        row.scores.clone().unwrap_or_else(|| json!({})),
+    );
+    m.insert("comment".into(), json!(row.comment));
+    m.insert("candidate".into(), provenance(answer, index));
+    let prompt = serde_json::to_value(&row.prompt.0).map_err(|e| e.to_string())?;
+    Ok(json!({
+        "id": id, "prompt": prompt, "completion": assistant(&answer.content),
+        "label": label, "meta": meta,
+    }))
+}
+
 /// Starts streaming `part` of `project`'s responses as JSONL; read chunks from the receiver
 /// until it closes. An error mid-way arrives as the last message. Rejected responses are
 /// never exported; `accepted_only` also leaves out those not reviewed yet.
@@ -199,7 +351,7 @@ async fn produce(
     let sql = format!(
         "SELECT r.id AS response_id, i.external_id, u.username, r.created_at, i.prompt, \
                 i.candidates, i.meta AS item_meta, r.answer, r.choice, r.strength, r.rationale, \
-                r.shown, r.time_spent_ms, r.review_status, r.version \
+                r.label, r.scores, r.comment, r.ranking, r.shown, r.time_spent_ms, r.review_status, r.version \
          FROM responses r JOIN items i ON i.id = r.item_id JOIN users u ON u.id = r.user_id \
          WHERE r.project_id = $1 AND {} AND {review} ORDER BY r.id",
         part.filter()
@@ -207,10 +359,12 @@ async fn produce(
     let mut rows = sqlx::query_as::<_, Row>(&sql).bind(project.id).fetch(pool);
     let mut buf = Vec::with_capacity(CHUNK_BYTES * 2);
     while let Some(row) = rows.try_next().await.map_err(|e| e.to_string())? {
-        let value = record(project, part, &row)
+        let values = records(project, part, &row)
             .map_err(|e| format!("response {}: {e}", row.response_id))?;
-        serde_json::to_writer(&mut buf, &value).map_err(|e| e.to_string())?;
-        buf.push(b'\n');
+        for value in values {
+            serde_json::to_writer(&mut buf, &value).map_err(|e| e.to_string())?;
+            buf.push(b'\n');
+        }
         if buf.len() >= CHUNK_BYTES {
             let chunk = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES * 2));
             if tx.send(Ok(chunk)).await.is_err() {

@@ -47,6 +47,24 @@ pub fn schema(part: ExportPart) -> Schema {
             ),
             Field::new("label", DataType::Utf8, false),
         ]),
+        ExportPart::Rankings => fields.extend([
+            conv("prompt"),
+            Field::new(
+                "completions",
+                DataType::List(Arc::new(Field::new("item", conversation(), false))),
+                false,
+            ),
+            Field::new(
+                "ranks",
+                DataType::List(Arc::new(Field::new("item", DataType::Int64, false))),
+                false,
+            ),
+        ]),
+        ExportPart::Ratings => fields.extend([
+            conv("prompt"),
+            conv("completion"),
+            Field::new("label", DataType::Boolean, false),
+        ]),
     }
     fields.push(Field::new("meta", DataType::Utf8, false));
     Schema::new(fields)
