@@ -13,6 +13,7 @@ mod generate;
 mod gpu;
 mod helpers;
 mod info;
+mod kto;
 mod model;
 mod optim;
 mod parallel;

@@ -1,6 +1,6 @@
-//! Configuration of the post-training commands (`trainer sft`, `dpo`, `reward`): the
+//! Configuration of the post-training commands (`trainer sft`, `dpo`, `reward`, `kto`): the
 //! sections a pretraining config has, minus `[model]` (the architecture comes from
-//! `init_from`), plus `[lora]`, `[dpo]` and `[reward]`. Resolved against the starting model
+//! `init_from`), plus `[lora]`, `[dpo]`, `[reward]` and `[kto]`. Resolved against the starting model
 //! it becomes a [`RunConfig`] and the [`PostSettings`] that a checkpoint records beside it.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ pub enum Task {
     Sft,
     Dpo,
     Reward,
+    Kto,
 }
 
 impl Task {
@@ -29,6 +30,7 @@ impl Task {
             Task::Sft => "sft",
             Task::Dpo => "dpo",
             Task::Reward => "reward",
+            Task::Kto => "kto",
         }
     }
 }
@@ -53,6 +55,41 @@ impl Default for DpoSettings {
     fn default() -> Self {
         Self {
             beta: default_beta(),
+            cache_dir: None,
+        }
+    }
+}
+
+/// `[kto]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KtoSettings {
+    /// Strength of the pull towards the reference model, as in DPO.
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// Weight of a thumbs-up example's loss (TRL's `desirable_weight`).
+    #[serde(default = "default_weight")]
+    pub desirable_weight: f64,
+    /// Weight of a thumbs-down example's loss (TRL's `undesirable_weight`); with unequal
+    /// counts, TRL suggests weights so that `desirable_weight * n_up / (undesirable_weight *
+    /// n_down)` lies in [1, 4/3].
+    #[serde(default = "default_weight")]
+    pub undesirable_weight: f64,
+    /// Where reference log-probabilities are cached; default: `refcache` beside `train.out`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+impl Default for KtoSettings {
+    fn default() -> Self {
+        Self {
+            beta: default_beta(),
+            desirable_weight: default_weight(),
+            undesirable_weight: default_weight(),
             cache_dir: None,
         }
     }
@@ -93,6 +130,8 @@ pub struct PostSettings {
     pub dpo: Option<DpoSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward: Option<RewardSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kto: Option<KtoSettings>,
 }
 
 /// A `trainer sft|dpo|reward` configuration file.
@@ -116,6 +155,8 @@ pub struct PostConfig {
     pub dpo: Option<DpoSettings>,
     #[serde(default)]
     pub reward: Option<RewardSettings>,
+    #[serde(default)]
+    pub kto: Option<KtoSettings>,
 }
 
 impl PostConfig {
@@ -146,8 +187,23 @@ impl PostConfig {
                 task.as_str()
             );
         }
+        if self.kto.is_some() && task != Task::Kto {
+            bail!(
+                "[kto] applies to `trainer kto` only; remove it from this {} config",
+                task.as_str()
+            );
+        }
         if let Some(lora) = &self.lora {
             lora.validate()?;
+        }
+        if let Some(kto) = &self.kto {
+            ensure!(kto.beta > 0.0, "kto.beta must be > 0, got {}", kto.beta);
+            for (name, w) in [
+                ("desirable_weight", kto.desirable_weight),
+                ("undesirable_weight", kto.undesirable_weight),
+            ] {
+                ensure!(w > 0.0 && w.is_finite(), "kto.{name} must be > 0, got {w}");
+            }
         }
         if let Some(dpo) = &self.dpo {
             ensure!(dpo.beta > 0.0, "dpo.beta must be > 0, got {}", dpo.beta);
@@ -184,6 +240,7 @@ impl PostConfig {
             lora: self.lora.clone(),
             dpo: (task == Task::Dpo).then(|| self.dpo.clone().unwrap_or_default()),
             reward: (task == Task::Reward).then(|| self.reward.clone().unwrap_or_default()),
+            kto: (task == Task::Kto).then(|| self.kto.clone().unwrap_or_default()),
         };
         Ok((run, post))
     }

@@ -1,6 +1,6 @@
 //! Post-training on the annotators' data, all through the shared [`crate::engine::Engine`]:
-//! supervised fine-tuning (`sft`), Direct Preference Optimization (`dpo`) and reward models
-//! (`reward`, which also scores), with their configuration (`config`), their datasets read
+//! supervised fine-tuning (`sft`), Direct Preference Optimization (`dpo`), KTO on thumbs
+//! up / down (`kto`) and reward models (`reward`, which also scores), with their configuration (`config`), their datasets read
 //! and packed (`data`) and what the two preference objectives share (`preference`).
 //!
 //! This module holds what every post-training command does before its first step: load the
@@ -12,6 +12,7 @@
 pub mod config;
 pub mod data;
 pub mod dpo;
+pub mod kto;
 pub mod preference;
 pub mod reward;
 pub mod sft;
