@@ -1,6 +1,6 @@
 //! Data parallelism end to end, on the CPU with Gloo (one thread per rank): two ranks of
 //! micro-batch 4 train as one rank of micro-batch 8 (pretrain, LoRA SFT, full DPO, reward
-//! model), ZeRO-1 gives the run without it, a run
+//! model, LoRA KTO with its KL estimate over both ranks), ZeRO-1 gives the run without it, a run
 //! killed with one world size resumes with another on the same loss curve, ranks started
 //! with different configs are refused, and torchrun launches the job as setting the
 //! environment by hand does.
@@ -14,7 +14,7 @@ use trainer::io::checkpoint::read_safetensors;
 
 use crate::chat_data::{
     INSTRUCTIONS, base_checkpoint, exchange, post_config_toml, preference_dataset, sft_dataset,
-    write_config,
+    unpaired_dataset, write_config,
 };
 use crate::dist::free_port;
 use crate::helpers::{TRAINER, datasets, loss_at, metrics, tiny_config_toml};
@@ -373,4 +373,43 @@ fn a_reward_model_on_two_ranks_of_4_is_one_rank_of_8() {
     let (two, two_out) = slow("two", 4);
     all_ok(&launch(2, |_| args(&["reward", "--config", &two])));
     assert_same_run(&one_out, &two_out, STEPS, "model.safetensors");
+}
+
+#[test]
+fn lora_kto_on_two_ranks_of_4_is_one_rank_of_8() {
+    // The KL reference point is the mean over the micro-batch's rows on both ranks, so the
+    // two-rank job computes what one rank does.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = base_checkpoint(tmp.path(), 20);
+    let rows: Vec<_> = (0..24)
+        .map(|i| {
+            let (q, a) = INSTRUCTIONS[i % INSTRUCTIONS.len()];
+            let answer = if i % 3 == 0 {
+                format!("not {a}")
+            } else {
+                a.to_string()
+            };
+            (format!("{q} ({i})"), answer, i % 3 != 0)
+        })
+        .collect();
+    let data = unpaired_dataset(tmp.path(), "thumbs", &rows);
+    let extra = |name: &str| {
+        format!(
+            "{LORA}\n[kto]\nbeta = 0.1\ncache_dir = \"{}\"\n",
+            tmp.path().join(name).display()
+        )
+    };
+    let (one, one_out) = post_config(tmp.path(), "one", &base, &data, 8, &extra("cache1"));
+    testkit::process::ok(alone(&["kto", "--config", &one]));
+    let (two, two_out) = post_config(tmp.path(), "two", &base, &data, 4, &extra("cache2"));
+    all_ok(&launch(2, |_| args(&["kto", "--config", &two])));
+    assert_same_run(&one_out, &two_out, STEPS, "adapter.safetensors");
+    let kl = |out: &Path| {
+        metrics(out)
+            .iter()
+            .rfind(|l| l["kind"] == "train")
+            .and_then(|l| l["kl"].as_f64())
+            .expect("kl")
+    };
+    assert!(relative(kl(&one_out), kl(&two_out)) <= TOLERANCE);
 }

@@ -5,8 +5,10 @@
 //! undesirable one `w_u (1 - sigmoid(beta (z - r)))`; the step's loss is their mean.
 //!
 //! `z` estimates the KL divergence of the policy from the reference: the mean drift of
-//! mismatched (prompt, completion) pairs of the micro-batch, clamped at 0 and not
-//! differentiated. Each example's mismatched completion is fixed by the dataset
+//! mismatched (prompt, completion) pairs of the micro-batch (over every rank's part of it, as
+//! TRL gathers it across processes), clamped at 0 and not differentiated; it is computed
+//! before the step's backward passes ([`Objective::prepare`]) by a forward pass without
+//! gradients, as TRL does. Each example's mismatched completion is fixed by the dataset
 //! ([`crate::post::data::mismatched`]), so the reference log-probabilities of both the matched
 //! and the mismatched pairs are computed once and cached as DPO caches its own
 //! ([`crate::post::dpo::reference`]).
@@ -15,22 +17,31 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use tch::{Device, Kind, TchError, Tensor};
 
+use crate::engine::parallel::DataParallel;
 use crate::engine::{
     Engine, Evaluation, Faults, MicroBatch, MicroStats, NamedSums, Objective, Resume, Summary,
 };
 use crate::model::language_model::LanguageModel;
 use crate::post::config::{KtoSettings, PostConfig, Task};
-use crate::post::data::{self, DrawOrder, Thumbs};
-use crate::post::dpo::{DpoSummary, PairBatch, for_job, reference, sequence_logps};
-use crate::post::preference::{pack_pairs, pair_evaluation};
+use crate::post::data::{self, DrawOrder, PackedBatch, Pair, Sequence, Thumbs};
+use crate::post::dpo::{DpoSummary, for_job, reference, sequence_logps};
+use crate::post::preference::pair_evaluation;
 
 /// A micro-batch of examples (each packed as matched and mismatched sequence) with their
 /// reference log-probabilities and labels.
 #[derive(Debug)]
 pub struct ThumbBatch {
-    pub pairs: PairBatch,
+    /// Each example's prompt and completion.
+    pub matched: PackedBatch,
+    /// Each example's prompt and mismatched completion.
+    pub mismatched: PackedBatch,
+    /// `[examples, 2]` reference log-probs (matched, mismatched) on the model's device.
+    pub reference: Tensor,
+    pub examples: i64,
     /// `[examples]` fp32: 1 for thumbs up, 0 for thumbs down.
     pub desirable: Tensor,
+    /// The reference point `z` (a scalar), set by [`Objective::prepare`].
+    pub kl: Option<Tensor>,
 }
 
 /// What the KTO loss of a batch is made of: per-example drift `r`, the reference point `z`
@@ -53,12 +64,21 @@ pub fn kto_losses(
     settings: &KtoSettings,
 ) -> Result<KtoTerms, TchError> {
     let drifts = policy.f_sub(reference)?;
-    let drift = drifts.f_select(1, 0)?;
     let kl = drifts
         .f_select(1, 1)?
         .f_detach()?
         .f_mean(Kind::Float)?
         .f_clamp_min(0.0)?;
+    kto_with_kl(drifts.f_select(1, 0)?, kl, desirable, settings)
+}
+
+/// The KTO terms of examples with drift `drift` around the reference point `kl`.
+fn kto_with_kl(
+    drift: Tensor,
+    kl: Tensor,
+    desirable: &Tensor,
+    settings: &KtoSettings,
+) -> Result<KtoTerms, TchError> {
     let beta = settings.beta;
     let one_minus_sigmoid =
         |x: Tensor| -> Result<Tensor, TchError> { x.f_sigmoid()?.f_neg()?.f_add_scalar(1.0) };
@@ -77,13 +97,28 @@ pub fn kto_losses(
     Ok(KtoTerms { drift, kl, losses })
 }
 
+/// The summed drift of a batch's mismatched pairs (no gradient), on the model's device.
+fn mismatched_drift_sum(model: &LanguageModel, batch: &ThumbBatch) -> Result<Tensor, TchError> {
+    tch::no_grad(|| {
+        sequence_logps(model, &batch.mismatched)?
+            .f_sub(&batch.reference.f_select(1, 1)?)?
+            .f_sum(Kind::Float)
+    })
+}
+
 fn kto_terms(
     model: &LanguageModel,
     batch: &ThumbBatch,
     settings: &KtoSettings,
 ) -> Result<KtoTerms, TchError> {
-    let policy = sequence_logps(model, &batch.pairs.packed)?.f_view([-1, 2])?;
-    kto_losses(&policy, &batch.pairs.reference, &batch.desirable, settings)
+    let kl = match &batch.kl {
+        Some(kl) => kl.shallow_clone(),
+        None => mismatched_drift_sum(model, batch)?
+            .f_div_scalar(batch.examples as f64)?
+            .f_clamp_min(0.0)?,
+    };
+    let drift = sequence_logps(model, &batch.matched)?.f_sub(&batch.reference.f_select(1, 0)?)?;
+    kto_with_kl(drift, kl, &batch.desirable, settings)
 }
 
 /// The summed loss and the per-step figures of the train lines: `kl` (the reference point),
@@ -106,7 +141,7 @@ fn train_terms(
         .f_mul(&sign)?
         .f_gt(0.0)?
         .f_to_kind(Kind::Float)?;
-    let n = batch.pairs.pairs as f64;
+    let n = batch.examples as f64;
     let sums = vec![
         ("kl", t.kl.f_mul_scalar(n)?),
         ("accuracy", right.f_sum(Kind::Float)?),
@@ -136,15 +171,23 @@ impl Kto {
             .iter()
             .map(|&i| if set.labels[i] { 1.0 } else { 0.0 })
             .collect();
+        let pairs = &set.rows.rows;
+        let pack = |answer: fn(&Pair) -> &[u32]| {
+            let seqs: Vec<Sequence> = rows
+                .iter()
+                .map(|&i| Sequence::prompt_answer(&pairs[i].prompt, answer(&pairs[i])))
+                .collect();
+            data::pack(&seqs.iter().collect::<Vec<_>>(), self.row_len, self.device)
+        };
         Ok(ThumbBatch {
-            pairs: PairBatch {
-                packed: pack_pairs(&set.rows.rows, rows, self.row_len, self.device)?,
-                reference: reference
-                    .f_index_select(0, &Tensor::f_from_slice(&index)?)?
-                    .f_to_device(self.device)?,
-                pairs: rows.len() as i64,
-            },
+            matched: pack(|p| &p.chosen)?,
+            mismatched: pack(|p| &p.rejected)?,
+            reference: reference
+                .f_index_select(0, &Tensor::f_from_slice(&index)?)?
+                .f_to_device(self.device)?,
+            examples: rows.len() as i64,
             desirable: Tensor::f_from_slice(&desirable)?.f_to_device(self.device)?,
+            kl: None,
         })
     }
 }
@@ -158,7 +201,36 @@ impl Objective for Kto {
     }
 
     fn units(&self, batch: &ThumbBatch) -> f64 {
-        batch.pairs.pairs as f64
+        batch.examples as f64
+    }
+
+    /// The reference point of each micro-batch: the mean mismatched drift over its rows on
+    /// every rank (one collective for the step), clamped at 0.
+    fn prepare(
+        &mut self,
+        model: &LanguageModel,
+        batches: &mut [ThumbBatch],
+        parallel: Option<&DataParallel>,
+    ) -> Result<()> {
+        let mut totals = Vec::with_capacity(batches.len() * 2);
+        for batch in batches.iter() {
+            totals.push(f64::try_from(mismatched_drift_sum(model, batch)?)?);
+            totals.push(batch.examples as f64);
+        }
+        if let Some(dp) = parallel {
+            totals = dp
+                .sum(&totals)
+                .context("summing the KL estimate over the ranks")?;
+        }
+        for (batch, total) in batches.iter_mut().zip(totals.chunks(2)) {
+            let kl = (total[0] / total[1]).max(0.0);
+            batch.kl = Some(
+                Tensor::f_from_slice(&[kl as f32])?
+                    .f_view([])?
+                    .f_to_device(self.device)?,
+            );
+        }
+        Ok(())
     }
 
     fn backward(
@@ -168,7 +240,8 @@ impl Objective for Kto {
         units: f64,
     ) -> Result<MicroStats, TchError> {
         let (loss, sums, _) = train_terms(model, batch, &self.settings)?;
-        MicroStats::backward(loss, units, sums, batch.pairs.packed.tokens)
+        let tokens = batch.matched.tokens + batch.mismatched.tokens;
+        MicroStats::backward(loss, units, sums, tokens)
     }
 
     /// Loss, KL, accuracy and the mean drift of thumbs-up and thumbs-down examples
