@@ -400,6 +400,10 @@ pub enum Command {
     /// unpaired`), starting from `init_from` (full or LoRA); [kto] beta, desirable_weight,
     /// undesirable_weight, cache_dir. Reference log-probs are cached as for dpo.
     Kto(PostArgs),
+    /// Online RL (GRPO, or RLOO with [grpo] rloo = true) on the prompts of an sft dataset:
+    /// group_size answers sampled per prompt, scored by [[grpo.rules]], clipped policy ratio,
+    /// KL to init_from; full or LoRA.
+    Grpo(PostArgs),
     /// Train a reward model (the decoder plus a scalar head on the last token) on a
     /// preference dataset with the Bradley-Terry loss; accuracy on held-out pairs.
     Reward(PostArgs),

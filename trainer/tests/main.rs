@@ -11,6 +11,7 @@ mod events;
 mod export;
 mod generate;
 mod gpu;
+mod grpo;
 mod helpers;
 mod info;
 mod kto;

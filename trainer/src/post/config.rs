@@ -22,6 +22,7 @@ pub enum Task {
     Dpo,
     Reward,
     Kto,
+    Grpo,
 }
 
 impl Task {
@@ -31,6 +32,7 @@ impl Task {
             Task::Dpo => "dpo",
             Task::Reward => "reward",
             Task::Kto => "kto",
+            Task::Grpo => "grpo",
         }
     }
 }
@@ -95,6 +97,70 @@ impl Default for KtoSettings {
     }
 }
 
+/// `[grpo]`: online RL on prompts, answers sampled from the policy and scored by rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoSettings {
+    /// Answers sampled per prompt (G).
+    #[serde(default = "default_group")]
+    pub group_size: usize,
+    #[serde(default = "default_new_tokens")]
+    pub max_new_tokens: usize,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// Weight of the KL penalty to the reference model (TRL's `beta`).
+    #[serde(default = "default_grpo_beta")]
+    pub beta: f64,
+    /// The policy ratio is clipped to [1 - epsilon, 1 + epsilon].
+    #[serde(default = "default_epsilon")]
+    pub epsilon: f64,
+    /// RLOO: each answer's baseline is the mean reward of the others of its group (no
+    /// division by the spread) instead of GRPO's group normalisation.
+    #[serde(default)]
+    pub rloo: bool,
+    /// Reward rules, summed with their weights.
+    #[serde(default)]
+    pub rules: Vec<RewardRule>,
+    /// Reward subtracted per answer token.
+    #[serde(default)]
+    pub length_penalty: f64,
+}
+
+/// One rule of `[[grpo.rules]]`: `weight` when the answer's text matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardRule {
+    /// `contains` (substring), `exact` (the whole answer, trimmed) or `regex`.
+    pub kind: RuleKind,
+    pub pattern: String,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    Contains,
+    Exact,
+    Regex,
+}
+
+fn default_group() -> usize {
+    4
+}
+fn default_new_tokens() -> usize {
+    32
+}
+fn default_temperature() -> f64 {
+    1.0
+}
+fn default_grpo_beta() -> f64 {
+    0.04
+}
+fn default_epsilon() -> f64 {
+    0.2
+}
+
 /// `[reward]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +198,8 @@ pub struct PostSettings {
     pub reward: Option<RewardSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kto: Option<KtoSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpo: Option<GrpoSettings>,
 }
 
 /// A `trainer sft|dpo|reward` configuration file.
@@ -157,6 +225,8 @@ pub struct PostConfig {
     pub reward: Option<RewardSettings>,
     #[serde(default)]
     pub kto: Option<KtoSettings>,
+    #[serde(default)]
+    pub grpo: Option<GrpoSettings>,
 }
 
 impl PostConfig {
@@ -191,6 +261,20 @@ impl PostConfig {
             bail!(
                 "[kto] applies to `trainer kto` only; remove it from this {} config",
                 task.as_str()
+            );
+        }
+        if self.grpo.is_some() != (task == Task::Grpo) {
+            bail!("`trainer grpo` needs a [grpo] section, and only it takes one");
+        }
+        if let Some(grpo) = &self.grpo {
+            ensure!(grpo.group_size >= 2, "grpo.group_size must be >= 2");
+            ensure!(grpo.max_new_tokens > 0, "grpo.max_new_tokens must be > 0");
+            ensure!(grpo.temperature > 0.0, "grpo.temperature must be > 0");
+            ensure!(grpo.beta >= 0.0, "grpo.beta must be >= 0");
+            ensure!(grpo.epsilon > 0.0, "grpo.epsilon must be > 0");
+            ensure!(
+                !grpo.rules.is_empty(),
+                "[grpo] needs at least one [[grpo.rules]]"
             );
         }
         if let Some(lora) = &self.lora {
@@ -241,6 +325,7 @@ impl PostConfig {
             dpo: (task == Task::Dpo).then(|| self.dpo.clone().unwrap_or_default()),
             reward: (task == Task::Reward).then(|| self.reward.clone().unwrap_or_default()),
             kto: (task == Task::Kto).then(|| self.kto.clone().unwrap_or_default()),
+            grpo: self.grpo.clone(),
         };
         Ok((run, post))
     }

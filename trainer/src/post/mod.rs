@@ -12,6 +12,7 @@
 pub mod config;
 pub mod data;
 pub mod dpo;
+pub mod grpo;
 pub mod kto;
 pub mod preference;
 pub mod reward;
