@@ -7,7 +7,8 @@ use std::path::Path;
 use trainer::post::grpo::advantages;
 
 use crate::chat_data::{
-    INSTRUCTIONS, base_checkpoint, exchange, post_config_toml, sft_dataset, write_config,
+    INSTRUCTIONS, base_checkpoint, exchange, post_config_toml, preference_dataset, sft_dataset,
+    write_config,
 };
 use crate::helpers::{loss_at, metrics, trainer_err, trainer_ok};
 
@@ -150,7 +151,7 @@ fn grpo_names_bad_rules_and_missing_sections() {
         ("", "`trainer grpo` needs a [grpo] section"),
         (
             "[grpo]\ngroup_size = 4\n",
-            "needs at least one [[grpo.rules]]",
+            "[grpo] needs a reward: [[grpo.rules]], command or reward_model",
         ),
         ("[grpo]\ngroup_size = 1\n", "grpo.group_size must be >= 2"),
         (
@@ -169,5 +170,107 @@ fn grpo_names_bad_rules_and_missing_sections() {
         );
         let err = trainer_err(&["grpo", "--config", &config]);
         assert!(err.contains(expected), "{extra}: {err}");
+    }
+}
+
+/// `[grpo]` scored by the shell script `script` (written to `root/name.sh`).
+fn command_section(root: &Path, name: &str, script: &str) -> String {
+    let path = root.join(format!("{name}.sh"));
+    std::fs::write(&path, script).expect("script");
+    format!(
+        "[grpo]\ngroup_size = 2\nmax_new_tokens = 6\ncommand = [\"sh\", \"{}\"]\n",
+        path.display()
+    )
+}
+
+#[test]
+fn grpo_scores_with_a_command_and_a_reward_model_and_logs_samples() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = base_checkpoint(tmp.path(), 3);
+    let data = prompts(tmp.path(), "prompts", 0, 4);
+    // A reward model trained for two steps from the same base.
+    let pairs: Vec<_> = INSTRUCTIONS
+        .iter()
+        .map(|(q, a)| (q.to_string(), a.to_string(), "no.".to_string()))
+        .collect();
+    let prefs = preference_dataset(tmp.path(), "prefs", &pairs);
+    let rm_out = tmp.path().join("rm");
+    let rm_config = write_config(
+        tmp.path(),
+        "rm",
+        &post_config_toml(&base, &prefs, &rm_out, 2, ""),
+    );
+    trainer_ok(&["reward", "--config", &rm_config]);
+    let rm = rm_out.join("checkpoints/step-00000002");
+
+    let script = "while read -r line; do case \"$line\" in *ball*) echo 1;; *) echo '{\"score\": 0.25}';; esac; done\n";
+    let out = tmp.path().join("grpo");
+    let extra = format!(
+        "{}reward_model = \"{}\"\nreward_model_weight = 0.5\nsample_every = 1\n",
+        command_section(tmp.path(), "score", script),
+        rm.display()
+    );
+    let config = write_config(
+        tmp.path(),
+        "grpo",
+        &post_config_toml(&base, &data, &out, 2, &extra),
+    );
+    trainer_ok(&["grpo", "--config", &config]);
+    let lines = metrics(&out);
+    let samples: Vec<_> = lines.iter().filter(|l| l["kind"] == "sample").collect();
+    assert_eq!(samples.len(), 2, "one sample line per step");
+    let text = samples[0]["text"].as_str().expect("text");
+    assert!(
+        text.starts_with("<|user|>") && text.contains("] "),
+        "{text}"
+    );
+    let reward = lines
+        .iter()
+        .find(|l| l["kind"] == "train")
+        .and_then(|l| l["reward"].as_f64())
+        .expect("reward");
+    // The command gives 0.25 or 1 and the reward model a finite score: not a rule's 0.
+    assert!(reward.is_finite() && reward != 0.0, "{reward}");
+}
+
+#[test]
+fn reward_command_protocol_errors_are_named() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = base_checkpoint(tmp.path(), 1);
+    let data = prompts(tmp.path(), "prompts", 0, 2);
+    let out = tmp.path().join("out");
+    for (name, script, expected) in [
+        (
+            "fails",
+            "cat > /dev/null; echo boom >&2; exit 3\n",
+            "failed (exit status: 3): boom",
+        ),
+        (
+            "short",
+            "cat > /dev/null; echo 1\n",
+            "wrote 1 score lines for 4 answers",
+        ),
+        (
+            "words",
+            "while read -r line; do echo high; done\n",
+            "output line 1: \"high\" is not a number or {\"score\": number}",
+        ),
+    ] {
+        let config = write_config(
+            tmp.path(),
+            name,
+            &post_config_toml(
+                &base,
+                &data,
+                &out,
+                1,
+                &command_section(tmp.path(), name, script),
+            ),
+        );
+        let err = trainer_err(&["grpo", "--config", &config]);
+        assert!(
+            err.contains("the reward command `sh ") && err.contains(expected),
+            "{name}: {err}"
+        );
     }
 }

@@ -124,6 +124,26 @@ pub struct GrpoSettings {
     /// Reward subtracted per answer token.
     #[serde(default)]
     pub length_penalty: f64,
+    /// An external scorer: the program and its arguments. It reads one JSON line per answer
+    /// (`{"prompt", "answer"}`) on stdin and writes one score per line (a number or
+    /// `{"score": number}`) on stdout, in order; its scores times `command_weight` are added.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default = "default_weight")]
+    pub command_weight: f64,
+    /// A reward model (`trainer reward` checkpoint) whose scores times `reward_model_weight`
+    /// are added.
+    #[serde(default)]
+    pub reward_model: Option<PathBuf>,
+    #[serde(default = "default_weight")]
+    pub reward_model_weight: f64,
+    /// Every N steps a `sample` metrics line shows a prompt's answers and rewards; 0: never.
+    #[serde(default = "default_sample_every")]
+    pub sample_every: u64,
+}
+
+fn default_sample_every() -> u64 {
+    10
 }
 
 /// One rule of `[[grpo.rules]]`: `weight` when the answer's text matches.
@@ -273,8 +293,8 @@ impl PostConfig {
             ensure!(grpo.beta >= 0.0, "grpo.beta must be >= 0");
             ensure!(grpo.epsilon > 0.0, "grpo.epsilon must be > 0");
             ensure!(
-                !grpo.rules.is_empty(),
-                "[grpo] needs at least one [[grpo.rules]]"
+                !grpo.rules.is_empty() || !grpo.command.is_empty() || grpo.reward_model.is_some(),
+                "[grpo] needs a reward: [[grpo.rules]], command or reward_model"
             );
         }
         if let Some(lora) = &self.lora {
@@ -306,6 +326,10 @@ impl PostConfig {
     /// The run configuration for a model of architecture `model`, and the settings a
     /// checkpoint records beside it.
     pub fn resolve(&self, task: Task, model: ModelConfig) -> Result<(RunConfig, PostSettings)> {
+        let sample = SampleSettings {
+            every: self.grpo.as_ref().map_or(0, |g| g.sample_every),
+            ..SampleSettings::default()
+        };
         let run = RunConfig {
             model,
             data: self.data.clone(),
@@ -313,7 +337,7 @@ impl PostConfig {
             train: self.train.clone(),
             checkpoint: self.checkpoint.clone(),
             eval: self.eval.clone(),
-            sample: SampleSettings::default(),
+            sample,
         };
         run.validate_settings()?;
         let init_from = std::path::absolute(&self.init_from)

@@ -24,54 +24,9 @@ use crate::model::language_model::{Additions, LanguageModel};
 use crate::model::lora::AdapterMode;
 use crate::model::sample::{SamplingParams, generate_text};
 use crate::model::tokenizer::TextTokenizer;
-use crate::post::config::{GrpoSettings, PostConfig, RuleKind, Task};
+use crate::post::config::{GrpoSettings, PostConfig, Task};
 use crate::post::data::{self, DrawOrder, PackedBatch, Sequence};
-
-/// Rules compiled once.
-#[derive(Debug)]
-pub struct Rules {
-    rules: Vec<(RuleKind, String, Option<regex::Regex>, f64)>,
-    length_penalty: f64,
-}
-
-impl Rules {
-    pub fn new(settings: &GrpoSettings) -> Result<Self> {
-        let rules = settings
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let re = match r.kind {
-                    RuleKind::Regex => Some(regex::Regex::new(&r.pattern).with_context(|| {
-                        format!("grpo.rules[{i}]: pattern {:?} is not a regex", r.pattern)
-                    })?),
-                    _ => None,
-                };
-                Ok((r.kind, r.pattern.clone(), re, r.weight))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            rules,
-            length_penalty: settings.length_penalty,
-        })
-    }
-
-    /// The reward of an answer's text of `tokens` tokens.
-    pub fn score(&self, text: &str, tokens: usize) -> f64 {
-        let mut reward = -self.length_penalty * tokens as f64;
-        for (kind, pattern, re, weight) in &self.rules {
-            let hit = match kind {
-                RuleKind::Contains => text.contains(pattern.as_str()),
-                RuleKind::Exact => text.trim() == pattern.trim(),
-                RuleKind::Regex => re.as_ref().is_some_and(|re| re.is_match(text)),
-            };
-            if hit {
-                reward += weight;
-            }
-        }
-        reward
-    }
-}
+use crate::post::rewards::{Answer, Rewards};
 
 /// Advantages of one group's rewards: GRPO's normalised ones or RLOO's leave-one-out.
 pub fn advantages(rewards: &[f64], rloo: bool) -> Vec<f64> {
@@ -112,6 +67,7 @@ struct Rollout {
     rewards: Vec<f64>,
     spread: f64,
     lengths: Vec<usize>,
+    answers: Vec<Answer>,
 }
 
 /// Per-token log-probs of the packed batch's labels, `[rows, len]` fp32 (0 off target).
@@ -142,8 +98,10 @@ pub struct Grpo {
     per_micro: i64,
     row_len: usize,
     settings: GrpoSettings,
-    rules: Rules,
+    rewards: Rewards,
     tokenizer: TextTokenizer,
+    /// The last step's first group: prompt, answers and rewards, for `sample` lines.
+    last_group: Option<String>,
     stop: Option<u32>,
     seed: u64,
     /// The frozen reference for full fine-tuning; with LoRA the policy with adapters off.
@@ -152,8 +110,13 @@ pub struct Grpo {
 }
 
 impl Grpo {
-    /// One sampled answer to `prompt` (at least the stop token) and its reward.
-    fn answer(&self, model: &LanguageModel, prompt: &[u32], seed: u64) -> Result<(Vec<u32>, f64)> {
+    /// One sampled answer to `prompt` (at least the stop token) and its text.
+    fn answer(
+        &self,
+        model: &LanguageModel,
+        prompt: &[u32],
+        seed: u64,
+    ) -> Result<(Vec<u32>, Answer)> {
         let params = SamplingParams {
             temperature: self.settings.temperature,
             top_k: 0,
@@ -167,45 +130,34 @@ impl Grpo {
         if answer.is_empty() {
             answer.extend(self.stop);
         }
-        let text = self.tokenizer.decode(&answer)?;
-        let reward = self.rules.score(&text, answer.len());
-        Ok((answer, reward))
+        let scored = Answer {
+            prompt: self.tokenizer.decode(prompt)?,
+            text: self.tokenizer.decode(&answer)?,
+            tokens: answer.len(),
+        };
+        Ok((answer, scored))
     }
 
     fn roll_out(&self, model: &LanguageModel, batch: &RolloutBatch) -> Result<Rollout> {
         let g = self.settings.group_size;
-        let mut seqs = Vec::new();
-        let (mut rewards, mut advs, mut lengths) = (Vec::new(), Vec::new(), Vec::new());
-        let mut spread = 0.0;
+        let (mut seqs, mut answers) = (Vec::new(), Vec::new());
         for (k, &p) in batch.prompts.iter().enumerate() {
             let prompt = &self.prompts[p];
-            let mut group = Vec::new();
             for a in 0..g {
-                let params = SamplingParams {
-                    temperature: self.settings.temperature,
-                    top_k: 0,
-                    top_p: 1.0,
-                    max_tokens: self.settings.max_new_tokens,
-                    seed: mix(&[self.seed, batch.first_row + k as u64, a as u64]),
-                    stop_token: self.stop,
-                };
-                let mut answer =
-                    generate_text(model, prompt, &params, true, self.tokenizer.byte_vocab())?
-                        .tokens;
-                if answer.is_empty() {
-                    answer.extend(self.stop);
-                }
-                let text = self.tokenizer.decode(&answer)?;
-                group.push(self.rules.score(&text, answer.len()));
-                lengths.push(answer.len());
-                seqs.push(Sequence::prompt_answer(prompt, &answer));
+                let seed = mix(&[self.seed, batch.first_row + k as u64, a as u64]);
+                let (tokens, answer) = self.answer(model, prompt, seed)?;
+                seqs.push(Sequence::prompt_answer(prompt, &tokens));
+                answers.push(answer);
             }
-            let mean = group.iter().sum::<f64>() / g as f64;
-            spread += (group.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / g as f64).sqrt();
-            advs.extend(advantages(&group, self.settings.rloo));
-            rewards.extend(group);
         }
         let packed = data::pack(&seqs.iter().collect::<Vec<_>>(), self.row_len, self.device)?;
+        let rewards = self.rewards.score(&answers, &packed)?;
+        let (mut advs, mut spread) = (Vec::new(), 0.0);
+        for group in rewards.chunks(g) {
+            let mean = group.iter().sum::<f64>() / g as f64;
+            spread += (group.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / g as f64).sqrt();
+            advs.extend(advantages(group, self.settings.rloo));
+        }
         let (old, reference) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
             let old = token_logps(model, &packed)?;
             let reference = match &self.reference {
@@ -220,9 +172,10 @@ impl Grpo {
             old,
             reference,
             advantages: Tensor::f_from_slice(&advs)?.f_to_device(self.device)?,
-            rewards,
             spread: spread / batch.prompts.len() as f64,
-            lengths,
+            lengths: answers.iter().map(|a| a.tokens).collect(),
+            answers,
+            rewards,
         })
     }
 }
@@ -251,6 +204,14 @@ impl Objective for Grpo {
     ) -> Result<()> {
         for batch in batches.iter_mut() {
             batch.rollout = Some(self.roll_out(model, batch)?);
+        }
+        if let Some(r) = batches.first().and_then(|b| b.rollout.as_ref()) {
+            let g = self.settings.group_size.min(r.answers.len());
+            let mut text = format!("{}\n", r.answers[0].prompt);
+            for (a, reward) in r.answers[..g].iter().zip(&r.rewards) {
+                text.push_str(&format!("[{reward:.3}] {}\n", a.text));
+            }
+            self.last_group = Some(text);
         }
         Ok(())
     }
@@ -318,6 +279,11 @@ impl Objective for Grpo {
         MicroStats::backward(loss, units, sums, p.tokens)
     }
 
+    /// The first prompt of the step with its answers, each after its reward.
+    fn sample(&self, _model: &LanguageModel, _step: u64) -> Result<Option<String>> {
+        Ok(self.last_group.clone())
+    }
+
     /// `val_reward`: the mean reward of `group_size` answers sampled for each held-out
     /// prompt with fixed seeds (the same answers for the same model); `val_loss` is its
     /// negative, so lower is better as for the other commands.
@@ -327,13 +293,17 @@ impl Objective for Grpo {
         };
         let (mut total, mut count, mut length) = (0.0, 0usize, 0usize);
         for (i, prompt) in valid.iter().enumerate() {
+            let (mut seqs, mut answers) = (Vec::new(), Vec::new());
             for a in 0..self.settings.group_size {
                 let seed = mix(&[self.seed, u64::MAX, i as u64, a as u64]);
-                let (answer, reward) = self.answer(model, prompt, seed)?;
-                total += reward;
-                length += answer.len();
-                count += 1;
+                let (tokens, answer) = self.answer(model, prompt, seed)?;
+                seqs.push(Sequence::prompt_answer(prompt, &tokens));
+                length += tokens.len();
+                answers.push(answer);
             }
+            let packed = data::pack(&seqs.iter().collect::<Vec<_>>(), self.row_len, self.device)?;
+            total += self.rewards.score(&answers, &packed)?.iter().sum::<f64>();
+            count += answers.len();
         }
         let mut eval = Evaluation {
             loss: -total / count as f64,
@@ -395,7 +365,12 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summar
         valid,
         per_micro: config.train.micro_batch_size,
         row_len: config.data.seq_len as usize,
-        rules: Rules::new(&settings)?,
+        rewards: Rewards::new(
+            &settings,
+            engine.model().device(),
+            engine.model().config().vocab_size,
+        )?,
+        last_group: None,
         settings,
         tokenizer,
         stop,
