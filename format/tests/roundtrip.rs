@@ -219,7 +219,7 @@ fn unpaired_round_trip_keeps_labels_and_refuses_empty_or_out_of_range_completion
         example_id: "",
         prompt_ids: &[2, 4, 3],
         completion_ids: completion,
-        label: i % 3 != 0,
+        label: !i.is_multiple_of(3),
         source_record: "rec",
     };
     for i in 0..5u32 {
@@ -267,7 +267,10 @@ fn unpaired_round_trip_keeps_labels_and_refuses_empty_or_out_of_range_completion
                     batch.u32_lists("completion_ids").expect("c").get(row),
                     &[20, 21, 4]
                 );
-                assert_eq!(batch.labels().expect("labels").value(row), i % 3 != 0);
+                assert_eq!(
+                    batch.labels().expect("labels").value(row),
+                    !i.is_multiple_of(3)
+                );
                 i += 1;
             }
         }

@@ -384,12 +384,12 @@ fn lora_kto_on_two_ranks_of_4_is_one_rank_of_8() {
     let rows: Vec<_> = (0..24)
         .map(|i| {
             let (q, a) = INSTRUCTIONS[i % INSTRUCTIONS.len()];
-            let answer = if i % 3 == 0 {
+            let answer = if i.is_multiple_of(3) {
                 format!("not {a}")
             } else {
                 a.to_string()
             };
-            (format!("{q} ({i})"), answer, i % 3 != 0)
+            (format!("{q} ({i})"), answer, !i.is_multiple_of(3))
         })
         .collect();
     let data = unpaired_dataset(tmp.path(), "thumbs", &rows);
