@@ -1,5 +1,5 @@
 //! jielong's data contract, shared by the pipeline, the labeler and the trainer: the Arrow
-//! schemas of the three dataset kinds, the shard writer and memory-mapped reader, the dataset
+//! schemas of the four dataset kinds, the shard writer and memory-mapped reader, the dataset
 //! manifest, and the chat template with its loss mask. See ARCHITECTURE.md, "Data contracts".
 
 pub mod chat;
@@ -20,6 +20,6 @@ pub use manifest::{
     write_file_atomic,
 };
 pub use reader::{Dataset, ListView, Shard, ShardBatch, Tokens};
-pub use rows::{PreferencePair, PretrainDoc, Row, SftExample};
+pub use rows::{PreferencePair, PretrainDoc, Row, SftExample, UnpairedExample};
 pub use schema::{DatasetKind, TokenDtype};
 pub use writer::{ShardWriter, ShardWriterBuilder, TOKENIZER_FILE, TokenizerSpec, shard_file_name};

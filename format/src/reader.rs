@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type};
-use arrow_array::{Array, ListArray, RecordBatch, StringArray};
+use arrow_array::{Array, BooleanArray, ListArray, RecordBatch, StringArray};
 use arrow_buffer::Buffer;
 use arrow_ipc::convert::try_fb_to_schema;
 use arrow_ipc::reader::{FileDecoder, read_footer_length};
@@ -409,6 +409,13 @@ impl ShardBatch {
                 "column `{name}` holds u16 ids; use tokens()"
             ))),
         }
+    }
+
+    /// The unpaired `label` column (true: thumbs up).
+    pub fn labels(&self) -> Result<&BooleanArray> {
+        self.column("label")?
+            .as_boolean_opt()
+            .ok_or_else(|| FormatError::Misuse("`label` is not Boolean".into()))
     }
 
     /// The SFT `loss_mask` column.

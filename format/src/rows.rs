@@ -1,4 +1,4 @@
-//! Rows of the three dataset kinds and the columnar buffer that turns them into one Arrow
+//! Rows of the four dataset kinds and the columnar buffer that turns them into one Arrow
 //! record batch per shard. [`crate::writer::ShardWriter`] owns the file lifecycle; this module
 //! owns the in-memory layout (flat values plus offsets, u16 narrowing of pretraining tokens).
 
@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use arrow_array::types::{Int32Type, UInt8Type, UInt16Type, UInt32Type};
 use arrow_array::{
-    ArrayRef, ArrowPrimitiveType, DictionaryArray, ListArray, PrimitiveArray, RecordBatch,
-    StringArray,
+    ArrayRef, ArrowPrimitiveType, BooleanArray, DictionaryArray, ListArray, PrimitiveArray,
+    RecordBatch, StringArray,
 };
 use arrow_buffer::{ArrowNativeType, OffsetBuffer, ScalarBuffer};
 use arrow_schema::SchemaRef;
@@ -42,12 +42,24 @@ pub struct PreferencePair<'a> {
     pub source_record: &'a str,
 }
 
+/// A prompt with one answer and whether it was liked (`label`: thumbs up), as in TRL's
+/// unpaired preference shape.
+#[derive(Debug, Clone, Copy)]
+pub struct UnpairedExample<'a> {
+    pub example_id: &'a str,
+    pub prompt_ids: &'a [u32],
+    pub completion_ids: &'a [u32],
+    pub label: bool,
+    pub source_record: &'a str,
+}
+
 /// One row of any dataset kind.
 #[derive(Debug, Clone, Copy)]
 pub enum Row<'a> {
     Pretrain(PretrainDoc<'a>),
     Sft(SftExample<'a>),
     Preference(PreferencePair<'a>),
+    Unpaired(UnpairedExample<'a>),
 }
 
 impl Row<'_> {
@@ -56,6 +68,7 @@ impl Row<'_> {
             Row::Pretrain(_) => DatasetKind::Pretrain,
             Row::Sft(_) => DatasetKind::Sft,
             Row::Preference(_) => DatasetKind::Preference,
+            Row::Unpaired(_) => DatasetKind::Unpaired,
         }
     }
 
@@ -64,6 +77,7 @@ impl Row<'_> {
             Row::Pretrain(d) => d.doc_id,
             Row::Sft(e) => e.example_id,
             Row::Preference(p) => p.pair_id,
+            Row::Unpaired(u) => u.example_id,
         }
     }
 }
@@ -81,6 +95,11 @@ impl<'a> From<SftExample<'a>> for Row<'a> {
 impl<'a> From<PreferencePair<'a>> for Row<'a> {
     fn from(p: PreferencePair<'a>) -> Self {
         Row::Preference(p)
+    }
+}
+impl<'a> From<UnpairedExample<'a>> for Row<'a> {
+    fn from(u: UnpairedExample<'a>) -> Self {
+        Row::Unpaired(u)
     }
 }
 
@@ -136,6 +155,7 @@ pub(crate) struct ShardBuffer {
     /// second copy when the shard is written.
     narrow: Option<ListColumn<u16>>,
     mask: ListColumn<u8>,
+    labels: Vec<bool>,
     pub(crate) tokens: u64,
 }
 
@@ -202,6 +222,13 @@ impl ShardBuffer {
                     self.tokens += ids.len() as u64;
                 }
             }
+            Row::Unpaired(u) => {
+                self.sources.push(u.source_record.to_owned());
+                self.lists[0].push(u.prompt_ids);
+                self.lists[1].push(u.completion_ids);
+                self.labels.push(u.label);
+                self.tokens += (u.prompt_ids.len() + u.completion_ids.len()) as u64;
+            }
         }
     }
 
@@ -239,6 +266,13 @@ impl ShardBuffer {
                 first.into_array::<UInt32Type>(),
                 second.into_array::<UInt32Type>(),
                 third.into_array::<UInt32Type>(),
+                Arc::new(StringArray::from(self.sources)),
+            ],
+            DatasetKind::Unpaired => vec![
+                ids,
+                first.into_array::<UInt32Type>(),
+                second.into_array::<UInt32Type>(),
+                Arc::new(BooleanArray::from(self.labels)),
                 Arc::new(StringArray::from(self.sources)),
             ],
         };

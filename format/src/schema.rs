@@ -1,4 +1,4 @@
-//! The Arrow schemas of the three dataset kinds, exactly as ARCHITECTURE.md fixes them.
+//! The Arrow schemas of the four dataset kinds, exactly as ARCHITECTURE.md fixes them.
 //! Readers check a shard's schema against these before trusting any column.
 
 use std::fmt;
@@ -17,6 +17,8 @@ pub enum DatasetKind {
     Sft,
     /// Prompt with a chosen and a rejected answer for DPO / reward models.
     Preference,
+    /// Prompt with one answer and a thumbs-up / thumbs-down label, for KTO.
+    Unpaired,
 }
 
 impl DatasetKind {
@@ -25,6 +27,7 @@ impl DatasetKind {
             Self::Pretrain => "pretrain",
             Self::Sft => "sft",
             Self::Preference => "preference",
+            Self::Unpaired => "unpaired",
         }
     }
 
@@ -34,11 +37,12 @@ impl DatasetKind {
             Self::Pretrain => &["tokens"],
             Self::Sft => &["input_ids"],
             Self::Preference => &["prompt_ids", "chosen_ids", "rejected_ids"],
+            Self::Unpaired => &["prompt_ids", "completion_ids"],
         }
     }
 
     /// The shard schema for this kind with the given token width. Only pretrain shards use
-    /// `UInt16`; sft and preference shards always store `UInt32` ids.
+    /// `UInt16`; sft, preference and unpaired shards always store `UInt32` ids.
     pub fn schema(self, dtype: TokenDtype) -> SchemaRef {
         let fields = match self {
             Self::Pretrain => vec![
@@ -63,6 +67,13 @@ impl DatasetKind {
                 token_list_field("rejected_ids", DataType::UInt32),
                 Field::new("source_record", DataType::Utf8, false),
             ],
+            Self::Unpaired => vec![
+                Field::new("example_id", DataType::Utf8, false),
+                token_list_field("prompt_ids", DataType::UInt32),
+                token_list_field("completion_ids", DataType::UInt32),
+                Field::new("label", DataType::Boolean, false),
+                Field::new("source_record", DataType::Utf8, false),
+            ],
         };
         Arc::new(Schema::new(fields))
     }
@@ -71,7 +82,7 @@ impl DatasetKind {
     pub fn token_dtype(self, vocab_size: u32) -> TokenDtype {
         match self {
             Self::Pretrain => TokenDtype::for_vocab(vocab_size),
-            Self::Sft | Self::Preference => TokenDtype::U32,
+            Self::Sft | Self::Preference | Self::Unpaired => TokenDtype::U32,
         }
     }
 }

@@ -281,6 +281,15 @@ impl ShardWriter {
                     ("rejected_ids", p.rejected_ids),
                 ]
             }
+            Row::Unpaired(u) => {
+                if u.completion_ids.is_empty() {
+                    return Err(invalid("completion_ids must not be empty".into()));
+                }
+                vec![
+                    ("prompt_ids", u.prompt_ids),
+                    ("completion_ids", u.completion_ids),
+                ]
+            }
         };
         for (column, ids) in columns {
             if let Some(&token) = ids.iter().find(|&&t| t >= self.tokenizer.vocab_size) {

@@ -1,8 +1,8 @@
 //! Writing then reading each dataset kind gives back exactly what went in.
 
 use format::{
-    Dataset, DatasetKind, PreferencePair, SftExample, ShardWriter, TokenDtype, Tokens,
-    shard_file_name,
+    Dataset, DatasetKind, FormatError, PreferencePair, SftExample, ShardWriter, TokenDtype, Tokens,
+    UnpairedExample, shard_file_name,
 };
 
 use crate::helpers::{doc_tokens, tokenizer, write_pretrain};
@@ -205,4 +205,75 @@ fn preference_round_trip() {
         }
     }
     assert_eq!(i, 6);
+}
+
+#[test]
+fn unpaired_round_trip_keeps_labels_and_refuses_empty_or_out_of_range_completions() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("thumbs");
+    let mut writer = ShardWriter::builder(&dir, DatasetKind::Unpaired, tokenizer(tmp.path(), 300))
+        .max_shard_tokens(20)
+        .build()
+        .expect("writer");
+    let example = |i: u32, completion: &'static [u32]| UnpairedExample {
+        example_id: "",
+        prompt_ids: &[2, 4, 3],
+        completion_ids: completion,
+        label: !i.is_multiple_of(3),
+        source_record: "rec",
+    };
+    for i in 0..5u32 {
+        let id = format!("ex-{i}");
+        writer
+            .write(UnpairedExample {
+                example_id: &id,
+                ..example(i, &[20, 21, 4])
+            })
+            .expect("write");
+    }
+    let empty = writer.write(example(9, &[])).expect_err("empty completion");
+    assert!(
+        matches!(&empty, FormatError::InvalidRow { message, .. } if message.contains("completion_ids must not be empty")),
+        "{empty}"
+    );
+    let wide = writer
+        .write(example(9, &[300]))
+        .expect_err("token out of range");
+    assert!(
+        matches!(&wide, FormatError::TokenOutOfRange { column, token: 300, .. } if column == "completion_ids"),
+        "{wide}"
+    );
+    let manifest = writer.finish().expect("finish");
+    assert_eq!(
+        (manifest.kind, manifest.totals.rows),
+        (DatasetKind::Unpaired, 5)
+    );
+    assert_eq!(manifest.token_dtype, TokenDtype::U32);
+    assert!(manifest.shards.len() > 1, "rollover counts both id columns");
+
+    let dataset = Dataset::open_kind(&dir, DatasetKind::Unpaired).expect("open");
+    dataset.verify_checksums().expect("checksums");
+    dataset.verify_tokens().expect("tokens");
+    let mut i = 0u32;
+    for s in 0..dataset.num_shards() {
+        let shard = dataset.shard(s).expect("shard");
+        for batch in shard.batches() {
+            for row in 0..batch.num_rows() {
+                assert_eq!(
+                    batch.strings("example_id").expect("id").value(row),
+                    format!("ex-{i}")
+                );
+                assert_eq!(
+                    batch.u32_lists("completion_ids").expect("c").get(row),
+                    &[20, 21, 4]
+                );
+                assert_eq!(
+                    batch.labels().expect("labels").value(row),
+                    !i.is_multiple_of(3)
+                );
+                i += 1;
+            }
+        }
+    }
+    assert_eq!(i, 5);
 }

@@ -55,9 +55,10 @@ pub enum Command {
     /// Encode documents into a pretraining dataset (OUT/train, OUT/val) with the [input] and
     /// [tokenize] tables of a config; see configs/pipeline/tokenize.toml.
     Tokenize { config: PathBuf },
-    /// Render labeler exports (JSONL in the TRL shapes) into an sft or preference dataset.
+    /// Render labeler exports (JSONL in the TRL shapes) into an sft, preference or unpaired dataset.
     TokenizeChat {
-        /// sft ({"id","messages","meta"} records) or preference ({"id","prompt","chosen","rejected","meta"}).
+        /// sft ({"id","messages","meta"} records), preference ({"id","prompt","chosen","rejected","meta"})
+        /// or unpaired (thumbs: {"id","prompt","completion","label": true|false,"meta"}; id optional).
         #[arg(long)]
         kind: ChatKind,
         /// The tokenizer.json (must have the chat special tokens, e.g. one from `pipeline tokenizer train`).
@@ -138,6 +139,7 @@ pub enum TokenizerCommand {
 pub enum ChatKind {
     Sft,
     Preference,
+    Unpaired,
 }
 
 impl From<ChatKind> for DatasetKind {
@@ -145,6 +147,7 @@ impl From<ChatKind> for DatasetKind {
         match kind {
             ChatKind::Sft => DatasetKind::Sft,
             ChatKind::Preference => DatasetKind::Preference,
+            ChatKind::Unpaired => DatasetKind::Unpaired,
         }
     }
 }

@@ -159,6 +159,18 @@ fn write_sample(
                 ids(batch.tokens("rejected_ids")?)
             )?;
         }
+        DatasetKind::Unpaired => {
+            let liked = batch.labels()?.value(row);
+            writeln!(
+                out,
+                "  {} ({}) {} prompt {} | completion {}",
+                batch.strings("example_id")?.value(row),
+                batch.strings("source_record")?.value(row),
+                if liked { "👍" } else { "👎" },
+                ids(batch.tokens("prompt_ids")?),
+                ids(batch.tokens("completion_ids")?)
+            )?;
+        }
     }
     Ok(())
 }
@@ -206,6 +218,12 @@ fn write_decoded(
                 start = end;
             }
             writeln!(out, "    text (⟦trained⟧): {}", shorten(&text))?;
+        }
+        DatasetKind::Unpaired => {
+            for column in ["prompt_ids", "completion_ids"] {
+                let ids = batch.u32_lists(column)?.get(row);
+                writeln!(out, "    {column}: {}", shorten(&tokenizer.decode(ids)?))?;
+            }
         }
         DatasetKind::Preference => {
             for column in ["prompt_ids", "chosen_ids", "rejected_ids"] {

@@ -9,3 +9,4 @@ mod inspect;
 mod readers;
 mod tokenize;
 mod tokenize_chat;
+mod tokenize_unpaired;

@@ -10,7 +10,7 @@ use pipeline::tokenize::chat::{ChatTokenizeOptions, Truncation, tokenize_chat};
 use crate::helpers::{corpus, good_english, trained_tokenizer};
 
 /// `tokenize-chat` of one export file, dropping examples over `max_seq_len`.
-fn chat_options(
+pub(crate) fn chat_options(
     kind: DatasetKind,
     input: &Path,
     tokenizer: &Path,
@@ -148,7 +148,12 @@ fn parquet_exports_give_the_same_dataset_as_jsonl() {
     assert_eq!(source["meta"]["annotator"], "ann-2");
 }
 
-fn export(dir: &Path, name: &str, records: &[serde_json::Value], extra: &str) -> PathBuf {
+pub(crate) fn export(
+    dir: &Path,
+    name: &str,
+    records: &[serde_json::Value],
+    extra: &str,
+) -> PathBuf {
     let path = dir.join(name);
     let mut text: Vec<String> = records.iter().map(|r| r.to_string()).collect();
     if !extra.is_empty() {

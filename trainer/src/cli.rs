@@ -120,7 +120,7 @@ impl PretrainArgs {
     }
 }
 
-/// Options shared by `sft`, `dpo` and `reward`.
+/// Options shared by `sft`, `dpo`, `kto` and `reward`.
 #[derive(Debug, clap::Args)]
 pub struct PostArgs {
     /// Run configuration (TOML): init_from, [data], [optim], [train], optionally [lora],
@@ -396,6 +396,14 @@ pub enum Command {
     /// Direct Preference Optimization on a preference dataset, starting from `init_from`
     /// (full or LoRA). Reference log-probs are computed once and cached ([dpo] cache_dir).
     Dpo(PostArgs),
+    /// KTO on an unpaired dataset (thumbs up / down, `pipeline tokenize-chat --kind
+    /// unpaired`), starting from `init_from` (full or LoRA); [kto] beta, desirable_weight,
+    /// undesirable_weight, cache_dir. Reference log-probs are cached as for dpo.
+    Kto(PostArgs),
+    /// Online RL (GRPO, or RLOO with [grpo] rloo = true) on the prompts of an sft dataset:
+    /// group_size answers sampled per prompt, scored by [[grpo.rules]], clipped policy ratio,
+    /// KL to init_from; full or LoRA.
+    Grpo(PostArgs),
     /// Train a reward model (the decoder plus a scalar head on the last token) on a
     /// preference dataset with the Bradley-Terry loss; accuracy on held-out pairs.
     Reward(PostArgs),

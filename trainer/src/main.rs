@@ -8,7 +8,7 @@ use clap::Parser;
 use trainer::engine::config::Precision;
 use trainer::engine::device::runtime_info;
 use trainer::post::config::Task;
-use trainer::post::{dpo, reward, sft};
+use trainer::post::{dpo, grpo, kto, reward, sft};
 use trainer::pretrain::Trainer;
 
 use crate::cli::{Cli, Command};
@@ -41,6 +41,14 @@ fn main() -> Result<()> {
         Command::Dpo(args) => {
             let (config, resume, faults) = args.load(Task::Dpo)?;
             print!("{}", dpo::run(&config, resume, faults)?.render());
+        }
+        Command::Kto(args) => {
+            let (config, resume, faults) = args.load(Task::Kto)?;
+            print!("{}", kto::run(&config, resume, faults)?.render());
+        }
+        Command::Grpo(args) => {
+            let (config, resume, faults) = args.load(Task::Grpo)?;
+            print!("{}", grpo::run(&config, resume, faults)?.render());
         }
         Command::Reward(args) => {
             let (config, resume, faults) = args.load(Task::Reward)?;

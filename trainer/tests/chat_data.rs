@@ -1,5 +1,5 @@
-//! Builders for post-training tests: a base checkpoint pretrained for a few steps, `sft`
-//! and `preference` datasets rendered with the chat template through `format`'s
+//! Builders for post-training tests: a base checkpoint pretrained for a few steps; `sft`,
+//! `preference` and `unpaired` datasets rendered with the chat template through `format`'s
 //! ShardWriter, and post-training configs for the tiny model.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use format::{
     ChatTemplate, DatasetKind, Message, PreferencePair, Role, SPECIAL_TOKENS, SftExample,
-    ShardWriter, TokenizerSpec,
+    ShardWriter, TokenizerSpec, UnpairedExample,
 };
 use trainer::engine::{Faults, Resume};
 use trainer::model::tokenizer::TextTokenizer;
@@ -107,6 +107,31 @@ pub fn preference_dataset(root: &Path, name: &str, pairs: &[(String, String, Str
                 rejected_ids: &template
                     .render_completion(rejected, &text)
                     .expect("rejected"),
+                source_record: "test",
+            })
+            .expect("write");
+    }
+    writer.finish().expect("finish");
+    dir
+}
+
+/// An `unpaired` dataset of (question, answer, thumbs up) under `root/name`.
+pub fn unpaired_dataset(root: &Path, name: &str, rows: &[(String, String, bool)]) -> PathBuf {
+    let (text, template, spec) = chat_tokenizer(root);
+    let dir = root.join(name);
+    let mut writer = ShardWriter::builder(&dir, DatasetKind::Unpaired, spec)
+        .build()
+        .expect("writer");
+    for (i, (question, answer, label)) in rows.iter().enumerate() {
+        let prompt = template
+            .render_prompt(&[Message::new(Role::User, question.as_str())], &text)
+            .expect("prompt");
+        writer
+            .write(UnpairedExample {
+                example_id: &format!("ex-{i}"),
+                prompt_ids: &prompt,
+                completion_ids: &template.render_completion(answer, &text).expect("answer"),
+                label: *label,
                 source_record: "test",
             })
             .expect("write");

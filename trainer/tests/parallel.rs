@@ -1,6 +1,6 @@
 //! Data parallelism end to end, on the CPU with Gloo (one thread per rank): two ranks of
 //! micro-batch 4 train as one rank of micro-batch 8 (pretrain, LoRA SFT, full DPO, reward
-//! model), ZeRO-1 gives the run without it, a run
+//! model, LoRA KTO with its KL estimate over both ranks, LoRA GRPO), ZeRO-1 gives the run without it, a run
 //! killed with one world size resumes with another on the same loss curve, ranks started
 //! with different configs are refused, and torchrun launches the job as setting the
 //! environment by hand does.
@@ -14,7 +14,7 @@ use trainer::io::checkpoint::read_safetensors;
 
 use crate::chat_data::{
     INSTRUCTIONS, base_checkpoint, exchange, post_config_toml, preference_dataset, sft_dataset,
-    write_config,
+    unpaired_dataset, write_config,
 };
 use crate::dist::free_port;
 use crate::helpers::{TRAINER, datasets, loss_at, metrics, tiny_config_toml};
@@ -373,4 +373,95 @@ fn a_reward_model_on_two_ranks_of_4_is_one_rank_of_8() {
     let (two, two_out) = slow("two", 4);
     all_ok(&launch(2, |_| args(&["reward", "--config", &two])));
     assert_same_run(&one_out, &two_out, STEPS, "model.safetensors");
+}
+
+#[test]
+fn lora_kto_on_two_ranks_of_4_is_one_rank_of_8() {
+    // The KL reference point is the mean over the micro-batch's rows on both ranks, so the
+    // two-rank job computes what one rank does.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = base_checkpoint(tmp.path(), 20);
+    let rows: Vec<_> = (0..24)
+        .map(|i| {
+            let (q, a) = INSTRUCTIONS[i % INSTRUCTIONS.len()];
+            let answer = if i.is_multiple_of(3) {
+                format!("not {a}")
+            } else {
+                a.to_string()
+            };
+            (format!("{q} ({i})"), answer, !i.is_multiple_of(3))
+        })
+        .collect();
+    let data = unpaired_dataset(tmp.path(), "thumbs", &rows);
+    let extra = |name: &str| {
+        format!(
+            "{LORA}\n[kto]\nbeta = 0.1\ncache_dir = \"{}\"\n",
+            tmp.path().join(name).display()
+        )
+    };
+    let (one, one_out) = post_config(tmp.path(), "one", &base, &data, 8, &extra("cache1"));
+    testkit::process::ok(alone(&["kto", "--config", &one]));
+    let (two, two_out) = post_config(tmp.path(), "two", &base, &data, 4, &extra("cache2"));
+    all_ok(&launch(2, |_| args(&["kto", "--config", &two])));
+    assert_same_run(&one_out, &two_out, STEPS, "adapter.safetensors");
+    let kl = |out: &Path| {
+        metrics(out)
+            .iter()
+            .rfind(|l| l["kind"] == "train")
+            .and_then(|l| l["kl"].as_f64())
+            .expect("kl")
+    };
+    assert!(relative(kl(&one_out), kl(&two_out)) <= TOLERANCE);
+}
+
+#[test]
+fn lora_grpo_on_two_ranks_of_2_is_one_rank_of_4() {
+    // Answers are seeded by each prompt's draw index, so both jobs sample the same ones.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = base_checkpoint(tmp.path(), 20);
+    let conversations: Vec<_> = (0..8)
+        .map(|i| {
+            let (q, a) = INSTRUCTIONS[i % INSTRUCTIONS.len()];
+            exchange(&format!("{q} {i}"), a)
+        })
+        .collect();
+    let data = sft_dataset(tmp.path(), "prompts", &conversations);
+    let extra = format!(
+        "{LORA}\n[grpo]\ngroup_size = 2\nmax_new_tokens = 6\n\n[[grpo.rules]]\nkind = \"contains\"\npattern = \"ball\"\n"
+    );
+    let (one, one_out) = post_config(tmp.path(), "one", &base, &data, 4, &extra);
+    testkit::process::ok(alone(&["grpo", "--config", &one]));
+    let (two, two_out) = post_config(tmp.path(), "two", &base, &data, 2, &extra);
+    all_ok(&launch(2, |_| args(&["grpo", "--config", &two])));
+    // The same answers and rewards at every step; the loss is a near-cancelling sum close to
+    // 0 (the advantages average to 0), so it is compared absolutely, the weights relatively.
+    let (la, lb) = (metrics(&one_out), metrics(&two_out));
+    let field = |lines: &[serde_json::Value], step: u64, name: &str| {
+        lines
+            .iter()
+            .find(|l| l["kind"] == "train" && l["step"] == step)
+            .and_then(|l| l[name].as_f64())
+            .unwrap_or_else(|| panic!("no {name} at step {step}"))
+    };
+    for step in 1..=STEPS {
+        for name in ["reward", "answer_length"] {
+            let (x, y) = (field(&la, step, name), field(&lb, step, name));
+            assert!((x - y).abs() <= 1e-6, "{name} at step {step}: {x} vs {y}");
+        }
+        let (x, y) = (loss_at(&la, step), loss_at(&lb, step));
+        assert!((x - y).abs() <= 1e-6, "loss at step {step}: {x} vs {y}");
+    }
+    let ckpt = format!("checkpoints/step-{STEPS:08}/adapter.safetensors");
+    let (wa, wb) = (
+        read_safetensors(&one_out.join(&ckpt)).expect("one"),
+        read_safetensors(&two_out.join(&ckpt)).expect("two"),
+    );
+    for (name, x) in &wa {
+        let diff = f64::try_from((x - &wb[name]).abs().max()).expect("diff");
+        let scale = f64::try_from(x.abs().max()).expect("scale");
+        assert!(
+            diff <= TOLERANCE * scale.max(1e-12),
+            "{name}: {diff} of {scale}"
+        );
+    }
 }

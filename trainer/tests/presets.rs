@@ -77,6 +77,8 @@ fn post_training_presets_parse_and_bad_fields_are_named() {
         ("sft-lora-tiny.toml", Task::Sft),
         ("dpo-tiny.toml", Task::Dpo),
         ("reward-tiny.toml", Task::Reward),
+        ("kto-tiny.toml", Task::Kto),
+        ("grpo-tiny.toml", Task::Grpo),
     ] {
         PostConfig::load(&preset(name), task).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     }

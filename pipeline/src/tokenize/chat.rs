@@ -1,6 +1,6 @@
 //! `pipeline tokenize-chat`: labeler exports (the TRL / Hugging Face shapes of ARCHITECTURE.md,
-//! as JSONL or as the labeler's Parquet with `meta` as a JSON string) to `sft` or `preference`
-//! datasets, rendered with `format::ChatTemplate` so the loss mask
+//! as JSONL or as the labeler's Parquet with `meta` as a JSON string) to `sft`, `preference` or
+//! `unpaired` (thumbs up / down) datasets, rendered with `format::ChatTemplate` so the loss mask
 //! and the Hugging Face chat template agree. Every example keeps its record id and
 //! provenance; every dropped, truncated or broken example is counted, never silent.
 
@@ -9,7 +9,10 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use format::{ChatTemplate, DatasetKind, Message, PreferencePair, Role, SftExample, ShardWriter};
+use format::{
+    ChatTemplate, DatasetKind, Message, PreferencePair, Role, SftExample, ShardWriter,
+    UnpairedExample,
+};
 use serde::{Deserialize, Serialize};
 
 use super::LoadedTokenizer;
@@ -23,7 +26,7 @@ pub enum Truncation {
     #[default]
     Drop,
     /// SFT: keep whole turns up to the last complete assistant turn that fits.
-    /// Preference: cut the prompt from the left so the longer answer fits.
+    /// Preference: cut the prompt from the left so the longer answer fits (unpaired: the answer).
     Truncate,
 }
 
@@ -86,6 +89,30 @@ struct PreferenceRecord {
     rejected: Vec<Message>,
     #[serde(default, deserialize_with = "meta")]
     meta: serde_json::Value,
+}
+
+/// TRL's unpaired shape (a rating export): one answer and whether it was liked. `id` is
+/// optional there; without it the example is named after its file and place.
+#[derive(Debug, Deserialize)]
+struct UnpairedRecord {
+    #[serde(default)]
+    id: Option<String>,
+    prompt: Vec<Message>,
+    completion: Vec<Message>,
+    #[serde(deserialize_with = "thumbs")]
+    label: bool,
+    #[serde(default, deserialize_with = "meta")]
+    meta: serde_json::Value,
+}
+
+/// `label` as JSON true / false only: "yes", 1 or null are the exporter's mistake, named.
+fn thumbs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => Ok(b),
+        other => Err(serde::de::Error::custom(format!(
+            "`label` must be true (thumbs up) or false (thumbs down), found {other}"
+        ))),
+    }
 }
 
 /// `meta` as an object (JSONL) or as the JSON string Parquet exports carry.
@@ -161,7 +188,7 @@ fn for_each_record(file: &Path, each: &mut dyn FnMut(Place, &str)) -> Result<()>
 pub fn tokenize_chat(options: &ChatTokenizeOptions) -> Result<ChatSummary> {
     if options.kind == DatasetKind::Pretrain {
         bail!(
-            "tokenize-chat makes sft or preference datasets; use `pipeline tokenize` for pretraining"
+            "tokenize-chat makes sft, preference or unpaired datasets; use `pipeline tokenize` for pretraining"
         );
     }
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
@@ -184,6 +211,7 @@ pub fn tokenize_chat(options: &ChatTokenizeOptions) -> Result<ChatSummary> {
             out.summary.records += 1;
             let result = match options.kind {
                 DatasetKind::Sft => out.sft_line(line, file, place),
+                DatasetKind::Unpaired => out.unpaired_line(line, file, place),
                 _ => out.preference_line(line, file, place),
             };
             if let Err(e) = result {
@@ -318,7 +346,52 @@ impl ChatWriter<'_> {
     }
 }
 
-/// The single assistant answer of a `chosen` / `rejected` list.
+impl ChatWriter<'_> {
+    fn unpaired_line(&mut self, line: &str, file: &Path, place: Place) -> Result<()> {
+        let (template, tokenizer, options) = (self.template, self.tokenizer, self.options);
+        let (writer, summary) = (&mut self.writer, &mut self.summary);
+        let record: UnpairedRecord = serde_json::from_str(line)
+            .context("not an unpaired record {id, prompt, completion, label: true|false, meta}")?;
+        let id = record.id.clone().unwrap_or_else(|| {
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default();
+            format!("{stem}:{place}")
+        });
+        let context = || format!("record {id:?}");
+        let mut prompt = template
+            .render_prompt(&record.prompt, tokenizer)
+            .with_context(context)?;
+        let completion = template
+            .render_completion(answer(&record.completion, "completion")?, tokenizer)
+            .with_context(context)?;
+        if prompt.len() + completion.len() > options.max_seq_len {
+            if options.truncation == Truncation::Drop || completion.len() >= options.max_seq_len {
+                summary.dropped_too_long += 1;
+                return Ok(());
+            }
+            let keep = options.max_seq_len - completion.len();
+            prompt.drain(..prompt.len() - keep);
+            summary.truncated += 1;
+        }
+        writer
+            .write(UnpairedExample {
+                example_id: &id,
+                prompt_ids: &prompt,
+                completion_ids: &completion,
+                label: record.label,
+                source_record: &provenance(file, place, &record.meta),
+            })
+            .with_context(context)?;
+        summary.written += 1;
+        summary.tokens += (prompt.len() + completion.len()) as u64;
+        summary.supervised_tokens += completion.len() as u64;
+        Ok(())
+    }
+}
+
+/// The single assistant answer of a `chosen` / `rejected` / `completion` list.
 fn answer<'m>(messages: &'m [Message], field: &str) -> Result<&'m str> {
     match messages {
         [m] if m.role == Role::Assistant => Ok(&m.content),

@@ -261,7 +261,7 @@ impl Engine {
             }
             None => (0, 1),
         };
-        let batches = (0..accum)
+        let mut batches = (0..accum)
             .map(|micro| {
                 objective.batch(MicroBatch {
                     step,
@@ -283,6 +283,9 @@ impl Engine {
             comm += t.elapsed().as_secs_f64();
         }
         ensure!(units > 0.0, "step {step} has nothing to train on");
+        objective
+            .prepare(&self.model, &mut batches, self.parallel.as_ref())
+            .with_context(|| format!("step {step}: preparing the micro-batches"))?;
         self.optim.zero_grad();
         // Adapter dropout is the only randomness after initialisation: seeded by (seed, step),
         // and by the rank in a job of several (their rows differ, so should their masks).

@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde_json::{Map, Value, json};
 use tch::{TchError, Tensor};
 
+use crate::engine::parallel::DataParallel;
 use crate::model::language_model::LanguageModel;
 
 /// Named sums over a batch's pairs or tokens (accuracy, margin, ...).
@@ -124,6 +125,18 @@ pub trait Objective {
         batch: &Self::Batch,
         units: f64,
     ) -> Result<MicroStats, TchError>;
+
+    /// Runs once per step on the step's micro-batches before any backward, with the job's
+    /// process group: for what a loss needs from the whole step's rows on every rank (KTO's
+    /// KL reference point). Every rank must make the same collective calls.
+    fn prepare(
+        &mut self,
+        _model: &LanguageModel,
+        _batches: &mut [Self::Batch],
+        _parallel: Option<&DataParallel>,
+    ) -> Result<()> {
+        Ok(())
+    }
 
     /// Held-out metrics; None when there is no held-out data.
     fn evaluate(&mut self, model: &LanguageModel) -> Result<Option<Evaluation>>;

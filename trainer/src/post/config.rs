@@ -1,6 +1,6 @@
-//! Configuration of the post-training commands (`trainer sft`, `dpo`, `reward`): the
+//! Configuration of the post-training commands (`trainer sft`, `dpo`, `reward`, `kto`): the
 //! sections a pretraining config has, minus `[model]` (the architecture comes from
-//! `init_from`), plus `[lora]`, `[dpo]` and `[reward]`. Resolved against the starting model
+//! `init_from`), plus `[lora]`, `[dpo]`, `[reward]` and `[kto]`. Resolved against the starting model
 //! it becomes a [`RunConfig`] and the [`PostSettings`] that a checkpoint records beside it.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +21,8 @@ pub enum Task {
     Sft,
     Dpo,
     Reward,
+    Kto,
+    Grpo,
 }
 
 impl Task {
@@ -29,6 +31,8 @@ impl Task {
             Task::Sft => "sft",
             Task::Dpo => "dpo",
             Task::Reward => "reward",
+            Task::Kto => "kto",
+            Task::Grpo => "grpo",
         }
     }
 }
@@ -56,6 +60,125 @@ impl Default for DpoSettings {
             cache_dir: None,
         }
     }
+}
+
+/// `[kto]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KtoSettings {
+    /// Strength of the pull towards the reference model, as in DPO.
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// Weight of a thumbs-up example's loss (TRL's `desirable_weight`).
+    #[serde(default = "default_weight")]
+    pub desirable_weight: f64,
+    /// Weight of a thumbs-down example's loss (TRL's `undesirable_weight`); with unequal
+    /// counts, TRL suggests weights so that `desirable_weight * n_up / (undesirable_weight *
+    /// n_down)` lies in [1, 4/3].
+    #[serde(default = "default_weight")]
+    pub undesirable_weight: f64,
+    /// Where reference log-probabilities are cached; default: `refcache` beside `train.out`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+impl Default for KtoSettings {
+    fn default() -> Self {
+        Self {
+            beta: default_beta(),
+            desirable_weight: default_weight(),
+            undesirable_weight: default_weight(),
+            cache_dir: None,
+        }
+    }
+}
+
+/// `[grpo]`: online RL on prompts, answers sampled from the policy and scored by rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoSettings {
+    /// Answers sampled per prompt (G).
+    #[serde(default = "default_group")]
+    pub group_size: usize,
+    #[serde(default = "default_new_tokens")]
+    pub max_new_tokens: usize,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// Weight of the KL penalty to the reference model (TRL's `beta`).
+    #[serde(default = "default_grpo_beta")]
+    pub beta: f64,
+    /// The policy ratio is clipped to [1 - epsilon, 1 + epsilon].
+    #[serde(default = "default_epsilon")]
+    pub epsilon: f64,
+    /// RLOO: each answer's baseline is the mean reward of the others of its group (no
+    /// division by the spread) instead of GRPO's group normalisation.
+    #[serde(default)]
+    pub rloo: bool,
+    /// Reward rules, summed with their weights.
+    #[serde(default)]
+    pub rules: Vec<RewardRule>,
+    /// Reward subtracted per answer token.
+    #[serde(default)]
+    pub length_penalty: f64,
+    /// An external scorer: the program and its arguments. It reads one JSON line per answer
+    /// (`{"prompt", "answer"}`) on stdin and writes one score per line (a number or
+    /// `{"score": number}`) on stdout, in order; its scores times `command_weight` are added.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default = "default_weight")]
+    pub command_weight: f64,
+    /// A reward model (`trainer reward` checkpoint) whose scores times `reward_model_weight`
+    /// are added.
+    #[serde(default)]
+    pub reward_model: Option<PathBuf>,
+    #[serde(default = "default_weight")]
+    pub reward_model_weight: f64,
+    /// Every N steps a `sample` metrics line shows a prompt's answers and rewards; 0: never.
+    #[serde(default = "default_sample_every")]
+    pub sample_every: u64,
+}
+
+fn default_sample_every() -> u64 {
+    10
+}
+
+/// One rule of `[[grpo.rules]]`: `weight` when the answer's text matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardRule {
+    /// `contains` (substring), `exact` (the whole answer, trimmed) or `regex`.
+    pub kind: RuleKind,
+    pub pattern: String,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    Contains,
+    Exact,
+    Regex,
+}
+
+fn default_group() -> usize {
+    4
+}
+fn default_new_tokens() -> usize {
+    32
+}
+fn default_temperature() -> f64 {
+    1.0
+}
+fn default_grpo_beta() -> f64 {
+    0.04
+}
+fn default_epsilon() -> f64 {
+    0.2
 }
 
 /// `[reward]`.
@@ -93,6 +216,10 @@ pub struct PostSettings {
     pub dpo: Option<DpoSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reward: Option<RewardSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kto: Option<KtoSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpo: Option<GrpoSettings>,
 }
 
 /// A `trainer sft|dpo|reward` configuration file.
@@ -116,6 +243,10 @@ pub struct PostConfig {
     pub dpo: Option<DpoSettings>,
     #[serde(default)]
     pub reward: Option<RewardSettings>,
+    #[serde(default)]
+    pub kto: Option<KtoSettings>,
+    #[serde(default)]
+    pub grpo: Option<GrpoSettings>,
 }
 
 impl PostConfig {
@@ -146,8 +277,37 @@ impl PostConfig {
                 task.as_str()
             );
         }
+        if self.kto.is_some() && task != Task::Kto {
+            bail!(
+                "[kto] applies to `trainer kto` only; remove it from this {} config",
+                task.as_str()
+            );
+        }
+        if self.grpo.is_some() != (task == Task::Grpo) {
+            bail!("`trainer grpo` needs a [grpo] section, and only it takes one");
+        }
+        if let Some(grpo) = &self.grpo {
+            ensure!(grpo.group_size >= 2, "grpo.group_size must be >= 2");
+            ensure!(grpo.max_new_tokens > 0, "grpo.max_new_tokens must be > 0");
+            ensure!(grpo.temperature > 0.0, "grpo.temperature must be > 0");
+            ensure!(grpo.beta >= 0.0, "grpo.beta must be >= 0");
+            ensure!(grpo.epsilon > 0.0, "grpo.epsilon must be > 0");
+            ensure!(
+                !grpo.rules.is_empty() || !grpo.command.is_empty() || grpo.reward_model.is_some(),
+                "[grpo] needs a reward: [[grpo.rules]], command or reward_model"
+            );
+        }
         if let Some(lora) = &self.lora {
             lora.validate()?;
+        }
+        if let Some(kto) = &self.kto {
+            ensure!(kto.beta > 0.0, "kto.beta must be > 0, got {}", kto.beta);
+            for (name, w) in [
+                ("desirable_weight", kto.desirable_weight),
+                ("undesirable_weight", kto.undesirable_weight),
+            ] {
+                ensure!(w > 0.0 && w.is_finite(), "kto.{name} must be > 0, got {w}");
+            }
         }
         if let Some(dpo) = &self.dpo {
             ensure!(dpo.beta > 0.0, "dpo.beta must be > 0, got {}", dpo.beta);
@@ -166,6 +326,10 @@ impl PostConfig {
     /// The run configuration for a model of architecture `model`, and the settings a
     /// checkpoint records beside it.
     pub fn resolve(&self, task: Task, model: ModelConfig) -> Result<(RunConfig, PostSettings)> {
+        let sample = SampleSettings {
+            every: self.grpo.as_ref().map_or(0, |g| g.sample_every),
+            ..SampleSettings::default()
+        };
         let run = RunConfig {
             model,
             data: self.data.clone(),
@@ -173,7 +337,7 @@ impl PostConfig {
             train: self.train.clone(),
             checkpoint: self.checkpoint.clone(),
             eval: self.eval.clone(),
-            sample: SampleSettings::default(),
+            sample,
         };
         run.validate_settings()?;
         let init_from = std::path::absolute(&self.init_from)
@@ -184,6 +348,8 @@ impl PostConfig {
             lora: self.lora.clone(),
             dpo: (task == Task::Dpo).then(|| self.dpo.clone().unwrap_or_default()),
             reward: (task == Task::Reward).then(|| self.reward.clone().unwrap_or_default()),
+            kto: (task == Task::Kto).then(|| self.kto.clone().unwrap_or_default()),
+            grpo: self.grpo.clone(),
         };
         Ok((run, post))
     }

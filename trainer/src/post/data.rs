@@ -1,4 +1,4 @@
-//! Sequences for post-training: `sft` and `preference` datasets read into memory (labeler
+//! Sequences for post-training: `sft`, `preference` and `unpaired` datasets read into memory (labeler
 //! sets are thousands of rows, not corpora), the order examples are drawn in, and packing.
 //!
 //! Packing puts several sequences back to back in one row so no compute goes to padding.
@@ -155,6 +155,71 @@ pub fn read_preferences(dir: &Path) -> Result<Rows<Pair>> {
         }
     }
     rows(dir, &dataset, hash, out)
+}
+
+/// An `unpaired` dataset (thumbs up / down) for KTO, each example as a [`Pair`] whose
+/// `chosen` is its own completion and whose `rejected` is a mismatched one (another
+/// example's completion, after a different prompt) for the KL estimate, with its labels.
+#[derive(Debug, Clone)]
+pub struct Thumbs {
+    pub rows: Rows<Pair>,
+    /// `labels[i]`: example `i` was liked (desirable).
+    pub labels: Vec<bool>,
+}
+
+/// The example whose completion is paired with example `i`'s prompt for the KL estimate:
+/// half the dataset away, moving on while the prompt is the same (a rating project may hold
+/// several answers to one prompt). Fixed by the dataset alone, so the reference
+/// log-probabilities of the mismatched pairs can be cached like the matched ones.
+pub fn mismatched(prompts: &[&[u32]], i: usize) -> usize {
+    let n = prompts.len();
+    (0..n)
+        .map(|k| (i + n / 2 + k) % n)
+        .find(|&j| prompts[j] != prompts[i])
+        .unwrap_or((i + 1) % n)
+}
+
+/// Reads an `unpaired` dataset.
+pub fn read_unpaired(dir: &Path) -> Result<Thumbs> {
+    let (dataset, hash) = open(dir, DatasetKind::Unpaired)?;
+    let mut examples: Vec<(String, Vec<u32>, Vec<u32>)> = Vec::new();
+    let mut labels = Vec::new();
+    for index in 0..dataset.num_shards() {
+        let shard = dataset.shard(index)?;
+        for batch in shard.batches() {
+            let ids = batch.strings("example_id")?;
+            let prompt = batch.u32_lists("prompt_ids")?;
+            let completion = batch.u32_lists("completion_ids")?;
+            let label = batch.labels()?;
+            for row in 0..batch.num_rows() {
+                let (p, c) = (prompt.get(row), completion.get(row));
+                ensure!(
+                    !p.is_empty() && !c.is_empty(),
+                    "{}: example {:?} has an empty prompt or completion",
+                    dir.display(),
+                    ids.value(row)
+                );
+                examples.push((ids.value(row).to_string(), p.to_vec(), c.to_vec()));
+                labels.push(label.value(row));
+            }
+        }
+    }
+    let prompts: Vec<&[u32]> = examples.iter().map(|(_, p, _)| p.as_slice()).collect();
+    let pairs = (0..examples.len())
+        .map(|i| {
+            let (id, prompt, completion) = &examples[i];
+            Pair {
+                pair_id: id.clone(),
+                prompt: prompt.clone(),
+                chosen: completion.clone(),
+                rejected: examples[mismatched(&prompts, i)].2.clone(),
+            }
+        })
+        .collect();
+    Ok(Thumbs {
+        rows: rows(dir, &dataset, hash, pairs)?,
+        labels,
+    })
 }
 
 /// Which row is the `n`-th drawn: a fresh permutation per epoch from (seed, epoch), or the

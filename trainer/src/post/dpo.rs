@@ -259,7 +259,7 @@ impl Objective for Dpo {
 
 /// With several ranks, rank 0 reads or computes the reference log-probabilities (once for
 /// the job, into the one cache file) and every rank receives them; alone, `compute`.
-fn for_job(
+pub(crate) fn for_job(
     parallel: Option<&DataParallel>,
     compute: impl FnOnce() -> Result<Reference>,
 ) -> Result<Reference> {

@@ -1,6 +1,7 @@
 //! Post-training on the annotators' data, all through the shared [`crate::engine::Engine`]:
-//! supervised fine-tuning (`sft`), Direct Preference Optimization (`dpo`) and reward models
-//! (`reward`, which also scores), with their configuration (`config`), their datasets read
+//! supervised fine-tuning (`sft`), Direct Preference Optimization (`dpo`), KTO on thumbs
+//! up / down (`kto`), online RL (`grpo`, scored by `rewards`) and reward models (`reward`,
+//! which also scores), with their configuration (`config`), their datasets read
 //! and packed (`data`) and what the two preference objectives share (`preference`).
 //!
 //! This module holds what every post-training command does before its first step: load the
@@ -12,8 +13,11 @@
 pub mod config;
 pub mod data;
 pub mod dpo;
+pub mod grpo;
+pub mod kto;
 pub mod preference;
 pub mod reward;
+pub mod rewards;
 pub mod sft;
 
 use std::collections::BTreeMap;

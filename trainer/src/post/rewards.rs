@@ -1,0 +1,199 @@
+//! What scores `trainer grpo`'s answers: rules on the answer's text (contains, exact, regex,
+//! a length penalty), an external command speaking JSON lines, and a reward model, summed
+//! with their weights.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail, ensure};
+use tch::Device;
+
+use crate::engine::config::Precision;
+use crate::model::language_model::LanguageModel;
+use crate::post::config::{GrpoSettings, RuleKind};
+use crate::post::data::PackedBatch;
+use crate::post::reward::sequence_scores;
+
+/// An answer to score: the prompt's and the answer's text, and the answer's tokens.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub prompt: String,
+    pub text: String,
+    pub tokens: usize,
+}
+
+/// The configured rules, compiled once.
+#[derive(Debug)]
+struct Rules {
+    rules: Vec<(RuleKind, String, Option<regex::Regex>, f64)>,
+    length_penalty: f64,
+}
+
+impl Rules {
+    fn new(settings: &GrpoSettings) -> Result<Self> {
+        let rules = settings
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let re = match r.kind {
+                    RuleKind::Regex => Some(regex::Regex::new(&r.pattern).with_context(|| {
+                        format!("grpo.rules[{i}]: pattern {:?} is not a regex", r.pattern)
+                    })?),
+                    _ => None,
+                };
+                Ok((r.kind, r.pattern.clone(), re, r.weight))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            rules,
+            length_penalty: settings.length_penalty,
+        })
+    }
+
+    fn score(&self, answer: &Answer) -> f64 {
+        let mut reward = -self.length_penalty * answer.tokens as f64;
+        for (kind, pattern, re, weight) in &self.rules {
+            let text = &answer.text;
+            let hit = match kind {
+                RuleKind::Contains => text.contains(pattern.as_str()),
+                RuleKind::Exact => text.trim() == pattern.trim(),
+                RuleKind::Regex => re.as_ref().is_some_and(|re| re.is_match(text)),
+            };
+            if hit {
+                reward += weight;
+            }
+        }
+        reward
+    }
+}
+
+/// Runs `argv` with one `{"prompt", "answer"}` JSON line per answer on stdin and reads one
+/// score per answer from stdout; a protocol error names the command and the line.
+pub fn command_scores(argv: &[String], answers: &[Answer]) -> Result<Vec<f64>> {
+    let shown = argv.join(" ");
+    let (program, args) = argv.split_first().context("grpo.command is empty")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting the reward command `{shown}`"))?;
+    let mut input = String::new();
+    for a in answers {
+        input.push_str(&serde_json::json!({"prompt": a.prompt, "answer": a.text}).to_string());
+        input.push('\n');
+    }
+    let mut stdin = child.stdin.take().context("the reward command's stdin")?;
+    // Written from a thread so a command that answers while reading cannot deadlock us.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("running the reward command `{shown}`"))?;
+    let _ = writer.join();
+    if !out.status.success() {
+        bail!(
+            "the reward command `{shown}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    ensure!(
+        lines.len() == answers.len(),
+        "the reward command `{shown}` wrote {} score lines for {} answers (one per input line expected)",
+        lines.len(),
+        answers.len()
+    );
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            value
+                .as_f64()
+                .or_else(|| value["score"].as_f64())
+                .filter(|x| x.is_finite())
+                .with_context(|| {
+                    format!(
+                        "the reward command `{shown}`, output line {}: {line:?} is not a number or {{\"score\": number}}",
+                        i + 1
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Every configured source of reward.
+#[derive(Debug)]
+pub struct Rewards {
+    rules: Rules,
+    command: Vec<String>,
+    command_weight: f64,
+    model: Option<(LanguageModel, f64)>,
+}
+
+impl Rewards {
+    /// Compiles the rules and loads the reward model (on `device`); `vocab` is the policy's,
+    /// which the reward model must share (it scores the same token ids).
+    pub fn new(settings: &GrpoSettings, device: Device, vocab: i64) -> Result<Self> {
+        let model = match &settings.reward_model {
+            Some(dir) => Some((
+                load_reward_model(dir, device, vocab)?,
+                settings.reward_model_weight,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            rules: Rules::new(settings)?,
+            command: settings.command.clone(),
+            command_weight: settings.command_weight,
+            model,
+        })
+    }
+
+    /// The reward of each answer; `packed` holds (prompt, answer) sequences in the same
+    /// order, for the reward model.
+    pub fn score(&self, answers: &[Answer], packed: &PackedBatch) -> Result<Vec<f64>> {
+        let mut rewards: Vec<f64> = answers.iter().map(|a| self.rules.score(a)).collect();
+        if !self.command.is_empty() {
+            let scores = command_scores(&self.command, answers)?;
+            for (r, s) in rewards.iter_mut().zip(scores) {
+                *r += self.command_weight * s;
+            }
+        }
+        if let Some((model, weight)) = &self.model {
+            let scores = tch::no_grad(|| sequence_scores(model, packed))?;
+            let scores = Vec::<f64>::try_from(
+                scores
+                    .f_to_kind(tch::Kind::Double)?
+                    .f_to_device(Device::Cpu)?,
+            )?;
+            for (r, s) in rewards.iter_mut().zip(scores) {
+                *r += weight * s;
+            }
+        }
+        Ok(rewards)
+    }
+}
+
+fn load_reward_model(dir: &Path, device: Device, vocab: i64) -> Result<LanguageModel> {
+    let (model, _) = crate::io::load::load_dir(dir, device, Precision::Auto)
+        .with_context(|| format!("loading grpo.reward_model {}", dir.display()))?;
+    ensure!(
+        model.has_score_head(),
+        "grpo.reward_model {} is not a reward model (no score head): train one with `trainer reward`",
+        dir.display()
+    );
+    ensure!(
+        model.config().vocab_size == vocab,
+        "grpo.reward_model {} has a vocabulary of {} tokens, the policy {}: it must score the same token ids",
+        dir.display(),
+        model.config().vocab_size,
+        vocab
+    );
+    Ok(model)
+}
