@@ -30,6 +30,8 @@ pub enum Command {
         /// Worker threads (overrides run.threads; 0 = one per core).
         #[arg(long)]
         threads: Option<usize>,
+        #[command(flatten)]
+        task: TaskArgs,
     },
     /// Train a tokenizer.
     Tokenizer {
@@ -89,6 +91,18 @@ pub enum Command {
         #[arg(long, conflicts_with_all = ["samples", "verify"])]
         json: bool,
     },
+}
+
+/// Which task of a split stage this process is (else from SLURM_ARRAY_TASK_ID or
+/// JOB_COMPLETION_INDEX). Task i takes the inputs whose number in the sorted listing is i mod N.
+#[derive(Debug, clap::Args)]
+pub struct TaskArgs {
+    /// This task's index, 0-based.
+    #[arg(long)]
+    pub task: Option<usize>,
+    /// How many tasks the stage is split into.
+    #[arg(long)]
+    pub tasks: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,4 +14,6 @@ pub mod normalize;
 pub mod pii;
 pub mod readers;
 pub mod report;
+pub mod shard;
+pub mod storage;
 pub mod tokenize;

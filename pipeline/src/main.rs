@@ -8,12 +8,14 @@ use anyhow::{Result, bail};
 use clap::Parser;
 
 use cli::{Cli, Command, TokenizerCommand};
-use pipeline::clean::run;
+use pipeline::clean::run_task;
 use pipeline::config::PipelineConfig;
 use pipeline::inspect::{InspectOptions, inspect};
 use pipeline::readers::ReaderOptions;
+use pipeline::shard::TaskSlice;
 use pipeline::tokenize::chat::{ChatTokenizeOptions, tokenize_chat};
-use pipeline::tokenize::pretrain::{TokenizeConfig, tokenize};
+use pipeline::tokenize::pretrain::TokenizeConfig;
+use pipeline::tokenize::remote::tokenize_anywhere;
 use pipeline::tokenize::train::{TokenizerTrainConfig, train_tokenizer};
 
 /// Tokenization and the per-document stages allocate many small strings from several threads;
@@ -34,7 +36,9 @@ fn main() -> Result<()> {
             config,
             dry_run,
             threads,
+            task,
         } => {
+            let task = TaskSlice::from_args_or_env(task.task, task.tasks)?;
             let mut config = PipelineConfig::load(&config)?;
             if let Some(threads) = threads {
                 config.run.threads = threads;
@@ -43,7 +47,7 @@ fn main() -> Result<()> {
                 println!("{}", toml::to_string_pretty(&config)?);
                 return Ok(());
             }
-            let summary = run(&config, progress)?;
+            let summary = run_task(&config, progress, task)?;
             print!("{}", summary.render());
             println!("outputs in {}", config.output.dir.display());
             if config.run.fail_on_error && summary.read_issues > 0 {
@@ -82,7 +86,7 @@ fn main() -> Result<()> {
         }
         Command::Tokenize { config } => {
             let config = TokenizeConfig::load(&config)?;
-            let summary = tokenize(&config.input, &config.tokenize, progress)?;
+            let summary = tokenize_anywhere(&config.input, &config.tokenize, progress)?;
             print!("{}", summary.render());
             println!("datasets in {}", config.tokenize.output.display());
         }

@@ -1,0 +1,66 @@
+//! What a `clean` run (or one task of it) did: counts, timings and problems, printed and
+//! saved as `summary.json` (or as the task's done marker).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Counts and timings of a run, printed and saved as `summary.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub inputs: usize,
+    pub inputs_resumed: usize,
+    pub docs_in: u64,
+    pub docs_out: u64,
+    pub skipped_records: u64,
+    pub read_issues: u64,
+    /// Stage name -> documents it dropped (first failing stage only).
+    pub dropped_by: BTreeMap<String, u64>,
+    pub text_bytes_in: u64,
+    pub text_bytes_out: u64,
+    pub seconds: BTreeMap<String, f64>,
+    /// Seconds per stage of the read/filter pass, summed over threads (see
+    /// `InputDone::stage_seconds`); with `text_bytes_in`, each stage's MB per thread-second.
+    #[serde(default)]
+    pub stage_seconds: BTreeMap<String, f64>,
+    /// The first read problems, with file and record/line.
+    pub issues: Vec<String>,
+    /// Present when the config has a `[tokenize]` table.
+    pub tokenize: Option<crate::tokenize::pretrain::TokenizeSummary>,
+}
+
+impl RunSummary {
+    /// A short human-readable report.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "inputs {} ({} resumed), documents in {}, kept {}, unreadable records {}, non-text records {}\n",
+            self.inputs,
+            self.inputs_resumed,
+            self.docs_in,
+            self.docs_out,
+            self.read_issues,
+            self.skipped_records
+        );
+        for (stage, n) in &self.dropped_by {
+            s.push_str(&format!("  dropped by {stage:<18} {n}\n"));
+        }
+        let secs: f64 = self.seconds.values().sum();
+        s.push_str(&format!(
+            "text in {:.1} MB, out {:.1} MB; {:.1} s ({:.2} MB/s)\n",
+            self.text_bytes_in as f64 / 1e6,
+            self.text_bytes_out as f64 / 1e6,
+            secs,
+            self.text_bytes_in as f64 / 1e6 / secs.max(1e-9)
+        ));
+        for issue in self.issues.iter().take(10) {
+            s.push_str(&format!("  problem: {issue}\n"));
+        }
+        if self.issues.len() > 10 {
+            s.push_str(&format!(
+                "  ... and {} more in summary.json\n",
+                self.issues.len() - 10
+            ));
+        }
+        s
+    }
+}
