@@ -10,6 +10,7 @@ pub mod extract;
 pub mod filters;
 pub mod inspect;
 pub mod langid;
+pub mod launch;
 pub mod normalize;
 pub mod pii;
 pub mod readers;

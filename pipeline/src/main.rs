@@ -7,10 +7,11 @@ use std::io::IsTerminal;
 use anyhow::{Result, bail};
 use clap::Parser;
 
-use cli::{Cli, Command, TokenizerCommand};
+use cli::{Cli, Command, LaunchCommand, TokenizerCommand};
 use pipeline::clean::run_task;
 use pipeline::config::PipelineConfig;
 use pipeline::inspect::{InspectOptions, inspect};
+use pipeline::launch::slurm::{self, SlurmLaunch};
 use pipeline::readers::ReaderOptions;
 use pipeline::shard::TaskSlice;
 use pipeline::tokenize::chat::{ChatTokenizeOptions, tokenize_chat};
@@ -37,7 +38,17 @@ fn main() -> Result<()> {
             dry_run,
             threads,
             task,
+            finish,
         } => {
+            if finish {
+                let config = PipelineConfig::load(&config)?;
+                let tasks = task.tasks.unwrap_or(1);
+                print!(
+                    "{}",
+                    pipeline::clean::finish(&config, tasks, progress)?.render()
+                );
+                return Ok(());
+            }
             let task = TaskSlice::from_args_or_env(task.task, task.tasks)?;
             let mut config = PipelineConfig::load(&config)?;
             if let Some(threads) = threads {
@@ -56,6 +67,39 @@ fn main() -> Result<()> {
                     summary.read_issues
                 );
             }
+        }
+        Command::Launch {
+            scheduler:
+                LaunchCommand::Slurm {
+                    config,
+                    tasks,
+                    max_parallel,
+                    partition,
+                    scripts_dir,
+                    max_array_size,
+                    dry_run,
+                },
+        } => {
+            let launch = SlurmLaunch {
+                config,
+                tasks,
+                max_parallel,
+                partition,
+                scripts_dir,
+                max_array_size,
+            };
+            let scripts = slurm::scripts(&launch)?;
+            if dry_run {
+                for s in &scripts {
+                    println!(
+                        "# {} (sbatch --parsable [--dependency=afterok:PREVIOUS])\n{}",
+                        s.path.display(),
+                        s.text
+                    );
+                }
+                return Ok(());
+            }
+            println!("submitted jobs {}", slurm::submit(&scripts)?.join(" "));
         }
         Command::Tokenizer {
             command:

@@ -321,3 +321,123 @@ fn task_numbers_come_from_flags_slurm_or_kubernetes() {
     assert!(slice(Some(3), Some(3), &env(&[])).is_err());
     assert!(slice(None, Some(4), &env(&[])).is_err());
 }
+
+/// `SLURM_CONF` of the private cluster, or `None` (reason printed); a failure under CI.
+fn slurm_conf() -> Option<String> {
+    match std::env::var("SLURM_CONF") {
+        Ok(conf) => Some(conf),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but SLURM_CONF is not set: start the cluster with scripts/slurm start")
+        }
+        Err(_) => {
+            eprintln!("skipped: SLURM_CONF is not set (eval \"$(scripts/slurm start)\", as root)");
+            None
+        }
+    }
+}
+
+#[test]
+fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
+    let Some(_) = slurm_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = write_corpus(dir.path());
+    let tokenizer = trained_tokenizer(dir.path(), &inputs[0]);
+    let config = |name: &str| {
+        let text = format!(
+            "[input]\npaths = {:?}\n\n[output]\ndir = \"{name}/clean\"\n\n[dedup]\nexact = false\n\n[dedup.minhash]\nenabled = false\n\n[tokenize]\ntokenizer = \"{}\"\noutput = \"{name}/dataset\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n",
+            inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>(),
+            tokenizer.display()
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        path
+    };
+    let local = config("local");
+    // The same config with its relative paths made absolute, run in this process.
+    let mut loaded = PipelineConfig::load(&local).expect("config");
+    loaded.output.dir = dir.path().join("local/clean");
+    if let Some(t) = loaded.tokenize.as_mut() {
+        t.output = dir.path().join("local/dataset");
+    }
+    run(&loaded, false).expect("local run");
+
+    // 3 tasks, at most 2 at once, arrays of at most 2: two clean pieces, then finish.
+    let cluster = config("cluster");
+    let launched = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .current_dir(dir.path())
+        .args(["launch", "slurm"])
+        .arg(&cluster)
+        .args([
+            "--tasks",
+            "3",
+            "--max-parallel",
+            "2",
+            "--max-array-size",
+            "2",
+        ])
+        .output()
+        .expect("run pipeline launch slurm");
+    let stdout = String::from_utf8_lossy(&launched.stdout).to_string();
+    assert!(
+        launched.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&launched.stderr)
+    );
+    let ids: Vec<String> = stdout
+        .trim()
+        .strip_prefix("submitted jobs ")
+        .expect("job ids")
+        .split(' ')
+        .map(String::from)
+        .collect();
+    assert_eq!(ids.len(), 3, "{stdout}");
+    let started = std::time::Instant::now();
+    loop {
+        let queue = std::process::Command::new("squeue")
+            .args(["-h", "-j", &ids.join(",")])
+            .output()
+            .expect("squeue");
+        if String::from_utf8_lossy(&queue.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "jobs {ids:?} still queued"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    let out = dir.path().join("cluster");
+    let logs = || {
+        std::fs::read_dir(dir.path().join("slurm-jobs/logs"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        out.join("clean/summary.json").exists(),
+        "no summary; logs:\n{}",
+        logs()
+    );
+    assert_eq!(
+        files(&out.join("clean")),
+        files(&dir.path().join("local/clean"))
+    );
+    let shards = |d: &Path| -> BTreeMap<String, Vec<u8>> {
+        files(d)
+            .into_iter()
+            .filter(|(k, _)| k.ends_with(".arrow"))
+            .collect()
+    };
+    let expected = shards(&dir.path().join("local/dataset"));
+    assert!(!expected.is_empty());
+    assert_eq!(shards(&out.join("dataset")), expected);
+}

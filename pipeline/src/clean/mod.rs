@@ -11,4 +11,4 @@ mod tasks;
 pub mod work;
 
 pub use summary::RunSummary;
-pub use tasks::{run, run_task};
+pub use tasks::{finish, run, run_task};

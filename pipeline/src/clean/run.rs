@@ -79,7 +79,10 @@ fn run_in_pool(
     let out = &config.output.dir;
     let work = out.join("work");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    write_json_atomic(&out.join("config.json"), config)?;
+    // Tasks of a split run share the output: one of them writes the config.
+    if task.is_none_or(|t| t.index() == 0) {
+        write_json_atomic(&out.join("config.json"), config)?;
+    }
     let fingerprint = fingerprint(config)?;
     // Input numbers (global, so output names match the one-task run) this task processes.
     let mine: Vec<usize> = (0..inputs.len())

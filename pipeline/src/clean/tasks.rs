@@ -42,14 +42,6 @@ pub fn run_task(
             t.count()
         );
     }
-    if let Some(t) = task
-        && t.count() > 1
-        && config.tokenize.is_some()
-    {
-        bail!(
-            "a split clean run does not tokenize: remove [tokenize] and run `pipeline tokenize` after it"
-        );
-    }
     let summary = if storage::is_remote_path(out) {
         let url = out.to_string_lossy().into_owned();
         let label = task.map_or(String::new(), |t| t.marker("clean"));
@@ -77,4 +69,69 @@ pub fn run_task(
         storage::write_marker(marker, &serde_json::to_vec_pretty(&summary)?)?;
     }
     Ok(summary)
+}
+
+/// The last stage of a split run: checks that every task's done marker is there, writes
+/// `summary.json` over all of them and, when the config has `[tokenize]`, tokenizes the kept
+/// documents of every task into one dataset.
+pub fn finish(config: &PipelineConfig, tasks: usize, show_progress: bool) -> Result<RunSummary> {
+    let out = &config.output.dir;
+    let mut summary = RunSummary::default();
+    let mut missing = Vec::new();
+    for index in 0..tasks {
+        let marker = out.join(TaskSlice::new(index, tasks)?.marker("clean"));
+        if !storage::exists(&marker)? {
+            missing.push(index);
+            continue;
+        }
+        let task: RunSummary = serde_json::from_slice(&storage::read_small(&marker)?)
+            .with_context(|| format!("reading the done marker {}", marker.display()))?;
+        add(&mut summary, task);
+    }
+    if !missing.is_empty() {
+        bail!(
+            "tasks {missing:?} of {tasks} have no done marker in {}: rerun them first",
+            out.display()
+        );
+    }
+    let summary_path = out.join("summary.json");
+    if let Some(options) = &config.tokenize {
+        let ext = match config.output.kept_format {
+            crate::config::KeptFormat::Jsonl => "jsonl.zst",
+            crate::config::KeptFormat::Parquet => "parquet",
+        };
+        let input = crate::readers::InputConfig {
+            paths: vec![out.join(format!("kept/*.{ext}")).display().to_string()],
+            reader: crate::readers::ReaderOptions::default(),
+        };
+        summary.tokenize = Some(crate::tokenize::remote::tokenize_anywhere(
+            &input,
+            options,
+            show_progress,
+        )?);
+    }
+    storage::write_small(&summary_path, &serde_json::to_vec_pretty(&summary)?)?;
+    Ok(summary)
+}
+
+/// Adds one task's counts to the run's.
+fn add(total: &mut RunSummary, task: RunSummary) {
+    total.inputs += task.inputs;
+    total.inputs_resumed += task.inputs_resumed;
+    total.docs_in += task.docs_in;
+    total.docs_out += task.docs_out;
+    total.skipped_records += task.skipped_records;
+    total.read_issues += task.read_issues;
+    total.text_bytes_in += task.text_bytes_in;
+    total.text_bytes_out += task.text_bytes_out;
+    for (k, v) in task.dropped_by {
+        *total.dropped_by.entry(k).or_default() += v;
+    }
+    for (k, v) in task.seconds {
+        *total.seconds.entry(k).or_default() += v;
+    }
+    for (k, v) in task.stage_seconds {
+        *total.stage_seconds.entry(k).or_default() += v;
+    }
+    total.issues.extend(task.issues);
 }

@@ -96,6 +96,15 @@ pub fn write_marker(path: &Path, bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// Writes a small file (a summary), replacing it: locally by rename, remotely in one put.
+pub fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
+    if is_remote_path(path) {
+        RemoteObject::parse(&path.to_string_lossy())?.put(bytes.to_vec())
+    } else {
+        write_marker(path, bytes)
+    }
+}
+
 /// Uploads every file under `local` to the remote directory `url`, skipping the top-level
 /// entries named in `skip`; files named in `last` (done markers, manifests, at any depth) go
 /// after all the others, so a reader that sees them sees everything.

@@ -205,6 +205,18 @@ impl RemoteObject {
         .with_context(|| format!("uploading {} to {}", local.display(), self.url))
     }
 
+    /// Writes the whole object in one request, replacing it.
+    pub fn put(&self, bytes: Vec<u8>) -> Result<()> {
+        let store = self.store()?;
+        let len = bytes.len() as u64;
+        runtime()?
+            .block_on(store.put(&self.key, PutPayload::from(bytes)))
+            .with_context(|| format!("writing {}", self.url))?;
+        WRITE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        BYTES_WRITTEN.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Creates the object only if it does not exist yet (a done marker). Stores without
     /// conditional puts get a plain put.
     pub fn create(&self, bytes: Vec<u8>) -> Result<()> {
