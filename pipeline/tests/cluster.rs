@@ -170,6 +170,14 @@ fn clean_and_tokenize_over_s3_give_the_local_bytes() {
     );
     assert_eq!(remote_files(&out_url, &expected, &scratch), expected);
     assert!(storage::exists(Path::new(&format!("{out_url}/summary.json"))).expect("head"));
+    // A done marker is created once: a second task with the same index cannot claim it.
+    let marker = PathBuf::from(format!("{out_url}/tasks/clean-00000-of-00002.json"));
+    storage::write_marker(&marker, b"{}").expect("first claim");
+    let second = storage::write_marker(&marker, b"{}").expect_err("second claim");
+    assert!(
+        format!("{second:#}").contains("already exists"),
+        "{second:#}"
+    );
 
     // Tokenize the kept documents: s3:// kept files, tokenizer and dataset vs local ones.
     let tokenizer = trained_tokenizer(dir.path(), &inputs[0]);
