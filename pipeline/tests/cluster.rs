@@ -274,6 +274,16 @@ fn tasks_split_the_inputs_and_give_the_one_process_bytes() {
     std::fs::write(&kept, b"changed").expect("write");
     run_task(&split, false, Some(TaskSlice::new(1, 2).expect("slice"))).expect("rerun");
     assert_eq!(std::fs::read(&kept).expect("read"), b"changed");
+    // A config changed between tasks is refused, naming the field.
+    let mut changed = split.clone();
+    changed.run.batch_size = 7;
+    changed.input.reader.max_document_bytes = 12_345;
+    let err =
+        run_task(&changed, false, Some(TaskSlice::new(1, 2).expect("slice"))).expect_err("changed");
+    assert!(
+        format!("{err:#}").contains("input.max_document_bytes"),
+        "{err:#}"
+    );
     // Dedup across a split run is refused with the reason.
     let dedup = clean_config(
         dir.path(),

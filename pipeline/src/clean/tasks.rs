@@ -3,7 +3,10 @@
 //! copy of a remote one), uploads a remote output (summary last), then writes the task's done
 //! marker. A task killed before its marker leaves nothing a rerun takes for done.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
 
 use super::run::run_local;
 use super::summary::RunSummary;
@@ -29,9 +32,7 @@ pub fn run_task(
         && storage::exists(marker)?
     {
         tracing::info!("{} exists: this task is done", marker.display());
-        let bytes = storage::read_small(marker)?;
-        return serde_json::from_slice(&bytes)
-            .with_context(|| format!("reading the done marker {}", marker.display()));
+        return read_marker(marker, config);
     }
     if let Some(t) = task
         && t.count() > 1
@@ -66,7 +67,11 @@ pub fn run_task(
         run_local(config, show_progress, task)?
     };
     if let Some(marker) = &marker {
-        storage::write_marker(marker, &serde_json::to_vec_pretty(&summary)?)?;
+        let done = TaskDone {
+            config: serde_json::to_value(config)?,
+            summary: summary.clone(),
+        };
+        storage::write_marker(marker, &serde_json::to_vec_pretty(&done)?)?;
     }
     Ok(summary)
 }
@@ -84,9 +89,7 @@ pub fn finish(config: &PipelineConfig, tasks: usize, show_progress: bool) -> Res
             missing.push(index);
             continue;
         }
-        let task: RunSummary = serde_json::from_slice(&storage::read_small(&marker)?)
-            .with_context(|| format!("reading the done marker {}", marker.display()))?;
-        add(&mut summary, task);
+        add(&mut summary, read_marker(&marker, config)?);
     }
     if !missing.is_empty() {
         bail!(
@@ -134,4 +137,62 @@ fn add(total: &mut RunSummary, task: RunSummary) {
         *total.stage_seconds.entry(k).or_default() += v;
     }
     total.issues.extend(task.issues);
+}
+
+/// A task's done marker: the config it ran with and what it did.
+#[derive(Debug, Serialize, Deserialize)]
+struct TaskDone {
+    config: serde_json::Value,
+    summary: RunSummary,
+}
+
+/// Reads a task's done marker, refusing one written under another config (naming the field).
+fn read_marker(marker: &Path, config: &PipelineConfig) -> Result<RunSummary> {
+    let done: TaskDone = serde_json::from_slice(&storage::read_small(marker)?)
+        .with_context(|| format!("reading the done marker {}", marker.display()))?;
+    // [run] (threads, batch size) does not change the outputs: a rerun may change it.
+    let outputs_of = |mut v: serde_json::Value| {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("run");
+        }
+        v
+    };
+    let (was, now) = (
+        outputs_of(done.config),
+        outputs_of(serde_json::to_value(config)?),
+    );
+    if let Some(field) = first_difference(&was, &now, "") {
+        bail!(
+            "{} was written with a different config ({field} differs): rerun every task with one config, or remove the output",
+            marker.display()
+        );
+    }
+    Ok(done.summary)
+}
+
+/// The dotted path of the first field where `a` and `b` differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => first_difference(p, q, &path),
+                    _ => Some(path),
+                }
+            })
+        }
+        _ if a == b => None,
+        _ => Some(if at.is_empty() {
+            "the config".into()
+        } else {
+            at.to_string()
+        }),
+    }
 }
