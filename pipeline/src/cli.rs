@@ -30,6 +30,17 @@ pub enum Command {
         /// Worker threads (overrides run.threads; 0 = one per core).
         #[arg(long)]
         threads: Option<usize>,
+        #[command(flatten)]
+        task: TaskArgs,
+        /// After every task of a split run (--tasks N): check their done markers, write
+        /// summary.json over all of them and run [tokenize].
+        #[arg(long, requires = "tasks")]
+        finish: bool,
+    },
+    /// Run a config's stages on a cluster scheduler.
+    Launch {
+        #[command(subcommand)]
+        scheduler: LaunchCommand,
     },
     /// Print the main text of a page: an HTML file, or the HTML responses of a WARC file.
     /// With a JSONL of {"id", "html"} pages and --jsonl-out, extract them all (the
@@ -105,6 +116,46 @@ pub enum Command {
         /// Print manifest.json as JSON instead.
         #[arg(long, conflicts_with_all = ["samples", "verify"])]
         json: bool,
+    },
+}
+
+/// Which task of a split stage this process is (else from SLURM_ARRAY_TASK_ID or
+/// JOB_COMPLETION_INDEX). Task i takes the inputs whose number in the sorted listing is i mod N.
+#[derive(Debug, clap::Args)]
+pub struct TaskArgs {
+    /// This task's index, 0-based.
+    #[arg(long)]
+    pub task: Option<usize>,
+    /// How many tasks the stage is split into.
+    #[arg(long)]
+    pub tasks: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LaunchCommand {
+    /// Write sbatch scripts (a `clean` job array of N tasks, then a one-task `finish`, chained
+    /// with --dependency=afterok) and submit them, or print them with --dry-run.
+    Slurm {
+        /// The pipeline config (dedup off when N > 1).
+        config: PathBuf,
+        /// Tasks the clean stage is split into.
+        #[arg(long)]
+        tasks: usize,
+        /// At most this many tasks at once (%K); 0 = no limit.
+        #[arg(long, default_value_t = 0)]
+        max_parallel: usize,
+        /// The Slurm partition.
+        #[arg(long)]
+        partition: Option<String>,
+        /// Where the scripts and logs/ go.
+        #[arg(long, default_value = "slurm-jobs")]
+        scripts_dir: PathBuf,
+        /// Largest array (default: MaxArraySize from `scontrol show config`).
+        #[arg(long)]
+        max_array_size: Option<usize>,
+        /// Print the scripts instead of submitting them.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -15,6 +15,35 @@ use crate::readers::{
     HtmlHandling, InputFormat, ReadEvent, ReaderOptions, open_decompressed, read_file,
 };
 
+/// `pipeline extract`: one page (or one response of a WARC) to stdout, or with `jsonl_out` a
+/// batch of `{"id", "html"}` lines to `{"id", "text", "seconds"}` lines and a timing summary.
+pub fn run(file: &Path, url: Option<&str>, explain: bool, jsonl_out: Option<&Path>) -> Result<()> {
+    match jsonl_out {
+        Some(out) => {
+            let file_out = std::fs::File::create(out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            let mut writer = std::io::BufWriter::new(file_out);
+            let summary = extract_batch(file, &mut writer)?;
+            writer.flush()?;
+            print!("{}", summary.render());
+        }
+        None => {
+            let printed = extract_file(file, url, explain, &mut std::io::stdout().lock());
+            // `pipeline extract page.html | head` is not an error.
+            let broken_pipe = |e: &anyhow::Error| {
+                e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            };
+            if let Err(e) = printed
+                && !broken_pipe(&e)
+            {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Prints the main text of `path` (HTML, or every HTML response of a WARC; with `url`, only
 /// that record), or the explanation of it. Returns how many pages were extracted.
 pub fn extract_file(

@@ -7,16 +7,17 @@ use std::io::IsTerminal;
 use anyhow::{Result, bail};
 use clap::Parser;
 
-use cli::{Cli, Command, TokenizerCommand};
-use std::io::Write as _;
-
-use pipeline::clean::run;
+use cli::{Cli, Command, LaunchCommand, TokenizerCommand};
+use pipeline::clean::run_task;
 use pipeline::config::PipelineConfig;
 use pipeline::extract_command;
 use pipeline::inspect::{InspectOptions, inspect};
+use pipeline::launch::slurm::{self, SlurmLaunch};
 use pipeline::readers::ReaderOptions;
+use pipeline::shard::TaskSlice;
 use pipeline::tokenize::chat::{ChatTokenizeOptions, tokenize_chat};
-use pipeline::tokenize::pretrain::{TokenizeConfig, tokenize};
+use pipeline::tokenize::pretrain::TokenizeConfig;
+use pipeline::tokenize::remote::tokenize_anywhere;
 use pipeline::tokenize::train::{TokenizerTrainConfig, train_tokenizer};
 
 /// Tokenization and the per-document stages allocate many small strings from several threads;
@@ -37,7 +38,19 @@ fn main() -> Result<()> {
             config,
             dry_run,
             threads,
+            task,
+            finish,
         } => {
+            if finish {
+                let config = PipelineConfig::load(&config)?;
+                let tasks = task.tasks.unwrap_or(1);
+                print!(
+                    "{}",
+                    pipeline::clean::finish(&config, tasks, progress)?.render()
+                );
+                return Ok(());
+            }
+            let task = TaskSlice::from_args_or_env(task.task, task.tasks)?;
             let mut config = PipelineConfig::load(&config)?;
             if let Some(threads) = threads {
                 config.run.threads = threads;
@@ -46,7 +59,7 @@ fn main() -> Result<()> {
                 println!("{}", toml::to_string_pretty(&config)?);
                 return Ok(());
             }
-            let summary = run(&config, progress)?;
+            let summary = run_task(&config, progress, task)?;
             print!("{}", summary.render());
             println!("outputs in {}", config.output.dir.display());
             if config.run.fail_on_error && summary.read_issues > 0 {
@@ -61,34 +74,39 @@ fn main() -> Result<()> {
             url,
             explain,
             jsonl_out,
+        } => extract_command::run(&file, url.as_deref(), explain, jsonl_out.as_deref())?,
+        Command::Launch {
+            scheduler:
+                LaunchCommand::Slurm {
+                    config,
+                    tasks,
+                    max_parallel,
+                    partition,
+                    scripts_dir,
+                    max_array_size,
+                    dry_run,
+                },
         } => {
-            let stdout = std::io::stdout();
-            match jsonl_out {
-                Some(out) => {
-                    let mut writer = std::io::BufWriter::new(std::fs::File::create(&out)?);
-                    let summary = extract_command::extract_batch(&file, &mut writer)?;
-                    writer.flush()?;
-                    print!("{}", summary.render());
-                }
-                None => {
-                    let printed = extract_command::extract_file(
-                        &file,
-                        url.as_deref(),
-                        explain,
-                        &mut stdout.lock(),
+            let launch = SlurmLaunch {
+                config,
+                tasks,
+                max_parallel,
+                partition,
+                scripts_dir,
+                max_array_size,
+            };
+            let scripts = slurm::scripts(&launch)?;
+            if dry_run {
+                for s in &scripts {
+                    println!(
+                        "# {} (sbatch --parsable [--dependency=afterok:PREVIOUS])\n{}",
+                        s.path.display(),
+                        s.text
                     );
-                    // `pipeline extract page.html | head` is not an error.
-                    let broken_pipe = |e: &anyhow::Error| {
-                        e.downcast_ref::<std::io::Error>()
-                            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-                    };
-                    if let Err(e) = printed
-                        && !broken_pipe(&e)
-                    {
-                        return Err(e);
-                    }
                 }
+                return Ok(());
             }
+            println!("submitted jobs {}", slurm::submit(&scripts)?.join(" "));
         }
         Command::Tokenizer {
             command:
@@ -119,7 +137,7 @@ fn main() -> Result<()> {
         }
         Command::Tokenize { config } => {
             let config = TokenizeConfig::load(&config)?;
-            let summary = tokenize(&config.input, &config.tokenize, progress)?;
+            let summary = tokenize_anywhere(&config.input, &config.tokenize, progress)?;
             print!("{}", summary.render());
             println!("datasets in {}", config.tokenize.output.display());
         }

@@ -1,6 +1,7 @@
 //! Integration tests of the pipeline library, one module per stage.
 
 mod clean;
+mod cluster;
 mod dedup;
 mod extract;
 mod filters;

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::docs_table::{DedupInfo, write_docs_table, write_kept_parquet};
 use super::process::{Processed, Processor, STAGES};
-use super::summary::RunSummary;
+pub use super::summary::RunSummary;
 use super::work::{
     DocRow, InputDone, JsonlWriter, KeptDoc, WorkFiles, read_jsonl_zst, read_keys, read_lines,
     write_json_atomic, write_keys,
@@ -28,6 +28,7 @@ use crate::dedup::{Clusters, RunWriter, estimated_similarity};
 use crate::document::Document;
 use crate::filters::score_names;
 use crate::readers::{expand_inputs, read_in_batches};
+use crate::shard::TaskSlice;
 
 /// A fingerprint of every setting that changes stage 1's output.
 fn fingerprint(config: &PipelineConfig) -> Result<String> {
@@ -50,16 +51,24 @@ fn fingerprint(config: &PipelineConfig) -> Result<String> {
     ))
 }
 
-/// Runs the whole cleaning path for `config`.
-pub fn run(config: &PipelineConfig, show_progress: bool) -> Result<RunSummary> {
+/// The stages on local outputs for the inputs of `task` (all without one).
+pub(crate) fn run_local(
+    config: &PipelineConfig,
+    show_progress: bool,
+    task: Option<TaskSlice>,
+) -> Result<RunSummary> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(config.run.threads)
         .build()
         .context("starting the worker pool")?;
-    pool.install(|| run_in_pool(config, show_progress))
+    pool.install(|| run_in_pool(config, show_progress, task))
 }
 
-fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummary> {
+fn run_in_pool(
+    config: &PipelineConfig,
+    show_progress: bool,
+    task: Option<TaskSlice>,
+) -> Result<RunSummary> {
     let inputs = expand_inputs(&config.input.paths, config.input.reader.format)?;
     if inputs.is_empty() {
         bail!(
@@ -70,10 +79,18 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
     let out = &config.output.dir;
     let work = out.join("work");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    write_json_atomic(&out.join("config.json"), config)?;
+    // Tasks of a split run share the output: one of them writes the config.
+    if task.is_none_or(|t| t.index() == 0) {
+        write_json_atomic(&out.join("config.json"), config)?;
+    }
     let fingerprint = fingerprint(config)?;
+    // Input numbers (global, so output names match the one-task run) this task processes.
+    let mine: Vec<usize> = (0..inputs.len())
+        .filter(|&i| task.is_none_or(|t| t.owns(i)))
+        .collect();
+    let staging = out.join("work/inputs");
     let mut summary = RunSummary {
-        inputs: inputs.len(),
+        inputs: mine.len(),
         ..RunSummary::default()
     };
 
@@ -93,8 +110,12 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
         std::fs::create_dir_all(&kept_dir)
             .with_context(|| format!("creating {}", kept_dir.display()))?;
     }
-    for (index, input) in inputs.iter().enumerate() {
+    for &index in &mine {
         let files = work_files(config, &work, index);
+        // A remote input is fetched (large ranged reads) next to the work files, then dropped.
+        let staged =
+            crate::storage::fetch_input(&inputs[index], &staging.join(format!("{index:05}")))?;
+        let input = &staged;
         let record = match files.finished(input, &fingerprint) {
             Some(record) => {
                 summary.inputs_resumed += 1;
@@ -103,6 +124,9 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
             None => process_input(input, &files, &fingerprint, config, &processor, &bar)?,
         };
         bar.inc(record.input_bytes);
+        if staged != inputs[index] {
+            std::fs::remove_file(&staged).ok();
+        }
         done.push(record);
     }
     bar.finish_and_clear();
@@ -125,17 +149,29 @@ fn run_in_pool(config: &PipelineConfig, show_progress: bool) -> Result<RunSummar
     // Stage 2: dedup over every kept document, numbered in input order.
     let started = Instant::now();
     let kept_total: u64 = done.iter().map(|d| d.kept).sum();
-    let dedup = deduplicate(config, &work, &inputs, kept_total as usize)?;
+    let dedup = if task.is_some_and(|t| t.count() > 1) {
+        // Checked by the caller: a split run has no dedup (yet).
+        DedupResult {
+            exact: None,
+            minhash: None,
+        }
+    } else {
+        deduplicate(config, &work, &inputs, kept_total as usize)?
+    };
     summary
         .seconds
         .insert("dedup".into(), started.elapsed().as_secs_f64());
 
     // Stage 3: outputs.
     let started = Instant::now();
-    write_outputs(config, &work, &done, dedup, &mut summary)?;
+    write_outputs(config, &work, &mine, &done, dedup, &mut summary)?;
     summary
         .seconds
         .insert("write".into(), started.elapsed().as_secs_f64());
+    if task.is_some() {
+        // A task's summary is its done marker, written by the caller.
+        return Ok(summary);
+    }
     write_json_atomic(&out.join("summary.json"), &summary)?;
 
     // Optional: straight on to a pretraining dataset.
@@ -414,6 +450,7 @@ fn work_files(config: &PipelineConfig, work: &Path, index: usize) -> WorkFiles {
 fn write_outputs(
     config: &PipelineConfig,
     work: &Path,
+    indices: &[usize],
     done: &[InputDone],
     mut dedup: DedupResult,
     summary: &mut RunSummary,
@@ -424,7 +461,7 @@ fn write_outputs(
         .with_context(|| format!("creating {}", kept_dir.display()))?;
     let names = score_names();
     let mut global = 0u64;
-    for (index, input) in done.iter().enumerate() {
+    for (&index, input) in indices.iter().zip(done) {
         let files = work_files(config, work, index);
         let mut table: Vec<(DocRow, DedupInfo)> = Vec::new();
         // For each document that passed the filters, in order: whether it survives dedup.

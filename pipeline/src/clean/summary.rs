@@ -1,5 +1,5 @@
-//! What `pipeline clean` reports: counts and timings of a run, printed and saved as
-//! `summary.json`.
+//! What a `clean` run (or one task of it) did: counts, timings and problems, printed and
+//! saved as `summary.json` (or as the task's done marker).
 
 use std::collections::BTreeMap;
 

@@ -124,7 +124,16 @@ pub fn expand_inputs(patterns: &[String], format: InputFormat) -> Result<Vec<Pat
     let mut files = Vec::new();
     for pattern in patterns {
         let path = Path::new(pattern);
-        if path.is_dir() {
+        if crate::storage::is_remote(pattern) {
+            let keep = |key: &str| {
+                format != InputFormat::Auto || InputFormat::detect(Path::new(key)).is_some()
+            };
+            let found = crate::storage::expand_remote(pattern, keep)?;
+            if found.is_empty() {
+                bail!("input {pattern:?} matches no object");
+            }
+            files.extend(found.into_iter().map(PathBuf::from));
+        } else if path.is_dir() {
             collect_dir(path, format, &mut files)?;
         } else if path.is_file() {
             files.push(path.to_path_buf());

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod fast;
 pub mod pretrain;
+pub mod remote;
 pub mod train;
 
 use std::collections::BTreeMap;

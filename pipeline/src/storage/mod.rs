@@ -1,0 +1,141 @@
+//! Where inputs and outputs live: local paths or object storage (`s3://bucket/key`, through
+//! the `object_store` crate). Readers and writers keep working on local files: a remote input
+//! is fetched into a scratch directory in large ranged blocks (16 MB GETs, never one per
+//! record) just before it is read, and a remote output directory is written locally and then
+//! uploaded with multipart uploads, its done marker or manifest last, created only if absent.
+//! Credentials, region and endpoint come from the usual `AWS_*` variables; throttling and
+//! dropped connections are retried with backoff (`object_store::RetryConfig`).
+
+mod remote;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+pub use remote::{RemoteObject, Transfer, transfer_totals};
+
+/// Bytes per ranged GET when fetching an input.
+pub const READ_BLOCK: usize = 16 << 20;
+/// Bytes per part of a multipart upload.
+pub const WRITE_PART: usize = 16 << 20;
+
+/// Whether `path` names an object in a store rather than a local file.
+pub fn is_remote(path: &str) -> bool {
+    path.starts_with("s3://")
+}
+
+/// `is_remote` for a path held as a `Path`.
+pub fn is_remote_path(path: &Path) -> bool {
+    is_remote(&path.to_string_lossy())
+}
+
+/// A local directory for the staged copies of `url`'s files: `JIELONG_SCRATCH` (or the system
+/// temp directory) + a hash of the URL, so a rerun on the same machine finds its work again.
+pub fn scratch_dir(url: &str) -> PathBuf {
+    let root = std::env::var_os("JIELONG_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("jielong-scratch"));
+    root.join(format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(url.as_bytes())
+    ))
+}
+
+/// Expands remote patterns (`s3://bucket/prefix/`, `s3://bucket/dir/*.jsonl.zst`, or one
+/// object) into object URLs, sorted, like `readers::expand_inputs` does for local ones.
+pub fn expand_remote(pattern: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+    remote::expand(pattern, keep)
+}
+
+/// Makes input `path` readable locally: a local path as it is; a remote object fetched into
+/// `dir` under its own file name (so source labels stay the same).
+pub fn fetch_input(path: &Path, dir: &Path) -> Result<PathBuf> {
+    if !is_remote_path(path) {
+        return Ok(path.to_path_buf());
+    }
+    let object = RemoteObject::parse(&path.to_string_lossy())?;
+    let name = object.file_name();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let local = dir.join(name);
+    object.download(&local)?;
+    Ok(local)
+}
+
+/// Whether the file at `path` (local or remote) exists.
+pub fn exists(path: &Path) -> Result<bool> {
+    if is_remote_path(path) {
+        RemoteObject::parse(&path.to_string_lossy())?.exists()
+    } else {
+        Ok(path.exists())
+    }
+}
+
+/// Reads a whole small file (a done marker, a summary), local or remote.
+pub fn read_small(path: &Path) -> Result<Vec<u8>> {
+    if is_remote_path(path) {
+        RemoteObject::parse(&path.to_string_lossy())?.read_all()
+    } else {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+/// Writes a done marker: locally by rename (atomic), remotely with a conditional create, so
+/// of two tasks given the same index only one can claim it.
+pub fn write_marker(path: &Path, bytes: &[u8]) -> Result<()> {
+    if is_remote_path(path) {
+        RemoteObject::parse(&path.to_string_lossy())?.create(bytes.to_vec())
+    } else {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        format::write_file_atomic(dir, &name, bytes)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// Writes a small file (a summary), replacing it: locally by rename, remotely in one put.
+pub fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
+    if is_remote_path(path) {
+        RemoteObject::parse(&path.to_string_lossy())?.put(bytes.to_vec())
+    } else {
+        write_marker(path, bytes)
+    }
+}
+
+/// Uploads every file under `local` to the remote directory `url`, skipping the top-level
+/// entries named in `skip`; files named in `last` (done markers, manifests, at any depth) go
+/// after all the others, so a reader that sees them sees everything.
+pub fn upload_dir(local: &Path, url: &str, skip: &[&str], last: &[&str]) -> Result<()> {
+    let mut files = Vec::new();
+    collect_files(local, local, &mut files)?;
+    files.retain(|rel| {
+        let first = rel.split('/').next().unwrap_or_default();
+        !skip.contains(&first)
+    });
+    let is_last = |rel: &String| last.contains(&rel.rsplit('/').next().unwrap_or_default());
+    let (finals, others): (Vec<String>, Vec<String>) = files.into_iter().partition(is_last);
+    let base = url.trim_end_matches('/');
+    for rel in others.iter().chain(finals.iter()) {
+        RemoteObject::parse(&format!("{base}/{rel}"))?.upload(&local.join(rel))?;
+    }
+    Ok(())
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `pipeline tokenize` with inputs, tokenizer or output dataset in object storage: remote
+//! inputs are fetched (large ranged reads) into a scratch directory, the dataset is written
+//! there, then uploaded with every `manifest.json` last, so a reader that finds a manifest
+//! finds all its shards.
+
+use anyhow::{Result, bail};
+
+use super::pretrain::{TokenizeOptions, TokenizeSummary, tokenize};
+use crate::readers::{InputConfig, expand_inputs};
+use crate::storage;
+
+/// `tokenize`, for local or `s3://` inputs, tokenizer and output.
+pub fn tokenize_anywhere(
+    input: &InputConfig,
+    options: &TokenizeOptions,
+    show_progress: bool,
+) -> Result<TokenizeSummary> {
+    let remote_inputs = input.paths.iter().any(|p| storage::is_remote(p));
+    let remote_tokenizer = storage::is_remote_path(&options.tokenizer);
+    let remote_output = storage::is_remote_path(&options.output);
+    if !(remote_inputs || remote_tokenizer || remote_output) {
+        return tokenize(input, options, show_progress);
+    }
+    if remote_tokenizer && options.train.is_some() {
+        bail!(
+            "tokenize.tokenizer {} is where [tokenize.train] writes: give a local path",
+            options.tokenizer.display()
+        );
+    }
+    let manifest = options.output.join("train/manifest.json");
+    if remote_output && !options.overwrite && storage::exists(&manifest)? {
+        bail!(
+            "{} exists: set tokenize.overwrite = true to replace the dataset",
+            manifest.display()
+        );
+    }
+    let scratch = storage::scratch_dir(&format!(
+        "tokenize#{}#{}",
+        options.output.display(),
+        input.paths.join(",")
+    ));
+    let mut local_input = input.clone();
+    if remote_inputs {
+        let files = expand_inputs(&input.paths, input.reader.format)?;
+        let mut paths = Vec::with_capacity(files.len());
+        for (i, file) in files.iter().enumerate() {
+            let staged = storage::fetch_input(file, &scratch.join(format!("inputs/{i:05}")))?;
+            paths.push(staged.display().to_string());
+        }
+        local_input.paths = paths;
+    }
+    let mut local = options.clone();
+    if remote_tokenizer {
+        local.tokenizer = storage::fetch_input(&options.tokenizer, &scratch.join("tokenizer"))?;
+    }
+    if remote_output {
+        local.output = scratch.join("out");
+    }
+    let summary = tokenize(&local_input, &local, show_progress)?;
+    if remote_output {
+        storage::upload_dir(
+            &local.output,
+            &options.output.to_string_lossy(),
+            &[],
+            &["manifest.json"],
+        )?;
+    }
+    std::fs::remove_dir_all(&scratch).ok();
+    Ok(summary)
+}
