@@ -53,30 +53,54 @@ struct Provider {
 }
 
 impl Provider {
-    fn start(script: &std::path::Path, port: u16, app_port: u16) -> Provider {
+    /// Starts node on a free port and waits until the discovery document answers. The port
+    /// is free when chosen but another test may bind it before node does: a provider that
+    /// exits at start is started again on another port. Its stderr goes to a file, quoted
+    /// when it does not come up.
+    async fn start_ready(script: &std::path::Path, app_port: u16) -> Provider {
         let redirect = format!("http://127.0.0.1:{app_port}/login/oidc/callback");
-        let child = Command::new("node")
-            .arg(script)
-            .args([&port.to_string(), CLIENT_ID, CLIENT_SECRET, &redirect])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start node");
-        Provider {
-            child,
-            issuer: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn wait_ready(&self) {
-        let url = format!("{}/.well-known/openid-configuration", self.issuer);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !reqwest::get(&url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "the provider did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            let log = log_dir.path().join(format!("provider-{attempt}.log"));
+            let stderr = std::fs::File::create(&log).expect("provider log");
+            let child = Command::new("node")
+                .arg(script)
+                .args([&port.to_string(), CLIENT_ID, CLIENT_SECRET, &redirect])
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("start node");
+            let mut provider = Provider {
+                child,
+                issuer: format!("http://127.0.0.1:{port}"),
+            };
+            let url = format!("{}/.well-known/openid-configuration", provider.issuer);
+            // Generous: node loads the package from disk while the other tests run too.
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                if reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    return provider;
+                }
+                let exited = provider.child.try_wait().ok().flatten();
+                let why = std::fs::read_to_string(&log).unwrap_or_default();
+                match exited {
+                    Some(status) if attempt < 5 => {
+                        eprintln!("the provider exited ({status}) on port {port}, retrying: {why}");
+                        break;
+                    }
+                    Some(status) => panic!("the provider exited ({status}): {why}"),
+                    None if Instant::now() > deadline => {
+                        panic!("the provider did not answer within 90 s: {why}")
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
         }
     }
 }
@@ -91,8 +115,8 @@ impl Drop for Provider {
 /// A labeler configured for the provider, and the provider, running.
 async fn app_with_provider(test: &str) -> Option<(TestApp, Provider)> {
     let script = provider_script(test)?;
-    let (provider_port, app_port) = (free_port(), free_port());
-    let provider = Provider::start(&script, provider_port, app_port);
+    let app_port = free_port();
+    let provider = Provider::start_ready(&script, app_port).await;
     let issuer = provider.issuer.clone();
     let app = spawn_app_with(|s| {
         s.server.port = app_port;
@@ -110,7 +134,6 @@ async fn app_with_provider(test: &str) -> Option<(TestApp, Provider)> {
         });
     })
     .await;
-    provider.wait_ready().await;
     Some((app, provider))
 }
 
