@@ -424,11 +424,11 @@ impl<T: PackedLength> Rows<T> {
 }
 
 /// A training dataset and its optional validation dataset, read with `read` (`read_sft`,
-/// `read_preferences`) from `config.train` and `config.valid`.
-pub fn read_datasets<T>(
+/// `read_preferences`, `read_unpaired`) from `config.train` and `config.valid`.
+pub fn read_datasets<D>(
     config: &DataConfig,
-    read: impl Fn(&Path) -> Result<Rows<T>>,
-) -> Result<(Rows<T>, Option<Rows<T>>)> {
+    read: impl Fn(&Path) -> Result<D>,
+) -> Result<(D, Option<D>)> {
     let train = read(&config.train)?;
     let valid = config.valid.as_deref().map(read).transpose()?;
     Ok((train, valid))

@@ -303,6 +303,15 @@ impl DpoSummary {
     }
 }
 
+/// Where reference log-probs are cached: the configured directory, else `refcache/` beside
+/// the run's output, so runs of one family share it.
+pub fn reference_cache_dir(configured: Option<&Path>, config: &PostConfig) -> PathBuf {
+    configured.map(Path::to_path_buf).unwrap_or_else(|| {
+        let out = &config.train.out;
+        out.parent().unwrap_or(out).join("refcache")
+    })
+}
+
 /// `trainer dpo`: aligns `config.init_from` to the preferences in `config.data.train`.
 pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<DpoSummary> {
     let (train, valid) = data::read_datasets(&config.data, data::read_preferences)?;
@@ -313,10 +322,7 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<DpoSum
     }
     let post = start.post.clone().context("dpo runs have post settings")?;
     let settings = post.dpo.clone().unwrap_or_default();
-    let cache_dir = settings.cache_dir.clone().unwrap_or_else(|| {
-        let out = &config.train.out;
-        out.parent().unwrap_or(out).join("refcache")
-    });
+    let cache_dir = reference_cache_dir(settings.cache_dir.as_deref(), config);
     let (row_len, per_micro) = (config.data.seq_len as usize, config.train.micro_batch_size);
     let mut engine = Engine::new(start, resume, faults)?;
     let model = engine.model();

@@ -24,7 +24,7 @@ use crate::engine::{
 use crate::model::language_model::LanguageModel;
 use crate::post::config::{KtoSettings, PostConfig, Task};
 use crate::post::data::{self, DrawOrder, PackedBatch, Pair, Sequence, Thumbs};
-use crate::post::dpo::{DpoSummary, for_job, reference, sequence_logps};
+use crate::post::dpo::{DpoSummary, for_job, reference, reference_cache_dir, sequence_logps};
 use crate::post::preference::pair_evaluation;
 
 /// A micro-batch of examples (each packed as matched and mismatched sequence) with their
@@ -281,13 +281,7 @@ impl Objective for Kto {
 /// `trainer kto`: aligns `config.init_from` to the thumbs in `config.data.train` (an
 /// `unpaired` dataset).
 pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<DpoSummary> {
-    let train = data::read_unpaired(&config.data.train)?;
-    let valid = config
-        .data
-        .valid
-        .as_deref()
-        .map(data::read_unpaired)
-        .transpose()?;
+    let (train, valid) = data::read_datasets(&config.data, data::read_unpaired)?;
     let start = crate::post::start(config, Task::Kto, &train.rows)?;
     let max = start.model.config().max_position_embeddings;
     for set in std::iter::once(&train).chain(valid.as_ref()) {
@@ -295,10 +289,7 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<DpoSum
     }
     let post = start.post.clone().context("kto runs have post settings")?;
     let settings = post.kto.clone().unwrap_or_default();
-    let cache_dir = settings.cache_dir.clone().unwrap_or_else(|| {
-        let out = &config.train.out;
-        out.parent().unwrap_or(out).join("refcache")
-    });
+    let cache_dir = reference_cache_dir(settings.cache_dir.as_deref(), config);
     let (row_len, per_micro) = (config.data.seq_len as usize, config.train.micro_batch_size);
     let mut engine = Engine::new(start, resume, faults)?;
     let model = engine.model();
