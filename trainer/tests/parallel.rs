@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use tch::Tensor;
-use trainer::io::checkpoint::read_safetensors;
+use trainer::io::checkpoint::{Checkpoint, read_safetensors};
+use trainer::io::optim_shards;
 
 use crate::chat_data::{
     INSTRUCTIONS, base_checkpoint, exchange, post_config_toml, preference_dataset, sft_dataset,
@@ -159,7 +160,7 @@ fn pretrain_on_two_ranks_of_4_is_one_rank_of_8_and_resumes_across_world_sizes() 
 }
 
 #[test]
-fn zero_1_gives_the_run_without_it_and_its_checkpoint_resumes_alone() {
+fn zero_1_gives_the_run_without_it_and_its_shards_resume_with_another_world_size() {
     let tmp = tempfile::tempdir().expect("tempdir");
     datasets(tmp.path());
     let with_zero = |name: &str, micro: usize| {
@@ -181,13 +182,35 @@ fn zero_1_gives_the_run_without_it_and_its_checkpoint_resumes_alone() {
             "loss at step {step}"
         );
     }
-    // The same weights, and the moments gathered back into the one-process format.
-    for file in ["model.safetensors", "optimizer.safetensors"] {
-        let read = |dir: &Path| std::fs::read(dir.join("checkpoints/step-00000020").join(file));
-        assert!(
-            read(&plain_out).expect("plain") == read(&zero_out).expect("zero"),
-            "{file} differs with ZeRO-1"
-        );
+    // The same weights; the moments as one file per rank and a manifest over them, which
+    // read back merged are the unsharded run's tensors bit for bit.
+    let at_20 = |out: &Path| out.join("checkpoints/step-00000020");
+    let model = |out: &Path| std::fs::read(at_20(out).join("model.safetensors")).expect("model");
+    assert!(
+        model(&plain_out) == model(&zero_out),
+        "model.safetensors differs with ZeRO-1"
+    );
+    let sharded = at_20(&zero_out);
+    assert!(!sharded.join("optimizer.safetensors").exists());
+    let plain = read_safetensors(&at_20(&plain_out).join("optimizer.safetensors")).expect("opt");
+    let mut shard_sizes = Vec::new();
+    for rank in 0..2 {
+        let shard =
+            read_safetensors(&sharded.join(optim_shards::shard_file(rank, 2))).expect("shard");
+        shard_sizes.push(shard.len());
+    }
+    assert!(shard_sizes.iter().all(|&n| n > 0), "{shard_sizes:?}");
+    let merged = Checkpoint::load(&sharded)
+        .expect("ckpt")
+        .optimizer_state()
+        .expect("merged");
+    assert_eq!(shard_sizes.iter().sum::<usize>(), plain.len());
+    assert_eq!(
+        merged.keys().collect::<Vec<_>>(),
+        plain.keys().collect::<Vec<_>>()
+    );
+    for (name, t) in &plain {
+        assert!(t.equal(&merged[name]), "{name} differs with ZeRO-1");
     }
     // Killed at step 10 with 2 sharded ranks, resumed by 1 rank of 8 rows.
     let (killed, killed_out) = with_zero("killed", 4);
@@ -198,6 +221,22 @@ fn zero_1_gives_the_run_without_it_and_its_checkpoint_resumes_alone() {
     let resumed = pretrain_config(tmp.path(), "killed", 8, 10).0;
     testkit::process::ok(alone(&["pretrain", "--config", &resumed, "--resume"]));
     assert_same_run(&plain_out, &killed_out, STEPS, "model.safetensors");
+    // And the other way: 1 unsharded rank of 8 rows killed at step 10, resumed by 2 sharded
+    // ranks (each keeps the moments it owns of the one file).
+    let (alone_cfg, alone_out) = pretrain_config(tmp.path(), "alone", 8, 10);
+    let out = alone(&[
+        "pretrain",
+        "--config",
+        &alone_cfg,
+        "--abort-after-step",
+        "10",
+    ]);
+    assert!(!out.status.success());
+    let (resumed, _) = with_zero("alone", 4);
+    all_ok(&launch(2, |_| {
+        args(&["pretrain", "--config", &resumed, "--resume"])
+    }));
+    assert_same_run(&plain_out, &alone_out, STEPS, "model.safetensors");
 }
 
 #[test]

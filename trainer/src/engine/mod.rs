@@ -38,9 +38,10 @@ use crate::engine::optim::{AdamW, learning_rate};
 use crate::engine::parallel::DataParallel;
 use crate::engine::resume::{check_resumable, open_metrics};
 use crate::engine::seed::mix;
-use crate::engine::zero::Owners;
+use crate::engine::zero::{Owners, write_shards};
 use crate::io::checkpoint::{
-    self, CHECKPOINTS_DIR, Checkpoint, CheckpointData, DataCursor, TrainerState, WriteFault,
+    self, CHECKPOINTS_DIR, Checkpoint, CheckpointData, DataCursor, OptimizerState, TrainerState,
+    WriteFault,
 };
 use crate::io::tensorboard::EventWriter;
 use crate::model::language_model::LanguageModel;
@@ -385,10 +386,11 @@ impl Engine {
     /// trainable tensors as `adapter.safetensors` with `adapter_config.json`. Rank 0 writes
     /// for the job (every rank holds the same weights); the others return its directory.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
-        // ZeRO-1: every rank sends its moments; rank 0 writes them all.
+        let root = self.config.train.out.join(CHECKPOINTS_DIR);
+        // ZeRO-1: every rank writes its own moments; rank 0 adds the manifest.
         let optimizer = match (&self.zero, &self.parallel) {
-            (Some(owners), Some(dp)) => owners.gather_moments(dp, &self.optim)?,
-            _ => self.optim.state_tensors(),
+            (Some(_), Some(dp)) => write_shards(dp, &root, self.step, &self.optim)?,
+            _ => OptimizerState::Whole(self.optim.state_tensors()),
         };
         if !self.is_main() {
             let dir = self
@@ -456,7 +458,6 @@ impl Engine {
             state: &state,
             tokenizer_file: &self.tokenizer_path,
         };
-        let root = self.config.train.out.join(CHECKPOINTS_DIR);
         let dir = checkpoint::save(&root, &data, self.config.checkpoint.keep_last, fault)?;
         self.last_checkpoint = Some(dir.clone());
         Ok(dir)

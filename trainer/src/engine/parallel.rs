@@ -119,6 +119,11 @@ impl DataParallel {
         })
     }
 
+    /// Waits until every rank is here.
+    pub fn barrier(&self) -> Result<()> {
+        Ok(self.group.barrier()?)
+    }
+
     /// Copies rank 0's `tensors` into every rank's (after initialisation or a resume, so
     /// every rank starts from the same weights whatever their seeds or files).
     pub fn broadcast_from_main(&self, tensors: &[Tensor]) -> Result<()> {

@@ -2,17 +2,22 @@
 //! owner rank (greedy by size over the sorted names, so every rank computes the same map);
 //! only the owner keeps its AdamW moments and applies its update, then every parameter is
 //! broadcast from its owner, so the weights stay equal on every rank. The gradients are
-//! still summed on every rank (the global norm needs them all). A checkpoint gathers the
-//! moments back into the one-process format, which is why a sharded run resumes with any
-//! number of ranks, sharded or not.
+//! still summed on every rank (the global norm needs them all). In a checkpoint each rank
+//! writes the moments it owns as its own file and rank 0 a manifest over them
+//! ([`crate::io::optim_shards`]); reading merges them, which is why a sharded run resumes with
+//! any number of ranks, sharded or not.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use tch::Tensor;
 
+use std::path::Path;
+
 use crate::engine::optim::AdamW;
 use crate::engine::parallel::DataParallel;
+use crate::io::checkpoint::{self, OptimizerState};
+use crate::io::optim_shards;
 
 /// The owner rank of each trainable parameter.
 #[derive(Debug, Clone)]
@@ -53,50 +58,27 @@ impl Owners {
         }
         Ok(())
     }
+}
 
-    /// Every parameter's moments on rank 0, named as [`AdamW::state_tensors`] names them
-    /// (for a checkpoint in the one-process format); empty on the other ranks, which hold
-    /// one other rank's shard at a time while it is sent.
-    pub fn gather_moments(
-        &self,
-        dp: &DataParallel,
-        optim: &AdamW,
-    ) -> Result<Vec<(String, Tensor)>> {
-        let mut gathered = BTreeMap::new();
-        for rank in 0..dp.size() {
-            let mut names = Vec::new();
-            let mut tensors = Vec::new();
-            for (name, p) in optim.params() {
-                if self.owner(name) != Some(rank) {
-                    continue;
-                }
-                let [m, v] = match optim.moments(name) {
-                    Some([m, v]) => [m.shallow_clone(), v.shallow_clone()],
-                    None => [p.f_zeros_like()?, p.f_zeros_like()?],
-                };
-                names.push(name.clone());
-                tensors.push(m);
-                tensors.push(v);
-            }
-            dp.broadcast_from(rank, &tensors)
-                .with_context(|| format!("gathering the optimizer moments of rank {rank}"))?;
-            if !dp.world().is_main() {
-                // Only rank 0 writes: the others free each shard once it is sent.
-                continue;
-            }
-            for (name, pair) in names.into_iter().zip(tensors.chunks(2)) {
-                gathered.insert(name, [pair[0].shallow_clone(), pair[1].shallow_clone()]);
-            }
-        }
-        // In the order of `AdamW::state_tensors`: by parameter name, each pair together.
-        Ok(gathered
-            .into_iter()
-            .flat_map(|(name, [m, v])| {
-                [
-                    (format!("exp_avg.{name}"), m),
-                    (format!("exp_avg_sq.{name}"), v),
-                ]
-            })
-            .collect())
+/// This rank's part of a ZeRO-1 checkpoint of `step` under `root`: rank 0 creates the
+/// temporary directory, every rank writes the moments it owns into it, and once all have,
+/// rank 0 goes on to write the rest with [`OptimizerState::Sharded`].
+pub fn write_shards(
+    dp: &DataParallel,
+    root: &Path,
+    step: u64,
+    optim: &AdamW,
+) -> Result<OptimizerState> {
+    if dp.world().is_main() {
+        checkpoint::begin(root, step)?;
     }
+    dp.barrier()
+        .with_context(|| format!("step {step}: waiting for rank 0 to start the checkpoint"))?;
+    let tmp = checkpoint::tmp_dir(root, step);
+    optim_shards::write_shard(&tmp, dp.rank(), dp.size(), &optim.state_tensors())?;
+    dp.barrier()
+        .with_context(|| format!("step {step}: waiting for every rank's optimizer shard"))?;
+    Ok(OptimizerState::Sharded {
+        world_size: dp.size(),
+    })
 }

@@ -1,23 +1,23 @@
-//! Checkpoint directories: `model.safetensors`, `optimizer.safetensors`,
+//! Checkpoint directories: `model.safetensors`, `optimizer.safetensors` (or, from a ZeRO-1
+//! run, one optimizer shard per rank and `optimizer.shards.json`, see [`optim_shards`]),
 //! `trainer_state.json` (step, RNG seed, data cursor, resolved config, tokenizer ids) and a
 //! copy of `tokenizer.json`. A checkpoint is written into a hidden temporary directory, each
 //! file fsynced, then renamed into place, so a crash never leaves a half-written
 //! `step-NNNNNNNN`; only the newest `keep_last` are kept.
-//!
-//! Safetensors files are written here (tch's writer takes no metadata; Hugging Face expects
-//! `{"format": "pt"}`) and read back through tch.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use format::TokenizerInfo;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 use crate::engine::config::RunConfig;
+use crate::io::optim_shards;
+pub use crate::io::safetensors::{read_safetensors, write_safetensors};
 use crate::model::lora;
 use crate::post::config::PostSettings;
 
@@ -120,70 +120,6 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
     Ok(list(root)?.pop().map(|(_, p)| p))
 }
 
-/// Writes `tensors` as a safetensors file with `metadata`. Tensors are converted to
-/// contiguous CPU copies of their own kind.
-pub fn write_safetensors(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    metadata: &BTreeMap<String, String>,
-) -> Result<()> {
-    let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
-    }
-    let mut offset = 0usize;
-    let mut cpu = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let t = t.f_to_device(Device::Cpu)?.f_contiguous()?;
-        let dtype = match t.kind() {
-            Kind::Float => "F32",
-            Kind::BFloat16 => "BF16",
-            Kind::Half => "F16",
-            Kind::Int64 => "I64",
-            other => bail!("cannot save tensor {name} of kind {other:?}"),
-        };
-        let bytes = t.numel() * t.kind().elt_size_in_bytes();
-        header.insert(
-            name.clone(),
-            serde_json::json!({
-                "dtype": dtype,
-                "shape": t.size(),
-                "data_offsets": [offset, offset + bytes],
-            }),
-        );
-        offset += bytes;
-        cpu.push((t, bytes));
-    }
-    let mut json = serde_json::to_vec(&header)?;
-    // The data section starts 8-byte aligned, as the reference writer pads it.
-    while json.len() % 8 != 0 {
-        json.push(b' ');
-    }
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut out = BufWriter::with_capacity(1 << 22, file);
-    let write = |out: &mut BufWriter<File>| -> Result<()> {
-        out.write_all(&(json.len() as u64).to_le_bytes())?;
-        out.write_all(&json)?;
-        let mut buf = Vec::new();
-        for (t, bytes) in &cpu {
-            buf.resize(*bytes, 0);
-            t.f_copy_data_u8(&mut buf, t.numel())?;
-            out.write_all(&buf)?;
-        }
-        out.flush()?;
-        out.get_ref().sync_all()?;
-        Ok(())
-    };
-    write(&mut out).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Reads a safetensors file into CPU tensors by name.
-pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let tensors = Tensor::read_safetensors(path)
-        .with_context(|| format!("reading {} (missing or corrupt)", path.display()))?;
-    Ok(tensors.into_iter().collect())
-}
-
 /// Everything a checkpoint holds, ready to write.
 #[derive(Debug)]
 pub struct CheckpointData<'a> {
@@ -193,10 +129,43 @@ pub struct CheckpointData<'a> {
     pub weights_file: &'a str,
     /// Further small files (`adapter_config.json`).
     pub extra_files: Vec<(&'a str, Vec<u8>)>,
-    pub optimizer: Vec<(String, Tensor)>,
+    pub optimizer: OptimizerState,
     pub state: &'a TrainerState,
     /// The dataset's tokenizer file, copied in so the checkpoint stands on its own.
     pub tokenizer_file: &'a Path,
+}
+
+/// The AdamW moments a checkpoint holds.
+#[derive(Debug)]
+pub enum OptimizerState {
+    /// All of them, written by rank 0 as [`OPTIMIZER_FILE`].
+    Whole(Vec<(String, Tensor)>),
+    /// ZeRO-1: every rank of `world_size` has already written its shard into the temporary
+    /// directory ([`begin`], [`optim_shards::write_shard`]); rank 0 adds the manifest.
+    Sharded { world_size: u64 },
+}
+
+/// The hidden directory the checkpoint of `step` is written into before it is renamed.
+pub fn tmp_dir(root: &Path, step: u64) -> PathBuf {
+    root.join(format!(".tmp-{}", step_dir_name(step)))
+}
+
+/// Creates the empty temporary directory of `step`'s checkpoint under `root`, after removing
+/// any left by a crash mid-write (never complete). Rank 0 only: in a ZeRO-1 job the other
+/// ranks write their shards into it once it exists.
+pub fn begin(root: &Path, step: u64) -> Result<PathBuf> {
+    fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    // Temporary directories left by a crash mid-write are never complete: remove them all.
+    for entry in fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", root.display()))?;
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            fs::remove_dir_all(entry.path())
+                .with_context(|| format!("removing stale {}", entry.path().display()))?;
+        }
+    }
+    let tmp = tmp_dir(root, step);
+    fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    Ok(tmp)
 }
 
 /// Writes a checkpoint for `data.state.step` under `root` atomically and prunes old ones.
@@ -206,19 +175,12 @@ pub fn save(
     keep_last: usize,
     fault: WriteFault,
 ) -> Result<PathBuf> {
-    fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    let name = step_dir_name(data.state.step);
-    let tmp = root.join(format!(".tmp-{name}"));
-    let dest = root.join(&name);
-    // Temporary directories left by a crash mid-write are never complete: remove them all.
-    for entry in fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
-        let entry = entry.with_context(|| format!("listing {}", root.display()))?;
-        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
-            fs::remove_dir_all(entry.path())
-                .with_context(|| format!("removing stale {}", entry.path().display()))?;
-        }
-    }
-    fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let step = data.state.step;
+    let tmp = match data.optimizer {
+        OptimizerState::Whole(_) => begin(root, step)?,
+        OptimizerState::Sharded { .. } => tmp_dir(root, step),
+    };
+    let dest = root.join(step_dir_name(step));
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     write_safetensors(&tmp.join(data.weights_file), &data.model, &meta)?;
     for (name, bytes) in &data.extra_files {
@@ -227,7 +189,12 @@ pub fn save(
     if fault == WriteFault::AbortMidway {
         std::process::abort();
     }
-    write_safetensors(&tmp.join(OPTIMIZER_FILE), &data.optimizer, &meta)?;
+    match &data.optimizer {
+        OptimizerState::Whole(tensors) => {
+            write_safetensors(&tmp.join(OPTIMIZER_FILE), tensors, &meta)?;
+        }
+        OptimizerState::Sharded { world_size } => optim_shards::write_manifest(&tmp, *world_size)?,
+    }
     let state = serde_json::to_vec_pretty(data.state)?;
     write_synced(&tmp.join(STATE_FILE), &state)?;
     let tokenizer = fs::read(data.tokenizer_file)
@@ -313,7 +280,11 @@ impl Checkpoint {
         self.adapter.is_some()
     }
 
+    /// The AdamW moments by name: `optimizer.safetensors`, or a ZeRO-1 run's shards merged.
     pub fn optimizer_state(&self) -> Result<BTreeMap<String, Tensor>> {
+        if self.dir.join(optim_shards::MANIFEST_FILE).exists() {
+            return optim_shards::read(&self.dir);
+        }
         read_safetensors(&self.dir.join(OPTIMIZER_FILE))
     }
 }

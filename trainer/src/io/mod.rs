@@ -7,5 +7,7 @@ pub mod checkpoint;
 pub mod export;
 pub mod hf;
 pub mod load;
+pub mod optim_shards;
 pub mod report;
+pub mod safetensors;
 pub mod tensorboard;
