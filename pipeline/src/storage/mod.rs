@@ -105,6 +105,44 @@ pub fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// Removes a file (local or remote); a missing one is not an error.
+pub fn remove(path: &Path) -> Result<()> {
+    if is_remote_path(path) {
+        return RemoteObject::parse(&path.to_string_lossy())?.delete();
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The names of the files directly in directory `dir` (local or remote), sorted; none when
+/// it does not exist.
+pub fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = if is_remote_path(dir) {
+        let prefix = format!("{}/", dir.to_string_lossy().trim_end_matches('/'));
+        remote::expand(&prefix, |_| true)?
+            .into_iter()
+            .filter_map(|url| url.strip_prefix(&prefix).map(str::to_string))
+            .filter(|name| !name.contains('/'))
+            .collect()
+    } else {
+        match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            listing => listing
+                .with_context(|| format!("listing {}", dir.display()))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+        }
+    };
+    names.sort();
+    Ok(names)
+}
+
 /// Uploads every file under `local` to the remote directory `url`, skipping the top-level
 /// entries named in `skip`; files named in `last` (done markers, manifests, at any depth) go
 /// after all the others, so a reader that sees them sees everything.
