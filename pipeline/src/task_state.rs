@@ -5,10 +5,12 @@
 //! status` tells done, running, failed and not-started tasks apart. A killed task keeps its
 //! running marker: status shows it as running since its start time, never as done.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::shard::TaskSlice;
@@ -125,4 +127,50 @@ pub fn track<T>(
         storage::remove(&path(Marker::Running)),
     );
     result
+}
+
+/// An exclusive lock on a task's lock file, held until dropped. The kernel releases it when
+/// the process dies, so a killed task never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct TaskLock {
+    _file: File,
+}
+
+/// Takes the lock at `path` (created), waiting while another process holds it.
+pub fn lock_task(path: &Path) -> Result<TaskLock> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening the task lock {}", path.display()))?;
+    let flock = |operation| {
+        // SAFETY: the descriptor belongs to `file`, open for the whole call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), operation) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    match flock(libc::LOCK_EX | libc::LOCK_NB) {
+        Ok(()) => return Ok(TaskLock { _file: file }),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            tracing::warn!(
+                "{} is held: this task runs in another process; waiting for it",
+                path.display()
+            );
+        }
+        Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+    loop {
+        match flock(libc::LOCK_EX) {
+            Ok(()) => return Ok(TaskLock { _file: file }),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
 }

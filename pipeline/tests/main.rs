@@ -4,6 +4,7 @@ mod clean;
 mod cluster;
 mod dedup;
 mod extract;
+mod faults;
 mod filters;
 mod helpers;
 mod inspect;

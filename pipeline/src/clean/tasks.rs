@@ -16,7 +16,7 @@ use super::work::write_json_atomic;
 use crate::config::PipelineConfig;
 use crate::shard::TaskSlice;
 use crate::storage;
-use crate::task_state::track;
+use crate::task_state::{lock_task, track};
 
 /// Runs the whole cleaning path for `config`.
 pub fn run(config: &PipelineConfig, show_progress: bool) -> Result<RunSummary> {
@@ -57,10 +57,23 @@ fn run_tracked(
             t.count()
         );
     }
+    // Two processes given the same index: the second waits for the first (the lock is on
+    // the local directory the task works in), then finds its done marker.
+    let _lock = match (task, &marker) {
+        (Some(t), Some(marker)) => {
+            let name = t.marker("clean").replace("tasks/", "task-");
+            let lock = lock_task(&local_dir(config, task).join("work").join(name + ".lock"))?;
+            if storage::exists(marker)? {
+                tracing::info!("{} exists: another process did this task", marker.display());
+                return read_marker(marker, config);
+            }
+            Some(lock)
+        }
+        _ => None,
+    };
     let summary = if storage::is_remote_path(out) {
         let url = out.to_string_lossy().into_owned();
-        let label = task.map_or(String::new(), |t| t.marker("clean"));
-        let scratch = storage::scratch_dir(&format!("{url}#{label}"));
+        let scratch = local_dir(config, task);
         let mut local = config.clone();
         local.output.dir = scratch.clone();
         if let Some(tokenize) = &config.tokenize
@@ -103,6 +116,17 @@ fn run_tracked(
         storage::write_marker(marker, &serde_json::to_vec_pretty(&done)?)?;
     }
     Ok(summary)
+}
+
+/// Where a task writes before its outputs are final: the output directory, or for a remote
+/// one a scratch directory of this task's (`storage::scratch_dir`).
+fn local_dir(config: &PipelineConfig, task: Option<TaskSlice>) -> std::path::PathBuf {
+    let out = &config.output.dir;
+    if !storage::is_remote_path(out) {
+        return out.clone();
+    }
+    let label = task.map_or(String::new(), |t| t.marker("clean"));
+    storage::scratch_dir(&format!("{}#{label}", out.to_string_lossy()))
 }
 
 /// The last stage of a split run: checks that every task's done marker is there, writes
