@@ -85,7 +85,7 @@ pub(crate) fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Downloads every object under `url` that `local` has, into a map like `files`.
-fn remote_files(
+pub(crate) fn remote_files(
     url: &str,
     like: &BTreeMap<String, Vec<u8>>,
     scratch: &Path,

@@ -297,3 +297,214 @@ fn a_missing_output_bucket_is_a_clear_error() {
     assert!(msg.contains("s3://no-such-bucket-jielong/out"), "{msg}");
     assert!(msg.contains("NoSuchBucket"), "{msg}");
 }
+
+/// A proxy in front of the S3 server that answers the first `refuse` requests with 503
+/// SlowDown (each on its own connection, its body read first) and passes the rest through.
+struct ThrottlingProxy {
+    endpoint: String,
+    refused: Arc<AtomicUsize>,
+}
+
+fn throttling_proxy(upstream: &str, refuse: usize) -> ThrottlingProxy {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let count = refused.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (upstream, count) = (upstream.clone(), count.clone());
+            std::thread::spawn(move || relay(client, &upstream, &count, refuse));
+        }
+    });
+    ThrottlingProxy { endpoint, refused }
+}
+
+fn relay(mut client: TcpStream, upstream: &str, refused: &AtomicUsize, refuse: usize) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+        if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+    let body: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if refused.fetch_add(1, Ordering::SeqCst) < refuse {
+        while seen.len() < head_end + body {
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+        let reply = format!(
+            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+            xml.len()
+        );
+        client.write_all(reply.as_bytes()).ok();
+        return;
+    }
+    refused.fetch_sub(1, Ordering::SeqCst);
+    let Ok(mut server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    if server.write_all(&seen).is_err() {
+        return;
+    }
+    let (Ok(mut server_rx), Ok(mut client_tx)) = (server.try_clone(), client.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        std::io::copy(&mut server_rx, &mut client_tx).ok();
+        client_tx.shutdown(std::net::Shutdown::Write).ok();
+    });
+    std::io::copy(&mut client, &mut server).ok();
+    server.shutdown(std::net::Shutdown::Write).ok();
+}
+
+#[test]
+fn a_throttling_store_is_retried_and_one_that_never_stops_fails_in_bounded_time() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = write_corpus(dir.path());
+    let bucket = new_bucket(&endpoint, "slow");
+    let whole = dir.path().join("whole");
+    run(
+        &load(&config(
+            dir.path(),
+            "whole",
+            &inputs,
+            &whole.display().to_string(),
+        )),
+        false,
+    )
+    .expect("one process");
+    let expected = files(&whole);
+
+    // The first 6 requests are refused: object_store's backoff retries them.
+    let proxy = throttling_proxy(&endpoint, 6);
+    let out = format!("s3://{bucket}/slow");
+    let path = config(dir.path(), "slow", &inputs, &out);
+    let scratch = dir.path().join("scratch");
+    let env = [
+        ("AWS_ENDPOINT_URL", proxy.endpoint.as_str()),
+        ("JIELONG_SCRATCH", scratch.to_str().expect("utf-8")),
+    ];
+    let ran = pipeline(
+        &[
+            "clean",
+            &path.display().to_string(),
+            "--task",
+            "0",
+            "--tasks",
+            "1",
+        ],
+        &env,
+    );
+    assert!(ran.status.success(), "{}", text(&ran));
+    assert_eq!(proxy.refused.load(Ordering::SeqCst), 6);
+    let got = crate::cluster::remote_files(&out, &expected, &dir.path().join("check"));
+    assert_eq!(got, expected);
+    let printed = pipeline(&["status", &path.display().to_string(), "--json"], &env);
+    let json: serde_json::Value = serde_json::from_slice(&printed.stdout).expect("status --json");
+    assert_eq!(json["stages"][0]["done"], serde_json::json!([0]), "{json}");
+
+    // A store that only ever answers 503 fails with the cause, in bounded time.
+    let proxy = throttling_proxy(&endpoint, usize::MAX);
+    let env = [
+        ("AWS_ENDPOINT_URL", proxy.endpoint.as_str()),
+        ("JIELONG_SCRATCH", scratch.to_str().expect("utf-8")),
+    ];
+    let started = Instant::now();
+    let ran = pipeline(
+        &[
+            "clean",
+            &path.display().to_string(),
+            "--task",
+            "0",
+            "--tasks",
+            "2",
+        ],
+        &env,
+    );
+    let took = started.elapsed();
+    assert!(!ran.status.success());
+    let msg = text(&ran);
+    assert!(msg.contains("503") || msg.contains("SlowDown"), "{msg}");
+    assert!(msg.contains(&out), "{msg}");
+    assert!(took < Duration::from_secs(200), "took {took:?}");
+    eprintln!("always-503 store: failed after {took:?}: {}", msg.trim());
+}
+
+#[test]
+fn wrong_credentials_are_a_clear_error() {
+    let Some(_) = s3_endpoint() else {
+        return;
+    };
+    // A second server that checks credentials (moto's IAM auth from the first request on):
+    // the test's keys exist in no account there.
+    let venv = std::env::var("JIELONG_VENV").expect("JIELONG_VENV (scripts/env.sh)");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut server = Command::new(format!("{venv}/bin/moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "moto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = write_corpus(dir.path());
+    let path = config(dir.path(), "creds", &inputs, "s3://jielong-creds/out");
+    let started = Instant::now();
+    let ran = pipeline(
+        &[
+            "clean",
+            &path.display().to_string(),
+            "--task",
+            "0",
+            "--tasks",
+            "2",
+        ],
+        &[
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1"),
+            ("AWS_SECRET_ACCESS_KEY", "wrong"),
+        ],
+    );
+    server.kill().ok();
+    server.wait().ok();
+    assert!(!ran.status.success());
+    let msg = text(&ran);
+    assert!(msg.contains("s3://jielong-creds/out"), "{msg}");
+    assert!(
+        msg.contains("403") || msg.contains("InvalidAccessKeyId"),
+        "{msg}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "credentials errors are not retried"
+    );
+}
