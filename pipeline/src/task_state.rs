@@ -89,8 +89,8 @@ pub fn parse_marker(name: &str) -> Option<(String, usize, usize, Marker)> {
 }
 
 /// Runs task `slice` of `stage` (writing to `out`) with its running and failure markers;
-/// without a slice (an unsplit run) just runs it. Marker writes that fail are logged, not
-/// raised: the task's own result is the one that matters.
+/// without a slice (an unsplit run) just runs it. Once it has started, marker writes that
+/// fail are logged, not raised: the task's own result is the one that matters.
 pub fn track<T>(
     out: &Path,
     stage: &str,
@@ -107,10 +107,10 @@ pub fn track<T>(
             tracing::warn!("{what}: {e:#}");
         }
     };
-    logged(
-        "writing the running marker",
-        storage::write_small(&path(Marker::Running), &attempt(None)),
-    );
+    // The task's first write: a store that refuses it (no bucket, wrong credentials) stops
+    // the task here, with that one error.
+    storage::write_small(&path(Marker::Running), &attempt(None))
+        .context("starting the task: its output is not writable")?;
     let result = task();
     match &result {
         Ok(_) => logged(

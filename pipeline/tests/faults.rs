@@ -503,6 +503,7 @@ fn wrong_credentials_are_a_clear_error() {
         msg.contains("403") || msg.contains("InvalidAccessKeyId"),
         "{msg}"
     );
+    eprintln!("wrong credentials: {}", msg.trim());
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "credentials errors are not retried"
