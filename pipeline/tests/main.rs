@@ -8,6 +8,7 @@ mod faults;
 mod filters;
 mod helpers;
 mod inspect;
+mod k8s;
 mod readers;
 mod tokenize;
 mod tokenize_chat;
