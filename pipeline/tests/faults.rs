@@ -509,3 +509,69 @@ fn wrong_credentials_are_a_clear_error() {
         "credentials errors are not retried"
     );
 }
+
+#[test]
+fn two_machines_given_the_same_index_over_s3_leave_the_one_process_bytes() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = write_corpus(dir.path());
+    let bucket = new_bucket(&endpoint, "twins");
+    let out = format!("s3://{bucket}/twins");
+    let path = config(dir.path(), "twins", &inputs, &out);
+    // Separate scratch directories, as on two machines: no shared lock, both upload.
+    let twins: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|machine| {
+            Command::new(env!("CARGO_BIN_EXE_pipeline"))
+                .args([
+                    "clean",
+                    &path.display().to_string(),
+                    "--task",
+                    "0",
+                    "--tasks",
+                    "2",
+                ])
+                .env("JIELONG_SCRATCH", dir.path().join(machine))
+                .env("RUST_BACKTRACE", "0")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a twin")
+        })
+        .collect();
+    for twin in twins {
+        let done = twin.wait_with_output().expect("twin");
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    }
+    let split = load(&path);
+    run_task(&split, false, slice(1, 2)).expect("task 1");
+    finish(&split, 2, false).expect("finish");
+    let state = status(&split, None).expect("status");
+    assert!(
+        state
+            .stages
+            .iter()
+            .all(|s| s.is_done() && s.failed.is_empty()),
+        "{state:?}"
+    );
+    let whole = dir.path().join("whole");
+    run(
+        &load(&config(
+            dir.path(),
+            "whole",
+            &inputs,
+            &whole.display().to_string(),
+        )),
+        false,
+    )
+    .expect("one process");
+    let expected = files(&whole);
+    let got = crate::cluster::remote_files(&out, &expected, &dir.path().join("check"));
+    assert_eq!(got, expected);
+}

@@ -113,7 +113,15 @@ fn run_tracked(
             config: serde_json::to_value(config)?,
             summary: summary.clone(),
         };
-        storage::write_marker(marker, &serde_json::to_vec_pretty(&done)?)?;
+        if let Err(e) = storage::write_marker(marker, &serde_json::to_vec_pretty(&done)?) {
+            // Another machine given the same index claimed it first (a conditional create):
+            // it uploaded the same bytes, so its marker stands for this task too.
+            if !storage::exists(marker)? {
+                return Err(e);
+            }
+            tracing::warn!("{e:#}: taking its done marker");
+            return read_marker(marker, config);
+        }
     }
     Ok(summary)
 }
