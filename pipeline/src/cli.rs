@@ -42,6 +42,24 @@ pub enum Command {
         #[command(subcommand)]
         scheduler: LaunchCommand,
     },
+    /// Per stage of a split run: tasks done, running, failed (with their last error) and not
+    /// started, read from the markers in OUT/tasks/ (local or s3://).
+    Status {
+        /// The pipeline config the run was launched with.
+        config: PathBuf,
+        /// Tasks the run was split into (default: the number in its markers).
+        #[arg(long)]
+        tasks: Option<usize>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Poll until every task of this stage is done (how Kubernetes stages wait).
+        #[arg(long, requires = "tasks")]
+        wait: Option<String>,
+        /// Seconds between polls with --wait.
+        #[arg(long, default_value_t = 30)]
+        poll_seconds: u64,
+    },
     /// Print the main text of a page: an HTML file, or the HTML responses of a WARC file.
     /// With a JSONL of {"id", "html"} pages and --jsonl-out, extract them all (the
     /// benchmark's batch mode) and print the pages, empty pages and MB/s on one thread.
@@ -156,6 +174,43 @@ pub enum LaunchCommand {
         /// Print the scripts instead of submitting them.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Write Kubernetes manifests for `kubectl apply -f`: a ConfigMap with the config and one
+    /// Indexed Job per stage (each later stage's pods first wait for the previous stage's
+    /// done markers). Inputs and output must be s3:// paths.
+    K8s {
+        /// The pipeline config (dedup off when N > 1).
+        config: PathBuf,
+        /// Tasks (pods) the clean stage is split into.
+        #[arg(long)]
+        tasks: usize,
+        /// At most this many pods of a stage at once (parallelism); 0 = all.
+        #[arg(long, default_value_t = 0)]
+        max_parallel: usize,
+        /// Container image with `pipeline` on its PATH.
+        #[arg(long, default_value = "jielong/pipeline:latest")]
+        image: String,
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        /// Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optionally AWS_REGION,
+        /// AWS_ENDPOINT_URL, AWS_ALLOW_HTTP).
+        #[arg(long, default_value = "jielong-s3")]
+        secret: String,
+        /// CPU cores per pod (request and worker threads).
+        #[arg(long, default_value_t = 4)]
+        cpus: usize,
+        /// Memory per pod (request and limit).
+        #[arg(long, default_value = "8Gi")]
+        memory: String,
+        /// Retries of one task before it counts as failed (backoffLimitPerIndex).
+        #[arg(long, default_value_t = 3)]
+        retries: usize,
+        /// Failed tasks after which a stage's Job stops (maxFailedIndexes; default N/10, >= 1).
+        #[arg(long)]
+        max_failed: Option<usize>,
+        /// Write one file per manifest here instead of printing them all.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

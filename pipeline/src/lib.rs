@@ -17,5 +17,7 @@ pub mod pii;
 pub mod readers;
 pub mod report;
 pub mod shard;
+pub mod status;
 pub mod storage;
+pub mod task_state;
 pub mod tokenize;

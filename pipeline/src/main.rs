@@ -1,18 +1,18 @@
 //! `pipeline`: command-line entry point; parses arguments (see `cli`) and calls the library.
 
 mod cli;
+mod cluster_cli;
 
 use std::io::IsTerminal;
 
 use anyhow::{Result, bail};
 use clap::Parser;
 
-use cli::{Cli, Command, LaunchCommand, TokenizerCommand};
+use cli::{Cli, Command, TokenizerCommand};
 use pipeline::clean::run_task;
 use pipeline::config::PipelineConfig;
 use pipeline::extract_command;
 use pipeline::inspect::{InspectOptions, inspect};
-use pipeline::launch::slurm::{self, SlurmLaunch};
 use pipeline::readers::ReaderOptions;
 use pipeline::shard::TaskSlice;
 use pipeline::tokenize::chat::{ChatTokenizeOptions, tokenize_chat};
@@ -75,39 +75,14 @@ fn main() -> Result<()> {
             explain,
             jsonl_out,
         } => extract_command::run(&file, url.as_deref(), explain, jsonl_out.as_deref())?,
-        Command::Launch {
-            scheduler:
-                LaunchCommand::Slurm {
-                    config,
-                    tasks,
-                    max_parallel,
-                    partition,
-                    scripts_dir,
-                    max_array_size,
-                    dry_run,
-                },
-        } => {
-            let launch = SlurmLaunch {
-                config,
-                tasks,
-                max_parallel,
-                partition,
-                scripts_dir,
-                max_array_size,
-            };
-            let scripts = slurm::scripts(&launch)?;
-            if dry_run {
-                for s in &scripts {
-                    println!(
-                        "# {} (sbatch --parsable [--dependency=afterok:PREVIOUS])\n{}",
-                        s.path.display(),
-                        s.text
-                    );
-                }
-                return Ok(());
-            }
-            println!("submitted jobs {}", slurm::submit(&scripts)?.join(" "));
-        }
+        Command::Launch { scheduler } => cluster_cli::launch(scheduler)?,
+        Command::Status {
+            config,
+            tasks,
+            json,
+            wait,
+            poll_seconds,
+        } => cluster_cli::status(&config, tasks, json, wait.as_deref(), poll_seconds)?,
         Command::Tokenizer {
             command:
                 TokenizerCommand::Train {

@@ -18,7 +18,7 @@ use crate::helpers::{corpus, good_english, trained_tokenizer, warc};
 
 /// The S3 endpoint, or `None` (with the reason printed) when the server is not running;
 /// under CI a missing server is a failure.
-fn s3_endpoint() -> Option<String> {
+pub(crate) fn s3_endpoint() -> Option<String> {
     match std::env::var("AWS_ENDPOINT_URL") {
         Ok(url) => Some(url),
         Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
@@ -34,7 +34,7 @@ fn s3_endpoint() -> Option<String> {
 }
 
 /// Creates a fresh bucket (the S3 API call object_store does not make) and returns its name.
-fn new_bucket(endpoint: &str, label: &str) -> String {
+pub(crate) fn new_bucket(endpoint: &str, label: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -60,7 +60,7 @@ fn new_bucket(endpoint: &str, label: &str) -> String {
 
 /// Every file under `dir` (relative path -> bytes), without the work files and the parts of
 /// a summary that depend on timing.
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -85,7 +85,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Downloads every object under `url` that `local` has, into a map like `files`.
-fn remote_files(
+pub(crate) fn remote_files(
     url: &str,
     like: &BTreeMap<String, Vec<u8>>,
     scratch: &Path,
@@ -100,7 +100,7 @@ fn remote_files(
         .collect()
 }
 
-fn write_corpus(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn write_corpus(dir: &Path) -> Vec<PathBuf> {
     let (jsonl, _) = corpus(dir, 24);
     let mut lines = String::new();
     for i in 0..5 {
@@ -116,7 +116,12 @@ fn write_corpus(dir: &Path) -> Vec<PathBuf> {
     vec![jsonl, second, warc_copy]
 }
 
-fn clean_config(dir: &Path, inputs: &[String], out: &str, dedup: bool) -> PipelineConfig {
+pub(crate) fn clean_config(
+    dir: &Path,
+    inputs: &[String],
+    out: &str,
+    dedup: bool,
+) -> PipelineConfig {
     let text = format!(
         "[input]\npaths = {inputs:?}\n\n[output]\ndir = \"{out}\"\n\n[run]\nbatch_size = 4\n\n[dedup]\nexact = {dedup}\n\n[dedup.minhash]\nenabled = {dedup}\n"
     );

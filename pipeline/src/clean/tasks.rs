@@ -1,7 +1,9 @@
 //! One `clean` run or one task of a split run, wherever its output lives: skips a task whose
 //! done marker exists, runs the stages on a local directory (the output itself, or a scratch
 //! copy of a remote one), uploads a remote output (summary last), then writes the task's done
-//! marker. A task killed before its marker leaves nothing a rerun takes for done.
+//! marker. A task killed before its marker leaves nothing a rerun takes for done; a failing
+//! task leaves a failure marker with its error (`task_state`), and `finish` a done marker
+//! of its own after `summary.json`.
 
 use std::path::Path;
 
@@ -14,14 +16,26 @@ use super::work::write_json_atomic;
 use crate::config::PipelineConfig;
 use crate::shard::TaskSlice;
 use crate::storage;
+use crate::task_state::{lock_task, track};
 
 /// Runs the whole cleaning path for `config`.
 pub fn run(config: &PipelineConfig, show_progress: bool) -> Result<RunSummary> {
     run_task(config, show_progress, None)
 }
 
-/// Runs `config`'s cleaning path, or task `task` of it.
+/// Runs `config`'s cleaning path, or task `task` of it (with its running and failure
+/// markers, see `task_state`).
 pub fn run_task(
+    config: &PipelineConfig,
+    show_progress: bool,
+    task: Option<TaskSlice>,
+) -> Result<RunSummary> {
+    track(&config.output.dir, "clean", task, || {
+        run_tracked(config, show_progress, task)
+    })
+}
+
+fn run_tracked(
     config: &PipelineConfig,
     show_progress: bool,
     task: Option<TaskSlice>,
@@ -43,10 +57,23 @@ pub fn run_task(
             t.count()
         );
     }
+    // Two processes given the same index: the second waits for the first (the lock is on
+    // the local directory the task works in), then finds its done marker.
+    let _lock = match (task, &marker) {
+        (Some(t), Some(marker)) => {
+            let name = t.marker("clean").replace("tasks/", "task-");
+            let lock = lock_task(&local_dir(config, task).join("work").join(name + ".lock"))?;
+            if storage::exists(marker)? {
+                tracing::info!("{} exists: another process did this task", marker.display());
+                return read_marker(marker, config);
+            }
+            Some(lock)
+        }
+        _ => None,
+    };
     let summary = if storage::is_remote_path(out) {
         let url = out.to_string_lossy().into_owned();
-        let label = task.map_or(String::new(), |t| t.marker("clean"));
-        let scratch = storage::scratch_dir(&format!("{url}#{label}"));
+        let scratch = local_dir(config, task);
         let mut local = config.clone();
         local.output.dir = scratch.clone();
         if let Some(tokenize) = &config.tokenize
@@ -66,20 +93,75 @@ pub fn run_task(
     } else {
         run_local(config, show_progress, task)?
     };
+    // A task whose input could not all be read fails before its done marker, so a rerun
+    // (after the input is fixed) redoes it. (An unsplit run prints its summary first.)
+    if task.is_some() && config.run.fail_on_error && summary.read_issues > 0 {
+        bail!(
+            "{} input records could not be read (run.fail_on_error): {}",
+            summary.read_issues,
+            summary
+                .issues
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     if let Some(marker) = &marker {
         let done = TaskDone {
             config: serde_json::to_value(config)?,
             summary: summary.clone(),
         };
-        storage::write_marker(marker, &serde_json::to_vec_pretty(&done)?)?;
+        if let Err(e) = storage::write_marker(marker, &serde_json::to_vec_pretty(&done)?) {
+            // Another machine given the same index claimed it first (a conditional create):
+            // it uploaded the same bytes, so its marker stands for this task too.
+            if !storage::exists(marker)? {
+                return Err(e);
+            }
+            tracing::warn!("{e:#}: taking its done marker");
+            return read_marker(marker, config);
+        }
     }
     Ok(summary)
+}
+
+/// Where a task writes before its outputs are final: the output directory, or for a remote
+/// one a scratch directory of this task's (`storage::scratch_dir`).
+fn local_dir(config: &PipelineConfig, task: Option<TaskSlice>) -> std::path::PathBuf {
+    let out = &config.output.dir;
+    if !storage::is_remote_path(out) {
+        return out.clone();
+    }
+    let label = task.map_or(String::new(), |t| t.marker("clean"));
+    storage::scratch_dir(&format!("{}#{label}", out.to_string_lossy()))
 }
 
 /// The last stage of a split run: checks that every task's done marker is there, writes
 /// `summary.json` over all of them and, when the config has `[tokenize]`, tokenizes the kept
 /// documents of every task into one dataset.
 pub fn finish(config: &PipelineConfig, tasks: usize, show_progress: bool) -> Result<RunSummary> {
+    let out = &config.output.dir;
+    let slice = TaskSlice::new(0, 1)?;
+    track(out, "finish", Some(slice), || {
+        let summary = finish_tracked(config, tasks, show_progress)?;
+        let done = TaskDone {
+            config: serde_json::to_value(config)?,
+            summary: summary.clone(),
+        };
+        storage::write_small(
+            &out.join(slice.marker("finish")),
+            &serde_json::to_vec_pretty(&done)?,
+        )?;
+        Ok(summary)
+    })
+}
+
+fn finish_tracked(
+    config: &PipelineConfig,
+    tasks: usize,
+    show_progress: bool,
+) -> Result<RunSummary> {
     let out = &config.output.dir;
     let mut summary = RunSummary::default();
     let mut missing = Vec::new();

@@ -1,9 +1,9 @@
-//! `pipeline launch slurm CONFIG --tasks N`: one sbatch script per stage (the `clean` array
-//! of N tasks, then the one-task `finish` that writes the summary and tokenizes), chained with
-//! `--dependency=afterok`, throttled with `%K`, one log per task. Arrays larger than the
-//! cluster's `MaxArraySize` are submitted as pieces that pass their first index on as
-//! `JIELONG_TASK_OFFSET`; the pieces of a stage run one after the other, so `%K` still bounds
-//! the whole stage.
+//! `pipeline launch slurm CONFIG --tasks N`: one sbatch script per stage of `launch::stages`
+//! (the `clean` array of N tasks, then the one-task `finish` that writes the summary and
+//! tokenizes), chained with `--dependency=afterok`, throttled with `%K`, one log per task.
+//! Arrays larger than the cluster's `MaxArraySize` are submitted as pieces that pass their
+//! first index on as `JIELONG_TASK_OFFSET`; the pieces of a stage run one after the other, so
+//! `%K` still bounds the whole stage.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,28 +46,28 @@ pub fn scripts(launch: &SlurmLaunch) -> Result<Vec<Script>> {
         .with_context(|| format!("resolving {}", launch.config.display()))?;
     let cwd = std::env::current_dir().context("reading the working directory")?;
     let logs = std::path::absolute(launch.scripts_dir.join("logs"))?;
-    let n = launch.tasks;
     let mut out = Vec::new();
-    let mut start = 0;
-    let mut piece = 0;
-    while start < n {
-        let len = (n - start).min(max_array);
-        let command = format!(
-            "export JIELONG_TASK_OFFSET={start}\nexec {} clean {} --tasks {n}",
-            quote(&exe),
-            quote(&config)
-        );
-        let stage = format!("clean-{piece:03}");
-        out.push(script(launch, &stage, len, &cwd, &logs, &command));
-        start += len;
-        piece += 1;
+    for stage in super::stages(&config, launch.tasks) {
+        let args: Vec<String> = stage.args.iter().map(|a| quote(Path::new(a))).collect();
+        let mut start = 0;
+        let mut piece = 0;
+        while start < stage.tasks {
+            let len = (stage.tasks - start).min(max_array);
+            let command = format!(
+                "export JIELONG_TASK_OFFSET={start}\nexec {} {}",
+                quote(&exe),
+                args.join(" ")
+            );
+            let name = if stage.tasks > 1 {
+                format!("{}-{piece:03}", stage.name)
+            } else {
+                stage.name.clone()
+            };
+            out.push(script(launch, &name, len, &cwd, &logs, &command));
+            start += len;
+            piece += 1;
+        }
     }
-    let command = format!(
-        "exec {} clean {} --finish --tasks {n}",
-        quote(&exe),
-        quote(&config)
-    );
-    out.push(script(launch, "finish", 1, &cwd, &logs, &command));
     Ok(out)
 }
 

@@ -91,7 +91,17 @@ pub fn write_marker(path: &Path, bytes: &[u8]) -> Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        format::write_file_atomic(dir, &name, bytes)
+        // A temp name of this writer's own: two processes given the same task write the same
+        // markers.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()
+        });
+        written
+            .and_then(|()| std::fs::rename(&tmp, path))
             .with_context(|| format!("writing {}", path.display()))
     }
 }
@@ -103,6 +113,44 @@ pub fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
     } else {
         write_marker(path, bytes)
     }
+}
+
+/// Removes a file (local or remote); a missing one is not an error.
+pub fn remove(path: &Path) -> Result<()> {
+    if is_remote_path(path) {
+        return RemoteObject::parse(&path.to_string_lossy())?.delete();
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The names of the files directly in directory `dir` (local or remote), sorted; none when
+/// it does not exist.
+pub fn list_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = if is_remote_path(dir) {
+        let prefix = format!("{}/", dir.to_string_lossy().trim_end_matches('/'));
+        remote::expand(&prefix, |_| true)?
+            .into_iter()
+            .filter_map(|url| url.strip_prefix(&prefix).map(str::to_string))
+            .filter(|name| !name.contains('/'))
+            .collect()
+    } else {
+        match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            listing => listing
+                .with_context(|| format!("listing {}", dir.display()))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+        }
+    };
+    names.sort();
+    Ok(names)
 }
 
 /// Uploads every file under `local` to the remote directory `url`, skipping the top-level

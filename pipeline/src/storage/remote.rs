@@ -217,6 +217,15 @@ impl RemoteObject {
         Ok(())
     }
 
+    /// Deletes the object; one that does not exist is not an error.
+    pub fn delete(&self) -> Result<()> {
+        let store = self.store()?;
+        match runtime()?.block_on(store.delete(&self.key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting {}", self.url)),
+        }
+    }
+
     /// Creates the object only if it does not exist yet (a done marker). Stores without
     /// conditional puts get a plain put.
     pub fn create(&self, bytes: Vec<u8>) -> Result<()> {

@@ -1,0 +1,112 @@
+//! `pipeline launch` and `pipeline status`: turns their flags into the library's options and
+//! prints what comes back.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::LaunchCommand;
+use pipeline::config::PipelineConfig;
+use pipeline::launch::k8s::{self, K8sLaunch};
+use pipeline::launch::slurm::{self, SlurmLaunch};
+
+pub fn launch(scheduler: LaunchCommand) -> Result<()> {
+    match scheduler {
+        LaunchCommand::Slurm {
+            config,
+            tasks,
+            max_parallel,
+            partition,
+            scripts_dir,
+            max_array_size,
+            dry_run,
+        } => {
+            let launch = SlurmLaunch {
+                config,
+                tasks,
+                max_parallel,
+                partition,
+                scripts_dir,
+                max_array_size,
+            };
+            let scripts = slurm::scripts(&launch)?;
+            if dry_run {
+                for s in &scripts {
+                    println!(
+                        "# {} (sbatch --parsable [--dependency=afterok:PREVIOUS])\n{}",
+                        s.path.display(),
+                        s.text
+                    );
+                }
+                return Ok(());
+            }
+            println!("submitted jobs {}", slurm::submit(&scripts)?.join(" "));
+        }
+        LaunchCommand::K8s {
+            config,
+            tasks,
+            max_parallel,
+            image,
+            namespace,
+            secret,
+            cpus,
+            memory,
+            retries,
+            max_failed,
+            out,
+        } => {
+            let launch = K8sLaunch {
+                config,
+                tasks,
+                max_parallel,
+                image,
+                namespace,
+                secret,
+                cpus,
+                memory,
+                retries,
+                max_failed,
+            };
+            let manifests = k8s::manifests(&launch)?;
+            match out {
+                Some(dir) => {
+                    for path in k8s::write(&manifests, &dir)? {
+                        println!("wrote {}", path.display());
+                    }
+                    println!("apply with: kubectl apply -f {}", dir.display());
+                }
+                None => {
+                    let values: Vec<_> = manifests.into_iter().map(|m| m.value).collect();
+                    print!("{}", pipeline::launch::yaml::documents(&values));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn status(
+    config: &Path,
+    tasks: Option<usize>,
+    json: bool,
+    wait: Option<&str>,
+    poll_seconds: u64,
+) -> Result<()> {
+    let config = PipelineConfig::load(config)?;
+    let run = match (wait, tasks) {
+        (Some(stage), Some(tasks)) => pipeline::status::wait_for(
+            &config,
+            tasks,
+            stage,
+            Duration::from_secs(poll_seconds.max(1)),
+        )?,
+        _ => pipeline::status::status(&config, tasks)?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&run)?);
+    } else {
+        print!("{}", run.render());
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! `pipeline launch k8s CONFIG --tasks N`: Kubernetes manifests for `kubectl apply`: a
+//! ConfigMap with the resolved config, then one Indexed Job per stage of `launch::stages`
+//! (`completionMode: Indexed`, `completions: N`, `parallelism: K`, `backoffLimitPerIndex`,
+//! `maxFailedIndexes`; each pod's task index is the `JOB_COMPLETION_INDEX` that Kubernetes
+//! sets). Kubernetes has no `afterok`: every stage after the first has an init container,
+//! `pipeline status CONFIG --wait PREVIOUS`, that polls the previous stage's done markers, so
+//! all the manifests can be applied at once and no controller beyond the Job one is needed.
+//! Pods share no disk, so the output (and the inputs) must be in object storage.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+
+use super::yaml::to_yaml;
+use crate::config::PipelineConfig;
+use crate::storage::is_remote;
+
+/// Where the config is mounted in every pod.
+pub const CONFIG_IN_POD: &str = "/etc/jielong/config.toml";
+
+/// What to launch and how.
+#[derive(Debug, Clone)]
+pub struct K8sLaunch {
+    pub config: PathBuf,
+    pub tasks: usize,
+    /// At most this many pods of a stage at once (`parallelism`); 0 = all N.
+    pub max_parallel: usize,
+    /// The container image; it must have `pipeline` on its PATH.
+    pub image: String,
+    pub namespace: String,
+    /// The Secret holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and, optionally,
+    /// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`).
+    pub secret: String,
+    /// CPU cores per pod (the request, and the worker threads).
+    pub cpus: usize,
+    /// Memory per pod (request and limit), e.g. `16Gi`.
+    pub memory: String,
+    /// Retries of one index before it counts as failed (`backoffLimitPerIndex`).
+    pub retries: usize,
+    /// Failed indexes after which the Job stops (`maxFailedIndexes`); the other indexes run
+    /// on until then. `None`: a tenth of N, at least 1.
+    pub max_failed: Option<usize>,
+}
+
+/// One manifest file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// File name in `--out`, numbered in apply order: `00-config.yaml`, `01-clean.yaml`, ...
+    pub file: String,
+    pub value: Value,
+}
+
+impl Manifest {
+    pub fn yaml(&self) -> String {
+        to_yaml(&self.value)
+    }
+}
+
+/// The ConfigMap and the Jobs, in apply order.
+pub fn manifests(launch: &K8sLaunch) -> Result<Vec<Manifest>> {
+    ensure!(launch.tasks > 0, "--tasks must be at least 1");
+    ensure!(launch.cpus > 0, "--cpus must be at least 1");
+    let config = PipelineConfig::load(&launch.config)?;
+    check_remote(&config, &launch.config)?;
+    let run = run_name(&launch.config);
+    let toml = toml::to_string_pretty(&config).context("writing the config as TOML")?;
+    let mut out = vec![Manifest {
+        file: "00-config.yaml".into(),
+        value: json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(&format!("{run}-config"), launch, &run, None),
+            "data": {"config.toml": toml},
+        }),
+    }];
+    let stages = super::stages(Path::new(CONFIG_IN_POD), launch.tasks);
+    let mut previous: Option<&super::Stage> = None;
+    for (i, stage) in stages.iter().enumerate() {
+        let name = format!("{run}-{}", stage.name);
+        let parallelism = match launch.max_parallel {
+            0 => stage.tasks,
+            k => k.min(stage.tasks),
+        };
+        let max_failed = launch
+            .max_failed
+            .unwrap_or((stage.tasks / 10).max(1))
+            .clamp(1, stage.tasks);
+        let mut pod = json!({
+            "restartPolicy": "Never",
+            "containers": [container("pipeline", launch, &stage.args)],
+            "volumes": [
+                {"name": "config", "configMap": {"name": format!("{run}-config")}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
+        });
+        if let Some(previous) = previous {
+            let wait = [
+                "status",
+                CONFIG_IN_POD,
+                "--tasks",
+                &launch.tasks.to_string(),
+                "--wait",
+                &previous.name,
+            ]
+            .map(String::from);
+            pod["initContainers"] = json!([container("wait", launch, &wait)]);
+        }
+        out.push(Manifest {
+            file: format!("{:02}-{}.yaml", i + 1, stage.name),
+            value: json!({
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": metadata(&name, launch, &run, Some(&stage.name)),
+                "spec": {
+                    "completionMode": "Indexed",
+                    "completions": stage.tasks,
+                    "parallelism": parallelism,
+                    "backoffLimitPerIndex": launch.retries,
+                    "maxFailedIndexes": max_failed,
+                    "template": {
+                        "metadata": {"labels": labels(&run, Some(&stage.name))},
+                        "spec": pod,
+                    },
+                },
+            }),
+        });
+        previous = Some(stage);
+    }
+    Ok(out)
+}
+
+/// Writes the manifests into `dir` (created); returns their paths.
+pub fn write(manifests: &[Manifest], dir: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    manifests
+        .iter()
+        .map(|m| {
+            let path = dir.join(&m.file);
+            std::fs::write(&path, m.yaml())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// Pods share no disk: every path the tasks read or write must be in object storage.
+fn check_remote(config: &PipelineConfig, file: &Path) -> Result<()> {
+    let mut local: Vec<String> = Vec::new();
+    if !is_remote(&config.output.dir.to_string_lossy()) {
+        local.push(format!(
+            "output.dir = {:?}",
+            config.output.dir.display().to_string()
+        ));
+    }
+    for p in config.input.paths.iter().filter(|p| !is_remote(p)) {
+        local.push(format!("input.paths entry {p:?}"));
+    }
+    if let Some(t) = &config.tokenize {
+        for (field, p) in [
+            ("tokenize.tokenizer", &t.tokenizer),
+            ("tokenize.output", &t.output),
+        ] {
+            if !is_remote(&p.to_string_lossy()) {
+                local.push(format!("{field} = {:?}", p.display().to_string()));
+            }
+        }
+    }
+    if !local.is_empty() {
+        bail!(
+            "{}: Kubernetes pods share no disk, so every input and output must be an s3:// path; local: {}",
+            file.display(),
+            local.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `jielong-STEM`: the config file's stem as a DNS label (lowercase letters, digits, `-`).
+fn run_name(config: &Path) -> String {
+    let stem = config
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut name: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    name.truncate(40);
+    let name = name.trim_matches('-');
+    if name.is_empty() {
+        "jielong".into()
+    } else {
+        format!("jielong-{name}")
+    }
+}
+
+fn labels(run: &str, stage: Option<&str>) -> Value {
+    let mut labels = json!({"app.kubernetes.io/name": "jielong", "jielong/run": run});
+    if let Some(stage) = stage {
+        labels["jielong/stage"] = json!(stage);
+    }
+    labels
+}
+
+fn metadata(name: &str, launch: &K8sLaunch, run: &str, stage: Option<&str>) -> Value {
+    json!({"name": name, "namespace": launch.namespace, "labels": labels(run, stage)})
+}
+
+/// A container running `pipeline ARGS` with the S3 settings from the Secret, the config
+/// mounted read-only and a scratch volume for staged inputs and outputs.
+fn container(name: &str, launch: &K8sLaunch, args: &[String]) -> Value {
+    let secret = |key: &str, optional: bool| {
+        json!({"name": key, "valueFrom": {"secretKeyRef": {
+            "name": launch.secret, "key": key, "optional": optional}}})
+    };
+    let mut command = vec!["pipeline".to_string()];
+    command.extend(args.iter().cloned());
+    json!({
+        "name": name,
+        "image": launch.image,
+        "command": command,
+        "env": [
+            secret("AWS_ACCESS_KEY_ID", false),
+            secret("AWS_SECRET_ACCESS_KEY", false),
+            secret("AWS_REGION", true),
+            secret("AWS_ENDPOINT_URL", true),
+            secret("AWS_ALLOW_HTTP", true),
+            {"name": "JIELONG_SCRATCH", "value": "/scratch"},
+            {"name": "RAYON_NUM_THREADS", "value": launch.cpus.to_string()},
+        ],
+        "resources": {
+            "requests": {"cpu": launch.cpus.to_string(), "memory": launch.memory},
+            "limits": {"memory": launch.memory},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/jielong", "readOnly": true},
+            {"name": "scratch", "mountPath": "/scratch"},
+        ],
+    })
+}
