@@ -32,6 +32,10 @@ pub enum Command {
         threads: Option<usize>,
         #[command(flatten)]
         task: TaskArgs,
+        /// Which stage of a split run (--tasks N) this task runs: with dedup on, clean
+        /// (read, filter, keys), pairs, components (one task), survivors, then --finish.
+        #[arg(long, value_enum, default_value = "clean")]
+        stage: pipeline::clean::Stage,
         /// After every task of a split run (--tasks N): check their done markers, write
         /// summary.json over all of them and run [tokenize].
         #[arg(long, requires = "tasks")]
@@ -133,10 +137,11 @@ pub struct TaskArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LaunchCommand {
-    /// Write sbatch scripts (a `clean` job array of N tasks, then a one-task `finish`, chained
-    /// with --dependency=afterok) and submit them, or print them with --dry-run.
+    /// Write sbatch scripts (one job array per stage: clean, and with dedup pairs, components,
+    /// survivors; then a one-task `finish`; chained with --dependency=afterok) and submit them,
+    /// or print them with --dry-run.
     Slurm {
-        /// The pipeline config (dedup off when N > 1).
+        /// The pipeline config.
         config: PathBuf,
         /// Tasks the clean stage is split into.
         #[arg(long)]

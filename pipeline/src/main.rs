@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Parser;
 
 use cli::{Cli, Command, LaunchCommand, TokenizerCommand};
-use pipeline::clean::run_task;
+use pipeline::clean::{self, run_stage};
 use pipeline::config::PipelineConfig;
 use pipeline::extract_command;
 use pipeline::inspect::{InspectOptions, inspect};
@@ -39,15 +39,12 @@ fn main() -> Result<()> {
             dry_run,
             threads,
             task,
+            stage,
             finish,
         } => {
             if finish {
-                let config = PipelineConfig::load(&config)?;
-                let tasks = task.tasks.unwrap_or(1);
-                print!(
-                    "{}",
-                    pipeline::clean::finish(&config, tasks, progress)?.render()
-                );
+                let (config, tasks) = (PipelineConfig::load(&config)?, task.tasks.unwrap_or(1));
+                print!("{}", clean::finish(&config, tasks, progress)?.render());
                 return Ok(());
             }
             let task = TaskSlice::from_args_or_env(task.task, task.tasks)?;
@@ -59,7 +56,7 @@ fn main() -> Result<()> {
                 println!("{}", toml::to_string_pretty(&config)?);
                 return Ok(());
             }
-            let summary = run_task(&config, progress, task)?;
+            let summary = run_stage(&config, stage, task, progress)?;
             print!("{}", summary.render());
             println!("outputs in {}", config.output.dir.display());
             if config.run.fail_on_error && summary.read_issues > 0 {

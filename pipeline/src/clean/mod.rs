@@ -3,6 +3,7 @@
 //! `process` is what happens to one document, `work` the per-input work files and done
 //! markers between the stages, `tasks` one task of a split run and remote outputs, `docs_table` the per-document Parquet table and kept Parquet.
 
+pub mod dedup_tasks;
 pub mod docs_table;
 pub mod process;
 mod run;
@@ -10,5 +11,6 @@ mod summary;
 mod tasks;
 pub mod work;
 
+pub use dedup_tasks::{Stage, run_stage, stages_of};
 pub use summary::RunSummary;
 pub use tasks::{finish, run, run_task};

@@ -26,6 +26,9 @@ pub fn run_task(
     show_progress: bool,
     task: Option<TaskSlice>,
 ) -> Result<RunSummary> {
+    if task.is_some() && super::dedup_tasks::dedups(config) {
+        super::dedup_tasks::check_split_dedup(config)?;
+    }
     let out = &config.output.dir;
     let marker = task.map(|t| out.join(t.marker("clean")));
     if let Some(marker) = &marker
@@ -33,15 +36,6 @@ pub fn run_task(
     {
         tracing::info!("{} exists: this task is done", marker.display());
         return read_marker(marker, config);
-    }
-    if let Some(t) = task
-        && t.count() > 1
-        && (config.dedup.exact || config.dedup.minhash.enabled)
-    {
-        bail!(
-            "clean split into {} tasks needs dedup off ([dedup] exact = false, minhash.enabled = false): distributed dedup is not implemented yet",
-            t.count()
-        );
     }
     let summary = if storage::is_remote_path(out) {
         let url = out.to_string_lossy().into_owned();
@@ -67,13 +61,58 @@ pub fn run_task(
         run_local(config, show_progress, task)?
     };
     if let Some(marker) = &marker {
-        let done = TaskDone {
-            config: serde_json::to_value(config)?,
-            summary: summary.clone(),
-        };
-        storage::write_marker(marker, &serde_json::to_vec_pretty(&done)?)?;
+        claim_marker(marker, config, &summary)?;
     }
     Ok(summary)
+}
+
+/// Writes a task's done marker (its config and summary), last.
+pub(super) fn claim_marker(
+    marker: &Path,
+    config: &PipelineConfig,
+    summary: &RunSummary,
+) -> Result<()> {
+    let done = TaskDone {
+        config: serde_json::to_value(config)?,
+        summary: summary.clone(),
+    };
+    storage::write_marker(marker, &serde_json::to_vec_pretty(&done)?)
+}
+
+/// The summary of a finished task (its marker exists, under this config), else `None`.
+pub(super) fn done_or_check(marker: &Path, config: &PipelineConfig) -> Result<Option<RunSummary>> {
+    if storage::exists(marker)? {
+        tracing::info!("{} exists: this task is done", marker.display());
+        return read_marker(marker, config).map(Some);
+    }
+    Ok(None)
+}
+
+/// Checks that all `tasks` markers of `stage` exist under this config; returns their
+/// summaries.
+pub(super) fn require_markers(
+    config: &PipelineConfig,
+    stage: &str,
+    tasks: usize,
+) -> Result<Vec<RunSummary>> {
+    let out = &config.output.dir;
+    let mut summaries = Vec::new();
+    let mut missing = Vec::new();
+    for index in 0..tasks {
+        let marker = out.join(TaskSlice::new(index, tasks)?.marker(stage));
+        if storage::exists(&marker)? {
+            summaries.push(read_marker(&marker, config)?);
+        } else {
+            missing.push(index);
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "tasks {missing:?} of {tasks} of stage {stage} have no done marker in {}: rerun them first",
+            out.display()
+        );
+    }
+    Ok(summaries)
 }
 
 /// The last stage of a split run: checks that every task's done marker is there, writes
@@ -82,20 +121,14 @@ pub fn run_task(
 pub fn finish(config: &PipelineConfig, tasks: usize, show_progress: bool) -> Result<RunSummary> {
     let out = &config.output.dir;
     let mut summary = RunSummary::default();
-    let mut missing = Vec::new();
-    for index in 0..tasks {
-        let marker = out.join(TaskSlice::new(index, tasks)?.marker("clean"));
-        if !storage::exists(&marker)? {
-            missing.push(index);
-            continue;
-        }
-        add(&mut summary, read_marker(&marker, config)?);
+    for task in require_markers(config, "clean", tasks)? {
+        add(&mut summary, task);
     }
-    if !missing.is_empty() {
-        bail!(
-            "tasks {missing:?} of {tasks} have no done marker in {}: rerun them first",
-            out.display()
-        );
+    if super::dedup_tasks::dedups(config) {
+        // The clean tasks counted what they read; the survivors tasks what they kept.
+        for task in require_markers(config, "survivors", tasks)? {
+            add(&mut summary, task);
+        }
     }
     let summary_path = out.join("summary.json");
     if let Some(options) = &config.tokenize {

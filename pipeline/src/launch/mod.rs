@@ -1,5 +1,57 @@
 //! `pipeline launch`: runs a config's stages on the schedulers users already have, as array
 //! jobs whose tasks call `pipeline clean --tasks N` (each task finds its index in the
 //! scheduler's environment). `slurm` writes sbatch scripts chained with `afterok`.
+//! [`stages`] is the one list of stages every launcher submits.
 
 pub mod slurm;
+
+use std::path::Path;
+
+use crate::clean::{Stage, stages_of};
+use crate::config::PipelineConfig;
+
+/// One stage of a split run: an array of `tasks` tasks, each running `pipeline ARGS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageJob {
+    /// `clean`, `pairs`, `components`, `survivors` or `finish`.
+    pub name: String,
+    pub tasks: usize,
+    /// Whether the stage has one task per task of the run (else one task in all).
+    pub per_task: bool,
+    /// The arguments after the `pipeline` executable.
+    pub args: Vec<String>,
+}
+
+/// The stages of `config` (at `config_path`) split into `tasks` tasks, in the order they
+/// must run, each after the previous one has succeeded: `clean`, with dedup on `pairs`,
+/// `components` (one task) and `survivors`, then `finish` (one task: summary, tokenize).
+pub fn stages(config_path: &Path, config: &PipelineConfig, tasks: usize) -> Vec<StageJob> {
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["clean".to_string(), config_path.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--tasks".to_string(), tasks.to_string()]);
+        args
+    };
+    let mut out: Vec<StageJob> = stages_of(config)
+        .into_iter()
+        .map(|stage| {
+            let one = stage == Stage::Components;
+            StageJob {
+                name: stage.name().to_string(),
+                tasks: if one { 1 } else { tasks },
+                per_task: !one,
+                args: match stage {
+                    Stage::Clean => base(&[]),
+                    _ => base(&["--stage", stage.name()]),
+                },
+            }
+        })
+        .collect();
+    out.push(StageJob {
+        name: "finish".into(),
+        tasks: 1,
+        per_task: false,
+        args: base(&["--finish"]),
+    });
+    out
+}
