@@ -336,7 +336,7 @@ fn task_numbers_come_from_flags_slurm_or_kubernetes() {
 }
 
 /// `SLURM_CONF` of the private cluster, or `None` (reason printed); a failure under CI.
-fn slurm_conf() -> Option<String> {
+pub fn slurm_conf() -> Option<String> {
     match std::env::var("SLURM_CONF") {
         Ok(conf) => Some(conf),
         Err(_) if std::env::var("CI").as_deref() == Ok("true") => {

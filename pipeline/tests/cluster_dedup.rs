@@ -13,7 +13,8 @@ use pipeline::shard::TaskSlice;
 use crate::helpers::{good_english, warc};
 
 /// Every output file under `dir` (relative path -> bytes), without work files, markers, and
-/// the summary and config (timings, paths).
+/// the summary and config (timings, paths); a dataset manifest without its time and config
+/// (shards with their sha256s, totals and tokenizer stay).
 pub fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -21,17 +22,37 @@ pub fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         for entry in std::fs::read_dir(&d).expect("list") {
             let path = entry.expect("entry").path();
             let rel = path.strip_prefix(dir).expect("under").display().to_string();
-            if rel == "work" || rel == "tasks" {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if path.is_dir() && matches!(name.as_deref(), Some("work" | "tasks")) {
                 continue;
             }
             if path.is_dir() {
                 stack.push(path);
+            } else if rel.ends_with("manifest.json") {
+                let mut m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+                let fields = m.as_object_mut().expect("manifest object");
+                assert!(fields.remove("created_at").is_some() && fields.remove("config").is_some());
+                out.insert(rel, serde_json::to_vec(&m).expect("json"));
             } else if !rel.ends_with("summary.json") && !rel.ends_with("config.json") {
                 out.insert(rel, std::fs::read(&path).expect("read"));
             }
         }
     }
     out
+}
+
+/// Asserts two `outputs` maps are equal, naming the files that differ.
+fn assert_same(got: &BTreeMap<String, Vec<u8>>, expected: &BTreeMap<String, Vec<u8>>, what: &str) {
+    let names: std::collections::BTreeSet<&String> = got.keys().chain(expected.keys()).collect();
+    let differ: Vec<&&String> = names
+        .iter()
+        .filter(|n| got.get(**n) != expected.get(**n))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what}: {differ:?} differ from the local run"
+    );
 }
 
 fn demo(name: &str) -> PathBuf {
@@ -198,4 +219,102 @@ fn a_killed_dedup_stage_reruns_to_the_same_bytes_and_a_changed_config_is_refused
     std::fs::write(&kept, b"changed").expect("write");
     run_stage(&config, Stage::Survivors, task(0), false).expect("skipped");
     assert_eq!(std::fs::read(&kept).expect("read"), b"changed");
+}
+
+/// Submits `config`'s stages as Slurm array jobs (`pipeline launch slurm`, at most 2 tasks at
+/// once, arrays of at most 4) and waits for them; panics with the logs when `done` is
+/// missing afterwards.
+fn launch_and_wait(dir: &Path, config: &Path, n: usize, done: &Path) {
+    let scripts = dir.join(format!("jobs-{n}"));
+    let launched = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .current_dir(dir)
+        .args(["launch", "slurm"])
+        .arg(config)
+        .args(["--tasks", &n.to_string(), "--max-parallel", "2"])
+        .args(["--max-array-size", "4", "--scripts-dir"])
+        .arg(&scripts)
+        .output()
+        .expect("run pipeline launch slurm");
+    let stdout = String::from_utf8_lossy(&launched.stdout).to_string();
+    assert!(
+        launched.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&launched.stderr)
+    );
+    let ids = stdout
+        .trim()
+        .strip_prefix("submitted jobs ")
+        .expect("job ids")
+        .replace(' ', ",");
+    let started = std::time::Instant::now();
+    loop {
+        let queue = std::process::Command::new("squeue")
+            .args(["-h", "-j", &ids])
+            .output()
+            .expect("squeue");
+        if String::from_utf8_lossy(&queue.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 600, "jobs {ids} still queued");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    if !done.exists() {
+        let logs: Vec<String> = std::fs::read_dir(scripts.join("logs"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!(
+            "{} missing after jobs {ids}; logs:\n{}",
+            done.display(),
+            logs.join("\n---\n")
+        );
+    }
+}
+
+#[test]
+fn launch_slurm_runs_the_dedup_stages_with_the_local_bytes_for_1_3_and_8_tasks() {
+    let Some(_) = crate::cluster::slurm_conf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dedup_corpus(dir.path(), 60);
+    let tokenizer = crate::helpers::trained_tokenizer(dir.path(), Path::new(&inputs[0]));
+    let config = |name: &str| -> PathBuf {
+        let text = format!(
+            "[input]\npaths = {inputs:?}\n\n[output]\ndir = \"{name}/clean\"\n\n[dedup]\nexact = true\n\n[dedup.minhash]\nenabled = true\n\n[tokenize]\ntokenizer = \"{}\"\noutput = \"{name}/dataset\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n",
+            tokenizer.display()
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        path
+    };
+    let mut local = PipelineConfig::load(&config("local")).expect("config");
+    local.output.dir = dir.path().join("local/clean");
+    if let Some(t) = local.tokenize.as_mut() {
+        t.output = dir.path().join("local/dataset");
+    }
+    run(&local, false).expect("local run");
+    let expected = outputs(&dir.path().join("local"));
+    assert!(expected.keys().any(|k| k.ends_with(".arrow")));
+    for n in [1, 3, 8] {
+        let name = format!("slurm-{n}");
+        let path = config(&name);
+        let out = dir.path().join(&name);
+        launch_and_wait(dir.path(), &path, n, &out.join("clean/summary.json"));
+        assert_same(&outputs(&out), &expected, &format!("{n} tasks"));
+        if n == 3 {
+            // A survivors task killed mid-write: its marker gone, its output half written.
+            // Launching again redoes only it and converges to the same bytes.
+            std::fs::remove_file(out.join("clean/tasks/survivors-00001-of-00003.json"))
+                .expect("remove marker");
+            std::fs::write(out.join("clean/kept/part-00001.jsonl.zst"), b"half").expect("write");
+            std::fs::remove_file(out.join("clean/summary.json")).expect("remove summary");
+            std::fs::remove_dir_all(out.join("dataset")).expect("remove dataset");
+            launch_and_wait(dir.path(), &path, n, &out.join("clean/summary.json"));
+            assert_same(&outputs(&out), &expected, "rerun after a kill");
+        }
+    }
 }
