@@ -282,16 +282,16 @@ fn launch_slurm_runs_the_dedup_stages_with_the_local_bytes_for_1_3_and_8_tasks()
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = dedup_corpus(dir.path(), 60);
     let tokenizer = crate::helpers::trained_tokenizer(dir.path(), Path::new(&inputs[0]));
-    let config = |name: &str| -> PathBuf {
+    let config = |name: &str, clean: &str| -> PathBuf {
         let text = format!(
-            "[input]\npaths = {inputs:?}\n\n[output]\ndir = \"{name}/clean\"\n\n[dedup]\nexact = true\n\n[dedup.minhash]\nenabled = true\n\n[tokenize]\ntokenizer = \"{}\"\noutput = \"{name}/dataset\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n",
+            "[input]\npaths = {inputs:?}\n\n[output]\ndir = \"{clean}\"\n\n[dedup]\nexact = true\n\n[dedup.minhash]\nenabled = true\n\n[tokenize]\ntokenizer = \"{}\"\noutput = \"{name}/dataset\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n",
             tokenizer.display()
         );
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).expect("write config");
         path
     };
-    let mut local = PipelineConfig::load(&config("local")).expect("config");
+    let mut local = PipelineConfig::load(&config("local", "local/clean")).expect("config");
     local.output.dir = dir.path().join("local/clean");
     if let Some(t) = local.tokenize.as_mut() {
         t.output = dir.path().join("local/dataset");
@@ -299,12 +299,33 @@ fn launch_slurm_runs_the_dedup_stages_with_the_local_bytes_for_1_3_and_8_tasks()
     run(&local, false).expect("local run");
     let expected = outputs(&dir.path().join("local"));
     assert!(expected.keys().any(|k| k.ends_with(".arrow")));
+    // With the S3 server running, the 8-task run writes its clean output to a bucket.
+    let s3 = crate::cluster::s3_endpoint()
+        .map(|e| format!("s3://{}/clean", crate::cluster::new_bucket(&e, "slurm")));
     for n in [1, 3, 8] {
         let name = format!("slurm-{n}");
-        let path = config(&name);
+        let clean = match &s3 {
+            Some(url) if n == 8 => url.clone(),
+            _ => format!("{name}/clean"),
+        };
+        let path = config(&name, &clean);
         let out = dir.path().join(&name);
-        launch_and_wait(dir.path(), &path, n, &out.join("clean/summary.json"));
-        assert_same(&outputs(&out), &expected, &format!("{n} tasks"));
+        launch_and_wait(
+            dir.path(),
+            &path,
+            n,
+            &out.join("dataset/train/manifest.json"),
+        );
+        let mut got = outputs(&out);
+        if clean.starts_with("s3://") {
+            let like: BTreeMap<String, Vec<u8>> = expected
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("clean/")?.to_string(), v.clone())))
+                .collect();
+            let fetched = crate::cluster::remote_files(&clean, &like, &dir.path().join("fetched"));
+            got.extend(fetched.into_iter().map(|(k, v)| (format!("clean/{k}"), v)));
+        }
+        assert_same(&got, &expected, &format!("{n} tasks"));
         if n == 3 {
             // A survivors task killed mid-write: its marker gone, its output half written.
             // Launching again redoes only it and converges to the same bytes.
@@ -313,8 +334,37 @@ fn launch_slurm_runs_the_dedup_stages_with_the_local_bytes_for_1_3_and_8_tasks()
             std::fs::write(out.join("clean/kept/part-00001.jsonl.zst"), b"half").expect("write");
             std::fs::remove_file(out.join("clean/summary.json")).expect("remove summary");
             std::fs::remove_dir_all(out.join("dataset")).expect("remove dataset");
-            launch_and_wait(dir.path(), &path, n, &out.join("clean/summary.json"));
+            launch_and_wait(
+                dir.path(),
+                &path,
+                n,
+                &out.join("dataset/train/manifest.json"),
+            );
             assert_same(&outputs(&out), &expected, "rerun after a kill");
         }
     }
+}
+
+#[test]
+fn split_dedup_over_s3_gives_the_local_bytes() {
+    let Some(endpoint) = crate::cluster::s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dedup_corpus(dir.path(), 60);
+    let local_out = dir.path().join("local");
+    run(&dedup_config(dir.path(), &inputs, &local_out), false).expect("local run");
+    let expected = outputs(&local_out);
+    let bucket = crate::cluster::new_bucket(&endpoint, "ddedup");
+    let out_url = format!("s3://{bucket}/clean");
+    let config = dedup_config(dir.path(), &inputs, Path::new(&out_url));
+    run_split(&config, 3);
+    let got = crate::cluster::remote_files(&out_url, &expected, &dir.path().join("fetched"));
+    assert_same(&got, &expected, "3 tasks over s3");
+    assert!(
+        pipeline::storage::exists(Path::new(&format!(
+            "{out_url}/tasks/survivors-00002-of-00003.json"
+        )))
+        .expect("head")
+    );
 }

@@ -150,7 +150,6 @@ pub fn run_stage(
         "--stage {} is a dedup stage, and the config has dedup off",
         stage.name()
     );
-    check_split_dedup(config)?;
     let out = &config.output.dir;
     let tasks = if stage == Stage::Components {
         TaskSlice::new(0, 1)?
@@ -163,19 +162,20 @@ pub fn run_stage(
     }
     let n = task.count();
     let started = std::time::Instant::now();
-    let mut summary = match stage {
+    match stage {
         Stage::Clean => unreachable!("handled above"),
-        Stage::Pairs => {
-            require_markers(config, "clean", n)?;
-            pairs(config, task)?
-        }
-        Stage::Components => {
-            require_markers(config, "pairs", n)?;
-            components(config)?
-        }
-        Stage::Survivors => {
-            require_markers(config, "components", 1)?;
-            survivors(config, task)?
+        Stage::Pairs => require_markers(config, "clean", n)?,
+        Stage::Components => require_markers(config, "pairs", n)?,
+        Stage::Survivors => require_markers(config, "components", 1)?,
+    };
+    let mut summary = if crate::storage::is_remote_path(out) {
+        super::dedup_remote::run_remote(config, stage, task)?
+    } else {
+        match stage {
+            Stage::Clean => unreachable!("handled above"),
+            Stage::Pairs => pairs(config, task)?,
+            Stage::Components => components(config)?,
+            Stage::Survivors => survivors(config, task)?,
         }
     };
     summary
@@ -186,7 +186,7 @@ pub fn run_stage(
 }
 
 /// Stage 2: for each partition of this task, the groups in which a document joins another.
-fn pairs(config: &PipelineConfig, task: TaskSlice) -> Result<RunSummary> {
+pub(super) fn pairs(config: &PipelineConfig, task: TaskSlice) -> Result<RunSummary> {
     let numbering = numbering(config)?;
     let dir = dedup_dir(config);
     let options = &config.dedup;
@@ -266,7 +266,7 @@ fn signatures_of(
 
 /// Stage 3: the clusters, replayed over every partition in order; per input, the
 /// documents in a cluster of two or more with their cluster and its size.
-fn components(config: &PipelineConfig) -> Result<RunSummary> {
+pub(super) fn components(config: &PipelineConfig) -> Result<RunSummary> {
     let numbering = numbering(config)?;
     let dir = dedup_dir(config);
     let options = &config.dedup;
@@ -330,7 +330,7 @@ fn read_clusters(path: &Path) -> Result<[HashMap<u64, (u64, u64)>; 2]> {
 }
 
 /// Stage 4: this task's inputs' kept documents and docs tables.
-fn survivors(config: &PipelineConfig, task: TaskSlice) -> Result<RunSummary> {
+pub(super) fn survivors(config: &PipelineConfig, task: TaskSlice) -> Result<RunSummary> {
     let numbering = numbering(config)?;
     let dir = dedup_dir(config);
     let work = config.output.dir.join("work");
@@ -373,15 +373,4 @@ pub fn stages_of(config: &PipelineConfig) -> Vec<Stage> {
     } else {
         vec![Stage::Clean]
     }
-}
-
-/// Refuses a split dedup run whose output is remote (not supported yet).
-pub(crate) fn check_split_dedup(config: &PipelineConfig) -> Result<()> {
-    if crate::storage::is_remote_path(&config.output.dir) {
-        bail!(
-            "output.dir {} is s3://: a split run with dedup needs an output directory every task shares (a shared file system) for now",
-            config.output.dir.display()
-        );
-    }
-    Ok(())
 }

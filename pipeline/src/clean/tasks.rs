@@ -26,9 +26,6 @@ pub fn run_task(
     show_progress: bool,
     task: Option<TaskSlice>,
 ) -> Result<RunSummary> {
-    if task.is_some() && super::dedup_tasks::dedups(config) {
-        super::dedup_tasks::check_split_dedup(config)?;
-    }
     let out = &config.output.dir;
     let marker = task.map(|t| out.join(t.marker("clean")));
     if let Some(marker) = &marker
@@ -55,6 +52,11 @@ pub fn run_task(
         // The config saved with the outputs is the one the user gave, not the scratch copy.
         write_json_atomic(&scratch.join("config.json"), config)?;
         storage::upload_dir(&scratch, &url, &["work"], &["summary.json"])?;
+        if task.is_some() && super::dedup_tasks::dedups(config) {
+            // The later dedup stages read this task's work files (not its staged inputs).
+            let work = format!("{}/work", url.trim_end_matches('/'));
+            storage::upload_dir(&scratch.join("work"), &work, &["inputs"], &[])?;
+        }
         std::fs::remove_dir_all(&scratch).ok();
         summary
     } else {
