@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::dedup_tasks::{Stage, components, pairs, survivors};
+use super::dedup_tasks::{components, pairs, survivors};
+use super::stages::Stage;
 use super::summary::RunSummary;
 use crate::config::{KeptFormat, PipelineConfig};
 use crate::dedup::partition::{KeyKind, kind_of, partitions};

@@ -19,89 +19,21 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result};
 use rayon::prelude::*;
 
+use super::dedup_keys::dedup_dir;
 use super::run::{DedupResult, write_outputs};
 use super::summary::RunSummary;
-use super::tasks::{claim_marker, done_or_check, require_markers};
-use super::work::{InputDone, WorkFiles, read_keys};
+use super::work::{InputDone, WorkFiles};
 use crate::config::PipelineConfig;
 use crate::dedup::partition::{
     self, KeyKind, SparseUnionFind, kind_of, partitions, read_pairs, read_partition,
-    read_signature, resolve_group, write_keys_file, write_pairs, write_signatures,
+    read_signature, resolve_group, write_pairs,
 };
 use crate::dedup::{Clusters, estimated_similarity};
 use crate::readers::expand_inputs;
 use crate::shard::TaskSlice;
-
-/// A stage of `pipeline clean` split into tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Stage {
-    /// Read, filter, dedup keys (partitioned when dedup is on).
-    Clean,
-    /// Duplicate candidates per key partition.
-    Pairs,
-    /// Connected components over them (one task).
-    Components,
-    /// Kept documents and docs tables per input.
-    Survivors,
-}
-
-impl Stage {
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Clean => "clean",
-            Stage::Pairs => "pairs",
-            Stage::Components => "components",
-            Stage::Survivors => "survivors",
-        }
-    }
-}
-
-/// Whether `config` deduplicates (then a split run has the dedup stages).
-pub fn dedups(config: &PipelineConfig) -> bool {
-    config.dedup.exact || config.dedup.minhash.enabled
-}
-
-fn dedup_dir(config: &PipelineConfig) -> PathBuf {
-    config.output.dir.join("work/dedup")
-}
-
-/// After the clean stage of a split run: the partitioned keys of each input in `indices`
-/// (skipped when already written).
-pub(crate) fn write_partitions(
-    config: &PipelineConfig,
-    work: &Path,
-    indices: &[usize],
-) -> Result<()> {
-    let dir = dedup_dir(config);
-    let options = &config.dedup;
-    let bands = options.minhash.bands;
-    let width = bands * options.minhash.rows;
-    indices.par_iter().try_for_each(|&index| {
-        let keys_path = dir.join(format!("keys-{index:05}.bin"));
-        let sigs_path = dir.join(format!("sigs-{index:05}.bin"));
-        if keys_path.exists() && sigs_path.exists() {
-            return Ok(());
-        }
-        let keys = read_keys(&WorkFiles::new(work, index).keys)?;
-        let exact: Vec<u64> = keys.iter().map(|k| k.exact).collect();
-        let near: Vec<Vec<u64>> = keys.iter().map(|k| k.bands.clone()).collect();
-        let signatures: Vec<Vec<u32>> = if options.minhash.min_similarity > 0.0 {
-            keys.into_iter().map(|k| k.signature).collect()
-        } else {
-            Vec::new()
-        };
-        write_signatures(&sigs_path, width, &signatures)?;
-        write_keys_file(
-            &keys_path,
-            bands,
-            options.exact.then_some(&exact[..]),
-            options.minhash.enabled.then_some(&near[..]),
-        )
-    })
-}
 
 /// The inputs' done records and each input's first document number.
 struct Numbering {
@@ -126,63 +58,6 @@ fn numbering(config: &PipelineConfig) -> Result<Numbering> {
         done.push(record);
     }
     Ok(Numbering { done, first_doc })
-}
-
-/// Runs task `task` of `stage` (`clean` is [`super::run_task`]; the components stage is one
-/// task whatever the index, and reads the N of the stages around it from `task`).
-pub fn run_stage(
-    config: &PipelineConfig,
-    stage: Stage,
-    task: Option<TaskSlice>,
-    show_progress: bool,
-) -> Result<RunSummary> {
-    if stage == Stage::Clean {
-        return super::run_task(config, show_progress, task);
-    }
-    let Some(task) = task else {
-        bail!(
-            "--stage {} needs --tasks N (the split of the clean stage) and --task i or a scheduler's task index",
-            stage.name()
-        );
-    };
-    ensure!(
-        dedups(config),
-        "--stage {} is a dedup stage, and the config has dedup off",
-        stage.name()
-    );
-    let out = &config.output.dir;
-    let tasks = if stage == Stage::Components {
-        TaskSlice::new(0, 1)?
-    } else {
-        task
-    };
-    let marker = out.join(tasks.marker(stage.name()));
-    if let Some(summary) = done_or_check(&marker, config)? {
-        return Ok(summary);
-    }
-    let n = task.count();
-    let started = std::time::Instant::now();
-    match stage {
-        Stage::Clean => unreachable!("handled above"),
-        Stage::Pairs => require_markers(config, "clean", n)?,
-        Stage::Components => require_markers(config, "pairs", n)?,
-        Stage::Survivors => require_markers(config, "components", 1)?,
-    };
-    let mut summary = if crate::storage::is_remote_path(out) {
-        super::dedup_remote::run_remote(config, stage, task)?
-    } else {
-        match stage {
-            Stage::Clean => unreachable!("handled above"),
-            Stage::Pairs => pairs(config, task)?,
-            Stage::Components => components(config)?,
-            Stage::Survivors => survivors(config, task)?,
-        }
-    };
-    summary
-        .seconds
-        .insert(stage.name().into(), started.elapsed().as_secs_f64());
-    claim_marker(&marker, config, &summary)?;
-    Ok(summary)
 }
 
 /// Stage 2: for each partition of this task, the groups in which a document joins another.
@@ -359,18 +234,4 @@ pub(super) fn survivors(config: &PipelineConfig, task: TaskSlice) -> Result<RunS
         )?;
     }
     Ok(summary)
-}
-
-/// Stages of a split clean run, in order (the finish step aside).
-pub fn stages_of(config: &PipelineConfig) -> Vec<Stage> {
-    if dedups(config) {
-        vec![
-            Stage::Clean,
-            Stage::Pairs,
-            Stage::Components,
-            Stage::Survivors,
-        ]
-    } else {
-        vec![Stage::Clean]
-    }
 }

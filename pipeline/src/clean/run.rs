@@ -149,10 +149,10 @@ fn run_in_pool(
     // Stage 2: dedup over every kept document, numbered in input order.
     let started = Instant::now();
     let kept_total: u64 = done.iter().map(|d| d.kept).sum();
-    let dedups = super::dedup_tasks::dedups(config);
+    let dedups = super::stages::dedups(config);
     if task.is_some() && dedups {
         // A split run deduplicates in its own stages (`dedup_tasks`): keys partitioned here.
-        super::dedup_tasks::write_partitions(config, &work, &mine)?;
+        super::dedup_keys::write_partitions(config, &work, &mine)?;
         return Ok(summary);
     }
     let dedup = if dedups {

@@ -3,11 +3,9 @@
 //! copy of a remote one), uploads a remote output (summary last), then writes the task's done
 //! marker. A task killed before its marker leaves nothing a rerun takes for done.
 
-use std::path::Path;
+use anyhow::{Result, bail};
 
-use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
-
+use super::markers::{claim_marker, read_marker, require_markers};
 use super::run::run_local;
 use super::summary::RunSummary;
 use super::work::write_json_atomic;
@@ -52,7 +50,7 @@ pub fn run_task(
         // The config saved with the outputs is the one the user gave, not the scratch copy.
         write_json_atomic(&scratch.join("config.json"), config)?;
         storage::upload_dir(&scratch, &url, &["work"], &["summary.json"])?;
-        if task.is_some() && super::dedup_tasks::dedups(config) {
+        if task.is_some() && super::stages::dedups(config) {
             // The later dedup stages read this task's work files (not its staged inputs).
             let work = format!("{}/work", url.trim_end_matches('/'));
             storage::upload_dir(&scratch.join("work"), &work, &["inputs"], &[])?;
@@ -68,55 +66,6 @@ pub fn run_task(
     Ok(summary)
 }
 
-/// Writes a task's done marker (its config and summary), last.
-pub(super) fn claim_marker(
-    marker: &Path,
-    config: &PipelineConfig,
-    summary: &RunSummary,
-) -> Result<()> {
-    let done = TaskDone {
-        config: serde_json::to_value(config)?,
-        summary: summary.clone(),
-    };
-    storage::write_marker(marker, &serde_json::to_vec_pretty(&done)?)
-}
-
-/// The summary of a finished task (its marker exists, under this config), else `None`.
-pub(super) fn done_or_check(marker: &Path, config: &PipelineConfig) -> Result<Option<RunSummary>> {
-    if storage::exists(marker)? {
-        tracing::info!("{} exists: this task is done", marker.display());
-        return read_marker(marker, config).map(Some);
-    }
-    Ok(None)
-}
-
-/// Checks that all `tasks` markers of `stage` exist under this config; returns their
-/// summaries.
-pub(super) fn require_markers(
-    config: &PipelineConfig,
-    stage: &str,
-    tasks: usize,
-) -> Result<Vec<RunSummary>> {
-    let out = &config.output.dir;
-    let mut summaries = Vec::new();
-    let mut missing = Vec::new();
-    for index in 0..tasks {
-        let marker = out.join(TaskSlice::new(index, tasks)?.marker(stage));
-        if storage::exists(&marker)? {
-            summaries.push(read_marker(&marker, config)?);
-        } else {
-            missing.push(index);
-        }
-    }
-    if !missing.is_empty() {
-        bail!(
-            "tasks {missing:?} of {tasks} of stage {stage} have no done marker in {}: rerun them first",
-            out.display()
-        );
-    }
-    Ok(summaries)
-}
-
 /// The last stage of a split run: checks that every task's done marker is there, writes
 /// `summary.json` over all of them and, when the config has `[tokenize]`, tokenizes the kept
 /// documents of every task into one dataset.
@@ -126,7 +75,7 @@ pub fn finish(config: &PipelineConfig, tasks: usize, show_progress: bool) -> Res
     for task in require_markers(config, "clean", tasks)? {
         add(&mut summary, task);
     }
-    if super::dedup_tasks::dedups(config) {
+    if super::stages::dedups(config) {
         // The clean tasks counted what they read; the survivors tasks what they kept.
         for task in require_markers(config, "survivors", tasks)? {
             add(&mut summary, task);
@@ -174,62 +123,4 @@ fn add(total: &mut RunSummary, task: RunSummary) {
         *total.stage_seconds.entry(k).or_default() += v;
     }
     total.issues.extend(task.issues);
-}
-
-/// A task's done marker: the config it ran with and what it did.
-#[derive(Debug, Serialize, Deserialize)]
-struct TaskDone {
-    config: serde_json::Value,
-    summary: RunSummary,
-}
-
-/// Reads a task's done marker, refusing one written under another config (naming the field).
-fn read_marker(marker: &Path, config: &PipelineConfig) -> Result<RunSummary> {
-    let done: TaskDone = serde_json::from_slice(&storage::read_small(marker)?)
-        .with_context(|| format!("reading the done marker {}", marker.display()))?;
-    // [run] (threads, batch size) does not change the outputs: a rerun may change it.
-    let outputs_of = |mut v: serde_json::Value| {
-        if let Some(o) = v.as_object_mut() {
-            o.remove("run");
-        }
-        v
-    };
-    let (was, now) = (
-        outputs_of(done.config),
-        outputs_of(serde_json::to_value(config)?),
-    );
-    if let Some(field) = first_difference(&was, &now, "") {
-        bail!(
-            "{} was written with a different config ({field} differs): rerun every task with one config, or remove the output",
-            marker.display()
-        );
-    }
-    Ok(done.summary)
-}
-
-/// The dotted path of the first field where `a` and `b` differ.
-fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> Option<String> {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            keys.into_iter().find_map(|k| {
-                let path = if at.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{at}.{k}")
-                };
-                match (x.get(k), y.get(k)) {
-                    (Some(p), Some(q)) => first_difference(p, q, &path),
-                    _ => Some(path),
-                }
-            })
-        }
-        _ if a == b => None,
-        _ => Some(if at.is_empty() {
-            "the config".into()
-        } else {
-            at.to_string()
-        }),
-    }
 }

@@ -1,0 +1,69 @@
+//! Runs one task of one stage of a split `clean` run: skips it when its done marker exists
+//! (refusing one written under another config), checks that the stage before it finished,
+//! runs it on a local or an `s3://` output, and writes its marker last.
+
+use anyhow::{Result, bail, ensure};
+
+use super::dedup_tasks::{components, pairs, survivors};
+use super::markers::{claim_marker, done_or_check, require_markers};
+use super::stages::{Stage, dedups};
+use super::summary::RunSummary;
+use crate::config::PipelineConfig;
+use crate::shard::TaskSlice;
+
+/// Runs task `task` of `stage` (`clean` is [`super::run_task`]; the components stage is one
+/// task whatever the index, and reads the N of the stages around it from `task`).
+pub fn run_stage(
+    config: &PipelineConfig,
+    stage: Stage,
+    task: Option<TaskSlice>,
+    show_progress: bool,
+) -> Result<RunSummary> {
+    if stage == Stage::Clean {
+        return super::run_task(config, show_progress, task);
+    }
+    let Some(task) = task else {
+        bail!(
+            "--stage {} needs --tasks N (the split of the clean stage) and --task i or a scheduler's task index",
+            stage.name()
+        );
+    };
+    ensure!(
+        dedups(config),
+        "--stage {} is a dedup stage, and the config has dedup off",
+        stage.name()
+    );
+    let out = &config.output.dir;
+    let tasks = if stage == Stage::Components {
+        TaskSlice::new(0, 1)?
+    } else {
+        task
+    };
+    let marker = out.join(tasks.marker(stage.name()));
+    if let Some(summary) = done_or_check(&marker, config)? {
+        return Ok(summary);
+    }
+    let n = task.count();
+    let started = std::time::Instant::now();
+    match stage {
+        Stage::Clean => unreachable!("handled above"),
+        Stage::Pairs => require_markers(config, "clean", n)?,
+        Stage::Components => require_markers(config, "pairs", n)?,
+        Stage::Survivors => require_markers(config, "components", 1)?,
+    };
+    let mut summary = if crate::storage::is_remote_path(out) {
+        super::dedup_remote::run_remote(config, stage, task)?
+    } else {
+        match stage {
+            Stage::Clean => unreachable!("handled above"),
+            Stage::Pairs => pairs(config, task)?,
+            Stage::Components => components(config)?,
+            Stage::Survivors => survivors(config, task)?,
+        }
+    };
+    summary
+        .seconds
+        .insert(stage.name().into(), started.elapsed().as_secs_f64());
+    claim_marker(&marker, config, &summary)?;
+    Ok(summary)
+}
