@@ -56,7 +56,10 @@ fn write(dir: &Path, pairs: u64) -> Result<()> {
         }
         write_pairs(&dir.join(format!("pairs-{f:04}.bin")), &groups)?;
     }
-    println!("wrote {written} pairs in {FILES} files under {}", dir.display());
+    println!(
+        "wrote {written} pairs in {FILES} files under {}",
+        dir.display()
+    );
     Ok(())
 }
 

@@ -69,7 +69,8 @@ pub enum Command {
     },
     /// Encode documents into a pretraining dataset (OUT/train, OUT/val) with the [input] and
     /// [tokenize] tables of a config; see configs/pipeline/tokenize.toml.
-    Tokenize { config: PathBuf },
+    /// With --tasks N: task i encodes inputs i mod N; then --finish writes the dataset.
+    Tokenize(TokenizeArgs),
     /// Render labeler exports (JSONL in the TRL shapes) into an sft, preference or unpaired dataset.
     TokenizeChat {
         /// sft ({"id","messages","meta"} records), preference ({"id","prompt","chosen","rejected","meta"})
@@ -133,6 +134,17 @@ pub struct TaskArgs {
     /// How many tasks the stage is split into.
     #[arg(long)]
     pub tasks: Option<usize>,
+}
+
+/// `pipeline tokenize CONFIG [--task i --tasks N | --finish --tasks N]`.
+#[derive(Debug, clap::Args)]
+pub struct TokenizeArgs {
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// After every task of a split run: write the shards and manifests from their output.
+    #[arg(long, requires = "tasks")]
+    pub finish: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,7 +17,7 @@ use pipeline::readers::ReaderOptions;
 use pipeline::shard::TaskSlice;
 use pipeline::tokenize::chat::{ChatTokenizeOptions, tokenize_chat};
 use pipeline::tokenize::pretrain::TokenizeConfig;
-use pipeline::tokenize::remote::tokenize_anywhere;
+use pipeline::tokenize::tasks as tokenize_tasks;
 use pipeline::tokenize::train::{TokenizerTrainConfig, train_tokenizer};
 
 /// Tokenization and the per-document stages allocate many small strings from several threads;
@@ -132,9 +132,10 @@ fn main() -> Result<()> {
             let summary = train_tokenizer(&config, progress)?;
             print!("{}", summary.render(&config.output));
         }
-        Command::Tokenize { config } => {
-            let config = TokenizeConfig::load(&config)?;
-            let summary = tokenize_anywhere(&config.input, &config.tokenize, progress)?;
+        Command::Tokenize(args) => {
+            let config = TokenizeConfig::load(&args.config)?;
+            let (task, tasks) = (args.task.task, args.task.tasks);
+            let summary = tokenize_tasks::run_command(&config, task, tasks, args.finish, progress)?;
             print!("{}", summary.render());
             println!("datasets in {}", config.tokenize.output.display());
         }

@@ -368,3 +368,65 @@ fn split_dedup_over_s3_gives_the_local_bytes() {
         .expect("head")
     );
 }
+
+#[test]
+fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
+    use pipeline::readers::{InputConfig, ReaderOptions};
+    use pipeline::tokenize::pretrain::{ShuffleOptions, TokenizeOptions, tokenize};
+    use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dedup_corpus(dir.path(), 60);
+    let tokenizer = crate::helpers::trained_tokenizer(dir.path(), Path::new(&inputs[0]));
+    let input = InputConfig {
+        paths: inputs[..inputs.len() - 2].to_vec(),
+        reader: ReaderOptions::default(),
+    };
+    for shuffle in [None, Some(4)] {
+        let options = |output: PathBuf| TokenizeOptions {
+            tokenizer: tokenizer.clone(),
+            output,
+            train: None,
+            max_shard_tokens: 3_000,
+            overwrite: false,
+            validation_fraction: 0.2,
+            split_seed: 7,
+            shuffle: shuffle.map(|buckets| ShuffleOptions { buckets, seed: 3 }),
+            batch_size: 16,
+            max_piece_bytes: 100_000,
+        };
+        let local = dir.path().join(format!("local-{shuffle:?}"));
+        let summary = tokenize(&input, &options(local.clone()), false).expect("local");
+        let expected = outputs(&local);
+        assert!(expected.keys().filter(|k| k.ends_with(".arrow")).count() > 2);
+        for n in [1, 3, 8] {
+            let out = dir.path().join(format!("split-{n}-{shuffle:?}"));
+            for task in (0..n).rev() {
+                let slice = TaskSlice::new(task, n).expect("slice");
+                tokenize_task(&input, &options(out.clone()), slice).expect("task");
+            }
+            let split = tokenize_finish(&input, &options(out.clone()), n).expect("finish");
+            assert_same(&outputs(&out), &expected, &format!("tokenize, {n} tasks"));
+            assert_eq!(
+                (split.tokens, split.documents, split.input_bytes),
+                (summary.tokens, summary.documents, summary.input_bytes)
+            );
+        }
+    }
+    // The finish step names the tasks that have not run.
+    let out = dir.path().join("partial");
+    let options = TokenizeOptions {
+        tokenizer: tokenizer.clone(),
+        output: out.clone(),
+        train: None,
+        max_shard_tokens: 3_000,
+        overwrite: false,
+        validation_fraction: 0.2,
+        split_seed: 7,
+        shuffle: None,
+        batch_size: 16,
+        max_piece_bytes: 100_000,
+    };
+    tokenize_task(&input, &options, TaskSlice::new(1, 3).expect("slice")).expect("task");
+    let err = tokenize_finish(&input, &options, 3).expect_err("missing tasks");
+    assert!(format!("{err:#}").contains("[0, 2]"), "{err:#}");
+}

@@ -93,7 +93,11 @@ pub(super) fn read_marker(marker: &Path, config: &PipelineConfig) -> Result<RunS
 }
 
 /// The dotted path of the first field where `a` and `b` differ.
-fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> Option<String> {
+pub(crate) fn first_difference(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    at: &str,
+) -> Option<String> {
     use serde_json::Value;
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {

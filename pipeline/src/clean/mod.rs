@@ -16,6 +16,7 @@ mod summary;
 mod tasks;
 pub mod work;
 
+pub(crate) use markers::first_difference;
 pub use stage_run::run_stage;
 pub use stages::{Stage, dedups, stages_of};
 pub use summary::RunSummary;
