@@ -374,7 +374,8 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
     }
     run(&loaded, false).expect("local run");
 
-    // 3 tasks, at most 2 at once, arrays of at most 2: two clean pieces, then finish.
+    // 3 tasks, at most 2 at once, arrays of at most 2: two clean pieces, two tokenize pieces
+    // (the kept documents encoded), then finish (the dataset written).
     let cluster = config("cluster");
     let launched = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .current_dir(dir.path())
@@ -403,7 +404,7 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
         .split(' ')
         .map(String::from)
         .collect();
-    assert_eq!(ids.len(), 3, "{stdout}");
+    assert_eq!(ids.len(), 5, "{stdout}");
     let started = std::time::Instant::now();
     loop {
         let queue = std::process::Command::new("squeue")

@@ -72,7 +72,7 @@ pub(super) fn run_remote(
         .collect();
     let mut written = Vec::new();
     let summary = match stage {
-        Stage::Clean => anyhow::bail!("the clean stage uploads its own outputs"),
+        Stage::Clean | Stage::Tokenize => anyhow::bail!("not a dedup stage"),
         Stage::Pairs => {
             for i in 0..inputs {
                 scratch.fetch(&format!("work/dedup/keys-{i:05}.bin"))?;

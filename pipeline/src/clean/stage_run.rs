@@ -2,14 +2,15 @@
 //! (refusing one written under another config), checks that the stage before it finished,
 //! runs it on a local or an `s3://` output, and writes its marker last.
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
 use super::dedup_tasks::{components, pairs, survivors};
 use super::markers::{claim_marker, done_or_check, require_markers};
-use super::stages::{Stage, dedups};
+use super::stages::{Stage, dedups, kept_input, tokenizes_in_tasks};
 use super::summary::RunSummary;
 use crate::config::PipelineConfig;
 use crate::shard::TaskSlice;
+use crate::tokenize::tasks::tokenize_task;
 
 /// Runs task `task` of `stage` (`clean` is [`super::run_task`]; the components stage is one
 /// task whatever the index, and reads the N of the stages around it from `task`).
@@ -28,6 +29,22 @@ pub fn run_stage(
             stage.name()
         );
     };
+    if stage == Stage::Tokenize {
+        let options = config
+            .tokenize
+            .as_ref()
+            .filter(|_| tokenizes_in_tasks(config))
+            .context(
+                "--stage tokenize needs [tokenize] with local paths and no [tokenize.train]",
+            )?;
+        let before = if dedups(config) { "survivors" } else { "clean" };
+        require_markers(config, before, task.count())?;
+        let encoded = tokenize_task(&kept_input(config), options, task)?;
+        return Ok(RunSummary {
+            tokenize: Some(encoded),
+            ..RunSummary::default()
+        });
+    }
     ensure!(
         dedups(config),
         "--stage {} is a dedup stage, and the config has dedup off",
@@ -46,7 +63,7 @@ pub fn run_stage(
     let n = task.count();
     let started = std::time::Instant::now();
     match stage {
-        Stage::Clean => unreachable!("handled above"),
+        Stage::Clean | Stage::Tokenize => unreachable!("handled above"),
         Stage::Pairs => require_markers(config, "clean", n)?,
         Stage::Components => require_markers(config, "pairs", n)?,
         Stage::Survivors => require_markers(config, "components", 1)?,
@@ -55,7 +72,7 @@ pub fn run_stage(
         super::dedup_remote::run_remote(config, stage, task)?
     } else {
         match stage {
-            Stage::Clean => unreachable!("handled above"),
+            Stage::Clean | Stage::Tokenize => unreachable!("handled above"),
             Stage::Pairs => pairs(config, task)?,
             Stage::Components => components(config)?,
             Stage::Survivors => survivors(config, task)?,

@@ -83,19 +83,12 @@ pub fn finish(config: &PipelineConfig, tasks: usize, show_progress: bool) -> Res
     }
     let summary_path = out.join("summary.json");
     if let Some(options) = &config.tokenize {
-        let ext = match config.output.kept_format {
-            crate::config::KeptFormat::Jsonl => "jsonl.zst",
-            crate::config::KeptFormat::Parquet => "parquet",
-        };
-        let input = crate::readers::InputConfig {
-            paths: vec![out.join(format!("kept/*.{ext}")).display().to_string()],
-            reader: crate::readers::ReaderOptions::default(),
-        };
-        summary.tokenize = Some(crate::tokenize::remote::tokenize_anywhere(
-            &input,
-            options,
-            show_progress,
-        )?);
+        let input = super::stages::kept_input(config);
+        summary.tokenize = Some(if super::stages::tokenizes_in_tasks(config) {
+            crate::tokenize::tasks::tokenize_finish(&input, options, tasks)?
+        } else {
+            crate::tokenize::remote::tokenize_anywhere(&input, options, show_progress)?
+        });
     }
     storage::write_small(&summary_path, &serde_json::to_vec_pretty(&summary)?)?;
     Ok(summary)
