@@ -430,3 +430,39 @@ fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
     let err = tokenize_finish(&input, &options, 3).expect_err("missing tasks");
     assert!(format!("{err:#}").contains("[0, 2]"), "{err:#}");
 }
+
+#[test]
+fn every_launcher_gets_one_list_of_stages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = vec![dir.path().join("a.jsonl").display().to_string()];
+    let config = dedup_config(dir.path(), &inputs, &dir.path().join("out"));
+    let path = Path::new("c.toml");
+    let jobs = pipeline::launch::stages(path, &config, 4);
+    let names: Vec<(&str, usize)> = jobs.iter().map(|j| (j.name.as_str(), j.tasks)).collect();
+    assert_eq!(
+        names,
+        [
+            ("clean", 4),
+            ("pairs", 4),
+            ("components", 1),
+            ("survivors", 4),
+            ("finish", 1)
+        ]
+    );
+    assert_eq!(
+        jobs[2].args,
+        ["clean", "c.toml", "--stage", "components", "--tasks", "4"]
+    );
+    assert_eq!(
+        jobs[4].args,
+        ["clean", "c.toml", "--finish", "--tasks", "4"]
+    );
+    let mut plain = config.clone();
+    plain.dedup.exact = false;
+    plain.dedup.minhash.enabled = false;
+    let names: Vec<String> = pipeline::launch::stages(path, &plain, 4)
+        .into_iter()
+        .map(|j| j.name)
+        .collect();
+    assert_eq!(names, ["clean", "finish"]);
+}
