@@ -171,7 +171,8 @@ fn the_split_replay_gives_the_one_process_clusters() {
     // document is often already joined to a group member it is not similar to.
     let similar = |a: u64, b: u64| {
         let (lo, hi) = (a.min(b), a.max(b));
-        xxhash_rust::xxh3::xxh3_64(&[lo.to_le_bytes(), hi.to_le_bytes()].concat()) % 300 == 0
+        xxhash_rust::xxh3::xxh3_64(&[lo.to_le_bytes(), hi.to_le_bytes()].concat())
+            .is_multiple_of(300)
     };
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut writer = RunWriter::new(tmp.path(), 1_000).expect("runs");
