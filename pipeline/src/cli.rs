@@ -32,6 +32,10 @@ pub enum Command {
         threads: Option<usize>,
         #[command(flatten)]
         task: TaskArgs,
+        /// Which stage of a split run (--tasks N) this task runs: with dedup on, clean
+        /// (read, filter, keys), pairs, components (one task), survivors, then --finish.
+        #[arg(long, value_enum, default_value = "clean")]
+        stage: pipeline::clean::Stage,
         /// After every task of a split run (--tasks N): check their done markers, write
         /// summary.json over all of them and run [tokenize].
         #[arg(long, requires = "tasks")]
@@ -83,7 +87,8 @@ pub enum Command {
     },
     /// Encode documents into a pretraining dataset (OUT/train, OUT/val) with the [input] and
     /// [tokenize] tables of a config; see configs/pipeline/tokenize.toml.
-    Tokenize { config: PathBuf },
+    /// With --tasks N: task i encodes inputs i mod N; then --finish writes the dataset.
+    Tokenize(TokenizeArgs),
     /// Render labeler exports (JSONL in the TRL shapes) into an sft, preference or unpaired dataset.
     TokenizeChat {
         /// sft ({"id","messages","meta"} records), preference ({"id","prompt","chosen","rejected","meta"})
@@ -149,12 +154,24 @@ pub struct TaskArgs {
     pub tasks: Option<usize>,
 }
 
+/// `pipeline tokenize CONFIG [--task i --tasks N | --finish --tasks N]`.
+#[derive(Debug, clap::Args)]
+pub struct TokenizeArgs {
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// After every task of a split run: write the shards and manifests from their output.
+    #[arg(long, requires = "tasks")]
+    pub finish: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum LaunchCommand {
-    /// Write sbatch scripts (a `clean` job array of N tasks, then a one-task `finish`, chained
-    /// with --dependency=afterok) and submit them, or print them with --dry-run.
+    /// Write sbatch scripts (one job array per stage: clean, and with dedup pairs, components,
+    /// survivors; then a one-task `finish`; chained with --dependency=afterok) and submit them,
+    /// or print them with --dry-run.
     Slurm {
-        /// The pipeline config (dedup off when N > 1).
+        /// The pipeline config.
         config: PathBuf,
         /// Tasks the clean stage is split into.
         #[arg(long)]

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use clap::Parser;
 
 use cli::{Cli, Command, TokenizerCommand};
-use pipeline::clean::run_task;
+use pipeline::clean::{self, run_stage};
 use pipeline::config::PipelineConfig;
 use pipeline::extract_command;
 use pipeline::inspect::{InspectOptions, inspect};
@@ -17,7 +17,7 @@ use pipeline::readers::ReaderOptions;
 use pipeline::shard::TaskSlice;
 use pipeline::tokenize::chat::{ChatTokenizeOptions, tokenize_chat};
 use pipeline::tokenize::pretrain::TokenizeConfig;
-use pipeline::tokenize::remote::tokenize_anywhere;
+use pipeline::tokenize::tasks as tokenize_tasks;
 use pipeline::tokenize::train::{TokenizerTrainConfig, train_tokenizer};
 
 /// Tokenization and the per-document stages allocate many small strings from several threads;
@@ -39,15 +39,12 @@ fn main() -> Result<()> {
             dry_run,
             threads,
             task,
+            stage,
             finish,
         } => {
             if finish {
-                let config = PipelineConfig::load(&config)?;
-                let tasks = task.tasks.unwrap_or(1);
-                print!(
-                    "{}",
-                    pipeline::clean::finish(&config, tasks, progress)?.render()
-                );
+                let (config, tasks) = (PipelineConfig::load(&config)?, task.tasks.unwrap_or(1));
+                print!("{}", clean::finish(&config, tasks, progress)?.render());
                 return Ok(());
             }
             let task = TaskSlice::from_args_or_env(task.task, task.tasks)?;
@@ -59,7 +56,7 @@ fn main() -> Result<()> {
                 println!("{}", toml::to_string_pretty(&config)?);
                 return Ok(());
             }
-            let summary = run_task(&config, progress, task)?;
+            let summary = run_stage(&config, stage, task, progress)?;
             print!("{}", summary.render());
             println!("outputs in {}", config.output.dir.display());
             if config.run.fail_on_error && summary.read_issues > 0 {
@@ -110,9 +107,10 @@ fn main() -> Result<()> {
             let summary = train_tokenizer(&config, progress)?;
             print!("{}", summary.render(&config.output));
         }
-        Command::Tokenize { config } => {
-            let config = TokenizeConfig::load(&config)?;
-            let summary = tokenize_anywhere(&config.input, &config.tokenize, progress)?;
+        Command::Tokenize(args) => {
+            let config = TokenizeConfig::load(&args.config)?;
+            let (task, tasks) = (args.task.task, args.task.tasks);
+            let summary = tokenize_tasks::run_command(&config, task, tasks, args.finish, progress)?;
             print!("{}", summary.render());
             println!("datasets in {}", config.tokenize.output.display());
         }

@@ -86,7 +86,7 @@ pub fn status(config: &PipelineConfig, tasks: Option<usize>) -> Result<RunStatus
     };
     let mut stages = Vec::new();
     // Only the stages' names and task counts are used here, not their command lines.
-    for stage in crate::launch::stages(Path::new("CONFIG"), tasks) {
+    for stage in crate::launch::stages(Path::new("CONFIG"), config, tasks) {
         let found = markers
             .get(&(stage.name.clone(), stage.tasks))
             .cloned()

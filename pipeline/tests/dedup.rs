@@ -144,3 +144,58 @@ fn signature_agreement_estimates_jaccard_similarity() {
     assert_eq!(estimated_similarity(&sa.signature, &sa.signature), 1.0);
     assert!(estimated_similarity(&sa.signature, &sc.signature) < 0.1);
 }
+
+/// The split run's replay (groups resolved per partition, then replayed through the sparse
+/// union-find) gives the clusters `build_checked` gives, on groups larger than the checked
+/// window and clusters chained across bands, where the order of the unions matters.
+#[test]
+fn the_split_replay_gives_the_one_process_clusters() {
+    use pipeline::dedup::partition::{SparseUnionFind, groups, resolve_group};
+    let docs = 3_000u64;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut triples = Vec::new();
+    for doc in 0..docs {
+        // Band 0: 8 keys (groups of ~375, past the 256-member window); bands 1-3: 40 keys.
+        triples.push((0u32, next() % 8, doc));
+        for band in 1..4u32 {
+            triples.push((band, next() % 40, doc));
+        }
+    }
+    // A fixed, order-free "similarity": one pair in 300, so clusters stay apart and a
+    // document is often already joined to a group member it is not similar to.
+    let similar = |a: u64, b: u64| {
+        let (lo, hi) = (a.min(b), a.max(b));
+        xxhash_rust::xxh3::xxh3_64(&[lo.to_le_bytes(), hi.to_le_bytes()].concat())
+            .is_multiple_of(300)
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut writer = RunWriter::new(tmp.path(), 1_000).expect("runs");
+    for &(band, key, doc) in &triples {
+        writer.push(band, key, doc).expect("push");
+    }
+    let mut one = Clusters::build_checked(writer, docs as usize, similar).expect("build");
+    triples.sort_unstable();
+    let mut split = SparseUnionFind::default();
+    for group in groups(&triples) {
+        split.replay(&resolve_group(group, similar));
+    }
+    let members: std::collections::HashMap<u64, (u64, u64)> = split
+        .members()
+        .into_iter()
+        .map(|(doc, root, size)| (doc, (root, size)))
+        .collect();
+    let mut sparse = Clusters::from_members(members);
+    let mut duplicates = 0;
+    for doc in 0..docs {
+        let expected = one.of(doc);
+        duplicates += u64::from(expected.1);
+        assert_eq!(sparse.of(doc), expected, "document {doc}");
+    }
+    assert!(duplicates > 100, "{duplicates} duplicates");
+}

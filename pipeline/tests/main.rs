@@ -2,6 +2,7 @@
 
 mod clean;
 mod cluster;
+mod cluster_dedup;
 mod dedup;
 mod extract;
 mod faults;

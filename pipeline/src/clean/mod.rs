@@ -3,12 +3,21 @@
 //! `process` is what happens to one document, `work` the per-input work files and done
 //! markers between the stages, `tasks` one task of a split run and remote outputs, `docs_table` the per-document Parquet table and kept Parquet.
 
+mod dedup_keys;
+mod dedup_remote;
+mod dedup_tasks;
 pub mod docs_table;
+mod markers;
 pub mod process;
 mod run;
+mod stage_run;
+mod stages;
 mod summary;
 mod tasks;
 pub mod work;
 
+pub(crate) use markers::first_difference;
+pub use stage_run::run_stage;
+pub use stages::{Stage, dedups, stages_of};
 pub use summary::RunSummary;
 pub use tasks::{finish, run, run_task};

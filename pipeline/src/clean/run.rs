@@ -149,14 +149,19 @@ fn run_in_pool(
     // Stage 2: dedup over every kept document, numbered in input order.
     let started = Instant::now();
     let kept_total: u64 = done.iter().map(|d| d.kept).sum();
-    let dedup = if task.is_some_and(|t| t.count() > 1) {
-        // Checked by the caller: a split run has no dedup (yet).
+    let dedups = super::stages::dedups(config);
+    if task.is_some() && dedups {
+        // A split run deduplicates in its own stages (`dedup_tasks`): keys partitioned here.
+        super::dedup_keys::write_partitions(config, &work, &mine)?;
+        return Ok(summary);
+    }
+    let dedup = if dedups {
+        deduplicate(config, &work, &inputs, kept_total as usize)?
+    } else {
         DedupResult {
             exact: None,
             minhash: None,
         }
-    } else {
-        deduplicate(config, &work, &inputs, kept_total as usize)?
     };
     summary
         .seconds
@@ -164,7 +169,15 @@ fn run_in_pool(
 
     // Stage 3: outputs.
     let started = Instant::now();
-    write_outputs(config, &work, &mine, &done, dedup, &mut summary)?;
+    let first_doc: Vec<u64> = done
+        .iter()
+        .scan(0, |next, d| {
+            let first = *next;
+            *next += d.kept;
+            Some(first)
+        })
+        .collect();
+    write_outputs(config, &work, &mine, &done, &first_doc, dedup, &mut summary)?;
     summary
         .seconds
         .insert("write".into(), started.elapsed().as_secs_f64());
@@ -356,9 +369,9 @@ fn write_work_files(
 }
 
 /// Per kept document (global number): exact cluster, near-duplicate cluster.
-struct DedupResult {
-    exact: Option<Clusters>,
-    minhash: Option<Clusters>,
+pub(super) struct DedupResult {
+    pub exact: Option<Clusters>,
+    pub minhash: Option<Clusters>,
 }
 
 fn deduplicate(
@@ -447,11 +460,14 @@ fn work_files(config: &PipelineConfig, work: &Path, index: usize) -> WorkFiles {
     files
 }
 
-fn write_outputs(
+/// Writes the kept documents and docs tables of inputs `indices` (`done` and `first_doc`,
+/// the global number of each one's first kept document, aligned with them).
+pub(super) fn write_outputs(
     config: &PipelineConfig,
     work: &Path,
     indices: &[usize],
     done: &[InputDone],
+    first_doc: &[u64],
     mut dedup: DedupResult,
     summary: &mut RunSummary,
 ) -> Result<()> {
@@ -460,8 +476,8 @@ fn write_outputs(
     std::fs::create_dir_all(&kept_dir)
         .with_context(|| format!("creating {}", kept_dir.display()))?;
     let names = score_names();
-    let mut global = 0u64;
-    for (&index, input) in indices.iter().zip(done) {
+    for ((&index, input), &first) in indices.iter().zip(done).zip(first_doc) {
+        let mut global = first;
         let files = work_files(config, work, index);
         let mut table: Vec<(DocRow, DedupInfo)> = Vec::new();
         // For each document that passed the filters, in order: whether it survives dedup.

@@ -5,11 +5,9 @@
 //! task leaves a failure marker with its error (`task_state`), and `finish` a done marker
 //! of its own after `summary.json`.
 
-use std::path::Path;
+use anyhow::{Result, bail};
 
-use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
-
+use super::markers::{claim_marker, done_marker_json, read_marker, require_markers};
 use super::run::run_local;
 use super::summary::RunSummary;
 use super::work::write_json_atomic;
@@ -48,15 +46,6 @@ fn run_tracked(
         tracing::info!("{} exists: this task is done", marker.display());
         return read_marker(marker, config);
     }
-    if let Some(t) = task
-        && t.count() > 1
-        && (config.dedup.exact || config.dedup.minhash.enabled)
-    {
-        bail!(
-            "clean split into {} tasks needs dedup off ([dedup] exact = false, minhash.enabled = false): distributed dedup is not implemented yet",
-            t.count()
-        );
-    }
     // Two processes given the same index: the second waits for the first (the lock is on
     // the local directory the task works in), then finds its done marker.
     let _lock = match (task, &marker) {
@@ -88,6 +77,11 @@ fn run_tracked(
         // The config saved with the outputs is the one the user gave, not the scratch copy.
         write_json_atomic(&scratch.join("config.json"), config)?;
         storage::upload_dir(&scratch, &url, &["work"], &["summary.json"])?;
+        if task.is_some() && super::stages::dedups(config) {
+            // The later dedup stages read this task's work files (not its staged inputs).
+            let work = format!("{}/work", url.trim_end_matches('/'));
+            storage::upload_dir(&scratch.join("work"), &work, &["inputs"], &[])?;
+        }
         std::fs::remove_dir_all(&scratch).ok();
         summary
     } else {
@@ -108,20 +102,16 @@ fn run_tracked(
                 .join("; ")
         );
     }
-    if let Some(marker) = &marker {
-        let done = TaskDone {
-            config: serde_json::to_value(config)?,
-            summary: summary.clone(),
-        };
-        if let Err(e) = storage::write_marker(marker, &serde_json::to_vec_pretty(&done)?) {
-            // Another machine given the same index claimed it first (a conditional create):
-            // it uploaded the same bytes, so its marker stands for this task too.
-            if !storage::exists(marker)? {
-                return Err(e);
-            }
-            tracing::warn!("{e:#}: taking its done marker");
-            return read_marker(marker, config);
+    if let Some(marker) = &marker
+        && let Err(e) = claim_marker(marker, config, &summary)
+    {
+        // Another machine given the same index claimed it first (a conditional create): it
+        // uploaded the same bytes, so its marker stands for this task too.
+        if !storage::exists(marker)? {
+            return Err(e);
         }
+        tracing::warn!("{e:#}: taking its done marker");
+        return read_marker(marker, config);
     }
     Ok(summary)
 }
@@ -145,13 +135,10 @@ pub fn finish(config: &PipelineConfig, tasks: usize, show_progress: bool) -> Res
     let slice = TaskSlice::new(0, 1)?;
     track(out, "finish", Some(slice), || {
         let summary = finish_tracked(config, tasks, show_progress)?;
-        let done = TaskDone {
-            config: serde_json::to_value(config)?,
-            summary: summary.clone(),
-        };
+        // Written over a marker a rerun of `finish` finds (it redoes the summary).
         storage::write_small(
             &out.join(slice.marker("finish")),
-            &serde_json::to_vec_pretty(&done)?,
+            &done_marker_json(config, &summary)?,
         )?;
         Ok(summary)
     })
@@ -164,36 +151,23 @@ fn finish_tracked(
 ) -> Result<RunSummary> {
     let out = &config.output.dir;
     let mut summary = RunSummary::default();
-    let mut missing = Vec::new();
-    for index in 0..tasks {
-        let marker = out.join(TaskSlice::new(index, tasks)?.marker("clean"));
-        if !storage::exists(&marker)? {
-            missing.push(index);
-            continue;
-        }
-        add(&mut summary, read_marker(&marker, config)?);
+    for task in require_markers(config, "clean", tasks)? {
+        add(&mut summary, task);
     }
-    if !missing.is_empty() {
-        bail!(
-            "tasks {missing:?} of {tasks} have no done marker in {}: rerun them first",
-            out.display()
-        );
+    if super::stages::dedups(config) {
+        // The clean tasks counted what they read; the survivors tasks what they kept.
+        for task in require_markers(config, "survivors", tasks)? {
+            add(&mut summary, task);
+        }
     }
     let summary_path = out.join("summary.json");
     if let Some(options) = &config.tokenize {
-        let ext = match config.output.kept_format {
-            crate::config::KeptFormat::Jsonl => "jsonl.zst",
-            crate::config::KeptFormat::Parquet => "parquet",
-        };
-        let input = crate::readers::InputConfig {
-            paths: vec![out.join(format!("kept/*.{ext}")).display().to_string()],
-            reader: crate::readers::ReaderOptions::default(),
-        };
-        summary.tokenize = Some(crate::tokenize::remote::tokenize_anywhere(
-            &input,
-            options,
-            show_progress,
-        )?);
+        let input = super::stages::kept_input(config);
+        summary.tokenize = Some(if super::stages::tokenizes_in_tasks(config) {
+            crate::tokenize::tasks::tokenize_finish(&input, options, tasks)?
+        } else {
+            crate::tokenize::remote::tokenize_anywhere(&input, options, show_progress)?
+        });
     }
     storage::write_small(&summary_path, &serde_json::to_vec_pretty(&summary)?)?;
     Ok(summary)
@@ -221,62 +195,4 @@ fn add(total: &mut RunSummary, task: RunSummary) {
         *total.stage_seconds.entry(k).or_default() += v;
     }
     total.issues.extend(task.issues);
-}
-
-/// A task's done marker: the config it ran with and what it did.
-#[derive(Debug, Serialize, Deserialize)]
-struct TaskDone {
-    config: serde_json::Value,
-    summary: RunSummary,
-}
-
-/// Reads a task's done marker, refusing one written under another config (naming the field).
-fn read_marker(marker: &Path, config: &PipelineConfig) -> Result<RunSummary> {
-    let done: TaskDone = serde_json::from_slice(&storage::read_small(marker)?)
-        .with_context(|| format!("reading the done marker {}", marker.display()))?;
-    // [run] (threads, batch size) does not change the outputs: a rerun may change it.
-    let outputs_of = |mut v: serde_json::Value| {
-        if let Some(o) = v.as_object_mut() {
-            o.remove("run");
-        }
-        v
-    };
-    let (was, now) = (
-        outputs_of(done.config),
-        outputs_of(serde_json::to_value(config)?),
-    );
-    if let Some(field) = first_difference(&was, &now, "") {
-        bail!(
-            "{} was written with a different config ({field} differs): rerun every task with one config, or remove the output",
-            marker.display()
-        );
-    }
-    Ok(done.summary)
-}
-
-/// The dotted path of the first field where `a` and `b` differ.
-fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> Option<String> {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            keys.into_iter().find_map(|k| {
-                let path = if at.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{at}.{k}")
-                };
-                match (x.get(k), y.get(k)) {
-                    (Some(p), Some(q)) => first_difference(p, q, &path),
-                    _ => Some(path),
-                }
-            })
-        }
-        _ if a == b => None,
-        _ => Some(if at.is_empty() {
-            "the config".into()
-        } else {
-            at.to_string()
-        }),
-    }
 }

@@ -5,6 +5,7 @@
 //! lowest-numbered member, so survivors do not depend on the thread count.
 
 pub mod minhash;
+pub mod partition;
 mod runs;
 mod union_find;
 
@@ -68,14 +69,23 @@ pub fn exact_key(text: &str) -> u64 {
 /// Which cluster each document falls in, after merging all runs.
 #[derive(Debug)]
 pub struct Clusters {
-    union_find: UnionFind,
+    members: Members,
+}
+
+#[derive(Debug)]
+enum Members {
+    /// Every document of the run (one process).
+    Dense(UnionFind),
+    /// Only the documents in a cluster of two or more (a split run's components stage):
+    /// doc -> (cluster id, cluster size); every other document is alone.
+    Sparse(std::collections::HashMap<u64, (u64, u64)>),
 }
 
 /// Earlier members of a (band, key) group a new member is checked against, at most: groups
 /// of thousands (boilerplate pages) would otherwise cost a quadratic number of checks. Most
 /// checks end at the first member (members of a group are mostly alike); 32 lost planted
 /// pairs in groups of templated manual pages.
-const GROUP_CHECKS: usize = 256;
+pub const GROUP_CHECKS: usize = 256;
 
 impl Clusters {
     /// Merges the writer's runs and joins documents that share a (band, key).
@@ -92,8 +102,10 @@ impl Clusters {
     ) -> Result<Self> {
         let mut union_find = UnionFind::new(docs);
         let mut group: Vec<u64> = Vec::new();
-        writer.merge(|first, doc| {
-            if group.first() != Some(&first) {
+        let mut current = None;
+        writer.merge(|number, first, doc| {
+            if current != Some(number) {
+                current = Some(number);
                 group.clear();
                 group.push(first);
             }
@@ -107,12 +119,30 @@ impl Clusters {
                 group.push(doc);
             }
         })?;
-        Ok(Self { union_find })
+        Ok(Self {
+            members: Members::Dense(union_find),
+        })
+    }
+
+    /// The clusters of a split run, from its components stage: `members` maps every document
+    /// in a cluster of two or more to (cluster id, size).
+    pub fn from_members(members: std::collections::HashMap<u64, (u64, u64)>) -> Self {
+        Self {
+            members: Members::Sparse(members),
+        }
     }
 
     /// (cluster id = lowest member, whether `doc` is a duplicate, cluster size).
     pub fn of(&mut self, doc: u64) -> (u64, bool, u64) {
-        let root = self.union_find.find(doc);
-        (root, root != doc, self.union_find.size(root))
+        match &mut self.members {
+            Members::Dense(union_find) => {
+                let root = union_find.find(doc);
+                (root, root != doc, union_find.size(root))
+            }
+            Members::Sparse(map) => match map.get(&doc) {
+                Some(&(root, size)) => (root, root != doc, size),
+                None => (doc, false, 1),
+            },
+        }
     }
 }

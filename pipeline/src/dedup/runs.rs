@@ -64,9 +64,10 @@ impl RunWriter {
         self.runs.len()
     }
 
-    /// Merges every run in key order and calls `join(first, other)` for each document that
-    /// shares a (band, key) with an earlier one. Deletes the runs.
-    pub fn merge(mut self, mut join: impl FnMut(u64, u64)) -> Result<()> {
+    /// Merges every run in key order and calls `join(group, first, other)` for each document
+    /// that shares a (band, key) with an earlier one; `group` numbers the (band, key) groups
+    /// in merge order. Deletes the runs.
+    pub fn merge(mut self, mut join: impl FnMut(u64, u64, u64)) -> Result<()> {
         self.spill()?;
         let mut readers: Vec<BufReader<File>> = self
             .runs
@@ -81,10 +82,14 @@ impl RunWriter {
             }
         }
         let mut group: Option<(u32, u64, u64)> = None;
+        let mut groups = 0u64;
         while let Some(Reverse(((band, key, doc), i))) = heap.pop() {
             match group {
-                Some((b, k, first)) if b == band && k == key => join(first, doc),
-                _ => group = Some((band, key, doc)),
+                Some((b, k, first)) if b == band && k == key => join(groups, first, doc),
+                _ => {
+                    groups += 1;
+                    group = Some((band, key, doc));
+                }
             }
             if let Some(t) = next_triple(&mut readers[i])? {
                 heap.push(Reverse((t, i)));

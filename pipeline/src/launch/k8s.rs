@@ -74,8 +74,8 @@ pub fn manifests(launch: &K8sLaunch) -> Result<Vec<Manifest>> {
             "data": {"config.toml": toml},
         }),
     }];
-    let stages = super::stages(Path::new(CONFIG_IN_POD), launch.tasks);
-    let mut previous: Option<&super::Stage> = None;
+    let stages = super::stages(Path::new(CONFIG_IN_POD), &config, launch.tasks);
+    let mut previous: Option<&super::StageJob> = None;
     for (i, stage) in stages.iter().enumerate() {
         let name = format!("{run}-{}", stage.name);
         let parallelism = match launch.max_parallel {

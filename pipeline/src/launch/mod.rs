@@ -2,6 +2,7 @@
 //! jobs whose tasks call `pipeline clean --tasks N` (each task finds its index in the
 //! scheduler's environment). `slurm` writes sbatch scripts chained with `afterok`; `k8s`
 //! writes Indexed Job manifests whose pods wait for the previous stage's done markers.
+//! [`stages`] is the one list of stages every launcher submits and `pipeline status` reads.
 
 pub mod k8s;
 pub mod slurm;
@@ -9,34 +10,51 @@ pub mod yaml;
 
 use std::path::Path;
 
-/// One stage of a split run: `tasks` tasks that all run `pipeline ARGS`, each finding its
-/// index in the scheduler's environment; task i's done marker is
-/// `OUT/tasks/NAME-0000i-of-0000N.json`. A stage starts when every task of the previous one
-/// is done.
+use crate::clean::{Stage, stages_of};
+use crate::config::PipelineConfig;
+
+/// One stage of a split run: an array of `tasks` tasks, each running `pipeline ARGS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stage {
+pub struct StageJob {
+    /// `clean`, `pairs`, `components`, `survivors` or `finish`.
     pub name: String,
     pub tasks: usize,
+    /// Whether the stage has one task per task of the run (else one task in all).
+    pub per_task: bool,
     /// The arguments after the `pipeline` executable.
     pub args: Vec<String>,
 }
 
-/// The stages of `config` (the file at `config`, as the tasks will see it) split into `tasks`
-/// tasks, in order: the `clean` array, then the one-task `finish` (summary, `[tokenize]`).
-pub fn stages(config: &Path, tasks: usize) -> Vec<Stage> {
-    let config = config.display().to_string();
-    let n = tasks.to_string();
-    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
-    vec![
-        Stage {
-            name: "clean".into(),
-            tasks,
-            args: args(&["clean", &config, "--tasks", &n]),
-        },
-        Stage {
-            name: "finish".into(),
-            tasks: 1,
-            args: args(&["clean", &config, "--finish", "--tasks", &n]),
-        },
-    ]
+/// The stages of `config` (at `config_path`) split into `tasks` tasks, in the order they
+/// must run, each after the previous one has succeeded: `clean`, with dedup on `pairs`,
+/// `components` (one task) and `survivors`, then `finish` (one task: summary, tokenize).
+pub fn stages(config_path: &Path, config: &PipelineConfig, tasks: usize) -> Vec<StageJob> {
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["clean".to_string(), config_path.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--tasks".to_string(), tasks.to_string()]);
+        args
+    };
+    let mut out: Vec<StageJob> = stages_of(config)
+        .into_iter()
+        .map(|stage| {
+            let one = stage == Stage::Components;
+            StageJob {
+                name: stage.name().to_string(),
+                tasks: if one { 1 } else { tasks },
+                per_task: !one,
+                args: match stage {
+                    Stage::Clean => base(&[]),
+                    _ => base(&["--stage", stage.name()]),
+                },
+            }
+        })
+        .collect();
+    out.push(StageJob {
+        name: "finish".into(),
+        tasks: 1,
+        per_task: false,
+        args: base(&["--finish"]),
+    });
+    out
 }

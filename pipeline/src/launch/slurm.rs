@@ -1,9 +1,10 @@
-//! `pipeline launch slurm CONFIG --tasks N`: one sbatch script per stage of `launch::stages`
-//! (the `clean` array of N tasks, then the one-task `finish` that writes the summary and
-//! tokenizes), chained with `--dependency=afterok`, throttled with `%K`, one log per task.
-//! Arrays larger than the cluster's `MaxArraySize` are submitted as pieces that pass their
-//! first index on as `JIELONG_TASK_OFFSET`; the pieces of a stage run one after the other, so
-//! `%K` still bounds the whole stage.
+//! `pipeline launch slurm CONFIG --tasks N`: one sbatch script per stage of
+//! [`super::stages`] (the `clean` array of N tasks, with dedup the `pairs`, `components` and
+//! `survivors` arrays, then the one-task `finish` that writes the summary and tokenizes), chained with
+//! `--dependency=afterok`, throttled with `%K`, one log per task. Arrays larger than the
+//! cluster's `MaxArraySize` are submitted as pieces that pass their first index on as
+//! `JIELONG_TASK_OFFSET`; the pieces of a stage run one after the other, so `%K` still bounds
+//! the whole stage.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,26 +45,24 @@ pub fn scripts(launch: &SlurmLaunch) -> Result<Vec<Script>> {
     let exe = std::env::current_exe().context("finding the pipeline executable")?;
     let config = std::path::absolute(&launch.config)
         .with_context(|| format!("resolving {}", launch.config.display()))?;
+    let loaded = crate::config::PipelineConfig::load(&config)?;
     let cwd = std::env::current_dir().context("reading the working directory")?;
     let logs = std::path::absolute(launch.scripts_dir.join("logs"))?;
     let mut out = Vec::new();
-    for stage in super::stages(&config, launch.tasks) {
-        let args: Vec<String> = stage.args.iter().map(|a| quote(Path::new(a))).collect();
-        let mut start = 0;
-        let mut piece = 0;
-        while start < stage.tasks {
-            let len = (stage.tasks - start).min(max_array);
-            let command = format!(
-                "export JIELONG_TASK_OFFSET={start}\nexec {} {}",
-                quote(&exe),
-                args.join(" ")
-            );
-            let name = if stage.tasks > 1 {
-                format!("{}-{piece:03}", stage.name)
-            } else {
-                stage.name.clone()
-            };
-            out.push(script(launch, &name, len, &cwd, &logs, &command));
+    for job in super::stages(&config, &loaded, launch.tasks) {
+        let args: Vec<String> = job.args.iter().map(|a| quote(Path::new(a))).collect();
+        let run = format!("exec {} {}", quote(&exe), args.join(" "));
+        if !job.per_task {
+            out.push(script(launch, &job.name, job.tasks, &cwd, &logs, &run));
+            continue;
+        }
+        // Pieces of at most MaxArraySize tasks, each passing on its first index.
+        let (mut start, mut piece) = (0, 0);
+        while start < job.tasks {
+            let len = (job.tasks - start).min(max_array);
+            let command = format!("export JIELONG_TASK_OFFSET={start}\n{run}");
+            let stage = format!("{}-{piece:03}", job.name);
+            out.push(script(launch, &stage, len, &cwd, &logs, &command));
             start += len;
             piece += 1;
         }

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod fast;
 pub mod pretrain;
 pub mod remote;
+pub mod tasks;
 pub mod train;
 
 use std::collections::BTreeMap;

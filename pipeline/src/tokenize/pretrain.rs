@@ -174,14 +174,32 @@ pub fn is_validation(id: &str, fraction: f64, seed: u64) -> bool {
 
 /// An encoded document on its way to a shard.
 #[derive(Debug, Clone)]
-struct Encoded {
+pub(super) struct Encoded {
     id: String,
     source: String,
     tokens: Vec<u32>,
 }
 
+/// Encodes one document, EOS appended.
+pub(super) fn encode(
+    tokenizer: &LoadedTokenizer,
+    eos: u32,
+    doc: &Document,
+    options: &TokenizeOptions,
+) -> Result<Encoded> {
+    let mut tokens = tokenizer
+        .encode_long(&doc.text, options.max_piece_bytes)
+        .with_context(|| format!("document {}", doc.id))?;
+    tokens.push(eos);
+    Ok(Encoded {
+        id: doc.id.clone(),
+        source: doc.source.clone(),
+        tokens,
+    })
+}
+
 /// Where encoded documents go: straight into the writer, or into shuffle buckets.
-enum Sink {
+pub(super) enum Sink {
     Direct(ShardWriter),
     Buckets {
         files: Vec<BufWriter<File>>,
@@ -192,7 +210,7 @@ enum Sink {
 }
 
 impl Sink {
-    fn new(
+    pub(super) fn new(
         dir: &Path,
         tokenizer: &LoadedTokenizer,
         options: &TokenizeOptions,
@@ -280,7 +298,7 @@ impl Sink {
     }
 }
 
-fn write_record(out: &mut impl Write, doc: &Encoded) -> Result<()> {
+pub(super) fn write_record(out: &mut impl Write, doc: &Encoded) -> Result<()> {
     for s in [&doc.id, &doc.source] {
         out.write_all(&(s.len() as u32).to_le_bytes())?;
         out.write_all(s.as_bytes())?;
@@ -292,7 +310,7 @@ fn write_record(out: &mut impl Write, doc: &Encoded) -> Result<()> {
     Ok(())
 }
 
-fn read_records(path: &Path) -> Result<Vec<Encoded>> {
+pub(super) fn read_records(path: &Path) -> Result<Vec<Encoded>> {
     let mut reader =
         BufReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
     let mut docs = Vec::new();
@@ -342,7 +360,7 @@ fn thread_cpu_seconds() -> f64 {
 }
 
 /// What the encoding side sends the writer thread.
-enum ToWriter {
+pub(super) enum ToWriter {
     Batch(Vec<Encoded>),
     /// The input is complete: finish the datasets.
     Done,
@@ -352,7 +370,7 @@ enum ToWriter {
 /// finished (last shards, manifests) once the input is complete; if the input failed, the
 /// channel closes without `Done` and no manifest is written. Returns the summary's document
 /// and token counts and the writing times; the reading side fills in the rest.
-fn write_all(
+pub(super) fn write_all(
     batches: std::sync::mpsc::Receiver<ToWriter>,
     mut train: Sink,
     mut val: Option<Sink>,
@@ -468,17 +486,7 @@ pub fn tokenize(
         let mut encode_batch = |batch: Vec<Document>| -> Result<()> {
             let encoded = batch
                 .par_iter()
-                .map(|doc| {
-                    let mut tokens = tokenizer
-                        .encode_long(&doc.text, options.max_piece_bytes)
-                        .with_context(|| format!("document {}", doc.id))?;
-                    tokens.push(eos);
-                    Ok(Encoded {
-                        id: doc.id.clone(),
-                        source: doc.source.clone(),
-                        tokens,
-                    })
-                })
+                .map(|doc| encode(&tokenizer, eos, doc, options))
                 .collect::<Result<Vec<Encoded>>>()?;
             input_bytes += batch.iter().map(|d| d.text.len() as u64).sum::<u64>();
             bar.set_message(format!("{:.0} MB of text", input_bytes as f64 / 1e6));

@@ -1,0 +1,237 @@
+//! Dedup across a split run, as stages that each run as tasks (`pipeline clean --stage`):
+//!
+//! 1. `clean` (per input, task i of N): read, filter, dedup keys; then each input's keys
+//!    partitioned by band and key range (`work/dedup/keys-NNNNN.bin`, `sigs-NNNNN.bin`).
+//! 2. `pairs` (per partition, task i of N takes partitions p = i mod N): the sorted merge of
+//!    every input's keys in that partition into groups and the member each document joins
+//!    (`work/dedup/pairs-PPPP.bin`).
+//! 3. `components` (one task): the partitions replayed in order through a union-find that
+//!    holds only documents with a duplicate, giving per input its clustered documents
+//!    (`work/dedup/clusters-NNNNN.bin`).
+//! 4. `survivors` (per input, task i of N): the kept documents and the docs tables, as the
+//!    one-process run writes them.
+//!
+//! Documents are numbered as in the one-process run (kept documents in input order), and
+//! each stage replays the one-process merge, so every output is that run's, whatever N.
+//! Every stage writes its files, then its done marker; a finished file or task is skipped.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+use super::dedup_keys::dedup_dir;
+use super::run::{DedupResult, write_outputs};
+use super::summary::RunSummary;
+use super::work::{InputDone, WorkFiles};
+use crate::config::PipelineConfig;
+use crate::dedup::partition::{
+    self, KeyKind, SparseUnionFind, kind_of, partitions, read_pairs, read_partition,
+    read_signature, resolve_group, write_pairs,
+};
+use crate::dedup::{Clusters, estimated_similarity};
+use crate::readers::expand_inputs;
+use crate::shard::TaskSlice;
+
+/// The inputs' done records and each input's first document number.
+struct Numbering {
+    done: Vec<InputDone>,
+    first_doc: Vec<u64>,
+}
+
+fn numbering(config: &PipelineConfig) -> Result<Numbering> {
+    let inputs = expand_inputs(&config.input.paths, config.input.reader.format)?;
+    let work = config.output.dir.join("work");
+    let mut done = Vec::with_capacity(inputs.len());
+    let mut first_doc = Vec::with_capacity(inputs.len());
+    let mut next = 0u64;
+    for index in 0..inputs.len() {
+        let path = WorkFiles::new(&work, index).done;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (did the clean stage finish?)", path.display()))?;
+        let record: InputDone =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        first_doc.push(next);
+        next += record.kept;
+        done.push(record);
+    }
+    Ok(Numbering { done, first_doc })
+}
+
+/// Stage 2: for each partition of this task, the groups in which a document joins another.
+pub(super) fn pairs(config: &PipelineConfig, task: TaskSlice) -> Result<RunSummary> {
+    let numbering = numbering(config)?;
+    let dir = dedup_dir(config);
+    let options = &config.dedup;
+    let width = options.minhash.bands * options.minhash.rows;
+    let threshold = options.minhash.min_similarity;
+    for p in (0..partitions(options.minhash.bands)).filter(|&p| task.owns(p)) {
+        let path = dir.join(format!("pairs-{p:04}.bin"));
+        let kind = kind_of(p);
+        let enabled = match kind {
+            KeyKind::Exact => options.exact,
+            KeyKind::MinHash => options.minhash.enabled,
+        };
+        if path.exists() || !enabled {
+            continue;
+        }
+        let mut triples = Vec::new();
+        for (index, &first) in numbering.first_doc.iter().enumerate() {
+            triples.extend(read_partition(
+                &dir.join(format!("keys-{index:05}.bin")),
+                p,
+                first,
+            )?);
+        }
+        // Inputs are numbered in order, so this is the one-process merge order.
+        triples.par_sort_unstable();
+        let check = kind == KeyKind::MinHash && threshold > 0.0;
+        let signatures = if check {
+            signatures_of(&dir, &numbering, width, &triples)?
+        } else {
+            HashMap::new()
+        };
+        let groups: Vec<partition::Group> = partition::groups(&triples)
+            .map(|g| {
+                resolve_group(g, |a, b| {
+                    !check
+                        || match (signatures.get(&a), signatures.get(&b)) {
+                            (Some(x), Some(y)) => estimated_similarity(x, y) >= threshold,
+                            _ => false,
+                        }
+                })
+            })
+            .filter(|g| g.iter().any(|(_, t)| t.is_some()))
+            .collect();
+        write_pairs(&path, &groups)?;
+    }
+    Ok(RunSummary::default())
+}
+
+/// The signatures of every document in a group of two or more.
+fn signatures_of(
+    dir: &Path,
+    numbering: &Numbering,
+    width: usize,
+    triples: &[partition::Triple],
+) -> Result<HashMap<u64, Vec<u32>>> {
+    let mut docs: Vec<u64> = partition::groups(triples)
+        .flat_map(|g| g.iter().map(|t| t.2))
+        .collect();
+    docs.sort_unstable();
+    docs.dedup();
+    let mut out = HashMap::with_capacity(docs.len());
+    let mut open: Option<(usize, File, PathBuf)> = None;
+    for doc in docs {
+        let input = numbering.first_doc.partition_point(|&f| f <= doc) - 1;
+        if open.as_ref().is_none_or(|(i, _, _)| *i != input) {
+            let path = dir.join(format!("sigs-{input:05}.bin"));
+            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            open = Some((input, file, path));
+        }
+        if let Some((_, file, path)) = &open {
+            let local = doc - numbering.first_doc[input];
+            out.insert(doc, read_signature(file, path, width, local)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Stage 3: the clusters, replayed over every partition in order; per input, the
+/// documents in a cluster of two or more with their cluster and its size.
+pub(super) fn components(config: &PipelineConfig) -> Result<RunSummary> {
+    let numbering = numbering(config)?;
+    let dir = dedup_dir(config);
+    let options = &config.dedup;
+    let mut per_kind = Vec::new();
+    for (kind, enabled) in [
+        (KeyKind::Exact, options.exact),
+        (KeyKind::MinHash, options.minhash.enabled),
+    ] {
+        let mut union_find = SparseUnionFind::default();
+        if enabled {
+            for p in (0..partitions(options.minhash.bands)).filter(|&p| kind_of(p) == kind) {
+                read_pairs(&dir.join(format!("pairs-{p:04}.bin")), |g| {
+                    union_find.replay(g)
+                })?;
+            }
+        }
+        tracing::info!("{kind:?} dedup: {} documents in clusters", union_find.len());
+        per_kind.push(union_find.members());
+    }
+    let inputs = numbering.first_doc.len();
+    for index in 0..inputs {
+        let (lo, hi) = (
+            numbering.first_doc[index],
+            numbering.first_doc[index] + numbering.done[index].kept,
+        );
+        let mut bytes = Vec::new();
+        for members in &per_kind {
+            let from = members.partition_point(|m| m.0 < lo);
+            let to = members.partition_point(|m| m.0 < hi);
+            bytes.extend_from_slice(&((to - from) as u64).to_le_bytes());
+            for &(doc, root, size) in &members[from..to] {
+                for v in [doc, root, size] {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        partition::write_atomic(&dir.join(format!("clusters-{index:05}.bin")), &bytes)?;
+    }
+    Ok(RunSummary::default())
+}
+
+/// Reads one input's clusters file: (exact, minhash) members.
+fn read_clusters(path: &Path) -> Result<[HashMap<u64, (u64, u64)>; 2]> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut at = 0usize;
+    let mut next = || -> Result<u64> {
+        let v = bytes
+            .get(at..at + 8)
+            .with_context(|| format!("{} is truncated", path.display()))?;
+        at += 8;
+        Ok(u64::from_le_bytes(v.try_into()?))
+    };
+    let mut out = [HashMap::new(), HashMap::new()];
+    for map in &mut out {
+        for _ in 0..next()? {
+            let (doc, root, size) = (next()?, next()?, next()?);
+            map.insert(doc, (root, size));
+        }
+    }
+    Ok(out)
+}
+
+/// Stage 4: this task's inputs' kept documents and docs tables.
+pub(super) fn survivors(config: &PipelineConfig, task: TaskSlice) -> Result<RunSummary> {
+    let numbering = numbering(config)?;
+    let dir = dedup_dir(config);
+    let work = config.output.dir.join("work");
+    let mine: Vec<usize> = (0..numbering.done.len())
+        .filter(|&i| task.owns(i))
+        .collect();
+    let mut summary = RunSummary::default();
+    for &index in &mine {
+        let [exact, near] = read_clusters(&dir.join(format!("clusters-{index:05}.bin")))?;
+        let dedup = DedupResult {
+            exact: config.dedup.exact.then(|| Clusters::from_members(exact)),
+            minhash: config
+                .dedup
+                .minhash
+                .enabled
+                .then(|| Clusters::from_members(near)),
+        };
+        write_outputs(
+            config,
+            &work,
+            &[index],
+            &numbering.done[index..=index],
+            &numbering.first_doc[index..=index],
+            dedup,
+            &mut summary,
+        )?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,129 @@
+//! Done markers of a split run's tasks (`OUT/tasks/STAGE-0000i-of-0000N.json`): the config
+//! a task ran with and its summary, written last; a marker written under another config is
+//! refused, naming the first field that differs.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::summary::RunSummary;
+use crate::config::PipelineConfig;
+use crate::shard::TaskSlice;
+use crate::storage;
+
+/// Writes a task's done marker (its config and summary), last.
+pub(crate) fn claim_marker(
+    marker: &Path,
+    config: &PipelineConfig,
+    summary: &RunSummary,
+) -> Result<()> {
+    storage::write_marker(marker, &done_marker_json(config, summary)?)
+}
+
+/// The contents of a done marker.
+pub(super) fn done_marker_json(config: &PipelineConfig, summary: &RunSummary) -> Result<Vec<u8>> {
+    let done = TaskDone {
+        config: serde_json::to_value(config)?,
+        summary: summary.clone(),
+    };
+    Ok(serde_json::to_vec_pretty(&done)?)
+}
+
+/// The summary of a finished task (its marker exists, under this config), else `None`.
+pub(super) fn done_or_check(marker: &Path, config: &PipelineConfig) -> Result<Option<RunSummary>> {
+    if storage::exists(marker)? {
+        tracing::info!("{} exists: this task is done", marker.display());
+        return read_marker(marker, config).map(Some);
+    }
+    Ok(None)
+}
+
+/// Checks that all `tasks` markers of `stage` exist under this config; returns their
+/// summaries.
+pub(super) fn require_markers(
+    config: &PipelineConfig,
+    stage: &str,
+    tasks: usize,
+) -> Result<Vec<RunSummary>> {
+    let out = &config.output.dir;
+    let mut summaries = Vec::new();
+    let mut missing = Vec::new();
+    for index in 0..tasks {
+        let marker = out.join(TaskSlice::new(index, tasks)?.marker(stage));
+        if storage::exists(&marker)? {
+            summaries.push(read_marker(&marker, config)?);
+        } else {
+            missing.push(index);
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "tasks {missing:?} of {tasks} of stage {stage} have no done marker in {}: rerun them first",
+            out.display()
+        );
+    }
+    Ok(summaries)
+}
+
+/// A task's done marker: the config it ran with and what it did.
+#[derive(Debug, Serialize, Deserialize)]
+struct TaskDone {
+    config: serde_json::Value,
+    summary: RunSummary,
+}
+
+/// Reads a task's done marker, refusing one written under another config (naming the field).
+pub(super) fn read_marker(marker: &Path, config: &PipelineConfig) -> Result<RunSummary> {
+    let done: TaskDone = serde_json::from_slice(&storage::read_small(marker)?)
+        .with_context(|| format!("reading the done marker {}", marker.display()))?;
+    // [run] (threads, batch size) does not change the outputs: a rerun may change it.
+    let outputs_of = |mut v: serde_json::Value| {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("run");
+        }
+        v
+    };
+    let (was, now) = (
+        outputs_of(done.config),
+        outputs_of(serde_json::to_value(config)?),
+    );
+    if let Some(field) = first_difference(&was, &now, "") {
+        bail!(
+            "{} was written with a different config ({field} differs): rerun every task with one config, or remove the output",
+            marker.display()
+        );
+    }
+    Ok(done.summary)
+}
+
+/// The dotted path of the first field where `a` and `b` differ.
+pub(crate) fn first_difference(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    at: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let path = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => first_difference(p, q, &path),
+                    _ => Some(path),
+                }
+            })
+        }
+        _ if a == b => None,
+        _ => Some(if at.is_empty() {
+            "the config".into()
+        } else {
+            at.to_string()
+        }),
+    }
+}

@@ -1,0 +1,111 @@
+//! Runs one task of one stage of a split `clean` run: skips it when its done marker exists
+//! (refusing one written under another config), checks that the stage before it finished,
+//! runs it on a local or an `s3://` output, and writes its marker last; its running and
+//! failure markers (`task_state`) let `pipeline status` show it.
+
+use anyhow::{Context, Result, bail, ensure};
+
+use super::dedup_tasks::{components, pairs, survivors};
+use super::markers::{claim_marker, done_marker_json, done_or_check, require_markers};
+use super::stages::{Stage, dedups, kept_input, tokenizes_in_tasks};
+use super::summary::RunSummary;
+use crate::config::PipelineConfig;
+use crate::shard::TaskSlice;
+use crate::task_state::track;
+use crate::tokenize::tasks::tokenize_task;
+
+/// Runs task `task` of `stage` (`clean` is [`super::run_task`]; the components stage is one
+/// task whatever the index, and reads the N of the stages around it from `task`).
+pub fn run_stage(
+    config: &PipelineConfig,
+    stage: Stage,
+    task: Option<TaskSlice>,
+    show_progress: bool,
+) -> Result<RunSummary> {
+    if stage == Stage::Clean {
+        return super::run_task(config, show_progress, task);
+    }
+    let Some(task) = task else {
+        bail!(
+            "--stage {} needs --tasks N (the split of the clean stage) and --task i or a scheduler's task index",
+            stage.name()
+        );
+    };
+    // The components stage is one task whatever the index.
+    let slice = if stage == Stage::Components {
+        TaskSlice::new(0, 1)?
+    } else {
+        task
+    };
+    track(&config.output.dir, stage.name(), Some(slice), || {
+        run_tracked(config, stage, task, slice)
+    })
+}
+
+/// One task of a stage after `clean`, between its running marker and its done (or failure)
+/// marker; `slice` names its marker, `task` gives the N of the stages around it.
+fn run_tracked(
+    config: &PipelineConfig,
+    stage: Stage,
+    task: TaskSlice,
+    slice: TaskSlice,
+) -> Result<RunSummary> {
+    let out = &config.output.dir;
+    let marker = out.join(slice.marker(stage.name()));
+    // A tokenize task goes by its own marker in the dataset's directory, which `--finish`
+    // removes with the encoded files: after that, a relaunch must encode again.
+    if stage != Stage::Tokenize
+        && let Some(summary) = done_or_check(&marker, config)?
+    {
+        return Ok(summary);
+    }
+    let n = task.count();
+    let started = std::time::Instant::now();
+    let mut summary = if stage == Stage::Tokenize {
+        let options = config
+            .tokenize
+            .as_ref()
+            .filter(|_| tokenizes_in_tasks(config))
+            .context(
+                "--stage tokenize needs [tokenize] with local paths and no [tokenize.train]",
+            )?;
+        let before = if dedups(config) { "survivors" } else { "clean" };
+        require_markers(config, before, n)?;
+        // Its own marker goes to the dataset's directory (for `tokenize --finish`); the one
+        // below, in the run's, is what `status` and the next stage read.
+        let encoded = tokenize_task(&kept_input(config), options, task)?;
+        RunSummary {
+            tokenize: Some(encoded),
+            ..RunSummary::default()
+        }
+    } else {
+        ensure!(
+            dedups(config),
+            "--stage {} is a dedup stage, and the config has dedup off",
+            stage.name()
+        );
+        match stage {
+            Stage::Pairs => require_markers(config, "clean", n)?,
+            Stage::Components => require_markers(config, "pairs", n)?,
+            _ => require_markers(config, "components", 1)?,
+        };
+        if crate::storage::is_remote_path(out) {
+            super::dedup_remote::run_remote(config, stage, task)?
+        } else {
+            match stage {
+                Stage::Pairs => pairs(config, task)?,
+                Stage::Components => components(config)?,
+                _ => survivors(config, task)?,
+            }
+        }
+    };
+    summary
+        .seconds
+        .insert(stage.name().into(), started.elapsed().as_secs_f64());
+    if stage == Stage::Tokenize {
+        crate::storage::write_small(&marker, &done_marker_json(config, &summary)?)?;
+    } else {
+        claim_marker(&marker, config, &summary)?;
+    }
+    Ok(summary)
+}

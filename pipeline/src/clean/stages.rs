@@ -1,0 +1,74 @@
+//! The stages of a split `clean` run (`pipeline clean --stage`): `clean`, and with dedup on
+//! `pairs`, `components` and `survivors` (see `dedup_tasks`), with `[tokenize]` on local paths
+//! `tokenize` (the kept documents encoded by N tasks), then `--finish`.
+
+use crate::config::{KeptFormat, PipelineConfig};
+use crate::readers::{InputConfig, ReaderOptions};
+
+/// A stage of `pipeline clean` split into tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// Read, filter, dedup keys (partitioned when dedup is on).
+    Clean,
+    /// Duplicate candidates per key partition.
+    Pairs,
+    /// Connected components over them (one task).
+    Components,
+    /// Kept documents and docs tables per input.
+    Survivors,
+    /// The kept documents encoded for `[tokenize]` (the finish step writes the dataset).
+    Tokenize,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Clean => "clean",
+            Stage::Pairs => "pairs",
+            Stage::Components => "components",
+            Stage::Survivors => "survivors",
+            Stage::Tokenize => "tokenize",
+        }
+    }
+}
+
+/// Whether `config` deduplicates (then a split run has the dedup stages).
+pub fn dedups(config: &PipelineConfig) -> bool {
+    config.dedup.exact || config.dedup.minhash.enabled
+}
+
+/// Whether a split run encodes `[tokenize]` in its own stage (every path local; else the
+/// finish step tokenizes in one process).
+pub fn tokenizes_in_tasks(config: &PipelineConfig) -> bool {
+    config.tokenize.as_ref().is_some_and(|t| {
+        t.train.is_none()
+            && ![&config.output.dir, &t.output, &t.tokenizer]
+                .iter()
+                .any(|p| crate::storage::is_remote_path(p))
+    })
+}
+
+/// The kept documents of a clean run, as the input of its `[tokenize]`.
+pub fn kept_input(config: &PipelineConfig) -> InputConfig {
+    let ext = match config.output.kept_format {
+        KeptFormat::Jsonl => "jsonl.zst",
+        KeptFormat::Parquet => "parquet",
+    };
+    let kept = config.output.dir.join(format!("kept/*.{ext}"));
+    InputConfig {
+        paths: vec![kept.display().to_string()],
+        reader: ReaderOptions::default(),
+    }
+}
+
+/// Stages of a split clean run, in order (the finish step aside).
+pub fn stages_of(config: &PipelineConfig) -> Vec<Stage> {
+    let mut stages = vec![Stage::Clean];
+    if dedups(config) {
+        stages.extend([Stage::Pairs, Stage::Components, Stage::Survivors]);
+    }
+    if tokenizes_in_tasks(config) {
+        stages.push(Stage::Tokenize);
+    }
+    stages
+}

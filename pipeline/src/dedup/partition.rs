@@ -1,0 +1,363 @@
+//! The files of a split run's dedup stages and the merge they replay, so that a run split
+//! into any number of tasks finds the clusters the one-process run finds.
+//!
+//! Dedup keys live in partitions: a contiguous range of (band, key) order (the exact keys'
+//! 4 key ranges, then 4 per MinHash band), so the partitions read in order are the
+//! one-process merge order. Per input, `keys-NNNNN.bin` holds its kept documents' (band, key,
+//! doc) triples sorted within each partition, with an index of where each partition starts,
+//! and `sigs-NNNNN.bin` the MinHash signatures at a fixed width (for the similarity check).
+//! Per partition, `pairs-PPPP.bin` holds the groups (documents sharing a band and key) in
+//! which some document joins an earlier one: each document with the earlier member it would
+//! join (the first similar one), so the components stage replays [`Clusters::build_checked`]
+//! exactly (its "already joined" shortcut depends on the order of the unions).
+//!
+//! [`Clusters::build_checked`]: super::Clusters::build_checked
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+
+use super::GROUP_CHECKS;
+
+/// Key ranges per band: partitions hold keys whose top bits are the range's number.
+pub const KEY_RANGES: usize = 4;
+const RANGE_SHIFT: u32 = 62;
+const TRIPLE: usize = 4 + 8 + 8;
+/// Marks a document of a group that joins no earlier member.
+const NO_TARGET: u64 = u64::MAX;
+
+/// Which dedup a partition belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Exact,
+    MinHash,
+}
+
+/// Number of partitions for `bands` MinHash bands (the exact ones included).
+pub fn partitions(bands: usize) -> usize {
+    KEY_RANGES * (1 + bands)
+}
+
+/// The kind of partition `p`.
+pub fn kind_of(p: usize) -> KeyKind {
+    if p < KEY_RANGES {
+        KeyKind::Exact
+    } else {
+        KeyKind::MinHash
+    }
+}
+
+fn partition_of(kind: KeyKind, band: u32, key: u64) -> usize {
+    let range = (key >> RANGE_SHIFT) as usize;
+    match kind {
+        KeyKind::Exact => range,
+        KeyKind::MinHash => KEY_RANGES * (1 + band as usize) + range,
+    }
+}
+
+/// A (band, key, doc) triple; doc is the number within its input in a keys file.
+pub type Triple = (u32, u64, u64);
+
+/// Writes one input's partitioned keys file from its documents' exact keys and band keys
+/// (`None` where that dedup is off), atomically.
+pub fn write_keys_file(
+    path: &Path,
+    bands: usize,
+    exact: Option<&[u64]>,
+    minhash: Option<&[Vec<u64>]>,
+) -> Result<()> {
+    let count = partitions(bands);
+    let mut parts: Vec<Vec<Triple>> = vec![Vec::new(); count];
+    for (doc, &key) in exact.unwrap_or_default().iter().enumerate() {
+        parts[partition_of(KeyKind::Exact, 0, key)].push((0, key, doc as u64));
+    }
+    for (doc, keys) in minhash.unwrap_or_default().iter().enumerate() {
+        ensure!(
+            keys.len() == bands,
+            "document {doc} of {} has {} band keys, the config {bands}",
+            path.display(),
+            keys.len()
+        );
+        for (band, &key) in keys.iter().enumerate() {
+            parts[partition_of(KeyKind::MinHash, band as u32, key)].push((
+                band as u32,
+                key,
+                doc as u64,
+            ));
+        }
+    }
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&(count as u32).to_le_bytes());
+    let mut start = 0u64;
+    for part in &parts {
+        bytes.extend_from_slice(&start.to_le_bytes());
+        start += part.len() as u64;
+    }
+    bytes.extend_from_slice(&start.to_le_bytes());
+    for part in &mut parts {
+        part.sort_unstable();
+        for &(band, key, doc) in part.iter() {
+            bytes.extend_from_slice(&band.to_le_bytes());
+            bytes.extend_from_slice(&key.to_le_bytes());
+            bytes.extend_from_slice(&doc.to_le_bytes());
+        }
+    }
+    write_atomic(path, &bytes)
+}
+
+/// Reads partition `p` of a keys file, adding `first_doc` to every document number.
+pub fn read_partition(path: &Path, p: usize, first_doc: u64) -> Result<Vec<Triple>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let read_at = |at: u64, n: usize| -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; n];
+        file.read_exact_at(&mut buf, at)
+            .with_context(|| format!("{} is truncated at byte {at}", path.display()))?;
+        Ok(buf)
+    };
+    let count = u32::from_le_bytes(read_at(0, 4)?.try_into().unwrap_or_default()) as usize;
+    ensure!(
+        p < count,
+        "{} has {count} partitions, the config more: rerun the clean stage",
+        path.display()
+    );
+    let index = read_at(4 + 8 * p as u64, 16)?;
+    let start = u64::from_le_bytes(index[..8].try_into()?);
+    let end = u64::from_le_bytes(index[8..].try_into()?);
+    let header = 4 + 8 * (count as u64 + 1);
+    let bytes = read_at(
+        header + start * TRIPLE as u64,
+        (end - start) as usize * TRIPLE,
+    )?;
+    Ok(bytes
+        .chunks_exact(TRIPLE)
+        .map(|t| {
+            let band = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+            let key = u64::from_le_bytes(t[4..12].try_into().unwrap_or_default());
+            let doc = u64::from_le_bytes(t[12..20].try_into().unwrap_or_default());
+            (band, key, doc + first_doc)
+        })
+        .collect())
+}
+
+/// Writes one input's signatures at `width` hashes each (a document without shingles as
+/// `u32::MAX`es, as the one-process run holds it), atomically.
+pub fn write_signatures(path: &Path, width: usize, signatures: &[Vec<u32>]) -> Result<()> {
+    let mut bytes = Vec::with_capacity(4 + signatures.len() * width * 4);
+    bytes.extend_from_slice(&(width as u32).to_le_bytes());
+    for (doc, s) in signatures.iter().enumerate() {
+        match s.len() {
+            0 => bytes.extend(std::iter::repeat_n(0xff, width * 4)),
+            n if n == width => s.iter().for_each(|v| bytes.extend(v.to_le_bytes())),
+            n => anyhow::bail!(
+                "document {doc} of {} has a signature of {n} hashes, the config {width}",
+                path.display()
+            ),
+        }
+    }
+    write_atomic(path, &bytes)
+}
+
+/// Reads the signature of document `doc` (its number within the input).
+pub fn read_signature(file: &File, path: &Path, width: usize, doc: u64) -> Result<Vec<u32>> {
+    let mut buf = vec![0u8; width * 4];
+    file.read_exact_at(&mut buf, 4 + doc * (width as u64) * 4)
+        .with_context(|| format!("{} has no signature for document {doc}", path.display()))?;
+    Ok(buf
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// One group of a partition in which some document joins an earlier member: every member
+/// the merge looks at, in order, with the member it joins (`None`: none, or the leader).
+pub type Group = Vec<(u64, Option<u64>)>;
+
+/// The groups of sorted `triples` (global document numbers) with at least two members:
+/// slices of `triples`.
+pub fn groups(triples: &[Triple]) -> impl Iterator<Item = &[Triple]> {
+    triples
+        .chunk_by(|a, b| a.0 == b.0 && a.1 == b.1)
+        .filter(|g| g.len() > 1)
+}
+
+/// What [`Clusters::build_checked`](super::Clusters::build_checked) compares for one group:
+/// each document after the leader with the first of the earlier members (up to
+/// [`GROUP_CHECKS`]) that `similar` accepts. Members past the checked window that join
+/// nothing are left out (they change nothing).
+pub fn resolve_group(group: &[Triple], mut similar: impl FnMut(u64, u64) -> bool) -> Group {
+    let mut out: Group = Vec::new();
+    let mut window: Vec<u64> = Vec::new();
+    for (i, &(_, _, doc)) in group.iter().enumerate() {
+        let target = if i == 0 {
+            None
+        } else {
+            window.iter().copied().find(|&m| similar(m, doc))
+        };
+        if i < GROUP_CHECKS || target.is_some() {
+            out.push((doc, target));
+        }
+        if window.len() < GROUP_CHECKS {
+            window.push(doc);
+        }
+    }
+    out
+}
+
+/// Writes a partition's groups (only those where some document joins), atomically.
+pub fn write_pairs(path: &Path, groups: &[Group]) -> Result<()> {
+    let mut bytes = Vec::new();
+    for g in groups {
+        bytes.extend_from_slice(&(g.len() as u32).to_le_bytes());
+        for &(doc, target) in g {
+            bytes.extend_from_slice(&doc.to_le_bytes());
+            bytes.extend_from_slice(&target.unwrap_or(NO_TARGET).to_le_bytes());
+        }
+    }
+    write_atomic(path, &bytes)
+}
+
+/// Reads a pairs file and calls `each` on every group in order.
+pub fn read_pairs(path: &Path, mut each: impl FnMut(&Group)) -> Result<()> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut at = 0usize;
+    let truncated = || format!("{} is truncated", path.display());
+    let mut group = Vec::new();
+    while at < bytes.len() {
+        let n = u32::from_le_bytes(bytes.get(at..at + 4).with_context(truncated)?.try_into()?);
+        at += 4;
+        group.clear();
+        for _ in 0..n {
+            let e = bytes.get(at..at + 16).with_context(truncated)?;
+            let doc = u64::from_le_bytes(e[..8].try_into()?);
+            let target = u64::from_le_bytes(e[8..].try_into()?);
+            group.push((doc, (target != NO_TARGET).then_some(target)));
+            at += 16;
+        }
+        each(&group);
+    }
+    Ok(())
+}
+
+/// Union-find over the documents that join a cluster only (document numbers are sparse);
+/// a cluster's root is its lowest document, as in the one-process run.
+#[derive(Debug, Default)]
+pub struct SparseUnionFind {
+    slot: HashMap<u64, u32>,
+    parent: Vec<u32>,
+    size: Vec<u32>,
+    doc: Vec<u64>,
+}
+
+impl SparseUnionFind {
+    fn slot(&mut self, doc: u64) -> u32 {
+        let next = self.doc.len() as u32;
+        let slot = *self.slot.entry(doc).or_insert(next);
+        if slot == next {
+            self.parent.push(next);
+            self.size.push(1);
+            self.doc.push(doc);
+        }
+        slot
+    }
+
+    fn find_slot(&mut self, mut x: u32) -> u32 {
+        let mut root = x;
+        while self.parent[root as usize] != root {
+            root = self.parent[root as usize];
+        }
+        while self.parent[x as usize] != root {
+            let next = self.parent[x as usize];
+            self.parent[x as usize] = root;
+            x = next;
+        }
+        root
+    }
+
+    /// The root document of `doc`'s cluster (`doc` itself when it is in none).
+    pub fn find(&mut self, doc: u64) -> u64 {
+        match self.slot.get(&doc) {
+            Some(&s) => {
+                let root = self.find_slot(s);
+                self.doc[root as usize]
+            }
+            None => doc,
+        }
+    }
+
+    pub fn union(&mut self, a: u64, b: u64) {
+        let (sa, sb) = (self.slot(a), self.slot(b));
+        let (ra, rb) = (self.find_slot(sa), self.find_slot(sb));
+        if ra == rb {
+            return;
+        }
+        let (low, high) = if self.doc[ra as usize] < self.doc[rb as usize] {
+            (ra, rb)
+        } else {
+            (rb, ra)
+        };
+        self.parent[high as usize] = low;
+        self.size[low as usize] += self.size[high as usize];
+    }
+
+    /// Replays one group as `Clusters::build_checked` merges it.
+    pub fn replay(&mut self, group: &Group) {
+        let mut window: Vec<u64> = Vec::new();
+        for &(doc, target) in group {
+            if let Some(m) = target {
+                let root = self.find(doc);
+                let joined = window.iter().any(|&w| self.find(w) == root);
+                if !joined {
+                    self.union(m, doc);
+                }
+            }
+            if window.len() < GROUP_CHECKS {
+                window.push(doc);
+            }
+        }
+    }
+
+    /// Documents in the structure (each in a cluster of two or more).
+    pub fn len(&self) -> usize {
+        self.doc.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.doc.is_empty()
+    }
+
+    /// Every document with (root, cluster size), sorted by document.
+    pub fn members(mut self) -> Vec<(u64, u64, u64)> {
+        let mut out = Vec::with_capacity(self.doc.len());
+        for s in 0..self.doc.len() as u32 {
+            let root = self.find_slot(s);
+            out.push((
+                self.doc[s as usize],
+                self.doc[root as usize],
+                u64::from(self.size[root as usize]),
+            ));
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// Writes `bytes` to `path` by a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file =
+        BufWriter::new(File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+    file.write_all(bytes)
+        .and_then(|()| file.flush())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.get_ref().sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+}
