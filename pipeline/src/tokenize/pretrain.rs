@@ -424,6 +424,7 @@ pub fn tokenize(
     }
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     let eos = tokenizer.eos()?;
+    let bos = tokenizer.bos();
     let files = expand_inputs(&input.paths, input.reader.format)?;
     let resolved = serde_json::json!({"input": input, "tokenize": options});
     let train = Sink::new(
@@ -469,9 +470,12 @@ pub fn tokenize(
             let encoded = batch
                 .par_iter()
                 .map(|doc| {
-                    let mut tokens = tokenizer
-                        .encode_long(&doc.text, options.max_piece_bytes)
-                        .with_context(|| format!("document {}", doc.id))?;
+                    let mut tokens: Vec<u32> = bos.into_iter().collect();
+                    tokens.extend(
+                        tokenizer
+                            .encode_long(&doc.text, options.max_piece_bytes)
+                            .with_context(|| format!("document {}", doc.id))?,
+                    );
                     tokens.push(eos);
                     Ok(Encoded {
                         id: doc.id.clone(),
