@@ -146,7 +146,8 @@ pub struct DataConfig {
     /// With `order = "random"`: the fraction of windows that start at a document's first
     /// token (its BOS), so the model learns to begin a text from nothing before it, as
     /// `generate` asks it to; the others start anywhere. Drawn from (seed, step) like the
-    /// windows themselves.
+    /// windows themselves. Pretraining only: post-training rows are whole examples, which
+    /// start with BOS already.
     #[serde(default = "default_doc_start_fraction")]
     pub doc_start_fraction: f64,
 }
