@@ -84,9 +84,23 @@ fn write_dataset(dir: &Path, tokenizer_path: &Path, bos: bool) {
     writer.finish().expect("finish");
 }
 
-/// Pretrains the tiny model on `data` (default window settings unless `extra_data` says
-/// otherwise) and returns its last checkpoint.
+/// Pretrains the tiny model on `data` for `STEPS` steps (default window settings unless
+/// `extra_data` says otherwise) and returns its last checkpoint.
 fn pretrain(root: &Path, name: &str, data: &Path, extra_data: &str) -> std::path::PathBuf {
+    pretrain_with(root, name, data, extra_data, STEPS)
+}
+
+fn pretrain_steps(root: &Path, name: &str, data: &Path, steps: u64) -> std::path::PathBuf {
+    pretrain_with(root, name, data, "", steps)
+}
+
+fn pretrain_with(
+    root: &Path,
+    name: &str,
+    data: &Path,
+    extra_data: &str,
+    steps: u64,
+) -> std::path::PathBuf {
     let out = root.join(name);
     let config = format!(
         r#"
@@ -111,14 +125,14 @@ warmup_steps = 20
 [train]
 out = "{}"
 seed = 3
-steps = {STEPS}
+steps = {steps}
 micro_batch_size = 8
 grad_accum = 1
 device = "cpu"
 threads = 1
 
 [checkpoint]
-every = {STEPS}
+every = {steps}
 "#,
         data.display(),
         out.display()
@@ -126,12 +140,12 @@ every = {STEPS}
     let path = root.join(format!("{name}.toml"));
     std::fs::write(&path, config).expect("config");
     trainer_ok(&["pretrain", "--config", path.to_str().expect("utf8")]);
-    out.join(format!("checkpoints/step-{STEPS:08}"))
+    out.join(format!("checkpoints/step-{steps:08}"))
 }
 
-/// How many lines the model completes from their bare opening pair (greedy), and the
-/// completions.
-fn completed(ckpt: &Path) -> (usize, Vec<String>) {
+/// How many lines the model in `dir` (checkpoint or export) completes from their bare
+/// opening pair (greedy), and the completions; `bos` is the id every prompt must start with.
+fn completed(dir: &Path, bos: Option<u32>) -> (usize, Vec<String>) {
     let mut right = 0;
     let mut texts = Vec::new();
     for i in 0..LINES {
@@ -143,8 +157,15 @@ fn completed(ckpt: &Path) -> (usize, Vec<String>) {
             seed: 0,
             stop_token: None,
         };
-        let out = generate_from_dir(ckpt, &pair(i), params, true, Device::Cpu, Precision::Fp32)
+        let out = generate_from_dir(dir, &pair(i), params, true, Device::Cpu, Precision::Fp32)
             .expect("generate");
+        assert_eq!(
+            out.prompt_ids.first() == bos.as_ref(),
+            bos.is_some(),
+            "{}: prompt {:?}",
+            dir.display(),
+            out.prompt_ids
+        );
         if out.text.starts_with(&format!(" {}", pair(i + 1))) {
             right += 1;
         }
@@ -165,7 +186,7 @@ fn a_model_completes_openings_from_bare_prompts() {
     let with_bos = tmp.path().join("with-bos");
     write_dataset(&with_bos, &tokenizer, true);
     let ckpt = pretrain(tmp.path(), "bos", &with_bos, "");
-    let (right, samples) = completed(&ckpt);
+    let (right, samples) = completed(&ckpt, Some(5));
     eprintln!("with BOS and aligned windows: {right}/{LINES} completed\n{samples:#?}");
     assert!(
         right * 10 >= LINES * 8,
@@ -178,10 +199,75 @@ fn a_model_completes_openings_from_bare_prompts() {
     let without = tmp.path().join("without-bos");
     write_dataset(&without, &tokenizer, false);
     let old = pretrain(tmp.path(), "old", &without, "doc_start_fraction = 0.0");
-    let (old_right, old_samples) = completed(&old);
+    let (old_right, old_samples) = completed(&old, None);
     eprintln!("without BOS, windows anywhere: {old_right}/{LINES} completed\n{old_samples:#?}");
     assert!(
         old_right + LINES / 6 <= right,
         "BOS should complete clearly more openings: {right} vs {old_right}"
     );
+}
+
+/// Exports `ckpt` to `out` and returns its `tokenizer_config.json` and `config.json`.
+fn export(ckpt: &Path, out: &Path) -> (serde_json::Value, serde_json::Value) {
+    trainer_ok(&[
+        "export-hf",
+        ckpt.to_str().expect("utf8"),
+        out.to_str().expect("utf8"),
+    ]);
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join(name)).expect(name)).expect("json")
+    };
+    (read("tokenizer_config.json"), read("config.json"))
+}
+
+#[test]
+fn a_model_from_before_bos_generates_and_exports_without_it() {
+    // Short runs: what is checked here is which ids start a prompt, not what follows.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let texts: Vec<String> = (0..LINES).map(line).collect();
+    let tokenizer = tmp.path().join("tokenizer.json");
+    save_bpe(&tokenizer, texts.iter().map(String::as_str), 400);
+    let (new, old) = (tmp.path().join("new"), tmp.path().join("old"));
+    write_dataset(&new, &tokenizer, true);
+    write_dataset(&old, &tokenizer, false);
+    for (name, data, bos) in [("new", &new, Some(5u32)), ("old", &old, None)] {
+        let ckpt = pretrain_steps(tmp.path(), name, data, 5);
+        let hf = tmp.path().join(format!("{name}-hf"));
+        let (tok_config, config) = export(&ckpt, &hf);
+        assert_eq!(tok_config["add_bos_token"], bos.is_some(), "{name}");
+        assert_eq!(
+            tok_config["chat_template"],
+            format::chat_template_jinja(bos.is_some()),
+            "{name}"
+        );
+        // Without BOS, bos_token_id names EOS as exports before BOS did.
+        assert_eq!(config["bos_token_id"], bos.unwrap_or(0), "{name}");
+        for dir in [&ckpt, &hf] {
+            let out = generate_from_dir(
+                dir,
+                &pair(0),
+                SamplingParams {
+                    temperature: 0.0,
+                    top_k: 0,
+                    top_p: 1.0,
+                    max_tokens: 2,
+                    seed: 0,
+                    stop_token: None,
+                },
+                true,
+                Device::Cpu,
+                Precision::Fp32,
+            )
+            .expect("generate");
+            assert_eq!(
+                out.prompt_ids.first().copied() == bos,
+                bos.is_some(),
+                "{}: {:?}",
+                dir.display(),
+                out.prompt_ids
+            );
+            let bare = usize::from(bos.is_some());
+            assert_eq!(out.prompt_ids.len(), bare + 2, "{:?}", out.prompt_ids);
+        }
+    }
 }
