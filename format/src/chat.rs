@@ -7,6 +7,10 @@
 //! content. Hugging Face tokenizers split on special tokens before encoding, so encoding the
 //! rendered string gives the same ids as encoding each content on its own, which is what
 //! makes the piecewise rendering here and `apply_chat_template` agree.
+//!
+//! A tokenizer with the `bos` special token (`<|bos|>`) starts every rendered conversation
+//! with it, as every pretraining document starts: an SFT example, a preference prompt and a
+//! generation prompt all begin the way the model saw documents begin.
 
 use std::collections::BTreeMap;
 
@@ -14,20 +18,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{FormatError, Result};
 
-/// Special tokens every jielong tokenizer carries: (name in the manifest, text).
-pub const SPECIAL_TOKENS: [(&str, &str); 5] = [
+/// Special tokens every jielong tokenizer carries: (name in the manifest, text). A trained
+/// tokenizer gives them ids 0..=5 in this order; `bos` came last so that the ids of the first
+/// five are those of tokenizers trained before it (which lack `bos`: see [`BOS_TOKEN`]).
+pub const SPECIAL_TOKENS: [(&str, &str); 6] = [
     ("eos", "<|endoftext|>"),
     ("system", "<|system|>"),
     ("user", "<|user|>"),
     ("assistant", "<|assistant|>"),
     ("end_of_turn", "<|end|>"),
+    ("bos", BOS_TOKEN),
 ];
 
-/// The template as Jinja, for `tokenizer_config.json`'s `chat_template`.
-pub const CHAT_TEMPLATE_JINJA: &str = "{%- for message in messages -%}\
-{{- '<|' + message['role'] + '|>' + message['content'] + '<|end|>' -}}\
-{%- endfor -%}\
-{%- if add_generation_prompt -%}{{- '<|assistant|>' -}}{%- endif -%}";
+/// The beginning-of-sequence token. When a dataset's tokenizer has it, every row starts with
+/// it (pretraining documents, chat examples, preference and unpaired prompts) and generation
+/// prepends it to the prompt; a tokenizer without it (trained before it existed) means no
+/// BOS anywhere.
+pub const BOS_TOKEN: &str = "<|bos|>";
+
+/// The template as Jinja, for `tokenizer_config.json`'s `chat_template`, for a tokenizer with
+/// a BOS token (`bos`) or without one. With one it starts with `{{ bos_token }}`, so
+/// `apply_chat_template` yields what [`ChatTemplate::render`] does.
+pub fn chat_template_jinja(bos: bool) -> String {
+    let start = if bos { "{{- bos_token -}}" } else { "" };
+    format!(
+        "{start}{{%- for message in messages -%}}\
+{{{{- '<|' + message['role'] + '|>' + message['content'] + '<|end|>' -}}}}\
+{{%- endfor -%}}\
+{{%- if add_generation_prompt -%}}{{{{- '<|assistant|>' -}}}}{{%- endif -%}}"
+    )
+}
 
 /// Who speaks a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -89,6 +109,8 @@ impl RenderedChat {
 /// The chat template bound to one tokenizer's special-token ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatTemplate {
+    /// Starts every rendering when the tokenizer has one.
+    bos: Option<u32>,
     system: u32,
     user: u32,
     assistant: u32,
@@ -97,13 +119,13 @@ pub struct ChatTemplate {
 
 impl ChatTemplate {
     /// Looks up the role markers and `end_of_turn` among a tokenizer's special tokens (as
-    /// recorded in a manifest); names the first one missing.
+    /// recorded in a manifest), and `bos` if it is there; names the first one missing.
     pub fn from_special_tokens(special: &BTreeMap<String, u32>) -> Result<Self> {
         let get = |name: &str| {
             special.get(name).copied().ok_or_else(|| {
                 FormatError::Chat(format!(
                     "the tokenizer has no `{name}` special token; a chat template needs {}",
-                    SPECIAL_TOKENS[1..]
+                    SPECIAL_TOKENS[1..5]
                         .iter()
                         .map(|(n, t)| format!("{n} ({t})"))
                         .collect::<Vec<_>>()
@@ -112,6 +134,7 @@ impl ChatTemplate {
             })
         };
         Ok(Self {
+            bos: special.get("bos").copied(),
             system: get("system")?,
             user: get("user")?,
             assistant: get("assistant")?,
@@ -131,6 +154,11 @@ impl ChatTemplate {
         self.end_of_turn
     }
 
+    /// The BOS id every rendering starts with, if the tokenizer has one.
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
     /// Renders a training conversation: it must have at least one assistant turn, and a
     /// system turn only first.
     pub fn render(&self, messages: &[Message], encoder: &impl TextEncoder) -> Result<RenderedChat> {
@@ -141,6 +169,7 @@ impl ChatTemplate {
             ));
         }
         let mut out = RenderedChat::default();
+        out.push(self.bos.as_slice(), 0);
         for (i, message) in messages.iter().enumerate() {
             let content = encode(encoder, &message.content, i)?;
             let trained = u8::from(message.role == Role::Assistant);
@@ -151,14 +180,14 @@ impl ChatTemplate {
         Ok(out)
     }
 
-    /// Renders a prompt for generation: the conversation followed by `<|assistant|>`.
+    /// Renders a prompt for generation: BOS (if any), the conversation, then `<|assistant|>`.
     pub fn render_prompt(
         &self,
         messages: &[Message],
         encoder: &impl TextEncoder,
     ) -> Result<Vec<u32>> {
         check_conversation(messages)?;
-        let mut ids = Vec::new();
+        let mut ids: Vec<u32> = self.bos.into_iter().collect();
         for (i, message) in messages.iter().enumerate() {
             ids.push(self.marker(message.role));
             ids.extend(encode(encoder, &message.content, i)?);
@@ -177,9 +206,10 @@ impl ChatTemplate {
     }
 }
 
-/// The rendered text, exactly what [`CHAT_TEMPLATE_JINJA`] produces.
-pub fn render_text(messages: &[Message], add_generation_prompt: bool) -> String {
-    let mut text = String::new();
+/// The rendered text, exactly what [`chat_template_jinja`] produces given `bos_token` (the
+/// empty string for a template without BOS).
+pub fn render_text(messages: &[Message], add_generation_prompt: bool, bos_token: &str) -> String {
+    let mut text = bos_token.to_string();
     for m in messages {
         text.push_str("<|");
         text.push_str(m.role.as_str());

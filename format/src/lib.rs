@@ -11,8 +11,8 @@ pub mod schema;
 pub mod writer;
 
 pub use chat::{
-    CHAT_TEMPLATE_JINJA, ChatTemplate, Message, RenderedChat, Role, SPECIAL_TOKENS, TextEncoder,
-    render_text,
+    BOS_TOKEN, ChatTemplate, Message, RenderedChat, Role, SPECIAL_TOKENS, TextEncoder,
+    chat_template_jinja, render_text,
 };
 pub use error::{FormatError, Result};
 pub use manifest::{

@@ -24,13 +24,22 @@ pub struct TokenizerInfo {
     pub file: String,
     pub sha256: String,
     pub vocab_size: u32,
-    /// Special tokens by name (`eos`, `user`, `assistant`, `end_of_turn`, ...).
+    /// Special tokens by name (`eos`, `user`, `assistant`, `end_of_turn`, `bos`, ...).
+    /// `bos`, when present, is the first id of every row (see [`TokenizerInfo::bos`]).
     pub special_tokens: BTreeMap<String, u32>,
 }
 
 impl TokenizerInfo {
     pub fn special(&self, name: &str) -> Option<u32> {
         self.special_tokens.get(name).copied()
+    }
+
+    /// The BOS id that starts every row of the dataset (a pretraining document's `tokens`,
+    /// an SFT example's `input_ids`, a preference or unpaired `prompt_ids`), and that
+    /// generation prepends. `None` for a dataset tokenized before jielong had a BOS token:
+    /// its rows start bare, and so does generation from a model trained on it.
+    pub fn bos(&self) -> Option<u32> {
+        self.special("bos")
     }
 }
 
@@ -128,6 +137,19 @@ impl Manifest {
                 self.tokenizer.vocab_size,
                 expected.as_str()
             ));
+        }
+        if let Some(bos) = self.tokenizer.bos() {
+            if bos >= self.tokenizer.vocab_size {
+                return Err(format!(
+                    "tokenizer.special_tokens.bos {bos} is outside vocab_size {}",
+                    self.tokenizer.vocab_size
+                ));
+            }
+            if self.tokenizer.special("eos") == Some(bos) {
+                return Err(format!(
+                    "tokenizer.special_tokens.bos {bos} equals eos: BOS must be its own token"
+                ));
+            }
         }
         for shard in &self.shards {
             if shard.file.contains('/') || shard.file.contains('\\') || shard.file.starts_with('.')

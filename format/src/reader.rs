@@ -140,12 +140,29 @@ impl Dataset {
         Ok(())
     }
 
-    /// Reads every token column of every shard and checks each id against the vocabulary.
+    /// Reads every token column of every shard and checks each id against the vocabulary,
+    /// and, when the tokenizer has a BOS token, that every row starts with it.
     pub fn verify_tokens(&self) -> Result<()> {
         let vocab_size = self.manifest.tokenizer.vocab_size;
+        let bos = self.manifest.tokenizer.bos();
         for index in 0..self.num_shards() {
             let shard = self.shard(index)?;
             for (b, batch) in shard.batches().iter().enumerate() {
+                if let Some(bos) = bos {
+                    let column = self.kind().token_columns()[0];
+                    let tokens = batch.tokens(column)?;
+                    if let Some(row) = (0..tokens.len()).find(|&i| tokens.first(i) != Some(bos)) {
+                        return Err(FormatError::InvalidRow {
+                            location: format!(
+                                "{} (record batch {b}, row {row})",
+                                shard.path().display()
+                            ),
+                            message: format!(
+                                "{column} does not start with the bos id {bos} the manifest's tokenizer records"
+                            ),
+                        });
+                    }
+                }
                 for &column in self.kind().token_columns() {
                     let max = match batch.tokens(column)? {
                         Tokens::U16(list) => list.values().iter().copied().map(u32::from).max(),
@@ -495,6 +512,14 @@ impl Tokens<'_> {
         match self {
             Tokens::U16(v) => v.values().len(),
             Tokens::U32(v) => v.values().len(),
+        }
+    }
+
+    /// The first id of row `i`, if the row is not empty.
+    pub fn first(&self, i: usize) -> Option<u32> {
+        match self {
+            Tokens::U16(v) => v.get(i).first().map(|&t| u32::from(t)),
+            Tokens::U32(v) => v.get(i).first().copied(),
         }
     }
 

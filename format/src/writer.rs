@@ -99,6 +99,10 @@ impl ShardWriterBuilder {
                     .into(),
             );
         }
+        let bos = self.tokenizer.special_tokens.get("bos").copied();
+        if bos.is_some() && bos == eos {
+            return misuse("the `bos` special token must differ from `eos`".into());
+        }
         prepare_dir(&self.dir, self.overwrite)?;
 
         let tokenizer_dest = self.dir.join(TOKENIZER_FILE);
@@ -117,6 +121,7 @@ impl ShardWriterBuilder {
             kind: self.kind,
             dtype,
             eos,
+            bos,
             tokenizer,
             max_shard_tokens: self.max_shard_tokens,
             config: self.config,
@@ -171,6 +176,8 @@ pub struct ShardWriter {
     dtype: TokenDtype,
     schema: SchemaRef,
     eos: Option<u32>,
+    /// When the tokenizer has one, every row starts with it.
+    bos: Option<u32>,
     tokenizer: TokenizerInfo,
     max_shard_tokens: u64,
     config: serde_json::Value,
@@ -209,8 +216,8 @@ impl ShardWriter {
         &self.dir
     }
 
-    /// Appends one row after checking it (kind, token range, EOS, mask shape). A rejected row
-    /// leaves the writer usable.
+    /// Appends one row after checking it (kind, token range, BOS first and EOS last, mask
+    /// shape). A rejected row leaves the writer usable.
     pub fn write<'a>(&mut self, row: impl Into<Row<'a>>) -> Result<()> {
         let row = row.into();
         if row.kind() != self.kind {
@@ -291,6 +298,16 @@ impl ShardWriter {
                 ]
             }
         };
+        if let Some(bos) = self.bos {
+            // The first column is where a row starts: tokens, input_ids or prompt_ids.
+            let (column, ids) = columns[0];
+            if ids.first() != Some(&bos) {
+                return Err(invalid(format!(
+                    "{column} must start with the bos id {bos} (the tokenizer has a BOS token), got {:?}",
+                    ids.first()
+                )));
+            }
+        }
         for (column, ids) in columns {
             if let Some(&token) = ids.iter().find(|&&t| t >= self.tokenizer.vocab_size) {
                 return Err(FormatError::TokenOutOfRange {

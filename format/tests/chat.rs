@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 
 use format::{
-    CHAT_TEMPLATE_JINJA, ChatTemplate, FormatError, Message, Role, SPECIAL_TOKENS, TextEncoder,
-    render_text,
+    BOS_TOKEN, ChatTemplate, FormatError, Message, Role, SPECIAL_TOKENS, TextEncoder,
+    chat_template_jinja, render_text,
 };
 
-/// Byte-level stand-in tokenizer: byte b is id 10 + b; ids 0..5 are the special tokens.
+/// Byte-level stand-in tokenizer: byte b is id 10 + b; ids 0..=5 are the special tokens.
 struct Bytes;
 
 impl TextEncoder for Bytes {
@@ -28,6 +28,7 @@ const SYS: u32 = 1;
 const USER: u32 = 2;
 const ASSISTANT: u32 = 3;
 const END: u32 = 4;
+const BOS: u32 = 5;
 
 fn ids(text: &str) -> Vec<u32> {
     Bytes.encode(text).expect("encode")
@@ -43,7 +44,7 @@ fn three_turn_conversation_masks_exactly_the_assistant_answer_and_its_end() {
     ];
     let rendered = template.render(&conversation, &Bytes).expect("render");
 
-    let mut want_ids = vec![SYS];
+    let mut want_ids = vec![BOS, SYS];
     want_ids.extend(ids("Be brief."));
     want_ids.extend([END, USER]);
     want_ids.extend(ids("2+2?"));
@@ -84,9 +85,9 @@ fn every_assistant_turn_of_a_multi_turn_chat_is_trained() {
         Message::new(Role::Assistant, "d"),
     ];
     let r = template.render(&conversation, &Bytes).expect("render");
-    let expected_mask: Vec<u8> = vec![0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1];
+    let expected_mask: Vec<u8> = vec![0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 1];
     assert_eq!(r.loss_mask, expected_mask);
-    assert_eq!(r.input_ids.len(), 12);
+    assert_eq!(r.input_ids.len(), 13);
 }
 
 #[test]
@@ -136,32 +137,44 @@ fn encode_like_hf(text: &str) -> Vec<u32> {
 
 #[test]
 fn jinja_template_renders_the_same_text_and_ids() {
-    let template = ChatTemplate::from_special_tokens(&special()).expect("template");
     let conversation = [
         Message::new(Role::System, "You are 接龙."),
         Message::new(Role::User, "Line one\nline two"),
         Message::new(Role::Assistant, " leading space and trailing\n"),
     ];
     let env = minijinja::Environment::new();
-    for add_generation_prompt in [false, true] {
-        let jinja = env
-            .render_str(
-                CHAT_TEMPLATE_JINJA,
-                minijinja::context! { messages => conversation.clone(), add_generation_prompt },
-            )
-            .expect("jinja renders");
-        assert_eq!(jinja, render_text(&conversation, add_generation_prompt));
+    // With a BOS token (a tokenizer trained now) and without (one trained before BOS).
+    for (bos, bos_token) in [(true, BOS_TOKEN), (false, "")] {
+        let mut special = special();
+        if !bos {
+            special.remove("bos");
+        }
+        let template = ChatTemplate::from_special_tokens(&special).expect("template");
+        assert_eq!(template.bos(), bos.then_some(BOS));
+        for add_generation_prompt in [false, true] {
+            let jinja = env
+                .render_str(
+                    &chat_template_jinja(bos),
+                    minijinja::context! { messages => conversation.clone(), add_generation_prompt, bos_token },
+                )
+                .expect("jinja renders");
+            assert_eq!(
+                jinja,
+                render_text(&conversation, add_generation_prompt, bos_token)
+            );
+        }
+        let text = render_text(&conversation, false, bos_token);
+        let rendered = template.render(&conversation, &Bytes).expect("render");
+        assert_eq!(encode_like_hf(&text), rendered.input_ids);
+        assert_eq!(rendered.input_ids.first() == Some(&BOS), bos);
+        let prompt_text = render_text(&conversation[..2], true, bos_token);
+        assert_eq!(
+            encode_like_hf(&prompt_text),
+            template
+                .render_prompt(&conversation[..2], &Bytes)
+                .expect("prompt")
+        );
     }
-    let text = render_text(&conversation, false);
-    let rendered = template.render(&conversation, &Bytes).expect("render");
-    assert_eq!(encode_like_hf(&text), rendered.input_ids);
-    let prompt_text = render_text(&conversation[..2], true);
-    assert_eq!(
-        encode_like_hf(&prompt_text),
-        template
-            .render_prompt(&conversation[..2], &Bytes)
-            .expect("prompt")
-    );
 }
 
 #[test]

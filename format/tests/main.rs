@@ -1,5 +1,6 @@
 //! Integration tests of the data contract: one binary, one module per concern.
 
+mod bos;
 mod chat;
 mod crash;
 mod errors;

@@ -54,8 +54,11 @@ fn trained_tokenizer_has_the_special_tokens_first_and_round_trips() {
     let tok = LoadedTokenizer::load(&trained_tokenizer(tmp.path(), &corpus)).expect("load");
     let specials: Vec<(String, u32)> = tok.spec.special_tokens.clone().into_iter().collect();
     let ids: BTreeSet<u32> = specials.iter().map(|(_, id)| *id).collect();
-    assert_eq!(ids, (0..5).collect::<BTreeSet<u32>>(), "{specials:?}");
+    assert_eq!(ids, (0..6).collect::<BTreeSet<u32>>(), "{specials:?}");
     assert_eq!(tok.eos().expect("eos"), 0);
+    // BOS came last, so the ids of the other specials are those of older tokenizers.
+    assert_eq!(tok.bos(), Some(5));
+    assert_eq!(tok.spec.special_tokens["end_of_turn"], 4);
     for text in texts.values().take(5) {
         let ids = tok.encode_long(text, 100_000).expect("encode");
         assert_eq!(&tok.decode(&ids).expect("decode"), text);
@@ -111,8 +114,9 @@ fn pretrain_shards_round_trip_with_a_disjoint_validation_split() {
         "a document is in both splits"
     );
     for (id, tokens) in train.iter().chain(&val) {
+        assert_eq!(tokens.first(), Some(&5), "{id} must start with BOS");
         assert_eq!(tokens.last(), Some(&0), "{id} must end with EOS");
-        let text = tok.decode(&tokens[..tokens.len() - 1]).expect("decode");
+        let text = tok.decode(&tokens[1..tokens.len() - 1]).expect("decode");
         assert_eq!(&text, &texts[id], "{id} does not round-trip");
     }
     let manifest = Dataset::open(out.join("train"))
@@ -120,6 +124,11 @@ fn pretrain_shards_round_trip_with_a_disjoint_validation_split() {
         .manifest()
         .clone();
     assert_eq!(manifest.token_dtype, TokenDtype::U16);
+    assert_eq!(
+        manifest.tokenizer.bos(),
+        Some(5),
+        "the manifest records BOS"
+    );
     assert!(manifest.shards.len() > 1, "2000-token shards roll over");
     assert_eq!(
         manifest.tokenizer.sha256,
@@ -168,7 +177,7 @@ fn shuffle_is_a_deterministic_permutation() {
 fn a_vocabulary_over_65536_uses_u32_ids() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let vocab: HashMap<String, u32> = (0..70_000u32)
-        .map(|i| (format!("w{i}"), i + 5))
+        .map(|i| (format!("w{i}"), i + 6))
         .chain(
             format::SPECIAL_TOKENS
                 .iter()
@@ -206,7 +215,7 @@ fn a_vocabulary_over_65536_uses_u32_ids() {
     assert_eq!(dataset.token_dtype(), TokenDtype::U32);
     let shard = dataset.shard(0).expect("shard");
     match shard.batches()[0].tokens("tokens").expect("tokens") {
-        Tokens::U32(list) => assert_eq!(list.get(0), &[70_004, 6, 65_541, 0]),
+        Tokens::U32(list) => assert_eq!(list.get(0), &[5, 70_005, 7, 65_542, 0]),
         Tokens::U16(_) => panic!("ids above 65535 need u32"),
     }
 }

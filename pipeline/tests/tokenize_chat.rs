@@ -208,6 +208,11 @@ fn sft_mask_covers_exactly_the_assistant_answers() {
         serde_json::from_str(batch.strings("source_record").expect("src").value(0)).expect("json");
     assert_eq!(provenance["meta"]["checkpoint"], "ckpt-7");
     assert_eq!(provenance["line"], 1);
+    assert_eq!(
+        ids.first(),
+        tok.bos().as_ref(),
+        "an example starts with BOS"
+    );
     // Token by token: the supervised ids are exactly each answer followed by <|end|>.
     let end = tok.spec.special_tokens["end_of_turn"];
     let assistant = tok.spec.special_tokens["assistant"];
@@ -310,8 +315,35 @@ fn preference_pairs_render_prompt_and_answers() {
     };
     assert_eq!(
         decode("prompt_ids"),
-        "<|user|>Describe the harbor.<|end|><|assistant|>"
+        "<|bos|><|user|>Describe the harbor.<|end|><|assistant|>"
     );
     assert_eq!(decode("chosen_ids"), "The busy harbor.<|end|>");
     assert_eq!(decode("rejected_ids"), "No.<|end|>");
+
+    // A prompt cut to fit loses its oldest tokens but keeps BOS first.
+    let full = batch
+        .u32_lists("prompt_ids")
+        .expect("prompt")
+        .get(0)
+        .to_vec();
+    let chosen = batch.u32_lists("chosen_ids").expect("chosen").get(0).len();
+    let mut t = chat_options(
+        DatasetKind::Preference,
+        &path,
+        &tokenizer,
+        &tmp.path().join("pref-trunc"),
+        chosen + 4,
+    );
+    t.truncation = Truncation::Truncate;
+    assert_eq!(tokenize_chat(&t).expect("tokenize").truncated, 1);
+    let dataset = Dataset::open_kind(&t.output, DatasetKind::Preference).expect("open");
+    let shard = dataset.shard(0).expect("shard");
+    let cut = shard.batches()[0]
+        .u32_lists("prompt_ids")
+        .expect("prompt")
+        .get(0)
+        .to_vec();
+    assert_eq!(cut.len(), 4);
+    assert_eq!(cut[0], full[0], "BOS stays first");
+    assert_eq!(cut[1..], full[full.len() - 3..]);
 }

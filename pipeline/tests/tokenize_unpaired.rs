@@ -79,7 +79,7 @@ fn unpaired_rows_keep_prompt_completion_and_label() {
     };
     assert_eq!(
         decode("prompt_ids", 0),
-        "<|user|>Describe the harbor.<|end|><|assistant|>"
+        "<|bos|><|user|>Describe the harbor.<|end|><|assistant|>"
     );
     assert_eq!(decode("completion_ids", 0), "The busy harbor.<|end|>");
     assert_eq!(decode("completion_ids", 1), "No.<|end|>");

@@ -1,4 +1,4 @@
-//! A byte-level BPE tokenizer with jielong's special tokens at ids 0..5, trained on a few
+//! A byte-level BPE tokenizer with jielong's special tokens at ids 0..=5 (BOS last), trained on a few
 //! texts in memory: the shape of tokenizer `pipeline tokenizer train` writes, small enough
 //! for tests; and pretraining datasets encoded with it.
 
@@ -69,11 +69,16 @@ pub fn save_bpe<'a>(
 /// and the ids of jielong's special tokens.
 fn load_with_spec(path: &Path) -> (Tokenizer, TokenizerSpec) {
     let tokenizer = Tokenizer::from_file(path).expect("load tokenizer");
+    // A tokenizer from before BOS lacks `bos`; the others are always there.
     let special_tokens: BTreeMap<String, u32> = format::SPECIAL_TOKENS
         .iter()
-        .map(|(name, text)| {
-            let id = tokenizer.token_to_id(text).expect("special token id");
-            (name.to_string(), id)
+        .filter_map(|(name, text)| {
+            let id = tokenizer.token_to_id(text);
+            assert!(
+                id.is_some() || *name == "bos",
+                "special token {text} missing"
+            );
+            Some((name.to_string(), id?))
         })
         .collect();
     let spec = TokenizerSpec {
@@ -85,7 +90,7 @@ fn load_with_spec(path: &Path) -> (Tokenizer, TokenizerSpec) {
 }
 
 /// Writes a pretraining dataset to `dir`: each `(id, text)` encoded with the tokenizer at
-/// `tokenizer_path`, EOS appended, source `synthetic`; shards of at most `max_shard_tokens`
+/// `tokenizer_path`, BOS (when the tokenizer has it) prepended and EOS appended, source `synthetic`; shards of at most `max_shard_tokens`
 /// (the writer's default when `None`).
 pub fn write_pretrain_dataset(
     dir: &Path,
@@ -95,17 +100,15 @@ pub fn write_pretrain_dataset(
 ) {
     let (tokenizer, spec) = load_with_spec(tokenizer_path);
     let eos = spec.special_tokens["eos"];
+    let bos = spec.special_tokens.get("bos").copied();
     let mut builder = ShardWriter::builder(dir, DatasetKind::Pretrain, spec);
     if let Some(max) = max_shard_tokens {
         builder = builder.max_shard_tokens(max);
     }
     let mut writer = builder.build().expect("writer");
     for (id, text) in docs {
-        let mut ids = tokenizer
-            .encode(text, false)
-            .expect("encode")
-            .get_ids()
-            .to_vec();
+        let mut ids: Vec<u32> = bos.into_iter().collect();
+        ids.extend_from_slice(tokenizer.encode(text, false).expect("encode").get_ids());
         ids.push(eos);
         writer
             .write(PretrainDoc {

@@ -1,4 +1,5 @@
-//! Windows from format datasets: the stream across shards, determinism from (seed, step).
+//! Windows from format datasets: the stream across shards, determinism from (seed, step),
+//! windows aligned to document starts.
 
 use format::{Dataset, DatasetKind};
 use trainer::engine::MicroBatch;
@@ -58,6 +59,7 @@ fn batches_depend_only_on_seed_and_step() {
             seed,
         )
         .expect("sampler")
+        .with_doc_starts(0.5)
     };
     let (a, b, c) = (sampler(1), sampler(1), sampler(2));
     let x = a.train_batch(MicroBatch::single(5, 1, 2)).expect("batch");
@@ -97,7 +99,8 @@ fn batches_depend_only_on_seed_and_step() {
         DataOrder::Random,
         1,
     )
-    .expect("sampler");
+    .expect("sampler")
+    .with_doc_starts(0.5);
     let whole = wide
         .train_batch(MicroBatch::single(5, 0, 1))
         .expect("batch");
@@ -151,4 +154,51 @@ fn a_dataset_shorter_than_one_window_is_refused() {
     let stream = TokenStream::open(&dir).expect("stream");
     let err = WindowSampler::new(stream, 4096, 1, DataOrder::Random, 0).expect_err("too short");
     assert!(err.to_string().contains("seq_len"), "{err}");
+}
+
+#[test]
+fn a_fraction_of_windows_start_at_a_document_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = write_dataset(tmp.path(), "ds", 0, 60, 300);
+    let expected = concatenated(&dir);
+    let stream = TokenStream::open(&dir).expect("stream");
+    let bos = i64::from(stream.tokenizer().bos().expect("the dataset has BOS"));
+    // Document starts, read from the shards' offsets, are exactly where BOS is.
+    let starts: Vec<usize> = (0..expected.len())
+        .filter(|&i| expected[i] == bos)
+        .collect();
+    assert_eq!(stream.documents() as usize, starts.len());
+    for (d, &at) in starts.iter().enumerate() {
+        assert_eq!(stream.document_start(d as u64).expect("start"), at as u64);
+    }
+    let bos_first = |fraction: f64| -> usize {
+        let sampler = WindowSampler::new(
+            TokenStream::open(&dir).expect("stream"),
+            16,
+            8,
+            DataOrder::Random,
+            3,
+        )
+        .expect("sampler")
+        .with_doc_starts(fraction);
+        (1..=50)
+            .map(|step| {
+                let batch = sampler
+                    .train_batch(MicroBatch::single(step, 0, 1))
+                    .expect("batch");
+                let firsts: Vec<i64> =
+                    Vec::try_from(batch.inputs.narrow(1, 0, 1).reshape([-1])).expect("ids");
+                firsts.iter().filter(|&&t| t == bos).count()
+            })
+            .sum()
+    };
+    // 400 windows each time.
+    assert_eq!(bos_first(1.0), 400, "every window starts at a BOS");
+    let half = bos_first(0.5);
+    assert!(
+        (150..=260).contains(&half),
+        "{half} of 400 windows start at BOS"
+    );
+    let none = bos_first(0.0);
+    assert!(none < 60, "{none} of 400 windows start at BOS by chance");
 }

@@ -79,8 +79,15 @@ fn the_export_reloads_to_the_same_logits() {
         let tok_config: serde_json::Value =
             serde_json::from_slice(&std::fs::read(hf.join("tokenizer_config.json")).expect("tc"))
                 .expect("json");
-        assert_eq!(tok_config["chat_template"], format::CHAT_TEMPLATE_JINJA);
+        assert_eq!(
+            tok_config["chat_template"],
+            format::chat_template_jinja(true)
+        );
         assert_eq!(tok_config["eos_token"], "<|endoftext|>");
+        // Llama-style BOS: its own token, added by the tokenizer and the chat template.
+        assert_eq!(tok_config["bos_token"], format::BOS_TOKEN);
+        assert_eq!(tok_config["add_bos_token"], true);
+        assert_eq!(config["bos_token_id"], 5);
         let generation: serde_json::Value =
             serde_json::from_slice(&std::fs::read(hf.join("generation_config.json")).expect("gc"))
                 .expect("json");
@@ -89,6 +96,7 @@ fn the_export_reloads_to_the_same_logits() {
             serde_json::json!([0, 4]),
             "generation stops at <|endoftext|> and at the end of a turn"
         );
+        assert_eq!(generation["bos_token_id"], 5);
 
         let ours = LanguageModel::from_checkpoint(
             &Checkpoint::load(&ckpt).expect("checkpoint"),
@@ -144,6 +152,8 @@ print(json.dumps({
     "class": type(model).__name__,
     "logits": logits.tolist(),
     "encoded": tok.encode("the cat sees a dog.", add_special_tokens=False),
+    "with_specials": tok("the cat sees a dog.")["input_ids"],
+    "prompt": list(tok.apply_chat_template(messages[:1], tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]),
     "chat": list(chat),
 }))
 "#;
@@ -201,6 +211,25 @@ fn transformers_loads_the_export_and_its_logits_match_ours() {
         assert_eq!(
             chat, rendered.input_ids,
             "apply_chat_template vs format's template"
+        );
+        // BOS once, first: as every training document and example starts.
+        let bos = state.tokenizer.bos().expect("the tokenizer has BOS");
+        assert_eq!(chat.iter().filter(|&&t| t == bos).count(), 1);
+        assert_eq!(chat[0], bos);
+        let with_specials: Vec<u32> =
+            serde_json::from_value(theirs["with_specials"].clone()).expect("ids");
+        assert_eq!(
+            with_specials,
+            [vec![bos], encoded.clone()].concat(),
+            "tokenizer(text) adds BOS as our generate does"
+        );
+        let prompt: Vec<u32> = serde_json::from_value(theirs["prompt"].clone()).expect("ids");
+        assert_eq!(
+            prompt,
+            template
+                .render_prompt(&messages[..1], &tokenizer)
+                .expect("prompt"),
+            "a generation prompt from apply_chat_template"
         );
     }
 }

@@ -221,7 +221,7 @@ fn grpo_scores_with_a_command_and_a_reward_model_and_logs_samples() {
     assert_eq!(samples.len(), 2, "one sample line per step");
     let text = samples[0]["text"].as_str().expect("text");
     assert!(
-        text.starts_with("<|user|>") && text.contains("] "),
+        text.starts_with("<|bos|><|user|>") && text.contains("] "),
         "{text}"
     );
     let reward = lines

@@ -2,6 +2,7 @@
 //! Everything runs on the CPU with fixed seeds; GPU checks are `#[ignore]`d with the reason.
 
 mod bad_input;
+mod bos;
 mod candidates;
 mod chat_data;
 mod data;

@@ -324,8 +324,7 @@ impl ChatWriter<'_> {
                         summary.dropped_too_long += 1;
                         return Ok(());
                     }
-                    let keep = options.max_seq_len - longest;
-                    prompt.drain(..prompt.len() - keep);
+                    cut_prompt_front(&mut prompt, options.max_seq_len - longest, template.bos());
                     summary.truncated += 1;
                 }
             }
@@ -371,8 +370,11 @@ impl ChatWriter<'_> {
                 summary.dropped_too_long += 1;
                 return Ok(());
             }
-            let keep = options.max_seq_len - completion.len();
-            prompt.drain(..prompt.len() - keep);
+            cut_prompt_front(
+                &mut prompt,
+                options.max_seq_len - completion.len(),
+                template.bos(),
+            );
             summary.truncated += 1;
         }
         writer
@@ -388,6 +390,16 @@ impl ChatWriter<'_> {
         summary.tokens += (prompt.len() + completion.len()) as u64;
         summary.supervised_tokens += completion.len() as u64;
         Ok(())
+    }
+}
+
+/// Keeps the last `keep` ids of a prompt that is too long, its BOS (if any) staying first:
+/// a truncated prompt still starts the way every example does.
+fn cut_prompt_front(prompt: &mut Vec<u32>, keep: usize, bos: Option<u32>) {
+    let first = usize::from(bos.is_some() && prompt.first() == bos.as_ref());
+    let keep = keep.max(first);
+    if prompt.len() > keep {
+        prompt.drain(first..first + prompt.len() - keep);
     }
 }
 

@@ -35,7 +35,8 @@ impl std::fmt::Debug for LoadedTokenizer {
 
 impl LoadedTokenizer {
     /// Loads `path` and finds the special tokens by their text. `eos` is required (every
-    /// pretraining document ends with it); the chat markers are required for chat datasets.
+    /// pretraining document ends with it); the chat markers are required for chat datasets;
+    /// `bos`, when the tokenizer has it, starts every row written with it.
     pub fn load(path: &Path) -> Result<Self> {
         let tokenizer = Tokenizer::from_file(path)
             .map_err(|e| anyhow!("{}: not a tokenizers file: {e}", path.display()))?;
@@ -43,6 +44,16 @@ impl LoadedTokenizer {
         for (name, text) in SPECIAL_TOKENS {
             if let Some(id) = tokenizer.token_to_id(text) {
                 special_tokens.insert(name.to_string(), id);
+            }
+        }
+        if !special_tokens.contains_key("bos") {
+            // A tokenizer from elsewhere may have its own beginning-of-text token; one
+            // trained by jielong before BOS existed has none, and its datasets start bare.
+            for alt in ["<s>", "<|begin_of_text|>"] {
+                if let Some(id) = tokenizer.token_to_id(alt) {
+                    special_tokens.insert("bos".into(), id);
+                    break;
+                }
             }
         }
         if !special_tokens.contains_key("eos") {
@@ -75,6 +86,11 @@ impl LoadedTokenizer {
                 SPECIAL_TOKENS[0].1
             )
         })
+    }
+
+    /// The BOS id that starts every document and example, if the tokenizer has one.
+    pub fn bos(&self) -> Option<u32> {
+        self.spec.special_tokens.get("bos").copied()
     }
 
     /// Encodes plain text without adding special tokens. Very long texts are cut into pieces

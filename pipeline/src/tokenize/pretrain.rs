@@ -180,16 +180,19 @@ pub(super) struct Encoded {
     tokens: Vec<u32>,
 }
 
-/// Encodes one document, EOS appended.
+/// Encodes one document: BOS first when the tokenizer has one, EOS appended.
 pub(super) fn encode(
     tokenizer: &LoadedTokenizer,
     eos: u32,
     doc: &Document,
     options: &TokenizeOptions,
 ) -> Result<Encoded> {
-    let mut tokens = tokenizer
-        .encode_long(&doc.text, options.max_piece_bytes)
-        .with_context(|| format!("document {}", doc.id))?;
+    let mut tokens: Vec<u32> = tokenizer.bos().into_iter().collect();
+    tokens.extend(
+        tokenizer
+            .encode_long(&doc.text, options.max_piece_bytes)
+            .with_context(|| format!("document {}", doc.id))?,
+    );
     tokens.push(eos);
     Ok(Encoded {
         id: doc.id.clone(),

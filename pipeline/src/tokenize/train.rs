@@ -139,8 +139,9 @@ impl WordCounts {
 pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Result<TrainSummary> {
     ensure!(
         config.vocab_size > 256 + format::SPECIAL_TOKENS.len(),
-        "vocab_size {} is too small for a byte-level BPE (needs > 261)",
-        config.vocab_size
+        "vocab_size {} is too small for a byte-level BPE (needs > {})",
+        config.vocab_size,
+        256 + format::SPECIAL_TOKENS.len()
     );
     let files = expand_inputs(&config.inputs, config.reader.format)?;
     let specials: Vec<AddedToken> = format::SPECIAL_TOKENS

@@ -221,19 +221,26 @@ impl Answerer {
         provenance: Provenance,
     ) -> Result<Self> {
         settings.validate()?;
-        let (model, _) = load_dir(dir, device, Precision::Auto)
+        let (model, ids) = load_dir(dir, device, Precision::Auto)
             .with_context(|| format!("loading {}", dir.display()))?;
         let tokenizer_path = dir.join(checkpoint::TOKENIZER_FILE);
         let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
-        let special: std::collections::BTreeMap<String, u32> = SPECIAL_TOKENS
+        let mut special: std::collections::BTreeMap<String, u32> = SPECIAL_TOKENS
             .iter()
             .filter_map(|(name, text)| tokenizer.token_id(text).map(|id| (name.to_string(), id)))
             .collect();
+        // An answer is cut at any special token the tokenizer has.
+        let specials = special.values().copied().collect();
+        // Prompts start with BOS only if the model was trained with it (its directory says).
+        match ids.bos {
+            Some(bos) => special.insert("bos".into(), bos),
+            None => special.remove("bos"),
+        };
         let template = ChatTemplate::from_special_tokens(&special)
             .with_context(|| format!("{} cannot render chats", tokenizer_path.display()))?;
         Ok(Self {
             end_of_turn: template.end_of_turn(),
-            specials: special.values().copied().collect(),
+            specials,
             model,
             tokenizer,
             template,

@@ -143,6 +143,17 @@ pub struct DataConfig {
     pub seq_len: i64,
     #[serde(default)]
     pub order: DataOrder,
+    /// With `order = "random"`: the fraction of windows that start at a document's first
+    /// token (its BOS), so the model learns to begin a text from nothing before it, as
+    /// `generate` asks it to; the others start anywhere. Drawn from (seed, step) like the
+    /// windows themselves. Pretraining only: post-training rows are whole examples, which
+    /// start with BOS already.
+    #[serde(default = "default_doc_start_fraction")]
+    pub doc_start_fraction: f64,
+}
+
+fn default_doc_start_fraction() -> f64 {
+    0.5
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -383,6 +394,11 @@ impl RunConfig {
             "data.seq_len ({}) exceeds model.max_position_embeddings ({})",
             self.data.seq_len,
             self.model.max_position_embeddings
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.data.doc_start_fraction),
+            "data.doc_start_fraction must be in 0..=1, got {}",
+            self.data.doc_start_fraction
         );
         ensure!(self.train.steps > 0, "train.steps must be > 0");
         ensure!(

@@ -2,6 +2,12 @@
 //! with no custom code: `config.json` (LlamaForCausalLM), `model.safetensors` (fp32, Hugging
 //! Face names, metadata `{"format": "pt"}`), `tokenizer.json`, `tokenizer_config.json` with
 //! the chat template, `generation_config.json`. [`crate::io::hf::load_hf`] reads it back.
+//!
+//! A model trained with BOS (see `format::BOS_TOKEN`) is exported Llama-style: `bos_token`,
+//! `add_bos_token: true`, a chat template that starts with `{{ bos_token }}`, and a
+//! `tokenizer.json` whose post-processor prepends BOS when special tokens are added, so
+//! `tokenizer(text)` and `apply_chat_template` in `transformers` give the ids our own
+//! tokenization gives.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,14 +30,15 @@ pub fn export_hf(ckpt_dir: &Path, out: &Path) -> Result<()> {
     // LoRA checkpoint is exported with its adapters folded into the weights.
     let lm = LanguageModel::from_checkpoint(&ckpt, Device::Cpu, Precision::Fp32)?;
     let eos = ckpt.state.tokenizer.special("eos");
-    let mut config_json = hf_config(model, eos);
+    let bos = ckpt.state.tokenizer.bos();
+    let mut config_json = hf_config(model, bos, eos);
     if lm.has_score_head() {
         // A reward model: one score from the last token, as transformers' class computes.
         config_json["architectures"] = json!(["LlamaForSequenceClassification"]);
         config_json["num_labels"] = json!(1);
     }
     let tokenizer_src = ckpt_dir.join(checkpoint::TOKENIZER_FILE);
-    let tokenizer_json: Value = serde_json::from_slice(
+    let mut tokenizer_json: Value = serde_json::from_slice(
         &fs::read(&tokenizer_src)
             .with_context(|| format!("reading {}", tokenizer_src.display()))?,
     )
@@ -58,22 +65,32 @@ pub fn export_hf(ckpt_dir: &Path, out: &Path) -> Result<()> {
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     let weights: Vec<(String, tch::Tensor)> = lm.merged_tensors()?.into_iter().collect();
     checkpoint::write_safetensors(&out.join(checkpoint::MODEL_FILE), &weights, &meta)?;
-    fs::copy(&tokenizer_src, out.join(checkpoint::TOKENIZER_FILE))
-        .with_context(|| format!("copying {}", tokenizer_src.display()))?;
     let eos_text = token_text(eos);
+    let bos_text = match bos {
+        Some(_) => token_text(bos),
+        None => eos_text.clone(),
+    };
+    if let (Some(id), Value::String(text)) = (bos, &bos_text) {
+        let processor = prepend_bos(tokenizer_json["post_processor"].take(), id, text);
+        tokenizer_json["post_processor"] = processor;
+        write_json(checkpoint::TOKENIZER_FILE, &tokenizer_json)?;
+    } else {
+        fs::copy(&tokenizer_src, out.join(checkpoint::TOKENIZER_FILE))
+            .with_context(|| format!("copying {}", tokenizer_src.display()))?;
+    }
     write_json(
         TOKENIZER_CONFIG_FILE,
         &json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": eos_text,
+            "bos_token": bos_text,
             "eos_token": eos_text,
             "pad_token": eos_text,
             "unk_token": null,
-            "add_bos_token": false,
+            "add_bos_token": bos.is_some(),
             "add_eos_token": false,
             "clean_up_tokenization_spaces": false,
             "model_max_length": model.max_position_embeddings,
-            "chat_template": format::CHAT_TEMPLATE_JINJA,
+            "chat_template": format::chat_template_jinja(bos.is_some()),
         }),
     )?;
     let sample = &ckpt.state.config.sample;
@@ -85,7 +102,7 @@ pub fn export_hf(ckpt_dir: &Path, out: &Path) -> Result<()> {
     write_json(
         GENERATION_CONFIG_FILE,
         &json!({
-            "bos_token_id": eos,
+            "bos_token_id": bos.or(eos),
             "eos_token_id": stop,
             "pad_token_id": eos,
             "do_sample": true,
@@ -95,4 +112,22 @@ pub fn export_hf(ckpt_dir: &Path, out: &Path) -> Result<()> {
         }),
     )?;
     Ok(())
+}
+
+/// `post_processor` of a `tokenizer.json` that also prepends BOS (id `id`, text `text`) to
+/// every sequence when special tokens are added, as Llama's does; `encode(text, false)`
+/// (what jielong itself calls) is unchanged.
+fn prepend_bos(existing: Value, id: u32, text: &str) -> Value {
+    let sequence = |name: &str| json!({"Sequence": {"id": name, "type_id": 0}});
+    let bos = json!({"SpecialToken": {"id": text, "type_id": 0}});
+    let template = json!({
+        "type": "TemplateProcessing",
+        "single": [bos, sequence("A")],
+        "pair": [bos, sequence("A"), bos, sequence("B")],
+        "special_tokens": {text: {"id": text, "ids": [id], "tokens": [text]}},
+    });
+    match existing {
+        Value::Null => template,
+        other => json!({"type": "Sequence", "processors": [other, template]}),
+    }
 }

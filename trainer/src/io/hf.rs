@@ -19,8 +19,9 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
 pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 
-/// `config.json` for a model whose EOS id is `eos`.
-pub fn hf_config(model: &ModelConfig, eos: Option<u32>) -> Value {
+/// `config.json` for a model whose BOS and EOS ids are `bos` and `eos` (a model without BOS
+/// records eos there, as Hugging Face configs always name one).
+pub fn hf_config(model: &ModelConfig, bos: Option<u32>, eos: Option<u32>) -> Value {
     json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -41,12 +42,26 @@ pub fn hf_config(model: &ModelConfig, eos: Option<u32>) -> Value {
         "attention_dropout": 0.0,
         "mlp_bias": false,
         "initializer_range": 0.02,
-        "bos_token_id": eos,
+        "bos_token_id": bos.or(eos),
         "eos_token_id": eos,
         "pad_token_id": eos,
         "use_cache": true,
         "dtype": "float32",
     })
+}
+
+/// Whether the directory's `tokenizer_config.json` says `add_bos_token: true` (a missing
+/// file or field: no).
+pub fn adds_bos(dir: &Path) -> Result<bool> {
+    let path = dir.join(TOKENIZER_CONFIG_FILE);
+    if !path.exists() {
+        return Ok(false);
+    }
+    let config: Value = serde_json::from_slice(
+        &fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    Ok(config["add_bos_token"].as_bool() == Some(true))
 }
 
 /// Reads the model fields back from a Hugging Face `config.json`.

@@ -55,19 +55,31 @@ impl LanguageModel {
     }
 }
 
+/// The ids a model's documents start and end with, as its directory records them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DocumentIds {
+    /// Prepended to every prompt: the model saw it at every document start. `None` for a
+    /// model trained on a dataset from before BOS (or an export without `add_bos_token`).
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+}
+
 /// Loads a trainer checkpoint (`trainer_state.json`: full, LoRA or reward) or a Hugging Face
-/// export (`config.json`) onto `device`, with the EOS id it records.
+/// export (`config.json`) onto `device`, with the BOS and EOS ids it records.
 pub fn load_dir(
     dir: &Path,
     device: Device,
     precision: Precision,
-) -> Result<(LanguageModel, Option<u32>)> {
+) -> Result<(LanguageModel, DocumentIds)> {
     if dir.join(checkpoint::STATE_FILE).exists() {
         let ckpt = Checkpoint::load(dir)?;
-        let eos = ckpt.state.tokenizer.special("eos");
+        let ids = DocumentIds {
+            bos: ckpt.state.tokenizer.bos(),
+            eos: ckpt.state.tokenizer.special("eos"),
+        };
         Ok((
             LanguageModel::from_checkpoint(&ckpt, device, precision)?,
-            eos,
+            ids,
         ))
     } else if dir.join(hf::CONFIG_FILE).exists() {
         let path = dir.join(hf::CONFIG_FILE);
@@ -75,10 +87,14 @@ pub fn load_dir(
             &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
         )
         .with_context(|| format!("parsing {}", path.display()))?;
-        let eos = config["eos_token_id"]
-            .as_u64()
-            .and_then(|e| u32::try_from(e).ok());
-        Ok((hf::load_hf(dir, device, precision)?, eos))
+        let id = |field: &str| config[field].as_u64().and_then(|e| u32::try_from(e).ok());
+        // BOS only where the tokenizer adds it: older exports wrote bos_token_id = eos with
+        // add_bos_token false.
+        let ids = DocumentIds {
+            bos: hf::adds_bos(dir)?.then(|| id("bos_token_id")).flatten(),
+            eos: id("eos_token_id"),
+        };
+        Ok((hf::load_hf(dir, device, precision)?, ids))
     } else {
         bail!(
             "{} is neither a checkpoint (no trainer_state.json) nor a Hugging Face export (no config.json)",

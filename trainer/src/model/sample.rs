@@ -222,7 +222,8 @@ pub struct TextGeneration {
 }
 
 /// Loads a checkpoint or a Hugging Face export from `dir` (see [`crate::io::load::load_dir`]) and continues
-/// `prompt`; generation stops at the model's EOS id.
+/// `prompt`, after the model's BOS id when it has one (as every training document starts);
+/// generation stops at the model's EOS id.
 pub fn generate_from_dir(
     dir: &Path,
     prompt: &str,
@@ -231,11 +232,14 @@ pub fn generate_from_dir(
     device: tch::Device,
     precision: crate::engine::config::Precision,
 ) -> Result<TextGeneration> {
-    let (model, eos) = crate::io::load::load_dir(dir, device, precision)?;
+    let (model, ids) = crate::io::load::load_dir(dir, device, precision)?;
+    let eos = ids.eos;
     let tokenizer = TextTokenizer::from_file(&dir.join(crate::io::checkpoint::TOKENIZER_FILE))?;
-    let mut prompt_ids = tokenizer.encode(prompt)?;
+    let mut prompt_ids: Vec<u32> = ids.bos.into_iter().collect();
+    prompt_ids.extend(tokenizer.encode(prompt)?);
     if prompt_ids.is_empty() {
-        // An empty prompt starts a fresh document, as after an EOS in the training stream.
+        // Without BOS an empty prompt starts a fresh document as after an EOS in the
+        // training stream.
         prompt_ids = eos.into_iter().collect();
     }
     params.stop_token = params.stop_token.or(eos);

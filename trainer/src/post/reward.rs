@@ -210,7 +210,7 @@ pub fn score(
     out: &mut impl Write,
     device: Device,
 ) -> Result<ScoreReport> {
-    let (model, _) = crate::io::load::load_dir(model_dir, device, Precision::Auto)?;
+    let (model, ids) = crate::io::load::load_dir(model_dir, device, Precision::Auto)?;
     if !model.has_score_head() {
         bail!(
             "{} is not a reward model (no score head): train one with `trainer reward`",
@@ -219,10 +219,15 @@ pub fn score(
     }
     let tokenizer =
         TextTokenizer::from_file(&model_dir.join(crate::io::checkpoint::TOKENIZER_FILE))?;
-    let special = SPECIAL_TOKENS
+    let mut special: std::collections::BTreeMap<String, u32> = SPECIAL_TOKENS
         .iter()
         .filter_map(|(name, text)| tokenizer.token_id(text).map(|id| (name.to_string(), id)))
         .collect();
+    // Prompts start with BOS only if the model was trained with it (its directory says).
+    match ids.bos {
+        Some(bos) => special.insert("bos".into(), bos),
+        None => special.remove("bos"),
+    };
     let template = ChatTemplate::from_special_tokens(&special)
         .with_context(|| format!("the tokenizer of {}", model_dir.display()))?;
     let max = model.config().max_position_embeddings as usize;

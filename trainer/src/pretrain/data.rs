@@ -5,6 +5,12 @@
 //! micro-batch is the job's (its rows on every rank together), so a resumed run sees
 //! exactly the batches the interrupted one would have, also with another number of ranks
 //! whose micro-batches hold as many rows together (2 ranks of 4 = 1 rank of 8).
+//!
+//! Random windows start anywhere, except a `doc_start_fraction` of them that start at a
+//! document's first token (its BOS when the dataset has one): without those, a window
+//! almost never begins where a document does, and a model asked to continue a prompt with
+//! nothing before it meets a situation it never trained on. Document starts are read from
+//! the shards' list offsets in place; nothing is indexed in memory.
 
 use std::path::Path;
 
@@ -23,6 +29,9 @@ struct Segment {
     batch: usize,
     start: u64,
     len: u64,
+    /// Index of the batch's first document among all documents, and how many it holds.
+    first_doc: u64,
+    docs: u64,
 }
 
 /// A dataset's tokens as one stream, read in place from the memory maps.
@@ -31,6 +40,7 @@ pub struct TokenStream {
     shards: Vec<Shard>,
     segments: Vec<Segment>,
     total: u64,
+    docs: u64,
     tokenizer: TokenizerInfo,
 }
 
@@ -42,20 +52,35 @@ impl TokenStream {
         let mut shards = Vec::with_capacity(dataset.num_shards());
         let mut segments = Vec::new();
         let mut total = 0u64;
+        let mut docs = 0u64;
+        let bos = dataset.manifest().tokenizer.bos();
         for index in 0..dataset.num_shards() {
             let shard = dataset
                 .shard(index)
                 .with_context(|| format!("reading shard {index} of {}", dir.display()))?;
             for (b, batch) in shard.batches().iter().enumerate() {
-                let len = batch.tokens("tokens")?.values_len() as u64;
+                let tokens = batch.tokens("tokens")?;
+                let len = tokens.values_len() as u64;
                 if len > 0 {
+                    // The writer checked every row; one look per batch catches shards that
+                    // do not match their manifest (`pipeline verify` checks every row).
+                    if let Some(bos) = bos {
+                        ensure!(
+                            tokens.first(0) == Some(bos),
+                            "{}: record batch {b} starts without the BOS id {bos} its manifest records; re-tokenize the dataset",
+                            shard.path().display()
+                        );
+                    }
                     segments.push(Segment {
                         shard: index,
                         batch: b,
                         start: total,
                         len,
+                        first_doc: docs,
+                        docs: tokens.len() as u64,
                     });
                     total += len;
+                    docs += tokens.len() as u64;
                 }
             }
             shards.push(shard);
@@ -64,6 +89,7 @@ impl TokenStream {
             shards,
             segments,
             total,
+            docs,
             tokenizer: dataset.manifest().tokenizer.clone(),
         })
     }
@@ -78,6 +104,43 @@ impl TokenStream {
 
     pub fn tokenizer(&self) -> &TokenizerInfo {
         &self.tokenizer
+    }
+
+    /// Number of documents in the stream.
+    pub fn documents(&self) -> u64 {
+        self.docs
+    }
+
+    /// Stream position of document `doc`'s first token.
+    pub fn document_start(&self, doc: u64) -> Result<u64> {
+        ensure!(
+            doc < self.docs,
+            "document {doc} is past the stream's {} documents",
+            self.docs
+        );
+        let s = self.segments[self
+            .segments
+            .partition_point(|s| s.first_doc + s.docs <= doc)];
+        let offsets = match self.shards[s.shard].batches()[s.batch].tokens("tokens")? {
+            Tokens::U16(list) => list.offsets(),
+            Tokens::U32(list) => list.offsets(),
+        };
+        let i = (doc - s.first_doc) as usize;
+        Ok(s.start + (offsets[i] - offsets[0]) as u64)
+    }
+
+    /// How many documents start at or before `pos` (positions only grow with the index).
+    fn documents_starting_by(&self, pos: u64) -> Result<u64> {
+        let (mut lo, mut hi) = (0, self.docs);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.document_start(mid)? <= pos {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
     }
 
     /// Copies `out.len()` tokens starting at stream position `pos` into `out`.
@@ -169,6 +232,10 @@ pub struct WindowSampler {
     batch_size: i64,
     order: DataOrder,
     seed: u64,
+    /// Random windows that start at a document start, as a fraction.
+    doc_start_fraction: f64,
+    /// Documents whose start leaves room for a whole window.
+    aligned_docs: u64,
 }
 
 impl WindowSampler {
@@ -186,13 +253,23 @@ impl WindowSampler {
                 stream.len()
             );
         }
+        let aligned_docs = stream.documents_starting_by(stream.len() - window)?;
         Ok(Self {
             stream,
             seq_len,
             batch_size,
             order,
             seed,
+            doc_start_fraction: 0.0,
+            aligned_docs,
         })
+    }
+
+    /// Makes `fraction` of the random windows start at a document start (see the module
+    /// docs); 0 (the default here) keeps every window uniformly placed.
+    pub fn with_doc_starts(mut self, fraction: f64) -> Self {
+        self.doc_start_fraction = fraction;
+        self
     }
 
     pub fn stream(&self) -> &TokenStream {
@@ -206,17 +283,25 @@ impl WindowSampler {
 
     /// Start of window `row` of the job's micro-batch `at.micro` (its rows on every rank
     /// together, `width` of them) of optimizer step `at.step`.
-    fn window_start(&self, at: MicroBatch, width: u64, row: u64) -> u64 {
-        match self.order {
+    fn window_start(&self, at: MicroBatch, width: u64, row: u64) -> Result<u64> {
+        Ok(match self.order {
             DataOrder::Random => {
                 let starts = self.stream.len() - self.seq_len as u64;
-                mix(&[self.seed, at.step, at.micro, row]) % starts
+                let draw = mix(&[self.seed, at.step, at.micro, row]);
+                // A second, independent draw from the same key picks aligned or not, so
+                // with a fraction of 0 the windows are exactly the unaligned ones.
+                let coin = (mix(&[draw, 1]) >> 11) as f64 / (1u64 << 53) as f64;
+                if coin < self.doc_start_fraction {
+                    self.stream.document_start(draw % self.aligned_docs)?
+                } else {
+                    draw % starts
+                }
             }
             DataOrder::Sequential => {
                 let index = ((at.step - 1) * at.accum + at.micro) * width + row;
                 (index % self.sequential_windows()) * self.seq_len as u64
             }
-        }
+        })
     }
 
     /// The windows of micro-batch `at`: rows `rank * micro_batch_size..` of the job's
@@ -227,7 +312,7 @@ impl WindowSampler {
         let first = at.rank * per_micro;
         let starts: Vec<u64> = (first..first + per_micro)
             .map(|row| self.window_start(at, width, row))
-            .collect();
+            .collect::<Result<_>>()?;
         self.batch_at(&starts)
     }
 

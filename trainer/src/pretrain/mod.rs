@@ -116,7 +116,10 @@ impl Objective for Pretrain {
         let Some(text) = &self.text else {
             return Ok(None);
         };
-        let mut prompt = text.encode(&s.prompt)?;
+        // As `generate` does: BOS first when the dataset has it; without one an empty
+        // prompt starts after an EOS, where documents start in the stream.
+        let mut prompt: Vec<u32> = self.tokenizer_info.bos().into_iter().collect();
+        prompt.extend(text.encode(&s.prompt)?);
         if prompt.is_empty() {
             prompt = vec![self.tokenizer_info.special("eos").unwrap_or(0)];
         }
@@ -201,7 +204,8 @@ impl Trainer {
             config.train.micro_batch_size,
             config.data.order,
             config.train.seed,
-        )?;
+        )?
+        .with_doc_starts(config.data.doc_start_fraction);
         let kind = compute_kind(config.train.precision, device);
         let model = LanguageModel::new(&config.model, device, kind, config.train.seed)?;
         let objective = Pretrain {
