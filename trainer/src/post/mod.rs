@@ -16,6 +16,7 @@ pub mod dpo;
 pub mod grpo;
 pub mod kto;
 pub mod preference;
+pub mod prompts;
 pub mod reward;
 pub mod rewards;
 pub mod sft;
