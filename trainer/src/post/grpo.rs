@@ -80,7 +80,7 @@ struct Rollout {
 }
 
 /// Per-token log-probs of the packed batch's labels, `[rows, len]` fp32 (0 off target).
-fn token_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
+pub(crate) fn token_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
     let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
     let logits = model.logits(&hidden)?.f_to_kind(Kind::Float)?;
     let vocab = logits.size().last().copied().unwrap_or(0);
