@@ -440,7 +440,7 @@ fn prelabel_posts_suggestions_that_the_agreement_page_compares() {
     eprintln!("{rated}{ranked}");
     assert!(
         rated.contains("scored 6 item(s) by mean log-prob")
-            && rated.contains("3 thumb(s) up of 6 rating item(s)")
+            && rated.contains("3 of 6 thumb(s) up")
             && rated.contains("stored 6"),
         "{rated}"
     );

@@ -48,20 +48,16 @@ pub struct PrelabelSummary {
 
 impl PrelabelSummary {
     pub fn render(&self) -> String {
-        let threshold = self
-            .threshold
-            .map(|t| format!(" (thumb up above {t:.4})"))
-            .unwrap_or_default();
+        let verdicts = match self.threshold {
+            Some(t) => format!(
+                "{} of {} thumb(s) up (above {t:.4})",
+                self.thumbs_up, self.items
+            ),
+            None => format!("{} preference winner(s)", self.winners),
+        };
         format!(
-            "prelabel {}: scored {} item(s) by {}; {} thumb(s) up of {} rating item(s){threshold}, {} preference winner(s); {} without answers skipped; the labeler stored {}\n",
-            self.source,
-            self.items,
-            self.scoring,
-            self.thumbs_up,
-            self.items - self.winners,
-            self.winners,
-            self.skipped,
-            self.stored,
+            "prelabel {}: scored {} item(s) by {}: {verdicts}; {} without answers skipped; the labeler stored {}\n",
+            self.source, self.items, self.scoring, self.skipped, self.stored,
         )
     }
 }
@@ -150,7 +146,10 @@ pub fn run(job: &PrelabelJob, client: &LabelerClient) -> Result<PrelabelSummary>
     let scorer = Scorer::load(&job.model_dir, job.device)?;
     let rows = client.all_prompts(job.project)?;
     let mut summary = PrelabelSummary {
-        source: job.source.clone().unwrap_or_else(|| default_source(&job.model_dir)),
+        source: job
+            .source
+            .clone()
+            .unwrap_or_else(|| default_source(&job.model_dir)),
         scoring: if scorer.model.has_score_head() {
             "reward model"
         } else {
