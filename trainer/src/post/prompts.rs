@@ -117,7 +117,7 @@ pub fn read(source: &Path, init_from: &Path) -> Result<Rows<GrpoPrompt>> {
 
 /// Prompts rendered with the chat template of `init_from`'s tokenizer.
 fn rendered(source: &Path, prompts: &[SourcePrompt], init_from: &Path) -> Result<Rows<GrpoPrompt>> {
-    let tokenizer_path = init_from.join(TOKENIZER_FILE);
+    let tokenizer_path = crate::io::checkpoint::resolve_run_dir(init_from)?.join(TOKENIZER_FILE);
     let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
     let special = SPECIAL_TOKENS
         .iter()
