@@ -2,7 +2,8 @@
 //! (`trainer pretrain`), a running `labeler serve` on its own database, and
 //! `trainer generate-candidates` answering a project's prompts and posting comparison items
 //! that an annotator then opens, judges and exports with the candidates' provenance. A second
-//! run with the same checkpoint creates nothing.
+//! run with the same checkpoint creates nothing. `trainer prelabel` posts suggestions the
+//! agreement API compares with an annotator's verdicts.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -357,6 +358,8 @@ fn patch(url: &str, token: &str, body: &Value) -> u16 {
     })
 }
 
+/// `trainer prelabel` against a live labeler, the agreement API on its suggestions, and
+/// `trainer grpo` reading a labeler project's prompts.
 #[test]
 fn prelabel_posts_suggestions_that_the_agreement_page_compares() {
     // Arrange: a checkpoint (no score head: answers are scored by mean log-prob), a rating
@@ -502,5 +505,35 @@ fn prelabel_posts_suggestions_that_the_agreement_page_compares() {
     let share = model["agreement"].as_f64().expect("agreement");
     assert!((share - 4.0 / 6.0).abs() < 1e-9, "{agreement}");
     assert!(model["kappa"].is_number(), "{agreement}");
+
+    // The same project's prompts feed GRPO through the API (data.train = its URL).
+    let out = tmp.path().join("grpo");
+    let config = tmp.path().join("grpo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "init_from = \"{checkpoint}\"\n[data]\ntrain = \"{url}/projects/{thumbs}\"\nseq_len = 96\n\
+             [optim]\nlr = 0.001\n[train]\nout = \"{}\"\nsteps = 1\nmicro_batch_size = 6\ndevice = \"cpu\"\nthreads = 1\n\
+             [checkpoint]\nevery = 0\n[grpo]\ngroup_size = 2\nmax_new_tokens = 8\n\
+             [[grpo.rules]]\nkind = \"contains\"\npattern = \"the\"\n",
+            out.display()
+        ),
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf8");
+    let err = fails(run_bin("trainer", &["grpo", "--config", config], &[]));
+    assert!(err.contains("LABELER_TOKEN"), "{err}");
+    ok(run_bin(
+        "trainer",
+        &["grpo", "--config", config],
+        &[("LABELER_TOKEN", admin)],
+    ));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    let step: Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .find(|l| l["kind"] == "train")
+        .expect("a train line");
+    assert!(step["answer_length"].is_number(), "{step}");
     drop(server);
 }
