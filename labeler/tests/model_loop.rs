@@ -98,8 +98,14 @@ async fn prompts_come_in_pages_to_admins_only() {
             .windows(2)
             .all(|w| w[0]["item_id"].as_i64() < w[1]["item_id"].as_i64())
     );
+    // With the candidates' text in stored order (what a pre-label's winner indexes).
+    assert_eq!(
+        prompts[3]["candidates"],
+        json!(["old answer 3", "new answer 3"])
+    );
     // Any kind of project: SFT prompts, as messages, and only this project's items.
     assert_eq!(sft_prompts.len(), 7);
+    assert_eq!(sft_prompts[0]["candidates"], json!([]));
     assert_eq!(
         sft_prompts[0]["prompt"],
         json!([{"role": "user", "content": "Question 0?"}])

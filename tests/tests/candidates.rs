@@ -2,7 +2,8 @@
 //! (`trainer pretrain`), a running `labeler serve` on its own database, and
 //! `trainer generate-candidates` answering a project's prompts and posting comparison items
 //! that an annotator then opens, judges and exports with the candidates' provenance. A second
-//! run with the same checkpoint creates nothing.
+//! run with the same checkpoint creates nothing. `trainer prelabel` posts suggestions the
+//! agreement API compares with an annotator's verdicts.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -338,5 +339,201 @@ fn generated_candidates_reach_annotators_once() {
     // Answers end at the end-of-turn token the model learnt (or run to --max-tokens).
     assert_eq!(ends.len(), 10);
     assert!(ends.iter().any(|e| e == "end_of_turn"), "{ends:?}");
+    drop(server);
+}
+
+/// A blocking PATCH with a JSON body: the status.
+fn patch(url: &str, token: &str, body: &Value) -> u16 {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        reqwest::Client::new()
+            .patch(url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    })
+}
+
+/// `trainer prelabel` against a live labeler, the agreement API on its suggestions, and
+/// `trainer grpo` reading a labeler project's prompts.
+#[test]
+fn prelabel_posts_suggestions_that_the_agreement_page_compares() {
+    // Arrange: a checkpoint (no score head: answers are scored by mean log-prob), a rating
+    // project of six answered prompts and a preference project of three pairs.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let checkpoint = tiny_checkpoint(tmp.path(), 20);
+    let checkpoint = checkpoint.to_str().expect("utf8");
+    let labeler = LabelerSetup::new("questions", "duel");
+    let (admin, ann) = (
+        labeler.admin_token.as_str(),
+        labeler.annotator_token.as_str(),
+    );
+    let duel = labeler.preference_project.clone();
+    let thumbs = jielong_tests::project_id(
+        &labeler.cli(&["project", "create", "thumbs", "--kind", "rating"]),
+    );
+    let answers = [
+        "the cat sees the red ball.",
+        "a dog likes a green box.",
+        "zq xv kkk ww.",
+        "the bird finds the old tree.",
+        "box box box box.",
+        "my friend follows a small house.",
+    ];
+    let write = |name: &str, rows: Vec<Value>| {
+        let path = tmp.path().join(name);
+        let text: String = rows.iter().map(|r| r.to_string() + "\n").collect();
+        std::fs::write(&path, text).expect("write items");
+        path.to_str().expect("utf8").to_string()
+    };
+    let ratings = write(
+        "ratings.jsonl",
+        answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                json!({"id": format!("r{i}"), "prompt": QUESTIONS[i % QUESTIONS.len()],
+                       "candidates": [{"content": a}]})
+            })
+            .collect(),
+    );
+    let pairs = write(
+        "pairs.jsonl",
+        (0..3)
+            .map(|i| {
+                json!({"id": format!("p{i}"), "prompt": QUESTIONS[i],
+                       "candidates": [{"content": answers[2 * i + 1]}, {"content": answers[2 * i]}]})
+            })
+            .collect(),
+    );
+    labeler.cli(&["import", "--project", "thumbs", &ratings]);
+    labeler.cli(&["import", "--project", "duel", &pairs]);
+    let server = serve(&labeler.database_url);
+    let url = server.address.as_str();
+    let prelabel = |project: &str| {
+        run_bin(
+            "trainer",
+            &[
+                "prelabel",
+                "--model",
+                checkpoint,
+                "--labeler",
+                url,
+                "--project",
+                project,
+                "--device",
+                "cpu",
+            ],
+            &[("LABELER_TOKEN", admin)],
+        )
+    };
+
+    // Act
+    let rated = ok(prelabel(&thumbs));
+    let ranked = ok(prelabel(&duel));
+    let again = ok(prelabel(&thumbs));
+    let err = fails(prelabel(&labeler.sft_project));
+
+    // Assert: every item got a suggestion (median threshold: three thumbs up of six), the same
+    // on a second run, and an SFT project is refused by name.
+    eprintln!("{rated}{ranked}");
+    assert!(
+        rated.contains("scored 6 item(s) by mean log-prob")
+            && rated.contains("3 of 6 thumb(s) up")
+            && rated.contains("stored 6"),
+        "{rated}"
+    );
+    assert!(
+        ranked.contains("3 preference winner(s)") && ranked.contains("stored 3"),
+        "{ranked}"
+    );
+    assert_eq!(rated, again);
+    assert!(
+        err.contains("kind sft") && err.contains("rating and preference"),
+        "{err}"
+    );
+
+    // The annotator sees each suggestion (project setting `shown`) and disagrees with it on
+    // two items; the agreement API compares the six verdicts with the suggestions.
+    let status = patch(
+        &format!("{url}/api/admin/projects/{thumbs}"),
+        admin,
+        &json!({"prelabels": "shown"}),
+    );
+    assert_eq!(status, 200);
+    let mut answered = 0;
+    loop {
+        let next = format!("{url}/api/projects/{thumbs}/next");
+        let (status, task) = call("POST", &next, ann, None);
+        if status == 204 {
+            break;
+        }
+        assert_eq!(status, 200, "{task}");
+        let assignment = task["assignment_id"].as_i64().expect("assignment");
+        let (status, suggestion) = call(
+            "GET",
+            &format!("{url}/api/assignments/{assignment}/suggestion"),
+            ann,
+            None,
+        );
+        assert_eq!(status, 200, "{suggestion}");
+        let model = suggestion["label"].as_bool().expect("a thumb suggested");
+        let human = if answered < 2 { !model } else { model };
+        let (status, reply) = call(
+            "POST",
+            &format!("{url}/api/assignments/{assignment}/submit"),
+            ann,
+            Some(&json!({"label": human})),
+        );
+        assert_eq!(status, 201, "{reply}");
+        answered += 1;
+    }
+    assert_eq!(answered, 6);
+    let (status, agreement) = call(
+        "GET",
+        &format!("{url}/api/projects/{thumbs}/agreement"),
+        admin,
+        None,
+    );
+    assert_eq!(status, 200, "{agreement}");
+    let model = &agreement["model"];
+    assert_eq!(model["compared"], 6, "{agreement}");
+    let share = model["agreement"].as_f64().expect("agreement");
+    assert!((share - 4.0 / 6.0).abs() < 1e-9, "{agreement}");
+    assert!(model["kappa"].is_number(), "{agreement}");
+
+    // The same project's prompts feed GRPO through the API (data.train = its URL).
+    let out = tmp.path().join("grpo");
+    let config = tmp.path().join("grpo.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "init_from = \"{checkpoint}\"\n[data]\ntrain = \"{url}/projects/{thumbs}\"\nseq_len = 96\n\
+             [optim]\nlr = 0.001\n[train]\nout = \"{}\"\nsteps = 1\nmicro_batch_size = 6\ndevice = \"cpu\"\nthreads = 1\n\
+             [checkpoint]\nevery = 0\n[grpo]\ngroup_size = 2\nmax_new_tokens = 8\n\
+             [[grpo.rules]]\nkind = \"contains\"\npattern = \"the\"\n",
+            out.display()
+        ),
+    )
+    .expect("write config");
+    let config = config.to_str().expect("utf8");
+    let err = fails(run_bin("trainer", &["grpo", "--config", config], &[]));
+    assert!(err.contains("LABELER_TOKEN"), "{err}");
+    ok(run_bin(
+        "trainer",
+        &["grpo", "--config", config],
+        &[("LABELER_TOKEN", admin)],
+    ));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    let step: Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .find(|l| l["kind"] == "train")
+        .expect("a train line");
+    assert!(step["answer_length"].is_number(), "{step}");
     drop(server);
 }

@@ -444,6 +444,44 @@ fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
     );
     let aligned = newest_checkpoint(&run.join("dpo"));
 
+    // 8b. A reward model on the comparisons, and a GRPO step it scores on the shipped
+    // prompts (scripts/next-round).
+    let reward_config = demo_config("trainer/demo-reward.toml", run);
+    ok(run_bin(
+        "trainer",
+        &["reward", "--config", &reward_config, "--device", "cpu"],
+        &[],
+    ));
+    let grpo_config = demo_config("trainer/demo-grpo.toml", run);
+    let text = std::fs::read_to_string(&grpo_config).expect("grpo config");
+    let prompts_at = format!("\"{}/data/demo/", root.display());
+    std::fs::write(&grpo_config, text.replace("\"data/demo/", &prompts_at)).expect("write");
+    ok(run_bin(
+        "trainer",
+        &[
+            "grpo",
+            "--config",
+            &grpo_config,
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        &[],
+    ));
+    let grpo_train: Vec<Value> = metrics(&run.join("grpo"))
+        .into_iter()
+        .filter(|l| l["kind"] == "train")
+        .collect();
+    assert_eq!(grpo_train.len(), 2);
+    for line in &grpo_train {
+        let spread = line["reward_spread"].as_f64().expect("spread");
+        assert!(
+            line["reward"].as_f64().is_some_and(f64::is_finite) && spread > 0.0,
+            "the reward model scores the answers apart: {line}"
+        );
+    }
+
     // 9. The aligned model in Hugging Face format, and its answers back in the labeler.
     let hf = run.join("hf");
     ok(run_bin(

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use trainer::candidates::answer::CandidateSettings;
 use trainer::candidates::labeler_client::LabelerClient;
+use trainer::candidates::prelabel::PrelabelJob;
 use trainer::candidates::{CandidatesJob, PromptSource};
 use trainer::engine::config::{DataConfig, RunConfig, TrainSettings};
 use trainer::engine::device::DeviceChoice;
@@ -345,6 +346,46 @@ impl CandidatesArgs {
     }
 }
 
+/// `trainer prelabel`'s flags.
+#[derive(Debug, Args)]
+pub struct PrelabelArgs {
+    /// A reward model (`trainer reward`) or any checkpoint / export-hf directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The labeler's base URL.
+    #[arg(long, env = "LABELER_URL", default_value = "http://127.0.0.1:8080")]
+    labeler: String,
+    /// An admin's API token (`labeler token create USER`).
+    #[arg(long, env = "LABELER_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The rating or preference project whose items get suggestions.
+    #[arg(long)]
+    project: i64,
+    /// Name stored with the suggestions (default: the checkpoint's run/step-N).
+    #[arg(long)]
+    source: Option<String>,
+    /// Rating items: thumb up above this score (default: the median of the scores).
+    #[arg(long)]
+    threshold: Option<f64>,
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+impl PrelabelArgs {
+    /// The job and the labeler client the flags describe.
+    pub fn job(self) -> Result<(PrelabelJob, LabelerClient)> {
+        let client = LabelerClient::new(&self.labeler, &self.token, LABELER_TIMEOUT);
+        let job = PrelabelJob {
+            model_dir: self.model,
+            project: self.project,
+            source: self.source,
+            threshold: self.threshold,
+            device: self.device.resolve()?,
+        };
+        Ok((job, client))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show what libtorch sees (CUDA devices, cuDNN, CPU threads) and run a small matmul on
@@ -443,6 +484,12 @@ pub enum Command {
     /// checkpoint creates nothing new: items are named <prompt>@<checkpoint id>, and prompts
     /// the target project already has an item for are not generated again.
     GenerateCandidates(CandidatesArgs),
+    /// Suggest a verdict for every item of a rating or preference project and post the
+    /// suggestions to the labeler (PUT /api/projects/{id}/prelabels): a thumb for rating
+    /// items (up when the answer scores above --threshold, by default the median), the
+    /// best-scored candidate for preference items. Scores come from a reward model, or from a
+    /// plain checkpoint's mean log-probability per answer token.
+    Prelabel(PrelabelArgs),
     /// Write a checkpoint as a Hugging Face directory (LlamaForCausalLM; a reward model as
     /// LlamaForSequenceClassification; LoRA adapters folded in).
     ExportHf {

@@ -130,6 +130,12 @@ fn main() -> Result<()> {
                 );
             }
         }
+        Command::Prelabel(args) => {
+            let (job, client) = args.job()?;
+            let summary = trainer::candidates::prelabel::run(&job, &client)
+                .with_context(|| format!("pre-labelling with {}", job.model_dir.display()))?;
+            print!("{}", summary.render());
+        }
         Command::ExportHf { checkpoint, out } => {
             trainer::io::export::export_hf(&checkpoint, &out).with_context(|| {
                 format!("exporting {} to {}", checkpoint.display(), out.display())

@@ -13,6 +13,7 @@ mod export;
 mod generate;
 mod gpu;
 mod grpo;
+mod grpo_toy;
 mod helpers;
 mod info;
 mod kto;

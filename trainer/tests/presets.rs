@@ -79,6 +79,8 @@ fn post_training_presets_parse_and_bad_fields_are_named() {
         ("reward-tiny.toml", Task::Reward),
         ("kto-tiny.toml", Task::Kto),
         ("grpo-tiny.toml", Task::Grpo),
+        ("demo-reward.toml", Task::Reward),
+        ("demo-grpo.toml", Task::Grpo),
     ] {
         PostConfig::load(&preset(name), task).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     }

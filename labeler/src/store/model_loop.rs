@@ -15,12 +15,14 @@ use crate::store::{RowError, StoreError};
 /// Most items in one candidates post; the trainer sends batches well below this.
 pub const MAX_CANDIDATE_ITEMS: usize = 10_000;
 
-/// One prompt to answer.
+/// One prompt to answer, with the answers the item already has (its candidates' text, in
+/// their stored order: what a pre-label's `winner` indexes; empty for SFT items).
 #[derive(Debug, Clone, Serialize)]
 pub struct PromptRow {
     pub item_id: i64,
     pub external_id: String,
     pub prompt: Vec<Message>,
+    pub candidates: Vec<String>,
 }
 
 /// A page of prompts in item order; `next_after` is the cursor of the next page (absent on
@@ -39,9 +41,15 @@ pub async fn prompts_page(
     after: i64,
     limit: i64,
 ) -> Result<PromptPage, StoreError> {
-    let rows: Vec<(i64, String, sqlx::types::Json<Vec<Message>>)> = sqlx::query_as(
-        "SELECT id, external_id, prompt FROM items WHERE project_id = $1 AND id > $2 \
-         ORDER BY id LIMIT $3",
+    type Row = (
+        i64,
+        String,
+        sqlx::types::Json<Vec<Message>>,
+        sqlx::types::Json<Vec<serde_json::Value>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, external_id, prompt, candidates FROM items \
+         WHERE project_id = $1 AND id > $2 ORDER BY id LIMIT $3",
     )
     .bind(project.id)
     .bind(after)
@@ -51,10 +59,15 @@ pub async fn prompts_page(
     let full = rows.len() as i64 == limit;
     let prompts: Vec<PromptRow> = rows
         .into_iter()
-        .map(|(item_id, external_id, prompt)| PromptRow {
+        .map(|(item_id, external_id, prompt, candidates)| PromptRow {
             item_id,
             external_id,
             prompt: prompt.0,
+            candidates: candidates
+                .0
+                .iter()
+                .map(|c| c["content"].as_str().unwrap_or_default().to_string())
+                .collect(),
         })
         .collect();
     let next_after = if full {

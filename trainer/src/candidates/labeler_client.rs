@@ -54,12 +54,37 @@ pub struct Project {
 /// One turn of a prompt, as the labeler sends it (the shape of `format::Message`).
 pub type Message = format::Message;
 
-/// One prompt to answer: `GET /api/projects/{id}/prompts`.
+/// One prompt to answer: `GET /api/projects/{id}/prompts`, with the text of the item's
+/// candidate answers in their stored order (what a pre-label's `winner` indexes).
 #[derive(Debug, Clone, Deserialize)]
 pub struct PromptRow {
     pub item_id: i64,
     pub external_id: String,
     pub prompt: Vec<Message>,
+    #[serde(default)]
+    pub candidates: Vec<String>,
+}
+
+/// A model's suggested verdict on one item: `label` (rating) or `winner` (preference: the
+/// candidate index).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prelabel {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub winner: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct PrelabelBody<'a> {
+    source: &'a str,
+    items: &'a [Prelabel],
+}
+
+#[derive(Debug, Deserialize)]
+struct PrelabelReply {
+    stored: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,10 +167,25 @@ impl LabelerClient {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T, LabelerError> {
+        self.send(path, body, false)
+    }
+
+    /// [`Self::call`], with PUT instead of POST when `put` and there is a body.
+    fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&impl Serialize>,
+        put: bool,
+    ) -> Result<T, LabelerError> {
         let url = self.url(path);
         let auth = format!("Bearer {}", self.token);
         let sent = match body {
             None => self.agent.get(&url).header("Authorization", &auth).call(),
+            Some(body) if put => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send_json(body),
             Some(body) => self
                 .agent
                 .post(&url)
@@ -248,6 +288,22 @@ impl LabelerClient {
             &format!("/api/projects/{project}/candidates"),
             Some(&CandidatesBody { source, items }),
         )
+    }
+
+    /// Stores a model's suggestions (`PUT /api/projects/{id}/prelabels`, all or none;
+    /// replacing earlier ones); returns how many were stored.
+    pub fn put_prelabels(
+        &self,
+        project: i64,
+        source: &str,
+        items: &[Prelabel],
+    ) -> Result<usize, LabelerError> {
+        let reply: PrelabelReply = self.send(
+            &format!("/api/projects/{project}/prelabels"),
+            Some(&PrelabelBody { source, items }),
+            true,
+        )?;
+        Ok(reply.stored)
     }
 }
 

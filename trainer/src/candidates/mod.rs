@@ -13,6 +13,7 @@
 
 pub mod answer;
 pub mod labeler_client;
+pub mod prelabel;
 pub mod prompts;
 
 use std::collections::HashSet;

@@ -36,6 +36,11 @@ impl TextTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// Tokens in the vocabulary, special tokens included.
+    pub fn vocab_size(&self) -> u32 {
+        u32::try_from(self.inner.get_vocab_size(true)).unwrap_or(u32::MAX)
+    }
+
     /// The id of a token given by its text (special tokens such as `<|end|>`).
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

@@ -140,6 +140,14 @@ pub struct GrpoSettings {
     /// Every N steps a `sample` metrics line shows a prompt's answers and rewards; 0: never.
     #[serde(default = "default_sample_every")]
     pub sample_every: u64,
+    /// Optimizer steps on each generation's answers (TRL's `num_iterations`): 1 samples
+    /// anew every step; k reuses a generation's answers and sampling log-probs for k steps.
+    #[serde(default = "default_updates")]
+    pub updates_per_generation: u64,
+}
+
+fn default_updates() -> u64 {
+    1
 }
 
 fn default_sample_every() -> u64 {
@@ -150,8 +158,10 @@ fn default_sample_every() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardRule {
-    /// `contains` (substring), `exact` (the whole answer, trimmed) or `regex`.
+    /// `contains` (substring), `exact` (the whole answer, trimmed), `regex`, or
+    /// `reference` (the answer contains its prompt's `meta.reference`; no pattern).
     pub kind: RuleKind,
+    #[serde(default)]
     pub pattern: String,
     #[serde(default = "default_weight")]
     pub weight: f64,
@@ -163,6 +173,7 @@ pub enum RuleKind {
     Contains,
     Exact,
     Regex,
+    Reference,
 }
 
 fn default_group() -> usize {
@@ -292,6 +303,22 @@ impl PostConfig {
             ensure!(grpo.temperature > 0.0, "grpo.temperature must be > 0");
             ensure!(grpo.beta >= 0.0, "grpo.beta must be >= 0");
             ensure!(grpo.epsilon > 0.0, "grpo.epsilon must be > 0");
+            ensure!(
+                grpo.updates_per_generation >= 1,
+                "grpo.updates_per_generation must be >= 1"
+            );
+            for (i, rule) in grpo.rules.iter().enumerate() {
+                ensure!(
+                    (rule.kind == RuleKind::Reference) == rule.pattern.is_empty(),
+                    "grpo.rules[{i}]: a {} rule {}",
+                    format!("{:?}", rule.kind).to_lowercase(),
+                    if rule.kind == RuleKind::Reference {
+                        "takes no pattern (it looks for the prompt's meta.reference)"
+                    } else {
+                        "needs a pattern"
+                    }
+                );
+            }
             ensure!(
                 !grpo.rules.is_empty() || !grpo.command.is_empty() || grpo.reward_model.is_some(),
                 "[grpo] needs a reward: [[grpo.rules]], command or reward_model"

@@ -1,18 +1,23 @@
 //! `trainer grpo`: online reinforcement learning with group-relative advantages (GRPO,
-//! Shao et al. 2024, as TRL's `GRPOTrainer` with one update per generation), RLOO as an
-//! option. Each step samples `group_size` answers per prompt from the policy (KV cache),
+//! Shao et al. 2024, as TRL's `GRPOTrainer`), RLOO as an option. Each step samples `group_size` answers per prompt from the policy (KV cache),
 //! scores them with the configured rules, and raises the probability of answers better than
 //! their group: advantage `(r - mean) / (std + 1e-4)` over the group (RLOO: `r` minus the
 //! mean of the others). Per answer token the loss is
 //! `-(min(ρ A, clip(ρ, 1 ± ε) A) - β KL)` with `ρ` the policy ratio to the sampling policy
 //! and `KL = exp(ref - π) - (ref - π) - 1` (k3) to the reference model; tokens are averaged
-//! per answer and answers over the step.
+//! per answer and answers over the step. With `updates_per_generation = k` (TRL's
+//! `num_iterations`) a generation's answers serve k consecutive optimizer steps: `ρ` moves
+//! away from 1 after the first and the clip starts to bite.
 //!
 //! Sampling happens in [`Objective::prepare`], seeded by (seed, the prompt's draw index since
 //! the start of training, which step and rank fix, answer), so
-//! a resumed run and a run on another number of ranks sample the same answers.
+//! a resumed run and a run on another number of ranks sample the same answers. (A run
+//! resumed in the middle of a generation samples it again from the resumed policy.)
 
-use anyhow::{Context, Result, ensure};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use anyhow::{Context, Result};
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use crate::engine::parallel::DataParallel;
@@ -26,6 +31,7 @@ use crate::model::sample::{SamplingParams, generate_text};
 use crate::model::tokenizer::TextTokenizer;
 use crate::post::config::{GrpoSettings, PostConfig, Task};
 use crate::post::data::{self, DrawOrder, PackedBatch, Sequence};
+use crate::post::prompts::{self, GrpoPrompt};
 use crate::post::rewards::{Answer, Rewards};
 
 /// Advantages of one group's rewards: GRPO's normalised ones or RLOO's leave-one-out.
@@ -53,7 +59,10 @@ pub struct RolloutBatch {
     prompts: Vec<usize>,
     /// Index since the start of training of the first prompt row (seeds the sampling).
     first_row: u64,
-    rollout: Option<Rollout>,
+    /// Which generation (0-based) and micro-batch of it: keys the rollouts reused by the
+    /// generation's later updates.
+    generation: (u64, u64),
+    rollout: Option<Rc<Rollout>>,
 }
 
 #[derive(Debug)]
@@ -71,7 +80,7 @@ struct Rollout {
 }
 
 /// Per-token log-probs of the packed batch's labels, `[rows, len]` fp32 (0 off target).
-fn token_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
+pub(crate) fn token_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
     let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
     let logits = model.logits(&hidden)?.f_to_kind(Kind::Float)?;
     let vocab = logits.size().last().copied().unwrap_or(0);
@@ -91,9 +100,11 @@ fn token_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, Tch
 /// The GRPO objective.
 #[derive(Debug)]
 pub struct Grpo {
-    prompts: Vec<Vec<u32>>,
+    prompts: Vec<GrpoPrompt>,
     /// Held-out prompts (`data.valid`): mean reward of sampled answers at each evaluation.
-    valid: Option<Vec<Vec<u32>>>,
+    valid: Option<Vec<GrpoPrompt>>,
+    /// The current generation's rollouts by micro-batch, for its later updates.
+    rollouts: BTreeMap<(u64, u64), Rc<Rollout>>,
     order: DrawOrder,
     per_micro: i64,
     row_len: usize,
@@ -114,7 +125,7 @@ impl Grpo {
     fn answer(
         &self,
         model: &LanguageModel,
-        prompt: &[u32],
+        prompt: &GrpoPrompt,
         seed: u64,
     ) -> Result<(Vec<u32>, Answer)> {
         let params = SamplingParams {
@@ -125,15 +136,22 @@ impl Grpo {
             seed,
             stop_token: self.stop,
         };
-        let mut answer =
-            generate_text(model, prompt, &params, true, self.tokenizer.byte_vocab())?.tokens;
+        let mut answer = generate_text(
+            model,
+            &prompt.ids,
+            &params,
+            true,
+            self.tokenizer.byte_vocab(),
+        )?
+        .tokens;
         if answer.is_empty() {
             answer.extend(self.stop);
         }
         let scored = Answer {
-            prompt: self.tokenizer.decode(prompt)?,
+            prompt: self.tokenizer.decode(&prompt.ids)?,
             text: self.tokenizer.decode(&answer)?,
             tokens: answer.len(),
+            reference: prompt.reference.clone(),
         };
         Ok((answer, scored))
     }
@@ -146,7 +164,7 @@ impl Grpo {
             for a in 0..g {
                 let seed = mix(&[self.seed, batch.first_row + k as u64, a as u64]);
                 let (tokens, answer) = self.answer(model, prompt, seed)?;
-                seqs.push(Sequence::prompt_answer(prompt, &tokens));
+                seqs.push(Sequence::prompt_answer(&prompt.ids, &tokens));
                 answers.push(answer);
             }
         }
@@ -183,10 +201,18 @@ impl Grpo {
 impl Objective for Grpo {
     type Batch = RolloutBatch;
 
+    /// The prompts of the step's generation: steps `k g + 1 ..= k g + k` share generation
+    /// `g`'s prompts (and answers) when `updates_per_generation` is k.
     fn batch(&mut self, at: MicroBatch) -> Result<RolloutBatch> {
+        let generation = (at.step - 1) / self.settings.updates_per_generation;
+        let gen_at = MicroBatch {
+            step: generation + 1,
+            ..at
+        };
         Ok(RolloutBatch {
-            prompts: self.order.micro_batch(at, self.per_micro),
-            first_row: at.first_row_overall(self.per_micro as u64),
+            prompts: self.order.micro_batch(gen_at, self.per_micro),
+            first_row: gen_at.first_row_overall(self.per_micro as u64),
+            generation: (generation, at.micro),
             rollout: None,
         })
     }
@@ -195,15 +221,26 @@ impl Objective for Grpo {
         (batch.prompts.len() * self.settings.group_size) as f64
     }
 
-    /// Samples and scores every micro-batch's answers with the current policy.
+    /// Samples and scores every micro-batch's answers with the current policy, or takes
+    /// them from the generation's first step.
     fn prepare(
         &mut self,
         model: &LanguageModel,
         batches: &mut [RolloutBatch],
         _parallel: Option<&DataParallel>,
     ) -> Result<()> {
+        let generation = batches.first().map(|b| b.generation.0);
+        self.rollouts.retain(|k, _| Some(k.0) == generation);
         for batch in batches.iter_mut() {
-            batch.rollout = Some(self.roll_out(model, batch)?);
+            let rollout = match self.rollouts.get(&batch.generation) {
+                Some(r) => Rc::clone(r),
+                None => {
+                    let r = Rc::new(self.roll_out(model, batch)?);
+                    self.rollouts.insert(batch.generation, Rc::clone(&r));
+                    r
+                }
+            };
+            batch.rollout = Some(rollout);
         }
         if let Some(r) = batches.first().and_then(|b| b.rollout.as_ref()) {
             let g = self.settings.group_size.min(r.answers.len());
@@ -297,7 +334,7 @@ impl Objective for Grpo {
             for a in 0..self.settings.group_size {
                 let seed = mix(&[self.seed, u64::MAX, i as u64, a as u64]);
                 let (tokens, answer) = self.answer(model, prompt, seed)?;
-                seqs.push(Sequence::prompt_answer(prompt, &tokens));
+                seqs.push(Sequence::prompt_answer(&prompt.ids, &tokens));
                 length += tokens.len();
                 answers.push(answer);
             }
@@ -321,23 +358,11 @@ impl Objective for Grpo {
     }
 }
 
-/// Prompts of an `sft` dataset: each example's tokens before its first supervised one.
-fn prompts(rows: &data::Rows<Sequence>) -> Result<Vec<Vec<u32>>> {
-    rows.rows
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let end = s.target.iter().position(|&t| t == 1).unwrap_or(s.ids.len());
-            ensure!(end > 0, "{}: example {i} has no prompt", rows.dir.display());
-            Ok(s.ids[..end].to_vec())
-        })
-        .collect()
-}
-
 /// `trainer grpo`: online RL from `config.init_from` on the prompts of `config.data.train`
-/// (an `sft` dataset: each example's prompt part), evaluated on those of `data.valid`.
+/// (an `sft` dataset, a JSONL file or a labeler project: see [`prompts`]), evaluated on
+/// those of `data.valid`.
 pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summary> {
-    let rows = data::read_sft(&config.data.train)?;
+    let rows = prompts::read(&config.data.train, &config.init_from)?;
     let start = crate::post::start(config, Task::Grpo, &rows)?;
     let post = start.post.clone().context("grpo runs have post settings")?;
     let settings = post.grpo.clone().context("grpo runs have [grpo]")?;
@@ -353,16 +378,17 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summar
             &Additions::default(),
         )?),
     };
-    let prompts = prompts(&rows)?;
     let valid = match &config.data.valid {
-        Some(dir) => Some(self::prompts(&data::read_sft(dir)?)?),
+        Some(source) => Some(prompts::read(source, &config.init_from)?.rows),
         None => None,
     };
+    let prompts = rows.rows;
     let mut engine = Engine::new(start, resume, faults)?;
     let mut objective = Grpo {
         order: DrawOrder::new(prompts.len(), config.data.order, config.train.seed),
         prompts,
         valid,
+        rollouts: BTreeMap::new(),
         per_micro: config.train.micro_batch_size,
         row_len: config.data.seq_len as usize,
         rewards: Rewards::new(

@@ -1,8 +1,9 @@
 //! Post-training on the annotators' data, all through the shared [`crate::engine::Engine`]:
 //! supervised fine-tuning (`sft`), Direct Preference Optimization (`dpo`), KTO on thumbs
 //! up / down (`kto`), online RL (`grpo`, scored by `rewards`) and reward models (`reward`,
-//! which also scores), with their configuration (`config`), their datasets read
-//! and packed (`data`) and what the two preference objectives share (`preference`).
+//! which also scores), with their configuration (`config`), their datasets read and packed
+//! (`data`), what the two preference objectives share (`preference`) and where GRPO's
+//! prompts come from (`prompts`).
 //!
 //! This module holds what every post-training command does before its first step: load the
 //! starting model (`init_from`: a checkpoint, a LoRA checkpoint with its base, or an
@@ -16,6 +17,7 @@ pub mod dpo;
 pub mod grpo;
 pub mod kto;
 pub mod preference;
+pub mod prompts;
 pub mod reward;
 pub mod rewards;
 pub mod sft;

@@ -1,5 +1,5 @@
 //! What scores `trainer grpo`'s answers: rules on the answer's text (contains, exact, regex,
-//! a length penalty), an external command speaking JSON lines, and a reward model, summed
+//! the prompt's reference, a length penalty), an external command speaking JSON lines, and a reward model, summed
 //! with their weights.
 
 use std::io::Write;
@@ -21,6 +21,8 @@ pub struct Answer {
     pub prompt: String,
     pub text: String,
     pub tokens: usize,
+    /// What a right answer contains, when the prompt says (a prompt file's `meta.reference`).
+    pub reference: Option<String>,
 }
 
 /// The configured rules, compiled once.
@@ -60,6 +62,10 @@ impl Rules {
                 RuleKind::Contains => text.contains(pattern.as_str()),
                 RuleKind::Exact => text.trim() == pattern.trim(),
                 RuleKind::Regex => re.as_ref().is_some_and(|re| re.is_match(text)),
+                RuleKind::Reference => answer
+                    .reference
+                    .as_deref()
+                    .is_some_and(|r| text.contains(r.trim())),
             };
             if hit {
                 reward += weight;
@@ -83,7 +89,11 @@ pub fn command_scores(argv: &[String], answers: &[Answer]) -> Result<Vec<f64>> {
         .with_context(|| format!("starting the reward command `{shown}`"))?;
     let mut input = String::new();
     for a in answers {
-        input.push_str(&serde_json::json!({"prompt": a.prompt, "answer": a.text}).to_string());
+        let line = match &a.reference {
+            Some(r) => serde_json::json!({"prompt": a.prompt, "answer": a.text, "reference": r}),
+            None => serde_json::json!({"prompt": a.prompt, "answer": a.text}),
+        };
+        input.push_str(&line.to_string());
         input.push('\n');
     }
     let mut stdin = child.stdin.take().context("the reward command's stdin")?;
