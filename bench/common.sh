@@ -33,3 +33,15 @@ need_time() {
 time_wall() { awk '/Elapsed \(wall clock\)/ {n = split($NF, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s}' "$1"; }
 time_peak_mib() { awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); printf "%.0f", $2 / 1024}' "$1"; }
 time_cpu() { awk -F: '/User time|System time/ {s += $2} END {printf "%.1f", s}' "$1"; }
+
+# The venv of the peer benchmarks run beside ours (datatrove 0.10.1 with its processing extras),
+# made once in $JIELONG_CACHE; sets datatrove_python.
+datatrove_venv() {
+  local venv="$JIELONG_CACHE/bench-venv-datatrove"
+  if ! "$venv/bin/python" -c 'import datatrove, spacy, orjson' 2>/dev/null; then
+    echo "making the datatrove venv in $venv (one time)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'datatrove[processing]==0.10.1' orjson spacy >&2
+  fi
+  datatrove_python="$venv/bin/python"
+}
