@@ -21,7 +21,9 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from html.parser import HTMLParser
+from pathlib import Path
 
 BLOCK = {
     "p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table",
@@ -39,6 +41,7 @@ COMMITS = {
 }
 # The crawler's wrapper around most pages of the Chinese dataset: <text id="URL" title=".."
 # encoding=".."> ... </text>. It is not part of the page: it is cut off and its URL kept.
+FIXES = str(Path(__file__).resolve().parents[2] / "data/extract-eval/zh-extraction-fixes.toml")
 CRAWL_WRAPPER = re.compile(rb'\A\s*<text id="([^"]*)"[^>]*>')
 
 
@@ -187,12 +190,16 @@ def newspaper_pages(repo):
                "html": decode(raw), "text": plain_lines(text)}
 
 
-def zh_extraction_pages(repo):
+def zh_extraction_pages(repo, fixes):
     """The Chinese dataset: original/UUID.html with its main text copied out by hand into
     cleaned/UUID.txt. Most pages sit in a crawler's <text id=URL encoding=..> wrapper, which
-    is cut off (its URL and charset kept)."""
+    is cut off (its URL and charset kept). `fixes` (zh-extraction-fixes.toml) leaves out the
+    pages whose ground truth did not hold up against the HTML and cuts the ones that run on
+    past the article."""
     for txt in ls(repo, "zh-extraction", "cleaned"):
         name = txt[: -len(".txt")]
+        if name in fixes["exclude"]:
+            continue
         raw = show(repo, "zh-extraction", f"original/{name}.html")
         url, declared = None, None
         wrapper = CRAWL_WRAPPER.match(raw)
@@ -204,9 +211,24 @@ def zh_extraction_pages(repo):
             if raw.endswith(b"</text>"):
                 raw = raw[: -len(b"</text>")]
         html = decode(raw, declared)
-        text = show(repo, "zh-extraction", f"cleaned/{txt}").decode("utf-8")
+        text = plain_lines(show(repo, "zh-extraction", f"cleaned/{txt}").decode("utf-8"))
+        if name in fixes["cut_from"]:
+            lines = text.split("\n")
+            cut = fixes["cut_from"][name]
+            if cut not in lines:
+                raise SystemExit(f"{FIXES}: cut_from.{name}: no ground-truth line {cut!r}")
+            text = "\n".join(lines[: lines.index(cut)])
         yield {"id": f"zh-extraction/{name}", "source": "zh-extraction", "url": url,
-               "html": html, "text": plain_lines(text)}
+               "html": html, "text": text}
+
+
+def read_fixes():
+    with open(FIXES, "rb") as f:
+        fixes = tomllib.load(f)
+    unknown = set(fixes) - {"exclude", "cut_from"}
+    if unknown:
+        raise SystemExit(f"{FIXES}: unknown table(s) {sorted(unknown)} (exclude, cut_from)")
+    return {"exclude": fixes.get("exclude", {}), "cut_from": fixes.get("cut_from", {})}
 
 
 def main():
@@ -215,11 +237,12 @@ def main():
     readability, newspaper, zh, out = sys.argv[1:5]
     readability, newspaper, zh = git_dir(readability), git_dir(newspaper), git_dir(zh)
     pages = (list(readability_pages(readability)) + list(newspaper_pages(newspaper))
-             + list(zh_extraction_pages(zh)))
+             + list(zh_extraction_pages(zh, read_fixes())))
     n = 0
     by_lang = {}
-    # mtime 0: the same sources give the same bytes.
-    with gzip.GzipFile(out, "wb", compresslevel=9, mtime=0) as gz, \
+    # No file name and mtime 0 in the gzip header: the same sources give the same bytes.
+    with open(out, "wb") as raw, \
+            gzip.GzipFile("", "wb", compresslevel=9, fileobj=raw, mtime=0) as gz, \
             io.TextIOWrapper(gz, encoding="utf-8") as f:
         for page in pages:
             if not page["text"].strip():
