@@ -171,10 +171,8 @@ fn tag_of(name: &str) -> (&'static str, Role) {
 /// `<a name=x />`, `<span/>`: browsers leave these open (a link would swallow the text after
 /// it), pages mean them empty. In `<a href=/>` the `/` ends an unquoted value: that one is open.
 fn empty(attrs: &str) -> bool {
-    attrs
-        .bytes()
-        .last()
-        .is_none_or(|b| b.is_ascii_whitespace() || b"\"'".contains(&b))
+    let last = attrs.bytes().last().unwrap_or(b' ');
+    last.is_ascii_whitespace() || last == b'"' || last == b'\''
 }
 
 /// An element on the stack of open elements.
@@ -355,10 +353,9 @@ impl<'a> Builder<'a> {
 
     fn implied_ends(&mut self, tag: &'static str) {
         // A start tag that does not belong in <head> ends an open one (pages without </head>).
-        if !matches!(
-            tag,
-            "head" | "html" | "title" | "script" | "style" | "noscript" | "template"
-        ) && let Some(head) = self.find_open("head", &[])
+        const IN_HEAD: &[&str] = &["head", "html", "title", "script", "style", "noscript"];
+        if !IN_HEAD.contains(&tag)
+            && let Some(head) = self.find_open("head", &[])
         {
             self.pop_to(head);
         }
