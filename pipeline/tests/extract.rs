@@ -131,6 +131,75 @@ fn regression_pages_keep_their_article() {
     );
 }
 
+/// Pages of the hand-extracted Chinese set (table layouts in GB2312, forums, blogs), among them
+/// the ones that came out empty or wrong: a page that never closes `<head>` (e4232eb3: empty),
+/// a short post under a longer comment thread, taken for the page's layout (54e89e4e), and
+/// `<a name=x />` anchors that swallowed the text after them as link text (064b591b, 54e89e4e).
+#[test]
+fn hand_extracted_chinese_pages_come_out_whole() {
+    assert_extracts(
+        &[
+            "zh-extraction/e4232eb3-4c02-47c6-9287-b91c2f95b795",
+            "zh-extraction/54e89e4e-6d47-424f-b172-12b7e360c25c",
+            "zh-extraction/064b591b-3cac-4a08-88d0-41c193a2350d",
+            "zh-extraction/0d931936-d510-4904-a714-88bb267b62da",
+            "zh-extraction/b70f455d-50d6-4c8c-a450-07d8e5ca2e06",
+            "zh-extraction/c268c1b4-6864-45a1-bcaa-ec0922eb10d1",
+        ],
+        0.9,
+        0.95,
+    );
+}
+
+const PARAGRAPH: &str = "The committee met on Tuesday to discuss the budget, and after a long \
+    debate, it agreed to fund the new library, the park by the river and the bridge.";
+
+#[test]
+fn a_head_left_open_ends_where_the_body_starts() {
+    let html = format!(
+        "<html><head><title>News</title><script>var a = 1;</script><body>\
+         <div><p>{PARAGRAPH}</p><p>{PARAGRAPH}</p></div></body></html>"
+    );
+    let text = Extraction::of(&html).text();
+    assert!(text.contains("agreed to fund the new library"), "{text:?}");
+}
+
+#[test]
+fn a_self_closed_anchor_holds_nothing() {
+    let html = format!(
+        "<html><body><div class=post><p>{PARAGRAPH}</p><a name=\"feedback\" />\
+         <p>After the vote, the mayor said that work on the bridge starts in spring.</p>\
+         <p>{PARAGRAPH}</p></div></body></html>"
+    );
+    let extraction = Extraction::of(&html);
+    assert!(
+        extraction
+            .text()
+            .contains("work on the bridge starts in spring"),
+        "{}",
+        extraction.explain()
+    );
+}
+
+#[test]
+fn a_comment_thread_longer_than_the_post_is_still_comments() {
+    let mut html = format!(
+        "<html><body><div id=main><div class=post><h2>Budget agreed</h2><p>{PARAGRAPH}</p>\
+         <p>{PARAGRAPH}</p></div><div id=comments><h3>Comments</h3>"
+    );
+    for i in 0..40 {
+        html.push_str(&format!(
+            "<h4>re: Budget agreed, reader{i}</h4><p>Comment {i}: the library is welcome, \
+             but the bridge has waited ten years, and the park can wait another one.</p>"
+        ));
+    }
+    html.push_str("</div></div></body></html>");
+    let extraction = Extraction::of(&html);
+    let text = extraction.text();
+    assert!(text.contains("agreed to fund"), "{}", extraction.explain());
+    assert!(!text.contains("Comment 7:"), "{}", extraction.explain());
+}
+
 #[test]
 fn an_article_laid_out_in_a_table_is_found() {
     // hukumusume: a Japanese fable in a table layout, between tables of links and daily trivia.

@@ -168,6 +168,13 @@ fn tag_of(name: &str) -> (&'static str, Role) {
     ("other", Role::Inline)
 }
 
+/// `<a name=x />`, `<span/>`: browsers leave these open (a link would swallow the text after
+/// it), pages mean them empty. In `<a href=/>` the `/` ends an unquoted value: that one is open.
+fn empty(attrs: &str) -> bool {
+    let last = attrs.bytes().last().unwrap_or(b' ');
+    last.is_ascii_whitespace() || last == b'"' || last == b'\''
+}
+
 /// An element on the stack of open elements.
 struct Open<'a> {
     name: &'a str,
@@ -345,6 +352,13 @@ impl<'a> Builder<'a> {
     }
 
     fn implied_ends(&mut self, tag: &'static str) {
+        // A start tag that does not belong in <head> ends an open one (pages without </head>).
+        const IN_HEAD: &[&str] = &["head", "html", "title", "script", "style", "noscript"];
+        if !IN_HEAD.contains(&tag)
+            && let Some(head) = self.find_open("head", &[])
+        {
+            self.pop_to(head);
+        }
         const SCOPE: &[&str] = &["table", "td", "th", "caption", "html", "button"];
         let closing = |b: &Self, t: &str, stop: &[&str]| b.find_open(t, stop);
         let mut close = None;
@@ -393,7 +407,9 @@ impl<'a> Builder<'a> {
                 }
                 return;
             }
-            _ if self_closing && tag == "other" => return,
+            _ if self_closing && (tag == "other" || (role == Role::Inline && empty(raw_attrs))) => {
+                return;
+            }
             _ => {}
         }
         if self.stack.len() >= MAX_DEPTH {
@@ -487,23 +503,13 @@ impl<'a> Builder<'a> {
             .rposition(|o| o.name.eq_ignore_ascii_case(name) || (tag != "other" && o.tag == tag));
         match found {
             Some(i) => {
-                let optional = |t: &str| {
-                    matches!(
-                        t,
-                        "p" | "li"
-                            | "td"
-                            | "th"
-                            | "tr"
-                            | "dt"
-                            | "dd"
-                            | "tbody"
-                            | "thead"
-                            | "option"
-                    )
-                };
+                // Elements whose end tag may be left out: closing them here is not odd.
+                const OPTIONAL: &[&str] = &[
+                    "p", "li", "td", "th", "tr", "dt", "dd", "tbody", "thead", "option",
+                ];
                 if self.stack[i + 1..]
                     .iter()
-                    .any(|o| o.node.is_some() && !optional(o.tag))
+                    .any(|o| o.node.is_some() && !OPTIONAL.contains(&o.tag))
                 {
                     self.page.odd_markup += 1;
                 }

@@ -175,11 +175,16 @@ fn run_pass(page: &Page<'_>, pass: Pass) -> Selection {
             }
         }
         let page_total = total[0].max(1);
-        // Lists are never layout: a 50-picture gallery of captions is still not the article.
+        // Lists are never layout: a 50-picture gallery of captions is still not the article;
+        // nor are comment sections, however long the thread under a short post.
         total
             .iter()
             .zip(&page.nodes)
-            .map(|(&t, node)| t * 2 > page_total && !matches!(node.tag, "ul" | "ol" | "li" | "dl"))
+            .map(|(&t, node)| {
+                t * 2 > page_total
+                    && !node.hints.comments
+                    && !matches!(node.tag, "ul" | "ol" | "li" | "dl")
+            })
             .collect::<Vec<bool>>()
     };
     let nodes = &page.nodes;
