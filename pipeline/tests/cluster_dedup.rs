@@ -367,6 +367,20 @@ fn split_dedup_over_s3_gives_the_local_bytes() {
         )))
         .expect("head")
     );
+    // The finish step sums every task's object store traffic (other tests in this process
+    // talk to the same server at once, so only its presence is checked here).
+    let summary = pipeline::storage::read_small(Path::new(&format!("{out_url}/summary.json")))
+        .expect("summary");
+    let summary: serde_json::Value = serde_json::from_slice(&summary).expect("json");
+    let traffic = &summary["object_store"];
+    for field in [
+        "bytes_read",
+        "read_requests",
+        "bytes_written",
+        "write_requests",
+    ] {
+        assert!(traffic[field].as_u64() > Some(0), "{field}: {summary}");
+    }
 }
 
 #[test]

@@ -61,6 +61,7 @@ fn run_tracked(
     }
     let n = task.count();
     let started = std::time::Instant::now();
+    let transfers = crate::storage::transfer_totals();
     let mut summary = if stage == Stage::Tokenize {
         let options = config
             .tokenize
@@ -102,6 +103,7 @@ fn run_tracked(
     summary
         .seconds
         .insert(stage.name().into(), started.elapsed().as_secs_f64());
+    summary.object_store = crate::storage::transfer_totals().since(&transfers);
     if stage == Stage::Tokenize {
         crate::storage::write_small(&marker, &done_marker_json(config, &summary)?)?;
     } else {

@@ -34,6 +34,10 @@ pub struct RunSummary {
     pub issues: Vec<String>,
     /// Present when the config has a `[tokenize]` table.
     pub tokenize: Option<crate::tokenize::pretrain::TokenizeSummary>,
+    /// Object storage traffic of a task (in its done marker) or of all tasks (the finish
+    /// step's summary); absent for local runs.
+    #[serde(default, skip_serializing_if = "crate::storage::Transfer::is_zero")]
+    pub object_store: crate::storage::Transfer,
 }
 
 impl RunSummary {
@@ -70,6 +74,25 @@ impl RunSummary {
             self.input_bytes as f64 / 1e6,
             self.input_bytes as f64 / 1e6 / secs.max(1e-9)
         ));
+        let t = &self.object_store;
+        if !t.is_zero() {
+            // What the cost model counts: bytes read per input byte and requests per MB read.
+            let per_input = match self.input_bytes {
+                0 => String::new(),
+                n => format!(
+                    "{:.2} bytes per input byte, ",
+                    t.bytes_read as f64 / n as f64
+                ),
+            };
+            s.push_str(&format!(
+                "object store: read {:.1} MB in {} requests ({per_input}{:.2} requests per MB), wrote {:.1} MB in {} requests\n",
+                t.bytes_read as f64 / 1e6,
+                t.read_requests,
+                t.read_requests as f64 / (t.bytes_read as f64 / 1e6).max(1e-9),
+                t.bytes_written as f64 / 1e6,
+                t.write_requests
+            ));
+        }
         for issue in self.issues.iter().take(10) {
             s.push_str(&format!("  problem: {issue}\n"));
         }

@@ -60,7 +60,8 @@ fn run_tracked(
         }
         _ => None,
     };
-    let summary = if storage::is_remote_path(out) {
+    let transfers = storage::transfer_totals();
+    let mut summary = if storage::is_remote_path(out) {
         let url = out.to_string_lossy().into_owned();
         let scratch = local_dir(config, task);
         let mut local = config.clone();
@@ -102,6 +103,7 @@ fn run_tracked(
                 .join("; ")
         );
     }
+    summary.object_store = storage::transfer_totals().since(&transfers);
     if let Some(marker) = &marker
         && let Err(e) = claim_marker(marker, config, &summary)
     {
@@ -159,6 +161,12 @@ fn finish_tracked(
         for task in require_markers(config, "survivors", tasks)? {
             add(&mut summary, task);
         }
+        // The stages between count no documents, only their time and object store traffic.
+        for (stage, n) in [("pairs", tasks), ("components", 1)] {
+            for task in require_markers(config, stage, n)? {
+                add(&mut summary, task);
+            }
+        }
     }
     let summary_path = out.join("summary.json");
     if let Some(options) = &config.tokenize {
@@ -185,6 +193,7 @@ fn add(total: &mut RunSummary, task: RunSummary) {
     total.text_bytes_in += task.text_bytes_in;
     total.text_bytes_out += task.text_bytes_out;
     total.input_bytes += task.input_bytes;
+    total.object_store.add(&task.object_store);
     for (k, v) in task.dropped_by {
         *total.dropped_by.entry(k).or_default() += v;
     }

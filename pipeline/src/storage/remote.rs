@@ -21,12 +21,35 @@ use object_store::{
 use super::{READ_BLOCK, WRITE_PART};
 
 /// Bytes and requests moved by this process, for benchmarks and summaries.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Transfer {
     pub bytes_read: u64,
     pub read_requests: u64,
     pub bytes_written: u64,
     pub write_requests: u64,
+}
+
+impl Transfer {
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// What moved between `start` (an earlier [`transfer_totals`]) and these totals.
+    pub fn since(&self, start: &Transfer) -> Transfer {
+        Transfer {
+            bytes_read: self.bytes_read.saturating_sub(start.bytes_read),
+            read_requests: self.read_requests.saturating_sub(start.read_requests),
+            bytes_written: self.bytes_written.saturating_sub(start.bytes_written),
+            write_requests: self.write_requests.saturating_sub(start.write_requests),
+        }
+    }
+
+    pub fn add(&mut self, other: &Transfer) {
+        self.bytes_read += other.bytes_read;
+        self.read_requests += other.read_requests;
+        self.bytes_written += other.bytes_written;
+        self.write_requests += other.write_requests;
+    }
 }
 
 static BYTES_READ: AtomicU64 = AtomicU64::new(0);
