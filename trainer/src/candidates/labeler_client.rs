@@ -147,6 +147,10 @@ impl LabelerClient {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
+            // The labeler (actix-web) closes a connection idle for 5 s; ureq would reuse it
+            // for up to 15 s and a POST after a long generation then fails with "Peer
+            // disconnected" (seen once in CI). Never reuse one idle for 2 s or more.
+            .max_idle_age(Duration::from_secs(2))
             .build()
             .into();
         Self {
