@@ -34,6 +34,14 @@ fn load(path: &Path) -> PipelineConfig {
     PipelineConfig::load(path).expect("config loads")
 }
 
+/// The outputs of one process over `inputs` (in `dir/whole`), what every split run must equal.
+fn one_process(dir: &Path, inputs: &[PathBuf]) -> PathBuf {
+    let whole = dir.join("whole");
+    let config = config(dir, "whole", inputs, &whole.display().to_string());
+    run(&load(&config), false).expect("one process");
+    whole
+}
+
 fn slice(i: usize, n: usize) -> Option<TaskSlice> {
     Some(TaskSlice::new(i, n).expect("slice"))
 }
@@ -126,17 +134,7 @@ fn a_task_failing_on_a_corrupt_input_is_named_by_status_and_rerun_alone() {
     assert!(status(&split, None).expect("status").stages[1].is_done());
 
     // The bytes of one process over the fixed inputs (task 0's kept file restored first).
-    let whole = dir.path().join("whole");
-    run(
-        &load(&config(
-            dir.path(),
-            "whole",
-            &inputs,
-            &whole.display().to_string(),
-        )),
-        false,
-    )
-    .expect("one process");
+    let whole = one_process(dir.path(), &inputs);
     std::fs::copy(whole.join("kept/part-00000.jsonl.zst"), &kept0).expect("restore");
     assert_eq!(files(&out), files(&whole));
 }
@@ -202,17 +200,7 @@ fn a_task_killed_mid_run_is_never_taken_for_done() {
     }
     assert!(!running.exists());
     finish(&split, 2, false).expect("finish");
-    let whole = dir.path().join("whole");
-    run(
-        &load(&config(
-            dir.path(),
-            "whole",
-            &inputs,
-            &whole.display().to_string(),
-        )),
-        false,
-    )
-    .expect("one process");
+    let whole = one_process(dir.path(), &inputs);
     assert_eq!(files(&out), files(&whole));
 }
 
@@ -237,17 +225,7 @@ fn two_tasks_given_the_same_index_leave_the_one_process_bytes() {
     });
     run_task(&split, false, slice(1, 2)).expect("task 1");
     finish(&split, 2, false).expect("finish");
-    let whole = dir.path().join("whole");
-    run(
-        &load(&config(
-            dir.path(),
-            "whole",
-            &inputs,
-            &whole.display().to_string(),
-        )),
-        false,
-    )
-    .expect("one process");
+    let whole = one_process(dir.path(), &inputs);
     assert_eq!(files(&out), files(&whole));
 }
 
@@ -379,17 +357,7 @@ fn a_throttling_store_is_retried_and_one_that_never_stops_fails_in_bounded_time(
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = write_corpus(dir.path());
     let bucket = new_bucket(&endpoint, "slow");
-    let whole = dir.path().join("whole");
-    run(
-        &load(&config(
-            dir.path(),
-            "whole",
-            &inputs,
-            &whole.display().to_string(),
-        )),
-        false,
-    )
-    .expect("one process");
+    let whole = one_process(dir.path(), &inputs);
     let expected = files(&whole);
 
     // The first 6 requests are refused: object_store's backoff retries them.
@@ -560,17 +528,7 @@ fn two_machines_given_the_same_index_over_s3_leave_the_one_process_bytes() {
             .all(|s| s.is_done() && s.failed.is_empty()),
         "{state:?}"
     );
-    let whole = dir.path().join("whole");
-    run(
-        &load(&config(
-            dir.path(),
-            "whole",
-            &inputs,
-            &whole.display().to_string(),
-        )),
-        false,
-    )
-    .expect("one process");
+    let whole = one_process(dir.path(), &inputs);
     let expected = files(&whole);
     let got = crate::cluster::remote_files(&out, &expected, &dir.path().join("check"));
     assert_eq!(got, expected);

@@ -79,6 +79,22 @@ fn alone(list: &[&str]) -> Output {
     testkit::process::run("trainer", list, &[("OMP_NUM_THREADS", "1")])
 }
 
+/// Runs `command` with config `one` as a single process and with config `two` as 2 ranks.
+fn train_as_one_rank_and_two(command: &str, one: &str, two: &str) {
+    testkit::process::ok(alone(&[command, "--config", one]));
+    all_ok(&launch(2, |_| args(&[command, "--config", two])));
+}
+
+/// 24 preference pairs over the instructions, each answer against its negation.
+fn preference_pairs() -> Vec<(String, String, String)> {
+    (0..24)
+        .map(|i| {
+            let (q, a) = INSTRUCTIONS[i % INSTRUCTIONS.len()];
+            (format!("{q} ({i})"), a.to_string(), format!("not {a}"))
+        })
+        .collect()
+}
+
 fn relative(a: f64, b: f64) -> f64 {
     (a - b).abs() / a.abs().max(b.abs()).max(1e-12)
 }
@@ -148,9 +164,8 @@ fn pretrain_on_two_ranks_of_4_is_one_rank_of_8_and_resumes_across_world_sizes() 
     let tmp = tempfile::tempdir().expect("tempdir");
     datasets(tmp.path());
     let (one, one_out) = pretrain_config(tmp.path(), "one", 8, 10);
-    testkit::process::ok(alone(&["pretrain", "--config", &one]));
     let (two, two_out) = pretrain_config(tmp.path(), "two", 4, 10);
-    all_ok(&launch(2, |_| args(&["pretrain", "--config", &two])));
+    train_as_one_rank_and_two("pretrain", &one, &two);
     assert_same_run(&one_out, &two_out, STEPS, "model.safetensors");
 
     // Killed at step 10 with 2 ranks, resumed with 1 (micro-batch 8: the same global batch).
@@ -366,9 +381,8 @@ fn lora_sft_on_two_ranks_of_4_is_one_rank_of_8() {
         .collect();
     let data = sft_dataset(tmp.path(), "sft", &conversations);
     let (one, one_out) = post_config(tmp.path(), "one", &base, &data, 8, LORA);
-    testkit::process::ok(alone(&["sft", "--config", &one]));
     let (two, two_out) = post_config(tmp.path(), "two", &base, &data, 4, LORA);
-    all_ok(&launch(2, |_| args(&["sft", "--config", &two])));
+    train_as_one_rank_and_two("sft", &one, &two);
     assert_same_run(&one_out, &two_out, STEPS, "adapter.safetensors");
 }
 
@@ -376,13 +390,7 @@ fn lora_sft_on_two_ranks_of_4_is_one_rank_of_8() {
 fn full_dpo_on_two_ranks_of_4_is_one_rank_of_8() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = base_checkpoint(tmp.path(), 20);
-    let pairs: Vec<_> = (0..24)
-        .map(|i| {
-            let (q, a) = INSTRUCTIONS[i % INSTRUCTIONS.len()];
-            (format!("{q} ({i})"), a.to_string(), format!("not {a}"))
-        })
-        .collect();
-    let data = preference_dataset(tmp.path(), "prefs", &pairs);
+    let data = preference_dataset(tmp.path(), "prefs", &preference_pairs());
     let extra = |name: &str| {
         format!(
             "[dpo]\nbeta = 0.02\ncache_dir = \"{}\"\n",
@@ -390,9 +398,8 @@ fn full_dpo_on_two_ranks_of_4_is_one_rank_of_8() {
         )
     };
     let (one, one_out) = post_config(tmp.path(), "one", &base, &data, 8, &extra("cache1"));
-    testkit::process::ok(alone(&["dpo", "--config", &one]));
     let (two, two_out) = post_config(tmp.path(), "two", &base, &data, 4, &extra("cache2"));
-    all_ok(&launch(2, |_| args(&["dpo", "--config", &two])));
+    train_as_one_rank_and_two("dpo", &one, &two);
     assert_same_run(&one_out, &two_out, STEPS, "model.safetensors");
     // Rank 0 computed the job's reference log-probabilities once, into one cache file.
     let cached = std::fs::read_dir(tmp.path().join("cache2"))
@@ -405,13 +412,7 @@ fn full_dpo_on_two_ranks_of_4_is_one_rank_of_8() {
 fn a_reward_model_on_two_ranks_of_4_is_one_rank_of_8() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = base_checkpoint(tmp.path(), 3);
-    let pairs: Vec<_> = (0..24)
-        .map(|i| {
-            let (q, a) = INSTRUCTIONS[i % INSTRUCTIONS.len()];
-            (format!("{q} ({i})"), a.to_string(), format!("not {a}"))
-        })
-        .collect();
-    let data = preference_dataset(tmp.path(), "prefs", &pairs);
+    let data = preference_dataset(tmp.path(), "prefs", &preference_pairs());
     // A gentler rate than the other tests: at 0.003 this model's loss jumps at step 6 and
     // amplifies rounding 100x, as much between 1 rank of 8 and 1 rank of 4 x 2 micro-batches
     // as between 1 rank and 2.
@@ -423,9 +424,8 @@ fn a_reward_model_on_two_ranks_of_4_is_one_rank_of_8() {
         (write_config(tmp.path(), name, &text), out)
     };
     let (one, one_out) = slow("one", 8);
-    testkit::process::ok(alone(&["reward", "--config", &one]));
     let (two, two_out) = slow("two", 4);
-    all_ok(&launch(2, |_| args(&["reward", "--config", &two])));
+    train_as_one_rank_and_two("reward", &one, &two);
     assert_same_run(&one_out, &two_out, STEPS, "model.safetensors");
 }
 
@@ -454,9 +454,8 @@ fn lora_kto_on_two_ranks_of_4_is_one_rank_of_8() {
         )
     };
     let (one, one_out) = post_config(tmp.path(), "one", &base, &data, 8, &extra("cache1"));
-    testkit::process::ok(alone(&["kto", "--config", &one]));
     let (two, two_out) = post_config(tmp.path(), "two", &base, &data, 4, &extra("cache2"));
-    all_ok(&launch(2, |_| args(&["kto", "--config", &two])));
+    train_as_one_rank_and_two("kto", &one, &two);
     assert_same_run(&one_out, &two_out, STEPS, "adapter.safetensors");
     let kl = |out: &Path| {
         metrics(out)
@@ -484,9 +483,8 @@ fn lora_grpo_on_two_ranks_of_2_is_one_rank_of_4() {
         "{LORA}\n[grpo]\ngroup_size = 2\nmax_new_tokens = 6\n\n[[grpo.rules]]\nkind = \"contains\"\npattern = \"ball\"\n"
     );
     let (one, one_out) = post_config(tmp.path(), "one", &base, &data, 4, &extra);
-    testkit::process::ok(alone(&["grpo", "--config", &one]));
     let (two, two_out) = post_config(tmp.path(), "two", &base, &data, 2, &extra);
-    all_ok(&launch(2, |_| args(&["grpo", "--config", &two])));
+    train_as_one_rank_and_two("grpo", &one, &two);
     // The same answers and rewards at every step; the loss is a near-cancelling sum close to
     // 0 (the advantages average to 0), so it is compared absolutely, the weights relatively.
     let (la, lb) = (metrics(&one_out), metrics(&two_out));
