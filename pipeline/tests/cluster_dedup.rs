@@ -1,6 +1,7 @@
 //! Dedup split into stages and tasks (`pipeline clean --stage`): N = 1, 3 and 8 tasks give
-//! the one-process run's bytes (kept documents, docs tables), a killed stage converges, and
-//! a config changed between stages is refused naming the field.
+//! the one-process run's bytes (kept documents, docs tables), also with a components stage
+//! that spills to disk, a killed stage converges, and a config changed between stages is
+//! refused naming the field.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -160,9 +161,16 @@ fn split_dedup_gives_the_one_process_bytes_for_1_3_and_8_tasks() {
             local.dropped_by
         );
     }
-    for n in [1, 3, 8] {
-        let out = dir.path().join(format!("split-{n}"));
-        let config = dedup_config(dir.path(), &inputs, &out);
+    // The last case: a components stage at memory bound 0, which spills its clusters to
+    // disk after the first group and replays every later group as a chunk of its own.
+    for (n, components_memory_mb) in [(1, None), (3, None), (8, None), (3, Some(0))] {
+        let out = dir
+            .path()
+            .join(format!("split-{n}-{components_memory_mb:?}"));
+        let mut config = dedup_config(dir.path(), &inputs, &out);
+        if let Some(mb) = components_memory_mb {
+            config.dedup.components_memory_mb = mb;
+        }
         run_split(&config, n);
         let got = outputs(&out);
         assert_eq!(
@@ -170,7 +178,10 @@ fn split_dedup_gives_the_one_process_bytes_for_1_3_and_8_tasks() {
             expected.keys().collect::<Vec<_>>()
         );
         for (name, bytes) in &expected {
-            assert!(got[name] == *bytes, "{name} differs with {n} tasks");
+            assert!(
+                got[name] == *bytes,
+                "{name} differs with {n} tasks, components_memory_mb {components_memory_mb:?}"
+            );
         }
         let summary: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary"))

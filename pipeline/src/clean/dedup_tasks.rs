@@ -27,9 +27,10 @@ use super::run::{DedupResult, write_outputs};
 use super::summary::RunSummary;
 use super::work::{InputDone, WorkFiles};
 use crate::config::PipelineConfig;
+use crate::dedup::components::BoundedComponents;
 use crate::dedup::partition::{
-    self, KeyKind, SparseUnionFind, kind_of, partitions, read_pairs, read_partition,
-    read_signature, resolve_group, write_pairs,
+    self, KeyKind, kind_of, partitions, read_pairs, read_partition, read_signature, resolve_group,
+    write_pairs,
 };
 use crate::dedup::{Clusters, estimated_similarity};
 use crate::readers::expand_inputs;
@@ -139,46 +140,59 @@ fn signatures_of(
     Ok(out)
 }
 
-/// Stage 3: the clusters, replayed over every partition in order; per input, the
-/// documents in a cluster of two or more with their cluster and its size.
+/// Stage 3: the clusters, replayed over every partition in order (in memory up to
+/// `[dedup] components_memory_mb`, then spilled to disk); per input, the documents in a
+/// cluster of two or more with their cluster and its size.
 pub(super) fn components(config: &PipelineConfig) -> Result<RunSummary> {
     let numbering = numbering(config)?;
     let dir = dedup_dir(config);
     let options = &config.dedup;
+    let bound = options.components_memory_mb.saturating_mul(1 << 20);
     let mut per_kind = Vec::new();
+    let mut spill_dirs = Vec::new();
     for (kind, enabled) in [
         (KeyKind::Exact, options.exact),
         (KeyKind::MinHash, options.minhash.enabled),
     ] {
-        let mut union_find = SparseUnionFind::default();
+        let spill = dir.join(format!("components-{kind:?}").to_lowercase());
+        let mut clusters = BoundedComponents::new(bound, &spill);
         if enabled {
             for p in (0..partitions(options.minhash.bands)).filter(|&p| kind_of(p) == kind) {
                 read_pairs(&dir.join(format!("pairs-{p:04}.bin")), |g| {
-                    union_find.replay(g)
+                    clusters.replay(g)
                 })?;
             }
         }
-        tracing::info!("{kind:?} dedup: {} documents in clusters", union_find.len());
-        per_kind.push(union_find.members());
-    }
-    let inputs = numbering.first_doc.len();
-    for index in 0..inputs {
-        let (lo, hi) = (
-            numbering.first_doc[index],
-            numbering.first_doc[index] + numbering.done[index].kept,
+        let (members, stats) = clusters.finish()?;
+        tracing::info!(
+            "{kind:?} dedup: {} duplicate pairs, {} documents in clusters, {} spills to disk",
+            stats.pairs,
+            stats.documents,
+            stats.spills
         );
+        per_kind.push(members);
+        spill_dirs.push(spill);
+    }
+    for index in 0..numbering.first_doc.len() {
+        let end = numbering.first_doc[index] + numbering.done[index].kept;
         let mut bytes = Vec::new();
-        for members in &per_kind {
-            let from = members.partition_point(|m| m.0 < lo);
-            let to = members.partition_point(|m| m.0 < hi);
-            bytes.extend_from_slice(&((to - from) as u64).to_le_bytes());
-            for &(doc, root, size) in &members[from..to] {
+        for members in &mut per_kind {
+            let count_at = bytes.len();
+            bytes.extend_from_slice(&0u64.to_le_bytes());
+            let mut count = 0u64;
+            while let Some((doc, root, size)) = members.next_below(end)? {
                 for v in [doc, root, size] {
                     bytes.extend_from_slice(&v.to_le_bytes());
                 }
+                count += 1;
             }
+            bytes[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
         }
         partition::write_atomic(&dir.join(format!("clusters-{index:05}.bin")), &bytes)?;
+    }
+    drop(per_kind);
+    for spill in spill_dirs.iter().filter(|d| d.exists()) {
+        std::fs::remove_dir_all(spill).with_context(|| format!("removing {}", spill.display()))?;
     }
     Ok(RunSummary::default())
 }

@@ -77,10 +77,14 @@ struct TaskDone {
 pub(super) fn read_marker(marker: &Path, config: &PipelineConfig) -> Result<RunSummary> {
     let done: TaskDone = serde_json::from_slice(&storage::read_small(marker)?)
         .with_context(|| format!("reading the done marker {}", marker.display()))?;
-    // [run] (threads, batch size) does not change the outputs: a rerun may change it.
+    // [run] (threads, batch size) and the components stage's memory bound do not change the
+    // outputs: a rerun may change them.
     let outputs_of = |mut v: serde_json::Value| {
         if let Some(o) = v.as_object_mut() {
             o.remove("run");
+        }
+        if let Some(d) = v.get_mut("dedup").and_then(|d| d.as_object_mut()) {
+            d.remove("components_memory_mb");
         }
         v
     };

@@ -4,6 +4,7 @@
 //! table of every key. Documents are numbered in input order and each cluster keeps its
 //! lowest-numbered member, so survivors do not depend on the thread count.
 
+pub mod components;
 pub mod minhash;
 pub mod partition;
 mod runs;
@@ -23,6 +24,9 @@ pub struct DedupOptions {
     pub minhash: MinHashOptions,
     /// Triples held in memory before a sorted run is written to disk.
     pub run_entries: usize,
+    /// Memory of the components stage of a split run, about: past it, the clusters spill to
+    /// disk (`dedup::components`); 0 spills at once and replays one group at a time.
+    pub components_memory_mb: u64,
 }
 
 impl Default for DedupOptions {
@@ -31,6 +35,7 @@ impl Default for DedupOptions {
             exact: true,
             minhash: MinHashOptions::default(),
             run_entries: 4 << 20,
+            components_memory_mb: 2048,
         }
     }
 }

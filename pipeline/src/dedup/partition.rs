@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -220,27 +220,29 @@ pub fn write_pairs(path: &Path, groups: &[Group]) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Reads a pairs file and calls `each` on every group in order.
-pub fn read_pairs(path: &Path, mut each: impl FnMut(&Group)) -> Result<()> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut at = 0usize;
+/// Reads a pairs file and calls `each` on every group in order, a buffer at a time (a
+/// partition's pairs need not fit in memory).
+pub fn read_pairs(path: &Path, mut each: impl FnMut(&Group) -> Result<()>) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     let truncated = || format!("{} is truncated", path.display());
     let mut group = Vec::new();
-    while at < bytes.len() {
-        let n = u32::from_le_bytes(bytes.get(at..at + 4).with_context(truncated)?.try_into()?);
-        at += 4;
-        group.clear();
-        for _ in 0..n {
-            let e = bytes.get(at..at + 16).with_context(truncated)?;
-            let doc = u64::from_le_bytes(e[..8].try_into()?);
-            let target = u64::from_le_bytes(e[8..].try_into()?);
-            group.push((doc, (target != NO_TARGET).then_some(target)));
-            at += 16;
+    let mut len = [0u8; 4];
+    let mut entry = [0u8; 16];
+    loop {
+        match reader.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         }
-        each(&group);
+        group.clear();
+        for _ in 0..u32::from_le_bytes(len) {
+            reader.read_exact(&mut entry).with_context(truncated)?;
+            let doc = u64::from_le_bytes(entry[..8].try_into()?);
+            let target = u64::from_le_bytes(entry[8..].try_into()?);
+            group.push((doc, (target != NO_TARGET).then_some(target)));
+        }
+        each(&group)?;
     }
     Ok(())
 }
@@ -321,6 +323,27 @@ impl SparseUnionFind {
                 window.push(doc);
             }
         }
+    }
+
+    /// Adds `doc` as the root of a cluster of `size` documents (a cluster spilled to disk,
+    /// see [`super::components`]), unless it is already in the structure.
+    pub fn insert(&mut self, doc: u64, size: u64) {
+        if !self.slot.contains_key(&doc) {
+            let slot = self.slot(doc);
+            self.size[slot as usize] = size as u32;
+        }
+    }
+
+    /// Whether `doc` is in the structure (it joined a cluster, or was inserted).
+    pub fn contains(&self, doc: u64) -> bool {
+        self.slot.contains_key(&doc)
+    }
+
+    /// The root document of `doc`'s cluster and the cluster's size (`doc` is in it).
+    pub fn root_and_size(&mut self, doc: u64) -> Option<(u64, u64)> {
+        let slot = *self.slot.get(&doc)?;
+        let root = self.find_slot(slot) as usize;
+        Some((self.doc[root], u64::from(self.size[root])))
     }
 
     /// Documents in the structure (each in a cluster of two or more).
