@@ -123,4 +123,5 @@ def main():
     json.dump(report, open(f"{run_dir}/report.json", "w"), indent=1)
 
 
-main()
+if __name__ == "__main__":
+    main()
