@@ -76,12 +76,15 @@ impl RunSummary {
         ));
         let t = &self.object_store;
         if !t.is_zero() {
-            // What the cost model counts: bytes read per input byte and requests per MB read.
+            // What the cost model counts, per input byte: the input objects read (each byte
+            // once when nothing is retried), then the work files of earlier stages and the
+            // markers; and requests per MB read.
             let per_input = match self.input_bytes {
                 0 => String::new(),
                 n => format!(
-                    "{:.2} bytes per input byte, ",
-                    t.bytes_read as f64 / n as f64
+                    "inputs {:.2} + work files and markers {:.2} bytes per input byte, ",
+                    t.input_bytes_read as f64 / n as f64,
+                    (t.bytes_read - t.input_bytes_read.min(t.bytes_read)) as f64 / n as f64
                 ),
             };
             s.push_str(&format!(

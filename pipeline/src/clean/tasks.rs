@@ -81,7 +81,7 @@ fn run_tracked(
         if task.is_some() && super::stages::dedups(config) {
             // The later dedup stages read this task's work files (not its staged inputs).
             let work = format!("{}/work", url.trim_end_matches('/'));
-            storage::upload_dir(&scratch.join("work"), &work, &["inputs"], &[])?;
+            super::dedup_remote::upload_work(&scratch.join("work"), &work)?;
         }
         std::fs::remove_dir_all(&scratch).ok();
         summary
