@@ -117,7 +117,8 @@ pub(super) fn upload_work(local: &Path, url: &str) -> Result<()> {
 }
 
 fn compress(from: &Path, to: &Path) -> Result<()> {
-    let mut input = std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
+    let mut input =
+        std::fs::File::open(from).with_context(|| format!("opening {}", from.display()))?;
     let output = std::fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
     let mut encoder = zstd::Encoder::new(output, KEPT_LEVEL)?;
     std::io::copy(&mut input, &mut encoder)
@@ -270,7 +271,8 @@ fn fetch_for_pairs(
     debug_assert!(mine.iter().all(|&p| p < partitions(options.minhash.bands)));
     for i in 0..inputs {
         let rel = format!("work/dedup/keys-{i:05}.bin");
-        let header = scratch.fetch_ranges(&rel, &[0..header_len])?;
+        let header_range = 0..header_len;
+        let header = scratch.fetch_ranges(&rel, std::slice::from_ref(&header_range))?;
         let what = format!("{}/{rel}", scratch.url);
         let range = partition_bytes(&header[0], &what, first, last)?;
         scratch.fetch_ranges(&rel, std::slice::from_ref(&range))?;

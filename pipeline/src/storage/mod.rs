@@ -217,9 +217,20 @@ mod tests {
 
     #[test]
     fn coalesce_merges_ranges_closer_than_the_gap_only() {
-        let ranges = [0..10, 12..20, 20..25, 100..110, 109..130, 200..200, 300..301];
+        let ranges = [
+            0..10,
+            12..20,
+            20..25,
+            100..110,
+            109..130,
+            200..200,
+            300..301,
+        ];
         assert_eq!(coalesce(&ranges, 2), vec![0..25, 100..130, 300..301]);
-        assert_eq!(coalesce(&ranges, 1), vec![0..10, 12..25, 100..130, 300..301]);
+        assert_eq!(
+            coalesce(&ranges, 1),
+            vec![0..10, 12..25, 100..130, 300..301]
+        );
         assert_eq!(coalesce(&ranges, 1000), vec![0..301]);
         assert!(coalesce(&[], 5).is_empty());
     }

@@ -43,9 +43,7 @@ impl Transfer {
     pub fn since(&self, start: &Transfer) -> Transfer {
         Transfer {
             bytes_read: self.bytes_read.saturating_sub(start.bytes_read),
-            input_bytes_read: self
-                .input_bytes_read
-                .saturating_sub(start.input_bytes_read),
+            input_bytes_read: self.input_bytes_read.saturating_sub(start.input_bytes_read),
             read_requests: self.read_requests.saturating_sub(start.read_requests),
             bytes_written: self.bytes_written.saturating_sub(start.bytes_written),
             write_requests: self.write_requests.saturating_sub(start.write_requests),
