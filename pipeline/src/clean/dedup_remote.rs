@@ -2,29 +2,32 @@
 //! into a scratch copy of the output (same relative paths), runs there as on a local output,
 //! and uploads what it wrote; the caller writes its done marker after that.
 //!
-//! Reads are ranged and only of what a task needs: a `pairs` task reads, per input, the
-//! keys file's header and then its partitions (one contiguous range: the files are sorted by
-//! partition and a task's partitions are contiguous), and only the signatures of documents
-//! in a group of its partitions, nearby ones coalesced ([`SIGNATURE_GAP`]); both land at
-//! their own offsets in a sparse local copy, so the local code reads them unchanged. A
-//! `pairs` task uploads its partitions' pairs files as one object, which `components` reads
-//! whole and splits back. The clean stage uploads each input's kept documents compressed
-//! ([`upload_work`]), which `survivors` decompresses.
+//! Reads are ranged and only of what a task needs. A clean task uploads its inputs' done
+//! records, keys and signatures packed per task ([`super::dedup_packs`]), so a later task
+//! reads a few objects per clean task whatever the number of inputs. A `pairs` task reads,
+//! per clean task, the keys pack's header and then its own partitions (one byte range: the
+//! pack is partition-major and a task's partitions are contiguous), and only the signatures
+//! of documents in a group of its partitions, nearby ones coalesced ([`SIGNATURE_GAP`]);
+//! both are written at their offsets into sparse local copies of the per-input files, which
+//! the local code reads unchanged. A `pairs` task uploads its partitions' pairs files as one
+//! object, which `components` reads whole and splits back. The kept documents travel
+//! zstd-compressed ([`upload_work`]); `survivors` decompresses them.
 
 use std::io::Write as _;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 
+use super::dedup_packs::{
+    KeysPack, done_pack, keys_pack, local_sigs, sigs_offsets, sigs_pack, task_inputs, unpack_done,
+    write_at, write_packs,
+};
 use super::dedup_tasks::{components, pairs, signatures_needed, survivors, task_partitions};
 use super::stages::Stage;
 use super::summary::RunSummary;
 use crate::config::{KeptFormat, PipelineConfig};
-use crate::dedup::partition::{
-    KeyKind, keys_header_len, kind_of, partition_bytes, partitions, signature_bytes, write_atomic,
-};
+use crate::dedup::partition::{KeyKind, kind_of, signature_bytes, write_atomic};
 use crate::readers::expand_inputs;
 use crate::shard::TaskSlice;
 use crate::storage::{self, RemoteObject};
@@ -56,16 +59,8 @@ impl Scratch {
         Ok(())
     }
 
-    /// Fetches `ranges` of `rel` into its local copy at the same offsets (a sparse file).
-    fn fetch_ranges(&self, rel: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
-        let local = self.local.join(rel);
-        create_parent(&local)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&local)
-            .with_context(|| format!("opening {}", local.display()))?;
+    /// The bytes of `ranges` of `rel`, checked to be whole.
+    fn read_ranges(&self, rel: &str, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
         let blocks = self.object(rel)?.read_ranges(ranges)?;
         for (range, bytes) in ranges.iter().zip(&blocks) {
             ensure!(
@@ -76,10 +71,28 @@ impl Scratch {
                 range.end,
                 bytes.len()
             );
-            file.write_all_at(bytes, range.start)
-                .with_context(|| format!("writing {}", local.display()))?;
         }
         Ok(blocks)
+    }
+
+    /// Every clean task's done records, unpacked into the local work directory.
+    fn fetch_done(&self, inputs: usize, tasks: usize) -> Result<()> {
+        for t in 0..tasks {
+            let task = TaskSlice::new(t, tasks)?;
+            let mine = task_inputs(inputs, task);
+            if mine.is_empty() {
+                continue;
+            }
+            let rel = done_pack(task);
+            let pack = self.object(&rel)?.read_all()?;
+            unpack_done(
+                &pack,
+                &mine,
+                &self.local.join("work"),
+                &format!("{}/{rel}", self.url),
+            )?;
+        }
+        Ok(())
     }
 
     fn upload(&self, rel: &str) -> Result<()> {
@@ -94,13 +107,31 @@ fn create_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Uploads a clean task's work files (`local`, its `OUT/work`) to `url`: each input's kept
-/// documents compressed (`input-NNNNN.kept.jsonl.zst`), without the staged inputs and the
-/// per-document keys (only this task read them, to write the partitioned keys files).
-pub(super) fn upload_work(local: &Path, url: &str) -> Result<()> {
+/// Uploads clean task `task`'s work files (`local`, its `OUT/work`) to `url`: its inputs'
+/// done records, keys and signatures as packs (`super::dedup_packs`), each input's kept
+/// documents compressed (`input-NNNNN.kept.jsonl.zst`) and its rows; not the staged inputs
+/// nor the per-document keys (only this task read them, to write the keys files).
+pub(super) fn upload_work(
+    config: &PipelineConfig,
+    task: TaskSlice,
+    local: &Path,
+    url: &str,
+) -> Result<()> {
+    let inputs = expand_inputs(&config.input.paths, config.input.reader.format)?.len();
+    write_packs(
+        local,
+        task,
+        &task_inputs(inputs, task),
+        config.dedup.minhash.bands,
+    )?;
     let base = url.trim_end_matches('/');
     for rel in storage::list_files(local)? {
-        if rel.starts_with("inputs/") || rel.ends_with(".keys.bin") || rel.ends_with(".lock") {
+        let per_input_dedup = rel.starts_with("dedup/") && !rel.contains("-task-");
+        if rel.starts_with("inputs/")
+            || per_input_dedup
+            || rel.ends_with(".keys.bin")
+            || rel.ends_with(".lock")
+        {
             continue;
         }
         let path = local.join(&rel);
@@ -196,9 +227,7 @@ pub(super) fn run_remote(
     let mut local = config.clone();
     local.output.dir = scratch.local.clone();
     let inputs = expand_inputs(&config.input.paths, config.input.reader.format)?.len();
-    for i in 0..inputs {
-        scratch.fetch(&format!("work/input-{i:05}.done.json"))?;
-    }
+    scratch.fetch_done(inputs, task.count())?;
     let dedup_dir = scratch.local.join("work/dedup");
     let mut written = Vec::new();
     let summary = match stage {
@@ -252,8 +281,9 @@ pub(super) fn run_remote(
     Ok(summary)
 }
 
-/// What a pairs task reads: per input, the keys file's header and this task's partitions
-/// `mine` (contiguous, so one range), then the signatures of the documents in a group.
+/// What a pairs task reads: per clean task, the keys pack's header and this task's
+/// partitions `mine` (contiguous, so one range), then the signatures of the documents in a
+/// group, coalesced; all written into sparse local copies of the per-input files.
 fn fetch_for_pairs(
     config: &PipelineConfig,
     local: &PipelineConfig,
@@ -265,28 +295,77 @@ fn fetch_for_pairs(
     let (Some(&first), Some(&last)) = (mine.first(), mine.last()) else {
         return Ok(());
     };
-    let options = &config.dedup;
-    let header_len = keys_header_len(options.minhash.bands);
     debug_assert!(mine.windows(2).all(|w| w[1] == w[0] + 1));
-    debug_assert!(mine.iter().all(|&p| p < partitions(options.minhash.bands)));
-    for i in 0..inputs {
-        let rel = format!("work/dedup/keys-{i:05}.bin");
-        let header_range = 0..header_len;
-        let header = scratch.fetch_ranges(&rel, std::slice::from_ref(&header_range))?;
-        let what = format!("{}/{rel}", scratch.url);
-        let range = partition_bytes(&header[0], &what, first, last)?;
-        scratch.fetch_ranges(&rel, std::slice::from_ref(&range))?;
+    let options = &config.dedup;
+    let bands = options.minhash.bands;
+    let work = scratch.local.join("work");
+    let clean_tasks: Vec<TaskSlice> = (0..task.count())
+        .map(|t| TaskSlice::new(t, task.count()))
+        .collect::<Result<_>>()?;
+    for &clean in &clean_tasks {
+        let owned = task_inputs(inputs, clean);
+        if owned.is_empty() {
+            continue;
+        }
+        let rel = keys_pack(clean);
+        let header = 0..KeysPack::header_len(owned.len(), bands);
+        let header = scratch
+            .read_ranges(&rel, std::slice::from_ref(&header))?
+            .remove(0);
+        let pack = KeysPack::parse(header, owned, bands, &format!("{}/{rel}", scratch.url))?;
+        let range = pack.range(first, last);
+        let bytes = scratch
+            .read_ranges(&rel, std::slice::from_ref(&range))?
+            .remove(0);
+        pack.scatter(&bytes, first, last, &work)?;
     }
     let checks = options.minhash.min_similarity > 0.0
         && mine.iter().any(|&p| kind_of(p) == KeyKind::MinHash);
-    if checks {
-        let width = options.minhash.bands * options.minhash.rows;
-        for (i, docs) in signatures_needed(local, task)?.iter().enumerate() {
-            let ranges: Vec<Range<u64>> = docs.iter().map(|&d| signature_bytes(width, d)).collect();
-            let ranges = storage::coalesce(&ranges, SIGNATURE_GAP);
-            if !ranges.is_empty() {
-                scratch.fetch_ranges(&format!("work/dedup/sigs-{i:05}.bin"), &ranges)?;
-            }
+    if !checks {
+        return Ok(());
+    }
+    let width = options.minhash.bands * options.minhash.rows;
+    let needed = signatures_needed(local, task)?;
+    let kept = |i: usize| -> Result<u64> {
+        let path = work.join(format!("input-{i:05}.done.json"));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let done: super::work::InputDone =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(done.kept)
+    };
+    for &clean in &clean_tasks {
+        let owned = task_inputs(inputs, clean);
+        let counts: Vec<u64> = owned.iter().map(|&i| kept(i)).collect::<Result<_>>()?;
+        let offsets = sigs_offsets(&counts, width);
+        // (input, document, its bytes in the pack), in pack order.
+        let wanted: Vec<(usize, u64, Range<u64>)> = owned
+            .iter()
+            .zip(&offsets)
+            .flat_map(|(&i, &at)| {
+                needed[i].iter().map(move |&d| {
+                    let r = signature_bytes(width, d);
+                    (i, d, at + r.start..at + r.end)
+                })
+            })
+            .collect();
+        let ranges: Vec<Range<u64>> = wanted.iter().map(|w| w.2.clone()).collect();
+        let ranges = storage::coalesce(&ranges, SIGNATURE_GAP);
+        if ranges.is_empty() {
+            continue;
+        }
+        let blocks = scratch.read_ranges(&sigs_pack(clean), &ranges)?;
+        for (input, doc, r) in wanted {
+            let b = ranges.partition_point(|x| x.end <= r.start);
+            let at = (r.start - ranges[b].start) as usize;
+            let bytes = blocks[b]
+                .get(at..at + (r.end - r.start) as usize)
+                .context("a signatures range came back short")?;
+            write_at(
+                &local_sigs(&work, input),
+                signature_bytes(width, doc).start,
+                bytes,
+            )?;
         }
     }
     Ok(())

@@ -78,10 +78,12 @@ fn run_tracked(
         // The config saved with the outputs is the one the user gave, not the scratch copy.
         write_json_atomic(&scratch.join("config.json"), config)?;
         storage::upload_dir(&scratch, &url, &["work"], &["summary.json"])?;
-        if task.is_some() && super::stages::dedups(config) {
+        if let Some(task) = task
+            && super::stages::dedups(config)
+        {
             // The later dedup stages read this task's work files (not its staged inputs).
             let work = format!("{}/work", url.trim_end_matches('/'));
-            super::dedup_remote::upload_work(&scratch.join("work"), &work)?;
+            super::dedup_remote::upload_work(config, task, &scratch.join("work"), &work)?;
         }
         std::fs::remove_dir_all(&scratch).ok();
         summary

@@ -148,34 +148,6 @@ pub fn keys_header_len(bands: usize) -> u64 {
     4 + 8 * (partitions(bands) as u64 + 1)
 }
 
-/// Where partitions `first..=last` of a keys file lie, from its header (the first
-/// [`keys_header_len`] bytes): one byte range, as the file is sorted by partition.
-pub fn partition_bytes(
-    header: &[u8],
-    what: &str,
-    first: usize,
-    last: usize,
-) -> Result<std::ops::Range<u64>> {
-    let word = |at: usize| -> Result<u64> {
-        let b = header
-            .get(at..at + 8)
-            .with_context(|| format!("{what}: header too short for partition {last}"))?;
-        Ok(u64::from_le_bytes(b.try_into()?))
-    };
-    let count = header
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .with_context(|| format!("{what}: no header"))?;
-    ensure!(
-        last < count && first <= last,
-        "{what} has {count} partitions, the config more: rerun the clean stage"
-    );
-    let header_len = 4 + 8 * (count as u64 + 1);
-    let (start, end) = (word(4 + 8 * first)?, word(4 + 8 * (last + 1))?);
-    ensure!(start <= end, "{what}: partition index is not ascending");
-    Ok(header_len + start * TRIPLE as u64..header_len + end * TRIPLE as u64)
-}
-
 /// The byte range of document `doc`'s signature in a signatures file.
 pub fn signature_bytes(width: usize, doc: u64) -> std::ops::Range<u64> {
     let len = width as u64 * 4;

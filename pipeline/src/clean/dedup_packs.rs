@@ -1,0 +1,292 @@
+//! How a clean task's dedup work files travel through object storage: packed per task, so
+//! that a later task reads a handful of objects per clean task whatever the number of
+//! inputs, and each in one or two large ranged reads. On disk (and in a local run) the files
+//! stay per input; a remote task unpacks what it fetched into sparse local copies of them.
+//!
+//! - `work/inputs-task-TTTTT-of-NNNNN.json`: the task's inputs' done records (JSON strings).
+//! - `work/dedup/keys-task-TTTTT-of-NNNNN.bin`: the keys files of the task's inputs (in
+//!   input order): their headers, then partition by partition every input's triples. The
+//!   header length follows from the config and the task's input count, and a run of
+//!   contiguous partitions is one byte range, whatever the inputs.
+//! - `work/dedup/sigs-task-TTTTT-of-NNNNN.bin`: the signatures files of the task's inputs,
+//!   one after another (each `4 + kept * width * 4` bytes).
+
+use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, ensure};
+
+use crate::dedup::partition::{keys_header_len, partitions};
+use crate::shard::TaskSlice;
+
+const TRIPLE: u64 = 4 + 8 + 8;
+
+/// The inputs (numbers in the sorted listing) clean task `task` owns, ascending.
+pub(super) fn task_inputs(inputs: usize, task: TaskSlice) -> Vec<usize> {
+    (0..inputs).filter(|&i| task.owns(i)).collect()
+}
+
+pub(super) fn done_pack(task: TaskSlice) -> String {
+    format!(
+        "work/inputs-task-{:05}-of-{:05}.json",
+        task.index(),
+        task.count()
+    )
+}
+
+pub(super) fn keys_pack(task: TaskSlice) -> String {
+    format!(
+        "work/dedup/keys-task-{:05}-of-{:05}.bin",
+        task.index(),
+        task.count()
+    )
+}
+
+pub(super) fn sigs_pack(task: TaskSlice) -> String {
+    format!(
+        "work/dedup/sigs-task-{:05}-of-{:05}.bin",
+        task.index(),
+        task.count()
+    )
+}
+
+fn done_file(work: &Path, input: usize) -> PathBuf {
+    work.join(format!("input-{input:05}.done.json"))
+}
+
+fn keys_file(work: &Path, input: usize) -> PathBuf {
+    work.join(format!("dedup/keys-{input:05}.bin"))
+}
+
+fn sigs_file(work: &Path, input: usize) -> PathBuf {
+    work.join(format!("dedup/sigs-{input:05}.bin"))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Writes `bytes` at `at` of `path` (created if missing, never truncated: a sparse copy).
+pub(super) fn write_at(path: &Path, at: u64, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.write_all_at(bytes, at)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes the three packs of `inputs` from the work directory `work` into it.
+pub(super) fn write_packs(
+    work: &Path,
+    task: TaskSlice,
+    inputs: &[usize],
+    bands: usize,
+) -> Result<()> {
+    let records: Vec<String> = inputs
+        .iter()
+        .map(|&i| {
+            let path = done_file(work, i);
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        })
+        .collect::<Result<_>>()?;
+    std::fs::write(
+        work.join(done_pack(task).trim_start_matches("work/")),
+        serde_json::to_vec(&records)?,
+    )
+    .context("writing the inputs pack")?;
+    let to = work.join(sigs_pack(task).trim_start_matches("work/"));
+    let mut out = BufWriter::new(
+        std::fs::File::create(&to).with_context(|| format!("creating {}", to.display()))?,
+    );
+    for &i in inputs {
+        out.write_all(&read(&sigs_file(work, i))?)
+            .with_context(|| format!("writing {}", to.display()))?;
+    }
+    out.flush()?;
+    // Keys: every header, then partition-major.
+    let header = keys_header_len(bands) as usize;
+    let files: Vec<Vec<u8>> = inputs
+        .iter()
+        .map(|&i| read(&keys_file(work, i)))
+        .collect::<Result<_>>()?;
+    let mut starts = Vec::with_capacity(files.len());
+    for (&i, bytes) in inputs.iter().zip(&files) {
+        let what = keys_file(work, i).display().to_string();
+        starts.push(parse_starts(
+            bytes.get(..header).unwrap_or_default(),
+            bands,
+            &what,
+        )?);
+    }
+    let to = work.join(keys_pack(task).trim_start_matches("work/"));
+    let mut out = BufWriter::new(
+        std::fs::File::create(&to).with_context(|| format!("creating {}", to.display()))?,
+    );
+    for bytes in &files {
+        out.write_all(&bytes[..header])?;
+    }
+    for p in 0..partitions(bands) {
+        for (bytes, s) in files.iter().zip(&starts) {
+            let (a, b) = (header + s[p] as usize * 20, header + s[p + 1] as usize * 20);
+            let slice = bytes
+                .get(a..b)
+                .context("a keys file is shorter than its index")?;
+            out.write_all(slice)?;
+        }
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", to.display()))
+}
+
+/// Each partition's first triple (and the end) from a keys file's header.
+fn parse_starts(header: &[u8], bands: usize, what: &str) -> Result<Vec<u64>> {
+    let count = partitions(bands);
+    ensure!(
+        header.len() as u64 == keys_header_len(bands),
+        "{what}: the keys header is {} bytes, the config's {}",
+        header.len(),
+        keys_header_len(bands)
+    );
+    let stored = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    ensure!(
+        stored == count,
+        "{what} has {stored} partitions, the config {count}: rerun the clean stage"
+    );
+    let starts: Vec<u64> = header[4..]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect();
+    ensure!(
+        starts.first() == Some(&0) && starts.windows(2).all(|w| w[0] <= w[1]),
+        "{what}: the partition index is not ascending"
+    );
+    Ok(starts)
+}
+
+/// Where a keys pack's partitions lie, from its header.
+pub(super) struct KeysPack {
+    inputs: Vec<usize>,
+    bands: usize,
+    headers: Vec<u8>,
+    starts: Vec<Vec<u64>>,
+}
+
+impl KeysPack {
+    /// Bytes of the header of a pack of `inputs` inputs.
+    pub(super) fn header_len(inputs: usize, bands: usize) -> u64 {
+        inputs as u64 * keys_header_len(bands)
+    }
+
+    pub(super) fn parse(
+        headers: Vec<u8>,
+        inputs: Vec<usize>,
+        bands: usize,
+        what: &str,
+    ) -> Result<Self> {
+        let len = keys_header_len(bands) as usize;
+        ensure!(
+            headers.len() == len * inputs.len(),
+            "{what}: header of {} bytes, {} expected",
+            headers.len(),
+            len * inputs.len()
+        );
+        let starts = headers
+            .chunks_exact(len)
+            .map(|h| parse_starts(h, bands, what))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            inputs,
+            bands,
+            headers,
+            starts,
+        })
+    }
+
+    /// Offset of partition `p`'s triples of the `j`-th input (`p` = the partition count:
+    /// the end, with `j` = 0).
+    fn offset(&self, p: usize, j: usize) -> u64 {
+        // Every input's partitions before p (they start at triple 0), then this
+        // partition's triples of the inputs before j.
+        let before: u64 = self.starts.iter().map(|s| s[p]).sum();
+        let here: u64 = self.starts[..j].iter().map(|s| s[p + 1] - s[p]).sum();
+        Self::header_len(self.inputs.len(), self.bands) + (before + here) * TRIPLE
+    }
+
+    /// The byte range of partitions `first..=last` of every input.
+    pub(super) fn range(&self, first: usize, last: usize) -> Range<u64> {
+        self.offset(first, 0)..self.offset(last + 1, 0)
+    }
+
+    /// Writes each input's header and its part of `bytes` (this pack's `range(first, last)`)
+    /// into sparse local keys files under `work`.
+    pub(super) fn scatter(
+        &self,
+        bytes: &[u8],
+        first: usize,
+        last: usize,
+        work: &Path,
+    ) -> Result<()> {
+        let len = keys_header_len(self.bands) as usize;
+        let base = self.offset(first, 0);
+        let header = len as u64;
+        for (j, &input) in self.inputs.iter().enumerate() {
+            let path = keys_file(work, input);
+            write_at(&path, 0, &self.headers[j * len..(j + 1) * len])?;
+            for p in first..=last {
+                let s = &self.starts[j];
+                let at = (self.offset(p, j) - base) as usize;
+                let n = ((s[p + 1] - s[p]) * TRIPLE) as usize;
+                let slice = bytes
+                    .get(at..at + n)
+                    .context("a keys pack range came back short")?;
+                write_at(&path, header + s[p] * TRIPLE, slice)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Offsets of each input's signatures file in a signatures pack: `kept` documents each.
+pub(super) fn sigs_offsets(kept: &[u64], width: usize) -> Vec<u64> {
+    let mut at = 0;
+    kept.iter()
+        .map(|&k| {
+            let start = at;
+            at += 4 + k * width as u64 * 4;
+            start
+        })
+        .collect()
+}
+
+/// Writes the done records of a pack into `work`.
+pub(super) fn unpack_done(pack: &[u8], inputs: &[usize], work: &Path, what: &str) -> Result<()> {
+    let records: Vec<String> =
+        serde_json::from_slice(pack).with_context(|| format!("parsing {what}"))?;
+    ensure!(
+        records.len() == inputs.len(),
+        "{what} holds {} inputs, the task {}",
+        records.len(),
+        inputs.len()
+    );
+    for (record, &i) in records.iter().zip(inputs) {
+        let path = done_file(work, i);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&path, record).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The path of input `input`'s signatures file under `work` (for the unpacking side).
+pub(super) fn local_sigs(work: &Path, input: usize) -> PathBuf {
+    sigs_file(work, input)
+}
