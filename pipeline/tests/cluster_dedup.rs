@@ -367,6 +367,11 @@ fn split_dedup_over_s3_gives_the_local_bytes() {
         )))
         .expect("head")
     );
+    // More tasks than the 10 inputs: tasks without an input upload empty packs.
+    let wide_url = format!("s3://{bucket}/wide");
+    run_split(&dedup_config(dir.path(), &inputs, Path::new(&wide_url)), 12);
+    let got = crate::cluster::remote_files(&wide_url, &expected, &dir.path().join("wide"));
+    assert_same(&got, &expected, "12 tasks over s3");
     // The finish step sums every task's object store traffic (other tests in this process
     // talk to the same server at once, so only its presence is checked here).
     let summary = pipeline::storage::read_small(Path::new(&format!("{out_url}/summary.json")))

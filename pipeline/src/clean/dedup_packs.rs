@@ -90,6 +90,9 @@ pub(super) fn write_packs(
     inputs: &[usize],
     bands: usize,
 ) -> Result<()> {
+    // A task with no input (more tasks than inputs) writes empty packs.
+    let dedup = work.join("dedup");
+    std::fs::create_dir_all(&dedup).with_context(|| format!("creating {}", dedup.display()))?;
     let records: Vec<String> = inputs
         .iter()
         .map(|&i| {
