@@ -117,13 +117,25 @@ pub(super) fn upload_work(
     local: &Path,
     url: &str,
 ) -> Result<()> {
-    let inputs = expand_inputs(&config.input.paths, config.input.reader.format)?.len();
-    write_packs(
-        local,
-        task,
-        &task_inputs(inputs, task),
-        config.dedup.minhash.bands,
-    )?;
+    // This task's inputs are those it wrote a done record for (listing the inputs again
+    // would be one more request).
+    let mine: Vec<usize> = storage::list_files(local)?
+        .iter()
+        .filter_map(|rel| {
+            rel.strip_prefix("input-")?
+                .strip_suffix(".done.json")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ensure!(
+        mine.iter().all(|&i| task.owns(i)),
+        "{} holds done records of inputs task {} of {} does not own: {mine:?}",
+        local.display(),
+        task.index(),
+        task.count()
+    );
+    write_packs(local, task, &mine, config.dedup.minhash.bands)?;
     let base = url.trim_end_matches('/');
     for rel in storage::list_files(local)? {
         let per_input_dedup = rel.starts_with("dedup/") && !rel.contains("-task-");
