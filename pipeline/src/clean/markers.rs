@@ -49,9 +49,14 @@ pub(super) fn require_markers(
     let out = &config.output.dir;
     let mut summaries = Vec::new();
     let mut missing = Vec::new();
+    // One listing rather than a HEAD per task (N per task, N^2 per stage, on S3).
+    let present: std::collections::HashSet<String> = storage::list_names(&out.join("tasks"))?
+        .into_iter()
+        .collect();
     for index in 0..tasks {
-        let marker = out.join(TaskSlice::new(index, tasks)?.marker(stage));
-        if storage::exists(&marker)? {
+        let rel = TaskSlice::new(index, tasks)?.marker(stage);
+        let marker = out.join(&rel);
+        if present.contains(rel.trim_start_matches("tasks/")) {
             summaries.push(read_marker(&marker, config)?);
         } else {
             missing.push(index);

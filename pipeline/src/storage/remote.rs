@@ -29,7 +29,11 @@ pub struct Transfer {
     /// The part of `bytes_read` that is input objects (the corpus itself).
     #[serde(default)]
     pub input_bytes_read: u64,
+    /// GET and LIST requests.
     pub read_requests: u64,
+    /// HEAD requests (does a marker exist, how large is an object), billed like GETs.
+    #[serde(default)]
+    pub head_requests: u64,
     pub bytes_written: u64,
     pub write_requests: u64,
 }
@@ -45,6 +49,7 @@ impl Transfer {
             bytes_read: self.bytes_read.saturating_sub(start.bytes_read),
             input_bytes_read: self.input_bytes_read.saturating_sub(start.input_bytes_read),
             read_requests: self.read_requests.saturating_sub(start.read_requests),
+            head_requests: self.head_requests.saturating_sub(start.head_requests),
             bytes_written: self.bytes_written.saturating_sub(start.bytes_written),
             write_requests: self.write_requests.saturating_sub(start.write_requests),
         }
@@ -54,6 +59,7 @@ impl Transfer {
         self.bytes_read += other.bytes_read;
         self.input_bytes_read += other.input_bytes_read;
         self.read_requests += other.read_requests;
+        self.head_requests += other.head_requests;
         self.bytes_written += other.bytes_written;
         self.write_requests += other.write_requests;
     }
@@ -62,6 +68,7 @@ impl Transfer {
 static BYTES_READ: AtomicU64 = AtomicU64::new(0);
 static INPUT_BYTES_READ: AtomicU64 = AtomicU64::new(0);
 static READ_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static HEAD_REQUESTS: AtomicU64 = AtomicU64::new(0);
 static BYTES_WRITTEN: AtomicU64 = AtomicU64::new(0);
 static WRITE_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
@@ -71,6 +78,7 @@ pub fn transfer_totals() -> Transfer {
         bytes_read: BYTES_READ.load(Ordering::Relaxed),
         input_bytes_read: INPUT_BYTES_READ.load(Ordering::Relaxed),
         read_requests: READ_REQUESTS.load(Ordering::Relaxed),
+        head_requests: HEAD_REQUESTS.load(Ordering::Relaxed),
         bytes_written: BYTES_WRITTEN.load(Ordering::Relaxed),
         write_requests: WRITE_REQUESTS.load(Ordering::Relaxed),
     }
@@ -158,6 +166,7 @@ impl RemoteObject {
 
     pub fn exists(&self) -> Result<bool> {
         let store = self.store()?;
+        HEAD_REQUESTS.fetch_add(1, Ordering::Relaxed);
         match runtime()?.block_on(store.head(&self.key)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -170,6 +179,7 @@ impl RemoteObject {
     pub fn download(&self, local: &Path) -> Result<u64> {
         let store = self.store()?;
         let rt = runtime()?;
+        HEAD_REQUESTS.fetch_add(1, Ordering::Relaxed);
         let size = rt
             .block_on(store.head(&self.key))
             .with_context(|| format!("looking up {}", self.url))?
