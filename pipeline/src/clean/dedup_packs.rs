@@ -293,3 +293,81 @@ pub(super) fn unpack_done(pack: &[u8], inputs: &[usize], work: &Path, what: &str
 pub(super) fn local_sigs(work: &Path, input: usize) -> PathBuf {
     sigs_file(work, input)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::partition::{read_partition, write_keys_file, write_signatures};
+
+    /// Three inputs' keys files packed, then a run of partitions read back from the pack
+    /// (header, then one range) into sparse copies: those partitions read as the originals.
+    #[test]
+    fn a_range_of_a_keys_pack_gives_back_each_inputs_partitions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path().join("work");
+        let bands = 3;
+        let task = TaskSlice::new(1, 2).expect("slice");
+        let inputs = [1, 3, 5];
+        for (n, &i) in inputs.iter().enumerate() {
+            let docs = 5 + 7 * n as u64;
+            let key = |d: u64, b: u64| {
+                d.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .rotate_left(b as u32 * 7 + 3)
+            };
+            let exact: Vec<u64> = (0..docs).map(|d| key(d, 9)).collect();
+            let near: Vec<Vec<u64>> = (0..docs)
+                .map(|d| (0..bands as u64).map(|b| key(d, b)).collect())
+                .collect();
+            write_keys_file(&keys_file(&work, i), bands, Some(&exact), Some(&near)).expect("keys");
+            let sigs: Vec<Vec<u32>> = (0..docs).map(|d| vec![d as u32; 4]).collect();
+            write_signatures(&sigs_file(&work, i), 4, &sigs).expect("sigs");
+            let done = format!("{{\"input\": {i}}}");
+            std::fs::write(done_file(&work, i), done).expect("done");
+        }
+        write_packs(&work, task, &inputs, bands).expect("packs");
+
+        let pack =
+            std::fs::read(work.join(keys_pack(task).trim_start_matches("work/"))).expect("pack");
+        let header = KeysPack::header_len(inputs.len(), bands) as usize;
+        let index = KeysPack::parse(pack[..header].to_vec(), inputs.to_vec(), bands, "pack")
+            .expect("index");
+        let (first, last) = (3, 9);
+        let range = index.range(first, last);
+        let copy = dir.path().join("copy");
+        index
+            .scatter(
+                &pack[range.start as usize..range.end as usize],
+                first,
+                last,
+                &copy,
+            )
+            .expect("scatter");
+        let mut compared = 0;
+        for &i in &inputs {
+            for p in first..=last {
+                let want = read_partition(&keys_file(&work, i), p, 100).expect("original");
+                let got = read_partition(&keys_file(&copy, i), p, 100).expect("copy");
+                assert_eq!(got, want, "input {i} partition {p}");
+                compared += want.len();
+            }
+        }
+        // 36 documents, 4 keys each: most fall in partitions 3..=9.
+        assert!(compared > 40, "{compared} triples compared");
+        // Every partition at once is the whole body.
+        let all = index.range(0, partitions(bands) - 1);
+        assert_eq!((all.start as usize, all.end as usize), (header, pack.len()));
+
+        // Signatures: the packs are the files one after another, at the offsets the
+        // documents' counts give; done records come back as written.
+        let sigs = std::fs::read(work.join(sigs_pack(task).trim_start_matches("work/")))
+            .expect("sigs pack");
+        let offsets = sigs_offsets(&[5, 12, 19], 4);
+        assert_eq!(offsets, [0, 4 + 5 * 16, 8 + 17 * 16]);
+        assert_eq!(sigs.len() as u64, 12 + 36 * 16);
+        let done = std::fs::read(work.join(done_pack(task).trim_start_matches("work/")))
+            .expect("done pack");
+        unpack_done(&done, &inputs, &copy, "pack").expect("unpack");
+        let record = std::fs::read_to_string(done_file(&copy, 3)).expect("record");
+        assert_eq!(record, "{\"input\": 3}");
+    }
+}

@@ -32,10 +32,12 @@ use crate::readers::expand_inputs;
 use crate::shard::TaskSlice;
 use crate::storage::{self, RemoteObject};
 
-/// Signatures of one input closer than this are read in one request: a signature is a few
-/// hundred bytes, so reading documents one by one would be one GET each.
+/// Needed signatures of one signatures pack closer than this are read in one request: a
+/// signature is a few hundred bytes, so reading documents one by one would be a GET each.
 pub const SIGNATURE_GAP: u64 = 64 << 10;
-/// zstd level of the kept documents in transit (compressing is ~1% of a clean task's CPU).
+/// zstd level of the kept documents in transit: 2.4x smaller on the bench corpus; the `zstd`
+/// command takes 0.22 s for its 18 MB at this level (0.15 s at level 1 for 2.0x), against
+/// about 3 CPU-s for the release clean run over it.
 const KEPT_LEVEL: i32 = 3;
 
 /// A local copy of part of a remote output.
