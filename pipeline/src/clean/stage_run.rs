@@ -67,9 +67,7 @@ fn run_tracked(
             .tokenize
             .as_ref()
             .filter(|_| tokenizes_in_tasks(config))
-            .context(
-                "--stage tokenize needs [tokenize] with local paths and no [tokenize.train]",
-            )?;
+            .context("--stage tokenize needs [tokenize] without [tokenize.train]")?;
         let before = if dedups(config) { "survivors" } else { "clean" };
         require_markers(config, before, n)?;
         // Its own marker goes to the dataset's directory (for `tokenize --finish`); the one

@@ -66,11 +66,13 @@ fn run_tracked(
         let scratch = local_dir(config, task);
         let mut local = config.clone();
         local.output.dir = scratch.clone();
+        // A split run's tasks do not tokenize (its tokenize stage or finish step does).
         if let Some(tokenize) = &config.tokenize
+            && task.is_none()
             && storage::is_remote_path(&tokenize.output)
         {
             bail!(
-                "tokenize.output {} inside a clean run must be local: run `pipeline tokenize` for an s3:// dataset",
+                "tokenize.output {} inside a clean run must be local: run `pipeline tokenize` for an s3:// dataset, or split the run (--tasks N)",
                 tokenize.output.display()
             );
         }
