@@ -64,10 +64,6 @@ fn sigs_file(work: &Path, input: usize) -> PathBuf {
     work.join(format!("dedup/sigs-{input:05}.bin"))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-}
-
 /// Writes `bytes` at `at` of `path` (created if missing, never truncated: a sparse copy).
 pub(super) fn write_at(path: &Path, at: u64, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent() {
@@ -110,39 +106,47 @@ pub(super) fn write_packs(
         std::fs::File::create(&to).with_context(|| format!("creating {}", to.display()))?,
     );
     for &i in inputs {
-        out.write_all(&read(&sigs_file(work, i))?)
-            .with_context(|| format!("writing {}", to.display()))?;
+        let path = sigs_file(work, i);
+        let mut file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        std::io::copy(&mut file, &mut out).with_context(|| format!("writing {}", to.display()))?;
     }
     out.flush()?;
-    // Keys: every header, then partition-major.
+    // Keys: every header, then partition-major, copied from the files in blocks (a clean
+    // task's keys may be larger than memory should hold).
     let header = keys_header_len(bands) as usize;
-    let files: Vec<Vec<u8>> = inputs
-        .iter()
-        .map(|&i| read(&keys_file(work, i)))
-        .collect::<Result<_>>()?;
-    let mut starts = Vec::with_capacity(files.len());
-    for (&i, bytes) in inputs.iter().zip(&files) {
-        let what = keys_file(work, i).display().to_string();
-        starts.push(parse_starts(
-            bytes.get(..header).unwrap_or_default(),
-            bands,
-            &what,
-        )?);
+    let mut files = Vec::with_capacity(inputs.len());
+    for &i in inputs {
+        let path = keys_file(work, i);
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut head = vec![0u8; header];
+        file.read_exact_at(&mut head, 0)
+            .with_context(|| format!("{} has no header", path.display()))?;
+        let starts = parse_starts(&head, bands, &path.display().to_string())?;
+        files.push((path, file, head, starts));
     }
     let to = work.join(keys_pack(task).trim_start_matches("work/"));
     let mut out = BufWriter::new(
         std::fs::File::create(&to).with_context(|| format!("creating {}", to.display()))?,
     );
-    for bytes in &files {
-        out.write_all(&bytes[..header])?;
+    for (_, _, head, _) in &files {
+        out.write_all(head)?;
     }
+    let mut block = vec![0u8; 1 << 20];
     for p in 0..partitions(bands) {
-        for (bytes, s) in files.iter().zip(&starts) {
-            let (a, b) = (header + s[p] as usize * 20, header + s[p + 1] as usize * 20);
-            let slice = bytes
-                .get(a..b)
-                .context("a keys file is shorter than its index")?;
-            out.write_all(slice)?;
+        for (path, file, _, s) in &files {
+            let (mut at, end) = (
+                header as u64 + s[p] * TRIPLE,
+                header as u64 + s[p + 1] * TRIPLE,
+            );
+            while at < end {
+                let n = ((end - at) as usize).min(block.len());
+                file.read_exact_at(&mut block[..n], at)
+                    .with_context(|| format!("{} is shorter than its index", path.display()))?;
+                out.write_all(&block[..n])?;
+                at += n as u64;
+            }
         }
     }
     out.flush()

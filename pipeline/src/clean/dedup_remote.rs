@@ -13,7 +13,7 @@
 //! object, which `components` reads whole and splits back. The kept documents travel
 //! zstd-compressed ([`upload_work`]); `survivors` decompresses them.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -27,7 +27,7 @@ use super::dedup_tasks::{components, pairs, signatures_needed, survivors, task_p
 use super::stages::Stage;
 use super::summary::RunSummary;
 use crate::config::{KeptFormat, PipelineConfig};
-use crate::dedup::partition::{KeyKind, kind_of, signature_bytes, write_atomic};
+use crate::dedup::partition::{KeyKind, kind_of, signature_bytes};
 use crate::readers::expand_inputs;
 use crate::shard::TaskSlice;
 use crate::storage::{self, RemoteObject};
@@ -190,33 +190,52 @@ fn pairs_pack(task: TaskSlice) -> String {
 }
 
 /// Packs `(partition, file)`s as: count (u32), then per file partition (u32) and length
-/// (u64), then the files' bytes.
+/// (u64), then the files' bytes (streamed: a task's pairs may be large).
 fn pack(files: &[(usize, PathBuf)], to: &Path) -> Result<()> {
     let mut head = (files.len() as u32).to_le_bytes().to_vec();
-    let mut body = Vec::new();
     for (p, path) in files {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
         head.extend_from_slice(&(*p as u32).to_le_bytes());
-        head.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        body.extend_from_slice(&bytes);
+        head.extend_from_slice(&len.to_le_bytes());
     }
-    head.extend_from_slice(&body);
-    write_atomic(to, &head)
+    let file = std::fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    out.write_all(&head)?;
+    for (_, path) in files {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        std::io::copy(&mut file, &mut out).with_context(|| format!("writing {}", to.display()))?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", to.display()))
 }
 
-/// Writes each pairs file of a pack into `dir`.
+/// Writes each pairs file of a pack into `dir` (streamed).
 fn unpack(pack: &Path, dir: &Path) -> Result<()> {
-    let bytes = std::fs::read(pack).with_context(|| format!("reading {}", pack.display()))?;
     let truncated = || format!("{} is truncated", pack.display());
-    let count = u32::from_le_bytes(bytes.get(..4).with_context(truncated)?.try_into()?) as usize;
-    let mut at = 4 + 12 * count;
-    for i in 0..count {
-        let entry = bytes.get(4 + 12 * i..16 + 12 * i).with_context(truncated)?;
+    let mut input = std::io::BufReader::new(
+        std::fs::File::open(pack).with_context(|| format!("opening {}", pack.display()))?,
+    );
+    let mut word = [0u8; 4];
+    input.read_exact(&mut word).with_context(truncated)?;
+    let mut head = vec![0u8; 12 * u32::from_le_bytes(word) as usize];
+    input.read_exact(&mut head).with_context(truncated)?;
+    for entry in head.chunks_exact(12) {
         let p = u32::from_le_bytes(entry[..4].try_into()?);
-        let len = u64::from_le_bytes(entry[4..].try_into()?) as usize;
-        let body = bytes.get(at..at + len).with_context(truncated)?;
-        write_atomic(&dir.join(format!("pairs-{p:04}.bin")), body)?;
-        at += len;
+        let len = u64::from_le_bytes(entry[4..].try_into()?);
+        let path = dir.join(format!("pairs-{p:04}.bin"));
+        let tmp = path.with_extension("unpacking");
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+        );
+        let copied = std::io::copy(&mut (&mut input).take(len), &mut out)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        ensure!(copied == len, "{}", truncated());
+        out.flush()?;
+        drop(out);
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
     }
     Ok(())
 }
