@@ -4,7 +4,9 @@
 //! `maxFailedIndexes`; each pod's task index is the `JOB_COMPLETION_INDEX` that Kubernetes
 //! sets). Kubernetes has no `afterok`: every stage after the first has an init container,
 //! `pipeline status CONFIG --wait PREVIOUS`, that polls the previous stage's done markers, so
-//! all the manifests can be applied at once and no controller beyond the Job one is needed.
+//! all the manifests can be applied at once and no controller beyond the Job one is needed;
+//! it fails once a task before has stayed failed past Kubernetes' retry of it, or after
+//! `wait_timeout` seconds.
 //! Pods share no disk, so the output (and the inputs) must be in object storage.
 
 use std::path::{Path, PathBuf};
