@@ -63,6 +63,14 @@ pub enum Command {
         /// Seconds between polls with --wait.
         #[arg(long, default_value_t = 30)]
         poll_seconds: u64,
+        /// With --wait: fail after this many seconds (default: wait as long as it takes).
+        #[arg(long, requires = "wait")]
+        timeout: Option<u64>,
+        /// With --wait: a failed task of the awaited stage (or one before it) fails the wait
+        /// once it has stayed failed this many seconds (0: at once; for schedulers that
+        /// retry it).
+        #[arg(long, requires = "wait", default_value_t = 0)]
+        failed_grace: u64,
     },
     /// Print the main text of a page: an HTML file, or the HTML responses of a WARC file.
     /// With a JSONL of {"id", "html"} pages and --jsonl-out, extract them all (the
@@ -225,6 +233,10 @@ pub enum LaunchCommand {
         /// Failed tasks after which a stage's Job stops (maxFailedIndexes; default N/10, >= 1).
         #[arg(long)]
         max_failed: Option<usize>,
+        /// Seconds a later stage's pods wait for the stage before it (their init container's
+        /// `status --wait --timeout`) before they fail.
+        #[arg(long, default_value_t = 86_400)]
+        wait_timeout: u64,
         /// Write one file per manifest here instead of printing them all.
         #[arg(long)]
         out: Option<PathBuf>,

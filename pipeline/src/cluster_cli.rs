@@ -54,6 +54,7 @@ pub fn launch(scheduler: LaunchCommand) -> Result<()> {
             memory,
             retries,
             max_failed,
+            wait_timeout,
             out,
         } => {
             let launch = K8sLaunch {
@@ -67,6 +68,7 @@ pub fn launch(scheduler: LaunchCommand) -> Result<()> {
                 memory,
                 retries,
                 max_failed,
+                wait_timeout,
             };
             let manifests = k8s::manifests(&launch)?;
             match out {
@@ -86,24 +88,31 @@ pub fn launch(scheduler: LaunchCommand) -> Result<()> {
     Ok(())
 }
 
-pub fn status(
-    config: &Path,
-    tasks: Option<usize>,
-    json: bool,
-    wait: Option<&str>,
-    poll_seconds: u64,
-) -> Result<()> {
+pub struct StatusArgs<'a> {
+    pub tasks: Option<usize>,
+    pub json: bool,
+    pub wait: Option<&'a str>,
+    pub poll_seconds: u64,
+    pub timeout: Option<u64>,
+    pub failed_grace: u64,
+}
+
+pub fn status(config: &Path, args: StatusArgs) -> Result<()> {
     let config = PipelineConfig::load(config)?;
-    let run = match (wait, tasks) {
+    let run = match (args.wait, args.tasks) {
         (Some(stage), Some(tasks)) => pipeline::status::wait_for(
             &config,
             tasks,
             stage,
-            Duration::from_secs(poll_seconds.max(1)),
+            pipeline::status::WaitOptions {
+                every: Duration::from_secs(args.poll_seconds.max(1)),
+                timeout: args.timeout.map(Duration::from_secs),
+                failed_grace: Duration::from_secs(args.failed_grace),
+            },
         )?,
-        _ => pipeline::status::status(&config, tasks)?,
+        _ => pipeline::status::status(&config, args.tasks)?,
     };
-    if json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&run)?);
     } else {
         print!("{}", run.render());

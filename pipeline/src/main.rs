@@ -79,7 +79,19 @@ fn main() -> Result<()> {
             json,
             wait,
             poll_seconds,
-        } => cluster_cli::status(&config, tasks, json, wait.as_deref(), poll_seconds)?,
+            timeout,
+            failed_grace,
+        } => cluster_cli::status(
+            &config,
+            cluster_cli::StatusArgs {
+                tasks,
+                json,
+                wait: wait.as_deref(),
+                poll_seconds,
+                timeout,
+                failed_grace,
+            },
+        )?,
         Command::Tokenizer {
             command:
                 TokenizerCommand::Train {

@@ -1,7 +1,8 @@
 //! `pipeline status CONFIG`: per stage of `launch::stages`, which tasks are done, running,
 //! failed (with their last error) or not started, read from the markers in `OUT/tasks/` (one
 //! listing, then one read per running or failed task), local or `s3://`. `--wait STAGE`
-//! polls until a stage is done: the Kubernetes launcher's way of ordering stages.
+//! polls until a stage is done (the Kubernetes launcher's way of ordering stages), and fails
+//! when it cannot be: a failed task, or `--timeout`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -131,24 +132,76 @@ pub fn status(config: &PipelineConfig, tasks: Option<usize>) -> Result<RunStatus
     })
 }
 
-/// Polls every `every` until every task of `stage` is done.
+/// How `wait_for` polls and when it gives up.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitOptions {
+    /// Time between polls.
+    pub every: Duration,
+    /// Give up after this long; `None`: wait as long as it takes.
+    pub timeout: Option<Duration>,
+    /// A failed task counts once it has stayed failed (no newer attempt) this long: zero
+    /// fails at once; a scheduler that retries failed tasks (Kubernetes'
+    /// `backoffLimitPerIndex`) needs the time its retry takes to start.
+    pub failed_grace: Duration,
+}
+
+/// Polls until every task of `stage` is done. Fails, naming the tasks, when a task of
+/// `stage` or of a stage before it has failed (for `failed_grace`: it will not be done
+/// without a rerun), or when `timeout` passes.
 pub fn wait_for(
     config: &PipelineConfig,
     tasks: usize,
     stage: &str,
-    every: Duration,
+    options: WaitOptions,
 ) -> Result<RunStatus> {
+    let started = std::time::Instant::now();
     loop {
         let run = status(config, Some(tasks))?;
-        let Some(s) = run.stages.iter().find(|s| s.stage == stage) else {
+        let Some(at) = run.stages.iter().position(|s| s.stage == stage) else {
             let names: Vec<&str> = run.stages.iter().map(|s| s.stage.as_str()).collect();
             bail!(
                 "--wait {stage}: no such stage (stages: {})",
                 names.join(", ")
             );
         };
+        let s = &run.stages[at];
         if s.is_done() {
             return Ok(run);
+        }
+        let now = unix_now();
+        let failed: Vec<String> = run.stages[..=at]
+            .iter()
+            .flat_map(|s| s.failed.iter().map(move |f| (s, f)))
+            .filter(|(_, f)| now.saturating_sub(f.attempt.at) >= options.failed_grace.as_secs())
+            .map(|(s, f)| {
+                format!(
+                    "{} task {} on {} (pid {}): {}",
+                    s.stage,
+                    f.task,
+                    f.attempt.host,
+                    f.attempt.pid,
+                    f.attempt.error.as_deref().unwrap_or("(no error recorded)")
+                )
+            })
+            .collect();
+        if !failed.is_empty() {
+            bail!(
+                "--wait {stage}: {} failed task(s), so {stage} will not finish without a rerun: {}",
+                failed.len(),
+                failed.join("; ")
+            );
+        }
+        if let Some(timeout) = options.timeout
+            && started.elapsed() >= timeout
+        {
+            bail!(
+                "--wait {stage}: timed out after {} s with {} of {} tasks done ({} running, {} not started)",
+                timeout.as_secs(),
+                s.done.len(),
+                s.tasks,
+                s.running.len(),
+                s.not_started.len()
+            );
         }
         tracing::info!(
             "waiting for {stage}: {} of {} tasks done, {} failed",
@@ -156,7 +209,10 @@ pub fn wait_for(
             s.tasks,
             s.failed.len()
         );
-        std::thread::sleep(every);
+        let left = options
+            .timeout
+            .map_or(options.every, |t| t.saturating_sub(started.elapsed()));
+        std::thread::sleep(options.every.min(left).max(Duration::from_millis(100)));
     }
 }
 

@@ -387,12 +387,20 @@ fn split_dedup_over_s3_gives_the_local_bytes() {
         )))
         .expect("head")
     );
+    // More tasks than the 10 inputs: tasks without an input upload empty packs.
+    let wide_url = format!("s3://{bucket}/wide");
+    run_split(&dedup_config(dir.path(), &inputs, Path::new(&wide_url)), 12);
+    let got = crate::cluster::remote_files(&wide_url, &expected, &dir.path().join("wide"));
+    assert_same(&got, &expected, "12 tasks over s3");
     // The finish step sums every task's object store traffic (other tests in this process
     // talk to the same server at once, so only its presence is checked here).
     let summary = pipeline::storage::read_small(Path::new(&format!("{out_url}/summary.json")))
         .expect("summary");
     let summary: serde_json::Value = serde_json::from_slice(&summary).expect("json");
     let traffic = &summary["object_store"];
+    // Inputs are local here: the input part of what was read is counted apart (0 unless
+    // another test of this process read remote inputs meanwhile).
+    assert!(traffic["input_bytes_read"].is_u64(), "{summary}");
     for field in [
         "bytes_read",
         "read_requests",
@@ -463,6 +471,95 @@ fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
     tokenize_task(&input, &options, TaskSlice::new(1, 3).expect("slice")).expect("task");
     let err = tokenize_finish(&input, &options, 3).expect_err("missing tasks");
     assert!(format!("{err:#}").contains("[0, 2]"), "{err:#}");
+}
+
+#[test]
+fn tokenize_tasks_over_s3_give_the_local_dataset() {
+    use pipeline::readers::{InputConfig, ReaderOptions};
+    use pipeline::storage::RemoteObject;
+    use pipeline::tokenize::pretrain::{ShuffleOptions, TokenizeOptions, tokenize};
+    use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
+    let Some(endpoint) = crate::cluster::s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dedup_corpus(dir.path(), 40);
+    let tokenizer = crate::helpers::trained_tokenizer(dir.path(), Path::new(&inputs[0]));
+    let bucket = crate::cluster::new_bucket(&endpoint, "toktasks");
+    // The same inputs, local and in the bucket (same file names: the same source labels).
+    let local_paths = inputs[..inputs.len() - 2].to_vec();
+    let mut remote_paths = Vec::new();
+    for path in &local_paths {
+        let name = Path::new(path).file_name().expect("name").to_string_lossy();
+        let url = format!("s3://{bucket}/in/{name}");
+        RemoteObject::parse(&url)
+            .and_then(|o| o.upload(Path::new(path)))
+            .expect("upload input");
+        remote_paths.push(url);
+    }
+    let tokenizer_url = format!("s3://{bucket}/tokenizer.json");
+    RemoteObject::parse(&tokenizer_url)
+        .and_then(|o| o.upload(&tokenizer))
+        .expect("upload tokenizer");
+    let input = |paths: &[String]| InputConfig {
+        paths: paths.to_vec(),
+        reader: ReaderOptions::default(),
+    };
+    let options = |tokenizer: PathBuf, output: PathBuf| TokenizeOptions {
+        tokenizer,
+        output,
+        train: None,
+        max_shard_tokens: 3_000,
+        overwrite: false,
+        validation_fraction: 0.2,
+        split_seed: 7,
+        shuffle: Some(ShuffleOptions {
+            buckets: 4,
+            seed: 3,
+        }),
+        batch_size: 16,
+        max_piece_bytes: 100_000,
+    };
+    let local = dir.path().join("local");
+    tokenize(
+        &input(&local_paths),
+        &options(tokenizer.clone(), local.clone()),
+        false,
+    )
+    .expect("local");
+    let expected = outputs(&local);
+    assert!(expected.keys().filter(|k| k.ends_with(".arrow")).count() > 2);
+    for n in [1, 3] {
+        let out = format!("s3://{bucket}/dataset-{n}");
+        let remote = options(PathBuf::from(&tokenizer_url), PathBuf::from(&out));
+        for task in (0..n).rev() {
+            let slice = TaskSlice::new(task, n).expect("slice");
+            tokenize_task(&input(&remote_paths), &remote, slice).expect("task");
+        }
+        assert!(
+            pipeline::storage::exists(Path::new(&format!("{out}/work/encoded-00000.bin")))
+                .expect("head"),
+            "the tasks' encoded files are in the bucket"
+        );
+        tokenize_finish(&input(&remote_paths), &remote, n).expect("finish");
+        // Fetched into a local tree, the dataset is the local run's, manifests included.
+        let fetched = dir.path().join(format!("fetched-{n}"));
+        for (rel, bytes) in crate::cluster::remote_files(&out, &expected, &dir.path().join("f")) {
+            let path = fetched.join(&rel);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, bytes).expect("write");
+        }
+        assert_same(
+            &outputs(&fetched),
+            &expected,
+            &format!("tokenize over s3, {n} tasks"),
+        );
+        assert!(
+            !pipeline::storage::exists(Path::new(&format!("{out}/work/encoded-00000.bin")))
+                .expect("head"),
+            "finish removes the encoded files"
+        );
+    }
 }
 
 #[test]

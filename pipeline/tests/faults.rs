@@ -63,6 +63,23 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `pipeline status --wait clean` with a timeout, and how long it took.
+fn wait_clean(path: &Path) -> (Output, Duration) {
+    let started = Instant::now();
+    let path = path.to_str().expect("utf-8");
+    let args = [
+        "status",
+        path,
+        "--tasks",
+        "2",
+        "--wait",
+        "clean",
+        "--timeout",
+        "5",
+    ];
+    (pipeline(&args, &[]), started.elapsed())
+}
+
 #[test]
 fn a_task_failing_on_a_corrupt_input_is_named_by_status_and_rerun_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -110,6 +127,32 @@ fn a_task_failing_on_a_corrupt_input_is_named_by_status_and_rerun_alone() {
     assert_eq!(json["stages"][1]["not_started"], serde_json::json!([0]));
     let err = finish(&split, 2, false).expect_err("finish before every task is done");
     assert!(format!("{err:#}").contains("tasks [1] of 2"), "{err:#}");
+    // Waiting for a stage after a failed task fails at once, naming it; with the failure
+    // given an hour's grace (a scheduler's retry), the wait runs into its timeout instead.
+    let wait = |extra: &[&str]| {
+        let started = Instant::now();
+        let mut args = vec!["status", path.to_str().expect("utf-8"), "--tasks", "2"];
+        args.extend_from_slice(&["--wait", "finish", "--poll-seconds", "1"]);
+        args.extend_from_slice(extra);
+        (pipeline(&args, &[]), started.elapsed())
+    };
+    let (failed, took) = wait(&["--timeout", "600"]);
+    assert!(!failed.status.success(), "{}", text(&failed));
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    for part in ["failed task(s)", "clean task 1 on", "zz-bad.jsonl: line 2"] {
+        assert!(text(&failed).contains(part), "{part}: {}", text(&failed));
+    }
+    let (late, took) = wait(&["--timeout", "2", "--failed-grace", "3600"]);
+    assert!(!late.status.success(), "{}", text(&late));
+    assert!(
+        text(&late).contains("timed out after 2 s with 0 of 1 tasks done"),
+        "{}",
+        text(&late)
+    );
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
 
     // Fix the input and rerun the stage: only task 1 runs again.
     std::fs::write(&bad, format!("{good_line}\n")).expect("fix");
@@ -130,6 +173,8 @@ fn a_task_failing_on_a_corrupt_input_is_named_by_status_and_rerun_alone() {
     assert!(!out.join("tasks/clean-00001-of-00002.failed.json").exists());
     let state = status(&split, Some(2)).expect("status");
     assert!(state.stages[0].is_done(), "{state:?}");
+    let (waited, _) = wait_clean(&path);
+    assert!(waited.status.success(), "{}", text(&waited));
     finish(&split, 2, false).expect("finish");
     assert!(status(&split, None).expect("status").stages[1].is_done());
 

@@ -176,7 +176,11 @@ fn launch_k8s_writes_indexed_jobs_for_kubectl() {
             "--tasks",
             "3",
             "--wait",
-            "clean"
+            "clean",
+            "--timeout",
+            "86400",
+            "--failed-grace",
+            "600"
         ])
     );
     assert_eq!(

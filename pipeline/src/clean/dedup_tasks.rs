@@ -2,7 +2,8 @@
 //!
 //! 1. `clean` (per input, task i of N): read, filter, dedup keys; then each input's keys
 //!    partitioned by band and key range (`work/dedup/keys-NNNNN.bin`, `sigs-NNNNN.bin`).
-//! 2. `pairs` (per partition, task i of N takes partitions p = i mod N): the sorted merge of
+//! 2. `pairs` (per partition, task i of N takes the i-th of N contiguous shares of the
+//!    partitions, one byte range of every keys file): the sorted merge of
 //!    every input's keys in that partition into groups and the member each document joins
 //!    (`work/dedup/pairs-PPPP.bin`).
 //! 3. `components` (one task): the partitions replayed in order through a union-find that
@@ -61,6 +62,62 @@ fn numbering(config: &PipelineConfig) -> Result<Numbering> {
     Ok(Numbering { done, first_doc })
 }
 
+/// The partitions task `task` of the pairs stage merges: a contiguous share of the enabled
+/// ones, so that in every keys file (sorted by partition) they are one byte range.
+pub(super) fn task_partitions(config: &PipelineConfig, task: TaskSlice) -> Vec<usize> {
+    let options = &config.dedup;
+    let enabled: Vec<usize> = (0..partitions(options.minhash.bands))
+        .filter(|&p| match kind_of(p) {
+            KeyKind::Exact => options.exact,
+            KeyKind::MinHash => options.minhash.enabled,
+        })
+        .collect();
+    let (i, n) = (task.index(), task.count());
+    enabled[i * enabled.len() / n..(i + 1) * enabled.len() / n].to_vec()
+}
+
+/// Whether partition `p`'s groups are checked by signature similarity.
+fn checks_similarity(config: &PipelineConfig, p: usize) -> bool {
+    kind_of(p) == KeyKind::MinHash && config.dedup.minhash.min_similarity > 0.0
+}
+
+/// The sorted triples of partition `p` over every input, in the one-process merge order.
+fn merged_partition(dir: &Path, numbering: &Numbering, p: usize) -> Result<Vec<partition::Triple>> {
+    let mut triples = Vec::new();
+    for (index, &first) in numbering.first_doc.iter().enumerate() {
+        triples.extend(read_partition(
+            &dir.join(format!("keys-{index:05}.bin")),
+            p,
+            first,
+        )?);
+    }
+    // Inputs are numbered in order, so this is the one-process merge order.
+    triples.par_sort_unstable();
+    Ok(triples)
+}
+
+/// Per input, the documents (numbers within it, sorted) whose signatures the pairs task
+/// `task` reads: those in a group of two or more of its similarity-checked partitions.
+pub(super) fn signatures_needed(config: &PipelineConfig, task: TaskSlice) -> Result<Vec<Vec<u64>>> {
+    let numbering = numbering(config)?;
+    let dir = dedup_dir(config);
+    let mut docs = Vec::new();
+    for p in task_partitions(config, task) {
+        if checks_similarity(config, p) {
+            let triples = merged_partition(&dir, &numbering, p)?;
+            docs.extend(partition::groups(&triples).flat_map(|g| g.iter().map(|t| t.2)));
+        }
+    }
+    docs.sort_unstable();
+    docs.dedup();
+    let mut per_input = vec![Vec::new(); numbering.first_doc.len()];
+    for doc in docs {
+        let input = numbering.first_doc.partition_point(|&f| f <= doc) - 1;
+        per_input[input].push(doc - numbering.first_doc[input]);
+    }
+    Ok(per_input)
+}
+
 /// Stage 2: for each partition of this task, the groups in which a document joins another.
 pub(super) fn pairs(config: &PipelineConfig, task: TaskSlice) -> Result<RunSummary> {
     let numbering = numbering(config)?;
@@ -68,27 +125,13 @@ pub(super) fn pairs(config: &PipelineConfig, task: TaskSlice) -> Result<RunSumma
     let options = &config.dedup;
     let width = options.minhash.bands * options.minhash.rows;
     let threshold = options.minhash.min_similarity;
-    for p in (0..partitions(options.minhash.bands)).filter(|&p| task.owns(p)) {
+    for p in task_partitions(config, task) {
         let path = dir.join(format!("pairs-{p:04}.bin"));
-        let kind = kind_of(p);
-        let enabled = match kind {
-            KeyKind::Exact => options.exact,
-            KeyKind::MinHash => options.minhash.enabled,
-        };
-        if path.exists() || !enabled {
+        if path.exists() {
             continue;
         }
-        let mut triples = Vec::new();
-        for (index, &first) in numbering.first_doc.iter().enumerate() {
-            triples.extend(read_partition(
-                &dir.join(format!("keys-{index:05}.bin")),
-                p,
-                first,
-            )?);
-        }
-        // Inputs are numbered in order, so this is the one-process merge order.
-        triples.par_sort_unstable();
-        let check = kind == KeyKind::MinHash && threshold > 0.0;
+        let triples = merged_partition(&dir, &numbering, p)?;
+        let check = checks_similarity(config, p);
         let signatures = if check {
             signatures_of(&dir, &numbering, width, &triples)?
         } else {

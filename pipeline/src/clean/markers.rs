@@ -49,9 +49,14 @@ pub(super) fn require_markers(
     let out = &config.output.dir;
     let mut summaries = Vec::new();
     let mut missing = Vec::new();
+    // One listing rather than a HEAD per task (N per task, N^2 per stage, on S3).
+    let present: std::collections::HashSet<String> = storage::list_names(&out.join("tasks"))?
+        .into_iter()
+        .collect();
     for index in 0..tasks {
-        let marker = out.join(TaskSlice::new(index, tasks)?.marker(stage));
-        if storage::exists(&marker)? {
+        let rel = TaskSlice::new(index, tasks)?.marker(stage);
+        let marker = out.join(&rel);
+        if present.contains(rel.trim_start_matches("tasks/")) {
             summaries.push(read_marker(&marker, config)?);
         } else {
             missing.push(index);
@@ -64,6 +69,38 @@ pub(super) fn require_markers(
         );
     }
     Ok(summaries)
+}
+
+/// Before task `reader` of a stage: checks that all `tasks` markers of the previous `stage`
+/// exist (one listing) and reads those whose index is `reader`'s modulo its count, refusing
+/// one written under another config. Over the whole stage every marker is read once, but
+/// each task reads about one, not N (N^2 reads per stage on S3).
+pub(super) fn require_stage(
+    config: &PipelineConfig,
+    stage: &str,
+    tasks: usize,
+    reader: TaskSlice,
+) -> Result<()> {
+    let out = &config.output.dir;
+    let present: std::collections::HashSet<String> = storage::list_names(&out.join("tasks"))?
+        .into_iter()
+        .collect();
+    let mut missing = Vec::new();
+    for index in 0..tasks {
+        let rel = TaskSlice::new(index, tasks)?.marker(stage);
+        if !present.contains(rel.trim_start_matches("tasks/")) {
+            missing.push(index);
+        } else if index % reader.count() == reader.index() {
+            read_marker(&out.join(&rel), config)?;
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "tasks {missing:?} of {tasks} of stage {stage} have no done marker in {}: rerun them first",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// A task's done marker: the config it ran with and what it did.

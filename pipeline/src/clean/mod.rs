@@ -4,6 +4,7 @@
 //! markers between the stages, `tasks` one task of a split run and remote outputs, `docs_table` the per-document Parquet table and kept Parquet.
 
 mod dedup_keys;
+mod dedup_packs;
 mod dedup_remote;
 mod dedup_tasks;
 pub mod docs_table;

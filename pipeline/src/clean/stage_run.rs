@@ -6,7 +6,7 @@
 use anyhow::{Context, Result, bail, ensure};
 
 use super::dedup_tasks::{components, pairs, survivors};
-use super::markers::{claim_marker, done_marker_json, done_or_check, require_markers};
+use super::markers::{claim_marker, done_marker_json, done_or_check, require_stage};
 use super::stages::{Stage, dedups, kept_input, tokenizes_in_tasks};
 use super::summary::RunSummary;
 use crate::config::PipelineConfig;
@@ -67,11 +67,9 @@ fn run_tracked(
             .tokenize
             .as_ref()
             .filter(|_| tokenizes_in_tasks(config))
-            .context(
-                "--stage tokenize needs [tokenize] with local paths and no [tokenize.train]",
-            )?;
+            .context("--stage tokenize needs [tokenize] without [tokenize.train]")?;
         let before = if dedups(config) { "survivors" } else { "clean" };
-        require_markers(config, before, n)?;
+        require_stage(config, before, n, slice)?;
         // Its own marker goes to the dataset's directory (for `tokenize --finish`); the one
         // below, in the run's, is what `status` and the next stage read.
         let encoded = tokenize_task(&kept_input(config), options, task)?;
@@ -86,9 +84,9 @@ fn run_tracked(
             stage.name()
         );
         match stage {
-            Stage::Pairs => require_markers(config, "clean", n)?,
-            Stage::Components => require_markers(config, "pairs", n)?,
-            _ => require_markers(config, "components", 1)?,
+            Stage::Pairs => require_stage(config, "clean", n, slice)?,
+            Stage::Components => require_stage(config, "pairs", n, slice)?,
+            _ => require_stage(config, "components", 1, slice)?,
         };
         if crate::storage::is_remote_path(out) {
             super::dedup_remote::run_remote(config, stage, task)?

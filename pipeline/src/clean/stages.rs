@@ -1,6 +1,6 @@
 //! The stages of a split `clean` run (`pipeline clean --stage`): `clean`, and with dedup on
-//! `pairs`, `components` and `survivors` (see `dedup_tasks`), with `[tokenize]` on local paths
-//! `tokenize` (the kept documents encoded by N tasks), then `--finish`.
+//! `pairs`, `components` and `survivors` (see `dedup_tasks`), with `[tokenize]` (a trained
+//! tokenizer) `tokenize` (the kept documents encoded by N tasks), then `--finish`.
 
 use crate::config::{KeptFormat, PipelineConfig};
 use crate::readers::{InputConfig, ReaderOptions};
@@ -37,15 +37,10 @@ pub fn dedups(config: &PipelineConfig) -> bool {
     config.dedup.exact || config.dedup.minhash.enabled
 }
 
-/// Whether a split run encodes `[tokenize]` in its own stage (every path local; else the
-/// finish step tokenizes in one process).
+/// Whether a split run encodes `[tokenize]` in its own stage (local or `s3://` paths; with
+/// `[tokenize.train]` the finish step trains and tokenizes in one process).
 pub fn tokenizes_in_tasks(config: &PipelineConfig) -> bool {
-    config.tokenize.as_ref().is_some_and(|t| {
-        t.train.is_none()
-            && ![&config.output.dir, &t.output, &t.tokenizer]
-                .iter()
-                .any(|p| crate::storage::is_remote_path(p))
-    })
+    config.tokenize.as_ref().is_some_and(|t| t.train.is_none())
 }
 
 /// The kept documents of a clean run, as the input of its `[tokenize]`.

@@ -76,18 +76,22 @@ impl RunSummary {
         ));
         let t = &self.object_store;
         if !t.is_zero() {
-            // What the cost model counts: bytes read per input byte and requests per MB read.
+            // What the cost model counts, per input byte: the input objects read (each byte
+            // once when nothing is retried), then the work files of earlier stages and the
+            // markers; and requests per MB read.
             let per_input = match self.input_bytes {
                 0 => String::new(),
                 n => format!(
-                    "{:.2} bytes per input byte, ",
-                    t.bytes_read as f64 / n as f64
+                    "inputs {:.2} + work files and markers {:.2} bytes per input byte, ",
+                    t.input_bytes_read as f64 / n as f64,
+                    (t.bytes_read - t.input_bytes_read.min(t.bytes_read)) as f64 / n as f64
                 ),
             };
             s.push_str(&format!(
-                "object store: read {:.1} MB in {} requests ({per_input}{:.2} requests per MB), wrote {:.1} MB in {} requests\n",
+                "object store: read {:.1} MB in {} requests and {} HEADs ({per_input}{:.2} requests per MB), wrote {:.1} MB in {} requests\n",
                 t.bytes_read as f64 / 1e6,
                 t.read_requests,
+                t.head_requests,
                 t.read_requests as f64 / (t.bytes_read as f64 / 1e6).max(1e-9),
                 t.bytes_written as f64 / 1e6,
                 t.write_requests

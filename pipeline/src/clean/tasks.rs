@@ -66,11 +66,13 @@ fn run_tracked(
         let scratch = local_dir(config, task);
         let mut local = config.clone();
         local.output.dir = scratch.clone();
+        // A split run's tasks do not tokenize (its tokenize stage or finish step does).
         if let Some(tokenize) = &config.tokenize
+            && task.is_none()
             && storage::is_remote_path(&tokenize.output)
         {
             bail!(
-                "tokenize.output {} inside a clean run must be local: run `pipeline tokenize` for an s3:// dataset",
+                "tokenize.output {} inside a clean run must be local: run `pipeline tokenize` for an s3:// dataset, or split the run (--tasks N)",
                 tokenize.output.display()
             );
         }
@@ -78,10 +80,12 @@ fn run_tracked(
         // The config saved with the outputs is the one the user gave, not the scratch copy.
         write_json_atomic(&scratch.join("config.json"), config)?;
         storage::upload_dir(&scratch, &url, &["work"], &["summary.json"])?;
-        if task.is_some() && super::stages::dedups(config) {
+        if let Some(task) = task
+            && super::stages::dedups(config)
+        {
             // The later dedup stages read this task's work files (not its staged inputs).
             let work = format!("{}/work", url.trim_end_matches('/'));
-            storage::upload_dir(&scratch.join("work"), &work, &["inputs"], &[])?;
+            super::dedup_remote::upload_work(config, task, &scratch.join("work"), &work)?;
         }
         std::fs::remove_dir_all(&scratch).ok();
         summary

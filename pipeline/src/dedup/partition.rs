@@ -143,6 +143,17 @@ pub fn read_partition(path: &Path, p: usize, first_doc: u64) -> Result<Vec<Tripl
         .collect())
 }
 
+/// Bytes at the start of a keys file for `bands` bands: the partition count and index.
+pub fn keys_header_len(bands: usize) -> u64 {
+    4 + 8 * (partitions(bands) as u64 + 1)
+}
+
+/// The byte range of document `doc`'s signature in a signatures file.
+pub fn signature_bytes(width: usize, doc: u64) -> std::ops::Range<u64> {
+    let len = width as u64 * 4;
+    4 + doc * len..4 + (doc + 1) * len
+}
+
 /// Writes one input's signatures at `width` hashes each (a document without shingles as
 /// `u32::MAX`es, as the one-process run holds it), atomically.
 pub fn write_signatures(path: &Path, width: usize, signatures: &[Vec<u32>]) -> Result<()> {
@@ -164,7 +175,7 @@ pub fn write_signatures(path: &Path, width: usize, signatures: &[Vec<u32>]) -> R
 /// Reads the signature of document `doc` (its number within the input).
 pub fn read_signature(file: &File, path: &Path, width: usize, doc: u64) -> Result<Vec<u32>> {
     let mut buf = vec![0u8; width * 4];
-    file.read_exact_at(&mut buf, 4 + doc * (width as u64) * 4)
+    file.read_exact_at(&mut buf, signature_bytes(width, doc).start)
         .with_context(|| format!("{} has no signature for document {doc}", path.display()))?;
     Ok(buf
         .chunks_exact(4)

@@ -4,7 +4,9 @@
 //! `maxFailedIndexes`; each pod's task index is the `JOB_COMPLETION_INDEX` that Kubernetes
 //! sets). Kubernetes has no `afterok`: every stage after the first has an init container,
 //! `pipeline status CONFIG --wait PREVIOUS`, that polls the previous stage's done markers, so
-//! all the manifests can be applied at once and no controller beyond the Job one is needed.
+//! all the manifests can be applied at once and no controller beyond the Job one is needed;
+//! it fails once a task before has stayed failed past Kubernetes' retry of it, or after
+//! `wait_timeout` seconds.
 //! Pods share no disk, so the output (and the inputs) must be in object storage.
 
 use std::path::{Path, PathBuf};
@@ -41,7 +43,15 @@ pub struct K8sLaunch {
     /// Failed indexes after which the Job stops (`maxFailedIndexes`); the other indexes run
     /// on until then. `None`: a tenth of N, at least 1.
     pub max_failed: Option<usize>,
+    /// Seconds a later stage's init container waits for the stage before it (`status
+    /// --wait --timeout`) before it fails.
+    pub wait_timeout: u64,
 }
+
+/// Seconds a failed task may stay failed before a waiting init container gives up: a
+/// retried index's new pod starts after Kubernetes' pod backoff (10 s doubling, at most 6
+/// minutes), and its running marker replaces the failed one.
+pub const FAILED_GRACE_SECONDS: u64 = 600;
 
 /// One manifest file.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +112,10 @@ pub fn manifests(launch: &K8sLaunch) -> Result<Vec<Manifest>> {
                 &launch.tasks.to_string(),
                 "--wait",
                 &previous.name,
+                "--timeout",
+                &launch.wait_timeout.to_string(),
+                "--failed-grace",
+                &FAILED_GRACE_SECONDS.to_string(),
             ]
             .map(String::from);
             pod["initContainers"] = json!([container("wait", launch, &wait)]);

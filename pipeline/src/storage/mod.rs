@@ -19,6 +19,22 @@ pub const READ_BLOCK: usize = 16 << 20;
 /// Bytes per part of a multipart upload.
 pub const WRITE_PART: usize = 16 << 20;
 
+/// Ranges of one object closer than this are read as one (the gap read and dropped): a GET's
+/// latency (tens of ms on S3) costs about what transferring a MiB does.
+pub const RANGE_GAP: u64 = 1 << 20;
+
+/// Sorted `ranges` merged where they overlap or lie closer than `gap` bytes.
+pub fn coalesce(ranges: &[std::ops::Range<u64>], gap: u64) -> Vec<std::ops::Range<u64>> {
+    let mut out: Vec<std::ops::Range<u64>> = Vec::new();
+    for r in ranges.iter().filter(|r| r.end > r.start) {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end.saturating_add(gap) => last.end = last.end.max(r.end),
+            _ => out.push(r.clone()),
+        }
+    }
+    out
+}
+
 /// Whether `path` names an object in a store rather than a local file.
 pub fn is_remote(path: &str) -> bool {
     path.starts_with("s3://")
@@ -57,7 +73,7 @@ pub fn fetch_input(path: &Path, dir: &Path) -> Result<PathBuf> {
     let name = object.file_name();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let local = dir.join(name);
-    object.download(&local)?;
+    remote::count_input(object.download(&local)?);
     Ok(local)
 }
 
@@ -172,6 +188,13 @@ pub fn upload_dir(local: &Path, url: &str, skip: &[&str], last: &[&str]) -> Resu
     Ok(())
 }
 
+/// The files under local directory `dir`, as sorted relative paths with `/`.
+pub fn list_files(dir: &Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    Ok(files)
+}
+
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
@@ -186,4 +209,29 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn coalesce_merges_ranges_closer_than_the_gap_only() {
+        let ranges = [
+            0..10,
+            12..20,
+            20..25,
+            100..110,
+            109..130,
+            200..200,
+            300..301,
+        ];
+        assert_eq!(coalesce(&ranges, 2), vec![0..25, 100..130, 300..301]);
+        assert_eq!(
+            coalesce(&ranges, 1),
+            vec![0..10, 12..25, 100..130, 300..301]
+        );
+        assert_eq!(coalesce(&ranges, 1000), vec![0..301]);
+        assert!(coalesce(&[], 5).is_empty());
+    }
 }

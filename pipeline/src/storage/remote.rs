@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,8 +24,16 @@ use super::{READ_BLOCK, WRITE_PART};
 /// Bytes and requests moved by this process, for benchmarks and summaries.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Transfer {
+    /// Every byte read: inputs, work files of earlier stages, markers.
     pub bytes_read: u64,
+    /// The part of `bytes_read` that is input objects (the corpus itself).
+    #[serde(default)]
+    pub input_bytes_read: u64,
+    /// GET and LIST requests.
     pub read_requests: u64,
+    /// HEAD requests (does a marker exist, how large is an object), billed like GETs.
+    #[serde(default)]
+    pub head_requests: u64,
     pub bytes_written: u64,
     pub write_requests: u64,
 }
@@ -38,7 +47,9 @@ impl Transfer {
     pub fn since(&self, start: &Transfer) -> Transfer {
         Transfer {
             bytes_read: self.bytes_read.saturating_sub(start.bytes_read),
+            input_bytes_read: self.input_bytes_read.saturating_sub(start.input_bytes_read),
             read_requests: self.read_requests.saturating_sub(start.read_requests),
+            head_requests: self.head_requests.saturating_sub(start.head_requests),
             bytes_written: self.bytes_written.saturating_sub(start.bytes_written),
             write_requests: self.write_requests.saturating_sub(start.write_requests),
         }
@@ -46,14 +57,18 @@ impl Transfer {
 
     pub fn add(&mut self, other: &Transfer) {
         self.bytes_read += other.bytes_read;
+        self.input_bytes_read += other.input_bytes_read;
         self.read_requests += other.read_requests;
+        self.head_requests += other.head_requests;
         self.bytes_written += other.bytes_written;
         self.write_requests += other.write_requests;
     }
 }
 
 static BYTES_READ: AtomicU64 = AtomicU64::new(0);
+static INPUT_BYTES_READ: AtomicU64 = AtomicU64::new(0);
 static READ_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static HEAD_REQUESTS: AtomicU64 = AtomicU64::new(0);
 static BYTES_WRITTEN: AtomicU64 = AtomicU64::new(0);
 static WRITE_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
@@ -61,7 +76,9 @@ static WRITE_REQUESTS: AtomicU64 = AtomicU64::new(0);
 pub fn transfer_totals() -> Transfer {
     Transfer {
         bytes_read: BYTES_READ.load(Ordering::Relaxed),
+        input_bytes_read: INPUT_BYTES_READ.load(Ordering::Relaxed),
         read_requests: READ_REQUESTS.load(Ordering::Relaxed),
+        head_requests: HEAD_REQUESTS.load(Ordering::Relaxed),
         bytes_written: BYTES_WRITTEN.load(Ordering::Relaxed),
         write_requests: WRITE_REQUESTS.load(Ordering::Relaxed),
     }
@@ -79,6 +96,11 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
         .build()
         .context("starting the object storage runtime")?;
     Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// Counts `bytes` just read as input (already in `bytes_read`).
+pub(super) fn count_input(bytes: u64) {
+    INPUT_BYTES_READ.fetch_add(bytes, Ordering::Relaxed);
 }
 
 /// One client per bucket, built on first use.
@@ -144,6 +166,7 @@ impl RemoteObject {
 
     pub fn exists(&self) -> Result<bool> {
         let store = self.store()?;
+        HEAD_REQUESTS.fetch_add(1, Ordering::Relaxed);
         match runtime()?.block_on(store.head(&self.key)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -156,6 +179,7 @@ impl RemoteObject {
     pub fn download(&self, local: &Path) -> Result<u64> {
         let store = self.store()?;
         let rt = runtime()?;
+        HEAD_REQUESTS.fetch_add(1, Ordering::Relaxed);
         let size = rt
             .block_on(store.head(&self.key))
             .with_context(|| format!("looking up {}", self.url))?
@@ -183,6 +207,30 @@ impl RemoteObject {
         std::fs::rename(&partial, local)
             .with_context(|| format!("renaming {} into place", partial.display()))?;
         Ok(size)
+    }
+
+    /// The bytes of `ranges` (sorted, not overlapping), each in one ranged GET per
+    /// `READ_BLOCK` bytes: callers coalesce nearby ranges first (`storage::coalesce`).
+    pub fn read_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        let store = self.store()?;
+        let rt = runtime()?;
+        let mut out = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
+            let mut at = range.start;
+            while at < range.end {
+                let end = (at + READ_BLOCK as u64).min(range.end);
+                let block = rt
+                    .block_on(store.get_range(&self.key, at..end))
+                    .with_context(|| format!("reading bytes {at}..{end} of {}", self.url))?;
+                READ_REQUESTS.fetch_add(1, Ordering::Relaxed);
+                BYTES_READ.fetch_add(block.len() as u64, Ordering::Relaxed);
+                bytes.extend_from_slice(&block);
+                at = end;
+            }
+            out.push(bytes);
+        }
+        Ok(out)
     }
 
     /// The whole object (for small files: markers, summaries).

@@ -6,6 +6,13 @@
 //! the one-process run's writer (validation split, shuffle buckets, shards, manifests): the
 //! shards and manifests are the local `pipeline tokenize` bytes whatever N, while the
 //! encoding, nearly all of the CPU time, is spread over the tasks.
+//!
+//! With inputs, tokenizer or output in object storage, a task fetches its own inputs and
+//! the tokenizer into a scratch directory, encodes there, uploads its encoded files to
+//! `OUT/work/` and then writes its marker (a conditional create: of two tasks given one
+//! index, one claims it); `--finish` fetches the encoded files, writes the dataset in
+//! scratch through the same writer and uploads it with every `manifest.json` last, then
+//! removes the encoded files: the same bytes, only where the files live changes.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +27,7 @@ use super::pretrain::{
 };
 use crate::readers::{InputConfig, expand_inputs, read_in_batches};
 use crate::shard::TaskSlice;
-use crate::storage;
+use crate::storage::{self, RemoteObject};
 
 /// A tokenize task's done marker.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,20 +44,20 @@ fn encoded_path(options: &TokenizeOptions, index: usize) -> PathBuf {
     options.output.join(format!("work/encoded-{index:05}.bin"))
 }
 
-fn check(input: &InputConfig, options: &TokenizeOptions) -> Result<()> {
+fn check(options: &TokenizeOptions) -> Result<()> {
     options.check()?;
     ensure!(
         options.train.is_none(),
         "tokenize --tasks needs a trained tokenizer: train it first (`pipeline tokenizer train`) and remove [tokenize.train]"
     );
-    let remote = input.paths.iter().any(|p| storage::is_remote(p))
-        || storage::is_remote_path(&options.tokenizer)
-        || storage::is_remote_path(&options.output);
-    ensure!(
-        !remote,
-        "tokenize --tasks reads and writes local paths only for now (run `pipeline tokenize` for s3://)"
-    );
     Ok(())
+}
+
+/// Whether inputs, tokenizer or output are in object storage (see `remote_task`).
+fn is_remote(input: &InputConfig, options: &TokenizeOptions) -> bool {
+    input.paths.iter().any(|p| storage::is_remote(p))
+        || storage::is_remote_path(&options.tokenizer)
+        || storage::is_remote_path(&options.output)
 }
 
 /// Reads a task's marker, refusing one written under another config (naming the field).
@@ -73,20 +80,62 @@ pub fn tokenize_task(
     options: &TokenizeOptions,
     task: TaskSlice,
 ) -> Result<TokenizeSummary> {
-    check(input, options)?;
+    check(options)?;
+    if is_remote(input, options) {
+        return remote_task(input, options, task);
+    }
     let config = resolved(input, options);
     let marker = options.output.join(task.marker("tokenize"));
     if marker.exists() {
         tracing::info!("{} exists: this task is done", marker.display());
         return read_done(&marker, &config);
     }
+    let summary = encode_files(input, &owned_files(input, task)?, options)?;
+    let done = TokenizeDone {
+        config,
+        summary: summary.clone(),
+    };
+    storage::write_marker(&marker, &serde_json::to_vec_pretty(&done)?)?;
+    Ok(summary)
+}
+
+/// The inputs of task `task`, with their numbers in the sorted listing.
+fn owned_files(input: &InputConfig, task: TaskSlice) -> Result<Vec<(usize, PathBuf)>> {
+    let files = expand_inputs(&input.paths, input.reader.format)?;
+    Ok(files
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| task.owns(*i))
+        .collect())
+}
+
+/// Writes a task's marker (`options.output` local or remote).
+fn write_done(
+    options: &TokenizeOptions,
+    task: TaskSlice,
+    config: serde_json::Value,
+    summary: &TokenizeSummary,
+) -> Result<()> {
+    let done = TokenizeDone {
+        config,
+        summary: summary.clone(),
+    };
+    let marker = options.output.join(task.marker("tokenize"));
+    storage::write_marker(&marker, &serde_json::to_vec_pretty(&done)?)
+}
+
+/// Encodes local `files` (number, path) into `encoded_path(options, number)`.
+fn encode_files(
+    input: &InputConfig,
+    files: &[(usize, PathBuf)],
+    options: &TokenizeOptions,
+) -> Result<TokenizeSummary> {
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     let eos = tokenizer.eos()?;
-    let files = expand_inputs(&input.paths, input.reader.format)?;
     let mut summary = TokenizeSummary::default();
     let started = std::time::Instant::now();
-    for (index, file) in files.iter().enumerate().filter(|(i, _)| task.owns(*i)) {
-        let path = encoded_path(options, index);
+    for (index, file) in files {
+        let path = encoded_path(options, *index);
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let partial = path.with_extension("partial");
@@ -115,11 +164,6 @@ pub fn tokenize_task(
             .with_context(|| format!("renaming {}", partial.display()))?;
     }
     summary.encode_seconds = started.elapsed().as_secs_f64();
-    let done = TokenizeDone {
-        config,
-        summary: summary.clone(),
-    };
-    storage::write_marker(&marker, &serde_json::to_vec_pretty(&done)?)?;
     Ok(summary)
 }
 
@@ -130,7 +174,27 @@ pub fn tokenize_finish(
     options: &TokenizeOptions,
     tasks: usize,
 ) -> Result<TokenizeSummary> {
-    check(input, options)?;
+    check(options)?;
+    if is_remote(input, options) {
+        return remote_finish(input, options, tasks);
+    }
+    let (input_bytes, issues) = read_markers(input, options, tasks)?;
+    let files = expand_inputs(&input.paths, input.reader.format)?.len();
+    let summary = write_dataset(files, options, &resolved(input, options))?;
+    Ok(TokenizeSummary {
+        input_bytes,
+        issues,
+        ..summary
+    })
+}
+
+/// Every task's marker (local or remote), checked against the config: the input bytes and
+/// issues they sum to.
+fn read_markers(
+    input: &InputConfig,
+    options: &TokenizeOptions,
+    tasks: usize,
+) -> Result<(u64, Vec<String>)> {
     let config = resolved(input, options);
     let mut input_bytes = 0;
     let mut issues = Vec::new();
@@ -139,7 +203,7 @@ pub fn tokenize_finish(
         let marker = options
             .output
             .join(TaskSlice::new(index, tasks)?.marker("tokenize"));
-        if !marker.exists() {
+        if !storage::exists(&marker)? {
             missing.push(index);
             continue;
         }
@@ -153,13 +217,22 @@ pub fn tokenize_finish(
             options.output.display()
         );
     }
+    Ok((input_bytes, issues))
+}
+
+/// Writes the dataset under `options.output` (local) from the `files` inputs' encoded
+/// documents there, with `config` (the user's) in its manifests; removes the encoded files.
+fn write_dataset(
+    files: usize,
+    options: &TokenizeOptions,
+    config: &serde_json::Value,
+) -> Result<TokenizeSummary> {
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
-    let files = expand_inputs(&input.paths, input.reader.format)?.len();
     let train = Sink::new(
         &options.output.join("train"),
         &tokenizer,
         options,
-        &config,
+        config,
         "train",
     )?;
     let val = if options.validation_fraction > 0.0 {
@@ -167,7 +240,7 @@ pub fn tokenize_finish(
             &options.output.join("val"),
             &tokenizer,
             options,
-            &config,
+            config,
             "val",
         )?)
     } else {
@@ -200,8 +273,6 @@ pub fn tokenize_finish(
         std::fs::remove_file(encoded_path(options, index)).ok();
     }
     std::fs::remove_dir(options.output.join("work")).ok();
-    summary.input_bytes = input_bytes;
-    summary.issues = issues;
     summary.encode_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -223,4 +294,96 @@ pub fn run_command(
         Some(task) => tokenize_task(&config.input, &config.tokenize, task),
         None => super::remote::tokenize_anywhere(&config.input, &config.tokenize, show_progress),
     }
+}
+
+/// The options with local paths: the tokenizer fetched into `scratch`, a remote output
+/// replaced by `scratch/out`.
+fn localized(options: &TokenizeOptions, scratch: &Path) -> Result<TokenizeOptions> {
+    let mut local = options.clone();
+    local.tokenizer = storage::fetch_input(&options.tokenizer, &scratch.join("tokenizer"))?;
+    if storage::is_remote_path(&options.output) {
+        local.output = scratch.join("out");
+    }
+    Ok(local)
+}
+
+fn scratch(options: &TokenizeOptions, label: &str) -> PathBuf {
+    storage::scratch_dir(&format!("tokenize#{}#{label}", options.output.display()))
+}
+
+/// Task `task` of a split tokenize run with something remote.
+fn remote_task(
+    input: &InputConfig,
+    options: &TokenizeOptions,
+    task: TaskSlice,
+) -> Result<TokenizeSummary> {
+    let config = resolved(input, options);
+    let marker = options.output.join(task.marker("tokenize"));
+    if storage::exists(&marker)? {
+        tracing::info!("{} exists: this task is done", marker.display());
+        return read_done(&marker, &config);
+    }
+    let scratch = scratch(options, &task.marker("tokenize"));
+    let local = localized(options, &scratch)?;
+    let mut files = Vec::new();
+    for (index, file) in owned_files(input, task)? {
+        let staged = storage::fetch_input(&file, &scratch.join(format!("inputs/{index:05}")))?;
+        files.push((index, staged));
+    }
+    let summary = encode_files(input, &files, &local)?;
+    if storage::is_remote_path(&options.output) {
+        for (index, _) in &files {
+            let url = encoded_path(options, *index);
+            RemoteObject::parse(&url.to_string_lossy())?.upload(&encoded_path(&local, *index))?;
+        }
+    }
+    write_done(options, task, config, &summary)?;
+    std::fs::remove_dir_all(&scratch).ok();
+    Ok(summary)
+}
+
+/// The finish step of a split tokenize run with something remote.
+fn remote_finish(
+    input: &InputConfig,
+    options: &TokenizeOptions,
+    tasks: usize,
+) -> Result<TokenizeSummary> {
+    let remote_output = storage::is_remote_path(&options.output);
+    let manifest = options.output.join("train/manifest.json");
+    if remote_output && !options.overwrite && storage::exists(&manifest)? {
+        bail!(
+            "{} exists: set tokenize.overwrite = true to replace the dataset",
+            manifest.display()
+        );
+    }
+    let (input_bytes, issues) = read_markers(input, options, tasks)?;
+    let files = expand_inputs(&input.paths, input.reader.format)?.len();
+    let scratch = scratch(options, "finish");
+    // A scratch copy left by a failed attempt is not trusted.
+    std::fs::remove_dir_all(&scratch).ok();
+    let local = localized(options, &scratch)?;
+    if remote_output {
+        for index in 0..files {
+            let url = encoded_path(options, index);
+            let to = encoded_path(&local, index);
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            RemoteObject::parse(&url.to_string_lossy())?.download(&to)?;
+        }
+    }
+    let summary = write_dataset(files, &local, &resolved(input, options))?;
+    if remote_output {
+        let url = options.output.to_string_lossy();
+        storage::upload_dir(&local.output, &url, &["work", "tasks"], &["manifest.json"])?;
+        for index in 0..files {
+            storage::remove(&encoded_path(options, index))?;
+        }
+    }
+    std::fs::remove_dir_all(&scratch).ok();
+    Ok(TokenizeSummary {
+        input_bytes,
+        issues,
+        ..summary
+    })
 }
