@@ -434,7 +434,7 @@ mod tests {
     /// `pick_token` maps to each token is the exp of its log-prob. (The temperature-1
     /// log-probs are far off: 0.64 for the likeliest token against 0.87.)
     #[test]
-    fn log_probs_follow_the_sampling_temperature() -> anyhow::Result<()> {
+    fn log_probs_follow_the_sampling_temperature() -> Result<()> {
         let row = [2.0f32, 0.0, -1.0, 1.0];
         let temperature = 0.5;
         let params = SamplingParams {
