@@ -242,7 +242,8 @@ fn grpo_raises_the_held_out_reward_of_an_sft_model_on_the_towns() {
             r.held_out
         );
     }
-    // One seed in 15 (13, whose SFT model starts at 0.81) did not gain held out.
+    // One seed in 15 (13, whose SFT model starts at 0.81) did not gain held out: it lost
+    // the habit ("Not sure." 18 -> 2 of 128 answers) but misspelt Reed as "Red." (0 -> 24).
     let gained = runs
         .iter()
         .filter(|r| r.held_out.1 >= r.held_out.0 + 0.1)
