@@ -72,75 +72,190 @@ fn field_at(lines: &[serde_json::Value], kind: &str, step: u64, field: &str) -> 
 
 const REFERENCE_RULE: &str = "[[grpo.rules]]\nkind = \"reference\"\n";
 
-// Tuned (lr, steps, SFT length) on the code before BOS at document starts landed; with BOS
-// the same settings and nine others tried (SFT 30-60 steps, lr 0.003-0.02, 20-60 GRPO steps)
-// leave the held-out reward flat or lower: four prompts and a 40-step tiny base model are
-// too small a task for a stable GRPO gain. Not counted as passing until the task is made
-// bigger (more towns, a step-0 eval); see the note.
-#[test]
-#[ignore = "fragile toy task: GRPO's gain on four towns did not survive the BOS change; needs a bigger task"]
-fn grpo_raises_the_held_out_reward_of_an_sft_model_on_the_towns() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let base = base_checkpoint(tmp.path(), 40);
-    let towns = demo_towns();
-    // SFT, kept short: the model often misspells a river or names another town's.
-    let conversations: Vec<_> = towns
-        .iter()
-        .flat_map(|(t, r)| {
-            [
-                exchange(&format!("Where is {t}?"), &format!("{r}.")),
-                exchange(&format!("Which river is {t} on?"), &format!("{r}.")),
-            ]
-        })
-        .collect();
-    let sft_data = sft_dataset(tmp.path(), "sft", &conversations);
-    let sft_out = tmp.path().join("sft");
-    let sft_steps = 60;
-    let sft_config = post_config_toml(&base, &sft_data, &sft_out, sft_steps, "")
-        .replace("lr = 0.003", "lr = 0.01");
-    trainer_ok(&[
-        "sft",
-        "--config",
-        &write_config(tmp.path(), "sft", &sft_config),
-    ]);
-    let sft = sft_out.join(format!("checkpoints/step-{sft_steps:08}"));
+/// Towns for the toy task: the demo's six river towns (`data/demo/prompts.jsonl`, four
+/// rivers) and generated ones on the same rivers, `n` in all.
+fn toy_towns(n: usize) -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/demo/prompts.jsonl");
+    let text = std::fs::read_to_string(&path).expect("demo prompts");
+    let mut towns: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        let reference = row["meta"]["reference"].as_str().unwrap_or_default();
+        if let Some((town, rest)) = reference.split_once(" lies on the ")
+            && let Some((river, _)) = rest.split_once(" River")
+        {
+            towns.push((town.to_string(), river.to_string()));
+        }
+    }
+    let mut rivers: Vec<String> = towns.iter().map(|(_, r)| r.clone()).collect();
+    rivers.sort();
+    rivers.dedup();
+    assert_eq!(
+        (towns.len(), rivers.len()),
+        (6, 4),
+        "the demo's river towns: {towns:?}"
+    );
+    // Each generated name starts differently: the task is the habit, not telling apart
+    // near-identical names (with "Alby" and "Alford" on different rivers the SFT model
+    // mixes them up and starts at 0.17-0.46).
+    let heads = [
+        "Al", "Bren", "Cor", "Dun", "Eld", "Fen", "Gar", "Hol", "Ivor", "Jas",
+    ];
+    let tails = ["by", "ford", "wick", "ton"];
+    for k in 0..n.saturating_sub(towns.len()) {
+        let name = format!("{}{}", heads[k % heads.len()], tails[k % tails.len()]);
+        towns.push((name, rivers[k % rivers.len()].clone()));
+    }
+    towns.truncate(n);
+    towns
+}
 
-    // GRPO on "Where is T?", held out: "Which river is T on?".
-    let train = prompt_file(tmp.path(), "train", &where_is(&towns));
-    let held_out = prompt_file(tmp.path(), "held-out", &which_river(&towns));
-    let out = tmp.path().join("grpo");
+/// A seed's toy run: SFT then GRPO; the held-out mean reward at step 0 (the SFT model) and
+/// at the end, and the training reward of the first and last five steps.
+struct ToyRun {
+    seed: u64,
+    held_out: (f64, f64),
+    train: (f64, f64),
+    max_kl: f64,
+}
+
+/// SFT (seeded with `seed`) on every town's two questions, then LoRA GRPO (same seed) on
+/// `train`, evaluated on `held_out` before the first step and after the last.
+fn toy_run(
+    root: &Path,
+    base: &Path,
+    sft_data: &Path,
+    (train, held_out): (&Path, &Path),
+    seed: u64,
+) -> ToyRun {
+    let sft_out = root.join(format!("sft-{seed}"));
+    let sft_steps = 400;
+    let sft_config = post_config_toml(base, sft_data, &sft_out, sft_steps, "")
+        .replace("lr = 0.003", "lr = 0.01")
+        .replace("seed = 3", &format!("seed = {seed}"));
+    trainer_ok(&["sft", "--config", &write_config(root, "sft", &sft_config)]);
+    let sft = sft_out.join(format!("checkpoints/step-{sft_steps:08}"));
+    let out = root.join(format!("grpo-{seed}"));
     let extra = format!(
-        "[lora]\nrank = 4\nalpha = 8.0\n\n[eval]\nevery = 1\n\n[grpo]\ngroup_size = 8\nmax_new_tokens = 8\nbeta = 0.04\ntemperature = 0.8\n\n{REFERENCE_RULE}"
+        "[lora]\nrank = 4\nalpha = 8.0\n\n[eval]\nat_start = true\n\n[grpo]\ngroup_size = 8\nmax_new_tokens = 8\nbeta = 0.04\ntemperature = 1.0\n\n{REFERENCE_RULE}"
     );
     let steps = 30;
-    let toml = post_config_toml(&sft, &train, &out, steps, &extra)
+    // 8 prompts per step (4 per micro-batch, 2 micro-batches), 8 answers each.
+    let toml = post_config_toml(&sft, train, &out, steps, &extra)
         .replace(
             "seq_len = 64",
             &format!("valid = \"{}\"\nseq_len = 64", held_out.display()),
         )
         .replace("lr = 0.003", "lr = 0.01")
-        .replace("grad_accum = 2", "grad_accum = 1");
-    let started = std::time::Instant::now();
-    trainer_ok(&["grpo", "--config", &write_config(tmp.path(), "grpo", &toml)]);
+        .replace("seed = 3", &format!("seed = {seed}"))
+        .replace("micro_batch_size = 2", "micro_batch_size = 4");
+    trainer_ok(&["grpo", "--config", &write_config(root, "grpo", &toml)]);
     let lines = metrics(&out);
-    // Step 1 is one warm-up update (lr / 2) from the SFT model: its level.
-    let before = field_at(&lines, "eval", 1, "val_reward");
-    let after = field_at(&lines, "eval", steps, "val_reward");
-    let train_first = field_at(&lines, "train", 1, "reward");
-    let train_last = field_at(&lines, "train", steps, "reward");
+    let train_mean = |from: u64| {
+        (from..from + 5)
+            .map(|s| field_at(&lines, "train", s, "reward"))
+            .sum::<f64>()
+            / 5.0
+    };
+    ToyRun {
+        seed,
+        held_out: (
+            field_at(&lines, "eval", 0, "val_reward"),
+            field_at(&lines, "eval", steps, "val_reward"),
+        ),
+        train: (train_mean(1), train_mean(steps - 4)),
+        max_kl: (1..=steps)
+            .map(|s| field_at(&lines, "train", s, "kl"))
+            .fold(0.0, f64::max),
+    }
+}
+
+/// The toy task: 16 towns on four rivers. The SFT demonstrations answer each question
+/// ("Where is T?", "Which river is T on?") with the town's river twice and "Not sure." once,
+/// a habit the SFT model keeps (about a third of its answers miss the river). GRPO with a
+/// `reference` rule (the answer contains the town's river) on "Where is T?" must raise the
+/// mean reward on the held-out phrasing "Which river is T on?" (8 answers sampled per
+/// prompt with fixed seeds, the same evaluation at step 0 and at the end), in every seed.
+#[test]
+fn grpo_raises_the_held_out_reward_of_an_sft_model_on_the_towns() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = base_checkpoint(tmp.path(), 40);
+    let towns = toy_towns(16);
+    let mut conversations = Vec::new();
+    for (t, r) in &towns {
+        for q in [format!("Where is {t}?"), format!("Which river is {t} on?")] {
+            conversations.push(exchange(&q, &format!("{r}.")));
+            conversations.push(exchange(&q, &format!("{r}.")));
+            conversations.push(exchange(&q, "Not sure."));
+        }
+    }
+    let sft_data = sft_dataset(tmp.path(), "sft", &conversations);
+    let train = prompt_file(tmp.path(), "train", &where_is(&towns));
+    let held_out = prompt_file(tmp.path(), "held-out", &which_river(&towns));
+    let seeds: Vec<u64> = std::env::var("JIELONG_TOY_SEEDS")
+        .unwrap_or_else(|_| "3,4,5".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("JIELONG_TOY_SEEDS: comma-separated seeds")
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let runs: Vec<ToyRun> = seeds
+        .iter()
+        .map(|&seed| toy_run(tmp.path(), &base, &sft_data, (&train, &held_out), seed))
+        .collect();
+    for r in &runs {
+        eprintln!(
+            "grpo towns, seed {}: held-out mean reward {:.3} -> {:.3}; training reward {:.3} (steps 1-5) -> {:.3} (last five); max kl {:.3}",
+            r.seed, r.held_out.0, r.held_out.1, r.train.0, r.train.1, r.max_kl
+        );
+    }
+    let n = runs.len() as f64;
+    let mean = |f: &dyn Fn(&ToyRun) -> f64| runs.iter().map(f).sum::<f64>() / n;
+    let (before, after) = (mean(&|r| r.held_out.0), mean(&|r| r.held_out.1));
     eprintln!(
-        "grpo towns ({towns:?}): held-out mean reward {before:.3} -> {after:.3}; training prompts {train_first:.3} (step 1) -> {train_last:.3} (step {steps}); {:.1} s",
+        "grpo towns, {} seeds: held-out {before:.3} -> {after:.3}; {:.1} s",
+        runs.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(before < 0.8, "the SFT model leaves room: {before}");
-    // Measured: 0.44 -> 0.72 held out, 0.50 -> 0.88 on the training prompts.
+    // Measured over 15 seeds (3-5, 11-13, 21-23, 31-33, 41-43), 30 steps, see the README:
+    // the margins below sit well under the smallest gains seen.
+    for r in &runs {
+        assert!(
+            r.held_out.0 < 0.85,
+            "seed {}: the SFT model leaves room: {:?}",
+            r.seed,
+            r.held_out
+        );
+        assert!(
+            r.train.1 >= r.train.0 + 0.03,
+            "seed {}: training reward {:?}",
+            r.seed,
+            r.train
+        );
+        assert!(
+            r.held_out.1 >= r.held_out.0 - 0.1,
+            "seed {}: held-out reward fell: {:?}",
+            r.seed,
+            r.held_out
+        );
+    }
+    // One seed in 15 (13, whose SFT model starts at 0.81) did not gain held out: it lost
+    // the habit ("Not sure." 18 -> 2 of 128 answers) but misspelt Reed as "Red." (0 -> 24).
+    let gained = runs
+        .iter()
+        .filter(|r| r.held_out.1 >= r.held_out.0 + 0.1)
+        .count();
     assert!(
-        after >= before + 0.15,
-        "held-out reward {before} -> {after}"
+        gained + 1 >= runs.len(),
+        "held-out reward up by 0.1 in {gained} of {} seeds",
+        runs.len()
     );
     assert!(
-        train_last >= train_first + 0.2,
-        "training reward {train_first} -> {train_last}"
+        after >= before + 0.1,
+        "mean held-out reward {before} -> {after}"
     );
 }
 

@@ -311,6 +311,10 @@ pub struct EvalConfig {
     /// Micro-batches of validation windows per evaluation (default 8).
     #[serde(default)]
     pub batches: Option<usize>,
+    /// Also evaluate before the first step of a fresh run (an `eval` line at step 0: the
+    /// starting model's level), as TRL's `eval_on_start`.
+    #[serde(default)]
+    pub at_start: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

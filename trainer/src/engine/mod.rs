@@ -520,6 +520,9 @@ impl Engine {
             steps = total,
             "training"
         );
+        if self.config.eval.at_start && self.step == 0 {
+            self.evaluate(objective)?;
+        }
         while self.step < total {
             let report = self.train_step(objective)?;
             let step = report.step;

@@ -4,7 +4,8 @@
 //! their group: advantage `(r - mean) / (std + 1e-4)` over the group (RLOO: `r` minus the
 //! mean of the others). Per answer token the loss is
 //! `-(min(ρ A, clip(ρ, 1 ± ε) A) - β KL)` with `ρ` the policy ratio to the sampling policy
-//! and `KL = exp(ref - π) - (ref - π) - 1` (k3) to the reference model; tokens are averaged
+//! and `KL = exp(ref - π) - (ref - π) - 1` (k3) to the reference model, every log-prob taken
+//! at the sampling temperature (logits / temperature, as TRL); tokens are averaged
 //! per answer and answers over the step. With `updates_per_generation = k` (TRL's
 //! `num_iterations`) a generation's answers serve k consecutive optimizer steps: `ρ` moves
 //! away from 1 after the first and the clip starts to bite.
@@ -79,22 +80,37 @@ struct Rollout {
     answers: Vec<Answer>,
 }
 
-/// Per-token log-probs of the packed batch's labels, `[rows, len]` fp32 (0 off target).
-pub(crate) fn token_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
+/// Per-token log-probs of the packed batch's labels, `[rows, len]` fp32 (0 off target),
+/// under the model's next-token distribution at `temperature` (its logits divided by it):
+/// GRPO's ratio and KL must refer to the distribution the answers were sampled from, as
+/// TRL's do. 1.0 gives the model's own log-probs.
+pub(crate) fn token_logps(
+    model: &LanguageModel,
+    batch: &PackedBatch,
+    temperature: f64,
+) -> Result<Tensor, TchError> {
     let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
     let logits = model.logits(&hidden)?.f_to_kind(Kind::Float)?;
+    label_logps(&logits, &batch.target_labels()?, temperature)?.f_view_as(&batch.labels)
+}
+
+/// `log_softmax(logits / temperature)` at each label (`logits: [.., vocab]`, labels of the
+/// leading shape, -100 where there is none: 0 there), flattened.
+pub(crate) fn label_logps(
+    logits: &Tensor,
+    labels: &Tensor,
+    temperature: f64,
+) -> Result<Tensor, TchError> {
     let vocab = logits.size().last().copied().unwrap_or(0);
-    logits
+    let scaled = if temperature == 1.0 {
+        logits.shallow_clone()
+    } else {
+        logits.f_div_scalar(temperature)?
+    };
+    scaled
         .f_reshape([-1, vocab])?
-        .f_cross_entropy_loss::<Tensor>(
-            &batch.target_labels()?.f_reshape([-1])?,
-            None,
-            Reduction::None,
-            -100,
-            0.0,
-        )?
-        .f_neg()?
-        .f_view_as(&batch.labels)
+        .f_cross_entropy_loss::<Tensor>(&labels.f_reshape([-1])?, None, Reduction::None, -100, 0.0)?
+        .f_neg()
 }
 
 /// The GRPO objective.
@@ -176,11 +192,12 @@ impl Grpo {
             spread += (group.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / g as f64).sqrt();
             advs.extend(advantages(group, self.settings.rloo));
         }
+        let t = self.settings.temperature;
         let (old, reference) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
-            let old = token_logps(model, &packed)?;
+            let old = token_logps(model, &packed, t)?;
             let reference = match &self.reference {
-                Some(r) => token_logps(r, &packed)?,
-                None => model.with_adapters(AdapterMode::Off, || token_logps(model, &packed))?,
+                Some(r) => token_logps(r, &packed, t)?,
+                None => model.with_adapters(AdapterMode::Off, || token_logps(model, &packed, t))?,
             };
             Ok((old, reference))
         })?;
@@ -264,7 +281,7 @@ impl Objective for Grpo {
             .as_ref()
             .ok_or_else(|| TchError::Kind("a GRPO batch was not rolled out".into()))?;
         let p = &r.packed;
-        let logp = token_logps(model, p)?;
+        let logp = token_logps(model, p, self.settings.temperature)?;
         let mask = p.label_target.f_to_kind(Kind::Float)?;
         let seq = p.sequence_of.f_clamp_max(p.sequences - 1)?;
         let adv = r
@@ -405,4 +422,52 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summar
         device: engine.model().device(),
     };
     engine.run(&mut objective)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sample::pick_token;
+
+    /// The log-probs GRPO's ratio and KL use are those of the distribution the answers are
+    /// sampled from: at temperature 0.5, the share of an even grid of draws that
+    /// `pick_token` maps to each token is the exp of its log-prob. (The temperature-1
+    /// log-probs are far off: 0.64 for the likeliest token against 0.87.)
+    #[test]
+    fn log_probs_follow_the_sampling_temperature() -> Result<()> {
+        let row = [2.0f32, 0.0, -1.0, 1.0];
+        let temperature = 0.5;
+        let params = SamplingParams {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+            max_tokens: 1,
+            seed: 0,
+            stop_token: None,
+        };
+        let draws = 100_000;
+        let mut share = [0.0f64; 4];
+        for i in 0..draws {
+            let token = pick_token(&row, &params, (i as f64 + 0.5) / draws as f64)?;
+            share[token as usize] += 1.0 / draws as f64;
+        }
+        // Four positions with the same logits, each labelled with another token, and one
+        // with no label.
+        let logits = Tensor::f_from_slice(&row)?
+            .f_view([1, 4])?
+            .f_repeat([5, 1])?;
+        let labels = Tensor::f_from_slice(&[0i64, 1, 2, 3, -100])?;
+        let logps = Vec::<f64>::try_from(
+            label_logps(&logits, &labels, temperature)?.f_to_kind(Kind::Double)?,
+        )?;
+        for (k, &s) in share.iter().enumerate() {
+            let p = logps[k].exp();
+            assert!(
+                (p - s).abs() < 1e-4,
+                "token {k}: exp(log-prob) {p} vs sampled share {s}"
+            );
+        }
+        assert_eq!(logps[4], 0.0, "no label, no log-prob");
+        Ok(())
+    }
 }
