@@ -4,7 +4,7 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Verdict, duplicates, is_symbol_word};
+use super::{Analysis, Verdict, duplicates, is_cjk_ideograph, is_symbol_word};
 
 pub const QUALITY_SCORES: [&str; 7] = [
     "gopher_words",
@@ -180,6 +180,9 @@ impl GopherQualityOptions {
                 .any(|s| s.len() == word.len() && s.eq_ignore_ascii_case(word) && is_lower(s));
         }
         let changes = |c: char| {
+            if is_cjk_ideograph(c) {
+                return false;
+            }
             let mut lower = c.to_lowercase();
             !(lower.next() == Some(c) && lower.next().is_none())
         };
@@ -196,7 +199,8 @@ fn has_letter(word: &str) -> bool {
     if word.is_ascii() {
         word.bytes().any(|b| b.is_ascii_alphabetic())
     } else {
-        word.chars().any(char::is_alphabetic)
+        word.chars()
+            .any(|c| is_cjk_ideograph(c) || c.is_alphabetic())
     }
 }
 
