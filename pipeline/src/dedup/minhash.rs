@@ -173,9 +173,8 @@ impl MinHasher {
         let any = SCRATCH.with_borrow_mut(|(items, shingles)| {
             shingles.clear();
             self.shingles(text, chinese, items, shingles);
-            // A minimum over a set: repeated shingles change nothing, so hash each once.
-            shingles.sort_unstable();
-            shingles.dedup();
+            // A minimum: repeated shingles change nothing, and hashing the few repeats costs
+            // less than sorting to remove them did (perf: sorting 2.3% of a full run).
             lower_signature(&mut signature, &self.multipliers, &self.offsets, shingles);
             !shingles.is_empty()
         });

@@ -61,6 +61,9 @@ pub fn exact_key(text: &str) -> u64 {
             if !c.is_ascii_whitespace() && c != '\u{0B}' {
                 push(&[c.to_ascii_lowercase() as u8], &mut hasher);
             }
+        } else if crate::filters::is_cjk_ideograph(c) {
+            // Not whitespace and its own lower case: no Unicode table lookups.
+            push(c.encode_utf8(&mut buf).as_bytes(), &mut hasher);
         } else if !c.is_whitespace() {
             for l in c.to_lowercase() {
                 push(l.encode_utf8(&mut buf).as_bytes(), &mut hasher);

@@ -1,10 +1,10 @@
 //! Gopher (MassiveText) quality and repetition rules, Rae et al. 2021, with the thresholds
 //! datatrove uses by default; `chinese()` gives FineWeb-2's cmn_Hani values.
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Verdict, duplicates, is_symbol_word};
+use super::{Analysis, Verdict, duplicates, is_cjk_ideograph, is_symbol_word};
 
 pub const QUALITY_SCORES: [&str; 7] = [
     "gopher_words",
@@ -82,6 +82,10 @@ impl GopherQualityOptions {
         let mut v = Verdict::default();
         // One pass over the words for the word counts, lengths, letters and stop words.
         let (mut n, mut non_symbol_chars, mut with_letter, mut stop_count) = (0, 0, 0, 0);
+        // The stop words as a set for non-ASCII words: comparing each word with every stop
+        // word called memcmp for each one of the same length (most Chinese words and stop
+        // words are one character, three bytes).
+        let stop_words: FxHashSet<&str> = self.stop_words.iter().map(String::as_str).collect();
         for (word, &chars) in doc.words.iter().zip(&doc.word_chars) {
             if !is_symbol_word(word) {
                 n += 1;
@@ -90,7 +94,7 @@ impl GopherQualityOptions {
             if has_letter(word) {
                 with_letter += 1;
             }
-            if self.is_stop_word(word) {
+            if self.is_stop_word(word, &stop_words) {
                 stop_count += 1;
             }
         }
@@ -171,8 +175,9 @@ impl GopherQualityOptions {
     }
 
     /// Whether `word`, lower-cased, is a stop word; lower-cases into a new string only when
-    /// a non-ASCII word has a character that lower-casing changes.
-    fn is_stop_word(&self, word: &str) -> bool {
+    /// a non-ASCII word has a character that lower-casing changes. `stop_words` holds
+    /// `self.stop_words`.
+    fn is_stop_word(&self, word: &str, stop_words: &FxHashSet<&str>) -> bool {
         if word.is_ascii() {
             return self
                 .stop_words
@@ -180,14 +185,16 @@ impl GopherQualityOptions {
                 .any(|s| s.len() == word.len() && s.eq_ignore_ascii_case(word) && is_lower(s));
         }
         let changes = |c: char| {
+            if is_cjk_ideograph(c) {
+                return false;
+            }
             let mut lower = c.to_lowercase();
             !(lower.next() == Some(c) && lower.next().is_none())
         };
         if word.chars().any(changes) {
-            let lower = word.to_lowercase();
-            self.stop_words.contains(&lower)
+            stop_words.contains(word.to_lowercase().as_str())
         } else {
-            self.stop_words.iter().any(|s| s == word)
+            stop_words.contains(word)
         }
     }
 }
@@ -196,7 +203,8 @@ fn has_letter(word: &str) -> bool {
     if word.is_ascii() {
         word.bytes().any(|b| b.is_ascii_alphabetic())
     } else {
-        word.chars().any(char::is_alphabetic)
+        word.chars()
+            .any(|c| is_cjk_ideograph(c) || c.is_alphabetic())
     }
 }
 

@@ -58,7 +58,14 @@ static JIEBA: LazyLock<jieba_rs::Jieba> = LazyLock::new(jieba_rs::Jieba::new);
 
 /// Characters that make a token "only punctuation" for word counts.
 fn is_punct(c: char) -> bool {
-    c.is_ascii_punctuation() || (!c.is_alphanumeric() && !c.is_whitespace())
+    c.is_ascii_punctuation() || (!is_cjk_ideograph(c) && !c.is_alphanumeric() && !c.is_whitespace())
+}
+
+/// CJK unified ideographs (U+4E00 to U+9FFF): alphabetic, not numeric, not whitespace and
+/// unchanged by lower-casing, known without the Unicode tables (a test checks each of them).
+/// Most characters of Chinese text are in this block.
+pub(crate) fn is_cjk_ideograph(c: char) -> bool {
+    ('\u{4E00}'..='\u{9FFF}').contains(&c)
 }
 
 /// Characters in `s`, without decoding when it is ASCII.
@@ -268,5 +275,23 @@ impl FilterOptions {
             });
         }
         (text, outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_cjk_ideograph;
+
+    #[test]
+    fn cjk_ideographs_are_letters_without_case_digits_or_space() {
+        let block: Vec<char> = ('\u{4E00}'..='\u{9FFF}').collect();
+        assert_eq!(block.len(), 0x5200);
+        for c in block {
+            assert!(is_cjk_ideograph(c));
+            assert!(c.is_alphabetic() && c.is_alphanumeric(), "{c:?}");
+            assert!(!c.is_numeric() && !c.is_whitespace(), "{c:?}");
+            assert!(c.to_lowercase().eq([c]), "{c:?}");
+        }
+        assert!(!is_cjk_ideograph('\u{3007}') && !is_cjk_ideograph('a'));
     }
 }
