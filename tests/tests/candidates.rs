@@ -147,8 +147,6 @@ fn generated_candidates_reach_annotators_once() {
             questions,
             "--to-project",
             to,
-            "--k",
-            "2",
             "--max-tokens",
             "24",
             "--temperature",
@@ -161,6 +159,9 @@ fn generated_candidates_reach_annotators_once() {
             "cpu",
         ];
         args.extend_from_slice(extra);
+        if !extra.contains(&"--k") {
+            args.extend_from_slice(&["--k", "2"]);
+        }
         run_bin("trainer", &args, &[("LABELER_TOKEN", token)])
     };
 
@@ -176,6 +177,12 @@ fn generated_candidates_reach_annotators_once() {
     let err = fails(generate(admin, questions, &[]));
     assert!(
         err.contains("kind sft") && err.contains("preference"),
+        "{err}"
+    );
+    // One answer per prompt goes to a rating project, not a comparison.
+    let err = fails(generate(admin, duel, &["--k", "1"]));
+    assert!(
+        err.contains("kind preference") && err.contains("--kind rating"),
         "{err}"
     );
     let err = fails(run_bin(
@@ -442,7 +449,7 @@ fn prelabel_posts_suggestions_that_the_agreement_page_compares() {
     // on a second run, and an SFT project is refused by name.
     eprintln!("{rated}{ranked}");
     assert!(
-        rated.contains("scored 6 item(s) by mean log-prob")
+        rated.contains("scored 6 item(s) by mean log-prob per answer token")
             && rated.contains("3 of 6 thumb(s) up")
             && rated.contains("stored 6"),
         "{rated}"
