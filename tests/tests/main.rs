@@ -1,5 +1,7 @@
 //! End-to-end: the binaries meet through files and HTTP, as users run them.
 
 mod candidates;
+mod demo_files;
 mod end_to_end;
 mod slice;
+mod thumbs_round;
