@@ -12,7 +12,7 @@ use jielong_tests::{LabelerSetup, call, fails, ok, run_bin, serve};
 use serde_json::{Value, json};
 use testkit::tokenizer::{save_bpe, write_pretrain_dataset};
 
-const QUESTIONS: [&str; 5] = [
+pub(crate) const QUESTIONS: [&str; 5] = [
     "what does the cat see?",
     "what does a dog like?",
     "where is the bird?",
@@ -57,7 +57,7 @@ fn chat_dataset(root: &Path) -> PathBuf {
 }
 
 /// Pretrains a tiny model on the chat dataset for `steps`; returns the last checkpoint.
-fn tiny_checkpoint(root: &Path, steps: u64) -> PathBuf {
+pub(crate) fn tiny_checkpoint(root: &Path, steps: u64) -> PathBuf {
     let data = chat_dataset(root);
     let out = root.join("runs/loop");
     let config = root.join("tiny.toml");
@@ -350,7 +350,7 @@ fn generated_candidates_reach_annotators_once() {
 }
 
 /// A blocking PATCH with a JSON body: the status.
-fn patch(url: &str, token: &str, body: &Value) -> u16 {
+pub(crate) fn patch(url: &str, token: &str, body: &Value) -> u16 {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         reqwest::Client::new()

@@ -3,5 +3,6 @@
 mod candidates;
 mod demo_files;
 mod end_to_end;
+mod prelabel_reward;
 mod slice;
 mod thumbs_round;
