@@ -158,11 +158,16 @@ pub fn thumbs_to_kto(demo: &Demo) -> (f64, f64) {
     );
 
     // 4. As scripts/next-round does: every 4th rating held out, the rest tokenized for KTO.
-    let (train, held_out): (Vec<(usize, &Value)>, Vec<(usize, &Value)>) =
-        ratings.iter().enumerate().partition(|(i, _)| i % 4 != 3);
-    let lines = |rows: &[(usize, &Value)]| -> String {
-        rows.iter().map(|(_, r)| r.to_string() + "\n").collect()
+    let part = |held: bool| -> Vec<&Value> {
+        ratings
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (i % 4 == 3) == held)
+            .map(|(_, r)| r)
+            .collect()
     };
+    let (train, held_out) = (part(false), part(true));
+    let lines = |rows: &[&Value]| -> String { rows.iter().map(|r| r.to_string() + "\n").collect() };
     let train_file = run.join("thumbs-train.jsonl");
     std::fs::write(&train_file, lines(&train)).expect("write");
     let unpaired = run.join("round/unpaired");
@@ -215,11 +220,11 @@ pub fn thumbs_to_kto(demo: &Demo) -> (f64, f64) {
             )
         })
         .collect();
-    let score = |model: &Path, rows: &[(usize, &Value)], name: &str| -> Vec<Value> {
+    let score = |model: &Path, rows: &[&Value], name: &str| -> Vec<Value> {
         let input = run.join(format!("{name}-rows.jsonl"));
         let body: String = rows
             .iter()
-            .map(|(_, r)| {
+            .map(|r| {
                 let row = serde_json::json!({"id": r["id"], "prompt": r["prompt"],
                     "answer": r["completion"][0]["content"]});
                 row.to_string() + "\n"
@@ -246,8 +251,8 @@ pub fn thumbs_to_kto(demo: &Demo) -> (f64, f64) {
     };
     let before = margin(&score(demo.aligned, &train, "train-before"), &labels);
     let after = margin(&score(&kto, &train, "train-after"), &labels);
-    let has_both = |rows: &[(usize, &Value)]| {
-        let up = rows.iter().filter(|(_, r)| r["label"] == true).count();
+    let has_both = |rows: &[&Value]| {
+        let up = rows.iter().filter(|r| r["label"] == true).count();
         up > 0 && up < rows.len()
     };
     if has_both(&held_out) {
