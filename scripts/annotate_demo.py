@@ -9,8 +9,9 @@ HTTP API exactly as the browser pages do (next task, submit with an Idempotency-
 SFT items: the annotator writes the reference answer from the prompts file (`meta.reference`),
 and skips every 8th item. Comparisons: the answer closer to the reference (difflib ratio) is
 better; "tie" when the two are equally close, "both_bad" when neither is close; every 10th is
-skipped. Ratings (one answer each): thumbs up when the answer contains the reference fact
-(`meta.reference` without its final full stop, case and spacing ignored), down otherwise;
+skipped. Ratings (one answer each): thumbs up when the answer names the town asked about or
+states its fact (`meta.town`, `meta.fact`: the river, dish, craft or century; a lenient
+stand-in, as the demo's tiny model seldom gets both), down otherwise;
 the aspect named by --aspect (the demo's `correctness`) gets 1-5 from the difflib ratio; every
 12th is skipped. Every action is written to --log, so a test can check that the export holds exactly
 these labels. Only the standard library is used.
@@ -62,14 +63,16 @@ def normalized(text):
     return " ".join(text.lower().split())
 
 
-def thumbs(answer, reference):
-    """(label, correctness 1-5): up when the answer states the reference fact."""
-    fact = normalized(reference).rstrip(".。")
-    label = bool(fact) and fact in normalized(answer)
-    return label, 1 + round(4 * similarity(answer, reference))
+def thumbs(answer, meta):
+    """(label, correctness 1-5): up when the answer names the town asked about or states its
+    fact (the prompt's `meta.town`, `meta.fact`), case and spacing ignored."""
+    said = normalized(answer)
+    label = any(meta.get(k) and normalized(meta[k]) in said for k in ("town", "fact"))
+    return label, 1 + round(4 * similarity(answer, meta["reference"]))
 
 
-def work(base, token, project, references, kind, skip_every, actions, progress, aspect=None):
+def work(base, token, project, references, kind, skip_every, actions, progress, aspect=None,
+         metas=None):
     done = 0
     for n in range(MAX_TASKS):
         status, task = call(base, token, "POST", f"/api/projects/{project}/next")
@@ -91,7 +94,7 @@ def work(base, token, project, references, kind, skip_every, actions, progress, 
                             "answer": reference})
         elif kind == "rating":
             answer = task["answers"][0]["content"]
-            label, correctness = thumbs(answer, reference)
+            label, correctness = thumbs(answer, metas[reference])
             body = {"label": label, "time_spent_ms": 1500 + 29 * n}
             if aspect:
                 body["scores"] = {aspect: correctness}
@@ -131,10 +134,12 @@ def main():
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     references = {}
+    metas = {}  # reference -> the prompt's meta (town, fact)
     with open(args.prompts, encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 row = json.loads(line)
+                metas[row["meta"]["reference"]] = row["meta"]
                 # By id (the SFT items keep it) and by prompt text (comparison items are
                 # named after the labeler's item and the checkpoint that answered).
                 references[row["id"]] = row["meta"]["reference"]
@@ -147,7 +152,7 @@ def main():
         work(base, args.token, args.compare_project, references, "preference", 10, actions, not args.quiet)
     if args.rate_project is not None:
         work(base, args.token, args.rate_project, references, "rating", 12, actions,
-             not args.quiet, args.aspect)
+             not args.quiet, args.aspect, metas)
     if args.log:
         with open(args.log, "w", encoding="utf-8") as f:
             json.dump(actions, f, ensure_ascii=False, indent=1)

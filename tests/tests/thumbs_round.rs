@@ -60,7 +60,7 @@ pub fn thumbs_to_kto(demo: &Demo) -> (f64, f64) {
         "correctness=5: the reference's fact; 1: wrong",
     ]));
 
-    // 1. One answer per prompt from the aligned model, into the rating project.
+    // 1. The aligned model's greedy answer to each prompt, into the rating project.
     ok(run_bin(
         "trainer",
         &[
@@ -75,10 +75,10 @@ pub fn thumbs_to_kto(demo: &Demo) -> (f64, f64) {
             &rate,
             "--k",
             "1",
+            "--temperature",
+            "0",
             "--max-tokens",
             "40",
-            "--seed",
-            "1",
             "--device",
             "cpu",
             "--threads",
@@ -88,7 +88,7 @@ pub fn thumbs_to_kto(demo: &Demo) -> (f64, f64) {
     ));
     assert_eq!(project_items(url, admin, "towns-rate"), 48);
 
-    // 2. Thumbs from the stand-ins: up when the answer states the reference's fact.
+    // 2. Thumbs from the stand-ins: up when the answer names the asked town or its fact.
     let log = run.join("thumbs.json");
     let out = std::process::Command::new("python3")
         .current_dir(&root)
