@@ -3,12 +3,17 @@
 HTTP API exactly as the browser pages do (next task, submit with an Idempotency-Key, skip).
 
     python3 scripts/annotate_demo.py --labeler http://127.0.0.1:8080 --token TOKEN \
-        --sft-project 1 --compare-project 2 --prompts data/demo/prompts.jsonl --log actions.json
+        --sft-project 1 --compare-project 2 [--rate-project 3] --prompts data/demo/prompts.jsonl \
+        --log actions.json
 
 SFT items: the annotator writes the reference answer from the prompts file (`meta.reference`),
 and skips every 8th item. Comparisons: the answer closer to the reference (difflib ratio) is
 better; "tie" when the two are equally close, "both_bad" when neither is close; every 10th is
-skipped. Every action is written to --log, so a test can check that the export holds exactly
+skipped. Ratings (one answer each): thumbs up when the answer names the town asked about or
+states its fact (`meta.town`, `meta.fact`: the river, dish, craft or century; a lenient
+stand-in, as the demo's tiny model seldom gets both), down otherwise;
+the aspect named by --aspect (the demo's `correctness`) gets 1-5 from the difflib ratio; every
+12th is skipped. Every action is written to --log, so a test can check that the export holds exactly
 these labels. Only the standard library is used.
 """
 
@@ -54,7 +59,20 @@ def judge(answers, reference):
     return ("a", "b")[better], better, strength
 
 
-def work(base, token, project, references, kind, skip_every, actions, progress):
+def normalized(text):
+    return " ".join(text.lower().split())
+
+
+def thumbs(answer, meta):
+    """(label, correctness 1-5): up when the answer names the town asked about or states its
+    fact (the prompt's `meta.town`, `meta.fact`), case and spacing ignored."""
+    said = normalized(answer)
+    label = any(meta.get(k) and normalized(meta[k]) in said for k in ("town", "fact"))
+    return label, 1 + round(4 * similarity(answer, meta["reference"]))
+
+
+def work(base, token, project, references, kind, skip_every, actions, progress, aspect=None,
+         metas=None):
     done = 0
     for n in range(MAX_TASKS):
         status, task = call(base, token, "POST", f"/api/projects/{project}/next")
@@ -74,6 +92,15 @@ def work(base, token, project, references, kind, skip_every, actions, progress):
             call(base, token, "POST", f"/api/assignments/{assignment}/submit", body, key)
             actions.append({"project": project, "external_id": external, "action": "answer",
                             "answer": reference})
+        elif kind == "rating":
+            answer = task["answers"][0]["content"]
+            label, correctness = thumbs(answer, metas[reference])
+            body = {"label": label, "time_spent_ms": 1500 + 29 * n}
+            if aspect:
+                body["scores"] = {aspect: correctness}
+            call(base, token, "POST", f"/api/assignments/{assignment}/submit", body, key)
+            actions.append({"project": project, "external_id": external, "action": "thumb",
+                            "label": label, "answer": answer})
         else:
             choice, better, strength = judge(task["answers"], reference)
             body = {"choice": choice, "time_spent_ms": 2000 + 41 * n}
@@ -100,15 +127,19 @@ def main():
     ap.add_argument("--token", required=True, help="an annotator's API token (labeler token create)")
     ap.add_argument("--sft-project", type=int, help="SFT project id: write answers")
     ap.add_argument("--compare-project", type=int, help="preference project id: compare answers")
+    ap.add_argument("--rate-project", type=int, help="rating project id: thumbs up / down")
+    ap.add_argument("--aspect", help="a 1-5 aspect of the rating project to score (correctness)")
     ap.add_argument("--prompts", required=True, help="prompts JSONL with meta.reference")
     ap.add_argument("--log", help="write the actions taken here (JSON)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     references = {}
+    metas = {}  # reference -> the prompt's meta (town, fact)
     with open(args.prompts, encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 row = json.loads(line)
+                metas[row["meta"]["reference"]] = row["meta"]
                 # By id (the SFT items keep it) and by prompt text (comparison items are
                 # named after the labeler's item and the checkpoint that answered).
                 references[row["id"]] = row["meta"]["reference"]
@@ -119,12 +150,15 @@ def main():
         work(base, args.token, args.sft_project, references, "sft", 8, actions, not args.quiet)
     if args.compare_project is not None:
         work(base, args.token, args.compare_project, references, "preference", 10, actions, not args.quiet)
+    if args.rate_project is not None:
+        work(base, args.token, args.rate_project, references, "rating", 12, actions,
+             not args.quiet, args.aspect, metas)
     if args.log:
         with open(args.log, "w", encoding="utf-8") as f:
             json.dump(actions, f, ensure_ascii=False, indent=1)
     counts = {}
     for a in actions:
-        k = a["action"] if a["action"] != "choice" else a["choice"]
+        k = {"choice": a.get("choice"), "thumb": "up" if a.get("label") else "down"}.get(a["action"], a["action"])
         counts[k] = counts.get(k, 0) + 1
     print("labelled: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), file=sys.stderr)
 

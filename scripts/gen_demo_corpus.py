@@ -187,26 +187,28 @@ def zh_doc(rng, t):
 
 def prompts(rng, towns):
     """Instructions about the towns in the labeler's import shape, each with the answer the
-    corpus supports in `meta.reference`."""
+    corpus supports in `meta.reference`, the town asked about (`meta.town`) and the fact the
+    answer states (`meta.fact`: its river, dish, craft or century)."""
     rows = []
     for i, t in enumerate(rng.sample(towns, PROMPTS_PER_LANG)):
         river, mountain = t["river"], t["mountain"]
+        # (question, reference answer, the fact it states)
         en = [
-            (f"Where is {t['en']}?", f"{t['en']} lies on the {river[0]} River, below {mountain[0]} Mountain."),
-            (f"What should I eat in {t['en']}?", f"People in {t['en']} are proud of their {t['dish'][0]}."),
-            (f"What is {t['en']} known for?", f"The workshops of {t['en']} are known for {t['craft'][0]}."),
-            (f"When was {t['en']} founded?", f"The town of {t['en']} was founded in the {t['century'][1]} century."),
+            (f"Where is {t['en']}?", f"{t['en']} lies on the {river[0]} River, below {mountain[0]} Mountain.", f"{river[0]} River"),
+            (f"What should I eat in {t['en']}?", f"People in {t['en']} are proud of their {t['dish'][0]}.", t["dish"][0]),
+            (f"What is {t['en']} known for?", f"The workshops of {t['en']} are known for {t['craft'][0]}.", t["craft"][0]),
+            (f"When was {t['en']} founded?", f"The town of {t['en']} was founded in the {t['century'][1]} century.", f"{t['century'][1]} century"),
         ]
         zh = [
-            (f"{t['zh']}在哪里？", f"{t['zh']}位于{river[1]}河边，在{mountain[1]}山脚下。"),
-            (f"在{t['zh']}应该吃什么？", f"{t['zh']}人最喜欢的菜是{t['dish'][1]}。"),
-            (f"{t['zh']}以什么出名？", f"{t['zh']}的作坊以{t['craft'][1]}出名。"),
-            (f"{t['zh']}是什么时候建的？", f"{t['zh']}建于{t['century'][2]}。"),
+            (f"{t['zh']}在哪里？", f"{t['zh']}位于{river[1]}河边，在{mountain[1]}山脚下。", f"{river[1]}河"),
+            (f"在{t['zh']}应该吃什么？", f"{t['zh']}人最喜欢的菜是{t['dish'][1]}。", t["dish"][1]),
+            (f"{t['zh']}以什么出名？", f"{t['zh']}的作坊以{t['craft'][1]}出名。", t["craft"][1]),
+            (f"{t['zh']}是什么时候建的？", f"{t['zh']}建于{t['century'][2]}。", t["century"][2]),
         ]
-        q, a = en[i % 4]
-        rows.append({"id": f"en-{i:02d}", "prompt": q, "meta": {"lang": "en", "reference": a}})
-        q, a = zh[i % 4]
-        rows.append({"id": f"zh-{i:02d}", "prompt": q, "meta": {"lang": "zh", "reference": a}})
+        q, a, fact = en[i % 4]
+        rows.append({"id": f"en-{i:02d}", "prompt": q, "meta": {"lang": "en", "reference": a, "town": t["en"], "fact": fact}})
+        q, a, fact = zh[i % 4]
+        rows.append({"id": f"zh-{i:02d}", "prompt": q, "meta": {"lang": "zh", "reference": a, "town": t["zh"], "fact": fact}})
     return rows
 
 

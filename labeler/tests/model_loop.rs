@@ -231,7 +231,7 @@ async fn bad_candidate_posts_are_refused_whole() {
     let sft = app.create_project(&admin, "chat", "sft", 1).await;
     let good = json!({"items": [candidate_item("a@c", "Why?")]});
 
-    // Not a preference project.
+    // Not a preference or rating project.
     let response = app
         .post_json(&admin, &format!("/api/projects/{sft}/candidates"), &good)
         .await;
@@ -241,7 +241,7 @@ async fn bad_candidate_posts_are_refused_whole() {
         body["error"]
             .as_str()
             .expect("error")
-            .contains("preference project"),
+            .contains("preference or rating project"),
         "{body}"
     );
 
@@ -298,4 +298,69 @@ async fn bad_candidate_posts_are_refused_whole() {
         404
     );
     assert_eq!(item_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_rating_project_takes_one_answer_per_item() {
+    // Arrange: single answers as `generate-candidates --k 1` posts them.
+    let app = spawn_app().await;
+    let admin = app.add_user("root", Role::Admin).await;
+    let rate = app.create_project(&admin, "thumbs", "rating", 1).await;
+    let path = format!("/api/projects/{rate}/candidates");
+    let single = |id: &str, question: &str| {
+        let mut item = candidate_item(id, question);
+        item["candidates"]
+            .as_array_mut()
+            .expect("array")
+            .truncate(1);
+        item
+    };
+    let body = json!({"source": "trainer generate-candidates",
+                      "items": [single("a@c", "Why?"), single("b@c", "How?")]});
+
+    // Act
+    let first: Value = app
+        .post_json(&admin, &path, &body)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let again: Value = app
+        .post_json(&admin, &path, &body)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let pair = json!({"items": [candidate_item("c@c", "Two?")]});
+    let refused = app.post_json(&admin, &path, &pair).await;
+
+    // Assert
+    assert_eq!(
+        (first["created"].as_i64(), first["skipped"].as_i64()),
+        (Some(2), Some(0)),
+        "{first}"
+    );
+    assert_eq!(
+        (again["created"].as_i64(), again["skipped"].as_i64()),
+        (Some(0), Some(2)),
+        "{again}"
+    );
+    assert_eq!(refused.status(), 400);
+    let refused: Value = refused.json().await.expect("json");
+    assert!(
+        refused["rows"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("exactly 1 candidate"),
+        "{refused}"
+    );
+    let (prompts, _) = all_prompts(&app, &admin, rate, 1000).await;
+    let answers: Vec<&Value> = prompts.iter().map(|p| &p["candidates"]).collect();
+    assert_eq!(
+        answers,
+        [
+            &json!(["first answer to Why?"]),
+            &json!(["first answer to How?"])
+        ]
+    );
 }

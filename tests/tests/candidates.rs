@@ -12,7 +12,7 @@ use jielong_tests::{LabelerSetup, call, fails, ok, run_bin, serve};
 use serde_json::{Value, json};
 use testkit::tokenizer::{save_bpe, write_pretrain_dataset};
 
-const QUESTIONS: [&str; 5] = [
+pub(crate) const QUESTIONS: [&str; 5] = [
     "what does the cat see?",
     "what does a dog like?",
     "where is the bird?",
@@ -57,7 +57,7 @@ fn chat_dataset(root: &Path) -> PathBuf {
 }
 
 /// Pretrains a tiny model on the chat dataset for `steps`; returns the last checkpoint.
-fn tiny_checkpoint(root: &Path, steps: u64) -> PathBuf {
+pub(crate) fn tiny_checkpoint(root: &Path, steps: u64) -> PathBuf {
     let data = chat_dataset(root);
     let out = root.join("runs/loop");
     let config = root.join("tiny.toml");
@@ -147,8 +147,6 @@ fn generated_candidates_reach_annotators_once() {
             questions,
             "--to-project",
             to,
-            "--k",
-            "2",
             "--max-tokens",
             "24",
             "--temperature",
@@ -161,6 +159,9 @@ fn generated_candidates_reach_annotators_once() {
             "cpu",
         ];
         args.extend_from_slice(extra);
+        if !extra.contains(&"--k") {
+            args.extend_from_slice(&["--k", "2"]);
+        }
         run_bin("trainer", &args, &[("LABELER_TOKEN", token)])
     };
 
@@ -176,6 +177,12 @@ fn generated_candidates_reach_annotators_once() {
     let err = fails(generate(admin, questions, &[]));
     assert!(
         err.contains("kind sft") && err.contains("preference"),
+        "{err}"
+    );
+    // One answer per prompt goes to a rating project, not a comparison.
+    let err = fails(generate(admin, duel, &["--k", "1"]));
+    assert!(
+        err.contains("kind preference") && err.contains("--kind rating"),
         "{err}"
     );
     let err = fails(run_bin(
@@ -343,7 +350,7 @@ fn generated_candidates_reach_annotators_once() {
 }
 
 /// A blocking PATCH with a JSON body: the status.
-fn patch(url: &str, token: &str, body: &Value) -> u16 {
+pub(crate) fn patch(url: &str, token: &str, body: &Value) -> u16 {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         reqwest::Client::new()
@@ -442,7 +449,7 @@ fn prelabel_posts_suggestions_that_the_agreement_page_compares() {
     // on a second run, and an SFT project is refused by name.
     eprintln!("{rated}{ranked}");
     assert!(
-        rated.contains("scored 6 item(s) by mean log-prob")
+        rated.contains("scored 6 item(s) by mean log-prob per answer token")
             && rated.contains("3 of 6 thumb(s) up")
             && rated.contains("stored 6"),
         "{rated}"

@@ -3,84 +3,23 @@
 //! pretraining shards -> a tiny model pretrained on the CPU until it beats the unigram
 //! baseline -> the labeler on a real database -> the model's candidate answers posted into
 //! it -> annotators (scripts/annotate_demo.py, over HTTP) write answers, compare, tie and
-//! skip -> export -> sft and preference datasets -> SFT then DPO -> Hugging Face export ->
-//! the aligned model's candidates back in the labeler. Every hand-off is checked: counts,
+//! skip -> export -> sft and preference datasets -> SFT then DPO -> a reward model and a
+//! GRPO step it scores -> thumbs on the aligned model's single answers and KTO on them
+//! (`thumbs_round`) -> Hugging Face export -> the aligned model's candidates back in the
+//! labeler. Every hand-off is checked: counts,
 //! ids and provenance preserved, nothing lost or duplicated between export and shards.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use format::{Dataset, DatasetKind};
-use jielong_tests::{LabelerSetup, call, ok, run_bin, serve, workspace_root};
+use jielong_tests::{LabelerSetup, ok, run_bin, serve, workspace_root};
 use serde_json::Value;
 
-/// A demo config with its `runs/demo` paths moved under `dir`; returns the new file.
-fn demo_config(name: &str, dir: &Path) -> String {
-    let text = std::fs::read_to_string(workspace_root().join("configs").join(name))
-        .unwrap_or_else(|e| panic!("configs/{name}: {e}"));
-    let path = dir.join(name.replace('/', "-"));
-    std::fs::write(
-        &path,
-        text.replace("runs/demo", dir.to_str().expect("utf8")),
-    )
-    .expect("write config");
-    path.to_str().expect("utf8").to_string()
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
-
-/// Every `id_column` value of a dataset, with the manifest's row total.
-fn dataset_ids(dir: &Path, kind: DatasetKind, id_column: &str) -> (Vec<String>, u64) {
-    let dataset = Dataset::open_kind(dir, kind).expect("dataset opens");
-    let mut ids = Vec::new();
-    for i in 0..dataset.num_shards() {
-        let shard = dataset.shard(i).expect("shard");
-        for batch in shard.batches() {
-            let column = batch.strings(id_column).expect("id column");
-            ids.extend(column.iter().map(|v| v.unwrap_or_default().to_string()));
-        }
-    }
-    let rows = dataset.manifest().shards.iter().map(|s| s.rows).sum();
-    (ids, rows)
-}
-
-fn metrics(run: &Path) -> Vec<Value> {
-    read_jsonl(&run.join("metrics.jsonl"))
-}
-
-fn newest_checkpoint(run: &Path) -> PathBuf {
-    let mut steps: Vec<PathBuf> = std::fs::read_dir(run.join("checkpoints"))
-        .expect("checkpoints")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    steps.sort();
-    steps.pop().expect("a checkpoint")
-}
-
-/// Items in a labeler project, from the admin's project list.
-fn project_items(url: &str, token: &str, name: &str) -> i64 {
-    let (status, listed) = call("GET", &format!("{url}/api/projects"), token, None);
-    assert_eq!(status, 200, "{listed}");
-    listed
-        .as_array()
-        .expect("projects")
-        .iter()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p["items"].as_i64())
-        .unwrap_or_else(|| panic!("{name} listed: {listed}"))
-}
+use crate::demo_files::{
+    dataset_ids, demo_config, metrics, newest_checkpoint, project_items, read_json, read_jsonl,
+};
+use crate::thumbs_round::{Demo, thumbs_to_kto};
 
 #[test]
 fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
@@ -481,6 +420,19 @@ fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
             "the reward model scores the answers apart: {line}"
         );
     }
+
+    // 8c. Thumbs up / down on the aligned model's single answers -> KTO from it
+    // (scripts/next-round): thumbs-up answers gain log-probability on thumbs-down ones.
+    let (before, after) = thumbs_to_kto(&Demo {
+        run,
+        labeler: &labeler,
+        url,
+        aligned: &aligned,
+    });
+    assert!(
+        after > before + 0.05,
+        "KTO parts the thumbs: mean log-prob per token, up minus down, {before:.3} -> {after:.3}"
+    );
 
     // 9. The aligned model in Hugging Face format, and its answers back in the labeler.
     let hf = run.join("hf");

@@ -270,10 +270,11 @@ pub struct CandidatesArgs {
     /// Take the prompts of this JSONL file: {"id"?, "prompt": "text" | [{"role", "content"}], "meta"?} per line.
     #[arg(long)]
     prompts: Option<PathBuf>,
-    /// The preference project that receives the comparison items.
+    /// The project that receives the items: a preference project (comparisons of --k
+    /// answers) or, with --k 1, a rating project (one answer to judge).
     #[arg(long, required_unless_present = "dry_run")]
     to_project: Option<i64>,
-    /// Different answers per prompt (2-16).
+    /// Different answers per prompt (2-16; 1 for a rating project).
     #[arg(long, default_value_t = 2)]
     k: usize,
     #[command(flatten)]
@@ -448,10 +449,12 @@ pub enum Command {
     /// Train a reward model (the decoder plus a scalar head on the last token) on a
     /// preference dataset with the Bradley-Terry loss; accuracy on held-out pairs.
     Reward(PostArgs),
-    /// Score (prompt, answer) rows with a reward model: reads JSONL lines
+    /// Score (prompt, answer) rows with a reward model, or with any other checkpoint by the
+    /// mean log-probability per answer token: reads JSONL lines
     /// {"id", "prompt": "text" or [messages], "answer": "text"} and writes {"id", "score"}.
     Score {
-        /// A reward-model checkpoint (or its export-hf directory).
+        /// A reward-model checkpoint, or any checkpoint (mean log-prob per answer token), or
+        /// an export-hf directory.
         #[arg(long)]
         model: PathBuf,
         /// Input JSONL.
@@ -478,7 +481,8 @@ pub enum Command {
         out: PathBuf,
     },
     /// Answer prompts with a checkpoint and post the answers to the labeler as comparison
-    /// items ("which answer is better?"), k different answers per prompt, each with its
+    /// items ("which answer is better?"), k different answers per prompt (or, with --k 1, as
+    /// single answers to a rating project: thumbs up or down), each with its
     /// model, checkpoint id and sampling settings. Prompts come from a labeler project
     /// (--from-project) or a JSONL file (--prompts). Running it again with the same
     /// checkpoint creates nothing new: items are named <prompt>@<checkpoint id>, and prompts

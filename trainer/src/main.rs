@@ -8,7 +8,7 @@ use clap::Parser;
 use trainer::engine::config::Precision;
 use trainer::engine::device::runtime_info;
 use trainer::post::config::Task;
-use trainer::post::{dpo, grpo, kto, reward, sft};
+use trainer::post::{dpo, grpo, kto, reward, score, sft};
 use trainer::pretrain::Trainer;
 
 use crate::cli::{Cli, Command};
@@ -60,7 +60,7 @@ fn main() -> Result<()> {
             output,
             device,
         } => {
-            let report = reward::score_to(&model, &input, output.as_deref(), device.resolve()?)?;
+            let report = score::score_to(&model, &input, output.as_deref(), device.resolve()?)?;
             eprint!("{}", report.render());
             if report.failed > 0 {
                 bail!(

@@ -145,8 +145,34 @@ fn prompts_without_k_different_answers_and_bad_arguments_are_reported() {
     // Greedy cannot give two answers; k is bounded; posting needs a labeler and a token.
     let err = run_err(&["--dry-run", "--temperature", "0"]);
     assert!(err.contains("temperature"), "{err}");
-    let err = run_err(&["--dry-run", "--k", "1"]);
-    assert!(err.contains("--k 1"), "{err}");
+    let err = run_err(&["--dry-run", "--k", "17"]);
+    assert!(err.contains("--k 17"), "{err}");
+    // One answer (for a rating project) may be greedy: one item with one candidate.
+    let single = tmp.path().join("single.jsonl");
+    let single_path = single.to_str().expect("utf8");
+    trainer_ok(
+        &[
+            &base[..],
+            &[
+                "--dry-run",
+                "--k",
+                "1",
+                "--temperature",
+                "0",
+                "--output",
+                single_path,
+            ],
+        ]
+        .concat(),
+    );
+    let single = items(&single);
+    assert_eq!(single.len(), 1);
+    assert_eq!(
+        single[0]["candidates"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        single[0]
+    );
     let err = run_err(&["--to-project", "3"]);
     assert!(err.contains("--token"), "{err}");
     // Without --to-project or --dry-run, clap says what is missing.

@@ -1,6 +1,7 @@
 //! Reward model: on a synthetic preference set with a learnable rule (answers about the red
 //! ball beat answers about the green box) it beats chance clearly on held-out pairs, and
-//! `trainer score` scores (prompt, answer) rows with it.
+//! `trainer score` scores (prompt, answer) rows with it (and with a plain checkpoint, by
+//! mean log-prob).
 
 use crate::chat_data::{base_checkpoint, post_config_toml, preference_dataset, write_config};
 use crate::helpers::{metrics, trainer, trainer_ok};
@@ -100,6 +101,47 @@ fn the_reward_model_beats_chance_on_held_out_pairs_and_scores_rows() {
         scores[1]["score"].as_f64().expect("score"),
     );
     assert!(good > bad, "red ball {good} vs green box {bad}");
+
+    // A checkpoint without a score head scores by mean log-prob per answer token: the
+    // pretrained model finds a sentence of its corpus likelier than scrambled letters.
+    std::fs::write(
+        &input,
+        concat!(
+            "{\"id\": \"corpus\", \"prompt\": \"a dog: tell me.\", \"answer\": \"a dog likes the red ball.\"}\n",
+            "{\"id\": \"noise\", \"prompt\": \"a dog: tell me.\", \"answer\": \"qz vk ebd xo lyr.\"}\n",
+        ),
+    )
+    .expect("write rows");
+    let run = trainer(&[
+        "score",
+        "--model",
+        base.to_str().expect("utf8"),
+        "--input",
+        input.to_str().expect("utf8"),
+        "--output",
+        scored.to_str().expect("utf8"),
+        "--device",
+        "cpu",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("scored 2 rows by mean log-prob per answer token"),
+        "{stderr}"
+    );
+    let logps: Vec<f64> = std::fs::read_to_string(&scored)
+        .expect("scores")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["score"]
+                .as_f64()
+                .expect("score")
+        })
+        .collect();
+    assert!(
+        logps.len() == 2 && logps.iter().all(|l| *l < 0.0) && logps[0] > logps[1] + 0.5,
+        "corpus vs noise: {logps:?}"
+    );
 
     let hf = tmp.path().join("reward-hf");
     trainer_ok(&[

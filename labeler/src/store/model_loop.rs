@@ -1,6 +1,7 @@
 //! The model in the loop: the trainer pages through a project's prompts, answers them with a
-//! checkpoint, and posts the answers back as comparison items with their provenance (model,
-//! checkpoint, sampling settings). Posting is idempotent by item id: the trainer names each
+//! checkpoint, and posts the answers back as comparison items (preference projects) or as
+//! single answers to rate (rating projects) with their provenance (model, checkpoint,
+//! sampling settings). Posting is idempotent by item id: the trainer names each
 //! item `<source>@<checkpoint>`, so generating again for the same prompts and checkpoint
 //! creates nothing new.
 
@@ -81,16 +82,16 @@ pub async fn prompts_page(
     })
 }
 
-/// Checks a candidates post: every item is an import row of a preference project, with an
-/// id (what makes re-posting idempotent) and, on every candidate, the `model` and
-/// `checkpoint` that produced it. Errors name the item by its 1-based position (`line`).
+/// Checks a candidates post: every item is an import row of a preference project (2 or more
+/// candidates) or a rating project (exactly 1), with an id (what makes re-posting
+/// idempotent) and, on every candidate, the `model` and `checkpoint` that produced it. Errors name the item by its 1-based position (`line`).
 pub fn check_candidates(
     project: &Project,
     items: Vec<serde_json::Value>,
 ) -> Result<Vec<NewItem>, StoreError> {
-    if project.kind != ProjectKind::Preference {
+    if !matches!(project.kind, ProjectKind::Preference | ProjectKind::Rating) {
         return Err(StoreError::Invalid(format!(
-            "project {} is an {} project; candidates go to a preference project",
+            "project {} is an {} project; candidates go to a preference or rating project",
             project.name,
             project.kind.as_str()
         )));

@@ -1,4 +1,4 @@
-//! Answering one prompt k times: the sampling settings, the model's provenance (a name and
+//! Answering one prompt k times (k = 1 for a rating project): the sampling settings, the model's provenance (a name and
 //! an id that changes whenever its weights do), and the [`Answerer`] that samples with seeds
 //! derived from (seed, prompt, attempt) until k *different* answers exist.
 
@@ -41,12 +41,12 @@ pub struct CandidateSettings {
 impl CandidateSettings {
     pub fn validate(&self) -> Result<()> {
         ensure!(
-            (2..=16).contains(&self.k),
-            "--k {} must be between 2 and 16 (a comparison needs two answers; the labeler takes at most 16)",
+            (1..=16).contains(&self.k),
+            "--k {} must be between 1 and 16 (1 answer for a rating project, 2 or more for a comparison; the labeler takes at most 16)",
             self.k
         );
         ensure!(
-            self.temperature > 0.0,
+            self.temperature > 0.0 || self.k == 1,
             "--temperature {} samples one answer only (greedy); k different answers need a temperature above 0",
             self.temperature
         );

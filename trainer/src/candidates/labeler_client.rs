@@ -1,7 +1,7 @@
 //! A small blocking client for the labeler's JSON API, as the model in the loop uses it: page
-//! through a project's prompts, and post comparison items with candidates. Crates meet only
-//! through HTTP, so the request and reply shapes are declared here, not shared with the
-//! labeler's code. Every failure says what to change (URL, token, project).
+//! through a project's prompts, and post items with candidates (comparisons, or single
+//! answers to rate). Crates meet only through HTTP, so the request and reply shapes are
+//! declared here, not shared with the labeler's code. Every failure says what to change (URL, token, project).
 
 use std::time::Duration;
 
@@ -38,9 +38,16 @@ pub enum LabelerError {
     #[error("the labeler at {url} sent a reply that is not what this trainer expects: {message}")]
     BadReply { url: String, message: String },
     #[error(
-        "project {id} ({name}) is of kind {kind}; candidates go to a preference project (`labeler project create NAME --kind preference`)"
+        "project {id} ({name}) is of kind {kind}; {k} answer(s) per prompt go to {wanted} (`labeler project create NAME --kind {wanted_kind}`)"
     )]
-    NotPreference { id: i64, name: String, kind: String },
+    WrongKind {
+        id: i64,
+        name: String,
+        kind: String,
+        k: usize,
+        wanted: &'static str,
+        wanted_kind: &'static str,
+    },
 }
 
 /// A project as `GET /api/projects` lists it (the fields used here).
@@ -241,14 +248,23 @@ impl LabelerClient {
             })
     }
 
-    /// The project `id`, checked to be a preference project.
-    pub fn preference_project(&self, id: i64) -> Result<Project, LabelerError> {
+    /// The project `id`, checked to take `k` answers per item: a rating project for one
+    /// answer, a preference project for two or more.
+    pub fn candidate_project(&self, id: i64, k: usize) -> Result<Project, LabelerError> {
         let project = self.project(id)?;
-        if project.kind != "preference" {
-            return Err(LabelerError::NotPreference {
+        let (wanted, wanted_kind) = if k == 1 {
+            ("a rating project (one answer to judge)", "rating")
+        } else {
+            ("a preference project (a comparison)", "preference")
+        };
+        if project.kind != wanted_kind {
+            return Err(LabelerError::WrongKind {
                 id,
                 name: project.name,
                 kind: project.kind,
+                k,
+                wanted,
+                wanted_kind,
             });
         }
         Ok(project)

@@ -1,8 +1,9 @@
 //! `trainer generate-candidates`: the model in the loop. Prompts come from a labeler project
 //! (or a JSONL file); each is rendered with the chat template the model was trained with,
 //! answered k times with different seeds until k *different* answers exist, and posted to a
-//! preference project as one comparison item whose candidates carry their provenance (model,
-//! checkpoint id, sampling settings).
+//! preference project as one comparison item (or, with k = 1, to a rating project as one
+//! answer to judge) whose candidates carry their provenance (model, checkpoint id, sampling
+//! settings).
 //!
 //! Re-running is idempotent: an item's id is `<prompt key>@<checkpoint id>` (prompt key
 //! `item-<labeler item id>`, or the file's `id`), prompts whose item the target project
@@ -122,7 +123,7 @@ pub fn run(job: &CandidatesJob, client: Option<&LabelerClient>) -> Result<Candid
     };
     // Cheap checks first: a wrong URL, token or project fails before the model loads.
     if let Some(to) = job.to_project {
-        let project = need_client()?.preference_project(to)?;
+        let project = need_client()?.candidate_project(to, job.settings.k)?;
         tracing::info!(project = project.id, name = %project.name, "posting to");
     }
     let provenance = provenance(&job.model_dir, job.model_name.as_deref())?;

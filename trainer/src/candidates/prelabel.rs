@@ -9,15 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use format::{ChatTemplate, SPECIAL_TOKENS};
-use tch::{Device, Kind};
+use tch::Device;
 
 use crate::candidates::labeler_client::{LabelerClient, Prelabel, PromptRow};
-use crate::engine::config::Precision;
-use crate::io::checkpoint::TOKENIZER_FILE;
-use crate::model::language_model::LanguageModel;
-use crate::model::tokenizer::TextTokenizer;
-use crate::post::data::{self, Sequence};
+use crate::post::score::Scorer;
 
 /// What `trainer prelabel` is asked to do.
 #[derive(Debug, Clone)]
@@ -35,7 +30,7 @@ pub struct PrelabelJob {
 #[derive(Debug, Clone, Default)]
 pub struct PrelabelSummary {
     pub source: String,
-    /// `reward model` or `mean log-prob`.
+    /// `reward model` or `mean log-prob per answer token`.
     pub scoring: &'static str,
     pub items: usize,
     pub thumbs_up: usize,
@@ -62,62 +57,17 @@ impl PrelabelSummary {
     }
 }
 
-/// A reward model or a plain checkpoint, with the chat template of its tokenizer.
-struct Scorer {
-    model: LanguageModel,
-    tokenizer: TextTokenizer,
-    template: ChatTemplate,
-}
-
-impl Scorer {
-    fn load(dir: &Path, device: Device) -> Result<Self> {
-        let (model, _) = crate::io::load::load_dir(dir, device, Precision::Auto)
-            .with_context(|| format!("loading {}", dir.display()))?;
-        let path = dir.join(TOKENIZER_FILE);
-        let tokenizer = TextTokenizer::from_file(&path)?;
-        let special = SPECIAL_TOKENS
-            .iter()
-            .filter_map(|(name, text)| tokenizer.token_id(text).map(|id| (name.to_string(), id)))
-            .collect();
-        let template = ChatTemplate::from_special_tokens(&special)
-            .with_context(|| format!("{} cannot render chats", path.display()))?;
-        Ok(Self {
-            model,
-            tokenizer,
-            template,
+/// The score of each of `row`'s candidates.
+fn candidate_scores(scorer: &Scorer, row: &PromptRow) -> Result<Vec<f64>> {
+    row.candidates
+        .iter()
+        .enumerate()
+        .map(|(i, answer)| {
+            scorer
+                .score(&row.prompt, answer)
+                .with_context(|| format!("candidate {i}"))
         })
-    }
-
-    /// The score of each of `row`'s candidates.
-    fn scores(&self, row: &PromptRow) -> Result<Vec<f64>> {
-        let prompt = self.template.render_prompt(&row.prompt, &self.tokenizer)?;
-        let max = self.model.config().max_position_embeddings as usize;
-        let mut scores = Vec::with_capacity(row.candidates.len());
-        for (i, answer) in row.candidates.iter().enumerate() {
-            let answer = self.template.render_completion(answer, &self.tokenizer)?;
-            let seq = Sequence::prompt_answer(&prompt, &answer);
-            ensure!(
-                seq.ids.len() <= max,
-                "candidate {i}: {} tokens exceed the model's context of {max}",
-                seq.ids.len()
-            );
-            let device = self.model.device();
-            let batch = data::pack(&[&seq], seq.ids.len(), device)?;
-            let score = tch::no_grad(|| -> Result<f64> {
-                if self.model.has_score_head() {
-                    let s = crate::post::reward::sequence_scores(&self.model, &batch)?;
-                    return Ok(f64::try_from(s.f_select(0, 0)?)?);
-                }
-                let logps = crate::post::grpo::token_logps(&self.model, &batch, 1.0)?;
-                let mask = batch.label_target.f_to_kind(Kind::Float)?;
-                let total = f64::try_from(logps.f_mul(&mask)?.f_sum(Kind::Double)?)?;
-                let count = f64::try_from(mask.f_sum(Kind::Double)?)?;
-                Ok(total / count.max(1.0))
-            })?;
-            scores.push(score);
-        }
-        Ok(scores)
-    }
+        .collect()
 }
 
 /// The median of `values` (the mean of the middle two for an even count).
@@ -150,11 +100,7 @@ pub fn run(job: &PrelabelJob, client: &LabelerClient) -> Result<PrelabelSummary>
             .source
             .clone()
             .unwrap_or_else(|| default_source(&job.model_dir)),
-        scoring: if scorer.model.has_score_head() {
-            "reward model"
-        } else {
-            "mean log-prob"
-        },
+        scoring: scorer.scoring(),
         ..PrelabelSummary::default()
     };
     let mut scored = Vec::new();
@@ -163,8 +109,7 @@ pub fn run(job: &PrelabelJob, client: &LabelerClient) -> Result<PrelabelSummary>
             summary.skipped += 1;
             continue;
         }
-        let scores = scorer
-            .scores(row)
+        let scores = candidate_scores(&scorer, row)
             .with_context(|| format!("item {} ({})", row.item_id, row.external_id))?;
         scored.push((row.external_id.clone(), scores));
     }

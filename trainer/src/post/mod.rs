@@ -1,9 +1,10 @@
 //! Post-training on the annotators' data, all through the shared [`crate::engine::Engine`]:
 //! supervised fine-tuning (`sft`), Direct Preference Optimization (`dpo`), KTO on thumbs
-//! up / down (`kto`), online RL (`grpo`, scored by `rewards`) and reward models (`reward`,
-//! which also scores), with their configuration (`config`), their datasets read and packed
-//! (`data`), what the two preference objectives share (`preference`) and where GRPO's
-//! prompts come from (`prompts`).
+//! up / down (`kto`), online RL (`grpo`, scored by `rewards`) and reward models (`reward`;
+//! `score` scores rows with them or with any checkpoint's log-probs), with their
+//! configuration (`config`), their datasets read and packed (`data`), what the two
+//! preference objectives share (`preference`) and where GRPO's prompts come from
+//! (`prompts`).
 //!
 //! This module holds what every post-training command does before its first step: load the
 //! starting model (`init_from`: a checkpoint, a LoRA checkpoint with its base, or an
@@ -20,6 +21,7 @@ pub mod preference;
 pub mod prompts;
 pub mod reward;
 pub mod rewards;
+pub mod score;
 pub mod sft;
 
 use std::collections::BTreeMap;

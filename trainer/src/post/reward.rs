@@ -1,27 +1,20 @@
-//! `trainer reward` and `trainer score`: a reward model is the decoder with a scalar head
+//! `trainer reward`: a reward model is the decoder with a scalar head
 //! (`score.weight`, as `LlamaForSequenceClassification`) read at each sequence's last token.
 //! It trains on preference pairs with the Bradley-Terry loss `-log sigmoid(r_c - r_r)` and
 //! reports accuracy (how often `r_c > r_r`) on held-out pairs: `data.valid`, or else the
-//! pairs whose `pair_id` hashes into `reward.valid_fraction`.
+//! pairs whose `pair_id` hashes into `reward.valid_fraction`. `trainer score` (the `score`
+//! module) scores rows with it.
 
-use std::io::{BufRead, Write};
-use std::path::Path;
-
-use anyhow::{Context, Result, bail};
-use format::{ChatTemplate, Message, Role, SPECIAL_TOKENS};
-use serde::Deserialize;
-use serde_json::json;
+use anyhow::{Result, bail};
 use tch::{Device, Kind, TchError, Tensor};
 
-use crate::engine::config::Precision;
 use crate::engine::seed::splitmix64;
 use crate::engine::{
     Engine, Evaluation, Faults, MicroBatch, MicroStats, NamedSums, Objective, Resume, Summary,
 };
 use crate::model::language_model::LanguageModel;
-use crate::model::tokenizer::TextTokenizer;
 use crate::post::config::{PostConfig, Task};
-use crate::post::data::{self, DrawOrder, PackedBatch, Pair, Sequence};
+use crate::post::data::{self, DrawOrder, PackedBatch, Pair};
 use crate::post::preference::{pack_pairs, pair_evaluation};
 
 /// The score of each packed sequence at its last token, `[sequences]` fp32.
@@ -149,125 +142,4 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summar
     };
     let mut engine = Engine::new(start, resume, faults)?;
     engine.run(&mut objective)
-}
-
-/// A prompt: plain text (one user turn) or messages.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Prompt {
-    Text(String),
-    Messages(Vec<Message>),
-}
-
-/// One `trainer score` input line.
-#[derive(Debug, Deserialize)]
-struct ScoreRow {
-    id: serde_json::Value,
-    prompt: Prompt,
-    answer: String,
-}
-
-/// What `trainer score` did.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ScoreReport {
-    pub scored: usize,
-    /// Lines that could not be read or rendered (each reported with its line number).
-    pub failed: usize,
-}
-
-impl ScoreReport {
-    /// What `trainer score` prints (on standard error: standard output may hold the scores).
-    pub fn render(&self) -> String {
-        format!("scored {} rows, {} failed\n", self.scored, self.failed)
-    }
-}
-
-/// [`score`] into the file `output`, or onto standard output without one.
-pub fn score_to(
-    model_dir: &Path,
-    input: &Path,
-    output: Option<&Path>,
-    device: Device,
-) -> Result<ScoreReport> {
-    let Some(path) = output else {
-        return score(model_dir, input, &mut std::io::stdout(), device);
-    };
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    let report = score(model_dir, input, &mut out, device)?;
-    out.flush()
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(report)
-}
-
-/// Scores every `{"id", "prompt", "answer"}` line of `input` with the reward model in
-/// `model_dir`, writing `{"id", "score"}` lines to `out`. A bad line is reported and
-/// counted, and the others are still scored.
-pub fn score(
-    model_dir: &Path,
-    input: &Path,
-    out: &mut impl Write,
-    device: Device,
-) -> Result<ScoreReport> {
-    let (model, ids) = crate::io::load::load_dir(model_dir, device, Precision::Auto)?;
-    if !model.has_score_head() {
-        bail!(
-            "{} is not a reward model (no score head): train one with `trainer reward`",
-            model_dir.display()
-        );
-    }
-    let tokenizer =
-        TextTokenizer::from_file(&model_dir.join(crate::io::checkpoint::TOKENIZER_FILE))?;
-    let mut special: std::collections::BTreeMap<String, u32> = SPECIAL_TOKENS
-        .iter()
-        .filter_map(|(name, text)| tokenizer.token_id(text).map(|id| (name.to_string(), id)))
-        .collect();
-    // Prompts start with BOS only if the model was trained with it (its directory says).
-    match ids.bos {
-        Some(bos) => special.insert("bos".into(), bos),
-        None => special.remove("bos"),
-    };
-    let template = ChatTemplate::from_special_tokens(&special)
-        .with_context(|| format!("the tokenizer of {}", model_dir.display()))?;
-    let max = model.config().max_position_embeddings as usize;
-    let file =
-        std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
-    let mut report = ScoreReport::default();
-    for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", input.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed = (|| -> Result<(serde_json::Value, Sequence)> {
-            let row: ScoreRow = serde_json::from_str(&line)?;
-            let messages = match row.prompt {
-                Prompt::Text(text) => vec![Message::new(Role::User, text)],
-                Prompt::Messages(messages) => messages,
-            };
-            let prompt = template.render_prompt(&messages, &tokenizer)?;
-            let answer = template.render_completion(&row.answer, &tokenizer)?;
-            let seq = Sequence::prompt_answer(&prompt, &answer);
-            anyhow::ensure!(
-                seq.ids.len() <= max,
-                "{} tokens exceed the model's context of {max}",
-                seq.ids.len()
-            );
-            Ok((row.id, seq))
-        })();
-        match parsed {
-            Ok((id, seq)) => {
-                let batch = data::pack(&[&seq], seq.ids.len(), device)?;
-                let value = tch::no_grad(|| sequence_scores(&model, &batch))?;
-                let value = f64::try_from(value.f_select(0, 0)?)?;
-                writeln!(out, "{}", json!({"id": id, "score": value}))?;
-                report.scored += 1;
-            }
-            Err(err) => {
-                tracing::error!("{}:{}: {err:#}", input.display(), number + 1);
-                report.failed += 1;
-            }
-        }
-    }
-    Ok(report)
 }
