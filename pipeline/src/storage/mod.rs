@@ -96,39 +96,67 @@ pub fn read_small(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Writes a done marker: locally by rename (atomic), remotely with a conditional create, so
-/// of two tasks given the same index only one can claim it.
+/// of two tasks given the same index only one can claim it. Locally the marker must never
+/// outlive what it vouches for: the task's files were each synced before their rename, but a
+/// rename is only durable once its directory is, so the filesystem is synced (`syncfs`, every
+/// directory the task renamed into) before the marker appears, and the marker's directory
+/// after.
 pub fn write_marker(path: &Path, bytes: &[u8]) -> Result<()> {
     if is_remote_path(path) {
         RemoteObject::parse(&path.to_string_lossy())?.create(bytes.to_vec())
     } else {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // A temp name of this writer's own: two processes given the same task write the same
-        // markers.
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
-        let written = std::fs::File::create(&tmp).and_then(|mut f| {
-            std::io::Write::write_all(&mut f, bytes)?;
-            f.sync_all()
-        });
-        written
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .with_context(|| format!("writing {}", path.display()))
+        write_local(path, bytes, true)
     }
 }
 
-/// Writes a small file (a summary), replacing it: locally by rename, remotely in one put.
+/// Writes a small file (a summary, a running or failed marker), replacing it: locally by
+/// rename, remotely in one put.
 pub fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
     if is_remote_path(path) {
         RemoteObject::parse(&path.to_string_lossy())?.put(bytes.to_vec())
     } else {
-        write_marker(path, bytes)
+        write_local(path, bytes, false)
     }
+}
+
+/// Writes `bytes` to a temporary name, syncs it and renames it over `path`; with `durable`,
+/// the filesystem is synced first and the directory after.
+fn write_local(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A temp name of this writer's own: two processes given the same task write the same
+    // markers.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
+    let sync_dir = |whole_filesystem: bool| -> std::io::Result<()> {
+        let handle = std::fs::File::open(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })?;
+        if whole_filesystem {
+            // SAFETY: syncfs only reads the descriptor, which `handle` keeps open.
+            let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&handle)) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        handle.sync_all()
+    };
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()
+    });
+    written
+        .and_then(|()| if durable { sync_dir(true) } else { Ok(()) })
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| if durable { sync_dir(false) } else { Ok(()) })
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Removes a file (local or remote); a missing one is not an error.
