@@ -3,7 +3,9 @@ use hashbrown::HashMap;
 #[cfg(test)]
 use super::LangProfile;
 use super::LangProfileList;
-use super::utils::{TrigramsWithPositions, get_trigrams_with_positions};
+#[cfg(test)]
+use super::utils::get_trigrams_with_positions;
+use super::utils::ranked_trigrams;
 use super::{ARABIC_LANGS, CYRILLIC_LANGS, DEVANAGARI_LANGS, HEBREW_LANGS, LATIN_LANGS};
 use super::{MAX_TOTAL_DISTANCE, MAX_TRIGRAM_DISTANCE, Trigram};
 use crate::Lang;
@@ -69,17 +71,16 @@ fn calculate_scores_in_profiles(
 ) -> RawOutcome {
     let mut lang_distances: Vec<(Lang, u32)> = vec![];
 
-    let TrigramsWithPositions {
-        trigram_positions, ..
-    } = get_trigrams_with_positions(&text.lowercase());
-    let unique_trigrams_count = trigram_positions.len();
+    let ranked = ranked_trigrams(&text.lowercase());
+    let unique_trigrams_count = ranked.len();
 
     // jielong patch: every language's distance from one pass over the text's trigrams
     // through an index of the profiles (the same integers as `calculate_distance` per
     // language, which looked each of a language's 300 trigrams up in the text's map).
     let index = ProfileIndex::of(lang_profile_list);
     let mut sums = vec![0i64; lang_profile_list.len()];
-    for (trigram, &n) in trigram_positions.iter() {
+    for (n, trigram) in ranked.iter().enumerate() {
+        let n = n as u32;
         if let Some(entries) = index.positions.get(trigram) {
             for &(lang_index, i) in entries {
                 // A found trigram costs |n - i| (up to 599) instead of a missing one's 300.
@@ -95,7 +96,7 @@ fn calculate_scores_in_profiles(
         let dist = finish_distance(
             (lang_trigrams.len() as i64 * i64::from(MAX_TRIGRAM_DISTANCE) - sums[lang_index])
                 as u32,
-            &trigram_positions,
+            unique_trigrams_count,
         );
         lang_distances.push(((lang), dist));
     }
@@ -130,12 +131,12 @@ fn calculate_distance(lang_trigrams: LangProfile, text_trigrams: &HashMap<Trigra
         total_dist += dist;
     }
 
-    finish_distance(total_dist, text_trigrams)
+    finish_distance(total_dist, text_trigrams.len())
 }
 
 #[inline]
-fn finish_distance(mut total_dist: u32, text_trigrams: &HashMap<Trigram, u32>) -> u32 {
-    let count = text_trigrams.len() as u32;
+fn finish_distance(mut total_dist: u32, text_trigrams_count: usize) -> u32 {
+    let count = text_trigrams_count as u32;
 
     if MAX_TRIGRAM_DISTANCE > count {
         let delta = MAX_TRIGRAM_DISTANCE - count;
