@@ -46,6 +46,11 @@ pub fn generic_alphabet_calculate_scores(
     // score of each character.
     let mut char_scores = vec![0; chars.len()];
     let mut max_raw_score = 0;
+    // jielong patch: the binary search's answer for each ASCII character, found at its first
+    // use in this text (most characters of a Latin text are ASCII).
+    const UNKNOWN: u32 = u32::MAX;
+    const ABSENT: u32 = u32::MAX - 1;
+    let mut ascii = [UNKNOWN; 128];
     // iterate over the text and scores characters.
     for ch in text.chars() {
         if is_stop_char(ch) {
@@ -54,7 +59,16 @@ pub fn generic_alphabet_calculate_scores(
 
         max_raw_score += 1;
 
-        if let Ok(position) = chars.binary_search(&ch) {
+        let position = if ch.is_ascii() {
+            let slot = &mut ascii[ch as usize];
+            if *slot == UNKNOWN {
+                *slot = chars.binary_search(&ch).map_or(ABSENT, |p| p as u32);
+            }
+            (*slot != ABSENT).then_some(*slot as usize)
+        } else {
+            chars.binary_search(&ch).ok()
+        };
+        if let Some(position) = position {
             // add 2 and remove max_raw_score at the end,
             // to keep the score interval of -max_raw_score..max_raw_score
             char_scores[position] += 2;
