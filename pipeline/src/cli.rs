@@ -204,39 +204,8 @@ pub enum LaunchCommand {
     /// Indexed Job per stage (each later stage's pods first wait for the previous stage's
     /// done markers). Inputs and output must be s3:// paths.
     K8s {
-        /// The pipeline config (dedup off when N > 1).
-        config: PathBuf,
-        /// Tasks (pods) the clean stage is split into.
-        #[arg(long)]
-        tasks: usize,
-        /// At most this many pods of a stage at once (parallelism); 0 = all.
-        #[arg(long, default_value_t = 0)]
-        max_parallel: usize,
-        /// Container image with `pipeline` on its PATH.
-        #[arg(long, default_value = "jielong/pipeline:latest")]
-        image: String,
-        #[arg(long, default_value = "default")]
-        namespace: String,
-        /// Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optionally AWS_REGION,
-        /// AWS_ENDPOINT_URL, AWS_ALLOW_HTTP).
-        #[arg(long, default_value = "jielong-s3")]
-        secret: String,
-        /// CPU cores per pod (request and worker threads).
-        #[arg(long, default_value_t = 4)]
-        cpus: usize,
-        /// Memory per pod (request and limit).
-        #[arg(long, default_value = "8Gi")]
-        memory: String,
-        /// Retries of one task before it counts as failed (backoffLimitPerIndex).
-        #[arg(long, default_value_t = 3)]
-        retries: usize,
-        /// Failed tasks after which a stage's Job stops (maxFailedIndexes; default N/10, >= 1).
-        #[arg(long)]
-        max_failed: Option<usize>,
-        /// Seconds a later stage's pods wait for the stage before it (their init container's
-        /// `status --wait --timeout`) before they fail.
-        #[arg(long, default_value_t = 86_400)]
-        wait_timeout: u64,
+        #[command(flatten)]
+        launch: pipeline::launch::k8s::K8sLaunch,
         /// Write one file per manifest here instead of printing them all.
         #[arg(long)]
         out: Option<PathBuf>,

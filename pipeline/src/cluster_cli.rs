@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use crate::cli::LaunchCommand;
 use pipeline::config::PipelineConfig;
-use pipeline::launch::k8s::{self, K8sLaunch};
+use pipeline::launch::k8s;
 use pipeline::launch::slurm::{self, SlurmLaunch};
 
 pub fn launch(scheduler: LaunchCommand) -> Result<()> {
@@ -43,33 +43,7 @@ pub fn launch(scheduler: LaunchCommand) -> Result<()> {
             }
             println!("submitted jobs {}", slurm::submit(&scripts)?.join(" "));
         }
-        LaunchCommand::K8s {
-            config,
-            tasks,
-            max_parallel,
-            image,
-            namespace,
-            secret,
-            cpus,
-            memory,
-            retries,
-            max_failed,
-            wait_timeout,
-            out,
-        } => {
-            let launch = K8sLaunch {
-                config,
-                tasks,
-                max_parallel,
-                image,
-                namespace,
-                secret,
-                cpus,
-                memory,
-                retries,
-                max_failed,
-                wait_timeout,
-            };
+        LaunchCommand::K8s { launch, out } => {
             let manifests = k8s::manifests(&launch)?;
             match out {
                 Some(dir) => {

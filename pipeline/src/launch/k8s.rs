@@ -21,30 +21,41 @@ use crate::storage::is_remote;
 /// Where the config is mounted in every pod.
 pub const CONFIG_IN_POD: &str = "/etc/jielong/config.toml";
 
-/// What to launch and how.
-#[derive(Debug, Clone)]
+/// What to launch and how (also the arguments of `pipeline launch k8s`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct K8sLaunch {
+    /// The pipeline config.
     pub config: PathBuf,
+    /// Tasks (pods) the clean stage is split into.
+    #[arg(long)]
     pub tasks: usize,
-    /// At most this many pods of a stage at once (`parallelism`); 0 = all N.
+    /// At most this many pods of a stage at once (parallelism); 0 = all.
+    #[arg(long, default_value_t = 0)]
     pub max_parallel: usize,
-    /// The container image; it must have `pipeline` on its PATH.
+    /// Container image with `pipeline` on its PATH.
+    #[arg(long, default_value = "jielong/pipeline:latest")]
     pub image: String,
+    #[arg(long, default_value = "default")]
     pub namespace: String,
-    /// The Secret holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and, optionally,
-    /// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`).
+    /// Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optionally AWS_REGION,
+    /// AWS_ENDPOINT_URL, AWS_ALLOW_HTTP).
+    #[arg(long, default_value = "jielong-s3")]
     pub secret: String,
-    /// CPU cores per pod (the request, and the worker threads).
+    /// CPU cores per pod (request and worker threads).
+    #[arg(long, default_value_t = 4)]
     pub cpus: usize,
-    /// Memory per pod (request and limit), e.g. `16Gi`.
+    /// Memory per pod (request and limit).
+    #[arg(long, default_value = "8Gi")]
     pub memory: String,
-    /// Retries of one index before it counts as failed (`backoffLimitPerIndex`).
+    /// Retries of one task before it counts as failed (backoffLimitPerIndex).
+    #[arg(long, default_value_t = 3)]
     pub retries: usize,
-    /// Failed indexes after which the Job stops (`maxFailedIndexes`); the other indexes run
-    /// on until then. `None`: a tenth of N, at least 1.
+    /// Failed tasks after which a stage's Job stops (maxFailedIndexes; default N/10, >= 1).
+    #[arg(long)]
     pub max_failed: Option<usize>,
-    /// Seconds a later stage's init container waits for the stage before it (`status
-    /// --wait --timeout`) before it fails.
+    /// Seconds a later stage's pods wait for the stage before it (their init container's
+    /// `status --wait --timeout`) before they fail.
+    #[arg(long, default_value_t = 86_400)]
     pub wait_timeout: u64,
 }
 
