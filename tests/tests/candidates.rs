@@ -238,18 +238,7 @@ fn generated_candidates_reach_annotators_once() {
     );
 
     let mut opened = Vec::new();
-    loop {
-        let (status, task) = call(
-            "POST",
-            &format!("{url}/api/projects/{duel}/next"),
-            ann,
-            None,
-        );
-        if status == 204 {
-            break;
-        }
-        assert_eq!(status, 200, "{task}");
-        let assignment = task["assignment_id"].as_i64().expect("assignment");
+    answer_queue(url, ann, duel, |assignment, _| {
         let (status, again) = call(
             "GET",
             &format!("{url}/api/assignments/{assignment}"),
@@ -279,15 +268,9 @@ fn generated_candidates_reach_annotators_once() {
             external.starts_with("item-") && external.contains("@loop/step-60/"),
             "{external}"
         );
-        let (status, reply) = call(
-            "POST",
-            &format!("{url}/api/assignments/{assignment}/submit"),
-            ann,
-            Some(&json!({"choice": "a"})),
-        );
-        assert_eq!(status, 201, "{reply}");
         opened.push(external);
-    }
+        json!({"choice": "a"})
+    });
     assert_eq!(opened.len(), 5);
 
     // The export carries each candidate's provenance.
@@ -363,6 +346,35 @@ pub(crate) fn patch(url: &str, token: &str, body: &Value) -> u16 {
             .status()
             .as_u16()
     })
+}
+
+/// Takes every task of `project`'s queue as the annotator `token`: `answer` gets each
+/// assignment id and task and gives the body to submit. The number of tasks answered.
+pub(crate) fn answer_queue(
+    url: &str,
+    token: &str,
+    project: &str,
+    mut answer: impl FnMut(i64, &Value) -> Value,
+) -> usize {
+    let mut answered = 0;
+    loop {
+        let next = format!("{url}/api/projects/{project}/next");
+        let (status, task) = call("POST", &next, token, None);
+        if status == 204 {
+            return answered;
+        }
+        assert_eq!(status, 200, "{task}");
+        let assignment = task["assignment_id"].as_i64().expect("assignment");
+        let body = answer(assignment, &task);
+        let (status, reply) = call(
+            "POST",
+            &format!("{url}/api/assignments/{assignment}/submit"),
+            token,
+            Some(&body),
+        );
+        assert_eq!(status, 201, "{reply}");
+        answered += 1;
+    }
 }
 
 /// `trainer prelabel` against a live labeler, the agreement API on its suggestions, and
@@ -472,15 +484,8 @@ fn prelabel_posts_suggestions_that_the_agreement_page_compares() {
         &json!({"prelabels": "shown"}),
     );
     assert_eq!(status, 200);
-    let mut answered = 0;
-    loop {
-        let next = format!("{url}/api/projects/{thumbs}/next");
-        let (status, task) = call("POST", &next, ann, None);
-        if status == 204 {
-            break;
-        }
-        assert_eq!(status, 200, "{task}");
-        let assignment = task["assignment_id"].as_i64().expect("assignment");
+    let mut suggested = 0;
+    let answered = answer_queue(url, ann, &thumbs, |assignment, _| {
         let (status, suggestion) = call(
             "GET",
             &format!("{url}/api/assignments/{assignment}/suggestion"),
@@ -489,16 +494,10 @@ fn prelabel_posts_suggestions_that_the_agreement_page_compares() {
         );
         assert_eq!(status, 200, "{suggestion}");
         let model = suggestion["label"].as_bool().expect("a thumb suggested");
-        let human = if answered < 2 { !model } else { model };
-        let (status, reply) = call(
-            "POST",
-            &format!("{url}/api/assignments/{assignment}/submit"),
-            ann,
-            Some(&json!({"label": human})),
-        );
-        assert_eq!(status, 201, "{reply}");
-        answered += 1;
-    }
+        let human = if suggested < 2 { !model } else { model };
+        suggested += 1;
+        json!({"label": human})
+    });
     assert_eq!(answered, 6);
     let (status, agreement) = call(
         "GET",

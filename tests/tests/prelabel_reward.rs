@@ -10,7 +10,7 @@ use std::path::Path;
 use jielong_tests::{LabelerSetup, call, ok, project_id, run_bin, serve};
 use serde_json::{Value, json};
 
-use crate::candidates::{QUESTIONS, patch, tiny_checkpoint};
+use crate::candidates::{QUESTIONS, answer_queue, patch, tiny_checkpoint};
 
 const SUBJECTS: [&str; 5] = ["the cat", "a dog", "the bird", "my friend", "the teacher"];
 const VERBS: [&str; 4] = ["sees", "likes", "finds", "follows"];
@@ -163,18 +163,7 @@ fn a_reward_model_prelabels_by_the_rule_it_learned() {
             &json!({"prelabels": "shown"}),
         );
         assert_eq!(status, 200);
-        loop {
-            let (status, task) = call(
-                "POST",
-                &format!("{url}/api/projects/{project}/next"),
-                ann,
-                None,
-            );
-            if status == 204 {
-                break;
-            }
-            assert_eq!(status, 200, "{task}");
-            let assignment = task["assignment_id"].as_i64().expect("assignment");
+        answer_queue(url, ann, project, |assignment, task| {
             let (status, suggestion) = call(
                 "GET",
                 &format!("{url}/api/assignments/{assignment}/suggestion"),
@@ -209,14 +198,8 @@ fn a_reward_model_prelabels_by_the_rule_it_learned() {
                 task["external_id"].as_str().expect("id").to_string(),
                 (favoured, red.map(|a| a["content"].clone())),
             );
-            let (status, reply) = call(
-                "POST",
-                &format!("{url}/api/assignments/{assignment}/submit"),
-                ann,
-                Some(&body),
-            );
-            assert_eq!(status, 201, "{reply}");
-        }
+            body
+        });
     }
     assert_eq!(suggested.len(), 10, "{suggested:?}");
     for (id, (favoured, red)) in &suggested {
