@@ -1,5 +1,6 @@
 //! What the end-to-end tests read back from a demo run: its configs moved under a test
-//! directory, JSON and JSONL files, dataset ids, metrics, checkpoints and labeler projects.
+//! directory, JSON and JSONL files, dataset ids, metrics, checkpoints and labeler projects;
+//! and the stand-in annotators that fill its projects.
 
 use std::path::{Path, PathBuf};
 
@@ -73,4 +74,23 @@ pub fn project_items(url: &str, token: &str, name: &str) -> i64 {
         .find(|p| p["name"] == name)
         .and_then(|p| p["items"].as_i64())
         .unwrap_or_else(|| panic!("{name} listed: {listed}"))
+}
+
+/// Runs the demo's stand-in annotators (`scripts/annotate_demo.py ARGS --log LOG --quiet`)
+/// and returns the actions they logged.
+pub fn annotate_demo(args: &[&str], log: &Path) -> Value {
+    let log_arg = log.to_str().expect("utf8 path");
+    let out = std::process::Command::new("python3")
+        .current_dir(workspace_root())
+        .arg("scripts/annotate_demo.py")
+        .args(args)
+        .args(["--log", log_arg, "--quiet"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_json(log)
 }

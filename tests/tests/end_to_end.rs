@@ -17,7 +17,8 @@ use jielong_tests::{LabelerSetup, ok, run_bin, serve, workspace_root};
 use serde_json::Value;
 
 use crate::demo_files::{
-    dataset_ids, demo_config, metrics, newest_checkpoint, project_items, read_json, read_jsonl,
+    annotate_demo, dataset_ids, demo_config, metrics, newest_checkpoint, project_items, read_json,
+    read_jsonl,
 };
 use crate::thumbs_round::{Demo, thumbs_to_kto};
 
@@ -151,10 +152,8 @@ fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
 
     // 5. Annotators at work, through the HTTP API.
     let actions_file = run.join("actions.json");
-    let out = std::process::Command::new("python3")
-        .current_dir(&root)
-        .args([
-            "scripts/annotate_demo.py",
+    let actions = annotate_demo(
+        &[
             "--labeler",
             url,
             "--token",
@@ -165,18 +164,9 @@ fn a_corpus_becomes_an_aligned_model_through_the_labeler() {
             compare,
             "--prompts",
             &s(&prompts_file),
-            "--log",
-            &s(&actions_file),
-            "--quiet",
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &actions_file,
     );
-    let actions = read_json(&actions_file);
     let actions = actions.as_array().expect("actions");
     let of = |action: &str| -> Vec<&Value> {
         actions.iter().filter(|a| a["action"] == action).collect()

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use format::DatasetKind;
-use jielong_tests::{LabelerSetup, ok, project_id, run_bin, workspace_root};
+use jielong_tests::{LabelerSetup, ok, project_id, run_bin};
 use serde_json::Value;
 
 use crate::demo_files::{
-    dataset_ids, demo_config, metrics, newest_checkpoint, project_items, read_json, read_jsonl,
+    annotate_demo, dataset_ids, demo_config, metrics, newest_checkpoint, project_items, read_jsonl,
 };
 
 /// Where the end-to-end run stands when the thumbs round starts.
@@ -48,7 +48,6 @@ fn margin(scores: &[Value], labels: &BTreeMap<String, bool>) -> f64 {
 pub fn thumbs_to_kto(demo: &Demo) -> (f64, f64) {
     let (run, url) = (demo.run, demo.url);
     let s = |p: &Path| p.to_str().expect("utf8").to_string();
-    let root = workspace_root();
     let admin = demo.labeler.admin_token.as_str();
     let rate = project_id(&demo.labeler.cli(&[
         "project",
@@ -93,10 +92,8 @@ pub fn thumbs_to_kto(demo: &Demo) -> (f64, f64) {
 
     // 2. Thumbs from the stand-ins: up when the answer names the asked town or its fact.
     let log = run.join("thumbs.json");
-    let out = std::process::Command::new("python3")
-        .current_dir(&root)
-        .args([
-            "scripts/annotate_demo.py",
+    let actions = annotate_demo(
+        &[
             "--labeler",
             url,
             "--token",
@@ -107,18 +104,9 @@ pub fn thumbs_to_kto(demo: &Demo) -> (f64, f64) {
             "correctness",
             "--prompts",
             "data/demo/prompts.jsonl",
-            "--log",
-            &s(&log),
-            "--quiet",
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &log,
     );
-    let actions = read_json(&log);
     let thumbs: Vec<&Value> = actions
         .as_array()
         .expect("actions")
