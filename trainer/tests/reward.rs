@@ -3,6 +3,8 @@
 //! `trainer score` scores (prompt, answer) rows with it (and with a plain checkpoint, by
 //! mean log-prob).
 
+use std::path::Path;
+
 use crate::chat_data::{base_checkpoint, post_config_toml, preference_dataset, write_config};
 use crate::helpers::{metrics, trainer, trainer_ok};
 
@@ -70,17 +72,32 @@ fn the_reward_model_beats_chance_on_held_out_pairs_and_scores_rows() {
     )
     .expect("write rows");
     let scored = tmp.path().join("scores.jsonl");
-    let run = trainer(&[
-        "score",
-        "--model",
-        ckpt.to_str().expect("utf8"),
-        "--input",
-        input.to_str().expect("utf8"),
-        "--output",
-        scored.to_str().expect("utf8"),
-        "--device",
-        "cpu",
-    ]);
+    // `trainer score` of the rows in `input` by `model`, into `scored`; and the scores back.
+    let score = |model: &Path| {
+        trainer(&[
+            "score",
+            "--model",
+            model.to_str().expect("utf8"),
+            "--input",
+            input.to_str().expect("utf8"),
+            "--output",
+            scored.to_str().expect("utf8"),
+            "--device",
+            "cpu",
+        ])
+    };
+    let read_scores = || -> Vec<f64> {
+        std::fs::read_to_string(&scored)
+            .expect("scores")
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["score"]
+                    .as_f64()
+                    .expect("score")
+            })
+            .collect()
+    };
+    let run = score(&ckpt);
     assert!(
         !run.status.success(),
         "a bad row makes the exit status non-zero"
@@ -90,16 +107,9 @@ fn the_reward_model_beats_chance_on_held_out_pairs_and_scores_rows() {
         stderr.contains("rows.jsonl:3: missing field `prompt`"),
         "{stderr}"
     );
-    let scores: Vec<serde_json::Value> = std::fs::read_to_string(&scored)
-        .expect("scores")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let scores = read_scores();
     assert_eq!(scores.len(), 2, "the good rows are still scored");
-    let (good, bad) = (
-        scores[0]["score"].as_f64().expect("score"),
-        scores[1]["score"].as_f64().expect("score"),
-    );
+    let (good, bad) = (scores[0], scores[1]);
     assert!(good > bad, "red ball {good} vs green box {bad}");
 
     // A checkpoint without a score head scores by mean log-prob per answer token: the
@@ -112,32 +122,14 @@ fn the_reward_model_beats_chance_on_held_out_pairs_and_scores_rows() {
         ),
     )
     .expect("write rows");
-    let run = trainer(&[
-        "score",
-        "--model",
-        base.to_str().expect("utf8"),
-        "--input",
-        input.to_str().expect("utf8"),
-        "--output",
-        scored.to_str().expect("utf8"),
-        "--device",
-        "cpu",
-    ]);
+    let run = score(&base);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     assert!(
         stderr.contains("scored 2 rows by mean log-prob per answer token"),
         "{stderr}"
     );
-    let logps: Vec<f64> = std::fs::read_to_string(&scored)
-        .expect("scores")
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).expect("json")["score"]
-                .as_f64()
-                .expect("score")
-        })
-        .collect();
+    let logps = read_scores();
     assert!(
         logps.len() == 2 && logps.iter().all(|l| *l < 0.0) && logps[0] > logps[1] + 0.5,
         "corpus vs noise: {logps:?}"
