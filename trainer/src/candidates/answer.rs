@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use format::{ChatTemplate, SPECIAL_TOKENS};
+use format::ChatTemplate;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -225,18 +225,11 @@ impl Answerer {
             .with_context(|| format!("loading {}", dir.display()))?;
         let tokenizer_path = dir.join(checkpoint::TOKENIZER_FILE);
         let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
-        let mut special: std::collections::BTreeMap<String, u32> = SPECIAL_TOKENS
-            .iter()
-            .filter_map(|(name, text)| tokenizer.token_id(text).map(|id| (name.to_string(), id)))
-            .collect();
         // An answer is cut at any special token the tokenizer has.
-        let specials = special.values().copied().collect();
+        let specials = tokenizer.special_ids().into_values().collect();
         // Prompts start with BOS only if the model was trained with it (its directory says).
-        match ids.bos {
-            Some(bos) => special.insert("bos".into(), bos),
-            None => special.remove("bos"),
-        };
-        let template = ChatTemplate::from_special_tokens(&special)
+        let template = tokenizer
+            .chat_template_for_model(ids.bos)
             .with_context(|| format!("{} cannot render chats", tokenizer_path.display()))?;
         Ok(Self {
             end_of_turn: template.end_of_turn(),

@@ -46,6 +46,26 @@ impl TextTokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The ids of jielong's special tokens (`format::SPECIAL_TOKENS`) this tokenizer has, by
+    /// name.
+    pub fn special_ids(&self) -> std::collections::BTreeMap<String, u32> {
+        format::SPECIAL_TOKENS
+            .iter()
+            .filter_map(|(name, text)| self.token_id(text).map(|id| (name.to_string(), id)))
+            .collect()
+    }
+
+    /// The chat template of this tokenizer's special tokens for a model whose prompts start
+    /// with `bos` (`None`: the model was trained without BOS, whatever the tokenizer has).
+    pub fn chat_template_for_model(&self, bos: Option<u32>) -> Result<format::ChatTemplate> {
+        let mut special = self.special_ids();
+        match bos {
+            Some(bos) => special.insert("bos".into(), bos),
+            None => special.remove("bos"),
+        };
+        Ok(format::ChatTemplate::from_special_tokens(&special)?)
+    }
+
     /// Text of `ids`. With a byte-level tokenizer an unfinished character (at the end, or
     /// before a special token) is dropped instead of becoming U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {

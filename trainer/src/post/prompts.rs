@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use format::{ChatTemplate, SPECIAL_TOKENS, TokenizerInfo};
+use format::{ChatTemplate, TokenizerInfo};
 
 use crate::candidates::labeler_client::LabelerClient;
 use crate::candidates::prompts::{SourcePrompt, prompts_from_file, prompts_from_labeler};
@@ -119,10 +119,7 @@ pub fn read(source: &Path, init_from: &Path) -> Result<Rows<GrpoPrompt>> {
 fn rendered(source: &Path, prompts: &[SourcePrompt], init_from: &Path) -> Result<Rows<GrpoPrompt>> {
     let tokenizer_path = crate::io::checkpoint::resolve_run_dir(init_from)?.join(TOKENIZER_FILE);
     let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
-    let special = SPECIAL_TOKENS
-        .iter()
-        .filter_map(|(name, text)| tokenizer.token_id(text).map(|id| (name.to_string(), id)))
-        .collect();
+    let special = tokenizer.special_ids();
     let template = ChatTemplate::from_special_tokens(&special)
         .with_context(|| format!("{} cannot render chats", tokenizer_path.display()))?;
     let name = source.display();

@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use format::{ChatTemplate, Message, Role, SPECIAL_TOKENS};
+use format::{ChatTemplate, Message, Role};
 use serde::Deserialize;
 use serde_json::json;
 use tch::{Device, Kind};
@@ -33,16 +33,9 @@ impl Scorer {
             .with_context(|| format!("loading {}", dir.display()))?;
         let path = dir.join(TOKENIZER_FILE);
         let tokenizer = TextTokenizer::from_file(&path)?;
-        let mut special: std::collections::BTreeMap<String, u32> = SPECIAL_TOKENS
-            .iter()
-            .filter_map(|(name, text)| tokenizer.token_id(text).map(|id| (name.to_string(), id)))
-            .collect();
         // Prompts start with BOS only if the model was trained with it (its directory says).
-        match ids.bos {
-            Some(bos) => special.insert("bos".into(), bos),
-            None => special.remove("bos"),
-        };
-        let template = ChatTemplate::from_special_tokens(&special)
+        let template = tokenizer
+            .chat_template_for_model(ids.bos)
             .with_context(|| format!("{} cannot render chats", path.display()))?;
         Ok(Self {
             model,
