@@ -190,18 +190,10 @@ impl RemoteObject {
             std::fs::File::create(&partial)
                 .with_context(|| format!("creating {}", partial.display()))?,
         );
-        let mut at = 0u64;
-        while at < size {
-            let end = (at + READ_BLOCK as u64).min(size);
-            let block = rt
-                .block_on(store.get_range(&self.key, at..end))
-                .with_context(|| format!("reading bytes {at}..{end} of {}", self.url))?;
-            READ_REQUESTS.fetch_add(1, Ordering::Relaxed);
-            BYTES_READ.fetch_add(block.len() as u64, Ordering::Relaxed);
-            file.write_all(&block)
-                .with_context(|| format!("writing {}", partial.display()))?;
-            at = end;
-        }
+        self.read_blocks(&store, rt, 0..size, |block| {
+            file.write_all(block)
+                .with_context(|| format!("writing {}", partial.display()))
+        })?;
         file.flush()?;
         drop(file);
         std::fs::rename(&partial, local)
@@ -217,20 +209,36 @@ impl RemoteObject {
         let mut out = Vec::with_capacity(ranges.len());
         for range in ranges {
             let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
-            let mut at = range.start;
-            while at < range.end {
-                let end = (at + READ_BLOCK as u64).min(range.end);
-                let block = rt
-                    .block_on(store.get_range(&self.key, at..end))
-                    .with_context(|| format!("reading bytes {at}..{end} of {}", self.url))?;
-                READ_REQUESTS.fetch_add(1, Ordering::Relaxed);
-                BYTES_READ.fetch_add(block.len() as u64, Ordering::Relaxed);
-                bytes.extend_from_slice(&block);
-                at = end;
-            }
+            self.read_blocks(&store, rt, range.clone(), |block| {
+                bytes.extend_from_slice(block);
+                Ok(())
+            })?;
             out.push(bytes);
         }
         Ok(out)
+    }
+
+    /// Reads `range` in ranged GETs of at most `READ_BLOCK` bytes, counted, handing each block
+    /// to `each` in order.
+    fn read_blocks(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        rt: &tokio::runtime::Runtime,
+        range: Range<u64>,
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut at = range.start;
+        while at < range.end {
+            let end = (at + READ_BLOCK as u64).min(range.end);
+            let block = rt
+                .block_on(store.get_range(&self.key, at..end))
+                .with_context(|| format!("reading bytes {at}..{end} of {}", self.url))?;
+            READ_REQUESTS.fetch_add(1, Ordering::Relaxed);
+            BYTES_READ.fetch_add(block.len() as u64, Ordering::Relaxed);
+            each(&block)?;
+            at = end;
+        }
+        Ok(())
     }
 
     /// The whole object (for small files: markers, summaries).
