@@ -42,6 +42,14 @@ fn one_process(dir: &Path, inputs: &[PathBuf]) -> PathBuf {
     whole
 }
 
+/// The test corpus under `dir` and a split run of it into `dir/split`: (inputs, output, config).
+fn local_split(dir: &Path) -> (Vec<PathBuf>, PathBuf, PipelineConfig) {
+    let inputs = write_corpus(dir);
+    let out = dir.join("split");
+    let split = load(&config(dir, "split", &inputs, &out.display().to_string()));
+    (inputs, out, split)
+}
+
 fn slice(i: usize, n: usize) -> Option<TaskSlice> {
     Some(TaskSlice::new(i, n).expect("slice"))
 }
@@ -252,14 +260,7 @@ fn a_task_killed_mid_run_is_never_taken_for_done() {
 #[test]
 fn two_tasks_given_the_same_index_leave_the_one_process_bytes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inputs = write_corpus(dir.path());
-    let out = dir.path().join("split");
-    let split = load(&config(
-        dir.path(),
-        "split",
-        &inputs,
-        &out.display().to_string(),
-    ));
+    let (inputs, out, split) = local_split(dir.path());
     std::thread::scope(|scope| {
         let twins: Vec<_> = (0..2)
             .map(|_| scope.spawn(|| run_task(&split, false, slice(0, 2))))
@@ -277,14 +278,7 @@ fn two_tasks_given_the_same_index_leave_the_one_process_bytes() {
 #[test]
 fn a_config_changed_between_stages_is_refused_naming_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inputs = write_corpus(dir.path());
-    let out = dir.path().join("split");
-    let split = load(&config(
-        dir.path(),
-        "split",
-        &inputs,
-        &out.display().to_string(),
-    ));
+    let (_, out, split) = local_split(dir.path());
     for i in [0, 1] {
         run_task(&split, false, slice(i, 2)).expect("task");
     }
