@@ -32,12 +32,13 @@ pub enum Command {
         threads: Option<usize>,
         #[command(flatten)]
         task: TaskArgs,
-        /// Which stage of a split run (--tasks N) this task runs: with dedup on, clean
-        /// (read, filter, keys), pairs, components (one task), survivors, then --finish.
+        /// Which stage of a split run (--tasks N) this task runs: clean (read, filter, keys),
+        /// with dedup pairs, components (one task), survivors, with [tokenize.train]
+        /// tokenizer (one task), with [tokenize] tokenize, then --finish.
         #[arg(long, value_enum, default_value = "clean")]
         stage: pipeline::clean::Stage,
         /// After every task of a split run (--tasks N): check their done markers, write
-        /// summary.json over all of them and run [tokenize].
+        /// summary.json over all of them and write [tokenize]'s dataset.
         #[arg(long, requires = "tasks")]
         finish: bool,
     },

@@ -1,5 +1,6 @@
 //! `pipeline launch k8s`: the manifests parse as YAML (read back by PyYAML, an independent
-//! parser; `kubectl apply --dry-run=client` needs an API server, which the tests do not
+//! parser), pass the Kubernetes OpenAPI schemas (`kubernetes-validate --strict`, see
+//! `k8s_schema`; `kubectl apply --dry-run=client` needs an API server, which the tests do not
 //! have) and carry what an Indexed Job needs; and their pods' commands, run here as
 //! Kubernetes would run them (`JOB_COMPLETION_INDEX` per pod, the finish pod's init container
 //! first), give the one-process bytes over the S3 server.
@@ -15,32 +16,7 @@ use pipeline::storage;
 use serde_json::{Value, json};
 
 use crate::cluster::{files, new_bucket, remote_files, s3_endpoint, write_corpus};
-
-/// Every document of a YAML text, read by PyYAML (the project venv's, else python3's).
-fn parse_yaml(text: &str) -> Vec<Value> {
-    let python = std::env::var("JIELONG_VENV")
-        .map(|v| format!("{v}/bin/python"))
-        .unwrap_or_else(|_| "python3".into());
-    let mut child = Command::new(python)
-        .args([
-            "-c",
-            "import sys, json, yaml; json.dump(list(yaml.safe_load_all(sys.stdin)), sys.stdout)",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start python (PyYAML)");
-    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), text.as_bytes())
-        .expect("write yaml");
-    let out = child.wait_with_output().expect("python");
-    assert!(
-        out.status.success(),
-        "PyYAML rejected:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json from python")
-}
+use crate::k8s_schema::{parse_yaml, validate};
 
 #[test]
 fn the_yaml_writer_reads_back_as_the_same_values() {
@@ -67,7 +43,7 @@ fn s3_config(dir: &Path, name: &str, bucket: &str) -> PathBuf {
     path
 }
 
-fn launch(args: &[&str]) -> std::process::Output {
+pub(crate) fn launch(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .args(["launch", "k8s"])
         .args(args)
@@ -102,6 +78,8 @@ fn launch_k8s_writes_indexed_jobs_for_kubectl() {
         .into_iter()
         .collect();
     assert_eq!(names, ["00-config.yaml", "01-clean.yaml", "02-finish.yaml"]);
+    let paths: Vec<PathBuf> = names.iter().map(|n| out.join(n)).collect();
+    validate(&paths).unwrap_or_else(|e| panic!("{e}"));
     let read = |name: &str| {
         let mut docs = parse_yaml(&std::fs::read_to_string(out.join(name)).expect("read"));
         assert_eq!(docs.len(), 1);
@@ -210,6 +188,9 @@ fn launch_k8s_writes_indexed_jobs_for_kubectl() {
     assert!(printed.status.success(), "{printed:?}");
     let docs = parse_yaml(&String::from_utf8_lossy(&printed.stdout));
     assert_eq!(docs, vec![map, clean, finish]);
+    let stdout = dir.path().join("stdout.yaml");
+    std::fs::write(&stdout, &printed.stdout).expect("write");
+    validate(&[stdout]).unwrap_or_else(|e| panic!("{e}"));
 
     // A local output cannot be shared by pods: refused, naming the field.
     let local = dir.path().join("local.toml");
@@ -224,9 +205,19 @@ fn launch_k8s_writes_indexed_jobs_for_kubectl() {
     assert!(err.contains("output.dir = \"out\""), "{err}");
 }
 
+/// The manifest files `launch k8s --out DIR` wrote, in apply order.
+pub(crate) fn manifest_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list manifests")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
 /// Runs a manifest container's command here as its pod would: `pipeline` is this build, the
 /// config is the ConfigMap's copy, and `JOB_COMPLETION_INDEX` is the pod's index.
-fn pod_command(container: &Value, config: &Path, index: usize) -> Command {
+pub(crate) fn pod_command(container: &Value, config: &Path, index: usize) -> Command {
     let args: Vec<String> = container["command"]
         .as_array()
         .expect("command")
@@ -284,6 +275,7 @@ fn k8s_pods_run_in_order_over_s3_and_give_the_local_bytes() {
         out.to_str().expect("utf-8"),
     ]);
     assert!(ran.status.success(), "{ran:?}");
+    validate(&manifest_files(&out)).unwrap_or_else(|e| panic!("{e}"));
     let read = |name: &str| parse_yaml(&std::fs::read_to_string(out.join(name)).expect("read"));
     let map = read("00-config.yaml").remove(0);
     let pod_config = dir.path().join("pod-config.toml");

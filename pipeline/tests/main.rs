@@ -10,6 +10,8 @@ mod filters;
 mod helpers;
 mod inspect;
 mod k8s;
+mod k8s_schema;
+mod k8s_train;
 mod readers;
 mod tokenize;
 mod tokenize_chat;

@@ -264,7 +264,7 @@ pub(super) fn run_remote(
     let dedup_dir = scratch.local.join("work/dedup");
     let mut written = Vec::new();
     let summary = match stage {
-        Stage::Clean | Stage::Tokenize => anyhow::bail!("not a dedup stage"),
+        Stage::Clean | Stage::Tokenizer | Stage::Tokenize => anyhow::bail!("not a dedup stage"),
         Stage::Pairs => {
             let mine = task_partitions(config, task);
             fetch_for_pairs(config, &local, &scratch, task, inputs, &mine)?;

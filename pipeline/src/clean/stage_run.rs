@@ -7,15 +7,17 @@ use anyhow::{Context, Result, bail, ensure};
 
 use super::dedup_tasks::{components, pairs, survivors};
 use super::markers::{claim_marker, done_marker_json, done_or_check, require_stage};
-use super::stages::{Stage, dedups, kept_input, tokenizes_in_tasks};
+use super::stages::{Stage, dedups, kept_input, trains_tokenizer};
 use super::summary::RunSummary;
 use crate::config::PipelineConfig;
 use crate::shard::TaskSlice;
 use crate::task_state::track;
 use crate::tokenize::tasks::tokenize_task;
+use crate::tokenize::train::train_tokenizer;
 
-/// Runs task `task` of `stage` (`clean` is [`super::run_task`]; the components stage is one
-/// task whatever the index, and reads the N of the stages around it from `task`).
+/// Runs task `task` of `stage` (`clean` is [`super::run_task`]; the components and tokenizer
+/// stages are one task whatever the index, and read the N of the stages around it from
+/// `task`).
 pub fn run_stage(
     config: &PipelineConfig,
     stage: Stage,
@@ -31,8 +33,8 @@ pub fn run_stage(
             stage.name()
         );
     };
-    // The components stage is one task whatever the index.
-    let slice = if stage == Stage::Components {
+    // The components and tokenizer stages are one task whatever the index.
+    let slice = if stage.is_single_task() {
         TaskSlice::new(0, 1)?
     } else {
         task
@@ -62,14 +64,32 @@ fn run_tracked(
     let n = task.count();
     let started = std::time::Instant::now();
     let transfers = crate::storage::transfer_totals();
-    let mut summary = if stage == Stage::Tokenize {
+    // The stage whose tasks wrote the kept documents.
+    let kept_by = if dedups(config) { "survivors" } else { "clean" };
+    let mut summary = if stage == Stage::Tokenizer {
+        let train = config
+            .tokenize
+            .as_ref()
+            .and_then(|t| t.train.as_ref().map(|train| (t, train)));
+        let (options, train) = train.context("--stage tokenizer needs [tokenize.train]")?;
+        require_stage(config, kept_by, n, slice)?;
+        // Every kept document (local or in the bucket), as the one-process run trains on;
+        // the tokenizer goes to tokenize.tokenizer, where the tokenize tasks read it.
+        train_tokenizer(
+            &train.config(&kept_input(config), &options.tokenizer),
+            false,
+        )?;
+        RunSummary::default()
+    } else if stage == Stage::Tokenize {
         let options = config
             .tokenize
             .as_ref()
-            .filter(|_| tokenizes_in_tasks(config))
-            .context("--stage tokenize needs [tokenize] without [tokenize.train]")?;
-        let before = if dedups(config) { "survivors" } else { "clean" };
-        require_stage(config, before, n, slice)?;
+            .context("--stage tokenize needs [tokenize]")?;
+        if trains_tokenizer(config) {
+            require_stage(config, "tokenizer", 1, slice)?;
+        } else {
+            require_stage(config, kept_by, n, slice)?;
+        }
         // Its own marker goes to the dataset's directory (for `tokenize --finish`); the one
         // below, in the run's, is what `status` and the next stage read.
         let encoded = tokenize_task(&kept_input(config), options, task)?;

@@ -1,6 +1,8 @@
 //! The stages of a split `clean` run (`pipeline clean --stage`): `clean`, and with dedup on
-//! `pairs`, `components` and `survivors` (see `dedup_tasks`), with `[tokenize]` (a trained
-//! tokenizer) `tokenize` (the kept documents encoded by N tasks), then `--finish`.
+//! `pairs`, `components` and `survivors` (see `dedup_tasks`), with `[tokenize.train]`
+//! `tokenizer` (one task trains the tokenizer on every kept document and writes it to
+//! `tokenize.tokenizer`, local or `s3://`), with `[tokenize]` `tokenize` (the kept documents
+//! encoded by N tasks with that tokenizer), then `--finish`.
 
 use crate::config::{KeptFormat, PipelineConfig};
 use crate::readers::{InputConfig, ReaderOptions};
@@ -16,6 +18,8 @@ pub enum Stage {
     Components,
     /// Kept documents and docs tables per input.
     Survivors,
+    /// `[tokenize.train]`: the tokenizer trained on the kept documents (one task).
+    Tokenizer,
     /// The kept documents encoded for `[tokenize]` (the finish step writes the dataset).
     Tokenize,
 }
@@ -27,8 +31,14 @@ impl Stage {
             Stage::Pairs => "pairs",
             Stage::Components => "components",
             Stage::Survivors => "survivors",
+            Stage::Tokenizer => "tokenizer",
             Stage::Tokenize => "tokenize",
         }
+    }
+
+    /// Whether the stage is one task whatever the split (it reads every task's output).
+    pub fn is_single_task(self) -> bool {
+        matches!(self, Stage::Components | Stage::Tokenizer)
     }
 }
 
@@ -37,10 +47,9 @@ pub fn dedups(config: &PipelineConfig) -> bool {
     config.dedup.exact || config.dedup.minhash.enabled
 }
 
-/// Whether a split run encodes `[tokenize]` in its own stage (local or `s3://` paths; with
-/// `[tokenize.train]` the finish step trains and tokenizes in one process).
-pub fn tokenizes_in_tasks(config: &PipelineConfig) -> bool {
-    config.tokenize.as_ref().is_some_and(|t| t.train.is_none())
+/// Whether a split run trains its tokenizer (`[tokenize.train]`) in the `tokenizer` stage.
+pub fn trains_tokenizer(config: &PipelineConfig) -> bool {
+    config.tokenize.as_ref().is_some_and(|t| t.train.is_some())
 }
 
 /// The kept documents of a clean run, as the input of its `[tokenize]`.
@@ -62,7 +71,10 @@ pub fn stages_of(config: &PipelineConfig) -> Vec<Stage> {
     if dedups(config) {
         stages.extend([Stage::Pairs, Stage::Components, Stage::Survivors]);
     }
-    if tokenizes_in_tasks(config) {
+    if trains_tokenizer(config) {
+        stages.push(Stage::Tokenizer);
+    }
+    if config.tokenize.is_some() {
         stages.push(Stage::Tokenize);
     }
     stages

@@ -134,13 +134,14 @@ fn local_dir(config: &PipelineConfig, task: Option<TaskSlice>) -> std::path::Pat
 }
 
 /// The last stage of a split run: checks that every task's done marker is there, writes
-/// `summary.json` over all of them and, when the config has `[tokenize]`, tokenizes the kept
-/// documents of every task into one dataset.
-pub fn finish(config: &PipelineConfig, tasks: usize, show_progress: bool) -> Result<RunSummary> {
+/// `summary.json` over all of them and, when the config has `[tokenize]`, writes the dataset
+/// from the tokenize stage's encoded documents. (`_show_progress` is kept for the callers:
+/// the finish step has no long loop of its own since the tokenize stage encodes in tasks.)
+pub fn finish(config: &PipelineConfig, tasks: usize, _show_progress: bool) -> Result<RunSummary> {
     let out = &config.output.dir;
     let slice = TaskSlice::new(0, 1)?;
     track(out, "finish", Some(slice), || {
-        let summary = finish_tracked(config, tasks, show_progress)?;
+        let summary = finish_tracked(config, tasks)?;
         // Written over a marker a rerun of `finish` finds (it redoes the summary).
         storage::write_small(
             &out.join(slice.marker("finish")),
@@ -150,11 +151,7 @@ pub fn finish(config: &PipelineConfig, tasks: usize, show_progress: bool) -> Res
     })
 }
 
-fn finish_tracked(
-    config: &PipelineConfig,
-    tasks: usize,
-    show_progress: bool,
-) -> Result<RunSummary> {
+fn finish_tracked(config: &PipelineConfig, tasks: usize) -> Result<RunSummary> {
     let out = &config.output.dir;
     let mut summary = RunSummary::default();
     for task in require_markers(config, "clean", tasks)? {
@@ -175,11 +172,11 @@ fn finish_tracked(
     let summary_path = out.join("summary.json");
     if let Some(options) = &config.tokenize {
         let input = super::stages::kept_input(config);
-        summary.tokenize = Some(if super::stages::tokenizes_in_tasks(config) {
-            crate::tokenize::tasks::tokenize_finish(&input, options, tasks)?
-        } else {
-            crate::tokenize::remote::tokenize_anywhere(&input, options, show_progress)?
-        });
+        // The tokenize stage encoded the kept documents (with the tokenizer stage's
+        // tokenizer under [tokenize.train]): the dataset is written from its files.
+        summary.tokenize = Some(crate::tokenize::tasks::tokenize_finish(
+            &input, options, tasks,
+        )?);
     }
     storage::write_small(&summary_path, &serde_json::to_vec_pretty(&summary)?)?;
     Ok(summary)

@@ -7,7 +7,9 @@
 //! all the manifests can be applied at once and no controller beyond the Job one is needed;
 //! it fails once a task before has stayed failed past Kubernetes' retry of it, or after
 //! `wait_timeout` seconds.
-//! Pods share no disk, so the output (and the inputs) must be in object storage.
+//! Pods share no disk, so the output (and the inputs) must be in object storage; with
+//! `[tokenize.train]` the `tokenizer` stage's pod writes the trained tokenizer to
+//! `tokenize.tokenizer` in the bucket, where the `tokenize` pods read it.
 
 use std::path::{Path, PathBuf};
 
@@ -182,10 +184,13 @@ fn check_remote(config: &PipelineConfig, file: &Path) -> Result<()> {
         local.push(format!("input.paths entry {p:?}"));
     }
     if let Some(t) = &config.tokenize {
-        for (field, p) in [
-            ("tokenize.tokenizer", &t.tokenizer),
-            ("tokenize.output", &t.output),
-        ] {
+        // With [tokenize.train] the tokenizer pod writes it there and the tokenize pods read it.
+        let tokenizer = if t.train.is_some() {
+            "tokenize.tokenizer (where the tokenizer stage writes what [tokenize.train] trains, e.g. s3://BUCKET/OUT/tokenizer.json)"
+        } else {
+            "tokenize.tokenizer"
+        };
+        for (field, p) in [(tokenizer, &t.tokenizer), ("tokenize.output", &t.output)] {
             if !is_remote(&p.to_string_lossy()) {
                 local.push(format!("{field} = {:?}", p.display().to_string()));
             }

@@ -16,7 +16,7 @@ use crate::config::PipelineConfig;
 /// One stage of a split run: an array of `tasks` tasks, each running `pipeline ARGS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageJob {
-    /// `clean`, `pairs`, `components`, `survivors` or `finish`.
+    /// `clean`, `pairs`, `components`, `survivors`, `tokenizer`, `tokenize` or `finish`.
     pub name: String,
     pub tasks: usize,
     /// Whether the stage has one task per task of the run (else one task in all).
@@ -27,7 +27,8 @@ pub struct StageJob {
 
 /// The stages of `config` (at `config_path`) split into `tasks` tasks, in the order they
 /// must run, each after the previous one has succeeded: `clean`, with dedup on `pairs`,
-/// `components` (one task) and `survivors`, then `finish` (one task: summary, tokenize).
+/// `components` (one task) and `survivors`, with `[tokenize.train]` `tokenizer` (one task),
+/// with `[tokenize]` `tokenize`, then `finish` (one task: summary, the dataset).
 pub fn stages(config_path: &Path, config: &PipelineConfig, tasks: usize) -> Vec<StageJob> {
     let base = |extra: &[&str]| -> Vec<String> {
         let mut args = vec!["clean".to_string(), config_path.display().to_string()];
@@ -38,7 +39,7 @@ pub fn stages(config_path: &Path, config: &PipelineConfig, tasks: usize) -> Vec<
     let mut out: Vec<StageJob> = stages_of(config)
         .into_iter()
         .map(|stage| {
-            let one = stage == Stage::Components;
+            let one = stage.is_single_task();
             StageJob {
                 name: stage.name().to_string(),
                 tasks: if one { 1 } else { tasks },

@@ -61,6 +61,22 @@ pub struct TrainTokenizerOptions {
     pub max_word_bytes: u64,
 }
 
+impl TrainTokenizerOptions {
+    /// What `pipeline tokenizer train` is given for these settings: train on `input`, write
+    /// to `output` (local or `s3://`).
+    pub fn config(&self, input: &InputConfig, output: &Path) -> super::train::TokenizerTrainConfig {
+        super::train::TokenizerTrainConfig {
+            inputs: input.paths.clone(),
+            reader: input.reader.clone(),
+            output: output.to_path_buf(),
+            vocab_size: self.vocab_size,
+            min_frequency: self.min_frequency,
+            max_bytes: self.max_bytes,
+            max_word_bytes: self.max_word_bytes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShuffleOptions {
@@ -432,16 +448,7 @@ pub fn tokenize(
 ) -> Result<TokenizeSummary> {
     options.check()?;
     if let Some(train) = &options.train {
-        let config = super::train::TokenizerTrainConfig {
-            inputs: input.paths.clone(),
-            reader: input.reader.clone(),
-            output: options.tokenizer.clone(),
-            vocab_size: train.vocab_size,
-            min_frequency: train.min_frequency,
-            max_bytes: train.max_bytes,
-            max_word_bytes: train.max_word_bytes,
-        };
-        super::train::train_tokenizer(&config, show_progress)?;
+        super::train::train_tokenizer(&train.config(input, &options.tokenizer), show_progress)?;
     }
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     let eos = tokenizer.eos()?;

@@ -1,11 +1,13 @@
 //! `pipeline tokenize` with inputs, tokenizer or output dataset in object storage: remote
 //! inputs are fetched (large ranged reads) into a scratch directory, the dataset is written
 //! there, then uploaded with every `manifest.json` last, so a reader that finds a manifest
-//! finds all its shards.
+//! finds all its shards. With `[tokenize.train]` and an `s3://` tokenizer, the tokenizer is
+//! trained on the staged inputs and uploaded there before encoding.
 
 use anyhow::{Result, bail};
 
 use super::pretrain::{TokenizeOptions, TokenizeSummary, tokenize};
+use super::train::train_tokenizer;
 use crate::readers::{InputConfig, expand_inputs};
 use crate::storage;
 
@@ -20,12 +22,6 @@ pub fn tokenize_anywhere(
     let remote_output = storage::is_remote_path(&options.output);
     if !(remote_inputs || remote_tokenizer || remote_output) {
         return tokenize(input, options, show_progress);
-    }
-    if remote_tokenizer && options.train.is_some() {
-        bail!(
-            "tokenize.tokenizer {} is where [tokenize.train] writes: give a local path",
-            options.tokenizer.display()
-        );
     }
     let manifest = options.output.join("train/manifest.json");
     if remote_output && !options.overwrite && storage::exists(&manifest)? {
@@ -51,6 +47,14 @@ pub fn tokenize_anywhere(
     }
     let mut local = options.clone();
     if remote_tokenizer {
+        if let Some(train) = &options.train {
+            // Trained on the staged inputs and uploaded, then fetched like a given one.
+            train_tokenizer(
+                &train.config(&local_input, &options.tokenizer),
+                show_progress,
+            )?;
+            local.train = None;
+        }
         local.tokenizer = storage::fetch_input(&options.tokenizer, &scratch.join("tokenizer"))?;
     }
     if remote_output {

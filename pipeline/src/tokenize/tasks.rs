@@ -44,12 +44,17 @@ fn encoded_path(options: &TokenizeOptions, index: usize) -> PathBuf {
     options.output.join(format!("work/encoded-{index:05}.bin"))
 }
 
+/// Settings that cannot work split. With `[tokenize.train]` the tasks do not train: the
+/// tokenizer must be there already, trained by a split clean run's `tokenizer` stage.
 fn check(options: &TokenizeOptions) -> Result<()> {
     options.check()?;
-    ensure!(
-        options.train.is_none(),
-        "tokenize --tasks needs a trained tokenizer: train it first (`pipeline tokenizer train`) and remove [tokenize.train]"
-    );
+    if options.train.is_some() {
+        ensure!(
+            storage::exists(&options.tokenizer)?,
+            "tokenize.tokenizer {} does not exist: with [tokenize.train], a split run trains it first in its tokenizer stage (`pipeline clean CONFIG --stage tokenizer --tasks N`)",
+            options.tokenizer.display()
+        );
+    }
     Ok(())
 }
 
@@ -286,11 +291,20 @@ pub fn run_command(
     finish: bool,
     show_progress: bool,
 ) -> Result<TokenizeSummary> {
+    let slice = if finish {
+        None
+    } else {
+        TaskSlice::from_args_or_env(task, tasks)?
+    };
+    ensure!(
+        !(finish || slice.is_some()) || config.tokenize.train.is_none(),
+        "tokenize --tasks needs a trained tokenizer: train it first (`pipeline tokenizer train`) and remove [tokenize.train] (a split `pipeline clean` run trains it in its tokenizer stage)"
+    );
     if finish {
         let tasks = tasks.context("--finish needs --tasks N")?;
         return tokenize_finish(&config.input, &config.tokenize, tasks);
     }
-    match TaskSlice::from_args_or_env(task, tasks)? {
+    match slice {
         Some(task) => tokenize_task(&config.input, &config.tokenize, task),
         None => super::remote::tokenize_anywhere(&config.input, &config.tokenize, show_progress),
     }

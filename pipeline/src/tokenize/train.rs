@@ -5,6 +5,12 @@
 //! [`WordCounts`]). Chinese has no spaces, so every clause is a "word" and most are unique;
 //! without the bound the table (and the trainer's per-character symbols for each entry)
 //! grows with the corpus. `max_bytes` caps how much text is read at all.
+//!
+//! Inputs and output may be `s3://` (a split run's `tokenizer` stage trains on the kept
+//! documents in the bucket and writes the tokenizer there for the `tokenize` pods): remote
+//! inputs are fetched one at a time into a scratch directory, read and removed, so no more
+//! than `max_bytes` of text is fetched beyond one file; a remote output is written in scratch
+//! and uploaded whole (one object, never a partial one).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +25,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use super::fast::ByteLevelSplitter;
 use crate::readers::{ReadEvent, ReaderOptions, expand_inputs, read_file};
+use crate::storage::{self, RemoteObject};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +34,7 @@ pub struct TokenizerTrainConfig {
     pub inputs: Vec<String>,
     #[serde(default)]
     pub reader: ReaderOptions,
-    /// Where to write `tokenizer.json`.
+    /// Where to write `tokenizer.json` (local or `s3://`).
     pub output: PathBuf,
     #[serde(default = "default_vocab_size")]
     pub vocab_size: usize,
@@ -166,6 +173,8 @@ pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Re
     const BATCH: usize = 512;
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<String>>(4);
     let reader_options = config.reader.clone();
+    let scratch = storage::scratch_dir(&format!("tokenizer#{}", config.output.display()));
+    let fetch_to = scratch.join("inputs");
     let reader = std::thread::spawn(move || -> Result<(u64, u64)> {
         let (mut documents, mut bytes) = (0u64, 0u64);
         let mut batch = Vec::with_capacity(BATCH);
@@ -173,7 +182,8 @@ pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Re
             if bytes >= limit {
                 break;
             }
-            read_file(file, &reader_options, &mut |event| {
+            let local = storage::fetch_input(file, &fetch_to)?;
+            read_file(&local, &reader_options, &mut |event| {
                 if let ReadEvent::Document(doc) = event
                     && bytes < limit
                 {
@@ -185,6 +195,9 @@ pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Re
                     }
                 }
             })?;
+            if local != *file {
+                std::fs::remove_file(&local).ok();
+            }
         }
         let _ = sender.send(batch);
         Ok((documents, bytes))
@@ -232,10 +245,20 @@ pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Re
     tokenizer.with_decoder(Some(ByteLevel::default()));
     tokenizer.with_post_processor(Some(ByteLevel::new(false, true, true)));
     tokenizer.add_special_tokens(&specials);
-    if let Some(dir) = config.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let remote = storage::is_remote_path(&config.output);
+    let output = if remote {
+        scratch.join("tokenizer.json")
+    } else {
+        config.output.clone()
+    };
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    save_atomic(&tokenizer, &config.output)?;
+    save_atomic(&tokenizer, &output)?;
+    if remote {
+        RemoteObject::parse(&config.output.to_string_lossy())?.upload(&output)?;
+    }
+    std::fs::remove_dir_all(&scratch).ok();
     Ok(TrainSummary {
         documents,
         bytes,

@@ -1,0 +1,315 @@
+//! `[tokenize.train]` in a split run: the `tokenizer` stage (one task) trains the tokenizer on
+//! every kept document and writes it to `tokenize.tokenizer` (local, or `s3://` for
+//! Kubernetes pods, which share no disk), the `tokenize` tasks encode with it and the finish
+//! step writes the dataset. Run as the Slurm launcher's array tasks on local paths, and as the
+//! Kubernetes manifests' pods over the S3 server, the tokenizer, kept files, docs tables,
+//! token shards and manifest are the one-process run's bytes; a config that cannot work on
+//! Kubernetes is refused naming the field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pipeline::clean::run;
+use pipeline::config::PipelineConfig;
+use pipeline::storage;
+use serde_json::Value;
+
+use crate::cluster::{new_bucket, remote_files, s3_endpoint, write_corpus};
+use crate::cluster_dedup::outputs;
+use crate::k8s::{launch, manifest_files, pod_command};
+use crate::k8s_schema::{parse_yaml, validate};
+
+/// A config with dedup, `[tokenize]` and `[tokenize.train]`; `out`, `tokenizer` and `dataset`
+/// local paths or `s3://` URLs.
+fn train_config(
+    dir: &Path,
+    name: &str,
+    inputs: &[String],
+    out: &str,
+    tokenizer: &str,
+    dataset: &str,
+) -> PathBuf {
+    let text = format!(
+        "[input]\npaths = {inputs:?}\n\n[output]\ndir = \"{out}\"\n\n[run]\nbatch_size = 4\n\n[dedup]\nexact = true\n\n[dedup.minhash]\nenabled = true\n\n[tokenize]\ntokenizer = \"{tokenizer}\"\noutput = \"{dataset}\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n\n[tokenize.train]\nvocab_size = 400\nmin_frequency = 2\n"
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// The one-process run of the config, all local, under `root`: `root/clean` (with the
+/// tokenizer in `root/clean/tokenizer.json`) and `root/dataset`; returns `outputs(root)`.
+fn one_process(dir: &Path, inputs: &[String], root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let at = |p: &str| root.join(p).display().to_string();
+    let path = train_config(
+        dir,
+        "one-process",
+        inputs,
+        &at("clean"),
+        &at("clean/tokenizer.json"),
+        &at("dataset"),
+    );
+    run(&PipelineConfig::load(&path).expect("config"), false).expect("one process");
+    let expected = outputs(root);
+    for file in ["clean/tokenizer.json", "dataset/train/manifest.json"] {
+        assert!(expected.contains_key(file), "{file}: {:?}", expected.keys());
+    }
+    assert!(expected.keys().any(|k| k.ends_with(".arrow")));
+    expected
+}
+
+#[test]
+fn slurm_array_tasks_train_the_tokenizer_in_its_stage_with_the_local_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs: Vec<String> = write_corpus(dir.path())
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let expected = one_process(dir.path(), &inputs, &dir.path().join("local"));
+    for n in [1, 3] {
+        let root = dir.path().join(format!("split-{n}"));
+        let at = |p: &str| root.join(p).display().to_string();
+        let path = train_config(
+            dir.path(),
+            &format!("split-{n}"),
+            &inputs,
+            &at("clean"),
+            &at("clean/tokenizer.json"),
+            &at("dataset"),
+        );
+        let config = PipelineConfig::load(&path).expect("config");
+        // The stages every launcher submits; each array task runs `pipeline ARGS` with its
+        // index in SLURM_ARRAY_TASK_ID, as the sbatch scripts do (last index first).
+        let jobs = pipeline::launch::stages(&path, &config, n);
+        let names: Vec<(&str, usize)> = jobs.iter().map(|j| (j.name.as_str(), j.tasks)).collect();
+        assert_eq!(
+            names,
+            [
+                ("clean", n),
+                ("pairs", n),
+                ("components", 1),
+                ("survivors", n),
+                ("tokenizer", 1),
+                ("tokenize", n),
+                ("finish", 1)
+            ]
+        );
+        for job in &jobs {
+            for index in (0..job.tasks).rev() {
+                let done = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+                    .args(&job.args)
+                    .env("SLURM_ARRAY_TASK_ID", index.to_string())
+                    .env("SLURM_ARRAY_TASK_MIN", "0")
+                    .env("SLURM_ARRAY_TASK_COUNT", job.tasks.to_string())
+                    .output()
+                    .expect("run a task");
+                assert!(
+                    done.status.success(),
+                    "{} task {index} of {n}: {}",
+                    job.name,
+                    String::from_utf8_lossy(&done.stderr)
+                );
+            }
+        }
+        let got = outputs(&root);
+        let differ: Vec<&String> = expected
+            .keys()
+            .chain(got.keys())
+            .filter(|k| got.get(*k) != expected.get(*k))
+            .collect();
+        assert!(differ.is_empty(), "{n} tasks: {differ:?} differ");
+    }
+
+    // The tokenize stage before the tokenizer stage: refused, naming the missing stage.
+    let root = dir.path().join("early");
+    let at = |p: &str| root.join(p).display().to_string();
+    let path = train_config(
+        dir.path(),
+        "early",
+        &inputs,
+        &at("clean"),
+        &at("clean/tokenizer.json"),
+        &at("dataset"),
+    );
+    let config = PipelineConfig::load(&path).expect("config");
+    let jobs = pipeline::launch::stages(&path, &config, 1);
+    for job in jobs.iter().take_while(|j| j.name != "tokenizer") {
+        let ran = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .args(&job.args)
+            .env("SLURM_ARRAY_TASK_ID", "0")
+            .output()
+            .expect("run");
+        assert!(ran.status.success(), "{}", job.name);
+    }
+    let tokenize = jobs.iter().find(|j| j.name == "tokenize").expect("stage");
+    let early = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(&tokenize.args)
+        .env("SLURM_ARRAY_TASK_ID", "0")
+        .output()
+        .expect("run");
+    assert!(!early.status.success());
+    let err = String::from_utf8_lossy(&early.stderr);
+    assert!(
+        err.contains("of stage tokenizer have no done marker"),
+        "{err}"
+    );
+}
+
+/// Every object of the remote directory `url` that `like` names, written under `to` so that
+/// `outputs(to)` reads them like a local run's files (`scratch` holds the downloads).
+fn fetch_like(url: &str, like: &BTreeMap<String, Vec<u8>>, to: &Path, scratch: &Path) {
+    for (rel, bytes) in remote_files(url, like, scratch) {
+        let path = to.join(&rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write");
+    }
+}
+
+#[test]
+fn k8s_pods_train_the_tokenizer_in_the_bucket_and_give_the_local_bytes() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = write_corpus(dir.path());
+    let bucket = new_bucket(&endpoint, "k8strain");
+    let upload = dir.path().join("upload");
+    std::fs::create_dir_all(&upload).expect("mkdir");
+    for input in &inputs {
+        std::fs::copy(input, upload.join(input.file_name().expect("name"))).expect("copy");
+    }
+    storage::upload_dir(&upload, &format!("s3://{bucket}/in"), &[], &[]).expect("upload");
+    // In the order the remote patterns list them.
+    let local_inputs: Vec<String> = ["corpus.jsonl", "more.jsonl", "cc.warc.gz"]
+        .iter()
+        .map(|n| upload.join(n).display().to_string())
+        .collect();
+    let expected = one_process(dir.path(), &local_inputs, &dir.path().join("local"));
+
+    let remote_inputs = [
+        format!("s3://{bucket}/in/*.jsonl"),
+        format!("s3://{bucket}/in/*.warc.gz"),
+    ];
+    let s3 = |p: &str| format!("s3://{bucket}/{p}");
+    let config = train_config(
+        dir.path(),
+        "train",
+        &remote_inputs,
+        &s3("clean"),
+        &s3("clean/tokenizer.json"),
+        &s3("dataset"),
+    );
+    let out = dir.path().join("manifests");
+    let ran = launch(&[
+        config.to_str().expect("utf-8"),
+        "--tasks",
+        "3",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(ran.status.success(), "{ran:?}");
+    let files = manifest_files(&out);
+    validate(&files).unwrap_or_else(|e| panic!("{e}"));
+    let docs: Vec<Value> = files
+        .iter()
+        .map(|f| parse_yaml(&std::fs::read_to_string(f).expect("read")).remove(0))
+        .collect();
+    let pod_config = dir.path().join("pod-config.toml");
+    std::fs::write(
+        &pod_config,
+        docs[0]["data"]["config.toml"].as_str().expect("toml"),
+    )
+    .expect("write");
+    let stages: Vec<(&str, u64)> = docs[1..]
+        .iter()
+        .map(|job| {
+            let stage = job["metadata"]["labels"]["jielong/stage"].as_str();
+            (
+                stage.expect("stage"),
+                job["spec"]["completions"].as_u64().expect("n"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            ("clean", 3),
+            ("pairs", 3),
+            ("components", 1),
+            ("survivors", 3),
+            ("tokenizer", 1),
+            ("tokenize", 3),
+            ("finish", 1)
+        ]
+    );
+    // Every Job in apply order, every pod of it (last index first): its init container
+    // (waiting for the stage before, done by now), then its container.
+    for job in &docs[1..] {
+        let pod = &job["spec"]["template"]["spec"];
+        let completions = job["spec"]["completions"].as_u64().expect("completions") as usize;
+        for index in (0..completions).rev() {
+            let init = pod["initContainers"].as_array().into_iter().flatten();
+            for container in init.chain(pod["containers"].as_array().expect("containers")) {
+                let done = pod_command(container, &pod_config, index)
+                    .output()
+                    .expect("pod");
+                assert!(
+                    done.status.success(),
+                    "{} pod {index}, container {}: {}",
+                    job["metadata"]["name"],
+                    container["name"],
+                    String::from_utf8_lossy(&done.stderr)
+                );
+            }
+        }
+    }
+
+    let got = dir.path().join("got");
+    let like = |prefix: &str| -> BTreeMap<String, Vec<u8>> {
+        crate::cluster::files(&dir.path().join("local").join(prefix))
+    };
+    for part in ["clean", "dataset"] {
+        let scratch = dir.path().join(format!("fetch-{part}"));
+        fetch_like(&s3(part), &like(part), &got.join(part), &scratch);
+    }
+    let got = outputs(&got);
+    let differ: Vec<&String> = expected
+        .keys()
+        .chain(got.keys())
+        .filter(|k| got.get(*k) != expected.get(*k))
+        .collect();
+    assert!(differ.is_empty(), "{differ:?} differ from the local run");
+    // Nothing more in the dataset than the local run wrote (its encoded files removed).
+    for split in ["train", "val"] {
+        let local = storage::list_names(&dir.path().join("local/dataset").join(split));
+        let remote = storage::list_names(Path::new(&s3(&format!("dataset/{split}"))));
+        assert_eq!(remote.expect("list"), local.expect("list"), "{split}");
+    }
+    assert!(
+        storage::list_names(Path::new(&s3("dataset/work")))
+            .expect("list")
+            .is_empty()
+    );
+    let state =
+        pipeline::status::status(&PipelineConfig::load(&config).expect("c"), None).expect("status");
+    assert!(state.stages.iter().all(|s| s.is_done()), "{state:?}");
+
+    // The tokenizer must be where the pods can reach it: a local one is refused, naming it.
+    let local_tokenizer = train_config(
+        dir.path(),
+        "local-tokenizer",
+        &remote_inputs,
+        &s3("other"),
+        "tokenizer.json",
+        &s3("other-dataset"),
+    );
+    let refused = launch(&[local_tokenizer.to_str().expect("utf-8"), "--tasks", "2"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("tokenize.tokenizer (where the tokenizer stage writes")
+            && err.contains("= \"tokenizer.json\""),
+        "{err}"
+    );
+}
