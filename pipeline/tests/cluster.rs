@@ -356,15 +356,14 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = write_corpus(dir.path());
-    let tokenizer = trained_tokenizer(dir.path(), &inputs[0]);
+    // [tokenize.train]: the tokenizer stage trains it on the kept documents (local paths).
     let config = |name: &str| {
         let text = format!(
-            "[input]\npaths = {:?}\n\n[output]\ndir = \"{name}/clean\"\n\n[dedup]\nexact = false\n\n[dedup.minhash]\nenabled = false\n\n[tokenize]\ntokenizer = \"{}\"\noutput = \"{name}/dataset\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n",
+            "[input]\npaths = {:?}\n\n[output]\ndir = \"{name}/clean\"\n\n[dedup]\nexact = false\n\n[dedup.minhash]\nenabled = false\n\n[tokenize]\ntokenizer = \"{name}/tokenizer.json\"\noutput = \"{name}/dataset\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n\n[tokenize.train]\nvocab_size = 400\n",
             inputs
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>(),
-            tokenizer.display()
         );
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).expect("write config");
@@ -376,11 +375,12 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
     loaded.output.dir = dir.path().join("local/clean");
     if let Some(t) = loaded.tokenize.as_mut() {
         t.output = dir.path().join("local/dataset");
+        t.tokenizer = dir.path().join("local/tokenizer.json");
     }
     run(&loaded, false).expect("local run");
 
-    // 3 tasks, at most 2 at once, arrays of at most 2: two clean pieces, two tokenize pieces
-    // (the kept documents encoded), then finish (the dataset written).
+    // 3 tasks, at most 2 at once, arrays of at most 2: two clean pieces, the tokenizer (one
+    // task), two tokenize pieces (the kept documents encoded), then finish (the dataset).
     let cluster = config("cluster");
     let launched = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .current_dir(dir.path())
@@ -409,7 +409,7 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
         .split(' ')
         .map(String::from)
         .collect();
-    assert_eq!(ids.len(), 5, "{stdout}");
+    assert_eq!(ids.len(), 6, "{stdout}");
     let started = std::time::Instant::now();
     loop {
         let queue = std::process::Command::new("squeue")
@@ -454,4 +454,8 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
     let expected = shards(&dir.path().join("local/dataset"));
     assert!(!expected.is_empty());
     assert_eq!(shards(&out.join("dataset")), expected);
+    assert_eq!(
+        std::fs::read(out.join("tokenizer.json")).expect("the tokenizer stage's"),
+        std::fs::read(dir.path().join("local/tokenizer.json")).expect("the local run's")
+    );
 }
