@@ -11,7 +11,7 @@ use pipeline::config::PipelineConfig;
 use pipeline::readers::{InputConfig, ReaderOptions};
 use pipeline::shard::TaskSlice;
 use pipeline::storage;
-use pipeline::tokenize::pretrain::TokenizeOptions;
+use pipeline::tokenize::pretrain::{TokenizeOptions, TrainTokenizerOptions};
 use pipeline::tokenize::remote::tokenize_anywhere;
 
 use crate::helpers::{corpus, good_english, trained_tokenizer, warc};
@@ -232,6 +232,46 @@ fn clean_and_tokenize_over_s3_give_the_local_bytes() {
     );
     assert_eq!(remote_files(&ds_url, &shards, &scratch), shards);
     assert!(storage::exists(Path::new(&format!("{ds_url}/train/manifest.json"))).expect("head"));
+
+    // With [tokenize.train] the tokenizer is trained first: on s3://, from the staged kept
+    // files, and uploaded to its s3:// path; the same tokenizer and shards as locally.
+    let train = |tokenizer: PathBuf, output: PathBuf| TokenizeOptions {
+        train: Some(TrainTokenizerOptions {
+            vocab_size: 400,
+            min_frequency: 2,
+            max_bytes: 1 << 30,
+            max_word_bytes: 100_000_000,
+        }),
+        ..options(tokenizer, output)
+    };
+    let (local_tok, local_ds) = (dir.path().join("trained.json"), dir.path().join("trained"));
+    tokenize_anywhere(
+        &input(vec![format!("{}/kept/*.jsonl.zst", local_out.display())]),
+        &train(local_tok.clone(), local_ds.clone()),
+        false,
+    )
+    .expect("local train and tokenize");
+    let (tok_url, ds_url) = (
+        format!("s3://{bucket}/trained/tokenizer.json"),
+        format!("s3://{bucket}/trained/dataset"),
+    );
+    tokenize_anywhere(
+        &input(vec![format!("{out_url}/kept/")]),
+        &train(PathBuf::from(&tok_url), PathBuf::from(&ds_url)),
+        false,
+    )
+    .expect("s3 train and tokenize");
+    let trained = storage::read_small(Path::new(&tok_url)).expect("the uploaded tokenizer");
+    assert_eq!(trained, std::fs::read(&local_tok).expect("local tokenizer"));
+    let shards: BTreeMap<String, Vec<u8>> = files(&local_ds)
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(".arrow") || k.ends_with("tokenizer.json"))
+        .collect();
+    assert!(shards.keys().any(|k| k.ends_with(".arrow")));
+    assert_eq!(
+        remote_files(&ds_url, &shards, &scratch.join("trained")),
+        shards
+    );
 }
 
 #[test]
