@@ -35,7 +35,7 @@ use crate::model::tokenizer::TextTokenizer;
 use crate::post::config::{GrpoSettings, PostConfig, Task};
 use crate::post::data::{self, DrawOrder, PackedBatch, Sequence};
 use crate::post::prompts::{self, GrpoPrompt};
-use crate::post::rewards::{Answer, Rewards};
+use crate::post::rewards::{self, Answer, Rewards};
 use crate::post::sampled::SamplingMask;
 
 /// Advantages of one group's rewards: GRPO's normalised ones or RLOO's leave-one-out.
@@ -285,7 +285,7 @@ impl Objective for Grpo {
             let g = self.settings.group_size.min(r.answers.len());
             let mut text = format!("{}\n", r.answers[0].prompt);
             for (a, reward) in r.answers[..g].iter().zip(&r.rewards) {
-                text.push_str(&format!("[{reward:.3}] {}\n", a.text));
+                text.push_str(&format!("[{}] {}\n", rewards::shown(*reward), a.text));
             }
             self.last_group = Some(text);
         }
