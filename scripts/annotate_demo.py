@@ -74,6 +74,9 @@ def thumbs(answer, meta):
 def work(base, token, project, references, kind, skip_every, actions, progress, aspect=None,
          metas=None):
     done = 0
+    # A progress line rewritten in place ("\r") only on a terminal: in a log each rewrite
+    # would be kept.
+    live = sys.stderr.isatty()
     for n in range(MAX_TASKS):
         status, task = call(base, token, "POST", f"/api/projects/{project}/next")
         if status == 204 or task is None:
@@ -114,10 +117,11 @@ def work(base, token, project, references, kind, skip_every, actions, progress, 
                 action["rejected"] = task["answers"][1 - better]["content"]
             actions.append(action)
         done += 1
-        if progress:
+        if progress and live:
             print(f"\r  {kind}: {done} labelled", end="", file=sys.stderr, flush=True)
     if progress:
-        print(file=sys.stderr)
+        # On a terminal this ends the progress line; in a log it is the project's one line.
+        print("" if live else f"  {kind}: {done} labelled", file=sys.stderr)
     return done
 
 

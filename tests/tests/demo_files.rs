@@ -79,18 +79,23 @@ pub fn project_items(url: &str, token: &str, name: &str) -> i64 {
 /// Runs the demo's stand-in annotators (`scripts/annotate_demo.py ARGS --log LOG --quiet`)
 /// and returns the actions they logged.
 pub fn annotate_demo(args: &[&str], log: &Path) -> Value {
+    let mut quiet = args.to_vec();
+    quiet.push("--quiet");
+    annotate_demo_with_stderr(&quiet, log).0
+}
+
+/// Runs the stand-in annotators (`scripts/annotate_demo.py ARGS --log LOG`, stderr a pipe)
+/// and returns the actions they logged and what they wrote on stderr.
+pub fn annotate_demo_with_stderr(args: &[&str], log: &Path) -> (Value, String) {
     let log_arg = log.to_str().expect("utf8 path");
     let out = std::process::Command::new("python3")
         .current_dir(workspace_root())
         .arg("scripts/annotate_demo.py")
         .args(args)
-        .args(["--log", log_arg, "--quiet"])
+        .args(["--log", log_arg])
         .output()
         .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    read_json(log)
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (read_json(log), stderr)
 }

@@ -271,3 +271,38 @@ fn a_model_from_before_bos_generates_and_exports_without_it() {
         }
     }
 }
+
+/// A prompt that already starts with the BOS text (`<|bos|>`, which encodes to the BOS id)
+/// gets no second BOS: its ids, and so its output, are those of the bare prompt, from a
+/// checkpoint and from its export.
+#[test]
+fn a_prompt_that_starts_with_the_bos_text_gets_one_bos() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let texts: Vec<String> = (0..LINES).map(line).collect();
+    let tokenizer = tmp.path().join("tokenizer.json");
+    save_bpe(&tokenizer, texts.iter().map(String::as_str), 400);
+    let data = tmp.path().join("data");
+    write_dataset(&data, &tokenizer, true);
+    let ckpt = pretrain_steps(tmp.path(), "bos-text", &data, 5);
+    let hf = tmp.path().join("bos-text-hf");
+    export(&ckpt, &hf);
+    let generate = |dir: &Path, prompt: &str| {
+        let params = SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            max_tokens: 4,
+            seed: 0,
+            stop_token: None,
+        };
+        generate_from_dir(dir, prompt, params, true, Device::Cpu, Precision::Fp32)
+            .expect("generate")
+    };
+    for dir in [&ckpt, &hf] {
+        let bare = generate(dir, &pair(0));
+        assert_eq!(bare.prompt_ids.first(), Some(&5), "{}", dir.display());
+        let marked = generate(dir, &format!("{}{}", format::BOS_TOKEN, pair(0)));
+        assert_eq!(marked.prompt_ids, bare.prompt_ids, "{}", dir.display());
+        assert_eq!(marked.tokens, bare.tokens, "{}", dir.display());
+    }
+}

@@ -120,3 +120,44 @@ fn post_training_presets_parse_and_bad_fields_are_named() {
         "{stderr}"
     );
 }
+
+/// `data.doc_start_fraction` (pretraining's) in a post-training config is refused with the
+/// field, the command and (from the command line) the file named, not silently ignored.
+#[test]
+fn post_training_configs_refuse_doc_start_fraction() {
+    use trainer::post::config::{PostConfig, Task};
+    for (name, task) in [
+        ("sft-tiny.toml", Task::Sft),
+        ("dpo-tiny.toml", Task::Dpo),
+        ("reward-tiny.toml", Task::Reward),
+        ("kto-tiny.toml", Task::Kto),
+        ("grpo-tiny.toml", Task::Grpo),
+    ] {
+        let text = std::fs::read_to_string(preset(name)).expect("preset");
+        PostConfig::parse(&text, task).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let with = text.replacen("[data]\n", "[data]\ndoc_start_fraction = 0.5\n", 1);
+        assert_ne!(with, text, "{name} has a [data] section");
+        let err = format!(
+            "{:#}",
+            PostConfig::parse(&with, task).expect_err("doc_start_fraction")
+        );
+        assert!(
+            err.contains("data.doc_start_fraction applies to `trainer pretrain` only")
+                && err.contains(&format!("this {} config", task.as_str())),
+            "{name}: {err}"
+        );
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("sft-with-windows.toml");
+    let text = std::fs::read_to_string(preset("sft-tiny.toml")).expect("preset");
+    std::fs::write(
+        &path,
+        text.replacen("[data]\n", "[data]\ndoc_start_fraction = 0.0\n", 1),
+    )
+    .expect("write");
+    let stderr = crate::helpers::trainer_err(&["sft", "--config", path.to_str().expect("utf8")]);
+    assert!(
+        stderr.contains("sft-with-windows.toml") && stderr.contains("data.doc_start_fraction"),
+        "{stderr}"
+    );
+}

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 use testkit::tokenizer::{save_bpe, write_pretrain_dataset};
 use trainer::engine::config::Precision;
 use trainer::io::load::load_dir;
@@ -13,6 +13,9 @@ use trainer::model::language_model::LanguageModel;
 use trainer::model::sample::{SamplingParams, generate, generate_text, pick_token};
 use trainer::model::tokenizer::TextTokenizer;
 use trainer::model::utf8::{ByteVocab, TokenBytes, Utf8State, byte_level_char_bytes};
+use trainer::post::data::{Sequence, pack};
+use trainer::post::grpo::token_logps;
+use trainer::post::sampled::SamplingMask;
 
 use crate::helpers::{Phrasebook, tiny_config_toml, trainer_ok};
 use crate::model::small_model;
@@ -213,6 +216,88 @@ fn a_random_model_sampling_chinese_writes_valid_utf8_only_with_the_mask() {
         "only {invalid_without} of 40 invalid"
     );
     println!("{invalid_without}/40 invalid unmasked; {dropped_tails} unfinished tails dropped");
+}
+
+/// GRPO takes a sampled answer's log-probs under the distribution the sampler drew it from,
+/// which with a byte-level tokenizer is masked as well as tempered. Answers sampled from a
+/// random model and packed together as in a rollout: each token's log-prob is the sampler's
+/// own, `log_softmax(row / T)` of the masked next-token row of a plain forward pass over the
+/// prompt and the answer so far. Without the mask they are off (the masked tokens carry mass).
+#[test]
+fn grpo_log_probs_of_sampled_answers_follow_the_utf8_mask() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = chinese_tokenizer(tmp.path(), 330);
+    let tokenizer = TextTokenizer::from_file(&path).expect("tokenizer");
+    let vocab = tokenizer.byte_vocab().expect("byte-level");
+    let mut config = small_model(false);
+    config.vocab_size = i64::from(tokenizer.vocab_size());
+    let lm = LanguageModel::new(&config, Device::Cpu, Kind::Float, 3).expect("model");
+    let prompt = tokenizer.encode("我的朋友").expect("encode");
+    let temperature = 1.5;
+    let answers: Vec<Vec<u32>> = (0..3)
+        .map(|seed| {
+            let p = SamplingParams {
+                max_tokens: 12,
+                ..params(temperature, 0, 1.0, seed)
+            };
+            generate_text(&lm, &prompt, &p, true, Some(vocab))
+                .expect("sample")
+                .tokens
+        })
+        .collect();
+    let seqs: Vec<Sequence> = answers
+        .iter()
+        .map(|a| Sequence::prompt_answer(&prompt, a))
+        .collect();
+    let packed = pack(&seqs.iter().collect::<Vec<_>>(), 256, Device::Cpu).expect("pack");
+    let mask = SamplingMask::new(&packed, vocab, config.vocab_size).expect("mask");
+    let logps = |mask: Option<&SamplingMask>| -> Vec<f64> {
+        let t = token_logps(&lm, &packed, temperature, mask).expect("log-probs");
+        Vec::<f64>::try_from(t.reshape([-1]).to_kind(Kind::Double)).expect("host")
+    };
+    let (masked, unmasked) = (logps(Some(&mask)), logps(None));
+
+    let (mut offset, mut masking_steps, mut gap) = (0, 0, 0.0f64);
+    for answer in &answers {
+        let mut state = Utf8State::Between;
+        for (i, &token) in answer.iter().enumerate() {
+            let ids: Vec<i64> = prompt
+                .iter()
+                .chain(&answer[..i])
+                .map(|&t| i64::from(t))
+                .collect();
+            let logits = lm
+                .forward(&Tensor::from_slice(&ids).unsqueeze(0), 0, None)
+                .expect("forward");
+            let mut row =
+                Vec::<f32>::try_from(logits.select(1, ids.len() as i64 - 1).squeeze_dim(0))
+                    .expect("row");
+            vocab.mask(state, &mut row);
+            masking_steps += usize::from(row.contains(&f32::NEG_INFINITY));
+            let scaled: Vec<f64> = row.iter().map(|&l| f64::from(l) / temperature).collect();
+            let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let log_total = scaled.iter().map(|l| (l - max).exp()).sum::<f64>().ln() + max;
+            let expected = scaled[token as usize] - log_total;
+            let cell = offset + prompt.len() - 1 + i;
+            assert!(
+                (masked[cell] - expected).abs() < 1e-3,
+                "answer token {i}: GRPO {} vs sampler {expected}",
+                masked[cell]
+            );
+            gap = gap.max((unmasked[cell] - expected).abs());
+            state = vocab.advance(state, token);
+        }
+        offset += prompt.len() + answer.len();
+    }
+    println!("the mask acted at {masking_steps} steps; unmasked log-probs off by up to {gap:.3}");
+    assert!(
+        masking_steps >= 10,
+        "the mask acted at {masking_steps} steps"
+    );
+    assert!(
+        gap > 0.05,
+        "unmasked log-probs within {gap} of the sampler's"
+    );
 }
 
 #[test]

@@ -222,8 +222,8 @@ pub struct TextGeneration {
 }
 
 /// Loads a checkpoint or a Hugging Face export from `dir` (see [`crate::io::load::load_dir`]) and continues
-/// `prompt`, after the model's BOS id when it has one (as every training document starts);
-/// generation stops at the model's EOS id.
+/// `prompt`, after the model's BOS id when it has one (as every training document starts;
+/// once, also when the prompt starts with `<|bos|>`); generation stops at the model's EOS id.
 pub fn generate_from_dir(
     dir: &Path,
     prompt: &str,
@@ -235,8 +235,7 @@ pub fn generate_from_dir(
     let (model, ids) = crate::io::load::load_dir(dir, device, precision)?;
     let eos = ids.eos;
     let tokenizer = TextTokenizer::from_file(&dir.join(crate::io::checkpoint::TOKENIZER_FILE))?;
-    let mut prompt_ids: Vec<u32> = ids.bos.into_iter().collect();
-    prompt_ids.extend(tokenizer.encode(prompt)?);
+    let mut prompt_ids = tokenizer.encode_prompt(prompt, ids.bos)?;
     if prompt_ids.is_empty() {
         // Without BOS an empty prompt starts a fresh document as after an EOS in the
         // training stream.

@@ -36,6 +36,17 @@ impl TextTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// The ids of a plain-text prompt for a model whose texts start with `bos`: BOS, then the
+    /// text's ids, where a text that already starts with the BOS token's text (`<|bos|>`,
+    /// which encodes to the BOS id) keeps its own BOS instead of getting a second one.
+    pub fn encode_prompt(&self, text: &str, bos: Option<u32>) -> Result<Vec<u32>> {
+        let ids = self.encode(text)?;
+        Ok(match bos {
+            Some(bos) if ids.first() != Some(&bos) => std::iter::once(bos).chain(ids).collect(),
+            _ => ids,
+        })
+    }
+
     /// Tokens in the vocabulary, special tokens included.
     pub fn vocab_size(&self) -> u32 {
         u32::try_from(self.inner.get_vocab_size(true)).unwrap_or(u32::MAX)

@@ -42,7 +42,8 @@ impl Utf8State {
         Utf8State::AfterF4,
     ];
 
-    fn index(self) -> usize {
+    /// Its place in [`Utf8State::ALL`].
+    pub fn index(self) -> usize {
         self as usize
     }
 
@@ -148,6 +149,11 @@ impl ByteVocab {
                 *l = f32::NEG_INFINITY;
             }
         }
+    }
+
+    /// The ids [`ByteVocab::mask`] sets to -inf after `state`.
+    pub fn banned(&self, state: Utf8State) -> &[u32] {
+        &self.banned[state.index()]
     }
 
     /// Whether `id` may come after `state`.

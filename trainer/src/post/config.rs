@@ -233,7 +233,11 @@ pub struct PostSettings {
     pub grpo: Option<GrpoSettings>,
 }
 
-/// A `trainer sft|dpo|reward` configuration file.
+/// Fields of `[data]` that only pretraining reads: a post-training config that sets one is
+/// refused rather than silently ignored.
+const PRETRAIN_ONLY_DATA_FIELDS: [&str; 1] = ["doc_start_fraction"];
+
+/// A `trainer sft|dpo|reward|kto|grpo` configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostConfig {
@@ -270,6 +274,18 @@ impl PostConfig {
 
     pub fn parse(text: &str, task: Task) -> Result<Self> {
         let config: PostConfig = toml::from_str(text)?;
+        // `[data]` shares pretraining's fields, where `doc_start_fraction` has a default, so
+        // the parsed value cannot say whether it was set: look in the file's own table.
+        let table: toml::Table = toml::from_str(text)?;
+        if let Some(field) = PRETRAIN_ONLY_DATA_FIELDS
+            .iter()
+            .find(|f| table.get("data").and_then(|d| d.get(**f)).is_some())
+        {
+            bail!(
+                "data.{field} applies to `trainer pretrain` only (post-training rows are whole examples); remove it from this {} config",
+                task.as_str()
+            );
+        }
         config.validate(task)?;
         Ok(config)
     }

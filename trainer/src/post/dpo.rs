@@ -312,6 +312,65 @@ pub fn reference_cache_dir(configured: Option<&Path>, config: &PostConfig) -> Pa
     })
 }
 
+/// The reference log-probabilities of a run's training set and of its validation set.
+#[derive(Debug)]
+pub(crate) struct RunReferences {
+    pub train: Tensor,
+    pub valid: Option<Tensor>,
+    /// Forward passes this run made to fill the caches (0 when every one was read).
+    pub forward_passes: u64,
+    /// The training set's cache file.
+    pub cache: PathBuf,
+}
+
+/// The reference log-probabilities of `train` and `valid` for a `trainer dpo` or `kto` run,
+/// cached in `cache_dir` (the configured one, else [`reference_cache_dir`]) and read or
+/// computed once for the job ([`for_job`]), in batches of the job's global batch so they are
+/// the same to the last bit whatever the number of ranks; logged as a `reference` line.
+pub(crate) fn run_references(
+    engine: &mut Engine,
+    config: &PostConfig,
+    post: &PostSettings,
+    cache_dir: Option<&Path>,
+    train: &Rows<Pair>,
+    valid: Option<&Rows<Pair>>,
+) -> Result<RunReferences> {
+    let cache_dir = reference_cache_dir(cache_dir, config);
+    let row_len = config.data.seq_len as usize;
+    let per_batch = config.train.micro_batch_size as usize
+        * config.train.grad_accum as usize
+        * engine.world_size() as usize;
+    let (model, parallel) = (engine.model(), engine.parallel());
+    let of = |rows: &Rows<Pair>| {
+        for_job(parallel, || {
+            reference(model, post, &cache_dir, rows, row_len, per_batch)
+        })
+    };
+    let train_ref = of(train)?;
+    let mut passes = train_ref.forward_passes;
+    let valid = match valid {
+        Some(rows) => {
+            let r = of(rows)?;
+            passes += r.forward_passes;
+            Some(r.logps)
+        }
+        None => None,
+    };
+    engine.log(json!({
+        "kind": "reference",
+        "step": engine.step(),
+        "reference_forward_passes": passes,
+        "cached": passes == 0,
+        "cache": train_ref.cache.display().to_string(),
+    }))?;
+    Ok(RunReferences {
+        train: train_ref.logps,
+        valid,
+        forward_passes: passes,
+        cache: train_ref.cache,
+    })
+}
+
 /// `trainer dpo`: aligns `config.init_from` to the preferences in `config.data.train`.
 pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<DpoSummary> {
     let (train, valid) = data::read_datasets(&config.data, data::read_preferences)?;
@@ -322,50 +381,29 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<DpoSum
     }
     let post = start.post.clone().context("dpo runs have post settings")?;
     let settings = post.dpo.clone().unwrap_or_default();
-    let cache_dir = reference_cache_dir(settings.cache_dir.as_deref(), config);
-    let (row_len, per_micro) = (config.data.seq_len as usize, config.train.micro_batch_size);
     let mut engine = Engine::new(start, resume, faults)?;
-    let model = engine.model();
-    // Reference batches of the job's global batch: the same log-probabilities (to the last
-    // bit) whatever the number of ranks.
-    let per_batch =
-        per_micro as usize * config.train.grad_accum as usize * engine.world_size() as usize;
-    let parallel = engine.parallel();
-    let train_ref = for_job(parallel, || {
-        reference(model, &post, &cache_dir, &train, row_len, per_batch)
-    })?;
-    let mut passes = train_ref.forward_passes;
-    let valid = match valid {
-        Some(rows) => {
-            let r = for_job(parallel, || {
-                reference(model, &post, &cache_dir, &rows, row_len, per_batch)
-            })?;
-            passes += r.forward_passes;
-            Some((rows, r.logps))
-        }
-        None => None,
-    };
+    let refs = run_references(
+        &mut engine,
+        config,
+        &post,
+        settings.cache_dir.as_deref(),
+        &train,
+        valid.as_ref(),
+    )?;
     let mut objective = Dpo {
         order: DrawOrder::new(train.rows.len(), config.data.order, config.train.seed),
         train,
-        train_reference: train_ref.logps,
-        valid,
-        row_len,
-        per_micro,
+        train_reference: refs.train,
+        valid: valid.zip(refs.valid),
+        row_len: config.data.seq_len as usize,
+        per_micro: config.train.micro_batch_size,
         beta: settings.beta,
-        device: model.device(),
+        device: engine.model().device(),
     };
-    engine.log(json!({
-        "kind": "reference",
-        "step": engine.step(),
-        "reference_forward_passes": passes,
-        "cached": passes == 0,
-        "cache": train_ref.cache.display().to_string(),
-    }))?;
     let summary = engine.run(&mut objective)?;
     Ok(DpoSummary {
         summary,
-        reference_forward_passes: passes,
-        cache: train_ref.cache,
+        reference_forward_passes: refs.forward_passes,
+        cache: refs.cache,
     })
 }

@@ -5,7 +5,9 @@
 //! mean of the others). Per answer token the loss is
 //! `-(min(ρ A, clip(ρ, 1 ± ε) A) - β KL)` with `ρ` the policy ratio to the sampling policy
 //! and `KL = exp(ref - π) - (ref - π) - 1` (k3) to the reference model, every log-prob taken
-//! at the sampling temperature (logits / temperature, as TRL); tokens are averaged
+//! under the distribution the answer was sampled from: at the sampling temperature (logits /
+//! temperature, as TRL) and, with a byte-level tokenizer, with the tokens the sampler masked
+//! to keep the text valid UTF-8 masked ([`SamplingMask`]); tokens are averaged
 //! per answer and answers over the step. With `updates_per_generation = k` (TRL's
 //! `num_iterations`) a generation's answers serve k consecutive optimizer steps: `ρ` moves
 //! away from 1 after the first and the clip starts to bite.
@@ -33,7 +35,8 @@ use crate::model::tokenizer::TextTokenizer;
 use crate::post::config::{GrpoSettings, PostConfig, Task};
 use crate::post::data::{self, DrawOrder, PackedBatch, Sequence};
 use crate::post::prompts::{self, GrpoPrompt};
-use crate::post::rewards::{Answer, Rewards};
+use crate::post::rewards::{self, Answer, Rewards};
+use crate::post::sampled::SamplingMask;
 
 /// Advantages of one group's rewards: GRPO's normalised ones or RLOO's leave-one-out.
 pub fn advantages(rewards: &[f64], rloo: bool) -> Vec<f64> {
@@ -71,6 +74,8 @@ struct Rollout {
     packed: PackedBatch,
     /// `[rows, len]`: the sampling policy's and the reference's token log-probs.
     old: Tensor,
+    /// The UTF-8 mask the answers were sampled under (byte-level tokenizers).
+    mask: Option<SamplingMask>,
     reference: Tensor,
     /// `[answers]`.
     advantages: Tensor,
@@ -81,16 +86,21 @@ struct Rollout {
 }
 
 /// Per-token log-probs of the packed batch's labels, `[rows, len]` fp32 (0 off target),
-/// under the model's next-token distribution at `temperature` (its logits divided by it):
-/// GRPO's ratio and KL must refer to the distribution the answers were sampled from, as
-/// TRL's do. 1.0 gives the model's own log-probs.
-pub(crate) fn token_logps(
+/// under the model's next-token distribution at `temperature` (its logits divided by it)
+/// and, with `mask`, without the tokens the sampler masked: GRPO's ratio and KL must refer to
+/// the distribution the answers were sampled from, as TRL's do. 1.0 and no mask give the
+/// model's own log-probs.
+pub fn token_logps(
     model: &LanguageModel,
     batch: &PackedBatch,
     temperature: f64,
+    mask: Option<&SamplingMask>,
 ) -> Result<Tensor, TchError> {
     let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
-    let logits = model.logits(&hidden)?.f_to_kind(Kind::Float)?;
+    let mut logits = model.logits(&hidden)?.f_to_kind(Kind::Float)?;
+    if let Some(mask) = mask {
+        logits = mask.apply(&logits)?;
+    }
     label_logps(&logits, &batch.target_labels()?, temperature)?.f_view_as(&batch.labels)
 }
 
@@ -193,11 +203,22 @@ impl Grpo {
             advs.extend(advantages(group, self.settings.rloo));
         }
         let t = self.settings.temperature;
+        let mask = match self.tokenizer.byte_vocab() {
+            Some(vocab) => Some(SamplingMask::new(
+                &packed,
+                vocab,
+                model.config().vocab_size,
+            )?),
+            None => None,
+        };
+        let m = mask.as_ref();
         let (old, reference) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
-            let old = token_logps(model, &packed, t)?;
+            let old = token_logps(model, &packed, t, m)?;
             let reference = match &self.reference {
-                Some(r) => token_logps(r, &packed, t)?,
-                None => model.with_adapters(AdapterMode::Off, || token_logps(model, &packed, t))?,
+                Some(r) => token_logps(r, &packed, t, m)?,
+                None => {
+                    model.with_adapters(AdapterMode::Off, || token_logps(model, &packed, t, m))?
+                }
             };
             Ok((old, reference))
         })?;
@@ -205,6 +226,7 @@ impl Grpo {
         Ok(Rollout {
             packed,
             old,
+            mask,
             reference,
             advantages: Tensor::f_from_slice(&advs)?.f_to_device(self.device)?,
             spread: spread / batch.prompts.len() as f64,
@@ -263,7 +285,7 @@ impl Objective for Grpo {
             let g = self.settings.group_size.min(r.answers.len());
             let mut text = format!("{}\n", r.answers[0].prompt);
             for (a, reward) in r.answers[..g].iter().zip(&r.rewards) {
-                text.push_str(&format!("[{reward:.3}] {}\n", a.text));
+                text.push_str(&format!("[{}] {}\n", rewards::shown(*reward), a.text));
             }
             self.last_group = Some(text);
         }
@@ -281,7 +303,7 @@ impl Objective for Grpo {
             .as_ref()
             .ok_or_else(|| TchError::Kind("a GRPO batch was not rolled out".into()))?;
         let p = &r.packed;
-        let logp = token_logps(model, p, self.settings.temperature)?;
+        let logp = token_logps(model, p, self.settings.temperature, r.mask.as_ref())?;
         let mask = p.label_target.f_to_kind(Kind::Float)?;
         let seq = p.sequence_of.f_clamp_max(p.sequences - 1)?;
         let adv = r

@@ -24,7 +24,7 @@ use crate::engine::{
 use crate::model::language_model::LanguageModel;
 use crate::post::config::{KtoSettings, PostConfig, Task};
 use crate::post::data::{self, DrawOrder, PackedBatch, Pair, Sequence, Thumbs};
-use crate::post::dpo::{DpoSummary, for_job, reference, reference_cache_dir, sequence_logps};
+use crate::post::dpo::{DpoSummary, run_references, sequence_logps};
 use crate::post::preference::pair_evaluation;
 
 /// A micro-batch of examples (each packed as matched and mismatched sequence) with their
@@ -289,48 +289,29 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<DpoSum
     }
     let post = start.post.clone().context("kto runs have post settings")?;
     let settings = post.kto.clone().unwrap_or_default();
-    let cache_dir = reference_cache_dir(settings.cache_dir.as_deref(), config);
-    let (row_len, per_micro) = (config.data.seq_len as usize, config.train.micro_batch_size);
     let mut engine = Engine::new(start, resume, faults)?;
-    let model = engine.model();
-    let per_batch =
-        per_micro as usize * config.train.grad_accum as usize * engine.world_size() as usize;
-    let parallel = engine.parallel();
-    let train_ref = for_job(parallel, || {
-        reference(model, &post, &cache_dir, &train.rows, row_len, per_batch)
-    })?;
-    let mut passes = train_ref.forward_passes;
-    let valid = match valid {
-        Some(set) => {
-            let r = for_job(parallel, || {
-                reference(model, &post, &cache_dir, &set.rows, row_len, per_batch)
-            })?;
-            passes += r.forward_passes;
-            Some((set, r.logps))
-        }
-        None => None,
-    };
+    let refs = run_references(
+        &mut engine,
+        config,
+        &post,
+        settings.cache_dir.as_deref(),
+        &train.rows,
+        valid.as_ref().map(|set| &set.rows),
+    )?;
     let mut objective = Kto {
         order: DrawOrder::new(train.labels.len(), config.data.order, config.train.seed),
         train,
-        train_reference: train_ref.logps,
-        valid,
-        row_len,
-        per_micro,
+        train_reference: refs.train,
+        valid: valid.zip(refs.valid),
+        row_len: config.data.seq_len as usize,
+        per_micro: config.train.micro_batch_size,
         settings,
-        device: model.device(),
+        device: engine.model().device(),
     };
-    engine.log(json!({
-        "kind": "reference",
-        "step": engine.step(),
-        "reference_forward_passes": passes,
-        "cached": passes == 0,
-        "cache": train_ref.cache.display().to_string(),
-    }))?;
     let summary: Summary = engine.run(&mut objective)?;
     Ok(DpoSummary {
         summary,
-        reference_forward_passes: passes,
-        cache: train_ref.cache,
+        reference_forward_passes: refs.forward_passes,
+        cache: refs.cache,
     })
 }

@@ -1,7 +1,8 @@
 //! Post-training on the annotators' data, all through the shared [`crate::engine::Engine`]:
 //! supervised fine-tuning (`sft`), Direct Preference Optimization (`dpo`), KTO on thumbs
-//! up / down (`kto`), online RL (`grpo`, scored by `rewards`) and reward models (`reward`;
-//! `score` scores rows with them or with any checkpoint's log-probs), with their
+//! up / down (`kto`), online RL (`grpo`, scored by `rewards`, its log-probs taken under the
+//! sampler's UTF-8 mask: `sampled`) and reward models (`reward`; `score` scores rows with
+//! them or with any checkpoint's log-probs), with their
 //! configuration (`config`), their datasets read and packed (`data`), what the two
 //! preference objectives share (`preference`) and where GRPO's prompts come from
 //! (`prompts`).
@@ -21,6 +22,7 @@ pub mod preference;
 pub mod prompts;
 pub mod reward;
 pub mod rewards;
+pub mod sampled;
 pub mod score;
 pub mod sft;
 

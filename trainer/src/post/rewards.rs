@@ -55,7 +55,8 @@ impl Rules {
     }
 
     fn score(&self, answer: &Answer) -> f64 {
-        let mut reward = -self.length_penalty * answer.tokens as f64;
+        // `0.0 -`: without a penalty `-0.0 * n` would make the reward of no hit -0.
+        let mut reward = 0.0 - self.length_penalty * answer.tokens as f64;
         for (kind, pattern, re, weight) in &self.rules {
             let text = &answer.text;
             let hit = match kind {
@@ -72,6 +73,16 @@ impl Rules {
             }
         }
         reward
+    }
+}
+
+/// A reward as the `sample` lines show it, to three decimals; one that rounds to zero shows
+/// as `0.000`, never `-0.000`.
+pub fn shown(reward: f64) -> String {
+    let text = format!("{reward:.3}");
+    match text.strip_prefix('-') {
+        Some(rest) if rest.bytes().all(|b| b == b'0' || b == b'.') => rest.to_string(),
+        _ => text,
     }
 }
 
@@ -206,4 +217,40 @@ fn load_reward_model(dir: &Path, device: Device, vocab: i64) -> Result<LanguageM
         vocab
     );
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(text: &str) -> Answer {
+        Answer {
+            prompt: "What rolls?".into(),
+            text: text.into(),
+            tokens: 3,
+            reference: None,
+        }
+    }
+
+    /// An answer that matches no rule, without a length penalty, scores 0 and shows as
+    /// `0.000` (it was -0, shown `-0.000`); so does a penalty that rounds to zero.
+    #[test]
+    fn a_reward_of_zero_shows_without_a_sign() -> Result<()> {
+        let rules = |penalty: f64| -> Result<Rules> {
+            let settings: GrpoSettings = toml::from_str(&format!(
+                "length_penalty = {penalty:?}\n[[rules]]\nkind = \"contains\"\npattern = \"ball\"\n"
+            ))?;
+            Rules::new(&settings)
+        };
+        let none = rules(0.0)?.score(&answer("a cube"));
+        assert!(none == 0.0 && none.is_sign_positive(), "{none:?}");
+        assert_eq!(shown(none), "0.000");
+        let tiny = rules(1e-4)?.score(&answer("a cube"));
+        assert!(tiny < 0.0, "{tiny}");
+        assert_eq!(shown(tiny), "0.000");
+        assert_eq!(shown(rules(0.1)?.score(&answer("a cube"))), "-0.300");
+        assert_eq!(shown(rules(0.0)?.score(&answer("a ball"))), "1.000");
+        assert_eq!(shown(-0.0), "0.000");
+        Ok(())
+    }
 }

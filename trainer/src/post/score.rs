@@ -75,7 +75,7 @@ impl Scorer {
                 let s = crate::post::reward::sequence_scores(&self.model, &batch)?;
                 return Ok(f64::try_from(s.f_select(0, 0)?)?);
             }
-            let logps = crate::post::grpo::token_logps(&self.model, &batch, 1.0)?;
+            let logps = crate::post::grpo::token_logps(&self.model, &batch, 1.0, None)?;
             let mask = batch.label_target.f_to_kind(Kind::Float)?;
             let total = f64::try_from(logps.f_mul(&mask)?.f_sum(Kind::Double)?)?;
             let count = f64::try_from(mask.f_sum(Kind::Double)?)?;

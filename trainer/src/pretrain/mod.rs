@@ -118,8 +118,7 @@ impl Objective for Pretrain {
         };
         // As `generate` does: BOS first when the dataset has it; without one an empty
         // prompt starts after an EOS, where documents start in the stream.
-        let mut prompt: Vec<u32> = self.tokenizer_info.bos().into_iter().collect();
-        prompt.extend(text.encode(&s.prompt)?);
+        let mut prompt = text.encode_prompt(&s.prompt, self.tokenizer_info.bos())?;
         if prompt.is_empty() {
             prompt = vec![self.tokenizer_info.special("eos").unwrap_or(0)];
         }
