@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use format::{DatasetKind, PretrainDoc, ShardWriter, TokenizerSpec};
+use serde_json::json;
 use tch::Device;
 use testkit::tokenizer::save_bpe;
 use trainer::engine::config::Precision;
@@ -268,6 +269,25 @@ fn a_model_from_before_bos_generates_and_exports_without_it() {
             );
             let bare = usize::from(bos.is_some());
             assert_eq!(out.prompt_ids.len(), bare + 2, "{:?}", out.prompt_ids);
+            // GRPO's prompts from a file are rendered for the model too: BOS only if it
+            // was trained with it, though the tokenizer has `<|bos|>` either way.
+            let prompts = tmp.path().join("prompts.jsonl");
+            std::fs::write(&prompts, format!("{}\n", json!({"prompt": pair(0)}))).expect("write");
+            let rows = trainer::post::prompts::read(&prompts, dir).expect("grpo prompts");
+            let ids = &rows.rows[0].ids;
+            assert_eq!(
+                ids.first().copied() == bos,
+                bos.is_some(),
+                "{}: {ids:?}",
+                dir.display()
+            );
+            assert_eq!(
+                ids.iter().filter(|&&t| t == 5).count(),
+                bare,
+                "{}: {ids:?}",
+                dir.display()
+            );
+            assert_eq!(rows.tokenizer.bos(), bos, "{}", dir.display());
         }
     }
 }

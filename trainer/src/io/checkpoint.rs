@@ -238,18 +238,22 @@ pub struct Checkpoint {
     pub adapter: Option<BTreeMap<String, Tensor>>,
 }
 
+/// Reads `trainer_state.json` of the checkpoint `dir` (not its tensors).
+pub fn read_state(dir: &Path) -> Result<TrainerState> {
+    let state_path = dir.join(STATE_FILE);
+    let text = fs::read_to_string(&state_path).with_context(|| {
+        format!(
+            "{} is not a checkpoint directory (no readable {STATE_FILE})",
+            dir.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", state_path.display()))
+}
+
 impl Checkpoint {
     /// Reads `trainer_state.json` and `model.safetensors` (or `adapter.safetensors`) of `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let state_path = dir.join(STATE_FILE);
-        let text = fs::read_to_string(&state_path).with_context(|| {
-            format!(
-                "{} is not a checkpoint directory (no readable {STATE_FILE})",
-                dir.display()
-            )
-        })?;
-        let state: TrainerState = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", state_path.display()))?;
+        let state = read_state(dir)?;
         let adapter_path = dir.join(lora::ADAPTER_FILE);
         let adapter = if adapter_path.exists() {
             let tensors = read_safetensors(&adapter_path)?;

@@ -71,16 +71,24 @@ pub fn load_dir(
     device: Device,
     precision: Precision,
 ) -> Result<(LanguageModel, DocumentIds)> {
+    let ids = document_ids(dir)?;
+    let model = if dir.join(checkpoint::STATE_FILE).exists() {
+        LanguageModel::from_checkpoint(&Checkpoint::load(dir)?, device, precision)?
+    } else {
+        hf::load_hf(dir, device, precision)?
+    };
+    Ok((model, ids))
+}
+
+/// The BOS and EOS ids the model in `dir` (a trainer checkpoint or a Hugging Face export)
+/// records, read without its weights.
+pub fn document_ids(dir: &Path) -> Result<DocumentIds> {
     if dir.join(checkpoint::STATE_FILE).exists() {
-        let ckpt = Checkpoint::load(dir)?;
-        let ids = DocumentIds {
-            bos: ckpt.state.tokenizer.bos(),
-            eos: ckpt.state.tokenizer.special("eos"),
-        };
-        Ok((
-            LanguageModel::from_checkpoint(&ckpt, device, precision)?,
-            ids,
-        ))
+        let state = checkpoint::read_state(dir)?;
+        Ok(DocumentIds {
+            bos: state.tokenizer.bos(),
+            eos: state.tokenizer.special("eos"),
+        })
     } else if dir.join(hf::CONFIG_FILE).exists() {
         let path = dir.join(hf::CONFIG_FILE);
         let config: serde_json::Value = serde_json::from_slice(
@@ -90,11 +98,10 @@ pub fn load_dir(
         let id = |field: &str| config[field].as_u64().and_then(|e| u32::try_from(e).ok());
         // BOS only where the tokenizer adds it: older exports wrote bos_token_id = eos with
         // add_bos_token false.
-        let ids = DocumentIds {
+        Ok(DocumentIds {
             bos: hf::adds_bos(dir)?.then(|| id("bos_token_id")).flatten(),
             eos: id("eos_token_id"),
-        };
-        Ok((hf::load_hf(dir, device, precision)?, ids))
+        })
     } else {
         bail!(
             "{} is neither a checkpoint (no trainer_state.json) nor a Hugging Face export (no config.json)",

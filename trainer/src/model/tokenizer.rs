@@ -69,12 +69,23 @@ impl TextTokenizer {
     /// The chat template of this tokenizer's special tokens for a model whose prompts start
     /// with `bos` (`None`: the model was trained without BOS, whatever the tokenizer has).
     pub fn chat_template_for_model(&self, bos: Option<u32>) -> Result<format::ChatTemplate> {
+        Ok(format::ChatTemplate::from_special_tokens(
+            &self.special_ids_for_model(bos),
+        )?)
+    }
+
+    /// [`Self::special_ids`] with `bos` as the model's: its BOS id, or none for a model trained
+    /// without BOS (whatever the tokenizer has).
+    pub fn special_ids_for_model(
+        &self,
+        bos: Option<u32>,
+    ) -> std::collections::BTreeMap<String, u32> {
         let mut special = self.special_ids();
         match bos {
             Some(bos) => special.insert("bos".into(), bos),
             None => special.remove("bos"),
         };
-        Ok(format::ChatTemplate::from_special_tokens(&special)?)
+        special
     }
 
     /// Text of `ids`. With a byte-level tokenizer an unfinished character (at the end, or

@@ -3,7 +3,8 @@
 //! shape (`{"id"?, "prompt": "text" | [messages], "meta"?: {"reference"?}}`), or a labeler
 //! project through its JSON API (`http://HOST:PORT/projects/N`, the token in
 //! `LABELER_TOKEN`), as `generate-candidates` reads them. File and labeler prompts are
-//! rendered with the chat template of `init_from`'s `tokenizer.json`; a file's
+//! rendered with the chat template of `init_from`'s `tokenizer.json` (starting with BOS only
+//! if `init_from` was trained with it, as `generate-candidates` renders them); a file's
 //! `meta.reference` is what `reference` rules look for in the answers.
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use format::{ChatTemplate, TokenizerInfo};
 use crate::candidates::labeler_client::LabelerClient;
 use crate::candidates::prompts::{SourcePrompt, prompts_from_file, prompts_from_labeler};
 use crate::io::checkpoint::TOKENIZER_FILE;
+use crate::io::load::document_ids;
 use crate::model::tokenizer::TextTokenizer;
 use crate::post::data::{self, Rows};
 
@@ -115,11 +117,14 @@ pub fn read(source: &Path, init_from: &Path) -> Result<Rows<GrpoPrompt>> {
     }
 }
 
-/// Prompts rendered with the chat template of `init_from`'s tokenizer.
+/// Prompts rendered with the chat template of `init_from`'s tokenizer, with BOS only for a
+/// model trained with it.
 fn rendered(source: &Path, prompts: &[SourcePrompt], init_from: &Path) -> Result<Rows<GrpoPrompt>> {
-    let tokenizer_path = crate::io::checkpoint::resolve_run_dir(init_from)?.join(TOKENIZER_FILE);
+    let model_dir = crate::io::checkpoint::resolve_run_dir(init_from)?;
+    let tokenizer_path = model_dir.join(TOKENIZER_FILE);
     let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
-    let special = tokenizer.special_ids();
+    // Prompts start with BOS only if the model was trained with it (its directory says).
+    let special = tokenizer.special_ids_for_model(document_ids(&model_dir)?.bos);
     let template = ChatTemplate::from_special_tokens(&special)
         .with_context(|| format!("{} cannot render chats", tokenizer_path.display()))?;
     let name = source.display();
