@@ -76,12 +76,13 @@ fn calculate_scores_in_profiles(
     // through an index of the profiles (the same integers as `calculate_distance` per
     // language, which looked each of a language's 300 trigrams up in the text's map).
     let index = ProfileIndex::of(lang_profile_list);
-    let mut sums = vec![0i64; lang_profile_list.len()];
+    // (A fixed size, which the language index is masked to, spares a bounds check per entry.)
+    let mut sums = [0i64; MAX_LANGS];
     let unique_trigrams_count = with_ranked_trigrams(&text.lowercase(), |ranked| {
         for (n, &trigram) in ranked.iter().enumerate() {
             for &(lang_index, i) in index.entries_of(trigram) {
                 // A found trigram costs |n - i| (up to 599) instead of a missing one's 300.
-                sums[usize::from(lang_index)] +=
+                sums[usize::from(lang_index) % MAX_LANGS] +=
                     i64::from(MAX_TRIGRAM_DISTANCE) - (n as i64 - i64::from(i)).abs();
             }
         }
@@ -144,6 +145,9 @@ fn finish_distance(mut total_dist: u32, text_trigrams_count: usize) -> u32 {
     total_dist.clamp(0, MAX_TOTAL_DISTANCE)
 }
 
+/// The most languages of one script (Latin has 37).
+const MAX_LANGS: usize = 64;
+
 /// jielong patch: for every trigram of a script's profiles, the languages whose profile has
 /// it and its position there; built once per script. An open-addressing table of packed
 /// trigrams (jielong patch 4; it was a `HashMap<Trigram, Vec<_>>`).
@@ -174,6 +178,11 @@ impl ProfileIndex {
     }
 
     fn build(list: LangProfileList) -> ProfileIndex {
+        assert!(
+            list.len() <= MAX_LANGS,
+            "{} languages in a script",
+            list.len()
+        );
         let mut by_trigram: std::collections::BTreeMap<PackedTrigram, Vec<(u16, u16)>> =
             Default::default();
         for (lang_index, &(_, trigrams)) in list.iter().enumerate() {
