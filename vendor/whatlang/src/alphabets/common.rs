@@ -34,22 +34,6 @@ pub fn build_inverted_map(alphabets: &[(Lang, &str)]) -> (Vec<char>, Vec<Vec<Lan
     (chars, langs)
 }
 
-const UNKNOWN: u32 = u32::MAX;
-const ABSENT: u32 = u32::MAX - 1;
-const STOP: u32 = u32::MAX - 2;
-/// Per ASCII character: `STOP` for the stop characters, else `UNKNOWN` (not looked up yet).
-const ASCII_UNKNOWN: [u32; 128] = {
-    let mut table = [UNKNOWN; 128];
-    let mut byte: u8 = 0;
-    while byte < 128 {
-        if is_stop_char(byte as char) {
-            table[byte as usize] = STOP;
-        }
-        byte += 1;
-    }
-    table
-};
-
 pub fn generic_alphabet_calculate_scores(
     script: Script,
     lang_map: &LazyLock<(Vec<char>, Vec<Vec<Lang>>)>,
@@ -62,40 +46,40 @@ pub fn generic_alphabet_calculate_scores(
     // score of each character.
     let mut char_scores = vec![0; chars.len()];
     let mut max_raw_score = 0;
-    // jielong patch 3: the binary search's answer for each ASCII character, found at its
-    // first use in this text (most characters of a Latin text are ASCII). jielong patch 6:
-    // the text read as bytes, ASCII ones through that table (which also marks the stop
-    // characters), so only the other characters are decoded.
-    let mut ascii = ASCII_UNKNOWN;
+    // jielong patch 3: each ASCII character's binary search done once per text (most
+    // characters of a Latin text are ASCII). jielong patch 6: the text read as bytes, the
+    // ASCII ones only counted (a histogram), then scored per distinct character; only the
+    // other characters are decoded. The same sums.
+    let mut ascii_counts = [0usize; 128];
     let bytes = text.as_bytes();
     let mut at = 0;
     // iterate over the text and scores characters.
     while at < bytes.len() {
         let byte = bytes[at];
-        let position = if byte.is_ascii() {
+        if byte.is_ascii() {
+            ascii_counts[usize::from(byte)] += 1;
             at += 1;
-            let slot = &mut ascii[usize::from(byte)];
-            if *slot == STOP {
-                continue;
-            }
-            if *slot == UNKNOWN {
-                *slot = chars
-                    .binary_search(&char::from(byte))
-                    .map_or(ABSENT, |p| p as u32);
-            }
-            (*slot != ABSENT).then_some(*slot as usize)
-        } else {
-            // A non-ASCII character starts here (`at` only moves by whole characters); it
-            // is never a stop character.
-            let ch = text[at..].chars().next().unwrap_or(' ');
-            at += ch.len_utf8();
-            chars.binary_search(&ch).ok()
-        };
+            continue;
+        }
+        // A non-ASCII character starts here (`at` only moves by whole characters); it is
+        // never a stop character.
+        let ch = text[at..].chars().next().unwrap_or(' ');
+        at += ch.len_utf8();
         max_raw_score += 1;
-        if let Some(position) = position {
+        if let Ok(position) = chars.binary_search(&ch) {
             // add 2 and remove max_raw_score at the end,
             // to keep the score interval of -max_raw_score..max_raw_score
             char_scores[position] += 2;
+        }
+    }
+    for (byte, &count) in (0u8..).zip(ascii_counts.iter()) {
+        let ch = char::from(byte);
+        if count == 0 || is_stop_char(ch) {
+            continue;
+        }
+        max_raw_score += count;
+        if let Ok(position) = chars.binary_search(&ch) {
+            char_scores[position] += 2 * count;
         }
     }
 
