@@ -43,7 +43,7 @@ pub fn raw_detect(iquery: &InternalQuery) -> RawOutcome {
     let alphabet_scores: &Vec<(Lang, f64)> = &alphabet_raw_outcome.scores;
     let trigram_scores: &Vec<(Lang, f64)> = &trigram_raw_outcome.scores;
 
-    // jielong patch 8: each language's two scores from tables indexed by language instead of
+    // jielong patch 7: each language's two scores from tables indexed by language instead of
     // a linear search of both lists per language (the same numbers, languages in the same
     // order: the alphabet's, then those only the trigrams score).
     let mut alphabet_of: [Option<f64>; LANGS] = [None; LANGS];

@@ -1,4 +1,4 @@
-//! Which script a character belongs to. `script_of` (jielong patch 5) answers in one match;
+//! Which script a character belongs to. `script_of` (jielong patch 5) answers by a block table and one match;
 //! the `is_*` functions are whatlang 0.18.0's, which the original script detection calls one
 //! after another (kept for the tests, which compare `script_of` with them on every code point).
 
