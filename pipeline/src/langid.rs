@@ -65,15 +65,44 @@ impl Identified {
     }
 }
 
+/// How many characters of a document language id reads.
+const GUESS_CHARS: usize = 2000;
+
 /// whatlang's guess for `text` from its first 2,000 characters (enough for a stable guess,
 /// bounded cost for long documents).
 fn best_guess(text: &str) -> Option<Language> {
-    let end = text.char_indices().nth(2000).map_or(text.len(), |(i, _)| i);
-    let info = whatlang::detect(&text[..end])?;
+    let info = whatlang::detect(first_chars(text, GUESS_CHARS))?;
     Some(Language {
         code: info.lang().code().to_string(),
         score: info.confidence(),
     })
+}
+
+/// The first `n` characters of `text` (all of it if shorter). A character starts at every
+/// byte that is not a UTF-8 continuation byte; whole blocks of bytes are counted at once.
+fn first_chars(text: &str, n: usize) -> &str {
+    const BLOCK: usize = 64;
+    let is_start = |byte: &u8| (*byte as i8) >= -0x40;
+    let bytes = text.as_bytes();
+    let mut seen = 0;
+    let mut at = 0;
+    while let Some(block) = bytes.get(at..at + BLOCK) {
+        let starts = block.iter().filter(|b| is_start(b)).count();
+        if seen + starts > n {
+            break;
+        }
+        seen += starts;
+        at += BLOCK;
+    }
+    for (i, byte) in bytes.iter().enumerate().skip(at) {
+        if is_start(byte) {
+            if seen == n {
+                return &text[..i];
+            }
+            seen += 1;
+        }
+    }
+    text
 }
 
 impl LangIdOptions {
@@ -115,5 +144,40 @@ impl LangIdOptions {
                 self.min_score_of(&g.code)
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_chars_ends_where_the_nth_char_starts() {
+        let pieces = ["a", "é", "中", "😀", " ", "\n", "ab", "Ωmega"];
+        let mut texts = vec![String::new()];
+        let mut state = 1u64;
+        for len in [1, 5, 63, 64, 65, 200, 2500, 9000] {
+            let text: String = (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    pieces[(state >> 33) as usize % pieces.len()]
+                })
+                .collect();
+            texts.push(text);
+        }
+        texts.push("a".repeat(2000));
+        texts.push("中".repeat(2001));
+        for text in &texts {
+            for n in [0, 1, 2, 63, 64, 65, 100, 1999, 2000, 2001, 5000] {
+                let expected = text.char_indices().nth(n).map_or(text.len(), |(i, _)| i);
+                assert_eq!(
+                    first_chars(text, n),
+                    &text[..expected],
+                    "n={n} text={text:?}"
+                );
+            }
+        }
     }
 }

@@ -46,7 +46,11 @@ mod combined;
 mod core;
 mod error;
 mod lang;
+#[cfg(test)]
+mod original_comparison;
 mod scripts;
+#[cfg(test)]
+mod test_texts;
 mod trigrams;
 mod utils;
 

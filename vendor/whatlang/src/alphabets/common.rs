@@ -46,32 +46,40 @@ pub fn generic_alphabet_calculate_scores(
     // score of each character.
     let mut char_scores = vec![0; chars.len()];
     let mut max_raw_score = 0;
-    // jielong patch: the binary search's answer for each ASCII character, found at its first
-    // use in this text (most characters of a Latin text are ASCII).
-    const UNKNOWN: u32 = u32::MAX;
-    const ABSENT: u32 = u32::MAX - 1;
-    let mut ascii = [UNKNOWN; 128];
+    // jielong patch 3: each ASCII character's binary search done once per text (most
+    // characters of a Latin text are ASCII). jielong patch 6: the text read as bytes, the
+    // ASCII ones only counted (a histogram), then scored per distinct character; only the
+    // other characters are decoded. The same sums.
+    let mut ascii_counts = [0usize; 128];
+    let bytes = text.as_bytes();
+    let mut at = 0;
     // iterate over the text and scores characters.
-    for ch in text.chars() {
-        if is_stop_char(ch) {
+    while at < bytes.len() {
+        let byte = bytes[at];
+        if byte.is_ascii() {
+            ascii_counts[usize::from(byte)] += 1;
+            at += 1;
             continue;
         }
-
+        // A non-ASCII character starts here (`at` only moves by whole characters); it is
+        // never a stop character.
+        let ch = text[at..].chars().next().unwrap_or(' ');
+        at += ch.len_utf8();
         max_raw_score += 1;
-
-        let position = if ch.is_ascii() {
-            let slot = &mut ascii[ch as usize];
-            if *slot == UNKNOWN {
-                *slot = chars.binary_search(&ch).map_or(ABSENT, |p| p as u32);
-            }
-            (*slot != ABSENT).then_some(*slot as usize)
-        } else {
-            chars.binary_search(&ch).ok()
-        };
-        if let Some(position) = position {
+        if let Ok(position) = chars.binary_search(&ch) {
             // add 2 and remove max_raw_score at the end,
             // to keep the score interval of -max_raw_score..max_raw_score
             char_scores[position] += 2;
+        }
+    }
+    for (byte, &count) in (0u8..).zip(ascii_counts.iter()) {
+        let ch = char::from(byte);
+        if count == 0 || is_stop_char(ch) {
+            continue;
+        }
+        max_raw_score += count;
+        if let Ok(position) = chars.binary_search(&ch) {
+            char_scores[position] += 2 * count;
         }
     }
 

@@ -1,3 +1,122 @@
+//! Which script a character belongs to. `script_of` (jielong patch 5) answers by a block table and one match;
+//! the `is_*` functions are whatlang 0.18.0's, which the original script detection calls one
+//! after another (kept for the tests, which compare `script_of` with them on every code point).
+
+/// `script_of`'s answers: an index into `detect::SCRIPTS` (the original check order), or one
+/// of these two.
+pub(crate) const NO_SCRIPT: u8 = u8::MAX;
+/// U+1D2B and U+1D78 are in both the Latin and the Cyrillic ranges.
+pub(crate) const LATIN_OR_CYRILLIC: u8 = u8::MAX - 1;
+pub(crate) const LATIN: u8 = 0;
+pub(crate) const CYRILLIC: u8 = 1;
+
+/// `script_of_by_ranges` through a table of the Basic Multilingual Plane's blocks of 256 code
+/// points: most blocks are all one script (or none), so one lookup answers; the blocks that
+/// are not (`MIXED`) and the other planes go through the ranges.
+#[inline]
+pub(crate) fn script_of(ch: char, blocks: &[u8; 256]) -> u8 {
+    match blocks.get(ch as usize >> 8) {
+        Some(&script) if script != MIXED => script,
+        _ => script_of_by_ranges(ch),
+    }
+}
+
+/// A block of code points of several scripts.
+const MIXED: u8 = u8::MAX - 2;
+
+/// For each block of 256 code points of the BMP, their one `script_of_by_ranges` answer, or
+/// `MIXED`; computed once.
+pub(crate) fn bmp_blocks() -> &'static [u8; 256] {
+    static BLOCKS: std::sync::LazyLock<[u8; 256]> = std::sync::LazyLock::new(|| {
+        std::array::from_fn(|block| {
+            let mut answers = (block << 8..(block + 1) << 8)
+                .filter_map(|code| char::from_u32(code as u32))
+                .map(script_of_by_ranges);
+            let first = answers.next().unwrap_or(MIXED);
+            if answers.all(|a| a == first) {
+                first
+            } else {
+                MIXED
+            }
+        })
+    });
+    &BLOCKS
+}
+
+/// The script of `ch` by the ranges of the `is_*` functions below (same ranges, same order of
+/// scripts as `detect::SCRIPTS`).
+#[inline]
+pub(crate) fn script_of_by_ranges(ch: char) -> u8 {
+    match ch {
+        'a'..='z' | 'A'..='Z' => LATIN,
+        '\u{0000}'..='\u{007F}' => NO_SCRIPT,
+        '\u{1D2B}' | '\u{1D78}' => LATIN_OR_CYRILLIC,
+        '\u{0080}'..='\u{00FF}'
+        | '\u{0100}'..='\u{017F}'
+        | '\u{0180}'..='\u{024F}'
+        | '\u{0250}'..='\u{02AF}'
+        | '\u{1D00}'..='\u{1D7F}'
+        | '\u{1D80}'..='\u{1DBF}'
+        | '\u{1E00}'..='\u{1EFF}'
+        | '\u{2100}'..='\u{214F}'
+        | '\u{2C60}'..='\u{2C7F}'
+        | '\u{A720}'..='\u{A7FF}'
+        | '\u{AB30}'..='\u{AB6F}' => LATIN,
+        '\u{0400}'..='\u{0484}'
+        | '\u{0487}'..='\u{052F}'
+        | '\u{2DE0}'..='\u{2DFF}'
+        | '\u{A640}'..='\u{A69D}'
+        | '\u{A69F}' => CYRILLIC,
+        '\u{0600}'..='\u{06FF}'
+        | '\u{0750}'..='\u{07FF}'
+        | '\u{08A0}'..='\u{08FF}'
+        | '\u{FB50}'..='\u{FDFF}'
+        | '\u{FE70}'..='\u{FEFF}'
+        | '\u{10E60}'..='\u{10E7F}'
+        | '\u{1EE00}'..='\u{1EEFF}' => 2, // Arabic
+        '\u{2E80}'..='\u{2E99}'
+        | '\u{2E9B}'..='\u{2EF3}'
+        | '\u{2F00}'..='\u{2FD5}'
+        | '\u{3005}'
+        | '\u{3007}'
+        | '\u{3021}'..='\u{3029}'
+        | '\u{3038}'..='\u{303B}'
+        | '\u{3400}'..='\u{4DB5}'
+        | '\u{4E00}'..='\u{9FCC}'
+        | '\u{F900}'..='\u{FA6D}'
+        | '\u{FA70}'..='\u{FAD9}' => 3, // Mandarin
+        '\u{0900}'..='\u{097F}' | '\u{A8E0}'..='\u{A8FF}' | '\u{1CD0}'..='\u{1CFF}' => 4, // Devanagari
+        '\u{0590}'..='\u{05FF}' => 5,                                                     // Hebrew
+        '\u{1200}'..='\u{139F}' | '\u{2D80}'..='\u{2DDF}' | '\u{AB00}'..='\u{AB2F}' => 6, // Ethiopic
+        '\u{10A0}'..='\u{10FF}' => 7, // Georgian
+        '\u{0980}'..='\u{09FF}' => 8, // Bengali
+        '\u{AC00}'..='\u{D7AF}'
+        | '\u{1100}'..='\u{11FF}'
+        | '\u{3130}'..='\u{318F}'
+        | '\u{3200}'..='\u{32FF}'
+        | '\u{A960}'..='\u{A97F}'
+        | '\u{D7B0}'..='\u{D7FF}'
+        | '\u{FF00}'..='\u{FFEF}' => 9, // Hangul
+        '\u{3040}'..='\u{309F}' => 10, // Hiragana
+        '\u{30A0}'..='\u{30FF}' => 11, // Katakana
+        '\u{0370}'..='\u{03FF}' => 12, // Greek
+        '\u{0C80}'..='\u{0CFF}' => 13, // Kannada
+        '\u{0B80}'..='\u{0BFF}' => 14, // Tamil
+        '\u{0E00}'..='\u{0E7F}' => 15, // Thai
+        '\u{0A80}'..='\u{0AFF}' => 16, // Gujarati
+        '\u{0A00}'..='\u{0A7F}' => 17, // Gurmukhi
+        '\u{0C00}'..='\u{0C7F}' => 18, // Telugu
+        '\u{0D00}'..='\u{0D7F}' => 19, // Malayalam
+        '\u{0B00}'..='\u{0B7F}' => 20, // Oriya
+        '\u{1000}'..='\u{109F}' => 21, // Myanmar
+        '\u{0D80}'..='\u{0DFF}' => 22, // Sinhala
+        '\u{1780}'..='\u{17FF}' | '\u{19E0}'..='\u{19FF}' => 23, // Khmer
+        '\u{0530}'..='\u{058F}' | '\u{FB13}'..='\u{FB17}' => 24, // Armenian
+        _ => NO_SCRIPT,
+    }
+}
+
+#[cfg(test)]
 pub(crate) fn is_cyrillic(ch: char) -> bool {
     matches!(ch,
         '\u{0400}'..='\u{0484}'
@@ -11,6 +130,7 @@ pub(crate) fn is_cyrillic(ch: char) -> bool {
 }
 
 // https://en.wikipedia.org/wiki/Latin_script_in_Unicode
+#[cfg(test)]
 pub(crate) fn is_latin(ch: char) -> bool {
     matches!(ch,
         'a'..='z'
@@ -30,6 +150,7 @@ pub(crate) fn is_latin(ch: char) -> bool {
 }
 
 // Based on https://en.wikipedia.org/wiki/Arabic_script_in_Unicode
+#[cfg(test)]
 pub(crate) fn is_arabic(ch: char) -> bool {
     matches!(ch,
         '\u{0600}'..='\u{06FF}'
@@ -43,24 +164,29 @@ pub(crate) fn is_arabic(ch: char) -> bool {
 }
 
 // Based on https://en.wikipedia.org/wiki/Devanagari#Unicode
+#[cfg(test)]
 pub(crate) fn is_devanagari(ch: char) -> bool {
     matches!(ch, '\u{0900}'..='\u{097F}' | '\u{A8E0}'..='\u{A8FF}' | '\u{1CD0}'..='\u{1CFF}')
 }
 
 // Based on https://www.key-shortcut.com/en/writing-systems/ethiopian-script/
+#[cfg(test)]
 pub(crate) fn is_ethiopic(ch: char) -> bool {
     matches!(ch, '\u{1200}'..='\u{139F}' | '\u{2D80}'..='\u{2DDF}' | '\u{AB00}'..='\u{AB2F}')
 }
 
 // Based on https://en.wikipedia.org/wiki/Hebrew_(Unicode_block)
+#[cfg(test)]
 pub(crate) fn is_hebrew(ch: char) -> bool {
     matches!(ch, '\u{0590}'..='\u{05FF}')
 }
 
+#[cfg(test)]
 pub(crate) fn is_georgian(ch: char) -> bool {
     matches!(ch, '\u{10A0}'..='\u{10FF}')
 }
 
+#[cfg(test)]
 pub(crate) fn is_mandarin(ch: char) -> bool {
     matches!(ch,
         '\u{2E80}'..='\u{2E99}'
@@ -77,19 +203,23 @@ pub(crate) fn is_mandarin(ch: char) -> bool {
     )
 }
 
+#[cfg(test)]
 pub(crate) fn is_bengali(ch: char) -> bool {
     matches!(ch, '\u{0980}'..='\u{09FF}')
 }
 
+#[cfg(test)]
 pub(crate) fn is_hiragana(ch: char) -> bool {
     matches!(ch, '\u{3040}'..='\u{309F}')
 }
 
+#[cfg(test)]
 pub(crate) fn is_katakana(ch: char) -> bool {
     matches!(ch, '\u{30A0}'..='\u{30FF}')
 }
 
 // Hangul is Korean Alphabet. Unicode ranges are taken from: https://en.wikipedia.org/wiki/Hangul
+#[cfg(test)]
 pub(crate) fn is_hangul(ch: char) -> bool {
     matches!(ch,
         '\u{AC00}'..='\u{D7AF}'
@@ -103,61 +233,73 @@ pub(crate) fn is_hangul(ch: char) -> bool {
 }
 
 // Taken from: https://en.wikipedia.org/wiki/Greek_and_Coptic
+#[cfg(test)]
 pub(crate) fn is_greek(ch: char) -> bool {
     matches!(ch, '\u{0370}'..='\u{03FF}')
 }
 
 // Based on: https://en.wikipedia.org/wiki/Kannada_(Unicode_block)
+#[cfg(test)]
 pub(crate) fn is_kannada(ch: char) -> bool {
     matches!(ch, '\u{0C80}'..='\u{0CFF}')
 }
 
 // Based on: https://en.wikipedia.org/wiki/Tamil_(Unicode_block)
+#[cfg(test)]
 pub(crate) fn is_tamil(ch: char) -> bool {
     matches!(ch, '\u{0B80}'..='\u{0BFF}')
 }
 
 // Based on: https://en.wikipedia.org/wiki/Thai_(Unicode_block)
+#[cfg(test)]
 pub(crate) fn is_thai(ch: char) -> bool {
     matches!(ch, '\u{0E00}'..='\u{0E7F}')
 }
 
 // Based on: https://en.wikipedia.org/wiki/Gujarati_(Unicode_block)
+#[cfg(test)]
 pub(crate) fn is_gujarati(ch: char) -> bool {
     matches!(ch, '\u{0A80}'..='\u{0AFF}')
 }
 
 // Gurmukhi is the script for Punjabi language.
 // Based on: https://en.wikipedia.org/wiki/Gurmukhi_(Unicode_block)
+#[cfg(test)]
 pub(crate) fn is_gurmukhi(ch: char) -> bool {
     matches!(ch, '\u{0A00}'..='\u{0A7F}')
 }
 
+#[cfg(test)]
 pub(crate) fn is_telugu(ch: char) -> bool {
     matches!(ch, '\u{0C00}'..='\u{0C7F}')
 }
 
 // Based on: https://en.wikipedia.org/wiki/Malayalam_(Unicode_block)
+#[cfg(test)]
 pub(crate) fn is_malayalam(ch: char) -> bool {
     matches!(ch, '\u{0D00}'..='\u{0D7F}')
 }
 
 // Based on: https://en.wikipedia.org/wiki/Malayalam_(Unicode_block)
+#[cfg(test)]
 pub(crate) fn is_oriya(ch: char) -> bool {
     matches!(ch, '\u{0B00}'..='\u{0B7F}')
 }
 
 // Based on: https://en.wikipedia.org/wiki/Myanmar_(Unicode_block)
+#[cfg(test)]
 pub(crate) fn is_myanmar(ch: char) -> bool {
     matches!(ch, '\u{1000}'..='\u{109F}')
 }
 
 // Based on: https://en.wikipedia.org/wiki/Sinhala_(Unicode_block)
+#[cfg(test)]
 pub(crate) fn is_sinhala(ch: char) -> bool {
     matches!(ch, '\u{0D80}'..='\u{0DFF}')
 }
 
 // Based on: https://en.wikipedia.org/wiki/Khmer_alphabet
+#[cfg(test)]
 pub(crate) fn is_khmer(ch: char) -> bool {
     matches!(ch, '\u{1780}'..='\u{17FF}' | '\u{19E0}'..='\u{19FF}')
 }
@@ -166,6 +308,7 @@ pub(crate) fn is_khmer(ch: char) -> bool {
 // * https://en.wikipedia.org/wiki/Armenian_alphabet
 // * https://www.unicode.org/charts/PDF/U0530.pdf
 // * https://www.unicode.org/charts/PDF/UFB00.pdf
+#[cfg(test)]
 pub(crate) fn is_armenian(ch: char) -> bool {
     matches!(ch, '\u{0530}'..='\u{058F}' | '\u{FB13}'..='\u{FB17}')
 }
@@ -173,6 +316,64 @@ pub(crate) fn is_armenian(ch: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_of_is_the_original_ranges_on_every_code_point() {
+        // The original's check functions, in `detect::SCRIPTS` order.
+        let checks: [fn(char) -> bool; 25] = [
+            is_latin,
+            is_cyrillic,
+            is_arabic,
+            is_mandarin,
+            is_devanagari,
+            is_hebrew,
+            is_ethiopic,
+            is_georgian,
+            is_bengali,
+            is_hangul,
+            is_hiragana,
+            is_katakana,
+            is_greek,
+            is_kannada,
+            is_tamil,
+            is_thai,
+            is_gujarati,
+            is_gurmukhi,
+            is_telugu,
+            is_malayalam,
+            is_oriya,
+            is_myanmar,
+            is_sinhala,
+            is_khmer,
+            is_armenian,
+        ];
+        let mut in_two = vec![];
+        for ch in (0..=0x10FFFF).filter_map(char::from_u32) {
+            let matching: Vec<u8> = (0..25u8).filter(|&i| checks[i as usize](ch)).collect();
+            let expected = match matching[..] {
+                [] => NO_SCRIPT,
+                [one] => one,
+                [LATIN, CYRILLIC] => {
+                    in_two.push(ch);
+                    LATIN_OR_CYRILLIC
+                }
+                _ => panic!("{ch:?} is in scripts {matching:?}"),
+            };
+            assert_eq!(
+                script_of_by_ranges(ch),
+                expected,
+                "{ch:?} U+{:04X}",
+                ch as u32
+            );
+            assert_eq!(
+                script_of(ch, bmp_blocks()),
+                expected,
+                "{ch:?} U+{:04X}",
+                ch as u32
+            );
+        }
+        assert_eq!(in_two, ['\u{1D2B}', '\u{1D78}']);
+    }
 
     #[test]
     fn test_is_latin() {

@@ -1,13 +1,14 @@
+#[cfg(test)]
 use hashbrown::HashMap;
 
-#[cfg(test)]
-use super::LangProfile;
 use super::LangProfileList;
+use super::packed::{EMPTY, PackedTrigram, home_slot, pack, with_ranked_trigrams};
 #[cfg(test)]
 use super::utils::get_trigrams_with_positions;
-use super::utils::ranked_trigrams;
 use super::{ARABIC_LANGS, CYRILLIC_LANGS, DEVANAGARI_LANGS, HEBREW_LANGS, LATIN_LANGS};
-use super::{MAX_TOTAL_DISTANCE, MAX_TRIGRAM_DISTANCE, Trigram};
+#[cfg(test)]
+use super::{LangProfile, Trigram};
+use super::{MAX_TOTAL_DISTANCE, MAX_TRIGRAM_DISTANCE};
 use crate::Lang;
 use crate::core::{FilterList, Info, InternalQuery, Text, calculate_confidence};
 use crate::scripts::grouping::MultiLangScript;
@@ -71,24 +72,22 @@ fn calculate_scores_in_profiles(
 ) -> RawOutcome {
     let mut lang_distances: Vec<(Lang, u32)> = vec![];
 
-    let ranked = ranked_trigrams(&text.lowercase());
-    let unique_trigrams_count = ranked.len();
-
     // jielong patch: every language's distance from one pass over the text's trigrams
     // through an index of the profiles (the same integers as `calculate_distance` per
     // language, which looked each of a language's 300 trigrams up in the text's map).
     let index = ProfileIndex::of(lang_profile_list);
-    let mut sums = vec![0i64; lang_profile_list.len()];
-    for (n, trigram) in ranked.iter().enumerate() {
-        let n = n as u32;
-        if let Some(entries) = index.positions.get(trigram) {
-            for &(lang_index, i) in entries {
+    // (A fixed size, which the language index is masked to, spares a bounds check per entry.)
+    let mut sums = [0i64; MAX_LANGS];
+    let unique_trigrams_count = with_ranked_trigrams(&text.lowercase(), |ranked| {
+        for (n, &trigram) in ranked.iter().enumerate() {
+            for &(lang_index, i) in index.entries_of(trigram) {
                 // A found trigram costs |n - i| (up to 599) instead of a missing one's 300.
-                sums[lang_index as usize] +=
-                    i64::from(MAX_TRIGRAM_DISTANCE) - (i64::from(n) - i64::from(i)).abs();
+                sums[usize::from(lang_index) % MAX_LANGS] +=
+                    i64::from(MAX_TRIGRAM_DISTANCE) - (n as i64 - i64::from(i)).abs();
             }
         }
-    }
+        ranked.len()
+    });
     for (lang_index, &(lang, lang_trigrams)) in lang_profile_list.iter().enumerate() {
         if !filter_list.is_allowed(lang) {
             continue;
@@ -146,10 +145,19 @@ fn finish_distance(mut total_dist: u32, text_trigrams_count: usize) -> u32 {
     total_dist.clamp(0, MAX_TOTAL_DISTANCE)
 }
 
+/// The most languages of one script (Latin has 37).
+const MAX_LANGS: usize = 64;
+
 /// jielong patch: for every trigram of a script's profiles, the languages whose profile has
-/// it and its position there; built once per script.
+/// it and its position there; built once per script. An open-addressing table of packed
+/// trigrams (jielong patch 4; it was a `HashMap<Trigram, Vec<_>>`).
 struct ProfileIndex {
-    positions: HashMap<Trigram, Vec<(u16, u32)>>,
+    keys: Vec<PackedTrigram>,
+    /// Per slot, its trigram's range in `entries`.
+    spans: Vec<(u32, u32)>,
+    /// (language index in the list, position in its profile), grouped by trigram.
+    entries: Vec<(u16, u16)>,
+    shift: u32,
 }
 
 impl ProfileIndex {
@@ -166,18 +174,69 @@ impl ProfileIndex {
         .iter()
         .position(|l| std::ptr::eq(*l, list))
         .expect("a script's profile list");
-        INDEXES[slot].get_or_init(|| {
-            let mut positions: HashMap<Trigram, Vec<(u16, u32)>> = HashMap::new();
-            for (lang_index, &(_, trigrams)) in list.iter().enumerate() {
-                for (i, &trigram) in trigrams.iter().enumerate() {
-                    positions
-                        .entry(trigram)
-                        .or_default()
-                        .push((lang_index as u16, i as u32));
-                }
+        INDEXES[slot].get_or_init(|| Self::build(list))
+    }
+
+    fn build(list: LangProfileList) -> ProfileIndex {
+        assert!(
+            list.len() <= MAX_LANGS,
+            "{} languages in a script",
+            list.len()
+        );
+        let mut by_trigram: std::collections::BTreeMap<PackedTrigram, Vec<(u16, u16)>> =
+            Default::default();
+        for (lang_index, &(_, trigrams)) in list.iter().enumerate() {
+            for (i, &trigram) in trigrams.iter().enumerate() {
+                by_trigram
+                    .entry(pack(trigram))
+                    .or_default()
+                    .push((lang_index as u16, i as u16));
             }
-            ProfileIndex { positions }
-        })
+        }
+        let bits = (2 * by_trigram.len())
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(4);
+        let shift = 64 - bits;
+        let mut keys = vec![EMPTY; 1 << bits];
+        let mut spans = vec![(0, 0); 1 << bits];
+        let mut entries = Vec::new();
+        for (packed, positions) in by_trigram {
+            let mut slot = home_slot(packed, shift);
+            while keys[slot] != EMPTY {
+                slot = (slot + 1) & (keys.len() - 1);
+            }
+            keys[slot] = packed;
+            spans[slot] = (
+                entries.len() as u32,
+                (entries.len() + positions.len()) as u32,
+            );
+            entries.extend(positions);
+        }
+        ProfileIndex {
+            keys,
+            spans,
+            entries,
+            shift,
+        }
+    }
+
+    /// The (language index, position) pairs of `packed`; none if no profile has it.
+    #[inline]
+    fn entries_of(&self, packed: PackedTrigram) -> &[(u16, u16)] {
+        let mask = self.keys.len() - 1;
+        let mut slot = home_slot(packed, self.shift);
+        loop {
+            let key = self.keys[slot];
+            if key == packed {
+                let (start, end) = self.spans[slot];
+                return &self.entries[start as usize..end as usize];
+            }
+            if key == EMPTY {
+                return &[];
+            }
+            slot = (slot + 1) & mask;
+        }
     }
 }
 

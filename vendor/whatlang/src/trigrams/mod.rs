@@ -1,6 +1,8 @@
 pub mod detection;
+mod packed;
 mod profiles;
-pub mod utils;
+#[cfg(test)]
+mod utils;
 
 pub use profiles::*;
 

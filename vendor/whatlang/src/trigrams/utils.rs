@@ -1,3 +1,6 @@
+//! whatlang 0.18.0's trigram counting, unchanged: the patched code (`packed`, jielong patch 4)
+//! replaces it, and the tests compare the two.
+
 use hashbrown::HashMap;
 
 use super::TEXT_TRIGRAMS_SIZE;
@@ -5,13 +8,11 @@ use super::Trigram;
 use crate::core::LowercaseText;
 use crate::utils::is_stop_char;
 
-#[cfg(test)]
 pub struct TrigramsWithPositions {
     pub(crate) _total_trigrams: u32,
     pub(crate) trigram_positions: HashMap<Trigram, u32>,
 }
 
-#[cfg(test)]
 #[inline]
 pub fn get_trigrams_with_positions(text: &LowercaseText) -> TrigramsWithPositions {
     let CountResult {
@@ -25,29 +26,6 @@ pub fn get_trigrams_with_positions(text: &LowercaseText) -> TrigramsWithPosition
     }
 }
 
-/// jielong patch: the text's trigrams in rank order (most frequent first, ties by trigram,
-/// descending), at most `TEXT_TRIGRAMS_SIZE`: the keys of `get_trigrams_with_positions`'s map
-/// ordered by their positions, without building the map, and selecting the top ones before
-/// sorting them instead of sorting every trigram (the order is total, so the same list).
-#[inline]
-pub fn ranked_trigrams(text: &LowercaseText) -> Vec<Trigram> {
-    let CountResult {
-        trigram_occurances, ..
-    } = count(text);
-    let mut count_vec: Vec<(u32, Trigram)> = trigram_occurances
-        .into_iter()
-        .map(|(trigram, count)| (count, trigram))
-        .collect();
-    let descending = |a: &(u32, Trigram), b: &(u32, Trigram)| b.cmp(a);
-    if count_vec.len() > TEXT_TRIGRAMS_SIZE {
-        count_vec.select_nth_unstable_by(TEXT_TRIGRAMS_SIZE - 1, descending);
-        count_vec.truncate(TEXT_TRIGRAMS_SIZE);
-    }
-    count_vec.sort_unstable_by(descending);
-    count_vec.into_iter().map(|(_, trigram)| trigram).collect()
-}
-
-#[cfg(test)]
 #[inline]
 #[allow(clippy::unnecessary_sort_by)]
 fn trigram_occurances_to_positions(
@@ -68,14 +46,13 @@ fn trigram_occurances_to_positions(
         .collect()
 }
 
-struct CountResult {
-    #[cfg_attr(not(test), allow(dead_code))]
-    total_trigrams: u32,
-    trigram_occurances: HashMap<Trigram, u32>,
+pub(crate) struct CountResult {
+    pub(crate) total_trigrams: u32,
+    pub(crate) trigram_occurances: HashMap<Trigram, u32>,
 }
 
 #[inline]
-fn count(text: &LowercaseText) -> CountResult {
+pub(crate) fn count(text: &LowercaseText) -> CountResult {
     let hash_capacity = calculate_initial_hash_capacity(text);
     let mut trigram_occurances: HashMap<Trigram, u32> = HashMap::with_capacity(hash_capacity);
     let mut total_trigrams = 0;
@@ -194,39 +171,6 @@ mod tests {
                 (" it", 1),
                 ("it ", 1),
             ],
-        );
-    }
-
-    #[test]
-    fn ranked_trigrams_are_the_positions_in_order() {
-        // Over 600 distinct trigrams with many equal counts: the selection and the ties.
-        let long: String = (0u32..3000)
-            .map(|i| {
-                let j = i % 1100;
-                let letter = |k: u32| char::from(b'a' + (k % 26) as u8);
-                format!("{}{}{} ", letter(j), letter(j / 26 + j * 7), letter(j / 3))
-            })
-            .collect();
-        for text in [
-            "",
-            "a",
-            "xaaaaabbbb    d",
-            "The quick brown fox jumps over the lazy dog, again and again and again.",
-            long.as_str(),
-        ] {
-            let lower = LowercaseText::new(text);
-            let positions = get_trigrams_with_positions(&lower).trigram_positions;
-            let mut expected: Vec<(u32, Trigram)> =
-                positions.into_iter().map(|(t, n)| (n, t)).collect();
-            expected.sort_unstable();
-            let expected: Vec<Trigram> = expected.into_iter().map(|(_, t)| t).collect();
-            assert_eq!(ranked_trigrams(&lower), expected, "{text}");
-        }
-        assert!(
-            get_trigrams_with_positions(&LowercaseText::new(&long))
-                .trigram_positions
-                .len()
-                == TEXT_TRIGRAMS_SIZE
         );
     }
 
