@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use super::dedup_keys::dedup_dir;
-use super::run::{DedupResult, write_outputs};
+use super::outputs::{DedupResult, write_outputs};
 use super::summary::RunSummary;
 use super::work::{InputDone, WorkFiles};
 use crate::config::PipelineConfig;

@@ -9,6 +9,7 @@ mod dedup_remote;
 mod dedup_tasks;
 pub mod docs_table;
 mod markers;
+mod outputs;
 pub mod process;
 mod run;
 mod stage_run;

@@ -14,19 +14,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use serde::Deserialize;
 
-use super::docs_table::{DedupInfo, write_docs_table, write_kept_parquet};
+use super::outputs::{DedupResult, kept_written_directly, work_files, write_outputs};
 use super::process::{Processed, Processor, STAGES};
 pub use super::summary::RunSummary;
-use super::work::{
-    DocRow, InputDone, JsonlWriter, KeptDoc, WorkFiles, read_jsonl_zst, read_keys, read_lines,
-    write_json_atomic, write_keys,
-};
+use super::work::{InputDone, JsonlWriter, WorkFiles, read_keys, write_json_atomic, write_keys};
 use crate::config::{KeptFormat, PipelineConfig};
 use crate::dedup::{Clusters, RunWriter, estimated_similarity};
 use crate::document::Document;
-use crate::filters::score_names;
 use crate::readers::{expand_inputs, read_in_batches};
 use crate::shard::TaskSlice;
 
@@ -368,12 +363,6 @@ fn write_work_files(
     Ok(counts)
 }
 
-/// Per kept document (global number): exact cluster, near-duplicate cluster.
-pub(super) struct DedupResult {
-    pub exact: Option<Clusters>,
-    pub minhash: Option<Clusters>,
-}
-
 fn deduplicate(
     config: &PipelineConfig,
     work: &Path,
@@ -436,165 +425,4 @@ fn deduplicate(
         .transpose()?;
     std::fs::remove_dir_all(&runs_dir).ok();
     Ok(DedupResult { exact, minhash })
-}
-
-/// Without dedup every document that passes the filters is kept: stage 1 then writes the
-/// kept documents straight to their output file (compressed on the writer thread, while the
-/// next batch is processed), and stage 3 only writes the docs tables.
-fn kept_written_directly(config: &PipelineConfig) -> bool {
-    !config.dedup.exact
-        && !config.dedup.minhash.enabled
-        && config.output.kept_format == KeptFormat::Jsonl
-}
-
-/// Input `index`'s work files, with the kept documents in the output when
-/// [`kept_written_directly`].
-fn work_files(config: &PipelineConfig, work: &Path, index: usize) -> WorkFiles {
-    let mut files = WorkFiles::new(work, index);
-    if kept_written_directly(config) {
-        files.kept = config
-            .output
-            .dir
-            .join(format!("kept/part-{index:05}.jsonl.zst"));
-    }
-    files
-}
-
-/// Writes the kept documents and docs tables of inputs `indices` (`done` and `first_doc`,
-/// the global number of each one's first kept document, aligned with them).
-pub(super) fn write_outputs(
-    config: &PipelineConfig,
-    work: &Path,
-    indices: &[usize],
-    done: &[InputDone],
-    first_doc: &[u64],
-    mut dedup: DedupResult,
-    summary: &mut RunSummary,
-) -> Result<()> {
-    let out = &config.output.dir;
-    let kept_dir = out.join("kept");
-    std::fs::create_dir_all(&kept_dir)
-        .with_context(|| format!("creating {}", kept_dir.display()))?;
-    let names = score_names();
-    for ((&index, input), &first) in indices.iter().zip(done).zip(first_doc) {
-        let mut global = first;
-        let files = work_files(config, work, index);
-        let mut table: Vec<(DocRow, DedupInfo)> = Vec::new();
-        // For each document that passed the filters, in order: whether it survives dedup.
-        let mut survives: Vec<bool> = Vec::new();
-        for row in read_jsonl_zst::<DocRow>(&files.rows)? {
-            let mut row = row?;
-            let mut info = DedupInfo::default();
-            if row.dropped_by.is_none() {
-                let n = global;
-                global += 1;
-                let mut duplicate = None;
-                if let Some(exact) = dedup.exact.as_mut() {
-                    let (cluster, dup, size) = exact.of(n);
-                    info.exact_cluster_size = Some(size);
-                    info.cluster = Some(cluster);
-                    if dup {
-                        duplicate = Some(("exact_dedup", cluster));
-                    }
-                }
-                if let Some(near) = dedup.minhash.as_mut() {
-                    let (cluster, dup, size) = near.of(n);
-                    info.minhash_cluster_size = Some(size);
-                    if duplicate.is_none() {
-                        info.cluster = Some(cluster);
-                        if dup {
-                            duplicate = Some(("minhash_dedup", cluster));
-                        }
-                    }
-                }
-                if let Some((stage, cluster)) = duplicate {
-                    row.dropped_by = Some(stage.to_string());
-                    row.drop_reason = Some(format!("duplicate of document #{cluster}"));
-                }
-                survives.push(duplicate.is_none());
-            }
-            if let Some(stage) = &row.dropped_by {
-                *summary.dropped_by.entry(stage.clone()).or_default() += 1;
-            }
-            table.push((row, info));
-        }
-        // The kept documents and the docs table are independent: written side by side.
-        let (kept, docs_table) = rayon::join(
-            || {
-                if kept_written_directly(config) {
-                    Ok((input.kept, input.text_bytes_kept))
-                } else {
-                    write_survivors(config, &files, &kept_dir, index, &survives)
-                }
-            },
-            || {
-                write_docs_table(
-                    &out.join(format!("docs-{index:05}.parquet")),
-                    &names,
-                    &table,
-                )
-            },
-        );
-        let (docs_out, bytes_out) = kept?;
-        docs_table?;
-        summary.docs_out += docs_out;
-        summary.text_bytes_out += bytes_out;
-    }
-    Ok(())
-}
-
-/// Writes the kept documents of input `index` that survive dedup (`survives`, in order);
-/// returns how many and their text bytes. JSON lines are copied as they are, not parsed and
-/// serialized again.
-fn write_survivors(
-    config: &PipelineConfig,
-    files: &WorkFiles,
-    kept_dir: &Path,
-    index: usize,
-    survives: &[bool],
-) -> Result<(u64, u64)> {
-    let mut lines = read_lines(&files.kept)?;
-    let too_few = || format!("{} has fewer documents than its rows", files.kept.display());
-    let (mut docs, mut bytes) = (0u64, 0u64);
-    match config.output.kept_format {
-        KeptFormat::Jsonl => {
-            let mut w = JsonlWriter::create(&kept_dir.join(format!("part-{index:05}.jsonl.zst")))?;
-            for &keep in survives {
-                let line = lines.next().with_context(too_few)??;
-                if keep {
-                    let doc: KeptText<'_> = serde_json::from_str(&line)
-                        .with_context(|| format!("parsing a line of {}", files.kept.display()))?;
-                    docs += 1;
-                    bytes += doc.text.len() as u64;
-                    w.write_line(&line)?;
-                }
-            }
-            w.finish()?;
-        }
-        KeptFormat::Parquet => {
-            let mut survivors = Vec::new();
-            for &keep in survives {
-                let line = lines.next().with_context(too_few)??;
-                if keep {
-                    let doc: KeptDoc = serde_json::from_str(&line)
-                        .with_context(|| format!("parsing a line of {}", files.kept.display()))?;
-                    docs += 1;
-                    bytes += doc.text.len() as u64;
-                    survivors.push(doc);
-                }
-            }
-            write_kept_parquet(
-                &kept_dir.join(format!("part-{index:05}.parquet")),
-                &survivors,
-            )?;
-        }
-    }
-    Ok((docs, bytes))
-}
-
-/// The text of a kept document's JSON line (borrowed when it has no escapes).
-#[derive(Deserialize)]
-struct KeptText<'a> {
-    #[serde(borrow)]
-    text: std::borrow::Cow<'a, str>,
 }

@@ -1,0 +1,264 @@
+//! Stage 3 of `pipeline clean` (and the `survivors` stage of a split run): the kept documents
+//! that survive dedup and the docs tables, per input. Inputs are written in parallel, and
+//! within an input the kept documents and the docs table side by side: the dedup verdicts
+//! are taken first (they need only the documents' numbers), so neither waits for the other.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::docs_table::{DedupInfo, write_docs_table, write_kept_parquet};
+use super::summary::RunSummary;
+use super::work::{DocRow, InputDone, JsonlWriter, KeptDoc, WorkFiles, read_jsonl_zst, read_lines};
+use crate::config::{KeptFormat, PipelineConfig};
+use crate::dedup::Clusters;
+use crate::filters::score_names;
+
+/// Per kept document (global number): exact cluster, near-duplicate cluster.
+pub(super) struct DedupResult {
+    pub exact: Option<Clusters>,
+    pub minhash: Option<Clusters>,
+}
+
+/// Without dedup every document that passes the filters is kept: stage 1 then writes the
+/// kept documents straight to their output file (compressed on the writer thread, while the
+/// next batch is processed), and stage 3 only writes the docs tables.
+pub(super) fn kept_written_directly(config: &PipelineConfig) -> bool {
+    !config.dedup.exact
+        && !config.dedup.minhash.enabled
+        && config.output.kept_format == KeptFormat::Jsonl
+}
+
+/// Input `index`'s work files, with the kept documents in the output when
+/// [`kept_written_directly`].
+pub(super) fn work_files(config: &PipelineConfig, work: &Path, index: usize) -> WorkFiles {
+    let mut files = WorkFiles::new(work, index);
+    if kept_written_directly(config) {
+        files.kept = config
+            .output
+            .dir
+            .join(format!("kept/part-{index:05}.jsonl.zst"));
+    }
+    files
+}
+
+/// What dedup says of one kept document: its docs-table columns, and the stage and cluster
+/// that drop it, if any.
+type Verdict = (DedupInfo, Option<(&'static str, u64)>);
+
+/// The verdict on kept document number `n`.
+fn verdict(dedup: &mut DedupResult, n: u64) -> Verdict {
+    let mut info = DedupInfo::default();
+    let mut duplicate = None;
+    if let Some(exact) = dedup.exact.as_mut() {
+        let (cluster, dup, size) = exact.of(n);
+        info.exact_cluster_size = Some(size);
+        info.cluster = Some(cluster);
+        if dup {
+            duplicate = Some(("exact_dedup", cluster));
+        }
+    }
+    if let Some(near) = dedup.minhash.as_mut() {
+        let (cluster, dup, size) = near.of(n);
+        info.minhash_cluster_size = Some(size);
+        if duplicate.is_none() {
+            info.cluster = Some(cluster);
+            if dup {
+                duplicate = Some(("minhash_dedup", cluster));
+            }
+        }
+    }
+    (info, duplicate)
+}
+
+/// Writes the kept documents and docs tables of inputs `indices` (`done` and `first_doc`,
+/// the global number of each one's first kept document, aligned with them). Inputs go in
+/// groups of as many as the pool has threads; the verdicts of a group are taken before it
+/// is written, so at most one group's verdicts are held at a time.
+pub(super) fn write_outputs(
+    config: &PipelineConfig,
+    work: &Path,
+    indices: &[usize],
+    done: &[InputDone],
+    first_doc: &[u64],
+    mut dedup: DedupResult,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    let out = &config.output.dir;
+    let kept_dir = out.join("kept");
+    std::fs::create_dir_all(&kept_dir)
+        .with_context(|| format!("creating {}", kept_dir.display()))?;
+    let names = score_names();
+    let jobs: Vec<_> = indices.iter().zip(done).zip(first_doc).collect();
+    for group in jobs.chunks(rayon::current_num_threads().max(1)) {
+        let verdicts: Vec<Vec<Verdict>> = group
+            .iter()
+            .map(|((_, input), first)| {
+                (**first..**first + input.kept)
+                    .map(|n| verdict(&mut dedup, n))
+                    .collect()
+            })
+            .collect();
+        let written = group
+            .par_iter()
+            .zip(&verdicts)
+            .map(|(((index, input), _), verdicts)| {
+                let files = work_files(config, work, **index);
+                write_input(
+                    config, &files, &kept_dir, out, **index, input, verdicts, &names,
+                )
+            })
+            .collect::<Vec<_>>();
+        for result in written {
+            let written = result?;
+            summary.docs_out += written.docs_out;
+            summary.text_bytes_out += written.bytes_out;
+            for (stage, n) in written.dropped_by {
+                *summary.dropped_by.entry(stage).or_default() += n;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What writing one input's outputs adds to the run summary.
+struct Written {
+    docs_out: u64,
+    bytes_out: u64,
+    dropped_by: Vec<(String, u64)>,
+}
+
+/// One input's kept documents and docs table, side by side.
+#[allow(clippy::too_many_arguments)]
+fn write_input(
+    config: &PipelineConfig,
+    files: &WorkFiles,
+    kept_dir: &Path,
+    out: &Path,
+    index: usize,
+    input: &InputDone,
+    verdicts: &[Verdict],
+    names: &[&str],
+) -> Result<Written> {
+    let survives: Vec<bool> = verdicts.iter().map(|(_, dup)| dup.is_none()).collect();
+    let (kept, dropped_by) = rayon::join(
+        || {
+            if kept_written_directly(config) {
+                Ok((input.kept, input.text_bytes_kept))
+            } else {
+                write_survivors(config, files, kept_dir, index, &survives)
+            }
+        },
+        || {
+            let path = out.join(format!("docs-{index:05}.parquet"));
+            write_table(files, &path, verdicts, names)
+        },
+    );
+    let (docs_out, bytes_out) = kept?;
+    Ok(Written {
+        docs_out,
+        bytes_out,
+        dropped_by: dropped_by?,
+    })
+}
+
+/// Reads input's rows, gives the kept ones their dedup verdicts in order, writes the docs
+/// table to `path`; returns how many rows each stage dropped.
+fn write_table(
+    files: &WorkFiles,
+    path: &Path,
+    verdicts: &[Verdict],
+    names: &[&str],
+) -> Result<Vec<(String, u64)>> {
+    let mut table = Vec::new();
+    let mut dropped_by: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut next = verdicts.iter();
+    for row in read_jsonl_zst::<DocRow>(&files.rows)? {
+        let mut row = row?;
+        let mut info = DedupInfo::default();
+        if row.dropped_by.is_none() {
+            let (dedup_info, duplicate) = next.next().with_context(|| {
+                format!(
+                    "{} has more kept documents than its done record ({})",
+                    files.rows.display(),
+                    verdicts.len()
+                )
+            })?;
+            info = *dedup_info;
+            if let Some((stage, cluster)) = duplicate {
+                row.dropped_by = Some(stage.to_string());
+                row.drop_reason = Some(format!("duplicate of document #{cluster}"));
+            }
+        }
+        if let Some(stage) = &row.dropped_by {
+            *dropped_by.entry(stage.clone()).or_default() += 1;
+        }
+        table.push((row, info));
+    }
+    ensure!(
+        next.next().is_none(),
+        "{} has fewer kept documents than its done record ({})",
+        files.rows.display(),
+        verdicts.len()
+    );
+    write_docs_table(path, names, &table)?;
+    Ok(dropped_by.into_iter().collect())
+}
+
+/// Writes the kept documents of input `index` that survive dedup (`survives`, in order);
+/// returns how many and their text bytes. JSON lines are copied as they are, not parsed and
+/// serialized again.
+fn write_survivors(
+    config: &PipelineConfig,
+    files: &WorkFiles,
+    kept_dir: &Path,
+    index: usize,
+    survives: &[bool],
+) -> Result<(u64, u64)> {
+    let mut lines = read_lines(&files.kept)?;
+    let too_few = || format!("{} has fewer documents than its rows", files.kept.display());
+    let (mut docs, mut bytes) = (0u64, 0u64);
+    match config.output.kept_format {
+        KeptFormat::Jsonl => {
+            let mut w = JsonlWriter::create(&kept_dir.join(format!("part-{index:05}.jsonl.zst")))?;
+            for &keep in survives {
+                let line = lines.next().with_context(too_few)??;
+                if keep {
+                    let doc: KeptText<'_> = serde_json::from_str(&line)
+                        .with_context(|| format!("parsing a line of {}", files.kept.display()))?;
+                    docs += 1;
+                    bytes += doc.text.len() as u64;
+                    w.write_line(&line)?;
+                }
+            }
+            w.finish()?;
+        }
+        KeptFormat::Parquet => {
+            let mut survivors = Vec::new();
+            for &keep in survives {
+                let line = lines.next().with_context(too_few)??;
+                if keep {
+                    let doc: KeptDoc = serde_json::from_str(&line)
+                        .with_context(|| format!("parsing a line of {}", files.kept.display()))?;
+                    docs += 1;
+                    bytes += doc.text.len() as u64;
+                    survivors.push(doc);
+                }
+            }
+            write_kept_parquet(
+                &kept_dir.join(format!("part-{index:05}.parquet")),
+                &survivors,
+            )?;
+        }
+    }
+    Ok((docs, bytes))
+}
+
+/// The text of a kept document's JSON line (borrowed when it has no escapes).
+#[derive(Deserialize)]
+struct KeptText<'a> {
+    #[serde(borrow)]
+    text: std::borrow::Cow<'a, str>,
+}
