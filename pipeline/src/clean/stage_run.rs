@@ -52,6 +52,8 @@ fn run_tracked(
 ) -> Result<RunSummary> {
     let out = &config.output.dir;
     let marker = out.join(slice.marker(stage.name()));
+    // Everything the task reads or writes counts, the marker lookups included.
+    let transfers = crate::storage::transfer_totals();
     // A tokenize task goes by its own marker in the dataset's directory, which `--finish`
     // removes with the encoded files: after that, a relaunch must encode again.
     if stage != Stage::Tokenize
@@ -61,7 +63,6 @@ fn run_tracked(
     }
     let n = task.count();
     let started = std::time::Instant::now();
-    let transfers = crate::storage::transfer_totals();
     let mut summary = if stage == Stage::Tokenize {
         let options = config
             .tokenize

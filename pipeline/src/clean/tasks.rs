@@ -40,6 +40,8 @@ fn run_tracked(
 ) -> Result<RunSummary> {
     let out = &config.output.dir;
     let marker = task.map(|t| out.join(t.marker("clean")));
+    // Everything the task reads or writes counts, the marker lookups included.
+    let transfers = storage::transfer_totals();
     if let Some(marker) = &marker
         && storage::exists(marker)?
     {
@@ -60,7 +62,6 @@ fn run_tracked(
         }
         _ => None,
     };
-    let transfers = storage::transfer_totals();
     let mut summary = if storage::is_remote_path(out) {
         let url = out.to_string_lossy().into_owned();
         let scratch = local_dir(config, task);
