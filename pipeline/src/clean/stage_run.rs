@@ -5,11 +5,12 @@
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::dedup_tasks::{components, pairs, survivors};
-use super::markers::{claim_marker, done_marker_json, done_or_check, require_stage};
+use super::dedup_tasks::{components, numbering, pairs, survivors_local};
+use super::markers::{claim_marker, done_in, done_marker_json, list_markers, require_stage};
 use super::stages::{Stage, dedups, kept_input, tokenizes_in_tasks};
 use super::summary::RunSummary;
 use crate::config::PipelineConfig;
+use crate::readers::expand_inputs;
 use crate::shard::TaskSlice;
 use crate::task_state::track;
 use crate::tokenize::tasks::tokenize_task;
@@ -54,15 +55,18 @@ fn run_tracked(
     let marker = out.join(slice.marker(stage.name()));
     // Everything the task reads or writes counts, the marker lookups included.
     let transfers = crate::storage::transfer_totals();
+    // One listing says whether this task is done and whether the stage before finished.
+    let present = list_markers(config)?;
     // A tokenize task goes by its own marker in the dataset's directory, which `--finish`
     // removes with the encoded files: after that, a relaunch must encode again.
     if stage != Stage::Tokenize
-        && let Some(summary) = done_or_check(&marker, config)?
+        && let Some(summary) = done_in(&present, config, stage.name(), slice)?
     {
         return Ok(summary);
     }
     let n = task.count();
     let started = std::time::Instant::now();
+    let mut listed = None;
     let mut summary = if stage == Stage::Tokenize {
         let options = config
             .tokenize
@@ -70,7 +74,7 @@ fn run_tracked(
             .filter(|_| tokenizes_in_tasks(config))
             .context("--stage tokenize needs [tokenize] without [tokenize.train]")?;
         let before = if dedups(config) { "survivors" } else { "clean" };
-        require_stage(config, before, n, slice)?;
+        require_stage(config, before, n, slice, &present)?;
         // Its own marker goes to the dataset's directory (for `tokenize --finish`); the one
         // below, in the run's, is what `status` and the next stage read.
         let encoded = tokenize_task(&kept_input(config), options, task)?;
@@ -84,21 +88,29 @@ fn run_tracked(
             "--stage {} is a dedup stage, and the config has dedup off",
             stage.name()
         );
-        match stage {
-            Stage::Pairs => require_stage(config, "clean", n, slice)?,
-            Stage::Components => require_stage(config, "pairs", n, slice)?,
-            _ => require_stage(config, "components", 1, slice)?,
+        let (before, tasks_before) = match stage {
+            Stage::Pairs => ("clean", n),
+            Stage::Components => ("pairs", n),
+            _ => ("components", 1),
         };
+        // The input count the clean stage listed, passed on by every stage's markers (an
+        // output from before they recorded it is listed again).
+        let inputs = match require_stage(config, before, tasks_before, slice, &present)? {
+            Some(inputs) => inputs,
+            None => expand_inputs(&config.input.paths, config.input.reader.format)?.len(),
+        };
+        listed = Some(inputs);
         if crate::storage::is_remote_path(out) {
-            super::dedup_remote::run_remote(config, stage, task)?
+            super::dedup_remote::run_remote(config, stage, task, inputs)?
         } else {
             match stage {
-                Stage::Pairs => pairs(config, task)?,
-                Stage::Components => components(config)?,
-                _ => survivors(config, task)?,
+                Stage::Pairs => pairs(config, task, &numbering(config, inputs)?)?,
+                Stage::Components => components(config, &numbering(config, inputs)?)?,
+                _ => survivors_local(config, task, inputs)?,
             }
         }
     };
+    summary.inputs_listed = listed;
     summary
         .seconds
         .insert(stage.name().into(), started.elapsed().as_secs_f64());

@@ -38,6 +38,10 @@ pub struct RunSummary {
     /// step's summary); absent for local runs.
     #[serde(default, skip_serializing_if = "crate::storage::Transfer::is_zero")]
     pub object_store: crate::storage::Transfer,
+    /// In a split run's task markers: the inputs the clean stage listed, which the later
+    /// stages take from the marker they read rather than listing the inputs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_listed: Option<usize>,
 }
 
 impl RunSummary {
