@@ -90,8 +90,9 @@ pub(super) fn done_in(
 
 /// Before task `reader` of a stage: checks that all `tasks` markers of the previous `stage`
 /// are in `present` (a [`list_markers`]) and reads those whose index is `reader`'s modulo
-/// its count, refusing one written under another config. Over the whole stage every marker
-/// is read once, but each task reads about one, not N (N^2 reads per stage on S3). Returns
+/// its count (at least one: the input count is in it), refusing one written under another
+/// config. Over the whole stage every marker is read, but each task reads about one, not N
+/// (N^2 reads per stage on S3). Returns
 /// the input count the markers read recorded (`RunSummary::inputs_listed`), so the stage
 /// need not list the inputs again.
 pub(super) fn require_stage(
@@ -108,7 +109,7 @@ pub(super) fn require_stage(
         let rel = TaskSlice::new(index, tasks)?.marker(stage);
         if !present.contains(rel.trim_start_matches("tasks/")) {
             missing.push(index);
-        } else if index % reader.count() == reader.index() {
+        } else if index % reader.count() == reader.index() || index == reader.index() % tasks {
             let marker = out.join(&rel);
             let summary = read_marker(&marker, config)?;
             match (listed, summary.inputs_listed) {
