@@ -137,8 +137,8 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
             );
             assert_eq!(survivors.put_requests, 2 * mine.len() as u64, "{what}");
         }
-        // components: the markers listed, every pairs marker, every keys pack header and
-        // pairs pack; a clusters pack per survivors task written.
+        // components: the markers listed, every pairs marker and pairs pack; a clusters pack
+        // per survivors task written.
         let components = traffic(&out, "components", 0, 1);
         assert_eq!(
             (components.list_requests, components.head_requests),
@@ -147,7 +147,7 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
         );
         assert_eq!(
             components.get_requests,
-            3 * n64,
+            2 * n64,
             "{n} tasks: {components:?}"
         );
         assert_eq!(components.put_requests, n64, "{n} tasks: {components:?}");

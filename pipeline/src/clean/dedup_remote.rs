@@ -10,7 +10,7 @@
 //! documents in a group of its partitions, nearby ones coalesced ([`SIGNATURE_GAP`]); both
 //! are written at their offsets into sparse local copies of the per-input files, which the
 //! local code reads unchanged. A `pairs` task uploads its partitions' pairs files as one
-//! object, which `components` reads whole; `components` uploads one clusters pack per
+//! object (the first also every input's kept count), which `components` reads whole; `components` uploads one clusters pack per
 //! survivors task, and a survivors task reads it and its clean task's kept pack (done
 //! records, rows, kept documents zstd-compressed): two objects.
 
@@ -225,6 +225,8 @@ fn clusters_pack(task: TaskSlice) -> String {
 
 /// The file in a clusters pack with its inputs' first document numbers (JSON).
 const FIRST_DOCS: &str = "first-docs.json";
+/// The file in the first pairs task's pack with every input's kept documents (JSON).
+const KEPT: &str = "kept.json";
 
 /// Runs task `task` of `stage` (not `clean`) for a remote output of `inputs` inputs.
 pub(super) fn run_remote(
@@ -257,20 +259,38 @@ pub(super) fn run_remote(
             let mine = task_partitions(config, task);
             fetch_for_pairs(config, &local, &scratch, task, &headers, &mine)?;
             let summary = pairs(&local, task, &headers.numbering)?;
-            let files: Vec<(String, PathBuf)> = mine
+            let mut files: Vec<(String, PathBuf)> = mine
                 .iter()
                 .map(|&p| format!("pairs-{p:04}.bin"))
                 .map(|name| (name.clone(), dedup_dir.join(name)))
                 .collect();
+            if task.index() == 0 {
+                // The numbering, for `components` (which reads this pack anyway).
+                let kept = dedup_dir.join(KEPT);
+                std::fs::write(&kept, serde_json::to_vec(&headers.numbering.kept)?)
+                    .with_context(|| format!("writing {}", kept.display()))?;
+                files.push((KEPT.to_string(), kept));
+            }
             pack_files(&files, &scratch.local.join(pairs_pack(task)))?;
             written.push(pairs_pack(task));
             summary
         }
         Stage::Components => {
-            let numbering = scratch.keys_headers(inputs, task.count(), bands)?.numbering;
             for t in 0..task.count() {
                 scratch.fetch_pack(&pairs_pack(TaskSlice::new(t, task.count())?), &dedup_dir)?;
             }
+            let path = dedup_dir.join(KEPT);
+            let kept: Vec<u64> = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice(&b)?))
+                .with_context(|| format!("reading {}", path.display()))?;
+            ensure!(
+                kept.len() == inputs,
+                "{}: kept counts of {} inputs, {inputs} listed",
+                path.display(),
+                kept.len()
+            );
+            let numbering = Numbering::from_kept(kept);
             let summary = components(&local, &numbering)?;
             // One pack per survivors task: its inputs' clusters and first document numbers.
             for t in 0..task.count() {
