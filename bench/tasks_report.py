@@ -77,7 +77,7 @@ def main():
     )
     inputs = summary["inputs"]
     print(f"   {'stage':<12} {'tasks':>5} {'wall s':>8} {'slowest':>8} {'CPU s':>8} {'CPU-s/MB':>9} {'peak MiB':>9}"
-          f" {'read B/in B':>11} {'GET/MB in':>9} {'PUT/MB in':>9} {'GET/input':>9} {'PUT/input':>9}")
+          f" {'read B/in B':>11} {'rd req/MB':>9} {'GET/input':>9} {'HEAD':>5} {'LIST':>5} {'PUT/input':>9} {'MPU req':>7}")
     for stage in [s for s in STAGES if s in stages]:
         s = stages[stage]
         row = (f"   {stage:<12} {s['tasks']:>5} {s['wall']:>8.2f} {s['wall_max']:>8.2f} {s['cpu']:>8.2f}"
@@ -85,9 +85,14 @@ def main():
         t = traffic.get(stage, {})
         if t and stage != "finish":
             # (finish's marker holds the whole run's sums, printed below)
+            # Read requests (GET, LIST, HEAD) per MB the stage read; writes: objects per input and
+            # the requests of multipart uploads (create, parts, complete).
+            reads = t.get('read_requests', 0) + t.get('head_requests', 0)
             row += (f" {t.get('bytes_read', 0) / summary['input_bytes']:>11.3f}"
-                    f" {t.get('read_requests', 0) / input_mb:>9.2f} {t.get('write_requests', 0) / input_mb:>9.2f}"
-                    f" {t.get('read_requests', 0) / inputs:>9.2f} {t.get('write_requests', 0) / inputs:>9.2f}")
+                    f" {reads / max(t.get('bytes_read', 0) / 1e6, 1e-9):>9.3f}"
+                    f" {t.get('get_requests', t.get('read_requests', 0)) / inputs:>9.2f}"
+                    f" {t.get('head_requests', 0):>5} {t.get('list_requests', 0):>5}"
+                    f" {t.get('write_requests', 0) / inputs:>9.2f} {t.get('multipart_requests', 0):>7}")
         print(row)
     store = summary.get("object_store") or {}
     report = {
@@ -106,10 +111,12 @@ def main():
     }
     if store:
         read_mb = store["bytes_read"] / 1e6
+        reads = store["read_requests"] + store.get("head_requests", 0)
         print(f"   object store (summary.json): read {store['bytes_read'] / summary['input_bytes']:.2f} bytes per input byte,"
-              f" {store['read_requests'] / max(read_mb, 1e-9):.2f} read requests per MB read"
-              f" ({store['read_requests'] / input_mb:.2f} per input MB); wrote {store['bytes_written'] / 1e6:.1f} MB"
-              f" in {store['write_requests']} requests")
+              f" {reads / max(read_mb, 1e-9):.3f} read requests (GET, LIST, HEAD) per MB read"
+              f" ({reads / input_mb:.2f} per input MB); wrote {store['bytes_written'] / 1e6:.1f} MB"
+              f" in {store['write_requests']} objects ({store.get('put_requests', 0)} PUTs,"
+              f" {store.get('multipart_requests', 0)} multipart requests)")
     if pairs and "components" in stages:
         rss = stages["components"]["rss_max"]
         # A process that holds next to nothing (the finish task) gives the baseline.

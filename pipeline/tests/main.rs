@@ -16,3 +16,4 @@ mod readers;
 mod tokenize;
 mod tokenize_chat;
 mod tokenize_unpaired;
+mod traffic;

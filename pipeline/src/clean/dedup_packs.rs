@@ -3,13 +3,16 @@
 //! inputs, and each in one or two large ranged reads. On disk (and in a local run) the files
 //! stay per input; a remote task unpacks what it fetched into sparse local copies of them.
 //!
-//! - `work/inputs-task-TTTTT-of-NNNNN.json`: the task's inputs' done records (JSON strings).
 //! - `work/dedup/keys-task-TTTTT-of-NNNNN.bin`: the keys files of the task's inputs (in
-//!   input order): their headers, then partition by partition every input's triples. The
-//!   header length follows from the config and the task's input count, and a run of
-//!   contiguous partitions is one byte range, whatever the inputs.
+//!   input order): their headers, each input's kept documents (u64), then partition by
+//!   partition every input's triples. The header length follows from the config and the
+//!   task's input count, and a run of contiguous partitions is one byte range, whatever the
+//!   inputs; the kept counts number the documents, so a later stage needs no done records.
 //! - `work/dedup/sigs-task-TTTTT-of-NNNNN.bin`: the signatures files of the task's inputs,
 //!   one after another (each `4 + kept * width * 4` bytes).
+//! - `work/kept-task-TTTTT-of-NNNNN.bin`: what the survivors task of the same index reads, as
+//!   files packed by name ([`pack_files`]): its inputs' done records, rows and kept
+//!   documents (compressed).
 
 use std::io::{BufWriter, Write};
 use std::ops::Range;
@@ -28,9 +31,9 @@ pub(super) fn task_inputs(inputs: usize, task: TaskSlice) -> Vec<usize> {
     (0..inputs).filter(|&i| task.owns(i)).collect()
 }
 
-pub(super) fn done_pack(task: TaskSlice) -> String {
+pub(super) fn survivors_pack(task: TaskSlice) -> String {
     format!(
-        "work/inputs-task-{:05}-of-{:05}.json",
+        "work/kept-task-{:05}-of-{:05}.bin",
         task.index(),
         task.count()
     )
@@ -89,18 +92,19 @@ pub(super) fn write_packs(
     // A task with no input (more tasks than inputs) writes empty packs.
     let dedup = work.join("dedup");
     std::fs::create_dir_all(&dedup).with_context(|| format!("creating {}", dedup.display()))?;
-    let records: Vec<String> = inputs
+    let kept: Vec<u64> = inputs
         .iter()
         .map(|&i| {
             let path = done_file(work, i);
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let record: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            record["kept"]
+                .as_u64()
+                .with_context(|| format!("{} has no kept count", path.display()))
         })
         .collect::<Result<_>>()?;
-    std::fs::write(
-        work.join(done_pack(task).trim_start_matches("work/")),
-        serde_json::to_vec(&records)?,
-    )
-    .context("writing the inputs pack")?;
     let to = work.join(sigs_pack(task).trim_start_matches("work/"));
     let mut out = BufWriter::new(
         std::fs::File::create(&to).with_context(|| format!("creating {}", to.display()))?,
@@ -132,6 +136,9 @@ pub(super) fn write_packs(
     );
     for (_, _, head, _) in &files {
         out.write_all(head)?;
+    }
+    for k in &kept {
+        out.write_all(&k.to_le_bytes())?;
     }
     let mut block = vec![0u8; 1 << 20];
     for p in 0..partitions(bands) {
@@ -184,12 +191,24 @@ pub(super) struct KeysPack {
     bands: usize,
     headers: Vec<u8>,
     starts: Vec<Vec<u64>>,
+    kept: Vec<u64>,
 }
 
 impl KeysPack {
-    /// Bytes of the header of a pack of `inputs` inputs.
+    /// Bytes of the header of a pack of `inputs` inputs: their keys files' headers and kept
+    /// counts.
     pub(super) fn header_len(inputs: usize, bands: usize) -> u64 {
-        inputs as u64 * keys_header_len(bands)
+        inputs as u64 * (keys_header_len(bands) + 8)
+    }
+
+    /// The inputs of the pack, ascending.
+    pub(super) fn inputs(&self) -> &[usize] {
+        &self.inputs
+    }
+
+    /// Each input's kept documents.
+    pub(super) fn kept(&self) -> &[u64] {
+        &self.kept
     }
 
     pub(super) fn parse(
@@ -200,20 +219,26 @@ impl KeysPack {
     ) -> Result<Self> {
         let len = keys_header_len(bands) as usize;
         ensure!(
-            headers.len() == len * inputs.len(),
+            headers.len() as u64 == Self::header_len(inputs.len(), bands),
             "{what}: header of {} bytes, {} expected",
             headers.len(),
-            len * inputs.len()
+            Self::header_len(inputs.len(), bands)
         );
-        let starts = headers
+        let (keys, kept) = headers.split_at(len * inputs.len());
+        let starts = keys
             .chunks_exact(len)
             .map(|h| parse_starts(h, bands, what))
             .collect::<Result<_>>()?;
+        let kept = kept
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
         Ok(Self {
             inputs,
             bands,
             headers,
             starts,
+            kept,
         })
     }
 
@@ -273,24 +298,76 @@ pub(super) fn sigs_offsets(kept: &[u64], width: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Writes the done records of a pack into `work`.
-pub(super) fn unpack_done(pack: &[u8], inputs: &[usize], work: &Path, what: &str) -> Result<()> {
-    let records: Vec<String> =
-        serde_json::from_slice(pack).with_context(|| format!("parsing {what}"))?;
-    ensure!(
-        records.len() == inputs.len(),
-        "{what} holds {} inputs, the task {}",
-        records.len(),
-        inputs.len()
-    );
-    for (record, &i) in records.iter().zip(inputs) {
-        let path = done_file(work, i);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(&path, record).with_context(|| format!("writing {}", path.display()))?;
+/// Packs named files as: count (u32), then per file its name (u16 length, UTF-8) and byte
+/// length (u64), then the files' bytes (streamed: they may be large). One object instead of
+/// one per file: one request to write, one to read.
+pub(super) fn pack_files(files: &[(String, PathBuf)], to: &Path) -> Result<()> {
+    let mut head = (files.len() as u32).to_le_bytes().to_vec();
+    for (name, path) in files {
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        head.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(&len.to_le_bytes());
     }
-    Ok(())
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
+    let mut out = BufWriter::new(file);
+    out.write_all(&head)?;
+    for (_, path) in files {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        std::io::copy(&mut file, &mut out).with_context(|| format!("writing {}", to.display()))?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", to.display()))
+}
+
+/// Writes each file of a [`pack_files`] pack into `dir` under its name (streamed, each
+/// through a temp name); returns the names.
+pub(super) fn unpack_files(pack: &Path, dir: &Path) -> Result<Vec<String>> {
+    use std::io::Read;
+    let truncated = || format!("{} is truncated", pack.display());
+    let mut input = std::io::BufReader::new(
+        std::fs::File::open(pack).with_context(|| format!("opening {}", pack.display()))?,
+    );
+    let mut word = [0u8; 4];
+    input.read_exact(&mut word).with_context(truncated)?;
+    let mut entries = Vec::new();
+    for _ in 0..u32::from_le_bytes(word) {
+        let mut short = [0u8; 2];
+        input.read_exact(&mut short).with_context(truncated)?;
+        let mut name = vec![0u8; u16::from_le_bytes(short) as usize];
+        input.read_exact(&mut name).with_context(truncated)?;
+        let name = String::from_utf8(name)
+            .ok()
+            .filter(|n| !n.is_empty() && !n.starts_with('/') && !n.contains(".."))
+            .with_context(|| format!("{}: a file name is not a relative path", pack.display()))?;
+        let mut long = [0u8; 8];
+        input.read_exact(&mut long).with_context(truncated)?;
+        entries.push((name, u64::from_le_bytes(long)));
+    }
+    for (name, len) in &entries {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let tmp = path.with_extension("unpacking");
+        let mut out = BufWriter::new(
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+        );
+        let copied = std::io::copy(&mut (&mut input).take(*len), &mut out)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        ensure!(copied == *len, "{}", truncated());
+        out.flush()?;
+        drop(out);
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
+    }
+    Ok(entries.into_iter().map(|(name, _)| name).collect())
 }
 
 /// The path of input `input`'s signatures file under `work` (for the unpacking side).
@@ -325,7 +402,7 @@ mod tests {
             write_keys_file(&keys_file(&work, i), bands, Some(&exact), Some(&near)).expect("keys");
             let sigs: Vec<Vec<u32>> = (0..docs).map(|d| vec![d as u32; 4]).collect();
             write_signatures(&sigs_file(&work, i), 4, &sigs).expect("sigs");
-            let done = format!("{{\"input\": {i}}}");
+            let done = format!("{{\"input\": {i}, \"kept\": {docs}}}");
             std::fs::write(done_file(&work, i), done).expect("done");
         }
         write_packs(&work, task, &inputs, bands).expect("packs");
@@ -368,10 +445,30 @@ mod tests {
         let offsets = sigs_offsets(&[5, 12, 19], 4);
         assert_eq!(offsets, [0, 4 + 5 * 16, 8 + 17 * 16]);
         assert_eq!(sigs.len() as u64, 12 + 36 * 16);
-        let done = std::fs::read(work.join(done_pack(task).trim_start_matches("work/")))
-            .expect("done pack");
-        unpack_done(&done, &inputs, &copy, "pack").expect("unpack");
-        let record = std::fs::read_to_string(done_file(&copy, 3)).expect("record");
-        assert_eq!(record, "{\"input\": 3}");
+        assert_eq!(index.kept(), [5, 12, 19]);
+        assert_eq!(index.inputs(), inputs);
+
+        // Named files round-trip through one pack.
+        let named = [
+            ("input-00003.done.json".to_string(), done_file(&work, 3)),
+            ("dedup/sigs-00005.bin".to_string(), sigs_file(&work, 5)),
+        ];
+        let packed = dir.path().join("named.bin");
+        pack_files(&named, &packed).expect("pack");
+        let out = dir.path().join("unpacked");
+        let names = unpack_files(&packed, &out).expect("unpack");
+        assert_eq!(names, [named[0].0.clone(), named[1].0.clone()]);
+        for (name, path) in &named {
+            assert_eq!(
+                std::fs::read(out.join(name)).expect("unpacked"),
+                std::fs::read(path).expect("original"),
+                "{name}"
+            );
+        }
+        // A pack cut short is refused, naming the pack.
+        let bytes = std::fs::read(&packed).expect("pack");
+        std::fs::write(&packed, &bytes[..bytes.len() - 3]).expect("cut");
+        let err = unpack_files(&packed, &dir.path().join("cut")).expect_err("truncated");
+        assert!(format!("{err:#}").contains("truncated"), "{err:#}");
     }
 }

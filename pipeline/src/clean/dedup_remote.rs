@@ -2,33 +2,36 @@
 //! into a scratch copy of the output (same relative paths), runs there as on a local output,
 //! and uploads what it wrote; the caller writes its done marker after that.
 //!
-//! Reads are ranged and only of what a task needs. A clean task uploads its inputs' done
-//! records, keys and signatures packed per task ([`super::dedup_packs`]), so a later task
-//! reads a few objects per clean task whatever the number of inputs. A `pairs` task reads,
-//! per clean task, the keys pack's header and then its own partitions (one byte range: the
-//! pack is partition-major and a task's partitions are contiguous), and only the signatures
-//! of documents in a group of its partitions, nearby ones coalesced ([`SIGNATURE_GAP`]);
-//! both are written at their offsets into sparse local copies of the per-input files, which
-//! the local code reads unchanged. A `pairs` task uploads its partitions' pairs files as one
-//! object, which `components` reads whole and splits back. The kept documents travel
-//! zstd-compressed ([`upload_work`]); `survivors` decompresses them.
+//! Reads are few and only of what a task needs ([`super::dedup_packs`]): a clean task
+//! uploads three packs, so a later task reads a few objects per clean task whatever the
+//! number of inputs. A `pairs` task reads, per clean task, the keys pack's header (the keys
+//! files' headers and kept counts) and then its own partitions (one byte range: the pack is
+//! partition-major and a task's partitions are contiguous), and only the signatures of
+//! documents in a group of its partitions, nearby ones coalesced ([`SIGNATURE_GAP`]); both
+//! are written at their offsets into sparse local copies of the per-input files, which the
+//! local code reads unchanged. A `pairs` task uploads its partitions' pairs files as one
+//! object (the first also every input's kept count), which `components` reads whole; `components` uploads one clusters pack per
+//! survivors task, and a survivors task reads it and its clean task's kept pack (done
+//! records, rows, kept documents zstd-compressed): two objects.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 
 use super::dedup_packs::{
-    KeysPack, done_pack, keys_pack, local_sigs, sigs_offsets, sigs_pack, task_inputs, unpack_done,
-    write_at, write_packs,
+    KeysPack, keys_pack, local_sigs, pack_files, sigs_offsets, sigs_pack, survivors_pack,
+    task_inputs, unpack_files, write_at, write_packs,
 };
-use super::dedup_tasks::{components, pairs, signatures_needed, survivors, task_partitions};
+use super::dedup_tasks::{
+    Numbering, components, pairs, signatures_needed, survivors, task_partitions,
+};
 use super::stages::Stage;
 use super::summary::RunSummary;
+use super::work::InputDone;
 use crate::config::{KeptFormat, PipelineConfig};
 use crate::dedup::partition::{KeyKind, kind_of, signature_bytes};
-use crate::readers::expand_inputs;
 use crate::shard::TaskSlice;
 use crate::storage::{self, RemoteObject};
 
@@ -77,29 +80,49 @@ impl Scratch {
         Ok(blocks)
     }
 
-    /// Every clean task's done records, unpacked into the local work directory.
-    fn fetch_done(&self, inputs: usize, tasks: usize) -> Result<()> {
+    /// Every clean task's keys pack header (one ranged GET each), and from their kept
+    /// counts the documents' numbering.
+    fn keys_headers(&self, inputs: usize, tasks: usize, bands: usize) -> Result<KeysHeaders> {
+        let mut packs = Vec::new();
+        let mut kept = vec![0u64; inputs];
         for t in 0..tasks {
-            let task = TaskSlice::new(t, tasks)?;
-            let mine = task_inputs(inputs, task);
-            if mine.is_empty() {
+            let clean = TaskSlice::new(t, tasks)?;
+            let owned = task_inputs(inputs, clean);
+            if owned.is_empty() {
                 continue;
             }
-            let rel = done_pack(task);
-            let pack = self.object(&rel)?.read_all()?;
-            unpack_done(
-                &pack,
-                &mine,
-                &self.local.join("work"),
-                &format!("{}/{rel}", self.url),
-            )?;
+            let rel = keys_pack(clean);
+            let header = 0..KeysPack::header_len(owned.len(), bands);
+            let header = self
+                .read_ranges(&rel, std::slice::from_ref(&header))?
+                .remove(0);
+            let pack = KeysPack::parse(header, owned, bands, &format!("{}/{rel}", self.url))?;
+            for (&i, &k) in pack.inputs().iter().zip(pack.kept()) {
+                kept[i] = k;
+            }
+            packs.push((clean, pack));
         }
-        Ok(())
+        Ok(KeysHeaders {
+            packs,
+            numbering: Numbering::from_kept(kept),
+        })
+    }
+
+    /// Fetches the pack `rel` and unpacks its files into `dir`; returns their names.
+    fn fetch_pack(&self, rel: &str, dir: &Path) -> Result<Vec<String>> {
+        self.fetch(rel)?;
+        unpack_files(&self.local.join(rel), dir)
     }
 
     fn upload(&self, rel: &str) -> Result<()> {
         self.object(rel)?.upload(&self.local.join(rel))
     }
+}
+
+/// The keys pack headers of every clean task with an input, and the numbering they give.
+struct KeysHeaders {
+    packs: Vec<(TaskSlice, KeysPack)>,
+    numbering: Numbering,
 }
 
 fn create_parent(path: &Path) -> Result<()> {
@@ -109,10 +132,10 @@ fn create_parent(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Uploads clean task `task`'s work files (`local`, its `OUT/work`) to `url`: its inputs'
-/// done records, keys and signatures as packs (`super::dedup_packs`), each input's kept
-/// documents compressed (`input-NNNNN.kept.jsonl.zst`) and its rows; not the staged inputs
-/// nor the per-document keys (only this task read them, to write the keys files).
+/// Uploads clean task `task`'s work files (`local`, its `OUT/work`) to `url` as three packs
+/// (`super::dedup_packs`): keys, signatures, and for the survivors task its inputs' done
+/// records, rows and kept documents (compressed). Not the staged inputs, nor the per-input
+/// files (only this task read them, to write the packs).
 pub(super) fn upload_work(
     config: &PipelineConfig,
     task: TaskSlice,
@@ -138,27 +161,28 @@ pub(super) fn upload_work(
         task.count()
     );
     write_packs(local, task, &mine, config.dedup.minhash.bands)?;
-    let base = url.trim_end_matches('/');
-    for rel in storage::list_files(local)? {
-        let per_input_dedup = rel.starts_with("dedup/") && !rel.contains("-task-");
-        if rel.starts_with("inputs/")
-            || per_input_dedup
-            || rel.ends_with(".keys.bin")
-            || rel.ends_with(".lock")
-        {
-            continue;
-        }
-        let path = local.join(&rel);
-        if rel.ends_with(".kept.jsonl") {
-            let packed = path.with_extension("jsonl.zst.partial");
-            compress(&path, &packed)?;
-            RemoteObject::parse(&format!("{base}/{rel}.zst"))?.upload(&packed)?;
-            std::fs::remove_file(&packed).ok();
-        } else {
-            RemoteObject::parse(&format!("{base}/{rel}"))?.upload(&path)?;
+    let mut files = Vec::new();
+    for &i in &mine {
+        let kept = local.join(format!("input-{i:05}.kept.jsonl"));
+        let packed = local.join(format!("input-{i:05}.kept.jsonl.zst"));
+        compress(&kept, &packed)?;
+        for name in [
+            format!("input-{i:05}.done.json"),
+            format!("input-{i:05}.rows.jsonl.zst"),
+            format!("input-{i:05}.kept.jsonl.zst"),
+        ] {
+            files.push((name.clone(), local.join(name)));
         }
     }
-    Ok(())
+    let survivors = survivors_pack(task);
+    let survivors = survivors.trim_start_matches("work/");
+    pack_files(&files, &local.join(survivors))?;
+    let base = url.trim_end_matches('/');
+    for rel in [keys_pack(task), sigs_pack(task)] {
+        let rel = rel.trim_start_matches("work/");
+        RemoteObject::parse(&format!("{base}/{rel}"))?.upload(&local.join(rel))?;
+    }
+    RemoteObject::parse(&format!("{base}/{survivors}"))?.upload(&local.join(survivors))
 }
 
 fn compress(from: &Path, to: &Path) -> Result<()> {
@@ -189,62 +213,27 @@ fn pairs_pack(task: TaskSlice) -> String {
     )
 }
 
-/// Packs `(partition, file)`s as: count (u32), then per file partition (u32) and length
-/// (u64), then the files' bytes (streamed: a task's pairs may be large).
-fn pack(files: &[(usize, PathBuf)], to: &Path) -> Result<()> {
-    let mut head = (files.len() as u32).to_le_bytes().to_vec();
-    for (p, path) in files {
-        let len = std::fs::metadata(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .len();
-        head.extend_from_slice(&(*p as u32).to_le_bytes());
-        head.extend_from_slice(&len.to_le_bytes());
-    }
-    let file = std::fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    out.write_all(&head)?;
-    for (_, path) in files {
-        let mut file =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        std::io::copy(&mut file, &mut out).with_context(|| format!("writing {}", to.display()))?;
-    }
-    out.flush()
-        .with_context(|| format!("writing {}", to.display()))
+/// The object a components task uploads for survivors task `task`: its inputs' clusters
+/// files and first document numbers.
+fn clusters_pack(task: TaskSlice) -> String {
+    format!(
+        "work/dedup/clusters-task-{:05}-of-{:05}.bin",
+        task.index(),
+        task.count()
+    )
 }
 
-/// Writes each pairs file of a pack into `dir` (streamed).
-fn unpack(pack: &Path, dir: &Path) -> Result<()> {
-    let truncated = || format!("{} is truncated", pack.display());
-    let mut input = std::io::BufReader::new(
-        std::fs::File::open(pack).with_context(|| format!("opening {}", pack.display()))?,
-    );
-    let mut word = [0u8; 4];
-    input.read_exact(&mut word).with_context(truncated)?;
-    let mut head = vec![0u8; 12 * u32::from_le_bytes(word) as usize];
-    input.read_exact(&mut head).with_context(truncated)?;
-    for entry in head.chunks_exact(12) {
-        let p = u32::from_le_bytes(entry[..4].try_into()?);
-        let len = u64::from_le_bytes(entry[4..].try_into()?);
-        let path = dir.join(format!("pairs-{p:04}.bin"));
-        let tmp = path.with_extension("unpacking");
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-        );
-        let copied = std::io::copy(&mut (&mut input).take(len), &mut out)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        ensure!(copied == len, "{}", truncated());
-        out.flush()?;
-        drop(out);
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
-    }
-    Ok(())
-}
+/// The file in a clusters pack with its inputs' first document numbers (JSON).
+const FIRST_DOCS: &str = "first-docs.json";
+/// The file in the first pairs task's pack with every input's kept documents (JSON).
+const KEPT: &str = "kept.json";
 
-/// Runs task `task` of `stage` (not `clean`) for a remote output.
+/// Runs task `task` of `stage` (not `clean`) for a remote output of `inputs` inputs.
 pub(super) fn run_remote(
     config: &PipelineConfig,
     stage: Stage,
     task: TaskSlice,
+    inputs: usize,
 ) -> Result<RunSummary> {
     let url = config
         .output
@@ -259,32 +248,67 @@ pub(super) fn run_remote(
     };
     let mut local = config.clone();
     local.output.dir = scratch.local.clone();
-    let inputs = expand_inputs(&config.input.paths, config.input.reader.format)?.len();
-    scratch.fetch_done(inputs, task.count())?;
-    let dedup_dir = scratch.local.join("work/dedup");
+    let bands = config.dedup.minhash.bands;
+    let work = scratch.local.join("work");
+    let dedup_dir = work.join("dedup");
     let mut written = Vec::new();
     let summary = match stage {
         Stage::Clean | Stage::Tokenizer | Stage::Tokenize => anyhow::bail!("not a dedup stage"),
         Stage::Pairs => {
+            let headers = scratch.keys_headers(inputs, task.count(), bands)?;
             let mine = task_partitions(config, task);
-            fetch_for_pairs(config, &local, &scratch, task, inputs, &mine)?;
-            let summary = pairs(&local, task)?;
-            let files: Vec<(usize, PathBuf)> = mine
+            fetch_for_pairs(config, &local, &scratch, task, &headers, &mine)?;
+            let summary = pairs(&local, task, &headers.numbering)?;
+            let mut files: Vec<(String, PathBuf)> = mine
                 .iter()
-                .map(|&p| (p, dedup_dir.join(format!("pairs-{p:04}.bin"))))
+                .map(|&p| format!("pairs-{p:04}.bin"))
+                .map(|name| (name.clone(), dedup_dir.join(name)))
                 .collect();
-            pack(&files, &scratch.local.join(pairs_pack(task)))?;
+            if task.index() == 0 {
+                // The numbering, for `components` (which reads this pack anyway).
+                let kept = dedup_dir.join(KEPT);
+                std::fs::write(&kept, serde_json::to_vec(&headers.numbering.kept)?)
+                    .with_context(|| format!("writing {}", kept.display()))?;
+                files.push((KEPT.to_string(), kept));
+            }
+            pack_files(&files, &scratch.local.join(pairs_pack(task)))?;
             written.push(pairs_pack(task));
             summary
         }
         Stage::Components => {
             for t in 0..task.count() {
-                let rel = pairs_pack(TaskSlice::new(t, task.count())?);
-                scratch.fetch(&rel)?;
-                unpack(&scratch.local.join(&rel), &dedup_dir)?;
+                scratch.fetch_pack(&pairs_pack(TaskSlice::new(t, task.count())?), &dedup_dir)?;
             }
-            let summary = components(&local)?;
-            written.extend((0..inputs).map(|i| format!("work/dedup/clusters-{i:05}.bin")));
+            let path = dedup_dir.join(KEPT);
+            let kept: Vec<u64> = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice(&b)?))
+                .with_context(|| format!("reading {}", path.display()))?;
+            ensure!(
+                kept.len() == inputs,
+                "{}: kept counts of {} inputs, {inputs} listed",
+                path.display(),
+                kept.len()
+            );
+            let numbering = Numbering::from_kept(kept);
+            let summary = components(&local, &numbering)?;
+            // One pack per survivors task: its inputs' clusters and first document numbers.
+            for t in 0..task.count() {
+                let slice = TaskSlice::new(t, task.count())?;
+                let owned = task_inputs(inputs, slice);
+                let first: Vec<u64> = owned.iter().map(|&i| numbering.first_doc[i]).collect();
+                let first_docs = dedup_dir.join(format!("first-docs-{t:05}.json"));
+                std::fs::write(&first_docs, serde_json::to_vec(&first)?)
+                    .with_context(|| format!("writing {}", first_docs.display()))?;
+                let mut files: Vec<(String, PathBuf)> = owned
+                    .iter()
+                    .map(|&i| format!("clusters-{i:05}.bin"))
+                    .map(|name| (name.clone(), dedup_dir.join(name)))
+                    .collect();
+                files.push((FIRST_DOCS.to_string(), first_docs));
+                pack_files(&files, &scratch.local.join(clusters_pack(slice)))?;
+                written.push(clusters_pack(slice));
+            }
             summary
         }
         Stage::Survivors => {
@@ -292,19 +316,38 @@ pub(super) fn run_remote(
                 KeptFormat::Jsonl => "jsonl.zst",
                 KeptFormat::Parquet => "parquet",
             };
-            for i in (0..inputs).filter(|&i| task.owns(i)) {
-                scratch.fetch(&format!("work/input-{i:05}.rows.jsonl.zst"))?;
-                scratch.fetch(&format!("work/dedup/clusters-{i:05}.bin"))?;
-                let kept = format!("work/input-{i:05}.kept.jsonl");
-                scratch.fetch(&format!("{kept}.zst"))?;
-                decompress(
-                    &scratch.local.join(format!("{kept}.zst")),
-                    &scratch.local.join(&kept),
-                )?;
-                written.push(format!("kept/part-{i:05}.{ext}"));
-                written.push(format!("docs-{i:05}.parquet"));
+            let owned = task_inputs(inputs, task);
+            let mut mine = Vec::with_capacity(owned.len());
+            if !owned.is_empty() {
+                scratch.fetch_pack(&survivors_pack(task), &work)?;
+                scratch.fetch_pack(&clusters_pack(task), &dedup_dir)?;
+                let path = dedup_dir.join(FIRST_DOCS);
+                let first: Vec<u64> = std::fs::read(&path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|b| Ok(serde_json::from_slice(&b)?))
+                    .with_context(|| format!("reading {}", path.display()))?;
+                ensure!(
+                    first.len() == owned.len(),
+                    "{}/{}: {} first document numbers for the task's {} inputs",
+                    scratch.url,
+                    clusters_pack(task),
+                    first.len(),
+                    owned.len()
+                );
+                for (&i, first) in owned.iter().zip(first) {
+                    let path = work.join(format!("input-{i:05}.done.json"));
+                    let done: InputDone = std::fs::read(&path)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|b| Ok(serde_json::from_slice(&b)?))
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let kept = work.join(format!("input-{i:05}.kept.jsonl"));
+                    decompress(&kept.with_extension("jsonl.zst"), &kept)?;
+                    written.push(format!("kept/part-{i:05}.{ext}"));
+                    written.push(format!("docs-{i:05}.parquet"));
+                    mine.push((i, done, first));
+                }
             }
-            survivors(&local, task)?
+            survivors(&local, &mine)?
         }
     };
     for rel in &written {
@@ -314,15 +357,15 @@ pub(super) fn run_remote(
     Ok(summary)
 }
 
-/// What a pairs task reads: per clean task, the keys pack's header and this task's
-/// partitions `mine` (contiguous, so one range), then the signatures of the documents in a
-/// group, coalesced; all written into sparse local copies of the per-input files.
+/// What a pairs task reads after the keys pack headers (`headers`): per clean task this
+/// task's partitions `mine` (contiguous, so one range), then the signatures of the documents
+/// in a group, coalesced; all written into sparse local copies of the per-input files.
 fn fetch_for_pairs(
     config: &PipelineConfig,
     local: &PipelineConfig,
     scratch: &Scratch,
     task: TaskSlice,
-    inputs: usize,
+    headers: &KeysHeaders,
     mine: &[usize],
 ) -> Result<()> {
     let (Some(&first), Some(&last)) = (mine.first(), mine.last()) else {
@@ -330,25 +373,11 @@ fn fetch_for_pairs(
     };
     debug_assert!(mine.windows(2).all(|w| w[1] == w[0] + 1));
     let options = &config.dedup;
-    let bands = options.minhash.bands;
     let work = scratch.local.join("work");
-    let clean_tasks: Vec<TaskSlice> = (0..task.count())
-        .map(|t| TaskSlice::new(t, task.count()))
-        .collect::<Result<_>>()?;
-    for &clean in &clean_tasks {
-        let owned = task_inputs(inputs, clean);
-        if owned.is_empty() {
-            continue;
-        }
-        let rel = keys_pack(clean);
-        let header = 0..KeysPack::header_len(owned.len(), bands);
-        let header = scratch
-            .read_ranges(&rel, std::slice::from_ref(&header))?
-            .remove(0);
-        let pack = KeysPack::parse(header, owned, bands, &format!("{}/{rel}", scratch.url))?;
+    for (clean, pack) in &headers.packs {
         let range = pack.range(first, last);
         let bytes = scratch
-            .read_ranges(&rel, std::slice::from_ref(&range))?
+            .read_ranges(&keys_pack(*clean), std::slice::from_ref(&range))?
             .remove(0);
         pack.scatter(&bytes, first, last, &work)?;
     }
@@ -358,19 +387,11 @@ fn fetch_for_pairs(
         return Ok(());
     }
     let width = options.minhash.bands * options.minhash.rows;
-    let needed = signatures_needed(local, task)?;
-    let kept = |i: usize| -> Result<u64> {
-        let path = work.join(format!("input-{i:05}.done.json"));
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let done: super::work::InputDone =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        Ok(done.kept)
-    };
-    for &clean in &clean_tasks {
-        let owned = task_inputs(inputs, clean);
-        let counts: Vec<u64> = owned.iter().map(|&i| kept(i)).collect::<Result<_>>()?;
-        let offsets = sigs_offsets(&counts, width);
+    let numbering = &headers.numbering;
+    let needed = signatures_needed(local, task, numbering)?;
+    for (clean, pack) in &headers.packs {
+        let owned = pack.inputs();
+        let offsets = sigs_offsets(pack.kept(), width);
         // (input, document, its bytes in the pack), in pack order.
         let wanted: Vec<(usize, u64, Range<u64>)> = owned
             .iter()
@@ -387,7 +408,7 @@ fn fetch_for_pairs(
         if ranges.is_empty() {
             continue;
         }
-        let blocks = scratch.read_ranges(&sigs_pack(clean), &ranges)?;
+        let blocks = scratch.read_ranges(&sigs_pack(*clean), &ranges)?;
         for (input, doc, r) in wanted {
             let b = ranges.partition_point(|x| x.end <= r.start);
             let at = (r.start - ranges[b].start) as usize;

@@ -34,32 +34,47 @@ use crate::dedup::partition::{
     write_pairs,
 };
 use crate::dedup::{Clusters, estimated_similarity};
-use crate::readers::expand_inputs;
 use crate::shard::TaskSlice;
 
-/// The inputs' done records and each input's first document number.
-struct Numbering {
-    done: Vec<InputDone>,
-    first_doc: Vec<u64>,
+/// Each input's kept documents and first document number (kept documents are numbered in
+/// input order).
+pub(super) struct Numbering {
+    pub kept: Vec<u64>,
+    pub first_doc: Vec<u64>,
 }
 
-fn numbering(config: &PipelineConfig) -> Result<Numbering> {
-    let inputs = expand_inputs(&config.input.paths, config.input.reader.format)?;
-    let work = config.output.dir.join("work");
-    let mut done = Vec::with_capacity(inputs.len());
-    let mut first_doc = Vec::with_capacity(inputs.len());
-    let mut next = 0u64;
-    for index in 0..inputs.len() {
-        let path = WorkFiles::new(&work, index).done;
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {} (did the clean stage finish?)", path.display()))?;
-        let record: InputDone =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        first_doc.push(next);
-        next += record.kept;
-        done.push(record);
+impl Numbering {
+    pub fn from_kept(kept: Vec<u64>) -> Self {
+        let first_doc = kept
+            .iter()
+            .scan(0u64, |next, &k| {
+                let first = *next;
+                *next += k;
+                Some(first)
+            })
+            .collect();
+        Self { kept, first_doc }
     }
-    Ok(Numbering { done, first_doc })
+}
+
+/// The done records of `inputs` inputs, from the work directory (a local output).
+pub(super) fn done_records(config: &PipelineConfig, inputs: usize) -> Result<Vec<InputDone>> {
+    let work = config.output.dir.join("work");
+    (0..inputs)
+        .map(|index| {
+            let path = WorkFiles::new(&work, index).done;
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("reading {} (did the clean stage finish?)", path.display())
+            })?;
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        })
+        .collect()
+}
+
+/// The numbering of a local output's `inputs` inputs, from their done records.
+pub(super) fn numbering(config: &PipelineConfig, inputs: usize) -> Result<Numbering> {
+    let done = done_records(config, inputs)?;
+    Ok(Numbering::from_kept(done.iter().map(|d| d.kept).collect()))
 }
 
 /// The partitions task `task` of the pairs stage merges: a contiguous share of the enabled
@@ -98,13 +113,16 @@ fn merged_partition(dir: &Path, numbering: &Numbering, p: usize) -> Result<Vec<p
 
 /// Per input, the documents (numbers within it, sorted) whose signatures the pairs task
 /// `task` reads: those in a group of two or more of its similarity-checked partitions.
-pub(super) fn signatures_needed(config: &PipelineConfig, task: TaskSlice) -> Result<Vec<Vec<u64>>> {
-    let numbering = numbering(config)?;
+pub(super) fn signatures_needed(
+    config: &PipelineConfig,
+    task: TaskSlice,
+    numbering: &Numbering,
+) -> Result<Vec<Vec<u64>>> {
     let dir = dedup_dir(config);
     let mut docs = Vec::new();
     for p in task_partitions(config, task) {
         if checks_similarity(config, p) {
-            let triples = merged_partition(&dir, &numbering, p)?;
+            let triples = merged_partition(&dir, numbering, p)?;
             docs.extend(partition::groups(&triples).flat_map(|g| g.iter().map(|t| t.2)));
         }
     }
@@ -119,8 +137,11 @@ pub(super) fn signatures_needed(config: &PipelineConfig, task: TaskSlice) -> Res
 }
 
 /// Stage 2: for each partition of this task, the groups in which a document joins another.
-pub(super) fn pairs(config: &PipelineConfig, task: TaskSlice) -> Result<RunSummary> {
-    let numbering = numbering(config)?;
+pub(super) fn pairs(
+    config: &PipelineConfig,
+    task: TaskSlice,
+    numbering: &Numbering,
+) -> Result<RunSummary> {
     let dir = dedup_dir(config);
     let options = &config.dedup;
     let width = options.minhash.bands * options.minhash.rows;
@@ -130,10 +151,10 @@ pub(super) fn pairs(config: &PipelineConfig, task: TaskSlice) -> Result<RunSumma
         if path.exists() {
             continue;
         }
-        let triples = merged_partition(&dir, &numbering, p)?;
+        let triples = merged_partition(&dir, numbering, p)?;
         let check = checks_similarity(config, p);
         let signatures = if check {
-            signatures_of(&dir, &numbering, width, &triples)?
+            signatures_of(&dir, numbering, width, &triples)?
         } else {
             HashMap::new()
         };
@@ -186,8 +207,7 @@ fn signatures_of(
 /// Stage 3: the clusters, replayed over every partition in order (in memory up to
 /// `[dedup] components_memory_mb`, then spilled to disk); per input, the documents in a
 /// cluster of two or more with their cluster and its size.
-pub(super) fn components(config: &PipelineConfig) -> Result<RunSummary> {
-    let numbering = numbering(config)?;
+pub(super) fn components(config: &PipelineConfig, numbering: &Numbering) -> Result<RunSummary> {
     let dir = dedup_dir(config);
     let options = &config.dedup;
     let bound = options.components_memory_mb.saturating_mul(1 << 20);
@@ -217,7 +237,7 @@ pub(super) fn components(config: &PipelineConfig) -> Result<RunSummary> {
         spill_dirs.push(spill);
     }
     for index in 0..numbering.first_doc.len() {
-        let end = numbering.first_doc[index] + numbering.done[index].kept;
+        let end = numbering.first_doc[index] + numbering.kept[index];
         let mut bytes = Vec::new();
         for members in &mut per_kind {
             let count_at = bytes.len();
@@ -261,16 +281,16 @@ fn read_clusters(path: &Path) -> Result<[HashMap<u64, (u64, u64)>; 2]> {
     Ok(out)
 }
 
-/// Stage 4: this task's inputs' kept documents and docs tables.
-pub(super) fn survivors(config: &PipelineConfig, task: TaskSlice) -> Result<RunSummary> {
-    let numbering = numbering(config)?;
+/// Stage 4: the kept documents and docs tables of `inputs`: (input number, its done record,
+/// its first document number), this task's.
+pub(super) fn survivors(
+    config: &PipelineConfig,
+    inputs: &[(usize, InputDone, u64)],
+) -> Result<RunSummary> {
     let dir = dedup_dir(config);
     let work = config.output.dir.join("work");
-    let mine: Vec<usize> = (0..numbering.done.len())
-        .filter(|&i| task.owns(i))
-        .collect();
     let mut summary = RunSummary::default();
-    for &index in &mine {
+    for (index, done, first_doc) in inputs {
         let [exact, near] = read_clusters(&dir.join(format!("clusters-{index:05}.bin")))?;
         let dedup = DedupResult {
             exact: config.dedup.exact.then(|| Clusters::from_members(exact)),
@@ -283,12 +303,29 @@ pub(super) fn survivors(config: &PipelineConfig, task: TaskSlice) -> Result<RunS
         write_outputs(
             config,
             &work,
-            &[index],
-            &numbering.done[index..=index],
-            &numbering.first_doc[index..=index],
+            &[*index],
+            std::slice::from_ref(done),
+            &[*first_doc],
             dedup,
             &mut summary,
         )?;
     }
     Ok(summary)
+}
+
+/// The survivors stage on a local output: task `task`'s inputs.
+pub(super) fn survivors_local(
+    config: &PipelineConfig,
+    task: TaskSlice,
+    inputs: usize,
+) -> Result<RunSummary> {
+    let done = done_records(config, inputs)?;
+    let numbering = Numbering::from_kept(done.iter().map(|d| d.kept).collect());
+    let mine: Vec<(usize, InputDone, u64)> = done
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| task.owns(*i))
+        .map(|(i, d)| (i, d, numbering.first_doc[i]))
+        .collect();
+    survivors(config, &mine)
 }

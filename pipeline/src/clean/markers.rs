@@ -2,6 +2,7 @@
 //! a task ran with and its summary, written last; a marker written under another config is
 //! refused, naming the first field that differs.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -30,15 +31,6 @@ pub(super) fn done_marker_json(config: &PipelineConfig, summary: &RunSummary) ->
     Ok(serde_json::to_vec_pretty(&done)?)
 }
 
-/// The summary of a finished task (its marker exists, under this config), else `None`.
-pub(super) fn done_or_check(marker: &Path, config: &PipelineConfig) -> Result<Option<RunSummary>> {
-    if storage::exists(marker)? {
-        tracing::info!("{} exists: this task is done", marker.display());
-        return read_marker(marker, config).map(Some);
-    }
-    Ok(None)
-}
-
 /// Checks that all `tasks` markers of `stage` exist under this config; returns their
 /// summaries.
 pub(super) fn require_markers(
@@ -50,7 +42,7 @@ pub(super) fn require_markers(
     let mut summaries = Vec::new();
     let mut missing = Vec::new();
     // One listing rather than a HEAD per task (N per task, N^2 per stage, on S3).
-    let present: std::collections::HashSet<String> = storage::list_names(&out.join("tasks"))?
+    let present: HashSet<String> = storage::list_names(&out.join("tasks"))?
         .into_iter()
         .collect();
     for index in 0..tasks {
@@ -71,27 +63,63 @@ pub(super) fn require_markers(
     Ok(summaries)
 }
 
+/// The names of the markers in `OUT/tasks/`, in one listing: whether a task is done and
+/// whether the stage before it finished, without a HEAD per marker.
+pub(super) fn list_markers(config: &PipelineConfig) -> Result<HashSet<String>> {
+    Ok(storage::list_names(&config.output.dir.join("tasks"))?
+        .into_iter()
+        .collect())
+}
+
+/// The summary of task `task` of `stage` when its marker is in `present` (under this
+/// config), else `None`.
+pub(super) fn done_in(
+    present: &HashSet<String>,
+    config: &PipelineConfig,
+    stage: &str,
+    task: TaskSlice,
+) -> Result<Option<RunSummary>> {
+    let rel = task.marker(stage);
+    if !present.contains(rel.trim_start_matches("tasks/")) {
+        return Ok(None);
+    }
+    let marker = config.output.dir.join(&rel);
+    tracing::info!("{} exists: this task is done", marker.display());
+    read_marker(&marker, config).map(Some)
+}
+
 /// Before task `reader` of a stage: checks that all `tasks` markers of the previous `stage`
-/// exist (one listing) and reads those whose index is `reader`'s modulo its count, refusing
-/// one written under another config. Over the whole stage every marker is read once, but
-/// each task reads about one, not N (N^2 reads per stage on S3).
+/// are in `present` (a [`list_markers`]) and reads those whose index is `reader`'s modulo
+/// its count (at least one: the input count is in it), refusing one written under another
+/// config. Over the whole stage every marker is read, but each task reads about one, not N
+/// (N^2 reads per stage on S3). Returns
+/// the input count the markers read recorded (`RunSummary::inputs_listed`), so the stage
+/// need not list the inputs again.
 pub(super) fn require_stage(
     config: &PipelineConfig,
     stage: &str,
     tasks: usize,
     reader: TaskSlice,
-) -> Result<()> {
+    present: &HashSet<String>,
+) -> Result<Option<usize>> {
     let out = &config.output.dir;
-    let present: std::collections::HashSet<String> = storage::list_names(&out.join("tasks"))?
-        .into_iter()
-        .collect();
     let mut missing = Vec::new();
+    let mut listed = None;
     for index in 0..tasks {
         let rel = TaskSlice::new(index, tasks)?.marker(stage);
         if !present.contains(rel.trim_start_matches("tasks/")) {
             missing.push(index);
-        } else if index % reader.count() == reader.index() {
-            read_marker(&out.join(&rel), config)?;
+        } else if index % reader.count() == reader.index() || index == reader.index() % tasks {
+            let marker = out.join(&rel);
+            let summary = read_marker(&marker, config)?;
+            match (listed, summary.inputs_listed) {
+                (Some(a), Some(b)) if a != b => bail!(
+                    "{} counted {b} inputs, another task of stage {stage} {a}: the inputs changed during the run; remove the output and run again",
+                    marker.display()
+                ),
+                (None, b) => listed = b,
+                _ => {}
+            }
         }
     }
     if !missing.is_empty() {
@@ -100,7 +128,7 @@ pub(super) fn require_stage(
             out.display()
         );
     }
-    Ok(())
+    Ok(listed)
 }
 
 /// A task's done marker: the config it ran with and what it did.

@@ -1,9 +1,8 @@
 //! `pipeline clean CONFIG`: read -> extract -> normalize -> language id -> filters -> PII ->
-//! dedup -> outputs, with a progress bar, a summary, and resume after a kill.
-//!
-//! Stage 1 runs per input file (documents in parallel batches) and leaves per-input work
-//! files with a done marker. Stage 2 merges every kept document's dedup keys through sorted
-//! runs on disk. Stage 3 writes the kept documents and the docs tables.
+//! dedup -> outputs, with a progress bar, a summary, and resume after a kill. Stage 1 runs
+//! per input file (documents in parallel batches) and leaves per-input work files with a
+//! done marker. Stage 2 merges every kept document's dedup keys through sorted runs on disk.
+//! Stage 3 writes the kept documents and the docs tables.
 
 use std::collections::BTreeMap;
 use std::io::BufWriter;
@@ -86,6 +85,7 @@ fn run_in_pool(
     let staging = out.join("work/inputs");
     let mut summary = RunSummary {
         inputs: mine.len(),
+        inputs_listed: task.map(|_| inputs.len()),
         ..RunSummary::default()
     };
 
@@ -107,7 +107,7 @@ fn run_in_pool(
     }
     for &index in &mine {
         let files = work_files(config, &work, index);
-        // A remote input is fetched (large ranged reads) next to the work files, then dropped.
+        // A remote input is fetched (one streamed GET) next to the work files, then dropped.
         let staged =
             crate::storage::fetch_input(&inputs[index], &staging.join(format!("{index:05}")))?;
         let input = &staged;

@@ -5,11 +5,12 @@
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::dedup_tasks::{components, pairs, survivors};
-use super::markers::{claim_marker, done_marker_json, done_or_check, require_stage};
+use super::dedup_tasks::{components, numbering, pairs, survivors_local};
+use super::markers::{claim_marker, done_in, done_marker_json, list_markers, require_stage};
 use super::stages::{Stage, dedups, kept_input, trains_tokenizer};
 use super::summary::RunSummary;
 use crate::config::PipelineConfig;
+use crate::readers::expand_inputs;
 use crate::shard::TaskSlice;
 use crate::task_state::track;
 use crate::tokenize::tasks::tokenize_task;
@@ -54,16 +55,20 @@ fn run_tracked(
 ) -> Result<RunSummary> {
     let out = &config.output.dir;
     let marker = out.join(slice.marker(stage.name()));
+    // Everything the task reads or writes counts, the marker lookups included.
+    let transfers = crate::storage::transfer_totals();
+    // One listing says whether this task is done and whether the stage before finished.
+    let present = list_markers(config)?;
     // A tokenize task goes by its own marker in the dataset's directory, which `--finish`
     // removes with the encoded files: after that, a relaunch must encode again.
     if stage != Stage::Tokenize
-        && let Some(summary) = done_or_check(&marker, config)?
+        && let Some(summary) = done_in(&present, config, stage.name(), slice)?
     {
         return Ok(summary);
     }
     let n = task.count();
     let started = std::time::Instant::now();
-    let transfers = crate::storage::transfer_totals();
+    let mut listed = None;
     // The stage whose tasks wrote the kept documents.
     let kept_by = if dedups(config) { "survivors" } else { "clean" };
     let mut summary = if stage == Stage::Tokenizer {
@@ -72,7 +77,7 @@ fn run_tracked(
             .as_ref()
             .and_then(|t| t.train.as_ref().map(|train| (t, train)));
         let (options, train) = train.context("--stage tokenizer needs [tokenize.train]")?;
-        require_stage(config, kept_by, n, slice)?;
+        require_stage(config, kept_by, n, slice, &present)?;
         // Every kept document (local or in the bucket), as the one-process run trains on;
         // the tokenizer goes to tokenize.tokenizer, where the tokenize tasks read it.
         train_tokenizer(
@@ -86,9 +91,9 @@ fn run_tracked(
             .as_ref()
             .context("--stage tokenize needs [tokenize]")?;
         if trains_tokenizer(config) {
-            require_stage(config, "tokenizer", 1, slice)?;
+            require_stage(config, "tokenizer", 1, slice, &present)?;
         } else {
-            require_stage(config, kept_by, n, slice)?;
+            require_stage(config, kept_by, n, slice, &present)?;
         }
         // Its own marker goes to the dataset's directory (for `tokenize --finish`); the one
         // below, in the run's, is what `status` and the next stage read.
@@ -103,21 +108,29 @@ fn run_tracked(
             "--stage {} is a dedup stage, and the config has dedup off",
             stage.name()
         );
-        match stage {
-            Stage::Pairs => require_stage(config, "clean", n, slice)?,
-            Stage::Components => require_stage(config, "pairs", n, slice)?,
-            _ => require_stage(config, "components", 1, slice)?,
+        let (before, tasks_before) = match stage {
+            Stage::Pairs => ("clean", n),
+            Stage::Components => ("pairs", n),
+            _ => ("components", 1),
         };
+        // The input count the clean stage listed, passed on by every stage's markers (an
+        // output from before they recorded it is listed again).
+        let inputs = match require_stage(config, before, tasks_before, slice, &present)? {
+            Some(inputs) => inputs,
+            None => expand_inputs(&config.input.paths, config.input.reader.format)?.len(),
+        };
+        listed = Some(inputs);
         if crate::storage::is_remote_path(out) {
-            super::dedup_remote::run_remote(config, stage, task)?
+            super::dedup_remote::run_remote(config, stage, task, inputs)?
         } else {
             match stage {
-                Stage::Pairs => pairs(config, task)?,
-                Stage::Components => components(config)?,
-                _ => survivors(config, task)?,
+                Stage::Pairs => pairs(config, task, &numbering(config, inputs)?)?,
+                Stage::Components => components(config, &numbering(config, inputs)?)?,
+                _ => survivors_local(config, task, inputs)?,
             }
         }
     };
+    summary.inputs_listed = listed;
     summary
         .seconds
         .insert(stage.name().into(), started.elapsed().as_secs_f64());

@@ -38,6 +38,10 @@ pub struct RunSummary {
     /// step's summary); absent for local runs.
     #[serde(default, skip_serializing_if = "crate::storage::Transfer::is_zero")]
     pub object_store: crate::storage::Transfer,
+    /// In a split run's task markers: the inputs the clean stage listed, which the later
+    /// stages take from the marker they read rather than listing the inputs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_listed: Option<usize>,
 }
 
 impl RunSummary {
@@ -88,13 +92,15 @@ impl RunSummary {
                 ),
             };
             s.push_str(&format!(
-                "object store: read {:.1} MB in {} requests and {} HEADs ({per_input}{:.2} requests per MB), wrote {:.1} MB in {} requests\n",
+                "object store: read {:.1} MB in {} GETs, {} LISTs and {} HEADs ({per_input}{:.3} requests per MB), wrote {:.1} MB in {} PUTs and {} multipart requests\n",
                 t.bytes_read as f64 / 1e6,
-                t.read_requests,
+                t.get_requests,
+                t.list_requests,
                 t.head_requests,
-                t.read_requests as f64 / (t.bytes_read as f64 / 1e6).max(1e-9),
+                t.read_side_requests() as f64 / (t.bytes_read as f64 / 1e6).max(1e-9),
                 t.bytes_written as f64 / 1e6,
-                t.write_requests
+                t.put_requests,
+                t.multipart_requests
             ));
         }
         for issue in self.issues.iter().take(10) {

@@ -40,27 +40,26 @@ fn run_tracked(
 ) -> Result<RunSummary> {
     let out = &config.output.dir;
     let marker = task.map(|t| out.join(t.marker("clean")));
+    // Everything the task reads or writes counts, the marker lookups included.
+    let transfers = storage::transfer_totals();
+    // Two processes given the same index: the second waits for the first (the lock is on
+    // the local directory the task works in), then finds its done marker. The marker is
+    // looked up once, under the lock.
+    let _lock = match task {
+        Some(t) => {
+            let name = t.marker("clean").replace("tasks/", "task-");
+            Some(lock_task(
+                &local_dir(config, task).join("work").join(name + ".lock"),
+            )?)
+        }
+        None => None,
+    };
     if let Some(marker) = &marker
         && storage::exists(marker)?
     {
         tracing::info!("{} exists: this task is done", marker.display());
         return read_marker(marker, config);
     }
-    // Two processes given the same index: the second waits for the first (the lock is on
-    // the local directory the task works in), then finds its done marker.
-    let _lock = match (task, &marker) {
-        (Some(t), Some(marker)) => {
-            let name = t.marker("clean").replace("tasks/", "task-");
-            let lock = lock_task(&local_dir(config, task).join("work").join(name + ".lock"))?;
-            if storage::exists(marker)? {
-                tracing::info!("{} exists: another process did this task", marker.display());
-                return read_marker(marker, config);
-            }
-            Some(lock)
-        }
-        _ => None,
-    };
-    let transfers = storage::transfer_totals();
     let mut summary = if storage::is_remote_path(out) {
         let url = out.to_string_lossy().into_owned();
         let scratch = local_dir(config, task);

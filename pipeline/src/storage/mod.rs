@@ -1,8 +1,9 @@
 //! Where inputs and outputs live: local paths or object storage (`s3://bucket/key`, through
 //! the `object_store` crate). Readers and writers keep working on local files: a remote input
-//! is fetched into a scratch directory in large ranged blocks (16 MB GETs, never one per
-//! record) just before it is read, and a remote output directory is written locally and then
-//! uploaded with multipart uploads, its done marker or manifest last, created only if absent.
+//! is fetched into a scratch directory in one streamed GET (never one per record, nor one per
+//! block: a sequential read is one request whatever its size) just before it is read, and a
+//! remote output directory is written locally and then uploaded (one PUT up to 16 MB, else a
+//! multipart upload), its done marker or manifest last, created only if absent.
 //! Credentials, region and endpoint come from the usual `AWS_*` variables; throttling and
 //! dropped connections are retried with backoff (`object_store::RetryConfig`).
 
@@ -14,9 +15,7 @@ use anyhow::{Context, Result};
 
 pub use remote::{RemoteObject, Transfer, transfer_totals};
 
-/// Bytes per ranged GET when fetching an input.
-pub const READ_BLOCK: usize = 16 << 20;
-/// Bytes per part of a multipart upload.
+/// Bytes per part of a multipart upload (a smaller file is one PUT).
 pub const WRITE_PART: usize = 16 << 20;
 
 /// Ranges of one object closer than this are read as one (the gap read and dropped): a GET's

@@ -15,11 +15,11 @@ use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    WriteMultipart,
+    BackoffConfig, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig, WriteMultipart,
 };
 
-use super::{READ_BLOCK, WRITE_PART};
+use super::WRITE_PART;
 
 /// Bytes and requests moved by this process, for benchmarks and summaries.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -29,58 +29,124 @@ pub struct Transfer {
     /// The part of `bytes_read` that is input objects (the corpus itself).
     #[serde(default)]
     pub input_bytes_read: u64,
-    /// GET and LIST requests.
+    /// GET and LIST requests (`get_requests` + `list_requests`).
     pub read_requests: u64,
-    /// HEAD requests (does a marker exist, how large is an object), billed like GETs.
+    /// HEAD requests (does a marker exist), billed like GETs.
     #[serde(default)]
     pub head_requests: u64,
+    /// GET requests, whole objects or ranges (each streamed: one per object or range read).
+    #[serde(default)]
+    pub get_requests: u64,
+    /// LIST requests (one per page of up to 1000 keys).
+    #[serde(default)]
+    pub list_requests: u64,
     pub bytes_written: u64,
+    /// Objects written (`put_requests` + one per multipart upload).
     pub write_requests: u64,
+    /// Single PUT requests (small objects, markers, conditional creates).
+    #[serde(default)]
+    pub put_requests: u64,
+    /// Requests of multipart uploads: create, each part, complete.
+    #[serde(default)]
+    pub multipart_requests: u64,
 }
 
+/// The counters of [`Transfer`], in field order.
+const FIELDS: usize = 10;
+
 impl Transfer {
+    fn to_array(self) -> [u64; FIELDS] {
+        [
+            self.bytes_read,
+            self.input_bytes_read,
+            self.read_requests,
+            self.head_requests,
+            self.get_requests,
+            self.list_requests,
+            self.bytes_written,
+            self.write_requests,
+            self.put_requests,
+            self.multipart_requests,
+        ]
+    }
+
+    fn from_array(a: [u64; FIELDS]) -> Self {
+        let [
+            bytes_read,
+            input_bytes_read,
+            read_requests,
+            head_requests,
+            get_requests,
+            list_requests,
+            bytes_written,
+            write_requests,
+            put_requests,
+            multipart_requests,
+        ] = a;
+        Self {
+            bytes_read,
+            input_bytes_read,
+            read_requests,
+            head_requests,
+            get_requests,
+            list_requests,
+            bytes_written,
+            write_requests,
+            put_requests,
+            multipart_requests,
+        }
+    }
+
     pub fn is_zero(&self) -> bool {
         *self == Self::default()
     }
 
+    /// Requests that read (GET, LIST, HEAD), what "requests per MB read" counts.
+    pub fn read_side_requests(&self) -> u64 {
+        self.read_requests + self.head_requests
+    }
+
     /// What moved between `start` (an earlier [`transfer_totals`]) and these totals.
     pub fn since(&self, start: &Transfer) -> Transfer {
-        Transfer {
-            bytes_read: self.bytes_read.saturating_sub(start.bytes_read),
-            input_bytes_read: self.input_bytes_read.saturating_sub(start.input_bytes_read),
-            read_requests: self.read_requests.saturating_sub(start.read_requests),
-            head_requests: self.head_requests.saturating_sub(start.head_requests),
-            bytes_written: self.bytes_written.saturating_sub(start.bytes_written),
-            write_requests: self.write_requests.saturating_sub(start.write_requests),
-        }
+        let (a, b) = (self.to_array(), start.to_array());
+        Self::from_array(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
     }
 
     pub fn add(&mut self, other: &Transfer) {
-        self.bytes_read += other.bytes_read;
-        self.input_bytes_read += other.input_bytes_read;
-        self.read_requests += other.read_requests;
-        self.head_requests += other.head_requests;
-        self.bytes_written += other.bytes_written;
-        self.write_requests += other.write_requests;
+        let (a, b) = (self.to_array(), other.to_array());
+        *self = Self::from_array(std::array::from_fn(|i| a[i] + b[i]));
     }
 }
 
 static BYTES_READ: AtomicU64 = AtomicU64::new(0);
 static INPUT_BYTES_READ: AtomicU64 = AtomicU64::new(0);
-static READ_REQUESTS: AtomicU64 = AtomicU64::new(0);
 static HEAD_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static GET_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static LIST_REQUESTS: AtomicU64 = AtomicU64::new(0);
 static BYTES_WRITTEN: AtomicU64 = AtomicU64::new(0);
-static WRITE_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static PUT_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static MULTIPART_UPLOADS: AtomicU64 = AtomicU64::new(0);
+static MULTIPART_REQUESTS: AtomicU64 = AtomicU64::new(0);
 
 /// What this process has moved so far.
 pub fn transfer_totals() -> Transfer {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let (gets, lists, puts) = (
+        load(&GET_REQUESTS),
+        load(&LIST_REQUESTS),
+        load(&PUT_REQUESTS),
+    );
     Transfer {
-        bytes_read: BYTES_READ.load(Ordering::Relaxed),
-        input_bytes_read: INPUT_BYTES_READ.load(Ordering::Relaxed),
-        read_requests: READ_REQUESTS.load(Ordering::Relaxed),
-        head_requests: HEAD_REQUESTS.load(Ordering::Relaxed),
-        bytes_written: BYTES_WRITTEN.load(Ordering::Relaxed),
-        write_requests: WRITE_REQUESTS.load(Ordering::Relaxed),
+        bytes_read: load(&BYTES_READ),
+        input_bytes_read: load(&INPUT_BYTES_READ),
+        read_requests: gets + lists,
+        head_requests: load(&HEAD_REQUESTS),
+        get_requests: gets,
+        list_requests: lists,
+        bytes_written: load(&BYTES_WRITTEN),
+        write_requests: puts + load(&MULTIPART_UPLOADS),
+        put_requests: puts,
+        multipart_requests: load(&MULTIPART_REQUESTS),
     }
 }
 
@@ -174,23 +240,16 @@ impl RemoteObject {
         }
     }
 
-    /// Copies the object to `local` in ranged GETs of `READ_BLOCK` bytes, through a temp file
-    /// renamed at the end; returns its size.
+    /// Copies the object to `local` in one GET, streamed through a bounded buffer into a
+    /// temp file renamed at the end; returns its size.
     pub fn download(&self, local: &Path) -> Result<u64> {
-        let store = self.store()?;
-        let rt = runtime()?;
-        HEAD_REQUESTS.fetch_add(1, Ordering::Relaxed);
-        let size = rt
-            .block_on(store.head(&self.key))
-            .with_context(|| format!("looking up {}", self.url))?
-            .size;
         let partial = local.with_extension("partial");
         let mut file = std::io::BufWriter::with_capacity(
             1 << 20,
             std::fs::File::create(&partial)
                 .with_context(|| format!("creating {}", partial.display()))?,
         );
-        self.read_blocks(&store, rt, 0..size, |block| {
+        let size = self.stream(None, |block| {
             file.write_all(block)
                 .with_context(|| format!("writing {}", partial.display()))
         })?;
@@ -201,61 +260,81 @@ impl RemoteObject {
         Ok(size)
     }
 
-    /// The bytes of `ranges` (sorted, not overlapping), each in one ranged GET per
-    /// `READ_BLOCK` bytes: callers coalesce nearby ranges first (`storage::coalesce`).
+    /// The bytes of `ranges` (sorted, not overlapping), one GET each: callers coalesce
+    /// nearby ranges first (`storage::coalesce`).
     pub fn read_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
-        let store = self.store()?;
-        let rt = runtime()?;
         let mut out = Vec::with_capacity(ranges.len());
         for range in ranges {
             let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
-            self.read_blocks(&store, rt, range.clone(), |block| {
-                bytes.extend_from_slice(block);
-                Ok(())
-            })?;
+            if range.end > range.start {
+                self.stream(Some(range.clone()), |block| {
+                    bytes.extend_from_slice(block);
+                    Ok(())
+                })?;
+            }
             out.push(bytes);
         }
         Ok(out)
     }
 
-    /// Reads `range` in ranged GETs of at most `READ_BLOCK` bytes, counted, handing each block
-    /// to `each` in order.
-    fn read_blocks(
+    /// Reads `range` (the whole object without one) in one GET, counted, handing the body
+    /// to `each` as it arrives, so a large read holds only a chunk in memory (`object_store`
+    /// resumes a dropped body from the byte reached, checking the ETag); returns the bytes
+    /// read. A sequential read of an object is one request whatever its size.
+    fn stream(
         &self,
-        store: &Arc<dyn ObjectStore>,
-        rt: &tokio::runtime::Runtime,
-        range: Range<u64>,
+        range: Option<Range<u64>>,
         mut each: impl FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
-        let mut at = range.start;
-        while at < range.end {
-            let end = (at + READ_BLOCK as u64).min(range.end);
-            let block = rt
-                .block_on(store.get_range(&self.key, at..end))
-                .with_context(|| format!("reading bytes {at}..{end} of {}", self.url))?;
-            READ_REQUESTS.fetch_add(1, Ordering::Relaxed);
-            BYTES_READ.fetch_add(block.len() as u64, Ordering::Relaxed);
-            each(&block)?;
-            at = end;
-        }
-        Ok(())
+    ) -> Result<u64> {
+        let store = self.store()?;
+        let what = match &range {
+            Some(r) => format!("bytes {}..{} of {}", r.start, r.end, self.url),
+            None => self.url.clone(),
+        };
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        runtime()?
+            .block_on(async {
+                let result = store.get_opts(&self.key, options).await;
+                GET_REQUESTS.fetch_add(1, Ordering::Relaxed);
+                let mut body = result?.into_stream();
+                let mut read = 0u64;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk?;
+                    BYTES_READ.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    read += chunk.len() as u64;
+                    each(&chunk)?;
+                }
+                anyhow::Ok(read)
+            })
+            .with_context(|| format!("reading {what}"))
     }
 
     /// The whole object (for small files: markers, summaries).
     pub fn read_all(&self) -> Result<Vec<u8>> {
-        let store = self.store()?;
-        let rt = runtime()?;
-        let bytes = rt
-            .block_on(async { store.get(&self.key).await?.bytes().await })
-            .with_context(|| format!("reading {}", self.url))?;
-        READ_REQUESTS.fetch_add(1, Ordering::Relaxed);
-        BYTES_READ.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        Ok(bytes.to_vec())
+        let mut bytes = Vec::new();
+        self.stream(None, |block| {
+            bytes.extend_from_slice(block);
+            Ok(())
+        })?;
+        Ok(bytes)
     }
 
-    /// Uploads a local file as a multipart upload of `WRITE_PART` parts (aborted on error, so
-    /// no partial object appears).
+    /// Uploads a local file: one PUT up to `WRITE_PART` bytes, else a multipart upload of
+    /// `WRITE_PART` parts (aborted on error, so no partial object appears).
     pub fn upload(&self, local: &Path) -> Result<()> {
+        let size = std::fs::metadata(local)
+            .with_context(|| format!("opening {}", local.display()))?
+            .len();
+        if size <= WRITE_PART as u64 {
+            let bytes =
+                std::fs::read(local).with_context(|| format!("reading {}", local.display()))?;
+            return self
+                .put(bytes)
+                .with_context(|| format!("uploading {}", local.display()));
+        }
         let store = self.store()?;
         let rt = runtime()?;
         let mut file =
@@ -264,6 +343,7 @@ impl RemoteObject {
             let upload = store.put_multipart(&self.key).await?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, WRITE_PART);
             let mut buf = vec![0u8; 1 << 20];
+            let mut sent = 0u64;
             loop {
                 let n = match file.read(&mut buf) {
                     Ok(0) => break,
@@ -275,10 +355,14 @@ impl RemoteObject {
                 };
                 writer.wait_for_capacity(4).await?;
                 writer.write(&buf[..n]);
+                sent += n as u64;
                 BYTES_WRITTEN.fetch_add(n as u64, Ordering::Relaxed);
             }
             writer.finish().await?;
-            WRITE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+            // Create, one request per part, complete.
+            let parts = sent.div_ceil(WRITE_PART as u64).max(1);
+            MULTIPART_REQUESTS.fetch_add(2 + parts, Ordering::Relaxed);
+            MULTIPART_UPLOADS.fetch_add(1, Ordering::Relaxed);
             anyhow::Ok(())
         })
         .with_context(|| format!("uploading {} to {}", local.display(), self.url))
@@ -291,7 +375,7 @@ impl RemoteObject {
         runtime()?
             .block_on(store.put(&self.key, PutPayload::from(bytes)))
             .with_context(|| format!("writing {}", self.url))?;
-        WRITE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        PUT_REQUESTS.fetch_add(1, Ordering::Relaxed);
         BYTES_WRITTEN.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
@@ -317,7 +401,7 @@ impl RemoteObject {
             ..PutOptions::default()
         };
         let created = rt.block_on(store.put_opts(&self.key, payload.clone(), options));
-        WRITE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        PUT_REQUESTS.fetch_add(1, Ordering::Relaxed);
         BYTES_WRITTEN.fetch_add(len, Ordering::Relaxed);
         match created {
             Ok(_) => Ok(()),
@@ -371,7 +455,8 @@ pub fn expand(pattern: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<String>>
             Ok::<_, object_store::Error>(keys)
         })
         .with_context(|| format!("listing {pattern}"))?;
-    READ_REQUESTS.fetch_add(1, Ordering::Relaxed);
+    // One request per page of 1000 keys (S3's page size).
+    LIST_REQUESTS.fetch_add((keys.len() as u64).div_ceil(1000).max(1), Ordering::Relaxed);
     keys.retain(|k| match &matcher {
         Some(m) => m.matches_with(
             k,

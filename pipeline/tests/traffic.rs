@@ -1,0 +1,155 @@
+//! Object store requests of a split dedup run over the S3 server, as each task counts them in
+//! its done marker (every task is its own `pipeline` process, so the counts are its own):
+//! each stage stays within what its design allows, and after `clean` no stage makes a
+//! request per input or per document.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use pipeline::storage::{RemoteObject, Transfer};
+
+use crate::cluster::{new_bucket, s3_endpoint};
+use crate::cluster_dedup::dedup_corpus;
+
+/// Signatures closer than this are read in one range (`dedup_remote::SIGNATURE_GAP`).
+const SIGNATURE_GAP: u64 = 64 << 10;
+
+fn run(args: &[&str], scratch: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(args)
+        .env("JIELONG_SCRATCH", scratch)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run pipeline");
+    assert!(
+        out.status.success(),
+        "pipeline {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The traffic task `index` of `stage` recorded in its done marker.
+fn traffic(out: &str, stage: &str, index: usize, tasks: usize) -> Transfer {
+    let url = format!("{out}/tasks/{stage}-{index:05}-of-{tasks:05}.json");
+    let bytes = pipeline::storage::read_small(Path::new(&url)).expect("marker");
+    let marker: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    serde_json::from_value(marker["summary"]["object_store"].clone()).expect("traffic")
+}
+
+#[test]
+fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scratch = dir.path().join("scratch");
+    let inputs = dedup_corpus(dir.path(), 60);
+    let bucket = new_bucket(&endpoint, "traffic");
+    // The inputs are objects too: the clean stage reads each once, in one GET.
+    let mut sizes = BTreeMap::new();
+    for path in &inputs {
+        let path = Path::new(path);
+        let name = path.file_name().expect("name").to_string_lossy();
+        RemoteObject::parse(&format!("s3://{bucket}/in/{name}"))
+            .and_then(|o| o.upload(path))
+            .expect("upload input");
+        sizes.insert(
+            name.to_string(),
+            std::fs::metadata(path).expect("size").len(),
+        );
+    }
+    let sizes: Vec<u64> = sizes.into_values().collect();
+    for n in [1usize, 3] {
+        let out = format!("s3://{bucket}/out-{n}");
+        let config = dir.path().join(format!("traffic-{n}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[input]\npaths = [\"s3://{bucket}/in/\"]\n\n[output]\ndir = \"{out}\"\n\n[run]\nbatch_size = 64\n\n[dedup]\nexact = true\nrun_entries = 500\n\n[dedup.minhash]\nenabled = true\n"
+            ),
+        )
+        .expect("config");
+        let config = config.display().to_string();
+        for stage in ["clean", "pairs", "components", "survivors"] {
+            let tasks = if stage == "components" { 1 } else { n };
+            for task in 0..tasks {
+                let (i, count) = (task.to_string(), n.to_string());
+                let args = ["clean", &config, "--task", &i, "--tasks", &count];
+                run(&[&args[..], &["--stage", stage]].concat(), &scratch);
+            }
+        }
+        // What a task owns: inputs i with i % n == t (in listing order).
+        let owned = |t: usize| -> Vec<u64> {
+            sizes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % n == t)
+                .map(|(_, &s)| s)
+                .collect()
+        };
+        let sigs_ranges: u64 = (0..n)
+            .map(|t| {
+                let url = format!("{out}/work/dedup/sigs-task-{t:05}-of-{n:05}.bin");
+                let size = RemoteObject::parse(&url)
+                    .and_then(|o| o.read_all())
+                    .expect("sigs pack")
+                    .len() as u64;
+                size.div_ceil(SIGNATURE_GAP).max(1)
+            })
+            .sum();
+        let n64 = n as u64;
+        for t in 0..n {
+            let what = format!("{n} tasks, task {t}");
+            // clean: its marker looked up (one HEAD), the inputs listed (one LIST), each of
+            // its inputs in one GET and nothing else; three packs and config.json written,
+            // each in one PUT (its marker, written with these counts, comes after them).
+            let clean = traffic(&out, "clean", t, n);
+            let mine = owned(t);
+            assert_eq!(clean.head_requests, 1, "clean, {what}: {clean:?}");
+            assert_eq!(clean.list_requests, 1, "clean, {what}: {clean:?}");
+            assert_eq!(clean.get_requests, mine.len() as u64, "clean, {what}");
+            assert_eq!(clean.input_bytes_read, mine.iter().sum::<u64>(), "{what}");
+            assert_eq!(clean.bytes_read, clean.input_bytes_read, "clean, {what}");
+            assert_eq!(clean.put_requests, 4, "clean, {what}: {clean:?}");
+            assert_eq!(clean.multipart_requests, 0, "clean, {what}");
+            // pairs: one LIST of the markers, its clean marker, then per clean task the keys
+            // pack's header, its partitions' range and the signatures it needs (ranges
+            // further apart than the gap); its pairs pack written.
+            let pairs = traffic(&out, "pairs", t, n);
+            assert_eq!((pairs.list_requests, pairs.head_requests), (1, 0), "{what}");
+            assert!(
+                pairs.get_requests <= 1 + 2 * n64 + sigs_ranges,
+                "pairs, {what}: {pairs:?}, {sigs_ranges} signature ranges at most"
+            );
+            assert_eq!(pairs.put_requests, 1, "pairs, {what}");
+            // survivors: the markers listed, the components marker, its clean task's kept
+            // pack and its clusters pack; per input its kept part and docs table written.
+            let survivors = traffic(&out, "survivors", t, n);
+            assert_eq!(
+                (survivors.list_requests, survivors.head_requests),
+                (1, 0),
+                "survivors, {what}: {survivors:?}"
+            );
+            assert_eq!(
+                survivors.get_requests, 3,
+                "survivors, {what}: {survivors:?}"
+            );
+            assert_eq!(survivors.put_requests, 2 * mine.len() as u64, "{what}");
+        }
+        // components: the markers listed, every pairs marker and pairs pack; a clusters pack
+        // per survivors task written.
+        let components = traffic(&out, "components", 0, 1);
+        assert_eq!(
+            (components.list_requests, components.head_requests),
+            (1, 0),
+            "{n} tasks: {components:?}"
+        );
+        assert_eq!(
+            components.get_requests,
+            2 * n64,
+            "{n} tasks: {components:?}"
+        );
+        assert_eq!(components.put_requests, n64, "{n} tasks: {components:?}");
+    }
+}
