@@ -7,8 +7,11 @@
 //! thresholds. C4's line rules are English-specific and only run on non-Chinese documents.
 
 pub mod c4;
+#[cfg(test)]
+mod equivalence;
 pub mod fineweb;
 pub mod gopher;
+pub mod ngrams;
 
 use std::sync::LazyLock;
 
@@ -47,6 +50,8 @@ pub struct Analysis<'a> {
     pub words: Vec<&'a str>,
     /// Characters of each word, aligned with `words`.
     pub word_chars: Vec<usize>,
+    /// Each word's id, and each distinct word's first position and count.
+    pub vocabulary: ngrams::Vocabulary,
     pub lines: Vec<&'a str>,
     /// Characters in `text`.
     pub chars: usize,
@@ -92,6 +97,7 @@ impl<'a> Analysis<'a> {
             text.split_whitespace().collect()
         };
         let word_chars = words.iter().map(|w| char_count(w)).collect();
+        let vocabulary = ngrams::Vocabulary::new(&words);
         let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
@@ -103,6 +109,7 @@ impl<'a> Analysis<'a> {
             chinese,
             words,
             word_chars,
+            vocabulary,
             lines,
             chars: char_count(text),
             duplicated_lines,
