@@ -123,9 +123,7 @@ impl GopherQualityOptions {
             ));
         }
         let all_words = doc.words.len().max(1) as f64;
-        let symbols = doc.text.matches('#').count()
-            + doc.text.matches("...").count()
-            + doc.text.matches('…').count();
+        let symbols = symbol_count(doc.text);
         let symbol_ratio = symbols as f64 / all_words;
         v.score("gopher_symbol_word_ratio", symbol_ratio);
         if symbol_ratio > self.max_symbol_word_ratio {
@@ -206,6 +204,38 @@ impl GopherQualityOptions {
     }
 }
 
+/// `text.matches('#').count() + text.matches("...").count() + text.matches('…').count()` in
+/// one pass: "..." matches do not overlap, so a run of dots holds a third of its length.
+pub(crate) fn symbol_count(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (mut count, mut run, mut last_dot) = (0, 0, usize::MAX);
+    // '…' is E2 80 A6 in UTF-8; A6 alone is found, then its lead bytes are checked.
+    for i in memchr::memchr3_iter(b'#', b'.', 0xA6, bytes) {
+        match bytes[i] {
+            b'#' => count += 1,
+            b'.' => {
+                run = if last_dot.wrapping_add(1) == i {
+                    run + 1
+                } else {
+                    1
+                };
+                if run == 3 {
+                    count += 1;
+                    run = 0;
+                }
+                last_dot = i;
+            }
+            _ => {
+                if i >= 2 && bytes[i - 2] == 0xE2 && bytes[i - 1] == 0x80 {
+                    count += 1;
+                }
+            }
+        }
+    }
+    count
+}
+
+#[inline]
 fn has_letter(word: &str) -> bool {
     if word.is_ascii() {
         word.bytes().any(|b| b.is_ascii_alphabetic())

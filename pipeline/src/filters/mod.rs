@@ -84,19 +84,25 @@ pub(crate) fn char_count(s: &str) -> usize {
 
 impl<'a> Analysis<'a> {
     pub fn new(text: &'a str, chinese: bool) -> Self {
+        let ascii = text.is_ascii();
         let words: Vec<&str> = if chinese {
             JIEBA
                 .cut(text, false)
                 .into_iter()
                 .map(|token| token.word)
-                .filter(|w| !w.trim().is_empty())
+                // `!w.trim().is_empty()`, deciding on the first character in most cases.
+                .filter(|w| w.chars().any(|c| is_cjk_ideograph(c) || !c.is_whitespace()))
                 .collect()
-        } else if text.is_ascii() {
+        } else if ascii {
             ascii_words(text)
         } else {
             text.split_whitespace().collect()
         };
-        let word_chars = words.iter().map(|w| char_count(w)).collect();
+        let word_chars = if ascii {
+            words.iter().map(|w| w.len()).collect()
+        } else {
+            words.iter().map(|w| char_count(w)).collect()
+        };
         let vocabulary = ngrams::Vocabulary::new(&words);
         let lines: Vec<&str> = text
             .lines()
@@ -111,7 +117,11 @@ impl<'a> Analysis<'a> {
             word_chars,
             vocabulary,
             lines,
-            chars: char_count(text),
+            chars: if ascii {
+                text.len()
+            } else {
+                text.chars().count()
+            },
             duplicated_lines,
         }
     }
@@ -146,6 +156,7 @@ fn ascii_words(text: &str) -> Vec<&str> {
 }
 
 /// Whether every character of `word` is punctuation or a symbol.
+#[inline]
 pub(crate) fn is_symbol_word(word: &str) -> bool {
     if word.is_ascii() {
         // ASCII: punctuation, or a control character (neither alphanumeric nor whitespace).

@@ -101,44 +101,53 @@ pub struct Vocabulary {
 /// with the top byte zero (compared by string on a match).
 #[inline]
 fn word_key(word: &str) -> (u64, bool) {
-    let bytes = word.as_bytes();
-    if (1..=7).contains(&bytes.len()) {
-        let mut packed = [0u8; 8];
-        packed[..bytes.len()].copy_from_slice(bytes);
-        packed[7] = bytes.len() as u8;
-        (u64::from_le_bytes(packed), true)
-    } else {
-        (xxhash_rust::xxh3::xxh3_64(bytes) >> 8, false)
-    }
+    let b = word.as_bytes();
+    let len = b.len();
+    let packed = match len {
+        // Two overlapping loads put every byte at its own place (overlapping bytes agree).
+        4..=7 => {
+            let low = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let high = u32::from_le_bytes([b[len - 4], b[len - 3], b[len - 2], b[len - 1]]);
+            u64::from(low) | (u64::from(high) << (8 * (len - 4)))
+        }
+        1..=3 => {
+            u64::from(b[0])
+                | (u64::from(b[len / 2]) << (8 * (len / 2)))
+                | (u64::from(b[len - 1]) << (8 * (len - 1)))
+        }
+        _ => return (xxhash_rust::xxh3::xxh3_64(b) >> 8, false),
+    };
+    (packed | ((len as u64) << 56), true)
 }
 
 impl Vocabulary {
     pub fn new(words: &[&str]) -> Self {
-        let mut vocabulary = Self {
-            ids: Vec::with_capacity(words.len()),
-            firsts: Vec::new(),
-            counts: Vec::new(),
-        };
+        let mut ids = Vec::with_capacity(words.len());
+        let mut firsts: Vec<u32> = Vec::new();
+        let mut counts: Vec<u32> = Vec::new();
         SCRATCH.with_borrow_mut(|scratch| {
             let table = &mut scratch.table;
             table.reset(words.len());
             for (i, &word) in words.iter().enumerate() {
                 let (key, exact) = word_key(word);
-                let next = vocabulary.firsts.len() as u32;
-                let firsts = &vocabulary.firsts;
+                let next = firsts.len() as u32;
                 let id = table.find_or_insert(key, next, |id| {
                     exact || words[firsts[id as usize] as usize] == word
                 });
                 if id == next {
-                    vocabulary.firsts.push(i as u32);
-                    vocabulary.counts.push(1);
+                    firsts.push(i as u32);
+                    counts.push(1);
                 } else {
-                    vocabulary.counts[id as usize] += 1;
+                    counts[id as usize] += 1;
                 }
-                vocabulary.ids.push(id);
+                ids.push(id);
             }
         });
-        vocabulary
+        Self {
+            ids,
+            firsts,
+            counts,
+        }
     }
 }
 
@@ -252,18 +261,20 @@ impl Sizes<'_, '_> {
             return false;
         }
         let positions = self.input.words.len() + 1 - n;
-        let ids = &self.input.vocabulary.ids;
+        // The last word of the n-gram starting at each position.
+        let last_words = &self.input.vocabulary.ids[n - 1..];
         s.counts.clear();
         s.firsts.clear();
         s.next.clear();
+        s.next.resize(positions, UNIQUE);
         s.table.reset(positions);
-        for start in 0..positions {
-            let (prefix, suffix) = (s.classes[start], s.classes[start + 1]);
+        let pairs = s.classes.windows(2).zip(last_words);
+        for (start, ((pair, &last), next)) in pairs.zip(s.next.iter_mut()).enumerate() {
+            let (prefix, suffix) = (pair[0], pair[1]);
             if prefix == UNIQUE || suffix == UNIQUE {
-                s.next.push(UNIQUE);
                 continue;
             }
-            let key = (u64::from(prefix) << 32) | u64::from(ids[start + n - 1]);
+            let key = (u64::from(prefix) << 32) | u64::from(last);
             let new = s.counts.len() as u32;
             let class = s.table.find_or_insert(key, new, |_| true);
             if class == new {
@@ -272,7 +283,7 @@ impl Sizes<'_, '_> {
             } else {
                 s.counts[class as usize] += 1;
             }
-            s.next.push(class);
+            *next = class;
         }
         std::mem::swap(&mut s.classes, &mut s.next);
         true

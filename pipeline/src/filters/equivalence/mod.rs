@@ -277,3 +277,29 @@ fn vocabulary_ids_are_equal_exactly_for_equal_words() {
     let distinct: std::collections::HashSet<&str> = words.iter().copied().collect();
     assert_eq!(distinct.len(), vocabulary.firsts.len());
 }
+
+#[test]
+fn symbol_count_equals_the_three_searches() {
+    let mut rng = Rng(11);
+    let pieces = [
+        ".",
+        ".",
+        ".",
+        "#",
+        "…",
+        "Ц",
+        "a",
+        " ",
+        "日",
+        "\u{e2}\u{80}",
+        "ⅆ",
+    ];
+    for _ in 0..3000 {
+        let text: String = (0..rng.below(40))
+            .map(|_| pieces[rng.below(pieces.len())])
+            .collect();
+        let expected =
+            text.matches('#').count() + text.matches("...").count() + text.matches('…').count();
+        assert_eq!(super::gopher::symbol_count(&text), expected, "{text:?}");
+    }
+}
