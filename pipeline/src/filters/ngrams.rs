@@ -5,14 +5,14 @@
 //! `u64`, so most never need a string comparison). Every n-gram then gets a class: equal
 //! n-grams share one. The class of an (n+1)-gram is found from the pair (class of its n-gram
 //! prefix, id of its last word), an exact `u64` key, so no hash collision can merge two
-//! different n-grams. An n-gram that occurs once is "unique"; an (n+1)-gram that contains a
-//! unique n-gram is unique too and is never looked up. Natural text runs out of repeated
+//! different n-grams. An (n+1)-gram that contains an n-gram occurring once occurs once too
+//! (class `ONCE`) and is never looked up. Natural text runs out of repeated
 //! n-grams after a few words, and the work with it.
 
 use std::cell::RefCell;
 
-/// No class: an n-gram that occurs once.
-const UNIQUE: u32 = u32::MAX;
+/// The class of every n-gram that occurs once (its count stays 1).
+const ONCE: u32 = 0;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
@@ -78,7 +78,11 @@ struct Scratch {
     table: Table,
     classes: Vec<u32>,
     next: Vec<u32>,
+    /// Occurrences of each class of the current size, and of the size being built.
     counts: Vec<u32>,
+    next_counts: Vec<u32>,
+    /// The largest of `counts` but the class `ONCE`'s (1 when there is none).
+    most: u32,
     firsts: Vec<u32>,
     seen: Vec<u32>,
     seen_generation: u32,
@@ -195,13 +199,19 @@ impl NgramInput<'_> {
             chars_before.push(chars);
         }
         SCRATCH.with_borrow_mut(|scratch| {
+            // Size 1: the words, class = id + 1.
             let vocabulary = self.vocabulary;
             scratch.counts.clear();
+            scratch.counts.push(1);
             scratch.counts.extend_from_slice(&vocabulary.counts);
+            scratch.most = vocabulary.counts.iter().copied().max().unwrap_or(1);
             scratch.firsts.clear();
+            scratch.firsts.push(0);
             scratch.firsts.extend_from_slice(&vocabulary.firsts);
             scratch.classes.clear();
-            scratch.classes.extend_from_slice(&vocabulary.ids);
+            scratch
+                .classes
+                .extend(vocabulary.ids.iter().map(|&id| id + 1));
             let mut sizes = Sizes {
                 input: self,
                 chars_before: &chars_before,
@@ -246,55 +256,50 @@ impl Sizes<'_, '_> {
     /// occurs twice (nothing left to count).
     fn next_size(&mut self, n: usize) -> bool {
         let s = &mut *self.scratch;
-        // Classes that occur once become unique, and unique ones are not counted further.
-        let mut repeated = false;
-        for class in s.classes.iter_mut() {
-            if *class != UNIQUE {
-                if s.counts[*class as usize] < 2 {
-                    *class = UNIQUE;
-                } else {
-                    repeated = true;
-                }
-            }
-        }
-        if !repeated {
+        if s.most < 2 {
             return false;
         }
         let positions = self.input.words.len() + 1 - n;
         // The last word of the n-gram starting at each position.
         let last_words = &self.input.vocabulary.ids[n - 1..];
-        s.counts.clear();
+        s.next_counts.clear();
+        s.next_counts.push(1);
         s.firsts.clear();
+        s.firsts.push(0);
         s.next.clear();
-        s.next.resize(positions, UNIQUE);
+        s.next.resize(positions, ONCE);
         s.table.reset(positions);
+        let mut most = 1;
         let pairs = s.classes.windows(2).zip(last_words);
         for (start, ((pair, &last), next)) in pairs.zip(s.next.iter_mut()).enumerate() {
             let (prefix, suffix) = (pair[0], pair[1]);
-            if prefix == UNIQUE || suffix == UNIQUE {
+            // An n-gram holding an (n-1)-gram that occurs once occurs once.
+            if s.counts[prefix as usize] < 2 || s.counts[suffix as usize] < 2 {
                 continue;
             }
             let key = (u64::from(prefix) << 32) | u64::from(last);
-            let new = s.counts.len() as u32;
+            let new = s.next_counts.len() as u32;
             let class = s.table.find_or_insert(key, new, |_| true);
             if class == new {
-                s.counts.push(1);
+                s.next_counts.push(1);
                 s.firsts.push(start as u32);
             } else {
-                s.counts[class as usize] += 1;
+                let count = &mut s.next_counts[class as usize];
+                *count += 1;
+                most = most.max(*count);
             }
             *next = class;
         }
         std::mem::swap(&mut s.classes, &mut s.next);
+        std::mem::swap(&mut s.counts, &mut s.next_counts);
+        s.most = most;
         true
     }
 
     fn top_fraction(&self, n: usize) -> f64 {
         let s = &*self.scratch;
         let words = self.input.words;
-        let Some(&most) = s.counts.iter().max() else {
-            return 0.0;
-        };
+        let most = s.most;
         if most < 2 {
             return 0.0;
         }
@@ -324,7 +329,7 @@ impl Sizes<'_, '_> {
         let mut start = 0;
         while start < positions {
             let class = s.classes[start];
-            if class != UNIQUE && s.counts[class as usize] > 1 {
+            if s.counts[class as usize] > 1 {
                 let seen = &mut s.seen[class as usize];
                 if *seen == generation {
                     dup_chars += self.chars_before[start + n] - self.chars_before[start];
