@@ -48,7 +48,9 @@ pub fn normalize(text: &str, options: &NormalizeOptions) -> String {
     // character, nothing for ASCII) spares decomposing and recomposing every character.
     let unified: Cow<'_, str> = match options.unicode {
         UnicodeForm::Nfc
-            if text.chars().all(nfc_stable) || is_nfc_quick(text.chars()) == IsNormalized::Yes =>
+            if text.is_ascii()
+                || text.chars().all(nfc_stable)
+                || is_nfc_quick(text.chars()) == IsNormalized::Yes =>
         {
             Cow::Borrowed(text)
         }
@@ -80,15 +82,27 @@ fn clean_lines(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        // A run of characters that are copied as they are.
+        // A run of characters that are copied as they are, with the single spaces between
+        // them (what a space followed by content writes); ASCII a byte at a time.
         let start = i;
         let mut special = None;
-        for c in text[i..].chars() {
-            if !is_plain(c) {
-                special = Some(c);
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b.is_ascii_graphic() {
+                i += 1;
+            } else if b == b' ' && i > start && bytes.get(i + 1).is_some_and(u8::is_ascii_graphic) {
+                i += 2;
+            } else if b.is_ascii() {
+                special = Some(char::from(b));
                 break;
+            } else {
+                let c = text[i..].chars().next().unwrap_or_default();
+                if !is_plain(c) {
+                    special = Some(c);
+                    break;
+                }
+                i += c.len_utf8();
             }
-            i += c.len_utf8();
         }
         if i > start {
             out.push_content(&text[start..i]);
@@ -201,5 +215,100 @@ impl Lines {
             self.blank_run += 1;
         }
         (self.content, self.space) = (false, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `clean_lines` as it was before runs were scanned a byte at a time.
+    fn reference_clean_lines(text: &str) -> String {
+        let mut out = Lines {
+            text: String::with_capacity(text.len()),
+            blank_run: 0,
+            content: false,
+            space: false,
+        };
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let start = i;
+            let mut special = None;
+            for c in text[i..].chars() {
+                if !is_plain(c) {
+                    special = Some(c);
+                    break;
+                }
+                i += c.len_utf8();
+            }
+            if i > start {
+                out.push_content(&text[start..i]);
+            }
+            let Some(c) = special else {
+                break;
+            };
+            i += c.len_utf8();
+            if c == '\n' || c == '\r' {
+                if c == '\r' && bytes.get(i) == Some(&b'\n') {
+                    i += 1;
+                }
+                out.end_line();
+            } else if c == '\u{1B}' {
+                i += escape_sequence_len(&bytes[i..]);
+            } else if is_invisible(c) || (c.is_control() && c != '\t') {
+                continue;
+            } else if c.is_whitespace() && c != '\u{3000}' {
+                out.space = true;
+            } else {
+                out.push_content(c.encode_utf8(&mut [0u8; 4]));
+            }
+        }
+        out.text
+    }
+
+    #[test]
+    fn clean_lines_equals_the_char_at_a_time_version() {
+        let pieces = [
+            "a",
+            "Bc",
+            " ",
+            " ",
+            "  ",
+            "\t",
+            "\n",
+            "\n\n",
+            "\r\n",
+            "\r",
+            "\u{0B}",
+            "\u{1B}[1;33m",
+            "\u{1B}]0;t\u{7}",
+            "\u{1B}",
+            "中文",
+            "\u{3000}",
+            "\u{a0}",
+            "\u{200B}",
+            "\u{AD}",
+            "é",
+            "\u{85}",
+            "~",
+            "!",
+            "\u{7F}",
+            "\u{1}",
+            "😀",
+            "\u{2028}",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for round in 0..3000 {
+            let count = [0, 1, 2, 3, 8, 40, 200][round % 7];
+            let text: String = (0..count).map(|_| pieces[next(pieces.len())]).collect();
+            assert_eq!(clean_lines(&text), reference_clean_lines(&text), "{text:?}");
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! Gopher (MassiveText) quality and repetition rules, Rae et al. 2021, with the thresholds
 //! datatrove uses by default; `chinese()` gives FineWeb-2's cmn_Hani values.
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use std::cell::OnceCell;
+
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 
+use super::ngrams::NgramInput;
 use super::{Analysis, Verdict, duplicates, is_cjk_ideograph, is_symbol_word};
 
 pub const QUALITY_SCORES: [&str; 7] = [
@@ -80,22 +83,24 @@ impl GopherQualityOptions {
 
     pub fn apply(&self, doc: &Analysis<'_>) -> Verdict {
         let mut v = Verdict::default();
-        // One pass over the words for the word counts, lengths, letters and stop words.
+        // One pass over the distinct words for the word counts, lengths, letters and stop
+        // words, each weighted by how often the word occurs.
         let (mut n, mut non_symbol_chars, mut with_letter, mut stop_count) = (0, 0, 0, 0);
-        // The stop words as a set for non-ASCII words: comparing each word with every stop
-        // word called memcmp for each one of the same length (most Chinese words and stop
-        // words are one character, three bytes).
-        let stop_words: FxHashSet<&str> = self.stop_words.iter().map(String::as_str).collect();
-        for (word, &chars) in doc.words.iter().zip(&doc.word_chars) {
+        // The stop words as a set for non-ASCII words, built on the first one.
+        let stop_words = OnceCell::new();
+        let vocabulary = &doc.vocabulary;
+        for (&first, &count) in vocabulary.firsts.iter().zip(&vocabulary.counts) {
+            let (word, chars) = (doc.words[first as usize], doc.word_chars[first as usize]);
+            let count = count as usize;
             if !is_symbol_word(word) {
-                n += 1;
-                non_symbol_chars += chars;
+                n += count;
+                non_symbol_chars += chars * count;
             }
             if has_letter(word) {
-                with_letter += 1;
+                with_letter += count;
             }
             if self.is_stop_word(word, &stop_words) {
-                stop_count += 1;
+                stop_count += count;
             }
         }
         v.score("gopher_words", n as f64);
@@ -118,9 +123,7 @@ impl GopherQualityOptions {
             ));
         }
         let all_words = doc.words.len().max(1) as f64;
-        let symbols = doc.text.matches('#').count()
-            + doc.text.matches("...").count()
-            + doc.text.matches('…').count();
+        let symbols = symbol_count(doc.text);
         let symbol_ratio = symbols as f64 / all_words;
         v.score("gopher_symbol_word_ratio", symbol_ratio);
         if symbol_ratio > self.max_symbol_word_ratio {
@@ -176,8 +179,8 @@ impl GopherQualityOptions {
 
     /// Whether `word`, lower-cased, is a stop word; lower-cases into a new string only when
     /// a non-ASCII word has a character that lower-casing changes. `stop_words` holds
-    /// `self.stop_words`.
-    fn is_stop_word(&self, word: &str, stop_words: &FxHashSet<&str>) -> bool {
+    /// `self.stop_words` once initialised.
+    fn is_stop_word<'s>(&'s self, word: &str, stop_words: &OnceCell<FxHashSet<&'s str>>) -> bool {
         if word.is_ascii() {
             return self
                 .stop_words
@@ -191,6 +194,8 @@ impl GopherQualityOptions {
             let mut lower = c.to_lowercase();
             !(lower.next() == Some(c) && lower.next().is_none())
         };
+        let stop_words =
+            stop_words.get_or_init(|| self.stop_words.iter().map(String::as_str).collect());
         if word.chars().any(changes) {
             stop_words.contains(word.to_lowercase().as_str())
         } else {
@@ -199,6 +204,38 @@ impl GopherQualityOptions {
     }
 }
 
+/// `text.matches('#').count() + text.matches("...").count() + text.matches('…').count()` in
+/// one pass: "..." matches do not overlap, so a run of dots holds a third of its length.
+pub(crate) fn symbol_count(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (mut count, mut run, mut last_dot) = (0, 0, usize::MAX);
+    // '…' is E2 80 A6 in UTF-8; A6 alone is found, then its lead bytes are checked.
+    for i in memchr::memchr3_iter(b'#', b'.', 0xA6, bytes) {
+        match bytes[i] {
+            b'#' => count += 1,
+            b'.' => {
+                run = if last_dot.wrapping_add(1) == i {
+                    run + 1
+                } else {
+                    1
+                };
+                if run == 3 {
+                    count += 1;
+                    run = 0;
+                }
+                last_dot = i;
+            }
+            _ => {
+                if i >= 2 && bytes[i - 2] == 0xE2 && bytes[i - 1] == 0x80 {
+                    count += 1;
+                }
+            }
+        }
+    }
+    count
+}
+
+#[inline]
 fn has_letter(word: &str) -> bool {
     if word.is_ascii() {
         word.bytes().any(|b| b.is_ascii_alphabetic())
@@ -272,14 +309,24 @@ impl GopherRepetitionOptions {
         let mut v = Verdict::default();
         let total_chars = doc.chars.max(1) as f64;
 
-        let paragraphs: Vec<&str> = doc
-            .text
-            .split("\n\n")
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .collect();
-        let (dup_paras, dup_para_chars) = duplicates(paragraphs.iter().copied());
-        let para_frac = dup_paras as f64 / paragraphs.len().max(1) as f64;
+        let (dup_lines, dup_line_chars) = doc.duplicated_lines;
+        // Two equal paragraphs begin with two equal lines: with no duplicated line there is no
+        // duplicated paragraph to look for.
+        let (para_frac, dup_para_chars) = if dup_lines == 0 {
+            (0.0, 0)
+        } else {
+            let paragraphs: Vec<&str> = doc
+                .text
+                .split("\n\n")
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect();
+            let (dup_paras, dup_para_chars) = duplicates(paragraphs.iter().copied());
+            (
+                dup_paras as f64 / paragraphs.len().max(1) as f64,
+                dup_para_chars,
+            )
+        };
         v.score("gopher_dup_para_frac", para_frac);
         if para_frac > self.dup_para_frac {
             v.fail(format!(
@@ -290,7 +337,6 @@ impl GopherRepetitionOptions {
         if dup_para_chars as f64 / total_chars > self.dup_para_char_frac {
             v.fail("gopher_repetition: characters in duplicated paragraphs");
         }
-        let (dup_lines, dup_line_chars) = doc.duplicated_lines;
         let line_frac = dup_lines as f64 / doc.lines.len().max(1) as f64;
         v.score("gopher_dup_line_frac", line_frac);
         if line_frac > self.dup_line_frac {
@@ -303,14 +349,17 @@ impl GopherRepetitionOptions {
             v.fail("gopher_repetition: characters in duplicated lines");
         }
 
-        let mut words = WordTable::new(&doc.words, &doc.word_chars);
-        // One table per kind of count, cleared between n-gram sizes: allocated and grown
-        // once per document instead of once per size.
-        let mut counts = FxHashMap::with_capacity_and_hasher(words.len(), Default::default());
-        let mut seen = FxHashMap::with_capacity_and_hasher(words.len(), Default::default());
+        let top_sizes: Vec<usize> = self.top_n_grams.iter().map(|&(n, _)| n).collect();
+        let dup_sizes: Vec<usize> = self.dup_n_grams.iter().map(|&(n, _)| n).collect();
+        let fractions = NgramInput {
+            words: &doc.words,
+            word_chars: &doc.word_chars,
+            vocabulary: &doc.vocabulary,
+            total_chars,
+        }
+        .fractions(&top_sizes, &dup_sizes);
         let mut top_max = 0.0f64;
-        for &(n, limit) in &self.top_n_grams {
-            let frac = words.top_ngram_fraction(n, total_chars, &mut counts);
+        for (&(n, limit), &frac) in self.top_n_grams.iter().zip(&fractions.top) {
             top_max = top_max.max(frac);
             if frac > limit {
                 v.fail(format!(
@@ -320,19 +369,7 @@ impl GopherRepetitionOptions {
         }
         v.score("gopher_top_ngram_max", top_max);
         let mut dup_max = 0.0f64;
-        // When every n-gram of some size is distinct, so is every longer one (their prefixes
-        // are): the scan of each longer size would find nothing. Most documents stop there.
-        let mut all_distinct_from = usize::MAX;
-        for &(n, limit) in &self.dup_n_grams {
-            let frac = if n >= all_distinct_from {
-                0.0
-            } else {
-                let (frac, any) = words.duplicated_ngram_fraction(n, total_chars, &mut seen);
-                if !any {
-                    all_distinct_from = all_distinct_from.min(n);
-                }
-                frac
-            };
+        for (&(n, limit), &frac) in self.dup_n_grams.iter().zip(&fractions.duplicated) {
             dup_max = dup_max.max(frac);
             if frac > limit {
                 v.fail(format!(
@@ -342,165 +379,5 @@ impl GopherRepetitionOptions {
         }
         v.score("gopher_dup_ngram_max", dup_max);
         v
-    }
-}
-
-/// A document's words as small integer ids with their character counts, built once and
-/// shared by every n-gram size (hashing each n-gram's strings again for n = 2..10 was most
-/// of the filter's time). The keys of the current size are kept and extended by one word
-/// for the next size, so each size costs one step per position, not n.
-struct WordTable<'a> {
-    words: &'a [&'a str],
-    ids: Vec<u32>,
-    /// `chars_before[i]`: characters in words `0..i`.
-    chars_before: Vec<usize>,
-    /// `keys[i]`: the hash of the `key_n`-gram starting at word `i`.
-    keys: Vec<u64>,
-    key_n: usize,
-}
-
-/// One step of the n-gram hash: the key of an n-gram extended by the next word's id.
-fn extend_key(h: u64, id: u32) -> u64 {
-    (h.rotate_left(32) ^ u64::from(id)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
-impl<'a> WordTable<'a> {
-    fn new(words: &'a [&'a str], word_chars: &[usize]) -> Self {
-        let mut vocabulary: FxHashMap<&str, u32> =
-            FxHashMap::with_capacity_and_hasher(words.len(), Default::default());
-        let mut ids = Vec::with_capacity(words.len());
-        let mut chars_before = Vec::with_capacity(words.len() + 1);
-        let mut chars = 0;
-        for (&w, &c) in words.iter().zip(word_chars) {
-            let next = vocabulary.len() as u32;
-            ids.push(*vocabulary.entry(w).or_insert(next));
-            chars_before.push(chars);
-            chars += c;
-        }
-        chars_before.push(chars);
-        Self {
-            words,
-            ids,
-            chars_before,
-            keys: Vec::new(),
-            key_n: 0,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    fn chars(&self, start: usize, n: usize) -> usize {
-        self.chars_before[start + n] - self.chars_before[start]
-    }
-
-    /// Makes `keys` hold the hashes of the n-grams (n <= len): extended from the current size
-    /// when n is larger, rebuilt otherwise. Callers compare the ids, so a collision never
-    /// merges two different n-grams.
-    fn key_ngrams(&mut self, n: usize) {
-        if n < self.key_n || self.key_n == 0 {
-            self.keys.clear();
-            self.keys.resize(self.ids.len(), 0);
-            self.key_n = 0;
-        }
-        while self.key_n < n {
-            let k = self.key_n;
-            let positions = self.ids.len() - k;
-            for (i, key) in self.keys[..positions].iter_mut().enumerate() {
-                *key = extend_key(*key, self.ids[i + k]);
-            }
-            self.key_n += 1;
-        }
-    }
-
-    fn same(&self, a: usize, b: usize, n: usize) -> bool {
-        self.ids[a..a + n] == self.ids[b..b + n]
-    }
-
-    /// Characters of the most frequent n-gram times its count, over all characters.
-    fn top_ngram_fraction(
-        &mut self,
-        n: usize,
-        total_chars: f64,
-        counts: &mut FxHashMap<u64, (u32, u32)>,
-    ) -> f64 {
-        if self.ids.len() < n || n == 0 {
-            return 0.0;
-        }
-        self.key_ngrams(n);
-        // key -> (count, first start); a colliding different n-gram is counted on its own
-        // under a probed key. The most frequent n-gram is tracked as counts grow (no pass
-        // over the table at the end): ties go to the n-gram whose words sort first, so the
-        // score does not depend on hash order.
-        counts.clear();
-        let mut best: Option<(u32, usize)> = None;
-        for start in 0..=self.ids.len() - n {
-            let mut key = self.keys[start];
-            let (count, first) = loop {
-                let entry = counts.entry(key).or_insert((0, start as u32));
-                if entry.1 as usize == start || self.same(entry.1 as usize, start, n) {
-                    entry.0 += 1;
-                    break (entry.0, entry.1 as usize);
-                }
-                key = key.wrapping_add(1);
-            };
-            let better = match best {
-                None => true,
-                Some((best_count, best_first)) => {
-                    count > best_count
-                        || (count == best_count
-                            && first != best_first
-                            && self.words[first..first + n]
-                                < self.words[best_first..best_first + n])
-                }
-            };
-            if better {
-                best = Some((count, first));
-            }
-        }
-        best.filter(|&(count, _)| count > 1)
-            .map_or(0.0, |(count, start)| {
-                (self.chars(start, n) * count as usize) as f64 / total_chars
-            })
-    }
-
-    /// Characters covered by n-grams that already occurred (non-overlapping), over all
-    /// characters, and whether any n-gram occurred twice.
-    fn duplicated_ngram_fraction(
-        &mut self,
-        n: usize,
-        total_chars: f64,
-        seen: &mut FxHashMap<u64, u32>,
-    ) -> (f64, bool) {
-        if self.ids.len() < n || n == 0 {
-            return (0.0, false);
-        }
-        self.key_ngrams(n);
-        // key -> first start of the n-gram seen under it.
-        seen.clear();
-        let (mut dup_chars, mut any) = (0usize, false);
-        let mut i = 0;
-        while i + n <= self.ids.len() {
-            let mut key = self.keys[i];
-            let duplicate = loop {
-                match seen.get(&key) {
-                    Some(&first) if self.same(first as usize, i, n) => break true,
-                    Some(_) => key = key.wrapping_add(1),
-                    None => {
-                        seen.insert(key, i as u32);
-                        break false;
-                    }
-                }
-            };
-            if duplicate {
-                any = true;
-                dup_chars += self.chars(i, n);
-                i += n;
-            } else {
-                i += 1;
-            }
-        }
-        (dup_chars as f64 / total_chars, any)
     }
 }

@@ -7,8 +7,11 @@
 //! thresholds. C4's line rules are English-specific and only run on non-Chinese documents.
 
 pub mod c4;
+#[cfg(test)]
+mod equivalence;
 pub mod fineweb;
 pub mod gopher;
+pub mod ngrams;
 
 use std::sync::LazyLock;
 
@@ -47,6 +50,8 @@ pub struct Analysis<'a> {
     pub words: Vec<&'a str>,
     /// Characters of each word, aligned with `words`.
     pub word_chars: Vec<usize>,
+    /// Each word's id, and each distinct word's first position and count.
+    pub vocabulary: ngrams::Vocabulary,
     pub lines: Vec<&'a str>,
     /// Characters in `text`.
     pub chars: usize,
@@ -79,19 +84,26 @@ pub(crate) fn char_count(s: &str) -> usize {
 
 impl<'a> Analysis<'a> {
     pub fn new(text: &'a str, chinese: bool) -> Self {
+        let ascii = text.is_ascii();
         let words: Vec<&str> = if chinese {
             JIEBA
                 .cut(text, false)
                 .into_iter()
                 .map(|token| token.word)
-                .filter(|w| !w.trim().is_empty())
+                // `!w.trim().is_empty()`, deciding on the first character in most cases.
+                .filter(|w| w.chars().any(|c| is_cjk_ideograph(c) || !c.is_whitespace()))
                 .collect()
-        } else if text.is_ascii() {
+        } else if ascii {
             ascii_words(text)
         } else {
             text.split_whitespace().collect()
         };
-        let word_chars = words.iter().map(|w| char_count(w)).collect();
+        let word_chars = if ascii {
+            words.iter().map(|w| w.len()).collect()
+        } else {
+            words.iter().map(|w| char_count(w)).collect()
+        };
+        let vocabulary = ngrams::Vocabulary::new(&words);
         let lines: Vec<&str> = text
             .lines()
             .map(str::trim)
@@ -103,8 +115,13 @@ impl<'a> Analysis<'a> {
             chinese,
             words,
             word_chars,
+            vocabulary,
             lines,
-            chars: char_count(text),
+            chars: if ascii {
+                text.len()
+            } else {
+                text.chars().count()
+            },
             duplicated_lines,
         }
     }
@@ -139,6 +156,7 @@ fn ascii_words(text: &str) -> Vec<&str> {
 }
 
 /// Whether every character of `word` is punctuation or a symbol.
+#[inline]
 pub(crate) fn is_symbol_word(word: &str) -> bool {
     if word.is_ascii() {
         // ASCII: punctuation, or a control character (neither alphanumeric nor whitespace).
