@@ -85,23 +85,28 @@ pub(crate) fn char_count(s: &str) -> usize {
 impl<'a> Analysis<'a> {
     pub fn new(text: &'a str, chinese: bool) -> Self {
         let ascii = text.is_ascii();
-        let words: Vec<&str> = if chinese {
+        let (words, word_chars): (Vec<&str>, Vec<usize>) = if chinese {
+            // A token's characters are `end - start` (jieba counts them), so its words are
+            // not decoded again.
             JIEBA
                 .cut(text, false)
                 .into_iter()
-                .map(|token| token.word)
                 // `!w.trim().is_empty()`, deciding on the first character in most cases.
-                .filter(|w| w.chars().any(|c| is_cjk_ideograph(c) || !c.is_whitespace()))
-                .collect()
+                .filter(|t| {
+                    t.word
+                        .chars()
+                        .any(|c| is_cjk_ideograph(c) || !c.is_whitespace())
+                })
+                .map(|token| (token.word, token.end - token.start))
+                .unzip()
         } else if ascii {
-            ascii_words(text)
+            let words = ascii_words(text);
+            let word_chars = words.iter().map(|w| w.len()).collect();
+            (words, word_chars)
         } else {
-            text.split_whitespace().collect()
-        };
-        let word_chars = if ascii {
-            words.iter().map(|w| w.len()).collect()
-        } else {
-            words.iter().map(|w| char_count(w)).collect()
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let word_chars = words.iter().map(|w| char_count(w)).collect();
+            (words, word_chars)
         };
         let vocabulary = ngrams::Vocabulary::new(&words);
         let lines: Vec<&str> = text
@@ -298,7 +303,32 @@ impl FilterOptions {
 
 #[cfg(test)]
 mod tests {
-    use super::is_cjk_ideograph;
+    use super::{Analysis, char_count, is_cjk_ideograph};
+
+    #[test]
+    fn chinese_word_characters_are_the_words_character_counts() {
+        let texts = [
+            "",
+            "我来到北京清华大学，iPhone 15 Pro的售价为9999元。\r\n第二行\t  ",
+            "𠀀𠀁𪚥龘 扩展区汉字、emoji 😀🎉 和 한국어 텍스트 ÀÉ ＡＢＣ１２３",
+            "　　天下大势，分久必合，合久必分。\n\n周末七国分争，并入于秦。",
+        ];
+        for text in texts {
+            let analysis = Analysis::new(text, true);
+            let counted: Vec<usize> = analysis.words.iter().map(|w| char_count(w)).collect();
+            assert_eq!(analysis.word_chars, counted, "{text:?}");
+            assert!(
+                analysis.words.iter().all(|w| !w.trim().is_empty()),
+                "{text:?}"
+            );
+        }
+        assert!(
+            Analysis::new(texts[2], true)
+                .word_chars
+                .iter()
+                .any(|&c| c > 1)
+        );
+    }
 
     #[test]
     fn cjk_ideographs_are_letters_without_case_digits_or_space() {
