@@ -16,6 +16,9 @@ use crate::config::{KeptFormat, PipelineConfig};
 use crate::dedup::Clusters;
 use crate::filters::score_names;
 
+/// Kept JSON lines handed to the compressing thread at a time.
+const WRITE_BATCH: usize = 256;
+
 /// Per kept document (global number): exact cluster, near-duplicate cluster.
 pub(super) struct DedupResult {
     pub exact: Option<Clusters>,
@@ -222,18 +225,49 @@ fn write_survivors(
     let (mut docs, mut bytes) = (0u64, 0u64);
     match config.output.kept_format {
         KeptFormat::Jsonl => {
-            let mut w = JsonlWriter::create(&kept_dir.join(format!("part-{index:05}.jsonl.zst")))?;
-            for &keep in survives {
-                let line = lines.next().with_context(too_few)??;
-                if keep {
-                    let doc: KeptText<'_> = serde_json::from_str(&line)
-                        .with_context(|| format!("parsing a line of {}", files.kept.display()))?;
-                    docs += 1;
-                    bytes += doc.text.len() as u64;
-                    w.write_line(&line)?;
-                }
-            }
-            w.finish()?;
+            // Compressed on a thread of its own while this one decompresses and selects.
+            let path = kept_dir.join(format!("part-{index:05}.jsonl.zst"));
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<String>>(4);
+            std::thread::scope(|scope| -> Result<()> {
+                let writer = scope.spawn(move || -> Result<()> {
+                    let mut w = JsonlWriter::create(&path)?;
+                    for batch in rx {
+                        for line in batch {
+                            w.write_line(&line)?;
+                        }
+                    }
+                    w.finish()
+                });
+                let selected = (|| -> Result<()> {
+                    let mut batch = Vec::with_capacity(WRITE_BATCH);
+                    for &keep in survives {
+                        let line = lines.next().with_context(too_few)??;
+                        if keep {
+                            let doc: KeptText<'_> =
+                                serde_json::from_str(&line).with_context(|| {
+                                    format!("parsing a line of {}", files.kept.display())
+                                })?;
+                            docs += 1;
+                            bytes += doc.text.len() as u64;
+                            batch.push(line);
+                            if batch.len() == WRITE_BATCH {
+                                let full =
+                                    std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH));
+                                if tx.send(full).is_err() {
+                                    break; // the writer failed: its error is below
+                                }
+                            }
+                        }
+                    }
+                    tx.send(batch).ok();
+                    Ok(())
+                })();
+                drop(tx);
+                let written = writer
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the kept writer thread panicked"))?;
+                selected.and(written)
+            })?;
         }
         KeptFormat::Parquet => {
             let mut survivors = Vec::new();

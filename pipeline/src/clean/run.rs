@@ -409,20 +409,26 @@ fn deduplicate(
             doc += 1;
         }
     }
-    let exact = exact.map(|w| Clusters::build(w, total)).transpose()?;
     let threshold = options.minhash.min_similarity;
     let signature = |d: u64| &signatures[d as usize * width..(d as usize + 1) * width];
-    let minhash = minhash
-        .map(|w| {
-            if check {
-                Clusters::build_checked(w, total, |a, b| {
-                    estimated_similarity(signature(a), signature(b)) >= threshold
+    // The two are independent: built side by side.
+    let (exact, minhash) = rayon::join(
+        || exact.map(|w| Clusters::build(w, total)).transpose(),
+        || {
+            minhash
+                .map(|w| {
+                    if check {
+                        Clusters::build_checked(w, total, |a, b| {
+                            estimated_similarity(signature(a), signature(b)) >= threshold
+                        })
+                    } else {
+                        Clusters::build(w, total)
+                    }
                 })
-            } else {
-                Clusters::build(w, total)
-            }
-        })
-        .transpose()?;
+                .transpose()
+        },
+    );
+    let (exact, minhash) = (exact?, minhash?);
     std::fs::remove_dir_all(&runs_dir).ok();
     Ok(DedupResult { exact, minhash })
 }

@@ -7,6 +7,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use rayon::slice::ParallelSliceMut;
 
 type Triple = (u32, u64, u64);
 const TRIPLE_BYTES: usize = 4 + 8 + 8;
@@ -43,7 +44,7 @@ impl RunWriter {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        self.buffer.sort_unstable();
+        self.buffer.par_sort_unstable();
         let path = self.dir.join(format!("run-{:05}.bin", self.runs.len()));
         let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -68,6 +69,15 @@ impl RunWriter {
     /// that shares a (band, key) with an earlier one; `group` numbers the (band, key) groups
     /// in merge order. Deletes the runs.
     pub fn merge(mut self, mut join: impl FnMut(u64, u64, u64)) -> Result<()> {
+        let mut groups = Groups::default();
+        if self.runs.is_empty() {
+            // Everything fit in the buffer: merged in memory, no run on disk.
+            self.buffer.par_sort_unstable();
+            for &triple in &self.buffer {
+                groups.push(triple, &mut join);
+            }
+            return Ok(());
+        }
         self.spill()?;
         let mut readers: Vec<BufReader<File>> = self
             .runs
@@ -81,16 +91,8 @@ impl RunWriter {
                 heap.push(Reverse((t, i)));
             }
         }
-        let mut group: Option<(u32, u64, u64)> = None;
-        let mut groups = 0u64;
-        while let Some(Reverse(((band, key, doc), i))) = heap.pop() {
-            match group {
-                Some((b, k, first)) if b == band && k == key => join(groups, first, doc),
-                _ => {
-                    groups += 1;
-                    group = Some((band, key, doc));
-                }
-            }
+        while let Some(Reverse((triple, i))) = heap.pop() {
+            groups.push(triple, &mut join);
             if let Some(t) = next_triple(&mut readers[i])? {
                 heap.push(Reverse((t, i)));
             }
@@ -99,6 +101,26 @@ impl RunWriter {
             std::fs::remove_file(run).ok();
         }
         Ok(())
+    }
+}
+
+/// Triples in sorted order to groups of one (band, key): the number of the group, its first
+/// document and each later one go to `join`.
+#[derive(Default)]
+struct Groups {
+    current: Option<(u32, u64, u64)>,
+    count: u64,
+}
+
+impl Groups {
+    fn push(&mut self, (band, key, doc): Triple, join: &mut impl FnMut(u64, u64, u64)) {
+        match self.current {
+            Some((b, k, first)) if b == band && k == key => join(self.count, first, doc),
+            _ => {
+                self.count += 1;
+                self.current = Some((band, key, doc));
+            }
+        }
     }
 }
 
