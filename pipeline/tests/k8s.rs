@@ -241,25 +241,37 @@ pub(crate) fn pod_command(container: &Value, config: &Path, index: usize) -> Com
     command
 }
 
+/// The test corpus (`write_corpus`) under `dir/upload` and in a new bucket's `in/`: the
+/// bucket, and the local paths in the order the remote patterns `in/*.jsonl`, `in/*.warc.gz`
+/// list them.
+pub(crate) fn corpus_in_new_bucket(
+    dir: &Path,
+    endpoint: &str,
+    prefix: &str,
+) -> (String, Vec<String>) {
+    let inputs = write_corpus(dir);
+    let bucket = new_bucket(endpoint, prefix);
+    let upload = dir.join("upload");
+    std::fs::create_dir_all(&upload).expect("mkdir");
+    for input in &inputs {
+        std::fs::copy(input, upload.join(input.file_name().expect("name"))).expect("copy");
+    }
+    storage::upload_dir(&upload, &format!("s3://{bucket}/in"), &[], &[]).expect("upload");
+    let local_inputs = ["corpus.jsonl", "more.jsonl", "cc.warc.gz"]
+        .iter()
+        .map(|n| upload.join(n).display().to_string())
+        .collect();
+    (bucket, local_inputs)
+}
+
 #[test]
 fn k8s_pods_run_in_order_over_s3_and_give_the_local_bytes() {
     let Some(endpoint) = s3_endpoint() else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let inputs = write_corpus(dir.path());
-    let bucket = new_bucket(&endpoint, "k8s");
-    let upload = dir.path().join("upload");
-    std::fs::create_dir_all(&upload).expect("mkdir");
-    for input in &inputs {
-        std::fs::copy(input, upload.join(input.file_name().expect("name"))).expect("copy");
-    }
-    storage::upload_dir(&upload, &format!("s3://{bucket}/in"), &[], &[]).expect("upload");
+    let (bucket, local_inputs) = corpus_in_new_bucket(dir.path(), &endpoint, "k8s");
     let whole = dir.path().join("whole");
-    let local_inputs: Vec<String> = ["corpus.jsonl", "more.jsonl", "cc.warc.gz"]
-        .iter()
-        .map(|n| upload.join(n).display().to_string())
-        .collect();
     let mut local = PipelineConfig::load(&s3_config(dir.path(), "run", &bucket)).expect("config");
     local.input.paths = local_inputs;
     local.output.dir = whole.clone();

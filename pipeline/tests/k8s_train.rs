@@ -15,9 +15,9 @@ use pipeline::config::PipelineConfig;
 use pipeline::storage;
 use serde_json::Value;
 
-use crate::cluster::{new_bucket, remote_files, s3_endpoint, write_corpus};
+use crate::cluster::{remote_files, s3_endpoint, write_corpus};
 use crate::cluster_dedup::outputs;
-use crate::k8s::{launch, manifest_files, pod_command};
+use crate::k8s::{corpus_in_new_bucket, launch, manifest_files, pod_command};
 use crate::k8s_schema::{parse_yaml, validate};
 
 /// A config with dedup, `[tokenize]` and `[tokenize.train]`; `out`, `tokenizer` and `dataset`
@@ -172,19 +172,7 @@ fn k8s_pods_train_the_tokenizer_in_the_bucket_and_give_the_local_bytes() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let inputs = write_corpus(dir.path());
-    let bucket = new_bucket(&endpoint, "k8strain");
-    let upload = dir.path().join("upload");
-    std::fs::create_dir_all(&upload).expect("mkdir");
-    for input in &inputs {
-        std::fs::copy(input, upload.join(input.file_name().expect("name"))).expect("copy");
-    }
-    storage::upload_dir(&upload, &format!("s3://{bucket}/in"), &[], &[]).expect("upload");
-    // In the order the remote patterns list them.
-    let local_inputs: Vec<String> = ["corpus.jsonl", "more.jsonl", "cc.warc.gz"]
-        .iter()
-        .map(|n| upload.join(n).display().to_string())
-        .collect();
+    let (bucket, local_inputs) = corpus_in_new_bucket(dir.path(), &endpoint, "k8strain");
     let expected = one_process(dir.path(), &local_inputs, &dir.path().join("local"));
 
     let remote_inputs = [
