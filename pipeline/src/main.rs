@@ -44,7 +44,7 @@ fn main() -> Result<()> {
         } => {
             if finish {
                 let (config, tasks) = (PipelineConfig::load(&config)?, task.tasks.unwrap_or(1));
-                print!("{}", clean::finish(&config, tasks, progress)?.render());
+                print!("{}", clean::finish(&config, tasks)?.render());
                 return Ok(());
             }
             let task = TaskSlice::from_args_or_env(task.task, task.tasks)?;

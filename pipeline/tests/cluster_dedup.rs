@@ -143,7 +143,7 @@ fn run_split(config: &PipelineConfig, n: usize) {
                 .unwrap_or_else(|e| panic!("{} task {task} of {n}: {e:#}", stage.name()));
         }
     }
-    finish(config, n, false).expect("finish");
+    finish(config, n).expect("finish");
 }
 
 #[test]
@@ -232,7 +232,7 @@ fn a_killed_dedup_stage_reruns_to_the_same_bytes_and_a_changed_config_is_refused
             run_stage(config, stage, task(i), false).expect("rerun");
         }
     }
-    finish(&config, 3, false).expect("finish");
+    finish(&config, 3).expect("finish");
     assert_eq!(outputs(&out), outputs(&local_out));
     // A finished stage is skipped: rerunning survivors leaves its outputs alone.
     let kept = out.join("kept/part-00000.jsonl.zst");

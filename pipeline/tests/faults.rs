@@ -133,7 +133,7 @@ fn a_task_failing_on_a_corrupt_input_is_named_by_status_and_rerun_alone() {
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status --json");
     assert_eq!(json["stages"][0]["failed"][0]["task"], 1);
     assert_eq!(json["stages"][1]["not_started"], serde_json::json!([0]));
-    let err = finish(&split, 2, false).expect_err("finish before every task is done");
+    let err = finish(&split, 2).expect_err("finish before every task is done");
     assert!(format!("{err:#}").contains("tasks [1] of 2"), "{err:#}");
     // Waiting for a stage after a failed task fails at once, naming it; with the failure
     // given an hour's grace (a scheduler's retry), the wait runs into its timeout instead.
@@ -183,7 +183,7 @@ fn a_task_failing_on_a_corrupt_input_is_named_by_status_and_rerun_alone() {
     assert!(state.stages[0].is_done(), "{state:?}");
     let (waited, _) = wait_clean(&path);
     assert!(waited.status.success(), "{}", text(&waited));
-    finish(&split, 2, false).expect("finish");
+    finish(&split, 2).expect("finish");
     assert!(status(&split, None).expect("status").stages[1].is_done());
 
     // The bytes of one process over the fixed inputs (task 0's kept file restored first).
@@ -245,14 +245,14 @@ fn a_task_killed_mid_run_is_never_taken_for_done() {
     assert_eq!(state.stages[0].done, Vec::<usize>::new());
     assert_eq!(state.stages[0].running.len(), 1, "{state:?}");
     assert_eq!(state.stages[0].running[0].task, 0);
-    let err = finish(&split, 2, false).expect_err("task 0 is not done");
+    let err = finish(&split, 2).expect_err("task 0 is not done");
     assert!(format!("{err:#}").contains("tasks [0, 1] of 2"), "{err:#}");
     // Resubmitting the stage converges to the one-process bytes.
     for i in [0, 1] {
         run_task(&split, false, slice(i, 2)).expect("rerun");
     }
     assert!(!running.exists());
-    finish(&split, 2, false).expect("finish");
+    finish(&split, 2).expect("finish");
     let whole = one_process(dir.path(), &inputs);
     assert_eq!(files(&out), files(&whole));
 }
@@ -270,7 +270,7 @@ fn two_tasks_given_the_same_index_leave_the_one_process_bytes() {
         }
     });
     run_task(&split, false, slice(1, 2)).expect("task 1");
-    finish(&split, 2, false).expect("finish");
+    finish(&split, 2).expect("finish");
     let whole = one_process(dir.path(), &inputs);
     assert_eq!(files(&out), files(&whole));
 }
@@ -284,7 +284,7 @@ fn a_config_changed_between_stages_is_refused_naming_the_field() {
     }
     let mut changed = split.clone();
     changed.filters.c4.min_words_per_line += 1;
-    let err = finish(&changed, 2, false).expect_err("changed config");
+    let err = finish(&changed, 2).expect_err("changed config");
     let msg = format!("{err:#}");
     assert!(msg.contains("filters.c4.min_words_per_line"), "{msg}");
     assert!(msg.contains("clean-00000-of-00002.json"), "{msg}");
@@ -292,7 +292,7 @@ fn a_config_changed_between_stages_is_refused_naming_the_field() {
     // `status` shows the refused stage with its error; the right config still finishes.
     let state = status(&split, None).expect("status");
     assert_eq!(state.stages[1].failed.len(), 1, "{state:?}");
-    finish(&split, 2, false).expect("finish");
+    finish(&split, 2).expect("finish");
     assert!(status(&split, None).expect("status").stages[1].is_done());
 }
 
@@ -558,7 +558,7 @@ fn two_machines_given_the_same_index_over_s3_leave_the_one_process_bytes() {
     }
     let split = load(&path);
     run_task(&split, false, slice(1, 2)).expect("task 1");
-    finish(&split, 2, false).expect("finish");
+    finish(&split, 2).expect("finish");
     let state = status(&split, None).expect("status");
     assert!(
         state

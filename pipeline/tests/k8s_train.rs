@@ -282,6 +282,27 @@ fn k8s_pods_train_the_tokenizer_in_the_bucket_and_give_the_local_bytes() {
     let state =
         pipeline::status::status(&PipelineConfig::load(&config).expect("c"), None).expect("status");
     assert!(state.stages.iter().all(|s| s.is_done()), "{state:?}");
+    // The run's summary counts every stage's object store traffic and time, the tokenizer
+    // and tokenize stages' included: their sum over the markers (`finish` aside).
+    let read = |path: &Path| -> Value {
+        serde_json::from_slice(&storage::read_small(path).expect("read")).expect("json")
+    };
+    let summary = read(Path::new(&s3("clean/summary.json")));
+    let markers = storage::list_names(Path::new(&s3("clean/tasks"))).expect("list");
+    let mut bytes_read = 0;
+    for name in markers.iter().filter(|n| !n.starts_with("finish")) {
+        let marker = read(Path::new(&s3(&format!("clean/tasks/{name}"))));
+        bytes_read += marker["summary"]["object_store"]["bytes_read"]
+            .as_u64()
+            .expect("bytes_read");
+    }
+    assert_eq!(
+        summary["object_store"]["bytes_read"].as_u64(),
+        Some(bytes_read)
+    );
+    for stage in ["tokenizer", "tokenize"] {
+        assert!(summary["seconds"][stage].as_f64().is_some(), "{summary}");
+    }
 
     // The tokenizer must be where the pods can reach it: a local one is refused, naming it.
     let local_tokenizer = train_config(

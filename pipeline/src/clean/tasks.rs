@@ -134,9 +134,8 @@ fn local_dir(config: &PipelineConfig, task: Option<TaskSlice>) -> std::path::Pat
 
 /// The last stage of a split run: checks that every task's done marker is there, writes
 /// `summary.json` over all of them and, when the config has `[tokenize]`, writes the dataset
-/// from the tokenize stage's encoded documents. (`_show_progress` is kept for the callers:
-/// the finish step has no long loop of its own since the tokenize stage encodes in tasks.)
-pub fn finish(config: &PipelineConfig, tasks: usize, _show_progress: bool) -> Result<RunSummary> {
+/// from the tokenize stage's encoded documents.
+pub fn finish(config: &PipelineConfig, tasks: usize) -> Result<RunSummary> {
     let out = &config.output.dir;
     let slice = TaskSlice::new(0, 1)?;
     track(out, "finish", Some(slice), || {
@@ -170,6 +169,17 @@ fn finish_tracked(config: &PipelineConfig, tasks: usize) -> Result<RunSummary> {
     }
     let summary_path = out.join("summary.json");
     if let Some(options) = &config.tokenize {
+        // Their time and object store traffic (the tokenizer stage trains on every kept
+        // document; the tokenize tasks read them and the tokenizer).
+        let mut stages = vec![("tokenize", tasks)];
+        if super::stages::trains_tokenizer(config) {
+            stages.insert(0, ("tokenizer", 1));
+        }
+        for (stage, n) in stages {
+            for task in require_markers(config, stage, n)? {
+                add(&mut summary, task);
+            }
+        }
         let input = super::stages::kept_input(config);
         // The tokenize stage encoded the kept documents (with the tokenizer stage's
         // tokenizer under [tokenize.train]): the dataset is written from its files.
