@@ -236,19 +236,32 @@ pub struct SettingsChange {
     pub gold_rate: Option<f64>,
     /// Model pre-labels: `Some(None)` turns them off.
     pub prelabels: Option<Option<&'static str>>,
+    /// Rating projects: the whole new list (added, reordered, guidelines edited; an aspect a
+    /// response scored stays).
+    pub aspects: Option<Aspects>,
+    /// Preference projects, before the first response: rank all answers or compare two.
+    pub ranking: Option<bool>,
 }
 
-/// Applies `change` and returns the project as it is now.
-pub async fn update<'e>(
-    exec: impl PgExecutor<'e>,
+/// Applies `change` and returns the project as it is now. A change of the aspects or of
+/// `ranking` first locks the project row (FOR UPDATE), which a submit's lock on it (FOR KEY
+/// SHARE, taken before it reads the aspects or the mode) waits for: the checks below see
+/// every response stored before, and no response stored after is checked against the old
+/// settings.
+pub async fn update(
+    tx: &mut Transaction<'_, Postgres>,
     id: i64,
     change: &SettingsChange,
 ) -> Result<Project, StoreError> {
+    if change.aspects.is_some() || change.ranking.is_some() {
+        check_shape_change(tx, id, change).await?;
+    }
     let row = sqlx::query_as::<_, ProjectTuple>(&format!(
         "UPDATE projects SET guidelines = COALESCE($2, guidelines), \
            rationale_required = COALESCE($3, rationale_required), \
            gold_rate = COALESCE($4, gold_rate), name = COALESCE($5, name), \
-           prelabels = CASE WHEN $6 THEN $7 ELSE prelabels END \
+           prelabels = CASE WHEN $6 THEN $7 ELSE prelabels END, \
+           aspects = COALESCE($8, aspects), ranking = COALESCE($9, ranking) \
          WHERE id = $1 AND deleted_at IS NULL RETURNING {PROJECT_COLUMNS}"
     ))
     .bind(id)
@@ -258,7 +271,9 @@ pub async fn update<'e>(
     .bind(change.name.as_ref().map(ProjectName::as_str))
     .bind(change.prelabels.is_some())
     .bind(change.prelabels.flatten())
-    .fetch_optional(exec)
+    .bind(change.aspects.as_ref().map(|a| Json(a.as_slice())))
+    .bind(change.ranking)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(|e| match &change.name {
         Some(name) if is_unique_violation(&e) => {
@@ -269,6 +284,138 @@ pub async fn update<'e>(
     row.map(project_from_row)
         .transpose()?
         .ok_or_else(|| StoreError::NotFound(format!("no project {id}")))
+}
+
+/// Under the project's row lock: aspects belong to rating projects, and one a stored
+/// response scored may be neither removed nor renamed; `ranking` belongs to preference
+/// projects and changes only while nothing was answered (its open leases, shown in the old
+/// mode, and their drafts are dropped: the annotators' next item comes in the new one).
+async fn check_shape_change(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    change: &SettingsChange,
+) -> Result<(), StoreError> {
+    let row: Option<(String, String, Json<Vec<Aspect>>, bool)> = sqlx::query_as(
+        "SELECT name, kind, aspects, ranking FROM projects \
+         WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((name, kind, Json(aspects), ranking)) = row else {
+        return Err(StoreError::NotFound(format!("no project {id}")));
+    };
+    if let Some(new) = &change.aspects {
+        if kind != ProjectKind::Rating.as_str() && !new.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "aspects belong to rating projects; this is a {kind} project"
+            )));
+        }
+        let dropped: Vec<&str> = aspects
+            .iter()
+            .filter(|old| !new.as_slice().iter().any(|a| a.name == old.name))
+            .map(|old| old.name.as_str())
+            .collect();
+        let scored = scored_by_responses(tx, id, &dropped).await?;
+        if !scored.is_empty() {
+            let list: Vec<String> = scored
+                .iter()
+                .map(|(a, n)| format!("{a} (scored by {n} response(s))"))
+                .collect();
+            return Err(StoreError::Conflict(format!(
+                "project {name}: aspect(s) {} cannot be removed or renamed: stored ratings \
+                 score them (edit their guideline lines, or add new aspects)",
+                list.join(", ")
+            )));
+        }
+    }
+    check_ranking(tx, id, change.ranking, (&name, &kind, ranking)).await
+}
+
+/// `ranking` (`new`) on the locked project (`name`, `kind`, the current `ranking`).
+async fn check_ranking(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    new: Option<bool>,
+    (name, kind, ranking): (&str, &str, bool),
+) -> Result<(), StoreError> {
+    match new {
+        Some(true) if kind != ProjectKind::Preference.as_str() => Err(StoreError::Invalid(
+            format!("ranking belongs to preference projects; this is a {kind} project"),
+        )),
+        Some(new) if new != ranking => {
+            let answered: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM responses WHERE project_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut **tx)
+                    .await?;
+            if answered > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "project {name} has {answered} response(s): ranking can change only \
+                     before the first response"
+                )));
+            }
+            drop_open_leases(tx, id).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Of the aspects `names`, those some stored response of project `id` scored, with how many
+/// did, in the order given.
+async fn scored_by_responses(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    names: &[&str],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_as(
+        "SELECT a, count(*) FROM unnest($2::text[]) WITH ORDINALITY u(a, n) \
+         JOIN responses r ON r.project_id = $1 AND r.scores ? a \
+         GROUP BY a, n ORDER BY n",
+    )
+    .bind(id)
+    .bind(names)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Drops the project's open and expired leases and its drafts (nothing was answered). A
+/// lease being submitted right now holds its row: refused, rather than waiting for a submit
+/// that waits for this transaction's lock on the project.
+async fn drop_open_leases(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<(), StoreError> {
+    let locked = sqlx::query(
+        "SELECT id FROM assignments WHERE project_id = $1 AND status IN ('leased', 'expired') \
+         FOR UPDATE NOWAIT",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await;
+    match locked {
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.code().as_deref() == Some("55P03")) =>
+        {
+            return Err(StoreError::Conflict(
+                "an annotator is submitting or taking an item of this project right now: try \
+                 again"
+                    .into(),
+            ));
+        }
+        other => {
+            other?;
+        }
+    }
+    sqlx::query(
+        "WITH d AS (DELETE FROM drafts WHERE item_id IN (SELECT id FROM items WHERE project_id = $1)) \
+         DELETE FROM assignments WHERE project_id = $1 AND status IN ('leased', 'expired')",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Archives a project (`true`) or brings it back (`false`); idempotent.

@@ -177,7 +177,7 @@ struct LeaseRow {
 const LEASE_SQL: &str = "\
 WITH proj AS (SELECT kind, ranking, \
                      CASE WHEN gold_rate > 0 THEN ($6 < gold_rate) <> $7 END AS want \
-              FROM projects WHERE id = $1 AND archived_at IS NULL), \
+              FROM projects WHERE id = $1 AND archived_at IS NULL FOR KEY SHARE), \
 held AS ( \
   SELECT id, NOT (id = ANY($3)) AS usable FROM assignments \
   WHERE user_id = $2 AND project_id = $1 AND status = 'leased' AND expires_at > now()), \

@@ -467,7 +467,7 @@ async fn submit_in_transaction(
         "SELECT a.status, a.item_id, a.project_id, a.shown, p.kind, p.rationale_required, \
                 p.aspects, p.ranking \
          FROM assignments a JOIN projects p ON p.id = a.project_id \
-         WHERE a.id = $1 AND a.user_id = $2 FOR UPDATE OF a",
+         WHERE a.id = $1 AND a.user_id = $2 FOR UPDATE OF a FOR KEY SHARE OF p",
     )
     .bind(assignment_id)
     .bind(user.id)

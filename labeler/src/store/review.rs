@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::types::Json;
 
-use crate::domain::{Candidate, Message};
+use crate::domain::{Aspect, Candidate, Message};
 use crate::store::StoreError;
 use crate::store::accounts::User;
 use crate::store::audit::{self, Action, Actor, Event};
@@ -240,6 +240,26 @@ pub fn parse_edit(body: SubmitBody, project: &Project) -> Result<Decision, Strin
     Submission::parse(body, SubmitRules::of(project)).map(Decision::Edit)
 }
 
+/// Refuses scores of an aspect removed since `project` was read; the lock on the project row
+/// keeps its aspects as they are until this edit commits.
+async fn check_aspects_now<'a>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    project_id: i64,
+    mut scored: impl Iterator<Item = &'a String>,
+) -> Result<(), StoreError> {
+    let Json(aspects): Json<Vec<Aspect>> =
+        sqlx::query_scalar("SELECT aspects FROM projects WHERE id = $1 FOR KEY SHARE")
+            .bind(project_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    match scored.find(|name| !aspects.iter().any(|a| &a.name == *name)) {
+        Some(gone) => Err(StoreError::Invalid(format!(
+            "scores.{gone}: no longer an aspect of this project"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Applies `decision` to a response of `project`; returns the response as it is now.
 pub async fn decide(
     pool: &PgPool,
@@ -311,6 +331,9 @@ pub async fn decide(
             submission
                 .check_shown(shown as usize)
                 .map_err(StoreError::Invalid)?;
+            if let Submission::Rating(rating) = submission {
+                check_aspects_now(&mut tx, project.id, rating.scores.keys()).await?;
+            }
             let c = submission.columns();
             // Keep the annotator's original as version 1 before the first edit.
             sqlx::query(

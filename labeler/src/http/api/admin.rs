@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::domain::{Password, ProjectName, Role, Username};
+use crate::domain::{Aspect, Aspects, Password, ProjectName, Role, Username};
 use crate::http::auth::{Admins, ApiUser};
 use crate::http::error::AppError;
 use crate::state::AppState;
@@ -108,6 +108,13 @@ struct ProjectChange {
     /// Model pre-labels: `off`, `hidden` (shown after the annotator answers) or `shown`.
     #[serde(default)]
     prelabels: Option<crate::store::prelabels::PrelabelMode>,
+    /// Rating projects: the whole new list, `[{"name", "guideline"}]` as at creation. Aspects
+    /// may be added, reordered and their guidelines edited; one a response scored stays.
+    #[serde(default)]
+    aspects: Option<Vec<Aspect>>,
+    /// Preference projects, before the first response: rank all answers instead of two.
+    #[serde(default)]
+    ranking: Option<bool>,
     /// Absent: unchanged; `null`: no webhook; a URL: send events there.
     #[serde(default, deserialize_with = "present")]
     webhook_url: Option<Option<String>>,
@@ -203,10 +210,17 @@ async fn change_project(
         rationale_required: body.rationale_required,
         gold_rate: body.gold_rate,
         prelabels: body.prelabels.map(|m| m.stored()),
+        aspects: body
+            .aspects
+            .take()
+            .map(Aspects::parse)
+            .transpose()
+            .map_err(AppError::Validation)?,
+        ranking: body.ranking,
     };
     // The settings, the webhook and their audit rows commit together.
     let mut tx = pool.begin().await?;
-    let mut project = projects::update(&mut *tx, path.into_inner(), &change).await?;
+    let mut project = projects::update(&mut tx, path.into_inner(), &change).await?;
     let actor = Actor::user(&admin);
     if let Some(archived) = body.archived
         && archived != project.archived
@@ -246,6 +260,12 @@ async fn change_project(
     }
     if let Some(mode) = body.prelabels {
         changed.insert("prelabels".into(), serde_json::json!(mode));
+    }
+    if let Some(a) = &change.aspects {
+        changed.insert("aspects".into(), serde_json::json!(a));
+    }
+    if let Some(r) = change.ranking {
+        changed.insert("ranking".into(), r.into());
     }
     // A request that only sets the webhook or the archive has its own audit row above.
     if !changed.is_empty() || (!touches_webhook && body.archived.is_none()) {

@@ -1,6 +1,8 @@
 //! A project's import page (admins: the expected format with a sample beside the file
 //! picker, a preview before anything is written) and its settings page: rename it and edit
-//! its guidelines and rationale rule,
+//! its guidelines and rationale rule, a rating project's aspects (added, reordered, their
+//! guidelines edited; one a response scored stays), a preference project's ranking (before
+//! the first response),
 //! archive it (annotators no longer see it; review and export go on) or bring it back, and
 //! delete it while nobody has answered anything in it. Plain forms with the CSRF token; each
 //! change is in the audit log, and each form is safe to post twice.
@@ -11,7 +13,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::templates::{Templates, html, redirect, user_ctx};
-use crate::domain::ProjectName;
+use crate::domain::{Aspects, ProjectName};
 use crate::http::auth::{Admins, PageForm, PageUser};
 use crate::http::error::AppError;
 use crate::store::StoreError;
@@ -80,6 +82,15 @@ struct SettingsForm {
     /// Model pre-labels: `off`, `hidden` or `shown` (absent: unchanged).
     #[serde(default)]
     prelabels: Option<String>,
+    /// Rating projects: one `name: guideline` per line, as at creation (absent: unchanged).
+    #[serde(default)]
+    aspects: Option<String>,
+    /// The ranking checkbox was on the form (a preference project nobody answered yet), so
+    /// `ranking` absent means unchecked.
+    #[serde(default)]
+    ranking_shown: Option<String>,
+    #[serde(default)]
+    ranking: Option<String>,
 }
 
 async fn save_settings(
@@ -106,15 +117,22 @@ async fn save_settings(
                 )));
             }
         },
+        aspects: form
+            .aspects
+            .map(|text| Aspects::parse_flags(&text.lines().map(String::from).collect::<Vec<_>>()))
+            .transpose()
+            .map_err(AppError::Validation)?,
+        ranking: form.ranking_shown.map(|_| form.ranking.is_some()),
     };
     let mut tx = pool.begin().await?;
-    let project = projects::update(&mut *tx, id, &change).await?;
+    let project = projects::update(&mut tx, id, &change).await?;
     let event = Event::new(Action::ProjectUpdate)
         .project(project.id)
         .target(&project.name)
         .details(serde_json::json!({
             "name": project.name, "guidelines": "changed",
             "rationale_required": project.rationale_required, "prelabels": project.prelabels,
+            "aspects": project.aspects, "ranking": project.ranking,
         }));
     audit::record(&mut *tx, &Actor::user(&user), event).await?;
     tx.commit().await?;
