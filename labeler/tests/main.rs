@@ -22,6 +22,7 @@ mod pages;
 mod pages_http;
 mod prelabels;
 mod project_settings;
+mod project_shape;
 mod quality;
 mod quality_pages;
 mod queue;

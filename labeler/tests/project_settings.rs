@@ -9,7 +9,7 @@ use crate::helpers::{TestApp, sft_items, spawn_app};
 use crate::pages::{browser, signed_in};
 
 /// Posts `fields` (with the CSRF token) to `path` with `client`; returns the status.
-async fn post_form(
+pub async fn post_form(
     app: &TestApp,
     client: &reqwest::Client,
     path: &str,
@@ -28,7 +28,7 @@ async fn post_form(
         .as_u16()
 }
 
-async fn page(app: &TestApp, client: &reqwest::Client, path: &str) -> (u16, String) {
+pub async fn page(app: &TestApp, client: &reqwest::Client, path: &str) -> (u16, String) {
     let r = client.get(app.url(path)).send().await.expect("get");
     (r.status().as_u16(), r.text().await.expect("html"))
 }
