@@ -3,7 +3,10 @@
 //! exist, but an aspect a stored rating scored is neither removed nor renamed (409 naming it,
 //! nothing changed); a preference project's ranking changes only before the first response.
 
-use labeler::domain::Role;
+use std::time::Duration;
+
+use labeler::domain::{Aspect, Aspects, Role};
+use labeler::store::projects::{self, SettingsChange};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestUser, spawn_app};
@@ -133,6 +136,47 @@ async fn a_scored_aspect_is_neither_removed_nor_renamed_and_an_unscored_one_goes
         assert_eq!(patch(&app, &rev, project, body).await.0, 403);
     }
     assert_eq!(stored_aspects(&app, project).await.1, kept);
+}
+
+#[tokio::test]
+async fn a_submit_during_an_aspect_change_waits_and_is_checked_against_the_new_aspects() {
+    // Arrange: correctness (scored by nobody) is being removed, not yet committed.
+    let app = spawn_app().await;
+    let (_, project) = rating_project(&app, 1, 1).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
+    let task = app.next(&ann, project).await.expect("task");
+    let id = task["assignment_id"].as_i64().expect("id");
+    let kept = Aspect {
+        name: "helpfulness".into(),
+        guideline: String::new(),
+    };
+    let change = SettingsChange {
+        aspects: Some(Aspects::parse(vec![kept]).expect("aspects")),
+        ..SettingsChange::default()
+    };
+    let mut tx = app.pool.begin().await.expect("begin");
+    projects::update(&mut tx, project, &change)
+        .await
+        .expect("update");
+
+    // Act: a rating of correctness sent meanwhile.
+    let body = json!({"label": true, "scores": {"correctness": 3}});
+    let submit = app.submit(&ann, id, &body, None);
+    tokio::pin!(submit);
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut submit).await;
+    assert!(early.is_err(), "the submit waits for the change to commit");
+    tx.commit().await.expect("commit");
+    let r = submit.await;
+
+    // Assert: refused against the aspects as they are now; nothing stored.
+    assert_eq!(r.status(), 400);
+    let message = r.text().await.expect("body");
+    assert!(message.contains("scores.correctness"), "{message}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM responses")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0);
 }
 
 #[tokio::test]
