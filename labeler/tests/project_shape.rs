@@ -146,18 +146,7 @@ async fn a_submit_during_an_aspect_change_waits_and_is_checked_against_the_new_a
     let ann = app.add_user("ann", Role::Annotator).await;
     let task = app.next(&ann, project).await.expect("task");
     let id = task["assignment_id"].as_i64().expect("id");
-    let kept = Aspect {
-        name: "helpfulness".into(),
-        guideline: String::new(),
-    };
-    let change = SettingsChange {
-        aspects: Some(Aspects::parse(vec![kept]).expect("aspects")),
-        ..SettingsChange::default()
-    };
-    let mut tx = app.pool.begin().await.expect("begin");
-    projects::update(&mut tx, project, &change)
-        .await
-        .expect("update");
+    let tx = removing_correctness(&app, project).await;
 
     // Act: a rating of correctness sent meanwhile.
     let body = json!({"label": true, "scores": {"correctness": 3}});
@@ -177,6 +166,58 @@ async fn a_submit_during_an_aspect_change_waits_and_is_checked_against_the_new_a
         .await
         .expect("count");
     assert_eq!(stored, 0);
+}
+
+/// Starts removing the aspect correctness from `project` (leaving helpfulness); the open
+/// transaction holds the project's row lock until it commits.
+async fn removing_correctness(
+    app: &TestApp,
+    project: i64,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let kept = Aspect {
+        name: "helpfulness".into(),
+        guideline: String::new(),
+    };
+    let change = SettingsChange {
+        aspects: Some(Aspects::parse(vec![kept]).expect("aspects")),
+        ..SettingsChange::default()
+    };
+    let mut tx = app.pool.begin().await.expect("begin");
+    projects::update(&mut tx, project, &change)
+        .await
+        .expect("update");
+    tx
+}
+
+#[tokio::test]
+async fn a_review_edit_during_an_aspect_change_waits_and_is_checked_against_the_new_aspects() {
+    // Arrange: a rating of helpfulness; correctness is being removed, not yet committed.
+    let app = spawn_app().await;
+    let (admin, project) = rating_project(&app, 1, 1).await;
+    let ann = app.add_user("ann", Role::Annotator).await;
+    let response = rate(&app, &ann, project, json!({"helpfulness": 4})).await;
+    let tx = removing_correctness(&app, project).await;
+
+    // Act: the reviewer's edit scores correctness meanwhile.
+    let body = json!({"label": true, "scores": {"correctness": 2}});
+    let path = format!("/api/responses/{response}/edit");
+    let edit = app.post_json(&admin, &path, &body);
+    tokio::pin!(edit);
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut edit).await;
+    assert!(early.is_err(), "the edit waits for the change to commit");
+    tx.commit().await.expect("commit");
+    let r = edit.await;
+
+    // Assert: refused; the rating is as the annotator left it.
+    assert_eq!(r.status(), 400);
+    let message = r.text().await.expect("body");
+    assert!(message.contains("scores.correctness"), "{message}");
+    let scores: Value = sqlx::query_scalar("SELECT scores FROM responses WHERE id = $1")
+        .bind(response)
+        .fetch_one(&app.pool)
+        .await
+        .expect("scores");
+    assert_eq!(scores, json!({"helpfulness": 4}));
 }
 
 #[tokio::test]
