@@ -277,10 +277,10 @@ async fn ranking_changes_only_before_the_first_response() {
 }
 
 #[tokio::test]
-async fn the_settings_form_edits_aspects_and_shows_the_refusal() {
+async fn the_settings_form_edits_aspects_and_ranking_and_shows_the_refusal() {
     // Arrange: a rated project and the lead's browser.
     let app = spawn_app().await;
-    let (_, project) = rating_project(&app, 1, 2).await;
+    let (admin, project) = rating_project(&app, 1, 2).await;
     let ann = app.add_user("ann", Role::Annotator).await;
     rate(&app, &ann, project, json!({"helpfulness": 2})).await;
     let lead = browser();
@@ -326,4 +326,25 @@ async fn the_settings_form_edits_aspects_and_shows_the_refusal() {
     .await
     .expect("aspects");
     assert_eq!(names, ["helpfulness", "correctness", "tone"]);
+
+    // A preference project nobody answered: the ranking checkbox, on then off.
+    let order = app.create_project(&admin, "order", "preference", 1).await;
+    let settings = format!("/projects/{order}/settings");
+    let (_, html) = page(&app, &lead, &settings).await;
+    assert!(html.contains(r#"name="ranking" value="on">"#), "{html}");
+    let mut ranking = Vec::new();
+    for checked in [true, false] {
+        let mut fields = vec![("name", "order"), ("ranking_shown", "on")];
+        if checked {
+            fields.push(("ranking", "on"));
+        }
+        assert_eq!(post_form(&app, &lead, &settings, &csrf, &fields).await, 303);
+        let now: bool = sqlx::query_scalar("SELECT ranking FROM projects WHERE id = $1")
+            .bind(order)
+            .fetch_one(&app.pool)
+            .await
+            .expect("ranking");
+        ranking.push(now);
+    }
+    assert_eq!(ranking, [true, false]);
 }
