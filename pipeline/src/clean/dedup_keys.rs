@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use super::work::{WorkFiles, read_keys};
@@ -47,5 +47,6 @@ pub(crate) fn write_partitions(
             options.exact.then_some(&exact[..]),
             options.minhash.enabled.then_some(&near[..]),
         )
+        .with_context(|| format!("dedup keys of input {index}"))
     })
 }

@@ -21,10 +21,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::dedup::partition::{keys_header_len, partitions};
+use crate::dedup::partition::{TRIPLE_BYTES as TRIPLE, keys_header_len, partitions};
 use crate::shard::TaskSlice;
-
-const TRIPLE: u64 = 4 + 8 + 8;
 
 /// The inputs (numbers in the sorted listing) clean task `task` owns, ascending.
 pub(super) fn task_inputs(inputs: usize, task: TaskSlice) -> Vec<usize> {
