@@ -173,20 +173,23 @@ pub fn keys_header_len(bands: usize) -> u64 {
     4 + 8 * (partitions(bands) as u64 + 1)
 }
 
+/// Bytes of one hash of a check signature (u16).
+pub const HASH_BYTES: u64 = 2;
+
 /// The byte range of document `doc`'s signature in a signatures file.
 pub fn signature_bytes(width: usize, doc: u64) -> std::ops::Range<u64> {
-    let len = width as u64 * 4;
+    let len = width as u64 * HASH_BYTES;
     4 + doc * len..4 + (doc + 1) * len
 }
 
-/// Writes one input's signatures at `width` hashes each (a document without shingles as
-/// `u32::MAX`es, as the one-process run holds it), atomically.
-pub fn write_signatures(path: &Path, width: usize, signatures: &[Vec<u32>]) -> Result<()> {
-    let mut bytes = Vec::with_capacity(4 + signatures.len() * width * 4);
+/// Writes one input's check signatures at `width` u16 hashes each (a document without
+/// shingles as `u16::MAX`es, as the one-process run holds it), atomically.
+pub fn write_signatures(path: &Path, width: usize, signatures: &[Vec<u16>]) -> Result<()> {
+    let mut bytes = Vec::with_capacity(4 + signatures.len() * width * 2);
     bytes.extend_from_slice(&(width as u32).to_le_bytes());
     for (doc, s) in signatures.iter().enumerate() {
         match s.len() {
-            0 => bytes.extend(std::iter::repeat_n(0xff, width * 4)),
+            0 => bytes.extend(std::iter::repeat_n(0xff, width * 2)),
             n if n == width => s.iter().for_each(|v| bytes.extend(v.to_le_bytes())),
             n => anyhow::bail!(
                 "document {doc} of {} has a signature of {n} hashes, the config {width}",
@@ -198,13 +201,13 @@ pub fn write_signatures(path: &Path, width: usize, signatures: &[Vec<u32>]) -> R
 }
 
 /// Reads the signature of document `doc` (its number within the input).
-pub fn read_signature(file: &File, path: &Path, width: usize, doc: u64) -> Result<Vec<u32>> {
-    let mut buf = vec![0u8; width * 4];
+pub fn read_signature(file: &File, path: &Path, width: usize, doc: u64) -> Result<Vec<u16>> {
+    let mut buf = vec![0u8; width * 2];
     file.read_exact_at(&mut buf, signature_bytes(width, doc).start)
         .with_context(|| format!("{} has no signature for document {doc}", path.display()))?;
     Ok(buf
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect())
 }
 
