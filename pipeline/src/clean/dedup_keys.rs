@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use super::work::{WorkFiles, read_keys};
@@ -35,7 +35,7 @@ pub(crate) fn write_partitions(
         let keys = read_keys(&WorkFiles::new(work, index).keys)?;
         let exact: Vec<u64> = keys.iter().map(|k| k.exact).collect();
         let near: Vec<Vec<u64>> = keys.iter().map(|k| k.bands.clone()).collect();
-        let signatures: Vec<Vec<u32>> = if options.minhash.min_similarity > 0.0 {
+        let signatures: Vec<Vec<u16>> = if options.minhash.min_similarity > 0.0 {
             keys.into_iter().map(|k| k.signature).collect()
         } else {
             Vec::new()
@@ -47,5 +47,6 @@ pub(crate) fn write_partitions(
             options.exact.then_some(&exact[..]),
             options.minhash.enabled.then_some(&near[..]),
         )
+        .with_context(|| format!("dedup keys of input {index}"))
     })
 }

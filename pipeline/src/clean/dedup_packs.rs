@@ -9,7 +9,7 @@
 //!   task's input count, and a run of contiguous partitions is one byte range, whatever the
 //!   inputs; the kept counts number the documents, so a later stage needs no done records.
 //! - `work/dedup/sigs-task-TTTTT-of-NNNNN.bin`: the signatures files of the task's inputs,
-//!   one after another (each `4 + kept * width * 4` bytes).
+//!   one after another (each `4 + kept * width * 2` bytes: u16 check hashes).
 //! - `work/kept-task-TTTTT-of-NNNNN.bin`: what the survivors task of the same index reads, as
 //!   files packed by name ([`pack_files`]): its inputs' done records, rows and kept
 //!   documents (compressed).
@@ -21,10 +21,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::dedup::partition::{keys_header_len, partitions};
+use crate::dedup::partition::{HASH_BYTES, TRIPLE_BYTES as TRIPLE, keys_header_len, partitions};
 use crate::shard::TaskSlice;
-
-const TRIPLE: u64 = 4 + 8 + 8;
 
 /// The inputs (numbers in the sorted listing) clean task `task` owns, ascending.
 pub(super) fn task_inputs(inputs: usize, task: TaskSlice) -> Vec<usize> {
@@ -292,7 +290,7 @@ pub(super) fn sigs_offsets(kept: &[u64], width: usize) -> Vec<u64> {
     kept.iter()
         .map(|&k| {
             let start = at;
-            at += 4 + k * width as u64 * 4;
+            at += 4 + k * width as u64 * HASH_BYTES;
             start
         })
         .collect()
@@ -400,7 +398,7 @@ mod tests {
                 .map(|d| (0..bands as u64).map(|b| key(d, b)).collect())
                 .collect();
             write_keys_file(&keys_file(&work, i), bands, Some(&exact), Some(&near)).expect("keys");
-            let sigs: Vec<Vec<u32>> = (0..docs).map(|d| vec![d as u32; 4]).collect();
+            let sigs: Vec<Vec<u16>> = (0..docs).map(|d| vec![d as u16; 4]).collect();
             write_signatures(&sigs_file(&work, i), 4, &sigs).expect("sigs");
             let done = format!("{{\"input\": {i}, \"kept\": {docs}}}");
             std::fs::write(done_file(&work, i), done).expect("done");
@@ -443,8 +441,8 @@ mod tests {
         let sigs = std::fs::read(work.join(sigs_pack(task).trim_start_matches("work/")))
             .expect("sigs pack");
         let offsets = sigs_offsets(&[5, 12, 19], 4);
-        assert_eq!(offsets, [0, 4 + 5 * 16, 8 + 17 * 16]);
-        assert_eq!(sigs.len() as u64, 12 + 36 * 16);
+        assert_eq!(offsets, [0, 4 + 5 * 8, 8 + 17 * 8]);
+        assert_eq!(sigs.len() as u64, 12 + 36 * 8);
         assert_eq!(index.kept(), [5, 12, 19]);
         assert_eq!(index.inputs(), inputs);
 

@@ -181,7 +181,7 @@ fn signatures_of(
     numbering: &Numbering,
     width: usize,
     triples: &[partition::Triple],
-) -> Result<HashMap<u64, Vec<u32>>> {
+) -> Result<HashMap<u64, Vec<u16>>> {
     let mut docs: Vec<u64> = partition::groups(triples)
         .flat_map(|g| g.iter().map(|t| t.2))
         .collect();

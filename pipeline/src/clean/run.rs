@@ -380,11 +380,11 @@ fn deduplicate(
         .enabled
         .then(|| RunWriter::new(&runs_dir.join("minhash"), options.run_entries))
         .transpose()?;
-    // Signatures of every document, to check candidate pairs: bands x rows u32 each (448
-    // bytes with the defaults), kept only when the check is on.
+    // Check signatures of every document, to check candidate pairs: bands x rows u16 each
+    // (224 bytes with the defaults), kept only when the check is on.
     let check = options.minhash.enabled && options.minhash.min_similarity > 0.0;
     let width = options.minhash.bands * options.minhash.rows;
-    let mut signatures: Vec<u32> = Vec::new();
+    let mut signatures: Vec<u16> = Vec::new();
     let mut doc = 0u64;
     for index in 0..inputs.len() {
         for keys in read_keys(&WorkFiles::new(work, index).keys)? {
@@ -399,7 +399,7 @@ fn deduplicate(
             if check {
                 // A document without shingles has no signature: it matches nothing.
                 match keys.signature.len() {
-                    0 => signatures.extend(std::iter::repeat_n(u32::MAX, width)),
+                    0 => signatures.extend(std::iter::repeat_n(u16::MAX, width)),
                     n if n == width => signatures.extend_from_slice(&keys.signature),
                     n => anyhow::bail!(
                         "dedup keys of input {index} hold signatures of {n} hashes, the config {width}: rerun without resuming"

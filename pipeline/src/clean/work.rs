@@ -48,8 +48,8 @@ pub struct KeptDoc {
 pub struct DocKeys {
     pub exact: u64,
     pub bands: Vec<u64>,
-    /// The MinHash signature (empty without MinHash).
-    pub signature: Vec<u32>,
+    /// The MinHash check signature, 16 bits a hash (empty without MinHash).
+    pub signature: Vec<u16>,
 }
 
 /// The done marker of one input.
@@ -250,7 +250,7 @@ pub fn read_keys(path: &Path) -> Result<Vec<DocKeys>> {
         let n = u32::from_le_bytes(take(&mut at, 4)?.try_into()?) as usize;
         let mut signature = Vec::with_capacity(n);
         for _ in 0..n {
-            signature.push(u32::from_le_bytes(take(&mut at, 4)?.try_into()?));
+            signature.push(u16::from_le_bytes(take(&mut at, 2)?.try_into()?));
         }
         keys.push(DocKeys {
             exact,

@@ -3,8 +3,9 @@
 //!
 //! Dedup keys live in partitions: a contiguous range of (band, key) order (the exact keys'
 //! 4 key ranges, then 4 per MinHash band), so the partitions read in order are the
-//! one-process merge order. Per input, `keys-NNNNN.bin` holds its kept documents' (band, key,
-//! doc) triples sorted within each partition, with an index of where each partition starts,
+//! one-process merge order. Per input, `keys-NNNNN.bin` holds its kept documents' (key, doc)
+//! pairs sorted within each partition (12 bytes: the band is the partition's, the document
+//! number within the input a u32), with an index of where each partition starts,
 //! and `sigs-NNNNN.bin` the MinHash signatures at a fixed width (for the similarity check).
 //! Per partition, `pairs-PPPP.bin` holds the groups (documents sharing a band and key) in
 //! which some document joins an earlier one: each document with the earlier member it would
@@ -26,7 +27,10 @@ use super::GROUP_CHECKS;
 /// Key ranges per band: partitions hold keys whose top bits are the range's number.
 pub const KEY_RANGES: usize = 4;
 const RANGE_SHIFT: u32 = 62;
-const TRIPLE: usize = 4 + 8 + 8;
+/// Bytes of one stored triple: the key (u64) and the document's number within its input
+/// (u32); the band is implied by the partition.
+pub const TRIPLE_BYTES: u64 = 8 + 4;
+const TRIPLE: usize = TRIPLE_BYTES as usize;
 /// Marks a document of a group that joins no earlier member.
 const NO_TARGET: u64 = u64::MAX;
 
@@ -59,6 +63,14 @@ fn partition_of(kind: KeyKind, band: u32, key: u64) -> usize {
     }
 }
 
+/// The band of partition `p`'s triples (0 for the exact ones).
+fn band_of(p: usize) -> u32 {
+    match kind_of(p) {
+        KeyKind::Exact => 0,
+        KeyKind::MinHash => (p / KEY_RANGES - 1) as u32,
+    }
+}
+
 /// A (band, key, doc) triple; doc is the number within its input in a keys file.
 pub type Triple = (u32, u64, u64);
 
@@ -71,6 +83,10 @@ pub fn write_keys_file(
     minhash: Option<&[Vec<u64>]>,
 ) -> Result<()> {
     let count = partitions(bands);
+    let docs = exact
+        .map_or(0, <[u64]>::len)
+        .max(minhash.map_or(0, <[Vec<u64>]>::len));
+    check_doc_count(path, docs as u64)?;
     let mut parts: Vec<Vec<Triple>> = vec![Vec::new(); count];
     for (doc, &key) in exact.unwrap_or_default().iter().enumerate() {
         parts[partition_of(KeyKind::Exact, 0, key)].push((0, key, doc as u64));
@@ -100,13 +116,22 @@ pub fn write_keys_file(
     bytes.extend_from_slice(&start.to_le_bytes());
     for part in &mut parts {
         part.sort_unstable();
-        for &(band, key, doc) in part.iter() {
-            bytes.extend_from_slice(&band.to_le_bytes());
+        for &(_, key, doc) in part.iter() {
             bytes.extend_from_slice(&key.to_le_bytes());
-            bytes.extend_from_slice(&doc.to_le_bytes());
+            bytes.extend_from_slice(&(doc as u32).to_le_bytes());
         }
     }
     write_atomic(path, &bytes)
+}
+
+/// Refuses an input of more kept documents than a keys file numbers (u32).
+fn check_doc_count(path: &Path, docs: u64) -> Result<()> {
+    ensure!(
+        docs <= u64::from(u32::MAX) + 1,
+        "{}: {docs} kept documents, more than a keys file numbers (u32::MAX + 1): split this input into smaller files",
+        path.display()
+    );
+    Ok(())
 }
 
 /// Reads partition `p` of a keys file, adding `first_doc` to every document number.
@@ -132,13 +157,13 @@ pub fn read_partition(path: &Path, p: usize, first_doc: u64) -> Result<Vec<Tripl
         header + start * TRIPLE as u64,
         (end - start) as usize * TRIPLE,
     )?;
+    let band = band_of(p);
     Ok(bytes
         .chunks_exact(TRIPLE)
         .map(|t| {
-            let band = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
-            let key = u64::from_le_bytes(t[4..12].try_into().unwrap_or_default());
-            let doc = u64::from_le_bytes(t[12..20].try_into().unwrap_or_default());
-            (band, key, doc + first_doc)
+            let key = u64::from_le_bytes(t[..8].try_into().unwrap_or_default());
+            let doc = u32::from_le_bytes([t[8], t[9], t[10], t[11]]);
+            (band, key, u64::from(doc) + first_doc)
         })
         .collect())
 }
@@ -148,20 +173,23 @@ pub fn keys_header_len(bands: usize) -> u64 {
     4 + 8 * (partitions(bands) as u64 + 1)
 }
 
+/// Bytes of one hash of a check signature (u16).
+pub const HASH_BYTES: u64 = 2;
+
 /// The byte range of document `doc`'s signature in a signatures file.
 pub fn signature_bytes(width: usize, doc: u64) -> std::ops::Range<u64> {
-    let len = width as u64 * 4;
+    let len = width as u64 * HASH_BYTES;
     4 + doc * len..4 + (doc + 1) * len
 }
 
-/// Writes one input's signatures at `width` hashes each (a document without shingles as
-/// `u32::MAX`es, as the one-process run holds it), atomically.
-pub fn write_signatures(path: &Path, width: usize, signatures: &[Vec<u32>]) -> Result<()> {
-    let mut bytes = Vec::with_capacity(4 + signatures.len() * width * 4);
+/// Writes one input's check signatures at `width` u16 hashes each (a document without
+/// shingles as `u16::MAX`es, as the one-process run holds it), atomically.
+pub fn write_signatures(path: &Path, width: usize, signatures: &[Vec<u16>]) -> Result<()> {
+    let mut bytes = Vec::with_capacity(4 + signatures.len() * width * 2);
     bytes.extend_from_slice(&(width as u32).to_le_bytes());
     for (doc, s) in signatures.iter().enumerate() {
         match s.len() {
-            0 => bytes.extend(std::iter::repeat_n(0xff, width * 4)),
+            0 => bytes.extend(std::iter::repeat_n(0xff, width * 2)),
             n if n == width => s.iter().for_each(|v| bytes.extend(v.to_le_bytes())),
             n => anyhow::bail!(
                 "document {doc} of {} has a signature of {n} hashes, the config {width}",
@@ -173,13 +201,13 @@ pub fn write_signatures(path: &Path, width: usize, signatures: &[Vec<u32>]) -> R
 }
 
 /// Reads the signature of document `doc` (its number within the input).
-pub fn read_signature(file: &File, path: &Path, width: usize, doc: u64) -> Result<Vec<u32>> {
-    let mut buf = vec![0u8; width * 4];
+pub fn read_signature(file: &File, path: &Path, width: usize, doc: u64) -> Result<Vec<u16>> {
+    let mut buf = vec![0u8; width * 2];
     file.read_exact_at(&mut buf, signature_bytes(width, doc).start)
         .with_context(|| format!("{} has no signature for document {doc}", path.display()))?;
     Ok(buf
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect())
 }
 
@@ -394,4 +422,53 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", tmp.display()))?;
     file.get_ref().sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A keys file stores 12 bytes a triple and gives back each partition's (band, key,
+    /// doc) triples sorted, the band from the partition.
+    #[test]
+    fn a_keys_file_gives_back_every_triple_with_its_band() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys-00000.bin");
+        let bands = 3;
+        let key = |d: u64, b: u64| {
+            d.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(b as u32 * 11 + 1)
+        };
+        let exact: Vec<u64> = (0..50).map(|d| key(d, 7)).collect();
+        let near: Vec<Vec<u64>> = (0..50)
+            .map(|d| (0..3).map(|b| key(d, b)).collect())
+            .collect();
+        write_keys_file(&path, bands, Some(&exact), Some(&near)).expect("write");
+        let len = std::fs::metadata(&path).expect("meta").len();
+        assert_eq!(len, keys_header_len(bands) + 50 * 4 * TRIPLE_BYTES);
+        let mut got: Vec<(KeyKind, Triple)> = Vec::new();
+        for p in 0..partitions(bands) {
+            let part = read_partition(&path, p, 1000).expect("read");
+            assert!(part.is_sorted(), "partition {p}");
+            got.extend(part.into_iter().map(|t| (kind_of(p), t)));
+        }
+        let mut want: Vec<(KeyKind, Triple)> = (0..50u64)
+            .map(|d| (KeyKind::Exact, (0, exact[d as usize], d + 1000)))
+            .chain((0..50u64).flat_map(|d| {
+                (0..3u32).map(move |b| (KeyKind::MinHash, (b, key(d, u64::from(b)), d + 1000)))
+            }))
+            .collect();
+        let order =
+            |x: &(KeyKind, Triple)| (x.0 == KeyKind::MinHash, x.1.0, x.1.1 >> RANGE_SHIFT, x.1);
+        want.sort_by_key(order);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_input_past_u32_documents_is_refused_by_name() {
+        let path = Path::new("work/dedup/keys-00007.bin");
+        assert!(check_doc_count(path, u64::from(u32::MAX) + 1).is_ok());
+        let err = check_doc_count(path, u64::from(u32::MAX) + 2).expect_err("too many");
+        assert!(format!("{err:#}").contains("keys-00007.bin"), "{err:#}");
+    }
 }
