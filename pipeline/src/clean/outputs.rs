@@ -151,7 +151,7 @@ fn write_input(
             if kept_written_directly(config) {
                 Ok((input.kept, input.text_bytes_kept))
             } else {
-                write_survivors(config, files, kept_dir, index, &survives)
+                write_survivors(config, files, kept_dir, index, input, &survives)
             }
         },
         || {
@@ -212,12 +212,15 @@ fn write_table(
 
 /// Writes the kept documents of input `index` that survive dedup (`survives`, in order);
 /// returns how many and their text bytes. JSON lines are copied as they are, not parsed and
-/// serialized again.
+/// serialized again: only the lines dedup drops are parsed, for their text bytes, which are
+/// taken from the input's (`input.text_bytes_kept`, the text bytes of all its kept
+/// documents), since most documents survive.
 fn write_survivors(
     config: &PipelineConfig,
     files: &WorkFiles,
     kept_dir: &Path,
     index: usize,
+    input: &InputDone,
     survives: &[bool],
 ) -> Result<(u64, u64)> {
     let mut lines = read_lines(&files.kept)?;
@@ -240,15 +243,17 @@ fn write_survivors(
                 });
                 let selected = (|| -> Result<()> {
                     let mut batch = Vec::with_capacity(WRITE_BATCH);
+                    let mut dropped_bytes = 0u64;
                     for &keep in survives {
                         let line = lines.next().with_context(too_few)??;
-                        if keep {
+                        if !keep {
                             let doc: KeptText<'_> =
                                 serde_json::from_str(&line).with_context(|| {
                                     format!("parsing a line of {}", files.kept.display())
                                 })?;
+                            dropped_bytes += doc.text.len() as u64;
+                        } else {
                             docs += 1;
-                            bytes += doc.text.len() as u64;
                             batch.push(line);
                             if batch.len() == WRITE_BATCH {
                                 let full =
@@ -260,6 +265,16 @@ fn write_survivors(
                         }
                     }
                     tx.send(batch).ok();
+                    bytes = input
+                        .text_bytes_kept
+                        .checked_sub(dropped_bytes)
+                        .with_context(|| {
+                            format!(
+                                "{} holds more text than its done record ({} bytes)",
+                                files.kept.display(),
+                                input.text_bytes_kept
+                            )
+                        })?;
                     Ok(())
                 })();
                 drop(tx);
