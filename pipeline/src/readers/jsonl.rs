@@ -66,30 +66,42 @@ pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent
                 continue;
             }
         };
-        match document_from_json(&value, options, &source, number) {
+        match document_from_json(value, options, &source, number) {
             Ok(doc) => emit(ReadEvent::Document(doc)),
             Err(message) => emit(issue(Location::Line(number), message)),
         }
     }
 }
 
-/// Builds a document from a JSON object using the configured field names.
+/// Builds a document from a JSON object using the configured field names. The text is
+/// taken out of the object, not copied (the id and URL are read first, in case a config
+/// names the same field twice).
 pub(crate) fn document_from_json(
-    value: &serde_json::Value,
+    value: serde_json::Value,
     options: &ReaderOptions,
     source: &str,
     number: u64,
 ) -> Result<Document, String> {
-    let object = value
-        .as_object()
-        .ok_or_else(|| "expected a JSON object".to_string())?;
-    let text = match object.get(&options.text_field) {
-        Some(serde_json::Value::String(s)) => s.clone(),
+    let serde_json::Value::Object(mut object) = value else {
+        return Err("expected a JSON object".to_string());
+    };
+    let field = |name: &Option<String>| {
+        name.as_ref()
+            .and_then(|n| object.get(n))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+    };
+    let (id, url) = (field(&options.id_field), field(&options.url_field));
+    let text = match object.remove(&options.text_field) {
+        Some(serde_json::Value::String(s)) => s,
         Some(other) => {
             return Err(format!(
                 "field `{}` is {}, expected a string",
                 options.text_field,
-                json_type(other)
+                json_type(&other)
             ));
         }
         None => return Err(format!("missing text field `{}`", options.text_field)),
@@ -101,18 +113,9 @@ pub(crate) fn document_from_json(
             options.max_document_bytes
         ));
     }
-    let field = |name: &Option<String>| {
-        name.as_ref()
-            .and_then(|n| object.get(n))
-            .and_then(|v| match v {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-    };
     Ok(Document {
-        id: field(&options.id_field).unwrap_or_else(|| format!("{source}:{number}")),
-        url: field(&options.url_field),
+        id: id.unwrap_or_else(|| format!("{source}:{number}")),
+        url,
         text,
         source: source.to_string(),
         odd_markup: false,
