@@ -169,11 +169,11 @@ impl JsonlWriter {
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    /// Writes one line that is already JSON (no newline in it).
-    pub fn write_line(&mut self, json: &str) -> Result<()> {
-        let w = self.sink.writer();
-        w.write_all(json.as_bytes())
-            .and_then(|()| w.write_all(b"\n"))
+    /// Writes lines that are already JSON, each ending in a newline.
+    pub fn write_lines(&mut self, lines: &[u8]) -> Result<()> {
+        self.sink
+            .writer()
+            .write_all(lines)
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
@@ -202,19 +202,15 @@ pub fn read_jsonl_zst<T: for<'de> Deserialize<'de>>(
     }))
 }
 
-/// Iterates the lines of a JSON-lines file (zstd-compressed when its name ends in `.zst`),
-/// unparsed.
-pub fn read_lines(path: &Path) -> Result<impl Iterator<Item = Result<String>>> {
+/// A reader of a JSON-lines file (zstd-compressed when its name ends in `.zst`), for its
+/// lines unparsed.
+pub fn open_lines(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader: Box<dyn BufRead + Send> = if path.extension().is_some_and(|e| e == "zst") {
+    Ok(if path.extension().is_some_and(|e| e == "zst") {
         Box::new(BufReader::new(zstd::stream::read::Decoder::new(file)?))
     } else {
         Box::new(BufReader::with_capacity(1 << 20, file))
-    };
-    let path = path.to_path_buf();
-    Ok(reader
-        .lines()
-        .map(move |line| line.with_context(|| format!("reading {}", path.display()))))
+    })
 }
 
 /// Writes dedup keys: exact key, band count, band keys, signature length, signature
@@ -286,9 +282,9 @@ mod tests {
 
     use super::{JsonlWriter, KeptDoc};
 
-    /// A line serialized whole and written at once compresses to the same bytes as the
-    /// serializer's many small writes straight into the encoder did (zstd gathers its input
-    /// into blocks), and a plain file holds the same lines.
+    /// A line serialized whole and written at once, or many lines at once, compress to the
+    /// same bytes as the serializer's many small writes straight into the encoder did (zstd
+    /// gathers its input into blocks), and a plain file holds the same lines.
     #[test]
     fn whole_lines_write_the_bytes_of_small_writes() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -311,6 +307,18 @@ mod tests {
                 writer.write(doc).expect("write");
             }
             writer.finish().expect("finish");
+            // Stage 3's copy: many whole lines in one write.
+            let copied = dir.path().join(format!("copied-{name}"));
+            let mut writer = JsonlWriter::create(&copied).expect("create");
+            for chunk in docs.chunks(700) {
+                let mut lines = Vec::new();
+                for doc in chunk {
+                    serde_json::to_writer(&mut lines, doc).expect("serialize");
+                    lines.push(b'\n');
+                }
+                writer.write_lines(&lines).expect("write");
+            }
+            writer.finish().expect("finish");
             let mut old: Vec<u8> = Vec::new();
             if name.ends_with(".zst") {
                 let mut encoder = zstd::stream::write::Encoder::new(&mut old, 1).expect("encoder");
@@ -326,6 +334,7 @@ mod tests {
                 }
             }
             assert_eq!(std::fs::read(&path).expect("read"), old, "{name}");
+            assert_eq!(std::fs::read(&copied).expect("read"), old, "{name}");
         }
     }
 }
