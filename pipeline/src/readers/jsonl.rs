@@ -59,7 +59,7 @@ pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent
         if line.is_empty() {
             continue;
         }
-        let value: serde_json::Value = match serde_json::from_slice(line) {
+        let value: serde_json::Value = match parse_line(line) {
             Ok(v) => v,
             Err(e) => {
                 emit(issue(Location::Line(number), format!("invalid JSON: {e}")));
@@ -70,6 +70,17 @@ pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent
             Ok(doc) => emit(ReadEvent::Document(doc)),
             Err(message) => emit(issue(Location::Line(number), message)),
         }
+    }
+}
+
+/// Parses one JSON line: its UTF-8 checked once with SIMD, then parsed as a `str`, whose
+/// strings are not checked again (`from_slice` checks each with the standard library: 22 ->
+/// 16 ms over the 18 MB bench corpus). A line that is not UTF-8 goes to `from_slice` for its
+/// error message.
+fn parse_line(line: &[u8]) -> serde_json::Result<serde_json::Value> {
+    match simdutf8::basic::from_utf8(line) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(line),
     }
 }
 
@@ -131,5 +142,33 @@ fn json_type(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_line;
+
+    /// The same values and the same errors as parsing the bytes directly, for valid lines,
+    /// broken JSON and bytes that are not UTF-8 (inside and outside strings).
+    #[test]
+    fn lines_parse_as_from_slice_does() {
+        let lines: [&[u8]; 7] = [
+            br#"{"id": 1, "text": "plain"}"#,
+            "{\"text\": \"中文 \\n escaped \\u00e9 \\ud83d\\ude00\", \"url\": null}".as_bytes(),
+            br#"{"text": "unterminated}"#,
+            br#"{"text": "bad escape \q"}"#,
+            b"{\"text\": \"bad \xff byte\"}",
+            b"\xfe{\"text\": \"x\"}",
+            br#"[1, 2, 3]"#,
+        ];
+        for line in lines {
+            let expected = serde_json::from_slice::<serde_json::Value>(line);
+            match (parse_line(line), expected) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => panic!("{a:?} against {b:?} for {line:?}"),
+            }
+        }
     }
 }
