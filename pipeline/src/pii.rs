@@ -172,11 +172,17 @@ static PLAIN_ASCII: [bool; 256] = {
 
 /// Applies the enabled redactions; returns the text and how many spans were replaced.
 pub fn redact(text: &str, options: &PiiOptions) -> (String, usize) {
+    let (redacted, count) = redact_borrowed(text, options);
+    (redacted.into_owned(), count)
+}
+
+/// [`redact`], borrowing `text` back when nothing was replaced (most documents: no copy).
+pub fn redact_borrowed<'t>(text: &'t str, options: &PiiOptions) -> (Cow<'t, str>, usize) {
     redact_with(text, options, Needs::of(text))
 }
 
-/// [`redact`], running only the regexes `needs` allows.
-fn redact_with(text: &str, options: &PiiOptions, needs: Needs) -> (String, usize) {
+/// [`redact_borrowed`], running only the regexes `needs` allows.
+fn redact_with<'t>(text: &'t str, options: &PiiOptions, needs: Needs) -> (Cow<'t, str>, usize) {
     let mut count = 0usize;
     let mut current: Cow<'_, str> = Cow::Borrowed(text);
     let mut apply = |re: &Regex, replacement: &str, check: Option<fn(&str) -> bool>| {
@@ -225,7 +231,7 @@ fn redact_with(text: &str, options: &PiiOptions, needs: Needs) -> (String, usize
             apply(&IPV6, &options.ip_replacement, None);
         }
     }
-    (current.into_owned(), count)
+    (current, count)
 }
 
 #[cfg(test)]
@@ -297,10 +303,11 @@ mod tests {
         for options in [PiiOptions::default(), all] {
             for text in texts {
                 assert_eq!(
-                    redact(text, &options),
+                    redact_borrowed(text, &options),
                     redact_with(text, &options, Needs::everything()),
                     "{text}"
                 );
+                assert_eq!(redact(text, &options).0, redact_borrowed(text, &options).0);
             }
         }
         // The texts do exercise the regexes: something is replaced.
@@ -310,8 +317,13 @@ mod tests {
             ..PiiOptions::default()
         };
         assert_eq!(
-            redact(texts[0], &custom),
+            redact_borrowed(texts[0], &custom),
             redact_with(texts[0], &custom, Needs::everything())
         );
+        // Nothing replaced: the text is borrowed back, not copied.
+        assert!(matches!(
+            redact_borrowed(texts[4], &PiiOptions::default()),
+            (Cow::Borrowed(_), 0)
+        ));
     }
 }

@@ -160,6 +160,10 @@ fn clean_run_filters_dedups_and_resumes() {
     assert_eq!(summary.dropped_by.get("exact_dedup"), Some(&1));
     assert_eq!(summary.dropped_by.get("minhash_dedup"), Some(&2));
     assert_eq!(summary.docs_out as usize, ids.len());
+    // Text bytes out: those of the documents written (stage 3 parses only the ones dedup
+    // drops, and takes them from the input's kept bytes).
+    let kept_bytes: usize = kept(&out).iter().map(|d| d.text.len()).sum();
+    assert_eq!(summary.text_bytes_out as usize, kept_bytes);
     // Time per stage, for the benchmark's per-stage figures.
     for stage in [
         "read",

@@ -3,6 +3,7 @@
 //! within an input the kept documents and the docs table side by side: the dedup verdicts
 //! are taken first (they need only the documents' numbers), so neither waits for the other.
 
+use std::io::BufRead;
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
@@ -11,13 +12,13 @@ use serde::Deserialize;
 
 use super::docs_table::{DedupInfo, write_docs_table, write_kept_parquet};
 use super::summary::RunSummary;
-use super::work::{DocRow, InputDone, JsonlWriter, KeptDoc, WorkFiles, read_jsonl_zst, read_lines};
+use super::work::{DocRow, InputDone, JsonlWriter, KeptDoc, WorkFiles, open_lines, read_jsonl_zst};
 use crate::config::{KeptFormat, PipelineConfig};
 use crate::dedup::Clusters;
 use crate::filters::score_names;
 
-/// Kept JSON lines handed to the compressing thread at a time.
-const WRITE_BATCH: usize = 256;
+/// Bytes of kept JSON lines handed to the compressing thread at a time.
+const WRITE_CHUNK: usize = 1 << 20;
 
 /// Per kept document (global number): exact cluster, near-duplicate cluster.
 pub(super) struct DedupResult {
@@ -151,7 +152,7 @@ fn write_input(
             if kept_written_directly(config) {
                 Ok((input.kept, input.text_bytes_kept))
             } else {
-                write_survivors(config, files, kept_dir, index, &survives)
+                write_survivors(config, files, kept_dir, index, input, &survives)
             }
         },
         || {
@@ -212,54 +213,75 @@ fn write_table(
 
 /// Writes the kept documents of input `index` that survive dedup (`survives`, in order);
 /// returns how many and their text bytes. JSON lines are copied as they are, not parsed and
-/// serialized again.
+/// serialized again: only the lines dedup drops are parsed, for their text bytes, which are
+/// taken from the input's (`input.text_bytes_kept`, the text bytes of all its kept
+/// documents), since most documents survive.
 fn write_survivors(
     config: &PipelineConfig,
     files: &WorkFiles,
     kept_dir: &Path,
     index: usize,
+    input: &InputDone,
     survives: &[bool],
 ) -> Result<(u64, u64)> {
-    let mut lines = read_lines(&files.kept)?;
+    let mut reader = open_lines(&files.kept)?;
+    let reading = || format!("reading {}", files.kept.display());
     let too_few = || format!("{} has fewer documents than its rows", files.kept.display());
+    let parsing = || format!("parsing a line of {}", files.kept.display());
     let (mut docs, mut bytes) = (0u64, 0u64);
     match config.output.kept_format {
         KeptFormat::Jsonl => {
             // Compressed on a thread of its own while this one decompresses and selects.
             let path = kept_dir.join(format!("part-{index:05}.jsonl.zst"));
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<String>>(4);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
             std::thread::scope(|scope| -> Result<()> {
                 let writer = scope.spawn(move || -> Result<()> {
                     let mut w = JsonlWriter::create(&path)?;
-                    for batch in rx {
-                        for line in batch {
-                            w.write_line(&line)?;
-                        }
+                    for chunk in rx {
+                        w.write_lines(&chunk)?;
                     }
                     w.finish()
                 });
                 let selected = (|| -> Result<()> {
-                    let mut batch = Vec::with_capacity(WRITE_BATCH);
+                    // Surviving lines are read straight into the chunk handed to the
+                    // writer; a dropped line is taken out again.
+                    let mut chunk = Vec::with_capacity(WRITE_CHUNK);
+                    let mut dropped_bytes = 0u64;
                     for &keep in survives {
-                        let line = lines.next().with_context(too_few)??;
-                        if keep {
+                        let start = chunk.len();
+                        let n = reader.read_until(b'\n', &mut chunk).with_context(reading)?;
+                        ensure!(n > 0, too_few());
+                        if chunk.last() != Some(&b'\n') {
+                            chunk.push(b'\n');
+                        }
+                        if !keep {
+                            let line = &chunk[start..chunk.len() - 1];
                             let doc: KeptText<'_> =
-                                serde_json::from_str(&line).with_context(|| {
-                                    format!("parsing a line of {}", files.kept.display())
-                                })?;
+                                serde_json::from_slice(line).with_context(parsing)?;
+                            dropped_bytes += doc.text.len() as u64;
+                            chunk.truncate(start);
+                        } else {
                             docs += 1;
-                            bytes += doc.text.len() as u64;
-                            batch.push(line);
-                            if batch.len() == WRITE_BATCH {
+                            if chunk.len() >= WRITE_CHUNK {
                                 let full =
-                                    std::mem::replace(&mut batch, Vec::with_capacity(WRITE_BATCH));
+                                    std::mem::replace(&mut chunk, Vec::with_capacity(WRITE_CHUNK));
                                 if tx.send(full).is_err() {
                                     break; // the writer failed: its error is below
                                 }
                             }
                         }
                     }
-                    tx.send(batch).ok();
+                    tx.send(chunk).ok();
+                    bytes = input
+                        .text_bytes_kept
+                        .checked_sub(dropped_bytes)
+                        .with_context(|| {
+                            format!(
+                                "{} holds more text than its done record ({} bytes)",
+                                files.kept.display(),
+                                input.text_bytes_kept
+                            )
+                        })?;
                     Ok(())
                 })();
                 drop(tx);
@@ -271,11 +293,11 @@ fn write_survivors(
         }
         KeptFormat::Parquet => {
             let mut survivors = Vec::new();
+            let mut lines = reader.lines();
             for &keep in survives {
-                let line = lines.next().with_context(too_few)??;
+                let line = lines.next().with_context(too_few)?.with_context(reading)?;
                 if keep {
-                    let doc: KeptDoc = serde_json::from_str(&line)
-                        .with_context(|| format!("parsing a line of {}", files.kept.display()))?;
+                    let doc: KeptDoc = serde_json::from_str(&line).with_context(parsing)?;
                     docs += 1;
                     bytes += doc.text.len() as u64;
                     survivors.push(doc);

@@ -152,7 +152,13 @@ impl<'a> Processor<'a> {
             };
         }
         let (text, redactions) = if config.pii.any() {
-            pii::redact(&filtered, &config.pii)
+            // The filtered text itself when nothing was redacted, not a copy.
+            let (redacted, count) = pii::redact_borrowed(&filtered, &config.pii);
+            let redacted = match redacted {
+                std::borrow::Cow::Owned(text) => Some(text),
+                std::borrow::Cow::Borrowed(_) => None,
+            };
+            (redacted.unwrap_or(filtered), count)
         } else {
             (filtered, 0)
         };

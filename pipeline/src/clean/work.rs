@@ -113,6 +113,9 @@ impl WorkFiles {
 pub struct JsonlWriter {
     path: PathBuf,
     sink: Sink,
+    /// The line being serialized: a line goes to the sink in one write, not in the many
+    /// small ones of the serializer, each a call into zstd.
+    line: Vec<u8>,
 }
 
 enum Sink {
@@ -151,22 +154,26 @@ impl JsonlWriter {
         Ok(Self {
             path: path.to_path_buf(),
             sink,
+            line: Vec::new(),
         })
     }
 
     pub fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
-        let w = self.sink.writer();
-        serde_json::to_writer(&mut *w, value)
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, value)
             .map_err(anyhow::Error::from)
-            .and_then(|()| Ok(w.write_all(b"\n")?))
+            .and_then(|()| {
+                self.line.push(b'\n');
+                Ok(self.sink.writer().write_all(&self.line)?)
+            })
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    /// Writes one line that is already JSON (no newline in it).
-    pub fn write_line(&mut self, json: &str) -> Result<()> {
-        let w = self.sink.writer();
-        w.write_all(json.as_bytes())
-            .and_then(|()| w.write_all(b"\n"))
+    /// Writes lines that are already JSON, each ending in a newline.
+    pub fn write_lines(&mut self, lines: &[u8]) -> Result<()> {
+        self.sink
+            .writer()
+            .write_all(lines)
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
@@ -195,19 +202,15 @@ pub fn read_jsonl_zst<T: for<'de> Deserialize<'de>>(
     }))
 }
 
-/// Iterates the lines of a JSON-lines file (zstd-compressed when its name ends in `.zst`),
-/// unparsed.
-pub fn read_lines(path: &Path) -> Result<impl Iterator<Item = Result<String>>> {
+/// A reader of a JSON-lines file (zstd-compressed when its name ends in `.zst`), for its
+/// lines unparsed.
+pub fn open_lines(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader: Box<dyn BufRead + Send> = if path.extension().is_some_and(|e| e == "zst") {
+    Ok(if path.extension().is_some_and(|e| e == "zst") {
         Box::new(BufReader::new(zstd::stream::read::Decoder::new(file)?))
     } else {
         Box::new(BufReader::with_capacity(1 << 20, file))
-    };
-    let path = path.to_path_buf();
-    Ok(reader
-        .lines()
-        .map(move |line| line.with_context(|| format!("reading {}", path.display()))))
+    })
 }
 
 /// Writes dedup keys: exact key, band count, band keys, signature length, signature
@@ -271,4 +274,67 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let json = serde_json::to_vec_pretty(value)?;
     format::write_file_atomic(dir, &name, &json)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::{JsonlWriter, KeptDoc};
+
+    /// A line serialized whole and written at once, or many lines at once, compress to the
+    /// same bytes as the serializer's many small writes straight into the encoder did (zstd
+    /// gathers its input into blocks), and a plain file holds the same lines.
+    #[test]
+    fn whole_lines_write_the_bytes_of_small_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let docs: Vec<KeptDoc> = (0..3000)
+            .map(|i| KeptDoc {
+                id: format!("doc-{i}"),
+                url: (i % 3 == 0).then(|| format!("https://example.com/{i}?q=\"x\"")),
+                source: "corpus.jsonl".into(),
+                lang: Some("eng".into()),
+                text: format!(
+                    "line one of {i}\nline \"two\"\t\\ {}\u{1}é中",
+                    "word ".repeat(i % 97)
+                ),
+            })
+            .collect();
+        for name in ["a.jsonl.zst", "a.jsonl"] {
+            let path = dir.path().join(name);
+            let mut writer = JsonlWriter::create(&path).expect("create");
+            for doc in &docs {
+                writer.write(doc).expect("write");
+            }
+            writer.finish().expect("finish");
+            // Stage 3's copy: many whole lines in one write.
+            let copied = dir.path().join(format!("copied-{name}"));
+            let mut writer = JsonlWriter::create(&copied).expect("create");
+            for chunk in docs.chunks(700) {
+                let mut lines = Vec::new();
+                for doc in chunk {
+                    serde_json::to_writer(&mut lines, doc).expect("serialize");
+                    lines.push(b'\n');
+                }
+                writer.write_lines(&lines).expect("write");
+            }
+            writer.finish().expect("finish");
+            let mut old: Vec<u8> = Vec::new();
+            if name.ends_with(".zst") {
+                let mut encoder = zstd::stream::write::Encoder::new(&mut old, 1).expect("encoder");
+                for doc in &docs {
+                    serde_json::to_writer(&mut encoder, doc).expect("serialize");
+                    encoder.write_all(b"\n").expect("write");
+                }
+                encoder.finish().expect("finish");
+            } else {
+                for doc in &docs {
+                    serde_json::to_writer(&mut old, doc).expect("serialize");
+                    old.write_all(b"\n").expect("write");
+                }
+            }
+            assert_eq!(std::fs::read(&path).expect("read"), old, "{name}");
+            assert_eq!(std::fs::read(&copied).expect("read"), old, "{name}");
+        }
+    }
 }

@@ -42,9 +42,58 @@ impl Default for DedupOptions {
 
 /// The key of the exact stage: a 64-bit hash of the lower-cased text with whitespace removed.
 pub fn exact_key(text: &str) -> u64 {
+    const BLOCK: usize = 512;
+    // The most bytes one non-ASCII character lowers to (three characters of four bytes).
+    const MAX_CHAR: usize = 12;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     // The streaming hash does not depend on how its input is chunked: bytes are gathered in
-    // a buffer and handed over a block at a time.
+    // a block and handed over a block at a time.
+    let mut block = [0u8; BLOCK];
+    let mut len = 0;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if BLOCK - len < MAX_CHAR {
+            hasher.update(&block[..len]);
+            len = 0;
+        }
+        // ASCII without a branch per byte: each byte is written lower-cased and kept unless
+        // it is whitespace (tab, line feed, vertical tab, form feed, carriage return, space);
+        // at most the block's free bytes are taken, so it cannot overflow.
+        let end = bytes.len().min(i + (BLOCK - len));
+        while i < end && bytes[i].is_ascii() {
+            let b = bytes[i];
+            block[len] = b.to_ascii_lowercase();
+            len += usize::from(!(b == b' ' || (b'\t'..=b'\r').contains(&b)));
+            i += 1;
+        }
+        if i == end {
+            continue;
+        }
+        if BLOCK - len < MAX_CHAR {
+            hasher.update(&block[..len]);
+            len = 0;
+        }
+        let c = text[i..].chars().next().expect("a character starts here");
+        i += c.len_utf8();
+        if crate::filters::is_cjk_ideograph(c) {
+            // Not whitespace and its own lower case: no Unicode table lookups.
+            len += c.encode_utf8(&mut block[len..]).len();
+        } else if !c.is_whitespace() {
+            for l in c.to_lowercase() {
+                len += l.encode_utf8(&mut block[len..]).len();
+            }
+        }
+    }
+    hasher.update(&block[..len]);
+    hasher.digest()
+}
+
+/// [`exact_key`] as it was first written, a character at a time: the reference the tests
+/// compare it with.
+#[cfg(test)]
+fn exact_key_reference(text: &str) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut block = [0u8; 256];
     let mut len = 0;
     let mut push = |bytes: &[u8], hasher: &mut xxhash_rust::xxh3::Xxh3| {
@@ -62,7 +111,6 @@ pub fn exact_key(text: &str) -> u64 {
                 push(&[c.to_ascii_lowercase() as u8], &mut hasher);
             }
         } else if crate::filters::is_cjk_ideograph(c) {
-            // Not whitespace and its own lower case: no Unicode table lookups.
             push(c.encode_utf8(&mut buf).as_bytes(), &mut hasher);
         } else if !c.is_whitespace() {
             for l in c.to_lowercase() {
@@ -151,6 +199,37 @@ impl Clusters {
                 Some(&(root, size)) => (root, root != doc, size),
                 None => (doc, false, 1),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{exact_key, exact_key_reference};
+
+    /// The block loop gives the keys of the character-at-a-time reference: every character
+    /// of the first three planes among ASCII words, and long texts whose block boundaries
+    /// fall inside multi-byte and multi-character lowerings.
+    #[test]
+    fn exact_keys_equal_the_reference() {
+        for c in (0u32..0x3_0000).filter_map(char::from_u32) {
+            let text = format!("Ab {c}\t{c}{c}X\u{0B}y\r\n");
+            assert_eq!(exact_key(&text), exact_key_reference(&text), "{c:?}");
+        }
+        let pieces = [
+            "Hello ", "WORLD\n", "\t", "İ", "ǅ", "中文", "ß", "ﬃ", " \u{a0}", "\u{3000}", "Ω",
+            "\u{0B}", "x", "ŉ", "😀",
+        ];
+        let mut text = String::new();
+        for round in 0..4000usize {
+            text.push_str(pieces[(round * 7 + round / 13) % pieces.len()]);
+            if round % 97 == 0 {
+                assert_eq!(exact_key(&text), exact_key_reference(&text), "{round}");
+            }
+        }
+        assert_eq!(exact_key(&text), exact_key_reference(&text));
+        for text in ["", " ", "\n\t ", "a", &"ab ".repeat(1000), &"İ".repeat(700)] {
+            assert_eq!(exact_key(text), exact_key_reference(text), "{text:?}");
         }
     }
 }

@@ -137,10 +137,56 @@ impl<'a> Analysis<'a> {
     }
 }
 
-/// `text.split_whitespace()` for ASCII text, a byte at a time instead of a character.
+/// `text.split_whitespace()` for ASCII text, from a mask of its whitespace bytes (tab, line
+/// feed, vertical tab, form feed, carriage return, space) per 64 bytes: words start where
+/// a non-space follows a space and end where a space follows a non-space, taken in turn
+/// from the masks (a branch per word boundary, which alternate, instead of one per byte,
+/// which mispredicts at every boundary: 37 -> 23 ms over the 18 MB bench corpus's ASCII
+/// texts).
 fn ascii_words(text: &str) -> Vec<&str> {
-    // char::is_whitespace on ASCII: tab, line feed, vertical tab, form feed, carriage return,
-    // space.
+    let bytes = text.as_bytes();
+    let mut words = Vec::with_capacity(text.len() / 5);
+    // Whether the byte before the chunk is a space (the text starts after one).
+    let mut space_before = 1u64;
+    let mut start = 0;
+    for (c, chunk) in bytes.chunks(64).enumerate() {
+        let base = c * 64;
+        let mut space = 0u64;
+        for (j, &b) in chunk.iter().enumerate() {
+            space |= u64::from(b == b' ' || b.wrapping_sub(b'\t') < 5) << j;
+        }
+        // Past the end counts as space, so a last word ends there.
+        if chunk.len() < 64 {
+            space |= !0u64 << chunk.len();
+        }
+        let before = (space << 1) | space_before;
+        let mut starts = !space & before;
+        let mut ends = space & !before;
+        space_before = space >> 63;
+        loop {
+            let (s, e) = (starts.trailing_zeros(), ends.trailing_zeros());
+            if s < e {
+                start = base + s as usize;
+                starts &= starts - 1;
+            } else if e < 64 {
+                words.push(&text[start..base + e as usize]);
+                ends &= ends - 1;
+            } else {
+                break;
+            }
+        }
+    }
+    // A text of whole chunks ending in a word.
+    if space_before == 0 {
+        words.push(&text[start..]);
+    }
+    words
+}
+
+/// [`ascii_words`] as it was first written, a byte at a time: the reference it is tested
+/// against.
+#[cfg(test)]
+fn ascii_words_reference(text: &str) -> Vec<&str> {
     let is_space = |b: u8| b == b' ' || (b'\t'..=b'\r').contains(&b);
     let mut words = Vec::with_capacity(text.len() / 5);
     let mut start = None;
@@ -328,6 +374,37 @@ mod tests {
                 .iter()
                 .any(|&c| c > 1)
         );
+    }
+
+    /// The mask version splits as the byte loop did: texts around the 64-byte chunk edges,
+    /// every kind of ASCII whitespace, runs of spaces, words across chunks.
+    #[test]
+    fn ascii_words_equal_the_reference() {
+        let pieces = [
+            "word", " ", "\t", "\n", "\u{0B}", "\u{0C}", "\r\n", "  ", "x", "a-b.c", "\u{1}",
+        ];
+        let mut text = String::new();
+        for round in 0..3000usize {
+            text.push_str(pieces[(round * 5 + round / 7) % pieces.len()]);
+            assert_eq!(
+                super::ascii_words(&text),
+                super::ascii_words_reference(&text),
+                "{text:?}"
+            );
+        }
+        for len in 0..200 {
+            for text in [
+                "x".repeat(len),
+                format!(" {}", "y".repeat(len)),
+                format!("{} z", "y".repeat(len)),
+            ] {
+                assert_eq!(
+                    super::ascii_words(&text),
+                    super::ascii_words_reference(&text),
+                    "{text:?}"
+                );
+            }
+        }
     }
 
     #[test]

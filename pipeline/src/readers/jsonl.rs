@@ -59,37 +59,60 @@ pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent
         if line.is_empty() {
             continue;
         }
-        let value: serde_json::Value = match serde_json::from_slice(line) {
+        let value: serde_json::Value = match parse_line(line) {
             Ok(v) => v,
             Err(e) => {
                 emit(issue(Location::Line(number), format!("invalid JSON: {e}")));
                 continue;
             }
         };
-        match document_from_json(&value, options, &source, number) {
+        match document_from_json(value, options, &source, number) {
             Ok(doc) => emit(ReadEvent::Document(doc)),
             Err(message) => emit(issue(Location::Line(number), message)),
         }
     }
 }
 
-/// Builds a document from a JSON object using the configured field names.
+/// Parses one JSON line: its UTF-8 checked once with SIMD, then parsed as a `str`, whose
+/// strings are not checked again (`from_slice` checks each with the standard library: 22 ->
+/// 16 ms over the 18 MB bench corpus). A line that is not UTF-8 goes to `from_slice` for its
+/// error message.
+fn parse_line(line: &[u8]) -> serde_json::Result<serde_json::Value> {
+    match simdutf8::basic::from_utf8(line) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(line),
+    }
+}
+
+/// Builds a document from a JSON object using the configured field names. The text is
+/// taken out of the object, not copied (the id and URL are read first, in case a config
+/// names the same field twice).
 pub(crate) fn document_from_json(
-    value: &serde_json::Value,
+    value: serde_json::Value,
     options: &ReaderOptions,
     source: &str,
     number: u64,
 ) -> Result<Document, String> {
-    let object = value
-        .as_object()
-        .ok_or_else(|| "expected a JSON object".to_string())?;
-    let text = match object.get(&options.text_field) {
-        Some(serde_json::Value::String(s)) => s.clone(),
+    let serde_json::Value::Object(mut object) = value else {
+        return Err("expected a JSON object".to_string());
+    };
+    let field = |name: &Option<String>| {
+        name.as_ref()
+            .and_then(|n| object.get(n))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+    };
+    let (id, url) = (field(&options.id_field), field(&options.url_field));
+    let text = match object.remove(&options.text_field) {
+        Some(serde_json::Value::String(s)) => s,
         Some(other) => {
             return Err(format!(
                 "field `{}` is {}, expected a string",
                 options.text_field,
-                json_type(other)
+                json_type(&other)
             ));
         }
         None => return Err(format!("missing text field `{}`", options.text_field)),
@@ -101,18 +124,9 @@ pub(crate) fn document_from_json(
             options.max_document_bytes
         ));
     }
-    let field = |name: &Option<String>| {
-        name.as_ref()
-            .and_then(|n| object.get(n))
-            .and_then(|v| match v {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-    };
     Ok(Document {
-        id: field(&options.id_field).unwrap_or_else(|| format!("{source}:{number}")),
-        url: field(&options.url_field),
+        id: id.unwrap_or_else(|| format!("{source}:{number}")),
+        url,
         text,
         source: source.to_string(),
         odd_markup: false,
@@ -128,5 +142,33 @@ fn json_type(v: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_line;
+
+    /// The same values and the same errors as parsing the bytes directly, for valid lines,
+    /// broken JSON and bytes that are not UTF-8 (inside and outside strings).
+    #[test]
+    fn lines_parse_as_from_slice_does() {
+        let lines: [&[u8]; 7] = [
+            br#"{"id": 1, "text": "plain"}"#,
+            "{\"text\": \"中文 \\n escaped \\u00e9 \\ud83d\\ude00\", \"url\": null}".as_bytes(),
+            br#"{"text": "unterminated}"#,
+            br#"{"text": "bad escape \q"}"#,
+            b"{\"text\": \"bad \xff byte\"}",
+            b"\xfe{\"text\": \"x\"}",
+            br#"[1, 2, 3]"#,
+        ];
+        for line in lines {
+            let expected = serde_json::from_slice::<serde_json::Value>(line);
+            match (parse_line(line), expected) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => panic!("{a:?} against {b:?} for {line:?}"),
+            }
+        }
     }
 }
