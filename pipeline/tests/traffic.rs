@@ -153,3 +153,78 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
         assert_eq!(components.put_requests, n64, "{n} tasks: {components:?}");
     }
 }
+
+/// A config naming its input objects one by one (as a crawl's path list does): each task
+/// finds them in one listing per parent prefix, not in a HEAD per object, keeps the order
+/// given, expands a prefix named without its `/`, and names an object that is not there.
+#[test]
+fn inputs_named_one_by_one_are_found_by_listing_their_parents_not_a_head_each() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scratch = dir.path().join("scratch");
+    let inputs = dedup_corpus(dir.path(), 30);
+    let bucket = new_bucket(&endpoint, "named");
+    // Inputs under two parents, the last one alone under `in/c/`.
+    let mut named = Vec::new();
+    for (i, path) in inputs.iter().enumerate() {
+        let path = Path::new(path);
+        let name = path.file_name().expect("name").to_string_lossy();
+        let parent = match i {
+            _ if i + 1 == inputs.len() => "c",
+            _ if i % 2 == 0 => "a",
+            _ => "b",
+        };
+        let url = format!("s3://{bucket}/in/{parent}/{name}");
+        RemoteObject::parse(&url)
+            .and_then(|o| o.upload(path))
+            .expect("upload input");
+        if parent != "c" {
+            named.push(url);
+        }
+    }
+    assert!(named.len() >= 4, "{} inputs", inputs.len());
+    // Given in reverse: the order given is kept; `in/c` is a prefix named without its `/`.
+    named.reverse();
+    let mut patterns = named.clone();
+    patterns.push(format!("s3://{bucket}/in/c"));
+    let found = pipeline::readers::expand_inputs(&patterns, Default::default()).expect("expand");
+    let found: Vec<String> = found.iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(found[..named.len()], named[..]);
+    assert_eq!(found.len(), named.len() + 1);
+    assert!(found[named.len()].starts_with(&format!("s3://{bucket}/in/c/")));
+    let missing = format!("s3://{bucket}/in/a/not-there.jsonl");
+    let err =
+        pipeline::readers::expand_inputs(&[named[0].clone(), missing.clone()], Default::default())
+            .expect_err("a missing object");
+    assert!(format!("{err:#}").contains(&missing), "{err:#}");
+
+    let out = format!("s3://{bucket}/out");
+    let config = dir.path().join("named.toml");
+    let list = patterns
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(
+        &config,
+        format!(
+            "[input]\npaths = [{list}]\n\n[output]\ndir = \"{out}\"\n\n[dedup]\nexact = true\n"
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    run(
+        &[
+            "clean", &config, "--task", "0", "--tasks", "1", "--stage", "clean",
+        ],
+        &scratch,
+    );
+    let clean = traffic(&out, "clean", 0, 1);
+    // Its marker looked up (one HEAD); `in/a/` and `in/b/` listed once each (the named
+    // objects' parents), `in/` (where `in/c` is found to be a prefix) and `in/c/` once.
+    assert_eq!(clean.head_requests, 1, "{clean:?}");
+    assert_eq!(clean.list_requests, 4, "{clean:?}");
+    assert_eq!(clean.get_requests, inputs.len() as u64, "{clean:?}");
+}

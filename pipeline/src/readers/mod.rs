@@ -122,13 +122,24 @@ impl Default for ReaderOptions {
 /// fixes the `docs-NNNNN` numbering, so it must not depend on where the files live.
 pub fn expand_inputs(patterns: &[String], format: InputFormat) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    let remote: Vec<String> = patterns
+        .iter()
+        .filter(|p| crate::storage::is_remote(p))
+        .cloned()
+        .collect();
+    let mut resolved = if remote.is_empty() {
+        Vec::new()
+    } else {
+        let keep = |key: &str| {
+            format != InputFormat::Auto || InputFormat::detect(Path::new(key)).is_some()
+        };
+        crate::storage::expand_remote_all(&remote, keep)?
+    }
+    .into_iter();
     for pattern in patterns {
         let path = Path::new(pattern);
         if crate::storage::is_remote(pattern) {
-            let keep = |key: &str| {
-                format != InputFormat::Auto || InputFormat::detect(Path::new(key)).is_some()
-            };
-            let found = crate::storage::expand_remote(pattern, keep)?;
+            let found = resolved.next().unwrap_or_default();
             if found.is_empty() {
                 bail!("input {pattern:?} matches no object");
             }

@@ -57,9 +57,14 @@ pub fn scratch_dir(url: &str) -> PathBuf {
 }
 
 /// Expands remote patterns (`s3://bucket/prefix/`, `s3://bucket/dir/*.jsonl.zst`, or one
-/// object) into object URLs, sorted, like `readers::expand_inputs` does for local ones.
-pub fn expand_remote(pattern: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
-    remote::expand(pattern, keep)
+/// object), in order, into object URLs (each pattern's sorted), like
+/// `readers::expand_inputs` does for local ones; objects named one by one are checked by
+/// listing their parent once, not by a HEAD each (see [`remote::expand_all`]).
+pub fn expand_remote_all(
+    patterns: &[String],
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<Vec<String>>> {
+    remote::expand_all(patterns, keep)
 }
 
 /// Makes input `path` readable locally: a local path as it is; a remote object fetched into
