@@ -20,4 +20,6 @@ pub mod shard;
 pub mod status;
 pub mod storage;
 pub mod task_state;
+#[cfg(test)]
+mod test_rng;
 pub mod tokenize;

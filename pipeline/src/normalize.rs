@@ -298,16 +298,10 @@ mod tests {
             "😀",
             "\u{2028}",
         ];
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = crate::test_rng::TestRng::new(0x9e37_79b9_7f4a_7c15);
         for round in 0..3000 {
             let count = [0, 1, 2, 3, 8, 40, 200][round % 7];
-            let text: String = (0..count).map(|_| pieces[next(pieces.len())]).collect();
+            let text = rng.text(&pieces, count);
             assert_eq!(clean_lines(&text), reference_clean_lines(&text), "{text:?}");
         }
     }

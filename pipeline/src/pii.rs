@@ -270,16 +270,10 @@ mod tests {
         let pieces = [
             "1", "2", "9", ".", ":", "@", "a", " ", "x.", "中", "１", "٣", "\n", "Ⅻ", "é",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = crate::test_rng::TestRng::new(0x2545_f491_4f6c_dd1d);
         for round in 0..3000 {
             let count = [0, 1, 4, 15, 60][round % 5];
-            let text: String = (0..count).map(|_| pieces[next(pieces.len())]).collect();
+            let text = rng.text(&pieces, count);
             assert_eq!(Needs::of(&text), reference_needs(&text), "{text:?}");
         }
     }

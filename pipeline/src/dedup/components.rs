@@ -325,13 +325,8 @@ mod tests {
     /// Groups like the pairs stage's: members drawn from few documents so clusters chain
     /// across groups, some members joining no one, some joining a later-window member.
     fn groups(count: usize, docs: u64, seed: u64) -> Vec<Group> {
-        let mut state = seed;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::test_rng::TestRng::new(seed);
+        let mut next = move || rng.next_u64();
         (0..count)
             .map(|_| {
                 let size = 2 + (next() % 5) as usize;

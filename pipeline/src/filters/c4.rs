@@ -389,16 +389,10 @@ mod tests {
             ".", "!", "?", "。", "！", "？", "\"", "'", "”", "’", ")", "（", " ", "\n", "\u{3000}",
             "\u{a0}", "a", "中", "…", "\u{e3}", "\u{ef}", "ｍ", "〃",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = crate::test_rng::TestRng::new(0x2545_f491_4f6c_dd1d);
         for round in 0..5000 {
             let count = [0, 1, 2, 4, 10, 30][round % 6];
-            let text: String = (0..count).map(|_| pieces[next(pieces.len())]).collect();
+            let text = rng.text(&pieces, count);
             assert_eq!(
                 count_sentences(&text),
                 SENTENCE_END.find_iter(&text).count(),
@@ -465,24 +459,12 @@ mod tests {
                 ..C4Options::default()
             },
         ];
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rng = crate::test_rng::TestRng::new(0x9e37_79b9_7f4a_7c15);
         let mut phrase_drops = 0;
         for round in 0..2000 {
             let count = [0, 1, 3, 10, 40, 120][round % 6];
             let text: String = (0..count)
-                .map(|_| {
-                    format!(
-                        "{}{}",
-                        pieces[next(pieces.len())],
-                        separators[next(separators.len())]
-                    )
-                })
+                .map(|_| format!("{}{}", rng.pick(&pieces), rng.pick(&separators)))
                 .collect();
             for options in &options {
                 let (kept, verdict) = options.apply(&text);

@@ -6,27 +6,8 @@ mod reference;
 
 use super::ngrams::Vocabulary;
 use super::{Analysis, GopherQualityOptions, GopherRepetitionOptions};
+use crate::test_rng::TestRng as Rng;
 use reference::{OldQuality, OldRepetition};
-
-/// A small deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len())]
-    }
-}
 
 const ENGLISH: &[&str] = &[
     "the",
@@ -217,7 +198,7 @@ fn check(text: &str) {
 
 #[test]
 fn gopher_verdicts_equal_the_reference_on_generated_texts() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let plain: &[&str] = &[" ", " ", " ", "\n"];
     let mut drops = 0;
     for round in 0..300 {
@@ -268,7 +249,7 @@ fn gopher_verdicts_equal_the_reference_on_edge_texts() {
 
 #[test]
 fn vocabulary_ids_are_equal_exactly_for_equal_words() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let pool: Vec<String> = (0..400)
         .map(|i| {
             let base = [ENGLISH, CHINESE, MIXED].concat();
@@ -296,7 +277,7 @@ fn vocabulary_ids_are_equal_exactly_for_equal_words() {
 
 #[test]
 fn symbol_count_equals_the_three_searches() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let pieces = [
         ".",
         ".",
