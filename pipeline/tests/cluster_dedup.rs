@@ -44,7 +44,11 @@ pub fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Asserts two `outputs` maps are equal, naming the files that differ.
-fn assert_same(got: &BTreeMap<String, Vec<u8>>, expected: &BTreeMap<String, Vec<u8>>, what: &str) {
+pub(crate) fn assert_same(
+    got: &BTreeMap<String, Vec<u8>>,
+    expected: &BTreeMap<String, Vec<u8>>,
+    what: &str,
+) {
     let names: std::collections::BTreeSet<&String> = got.keys().chain(expected.keys()).collect();
     let differ: Vec<&&String> = names
         .iter()

@@ -206,6 +206,23 @@ fn launch_k8s_writes_indexed_jobs_for_kubectl() {
 }
 
 /// The manifest files `launch k8s --out DIR` wrote, in apply order.
+/// `pipeline launch k8s CONFIG --tasks N --out OUT`, which must succeed; its manifests, in
+/// apply order, validated against the Kubernetes schemas.
+pub(crate) fn launched_manifests(config: &Path, tasks: usize, out: &Path) -> Vec<PathBuf> {
+    let tasks = tasks.to_string();
+    let ran = launch(&[
+        config.to_str().expect("utf-8"),
+        "--tasks",
+        &tasks,
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(ran.status.success(), "{ran:?}");
+    let files = manifest_files(out);
+    validate(&files).unwrap_or_else(|e| panic!("{e}"));
+    files
+}
+
 pub(crate) fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("list manifests")
@@ -279,15 +296,7 @@ fn k8s_pods_run_in_order_over_s3_and_give_the_local_bytes() {
 
     let config = s3_config(dir.path(), "run", &bucket);
     let out = dir.path().join("manifests");
-    let ran = launch(&[
-        config.to_str().expect("utf-8"),
-        "--tasks",
-        "3",
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
-    assert!(ran.status.success(), "{ran:?}");
-    validate(&manifest_files(&out)).unwrap_or_else(|e| panic!("{e}"));
+    launched_manifests(&config, 3, &out);
     let read = |name: &str| parse_yaml(&std::fs::read_to_string(out.join(name)).expect("read"));
     let map = read("00-config.yaml").remove(0);
     let pod_config = dir.path().join("pod-config.toml");

@@ -16,9 +16,9 @@ use pipeline::storage;
 use serde_json::Value;
 
 use crate::cluster::{remote_files, s3_endpoint, write_corpus};
-use crate::cluster_dedup::outputs;
-use crate::k8s::{corpus_in_new_bucket, launch, manifest_files, pod_command};
-use crate::k8s_schema::{parse_yaml, validate};
+use crate::cluster_dedup::{assert_same, outputs};
+use crate::k8s::{corpus_in_new_bucket, launch, launched_manifests, pod_command};
+use crate::k8s_schema::parse_yaml;
 
 /// A config with dedup, `[tokenize]` and `[tokenize.train]`; `out`, `tokenizer` and `dataset`
 /// local paths or `s3://` URLs.
@@ -112,13 +112,7 @@ fn slurm_array_tasks_train_the_tokenizer_in_its_stage_with_the_local_bytes() {
                 );
             }
         }
-        let got = outputs(&root);
-        let differ: Vec<&String> = expected
-            .keys()
-            .chain(got.keys())
-            .filter(|k| got.get(*k) != expected.get(*k))
-            .collect();
-        assert!(differ.is_empty(), "{n} tasks: {differ:?} differ");
+        assert_same(&outputs(&root), &expected, &format!("{n} tasks"));
     }
 
     // The tokenize stage before the tokenizer stage: refused, naming the missing stage.
@@ -189,16 +183,7 @@ fn k8s_pods_train_the_tokenizer_in_the_bucket_and_give_the_local_bytes() {
         &s3("dataset"),
     );
     let out = dir.path().join("manifests");
-    let ran = launch(&[
-        config.to_str().expect("utf-8"),
-        "--tasks",
-        "3",
-        "--out",
-        out.to_str().expect("utf-8"),
-    ]);
-    assert!(ran.status.success(), "{ran:?}");
-    let files = manifest_files(&out);
-    validate(&files).unwrap_or_else(|e| panic!("{e}"));
+    let files = launched_manifests(&config, 3, &out);
     let docs: Vec<Value> = files
         .iter()
         .map(|f| parse_yaml(&std::fs::read_to_string(f).expect("read")).remove(0))
@@ -261,13 +246,7 @@ fn k8s_pods_train_the_tokenizer_in_the_bucket_and_give_the_local_bytes() {
         let scratch = dir.path().join(format!("fetch-{part}"));
         fetch_like(&s3(part), &like(part), &got.join(part), &scratch);
     }
-    let got = outputs(&got);
-    let differ: Vec<&String> = expected
-        .keys()
-        .chain(got.keys())
-        .filter(|k| got.get(*k) != expected.get(*k))
-        .collect();
-    assert!(differ.is_empty(), "{differ:?} differ from the local run");
+    assert_same(&outputs(&got), &expected, "k8s pods");
     // Nothing more in the dataset than the local run wrote (its encoded files removed).
     for split in ["train", "val"] {
         let local = storage::list_names(&dir.path().join("local/dataset").join(split));
