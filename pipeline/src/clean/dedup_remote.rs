@@ -294,10 +294,7 @@ pub(super) fn run_remote(
                 scratch.fetch_pack(&pairs_pack(TaskSlice::new(t, task.count())?), &dedup_dir)?;
             }
             let path = dedup_dir.join(KEPT);
-            let kept: Vec<u64> = std::fs::read(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| Ok(serde_json::from_slice(&b)?))
-                .with_context(|| format!("reading {}", path.display()))?;
+            let kept = read_numbers(&path)?;
             ensure!(
                 kept.len() == inputs,
                 "{}: kept counts of {} inputs, {inputs} listed",
@@ -336,10 +333,7 @@ pub(super) fn run_remote(
                 scratch.fetch_pack(&survivors_pack(task), &work)?;
                 scratch.fetch_pack(&clusters_pack(task), &dedup_dir)?;
                 let path = dedup_dir.join(FIRST_DOCS);
-                let first: Vec<u64> = std::fs::read(&path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|b| Ok(serde_json::from_slice(&b)?))
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let first = read_numbers(&path)?;
                 ensure!(
                     first.len() == owned.len(),
                     "{}/{}: {} first document numbers for the task's {} inputs",
@@ -437,4 +431,12 @@ fn fetch_for_pairs(
         }
     }
     Ok(())
+}
+
+/// A JSON list of numbers a stage wrote into its pack (kept counts, first document numbers).
+fn read_numbers(path: &Path) -> Result<Vec<u64>> {
+    std::fs::read(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| Ok(serde_json::from_slice(&b)?))
+        .with_context(|| format!("reading {}", path.display()))
 }

@@ -428,11 +428,8 @@ pub fn expand_all(patterns: &[String], keep: impl Fn(&str) -> bool) -> Result<Ve
     let mut out = Vec::with_capacity(patterns.len());
     for pattern in patterns {
         let object = RemoteObject::parse(pattern)?;
-        let key = pattern
-            .strip_prefix("s3://")
-            .and_then(|r| r.split_once('/'))
-            .map_or("", |(_, k)| k);
-        if key.is_empty() || key.ends_with('/') || key.contains(['*', '?', '[']) {
+        let key = key_of(pattern);
+        if key.is_empty() || key.ends_with('/') || is_glob(key) {
             out.push(expand(pattern, &keep)?);
             continue;
         }
@@ -453,6 +450,18 @@ pub fn expand_all(patterns: &[String], keep: impl Fn(&str) -> bool) -> Result<Ve
         });
     }
     Ok(out)
+}
+
+/// The key part of an `s3://bucket/key` pattern, as written (empty for a bucket).
+fn key_of(pattern: &str) -> &str {
+    pattern
+        .strip_prefix("s3://")
+        .and_then(|r| r.split_once('/'))
+        .map_or("", |(_, k)| k)
+}
+
+fn is_glob(key: &str) -> bool {
+    key.contains(['*', '?', '['])
 }
 
 /// The keys of the objects right under a prefix, and of the prefixes one level down (both
@@ -491,12 +500,8 @@ fn list_level(object: &RemoteObject, parent: &str) -> Result<Listing> {
 /// the listing starts at the literal prefix before the first of them.
 pub fn expand(pattern: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
     let object = RemoteObject::parse(pattern)?;
-    let key = pattern
-        .strip_prefix("s3://")
-        .and_then(|r| r.split_once('/'))
-        .map(|(_, k)| k)
-        .unwrap_or("");
-    let globbed = key.contains(['*', '?', '[']);
+    let key = key_of(pattern);
+    let globbed = is_glob(key);
     if !globbed && !key.is_empty() && !key.ends_with('/') && object.exists()? {
         return Ok(vec![pattern.to_string()]);
     }
