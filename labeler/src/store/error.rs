@@ -53,6 +53,11 @@ impl From<sqlx::Error> for StoreError {
 
 /// Whether `e` is PostgreSQL's unique_violation (an INSERT met a row it may not repeat).
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    has_sqlstate(e, "23505")
+}
+
+/// Whether `e` is a database error with SQLSTATE `code`.
+pub(crate) fn has_sqlstate(e: &sqlx::Error, code: &str) -> bool {
     e.as_database_error()
-        .is_some_and(|d| d.code().as_deref() == Some("23505"))
+        .is_some_and(|d| d.code().as_deref() == Some(code))
 }

@@ -23,5 +23,5 @@ pub mod sessions;
 pub mod sso;
 pub mod webhooks;
 
-pub(crate) use error::is_unique_violation;
 pub use error::{RowError, StoreError};
+pub(crate) use error::{has_sqlstate, is_unique_violation};

@@ -7,7 +7,7 @@ use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use sqlx::types::Json;
 
 use crate::domain::{Aspect, Aspects, Overlap, ProjectKind, ProjectName};
-use crate::store::{StoreError, is_unique_violation};
+use crate::store::{StoreError, has_sqlstate, is_unique_violation};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Project {
@@ -394,10 +394,8 @@ async fn drop_open_leases(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result
     .execute(&mut **tx)
     .await;
     match locked {
-        Err(e)
-            if e.as_database_error()
-                .is_some_and(|d| d.code().as_deref() == Some("55P03")) =>
-        {
+        // lock_not_available
+        Err(e) if has_sqlstate(&e, "55P03") => {
             return Err(StoreError::Conflict(
                 "an annotator is submitting or taking an item of this project right now: try \
                  again"
@@ -475,10 +473,8 @@ pub async fn delete(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<Strin
     .execute(&mut **tx)
     .await;
     match result {
-        Err(e)
-            if e.as_database_error()
-                .is_some_and(|d| d.code().as_deref() == Some("23503")) =>
-        {
+        // foreign_key_violation
+        Err(e) if has_sqlstate(&e, "23503") => {
             return Err(refused());
         }
         other => {

@@ -8,8 +8,8 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::domain::{Candidate, Message, ProjectKind};
-use crate::store::StoreError;
 use crate::store::accounts::User;
+use crate::store::{StoreError, has_sqlstate};
 
 /// Lease policy (from settings).
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +51,7 @@ pub struct Task {
 
 fn is_retryable(e: &sqlx::Error) -> bool {
     // serialization_failure, deadlock_detected
-    e.as_database_error()
-        .is_some_and(|d| matches!(d.code().as_deref(), Some("40001" | "40P01")))
+    has_sqlstate(e, "40001") || has_sqlstate(e, "40P01")
 }
 
 /// Marks abandoned leases (of one project, or all) expired, which returns their slots to the
