@@ -31,20 +31,18 @@ pub(super) fn done_marker_json(config: &PipelineConfig, summary: &RunSummary) ->
     Ok(serde_json::to_vec_pretty(&done)?)
 }
 
-/// Checks that all `tasks` markers of `stage` exist under this config; returns their
+/// Checks that all `tasks` markers of `stage` are in `present` (a [`list_markers`]: one
+/// listing rather than a HEAD per task) and were written under this config; returns their
 /// summaries.
 pub(super) fn require_markers(
     config: &PipelineConfig,
+    present: &HashSet<String>,
     stage: &str,
     tasks: usize,
 ) -> Result<Vec<RunSummary>> {
     let out = &config.output.dir;
     let mut summaries = Vec::new();
     let mut missing = Vec::new();
-    // One listing rather than a HEAD per task (N per task, N^2 per stage, on S3).
-    let present: HashSet<String> = storage::list_names(&out.join("tasks"))?
-        .into_iter()
-        .collect();
     for index in 0..tasks {
         let rel = TaskSlice::new(index, tasks)?.marker(stage);
         let marker = out.join(&rel);

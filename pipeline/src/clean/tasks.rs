@@ -7,7 +7,7 @@
 
 use anyhow::{Result, bail};
 
-use super::markers::{claim_marker, done_marker_json, read_marker, require_markers};
+use super::markers::{claim_marker, done_marker_json, list_markers, read_marker, require_markers};
 use super::run::run_local;
 use super::summary::RunSummary;
 use super::work::write_json_atomic;
@@ -151,35 +151,28 @@ pub fn finish(config: &PipelineConfig, tasks: usize) -> Result<RunSummary> {
 
 fn finish_tracked(config: &PipelineConfig, tasks: usize) -> Result<RunSummary> {
     let out = &config.output.dir;
-    let mut summary = RunSummary::default();
-    for task in require_markers(config, "clean", tasks)? {
-        add(&mut summary, task);
-    }
+    // The clean tasks counted what they read; the survivors tasks what they kept; the
+    // stages between, and the tokenizer and tokenize stages, only their time and object
+    // store traffic.
+    let mut stages = vec![("clean", tasks)];
     if super::stages::dedups(config) {
-        // The clean tasks counted what they read; the survivors tasks what they kept.
-        for task in require_markers(config, "survivors", tasks)? {
+        stages.extend([("survivors", tasks), ("pairs", tasks), ("components", 1)]);
+    }
+    if config.tokenize.is_some() {
+        if super::stages::trains_tokenizer(config) {
+            stages.push(("tokenizer", 1));
+        }
+        stages.push(("tokenize", tasks));
+    }
+    // One listing for every stage's markers.
+    let present = list_markers(config)?;
+    let mut summary = RunSummary::default();
+    for (stage, n) in stages {
+        for task in require_markers(config, &present, stage, n)? {
             add(&mut summary, task);
         }
-        // The stages between count no documents, only their time and object store traffic.
-        for (stage, n) in [("pairs", tasks), ("components", 1)] {
-            for task in require_markers(config, stage, n)? {
-                add(&mut summary, task);
-            }
-        }
     }
-    let summary_path = out.join("summary.json");
     if let Some(options) = &config.tokenize {
-        // Their time and object store traffic (the tokenizer stage trains on every kept
-        // document; the tokenize tasks read them and the tokenizer).
-        let mut stages = vec![("tokenize", tasks)];
-        if super::stages::trains_tokenizer(config) {
-            stages.insert(0, ("tokenizer", 1));
-        }
-        for (stage, n) in stages {
-            for task in require_markers(config, stage, n)? {
-                add(&mut summary, task);
-            }
-        }
         let input = super::stages::kept_input(config);
         // The tokenize stage encoded the kept documents (with the tokenizer stage's
         // tokenizer under [tokenize.train]): the dataset is written from its files.
@@ -187,7 +180,10 @@ fn finish_tracked(config: &PipelineConfig, tasks: usize) -> Result<RunSummary> {
             &input, options, tasks,
         )?);
     }
-    storage::write_small(&summary_path, &serde_json::to_vec_pretty(&summary)?)?;
+    storage::write_small(
+        &out.join("summary.json"),
+        &serde_json::to_vec_pretty(&summary)?,
+    )?;
     Ok(summary)
 }
 
