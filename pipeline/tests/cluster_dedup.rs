@@ -13,10 +13,13 @@ use pipeline::shard::TaskSlice;
 
 use crate::helpers::{good_english, warc};
 
+/// Output files by relative path, as [`outputs`] reads them.
+pub type Outputs = BTreeMap<String, Vec<u8>>;
+
 /// Every output file under `dir` (relative path -> bytes), without work files, markers, and
 /// the summary and config (timings, paths); a dataset manifest without its time and config
 /// (shards with their sha256s, totals and tokenizer stay).
-pub fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub fn outputs(dir: &Path) -> Outputs {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -44,15 +47,9 @@ pub fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Asserts two `outputs` maps are equal, naming the files that differ.
-pub(crate) fn assert_same(
-    got: &BTreeMap<String, Vec<u8>>,
-    expected: &BTreeMap<String, Vec<u8>>,
-    what: &str,
-) {
-    let names: std::collections::BTreeSet<&String> = got.keys().chain(expected.keys()).collect();
-    let differ: Vec<&&String> = names
-        .iter()
-        .filter(|n| got.get(**n) != expected.get(**n))
+pub(crate) fn assert_same(got: &Outputs, expected: &Outputs, what: &str) {
+    let differ: std::collections::BTreeSet<&String> = (got.keys().chain(expected.keys()))
+        .filter(|n| got.get(*n) != expected.get(*n))
         .collect();
     assert!(
         differ.is_empty(),
