@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use pipeline::clean::{Stage, finish, run, run_stage};
+use pipeline::clean::{Stage, finish, run, run_stage, stages_of};
 use pipeline::config::PipelineConfig;
 use pipeline::shard::TaskSlice;
 
@@ -132,12 +132,7 @@ pub fn dedup_config(dir: &Path, inputs: &[String], out: &Path) -> PipelineConfig
 /// Every stage of a split run, every task in order (task N-1 first in each stage: the result
 /// must not depend on the order tasks run in).
 fn run_split(config: &PipelineConfig, n: usize) {
-    for stage in [
-        Stage::Clean,
-        Stage::Pairs,
-        Stage::Components,
-        Stage::Survivors,
-    ] {
+    for stage in stages_of(config) {
         for task in (0..n).rev() {
             let slice = Some(TaskSlice::new(task, n).expect("slice"));
             run_stage(config, stage, slice, false)
@@ -207,7 +202,7 @@ fn a_killed_dedup_stage_reruns_to_the_same_bytes_and_a_changed_config_is_refused
     // Pairs before every clean task is done would be refused; here all are: run one task,
     // then "kill" another mid-write: a partial pairs file without its task's marker.
     run_stage(&config, Stage::Pairs, task(0), false).expect("pairs 0");
-    let err = run_stage(&config, Stage::Components, task(0), false).expect_err("too early");
+    let err = run_stage(&config, Stage::Ship, task(0), false).expect_err("too early");
     assert!(format!("{err:#}").contains("[1, 2]"), "{err:#}");
     let partial = out.join("work/dedup/pairs-0001.bin.tmp1");
     std::fs::write(&partial, b"half").expect("write");
@@ -223,7 +218,7 @@ fn a_killed_dedup_stage_reruns_to_the_same_bytes_and_a_changed_config_is_refused
     // 0, spilling to disk) and the other stages take its marker.
     let mut lowered = config.clone();
     lowered.dedup.components_memory_mb = 0;
-    for stage in [Stage::Pairs, Stage::Components, Stage::Survivors] {
+    for stage in stages_of(&config).into_iter().skip(1) {
         let config = if stage == Stage::Components {
             &lowered
         } else {
@@ -569,32 +564,36 @@ fn every_launcher_gets_one_list_of_stages() {
     let inputs = vec![dir.path().join("a.jsonl").display().to_string()];
     let config = dedup_config(dir.path(), &inputs, &dir.path().join("out"));
     let path = Path::new("c.toml");
-    let jobs = pipeline::launch::stages(path, &config, 4);
+    let stages = pipeline::launch::stages;
+    let jobs = stages(path, &config, 4);
     let names: Vec<(&str, usize)> = jobs.iter().map(|j| (j.name.as_str(), j.tasks)).collect();
     assert_eq!(
         names,
         [
             ("clean", 4),
             ("pairs", 4),
+            ("ship", 4),
+            ("check", 4),
             ("components", 1),
             ("survivors", 4),
             ("finish", 1)
         ]
     );
     assert_eq!(
-        jobs[2].args,
+        jobs[4].args,
         ["clean", "c.toml", "--stage", "components", "--tasks", "4"]
     );
     assert_eq!(
-        jobs[4].args,
+        jobs[6].args,
         ["clean", "c.toml", "--finish", "--tasks", "4"]
     );
+    let names = |c| -> Vec<String> { stages(path, c, 4).into_iter().map(|j| j.name).collect() };
+    // Without similarity checks, no ship and check stages.
+    let mut unchecked = config.clone();
+    unchecked.dedup.minhash.min_similarity = 0.0;
+    assert_eq!(names(&unchecked)[1..3], ["pairs", "components"]);
     let mut plain = config.clone();
     plain.dedup.exact = false;
     plain.dedup.minhash.enabled = false;
-    let names: Vec<String> = pipeline::launch::stages(path, &plain, 4)
-        .into_iter()
-        .map(|j| j.name)
-        .collect();
-    assert_eq!(names, ["clean", "finish"]);
+    assert_eq!(names(&plain), ["clean", "finish"]);
 }

@@ -130,18 +130,20 @@ fn kubernetes_validate_passes_the_launchers_manifests_and_rejects_broken_ones() 
             "00-config.yaml",
             "01-clean.yaml",
             "02-pairs.yaml",
-            "03-components.yaml",
-            "04-survivors.yaml",
-            "05-tokenizer.yaml",
-            "06-tokenize.yaml",
-            "07-finish.yaml"
+            "03-ship.yaml",
+            "04-check.yaml",
+            "05-components.yaml",
+            "06-survivors.yaml",
+            "07-tokenizer.yaml",
+            "08-tokenize.yaml",
+            "09-finish.yaml"
         ]
     );
     validate_values(&dir.path().join("good"), &good).unwrap_or_else(|e| panic!("{e}"));
 
     // Each break is one the schemas catch and a YAML reader does not: the validation
     // must name it, so it cannot pass by not looking.
-    let tokenize = 6;
+    let tokenize = 8;
     let breaks: [Break; 4] = [
         (
             "unknown Job field",
@@ -170,6 +172,6 @@ fn kubernetes_validate_passes_the_launchers_manifests_and_rejects_broken_ones() 
         let err =
             validate_values(&dir.path().join(what.replace(' ', "-")), &broken).expect_err(what);
         assert!(err.contains(says), "{what}: {err}");
-        assert!(err.contains("06-tokenize.yaml"), "{what}: {err}");
+        assert!(err.contains("08-tokenize.yaml"), "{what}: {err}");
     }
 }

@@ -88,6 +88,8 @@ fn slurm_array_tasks_train_the_tokenizer_in_its_stage_with_the_local_bytes() {
             [
                 ("clean", n),
                 ("pairs", n),
+                ("ship", n),
+                ("check", n),
                 ("components", 1),
                 ("survivors", n),
                 ("tokenizer", 1),
@@ -209,6 +211,8 @@ fn k8s_pods_train_the_tokenizer_in_the_bucket_and_give_the_local_bytes() {
         [
             ("clean", 3),
             ("pairs", 3),
+            ("ship", 3),
+            ("check", 3),
             ("components", 1),
             ("survivors", 3),
             ("tokenizer", 1),

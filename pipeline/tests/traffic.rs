@@ -71,7 +71,7 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
         )
         .expect("config");
         let config = config.display().to_string();
-        for stage in ["clean", "pairs", "components", "survivors"] {
+        for stage in ["clean", "pairs", "ship", "check", "components", "survivors"] {
             let tasks = if stage == "components" { 1 } else { n };
             for task in 0..tasks {
                 let (i, count) = (task.to_string(), n.to_string());
@@ -88,16 +88,15 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
                 .map(|(_, &s)| s)
                 .collect()
         };
-        let sigs_ranges: u64 = (0..n)
-            .map(|t| {
-                let url = format!("{out}/work/dedup/sigs-task-{t:05}-of-{n:05}.bin");
-                let size = RemoteObject::parse(&url)
-                    .and_then(|o| o.read_all())
-                    .expect("sigs pack")
-                    .len() as u64;
-                size.div_ceil(SIGNATURE_GAP).max(1)
-            })
-            .sum();
+        // Ranges of a task's signatures pack further apart than the gap, at most.
+        let sigs_ranges = |t: usize| -> u64 {
+            let url = format!("{out}/work/dedup/sigs-task-{t:05}-of-{n:05}.bin");
+            let size = RemoteObject::parse(&url)
+                .and_then(|o| o.read_all())
+                .expect("sigs pack")
+                .len() as u64;
+            size.div_ceil(SIGNATURE_GAP).max(1)
+        };
         let n64 = n as u64;
         for t in 0..n {
             let what = format!("{n} tasks, task {t}");
@@ -114,15 +113,29 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
             assert_eq!(clean.put_requests, 4, "clean, {what}: {clean:?}");
             assert_eq!(clean.multipart_requests, 0, "clean, {what}");
             // pairs: one LIST of the markers, its clean marker, then per clean task the keys
-            // pack's header, its partitions' range and the signatures it needs (ranges
-            // further apart than the gap); its pairs pack written.
+            // pack's header and its partitions' range (no signature); its pairs pack and
+            // groups file written (every task has MinHash partitions here).
             let pairs = traffic(&out, "pairs", t, n);
             assert_eq!((pairs.list_requests, pairs.head_requests), (1, 0), "{what}");
-            assert!(
-                pairs.get_requests <= 1 + 2 * n64 + sigs_ranges,
-                "pairs, {what}: {pairs:?}, {sigs_ranges} signature ranges at most"
-            );
-            assert_eq!(pairs.put_requests, 1, "pairs, {what}");
+            assert_eq!(pairs.get_requests, 1 + 2 * n64, "pairs, {what}: {pairs:?}");
+            assert_eq!(pairs.put_requests, 2, "pairs, {what}");
+            // ship: the markers listed, its pairs marker, per groups file its section's
+            // offsets and the section, its own signatures' ranges; one file written.
+            // check: the same, and per ship task its section of the shipped file.
+            for (stage, sections) in [("ship", n64), ("check", 2 * n64)] {
+                let x = traffic(&out, stage, t, n);
+                assert_eq!(
+                    (x.list_requests, x.head_requests),
+                    (1, 0),
+                    "{stage}, {what}"
+                );
+                let most = 1 + 2 * sections + sigs_ranges(t);
+                assert!(
+                    x.get_requests <= most,
+                    "{stage}, {what}: {x:?}, {most} at most"
+                );
+                assert_eq!(x.put_requests, 1, "{stage}, {what}");
+            }
             // survivors: the markers listed, the components marker, its clean task's kept
             // pack and its clusters pack; per input its kept part and docs table written.
             let survivors = traffic(&out, "survivors", t, n);
@@ -137,8 +150,8 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
             );
             assert_eq!(survivors.put_requests, 2 * mine.len() as u64, "{what}");
         }
-        // components: the markers listed, every pairs marker and pairs pack; a clusters pack
-        // per survivors task written.
+        // components: the markers listed, every check marker, pairs pack and edges file; a
+        // clusters pack per survivors task written.
         let components = traffic(&out, "components", 0, 1);
         assert_eq!(
             (components.list_requests, components.head_requests),
@@ -147,7 +160,7 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
         );
         assert_eq!(
             components.get_requests,
-            2 * n64,
+            3 * n64,
             "{n} tasks: {components:?}"
         );
         assert_eq!(components.put_requests, n64, "{n} tasks: {components:?}");

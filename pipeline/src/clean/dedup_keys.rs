@@ -8,7 +8,8 @@ use rayon::prelude::*;
 
 use super::work::{WorkFiles, read_keys};
 use crate::config::PipelineConfig;
-use crate::dedup::partition::{write_keys_file, write_signatures};
+use crate::dedup::partition::{KeyKind, kind_of, partitions, write_keys_file, write_signatures};
+use crate::shard::TaskSlice;
 
 /// Where a split run's dedup files live.
 pub(crate) fn dedup_dir(config: &PipelineConfig) -> PathBuf {
@@ -49,4 +50,39 @@ pub(crate) fn write_partitions(
         )
         .with_context(|| format!("dedup keys of input {index}"))
     })
+}
+
+/// Each input's kept documents and first document number (kept documents are numbered in
+/// input order).
+pub(super) struct Numbering {
+    pub kept: Vec<u64>,
+    pub first_doc: Vec<u64>,
+}
+
+impl Numbering {
+    pub fn from_kept(kept: Vec<u64>) -> Self {
+        let first_doc = kept
+            .iter()
+            .scan(0u64, |next, &k| {
+                let first = *next;
+                *next += k;
+                Some(first)
+            })
+            .collect();
+        Self { kept, first_doc }
+    }
+}
+
+/// The partitions task `task` of the pairs stage merges: a contiguous share of the enabled
+/// ones, so that in every keys file (sorted by partition) they are one byte range.
+pub(super) fn task_partitions(config: &PipelineConfig, task: TaskSlice) -> Vec<usize> {
+    let options = &config.dedup;
+    let enabled: Vec<usize> = (0..partitions(options.minhash.bands))
+        .filter(|&p| match kind_of(p) {
+            KeyKind::Exact => options.exact,
+            KeyKind::MinHash => options.minhash.enabled,
+        })
+        .collect();
+    let (i, n) = (task.index(), task.count());
+    enabled[i * enabled.len() / n..(i + 1) * enabled.len() / n].to_vec()
 }

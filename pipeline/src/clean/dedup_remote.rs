@@ -20,18 +20,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 
+use super::dedup_checks::{
+    Needed, check, check_needs, checked_partition, checks_similarity, edges_file, groups_file,
+    groups_writers, section_header_len, section_range, ship, ship_needs, shipped_file,
+};
+use super::dedup_keys::{Numbering, task_partitions};
 use super::dedup_packs::{
     KeysPack, keys_pack, local_sigs, pack_files, sigs_offsets, sigs_pack, survivors_pack,
     task_inputs, unpack_files, write_at, write_packs,
 };
-use super::dedup_tasks::{
-    Numbering, components, pairs, signatures_needed, survivors, task_partitions,
-};
+use super::dedup_tasks::{components, pairs, survivors};
 use super::stages::Stage;
 use super::summary::RunSummary;
 use super::work::InputDone;
 use crate::config::{KeptFormat, PipelineConfig};
-use crate::dedup::partition::{KeyKind, kind_of, signature_bytes};
+use crate::dedup::partition::signature_bytes;
 use crate::shard::TaskSlice;
 use crate::storage::{self, RemoteObject};
 
@@ -119,6 +122,82 @@ impl Scratch {
     fn fetch_pack(&self, rel: &str, dir: &Path) -> Result<Vec<String>> {
         self.fetch(rel)?;
         unpack_files(&self.local.join(rel), dir)
+    }
+
+    /// Section `task.index()` of the sectioned file `rel` (of `task.count()` sections):
+    /// its header and the section's bytes, written at their offsets into a sparse local
+    /// copy, where the local code reads them.
+    fn fetch_section(&self, rel: &str, task: TaskSlice) -> Result<()> {
+        let k = task.index();
+        let header = 0..section_header_len(k);
+        let header = self
+            .read_ranges(rel, std::slice::from_ref(&header))?
+            .remove(0);
+        let name = format!("{}/{rel}", self.url);
+        let range = section_range(&header, k, task.count(), &name)?;
+        let local = self.local.join(rel);
+        create_parent(&local)?;
+        write_at(&local, 0, &header)?;
+        if range.end > range.start {
+            let bytes = self
+                .read_ranges(rel, std::slice::from_ref(&range))?
+                .remove(0);
+            write_at(&local, range.start, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// This task's section of every pairs task's groups file.
+    fn fetch_groups(&self, config: &PipelineConfig, task: TaskSlice) -> Result<()> {
+        for writer in groups_writers(config, task.count())? {
+            self.fetch_section(&groups_file(writer), task)?;
+        }
+        Ok(())
+    }
+
+    /// The signatures `needed` of this task's documents, from its clean task's signatures
+    /// pack (nearby ones coalesced, [`SIGNATURE_GAP`]), written into sparse local copies of
+    /// the per-input signatures files.
+    fn fetch_own_signatures(
+        &self,
+        config: &PipelineConfig,
+        task: TaskSlice,
+        needed: &Needed,
+    ) -> Result<()> {
+        let width = config.dedup.minhash.bands * config.dedup.minhash.rows;
+        let work = self.local.join("work");
+        let kept: Vec<u64> = needed.iter().map(|((_, _, kept), _)| *kept).collect();
+        let offsets = sigs_offsets(&kept, width);
+        // (input, document, its bytes in the pack), in pack order.
+        let wanted: Vec<(usize, u64, Range<u64>)> = needed
+            .iter()
+            .zip(&offsets)
+            .flat_map(|(((i, _, _), docs), &at)| {
+                docs.iter().map(move |&d| {
+                    let r = signature_bytes(width, d);
+                    (*i, d, at + r.start..at + r.end)
+                })
+            })
+            .collect();
+        let ranges: Vec<Range<u64>> = wanted.iter().map(|w| w.2.clone()).collect();
+        let ranges = storage::coalesce(&ranges, SIGNATURE_GAP);
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let blocks = self.read_ranges(&sigs_pack(task), &ranges)?;
+        for (input, doc, r) in wanted {
+            let b = ranges.partition_point(|x| x.end <= r.start);
+            let at = (r.start - ranges[b].start) as usize;
+            let bytes = blocks[b]
+                .get(at..at + (r.end - r.start) as usize)
+                .context("a signatures range came back short")?;
+            write_at(
+                &local_sigs(&work, input),
+                signature_bytes(width, doc).start,
+                bytes,
+            )?;
+        }
+        Ok(())
     }
 
     fn upload(&self, rel: &str) -> Result<()> {
@@ -271,13 +350,17 @@ pub(super) fn run_remote(
         Stage::Pairs => {
             let headers = scratch.keys_headers(inputs, task.count(), bands)?;
             let mine = task_partitions(config, task);
-            fetch_for_pairs(config, &local, &scratch, task, &headers, &mine)?;
+            fetch_for_pairs(&scratch, &headers, &mine)?;
             let summary = pairs(&local, task, &headers.numbering)?;
             let mut files: Vec<(String, PathBuf)> = mine
                 .iter()
+                .filter(|&&p| !checked_partition(config, p))
                 .map(|&p| format!("pairs-{p:04}.bin"))
                 .map(|name| (name.clone(), dedup_dir.join(name)))
                 .collect();
+            if mine.iter().any(|&p| checked_partition(config, p)) {
+                written.push(groups_file(task));
+            }
             if task.index() == 0 {
                 // The numbering, for `components` (which reads this pack anyway).
                 let kept = dedup_dir.join(KEPT);
@@ -289,9 +372,30 @@ pub(super) fn run_remote(
             written.push(pairs_pack(task));
             summary
         }
+        Stage::Ship => {
+            scratch.fetch_groups(config, task)?;
+            scratch.fetch_own_signatures(config, task, &ship_needs(&local, task)?)?;
+            ship(&local, task)?;
+            written.push(shipped_file(task));
+            RunSummary::default()
+        }
+        Stage::Check => {
+            scratch.fetch_groups(config, task)?;
+            for t in 0..task.count() {
+                scratch.fetch_section(&shipped_file(TaskSlice::new(t, task.count())?), task)?;
+            }
+            scratch.fetch_own_signatures(config, task, &check_needs(&local, task)?)?;
+            check(&local, task)?;
+            written.push(edges_file(task));
+            RunSummary::default()
+        }
         Stage::Components => {
             for t in 0..task.count() {
-                scratch.fetch_pack(&pairs_pack(TaskSlice::new(t, task.count())?), &dedup_dir)?;
+                let slice = TaskSlice::new(t, task.count())?;
+                scratch.fetch_pack(&pairs_pack(slice), &dedup_dir)?;
+                if checks_similarity(config) {
+                    scratch.fetch(&edges_file(slice))?;
+                }
             }
             let path = dedup_dir.join(KEPT);
             let kept = read_numbers(&path)?;
@@ -302,7 +406,7 @@ pub(super) fn run_remote(
                 kept.len()
             );
             let numbering = Numbering::from_kept(kept);
-            let summary = components(&local, &numbering)?;
+            let summary = components(&local, task.count(), &numbering)?;
             // One pack per survivors task: its inputs' clusters and first document numbers.
             for t in 0..task.count() {
                 let slice = TaskSlice::new(t, task.count())?;
@@ -366,21 +470,13 @@ pub(super) fn run_remote(
 }
 
 /// What a pairs task reads after the keys pack headers (`headers`): per clean task this
-/// task's partitions `mine` (contiguous, so one range), then the signatures of the documents
-/// in a group, coalesced; all written into sparse local copies of the per-input files.
-fn fetch_for_pairs(
-    config: &PipelineConfig,
-    local: &PipelineConfig,
-    scratch: &Scratch,
-    task: TaskSlice,
-    headers: &KeysHeaders,
-    mine: &[usize],
-) -> Result<()> {
+/// task's partitions `mine` (contiguous, so one range), written into sparse local copies of
+/// the per-input keys files.
+fn fetch_for_pairs(scratch: &Scratch, headers: &KeysHeaders, mine: &[usize]) -> Result<()> {
     let (Some(&first), Some(&last)) = (mine.first(), mine.last()) else {
         return Ok(());
     };
     debug_assert!(mine.windows(2).all(|w| w[1] == w[0] + 1));
-    let options = &config.dedup;
     let work = scratch.local.join("work");
     for (clean, pack) in &headers.packs {
         let range = pack.range(first, last);
@@ -388,47 +484,6 @@ fn fetch_for_pairs(
             .read_ranges(&keys_pack(*clean), std::slice::from_ref(&range))?
             .remove(0);
         pack.scatter(&bytes, first, last, &work)?;
-    }
-    let checks = options.minhash.min_similarity > 0.0
-        && mine.iter().any(|&p| kind_of(p) == KeyKind::MinHash);
-    if !checks {
-        return Ok(());
-    }
-    let width = options.minhash.bands * options.minhash.rows;
-    let numbering = &headers.numbering;
-    let needed = signatures_needed(local, task, numbering)?;
-    for (clean, pack) in &headers.packs {
-        let owned = pack.inputs();
-        let offsets = sigs_offsets(pack.kept(), width);
-        // (input, document, its bytes in the pack), in pack order.
-        let wanted: Vec<(usize, u64, Range<u64>)> = owned
-            .iter()
-            .zip(&offsets)
-            .flat_map(|(&i, &at)| {
-                needed[i].iter().map(move |&d| {
-                    let r = signature_bytes(width, d);
-                    (i, d, at + r.start..at + r.end)
-                })
-            })
-            .collect();
-        let ranges: Vec<Range<u64>> = wanted.iter().map(|w| w.2.clone()).collect();
-        let ranges = storage::coalesce(&ranges, SIGNATURE_GAP);
-        if ranges.is_empty() {
-            continue;
-        }
-        let blocks = scratch.read_ranges(&sigs_pack(*clean), &ranges)?;
-        for (input, doc, r) in wanted {
-            let b = ranges.partition_point(|x| x.end <= r.start);
-            let at = (r.start - ranges[b].start) as usize;
-            let bytes = blocks[b]
-                .get(at..at + (r.end - r.start) as usize)
-                .context("a signatures range came back short")?;
-            write_at(
-                &local_sigs(&work, input),
-                signature_bytes(width, doc).start,
-                bytes,
-            )?;
-        }
     }
     Ok(())
 }

@@ -17,45 +17,25 @@
 //! Every stage writes its files, then its done marker; a finished file or task is skipped.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
-use super::dedup_keys::dedup_dir;
+use super::dedup_checks::{
+    GroupsWriter, checked_partition, checks_similarity, groups_file, read_edges,
+};
+use super::dedup_keys::{Numbering, dedup_dir, task_partitions};
 use super::outputs::{DedupResult, write_outputs};
 use super::summary::RunSummary;
 use super::work::{InputDone, WorkFiles};
 use crate::config::PipelineConfig;
+use crate::dedup::Clusters;
 use crate::dedup::components::BoundedComponents;
 use crate::dedup::partition::{
-    self, KeyKind, kind_of, partitions, read_pairs, read_partition, read_signature, resolve_group,
-    write_pairs,
+    self, KeyKind, kind_of, partitions, read_pairs, read_partition, resolve_group, write_pairs,
 };
-use crate::dedup::{Clusters, estimated_similarity};
 use crate::shard::TaskSlice;
-
-/// Each input's kept documents and first document number (kept documents are numbered in
-/// input order).
-pub(super) struct Numbering {
-    pub kept: Vec<u64>,
-    pub first_doc: Vec<u64>,
-}
-
-impl Numbering {
-    pub fn from_kept(kept: Vec<u64>) -> Self {
-        let first_doc = kept
-            .iter()
-            .scan(0u64, |next, &k| {
-                let first = *next;
-                *next += k;
-                Some(first)
-            })
-            .collect();
-        Self { kept, first_doc }
-    }
-}
 
 /// The done records of `inputs` inputs, from the work directory (a local output).
 pub(super) fn done_records(config: &PipelineConfig, inputs: usize) -> Result<Vec<InputDone>> {
@@ -77,25 +57,6 @@ pub(super) fn numbering(config: &PipelineConfig, inputs: usize) -> Result<Number
     Ok(Numbering::from_kept(done.iter().map(|d| d.kept).collect()))
 }
 
-/// The partitions task `task` of the pairs stage merges: a contiguous share of the enabled
-/// ones, so that in every keys file (sorted by partition) they are one byte range.
-pub(super) fn task_partitions(config: &PipelineConfig, task: TaskSlice) -> Vec<usize> {
-    let options = &config.dedup;
-    let enabled: Vec<usize> = (0..partitions(options.minhash.bands))
-        .filter(|&p| match kind_of(p) {
-            KeyKind::Exact => options.exact,
-            KeyKind::MinHash => options.minhash.enabled,
-        })
-        .collect();
-    let (i, n) = (task.index(), task.count());
-    enabled[i * enabled.len() / n..(i + 1) * enabled.len() / n].to_vec()
-}
-
-/// Whether partition `p`'s groups are checked by signature similarity.
-fn checks_similarity(config: &PipelineConfig, p: usize) -> bool {
-    kind_of(p) == KeyKind::MinHash && config.dedup.minhash.min_similarity > 0.0
-}
-
 /// The sorted triples of partition `p` over every input, in the one-process merge order.
 fn merged_partition(dir: &Path, numbering: &Numbering, p: usize) -> Result<Vec<partition::Triple>> {
     let mut triples = Vec::new();
@@ -111,103 +72,49 @@ fn merged_partition(dir: &Path, numbering: &Numbering, p: usize) -> Result<Vec<p
     Ok(triples)
 }
 
-/// Per input, the documents (numbers within it, sorted) whose signatures the pairs task
-/// `task` reads: those in a group of two or more of its similarity-checked partitions.
-pub(super) fn signatures_needed(
-    config: &PipelineConfig,
-    task: TaskSlice,
-    numbering: &Numbering,
-) -> Result<Vec<Vec<u64>>> {
-    let dir = dedup_dir(config);
-    let mut docs = Vec::new();
-    for p in task_partitions(config, task) {
-        if checks_similarity(config, p) {
-            let triples = merged_partition(&dir, numbering, p)?;
-            docs.extend(partition::groups(&triples).flat_map(|g| g.iter().map(|t| t.2)));
-        }
-    }
-    docs.sort_unstable();
-    docs.dedup();
-    let mut per_input = vec![Vec::new(); numbering.first_doc.len()];
-    for doc in docs {
-        let input = numbering.first_doc.partition_point(|&f| f <= doc) - 1;
-        per_input[input].push(doc - numbering.first_doc[input]);
-    }
-    Ok(per_input)
-}
-
-/// Stage 2: for each partition of this task, the groups in which a document joins another.
+/// Stage 2: for each partition of this task, the documents that join an earlier member of
+/// their group; for the partitions checked by similarity, the groups file of the `ship` and
+/// `check` stages instead (`super::dedup_checks`).
 pub(super) fn pairs(
     config: &PipelineConfig,
     task: TaskSlice,
     numbering: &Numbering,
 ) -> Result<RunSummary> {
     let dir = dedup_dir(config);
-    let options = &config.dedup;
-    let width = options.minhash.bands * options.minhash.rows;
-    let threshold = options.minhash.min_similarity;
+    let mut checked = Vec::new();
     for p in task_partitions(config, task) {
+        if checked_partition(config, p) {
+            checked.push(p);
+            continue;
+        }
         let path = dir.join(format!("pairs-{p:04}.bin"));
         if path.exists() {
             continue;
         }
         let triples = merged_partition(&dir, numbering, p)?;
-        let check = checks_similarity(config, p);
-        let signatures = if check {
-            signatures_of(&dir, numbering, width, &triples)?
-        } else {
-            HashMap::new()
-        };
         let groups: Vec<partition::Group> = partition::groups(&triples)
-            .map(|g| {
-                resolve_group(g, |a, b| {
-                    !check
-                        || match (signatures.get(&a), signatures.get(&b)) {
-                            (Some(x), Some(y)) => estimated_similarity(x, y) >= threshold,
-                            _ => false,
-                        }
-                })
-            })
-            .filter(|g| g.iter().any(|(_, t)| t.is_some()))
+            .map(|g| resolve_group(g, |_, _| true))
             .collect();
         write_pairs(&path, &groups)?;
     }
-    Ok(RunSummary::default())
-}
-
-/// The signatures of every document in a group of two or more.
-fn signatures_of(
-    dir: &Path,
-    numbering: &Numbering,
-    width: usize,
-    triples: &[partition::Triple],
-) -> Result<HashMap<u64, Vec<u16>>> {
-    let mut docs: Vec<u64> = partition::groups(triples)
-        .flat_map(|g| g.iter().map(|t| t.2))
-        .collect();
-    docs.sort_unstable();
-    docs.dedup();
-    let mut out = HashMap::with_capacity(docs.len());
-    let mut open: Option<(usize, File, PathBuf)> = None;
-    for doc in docs {
-        let input = numbering.first_doc.partition_point(|&f| f <= doc) - 1;
-        if open.as_ref().is_none_or(|(i, _, _)| *i != input) {
-            let path = dir.join(format!("sigs-{input:05}.bin"));
-            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            open = Some((input, file, path));
+    if !checked.is_empty() && !config.output.dir.join(groups_file(task)).exists() {
+        let mut writer = GroupsWriter::new(numbering, task.count());
+        for &p in &checked {
+            partition::groups(&merged_partition(&dir, numbering, p)?).for_each(|g| writer.add(g));
         }
-        if let Some((_, file, path)) = &open {
-            let local = doc - numbering.first_doc[input];
-            out.insert(doc, read_signature(file, path, width, local)?);
-        }
+        writer.finish(config, task)?;
     }
-    Ok(out)
+    Ok(RunSummary::default())
 }
 
 /// Stage 3: the clusters, replayed over every partition in order (in memory up to
 /// `[dedup] components_memory_mb`, then spilled to disk); per input, the documents in a
 /// cluster of two or more with their cluster and its size.
-pub(super) fn components(config: &PipelineConfig, numbering: &Numbering) -> Result<RunSummary> {
+pub(super) fn components(
+    config: &PipelineConfig,
+    tasks: usize,
+    numbering: &Numbering,
+) -> Result<RunSummary> {
     let dir = dedup_dir(config);
     let options = &config.dedup;
     let bound = options.components_memory_mb.saturating_mul(1 << 20);
@@ -221,9 +128,16 @@ pub(super) fn components(config: &PipelineConfig, numbering: &Numbering) -> Resu
         let mut clusters = BoundedComponents::new(bound, &spill);
         if enabled {
             for p in (0..partitions(options.minhash.bands)).filter(|&p| kind_of(p) == kind) {
-                read_pairs(&dir.join(format!("pairs-{p:04}.bin")), |g| {
-                    clusters.replay(g)
-                })?;
+                if !checked_partition(config, p) {
+                    read_pairs(&dir.join(format!("pairs-{p:04}.bin")), |g| {
+                        clusters.replay(g)
+                    })?;
+                }
+            }
+            if kind == KeyKind::MinHash && checks_similarity(config) {
+                for t in 0..tasks {
+                    read_edges(config, TaskSlice::new(t, tasks)?, |g| clusters.replay(g))?;
+                }
             }
         }
         let (members, stats) = clusters.finish()?;

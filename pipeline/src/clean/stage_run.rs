@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result, bail, ensure};
 
+use super::dedup_checks::{check, ship};
 use super::dedup_tasks::{components, numbering, pairs, survivors_local};
 use super::markers::{claim_marker, done_in, done_marker_json, list_markers, require_stage};
 use super::stages::{Stage, dedups, kept_input, trains_tokenizer};
@@ -108,11 +109,9 @@ fn run_tracked(
             "--stage {} is a dedup stage, and the config has dedup off",
             stage.name()
         );
-        let (before, tasks_before) = match stage {
-            Stage::Pairs => ("clean", n),
-            Stage::Components => ("pairs", n),
-            _ => ("components", 1),
-        };
+        let (before, tasks_before) = super::stages::before(config, stage, n)
+            .with_context(|| format!("--stage {}: not a stage of this config", stage.name()))?;
+        let before = before.name();
         // The input count the clean stage listed, passed on by every stage's markers (an
         // output from before they recorded it is listed again).
         let inputs = match require_stage(config, before, tasks_before, slice, &present)? {
@@ -125,7 +124,15 @@ fn run_tracked(
         } else {
             match stage {
                 Stage::Pairs => pairs(config, task, &numbering(config, inputs)?)?,
-                Stage::Components => components(config, &numbering(config, inputs)?)?,
+                Stage::Ship => {
+                    ship(config, task)?;
+                    RunSummary::default()
+                }
+                Stage::Check => {
+                    check(config, task)?;
+                    RunSummary::default()
+                }
+                Stage::Components => components(config, n, &numbering(config, inputs)?)?,
                 _ => survivors_local(config, task, inputs)?,
             }
         }

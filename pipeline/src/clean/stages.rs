@@ -1,5 +1,7 @@
 //! The stages of a split `clean` run (`pipeline clean --stage`): `clean`, and with dedup on
-//! `pairs`, `components` and `survivors` (see `dedup_tasks`), with `[tokenize.train]`
+//! `pairs`, `components` and `survivors` (see `dedup_tasks`), with `ship` and `check`
+//! between `pairs` and `components` when MinHash groups are checked by similarity (see
+//! `dedup_checks`), with `[tokenize.train]`
 //! `tokenizer` (one task trains the tokenizer on every kept document and writes it to
 //! `tokenize.tokenizer`, local or `s3://`), with `[tokenize]` `tokenize` (the kept documents
 //! encoded by N tasks with that tokenizer), then `--finish`.
@@ -14,6 +16,10 @@ pub enum Stage {
     Clean,
     /// Duplicate candidates per key partition.
     Pairs,
+    /// Signatures sent to the tasks whose documents' similarity checks need them.
+    Ship,
+    /// Similarity checks of each task's own documents.
+    Check,
     /// Connected components over them (one task).
     Components,
     /// Kept documents and docs tables per input.
@@ -29,6 +35,8 @@ impl Stage {
         match self {
             Stage::Clean => "clean",
             Stage::Pairs => "pairs",
+            Stage::Ship => "ship",
+            Stage::Check => "check",
             Stage::Components => "components",
             Stage::Survivors => "survivors",
             Stage::Tokenizer => "tokenizer",
@@ -65,11 +73,23 @@ pub fn kept_input(config: &PipelineConfig) -> InputConfig {
     }
 }
 
+/// Each stage a stage waits for, with its task count in a run of `n` tasks.
+pub fn before(config: &PipelineConfig, stage: Stage, n: usize) -> Option<(Stage, usize)> {
+    let stages = stages_of(config);
+    let at = stages.iter().position(|&s| s == stage)?;
+    let previous = *stages.get(at.checked_sub(1)?)?;
+    Some((previous, if previous.is_single_task() { 1 } else { n }))
+}
+
 /// Stages of a split clean run, in order (the finish step aside).
 pub fn stages_of(config: &PipelineConfig) -> Vec<Stage> {
     let mut stages = vec![Stage::Clean];
     if dedups(config) {
-        stages.extend([Stage::Pairs, Stage::Components, Stage::Survivors]);
+        stages.push(Stage::Pairs);
+        if super::dedup_checks::checks_similarity(config) {
+            stages.extend([Stage::Ship, Stage::Check]);
+        }
+        stages.extend([Stage::Components, Stage::Survivors]);
     }
     if trains_tokenizer(config) {
         stages.push(Stage::Tokenizer);

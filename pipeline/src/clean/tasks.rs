@@ -154,16 +154,9 @@ fn finish_tracked(config: &PipelineConfig, tasks: usize) -> Result<RunSummary> {
     // The clean tasks counted what they read; the survivors tasks what they kept; the
     // stages between, and the tokenizer and tokenize stages, only their time and object
     // store traffic.
-    let mut stages = vec![("clean", tasks)];
-    if super::stages::dedups(config) {
-        stages.extend([("survivors", tasks), ("pairs", tasks), ("components", 1)]);
-    }
-    if config.tokenize.is_some() {
-        if super::stages::trains_tokenizer(config) {
-            stages.push(("tokenizer", 1));
-        }
-        stages.push(("tokenize", tasks));
-    }
+    let stages = super::stages::stages_of(config)
+        .into_iter()
+        .map(|s| (s.name(), if s.is_single_task() { 1 } else { tasks }));
     // One listing for every stage's markers.
     let present = list_markers(config)?;
     let mut summary = RunSummary::default();

@@ -165,10 +165,10 @@ impl Clusters {
                 group.clear();
                 group.push(first);
             }
-            // Already joined through another band: nothing to check.
-            let root = union_find.find(doc);
-            let joined = group.iter().any(|&m| union_find.find(m) == root);
-            if !joined && let Some(&m) = group.iter().find(|&&m| similar(m, doc)) {
+            // Every document joins the first similar earlier member of each of its groups,
+            // whatever joined before: the clusters are the components of those edges, in
+            // any order (what lets a split run check similarity apart from the replay).
+            if let Some(&m) = group.iter().find(|&&m| similar(m, doc)) {
                 union_find.union(m, doc);
             }
             if group.len() < GROUP_CHECKS {

@@ -223,27 +223,23 @@ pub fn groups(triples: &[Triple]) -> impl Iterator<Item = &[Triple]> {
         .filter(|g| g.len() > 1)
 }
 
-/// What [`Clusters::build_checked`](super::Clusters::build_checked) compares for one group:
-/// each document after the leader with the first of the earlier members (up to
-/// [`GROUP_CHECKS`]) that `similar` accepts. Members past the checked window that join
-/// nothing are left out (they change nothing).
+/// What [`Clusters::build_checked`](super::Clusters::build_checked) joins in one group: each
+/// document after the leader with the first of the earlier members (up to
+/// [`GROUP_CHECKS`]) that `similar` accepts; only the documents that join one.
 pub fn resolve_group(group: &[Triple], mut similar: impl FnMut(u64, u64) -> bool) -> Group {
-    let mut out: Group = Vec::new();
-    let mut window: Vec<u64> = Vec::new();
-    for (i, &(_, _, doc)) in group.iter().enumerate() {
-        let target = if i == 0 {
-            None
-        } else {
-            window.iter().copied().find(|&m| similar(m, doc))
-        };
-        if i < GROUP_CHECKS || target.is_some() {
-            out.push((doc, target));
-        }
-        if window.len() < GROUP_CHECKS {
-            window.push(doc);
-        }
-    }
-    out
+    let window = &group[..group.len().min(GROUP_CHECKS)];
+    group
+        .iter()
+        .enumerate()
+        .skip(1)
+        .filter_map(|(i, &(_, _, doc))| {
+            window[..i.min(GROUP_CHECKS)]
+                .iter()
+                .map(|t| t.2)
+                .find(|&m| similar(m, doc))
+                .map(|m| (doc, Some(m)))
+        })
+        .collect()
 }
 
 /// Writes a partition's groups (only those where some document joins), atomically.
@@ -347,19 +343,12 @@ impl SparseUnionFind {
         self.size[low as usize] += self.size[high as usize];
     }
 
-    /// Replays one group as `Clusters::build_checked` merges it.
+    /// Replays one group as `Clusters::build_checked` merges it: every document with a
+    /// target joins it (the order of groups and edges does not matter).
     pub fn replay(&mut self, group: &Group) {
-        let mut window: Vec<u64> = Vec::new();
         for &(doc, target) in group {
             if let Some(m) = target {
-                let root = self.find(doc);
-                let joined = window.iter().any(|&w| self.find(w) == root);
-                if !joined {
-                    self.union(m, doc);
-                }
-            }
-            if window.len() < GROUP_CHECKS {
-                window.push(doc);
+                self.union(m, doc);
             }
         }
     }

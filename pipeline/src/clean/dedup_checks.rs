@@ -1,0 +1,555 @@
+//! The similarity check of a split run, keyed by document: the `ship` and `check` stages
+//! between `pairs` and `components` (when `[dedup.minhash] min_similarity` > 0).
+//!
+//! A document joins the first earlier member of each of its (band, key) groups whose
+//! signature is similar enough (up to [`GROUP_CHECKS`] earlier members). Checking that where
+//! the groups are found would need, in every `pairs` task, the signatures of every document
+//! in its groups: on a corpus with near-duplicates everywhere, every signature, read again
+//! by each of up to 60 pairs tasks. Instead the check goes to the documents' owners (the
+//! clean task of the document's input), and each signature is read about three times per
+//! run whatever N:
+//!
+//! 1. `pairs` (task t) writes `work/dedup/groups-task-t-of-N.bin`, one section per task k
+//!    (a task's section is one byte range): k's inputs and numbering; the *ship list*, the
+//!    documents of k that are earlier members of a group in which a document of another
+//!    task j is checked, with that j; and the groups in which k owns a checked document,
+//!    each as its earlier members and k's documents with how many earlier members each
+//!    looks at. Identical groups (a near-duplicate pair collides in most bands) go once.
+//! 2. `ship` (task k) reads its section of every groups file and its own signatures of the
+//!    ship list, and writes `shipped-task-k-of-N.bin`: per task j the signatures j needs.
+//! 3. `check` (task j) reads its section of every groups file and of every shipped file,
+//!    and its own signatures; each of its documents joins the first similar earlier member:
+//!    `edges-task-j-of-N.bin`, the (document, member) pairs, which `components` reads.
+//!
+//! The edges are those the one-process run joins, and the clusters do not depend on the
+//! order of the edges (`Clusters::build_checked`), so the outputs are that run's.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use super::dedup_keys::{Numbering, dedup_dir, task_partitions};
+use crate::config::PipelineConfig;
+use crate::dedup::partition::{self, KeyKind, Triple, kind_of, read_signature, write_atomic};
+use crate::dedup::{GROUP_CHECKS, estimated_similarity};
+use crate::shard::TaskSlice;
+
+/// zstd level of the sections (document numbers, sorted or grouped, and signatures).
+const SECTION_LEVEL: i32 = 3;
+
+/// Whether `config`'s MinHash groups are checked by signature similarity (then a split run
+/// has the `ship` and `check` stages).
+pub fn checks_similarity(config: &PipelineConfig) -> bool {
+    config.dedup.minhash.enabled && config.dedup.minhash.min_similarity > 0.0
+}
+
+/// Whether partition `p`'s groups are checked by signature similarity.
+pub(super) fn checked_partition(config: &PipelineConfig, p: usize) -> bool {
+    kind_of(p) == KeyKind::MinHash && checks_similarity(config)
+}
+
+fn task_file(kind: &str, task: TaskSlice) -> String {
+    format!(
+        "work/dedup/{kind}-task-{:05}-of-{:05}.bin",
+        task.index(),
+        task.count()
+    )
+}
+
+/// What pairs task `task` writes for the checks (relative to the output).
+pub(super) fn groups_file(task: TaskSlice) -> String {
+    task_file("groups", task)
+}
+
+/// What ship task `task` writes: per task, the signatures it needs from this one.
+pub(super) fn shipped_file(task: TaskSlice) -> String {
+    task_file("shipped", task)
+}
+
+/// What check task `task` writes: its documents' (document, member joined) pairs.
+pub(super) fn edges_file(task: TaskSlice) -> String {
+    task_file("edges", task)
+}
+
+/// The pairs tasks of an N-task run that write a groups file (those with a checked
+/// partition).
+pub(super) fn groups_writers(config: &PipelineConfig, n: usize) -> Result<Vec<TaskSlice>> {
+    let mut out = Vec::new();
+    for t in 0..n {
+        let slice = TaskSlice::new(t, n)?;
+        let partitions = task_partitions(config, slice);
+        if partitions.iter().any(|&p| checked_partition(config, p)) {
+            out.push(slice);
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes of a sectioned file before section `k`'s end offset: the count and the offsets up
+/// to `k + 1` (what a reader of section `k` reads first).
+pub(super) fn section_header_len(k: usize) -> u64 {
+    8 + 8 * (k as u64 + 2)
+}
+
+/// Writes `sections` (each zstd-compressed) as one file, atomically: the section count,
+/// then N + 1 offsets, then the sections.
+fn write_sections(path: &Path, sections: &[Vec<u8>]) -> Result<()> {
+    let mut packed = Vec::with_capacity(sections.len());
+    for s in sections {
+        packed.push(zstd::bulk::compress(s, SECTION_LEVEL)?);
+    }
+    let mut bytes = (sections.len() as u64).to_le_bytes().to_vec();
+    let mut at = 8 + 8 * (sections.len() as u64 + 1);
+    bytes.extend_from_slice(&at.to_le_bytes());
+    for s in &packed {
+        at += s.len() as u64;
+        bytes.extend_from_slice(&at.to_le_bytes());
+    }
+    for s in &packed {
+        bytes.extend_from_slice(s);
+    }
+    write_atomic(path, &bytes)
+}
+
+/// The byte range of section `k` of a sectioned file of `count` sections, from the first
+/// [`section_header_len`] bytes.
+pub(super) fn section_range(
+    header: &[u8],
+    k: usize,
+    count: usize,
+    name: &str,
+) -> Result<std::ops::Range<u64>> {
+    let word = |i: usize| -> Result<u64> {
+        let b = header
+            .get(8 * i..8 * i + 8)
+            .with_context(|| format!("{name}: the header is truncated"))?;
+        Ok(u64::from_le_bytes(b.try_into()?))
+    };
+    let sections = word(0)?;
+    ensure!(
+        sections == count as u64,
+        "{name} has {sections} sections, {count} expected (was it written for another --tasks?)"
+    );
+    let (start, end) = (word(1 + k)?, word(2 + k)?);
+    ensure!(start <= end, "{name}: section {k} has a bad range");
+    Ok(start..end)
+}
+
+/// Section `k` of the sectioned file at `path` (of `count` sections), decompressed.
+pub(super) fn read_section(path: &Path, k: usize, count: usize) -> Result<Vec<u8>> {
+    let name = path.display().to_string();
+    let file = File::open(path).with_context(|| format!("opening {name}"))?;
+    let mut header = vec![0u8; section_header_len(k) as usize];
+    file.read_exact_at(&mut header, 0)
+        .with_context(|| format!("{name}: the header is truncated"))?;
+    let range = section_range(&header, k, count, &name)?;
+    let mut packed = vec![0u8; (range.end - range.start) as usize];
+    file.read_exact_at(&mut packed, range.start)
+        .with_context(|| format!("{name}: section {k} is truncated"))?;
+    zstd::stream::decode_all(&packed[..])
+        .with_context(|| format!("{name}: section {k} does not decompress"))
+}
+
+/// Little-endian fields out of a section, naming the file when it ends early.
+struct Fields<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    name: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(bytes: &'a [u8], name: &'a str) -> Self {
+        Self { bytes, at: 0, name }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let b = self
+            .bytes
+            .get(self.at..self.at + n)
+            .with_context(|| format!("{} is truncated", self.name))?;
+        self.at += n;
+        Ok(b)
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into()?))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into()?))
+    }
+
+    fn signature(&mut self, width: usize) -> Result<Vec<u16>> {
+        Ok(self
+            .take(width * 2)?
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect())
+    }
+}
+
+/// The task owning each document (the clean task of its input).
+struct Owners<'a> {
+    numbering: &'a Numbering,
+    tasks: usize,
+}
+
+impl Owners<'_> {
+    fn input(&self, doc: u64) -> usize {
+        self.numbering.first_doc.partition_point(|&f| f <= doc) - 1
+    }
+
+    fn task(&self, doc: u64) -> usize {
+        self.input(doc) % self.tasks
+    }
+}
+
+/// What one task's section of a groups file holds, being written.
+#[derive(Default)]
+struct Section {
+    ship: Vec<(u64, u32)>,
+    groups: Vec<u8>,
+    group_count: u64,
+}
+
+/// Pairs task `task`'s groups file, being written from its checked partitions' groups.
+pub(super) struct GroupsWriter<'a> {
+    numbering: &'a Numbering,
+    tasks: usize,
+    sections: Vec<Section>,
+    seen: HashSet<Vec<u64>>,
+}
+
+impl<'a> GroupsWriter<'a> {
+    pub fn new(numbering: &'a Numbering, tasks: usize) -> Self {
+        Self {
+            numbering,
+            tasks,
+            sections: (0..tasks).map(|_| Section::default()).collect(),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Adds one group (a sorted run of triples sharing a band key); a group with the same
+    /// documents as one added before (another band) adds nothing.
+    pub fn add(&mut self, group: &[Triple]) {
+        let docs: Vec<u64> = group.iter().map(|t| t.2).collect();
+        if self.seen.contains(&docs) {
+            return;
+        }
+        let owners = Owners {
+            numbering: self.numbering,
+            tasks: self.tasks,
+        };
+        let owner: Vec<usize> = docs.iter().map(|&d| owners.task(d)).collect();
+        // Per task with a checked document: its documents and how far each looks back.
+        let mut checked: Vec<(usize, Vec<(u64, u32)>)> = Vec::new();
+        for (i, (&doc, &j)) in docs.iter().zip(&owner).enumerate().skip(1) {
+            let limit = i.min(GROUP_CHECKS) as u32;
+            match checked.iter_mut().find(|(k, _)| *k == j) {
+                Some((_, mine)) => mine.push((doc, limit)),
+                None => checked.push((j, vec![(doc, limit)])),
+            }
+        }
+        for (j, mine) in checked {
+            let window = mine.last().map_or(0, |m| m.1 as usize);
+            let s = &mut self.sections[j];
+            s.group_count += 1;
+            s.groups.extend_from_slice(&(window as u32).to_le_bytes());
+            for &d in &docs[..window] {
+                s.groups.extend_from_slice(&d.to_le_bytes());
+            }
+            s.groups
+                .extend_from_slice(&(mine.len() as u32).to_le_bytes());
+            for (d, limit) in mine {
+                s.groups.extend_from_slice(&d.to_le_bytes());
+                s.groups.extend_from_slice(&limit.to_le_bytes());
+            }
+            for (&a, &k) in docs[..window].iter().zip(&owner) {
+                if k != j {
+                    self.sections[k].ship.push((a, j as u32));
+                }
+            }
+        }
+        self.seen.insert(docs);
+    }
+
+    /// Writes the groups file of pairs task `task` under `config`'s output.
+    pub fn finish(self, config: &PipelineConfig, task: TaskSlice) -> Result<()> {
+        let (numbering, n) = (self.numbering, self.tasks);
+        let bytes: Vec<Vec<u8>> = self
+            .sections
+            .into_iter()
+            .enumerate()
+            .map(|(k, mut s)| {
+                let mut out = Vec::new();
+                let mine: Vec<usize> = (0..numbering.kept.len()).filter(|i| i % n == k).collect();
+                out.extend_from_slice(&(mine.len() as u64).to_le_bytes());
+                for i in mine {
+                    for v in [i as u64, numbering.first_doc[i], numbering.kept[i]] {
+                        out.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
+                s.ship.sort_unstable();
+                s.ship.dedup();
+                out.extend_from_slice(&(s.ship.len() as u64).to_le_bytes());
+                for (a, j) in s.ship {
+                    out.extend_from_slice(&a.to_le_bytes());
+                    out.extend_from_slice(&j.to_le_bytes());
+                }
+                out.extend_from_slice(&s.group_count.to_le_bytes());
+                out.extend_from_slice(&s.groups);
+                out
+            })
+            .collect();
+        write_sections(&config.output.dir.join(groups_file(task)), &bytes)
+    }
+}
+
+/// One check: `doc` joins the first similar of `window[..limit]`.
+struct Check {
+    doc: u64,
+    limit: usize,
+}
+
+/// Task k's section of one groups file, read.
+struct GroupsSection {
+    /// k's inputs: (input, first document, kept documents).
+    inputs: Vec<(usize, u64, u64)>,
+    ship: Vec<(u64, u32)>,
+    groups: Vec<(Vec<u64>, Vec<Check>)>,
+}
+
+fn parse_groups(bytes: &[u8], name: &str) -> Result<GroupsSection> {
+    let mut f = Fields::new(bytes, name);
+    let mut inputs = Vec::new();
+    for _ in 0..f.u64()? {
+        inputs.push((f.u64()? as usize, f.u64()?, f.u64()?));
+    }
+    let mut ship = Vec::new();
+    for _ in 0..f.u64()? {
+        ship.push((f.u64()?, f.u32()?));
+    }
+    let mut groups = Vec::new();
+    for _ in 0..f.u64()? {
+        let window = (0..f.u32()?).map(|_| f.u64()).collect::<Result<Vec<_>>>()?;
+        let mut checks = Vec::new();
+        for _ in 0..f.u32()? {
+            let (doc, limit) = (f.u64()?, f.u32()? as usize);
+            ensure!(
+                limit <= window.len(),
+                "{name}: a check past its group's window"
+            );
+            checks.push(Check { doc, limit });
+        }
+        groups.push((window, checks));
+    }
+    Ok(GroupsSection {
+        inputs,
+        ship,
+        groups,
+    })
+}
+
+/// Task `task`'s sections of every groups file (local paths under `out`).
+fn read_groups(config: &PipelineConfig, task: TaskSlice) -> Result<Vec<GroupsSection>> {
+    let n = task.count();
+    let mut out = Vec::new();
+    for writer in groups_writers(config, n)? {
+        let path = config.output.dir.join(groups_file(writer));
+        let bytes = read_section(&path, task.index(), n)?;
+        out.push(parse_groups(&bytes, &path.display().to_string())?);
+    }
+    ensure!(
+        !out.is_empty(),
+        "no pairs task writes a groups file in a run of {n} tasks"
+    );
+    Ok(out)
+}
+
+/// Reads own signatures of sorted `docs` from the per-input signatures files.
+fn own_signatures(
+    config: &PipelineConfig,
+    inputs: &[(usize, u64, u64)],
+    docs: &[u64],
+) -> Result<HashMap<u64, Vec<u16>>> {
+    let width = config.dedup.minhash.bands * config.dedup.minhash.rows;
+    let dir = dedup_dir(config);
+    let mut out = HashMap::with_capacity(docs.len());
+    let mut open: Option<(usize, File, PathBuf)> = None;
+    for &doc in docs {
+        let Some((input, first)) = own_input(inputs, doc) else {
+            bail!("document {doc} is in none of this task's inputs");
+        };
+        if open.as_ref().is_none_or(|(i, _, _)| *i != input) {
+            let path = dir.join(format!("sigs-{input:05}.bin"));
+            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            open = Some((input, file, path));
+        }
+        if let Some((_, file, path)) = &open {
+            out.insert(doc, read_signature(file, path, width, doc - first)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The input among `inputs` (ascending) holding `doc`, with its first document.
+fn own_input(inputs: &[(usize, u64, u64)], doc: u64) -> Option<(usize, u64)> {
+    let at = inputs.partition_point(|x| x.1 <= doc).checked_sub(1)?;
+    let (input, first, kept) = inputs[at];
+    (doc < first + kept).then_some((input, first))
+}
+
+/// What a ship or check task reads of its own signatures: per own input (input, first
+/// document, kept), the documents (numbers within the input, sorted).
+pub(super) type Needed = Vec<((usize, u64, u64), Vec<u64>)>;
+
+fn per_input(inputs: &[(usize, u64, u64)], mut docs: Vec<u64>) -> Needed {
+    docs.sort_unstable();
+    docs.dedup();
+    inputs
+        .iter()
+        .map(|&(i, first, kept)| {
+            let from = docs.partition_point(|&d| d < first);
+            let to = docs.partition_point(|&d| d < first + kept);
+            (
+                (i, first, kept),
+                docs[from..to].iter().map(|d| d - first).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The own signatures ship task `task` reads (after its groups sections are local).
+pub(super) fn ship_needs(config: &PipelineConfig, task: TaskSlice) -> Result<Needed> {
+    let sections = read_groups(config, task)?;
+    let docs = sections
+        .iter()
+        .flat_map(|s| s.ship.iter().map(|x| x.0))
+        .collect();
+    Ok(per_input(&sections[0].inputs, docs))
+}
+
+/// The `ship` stage, task `task`: the signatures other tasks' checks need from its documents.
+pub(super) fn ship(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
+    let sections = read_groups(config, task)?;
+    let mut ship: Vec<(u32, u64)> = sections
+        .iter()
+        .flat_map(|s| s.ship.iter().map(|&(a, j)| (j, a)))
+        .collect();
+    ship.sort_unstable();
+    ship.dedup();
+    let mut docs: Vec<u64> = ship.iter().map(|x| x.1).collect();
+    docs.sort_unstable();
+    docs.dedup();
+    let signatures = own_signatures(config, &sections[0].inputs, &docs)?;
+    let mut out = vec![Vec::new(); task.count()];
+    for run in ship.chunk_by(|x, y| x.0 == y.0) {
+        let bytes = &mut out[run[0].0 as usize];
+        bytes.extend_from_slice(&(run.len() as u64).to_le_bytes());
+        for &(_, a) in run {
+            bytes.extend_from_slice(&a.to_le_bytes());
+            for h in &signatures[&a] {
+                bytes.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+    }
+    for bytes in out.iter_mut().filter(|b| b.is_empty()) {
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+    }
+    write_sections(&config.output.dir.join(shipped_file(task)), &out)
+}
+
+/// The documents whose own signatures check task `task` reads: its checked documents and
+/// its documents among their earlier members.
+pub(super) fn check_needs(config: &PipelineConfig, task: TaskSlice) -> Result<Needed> {
+    let sections = read_groups(config, task)?;
+    Ok(per_input(&sections[0].inputs, checked_docs(&sections)))
+}
+
+fn checked_docs(sections: &[GroupsSection]) -> Vec<u64> {
+    let inputs = &sections[0].inputs;
+    sections
+        .iter()
+        .flat_map(|s| &s.groups)
+        .flat_map(|(window, checks)| {
+            let window = window
+                .iter()
+                .copied()
+                .filter(|&d| own_input(inputs, d).is_some());
+            window.chain(checks.iter().map(|c| c.doc))
+        })
+        .collect()
+}
+
+/// The `check` stage, task `task`: each of its checked documents joins the first similar
+/// earlier member of each group (`edges` file).
+pub(super) fn check(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
+    let (k, n) = (task.index(), task.count());
+    let width = config.dedup.minhash.bands * config.dedup.minhash.rows;
+    let threshold = config.dedup.minhash.min_similarity;
+    let sections = read_groups(config, task)?;
+    let mut signatures: HashMap<u64, Vec<u16>> = HashMap::new();
+    for t in 0..n {
+        let path = config.output.dir.join(shipped_file(TaskSlice::new(t, n)?));
+        let name = path.display().to_string();
+        let bytes = read_section(&path, k, n)?;
+        let mut f = Fields::new(&bytes, &name);
+        for _ in 0..f.u64()? {
+            let doc = f.u64()?;
+            signatures.insert(doc, f.signature(width)?);
+        }
+    }
+    let mut docs = checked_docs(&sections);
+    docs.sort_unstable();
+    docs.dedup();
+    signatures.extend(own_signatures(config, &sections[0].inputs, &docs)?);
+    let signature = |d: u64| {
+        signatures
+            .get(&d)
+            .with_context(|| format!("check task {k} of {n}: no signature of document {d}"))
+    };
+    let mut edges: Vec<(u64, u64)> = Vec::new();
+    for (window, checks) in sections.iter().flat_map(|s| &s.groups) {
+        for c in checks {
+            let own = signature(c.doc)?;
+            for &m in &window[..c.limit] {
+                if estimated_similarity(signature(m)?, own) >= threshold {
+                    edges.push((c.doc, m));
+                    break;
+                }
+            }
+        }
+    }
+    edges.sort_unstable();
+    edges.dedup();
+    let mut bytes = Vec::with_capacity(edges.len() * 16);
+    for (doc, m) in edges {
+        bytes.extend_from_slice(&doc.to_le_bytes());
+        bytes.extend_from_slice(&m.to_le_bytes());
+    }
+    write_sections(&config.output.dir.join(edges_file(task)), &[bytes])
+}
+
+/// Calls `each` on the edges check task `task` wrote, a group of them at a time.
+pub(super) fn read_edges(
+    config: &PipelineConfig,
+    task: TaskSlice,
+    mut each: impl FnMut(&partition::Group) -> Result<()>,
+) -> Result<()> {
+    let path = config.output.dir.join(edges_file(task));
+    let bytes = read_section(&path, 0, 1)?;
+    let name = path.display().to_string();
+    ensure!(bytes.len() % 16 == 0, "{name} is truncated");
+    for chunk in bytes.chunks(16 << 16) {
+        let mut f = Fields::new(chunk, &name);
+        let group = (0..chunk.len() / 16)
+            .map(|_| Ok((f.u64()?, Some(f.u64()?))))
+            .collect::<Result<partition::Group>>()?;
+        each(&group)?;
+    }
+    Ok(())
+}
