@@ -16,9 +16,10 @@
 //!    each as its earlier members and k's documents with how many earlier members each
 //!    looks at. Identical groups (a near-duplicate pair collides in most bands) go once.
 //! 2. `ship` (task k) reads its section of every groups file and its own signatures of the
-//!    ship list, and writes `shipped-task-k-of-N.bin`: per task j the signatures j needs.
-//! 3. `check` (task j) reads its section of every groups file and of every shipped file,
-//!    and its own signatures; each of its documents joins the first similar earlier member:
+//!    ship list, and writes `shipped-task-k-of-N.bin`: per task j the signatures j needs,
+//!    and in its own section k's groups from every pairs task (each once).
+//! 3. `check` (task j) reads its section of every shipped file and its own signatures; each
+//!    of its documents joins the first similar earlier member of each group:
 //!    `edges-task-j-of-N.bin`, the (document, member) pairs, which `components` reads.
 //!
 //! The edges are those the one-process run joins, and the clusters do not depend on the
@@ -207,6 +208,49 @@ impl Owners<'_> {
     }
 }
 
+/// Appends one group of a section: its earlier members, then the section's task's checked
+/// documents, each with how many earlier members it looks at.
+fn encode_group(
+    window: &[u64],
+    checks: impl ExactSizeIterator<Item = (u64, u32)>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(&(window.len() as u32).to_le_bytes());
+    for &d in window {
+        out.extend_from_slice(&d.to_le_bytes());
+    }
+    out.extend_from_slice(&(checks.len() as u32).to_le_bytes());
+    for (d, limit) in checks {
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend_from_slice(&limit.to_le_bytes());
+    }
+}
+
+/// One task's section of a groups file: its inputs (input, first document, kept), its
+/// ship list, then `group_count` groups already encoded.
+fn encode_section(
+    inputs: &[(usize, u64, u64)],
+    ship: &[(u64, u32)],
+    group_count: u64,
+    groups: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 * inputs.len() + 12 * ship.len() + groups.len() + 24);
+    out.extend_from_slice(&(inputs.len() as u64).to_le_bytes());
+    for &(i, first, kept) in inputs {
+        for v in [i as u64, first, kept] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&(ship.len() as u64).to_le_bytes());
+    for &(a, j) in ship {
+        out.extend_from_slice(&a.to_le_bytes());
+        out.extend_from_slice(&j.to_le_bytes());
+    }
+    out.extend_from_slice(&group_count.to_le_bytes());
+    out.extend_from_slice(groups);
+    out
+}
+
 /// What one task's section of a groups file holds, being written.
 #[derive(Default)]
 struct Section {
@@ -258,16 +302,7 @@ impl<'a> GroupsWriter<'a> {
             let window = mine.last().map_or(0, |m| m.1 as usize);
             let s = &mut self.sections[j];
             s.group_count += 1;
-            s.groups.extend_from_slice(&(window as u32).to_le_bytes());
-            for &d in &docs[..window] {
-                s.groups.extend_from_slice(&d.to_le_bytes());
-            }
-            s.groups
-                .extend_from_slice(&(mine.len() as u32).to_le_bytes());
-            for (d, limit) in mine {
-                s.groups.extend_from_slice(&d.to_le_bytes());
-                s.groups.extend_from_slice(&limit.to_le_bytes());
-            }
+            encode_group(&docs[..window], mine.into_iter(), &mut s.groups);
             for (&a, &k) in docs[..window].iter().zip(&owner) {
                 if k != j {
                     self.sections[k].ship.push((a, j as u32));
@@ -285,24 +320,13 @@ impl<'a> GroupsWriter<'a> {
             .into_iter()
             .enumerate()
             .map(|(k, mut s)| {
-                let mut out = Vec::new();
-                let mine: Vec<usize> = (0..numbering.kept.len()).filter(|i| i % n == k).collect();
-                out.extend_from_slice(&(mine.len() as u64).to_le_bytes());
-                for i in mine {
-                    for v in [i as u64, numbering.first_doc[i], numbering.kept[i]] {
-                        out.extend_from_slice(&v.to_le_bytes());
-                    }
-                }
+                let inputs: Vec<(usize, u64, u64)> = (0..numbering.kept.len())
+                    .filter(|i| i % n == k)
+                    .map(|i| (i, numbering.first_doc[i], numbering.kept[i]))
+                    .collect();
                 s.ship.sort_unstable();
                 s.ship.dedup();
-                out.extend_from_slice(&(s.ship.len() as u64).to_le_bytes());
-                for (a, j) in s.ship {
-                    out.extend_from_slice(&a.to_le_bytes());
-                    out.extend_from_slice(&j.to_le_bytes());
-                }
-                out.extend_from_slice(&s.group_count.to_le_bytes());
-                out.extend_from_slice(&s.groups);
-                out
+                encode_section(&inputs, &s.ship, s.group_count, &s.groups)
             })
             .collect();
         write_sections(&config.output.dir.join(groups_file(task)), &bytes)
@@ -310,6 +334,7 @@ impl<'a> GroupsWriter<'a> {
 }
 
 /// One check: `doc` joins the first similar of `window[..limit]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Check {
     doc: u64,
     limit: usize,
@@ -460,14 +485,34 @@ pub(super) fn ship(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
     for bytes in out.iter_mut().filter(|b| b.is_empty()) {
         bytes.extend_from_slice(&0u64.to_le_bytes());
     }
+    // Its own section (a task ships nothing to itself): this task's groups from every
+    // pairs task, each once, for its check task, which then reads no groups file.
+    let mut seen = HashSet::new();
+    let (mut groups, mut count) = (Vec::new(), 0u64);
+    for (window, checks) in sections.iter().flat_map(|s| &s.groups) {
+        if seen.insert((window, checks)) {
+            let checks = checks.iter().map(|c| (c.doc, c.limit as u32));
+            encode_group(window, checks, &mut groups);
+            count += 1;
+        }
+    }
+    out[task.index()] = encode_section(&sections[0].inputs, &[], count, &groups);
     write_sections(&config.output.dir.join(shipped_file(task)), &out)
 }
 
 /// The documents whose own signatures check task `task` reads: its checked documents and
 /// its documents among their earlier members.
 pub(super) fn check_needs(config: &PipelineConfig, task: TaskSlice) -> Result<Needed> {
-    let sections = read_groups(config, task)?;
+    let sections = forwarded_groups(config, task)?;
     Ok(per_input(&sections[0].inputs, checked_docs(&sections)))
+}
+
+/// Check task `task`'s groups, as its ship task forwarded them (its own section of its
+/// shipped file).
+fn forwarded_groups(config: &PipelineConfig, task: TaskSlice) -> Result<Vec<GroupsSection>> {
+    let path = config.output.dir.join(shipped_file(task));
+    let bytes = read_section(&path, task.index(), task.count())?;
+    Ok(vec![parse_groups(&bytes, &path.display().to_string())?])
 }
 
 fn checked_docs(sections: &[GroupsSection]) -> Vec<u64> {
@@ -491,9 +536,9 @@ pub(super) fn check(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
     let (k, n) = (task.index(), task.count());
     let width = config.dedup.minhash.bands * config.dedup.minhash.rows;
     let threshold = config.dedup.minhash.min_similarity;
-    let sections = read_groups(config, task)?;
+    let sections = forwarded_groups(config, task)?;
     let mut signatures: HashMap<u64, Vec<u16>> = HashMap::new();
-    for t in 0..n {
+    for t in (0..n).filter(|&t| t != k) {
         let path = config.output.dir.join(shipped_file(TaskSlice::new(t, n)?));
         let name = path.display().to_string();
         let bytes = read_section(&path, k, n)?;

@@ -6,13 +6,15 @@
 //! uploads three packs, so a later task reads a few objects per clean task whatever the
 //! number of inputs. A `pairs` task reads, per clean task, the keys pack's header (the keys
 //! files' headers and kept counts) and then its own partitions (one byte range: the pack is
-//! partition-major and a task's partitions are contiguous), and only the signatures of
-//! documents in a group of its partitions, nearby ones coalesced ([`SIGNATURE_GAP`]); both
-//! are written at their offsets into sparse local copies of the per-input files, which the
-//! local code reads unchanged. A `pairs` task uploads its partitions' pairs files as one
-//! object (the first also every input's kept count), which `components` reads whole; `components` uploads one clusters pack per
-//! survivors task, and a survivors task reads it and its clean task's kept pack (done
-//! records, rows, kept documents zstd-compressed): two objects.
+//! partition-major and a task's partitions are contiguous), written at their offsets into
+//! sparse local copies of the per-input files, which the local code reads unchanged. It
+//! uploads its exact partitions' pairs files as one object (the first also every input's
+//! kept count) and its groups file. A `ship` or `check` task reads its section of every
+//! groups file (and a check task of every shipped file: two ranged reads each, the
+//! offsets then the section) and the signatures of its own documents it needs, nearby ones
+//! coalesced ([`SIGNATURE_GAP`]). `components` reads the pairs packs and edges files whole;
+//! it uploads one clusters pack per survivors task, and a survivors task reads it and its
+//! clean task's kept pack (done records, rows, kept documents zstd-compressed): two objects.
 
 use std::io::Write as _;
 use std::ops::Range;
@@ -380,7 +382,6 @@ pub(super) fn run_remote(
             RunSummary::default()
         }
         Stage::Check => {
-            scratch.fetch_groups(config, task)?;
             for t in 0..task.count() {
                 scratch.fetch_section(&shipped_file(TaskSlice::new(t, task.count())?), task)?;
             }

@@ -3,11 +3,15 @@
 //! 1. `clean` (per input, task i of N): read, filter, dedup keys; then each input's keys
 //!    partitioned by band and key range (`work/dedup/keys-NNNNN.bin`, `sigs-NNNNN.bin`).
 //! 2. `pairs` (per partition, task i of N takes the i-th of N contiguous shares of the
-//!    partitions, one byte range of every keys file): the sorted merge of
-//!    every input's keys in that partition into groups and the member each document joins
-//!    (`work/dedup/pairs-PPPP.bin`).
-//! 3. `components` (one task): the partitions replayed in order through a union-find that
-//!    holds only documents with a duplicate, giving per input its clustered documents
+//!    partitions, one byte range of every keys file): the sorted merge of every input's
+//!    keys in that partition into groups; for the exact partitions the member each document
+//!    joins (`work/dedup/pairs-PPPP.bin`), for the MinHash ones checked by similarity the
+//!    groups, sent on to the owners of their documents (`super::dedup_checks`).
+//! 2b. `ship` and `check` (per task, with similarity checks): each task's documents
+//!    checked against the earlier members of their groups, the signatures of other tasks'
+//!    members shipped by their owners; the join edges (`edges-task-*.bin`).
+//! 3. `components` (one task): the join edges through a union-find that holds only
+//!    documents with a duplicate, giving per input its clustered documents
 //!    (`work/dedup/clusters-NNNNN.bin`).
 //! 4. `survivors` (per input, task i of N): the kept documents and the docs tables, as the
 //!    one-process run writes them.
