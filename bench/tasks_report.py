@@ -13,7 +13,7 @@ import re
 import sys
 from collections import defaultdict
 
-STAGES = ["one-process", "clean", "pairs", "components", "survivors", "finish"]
+STAGES = ["one-process", "clean", "pairs", "ship", "check", "components", "survivors", "finish"]
 
 
 def time_log(path):

@@ -27,19 +27,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 
 use super::dedup_keys::{Numbering, dedup_dir, task_partitions};
+use super::dedup_sections::{Fields, read_section, write_sections};
 use crate::config::PipelineConfig;
-use crate::dedup::partition::{self, KeyKind, Triple, kind_of, read_signature, write_atomic};
+use crate::dedup::partition::{self, KeyKind, Triple, kind_of, read_signature};
 use crate::dedup::{GROUP_CHECKS, estimated_similarity};
 use crate::shard::TaskSlice;
-
-/// zstd level of the sections (document numbers, sorted or grouped, and signatures).
-const SECTION_LEVEL: i32 = 3;
 
 /// Whether `config`'s MinHash groups are checked by signature similarity (then a split run
 /// has the `ship` and `check` stages).
@@ -87,109 +84,6 @@ pub(super) fn groups_writers(config: &PipelineConfig, n: usize) -> Result<Vec<Ta
         }
     }
     Ok(out)
-}
-
-/// Bytes of a sectioned file before section `k`'s end offset: the count and the offsets up
-/// to `k + 1` (what a reader of section `k` reads first).
-pub(super) fn section_header_len(k: usize) -> u64 {
-    8 + 8 * (k as u64 + 2)
-}
-
-/// Writes `sections` (each zstd-compressed) as one file, atomically: the section count,
-/// then N + 1 offsets, then the sections.
-fn write_sections(path: &Path, sections: &[Vec<u8>]) -> Result<()> {
-    let mut packed = Vec::with_capacity(sections.len());
-    for s in sections {
-        packed.push(zstd::bulk::compress(s, SECTION_LEVEL)?);
-    }
-    let mut bytes = (sections.len() as u64).to_le_bytes().to_vec();
-    let mut at = 8 + 8 * (sections.len() as u64 + 1);
-    bytes.extend_from_slice(&at.to_le_bytes());
-    for s in &packed {
-        at += s.len() as u64;
-        bytes.extend_from_slice(&at.to_le_bytes());
-    }
-    for s in &packed {
-        bytes.extend_from_slice(s);
-    }
-    write_atomic(path, &bytes)
-}
-
-/// The byte range of section `k` of a sectioned file of `count` sections, from the first
-/// [`section_header_len`] bytes.
-pub(super) fn section_range(
-    header: &[u8],
-    k: usize,
-    count: usize,
-    name: &str,
-) -> Result<std::ops::Range<u64>> {
-    let word = |i: usize| -> Result<u64> {
-        let b = header
-            .get(8 * i..8 * i + 8)
-            .with_context(|| format!("{name}: the header is truncated"))?;
-        Ok(u64::from_le_bytes(b.try_into()?))
-    };
-    let sections = word(0)?;
-    ensure!(
-        sections == count as u64,
-        "{name} has {sections} sections, {count} expected (was it written for another --tasks?)"
-    );
-    let (start, end) = (word(1 + k)?, word(2 + k)?);
-    ensure!(start <= end, "{name}: section {k} has a bad range");
-    Ok(start..end)
-}
-
-/// Section `k` of the sectioned file at `path` (of `count` sections), decompressed.
-pub(super) fn read_section(path: &Path, k: usize, count: usize) -> Result<Vec<u8>> {
-    let name = path.display().to_string();
-    let file = File::open(path).with_context(|| format!("opening {name}"))?;
-    let mut header = vec![0u8; section_header_len(k) as usize];
-    file.read_exact_at(&mut header, 0)
-        .with_context(|| format!("{name}: the header is truncated"))?;
-    let range = section_range(&header, k, count, &name)?;
-    let mut packed = vec![0u8; (range.end - range.start) as usize];
-    file.read_exact_at(&mut packed, range.start)
-        .with_context(|| format!("{name}: section {k} is truncated"))?;
-    zstd::stream::decode_all(&packed[..])
-        .with_context(|| format!("{name}: section {k} does not decompress"))
-}
-
-/// Little-endian fields out of a section, naming the file when it ends early.
-struct Fields<'a> {
-    bytes: &'a [u8],
-    at: usize,
-    name: &'a str,
-}
-
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8], name: &'a str) -> Self {
-        Self { bytes, at: 0, name }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let b = self
-            .bytes
-            .get(self.at..self.at + n)
-            .with_context(|| format!("{} is truncated", self.name))?;
-        self.at += n;
-        Ok(b)
-    }
-
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into()?))
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into()?))
-    }
-
-    fn signature(&mut self, width: usize) -> Result<Vec<u16>> {
-        Ok(self
-            .take(width * 2)?
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect())
-    }
 }
 
 /// The task owning each document (the clean task of its input).
@@ -289,20 +183,18 @@ impl<'a> GroupsWriter<'a> {
             tasks: self.tasks,
         };
         let owner: Vec<usize> = docs.iter().map(|&d| owners.task(d)).collect();
-        // Per task with a checked document: its documents and how far each looks back.
-        let mut checked: Vec<(usize, Vec<(u64, u32)>)> = Vec::new();
-        for (i, (&doc, &j)) in docs.iter().zip(&owner).enumerate().skip(1) {
-            let limit = i.min(GROUP_CHECKS) as u32;
-            match checked.iter_mut().find(|(k, _)| *k == j) {
-                Some((_, mine)) => mine.push((doc, limit)),
-                None => checked.push((j, vec![(doc, limit)])),
-            }
-        }
-        for (j, mine) in checked {
-            let window = mine.last().map_or(0, |m| m.1 as usize);
+        // Per task with a checked document (every member after the first): its documents,
+        // in group order, each with how far it looks back.
+        let mut checked: Vec<(usize, usize)> = owner.iter().copied().zip(0..).skip(1).collect();
+        checked.sort_unstable();
+        for mine in checked.chunk_by(|x, y| x.0 == y.0) {
+            let j = mine[0].0;
+            let limit = |i: usize| i.min(GROUP_CHECKS) as u32;
+            let window = limit(mine[mine.len() - 1].1) as usize;
             let s = &mut self.sections[j];
             s.group_count += 1;
-            encode_group(&docs[..window], mine.into_iter(), &mut s.groups);
+            let checks = mine.iter().map(|&(_, i)| (docs[i], limit(i)));
+            encode_group(&docs[..window], checks, &mut s.groups);
             for (&a, &k) in docs[..window].iter().zip(&owner) {
                 if k != j {
                     self.sections[k].ship.push((a, j as u32));
@@ -598,3 +490,7 @@ pub(super) fn read_edges(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "dedup_checks_tests.rs"]
+mod tests;

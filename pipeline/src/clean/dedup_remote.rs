@@ -24,13 +24,14 @@ use anyhow::{Context, Result, ensure};
 
 use super::dedup_checks::{
     Needed, check, check_needs, checked_partition, checks_similarity, edges_file, groups_file,
-    groups_writers, section_header_len, section_range, ship, ship_needs, shipped_file,
+    groups_writers, ship, ship_needs, shipped_file,
 };
 use super::dedup_keys::{Numbering, task_partitions};
 use super::dedup_packs::{
     KeysPack, keys_pack, local_sigs, pack_files, sigs_offsets, sigs_pack, survivors_pack,
     task_inputs, unpack_files, write_at, write_packs,
 };
+use super::dedup_sections::{section_header_len, section_range};
 use super::dedup_tasks::{components, pairs, survivors};
 use super::stages::Stage;
 use super::summary::RunSummary;

@@ -7,9 +7,10 @@
 //!    keys in that partition into groups; for the exact partitions the member each document
 //!    joins (`work/dedup/pairs-PPPP.bin`), for the MinHash ones checked by similarity the
 //!    groups, sent on to the owners of their documents (`super::dedup_checks`).
-//! 2b. `ship` and `check` (per task, with similarity checks): each task's documents
-//!    checked against the earlier members of their groups, the signatures of other tasks'
-//!    members shipped by their owners; the join edges (`edges-task-*.bin`).
+//!
+//!    With similarity checks, `ship` and `check` (per task) come next: each task's
+//!    documents checked against the earlier members of their groups, the signatures of
+//!    other tasks' members shipped by their owners; the join edges (`edges-task-*.bin`).
 //! 3. `components` (one task): the join edges through a union-find that holds only
 //!    documents with a duplicate, giving per input its clustered documents
 //!    (`work/dedup/clusters-NNNNN.bin`).

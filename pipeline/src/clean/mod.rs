@@ -7,6 +7,7 @@ mod dedup_checks;
 mod dedup_keys;
 mod dedup_packs;
 mod dedup_remote;
+mod dedup_sections;
 mod dedup_tasks;
 pub mod docs_table;
 mod markers;
