@@ -199,3 +199,38 @@ fn the_split_replay_gives_the_one_process_clusters() {
     }
     assert!(duplicates > 100, "{duplicates} duplicates");
 }
+
+/// Stage 3 copies the surviving kept lines without parsing them: a kept work file changed
+/// after the clean stage wrote it (here one letter of a text, still valid JSON) is refused
+/// by its digest, naming the file, and nothing is written for it; a clean rerun mends it.
+#[test]
+fn a_kept_work_file_changed_after_the_clean_stage_is_refused_by_survivors() {
+    use pipeline::clean::{Stage, run_stage, stages_of};
+    use pipeline::shard::TaskSlice;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = crate::cluster_dedup::dedup_corpus(dir.path(), 20);
+    let out = dir.path().join("out");
+    let config = crate::cluster_dedup::dedup_config(dir.path(), &inputs, &out);
+    let task = Some(TaskSlice::new(0, 1).expect("slice"));
+    let stages = stages_of(&config);
+    for &stage in &stages[..stages.len() - 1] {
+        run_stage(&config, stage, task, false).expect("stage");
+    }
+    let kept = out.join("work/input-00000.kept.jsonl");
+    let original = std::fs::read_to_string(&kept).expect("kept work file");
+    let at = original.find("\"text\":\"").expect("a text") + 8;
+    let mut changed = original.clone().into_bytes();
+    changed[at] = if changed[at] == b'x' { b'y' } else { b'x' };
+    std::fs::write(&kept, &changed).expect("write");
+    let err = run_stage(&config, Stage::Survivors, task, false).expect_err("corrupt");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("input-00000.kept.jsonl is not what the clean stage wrote"),
+        "{err}"
+    );
+    assert!(!out.join("tasks/survivors-00000-of-00001.json").exists());
+    // Put back, the same stage succeeds.
+    std::fs::write(&kept, original).expect("write");
+    run_stage(&config, Stage::Survivors, task, false).expect("survivors");
+}

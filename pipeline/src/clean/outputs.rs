@@ -229,6 +229,7 @@ fn write_survivors(
     let too_few = || format!("{} has fewer documents than its rows", files.kept.display());
     let parsing = || format!("parsing a line of {}", files.kept.display());
     let (mut docs, mut bytes) = (0u64, 0u64);
+    let mut digest = xxhash_rust::xxh3::Xxh3::new();
     match config.output.kept_format {
         KeptFormat::Jsonl => {
             // Compressed on a thread of its own while this one decompresses and selects.
@@ -240,13 +241,13 @@ fn write_survivors(
                     for chunk in rx {
                         w.write_lines(&chunk)?;
                     }
-                    w.finish()
+                    w.finish().map(drop)
                 });
                 let selected = (|| -> Result<()> {
                     // Surviving lines are read straight into the chunk handed to the
                     // writer; a dropped line is taken out again.
                     let mut chunk = Vec::with_capacity(WRITE_CHUNK);
-                    let mut dropped_bytes = 0u64;
+                    let (mut dropped_bytes, mut stopped) = (0u64, false);
                     for &keep in survives {
                         let start = chunk.len();
                         let n = reader.read_until(b'\n', &mut chunk).with_context(reading)?;
@@ -254,6 +255,7 @@ fn write_survivors(
                         if chunk.last() != Some(&b'\n') {
                             chunk.push(b'\n');
                         }
+                        digest.update(&chunk[start..]);
                         if !keep {
                             let line = &chunk[start..chunk.len() - 1];
                             let doc: KeptText<'_> =
@@ -266,12 +268,16 @@ fn write_survivors(
                                 let full =
                                     std::mem::replace(&mut chunk, Vec::with_capacity(WRITE_CHUNK));
                                 if tx.send(full).is_err() {
+                                    stopped = true;
                                     break; // the writer failed: its error is below
                                 }
                             }
                         }
                     }
                     tx.send(chunk).ok();
+                    if !stopped {
+                        check_digest(&digest, input, &files.kept)?;
+                    }
                     bytes = input
                         .text_bytes_kept
                         .checked_sub(dropped_bytes)
@@ -296,6 +302,8 @@ fn write_survivors(
             let mut lines = reader.lines();
             for &keep in survives {
                 let line = lines.next().with_context(too_few)?.with_context(reading)?;
+                digest.update(line.as_bytes());
+                digest.update(b"\n");
                 if keep {
                     let doc: KeptDoc = serde_json::from_str(&line).with_context(parsing)?;
                     docs += 1;
@@ -303,6 +311,7 @@ fn write_survivors(
                     survivors.push(doc);
                 }
             }
+            check_digest(&digest, input, &files.kept)?;
             write_kept_parquet(
                 &kept_dir.join(format!("part-{index:05}.parquet")),
                 &survivors,
@@ -310,6 +319,22 @@ fn write_survivors(
         }
     }
     Ok((docs, bytes))
+}
+
+/// Fails, naming the file, when the kept documents read back are not what the clean stage
+/// wrote (its done record's digest; records of earlier builds have none).
+fn check_digest(digest: &xxhash_rust::xxh3::Xxh3, input: &InputDone, path: &Path) -> Result<()> {
+    let read = format!("{:016x}", digest.digest());
+    if let Some(written) = &input.kept_digest {
+        ensure!(
+            *written == read,
+            "{} is not what the clean stage wrote for {} (xxh3 {read}, recorded {written}): \
+             the work file is corrupt; rerun the clean stage for this input",
+            path.display(),
+            input.input
+        );
+    }
+    Ok(())
 }
 
 /// The text of a kept document's JSON line (borrowed when it has no escapes).

@@ -302,6 +302,7 @@ fn process_input(
         issues: seen.issues.iter().map(ToString::to_string).collect(),
         text_bytes_in: written.bytes_in,
         text_bytes_kept: written.bytes_kept,
+        kept_digest: Some(format!("{:016x}", written.kept_digest)),
         seconds: started.elapsed().as_secs_f64(),
         stage_seconds,
     };
@@ -316,6 +317,7 @@ struct WorkWritten {
     kept: u64,
     bytes_in: u64,
     bytes_kept: u64,
+    kept_digest: u64,
     odd_markup: u64,
     stage_nanos: [u64; STAGES.len()],
     /// Time spent serializing and compressing (not waiting for batches).
@@ -357,7 +359,7 @@ fn write_work_files(
     }
     let finishing = Instant::now();
     rows.finish()?;
-    kept.finish()?;
+    counts.kept_digest = kept.finish()?;
     std::io::Write::flush(&mut keys)?;
     counts.writing += finishing.elapsed();
     Ok(counts)

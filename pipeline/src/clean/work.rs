@@ -67,6 +67,11 @@ pub struct InputDone {
     pub issues: Vec<String>,
     pub text_bytes_in: u64,
     pub text_bytes_kept: u64,
+    /// xxh3 of the kept documents' work file (its lines, uncompressed, in hex): stage 3
+    /// copies the surviving lines without parsing them, and checks this instead (absent in
+    /// records of earlier builds).
+    #[serde(default)]
+    pub kept_digest: Option<String>,
     pub seconds: f64,
     /// Seconds spent in each stage, summed over threads (CPU time on an otherwise idle
     /// machine; more when threads wait for a core): the document stages
@@ -116,6 +121,8 @@ pub struct JsonlWriter {
     /// The line being serialized: a line goes to the sink in one write, not in the many
     /// small ones of the serializer, each a call into zstd.
     line: Vec<u8>,
+    /// xxh3 of the lines written (uncompressed), for [`JsonlWriter::finish`].
+    digest: xxhash_rust::xxh3::Xxh3,
 }
 
 enum Sink {
@@ -155,6 +162,7 @@ impl JsonlWriter {
             path: path.to_path_buf(),
             sink,
             line: Vec::new(),
+            digest: xxhash_rust::xxh3::Xxh3::new(),
         })
     }
 
@@ -164,6 +172,7 @@ impl JsonlWriter {
             .map_err(anyhow::Error::from)
             .and_then(|()| {
                 self.line.push(b'\n');
+                self.digest.update(&self.line);
                 Ok(self.sink.writer().write_all(&self.line)?)
             })
             .with_context(|| format!("writing {}", self.path.display()))
@@ -171,13 +180,17 @@ impl JsonlWriter {
 
     /// Writes lines that are already JSON, each ending in a newline.
     pub fn write_lines(&mut self, lines: &[u8]) -> Result<()> {
+        self.digest.update(lines);
         self.sink
             .writer()
             .write_all(lines)
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    pub fn finish(self) -> Result<()> {
+    /// Flushes and syncs the file; returns the xxh3 of the lines written (as a reader of
+    /// the file's lines sees them, before compression).
+    pub fn finish(self) -> Result<u64> {
+        let digest = self.digest.digest();
         let mut out = match self.sink {
             Sink::Zstd(w) => w.finish()?,
             Sink::Plain(w) => w,
@@ -185,7 +198,7 @@ impl JsonlWriter {
         out.flush()
             .with_context(|| format!("writing {}", self.path.display()))?;
         out.get_ref().sync_all()?;
-        Ok(())
+        Ok(digest)
     }
 }
 
