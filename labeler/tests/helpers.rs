@@ -54,7 +54,7 @@ pub async fn spawn_app_with(edit: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp {
         address,
         database_url,
-        client: reqwest::Client::new(),
+        client: api_client(),
         pool,
     }
 }
@@ -244,4 +244,15 @@ pub fn preference_items(n: usize) -> String {
                 + "\n"
         })
         .collect()
+}
+
+/// The API client of the tests. A pooled connection idle longer than the server's keep-alive
+/// (actix's 5 s) is closed by the server, and a request sent on it as it closes fails with
+/// an incomplete message (a browser test's session can leave it idle that long): connections
+/// idle for 2 s are dropped by the client first.
+pub fn api_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .expect("client")
 }
