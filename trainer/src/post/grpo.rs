@@ -97,11 +97,25 @@ pub fn token_logps(
     mask: Option<&SamplingMask>,
 ) -> Result<Tensor, TchError> {
     let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
-    let mut logits = model.logits(&hidden)?.f_to_kind(Kind::Float)?;
+    let logits = model.logits(&hidden)?;
+    let vocab = logits.size().last().copied().unwrap_or(0);
+    // Only the target cells (the answers' tokens) go on: their logits, masked and
+    // normalized, are a [targets, vocab] copy, not one of every cell of the batch.
+    let labels = batch.target_labels()?.f_reshape([-1])?;
+    let cells = labels.f_ne(-100)?.f_nonzero()?.f_reshape([-1])?;
+    let mut picked = logits
+        .f_reshape([-1, vocab])?
+        .f_index_select(0, &cells)?
+        .f_to_kind(Kind::Float)?;
     if let Some(mask) = mask {
-        logits = mask.apply(&logits)?;
+        picked = mask.apply_at(&picked, &cells)?;
     }
-    label_logps(&logits, &batch.target_labels()?, temperature)?.f_view_as(&batch.labels)
+    let logps = label_logps(&picked, &labels.f_index_select(0, &cells)?, temperature)?;
+    labels
+        .f_zeros_like()?
+        .f_to_kind(Kind::Float)?
+        .f_index_copy(0, &cells, &logps)?
+        .f_view_as(&batch.labels)
 }
 
 /// `log_softmax(logits / temperature)` at each label (`logits: [.., vocab]`, labels of the

@@ -72,12 +72,12 @@ impl SamplingMask {
         })
     }
 
-    /// `logits` (`[rows, len, vocab]`) with each position's masked ids at -inf.
-    pub fn apply(&self, logits: &Tensor) -> Result<Tensor, TchError> {
-        let mask = self
-            .banned
-            .f_index_select(0, &self.states.f_reshape([-1])?)?
-            .f_view_as(logits)?;
+    /// `logits` (`[cells, vocab]`, the logits of the batch's flattened cells `cells`, e.g.
+    /// only its target labels) with each cell's masked ids at -inf. The mask is built for
+    /// those cells only, not for every cell of the batch.
+    pub fn apply_at(&self, logits: &Tensor, cells: &Tensor) -> Result<Tensor, TchError> {
+        let states = self.states.f_reshape([-1])?.f_index_select(0, cells)?;
+        let mask = self.banned.f_index_select(0, &states)?;
         logits.f_masked_fill(&mask, f64::NEG_INFINITY)
     }
 }
