@@ -234,3 +234,24 @@ fn a_kept_work_file_changed_after_the_clean_stage_is_refused_by_survivors() {
     std::fs::write(&kept, original).expect("write");
     run_stage(&config, Stage::Survivors, task, false).expect("survivors");
 }
+
+/// The check stages exist only with similarity checks: asked for without them, a task says
+/// which stages the config has.
+#[test]
+fn a_check_stage_without_similarity_checks_names_the_configs_stages() {
+    use pipeline::clean::{Stage, run_stage};
+    use pipeline::shard::TaskSlice;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = vec![dir.path().join("a.jsonl").display().to_string()];
+    let mut config =
+        crate::cluster_dedup::dedup_config(dir.path(), &inputs, &dir.path().join("out"));
+    config.dedup.minhash.min_similarity = 0.0;
+    let task = Some(TaskSlice::new(0, 2).expect("slice"));
+    let err = run_stage(&config, Stage::Ship, task, false).expect_err("no ship stage");
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("--stage ship: not a stage of this config (its stages: clean, pairs, components, survivors;"),
+        "{err}"
+    );
+}

@@ -109,8 +109,17 @@ fn run_tracked(
             "--stage {} is a dedup stage, and the config has dedup off",
             stage.name()
         );
-        let (before, tasks_before) = super::stages::before(config, stage, n)
-            .with_context(|| format!("--stage {}: not a stage of this config", stage.name()))?;
+        let (before, tasks_before) = super::stages::before(config, stage, n).with_context(|| {
+            let names: Vec<&str> = super::stages::stages_of(config)
+                .iter()
+                .map(|s| s.name())
+                .collect();
+            format!(
+                "--stage {}: not a stage of this config (its stages: {}; `ship` and `check` need [dedup.minhash] min_similarity > 0)",
+                stage.name(),
+                names.join(", ")
+            )
+        })?;
         let before = before.name();
         // The input count the clean stage listed, passed on by every stage's markers (an
         // output from before they recorded it is listed again).
