@@ -33,8 +33,9 @@ pub enum Command {
         #[command(flatten)]
         task: TaskArgs,
         /// Which stage of a split run (--tasks N) this task runs: clean (read, filter, keys),
-        /// with dedup pairs, components (one task), survivors, with [tokenize.train]
-        /// tokenizer (one task), with [tokenize] tokenize, then --finish.
+        /// with dedup pairs, (with min_similarity > 0) ship and check, components (one
+        /// task), survivors, with [tokenize.train] tokenizer (one task), with [tokenize]
+        /// tokenize, then --finish.
         #[arg(long, value_enum, default_value = "clean")]
         stage: pipeline::clean::Stage,
         /// After every task of a split run (--tasks N): check their done markers, write
@@ -176,9 +177,9 @@ pub struct TokenizeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LaunchCommand {
-    /// Write sbatch scripts (one job array per stage: clean, and with dedup pairs, components,
-    /// survivors; then a one-task `finish`; chained with --dependency=afterok) and submit them,
-    /// or print them with --dry-run.
+    /// Write sbatch scripts (one job array per stage: clean, and with dedup pairs, ship and
+    /// check (with similarity checks), components, survivors; then a one-task `finish`;
+    /// chained with --dependency=afterok) and submit them, or print them with --dry-run.
     Slurm {
         /// The pipeline config.
         config: PathBuf,
