@@ -18,9 +18,9 @@ pub enum Stage {
     Pairs,
     /// Signatures sent to the tasks whose documents' similarity checks need them.
     Ship,
-    /// Similarity checks of each task's own documents.
+    /// Similarity checks of each task's own documents: the join edges.
     Check,
-    /// Connected components over them (one task).
+    /// Connected components over the join edges (one task).
     Components,
     /// Kept documents and docs tables per input.
     Survivors,
