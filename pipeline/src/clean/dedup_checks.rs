@@ -27,14 +27,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
 
 use anyhow::{Context, Result, bail, ensure};
 
 use super::dedup_keys::{Numbering, dedup_dir, task_partitions};
+use super::dedup_packs::SIGNATURE_GAP;
 use super::dedup_sections::{Fields, read_section, write_sections};
 use crate::config::PipelineConfig;
-use crate::dedup::partition::{self, KeyKind, Triple, kind_of, read_signature};
+use crate::dedup::partition::{self, KeyKind, Triple, kind_of, signature_bytes};
 use crate::dedup::{GROUP_CHECKS, estimated_similarity};
 use crate::shard::TaskSlice;
 
@@ -287,30 +288,76 @@ fn read_groups(config: &PipelineConfig, task: TaskSlice) -> Result<Vec<GroupsSec
     Ok(out)
 }
 
-/// Reads own signatures of sorted `docs` from the per-input signatures files.
+/// Signatures by document in one buffer (a check task holds those of every document of
+/// its groups: a hash map entry and `width` hashes each, no allocation per document).
+struct Signatures {
+    width: usize,
+    at: HashMap<u64, usize>,
+    hashes: Vec<u16>,
+}
+
+impl Signatures {
+    fn new(width: usize) -> Self {
+        Self {
+            width,
+            at: HashMap::new(),
+            hashes: Vec::new(),
+        }
+    }
+
+    /// Adds `doc`'s signature from its little-endian bytes (a later one for the same
+    /// document is the same signature and is left out).
+    fn insert_bytes(&mut self, doc: u64, bytes: &[u8]) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.at.entry(doc) {
+            e.insert(self.hashes.len());
+            self.hashes.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]])),
+            );
+        }
+    }
+
+    fn get(&self, doc: u64) -> Option<&[u16]> {
+        let at = *self.at.get(&doc)?;
+        Some(&self.hashes[at..at + self.width])
+    }
+}
+
+/// Adds the own signatures of sorted `docs` to `out`, from the per-input signatures files,
+/// nearby ones read together ([`SIGNATURE_GAP`]: a read per signature is a system call, or
+/// a network round trip on a shared file system, per document).
 fn own_signatures(
     config: &PipelineConfig,
     inputs: &[(usize, u64, u64)],
     docs: &[u64],
-) -> Result<HashMap<u64, Vec<u16>>> {
+    out: &mut Signatures,
+) -> Result<()> {
     let width = config.dedup.minhash.bands * config.dedup.minhash.rows;
     let dir = dedup_dir(config);
-    let mut out = HashMap::with_capacity(docs.len());
-    let mut open: Option<(usize, File, PathBuf)> = None;
-    for &doc in docs {
-        let Some((input, first)) = own_input(inputs, doc) else {
-            bail!("document {doc} is in none of this task's inputs");
-        };
-        if open.as_ref().is_none_or(|(i, _, _)| *i != input) {
-            let path = dir.join(format!("sigs-{input:05}.bin"));
-            let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            open = Some((input, file, path));
+    if let Some(&doc) = docs.iter().find(|&&d| own_input(inputs, d).is_none()) {
+        bail!("document {doc} is in none of this task's inputs");
+    }
+    for ((input, first, _), mine) in per_input(inputs, docs.to_vec()) {
+        if mine.is_empty() {
+            continue;
         }
-        if let Some((_, file, path)) = &open {
-            out.insert(doc, read_signature(file, path, width, doc - first)?);
+        let path = dir.join(format!("sigs-{input:05}.bin"));
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let ranges: Vec<_> = mine.iter().map(|&d| signature_bytes(width, d)).collect();
+        let mut next = 0;
+        for block in crate::storage::coalesce(&ranges, SIGNATURE_GAP) {
+            let mut bytes = vec![0u8; (block.end - block.start) as usize];
+            file.read_exact_at(&mut bytes, block.start)
+                .with_context(|| format!("{} has no signatures at {block:?}", path.display()))?;
+            while let Some(r) = ranges.get(next).filter(|r| r.end <= block.end) {
+                let from = (r.start - block.start) as usize;
+                out.insert_bytes(first + mine[next], &bytes[from..from + width * 2]);
+                next += 1;
+            }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The input among `inputs` (ascending) holding `doc`, with its first document.
@@ -362,14 +409,18 @@ pub(super) fn ship(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
     let mut docs: Vec<u64> = ship.iter().map(|x| x.1).collect();
     docs.sort_unstable();
     docs.dedup();
-    let signatures = own_signatures(config, &sections[0].inputs, &docs)?;
+    let mut signatures = Signatures::new(config.dedup.minhash.bands * config.dedup.minhash.rows);
+    own_signatures(config, &sections[0].inputs, &docs, &mut signatures)?;
     let mut out = vec![Vec::new(); task.count()];
     for run in ship.chunk_by(|x, y| x.0 == y.0) {
         let bytes = &mut out[run[0].0 as usize];
         bytes.extend_from_slice(&(run.len() as u64).to_le_bytes());
         for &(_, a) in run {
             bytes.extend_from_slice(&a.to_le_bytes());
-            for h in &signatures[&a] {
+            let signature = signatures
+                .get(a)
+                .context("a shipped signature was not read")?;
+            for h in signature {
                 bytes.extend_from_slice(&h.to_le_bytes());
             }
         }
@@ -429,7 +480,7 @@ pub(super) fn check(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
     let width = config.dedup.minhash.bands * config.dedup.minhash.rows;
     let threshold = config.dedup.minhash.min_similarity;
     let sections = forwarded_groups(config, task)?;
-    let mut signatures: HashMap<u64, Vec<u16>> = HashMap::new();
+    let mut signatures = Signatures::new(width);
     for t in (0..n).filter(|&t| t != k) {
         let path = config.output.dir.join(shipped_file(TaskSlice::new(t, n)?));
         let name = path.display().to_string();
@@ -437,16 +488,16 @@ pub(super) fn check(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
         let mut f = Fields::new(&bytes, &name);
         for _ in 0..f.u64()? {
             let doc = f.u64()?;
-            signatures.insert(doc, f.signature(width)?);
+            signatures.insert_bytes(doc, f.take(width * 2)?);
         }
     }
     let mut docs = checked_docs(&sections);
     docs.sort_unstable();
     docs.dedup();
-    signatures.extend(own_signatures(config, &sections[0].inputs, &docs)?);
+    own_signatures(config, &sections[0].inputs, &docs, &mut signatures)?;
     let signature = |d: u64| {
         signatures
-            .get(&d)
+            .get(d)
             .with_context(|| format!("check task {k} of {n}: no signature of document {d}"))
     };
     let mut edges: Vec<(u64, u64)> = Vec::new();

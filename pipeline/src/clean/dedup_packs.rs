@@ -24,6 +24,9 @@ use anyhow::{Context, Result, ensure};
 use crate::dedup::partition::{HASH_BYTES, TRIPLE_BYTES as TRIPLE, keys_header_len, partitions};
 use crate::shard::TaskSlice;
 
+/// Needed signatures of one signatures pack closer than this are read in one request: a
+/// signature is a few hundred bytes, so reading documents one by one would be a GET each.
+pub const SIGNATURE_GAP: u64 = 64 << 10;
 /// The inputs (numbers in the sorted listing) clean task `task` owns, ascending.
 pub(super) fn task_inputs(inputs: usize, task: TaskSlice) -> Vec<usize> {
     (0..inputs).filter(|&i| task.owns(i)).collect()

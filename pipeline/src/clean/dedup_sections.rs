@@ -109,12 +109,4 @@ impl<'a> Fields<'a> {
     pub(super) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into()?))
     }
-
-    pub(super) fn signature(&mut self, width: usize) -> Result<Vec<u16>> {
-        Ok(self
-            .take(width * 2)?
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect())
-    }
 }
