@@ -234,7 +234,7 @@ struct Check {
 }
 
 /// Task k's section of one groups file, read.
-struct GroupsSection {
+pub(super) struct GroupsSection {
     /// k's inputs: (input, first document, kept documents).
     inputs: Vec<(usize, u64, u64)>,
     ship: Vec<(u64, u32)>,
@@ -272,8 +272,9 @@ fn parse_groups(bytes: &[u8], name: &str) -> Result<GroupsSection> {
     })
 }
 
-/// Task `task`'s sections of every groups file (local paths under `out`).
-fn read_groups(config: &PipelineConfig, task: TaskSlice) -> Result<Vec<GroupsSection>> {
+/// Task `task`'s sections of every groups file (local paths under `out`): what its ship
+/// task reads.
+pub(super) fn read_groups(config: &PipelineConfig, task: TaskSlice) -> Result<Vec<GroupsSection>> {
     let n = task.count();
     let mut out = Vec::new();
     for writer in groups_writers(config, n)? {
@@ -324,21 +325,13 @@ impl Signatures {
     }
 }
 
-/// Adds the own signatures of sorted `docs` to `out`, from the per-input signatures files,
-/// nearby ones read together ([`SIGNATURE_GAP`]: a read per signature is a system call, or
-/// a network round trip on a shared file system, per document).
-fn own_signatures(
-    config: &PipelineConfig,
-    inputs: &[(usize, u64, u64)],
-    docs: &[u64],
-    out: &mut Signatures,
-) -> Result<()> {
+/// Adds the own signatures `needed` to `out`, from the per-input signatures files, nearby
+/// ones read together ([`SIGNATURE_GAP`]: a read per signature is a system call, or a
+/// network round trip on a shared file system, per document).
+fn own_signatures(config: &PipelineConfig, needed: &Needed, out: &mut Signatures) -> Result<()> {
     let width = config.dedup.minhash.bands * config.dedup.minhash.rows;
     let dir = dedup_dir(config);
-    if let Some(&doc) = docs.iter().find(|&&d| own_input(inputs, d).is_none()) {
-        bail!("document {doc} is in none of this task's inputs");
-    }
-    for ((input, first, _), mine) in per_input(inputs, docs.to_vec()) {
+    for &((input, first, _), ref mine) in needed {
         if mine.is_empty() {
             continue;
         }
@@ -371,10 +364,13 @@ fn own_input(inputs: &[(usize, u64, u64)], doc: u64) -> Option<(usize, u64)> {
 /// document, kept), the documents (numbers within the input, sorted).
 pub(super) type Needed = Vec<((usize, u64, u64), Vec<u64>)>;
 
-fn per_input(inputs: &[(usize, u64, u64)], mut docs: Vec<u64>) -> Needed {
+fn per_input(inputs: &[(usize, u64, u64)], mut docs: Vec<u64>) -> Result<Needed> {
     docs.sort_unstable();
     docs.dedup();
-    inputs
+    if let Some(&doc) = docs.iter().find(|&&d| own_input(inputs, d).is_none()) {
+        bail!("document {doc} is in none of this task's inputs");
+    }
+    Ok(inputs
         .iter()
         .map(|&(i, first, kept)| {
             let from = docs.partition_point(|&d| d < first);
@@ -384,33 +380,34 @@ fn per_input(inputs: &[(usize, u64, u64)], mut docs: Vec<u64>) -> Needed {
                 docs[from..to].iter().map(|d| d - first).collect(),
             )
         })
-        .collect()
+        .collect())
 }
 
-/// The own signatures ship task `task` reads (after its groups sections are local).
-pub(super) fn ship_needs(config: &PipelineConfig, task: TaskSlice) -> Result<Needed> {
-    let sections = read_groups(config, task)?;
+/// The own signatures a ship task reads: its documents on the ship lists of its groups
+/// sections (`read_groups`).
+pub(super) fn ship_needs(sections: &[GroupsSection]) -> Result<Needed> {
     let docs = sections
         .iter()
         .flat_map(|s| s.ship.iter().map(|x| x.0))
         .collect();
-    Ok(per_input(&sections[0].inputs, docs))
+    per_input(&sections[0].inputs, docs)
 }
 
-/// The `ship` stage, task `task`: the signatures other tasks' checks need from its documents.
-pub(super) fn ship(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
-    let sections = read_groups(config, task)?;
+/// The `ship` stage, task `task`, over its groups sections (`read_groups`): the signatures
+/// other tasks' checks need from its documents.
+pub(super) fn ship(
+    config: &PipelineConfig,
+    task: TaskSlice,
+    sections: &[GroupsSection],
+) -> Result<()> {
     let mut ship: Vec<(u32, u64)> = sections
         .iter()
         .flat_map(|s| s.ship.iter().map(|&(a, j)| (j, a)))
         .collect();
     ship.sort_unstable();
     ship.dedup();
-    let mut docs: Vec<u64> = ship.iter().map(|x| x.1).collect();
-    docs.sort_unstable();
-    docs.dedup();
     let mut signatures = Signatures::new(config.dedup.minhash.bands * config.dedup.minhash.rows);
-    own_signatures(config, &sections[0].inputs, &docs, &mut signatures)?;
+    own_signatures(config, &ship_needs(sections)?, &mut signatures)?;
     let mut out = vec![Vec::new(); task.count()];
     for run in ship.chunk_by(|x, y| x.0 == y.0) {
         let bytes = &mut out[run[0].0 as usize];
@@ -443,26 +440,14 @@ pub(super) fn ship(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
     write_sections(&config.output.dir.join(shipped_file(task)), &out)
 }
 
-/// The documents whose own signatures check task `task` reads: its checked documents and
-/// its documents among their earlier members.
-pub(super) fn check_needs(config: &PipelineConfig, task: TaskSlice) -> Result<Needed> {
-    let sections = forwarded_groups(config, task)?;
-    Ok(per_input(&sections[0].inputs, checked_docs(&sections)))
-}
-
-/// Check task `task`'s groups, as its ship task forwarded them (its own section of its
-/// shipped file).
-fn forwarded_groups(config: &PipelineConfig, task: TaskSlice) -> Result<Vec<GroupsSection>> {
-    let path = config.output.dir.join(shipped_file(task));
-    let bytes = read_section(&path, task.index(), task.count())?;
-    Ok(vec![parse_groups(&bytes, &path.display().to_string())?])
-}
-
-fn checked_docs(sections: &[GroupsSection]) -> Vec<u64> {
-    let inputs = &sections[0].inputs;
-    sections
+/// The documents whose own signatures a check task reads, from its forwarded groups
+/// (`forwarded_groups`): its checked documents and its documents among their earlier
+/// members.
+pub(super) fn check_needs(groups: &GroupsSection) -> Result<Needed> {
+    let inputs = &groups.inputs;
+    let docs = groups
+        .groups
         .iter()
-        .flat_map(|s| &s.groups)
         .flat_map(|(window, checks)| {
             let window = window
                 .iter()
@@ -470,16 +455,29 @@ fn checked_docs(sections: &[GroupsSection]) -> Vec<u64> {
                 .filter(|&d| own_input(inputs, d).is_some());
             window.chain(checks.iter().map(|c| c.doc))
         })
-        .collect()
+        .collect();
+    per_input(inputs, docs)
 }
 
-/// The `check` stage, task `task`: each of its checked documents joins the first similar
-/// earlier member of each group (`edges` file).
-pub(super) fn check(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
+/// Check task `task`'s groups, as its ship task forwarded them (its own section of its
+/// shipped file).
+pub(super) fn forwarded_groups(config: &PipelineConfig, task: TaskSlice) -> Result<GroupsSection> {
+    let path = config.output.dir.join(shipped_file(task));
+    let bytes = read_section(&path, task.index(), task.count())?;
+    parse_groups(&bytes, &path.display().to_string())
+}
+
+/// The `check` stage, task `task`, over its forwarded groups (`forwarded_groups`): each of
+/// its checked documents joins the first similar earlier member of each group (`edges`
+/// file).
+pub(super) fn check(
+    config: &PipelineConfig,
+    task: TaskSlice,
+    groups: &GroupsSection,
+) -> Result<()> {
     let (k, n) = (task.index(), task.count());
     let width = config.dedup.minhash.bands * config.dedup.minhash.rows;
     let threshold = config.dedup.minhash.min_similarity;
-    let sections = forwarded_groups(config, task)?;
     let mut signatures = Signatures::new(width);
     for t in (0..n).filter(|&t| t != k) {
         let path = config.output.dir.join(shipped_file(TaskSlice::new(t, n)?));
@@ -491,17 +489,14 @@ pub(super) fn check(config: &PipelineConfig, task: TaskSlice) -> Result<()> {
             signatures.insert_bytes(doc, f.take(width * 2)?);
         }
     }
-    let mut docs = checked_docs(&sections);
-    docs.sort_unstable();
-    docs.dedup();
-    own_signatures(config, &sections[0].inputs, &docs, &mut signatures)?;
+    own_signatures(config, &check_needs(groups)?, &mut signatures)?;
     let signature = |d: u64| {
         signatures
             .get(d)
             .with_context(|| format!("check task {k} of {n}: no signature of document {d}"))
     };
     let mut edges: Vec<(u64, u64)> = Vec::new();
-    for (window, checks) in sections.iter().flat_map(|s| &s.groups) {
+    for (window, checks) in &groups.groups {
         for c in checks {
             let own = signature(c.doc)?;
             for &m in &window[..c.limit] {

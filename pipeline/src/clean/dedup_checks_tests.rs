@@ -92,11 +92,13 @@ fn ship_and_check_join_what_the_one_process_rule_joins() {
         writer.finish(&config, slice(t)).expect("groups file");
     }
     for t in 0..TASKS {
-        ship(&config, slice(t)).expect("ship");
+        let sections = read_groups(&config, slice(t)).expect("groups");
+        ship(&config, slice(t), &sections).expect("ship");
     }
     let mut edges = BTreeSet::new();
     for t in 0..TASKS {
-        check(&config, slice(t)).expect("check");
+        let groups = forwarded_groups(&config, slice(t)).expect("groups");
+        check(&config, slice(t), &groups).expect("check");
         read_edges(&config, slice(t), |g| {
             edges.extend(g.iter().map(|&(d, m)| (d, m.expect("a target"))));
             Ok(())

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 
 use super::dedup_checks::{
-    Needed, check, check_needs, checked_partition, checks_similarity, edges_file, groups_file,
-    groups_writers, ship, ship_needs, shipped_file,
+    Needed, check, check_needs, checked_partition, checks_similarity, edges_file, forwarded_groups,
+    groups_file, groups_writers, read_groups, ship, ship_needs, shipped_file,
 };
 use super::dedup_keys::{Numbering, task_partitions};
 use super::dedup_packs::{
@@ -374,8 +374,9 @@ pub(super) fn run_remote(
         }
         Stage::Ship => {
             scratch.fetch_groups(config, task)?;
-            scratch.fetch_own_signatures(config, task, &ship_needs(&local, task)?)?;
-            ship(&local, task)?;
+            let sections = read_groups(&local, task)?;
+            scratch.fetch_own_signatures(config, task, &ship_needs(&sections)?)?;
+            ship(&local, task, &sections)?;
             written.push(shipped_file(task));
             RunSummary::default()
         }
@@ -383,8 +384,9 @@ pub(super) fn run_remote(
             for t in 0..task.count() {
                 scratch.fetch_section(&shipped_file(TaskSlice::new(t, task.count())?), task)?;
             }
-            scratch.fetch_own_signatures(config, task, &check_needs(&local, task)?)?;
-            check(&local, task)?;
+            let groups = forwarded_groups(&local, task)?;
+            scratch.fetch_own_signatures(config, task, &check_needs(&groups)?)?;
+            check(&local, task, &groups)?;
             written.push(edges_file(task));
             RunSummary::default()
         }

@@ -112,9 +112,9 @@ pub(super) fn pairs(
     Ok(RunSummary::default())
 }
 
-/// Stage 3: the clusters, replayed over every partition in order (in memory up to
-/// `[dedup] components_memory_mb`, then spilled to disk); per input, the documents in a
-/// cluster of two or more with their cluster and its size.
+/// Stage 3: the clusters of every partition's pairs and every check task's edges, in any
+/// order (in memory up to `[dedup] components_memory_mb`, then spilled to disk); per
+/// input, the documents in a cluster of two or more with their cluster and its size.
 pub(super) fn components(
     config: &PipelineConfig,
     tasks: usize,

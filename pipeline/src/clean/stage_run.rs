@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, bail, ensure};
 
-use super::dedup_checks::{check, ship};
+use super::dedup_checks::{check, forwarded_groups, read_groups, ship};
 use super::dedup_tasks::{components, numbering, pairs, survivors_local};
 use super::markers::{claim_marker, done_in, done_marker_json, list_markers, require_stage};
 use super::stages::{Stage, dedups, kept_input, trains_tokenizer};
@@ -134,11 +134,11 @@ fn run_tracked(
             match stage {
                 Stage::Pairs => pairs(config, task, &numbering(config, inputs)?)?,
                 Stage::Ship => {
-                    ship(config, task)?;
+                    ship(config, task, &read_groups(config, task)?)?;
                     RunSummary::default()
                 }
                 Stage::Check => {
-                    check(config, task)?;
+                    check(config, task, &forwarded_groups(config, task)?)?;
                     RunSummary::default()
                 }
                 Stage::Components => components(config, n, &numbering(config, inputs)?)?,
