@@ -302,7 +302,7 @@ fn process_input(
         issues: seen.issues.iter().map(ToString::to_string).collect(),
         text_bytes_in: written.bytes_in,
         text_bytes_kept: written.bytes_kept,
-        kept_digest: Some(format!("{:016x}", written.kept_digest)),
+        kept_digest: written.kept_digest.map(|d| format!("{d:016x}")),
         seconds: started.elapsed().as_secs_f64(),
         stage_seconds,
     };
@@ -317,7 +317,7 @@ struct WorkWritten {
     kept: u64,
     bytes_in: u64,
     bytes_kept: u64,
-    kept_digest: u64,
+    kept_digest: Option<u64>,
     odd_markup: u64,
     stage_nanos: [u64; STAGES.len()],
     /// Time spent serializing and compressing (not waiting for batches).
@@ -331,7 +331,7 @@ fn write_work_files(
     bar: &ProgressBar,
 ) -> Result<WorkWritten> {
     let mut rows = JsonlWriter::create(&files.rows)?;
-    let mut kept = JsonlWriter::create(&files.kept)?;
+    let mut kept = JsonlWriter::create_hashed(&files.kept)?;
     let mut keys = BufWriter::new(
         std::fs::File::create(&files.keys)
             .with_context(|| format!("creating {}", files.keys.display()))?,

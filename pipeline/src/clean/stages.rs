@@ -73,7 +73,8 @@ pub fn kept_input(config: &PipelineConfig) -> InputConfig {
     }
 }
 
-/// Each stage a stage waits for, with its task count in a run of `n` tasks.
+/// The stage `stage` waits for (the one before it), with its task count in a run of `n`
+/// tasks.
 pub fn before(config: &PipelineConfig, stage: Stage, n: usize) -> Option<(Stage, usize)> {
     let stages = stages_of(config);
     let at = stages.iter().position(|&s| s == stage)?;

@@ -121,8 +121,8 @@ pub struct JsonlWriter {
     /// The line being serialized: a line goes to the sink in one write, not in the many
     /// small ones of the serializer, each a call into zstd.
     line: Vec<u8>,
-    /// xxh3 of the lines written (uncompressed), for [`JsonlWriter::finish`].
-    digest: xxhash_rust::xxh3::Xxh3,
+    /// xxh3 of the lines written (uncompressed), when made by [`JsonlWriter::create_hashed`].
+    digest: Option<xxhash_rust::xxh3::Xxh3>,
 }
 
 enum Sink {
@@ -162,8 +162,15 @@ impl JsonlWriter {
             path: path.to_path_buf(),
             sink,
             line: Vec::new(),
-            digest: xxhash_rust::xxh3::Xxh3::new(),
+            digest: None,
         })
+    }
+
+    /// Like [`JsonlWriter::create`], also hashing the lines for [`JsonlWriter::finish`].
+    pub fn create_hashed(path: &Path) -> Result<Self> {
+        let mut writer = Self::create(path)?;
+        writer.digest = Some(xxhash_rust::xxh3::Xxh3::new());
+        Ok(writer)
     }
 
     pub fn write<T: Serialize>(&mut self, value: &T) -> Result<()> {
@@ -172,7 +179,9 @@ impl JsonlWriter {
             .map_err(anyhow::Error::from)
             .and_then(|()| {
                 self.line.push(b'\n');
-                self.digest.update(&self.line);
+                if let Some(d) = &mut self.digest {
+                    d.update(&self.line);
+                }
                 Ok(self.sink.writer().write_all(&self.line)?)
             })
             .with_context(|| format!("writing {}", self.path.display()))
@@ -180,17 +189,20 @@ impl JsonlWriter {
 
     /// Writes lines that are already JSON, each ending in a newline.
     pub fn write_lines(&mut self, lines: &[u8]) -> Result<()> {
-        self.digest.update(lines);
+        if let Some(d) = &mut self.digest {
+            d.update(lines);
+        }
         self.sink
             .writer()
             .write_all(lines)
             .with_context(|| format!("writing {}", self.path.display()))
     }
 
-    /// Flushes and syncs the file; returns the xxh3 of the lines written (as a reader of
-    /// the file's lines sees them, before compression).
-    pub fn finish(self) -> Result<u64> {
-        let digest = self.digest.digest();
+    /// Flushes and syncs the file; returns, when made by [`JsonlWriter::create_hashed`], the
+    /// xxh3 of the lines written (as a reader of the file's lines sees them, before
+    /// compression).
+    pub fn finish(self) -> Result<Option<u64>> {
+        let digest = self.digest.as_ref().map(|d| d.digest());
         let mut out = match self.sink {
             Sink::Zstd(w) => w.finish()?,
             Sink::Plain(w) => w,
