@@ -14,6 +14,8 @@ use crate::cluster_dedup::dedup_corpus;
 
 /// Signatures closer than this are read in one range (`dedup_remote::SIGNATURE_GAP`).
 const SIGNATURE_GAP: u64 = 64 << 10;
+/// Bytes read past a sectioned file's offsets in the same GET (`dedup_sections`).
+const SECTION_PREFETCH: u64 = 64 << 10;
 
 fn run(args: &[&str], scratch: &Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
@@ -120,20 +122,28 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
             assert_eq!(pairs.get_requests, 1 + 2 * n64, "pairs, {what}: {pairs:?}");
             assert_eq!(pairs.put_requests, 2, "pairs, {what}");
             // ship: the markers listed, its pairs marker, per groups file its section's
-            // offsets and the section, its own signatures' ranges; one file written.
-            // check: the same with the shipped files (its groups come in its own ship
-            // task's file) instead of the groups files.
-            for stage in ["ship", "check"] {
+            // offsets with 64 KiB past them (and the rest of a section ending further),
+            // its own signatures' ranges; one file written. check: the same with the
+            // shipped files (its groups come in its own ship task's file) instead of the
+            // groups files.
+            for (stage, kind) in [("ship", "groups"), ("check", "shipped")] {
                 let x = traffic(&out, stage, t, n);
                 assert_eq!(
                     (x.list_requests, x.head_requests),
                     (1, 0),
                     "{stage}, {what}"
                 );
-                let most = 1 + 2 * n64 + sigs_ranges(t);
+                let sections: u64 = (0..n).map(|w| section_reads(&out, kind, w, n, t)).sum();
+                let least = 1 + sections;
+                // A single task ships nothing: no signature read.
+                let most = if stage == "ship" && n == 1 {
+                    least
+                } else {
+                    least + sigs_ranges(t)
+                };
                 assert!(
-                    x.get_requests <= most,
-                    "{stage}, {what}: {x:?}, {most} at most"
+                    (least..=most).contains(&x.get_requests),
+                    "{stage}, {what}: {x:?}, {least} to {most}"
                 );
                 assert_eq!(x.put_requests, 1, "{stage}, {what}");
             }
@@ -165,6 +175,24 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
             "{n} tasks: {components:?}"
         );
         assert_eq!(components.put_requests, n64, "{n} tasks: {components:?}");
+    }
+}
+
+/// GETs a reader of section `k` of writer `w`'s sectioned file makes: one for the offsets
+/// and 64 KiB past them, a second when its section ends further.
+fn section_reads(out: &str, kind: &str, w: usize, n: usize, k: usize) -> u64 {
+    let url = format!("{out}/work/dedup/{kind}-task-{w:05}-of-{n:05}.bin");
+    let bytes = RemoteObject::parse(&url)
+        .and_then(|o| o.read_all())
+        .expect("sectioned file");
+    let word = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("word"));
+    assert_eq!(word(0), n as u64, "{url}: sections");
+    // The count and the offsets up to k + 1.
+    let header = 8 + 8 * (k as u64 + 2);
+    if word(2 + k) > header + SECTION_PREFETCH {
+        2
+    } else {
+        1
     }
 }
 

@@ -10,8 +10,8 @@
 //! sparse local copies of the per-input files, which the local code reads unchanged. It
 //! uploads its exact partitions' pairs files as one object (the first also every input's
 //! kept count) and its groups file. A `ship` or `check` task reads its section of every
-//! groups file (and a check task of every shipped file: two ranged reads each, the
-//! offsets then the section) and the signatures of its own documents it needs, nearby ones
+//! groups file (and a check task of every shipped file: one ranged read each, the offsets
+//! and 64 KiB past them, and a second for the rest of a section that ends further) and the signatures of its own documents it needs, nearby ones
 //! coalesced ([`SIGNATURE_GAP`]). `components` reads the pairs packs and edges files whole;
 //! it uploads one clusters pack per survivors task, and a survivors task reads it and its
 //! clean task's kept pack (done records, rows, kept documents zstd-compressed): two objects.
@@ -31,7 +31,7 @@ use super::dedup_packs::{
     KeysPack, SIGNATURE_GAP, keys_pack, local_sigs, pack_files, sigs_offsets, sigs_pack,
     survivors_pack, task_inputs, unpack_files, write_at, write_packs,
 };
-use super::dedup_sections::{section_header_len, section_range};
+use super::dedup_sections::{SECTION_PREFETCH, section_header_len, section_range};
 use super::dedup_tasks::{components, pairs, survivors};
 use super::stages::Stage;
 use super::summary::RunSummary;
@@ -129,20 +129,22 @@ impl Scratch {
     /// copy, where the local code reads them.
     fn fetch_section(&self, rel: &str, task: TaskSlice) -> Result<()> {
         let k = task.index();
-        let header = 0..section_header_len(k);
-        let header = self
-            .read_ranges(rel, std::slice::from_ref(&header))?
-            .remove(0);
+        // The offsets and what follows them, in one GET (less when the file is shorter).
+        let head = self
+            .object(rel)?
+            .read_prefix(section_header_len(k) + SECTION_PREFETCH)?;
         let name = format!("{}/{rel}", self.url);
-        let range = section_range(&header, k, task.count(), &name)?;
+        let range = section_range(&head, k, task.count(), &name)?;
         let local = self.local.join(rel);
         create_parent(&local)?;
-        write_at(&local, 0, &header)?;
-        if range.end > range.start {
+        write_at(&local, 0, &head)?;
+        // The rest of the section, when it ends past what came.
+        let rest = range.start.max(head.len() as u64)..range.end;
+        if rest.end > rest.start {
             let bytes = self
-                .read_ranges(rel, std::slice::from_ref(&range))?
+                .read_ranges(rel, std::slice::from_ref(&rest))?
                 .remove(0);
-            write_at(&local, range.start, &bytes)?;
+            write_at(&local, rest.start, &bytes)?;
         }
         Ok(())
     }

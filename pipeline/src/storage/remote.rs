@@ -277,6 +277,18 @@ impl RemoteObject {
         Ok(out)
     }
 
+    /// The object's first `len` bytes, or all of it when it is shorter, in one GET (a
+    /// reader that does not know where its part ends reads a little past what it needs
+    /// instead of making a second request).
+    pub fn read_prefix(&self, len: u64) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.stream(Some(0..len), |block| {
+            bytes.extend_from_slice(block);
+            Ok(())
+        })?;
+        Ok(bytes)
+    }
+
     /// Reads `range` (the whole object without one) in one GET, counted, handing the body
     /// to `each` as it arrives, so a large read holds only a chunk in memory (`object_store`
     /// resumes a dropped body from the byte reached, checking the ETag); returns the bytes
