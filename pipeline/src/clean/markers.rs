@@ -1,6 +1,7 @@
 //! Done markers of a split run's tasks (`OUT/tasks/STAGE-0000i-of-0000N.json`): the config
-//! a task ran with and its summary, written last; a marker written under another config is
-//! refused, naming the first field that differs.
+//! a task ran with, the work files' layout and its summary, written last; a marker written
+//! under another config is refused, naming the first field that differs, and one written by
+//! a build with another work file layout too.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -9,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::summary::RunSummary;
+use super::work::WORK_FORMAT;
 use crate::config::PipelineConfig;
 use crate::shard::TaskSlice;
 use crate::storage;
@@ -26,6 +28,7 @@ pub(crate) fn claim_marker(
 pub(super) fn done_marker_json(config: &PipelineConfig, summary: &RunSummary) -> Result<Vec<u8>> {
     let done = TaskDone {
         config: serde_json::to_value(config)?,
+        work_format: Some(WORK_FORMAT),
         summary: summary.clone(),
     };
     Ok(serde_json::to_vec_pretty(&done)?)
@@ -129,10 +132,13 @@ pub(super) fn require_stage(
     Ok(listed)
 }
 
-/// A task's done marker: the config it ran with and what it did.
+/// A task's done marker: the config it ran with, the layout of the work files it wrote
+/// ([`WORK_FORMAT`]; absent in markers of builds before it was recorded) and what it did.
 #[derive(Debug, Serialize, Deserialize)]
 struct TaskDone {
     config: serde_json::Value,
+    #[serde(default)]
+    work_format: Option<u32>,
     summary: RunSummary,
 }
 
@@ -140,6 +146,15 @@ struct TaskDone {
 pub(super) fn read_marker(marker: &Path, config: &PipelineConfig) -> Result<RunSummary> {
     let done: TaskDone = serde_json::from_slice(&storage::read_small(marker)?)
         .with_context(|| format!("reading the done marker {}", marker.display()))?;
+    if done.work_format != Some(WORK_FORMAT) {
+        let was = done
+            .work_format
+            .map_or("an earlier build's".to_string(), |f| format!("format {f}"));
+        bail!(
+            "{} was written by a build whose work files have another layout ({was}, this build reads format {WORK_FORMAT}): rerun that stage and every stage after it with this build (remove their markers under tasks/), or remove the output",
+            marker.display()
+        );
+    }
     // [run] (threads, batch size) and the components stage's memory bound do not change the
     // outputs: a rerun may change them.
     let outputs_of = |mut v: serde_json::Value| {

@@ -17,7 +17,9 @@ use rayon::prelude::*;
 use super::outputs::{DedupResult, kept_written_directly, work_files, write_outputs};
 use super::process::{Processed, Processor, STAGES};
 pub use super::summary::RunSummary;
-use super::work::{InputDone, JsonlWriter, WorkFiles, read_keys, write_json_atomic, write_keys};
+use super::work::{
+    InputDone, JsonlWriter, WORK_FORMAT, WorkFiles, read_keys, write_json_atomic, write_keys,
+};
 use crate::config::{KeptFormat, PipelineConfig};
 use crate::dedup::{Clusters, RunWriter, estimated_similarity};
 use crate::document::Document;
@@ -35,8 +37,7 @@ fn fingerprint(config: &PipelineConfig) -> Result<String> {
         "minhash": config.dedup.minhash,
         "minhash_signature": crate::dedup::minhash::SIGNATURE_SCHEME,
         "exact": config.dedup.exact,
-        // Bumped when the work files change shape (2: kept documents uncompressed).
-        "work_format": 2,
+        "work_format": WORK_FORMAT,
         "version": env!("CARGO_PKG_VERSION"),
     });
     Ok(format!(

@@ -16,6 +16,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+/// The layout of the work files (the per-input files above, a split run's packs and dedup
+/// files): bumped whenever one changes, so that a one-process run resumed by a build that
+/// writes another layout redoes its inputs (it is in their done records' fingerprint) and a
+/// split run's stage refuses the markers of the stage before (they record it) instead of
+/// misreading its files. 2: kept documents uncompressed; 3: split keys of 12 bytes, the
+/// similarity check's sectioned files, the kept work file's digest.
+pub const WORK_FORMAT: u32 = 3;
+
 /// What the docs table records about one input document (dedup columns are added later).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DocRow {
