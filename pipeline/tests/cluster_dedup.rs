@@ -214,27 +214,6 @@ fn a_killed_dedup_stage_reruns_to_the_same_bytes_and_a_changed_config_is_refused
         format!("{err:#}").contains("dedup.minhash.min_similarity"),
         "{err:#}"
     );
-    // A marker of a build whose work files had another layout (or of one that did not
-    // record it) is refused by the stage that would read those files, naming the marker.
-    let clean_1 = out.join("tasks/clean-00001-of-00003.json");
-    let original = std::fs::read(&clean_1).expect("clean marker");
-    for (format, shown) in [(Some(2), "format 2"), (None, "an earlier build's")] {
-        let mut marker: serde_json::Value = serde_json::from_slice(&original).expect("json");
-        let fields = marker.as_object_mut().expect("object");
-        match format {
-            Some(f) => fields.insert("work_format".into(), f.into()),
-            None => fields.remove("work_format"),
-        };
-        std::fs::write(&clean_1, serde_json::to_vec(&marker).expect("json")).expect("write");
-        let err = run_stage(&config, Stage::Pairs, task(1), false).expect_err("old layout");
-        let err = format!("{err:#}");
-        assert!(
-            err.contains("clean-00001-of-00003.json")
-                && err.contains(&format!("another layout ({shown}")),
-            "{err}"
-        );
-    }
-    std::fs::write(&clean_1, &original).expect("restore");
     // The components stage's memory bound changes no output: a rerun may lower it (here to
     // 0, spilling to disk) and the other stages take its marker.
     let mut lowered = config.clone();

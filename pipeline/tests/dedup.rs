@@ -255,3 +255,41 @@ fn a_check_stage_without_similarity_checks_names_the_configs_stages() {
         "{err}"
     );
 }
+
+/// A marker of a build whose work files had another layout (or of one that did not record
+/// it) is refused by the stage that would read those files, naming the marker.
+#[test]
+fn a_marker_of_a_build_with_another_work_file_layout_is_refused_by_name() {
+    use pipeline::clean::{Stage, run_stage};
+    use pipeline::shard::TaskSlice;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = crate::cluster_dedup::dedup_corpus(dir.path(), 20);
+    let out = dir.path().join("split");
+    let config = crate::cluster_dedup::dedup_config(dir.path(), &inputs, &out);
+    let task = |i| Some(TaskSlice::new(i, 3).expect("slice"));
+    for i in 0..3 {
+        run_stage(&config, Stage::Clean, task(i), false).expect("clean");
+    }
+    let clean_1 = out.join("tasks/clean-00001-of-00003.json");
+    let original = std::fs::read(&clean_1).expect("clean marker");
+    for (format, shown) in [(Some(2), "format 2"), (None, "an earlier build's")] {
+        let mut marker: serde_json::Value = serde_json::from_slice(&original).expect("json");
+        let fields = marker.as_object_mut().expect("object");
+        match format {
+            Some(f) => fields.insert("work_format".into(), f.into()),
+            None => fields.remove("work_format"),
+        };
+        std::fs::write(&clean_1, serde_json::to_vec(&marker).expect("json")).expect("write");
+        let err = run_stage(&config, Stage::Pairs, task(1), false).expect_err("old layout");
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("clean-00001-of-00003.json")
+                && err.contains(&format!("another layout ({shown}")),
+            "{err}"
+        );
+    }
+    // The marker as this build wrote it is taken.
+    std::fs::write(&clean_1, &original).expect("restore");
+    run_stage(&config, Stage::Pairs, task(1), false).expect("pairs");
+}
