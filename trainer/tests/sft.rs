@@ -304,3 +304,84 @@ fn an_interrupted_lora_sft_run_resumes_bit_for_bit() {
         );
     }
 }
+
+/// The losses take logits at the target cells only; they equal, with their gradients, the
+/// same losses over the full `[rows, len, vocab]` logits (padding row included).
+#[test]
+fn losses_from_the_target_cells_logits_equal_those_from_the_full_logits() {
+    use trainer::model::loss::cross_entropy_sum;
+    use trainer::post::{dpo::sequence_logps, grpo::token_logps};
+
+    let lm = LanguageModel::new(&small_model(false), Device::Cpu, Kind::Float, 8).expect("model");
+    let a = seq(&[5, 17, 42, 8, 9, 60, 3], &[0, 0, 0, 1, 1, 1, 1]);
+    let b = seq(&[11, 12, 90, 33, 2], &[0, 0, 1, 1, 1]);
+    let long = seq(
+        &[7; 20],
+        &[0; 10].iter().chain(&[1; 10]).copied().collect::<Vec<u8>>(),
+    );
+    let batch = data::pack(&[&long, &a, &b], 20, Device::Cpu).expect("pack");
+    let full = |lm: &LanguageModel| {
+        let packing = Packing {
+            positions: &batch.positions,
+            mask: &batch.mask,
+        };
+        let hidden = lm.packed_hidden(&batch.ids, packing).expect("hidden");
+        lm.logits(&hidden).expect("logits")
+    };
+    // Each loss, then its value and gradients, by both routes.
+    let run = |loss: &dyn Fn() -> Tensor| -> (Tensor, Vec<Tensor>) {
+        for (_, p) in lm.named_tensors() {
+            let mut p = p;
+            p.zero_grad();
+        }
+        let value = loss();
+        value.sum(Kind::Float).backward();
+        let grads = lm
+            .named_tensors()
+            .iter()
+            .map(|(_, p)| p.grad().copy())
+            .collect();
+        (value.detach(), grads)
+    };
+    let same = |what: &str, (v1, g1): (Tensor, Vec<Tensor>), (v2, g2): (Tensor, Vec<Tensor>)| {
+        assert!(max_abs_diff(&v1, &v2) < 1e-5, "{what}: {v1} against {v2}");
+        for (x, y) in g1.iter().zip(&g2) {
+            assert!(max_abs_diff(x, y) < 1e-5, "{what}: gradients differ");
+        }
+        assert!(
+            g1.iter()
+                .any(|g| f64::try_from(g.abs().sum(Kind::Float)).expect("sum") > 0.0)
+        );
+    };
+    same(
+        "sft",
+        run(&|| sft_loss_sum(&lm, &batch).expect("sft")),
+        run(&|| {
+            cross_entropy_sum(&full(&lm), &batch.target_labels().expect("labels")).expect("ce")
+        }),
+    );
+    // Per sequence and per token: the full logits' log-softmax at each target label.
+    let full_token_logps = |temperature: f64| {
+        let labels = batch.target_labels().expect("labels");
+        let logps = (full(&lm) / temperature).log_softmax(-1, Kind::Float);
+        let at = logps
+            .gather(2, &labels.clamp_min(0).unsqueeze(2), false)
+            .squeeze_dim(2);
+        at * labels.ne(-100).to_kind(Kind::Float)
+    };
+    same(
+        "sequence log-probs",
+        run(&|| sequence_logps(&lm, &batch).expect("dpo")),
+        run(&|| {
+            let per = full_token_logps(1.0).view([-1]);
+            Tensor::zeros([batch.sequences + 1], (Kind::Float, Device::Cpu))
+                .scatter_add(0, &batch.sequence_of.view([-1]), &per)
+                .narrow(0, 0, batch.sequences)
+        }),
+    );
+    same(
+        "token log-probs at temperature 0.7",
+        run(&|| token_logps(&lm, &batch, 0.7, None).expect("grpo")),
+        run(&|| full_token_logps(0.7)),
+    );
+}

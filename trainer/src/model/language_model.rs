@@ -254,6 +254,16 @@ impl LanguageModel {
         self.model.logits(hidden)
     }
 
+    /// Logits `[cells, vocab]` (in the compute kind) at the flat positions `cells` (`row *
+    /// len + col`) of [`LanguageModel::packed_hidden`]'s output: the output layer runs on
+    /// those rows only, so a batch's prompts and padding cost no `[.., vocab]` logits, in
+    /// the forward or kept for the backward.
+    pub fn logits_at(&self, hidden: &Tensor, cells: &Tensor) -> Result<Tensor, TchError> {
+        let width = hidden.size().last().copied().unwrap_or(0);
+        let rows = hidden.f_reshape([-1, width])?.f_index_select(0, cells)?;
+        self.model.logits(&rows)
+    }
+
     /// The score head applied to `hidden: [n, hidden]`, as `[n]` fp32.
     pub fn score(&self, hidden: &Tensor) -> Result<Tensor, TchError> {
         let Some(head) = &self.score else {

@@ -305,6 +305,16 @@ impl PackedBatch {
     pub fn target_labels(&self) -> Result<Tensor, TchError> {
         self.labels.f_where_scalarother(&self.label_target, -100)
     }
+
+    /// The target cells: their flat indices (`row * len + col`, ascending) and their
+    /// labels, both `[targets]` int64. The losses take logits at these cells only
+    /// ([`crate::model::language_model::LanguageModel::logits_at`]).
+    pub fn target_cells(&self) -> Result<(Tensor, Tensor), TchError> {
+        let labels = self.target_labels()?.f_reshape([-1])?;
+        let cells = labels.f_ne(-100)?.f_nonzero()?.f_reshape([-1])?;
+        let picked = labels.f_index_select(0, &cells)?;
+        Ok((cells, picked))
+    }
 }
 
 /// Packs `seqs` (in this order, first-fit) into rows of at most `row_len` tokens.

@@ -27,25 +27,22 @@ use crate::post::config::{PostConfig, PostSettings, Task};
 use crate::post::data::{self, DrawOrder, PackedBatch, Pair, Rows};
 use crate::post::preference::{pack_pairs, pair_evaluation};
 
-/// Summed log-probability of each packed sequence's target tokens, `[sequences]` fp32.
+/// Summed log-probability of each packed sequence's target tokens, `[sequences]` fp32, from
+/// logits at the target cells only (prompts and padding add nothing and get no logits).
 pub fn sequence_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
     let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
-    let logits = model.logits(&hidden)?.f_to_kind(Kind::Float)?;
-    let vocab = logits.size().last().copied().unwrap_or(0);
-    let targets = batch.target_labels()?;
-    // Per-token cross-entropy is 0 at ignored labels, so padding and prompts add nothing.
-    let token_logps = logits
-        .f_reshape([-1, vocab])?
-        .f_cross_entropy_loss::<Tensor>(
-            &targets.f_reshape([-1])?,
-            None,
-            Reduction::None,
-            -100,
-            0.0,
-        )?
+    let (cells, targets) = batch.target_cells()?;
+    let token_logps = model
+        .logits_at(&hidden, &cells)?
+        .f_to_kind(Kind::Float)?
+        .f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::None, -100, 0.0)?
         .f_neg()?;
+    let sequence_of = batch
+        .sequence_of
+        .f_reshape([-1])?
+        .f_index_select(0, &cells)?;
     Tensor::f_zeros([batch.sequences + 1], (Kind::Float, token_logps.device()))?
-        .f_scatter_add(0, &batch.sequence_of.f_reshape([-1])?, &token_logps)?
+        .f_scatter_add(0, &sequence_of, &token_logps)?
         .f_narrow(0, 0, batch.sequences)
 }
 

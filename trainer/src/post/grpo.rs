@@ -97,23 +97,15 @@ pub fn token_logps(
     mask: Option<&SamplingMask>,
 ) -> Result<Tensor, TchError> {
     let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
-    let logits = model.logits(&hidden)?;
-    let vocab = logits.size().last().copied().unwrap_or(0);
-    // Only the target cells (the answers' tokens) go on: their logits, masked and
-    // normalized, are a [targets, vocab] copy, not one of every cell of the batch.
-    let labels = batch.target_labels()?.f_reshape([-1])?;
-    let cells = labels.f_ne(-100)?.f_nonzero()?.f_reshape([-1])?;
-    let mut picked = logits
-        .f_reshape([-1, vocab])?
-        .f_index_select(0, &cells)?
-        .f_to_kind(Kind::Float)?;
+    // Logits at the target cells (the answers' tokens) only: the output layer, the fp32
+    // copy, the mask and the normalization are [targets, vocab], not [rows, len, vocab].
+    let (cells, targets) = batch.target_cells()?;
+    let mut picked = model.logits_at(&hidden, &cells)?.f_to_kind(Kind::Float)?;
     if let Some(mask) = mask {
         picked = mask.apply_at(&picked, &cells)?;
     }
-    let logps = label_logps(&picked, &labels.f_index_select(0, &cells)?, temperature)?;
-    labels
-        .f_zeros_like()?
-        .f_to_kind(Kind::Float)?
+    let logps = label_logps(&picked, &targets, temperature)?;
+    Tensor::f_zeros([batch.labels.numel() as i64], (Kind::Float, logps.device()))?
         .f_index_copy(0, &cells, &logps)?
         .f_view_as(&batch.labels)
 }

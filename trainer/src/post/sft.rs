@@ -15,13 +15,13 @@ use crate::model::loss::cross_entropy_sum;
 use crate::post::config::{PostConfig, Task};
 use crate::post::data::{self, DrawOrder, PackedBatch, Rows, Sequence};
 
-/// Summed cross-entropy over the batch's target labels. Labels that are not targets are
-/// replaced by the ignore index before the loss, so their values cannot matter.
+/// Summed cross-entropy over the batch's target labels, from logits at the target cells
+/// only (prompts and padding get none). Labels that are not targets are left out before the
+/// loss, so their values cannot matter.
 pub fn sft_loss_sum(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
     let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
-    let logits = model.logits(&hidden)?;
-    let targets = batch.target_labels()?;
-    cross_entropy_sum(&logits, &targets)
+    let (cells, targets) = batch.target_cells()?;
+    cross_entropy_sum(&model.logits_at(&hidden, &cells)?, &targets)
 }
 
 /// The SFT objective.
