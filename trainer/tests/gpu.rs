@@ -1,5 +1,6 @@
-//! CUDA checks: bf16 training with fp32 master weights learns and reports MFU, and the GPU
-//! forward agrees with the CPU one. Run on a GPU machine with `cargo test -p trainer -- --ignored`.
+//! CUDA checks: bf16 training with fp32 master weights learns and reports MFU, the GPU
+//! forward agrees with the CPU one, and the chunked loss in its GPU-sized chunks gives the
+//! full logits' loss and gradients. Run on a GPU machine with `cargo test -p trainer -- --ignored`.
 
 use tch::{Device, Kind, Tensor};
 use trainer::engine::config::DataOrder;
@@ -52,5 +53,43 @@ fn the_gpu_forward_matches_the_cpu_forward() {
             .to_device(Device::Cpu);
         let diff = f64::try_from((logits - &reference).abs().max()).expect("diff");
         assert!(diff < tolerance, "{kind:?}: {diff}");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn the_chunked_loss_in_gpu_sized_chunks_matches_the_full_logits_in_bf16() {
+    // vocab 32,768: chunks of 2,048 rows on a GPU, so 5,000 rows are three of them.
+    let device = Device::Cuda(0);
+    tch::manual_seed(6);
+    let (n, width, vocab) = (5000, 64, 32768);
+    let leaf = Tensor::randn([n, width], (Kind::Float, device)).set_requires_grad(true);
+    let weight =
+        (Tensor::randn([vocab, width], (Kind::Float, device)) * 0.1).set_requires_grad(true);
+    let targets = Tensor::randint(vocab, [n], (Kind::Int64, device));
+    let _ = targets.narrow(0, 100, 50).fill_(-100);
+    let hidden = || leaf.to_kind(Kind::BFloat16);
+    let full = trainer::model::loss::cross_entropy_sum(
+        &hidden().matmul(&weight.to_kind(Kind::BFloat16).tr()),
+        &targets,
+    )
+    .expect("loss");
+    (&full * 1e-3).backward();
+    let (full_dh, full_dw) = (leaf.grad().copy(), weight.grad().copy());
+    let _ = leaf.grad().zero_();
+    let _ = weight.grad().zero_();
+    let (loss, surrogate) =
+        trainer::model::loss::chunked_cross_entropy(&hidden(), &weight, &targets, 1e-3)
+            .expect("chunked");
+    surrogate.backward();
+    let (loss, full) = (
+        f64::try_from(&loss).expect("f64"),
+        f64::try_from(&full).expect("f64"),
+    );
+    assert!((loss - full).abs() < 1e-3 * full, "{loss} against {full}");
+    for (got, want) in [(leaf.grad(), full_dh), (weight.grad(), full_dw)] {
+        let size = f64::try_from(want.abs().max()).expect("f64");
+        let diff = f64::try_from((got - &want).abs().max()).expect("f64");
+        assert!(size > 0.0 && diff < 2e-2 * size, "{diff} of {size}");
     }
 }

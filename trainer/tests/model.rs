@@ -147,3 +147,106 @@ fn chunked_cross_entropy_gives_the_loss_and_gradients_of_the_full_logits() {
         0.0
     );
 }
+
+/// bf16 compute with fp32 master weights (a bf16 run's output layer): the chunked loss gives
+/// the loss and gradients of the full path (the weight taken in bf16, the logits' loss in
+/// fp32), the hidden gradient in bf16 and the weight's in fp32, within bf16 rounding.
+#[test]
+fn chunked_cross_entropy_in_bf16_gives_the_loss_and_gradients_of_the_full_bf16_logits() {
+    tch::manual_seed(4);
+    let (n, width, vocab) = (150, 16, 97);
+    let leaf = Tensor::randn([n, width], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let weight =
+        (Tensor::randn([vocab, width], (Kind::Float, Device::Cpu)) * 0.3).set_requires_grad(true);
+    let targets = Tensor::randint(vocab, [n], (Kind::Int64, Device::Cpu));
+    let _ = targets.narrow(0, 20, 7).fill_(-100);
+    let scale = 1.0 / 143.0;
+    // The hidden states in bf16, as a bf16 run's last layer gives them.
+    let hidden = || leaf.to_kind(Kind::BFloat16);
+
+    let logits = hidden().matmul(&weight.to_kind(Kind::BFloat16).tr());
+    let full = trainer::model::loss::cross_entropy_sum(&logits, &targets).expect("loss");
+    (&full * scale).backward();
+    let (full_dh, full_dw) = (leaf.grad().copy(), weight.grad().copy());
+    let _ = leaf.grad().zero_();
+    let _ = weight.grad().zero_();
+
+    let (loss, surrogate) =
+        trainer::model::loss::chunked_cross_entropy(&hidden(), &weight, &targets, scale)
+            .expect("loss");
+    surrogate.backward();
+    assert_eq!(loss.kind(), Kind::Float);
+    let (loss, full) = (
+        f64::try_from(&loss).expect("f64"),
+        f64::try_from(&full).expect("f64"),
+    );
+    assert!(
+        (loss - full).abs() < 1e-3 * full.abs(),
+        "{loss} against {full}"
+    );
+    let size = |t: &Tensor| f64::try_from(t.abs().max()).expect("f64");
+    assert!(
+        size(&full_dh) > 1e-3 && size(&full_dw) > 1e-3,
+        "gradients are not trivial"
+    );
+    let dh = max_abs_diff(&leaf.grad(), &full_dh);
+    let dw = max_abs_diff(&weight.grad(), &full_dw);
+    assert!(dh < 2e-2 * size(&full_dh), "hidden gradient off by {dh}");
+    assert!(dw < 2e-2 * size(&full_dw), "weight gradient off by {dw}");
+    assert_eq!(
+        f64::try_from(leaf.grad().narrow(0, 20, 7).abs().sum(Kind::Float)).expect("f64"),
+        0.0
+    );
+}
+
+/// A bf16 model (fp32 master weights, bf16 compute) takes the chunked loss in
+/// `lm_loss_backward`: the same loss and gradients as the full bf16 logits, within bf16
+/// rounding.
+#[test]
+fn a_bf16_models_pretraining_loss_is_chunked_and_matches_the_full_logits() {
+    let lm =
+        LanguageModel::new(&small_model(false), Device::Cpu, Kind::BFloat16, 5).expect("model");
+    tch::manual_seed(5);
+    let ids = Tensor::randint(97, [2, 40], (Kind::Int64, Device::Cpu));
+    let targets = Tensor::randint(97, [2, 40], (Kind::Int64, Device::Cpu));
+    let grads = |lm: &LanguageModel| -> Vec<Tensor> {
+        lm.named_tensors()
+            .iter()
+            .map(|(_, p)| p.grad().copy())
+            .collect()
+    };
+    let zero = |lm: &LanguageModel| {
+        for (_, p) in lm.named_tensors() {
+            let mut p = p;
+            p.zero_grad();
+        }
+    };
+    zero(&lm);
+    let chunked = lm.lm_loss_backward(&ids, &targets, 0.01).expect("chunked");
+    let chunked_grads = grads(&lm);
+    zero(&lm);
+    let logits = lm.model_forward(&ids).expect("logits");
+    assert_eq!(logits.kind(), Kind::BFloat16);
+    let full = trainer::model::loss::cross_entropy_sum(&logits, &targets).expect("loss");
+    (&full * 0.01).backward();
+    let (chunked, full) = (
+        f64::try_from(&chunked).expect("f64"),
+        f64::try_from(&full).expect("f64"),
+    );
+    assert!(
+        (chunked - full).abs() < 1e-2 * full,
+        "{chunked} against {full}"
+    );
+    for ((name, _), (c, f)) in lm
+        .named_tensors()
+        .iter()
+        .zip(chunked_grads.iter().zip(grads(&lm)))
+    {
+        let size = f64::try_from(f.abs().max()).expect("f64");
+        let diff = max_abs_diff(c, &f);
+        assert!(
+            size > 0.0 && diff <= 5e-2 * size,
+            "{name}: {diff} of {size}"
+        );
+    }
+}

@@ -210,9 +210,10 @@ impl LanguageModel {
     }
 
     /// A pretraining micro-batch's loss and its backward (gradients scaled by `scale`): the
-    /// summed cross-entropy, without a graph. In fp32 with a plain output projection the loss
-    /// is computed in chunks with its gradient ([`crate::model::loss::chunked_cross_entropy`]);
-    /// otherwise through the full logits.
+    /// summed cross-entropy, without a graph. With a plain output projection whose weight is
+    /// fp32 (fp32 runs, and bf16 runs' master weights) the loss is computed in chunks with its
+    /// gradient ([`crate::model::loss::chunked_cross_entropy`]); otherwise (a LoRA output
+    /// layer, weights kept in bf16) through the full logits.
     pub fn lm_loss_backward(
         &self,
         ids: &Tensor,
@@ -227,7 +228,7 @@ impl LanguageModel {
         };
         let hidden = self.model.hidden(&ids, input, self.kind, self.mode.get())?;
         match self.model.output_weight() {
-            Some(weight) if hidden.kind() == Kind::Float && weight.kind() == Kind::Float => {
+            Some(weight) if weight.kind() == Kind::Float => {
                 let (loss, surrogate) =
                     crate::model::loss::chunked_cross_entropy(&hidden, weight, &targets, scale)?;
                 surrogate.f_backward()?;

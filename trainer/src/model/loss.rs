@@ -1,23 +1,39 @@
 //! The language-modelling losses, in fp32 whatever the compute kind: cross-entropy over the
-//! full logits, and a chunked form for pretraining that never holds the `[tokens, vocab]`
-//! logits whole (on a small model with a large vocabulary the output layer is most of a
+//! full logits, and a chunked form for pretraining (fp32 or bf16) that never holds the
+//! `[tokens, vocab]` logits whole (on a small model with a large vocabulary the output layer is most of a
 //! step's memory traffic).
 
 use tch::{Kind, TchError, Tensor};
 
 type TResult<T> = Result<T, TchError>;
 
-/// Rows of the output projection handled at a time by [`chunked_cross_entropy`].
+/// Rows of the output projection handled at a time by [`chunked_cross_entropy`] on the CPU,
+/// where a chunk's logits stay in cache.
 const LOSS_CHUNK_ROWS: i64 = 64;
+/// fp32 logits of a chunk on a GPU, in elements (256 MiB): rows enough to keep the matmuls
+/// large, few enough that the chunk is a small share of the full logits.
+const GPU_CHUNK_ELEMENTS: i64 = 1 << 26;
+
+/// Rows a chunk holds for a `vocab`-wide output on `device`.
+fn chunk_rows(vocab: i64, device: tch::Device) -> i64 {
+    if device.is_cuda() {
+        (GPU_CHUNK_ELEMENTS / vocab.max(1)).max(LOSS_CHUNK_ROWS)
+    } else {
+        LOSS_CHUNK_ROWS
+    }
+}
 
 /// Summed cross-entropy (fp32) of the logits `hidden @ weightᵀ` against `targets` (`-100`
 /// ignored), worked out a chunk of rows at a time together with its gradient (softmax minus
 /// one-hot), so the `[rows, vocab]` logits never exist whole and nothing of them is kept for
 /// backward: with a large vocabulary and a small model this is most of a training step's
 /// memory traffic (the output layer of the tiny preset went from 167 to 85 ms per 512 tokens).
-/// Returns the loss sum (no graph) and a surrogate scalar whose backward adds `scale` times
-/// the loss's gradient to everything `hidden` depends on and to `weight`. Same loss and
-/// gradients as [`cross_entropy_sum`] up to float rounding (tested).
+/// `weight` is fp32 (master weights); `hidden` is fp32 or the compute kind (bf16), in which
+/// the matmuls run, as the full path's do, while the logits' normalization and the weight's
+/// gradient accumulate in fp32. Returns the loss sum (no graph) and a surrogate scalar whose
+/// backward adds `scale` times the loss's gradient to everything `hidden` depends on and to
+/// `weight`. Same loss and gradients as [`cross_entropy_sum`] over `hidden @ weightᵀ` in
+/// `hidden`'s kind, up to float rounding (tested, fp32 and bf16).
 pub fn chunked_cross_entropy(
     hidden: &Tensor,
     weight: &Tensor,
@@ -29,19 +45,27 @@ pub fn chunked_cross_entropy(
     let targets = targets.f_reshape([-1])?;
     let n = rows.size()[0];
     let (h, w) = (rows.f_detach()?, weight.f_detach()?);
+    let compute = h.kind();
+    let chunk = chunk_rows(w.size()[0], h.device());
     let grad_h = h.f_zeros_like()?;
-    let mut grad_w = w.f_zeros_like()?;
+    let mut grad_w = w.f_zeros_like()?.f_to_kind(Kind::Float)?;
     let mut loss = Tensor::f_zeros([], (Kind::Float, h.device()))?;
     tch::no_grad(|| -> TResult<()> {
-        let wt = w.f_tr()?;
+        // The weight in the compute kind, as the full path's linear layer takes it.
+        let wc = if w.kind() == compute {
+            w.shallow_clone()
+        } else {
+            w.f_to_kind(compute)?
+        };
+        let wt = wc.f_tr()?;
         let mut start = 0;
         while start < n {
-            let len = LOSS_CHUNK_ROWS.min(n - start);
+            let len = chunk.min(n - start);
             let hc = h.f_narrow(0, start, len)?;
             let tc = targets.f_narrow(0, start, len)?;
             let valid = tc.f_ne(-100)?.f_to_kind(Kind::Float)?.f_unsqueeze(1)?;
             let index = tc.f_clamp_min(0)?.f_unsqueeze(1)?;
-            let mut logits = hc.f_matmul(&wt)?;
+            let mut logits = hc.f_matmul(&wt)?.f_to_kind(Kind::Float)?;
             let lse = logits.f_logsumexp([-1], true)?;
             let picked = logits.f_gather(1, &index, false)?;
             loss = loss.f_add(&lse.f_sub(&picked)?.f_mul(&valid)?.f_sum(Kind::Float)?)?;
@@ -49,14 +73,25 @@ pub fn chunked_cross_entropy(
             let _ = logits.f_sub_(&lse)?.f_exp_()?;
             let _ = logits.f_scatter_add_(1, &index, &valid.f_neg()?)?;
             let _ = logits.f_mul_(&valid.f_mul_scalar(scale)?)?;
+            let dlogits = if compute == Kind::Float {
+                logits.shallow_clone()
+            } else {
+                logits.f_to_kind(compute)?
+            };
             grad_h
                 .f_narrow(0, start, len)?
-                .f_copy_(&logits.f_matmul(&w)?)?;
-            let _ = grad_w.f_addmm_(&logits.f_tr()?, &hc)?;
+                .f_copy_(&dlogits.f_matmul(&wc)?)?;
+            let hc32 = if compute == Kind::Float {
+                hc
+            } else {
+                hc.f_to_kind(Kind::Float)?
+            };
+            let _ = grad_w.f_addmm_(&logits.f_tr()?, &hc32)?;
             start += len;
         }
         Ok(())
     })?;
+    let grad_w = grad_w.f_to_kind(weight.kind())?;
     let surrogate = rows
         .f_mul(&grad_h)?
         .f_sum(Kind::Float)?
