@@ -306,7 +306,8 @@ fn an_interrupted_lora_sft_run_resumes_bit_for_bit() {
 }
 
 /// The losses take logits at the target cells only; they equal, with their gradients, the
-/// same losses over the full `[rows, len, vocab]` logits (padding row included).
+/// same losses over the full `[rows, len, vocab]` logits (padding row included), and the
+/// SFT objective's chunked backward gives `sft_loss_sum`'s loss and gradients.
 #[test]
 fn losses_from_the_target_cells_logits_equal_those_from_the_full_logits() {
     use trainer::model::loss::cross_entropy_sum;
@@ -383,5 +384,31 @@ fn losses_from_the_target_cells_logits_equal_those_from_the_full_logits() {
         "token log-probs at temperature 0.7",
         run(&|| token_logps(&lm, &batch, 0.7, None).expect("grpo")),
         run(&|| full_token_logps(0.7)),
+    );
+    // The SFT objective's backward: the loss and its gradient a chunk of target cells at a
+    // time, without a graph; the same as `sft_loss_sum`'s.
+    let chunked = || {
+        for (_, p) in lm.named_tensors() {
+            let mut p = p;
+            p.zero_grad();
+        }
+        let hidden = lm
+            .packed_hidden(&batch.ids, batch.packing())
+            .expect("hidden");
+        let (cells, targets) = batch.target_cells().expect("cells");
+        let value = lm
+            .loss_backward_at(&hidden, &cells, &targets, 1.0)
+            .expect("backward");
+        let grads = lm
+            .named_tensors()
+            .iter()
+            .map(|(_, p)| p.grad().copy())
+            .collect();
+        (value, grads)
+    };
+    same(
+        "sft, chunked",
+        chunked(),
+        run(&|| sft_loss_sum(&lm, &batch).expect("sft")),
     );
 }

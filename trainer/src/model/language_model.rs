@@ -210,10 +210,7 @@ impl LanguageModel {
     }
 
     /// A pretraining micro-batch's loss and its backward (gradients scaled by `scale`): the
-    /// summed cross-entropy, without a graph. With a plain output projection whose weight is
-    /// fp32 (fp32 runs, and bf16 runs' master weights) the loss is computed in chunks with its
-    /// gradient ([`crate::model::loss::chunked_cross_entropy`]); otherwise (a LoRA output
-    /// layer, weights kept in bf16) through the full logits.
+    /// summed cross-entropy, without a graph ([`LanguageModel::rows_loss_backward`]).
     pub fn lm_loss_backward(
         &self,
         ids: &Tensor,
@@ -227,16 +224,48 @@ impl LanguageModel {
             cache: None,
         };
         let hidden = self.model.hidden(&ids, input, self.kind, self.mode.get())?;
+        self.rows_loss_backward(&hidden, &targets, scale)
+    }
+
+    /// The summed cross-entropy of `targets` (`-100` ignored) at the rows `cells` (flat
+    /// `row * len + col`) of [`LanguageModel::packed_hidden`]'s output, and its backward
+    /// (gradients scaled by `scale`), without a graph: a post-training micro-batch's loss
+    /// over its target cells ([`LanguageModel::rows_loss_backward`]).
+    pub fn loss_backward_at(
+        &self,
+        hidden: &Tensor,
+        cells: &Tensor,
+        targets: &Tensor,
+        scale: f64,
+    ) -> Result<Tensor, TchError> {
+        let width = hidden.size().last().copied().unwrap_or(0);
+        let rows = hidden.f_reshape([-1, width])?.f_index_select(0, cells)?;
+        self.rows_loss_backward(&rows, targets, scale)
+    }
+
+    /// The summed cross-entropy of the logits of the last-layer outputs `rows` (`[.., hidden]`)
+    /// against `targets` (their leading shape), and its backward scaled by `scale`. With a
+    /// plain output projection whose weight is fp32 (fp32 runs, and bf16 runs' master
+    /// weights) it is computed in chunks with its gradient
+    /// ([`crate::model::loss::chunked_cross_entropy`]), so the `[rows, vocab]` logits never
+    /// exist whole; otherwise (a LoRA output layer, weights kept in bf16) through the full
+    /// logits.
+    fn rows_loss_backward(
+        &self,
+        rows: &Tensor,
+        targets: &Tensor,
+        scale: f64,
+    ) -> Result<Tensor, TchError> {
         match self.model.output_weight() {
             Some(weight) if weight.kind() == Kind::Float => {
                 let (loss, surrogate) =
-                    crate::model::loss::chunked_cross_entropy(&hidden, weight, &targets, scale)?;
+                    crate::model::loss::chunked_cross_entropy(rows, weight, targets, scale)?;
                 surrogate.f_backward()?;
                 Ok(loss)
             }
             _ => {
-                let logits = self.model.logits(&hidden)?;
-                let loss = crate::model::loss::cross_entropy_sum(&logits, &targets)?;
+                let logits = self.model.logits(rows)?;
+                let loss = crate::model::loss::cross_entropy_sum(&logits, targets)?;
                 loss.f_mul_scalar(scale)?.f_backward()?;
                 loss.f_detach()
             }

@@ -74,7 +74,16 @@ impl Objective for Sft {
         batch: &PackedBatch,
         units: f64,
     ) -> Result<MicroStats, TchError> {
-        MicroStats::backward(sft_loss_sum(model, batch)?, units, Vec::new(), batch.tokens)
+        // The loss and its gradient a chunk of target cells at a time (the same sum as
+        // `sft_loss_sum`, tested), so not even the targets' [targets, vocab] logits are
+        // held whole.
+        let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
+        let (cells, targets) = batch.target_cells()?;
+        Ok(MicroStats {
+            loss_sum: model.loss_backward_at(&hidden, &cells, &targets, 1.0 / units)?,
+            sums: Vec::new(),
+            tokens: batch.tokens,
+        })
     }
 
     /// Mean loss per supervised token over the validation examples (all of them, or the
