@@ -24,4 +24,5 @@ mod presets;
 mod pretrain;
 mod reward;
 mod sft;
+mod step_logps;
 mod utf8;

@@ -227,6 +227,15 @@ impl LanguageModel {
         self.rows_loss_backward(&hidden, &targets, scale)
     }
 
+    /// The output projection's weight when the chunked losses of [`crate::model::loss`] can
+    /// take it: a plain (not LoRA) layer whose weight is fp32 (fp32 runs, and bf16 runs'
+    /// master weights).
+    pub fn chunkable_output_weight(&self) -> Option<&Tensor> {
+        self.model
+            .output_weight()
+            .filter(|w| w.kind() == Kind::Float)
+    }
+
     /// The summed cross-entropy of `targets` (`-100` ignored) at the rows `cells` (flat
     /// `row * len + col`) of [`LanguageModel::packed_hidden`]'s output, and its backward
     /// (gradients scaled by `scale`), without a graph: a post-training micro-batch's loss
@@ -256,8 +265,8 @@ impl LanguageModel {
         targets: &Tensor,
         scale: f64,
     ) -> Result<Tensor, TchError> {
-        match self.model.output_weight() {
-            Some(weight) if weight.kind() == Kind::Float => {
+        match self.chunkable_output_weight() {
+            Some(weight) => {
                 let (loss, surrogate) =
                     crate::model::loss::chunked_cross_entropy(rows, weight, targets, scale)?;
                 surrogate.f_backward()?;

@@ -48,6 +48,8 @@ pub fn chunked_cross_entropy(
     let compute = h.kind();
     let chunk = chunk_rows(w.size()[0], h.device());
     let grad_h = h.f_zeros_like()?;
+    // A frozen output layer (LoRA elsewhere) needs no gradient: one matmul a chunk less.
+    let train_weight = weight.requires_grad();
     let mut grad_w = w.f_zeros_like()?.f_to_kind(Kind::Float)?;
     let mut loss = Tensor::f_zeros([], (Kind::Float, h.device()))?;
     tch::no_grad(|| -> TResult<()> {
@@ -81,21 +83,23 @@ pub fn chunked_cross_entropy(
             grad_h
                 .f_narrow(0, start, len)?
                 .f_copy_(&dlogits.f_matmul(&wc)?)?;
-            let hc32 = if compute == Kind::Float {
-                hc
-            } else {
-                hc.f_to_kind(Kind::Float)?
-            };
-            let _ = grad_w.f_addmm_(&logits.f_tr()?, &hc32)?;
+            if train_weight {
+                let hc32 = if compute == Kind::Float {
+                    hc
+                } else {
+                    hc.f_to_kind(Kind::Float)?
+                };
+                let _ = grad_w.f_addmm_(&logits.f_tr()?, &hc32)?;
+            }
             start += len;
         }
         Ok(())
     })?;
-    let grad_w = grad_w.f_to_kind(weight.kind())?;
-    let surrogate = rows
-        .f_mul(&grad_h)?
-        .f_sum(Kind::Float)?
-        .f_add(&weight.f_mul(&grad_w)?.f_sum(Kind::Float)?)?;
+    let mut surrogate = rows.f_mul(&grad_h)?.f_sum(Kind::Float)?;
+    if train_weight {
+        let grad_w = grad_w.f_to_kind(weight.kind())?;
+        surrogate = surrogate.f_add(&weight.f_mul(&grad_w)?.f_sum(Kind::Float)?)?;
+    }
     Ok((loss, surrogate))
 }
 
@@ -112,4 +116,128 @@ pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> TResult<Tensor> {
             -100,
             0.0,
         )
+}
+
+/// What a chunk of logits goes through before the log-softmax: `(logits, start, len)` of
+/// rows `start..start + len` (fp32) to the logits used (e.g. with a sampler's masked ids at
+/// -inf).
+pub type AdjustLogits<'a> = &'a dyn Fn(Tensor, i64, i64) -> TResult<Tensor>;
+
+/// Runs `each(start, len, rows chunk, adjusted fp32 logits / temperature)` over the chunks of
+/// `rows @ weightᵀ`, without a graph; `wc` is the weight in the rows' kind.
+fn for_each_chunk(
+    rows: &Tensor,
+    wc: &Tensor,
+    temperature: f64,
+    adjust: AdjustLogits<'_>,
+    mut each: impl FnMut(i64, i64, &Tensor, Tensor) -> TResult<()>,
+) -> TResult<()> {
+    let n = rows.size()[0];
+    let chunk = chunk_rows(wc.size()[0], rows.device());
+    let wt = wc.f_tr()?;
+    let mut start = 0;
+    while start < n {
+        let len = chunk.min(n - start);
+        let hc = rows.f_narrow(0, start, len)?;
+        let mut logits = adjust(hc.f_matmul(&wt)?.f_to_kind(Kind::Float)?, start, len)?;
+        if temperature != 1.0 {
+            logits = logits.f_div_scalar(temperature)?;
+        }
+        each(start, len, &hc, logits)?;
+        start += len;
+    }
+    Ok(())
+}
+
+/// `weight` in `kind` (the full path's linear layer takes it so).
+fn weight_in(weight: &Tensor, kind: Kind) -> TResult<Tensor> {
+    if weight.kind() == kind {
+        Ok(weight.shallow_clone())
+    } else {
+        weight.f_to_kind(kind)
+    }
+}
+
+/// Log-probabilities `[rows]` (fp32, no graph) of `labels` (`[rows]`, no `-100`) under
+/// `softmax(adjust(rows @ weightᵀ) / temperature)`, a chunk of rows at a time, so the
+/// `[rows, vocab]` logits never exist whole. With [`chunked_label_logps_surrogate`] for the
+/// gradient, the log-probs of a loss that is not a plain sum of them (DPO, GRPO).
+pub fn chunked_label_logps(
+    rows: &Tensor,
+    weight: &Tensor,
+    labels: &Tensor,
+    temperature: f64,
+    adjust: AdjustLogits<'_>,
+) -> TResult<Tensor> {
+    let rows = rows.f_detach()?;
+    let out = Tensor::f_zeros([rows.size()[0]], (Kind::Float, rows.device()))?;
+    tch::no_grad(|| {
+        let wc = weight_in(&weight.f_detach()?, rows.kind())?;
+        for_each_chunk(&rows, &wc, temperature, adjust, |start, len, _, logits| {
+            let index = labels.f_narrow(0, start, len)?.f_unsqueeze(1)?;
+            let lse = logits.f_logsumexp([-1], true)?;
+            let picked = logits.f_gather(1, &index, false)?;
+            out.f_narrow(0, start, len)?
+                .f_copy_(&picked.f_sub(&lse)?.f_squeeze_dim(1)?)?;
+            Ok(())
+        })
+    })?;
+    Ok(out)
+}
+
+/// A surrogate scalar whose backward adds to everything `rows` depends on, and to `weight`
+/// when it requires a gradient, the gradient of `Σ upstream · logps`, where `logps` are
+/// [`chunked_label_logps`] of the same arguments and `upstream` (`[rows]`) the loss's
+/// gradient with respect to them. Each chunk's logits are computed again (one more matmul
+/// of the output layer) and the gradient `(one-hot - softmax) / temperature` is formed in
+/// place; masked ids (at -inf) get none. Same gradients as autograd through the full logits
+/// up to float rounding (tested).
+pub fn chunked_label_logps_surrogate(
+    rows: &Tensor,
+    weight: &Tensor,
+    labels: &Tensor,
+    temperature: f64,
+    adjust: AdjustLogits<'_>,
+    upstream: &Tensor,
+) -> TResult<Tensor> {
+    let h = rows.f_detach()?;
+    let compute = h.kind();
+    let grad_h = h.f_zeros_like()?;
+    let train_weight = weight.requires_grad();
+    let mut grad_w = Tensor::f_zeros(weight.size(), (Kind::Float, weight.device()))?;
+    tch::no_grad(|| {
+        let wc = weight_in(&weight.f_detach()?, compute)?;
+        for_each_chunk(
+            &h,
+            &wc,
+            temperature,
+            adjust,
+            |start, len, hc, mut logits| {
+                let index = labels.f_narrow(0, start, len)?.f_unsqueeze(1)?;
+                let g = upstream
+                    .f_narrow(0, start, len)?
+                    .f_unsqueeze(1)?
+                    .f_div_scalar(temperature)?;
+                let lse = logits.f_logsumexp([-1], true)?;
+                // -softmax, then + one-hot at the label, times the upstream gradient / T.
+                let _ = logits.f_sub_(&lse)?.f_exp_()?.f_neg_()?;
+                let ones = Tensor::f_ones([len, 1], (Kind::Float, logits.device()))?;
+                let _ = logits.f_scatter_add_(1, &index, &ones)?;
+                let _ = logits.f_mul_(&g)?;
+                grad_h
+                    .f_narrow(0, start, len)?
+                    .f_copy_(&weight_in(&logits, compute)?.f_matmul(&wc)?)?;
+                if train_weight {
+                    let _ = grad_w.f_addmm_(&logits.f_tr()?, &weight_in(hc, Kind::Float)?)?;
+                }
+                Ok(())
+            },
+        )
+    })?;
+    let mut surrogate = rows.f_mul(&grad_h)?.f_sum(Kind::Float)?;
+    if train_weight {
+        let grad_w = grad_w.f_to_kind(weight.kind())?;
+        surrogate = surrogate.f_add(&weight.f_mul(&grad_w)?.f_sum(Kind::Float)?)?;
+    }
+    Ok(surrogate)
 }

@@ -26,6 +26,7 @@ use crate::model::lora::AdapterMode;
 use crate::post::config::{PostConfig, PostSettings, Task};
 use crate::post::data::{self, DrawOrder, PackedBatch, Pair, Rows};
 use crate::post::preference::{pack_pairs, pair_evaluation};
+use crate::post::step_logps::StepLogps;
 
 /// Summed log-probability of each packed sequence's target tokens, `[sequences]` fp32, from
 /// logits at the target cells only (prompts and padding add nothing and get no logits).
@@ -171,13 +172,14 @@ pub struct PairBatch {
     pub pairs: i64,
 }
 
-/// The DPO loss of a batch and its detached per-pair statistics.
+/// The DPO loss of a batch from the policy's sequence log-probs (`[sequences]`, chosen and
+/// rejected in turn) and its detached per-pair statistics.
 fn dpo_terms(
-    model: &LanguageModel,
+    policy: &Tensor,
     batch: &PairBatch,
     beta: f64,
 ) -> Result<(Tensor, NamedSums), TchError> {
-    let policy = sequence_logps(model, &batch.packed)?.f_view([-1, 2])?;
+    let policy = policy.f_view([-1, 2])?;
     let drift = policy.f_sub(&batch.reference)?;
     let (chosen, rejected) = (drift.f_select(1, 0)?, drift.f_select(1, 1)?);
     let logits = chosen.f_sub(&rejected)?.f_mul_scalar(beta)?;
@@ -238,8 +240,13 @@ impl Objective for Dpo {
         batch: &PairBatch,
         units: f64,
     ) -> Result<MicroStats, TchError> {
-        let (loss, sums) = dpo_terms(model, batch, self.beta)?;
-        MicroStats::backward(loss, units, sums, batch.packed.tokens)
+        // The policy's log-probs a chunk of answer tokens at a time where the output layer
+        // allows, their gradient handed to the model after the loss's backward.
+        let step = StepLogps::new(model, &batch.packed, 1.0, None)?;
+        let (loss, sums) = dpo_terms(&step.per_sequence(&batch.packed)?, batch, self.beta)?;
+        let stats = MicroStats::backward(loss, units, sums, batch.packed.tokens)?;
+        step.finish()?;
+        Ok(stats)
     }
 
     /// Loss, accuracy, margin, rewards and drifts averaged over the validation pairs.
@@ -249,7 +256,11 @@ impl Objective for Dpo {
         };
         pair_evaluation(valid.rows.len(), self.per_micro as usize, |chunk| {
             let batch = self.pair_batch(&valid.rows, reference, chunk)?;
-            Ok(dpo_terms(model, &batch, self.beta)?)
+            Ok(dpo_terms(
+                &sequence_logps(model, &batch.packed)?,
+                &batch,
+                self.beta,
+            )?)
         })
     }
 }

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use anyhow::{Context, Result};
-use tch::{Device, Kind, Reduction, TchError, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 use crate::engine::parallel::DataParallel;
 use crate::engine::seed::mix;
@@ -37,6 +37,7 @@ use crate::post::data::{self, DrawOrder, PackedBatch, Sequence};
 use crate::post::prompts::{self, GrpoPrompt};
 use crate::post::rewards::{self, Answer, Rewards};
 use crate::post::sampled::SamplingMask;
+use crate::post::step_logps::{StepLogps, label_logps};
 
 /// Advantages of one group's rewards: GRPO's normalised ones or RLOO's leave-one-out.
 pub fn advantages(rewards: &[f64], rloo: bool) -> Vec<f64> {
@@ -108,25 +109,6 @@ pub fn token_logps(
     Tensor::f_zeros([batch.labels.numel() as i64], (Kind::Float, logps.device()))?
         .f_index_copy(0, &cells, &logps)?
         .f_view_as(&batch.labels)
-}
-
-/// `log_softmax(logits / temperature)` at each label (`logits: [.., vocab]`, labels of the
-/// leading shape, -100 where there is none: 0 there), flattened.
-pub(crate) fn label_logps(
-    logits: &Tensor,
-    labels: &Tensor,
-    temperature: f64,
-) -> Result<Tensor, TchError> {
-    let vocab = logits.size().last().copied().unwrap_or(0);
-    let scaled = if temperature == 1.0 {
-        logits.shallow_clone()
-    } else {
-        logits.f_div_scalar(temperature)?
-    };
-    scaled
-        .f_reshape([-1, vocab])?
-        .f_cross_entropy_loss::<Tensor>(&labels.f_reshape([-1])?, None, Reduction::None, -100, 0.0)?
-        .f_neg()
 }
 
 /// The GRPO objective.
@@ -309,7 +291,8 @@ impl Objective for Grpo {
             .as_ref()
             .ok_or_else(|| TchError::Kind("a GRPO batch was not rolled out".into()))?;
         let p = &r.packed;
-        let logp = token_logps(model, p, self.settings.temperature, r.mask.as_ref())?;
+        let step = StepLogps::new(model, p, self.settings.temperature, r.mask.as_ref())?;
+        let logp = step.per_token(p)?;
         let mask = p.label_target.f_to_kind(Kind::Float)?;
         let seq = p.sequence_of.f_clamp_max(p.sequences - 1)?;
         let adv = r
@@ -358,7 +341,9 @@ impl Objective for Grpo {
                 scalar(r.lengths.iter().sum::<usize>() as f64)?,
             ),
         ];
-        MicroStats::backward(loss, units, sums, p.tokens)
+        let stats = MicroStats::backward(loss, units, sums, p.tokens)?;
+        step.finish()?;
+        Ok(stats)
     }
 
     /// The first prompt of the step with its answers, each after its reward.

@@ -25,6 +25,7 @@ pub mod rewards;
 pub mod sampled;
 pub mod score;
 pub mod sft;
+pub mod step_logps;
 
 use std::collections::BTreeMap;
 use std::path::Path;

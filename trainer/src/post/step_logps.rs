@@ -1,0 +1,157 @@
+//! The policy's log-probabilities in a DPO or GRPO training step, whose loss is not a plain
+//! sum of them: where the output layer allows ([`LanguageModel::chunkable_output_weight`])
+//! they are computed a chunk of target cells at a time without a graph, the loss's backward
+//! stops at them, and [`StepLogps::finish`] hands its gradient to the model a chunk at a
+//! time, so the `[targets, vocab]` logits are never held whole (nor kept for the backward);
+//! otherwise through the logits at the target cells and autograd.
+
+use tch::{Kind, Reduction, TchError, Tensor};
+
+use crate::model::language_model::LanguageModel;
+use crate::model::loss::{chunked_label_logps, chunked_label_logps_surrogate};
+use crate::post::data::PackedBatch;
+use crate::post::sampled::SamplingMask;
+
+/// A training step's log-probabilities of a packed batch's target labels.
+#[derive(Debug)]
+pub struct StepLogps<'a> {
+    /// `[targets]` fp32: through the logits' graph, or (chunked) a leaf whose gradient
+    /// [`StepLogps::finish`] hands on.
+    values: Tensor,
+    cells: Tensor,
+    chunked: Option<Chunked<'a>>,
+}
+
+/// What the chunked gradient needs again after the loss's backward.
+#[derive(Debug)]
+struct Chunked<'a> {
+    weight: &'a Tensor,
+    rows: Tensor,
+    targets: Tensor,
+    temperature: f64,
+    mask: Option<&'a SamplingMask>,
+}
+
+/// The logits' adjustment for the cells `cells` (`[targets]`): the sampler's masked ids at
+/// -inf, chunk by chunk.
+fn masking<'m>(
+    mask: Option<&'m SamplingMask>,
+    cells: &'m Tensor,
+) -> impl Fn(Tensor, i64, i64) -> Result<Tensor, TchError> + 'm {
+    move |logits, start, len| match mask {
+        Some(mask) => mask.apply_at(&logits, &cells.f_narrow(0, start, len)?),
+        None => Ok(logits),
+    }
+}
+
+impl<'a> StepLogps<'a> {
+    /// The log-probs of `batch`'s target labels under the model's next-token distribution
+    /// at `temperature` and, with `mask`, without the tokens the sampler masked (as
+    /// [`crate::post::grpo::token_logps`]).
+    pub fn new(
+        model: &'a LanguageModel,
+        batch: &PackedBatch,
+        temperature: f64,
+        mask: Option<&'a SamplingMask>,
+    ) -> Result<Self, TchError> {
+        let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
+        let (cells, targets) = batch.target_cells()?;
+        match model.chunkable_output_weight() {
+            Some(weight) => {
+                let width = hidden.size().last().copied().unwrap_or(0);
+                let rows = hidden.f_reshape([-1, width])?.f_index_select(0, &cells)?;
+                let values = {
+                    let adjust = masking(mask, &cells);
+                    chunked_label_logps(&rows, weight, &targets, temperature, &adjust)?
+                };
+                let values = values.f_set_requires_grad(true)?;
+                let chunked = Chunked {
+                    weight,
+                    rows,
+                    targets,
+                    temperature,
+                    mask,
+                };
+                Ok(Self {
+                    values,
+                    cells,
+                    chunked: Some(chunked),
+                })
+            }
+            None => {
+                let mut picked = model.logits_at(&hidden, &cells)?.f_to_kind(Kind::Float)?;
+                if let Some(mask) = mask {
+                    picked = mask.apply_at(&picked, &cells)?;
+                }
+                let values = label_logps(&picked, &targets, temperature)?;
+                Ok(Self {
+                    values,
+                    cells,
+                    chunked: None,
+                })
+            }
+        }
+    }
+
+    /// Per token, `[rows, len]` (0 off target).
+    pub fn per_token(&self, batch: &PackedBatch) -> Result<Tensor, TchError> {
+        Tensor::f_zeros(
+            [batch.labels.numel() as i64],
+            (Kind::Float, self.values.device()),
+        )?
+        .f_index_copy(0, &self.cells, &self.values)?
+        .f_view_as(&batch.labels)
+    }
+
+    /// Summed per sequence, `[sequences]`.
+    pub fn per_sequence(&self, batch: &PackedBatch) -> Result<Tensor, TchError> {
+        let sequence_of = batch
+            .sequence_of
+            .f_reshape([-1])?
+            .f_index_select(0, &self.cells)?;
+        Tensor::f_zeros([batch.sequences + 1], (Kind::Float, self.values.device()))?
+            .f_scatter_add(0, &sequence_of, &self.values)?
+            .f_narrow(0, 0, batch.sequences)
+    }
+
+    /// After the loss's backward: hands the gradient it left on the chunked log-probs to the
+    /// model, a chunk at a time (on the graph route that backward already reached it).
+    pub fn finish(self) -> Result<(), TchError> {
+        let Some(c) = self.chunked else {
+            return Ok(());
+        };
+        let upstream = self.values.grad();
+        if !upstream.defined() {
+            return Ok(()); // the loss did not depend on them
+        }
+        let adjust = masking(c.mask, &self.cells);
+        chunked_label_logps_surrogate(
+            &c.rows,
+            c.weight,
+            &c.targets,
+            c.temperature,
+            &adjust,
+            &upstream,
+        )?
+        .f_backward()
+    }
+}
+
+/// `log_softmax(logits / temperature)` at each label (`logits: [.., vocab]`, labels of the
+/// leading shape, -100 where there is none: 0 there), flattened.
+pub(crate) fn label_logps(
+    logits: &Tensor,
+    labels: &Tensor,
+    temperature: f64,
+) -> Result<Tensor, TchError> {
+    let vocab = logits.size().last().copied().unwrap_or(0);
+    let scaled = if temperature == 1.0 {
+        logits.shallow_clone()
+    } else {
+        logits.f_div_scalar(temperature)?
+    };
+    scaled
+        .f_reshape([-1, vocab])?
+        .f_cross_entropy_loss::<Tensor>(&labels.f_reshape([-1])?, None, Reduction::None, -100, 0.0)?
+        .f_neg()
+}
