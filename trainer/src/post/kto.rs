@@ -26,6 +26,7 @@ use crate::post::config::{KtoSettings, PostConfig, Task};
 use crate::post::data::{self, DrawOrder, PackedBatch, Pair, Sequence, Thumbs};
 use crate::post::dpo::{DpoSummary, run_references, sequence_logps};
 use crate::post::preference::pair_evaluation;
+use crate::post::step_logps::StepLogps;
 
 /// A micro-batch of examples (each packed as matched and mismatched sequence) with their
 /// reference log-probabilities and labels.
@@ -106,10 +107,13 @@ fn mismatched_drift_sum(model: &LanguageModel, batch: &ThumbBatch) -> Result<Ten
     })
 }
 
+/// The KTO terms of a batch whose matched answers have the policy's sequence log-probs
+/// `matched` (`[examples]`).
 fn kto_terms(
     model: &LanguageModel,
     batch: &ThumbBatch,
     settings: &KtoSettings,
+    matched: &Tensor,
 ) -> Result<KtoTerms, TchError> {
     let kl = match &batch.kl {
         Some(kl) => kl.shallow_clone(),
@@ -117,7 +121,7 @@ fn kto_terms(
             .f_div_scalar(batch.examples as f64)?
             .f_clamp_min(0.0)?,
     };
-    let drift = sequence_logps(model, &batch.matched)?.f_sub(&batch.reference.f_select(1, 0)?)?;
+    let drift = matched.f_sub(&batch.reference.f_select(1, 0)?)?;
     kto_with_kl(drift, kl, &batch.desirable, settings)
 }
 
@@ -129,8 +133,9 @@ fn train_terms(
     model: &LanguageModel,
     batch: &ThumbBatch,
     settings: &KtoSettings,
+    matched: &Tensor,
 ) -> Result<(Tensor, NamedSums, Tensor), TchError> {
-    let t = kto_terms(model, batch, settings)?;
+    let t = kto_terms(model, batch, settings, matched)?;
     let d = &batch.desirable;
     let sign = d.f_mul_scalar(2.0)?.f_sub_scalar(1.0)?;
     let signed = t.drift.f_detach()?.f_mul(&sign)?;
@@ -239,9 +244,15 @@ impl Objective for Kto {
         batch: &ThumbBatch,
         units: f64,
     ) -> Result<MicroStats, TchError> {
-        let (loss, sums, _) = train_terms(model, batch, &self.settings)?;
+        // The matched answers' log-probs in chunks where the output layer allows (as DPO's),
+        // their gradient handed to the model after the loss's backward.
+        let step = StepLogps::new(model, &batch.matched, 1.0, None)?;
+        let matched = step.per_sequence(&batch.matched)?;
+        let (loss, sums, _) = train_terms(model, batch, &self.settings, &matched)?;
         let tokens = batch.matched.tokens + batch.mismatched.tokens;
-        MicroStats::backward(loss, units, sums, tokens)
+        let stats = MicroStats::backward(loss, units, sums, tokens)?;
+        step.finish()?;
+        Ok(stats)
     }
 
     /// Loss, KL, accuracy and the mean drift of thumbs-up and thumbs-down examples
@@ -252,7 +263,8 @@ impl Objective for Kto {
         };
         let eval = pair_evaluation(valid.labels.len(), self.per_micro as usize, |chunk| {
             let batch = self.thumb_batch(valid, reference, chunk)?;
-            let (loss, mut sums, drift) = train_terms(model, &batch, &self.settings)?;
+            let matched = sequence_logps(model, &batch.matched)?;
+            let (loss, mut sums, drift) = train_terms(model, &batch, &self.settings, &matched)?;
             let d = &batch.desirable;
             let up = drift.f_mul(d)?.f_sum(Kind::Float)?;
             let down = drift.f_sub(&drift.f_mul(d)?)?.f_sum(Kind::Float)?;
