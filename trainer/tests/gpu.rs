@@ -1,6 +1,7 @@
 //! CUDA checks: bf16 training with fp32 master weights learns and reports MFU, the GPU
 //! forward agrees with the CPU one, and the chunked loss in its GPU-sized chunks gives the
-//! full logits' loss and gradients. Run on a GPU machine with `cargo test -p trainer -- --ignored`.
+//! full logits' loss and gradients, as do the chunked log-probs of DPO and GRPO steps. Run
+//! on a GPU machine with `scripts/gpu-checks`.
 
 use tch::{Device, Kind, Tensor};
 use trainer::engine::config::DataOrder;
@@ -87,6 +88,52 @@ fn the_chunked_loss_in_gpu_sized_chunks_matches_the_full_logits_in_bf16() {
         f64::try_from(&full).expect("f64"),
     );
     assert!((loss - full).abs() < 1e-3 * full, "{loss} against {full}");
+    for (got, want) in [(leaf.grad(), full_dh), (weight.grad(), full_dw)] {
+        let size = f64::try_from(want.abs().max()).expect("f64");
+        let diff = f64::try_from((got - &want).abs().max()).expect("f64");
+        assert!(size > 0.0 && diff < 2e-2 * size, "{diff} of {size}");
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn chunked_label_logps_in_gpu_sized_chunks_match_autograd_in_bf16() {
+    // vocab 32,768: chunks of 2,048 rows on a GPU, so 5,000 rows are three of them.
+    let device = Device::Cuda(0);
+    tch::manual_seed(8);
+    let (n, width, vocab) = (5000, 64, 32768);
+    let leaf = Tensor::randn([n, width], (Kind::Float, device)).set_requires_grad(true);
+    let weight =
+        (Tensor::randn([vocab, width], (Kind::Float, device)) * 0.1).set_requires_grad(true);
+    let labels = Tensor::randint(vocab, [n], (Kind::Int64, device));
+    let upstream = Tensor::randn([n], (Kind::Float, device));
+    let hidden = || leaf.to_kind(Kind::BFloat16);
+    let keep = |logits: Tensor, _: i64, _: i64| Ok(logits);
+    let full = (hidden()
+        .matmul(&weight.to_kind(Kind::BFloat16).tr())
+        .to_kind(Kind::Float)
+        / 0.8)
+        .log_softmax(-1, Kind::Float)
+        .gather(1, &labels.unsqueeze(1), false)
+        .squeeze_dim(1);
+    (&full * &upstream).sum(Kind::Float).backward();
+    let (full_dh, full_dw) = (leaf.grad().copy(), weight.grad().copy());
+    let _ = leaf.grad().zero_();
+    let _ = weight.grad().zero_();
+    let logps = trainer::model::loss::chunked_label_logps(&hidden(), &weight, &labels, 0.8, &keep)
+        .expect("logps");
+    let diff = f64::try_from((&logps - full.detach()).abs().max()).expect("f64");
+    assert!(diff < 1e-3, "log-probs off by {diff}");
+    trainer::model::loss::chunked_label_logps_surrogate(
+        &hidden(),
+        &weight,
+        &labels,
+        0.8,
+        &keep,
+        &upstream,
+    )
+    .expect("surrogate")
+    .backward();
     for (got, want) in [(leaf.grad(), full_dh), (weight.grad(), full_dw)] {
         let size = f64::try_from(want.abs().max()).expect("f64");
         let diff = f64::try_from((got - &want).abs().max()).expect("f64");
