@@ -1,7 +1,8 @@
 //! The language-modelling losses, in fp32 whatever the compute kind: cross-entropy over the
-//! full logits, and a chunked form for pretraining (fp32 or bf16) that never holds the
-//! `[tokens, vocab]` logits whole (on a small model with a large vocabulary the output layer is most of a
-//! step's memory traffic).
+//! full logits; chunked forms that never hold the `[tokens, vocab]` logits whole (on a small
+//! model with a large vocabulary the output layer is most of a step's memory traffic): the
+//! cross-entropy with its gradient for pretraining and SFT, and label log-probs with a
+//! surrogate for their gradient for DPO, KTO and GRPO; fp32 or bf16 compute.
 
 use tch::{Kind, TchError, Tensor};
 
@@ -43,31 +44,18 @@ pub fn chunked_cross_entropy(
     let width = hidden.size().last().copied().unwrap_or(0);
     let rows = hidden.f_reshape([-1, width])?;
     let targets = targets.f_reshape([-1])?;
-    let n = rows.size()[0];
-    let (h, w) = (rows.f_detach()?, weight.f_detach()?);
+    let h = rows.f_detach()?;
     let compute = h.kind();
-    let chunk = chunk_rows(w.size()[0], h.device());
     let grad_h = h.f_zeros_like()?;
-    // A frozen output layer (LoRA elsewhere) needs no gradient: one matmul a chunk less.
-    let train_weight = weight.requires_grad();
-    let mut grad_w = w.f_zeros_like()?.f_to_kind(Kind::Float)?;
+    let mut grad_w = WeightGrad::new(weight)?;
     let mut loss = Tensor::f_zeros([], (Kind::Float, h.device()))?;
-    tch::no_grad(|| -> TResult<()> {
-        // The weight in the compute kind, as the full path's linear layer takes it.
-        let wc = if w.kind() == compute {
-            w.shallow_clone()
-        } else {
-            w.f_to_kind(compute)?
-        };
-        let wt = wc.f_tr()?;
-        let mut start = 0;
-        while start < n {
-            let len = chunk.min(n - start);
-            let hc = h.f_narrow(0, start, len)?;
+    tch::no_grad(|| {
+        let wc = weight_in(&weight.f_detach()?, compute)?;
+        let keep: AdjustLogits<'_> = &|logits, _, _| Ok(logits);
+        for_each_chunk(&h, &wc, 1.0, keep, |start, len, hc, mut logits| {
             let tc = targets.f_narrow(0, start, len)?;
             let valid = tc.f_ne(-100)?.f_to_kind(Kind::Float)?.f_unsqueeze(1)?;
             let index = tc.f_clamp_min(0)?.f_unsqueeze(1)?;
-            let mut logits = hc.f_matmul(&wt)?.f_to_kind(Kind::Float)?;
             let lse = logits.f_logsumexp([-1], true)?;
             let picked = logits.f_gather(1, &index, false)?;
             loss = loss.f_add(&lse.f_sub(&picked)?.f_mul(&valid)?.f_sum(Kind::Float)?)?;
@@ -75,32 +63,51 @@ pub fn chunked_cross_entropy(
             let _ = logits.f_sub_(&lse)?.f_exp_()?;
             let _ = logits.f_scatter_add_(1, &index, &valid.f_neg()?)?;
             let _ = logits.f_mul_(&valid.f_mul_scalar(scale)?)?;
-            let dlogits = if compute == Kind::Float {
-                logits.shallow_clone()
-            } else {
-                logits.f_to_kind(compute)?
-            };
             grad_h
                 .f_narrow(0, start, len)?
-                .f_copy_(&dlogits.f_matmul(&wc)?)?;
-            if train_weight {
-                let hc32 = if compute == Kind::Float {
-                    hc
-                } else {
-                    hc.f_to_kind(Kind::Float)?
-                };
-                let _ = grad_w.f_addmm_(&logits.f_tr()?, &hc32)?;
-            }
-            start += len;
+                .f_copy_(&weight_in(&logits, compute)?.f_matmul(&wc)?)?;
+            grad_w.add(&logits, hc)
+        })
+    })?;
+    let surrogate = rows.f_mul(&grad_h)?.f_sum(Kind::Float)?;
+    Ok((loss, grad_w.surrogate(weight, surrogate)?))
+}
+
+/// The output weight's gradient, accumulated in fp32 chunk by chunk; none for a frozen
+/// weight (LoRA elsewhere), which saves a `[vocab, hidden]` buffer and a matmul a chunk.
+struct WeightGrad(Option<Tensor>);
+
+impl WeightGrad {
+    fn new(weight: &Tensor) -> TResult<Self> {
+        Ok(Self(if weight.requires_grad() {
+            Some(Tensor::f_zeros(
+                weight.size(),
+                (Kind::Float, weight.device()),
+            )?)
+        } else {
+            None
+        }))
+    }
+
+    /// Adds `dlogitsᵀ @ rows` (`dlogits` fp32 `[len, vocab]`, `rows` the chunk's inputs).
+    fn add(&mut self, dlogits: &Tensor, rows: &Tensor) -> TResult<()> {
+        if let Some(g) = &mut self.0 {
+            let _ = g.f_addmm_(&dlogits.f_tr()?, &weight_in(rows, Kind::Float)?)?;
         }
         Ok(())
-    })?;
-    let mut surrogate = rows.f_mul(&grad_h)?.f_sum(Kind::Float)?;
-    if train_weight {
-        let grad_w = grad_w.f_to_kind(weight.kind())?;
-        surrogate = surrogate.f_add(&weight.f_mul(&grad_w)?.f_sum(Kind::Float)?)?;
     }
-    Ok((loss, surrogate))
+
+    /// `surrogate` plus `Σ weight · gradient`, whose backward hands the gradient to `weight`.
+    fn surrogate(self, weight: &Tensor, surrogate: Tensor) -> TResult<Tensor> {
+        match self.0 {
+            Some(g) => surrogate.f_add(
+                &weight
+                    .f_mul(&g.f_to_kind(weight.kind())?)?
+                    .f_sum(Kind::Float)?,
+            ),
+            None => Ok(surrogate),
+        }
+    }
 }
 
 /// Summed cross-entropy in fp32 over targets that are not `-100`, and their count.
@@ -203,8 +210,7 @@ pub fn chunked_label_logps_surrogate(
     let h = rows.f_detach()?;
     let compute = h.kind();
     let grad_h = h.f_zeros_like()?;
-    let train_weight = weight.requires_grad();
-    let mut grad_w = Tensor::f_zeros(weight.size(), (Kind::Float, weight.device()))?;
+    let mut grad_w = WeightGrad::new(weight)?;
     tch::no_grad(|| {
         let wc = weight_in(&weight.f_detach()?, compute)?;
         for_each_chunk(
@@ -227,17 +233,9 @@ pub fn chunked_label_logps_surrogate(
                 grad_h
                     .f_narrow(0, start, len)?
                     .f_copy_(&weight_in(&logits, compute)?.f_matmul(&wc)?)?;
-                if train_weight {
-                    let _ = grad_w.f_addmm_(&logits.f_tr()?, &weight_in(hc, Kind::Float)?)?;
-                }
-                Ok(())
+                grad_w.add(&logits, hc)
             },
         )
     })?;
-    let mut surrogate = rows.f_mul(&grad_h)?.f_sum(Kind::Float)?;
-    if train_weight {
-        let grad_w = grad_w.f_to_kind(weight.kind())?;
-        surrogate = surrogate.f_add(&weight.f_mul(&grad_w)?.f_sum(Kind::Float)?)?;
-    }
-    Ok(surrogate)
+    grad_w.surrogate(weight, rows.f_mul(&grad_h)?.f_sum(Kind::Float)?)
 }
