@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tch::{Device, Kind, Reduction, TchError, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
 
 use crate::engine::config::Precision;
 use crate::engine::parallel::DataParallel;
@@ -31,20 +31,7 @@ use crate::post::step_logps::StepLogps;
 /// Summed log-probability of each packed sequence's target tokens, `[sequences]` fp32, from
 /// logits at the target cells only (prompts and padding add nothing and get no logits).
 pub fn sequence_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
-    let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
-    let (cells, targets) = batch.target_cells()?;
-    let token_logps = model
-        .logits_at(&hidden, &cells)?
-        .f_to_kind(Kind::Float)?
-        .f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::None, -100, 0.0)?
-        .f_neg()?;
-    let sequence_of = batch
-        .sequence_of
-        .f_reshape([-1])?
-        .f_index_select(0, &cells)?;
-    Tensor::f_zeros([batch.sequences + 1], (Kind::Float, token_logps.device()))?
-        .f_scatter_add(0, &sequence_of, &token_logps)?
-        .f_narrow(0, 0, batch.sequences)
+    StepLogps::through_logits(model, batch, 1.0, None)?.per_sequence(batch)
 }
 
 /// Reference log-probabilities `[pairs, 2]` (chosen, rejected) on the CPU, and how many

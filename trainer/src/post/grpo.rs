@@ -37,7 +37,7 @@ use crate::post::data::{self, DrawOrder, PackedBatch, Sequence};
 use crate::post::prompts::{self, GrpoPrompt};
 use crate::post::rewards::{self, Answer, Rewards};
 use crate::post::sampled::SamplingMask;
-use crate::post::step_logps::{StepLogps, label_logps};
+use crate::post::step_logps::StepLogps;
 
 /// Advantages of one group's rewards: GRPO's normalised ones or RLOO's leave-one-out.
 pub fn advantages(rewards: &[f64], rloo: bool) -> Vec<f64> {
@@ -97,18 +97,9 @@ pub fn token_logps(
     temperature: f64,
     mask: Option<&SamplingMask>,
 ) -> Result<Tensor, TchError> {
-    let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
     // Logits at the target cells (the answers' tokens) only: the output layer, the fp32
     // copy, the mask and the normalization are [targets, vocab], not [rows, len, vocab].
-    let (cells, targets) = batch.target_cells()?;
-    let mut picked = model.logits_at(&hidden, &cells)?.f_to_kind(Kind::Float)?;
-    if let Some(mask) = mask {
-        picked = mask.apply_at(&picked, &cells)?;
-    }
-    let logps = label_logps(&picked, &targets, temperature)?;
-    Tensor::f_zeros([batch.labels.numel() as i64], (Kind::Float, logps.device()))?
-        .f_index_copy(0, &cells, &logps)?
-        .f_view_as(&batch.labels)
+    StepLogps::through_logits(model, batch, temperature, mask)?.per_token(batch)
 }
 
 /// The GRPO objective.
@@ -441,6 +432,7 @@ pub fn run(config: &PostConfig, resume: Resume, faults: Faults) -> Result<Summar
 mod tests {
     use super::*;
     use crate::model::sample::pick_token;
+    use crate::post::step_logps::label_logps;
 
     /// The log-probs GRPO's ratio and KL use are those of the distribution the answers are
     /// sampled from: at temperature 0.5, the share of an even grid of draws that

@@ -78,19 +78,41 @@ impl<'a> StepLogps<'a> {
                     chunked: Some(chunked),
                 })
             }
-            None => {
-                let mut picked = model.logits_at(&hidden, &cells)?.f_to_kind(Kind::Float)?;
-                if let Some(mask) = mask {
-                    picked = mask.apply_at(&picked, &cells)?;
-                }
-                let values = label_logps(&picked, &targets, temperature)?;
-                Ok(Self {
-                    values,
-                    cells,
-                    chunked: None,
-                })
-            }
+            None => Self::graph(model, &hidden, cells, &targets, temperature, mask),
         }
+    }
+
+    /// The same log-probs through the logits at the target cells and autograd, whatever the
+    /// output layer (the reference's and evaluation's, under no graph, and a LoRA output
+    /// layer's).
+    pub fn through_logits(
+        model: &LanguageModel,
+        batch: &PackedBatch,
+        temperature: f64,
+        mask: Option<&SamplingMask>,
+    ) -> Result<Self, TchError> {
+        let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
+        let (cells, targets) = batch.target_cells()?;
+        Self::graph(model, &hidden, cells, &targets, temperature, mask)
+    }
+
+    fn graph(
+        model: &LanguageModel,
+        hidden: &Tensor,
+        cells: Tensor,
+        targets: &Tensor,
+        temperature: f64,
+        mask: Option<&SamplingMask>,
+    ) -> Result<Self, TchError> {
+        let mut picked = model.logits_at(hidden, &cells)?.f_to_kind(Kind::Float)?;
+        if let Some(mask) = mask {
+            picked = mask.apply_at(&picked, &cells)?;
+        }
+        Ok(Self {
+            values: label_logps(&picked, targets, temperature)?,
+            cells,
+            chunked: None,
+        })
     }
 
     /// Per token, `[rows, len]` (0 off target).
