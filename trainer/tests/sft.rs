@@ -311,7 +311,7 @@ fn an_interrupted_lora_sft_run_resumes_bit_for_bit() {
 #[test]
 fn losses_from_the_target_cells_logits_equal_those_from_the_full_logits() {
     use trainer::model::loss::cross_entropy_sum;
-    use trainer::post::{dpo::sequence_logps, grpo::token_logps};
+    use trainer::post::step_logps::StepLogps;
 
     let lm = LanguageModel::new(&small_model(false), Device::Cpu, Kind::Float, 8).expect("model");
     let a = seq(&[5, 17, 42, 8, 9, 60, 3], &[0, 0, 0, 1, 1, 1, 1]);
@@ -372,7 +372,10 @@ fn losses_from_the_target_cells_logits_equal_those_from_the_full_logits() {
     };
     same(
         "sequence log-probs",
-        run(&|| sequence_logps(&lm, &batch).expect("dpo")),
+        run(&|| {
+            let logps = StepLogps::through_logits(&lm, &batch, 1.0, None).expect("logps");
+            logps.per_sequence(&batch).expect("dpo")
+        }),
         run(&|| {
             let per = full_token_logps(1.0).view([-1]);
             Tensor::zeros([batch.sequences + 1], (Kind::Float, Device::Cpu))
@@ -382,7 +385,10 @@ fn losses_from_the_target_cells_logits_equal_those_from_the_full_logits() {
     );
     same(
         "token log-probs at temperature 0.7",
-        run(&|| token_logps(&lm, &batch, 0.7, None).expect("grpo")),
+        run(&|| {
+            let logps = StepLogps::through_logits(&lm, &batch, 0.7, None).expect("logps");
+            logps.per_token(&batch).expect("grpo")
+        }),
         run(&|| full_token_logps(0.7)),
     );
     // The SFT objective's backward: the loss and its gradient a chunk of target cells at a

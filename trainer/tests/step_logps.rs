@@ -70,7 +70,7 @@ fn chunked_label_logps_and_their_gradient_match_autograd_through_the_full_logits
 }
 
 /// A DPO-like loss over a step's log-probs: the chunked route (a plain fp32 output layer)
-/// and its `finish` give the model the gradients autograd gives through `sequence_logps`.
+/// and its `finish` give the model the gradients autograd gives through the logits.
 #[test]
 fn a_steps_chunked_log_probs_give_the_model_the_gradients_of_the_graph_route() {
     let lm = LanguageModel::new(&small_model(false), Device::Cpu, Kind::Float, 11).expect("model");
@@ -99,7 +99,9 @@ fn a_steps_chunked_log_probs_give_the_model_the_gradients_of_the_graph_route() {
         }
     };
     zero();
-    let graph = sequence_logps(&lm, &batch).expect("logps");
+    let graph = StepLogps::through_logits(&lm, &batch, 1.0, None)
+        .and_then(|l| l.per_sequence(&batch))
+        .expect("logps");
     loss(&graph).backward();
     let want = grads();
     zero();
@@ -107,8 +109,12 @@ fn a_steps_chunked_log_probs_give_the_model_the_gradients_of_the_graph_route() {
     let per_sequence = step.per_sequence(&batch).expect("per sequence");
     assert!(max_abs_diff(&per_sequence, &graph.detach()) < 1e-4);
     let per_token = step.per_token(&batch).expect("per token");
-    let tokens = tch::no_grad(|| token_logps(&lm, &batch, 1.0, None)).expect("tokens");
+    // The no-graph log-probs (reference, old, evaluation), chunked too, are the same.
+    let tokens = token_logps(&lm, &batch, 1.0, None).expect("tokens");
+    assert!(!tokens.requires_grad());
     assert!(max_abs_diff(&per_token, &tokens) < 1e-5);
+    let sequences = sequence_logps(&lm, &batch).expect("sequences");
+    assert!(max_abs_diff(&sequences, &graph.detach()) < 1e-4);
     loss(&per_sequence).backward();
     // The loss's backward stops at the log-probs: nothing reached the model yet.
     assert!(

@@ -29,9 +29,10 @@ use crate::post::preference::{pack_pairs, pair_evaluation};
 use crate::post::step_logps::StepLogps;
 
 /// Summed log-probability of each packed sequence's target tokens, `[sequences]` fp32, from
-/// logits at the target cells only (prompts and padding add nothing and get no logits).
+/// the target cells only (prompts and padding add nothing), without a graph (the reference,
+/// evaluation; a training step takes [`StepLogps::new`]).
 pub fn sequence_logps(model: &LanguageModel, batch: &PackedBatch) -> Result<Tensor, TchError> {
-    StepLogps::through_logits(model, batch, 1.0, None)?.per_sequence(batch)
+    StepLogps::without_graph(model, batch, 1.0, None)?.per_sequence(batch)
 }
 
 /// Reference log-probabilities `[pairs, 2]` (chosen, rejected) on the CPU, and how many

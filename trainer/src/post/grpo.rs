@@ -90,16 +90,15 @@ struct Rollout {
 /// under the model's next-token distribution at `temperature` (its logits divided by it)
 /// and, with `mask`, without the tokens the sampler masked: GRPO's ratio and KL must refer to
 /// the distribution the answers were sampled from, as TRL's do. 1.0 and no mask give the
-/// model's own log-probs.
+/// model's own log-probs. Without a graph (the old and reference log-probs, scoring; a
+/// training step takes [`StepLogps::new`]).
 pub fn token_logps(
     model: &LanguageModel,
     batch: &PackedBatch,
     temperature: f64,
     mask: Option<&SamplingMask>,
 ) -> Result<Tensor, TchError> {
-    // Logits at the target cells (the answers' tokens) only: the output layer, the fp32
-    // copy, the mask and the normalization are [targets, vocab], not [rows, len, vocab].
-    StepLogps::through_logits(model, batch, temperature, mask)?.per_token(batch)
+    StepLogps::without_graph(model, batch, temperature, mask)?.per_token(batch)
 }
 
 /// The GRPO objective.

@@ -82,9 +82,37 @@ impl<'a> StepLogps<'a> {
         }
     }
 
+    /// The same log-probs without a graph (the reference and old log-probs, evaluation,
+    /// scoring): in chunks too where the output layer allows, so no pass holds the
+    /// `[targets, vocab]` logits whole.
+    pub fn without_graph(
+        model: &LanguageModel,
+        batch: &PackedBatch,
+        temperature: f64,
+        mask: Option<&SamplingMask>,
+    ) -> Result<Self, TchError> {
+        tch::no_grad(|| {
+            let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
+            let (cells, targets) = batch.target_cells()?;
+            let Some(weight) = model.chunkable_output_weight() else {
+                return Self::graph(model, &hidden, cells, &targets, temperature, mask);
+            };
+            let width = hidden.size().last().copied().unwrap_or(0);
+            let rows = hidden.f_reshape([-1, width])?.f_index_select(0, &cells)?;
+            let values = {
+                let adjust = masking(mask, &cells);
+                chunked_label_logps(&rows, weight, &targets, temperature, &adjust)?
+            };
+            Ok(Self {
+                values,
+                cells,
+                chunked: None,
+            })
+        })
+    }
+
     /// The same log-probs through the logits at the target cells and autograd, whatever the
-    /// output layer (the reference's and evaluation's, under no graph, and a LoRA output
-    /// layer's).
+    /// output layer (a LoRA output layer's training step takes them so).
     pub fn through_logits(
         model: &LanguageModel,
         batch: &PackedBatch,
