@@ -250,3 +250,23 @@ fn a_bf16_models_pretraining_loss_is_chunked_and_matches_the_full_logits() {
         );
     }
 }
+
+/// The evaluation loss (no graph, chunked over the labelled rows) is the full logits' loss.
+#[test]
+fn the_evaluation_loss_is_the_full_logits_loss_without_a_graph() {
+    let lm = LanguageModel::new(&small_model(false), Device::Cpu, Kind::Float, 12).expect("model");
+    tch::manual_seed(12);
+    let ids = Tensor::randint(97, [3, 50], (Kind::Int64, Device::Cpu));
+    let targets = Tensor::randint(97, [3, 50], (Kind::Int64, Device::Cpu));
+    let _ = targets.narrow(1, 0, 7).fill_(-100);
+    let full =
+        trainer::model::loss::cross_entropy_sum(&lm.model_forward(&ids).expect("logits"), &targets)
+            .expect("loss");
+    let chunked = lm.lm_loss_sum(&ids, &targets).expect("eval loss");
+    assert!(!chunked.requires_grad());
+    let (a, b) = (
+        f64::try_from(&chunked).expect("f64"),
+        f64::try_from(&full).expect("f64"),
+    );
+    assert!(b > 1.0 && (a - b).abs() < 1e-4 * b, "{a} against {b}");
+}

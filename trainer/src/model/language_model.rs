@@ -236,6 +236,43 @@ impl LanguageModel {
             .filter(|w| w.kind() == Kind::Float)
     }
 
+    /// A held-out batch's summed cross-entropy of `targets` (`-100` ignored), without a graph:
+    /// [`LanguageModel::rows_loss_sum`] of the causal forward's last-layer outputs.
+    pub fn lm_loss_sum(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor, TchError> {
+        tch::no_grad(|| {
+            let ids = ids.f_to_device(self.device())?;
+            let input = Input::Causal {
+                start: 0,
+                cache: None,
+            };
+            let hidden = self.model.hidden(&ids, input, self.kind, self.mode.get())?;
+            self.rows_loss_sum(&hidden, &targets.f_to_device(self.device())?)
+        })
+    }
+
+    /// The summed cross-entropy (fp32) of the logits of the last-layer outputs `rows`
+    /// (`[.., hidden]`) against `targets` (their leading shape, `-100` ignored), without a
+    /// graph (evaluation): over the labelled rows only, in chunks where the output layer
+    /// allows, so an evaluation pass holds no `[tokens, vocab]` logits either.
+    pub fn rows_loss_sum(&self, rows: &Tensor, targets: &Tensor) -> Result<Tensor, TchError> {
+        tch::no_grad(|| {
+            let width = rows.size().last().copied().unwrap_or(0);
+            let targets = targets.f_reshape([-1])?;
+            let cells = targets.f_ne(-100)?.f_nonzero()?.f_reshape([-1])?;
+            let rows = rows.f_reshape([-1, width])?.f_index_select(0, &cells)?;
+            let targets = targets.f_index_select(0, &cells)?;
+            match self.chunkable_output_weight() {
+                Some(weight) => {
+                    let keep: crate::model::loss::AdjustLogits<'_> = &|logits, _, _| Ok(logits);
+                    crate::model::loss::chunked_label_logps(&rows, weight, &targets, 1.0, keep)?
+                        .f_sum(Kind::Float)?
+                        .f_neg()
+                }
+                None => crate::model::loss::cross_entropy_sum(&self.model.logits(&rows)?, &targets),
+            }
+        })
+    }
+
     /// The summed cross-entropy of `targets` (`-100` ignored) at the rows `cells` (flat
     /// `row * len + col`) of [`LanguageModel::packed_hidden`]'s output, and its backward
     /// (gradients scaled by `scale`), without a graph: a post-training micro-batch's loss

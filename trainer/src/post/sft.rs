@@ -97,7 +97,8 @@ impl Objective for Sft {
         for chunk in chunks.take(self.eval_batches.unwrap_or(usize::MAX)) {
             let seqs: Vec<&Sequence> = chunk.iter().collect();
             let batch = data::pack(&seqs, self.row_len, self.device)?;
-            sum += f64::try_from(sft_loss_sum(model, &batch)?)?;
+            let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
+            sum += f64::try_from(model.rows_loss_sum(&hidden, &batch.target_labels()?)?)?;
             count += batch.targets;
         }
         Ok(Evaluation::per_token(sum, count))

@@ -21,7 +21,6 @@ use crate::engine::{
     Summary,
 };
 use crate::model::language_model::{LanguageModel, compute_kind};
-use crate::model::loss::cross_entropy_sum;
 use crate::model::sample::{SamplingParams, generate_text};
 use crate::model::tokenizer::TextTokenizer;
 use crate::pretrain::data::{Batch, TokenStream, WindowSampler};
@@ -81,9 +80,7 @@ impl Objective for Pretrain {
             let Some(batch) = valid.eval_batch(index)? else {
                 break;
             };
-            let logits = model.model_forward(&batch.inputs)?;
-            let targets = batch.targets.f_to_device(model.device())?;
-            sum += f64::try_from(cross_entropy_sum(&logits, &targets)?)?;
+            sum += f64::try_from(model.lm_loss_sum(&batch.inputs, &batch.targets)?)?;
             count += batch.target_tokens;
             if let Some(log_probs) = &self.unigram {
                 let ids = Vec::<i64>::try_from(batch.targets.f_flatten(0, -1)?)?;
