@@ -270,3 +270,25 @@ fn the_evaluation_loss_is_the_full_logits_loss_without_a_graph() {
     );
     assert!(b > 1.0 && (a - b).abs() < 1e-4 * b, "{a} against {b}");
 }
+
+/// Sampling's forward takes the last position's logits only: the same as the full forward's
+/// last row, on a whole prompt and on a cached step.
+#[test]
+fn the_last_positions_logits_are_the_full_forwards_last_row() {
+    let lm = LanguageModel::new(&small_model(false), Device::Cpu, Kind::Float, 13).expect("model");
+    let ids = Tensor::from_slice(&[3i64, 14, 15, 92, 65, 35, 89, 79]).view([1, 8]);
+    let full = lm.forward(&ids, 0, None).expect("forward").narrow(1, 7, 1);
+    let last = lm.forward_last(&ids, 0, None).expect("last");
+    assert_eq!(last.size(), vec![1, 1, 97]);
+    assert!(max_abs_diff(&full, &last) < 1e-5);
+    let mut cache = lm.new_cache(1, 9).expect("cache");
+    let _ = lm.forward_last(&ids, 0, Some(&mut cache)).expect("prefill");
+    let next = Tensor::from_slice(&[23i64]).view([1, 1]);
+    let cached = lm.forward_last(&next, 8, Some(&mut cache)).expect("step");
+    let whole = Tensor::cat(&[ids, next], 1);
+    let full = lm
+        .forward(&whole, 0, None)
+        .expect("forward")
+        .narrow(1, 8, 1);
+    assert!(max_abs_diff(&full, &cached) < 1e-5);
+}

@@ -201,6 +201,22 @@ impl LanguageModel {
             .forward(&ids, start, cache, self.kind, self.mode.get())?)
     }
 
+    /// Logits `[batch, 1, vocab]` (in the compute kind) of the last position only, as
+    /// [`LanguageModel::forward`] gives them otherwise: sampling needs no more, so a
+    /// prompt's prefill holds no `[prompt, vocab]` logits.
+    pub fn forward_last(
+        &self,
+        ids: &Tensor,
+        start: i64,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let ids = ids.f_to_device(self.device())?;
+        let input = Input::Causal { start, cache };
+        let hidden = self.model.hidden(&ids, input, self.kind, self.mode.get())?;
+        let t = hidden.size()[1];
+        Ok(self.model.logits(&hidden.f_narrow(1, t - 1, 1)?)?)
+    }
+
     /// Training/eval forward over a whole batch from position 0, keeping libtorch's error
     /// type so callers can recognise out-of-memory.
     pub fn model_forward(&self, ids: &Tensor) -> Result<Tensor, TchError> {

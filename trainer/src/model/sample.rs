@@ -178,7 +178,7 @@ pub fn generate_text(
         };
         let as_batch =
             |ids: &[i64]| -> Result<Tensor> { Ok(Tensor::f_from_slice(ids)?.f_unsqueeze(0)?) };
-        let mut logits = model.forward(&as_batch(&ids)?, 0, cache.as_mut())?;
+        let mut logits = model.forward_last(&as_batch(&ids)?, 0, cache.as_mut())?;
         let mut state = Utf8State::Between;
         for i in 0..budget {
             let mut row = last_row(&logits)?;
@@ -201,9 +201,9 @@ pub fn generate_text(
             logits = match cache.as_mut() {
                 Some(cache) => {
                     let start = cache.len();
-                    model.forward(&as_batch(&ids[ids.len() - 1..])?, start, Some(cache))?
+                    model.forward_last(&as_batch(&ids[ids.len() - 1..])?, start, Some(cache))?
                 }
-                None => model.forward(&as_batch(&ids)?, 0, None)?,
+                None => model.forward_last(&as_batch(&ids)?, 0, None)?,
             };
         }
         Ok(())
