@@ -14,6 +14,7 @@ use tch::{Device, Kind, TchError, Tensor};
 use crate::engine::config::{ModelConfig, Precision};
 use crate::model::llama::{Input, KvCache, Linear, Llama, Packing};
 use crate::model::lora::{self, AdapterMode, LoraConfig};
+use crate::model::loss::{labelled_cells, rows_at};
 
 /// Name of the reward model's scalar head, as `LlamaForSequenceClassification` calls it.
 pub const SCORE_HEAD: &str = "score.weight";
@@ -210,11 +211,22 @@ impl LanguageModel {
         start: i64,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let ids = ids.f_to_device(self.device())?;
-        let input = Input::Causal { start, cache };
-        let hidden = self.model.hidden(&ids, input, self.kind, self.mode.get())?;
+        let hidden = self.causal_hidden(ids, start, cache)?;
         let t = hidden.size()[1];
         Ok(self.model.logits(&hidden.f_narrow(1, t - 1, 1)?)?)
+    }
+
+    /// The last layer's normed output `[batch, seq, hidden]` for int64 `ids` on any device at
+    /// positions `start..` (the cache, when given, holds `start` positions).
+    fn causal_hidden(
+        &self,
+        ids: &Tensor,
+        start: i64,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor, TchError> {
+        let ids = ids.f_to_device(self.device())?;
+        let input = Input::Causal { start, cache };
+        self.model.hidden(&ids, input, self.kind, self.mode.get())
     }
 
     /// Training/eval forward over a whole batch from position 0, keeping libtorch's error
@@ -233,14 +245,8 @@ impl LanguageModel {
         targets: &Tensor,
         scale: f64,
     ) -> Result<Tensor, TchError> {
-        let ids = ids.f_to_device(self.device())?;
-        let targets = targets.f_to_device(self.device())?;
-        let input = Input::Causal {
-            start: 0,
-            cache: None,
-        };
-        let hidden = self.model.hidden(&ids, input, self.kind, self.mode.get())?;
-        self.rows_loss_backward(&hidden, &targets, scale)
+        let hidden = self.causal_hidden(ids, 0, None)?;
+        self.rows_loss_backward(&hidden, &targets.f_to_device(self.device())?, scale)
     }
 
     /// The output projection's weight when the chunked losses of [`crate::model::loss`] can
@@ -256,12 +262,7 @@ impl LanguageModel {
     /// [`LanguageModel::rows_loss_sum`] of the causal forward's last-layer outputs.
     pub fn lm_loss_sum(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor, TchError> {
         tch::no_grad(|| {
-            let ids = ids.f_to_device(self.device())?;
-            let input = Input::Causal {
-                start: 0,
-                cache: None,
-            };
-            let hidden = self.model.hidden(&ids, input, self.kind, self.mode.get())?;
+            let hidden = self.causal_hidden(ids, 0, None)?;
             self.rows_loss_sum(&hidden, &targets.f_to_device(self.device())?)
         })
     }
@@ -272,11 +273,8 @@ impl LanguageModel {
     /// allows, so an evaluation pass holds no `[tokens, vocab]` logits either.
     pub fn rows_loss_sum(&self, rows: &Tensor, targets: &Tensor) -> Result<Tensor, TchError> {
         tch::no_grad(|| {
-            let width = rows.size().last().copied().unwrap_or(0);
-            let targets = targets.f_reshape([-1])?;
-            let cells = targets.f_ne(-100)?.f_nonzero()?.f_reshape([-1])?;
-            let rows = rows.f_reshape([-1, width])?.f_index_select(0, &cells)?;
-            let targets = targets.f_index_select(0, &cells)?;
+            let (cells, targets) = labelled_cells(targets)?;
+            let rows = rows_at(rows, &cells)?;
             match self.chunkable_output_weight() {
                 Some(weight) => {
                     let keep: crate::model::loss::AdjustLogits<'_> = &|logits, _, _| Ok(logits);
@@ -300,9 +298,7 @@ impl LanguageModel {
         targets: &Tensor,
         scale: f64,
     ) -> Result<Tensor, TchError> {
-        let width = hidden.size().last().copied().unwrap_or(0);
-        let rows = hidden.f_reshape([-1, width])?.f_index_select(0, cells)?;
-        self.rows_loss_backward(&rows, targets, scale)
+        self.rows_loss_backward(&rows_at(hidden, cells)?, targets, scale)
     }
 
     /// The summed cross-entropy of the logits of the last-layer outputs `rows` (`[.., hidden]`)
@@ -351,9 +347,7 @@ impl LanguageModel {
     /// those rows only, so a batch's prompts and padding cost no `[.., vocab]` logits, in
     /// the forward or kept for the backward.
     pub fn logits_at(&self, hidden: &Tensor, cells: &Tensor) -> Result<Tensor, TchError> {
-        let width = hidden.size().last().copied().unwrap_or(0);
-        let rows = hidden.f_reshape([-1, width])?.f_index_select(0, cells)?;
-        self.model.logits(&rows)
+        self.model.logits(&rows_at(hidden, cells)?)
     }
 
     /// The score head applied to `hidden: [n, hidden]`, as `[n]` fp32.

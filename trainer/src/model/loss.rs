@@ -110,6 +110,22 @@ impl WeightGrad {
     }
 }
 
+/// The flat positions whose target is not `-100` (ascending) and those targets, both `[n]`
+/// int64, from `targets` of any shape: where the losses take logits.
+pub fn labelled_cells(targets: &Tensor) -> TResult<(Tensor, Tensor)> {
+    let targets = targets.f_reshape([-1])?;
+    let cells = targets.f_ne(-100)?.f_nonzero()?.f_reshape([-1])?;
+    let picked = targets.f_index_select(0, &cells)?;
+    Ok((cells, picked))
+}
+
+/// The rows `cells` (flat positions over the leading dimensions) of `hidden`
+/// (`[.., hidden]`), as `[cells, hidden]`.
+pub fn rows_at(hidden: &Tensor, cells: &Tensor) -> TResult<Tensor> {
+    let width = hidden.size().last().copied().unwrap_or(0);
+    hidden.f_reshape([-1, width])?.f_index_select(0, cells)
+}
+
 /// Summed cross-entropy in fp32 over targets that are not `-100`, and their count.
 pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> TResult<Tensor> {
     let vocab = logits.size().last().copied().unwrap_or(0);

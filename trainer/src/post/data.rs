@@ -310,10 +310,7 @@ impl PackedBatch {
     /// labels, both `[targets]` int64. The losses take logits at these cells only
     /// ([`crate::model::language_model::LanguageModel::logits_at`]).
     pub fn target_cells(&self) -> Result<(Tensor, Tensor), TchError> {
-        let labels = self.target_labels()?.f_reshape([-1])?;
-        let cells = labels.f_ne(-100)?.f_nonzero()?.f_reshape([-1])?;
-        let picked = labels.f_index_select(0, &cells)?;
-        Ok((cells, picked))
+        crate::model::loss::labelled_cells(&self.target_labels()?)
     }
 }
 

@@ -8,7 +8,7 @@
 use tch::{Kind, Reduction, TchError, Tensor};
 
 use crate::model::language_model::LanguageModel;
-use crate::model::loss::{chunked_label_logps, chunked_label_logps_surrogate};
+use crate::model::loss::{chunked_label_logps, chunked_label_logps_surrogate, rows_at};
 use crate::post::data::PackedBatch;
 use crate::post::sampled::SamplingMask;
 
@@ -44,6 +44,17 @@ fn masking<'m>(
     }
 }
 
+/// How [`StepLogps`] computes its log-probs.
+#[derive(Clone, Copy, PartialEq)]
+enum Route {
+    /// In chunks where the output layer allows, the gradient handed on by `finish`.
+    Step,
+    /// In chunks where the output layer allows, no gradient.
+    NoGraph,
+    /// Through the target cells' logits and autograd, whatever the output layer.
+    Logits,
+}
+
 impl<'a> StepLogps<'a> {
     /// The log-probs of `batch`'s target labels under the model's next-token distribution
     /// at `temperature` and, with `mask`, without the tokens the sampler masked (as
@@ -54,92 +65,78 @@ impl<'a> StepLogps<'a> {
         temperature: f64,
         mask: Option<&'a SamplingMask>,
     ) -> Result<Self, TchError> {
-        let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
-        let (cells, targets) = batch.target_cells()?;
-        match model.chunkable_output_weight() {
-            Some(weight) => {
-                let width = hidden.size().last().copied().unwrap_or(0);
-                let rows = hidden.f_reshape([-1, width])?.f_index_select(0, &cells)?;
-                let values = {
-                    let adjust = masking(mask, &cells);
-                    chunked_label_logps(&rows, weight, &targets, temperature, &adjust)?
-                };
-                let values = values.f_set_requires_grad(true)?;
-                let chunked = Chunked {
-                    weight,
-                    rows,
-                    targets,
-                    temperature,
-                    mask,
-                };
-                Ok(Self {
-                    values,
-                    cells,
-                    chunked: Some(chunked),
-                })
-            }
-            None => Self::graph(model, &hidden, cells, &targets, temperature, mask),
-        }
+        Self::build(model, batch, temperature, mask, Route::Step)
     }
 
     /// The same log-probs without a graph (the reference and old log-probs, evaluation,
     /// scoring): in chunks too where the output layer allows, so no pass holds the
     /// `[targets, vocab]` logits whole.
     pub fn without_graph(
-        model: &LanguageModel,
+        model: &'a LanguageModel,
         batch: &PackedBatch,
         temperature: f64,
-        mask: Option<&SamplingMask>,
+        mask: Option<&'a SamplingMask>,
     ) -> Result<Self, TchError> {
-        tch::no_grad(|| {
-            let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
-            let (cells, targets) = batch.target_cells()?;
-            let Some(weight) = model.chunkable_output_weight() else {
-                return Self::graph(model, &hidden, cells, &targets, temperature, mask);
-            };
-            let width = hidden.size().last().copied().unwrap_or(0);
-            let rows = hidden.f_reshape([-1, width])?.f_index_select(0, &cells)?;
-            let values = {
-                let adjust = masking(mask, &cells);
-                chunked_label_logps(&rows, weight, &targets, temperature, &adjust)?
-            };
-            Ok(Self {
-                values,
-                cells,
-                chunked: None,
-            })
-        })
+        tch::no_grad(|| Self::build(model, batch, temperature, mask, Route::NoGraph))
     }
 
     /// The same log-probs through the logits at the target cells and autograd, whatever the
     /// output layer (a LoRA output layer's training step takes them so).
     pub fn through_logits(
-        model: &LanguageModel,
+        model: &'a LanguageModel,
         batch: &PackedBatch,
         temperature: f64,
-        mask: Option<&SamplingMask>,
+        mask: Option<&'a SamplingMask>,
+    ) -> Result<Self, TchError> {
+        Self::build(model, batch, temperature, mask, Route::Logits)
+    }
+
+    fn build(
+        model: &'a LanguageModel,
+        batch: &PackedBatch,
+        temperature: f64,
+        mask: Option<&'a SamplingMask>,
+        route: Route,
     ) -> Result<Self, TchError> {
         let hidden = model.packed_hidden(&batch.ids, batch.packing())?;
         let (cells, targets) = batch.target_cells()?;
-        Self::graph(model, &hidden, cells, &targets, temperature, mask)
-    }
-
-    fn graph(
-        model: &LanguageModel,
-        hidden: &Tensor,
-        cells: Tensor,
-        targets: &Tensor,
-        temperature: f64,
-        mask: Option<&SamplingMask>,
-    ) -> Result<Self, TchError> {
-        let mut picked = model.logits_at(hidden, &cells)?.f_to_kind(Kind::Float)?;
-        if let Some(mask) = mask {
-            picked = mask.apply_at(&picked, &cells)?;
+        let weight = match route {
+            Route::Logits => None,
+            Route::Step | Route::NoGraph => model.chunkable_output_weight(),
+        };
+        let Some(weight) = weight else {
+            let mut picked = model.logits_at(&hidden, &cells)?.f_to_kind(Kind::Float)?;
+            if let Some(mask) = mask {
+                picked = mask.apply_at(&picked, &cells)?;
+            }
+            return Ok(Self {
+                values: label_logps(&picked, &targets, temperature)?,
+                cells,
+                chunked: None,
+            });
+        };
+        let rows = rows_at(&hidden, &cells)?;
+        let values = {
+            let adjust = masking(mask, &cells);
+            chunked_label_logps(&rows, weight, &targets, temperature, &adjust)?
+        };
+        if route == Route::NoGraph {
+            return Ok(Self {
+                values,
+                cells,
+                chunked: None,
+            });
         }
         Ok(Self {
-            values: label_logps(&picked, targets, temperature)?,
+            values: values.f_set_requires_grad(true)?,
             cells,
-            chunked: None,
+            chunked: Some(Chunked {
+                weight,
+                rows,
+                targets,
+                temperature,
+                mask,
+            }),
         })
     }
 
