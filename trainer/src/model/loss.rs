@@ -44,69 +44,75 @@ pub fn chunked_cross_entropy(
     let width = hidden.size().last().copied().unwrap_or(0);
     let rows = hidden.f_reshape([-1, width])?;
     let targets = targets.f_reshape([-1])?;
+    let mut loss = Tensor::f_zeros([], (Kind::Float, rows.device()))?;
+    let keep: AdjustLogits<'_> = &|logits, _, _| Ok(logits);
+    let surrogate = chunked_backprop(&rows, weight, 1.0, keep, |start, len, logits| {
+        let tc = targets.f_narrow(0, start, len)?;
+        let valid = tc.f_ne(-100)?.f_to_kind(Kind::Float)?.f_unsqueeze(1)?;
+        let index = tc.f_clamp_min(0)?.f_unsqueeze(1)?;
+        let lse = logits.f_logsumexp([-1], true)?;
+        let picked = logits.f_gather(1, &index, false)?;
+        loss = loss.f_add(&lse.f_sub(&picked)?.f_mul(&valid)?.f_sum(Kind::Float)?)?;
+        // The gradient of the summed loss w.r.t. the logits: softmax - one-hot, per row.
+        let _ = logits.f_sub_(&lse)?.f_exp_()?;
+        let _ = logits.f_scatter_add_(1, &index, &valid.f_neg()?)?;
+        let _ = logits.f_mul_(&valid.f_mul_scalar(scale)?)?;
+        Ok(())
+    })?;
+    Ok((loss, surrogate))
+}
+
+/// The chunked backward both chunked forms share: over the chunks of `rows @ weightᵀ`
+/// (adjusted, divided by `temperature`, fp32), `to_grad` turns each chunk's logits in place
+/// into the loss's gradient with respect to them; the rows' gradient (in their kind) and the
+/// weight's (fp32, none for a frozen weight, which saves a `[vocab, hidden]` buffer and a
+/// matmul a chunk) are accumulated from them. Returns the surrogate scalar whose backward
+/// hands those gradients to everything `rows` depends on and to `weight`.
+fn chunked_backprop(
+    rows: &Tensor,
+    weight: &Tensor,
+    temperature: f64,
+    adjust: AdjustLogits<'_>,
+    mut to_grad: impl FnMut(i64, i64, &mut Tensor) -> TResult<()>,
+) -> TResult<Tensor> {
     let h = rows.f_detach()?;
     let compute = h.kind();
     let grad_h = h.f_zeros_like()?;
-    let mut grad_w = WeightGrad::new(weight)?;
-    let mut loss = Tensor::f_zeros([], (Kind::Float, h.device()))?;
+    let mut grad_w = if weight.requires_grad() {
+        Some(Tensor::f_zeros(
+            weight.size(),
+            (Kind::Float, weight.device()),
+        )?)
+    } else {
+        None
+    };
     tch::no_grad(|| {
         let wc = weight_in(&weight.f_detach()?, compute)?;
-        let keep: AdjustLogits<'_> = &|logits, _, _| Ok(logits);
-        for_each_chunk(&h, &wc, 1.0, keep, |start, len, hc, mut logits| {
-            let tc = targets.f_narrow(0, start, len)?;
-            let valid = tc.f_ne(-100)?.f_to_kind(Kind::Float)?.f_unsqueeze(1)?;
-            let index = tc.f_clamp_min(0)?.f_unsqueeze(1)?;
-            let lse = logits.f_logsumexp([-1], true)?;
-            let picked = logits.f_gather(1, &index, false)?;
-            loss = loss.f_add(&lse.f_sub(&picked)?.f_mul(&valid)?.f_sum(Kind::Float)?)?;
-            // The gradient of the summed loss w.r.t. the logits: softmax - one-hot, per row.
-            let _ = logits.f_sub_(&lse)?.f_exp_()?;
-            let _ = logits.f_scatter_add_(1, &index, &valid.f_neg()?)?;
-            let _ = logits.f_mul_(&valid.f_mul_scalar(scale)?)?;
-            grad_h
-                .f_narrow(0, start, len)?
-                .f_copy_(&weight_in(&logits, compute)?.f_matmul(&wc)?)?;
-            grad_w.add(&logits, hc)
-        })
+        for_each_chunk(
+            &h,
+            &wc,
+            temperature,
+            adjust,
+            |start, len, hc, mut logits| {
+                to_grad(start, len, &mut logits)?;
+                grad_h
+                    .f_narrow(0, start, len)?
+                    .f_copy_(&weight_in(&logits, compute)?.f_matmul(&wc)?)?;
+                if let Some(g) = &mut grad_w {
+                    let _ = g.f_addmm_(&logits.f_tr()?, &weight_in(hc, Kind::Float)?)?;
+                }
+                Ok(())
+            },
+        )
     })?;
     let surrogate = rows.f_mul(&grad_h)?.f_sum(Kind::Float)?;
-    Ok((loss, grad_w.surrogate(weight, surrogate)?))
-}
-
-/// The output weight's gradient, accumulated in fp32 chunk by chunk; none for a frozen
-/// weight (LoRA elsewhere), which saves a `[vocab, hidden]` buffer and a matmul a chunk.
-struct WeightGrad(Option<Tensor>);
-
-impl WeightGrad {
-    fn new(weight: &Tensor) -> TResult<Self> {
-        Ok(Self(if weight.requires_grad() {
-            Some(Tensor::f_zeros(
-                weight.size(),
-                (Kind::Float, weight.device()),
-            )?)
-        } else {
-            None
-        }))
-    }
-
-    /// Adds `dlogitsᵀ @ rows` (`dlogits` fp32 `[len, vocab]`, `rows` the chunk's inputs).
-    fn add(&mut self, dlogits: &Tensor, rows: &Tensor) -> TResult<()> {
-        if let Some(g) = &mut self.0 {
-            let _ = g.f_addmm_(&dlogits.f_tr()?, &weight_in(rows, Kind::Float)?)?;
-        }
-        Ok(())
-    }
-
-    /// `surrogate` plus `Σ weight · gradient`, whose backward hands the gradient to `weight`.
-    fn surrogate(self, weight: &Tensor, surrogate: Tensor) -> TResult<Tensor> {
-        match self.0 {
-            Some(g) => surrogate.f_add(
-                &weight
-                    .f_mul(&g.f_to_kind(weight.kind())?)?
-                    .f_sum(Kind::Float)?,
-            ),
-            None => Ok(surrogate),
-        }
+    match grad_w {
+        Some(g) => surrogate.f_add(
+            &weight
+                .f_mul(&g.f_to_kind(weight.kind())?)?
+                .f_sum(Kind::Float)?,
+        ),
+        None => Ok(surrogate),
     }
 }
 
@@ -223,35 +229,18 @@ pub fn chunked_label_logps_surrogate(
     adjust: AdjustLogits<'_>,
     upstream: &Tensor,
 ) -> TResult<Tensor> {
-    let h = rows.f_detach()?;
-    let compute = h.kind();
-    let grad_h = h.f_zeros_like()?;
-    let mut grad_w = WeightGrad::new(weight)?;
-    tch::no_grad(|| {
-        let wc = weight_in(&weight.f_detach()?, compute)?;
-        for_each_chunk(
-            &h,
-            &wc,
-            temperature,
-            adjust,
-            |start, len, hc, mut logits| {
-                let index = labels.f_narrow(0, start, len)?.f_unsqueeze(1)?;
-                let g = upstream
-                    .f_narrow(0, start, len)?
-                    .f_unsqueeze(1)?
-                    .f_div_scalar(temperature)?;
-                let lse = logits.f_logsumexp([-1], true)?;
-                // -softmax, then + one-hot at the label, times the upstream gradient / T.
-                let _ = logits.f_sub_(&lse)?.f_exp_()?.f_neg_()?;
-                let ones = Tensor::f_ones([len, 1], (Kind::Float, logits.device()))?;
-                let _ = logits.f_scatter_add_(1, &index, &ones)?;
-                let _ = logits.f_mul_(&g)?;
-                grad_h
-                    .f_narrow(0, start, len)?
-                    .f_copy_(&weight_in(&logits, compute)?.f_matmul(&wc)?)?;
-                grad_w.add(&logits, hc)
-            },
-        )
-    })?;
-    grad_w.surrogate(weight, rows.f_mul(&grad_h)?.f_sum(Kind::Float)?)
+    chunked_backprop(rows, weight, temperature, adjust, |start, len, logits| {
+        let index = labels.f_narrow(0, start, len)?.f_unsqueeze(1)?;
+        let g = upstream
+            .f_narrow(0, start, len)?
+            .f_unsqueeze(1)?
+            .f_div_scalar(temperature)?;
+        let lse = logits.f_logsumexp([-1], true)?;
+        // -softmax, then + one-hot at the label, times the upstream gradient / T.
+        let _ = logits.f_sub_(&lse)?.f_exp_()?.f_neg_()?;
+        let ones = Tensor::f_ones([len, 1], (Kind::Float, logits.device()))?;
+        let _ = logits.f_scatter_add_(1, &index, &ones)?;
+        let _ = logits.f_mul_(&g)?;
+        Ok(())
+    })
 }
