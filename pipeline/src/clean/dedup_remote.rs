@@ -11,8 +11,9 @@
 //! uploads its exact partitions' pairs files as one object (the first also every input's
 //! kept count) and its groups file. A `ship` or `check` task reads its section of every
 //! groups file (and a check task of every shipped file: one ranged read each, the offsets
-//! and 64 KiB past them, and a second for the rest of a section that ends further) and the signatures of its own documents it needs, nearby ones
-//! coalesced ([`SIGNATURE_GAP`]). `components` reads the pairs packs and edges files whole;
+//! and 64 KiB past them, and a second for the rest of a section that ends further) and the
+//! signatures of its own documents it needs, nearby ones coalesced ([`SIGNATURE_GAP`]).
+//! `components` reads the pairs packs and edges files whole;
 //! it uploads one clusters pack per survivors task, and a survivors task reads it and its
 //! clean task's kept pack (done records, rows, kept documents zstd-compressed): two objects.
 

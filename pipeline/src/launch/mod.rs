@@ -28,8 +28,9 @@ pub struct StageJob {
 
 /// The stages of `config` (at `config_path`) split into `tasks` tasks, in the order they
 /// must run, each after the previous one has succeeded: `clean`, with dedup on `pairs`,
-/// (with similarity checks `ship` and `check`), `components` (one task) and `survivors`, with `[tokenize.train]` `tokenizer` (one task),
-/// with `[tokenize]` `tokenize`, then `finish` (one task: summary, the dataset).
+/// (with similarity checks `ship` and `check`), `components` (one task) and `survivors`,
+/// with `[tokenize.train]` `tokenizer` (one task), with `[tokenize]` `tokenize`, then
+/// `finish` (one task: summary, the dataset).
 pub fn stages(config_path: &Path, config: &PipelineConfig, tasks: usize) -> Vec<StageJob> {
     let base = |extra: &[&str]| -> Vec<String> {
         let mut args = vec!["clean".to_string(), config_path.display().to_string()];

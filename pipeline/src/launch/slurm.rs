@@ -1,9 +1,9 @@
 //! `pipeline launch slurm CONFIG --tasks N`: one sbatch script per stage of
 //! [`super::stages`] (the `clean` array of N tasks, with dedup the `pairs`, (`ship`, `check`,)
-//! `components` and `survivors` arrays, then the one-task `finish` that writes the summary and tokenizes), chained with
-//! `--dependency=afterok`, throttled with `%K`, one log per task. Arrays larger than the
-//! cluster's `MaxArraySize` are submitted as pieces that pass their first index on as
-//! `JIELONG_TASK_OFFSET`; the pieces of a stage run one after the other, so `%K` still bounds
+//! `components` and `survivors` arrays, then the one-task `finish` that writes the summary
+//! and tokenizes), chained with `--dependency=afterok`, throttled with `%K`, one log per
+//! task. Arrays larger than the cluster's `MaxArraySize` are submitted as pieces that pass
+//! their first index on as `JIELONG_TASK_OFFSET`; the pieces of a stage run one after the other, so `%K` still bounds
 //! the whole stage.
 
 use std::path::{Path, PathBuf};

@@ -265,14 +265,11 @@ impl RemoteObject {
     pub fn read_ranges(&self, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(ranges.len());
         for range in ranges {
-            let mut bytes = Vec::with_capacity((range.end - range.start) as usize);
-            if range.end > range.start {
-                self.stream(Some(range.clone()), |block| {
-                    bytes.extend_from_slice(block);
-                    Ok(())
-                })?;
-            }
-            out.push(bytes);
+            out.push(if range.end > range.start {
+                self.read(Some(range.clone()))?
+            } else {
+                Vec::new()
+            });
         }
         Ok(out)
     }
@@ -281,8 +278,14 @@ impl RemoteObject {
     /// reader that does not know where its part ends reads a little past what it needs
     /// instead of making a second request).
     pub fn read_prefix(&self, len: u64) -> Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        self.stream(Some(0..len), |block| {
+        self.read(Some(0..len))
+    }
+
+    /// `range` of the object (all of it without one; less when it ends first), in one GET.
+    fn read(&self, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        let capacity = range.as_ref().map_or(0, |r| (r.end - r.start) as usize);
+        let mut bytes = Vec::with_capacity(capacity);
+        self.stream(range, |block| {
             bytes.extend_from_slice(block);
             Ok(())
         })?;
@@ -326,12 +329,7 @@ impl RemoteObject {
 
     /// The whole object (for small files: markers, summaries).
     pub fn read_all(&self) -> Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        self.stream(None, |block| {
-            bytes.extend_from_slice(block);
-            Ok(())
-        })?;
-        Ok(bytes)
+        self.read(None)
     }
 
     /// Uploads a local file: one PUT up to `WRITE_PART` bytes, else a multipart upload of
