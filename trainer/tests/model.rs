@@ -20,8 +20,24 @@ pub fn small_model(tied: bool) -> ModelConfig {
     }
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     f64::try_from((a - b).abs().max()).expect("scalar")
+}
+
+/// Zeroes the gradients of the model's parameters.
+pub fn zero_grads(lm: &LanguageModel) {
+    for (_, p) in lm.named_tensors() {
+        let mut p = p;
+        p.zero_grad();
+    }
+}
+
+/// Copies of the gradients of the model's parameters, in `named_tensors` order.
+pub fn grads(lm: &LanguageModel) -> Vec<Tensor> {
+    lm.named_tensors()
+        .iter()
+        .map(|(_, p)| p.grad().copy())
+        .collect()
 }
 
 #[test]
@@ -209,22 +225,10 @@ fn a_bf16_models_pretraining_loss_is_chunked_and_matches_the_full_logits() {
     tch::manual_seed(5);
     let ids = Tensor::randint(97, [2, 40], (Kind::Int64, Device::Cpu));
     let targets = Tensor::randint(97, [2, 40], (Kind::Int64, Device::Cpu));
-    let grads = |lm: &LanguageModel| -> Vec<Tensor> {
-        lm.named_tensors()
-            .iter()
-            .map(|(_, p)| p.grad().copy())
-            .collect()
-    };
-    let zero = |lm: &LanguageModel| {
-        for (_, p) in lm.named_tensors() {
-            let mut p = p;
-            p.zero_grad();
-        }
-    };
-    zero(&lm);
+    zero_grads(&lm);
     let chunked = lm.lm_loss_backward(&ids, &targets, 0.01).expect("chunked");
     let chunked_grads = grads(&lm);
-    zero(&lm);
+    zero_grads(&lm);
     let logits = lm.model_forward(&ids).expect("logits");
     assert_eq!(logits.kind(), Kind::BFloat16);
     let full = trainer::model::loss::cross_entropy_sum(&logits, &targets).expect("loss");

@@ -21,11 +21,7 @@ use crate::chat_data::{
     write_config,
 };
 use crate::helpers::{loss_at, metrics, trainer, trainer_ok};
-use crate::model::small_model;
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    f64::try_from((a - b).abs().max()).expect("scalar")
-}
+use crate::model::{grads, max_abs_diff, small_model, zero_grads};
 
 fn packed_logits(lm: &LanguageModel, batch: &PackedBatch) -> Tensor {
     let packing = Packing {
@@ -71,15 +67,9 @@ fn a_packed_example_computes_what_it_computes_alone() {
 }
 
 fn gradients(lm: &LanguageModel, batch: &PackedBatch) -> Vec<Tensor> {
-    for (_, p) in lm.named_tensors() {
-        let mut p = p;
-        p.zero_grad();
-    }
+    zero_grads(lm);
     sft_loss_sum(lm, batch).expect("loss").backward();
-    lm.named_tensors()
-        .iter()
-        .map(|(_, p)| p.grad().copy())
-        .collect()
+    grads(lm)
 }
 
 #[test]
@@ -331,18 +321,10 @@ fn losses_from_the_target_cells_logits_equal_those_from_the_full_logits() {
     };
     // Each loss, then its value and gradients, by both routes.
     let run = |loss: &dyn Fn() -> Tensor| -> (Tensor, Vec<Tensor>) {
-        for (_, p) in lm.named_tensors() {
-            let mut p = p;
-            p.zero_grad();
-        }
+        zero_grads(&lm);
         let value = loss();
         value.sum(Kind::Float).backward();
-        let grads = lm
-            .named_tensors()
-            .iter()
-            .map(|(_, p)| p.grad().copy())
-            .collect();
-        (value.detach(), grads)
+        (value.detach(), grads(&lm))
     };
     let same = |what: &str, (v1, g1): (Tensor, Vec<Tensor>), (v2, g2): (Tensor, Vec<Tensor>)| {
         assert!(max_abs_diff(&v1, &v2) < 1e-5, "{what}: {v1} against {v2}");
@@ -394,10 +376,7 @@ fn losses_from_the_target_cells_logits_equal_those_from_the_full_logits() {
     // The SFT objective's backward: the loss and its gradient a chunk of target cells at a
     // time, without a graph; the same as `sft_loss_sum`'s.
     let chunked = || {
-        for (_, p) in lm.named_tensors() {
-            let mut p = p;
-            p.zero_grad();
-        }
+        zero_grads(&lm);
         let hidden = lm
             .packed_hidden(&batch.ids, batch.packing())
             .expect("hidden");
@@ -405,12 +384,7 @@ fn losses_from_the_target_cells_logits_equal_those_from_the_full_logits() {
         let value = lm
             .loss_backward_at(&hidden, &cells, &targets, 1.0)
             .expect("backward");
-        let grads = lm
-            .named_tensors()
-            .iter()
-            .map(|(_, p)| p.grad().copy())
-            .collect();
-        (value, grads)
+        (value, grads(&lm))
     };
     same(
         "sft, chunked",

@@ -9,11 +9,7 @@ use trainer::post::dpo::sequence_logps;
 use trainer::post::grpo::token_logps;
 use trainer::post::step_logps::StepLogps;
 
-use crate::model::small_model;
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    f64::try_from((a - b).abs().max()).expect("scalar")
-}
+use crate::model::{grads, max_abs_diff, small_model, zero_grads};
 
 #[test]
 fn chunked_label_logps_and_their_gradient_match_autograd_through_the_full_logits() {
@@ -86,25 +82,13 @@ fn a_steps_chunked_log_probs_give_the_model_the_gradients_of_the_graph_route() {
         let scaled = per_sequence * Tensor::from_slice(&[0.1f32, -0.2, 0.3]);
         scaled.log_sigmoid().neg().sum(Kind::Float)
     };
-    let grads = || -> Vec<Tensor> {
-        lm.named_tensors()
-            .iter()
-            .map(|(_, p)| p.grad().copy())
-            .collect()
-    };
-    let zero = || {
-        for (_, p) in lm.named_tensors() {
-            let mut p = p;
-            p.zero_grad();
-        }
-    };
-    zero();
+    zero_grads(&lm);
     let graph = StepLogps::through_logits(&lm, &batch, 1.0, None)
         .and_then(|l| l.per_sequence(&batch))
         .expect("logps");
     loss(&graph).backward();
-    let want = grads();
-    zero();
+    let want = grads(&lm);
+    zero_grads(&lm);
     let step = StepLogps::new(&lm, &batch, 1.0, None).expect("step");
     let per_sequence = step.per_sequence(&batch).expect("per sequence");
     assert!(max_abs_diff(&per_sequence, &graph.detach()) < 1e-4);
@@ -118,12 +102,12 @@ fn a_steps_chunked_log_probs_give_the_model_the_gradients_of_the_graph_route() {
     loss(&per_sequence).backward();
     // The loss's backward stops at the log-probs: nothing reached the model yet.
     assert!(
-        grads()
+        grads(&lm)
             .iter()
             .all(|g| !g.defined() || f64::try_from(g.abs().sum(Kind::Float)).expect("f64") == 0.0)
     );
     step.finish().expect("finish");
-    for ((name, _), (got, want)) in lm.named_tensors().iter().zip(grads().iter().zip(&want)) {
+    for ((name, _), (got, want)) in lm.named_tensors().iter().zip(grads(&lm).iter().zip(&want)) {
         assert!(max_abs_diff(got, want) < 1e-5, "{name}");
     }
     assert!(
