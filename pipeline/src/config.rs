@@ -66,6 +66,10 @@ pub struct RunOptions {
     pub batch_size: usize,
     /// Exit non-zero when any input record could not be read.
     pub fail_on_error: bool,
+    /// Remote (`s3://`) inputs fetched while the one before is processed, at most this many
+    /// past it (each its own GET, so up to this many at once; each a copy on the scratch
+    /// disk); 0 fetches each input when its turn comes.
+    pub fetch_ahead: usize,
 }
 
 impl Default for RunOptions {
@@ -74,6 +78,7 @@ impl Default for RunOptions {
             threads: 0,
             batch_size: 256,
             fail_on_error: false,
+            fetch_ahead: crate::storage::FETCH_AHEAD,
         }
     }
 }

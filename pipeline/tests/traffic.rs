@@ -270,3 +270,109 @@ fn inputs_named_one_by_one_are_found_by_listing_their_parents_not_a_head_each() 
     assert_eq!(clean.list_requests, 4, "{clean:?}");
     assert_eq!(clean.get_requests, inputs.len() as u64, "{clean:?}");
 }
+
+/// A clean task that failed on a corrupt input and is rerun on the same disk resumes the
+/// inputs it had finished from their work files, each looked up (one HEAD: is it the same
+/// object?) and not fetched again; only the fixed input is read. Inputs are fetched ahead of
+/// processing (`run.fetch_ahead`, 8 by default), so this also runs the prefetch against the
+/// server.
+#[test]
+fn a_clean_task_rerun_on_its_disk_fetches_only_the_inputs_it_had_not_finished() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scratch = dir.path().join("scratch");
+    // Less the clipped WARC, which `fail_on_error` would fail on.
+    let mut inputs = dedup_corpus(dir.path(), 30);
+    inputs.retain(|p| !p.ends_with("resiliparse-clipped.warc.gz"));
+    let bucket = new_bucket(&endpoint, "rerun");
+    for path in &inputs {
+        let path = Path::new(path);
+        let name = path.file_name().expect("name").to_string_lossy();
+        RemoteObject::parse(&format!("s3://{bucket}/in/{name}"))
+            .and_then(|o| o.upload(path))
+            .expect("upload input");
+    }
+    // Listed last: the good inputs are done when the task fails on it.
+    let good_line = serde_json::json!({"id": "z-1", "text": "a fixed line"}).to_string();
+    let bad = RemoteObject::parse(&format!("s3://{bucket}/in/zz-bad.jsonl")).expect("url");
+    bad.put(format!("{good_line}\n{{\"id\": broken\n").into_bytes())
+        .expect("upload");
+    let write_config = |out: &str| {
+        let config = dir
+            .path()
+            .join(format!("{}.toml", out.rsplit('/').next().unwrap_or("x")));
+        std::fs::write(
+            &config,
+            format!(
+                "[input]\npaths = [\"s3://{bucket}/in/\"]\n\n[output]\ndir = \"{out}\"\n\n[run]\nfail_on_error = true\n\n[dedup]\nexact = true\n"
+            ),
+        )
+        .expect("config");
+        config.display().to_string()
+    };
+    let args = |config: &str| {
+        ["clean", "--task", "0", "--tasks", "1", "--stage", "clean"]
+            .iter()
+            .map(|a| a.to_string())
+            .chain([config.to_string()])
+            .collect::<Vec<String>>()
+    };
+    let out = format!("s3://{bucket}/out");
+    let rerun = args(&write_config(&out));
+    let rerun: Vec<&str> = rerun.iter().map(String::as_str).collect();
+    let failed = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(&rerun)
+        .env("JIELONG_SCRATCH", &scratch)
+        .output()
+        .expect("run pipeline");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        !failed.status.success() && stderr.contains("zz-bad.jsonl: line 2"),
+        "{stderr}"
+    );
+
+    let fixed = format!("{good_line}\n");
+    bad.put(fixed.clone().into_bytes()).expect("fix");
+    run(&rerun, &scratch);
+    let clean = traffic(&out, "clean", 0, 1);
+    assert_eq!(clean.input_bytes_read, fixed.len() as u64, "{clean:?}");
+    assert_eq!(clean.get_requests, 1, "{clean:?}");
+    // The marker's lookup, then each input with a done record (the bad one's too, whose
+    // size has changed).
+    assert_eq!(
+        clean.head_requests,
+        1 + inputs.len() as u64 + 1,
+        "{clean:?}"
+    );
+    // The same task run afresh over the fixed inputs counts the same documents.
+    let fresh_out = format!("s3://{bucket}/fresh");
+    let fresh = args(&write_config(&fresh_out));
+    run(
+        &fresh.iter().map(String::as_str).collect::<Vec<_>>(),
+        &scratch,
+    );
+    let summary = |out: &str| -> serde_json::Value {
+        let url = format!("{out}/tasks/clean-00000-of-00001.json");
+        let marker = pipeline::storage::read_small(Path::new(&url)).expect("marker");
+        let marker: serde_json::Value = serde_json::from_slice(&marker).expect("json");
+        marker["summary"].clone()
+    };
+    let (resumed, fresh) = (summary(&out), summary(&fresh_out));
+    assert_eq!(resumed["inputs_resumed"], inputs.len(), "{resumed}");
+    assert_eq!(fresh["inputs_resumed"], 0, "{fresh}");
+    for field in [
+        "inputs",
+        "docs_in",
+        "docs_out",
+        "text_bytes_in",
+        "input_bytes",
+    ] {
+        assert_eq!(resumed[field], fresh[field], "{field}: {resumed} {fresh}");
+    }
+    assert!(
+        resumed["seconds"]["fetch_wait"].as_f64().is_some(),
+        "{resumed}"
+    );
+}

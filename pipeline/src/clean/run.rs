@@ -106,24 +106,41 @@ fn run_in_pool(
         std::fs::create_dir_all(&kept_dir)
             .with_context(|| format!("creating {}", kept_dir.display()))?;
     }
-    for &index in &mine {
-        let files = work_files(config, &work, index);
-        // A remote input is fetched (one streamed GET) next to the work files, then dropped.
-        let staged =
-            crate::storage::fetch_input(&inputs[index], &staging.join(format!("{index:05}")))?;
-        let input = &staged;
-        let record = match files.finished(input, &fingerprint) {
-            Some(record) => {
+    // Each input resumes from its done record or is fetched (a remote one in one streamed
+    // GET, next to the work files, up to `run.fetch_ahead` of them while the one before is
+    // processed; the copy goes once processed).
+    let remote = inputs.iter().any(|p| crate::storage::is_remote_path(p));
+    let ready = |&index: &usize| -> Result<Ready> {
+        let dir = staging.join(format!("{index:05}"));
+        let staged = crate::storage::staged_path(&inputs[index], &dir)?;
+        let size = || crate::storage::input_size(&inputs[index]);
+        Ok(
+            match work_files(config, &work, index).finished(&staged, size, &fingerprint)? {
+                Some(record) => Ready::Resumed(record),
+                None => Ready::Fetched(crate::storage::stage_input(&inputs[index], &dir)?),
+            },
+        )
+    };
+    let ahead = if remote { config.run.fetch_ahead } else { 0 };
+    let waited = crate::storage::in_order_ahead(&mine, ahead, ready, |&index, ready| {
+        let record = match ready? {
+            Ready::Resumed(record) => {
                 summary.inputs_resumed += 1;
                 record
             }
-            None => process_input(input, &files, &fingerprint, config, &processor, &bar)?,
+            Ready::Fetched(input) => {
+                let files = work_files(config, &work, index);
+                process_input(input.path(), &files, &fingerprint, config, &processor, &bar)?
+            }
         };
         bar.inc(record.input_bytes);
-        if staged != inputs[index] {
-            std::fs::remove_file(&staged).ok();
-        }
         done.push(record);
+        Ok(())
+    })?;
+    if remote {
+        summary
+            .seconds
+            .insert("fetch_wait".into(), waited.as_secs_f64());
     }
     bar.finish_and_clear();
     for d in &done {
@@ -205,6 +222,13 @@ fn run_in_pool(
         write_json_atomic(&out.join("summary.json"), &summary)?;
     }
     Ok(summary)
+}
+
+/// An input of stage 1, ready for its turn.
+enum Ready {
+    /// Done before (its done record and work files match): not fetched again.
+    Resumed(InputDone),
+    Fetched(crate::storage::StagedInput),
 }
 
 fn progress_bar(show: bool, total: u64) -> ProgressBar {

@@ -76,6 +76,8 @@ fn run_tracked(
             );
         }
         let summary = run_local(&local, show_progress, task)?;
+        // Before the upload: the scratch copy stays, so the rerun resumes the inputs done.
+        refuse_read_issues(config, task, &summary)?;
         // The config saved with the outputs is the one the user gave, not the scratch copy.
         write_json_atomic(&scratch.join("config.json"), config)?;
         storage::upload_dir(&scratch, &url, &["work"], &["summary.json"])?;
@@ -89,23 +91,10 @@ fn run_tracked(
         std::fs::remove_dir_all(&scratch).ok();
         summary
     } else {
-        run_local(config, show_progress, task)?
+        let summary = run_local(config, show_progress, task)?;
+        refuse_read_issues(config, task, &summary)?;
+        summary
     };
-    // A task whose input could not all be read fails before its done marker, so a rerun
-    // (after the input is fixed) redoes it. (An unsplit run prints its summary first.)
-    if task.is_some() && config.run.fail_on_error && summary.read_issues > 0 {
-        bail!(
-            "{} input records could not be read (run.fail_on_error): {}",
-            summary.read_issues,
-            summary
-                .issues
-                .iter()
-                .take(3)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-    }
     summary.object_store = storage::transfer_totals().since(&transfers);
     if let Some(marker) = &marker
         && let Err(e) = claim_marker(marker, config, &summary)
@@ -119,6 +108,30 @@ fn run_tracked(
         return read_marker(marker, config);
     }
     Ok(summary)
+}
+
+/// A task whose inputs could not all be read fails before its done marker (with
+/// `run.fail_on_error`), so a rerun after the input is fixed redoes it. (An unsplit run
+/// prints its summary first.)
+fn refuse_read_issues(
+    config: &PipelineConfig,
+    task: Option<TaskSlice>,
+    summary: &RunSummary,
+) -> Result<()> {
+    if task.is_some() && config.run.fail_on_error && summary.read_issues > 0 {
+        bail!(
+            "{} input records could not be read (run.fail_on_error): {}",
+            summary.read_issues,
+            summary
+                .issues
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(())
 }
 
 /// Where a task writes before its outputs are final: the output directory, or for a remote

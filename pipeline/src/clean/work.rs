@@ -110,15 +110,24 @@ impl WorkFiles {
         }
     }
 
-    /// The done marker, if it exists and was made with this fingerprint for this input.
-    pub fn finished(&self, input: &Path, fingerprint: &str) -> Option<InputDone> {
-        let text = std::fs::read_to_string(&self.done).ok()?;
-        let done: InputDone = serde_json::from_str(&text).ok()?;
-        let bytes = std::fs::metadata(input).ok()?.len();
-        (done.fingerprint == fingerprint
-            && done.input == input.display().to_string()
-            && done.input_bytes == bytes)
-            .then_some(done)
+    /// The done marker, if it exists and was made with this fingerprint for this input (read
+    /// at `input`, of `size()` bytes: asked only when there is a marker).
+    pub fn finished(
+        &self,
+        input: &Path,
+        size: impl FnOnce() -> Result<Option<u64>>,
+        fingerprint: &str,
+    ) -> Result<Option<InputDone>> {
+        let Ok(text) = std::fs::read_to_string(&self.done) else {
+            return Ok(None);
+        };
+        let Ok(done) = serde_json::from_str::<InputDone>(&text) else {
+            return Ok(None);
+        };
+        if done.fingerprint != fingerprint || done.input != input.display().to_string() {
+            return Ok(None);
+        }
+        Ok((size()? == Some(done.input_bytes)).then_some(done))
     }
 }
 

@@ -7,12 +7,17 @@
 //! Credentials, region and endpoint come from the usual `AWS_*` variables; throttling and
 //! dropped connections are retried with backoff (`object_store::RetryConfig`).
 
+mod fetch;
 mod remote;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+pub use fetch::{
+    FETCH_AHEAD, StagedInput, fetch_all, fetch_input, in_order_ahead, input_size, stage_input,
+    staged_path,
+};
 pub use remote::{RemoteObject, Transfer, transfer_totals};
 
 /// Bytes per part of a multipart upload (a smaller file is one PUT).
@@ -65,20 +70,6 @@ pub fn expand_remote_all(
     keep: impl Fn(&str) -> bool,
 ) -> Result<Vec<Vec<String>>> {
     remote::expand_all(patterns, keep)
-}
-
-/// Makes input `path` readable locally: a local path as it is; a remote object fetched into
-/// `dir` under its own file name (so source labels stay the same).
-pub fn fetch_input(path: &Path, dir: &Path) -> Result<PathBuf> {
-    if !is_remote_path(path) {
-        return Ok(path.to_path_buf());
-    }
-    let object = RemoteObject::parse(&path.to_string_lossy())?;
-    let name = object.file_name();
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let local = dir.join(name);
-    remote::count_input(object.download(&local)?);
-    Ok(local)
 }
 
 /// Whether the file at `path` (local or remote) exists.

@@ -231,11 +231,16 @@ impl RemoteObject {
     }
 
     pub fn exists(&self) -> Result<bool> {
+        Ok(self.size()?.is_some())
+    }
+
+    /// The object's size, or `None` when it does not exist (one HEAD).
+    pub fn size(&self) -> Result<Option<u64>> {
         let store = self.store()?;
         HEAD_REQUESTS.fetch_add(1, Ordering::Relaxed);
         match runtime()?.block_on(store.head(&self.key)) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("looking up {}", self.url)),
         }
     }

@@ -37,13 +37,14 @@ pub fn tokenize_anywhere(
     ));
     let mut local_input = input.clone();
     if remote_inputs {
-        let files = expand_inputs(&input.paths, input.reader.format)?;
-        let mut paths = Vec::with_capacity(files.len());
-        for (i, file) in files.iter().enumerate() {
-            let staged = storage::fetch_input(file, &scratch.join(format!("inputs/{i:05}")))?;
-            paths.push(staged.display().to_string());
-        }
-        local_input.paths = paths;
+        let files: Vec<_> = expand_inputs(&input.paths, input.reader.format)?
+            .into_iter()
+            .enumerate()
+            .collect();
+        local_input.paths = storage::fetch_all(&files, &scratch.join("inputs"))?
+            .iter()
+            .map(|staged| staged.display().to_string())
+            .collect();
     }
     let mut local = options.clone();
     if remote_tokenizer {

@@ -339,11 +339,9 @@ fn remote_task(
     }
     let scratch = scratch(options, &task.marker("tokenize"));
     let local = localized(options, &scratch)?;
-    let mut files = Vec::new();
-    for (index, file) in owned_files(input, task)? {
-        let staged = storage::fetch_input(&file, &scratch.join(format!("inputs/{index:05}")))?;
-        files.push((index, staged));
-    }
+    let owned = owned_files(input, task)?;
+    let staged = storage::fetch_all(&owned, &scratch.join("inputs"))?;
+    let files: Vec<(usize, PathBuf)> = owned.iter().map(|(i, _)| *i).zip(staged).collect();
     let summary = encode_files(input, &files, &local)?;
     if storage::is_remote_path(&options.output) {
         for (index, _) in &files {
