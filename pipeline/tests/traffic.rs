@@ -376,3 +376,26 @@ fn a_clean_task_rerun_on_its_disk_fetches_only_the_inputs_it_had_not_finished() 
         "{resumed}"
     );
 }
+
+/// A download is one GET up to a part's size, else ranged GETs of a part each, several at a
+/// time, written at their offsets: the object's bytes whatever its size (an empty object, one
+/// byte, a part less one, one part, one more, and several parts with a short last one).
+#[test]
+fn downloads_in_ranged_parts_give_the_object_bytes() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = new_bucket(&endpoint, "parts");
+    let part = 64 << 10;
+    for size in [0, 1, part - 1, part, part + 1, 3 * part + part / 2] {
+        let bytes: Vec<u8> = (0..size).map(|i| (i * 7 + i / 251) as u8).collect();
+        let object = RemoteObject::parse(&format!("s3://{bucket}/o-{size}")).expect("url");
+        object.put(bytes.clone()).expect("upload");
+        let local = dir.path().join(format!("o-{size}"));
+        let (got, requests) = object.download_in_parts(&local, part, 3).expect("download");
+        assert_eq!(got, size, "size {size}");
+        assert_eq!(requests, size.div_ceil(part).max(1), "size {size}");
+        assert!(std::fs::read(&local).expect("read") == bytes, "size {size}");
+    }
+}

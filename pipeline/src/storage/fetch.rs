@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
-use super::{RemoteObject, is_remote_path, remote};
+use super::{RemoteObject, is_remote_path, transfer};
 
 /// Inputs fetched ahead of the one being processed unless a config says otherwise: enough
 /// concurrent GETs to keep a machine's cores busy when one stream from the store is slower
@@ -56,7 +56,7 @@ pub fn stage_input(path: &Path, dir: &Path) -> Result<StagedInput> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let object = RemoteObject::parse(&path.to_string_lossy())?;
-    remote::count_input(object.download(&local)?);
+    transfer::count_input(object.download(&local)?);
     Ok(StagedInput {
         path: local,
         copy: true,

@@ -1,7 +1,7 @@
 //! Where inputs and outputs live: local paths or object storage (`s3://bucket/key`, through
 //! the `object_store` crate). Readers and writers keep working on local files: a remote input
-//! is fetched into a scratch directory in one streamed GET (never one per record, nor one per
-//! block: a sequential read is one request whatever its size) just before it is read, and a
+//! is fetched into a scratch directory in one streamed GET (never one per record; a larger
+//! object in ranged GETs of 64 MiB, 4 at a time) ahead of its turn ([`fetch`]), and a
 //! remote output directory is written locally and then uploaded (one PUT up to 16 MB, else a
 //! multipart upload), its done marker or manifest last, created only if absent.
 //! Credentials, region and endpoint come from the usual `AWS_*` variables; throttling and
@@ -9,6 +9,7 @@
 
 mod fetch;
 mod remote;
+mod transfer;
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,8 @@ pub use fetch::{
     FETCH_AHEAD, StagedInput, fetch_all, fetch_input, in_order_ahead, input_size, stage_input,
     staged_path,
 };
-pub use remote::{RemoteObject, Transfer, transfer_totals};
+pub use remote::RemoteObject;
+pub use transfer::{Transfer, transfer_totals};
 
 /// Bytes per part of a multipart upload (a smaller file is one PUT).
 pub const WRITE_PART: usize = 16 << 20;

@@ -3,10 +3,10 @@
 //! shared tokio runtime. Counts bytes and requests so benchmarks can report them.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -20,135 +20,16 @@ use object_store::{
 };
 
 use super::WRITE_PART;
+use super::transfer::{
+    BYTES_READ, BYTES_WRITTEN, GET_REQUESTS, HEAD_REQUESTS, LIST_REQUESTS, MULTIPART_REQUESTS,
+    MULTIPART_UPLOADS, PUT_REQUESTS,
+};
 
-/// Bytes and requests moved by this process, for benchmarks and summaries.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Transfer {
-    /// Every byte read: inputs, work files of earlier stages, markers.
-    pub bytes_read: u64,
-    /// The part of `bytes_read` that is input objects (the corpus itself).
-    #[serde(default)]
-    pub input_bytes_read: u64,
-    /// GET and LIST requests (`get_requests` + `list_requests`).
-    pub read_requests: u64,
-    /// HEAD requests (does a marker exist), billed like GETs.
-    #[serde(default)]
-    pub head_requests: u64,
-    /// GET requests, whole objects or ranges (each streamed: one per object or range read).
-    #[serde(default)]
-    pub get_requests: u64,
-    /// LIST requests (one per page of up to 1000 keys).
-    #[serde(default)]
-    pub list_requests: u64,
-    pub bytes_written: u64,
-    /// Objects written (`put_requests` + one per multipart upload).
-    pub write_requests: u64,
-    /// Single PUT requests (small objects, markers, conditional creates).
-    #[serde(default)]
-    pub put_requests: u64,
-    /// Requests of multipart uploads: create, each part, complete.
-    #[serde(default)]
-    pub multipart_requests: u64,
-}
-
-/// The counters of [`Transfer`], in field order.
-const FIELDS: usize = 10;
-
-impl Transfer {
-    fn to_array(self) -> [u64; FIELDS] {
-        [
-            self.bytes_read,
-            self.input_bytes_read,
-            self.read_requests,
-            self.head_requests,
-            self.get_requests,
-            self.list_requests,
-            self.bytes_written,
-            self.write_requests,
-            self.put_requests,
-            self.multipart_requests,
-        ]
-    }
-
-    fn from_array(a: [u64; FIELDS]) -> Self {
-        let [
-            bytes_read,
-            input_bytes_read,
-            read_requests,
-            head_requests,
-            get_requests,
-            list_requests,
-            bytes_written,
-            write_requests,
-            put_requests,
-            multipart_requests,
-        ] = a;
-        Self {
-            bytes_read,
-            input_bytes_read,
-            read_requests,
-            head_requests,
-            get_requests,
-            list_requests,
-            bytes_written,
-            write_requests,
-            put_requests,
-            multipart_requests,
-        }
-    }
-
-    pub fn is_zero(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// Requests that read (GET, LIST, HEAD), what "requests per MB read" counts.
-    pub fn read_side_requests(&self) -> u64 {
-        self.read_requests + self.head_requests
-    }
-
-    /// What moved between `start` (an earlier [`transfer_totals`]) and these totals.
-    pub fn since(&self, start: &Transfer) -> Transfer {
-        let (a, b) = (self.to_array(), start.to_array());
-        Self::from_array(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
-    }
-
-    pub fn add(&mut self, other: &Transfer) {
-        let (a, b) = (self.to_array(), other.to_array());
-        *self = Self::from_array(std::array::from_fn(|i| a[i] + b[i]));
-    }
-}
-
-static BYTES_READ: AtomicU64 = AtomicU64::new(0);
-static INPUT_BYTES_READ: AtomicU64 = AtomicU64::new(0);
-static HEAD_REQUESTS: AtomicU64 = AtomicU64::new(0);
-static GET_REQUESTS: AtomicU64 = AtomicU64::new(0);
-static LIST_REQUESTS: AtomicU64 = AtomicU64::new(0);
-static BYTES_WRITTEN: AtomicU64 = AtomicU64::new(0);
-static PUT_REQUESTS: AtomicU64 = AtomicU64::new(0);
-static MULTIPART_UPLOADS: AtomicU64 = AtomicU64::new(0);
-static MULTIPART_REQUESTS: AtomicU64 = AtomicU64::new(0);
-
-/// What this process has moved so far.
-pub fn transfer_totals() -> Transfer {
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let (gets, lists, puts) = (
-        load(&GET_REQUESTS),
-        load(&LIST_REQUESTS),
-        load(&PUT_REQUESTS),
-    );
-    Transfer {
-        bytes_read: load(&BYTES_READ),
-        input_bytes_read: load(&INPUT_BYTES_READ),
-        read_requests: gets + lists,
-        head_requests: load(&HEAD_REQUESTS),
-        get_requests: gets,
-        list_requests: lists,
-        bytes_written: load(&BYTES_WRITTEN),
-        write_requests: puts + load(&MULTIPART_UPLOADS),
-        put_requests: puts,
-        multipart_requests: load(&MULTIPART_REQUESTS),
-    }
-}
+/// Bytes per ranged GET of a download (an object up to this size is one GET): 0.125 GETs per
+/// 8 MB of input, so the shuffles' requests keep the run under one per 8 MB.
+pub const DOWNLOAD_PART: u64 = 64 << 20;
+/// Ranged GETs of one download running at once.
+pub const DOWNLOAD_STREAMS: usize = 4;
 
 fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -162,11 +43,6 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
         .build()
         .context("starting the object storage runtime")?;
     Ok(RUNTIME.get_or_init(|| rt))
-}
-
-/// Counts `bytes` just read as input (already in `bytes_read`).
-pub(super) fn count_input(bytes: u64) {
-    INPUT_BYTES_READ.fetch_add(bytes, Ordering::Relaxed);
 }
 
 /// One client per bucket, built on first use.
@@ -245,24 +121,92 @@ impl RemoteObject {
         }
     }
 
-    /// Copies the object to `local` in one GET, streamed through a bounded buffer into a
-    /// temp file renamed at the end; returns its size.
+    /// Copies the object to `local` through a temp file renamed at the end: one GET up to
+    /// [`DOWNLOAD_PART`] bytes, else ranged GETs of that size, [`DOWNLOAD_STREAMS`] at a time
+    /// (one stream from S3 runs at roughly 50-100 MB/s); returns its size.
     pub fn download(&self, local: &Path) -> Result<u64> {
+        self.download_in_parts(local, DOWNLOAD_PART, DOWNLOAD_STREAMS)
+            .map(|(size, _)| size)
+    }
+
+    /// [`RemoteObject::download`] in parts of `part` bytes, `streams` at a time; returns the
+    /// size and the GETs made. The first GET (the first part) gives the size and ETag; the
+    /// other parts are asked for only if the ETag still matches, so an object replaced
+    /// meanwhile is an error, never a mix of two versions. Each part is written at its offset
+    /// as it arrives.
+    pub fn download_in_parts(&self, local: &Path, part: u64, streams: usize) -> Result<(u64, u64)> {
+        use std::os::unix::fs::FileExt;
         let partial = local.with_extension("partial");
-        let mut file = std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(&partial)
-                .with_context(|| format!("creating {}", partial.display()))?,
-        );
-        let size = self.stream(None, |block| {
-            file.write_all(block)
-                .with_context(|| format!("writing {}", partial.display()))
-        })?;
-        file.flush()?;
+        let file = std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        let store = self.store()?;
+        let part = part.max(1);
+        let write_body = |result: object_store::GetResult| {
+            let (file, partial) = (&file, &partial);
+            async move {
+                let mut at = result.range.start;
+                let mut body = result.into_stream();
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk?;
+                    BYTES_READ.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    file.write_all_at(&chunk, at)
+                        .with_context(|| format!("writing {}", partial.display()))?;
+                    at += chunk.len() as u64;
+                }
+                anyhow::Ok(())
+            }
+        };
+        let (size, requests) = runtime()?
+            .block_on(async {
+                let get = |range: Range<u64>, if_match: Option<String>| {
+                    let options = GetOptions {
+                        range: Some(GetRange::Bounded(range)),
+                        if_match,
+                        ..GetOptions::default()
+                    };
+                    let store = store.clone();
+                    async move {
+                        let result = store.get_opts(&self.key, options).await;
+                        GET_REQUESTS.fetch_add(1, Ordering::Relaxed);
+                        anyhow::Ok(result?)
+                    }
+                };
+                let first = match get(0..part, None).await {
+                    Ok(first) => first,
+                    Err(e) => {
+                        // An empty object has no range to serve (416): the one object a
+                        // ranged first GET fails for, told apart by a HEAD.
+                        HEAD_REQUESTS.fetch_add(1, Ordering::Relaxed);
+                        return match store.head(&self.key).await {
+                            Ok(meta) if meta.size == 0 => Ok((0, 1)),
+                            _ => Err(e),
+                        };
+                    }
+                };
+                let (size, etag) = (first.meta.size, first.meta.e_tag.clone());
+                let rest: Vec<Range<u64>> = (part..size)
+                    .step_by(part as usize)
+                    .map(|start| start..size.min(start + part))
+                    .collect();
+                let requests = 1 + rest.len() as u64;
+                let rest = futures_util::stream::iter(rest)
+                    .map(|range| {
+                        let got = get(range, etag.clone());
+                        async move { write_body(got.await?).await }
+                    })
+                    // With the first part's body: `streams` at once (two at least).
+                    .buffer_unordered(streams.max(2) - 1)
+                    .collect::<Vec<Result<()>>>();
+                let (first, rest) = futures_util::future::join(write_body(first), rest).await;
+                first?;
+                rest.into_iter().collect::<Result<()>>()?;
+                anyhow::Ok((size, requests))
+            })
+            .with_context(|| format!("reading {}", self.url))?;
         drop(file);
         std::fs::rename(&partial, local)
             .with_context(|| format!("renaming {} into place", partial.display()))?;
-        Ok(size)
+        Ok((size, requests))
     }
 
     /// The bytes of `ranges` (sorted, not overlapping), one GET each: callers coalesce
