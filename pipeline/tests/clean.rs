@@ -476,3 +476,28 @@ fn undetermined_language_is_its_own_label_that_keep_lists_can_name() {
         Some("langid")
     );
 }
+
+/// The configs shipped in `configs/pipeline/` load and pass their checks (a typo or a
+/// renamed key there would stop a user at the first command), with the documented values.
+#[test]
+fn the_shipped_configs_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/pipeline");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("configs/pipeline") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if name == "tokenize.toml" {
+            pipeline::tokenize::pretrain::TokenizeConfig::load(&path).expect("tokenize.toml");
+        } else {
+            let config = PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(config.run.fetch_ahead, 8, "{name}");
+        }
+        names.push(name);
+    }
+    names.sort();
+    assert_eq!(names, ["clean-web.toml", "demo.toml", "tokenize.toml"]);
+}
