@@ -131,7 +131,7 @@ pub fn dedup_config(dir: &Path, inputs: &[String], out: &Path) -> PipelineConfig
 
 /// Every stage of a split run, every task in order (task N-1 first in each stage: the result
 /// must not depend on the order tasks run in).
-fn run_split(config: &PipelineConfig, n: usize) {
+pub(crate) fn run_split(config: &PipelineConfig, n: usize) {
     for stage in stages_of(config) {
         for task in (0..n).rev() {
             let slice = Some(TaskSlice::new(task, n).expect("slice"));

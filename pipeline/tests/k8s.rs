@@ -124,7 +124,12 @@ fn launch_k8s_writes_indexed_jobs_for_kubectl() {
             .expect("secret key env");
         assert_eq!(
             key["valueFrom"]["secretKeyRef"],
-            json!({"name": "jielong-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": false})
+            json!({"name": "jielong-s3", "key": "AWS_SECRET_ACCESS_KEY", "optional": true})
+        );
+        // az:// credentials come from the same Secret.
+        assert!(
+            env.iter().any(|e| e["name"] == "AZURE_STORAGE_ACCOUNT_KEY"),
+            "{env:?}"
         );
         assert_eq!(
             pod["volumes"][0]["configMap"]["name"],

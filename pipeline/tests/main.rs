@@ -1,5 +1,6 @@
 //! Integration tests of the pipeline library, one module per stage.
 
+mod azure;
 mod clean;
 mod cluster;
 mod cluster_dedup;

@@ -39,8 +39,10 @@ pub struct K8sLaunch {
     pub image: String,
     #[arg(long, default_value = "default")]
     pub namespace: String,
-    /// Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (optionally AWS_REGION,
-    /// AWS_ENDPOINT_URL, AWS_ALLOW_HTTP).
+    /// Secret with the store's credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    /// (and AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP where needed) for s3://,
+    /// AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY for az://; keys it lacks are
+    /// left unset.
     #[arg(long, default_value = "jielong-s3")]
     pub secret: String,
     /// CPU cores per pod (request and worker threads).
@@ -237,12 +239,14 @@ fn metadata(name: &str, launch: &K8sLaunch, run: &str, stage: Option<&str>) -> V
     json!({"name": name, "namespace": launch.namespace, "labels": labels(run, stage)})
 }
 
-/// A container running `pipeline ARGS` with the S3 settings from the Secret, the config
+/// A container running `pipeline ARGS` with the store's settings from the Secret, the config
 /// mounted read-only and a scratch volume for staged inputs and outputs.
 fn container(name: &str, launch: &K8sLaunch, args: &[String]) -> Value {
-    let secret = |key: &str, optional: bool| {
+    // Optional: a Secret for one store has no keys of the other (a task without the keys
+    // its paths need stops at its first request, naming the store).
+    let secret = |key: &str| {
         json!({"name": key, "valueFrom": {"secretKeyRef": {
-            "name": launch.secret, "key": key, "optional": optional}}})
+            "name": launch.secret, "key": key, "optional": true}}})
     };
     let mut command = vec!["pipeline".to_string()];
     command.extend(args.iter().cloned());
@@ -251,11 +255,13 @@ fn container(name: &str, launch: &K8sLaunch, args: &[String]) -> Value {
         "image": launch.image,
         "command": command,
         "env": [
-            secret("AWS_ACCESS_KEY_ID", false),
-            secret("AWS_SECRET_ACCESS_KEY", false),
-            secret("AWS_REGION", true),
-            secret("AWS_ENDPOINT_URL", true),
-            secret("AWS_ALLOW_HTTP", true),
+            secret("AWS_ACCESS_KEY_ID"),
+            secret("AWS_SECRET_ACCESS_KEY"),
+            secret("AWS_REGION"),
+            secret("AWS_ENDPOINT_URL"),
+            secret("AWS_ALLOW_HTTP"),
+            secret("AZURE_STORAGE_ACCOUNT_NAME"),
+            secret("AZURE_STORAGE_ACCOUNT_KEY"),
             {"name": "JIELONG_SCRATCH", "value": "/scratch"},
             {"name": "RAYON_NUM_THREADS", "value": launch.cpus.to_string()},
         ],

@@ -19,7 +19,7 @@ pub use fetch::{
     FETCH_AHEAD, StagedInput, fetch_all, fetch_input, in_order_ahead, input_size, stage_input,
     staged_path,
 };
-pub use remote::RemoteObject;
+pub use remote::{RemoteObject, Scheme};
 pub use transfer::{Transfer, transfer_totals};
 
 /// Bytes per part of a multipart upload (a smaller file is one PUT).
@@ -43,7 +43,7 @@ pub fn coalesce(ranges: &[std::ops::Range<u64>], gap: u64) -> Vec<std::ops::Rang
 
 /// Whether `path` names an object in a store rather than a local file.
 pub fn is_remote(path: &str) -> bool {
-    path.starts_with("s3://")
+    Scheme::of(path).is_some()
 }
 
 /// `is_remote` for a path held as a `Path`.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path as ObjectPath;
 use object_store::{
     BackoffConfig, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
@@ -46,13 +47,14 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
 }
 
 /// One client per bucket, built on first use.
-fn store(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+fn store(scheme: Scheme, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
     let stores = STORES.get_or_init(Default::default);
     let mut stores = stores
         .lock()
         .map_err(|_| anyhow!("object store cache poisoned"))?;
-    if let Some(s) = stores.get(bucket) {
+    let name = format!("{}{bucket}", scheme.prefix());
+    if let Some(s) = stores.get(&name) {
         return Ok(s.clone());
     }
     let retry = RetryConfig {
@@ -64,35 +66,76 @@ fn store(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         max_retries: 10,
         retry_timeout: Duration::from_secs(180),
     };
-    let built = AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_retry(retry)
-        .build()
-        .with_context(|| format!("configuring access to s3://{bucket} from the AWS_* variables"))?;
-    let built: Arc<dyn ObjectStore> = Arc::new(built);
-    stores.insert(bucket.to_string(), built.clone());
+    let built: Arc<dyn ObjectStore> = match scheme {
+        Scheme::S3 => Arc::new(
+            AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry)
+                .build()
+                .with_context(|| {
+                    format!("configuring access to {name} from the AWS_* variables")
+                })?,
+        ),
+        Scheme::Azure => Arc::new(
+            MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket)
+                .with_retry(retry)
+                .build()
+                .with_context(|| {
+                    format!("configuring access to {name} from the AZURE_* variables")
+                })?,
+        ),
+    };
+    stores.insert(name, built.clone());
     Ok(built)
 }
 
-/// One object, `s3://bucket/key`.
+/// The object stores a path may name, by its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `s3://bucket/key`: Amazon S3 or an S3-compatible server.
+    S3,
+    /// `az://container/key`: Azure Blob Storage (or its emulator, Azurite).
+    Azure,
+}
+
+impl Scheme {
+    pub const ALL: [Scheme; 2] = [Scheme::S3, Scheme::Azure];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Scheme::S3 => "s3://",
+            Scheme::Azure => "az://",
+        }
+    }
+
+    /// The scheme `url` starts with, if any.
+    pub fn of(url: &str) -> Option<Scheme> {
+        Self::ALL.into_iter().find(|s| url.starts_with(s.prefix()))
+    }
+}
+
+/// One object, `s3://bucket/key` or `az://container/key`.
 #[derive(Debug, Clone)]
 pub struct RemoteObject {
     url: String,
+    scheme: Scheme,
     bucket: String,
     key: ObjectPath,
 }
 
 impl RemoteObject {
     pub fn parse(url: &str) -> Result<Self> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| anyhow!("{url:?} is not an s3:// URL"))?;
+        let scheme =
+            Scheme::of(url).ok_or_else(|| anyhow!("{url:?} is not an s3:// or az:// URL"))?;
+        let rest = &url[scheme.prefix().len()..];
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             bail!("{url:?} names no bucket");
         }
         Ok(Self {
             url: url.to_string(),
+            scheme,
             bucket: bucket.to_string(),
             key: ObjectPath::from(key.trim_matches('/')),
         })
@@ -103,7 +146,7 @@ impl RemoteObject {
     }
 
     fn store(&self) -> Result<Arc<dyn ObjectStore>> {
-        store(&self.bucket)
+        store(self.scheme, &self.bucket)
     }
 
     pub fn exists(&self) -> Result<bool> {
@@ -413,9 +456,8 @@ pub fn expand_all(patterns: &[String], keep: impl Fn(&str) -> bool) -> Result<Ve
 
 /// The key part of an `s3://bucket/key` pattern, as written (empty for a bucket).
 fn key_of(pattern: &str) -> &str {
-    pattern
-        .strip_prefix("s3://")
-        .and_then(|r| r.split_once('/'))
+    Scheme::of(pattern)
+        .and_then(|s| pattern[s.prefix().len()..].split_once('/'))
         .map_or("", |(_, k)| k)
 }
 
@@ -503,6 +545,6 @@ pub fn expand(pattern: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<String>>
     keys.sort();
     Ok(keys
         .into_iter()
-        .map(|k| format!("s3://{}/{k}", object.bucket))
+        .map(|k| format!("{}{}/{k}", object.scheme.prefix(), object.bucket))
         .collect())
 }
