@@ -399,3 +399,69 @@ fn downloads_in_ranged_parts_give_the_object_bytes() {
         assert!(std::fs::read(&local).expect("read") == bytes, "size {size}");
     }
 }
+
+/// The tokenizer trainer reads `s3://` inputs one fetched ahead of the one it reads, stops
+/// after the input that reaches `max_bytes`, and leaves no copy behind (the one fetched for
+/// nothing included).
+#[test]
+fn tokenizer_training_over_s3_stops_at_max_bytes_and_leaves_no_copies() {
+    use pipeline::tokenize::train::{TokenizerTrainConfig, train_tokenizer};
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bucket = new_bucket(&endpoint, "tokenizer");
+    let inputs: Vec<String> = dedup_corpus(dir.path(), 40)
+        .into_iter()
+        .filter(|p| p.ends_with(".jsonl"))
+        .collect();
+    let mut sizes = Vec::new();
+    for path in &inputs {
+        let path = Path::new(path);
+        let name = path.file_name().expect("name").to_string_lossy();
+        RemoteObject::parse(&format!("s3://{bucket}/in/{name}"))
+            .and_then(|o| o.upload(path))
+            .expect("upload input");
+        sizes.push(std::fs::metadata(path).expect("size").len());
+    }
+    assert!(inputs.len() >= 3, "{inputs:?}");
+    let output = dir.path().join("tokenizer.json");
+    let config = |max_bytes: u64| TokenizerTrainConfig {
+        inputs: vec![format!("s3://{bucket}/in/")],
+        reader: Default::default(),
+        output: output.clone(),
+        vocab_size: 400,
+        min_frequency: 1,
+        max_bytes,
+        max_word_bytes: 0,
+    };
+    let all = train_tokenizer(&config(0), false).expect("train on everything");
+    // Less text than the first input holds: it alone is read.
+    let limit = sizes[0] / 4;
+    let some = train_tokenizer(&config(limit), false).expect("train on a part");
+    assert!(
+        some.bytes >= limit && some.bytes < all.bytes,
+        "{some:?} {all:?}"
+    );
+    assert!(some.documents < all.documents, "{some:?} {all:?}");
+    let scratch = pipeline::storage::scratch_dir(&format!("tokenizer#{}", output.display()));
+    let left: Vec<_> = walk(&scratch);
+    assert!(left.is_empty(), "copies left behind: {left:?}");
+}
+
+/// The files under `dir` (none when it does not exist).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -135,7 +135,7 @@ fn run_in_pool(
         };
         bar.inc(record.input_bytes);
         done.push(record);
-        Ok(())
+        Ok(std::ops::ControlFlow::Continue(()))
     })?;
     if remote {
         summary

@@ -3,6 +3,7 @@
 //! on background threads while the current one is processed, so a task's cores do not wait
 //! for the network between inputs.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
@@ -70,7 +71,7 @@ pub fn fetch_all(inputs: &[(usize, PathBuf)], dir: &Path) -> Result<Vec<PathBuf>
     let fetch = |(i, path): &(usize, PathBuf)| fetch_input(path, &dir.join(format!("{i:05}")));
     in_order_ahead(inputs, FETCH_AHEAD, fetch, |_, fetched| {
         staged.push(fetched?);
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     })?;
     Ok(staged)
 }
@@ -106,13 +107,13 @@ impl Drop for StagedInput {
 /// Calls `fetch` on each of `items`, up to `ahead` items past the one `consume` has (each on
 /// its own thread, so up to `ahead` fetches run at once), and hands the results to `consume`
 /// in order; `ahead` 0 fetches each in turn on this thread. Stops at `consume`'s first error
-/// (fetches under way finish and their results are dropped). Returns how long `consume`
-/// waited for results in all.
+/// or `Break` (fetches under way finish and their results are dropped). Returns how long
+/// `consume` waited for results in all.
 pub fn in_order_ahead<I: Sync, T: Send>(
     items: &[I],
     ahead: usize,
     fetch: impl Fn(&I) -> T + Sync,
-    mut consume: impl FnMut(&I, T) -> Result<()>,
+    mut consume: impl FnMut(&I, T) -> Result<ControlFlow<()>>,
 ) -> Result<Duration> {
     let mut waited = Duration::ZERO;
     if ahead == 0 {
@@ -120,7 +121,9 @@ pub fn in_order_ahead<I: Sync, T: Send>(
             let started = Instant::now();
             let fetched = fetch(item);
             waited += started.elapsed();
-            consume(item, fetched)?;
+            if consume(item, fetched)?.is_break() {
+                break;
+            }
         }
         return Ok(waited);
     }
@@ -147,7 +150,9 @@ pub fn in_order_ahead<I: Sync, T: Send>(
                 .join()
                 .map_err(|_| anyhow!("fetching an input panicked"))?;
             waited += started.elapsed();
-            consume(item, fetched)?;
+            if consume(item, fetched)?.is_break() {
+                break;
+            }
         }
         Ok(waited)
     })
@@ -160,8 +165,14 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Runs `in_order_ahead` over 0..n with fetches that sleep, recording how many were
-    /// fetched but not yet consumed at each fetch's start.
-    fn run(n: usize, ahead: usize, fail_at: Option<usize>) -> (Vec<usize>, usize, usize) {
+    /// fetched but not yet consumed at each fetch's start; the consumer fails at `fail_at`
+    /// or stops after `stop_at`.
+    fn run(
+        n: usize,
+        ahead: usize,
+        fail_at: Option<usize>,
+        stop_at: Option<usize>,
+    ) -> (Vec<usize>, usize, usize) {
         let fetched = AtomicUsize::new(0);
         let consumed = AtomicUsize::new(0);
         let most_ahead = AtomicUsize::new(0);
@@ -185,7 +196,11 @@ mod tests {
                 }
                 order.lock().expect("lock").push(i);
                 consumed.fetch_add(1, Ordering::SeqCst);
-                Ok(())
+                Ok(if Some(i) == stop_at {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
             },
         );
         assert_eq!(result.is_err(), fail_at.is_some());
@@ -199,7 +214,7 @@ mod tests {
     #[test]
     fn results_come_in_order_at_most_ahead_items_past_the_consumed_one() {
         for ahead in [0, 1, 2, 4] {
-            let (order, most_ahead, fetched) = run(12, ahead, None);
+            let (order, most_ahead, fetched) = run(12, ahead, None, None);
             assert_eq!(order, (0..12).collect::<Vec<_>>(), "ahead {ahead}");
             assert_eq!(fetched, 12);
             // The one being consumed plus `ahead` past it.
@@ -214,11 +229,16 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_consumer_stops_the_fetches_soon_after() {
-        let (order, _, fetched) = run(40, 2, Some(3));
+    fn a_consumer_that_fails_or_stops_ends_the_fetches_soon_after() {
+        let (order, _, fetched) = run(40, 2, Some(3), None);
         assert_eq!(order, vec![0, 1, 2]);
         // Items 0..=3 consumed or failed, at most 2 + 1 more started.
         assert!(fetched <= 7, "{fetched} fetched");
+        for ahead in [0, 2] {
+            let (order, _, fetched) = run(40, ahead, None, Some(4));
+            assert_eq!(order, vec![0, 1, 2, 3, 4], "ahead {ahead}");
+            assert!(fetched <= 5 + ahead + 1, "ahead {ahead}: {fetched} fetched");
+        }
     }
 
     #[test]

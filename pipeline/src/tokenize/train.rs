@@ -178,12 +178,15 @@ pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Re
     let reader = std::thread::spawn(move || -> Result<(u64, u64)> {
         let (mut documents, mut bytes) = (0u64, 0u64);
         let mut batch = Vec::with_capacity(BATCH);
-        for file in &files {
-            if bytes >= limit {
-                break;
-            }
-            let local = storage::fetch_input(file, &fetch_to)?;
-            read_file(&local, &reader_options, &mut |event| {
+        // A remote input is fetched while the one before is read: one ahead, as reading may
+        // stop at `max_bytes` (the copy of one fetched for nothing is removed when dropped).
+        let files: Vec<(usize, PathBuf)> = files.into_iter().enumerate().collect();
+        let fetch = |(i, file): &(usize, PathBuf)| {
+            storage::stage_input(file, &fetch_to.join(format!("{i:05}")))
+        };
+        let ahead = usize::from(files.iter().any(|(_, f)| storage::is_remote_path(f)));
+        storage::in_order_ahead(&files, ahead, fetch, |_, staged| {
+            read_file(staged?.path(), &reader_options, &mut |event| {
                 if let ReadEvent::Document(doc) = event
                     && bytes < limit
                 {
@@ -195,10 +198,12 @@ pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Re
                     }
                 }
             })?;
-            if local != *file {
-                std::fs::remove_file(&local).ok();
-            }
-        }
+            Ok(if bytes >= limit {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            })
+        })?;
         let _ = sender.send(batch);
         Ok((documents, bytes))
     });
