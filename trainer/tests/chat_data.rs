@@ -9,24 +9,23 @@ use format::{
     ChatTemplate, DatasetKind, Message, PreferencePair, Role, SPECIAL_TOKENS, SftExample,
     ShardWriter, TokenizerSpec, UnpairedExample,
 };
-use trainer::engine::{Faults, Resume};
 use trainer::model::tokenizer::TextTokenizer;
-use trainer::pretrain::Trainer;
 
-use crate::helpers::{datasets, tiny_config};
+use crate::helpers::{datasets, tiny_config_toml, trainer_ok};
 
 /// Pretrains the tiny model for `steps` steps under `root` and returns its last checkpoint
-/// (the tokenizer is `root/bpe-tokenizer.json`).
+/// (the tokenizer is `root/bpe-tokenizer.json`). In a `trainer` process of its own: its
+/// initial weights are drawn from libtorch's one generator per process, which other tests
+/// of this process draw from at the same time, so an in-process base differed from run to
+/// run, and so did the post-training tests' results on it.
 pub fn base_checkpoint(root: &Path, steps: u64) -> PathBuf {
     let (train, valid) = datasets(root);
     let out = root.join("base");
-    let mut config = tiny_config(&train, &valid, &out, steps);
-    config.checkpoint.every = 0;
-    let mut run = Trainer::new(config, Resume::No, Faults::default()).expect("trainer");
-    run.run()
-        .expect("pretrain")
-        .last_checkpoint
-        .expect("checkpoint")
+    let toml = tiny_config_toml(&train, &valid, &out, steps).replace("every = 20", "every = 0");
+    let config = root.join("base.toml");
+    std::fs::write(&config, toml).expect("write the base config");
+    trainer_ok(&["pretrain", "--config", &config.display().to_string()]);
+    trainer::io::checkpoint::resolve_run_dir(&out).expect("the base's last checkpoint")
 }
 
 /// The test tokenizer and the chat template on its special tokens.

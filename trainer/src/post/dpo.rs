@@ -232,9 +232,7 @@ impl Objective for Dpo {
         // allows, their gradient handed to the model after the loss's backward.
         let step = StepLogps::new(model, &batch.packed, 1.0, None)?;
         let (loss, sums) = dpo_terms(&step.per_sequence(&batch.packed)?, batch, self.beta)?;
-        let stats = MicroStats::backward(loss, units, sums, batch.packed.tokens)?;
-        step.finish()?;
-        Ok(stats)
+        step.backward(loss, units, sums, batch.packed.tokens)
     }
 
     /// Loss, accuracy, margin, rewards and drifts averaged over the validation pairs.

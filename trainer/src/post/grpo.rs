@@ -331,9 +331,7 @@ impl Objective for Grpo {
                 scalar(r.lengths.iter().sum::<usize>() as f64)?,
             ),
         ];
-        let stats = MicroStats::backward(loss, units, sums, p.tokens)?;
-        step.finish()?;
-        Ok(stats)
+        step.backward(loss, units, sums, p.tokens)
     }
 
     /// The first prompt of the step with its answers, each after its reward.

@@ -250,9 +250,7 @@ impl Objective for Kto {
         let matched = step.per_sequence(&batch.matched)?;
         let (loss, sums, _) = train_terms(model, batch, &self.settings, &matched)?;
         let tokens = batch.matched.tokens + batch.mismatched.tokens;
-        let stats = MicroStats::backward(loss, units, sums, tokens)?;
-        step.finish()?;
-        Ok(stats)
+        step.backward(loss, units, sums, tokens)
     }
 
     /// Loss, KL, accuracy and the mean drift of thumbs-up and thumbs-down examples

@@ -1,12 +1,13 @@
 //! The policy's log-probabilities in a DPO or GRPO training step, whose loss is not a plain
 //! sum of them: where the output layer allows ([`LanguageModel::chunkable_output_weight`])
 //! they are computed a chunk of target cells at a time without a graph, the loss's backward
-//! stops at them, and [`StepLogps::finish`] hands its gradient to the model a chunk at a
-//! time, so the `[targets, vocab]` logits are never held whole (nor kept for the backward);
+//! stops at them, and [`StepLogps::backward`] then hands their gradient to the model a chunk
+//! at a time, so the `[targets, vocab]` logits are never held whole (nor kept for the backward);
 //! otherwise through the logits at the target cells and autograd.
 
 use tch::{Kind, Reduction, TchError, Tensor};
 
+use crate::engine::{MicroStats, NamedSums};
 use crate::model::language_model::LanguageModel;
 use crate::model::loss::{chunked_label_logps, chunked_label_logps_surrogate, rows_at};
 use crate::post::data::PackedBatch;
@@ -161,8 +162,24 @@ impl<'a> StepLogps<'a> {
             .f_narrow(0, 0, batch.sequences)
     }
 
+    /// The step's backward: the loss's ([`MicroStats::backward`]), then [`StepLogps::finish`].
+    /// How a training step on these log-probs ends, so that none can leave the second half
+    /// out (the model would then get no gradient through them).
+    pub fn backward(
+        self,
+        loss: Tensor,
+        units: f64,
+        sums: NamedSums,
+        tokens: i64,
+    ) -> Result<MicroStats, TchError> {
+        let stats = MicroStats::backward(loss, units, sums, tokens)?;
+        self.finish()?;
+        Ok(stats)
+    }
+
     /// After the loss's backward: hands the gradient it left on the chunked log-probs to the
-    /// model, a chunk at a time (on the graph route that backward already reached it).
+    /// model, a chunk at a time (on the graph route that backward already reached it). A
+    /// training step calls [`StepLogps::backward`], which does both.
     pub fn finish(self) -> Result<(), TchError> {
         let Some(c) = self.chunked else {
             return Ok(());
