@@ -16,8 +16,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
-    PutPayload, RetryConfig, WriteMultipart,
+    BackoffConfig, GetOptions, GetRange, GetResult, ObjectStore, ObjectStoreExt, PutMode,
+    PutOptions, PutPayload, RetryConfig, WriteMultipart,
 };
 
 use super::WRITE_PART;
@@ -88,6 +88,31 @@ fn store(scheme: Scheme, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
     };
     stores.insert(name, built.clone());
     Ok(built)
+}
+
+/// A GET, counted.
+async fn counted_get(
+    store: &dyn ObjectStore,
+    key: &ObjectPath,
+    options: GetOptions,
+) -> object_store::Result<GetResult> {
+    let result = store.get_opts(key, options).await;
+    GET_REQUESTS.fetch_add(1, Ordering::Relaxed);
+    result
+}
+
+/// Hands a GET's body to `each` a chunk at a time as it arrives, counting the bytes (so a
+/// large read holds only a chunk in memory); returns how many came.
+async fn read_body(result: GetResult, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+    let mut body = result.into_stream();
+    let mut read = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        BYTES_READ.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        read += chunk.len() as u64;
+        each(&chunk)?;
+    }
+    Ok(read)
 }
 
 /// The object stores a path may name, by its scheme.
@@ -184,20 +209,15 @@ impl RemoteObject {
             .with_context(|| format!("creating {}", partial.display()))?;
         let store = self.store()?;
         let part = part.max(1);
-        let write_body = |result: object_store::GetResult| {
+        let write_body = |result: GetResult| {
             let (file, partial) = (&file, &partial);
-            async move {
-                let mut at = result.range.start;
-                let mut body = result.into_stream();
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk?;
-                    BYTES_READ.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    file.write_all_at(&chunk, at)
-                        .with_context(|| format!("writing {}", partial.display()))?;
-                    at += chunk.len() as u64;
-                }
-                anyhow::Ok(())
-            }
+            let mut at = result.range.start;
+            read_body(result, move |chunk| {
+                file.write_all_at(chunk, at)
+                    .with_context(|| format!("writing {}", partial.display()))?;
+                at += chunk.len() as u64;
+                Ok(())
+            })
         };
         let (size, requests) = runtime()?
             .block_on(async {
@@ -208,11 +228,7 @@ impl RemoteObject {
                         ..GetOptions::default()
                     };
                     let store = store.clone();
-                    async move {
-                        let result = store.get_opts(&self.key, options).await;
-                        GET_REQUESTS.fetch_add(1, Ordering::Relaxed);
-                        anyhow::Ok(result?)
-                    }
+                    async move { Ok(counted_get(&*store, &self.key, options).await?) }
                 };
                 let first = match get(0..part, None).await {
                     Ok(first) => first,
@@ -235,7 +251,7 @@ impl RemoteObject {
                 let rest = futures_util::stream::iter(rest)
                     .map(|range| {
                         let got = get(range, etag.clone());
-                        async move { write_body(got.await?).await }
+                        async move { write_body(got.await?).await.map(drop) }
                     })
                     // With the first part's body: `streams` at once (two at least).
                     .buffer_unordered(streams.max(2) - 1)
@@ -304,17 +320,8 @@ impl RemoteObject {
         };
         runtime()?
             .block_on(async {
-                let result = store.get_opts(&self.key, options).await;
-                GET_REQUESTS.fetch_add(1, Ordering::Relaxed);
-                let mut body = result?.into_stream();
-                let mut read = 0u64;
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk?;
-                    BYTES_READ.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    read += chunk.len() as u64;
-                    each(&chunk)?;
-                }
-                anyhow::Ok(read)
+                let result = counted_get(&*store, &self.key, options).await?;
+                read_body(result, &mut each).await
             })
             .with_context(|| format!("reading {what}"))
     }
