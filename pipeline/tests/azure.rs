@@ -7,7 +7,7 @@ use std::path::Path;
 use pipeline::clean::run;
 use pipeline::storage::{self, RemoteObject};
 
-use crate::cluster::{clean_config, files, remote_files, write_corpus};
+use crate::cluster::{clean_config, files, remote_files, upload_inputs, write_corpus};
 use crate::cluster_dedup::{assert_same, dedup_config, dedup_corpus, outputs, run_split};
 
 /// A fresh prefix in the emulator's `jielong` container, or `None` (with the reason printed)
@@ -45,12 +45,7 @@ fn clean_over_az_gives_the_local_bytes_and_markers_are_created_once() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = write_corpus(dir.path());
-    for input in &inputs {
-        let name = input.file_name().expect("name").to_string_lossy();
-        RemoteObject::parse(&format!("{prefix}/in/{name}"))
-            .and_then(|o| o.upload(input))
-            .expect("upload input");
-    }
+    upload_inputs(&format!("{prefix}/in"), &inputs);
     let local_out = dir.path().join("local");
     let local_inputs: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
     run(

@@ -84,6 +84,24 @@ pub(crate) fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// Uploads each of `inputs` under `prefix` (a URL) by its file name; their sizes in the order
+/// of their names, the order a listing of the prefix gives.
+pub(crate) fn upload_inputs(prefix: &str, inputs: &[impl AsRef<Path>]) -> Vec<u64> {
+    let mut sizes = BTreeMap::new();
+    for path in inputs {
+        let path = path.as_ref();
+        let name = path.file_name().expect("name").to_string_lossy();
+        storage::RemoteObject::parse(&format!("{prefix}/{name}"))
+            .and_then(|o| o.upload(path))
+            .expect("upload input");
+        sizes.insert(
+            name.into_owned(),
+            std::fs::metadata(path).expect("size").len(),
+        );
+    }
+    sizes.into_values().collect()
+}
+
 /// Downloads every object under `url` that `local` has, into a map like `files`.
 pub(crate) fn remote_files(
     url: &str,

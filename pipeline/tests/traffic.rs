@@ -3,13 +3,12 @@
 //! each stage stays within what its design allows, and after `clean` no stage makes a
 //! request per input or per document.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use pipeline::storage::{RemoteObject, Transfer};
 
-use crate::cluster::{new_bucket, s3_endpoint};
+use crate::cluster::{new_bucket, s3_endpoint, upload_inputs};
 use crate::cluster_dedup::dedup_corpus;
 
 /// Signatures closer than this are read in one range (`dedup_remote::SIGNATURE_GAP`).
@@ -17,13 +16,19 @@ const SIGNATURE_GAP: u64 = 64 << 10;
 /// Bytes read past a sectioned file's offsets in the same GET (`dedup_sections`).
 const SECTION_PREFETCH: u64 = 64 << 10;
 
-fn run(args: &[&str], scratch: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+/// `pipeline ARGS` with its scratch directory in `scratch`.
+fn pipeline_output(args: &[&str], scratch: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .args(args)
         .env("JIELONG_SCRATCH", scratch)
         .env("RUST_BACKTRACE", "0")
         .output()
-        .expect("run pipeline");
+        .expect("run pipeline")
+}
+
+/// `pipeline ARGS`, which must succeed.
+fn run(args: &[&str], scratch: &Path) {
+    let out = pipeline_output(args, scratch);
     assert!(
         out.status.success(),
         "pipeline {args:?}: {}",
@@ -31,12 +36,18 @@ fn run(args: &[&str], scratch: &Path) {
     );
 }
 
-/// The traffic task `index` of `stage` recorded in its done marker.
-fn traffic(out: &str, stage: &str, index: usize, tasks: usize) -> Transfer {
+/// The summary task `index` of `stage` recorded in its done marker.
+fn marker_summary(out: &str, stage: &str, index: usize, tasks: usize) -> serde_json::Value {
     let url = format!("{out}/tasks/{stage}-{index:05}-of-{tasks:05}.json");
     let bytes = pipeline::storage::read_small(Path::new(&url)).expect("marker");
     let marker: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-    serde_json::from_value(marker["summary"]["object_store"].clone()).expect("traffic")
+    marker["summary"].clone()
+}
+
+/// The traffic task `index` of `stage` recorded in its done marker.
+fn traffic(out: &str, stage: &str, index: usize, tasks: usize) -> Transfer {
+    let summary = marker_summary(out, stage, index, tasks);
+    serde_json::from_value(summary["object_store"].clone()).expect("traffic")
 }
 
 #[test]
@@ -49,19 +60,7 @@ fn each_stage_of_a_split_run_over_s3_stays_within_its_request_budget() {
     let inputs = dedup_corpus(dir.path(), 60);
     let bucket = new_bucket(&endpoint, "traffic");
     // The inputs are objects too: the clean stage reads each once, in one GET.
-    let mut sizes = BTreeMap::new();
-    for path in &inputs {
-        let path = Path::new(path);
-        let name = path.file_name().expect("name").to_string_lossy();
-        RemoteObject::parse(&format!("s3://{bucket}/in/{name}"))
-            .and_then(|o| o.upload(path))
-            .expect("upload input");
-        sizes.insert(
-            name.to_string(),
-            std::fs::metadata(path).expect("size").len(),
-        );
-    }
-    let sizes: Vec<u64> = sizes.into_values().collect();
+    let sizes = upload_inputs(&format!("s3://{bucket}/in"), &inputs);
     for n in [1usize, 3] {
         let out = format!("s3://{bucket}/out-{n}");
         let config = dir.path().join(format!("traffic-{n}.toml"));
@@ -287,13 +286,7 @@ fn a_clean_task_rerun_on_its_disk_fetches_only_the_inputs_it_had_not_finished() 
     let mut inputs = dedup_corpus(dir.path(), 30);
     inputs.retain(|p| !p.ends_with("resiliparse-clipped.warc.gz"));
     let bucket = new_bucket(&endpoint, "rerun");
-    for path in &inputs {
-        let path = Path::new(path);
-        let name = path.file_name().expect("name").to_string_lossy();
-        RemoteObject::parse(&format!("s3://{bucket}/in/{name}"))
-            .and_then(|o| o.upload(path))
-            .expect("upload input");
-    }
+    upload_inputs(&format!("s3://{bucket}/in"), &inputs);
     // Listed last: the good inputs are done when the task fails on it.
     let good_line = serde_json::json!({"id": "z-1", "text": "a fixed line"}).to_string();
     let bad = RemoteObject::parse(&format!("s3://{bucket}/in/zz-bad.jsonl")).expect("url");
@@ -312,21 +305,15 @@ fn a_clean_task_rerun_on_its_disk_fetches_only_the_inputs_it_had_not_finished() 
         .expect("config");
         config.display().to_string()
     };
-    let args = |config: &str| {
-        ["clean", "--task", "0", "--tasks", "1", "--stage", "clean"]
-            .iter()
-            .map(|a| a.to_string())
-            .chain([config.to_string()])
-            .collect::<Vec<String>>()
-    };
+    fn args(config: &str) -> [&str; 8] {
+        [
+            "clean", config, "--task", "0", "--tasks", "1", "--stage", "clean",
+        ]
+    }
     let out = format!("s3://{bucket}/out");
-    let rerun = args(&write_config(&out));
-    let rerun: Vec<&str> = rerun.iter().map(String::as_str).collect();
-    let failed = Command::new(env!("CARGO_BIN_EXE_pipeline"))
-        .args(&rerun)
-        .env("JIELONG_SCRATCH", &scratch)
-        .output()
-        .expect("run pipeline");
+    let config = write_config(&out);
+    let rerun = args(&config);
+    let failed = pipeline_output(&rerun, &scratch);
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
         !failed.status.success() && stderr.contains("zz-bad.jsonl: line 2"),
@@ -348,18 +335,12 @@ fn a_clean_task_rerun_on_its_disk_fetches_only_the_inputs_it_had_not_finished() 
     );
     // The same task run afresh over the fixed inputs counts the same documents.
     let fresh_out = format!("s3://{bucket}/fresh");
-    let fresh = args(&write_config(&fresh_out));
-    run(
-        &fresh.iter().map(String::as_str).collect::<Vec<_>>(),
-        &scratch,
+    let fresh_config = write_config(&fresh_out);
+    run(&args(&fresh_config), &scratch);
+    let (resumed, fresh) = (
+        marker_summary(&out, "clean", 0, 1),
+        marker_summary(&fresh_out, "clean", 0, 1),
     );
-    let summary = |out: &str| -> serde_json::Value {
-        let url = format!("{out}/tasks/clean-00000-of-00001.json");
-        let marker = pipeline::storage::read_small(Path::new(&url)).expect("marker");
-        let marker: serde_json::Value = serde_json::from_slice(&marker).expect("json");
-        marker["summary"].clone()
-    };
-    let (resumed, fresh) = (summary(&out), summary(&fresh_out));
     assert_eq!(resumed["inputs_resumed"], inputs.len(), "{resumed}");
     assert_eq!(fresh["inputs_resumed"], 0, "{fresh}");
     for field in [
@@ -415,15 +396,7 @@ fn tokenizer_training_over_s3_stops_at_max_bytes_and_leaves_no_copies() {
         .into_iter()
         .filter(|p| p.ends_with(".jsonl"))
         .collect();
-    let mut sizes = Vec::new();
-    for path in &inputs {
-        let path = Path::new(path);
-        let name = path.file_name().expect("name").to_string_lossy();
-        RemoteObject::parse(&format!("s3://{bucket}/in/{name}"))
-            .and_then(|o| o.upload(path))
-            .expect("upload input");
-        sizes.push(std::fs::metadata(path).expect("size").len());
-    }
+    let sizes = upload_inputs(&format!("s3://{bucket}/in"), &inputs);
     assert!(inputs.len() >= 3, "{inputs:?}");
     let output = dir.path().join("tokenizer.json");
     let config = |max_bytes: u64| TokenizerTrainConfig {
