@@ -49,7 +49,7 @@ pub enum Command {
         scheduler: LaunchCommand,
     },
     /// Per stage of a split run: tasks done, running, failed (with their last error) and not
-    /// started, read from the markers in OUT/tasks/ (local or s3://).
+    /// started, read from the markers in OUT/tasks/ (local, s3:// or az://).
     Status {
         /// The pipeline config the run was launched with.
         config: PathBuf,
@@ -198,13 +198,19 @@ pub enum LaunchCommand {
         /// Largest array (default: MaxArraySize from `scontrol show config`).
         #[arg(long)]
         max_array_size: Option<usize>,
+        /// Cores per task (#SBATCH --cpus-per-task, and as many worker threads). Default:
+        /// the cluster's, usually 1. A clean task processes one input per 4 cores at once
+        /// (`run.inputs_at_once`), so any count keeps its cores busy; fewer, larger tasks
+        /// make fewer dedup shuffle requests (they grow as tasks squared).
+        #[arg(long)]
+        cpus_per_task: Option<usize>,
         /// Print the scripts instead of submitting them.
         #[arg(long)]
         dry_run: bool,
     },
     /// Write Kubernetes manifests for `kubectl apply -f`: a ConfigMap with the config and one
     /// Indexed Job per stage (each later stage's pods first wait for the previous stage's
-    /// done markers). Inputs and output must be s3:// paths.
+    /// done markers). Inputs and output must be in object storage (s3:// or az://).
     K8s {
         #[command(flatten)]
         launch: pipeline::launch::k8s::K8sLaunch,

@@ -20,6 +20,7 @@ pub fn launch(scheduler: LaunchCommand) -> Result<()> {
             partition,
             scripts_dir,
             max_array_size,
+            cpus_per_task,
             dry_run,
         } => {
             let launch = SlurmLaunch {
@@ -29,6 +30,7 @@ pub fn launch(scheduler: LaunchCommand) -> Result<()> {
                 partition,
                 scripts_dir,
                 max_array_size,
+                cpus_per_task,
             };
             let scripts = slurm::scripts(&launch)?;
             if dry_run {

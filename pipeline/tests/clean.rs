@@ -246,6 +246,35 @@ fn clean_run_filters_dedups_and_resumes() {
     run(&one, false).expect("run 1 thread");
     assert_eq!(kept(&out1), kept(&out));
 
+    // The same bytes with both inputs processed at once (the second on a helper thread
+    // while the first is on this one, or the other way round).
+    let out2 = tmp.path().join("run-at-once");
+    let mut both = config.clone();
+    both.output.dir = out2.clone();
+    both.run.inputs_at_once = 2;
+    let at_once = run(&both, false).expect("run 2 inputs at once");
+    assert_eq!(at_once.docs_out, summary.docs_out);
+    for name in ["kept", "."] {
+        let mut files: Vec<_> = std::fs::read_dir(out.join(name))
+            .expect("outputs")
+            .map(|e| e.expect("entry").file_name())
+            .filter(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with("part-") || n.starts_with("docs-")
+            })
+            .collect();
+        files.sort();
+        assert!(files.len() >= 2, "{name}: {files:?}");
+        for file in files {
+            let (a, b) = (out.join(name).join(&file), out2.join(name).join(&file));
+            assert!(
+                std::fs::read(&a).expect("read") == std::fs::read(&b).expect("read"),
+                "{} differs",
+                b.display()
+            );
+        }
+    }
+
     // Resume: everything is skipped; losing one done marker redoes only that input.
     let again = run(&config, false).expect("rerun");
     assert_eq!(again.inputs_resumed, 2);

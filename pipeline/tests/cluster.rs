@@ -183,7 +183,10 @@ fn clean_and_tokenize_over_s3_give_the_local_bytes() {
         format!("s3://{bucket}/in/*.warc.gz"),
     ];
     let out_url = format!("s3://{bucket}/clean");
-    let remote = clean_config(dir.path(), &remote_inputs, &out_url, true);
+    let mut remote = clean_config(dir.path(), &remote_inputs, &out_url, true);
+    // Its three inputs fetched ahead and processed at once (fetched copies handed to helper
+    // threads), the local run's one at a time.
+    remote.run.inputs_at_once = 3;
     run(&remote, false).expect("s3 run");
     let expected = files(&local_out);
     assert!(
@@ -437,7 +440,7 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
     }
     run(&loaded, false).expect("local run");
 
-    // 3 tasks, at most 2 at once, arrays of at most 2: two clean pieces, the tokenizer (one
+    // 3 tasks of 1 core, at most 2 at once, arrays of at most 2: two clean pieces, the tokenizer (one
     // task), two tokenize pieces (the kept documents encoded), then finish (the dataset).
     let cluster = config("cluster");
     let launched = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
@@ -451,6 +454,8 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
             "2",
             "--max-array-size",
             "2",
+            "--cpus-per-task",
+            "1",
         ])
         .output()
         .expect("run pipeline launch slurm");
@@ -468,6 +473,13 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
         .map(String::from)
         .collect();
     assert_eq!(ids.len(), 6, "{stdout}");
+    let script = std::fs::read_to_string(dir.path().join("slurm-jobs/clean-000.sbatch"))
+        .expect("the first clean piece's script");
+    assert!(
+        script.contains("#SBATCH --cpus-per-task=1\n")
+            && script.contains("export RAYON_NUM_THREADS=1\n"),
+        "{script}"
+    );
     let started = std::time::Instant::now();
     loop {
         let queue = std::process::Command::new("squeue")

@@ -3,6 +3,7 @@
 //! `process` is what happens to one document, `work` the per-input work files and done
 //! markers between the stages, `tasks` one task of a split run and remote outputs, `docs_table` the per-document Parquet table and kept Parquet.
 
+mod at_once;
 mod dedup_checks;
 mod dedup_keys;
 mod dedup_packs;

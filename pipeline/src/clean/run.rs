@@ -56,10 +56,11 @@ pub(crate) fn run_local(
         .num_threads(config.run.threads)
         .build()
         .context("starting the worker pool")?;
-    pool.install(|| run_in_pool(config, show_progress, task))
+    pool.install(|| run_in_pool(&pool, config, show_progress, task))
 }
 
 fn run_in_pool(
+    pool: &rayon::ThreadPool,
     config: &PipelineConfig,
     show_progress: bool,
     task: Option<TaskSlice>,
@@ -99,16 +100,15 @@ fn run_in_pool(
         .sum();
     let bar = progress_bar(show_progress, total_bytes);
     let processor = Processor::new(config);
-    let mut done = Vec::with_capacity(inputs.len());
     let direct = kept_written_directly(config);
     if direct {
         let kept_dir = out.join("kept");
         std::fs::create_dir_all(&kept_dir)
             .with_context(|| format!("creating {}", kept_dir.display()))?;
     }
-    // Each input resumes from its done record or is fetched (a remote one in one streamed
-    // GET, next to the work files, up to `run.fetch_ahead` of them while the one before is
-    // processed; the copy goes once processed).
+    // Each input resumes from its done record or is fetched (a remote one next to the work
+    // files, up to `run.fetch_ahead` of them while the ones before are processed; the copy
+    // goes once processed), then processed, up to `run.inputs_at_once` at the same time.
     let remote = inputs.iter().any(|p| crate::storage::is_remote_path(p));
     let ready = |&index: &usize| -> Result<Ready> {
         let dir = staging.join(format!("{index:05}"));
@@ -122,21 +122,41 @@ fn run_in_pool(
         )
     };
     let ahead = if remote { config.run.fetch_ahead } else { 0 };
-    let waited = crate::storage::in_order_ahead(&mine, ahead, ready, |&index, ready| {
-        let record = match ready? {
-            Ready::Resumed(record) => {
-                summary.inputs_resumed += 1;
-                record
-            }
-            Ready::Fetched(input) => {
-                let files = work_files(config, &work, index);
-                process_input(input.path(), &files, &fingerprint, config, &processor, &bar)?
-            }
-        };
+    let at_once =
+        super::at_once::inputs_at_once(config.run.inputs_at_once, pool.current_num_threads());
+    let process = |(index, input): (usize, crate::storage::StagedInput)| {
+        let files = work_files(config, &work, index);
+        let record = process_input(
+            pool,
+            input.path(),
+            &files,
+            &fingerprint,
+            config,
+            &processor,
+            &bar,
+        )?;
         bar.inc(record.input_bytes);
-        done.push(record);
-        Ok(std::ops::ControlFlow::Continue(()))
+        Ok((index, record))
+    };
+    let (mut waited, mut resumed) = (Duration::ZERO, Vec::new());
+    let mut done = super::at_once::run_at_once(at_once, process, |submit| {
+        waited = crate::storage::in_order_ahead(&mine, ahead, ready, |&index, ready| {
+            match ready? {
+                Ready::Resumed(record) => {
+                    summary.inputs_resumed += 1;
+                    bar.inc(record.input_bytes);
+                    resumed.push((index, record));
+                }
+                Ready::Fetched(input) => submit((index, input))?,
+            }
+            Ok(std::ops::ControlFlow::Continue(()))
+        })?;
+        Ok(())
     })?;
+    done.append(&mut resumed);
+    // In input order, as the numbering of kept documents is.
+    done.sort_unstable_by_key(|(index, _)| *index);
+    let done: Vec<InputDone> = done.into_iter().map(|(_, record)| record).collect();
     if remote {
         summary
             .seconds
@@ -252,6 +272,7 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
 /// the worker pool processes one batch at a time, and a writer thread serializes the previous
 /// one, so neither core waits while the input is parsed or the work files are compressed.
 fn process_input(
+    pool: &rayon::ThreadPool,
     input: &Path,
     files: &WorkFiles,
     fingerprint: &str,
@@ -270,28 +291,31 @@ fn process_input(
     let (processed_tx, processed_rx) = sync_channel::<Vec<Processed>>(2);
     let (seen, read_time, written, processing) = std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
-            let mut waiting = Duration::ZERO;
-            let started = Instant::now();
             let seen = read_in_batches(
                 input,
                 reader_options,
                 config.run.batch_size,
                 &mut |batch: Vec<Document>| {
-                    let sending = Instant::now();
-                    let sent = batches_tx.send(batch);
-                    waiting += sending.elapsed();
                     // The receiver only hangs up when processing or writing failed; that
                     // error is the one reported.
-                    sent.map_err(|_| anyhow::anyhow!("processing stopped"))
+                    batches_tx
+                        .send(batch)
+                        .map_err(|_| anyhow::anyhow!("processing stopped"))
                 },
             );
-            (seen, started.elapsed().saturating_sub(waiting))
+            (seen, thread_cpu())
         });
-        let writer = scope.spawn(move || write_work_files(files, processed_rx, bar));
+        let writer = scope.spawn(move || {
+            write_work_files(files, processed_rx, bar).map(|mut w| {
+                w.writing = thread_cpu();
+                w
+            })
+        });
         let mut processing = Ok(());
         for batch in batches_rx {
+            // On the run's pool also when this input is processed on a helper thread.
             let processed: Vec<Processed> =
-                batch.par_iter().map(|d| processor.process(d)).collect();
+                pool.install(|| batch.par_iter().map(|d| processor.process(d)).collect());
             if processed_tx.send(processed).is_err() {
                 processing = Err(anyhow::anyhow!("writing the work files stopped"));
                 break;
@@ -335,6 +359,20 @@ fn process_input(
     Ok(record)
 }
 
+/// CPU time this thread has used (Linux's per-thread clock): what a reader or writer thread
+/// did, without the time it waited for the others or, on a busy machine, for a core.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write; the per-thread clock exists on Linux.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 /// What the work file writer counted.
 #[derive(Debug, Default)]
 struct WorkWritten {
@@ -345,7 +383,7 @@ struct WorkWritten {
     kept_digest: Option<u64>,
     odd_markup: u64,
     stage_nanos: [u64; STAGES.len()],
-    /// Time spent serializing and compressing (not waiting for batches).
+    /// The writer thread's CPU time: serializing and compressing.
     writing: Duration,
 }
 
@@ -363,7 +401,6 @@ fn write_work_files(
     );
     let mut counts = WorkWritten::default();
     for processed in batches {
-        let started = Instant::now();
         for p in processed {
             for (total, n) in counts.stage_nanos.iter_mut().zip(p.stage_nanos) {
                 *total += n;
@@ -380,13 +417,10 @@ fn write_work_files(
             }
         }
         bar.set_message(format!("{} docs", counts.docs));
-        counts.writing += started.elapsed();
     }
-    let finishing = Instant::now();
     rows.finish()?;
     counts.kept_digest = kept.finish()?;
     std::io::Write::flush(&mut keys)?;
-    counts.writing += finishing.elapsed();
     Ok(counts)
 }
 

@@ -200,7 +200,7 @@ fn check_remote(config: &PipelineConfig, file: &Path) -> Result<()> {
     }
     if !local.is_empty() {
         bail!(
-            "{}: Kubernetes pods share no disk, so every input and output must be an s3:// path; local: {}",
+            "{}: Kubernetes pods share no disk, so every input and output must be in object storage (s3:// or az://); local: {}",
             file.display(),
             local.join(", ")
         );

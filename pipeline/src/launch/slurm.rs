@@ -24,6 +24,9 @@ pub struct SlurmLaunch {
     pub scripts_dir: PathBuf,
     /// The largest array (`MaxArraySize`); read from `scontrol show config` when `None`.
     pub max_array_size: Option<usize>,
+    /// Cores per task (`--cpus-per-task`, and as many worker threads); the cluster's default
+    /// (usually 1) when `None`.
+    pub cpus_per_task: Option<usize>,
 }
 
 /// One sbatch script: a stage, or a piece of one.
@@ -37,6 +40,10 @@ pub struct Script {
 /// The scripts in submission order; each waits for the previous stage's (`afterok`).
 pub fn scripts(launch: &SlurmLaunch) -> Result<Vec<Script>> {
     ensure!(launch.tasks > 0, "--tasks must be at least 1");
+    ensure!(
+        launch.cpus_per_task != Some(0),
+        "--cpus-per-task must be at least 1"
+    );
     let max_array = match launch.max_array_size {
         Some(n) => n,
         None => max_array_size()?,
@@ -87,8 +94,17 @@ fn script(
         .as_ref()
         .map(|p| format!("#SBATCH --partition={p}\n"))
         .unwrap_or_default();
+    // The worker threads follow the cores given, whether or not the cluster binds tasks to
+    // them (a task on a node of 64 cores with `task/none` would otherwise start 64).
+    let (cpus, threads) = match launch.cpus_per_task {
+        Some(c) => (
+            format!("#SBATCH --cpus-per-task={c}\n"),
+            format!("export RAYON_NUM_THREADS={c}\n"),
+        ),
+        None => (String::new(), String::new()),
+    };
     let text = format!(
-        "#!/bin/bash\n#SBATCH --job-name=jielong-{stage}\n#SBATCH --array=0-{}{throttle}\n{partition}#SBATCH --chdir={}\n#SBATCH --output={}/{stage}-%A_%a.log\nset -euo pipefail\n{command}\n",
+        "#!/bin/bash\n#SBATCH --job-name=jielong-{stage}\n#SBATCH --array=0-{}{throttle}\n{partition}{cpus}#SBATCH --chdir={}\n#SBATCH --output={}/{stage}-%A_%a.log\nset -euo pipefail\n{threads}{command}\n",
         len - 1,
         cwd.display(),
         logs.display(),
