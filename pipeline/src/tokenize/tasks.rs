@@ -185,7 +185,14 @@ pub fn tokenize_finish(
     }
     let (input_bytes, issues) = read_markers(input, options, tasks)?;
     let files = expand_inputs(&input.paths, input.reader.format)?.len();
-    let summary = write_dataset(files, options, &resolved(input, options))?;
+    let feed = |send: &mut dyn FnMut(Vec<Encoded>) -> Result<()>| {
+        (0..files).try_for_each(|index| send(read_records(&encoded_path(options, index))?))
+    };
+    let summary = write_dataset(options, &resolved(input, options), feed)?;
+    for index in 0..files {
+        std::fs::remove_file(encoded_path(options, index)).ok();
+    }
+    std::fs::remove_dir(options.output.join("work")).ok();
     Ok(TokenizeSummary {
         input_bytes,
         issues,
@@ -225,12 +232,12 @@ fn read_markers(
     Ok((input_bytes, issues))
 }
 
-/// Writes the dataset under `options.output` (local) from the `files` inputs' encoded
-/// documents there, with `config` (the user's) in its manifests; removes the encoded files.
+/// Writes the dataset under `options.output` (local) from the encoded documents `feed`
+/// sends, every input's in input order, with `config` (the user's) in its manifests.
 fn write_dataset(
-    files: usize,
     options: &TokenizeOptions,
     config: &serde_json::Value,
+    feed: impl FnOnce(&mut dyn FnMut(Vec<Encoded>) -> Result<()>) -> Result<()>,
 ) -> Result<TokenizeSummary> {
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     let train = Sink::new(
@@ -255,16 +262,11 @@ fn write_dataset(
     let (sender, receiver) = std::sync::mpsc::sync_channel::<ToWriter>(2);
     let mut summary = std::thread::scope(|scope| -> Result<TokenizeSummary> {
         let writer = scope.spawn(move || write_all(receiver, train, val, options));
-        let send = || -> Result<()> {
-            for index in 0..files {
-                let docs = read_records(&encoded_path(options, index))?;
-                sender
-                    .send(ToWriter::Batch(docs))
-                    .map_err(|_| anyhow!("the shard writer stopped"))?;
-            }
-            Ok(())
-        };
-        let sent = send();
+        let sent = feed(&mut |docs| {
+            sender
+                .send(ToWriter::Batch(docs))
+                .map_err(|_| anyhow!("the shard writer stopped"))
+        });
         if sent.is_ok() {
             let _ = sender.send(ToWriter::Done);
         }
@@ -274,10 +276,6 @@ fn write_dataset(
             .map_err(|_| anyhow!("the shard writer panicked"))?;
         sent.and(written)
     })?;
-    for index in 0..files {
-        std::fs::remove_file(encoded_path(options, index)).ok();
-    }
-    std::fs::remove_dir(options.output.join("work")).ok();
     summary.encode_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -374,23 +372,35 @@ fn remote_finish(
     // A scratch copy left by a failed attempt is not trusted.
     std::fs::remove_dir_all(&scratch).ok();
     let local = localized(options, &scratch)?;
-    if remote_output {
-        for index in 0..files {
-            let url = encoded_path(options, index);
-            let to = encoded_path(&local, index);
-            if let Some(dir) = to.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            RemoteObject::parse(&url.to_string_lossy())?.download(&to)?;
+    // Each input's encoded documents: fetched up to FETCH_AHEAD past the one being written
+    // (a GET each, at the same time), and each copy removed once sent to the writer, so the
+    // scratch disk holds a few of them, not all.
+    let indices: Vec<usize> = (0..files).collect();
+    let staging = scratch.join("encoded");
+    let fetch = |&index: &usize| {
+        if remote_output {
+            storage::stage_input(&encoded_path(options, index), &staging)
+        } else {
+            storage::stage_input(&encoded_path(&local, index), &staging)
         }
-    }
-    let summary = write_dataset(files, &local, &resolved(input, options))?;
+    };
+    let feed = |send: &mut dyn FnMut(Vec<Encoded>) -> Result<()>| {
+        storage::in_order_ahead(&indices, storage::FETCH_AHEAD, fetch, |_, staged| {
+            send(read_records(staged?.path())?)?;
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .map(drop)
+    };
+    let summary = write_dataset(&local, &resolved(input, options), feed)?;
     if remote_output {
         let url = options.output.to_string_lossy();
         storage::upload_dir(&local.output, &url, &["work", "tasks"], &["manifest.json"])?;
-        for index in 0..files {
-            storage::remove(&encoded_path(options, index))?;
-        }
+    }
+    for index in 0..files {
+        storage::remove(&encoded_path(options, index))?;
+    }
+    if !remote_output {
+        std::fs::remove_dir(options.output.join("work")).ok();
     }
     std::fs::remove_dir_all(&scratch).ok();
     Ok(TokenizeSummary {
