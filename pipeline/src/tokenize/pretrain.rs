@@ -330,28 +330,41 @@ pub(super) fn write_record(out: &mut impl Write, doc: &Encoded) -> Result<()> {
 }
 
 pub(super) fn read_records(path: &Path) -> Result<Vec<Encoded>> {
-    let mut reader =
-        BufReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    read_records_from(BufReader::new(file), path)
+}
+
+/// [`read_records`] of a zstd-compressed file (a split run's encoded documents, which cross
+/// the network: token ids compress ~2.4x at level 1).
+pub(super) fn read_compressed_records(path: &Path) -> Result<Vec<Encoded>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let decoder = zstd::stream::read::Decoder::new(file)
+        .with_context(|| format!("reading {}", path.display()))?;
+    read_records_from(BufReader::new(decoder), path)
+}
+
+fn read_records_from(mut reader: impl Read, path: &Path) -> Result<Vec<Encoded>> {
     let mut docs = Vec::new();
     let mut word = [0u8; 4];
-    let read_u32 = |r: &mut BufReader<File>, word: &mut [u8; 4]| -> std::io::Result<u32> {
-        r.read_exact(word)?;
-        Ok(u32::from_le_bytes(*word))
+    let mut read_u32 = |r: &mut dyn Read| -> std::io::Result<u32> {
+        r.read_exact(&mut word)?;
+        Ok(u32::from_le_bytes(word))
     };
+    let what = || format!("reading {}", path.display());
     loop {
-        let id_len = match read_u32(&mut reader, &mut word) {
+        let id_len = match read_u32(&mut reader) {
             Ok(n) => n as usize,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(docs),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(e).with_context(what),
         };
         let mut id = vec![0u8; id_len];
-        reader.read_exact(&mut id)?;
-        let source_len = read_u32(&mut reader, &mut word)? as usize;
+        reader.read_exact(&mut id).with_context(what)?;
+        let source_len = read_u32(&mut reader).with_context(what)? as usize;
         let mut source = vec![0u8; source_len];
-        reader.read_exact(&mut source)?;
-        let n = read_u32(&mut reader, &mut word)? as usize;
+        reader.read_exact(&mut source).with_context(what)?;
+        let n = read_u32(&mut reader).with_context(what)? as usize;
         let mut bytes = vec![0u8; n * 4];
-        reader.read_exact(&mut bytes)?;
+        reader.read_exact(&mut bytes).with_context(what)?;
         docs.push(Encoded {
             id: String::from_utf8(id).context("bucket record id")?,
             source: String::from_utf8(source).context("bucket record source")?,
