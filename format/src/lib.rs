@@ -22,4 +22,7 @@ pub use manifest::{
 pub use reader::{Dataset, ListView, Shard, ShardBatch, Tokens};
 pub use rows::{PreferencePair, PretrainDoc, Row, SftExample, UnpairedExample};
 pub use schema::{DatasetKind, TokenDtype};
-pub use writer::{ShardWriter, ShardWriterBuilder, TOKENIZER_FILE, TokenizerSpec, shard_file_name};
+pub use writer::{
+    ShardWriter, ShardWriterBuilder, TOKENIZER_FILE, TokenizerSpec, part_shard_file_name,
+    shard_file_name, write_parts_manifest,
+};

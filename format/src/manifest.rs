@@ -120,7 +120,7 @@ impl Manifest {
         Ok(manifest)
     }
 
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         let sum = Totals::of(&self.shards);
         if sum != self.totals {
             return Err(format!(

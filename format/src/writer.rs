@@ -27,6 +27,12 @@ pub fn shard_file_name(i: usize) -> String {
     format!("shard-{i:05}.arrow")
 }
 
+/// Shard file name for shard `i` of part `part` of a dataset written in parts
+/// ([`ShardWriterBuilder::part`]).
+pub fn part_shard_file_name(part: usize, i: usize) -> String {
+    format!("shard-{part:05}-{i:05}.arrow")
+}
+
 /// The tokenizer to record in the dataset: the file is copied in and hashed by the writer.
 #[derive(Debug, Clone)]
 pub struct TokenizerSpec {
@@ -44,6 +50,7 @@ pub struct ShardWriterBuilder {
     max_shard_tokens: u64,
     config: serde_json::Value,
     overwrite: bool,
+    part: Option<usize>,
 }
 
 impl ShardWriterBuilder {
@@ -66,6 +73,19 @@ impl ShardWriterBuilder {
     /// rewriting leaves no manifest rather than a stale one).
     pub fn overwrite(mut self, yes: bool) -> Self {
         self.overwrite = yes;
+        self
+    }
+
+    /// Writes only part `part` of a dataset whose parts are written apart, by other writers
+    /// (on other machines, at other times): its shards are `shard-PPPPP-IIIII.arrow`
+    /// ([`part_shard_file_name`]); the remains of an earlier attempt at the same part are
+    /// removed first (a writer killed mid-part is simply run again), and nothing else in the
+    /// directory is touched: no tokenizer copy and no manifest. [`ShardWriter::finish_part`]
+    /// returns the part's shard entries, and [`write_parts_manifest`] writes the manifest
+    /// over every part's once all are done. A caller rewriting a dataset removes its old
+    /// manifest before the parts start (it names shards a part is about to replace).
+    pub fn part(mut self, part: usize) -> Self {
+        self.part = Some(part);
         self
     }
 
@@ -103,15 +123,15 @@ impl ShardWriterBuilder {
         if bos.is_some() && bos == eos {
             return misuse("the `bos` special token must differ from `eos`".into());
         }
-        prepare_dir(&self.dir, self.overwrite)?;
-
-        let tokenizer_dest = self.dir.join(TOKENIZER_FILE);
-        fs::copy(&self.tokenizer.path, &tokenizer_dest).map_err(io_err(&self.tokenizer.path))?;
-        let tokenizer = TokenizerInfo {
-            file: TOKENIZER_FILE.to_string(),
-            sha256: sha256_file(&tokenizer_dest)?,
-            vocab_size: self.tokenizer.vocab_size,
-            special_tokens: self.tokenizer.special_tokens,
+        let tokenizer = match self.part {
+            Some(part) => {
+                prepare_part(&self.dir, part)?;
+                tokenizer_info(self.tokenizer, &self.dir, false)?
+            }
+            None => {
+                prepare_dir(&self.dir, self.overwrite)?;
+                tokenizer_info(self.tokenizer, &self.dir, true)?
+            }
         };
         let dtype = self.kind.token_dtype(tokenizer.vocab_size);
         Ok(ShardWriter {
@@ -127,8 +147,86 @@ impl ShardWriterBuilder {
             config: self.config,
             shards: Vec::new(),
             rows_written: 0,
+            part: self.part,
         })
     }
+}
+
+/// The tokenizer as a manifest records it, copied into `dir` when `copy` (a part writer
+/// leaves that to [`write_parts_manifest`]; the digest is the same either way).
+fn tokenizer_info(spec: TokenizerSpec, dir: &Path, copy: bool) -> Result<TokenizerInfo> {
+    let hashed = if copy {
+        let dest = dir.join(TOKENIZER_FILE);
+        fs::copy(&spec.path, &dest).map_err(io_err(&spec.path))?;
+        dest
+    } else {
+        spec.path.clone()
+    };
+    Ok(TokenizerInfo {
+        file: TOKENIZER_FILE.to_string(),
+        sha256: sha256_file(&hashed)?,
+        vocab_size: spec.vocab_size,
+        special_tokens: spec.special_tokens,
+    })
+}
+
+/// Removes what an earlier attempt at part `part` left in `dir` (its shards and temp files).
+fn prepare_part(dir: &Path, part: usize) -> Result<()> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let prefix = format!("shard-{part:05}-");
+    let mut removed = false;
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let shard = name.strip_prefix('.').unwrap_or(&name);
+        if shard.starts_with(&prefix) && (name.ends_with(".arrow") || name.ends_with(".tmp")) {
+            fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Writes `dir/manifest.json` for a dataset written in parts ([`ShardWriterBuilder::part`]):
+/// `shards` are every part's entries, in the order readers are to see them; the tokenizer is
+/// copied in. Like [`ShardWriter::finish`], only after this returns `Ok` is the directory a
+/// dataset. The shards themselves are not read again (they may be in object storage by
+/// now); their entries carry their sizes and digests, which readers check.
+pub fn write_parts_manifest(
+    dir: &Path,
+    kind: DatasetKind,
+    tokenizer: TokenizerSpec,
+    config: serde_json::Value,
+    shards: Vec<ShardEntry>,
+) -> Result<Manifest> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = shards.iter().find(|s| !seen.insert(s.file.as_str())) {
+        return Err(FormatError::Misuse(format!(
+            "shard {} is listed twice: two parts wrote it",
+            twice.file
+        )));
+    }
+    let tokenizer = tokenizer_info(tokenizer, dir, true)?;
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        kind,
+        token_dtype: kind.token_dtype(tokenizer.vocab_size),
+        tokenizer,
+        totals: Totals::of(&shards),
+        shards,
+        config,
+        created_at: now_rfc3339(),
+    };
+    manifest.check().map_err(|message| FormatError::Manifest {
+        path: dir.join(MANIFEST_FILE),
+        message,
+    })?;
+    manifest.write_atomic(dir)?;
+    Ok(manifest)
 }
 
 /// Refuses to clobber a dataset unless asked; with `overwrite`, removes the old manifest
@@ -184,6 +282,8 @@ pub struct ShardWriter {
     buffer: ShardBuffer,
     shards: Vec<ShardEntry>,
     rows_written: u64,
+    /// The part this writer writes, for a dataset written in parts.
+    part: Option<usize>,
 }
 
 impl ShardWriter {
@@ -201,6 +301,7 @@ impl ShardWriter {
             max_shard_tokens: ShardWriterBuilder::DEFAULT_MAX_SHARD_TOKENS,
             config: serde_json::Value::Null,
             overwrite: false,
+            part: None,
         }
     }
 
@@ -336,7 +437,10 @@ impl ShardWriter {
         let buffer = std::mem::replace(&mut self.buffer, next);
         let (rows, tokens) = (buffer.rows() as u64, buffer.tokens);
         let batch = buffer.into_batch(self.kind, self.dtype, &self.schema)?;
-        let name = shard_file_name(self.shards.len());
+        let name = match self.part {
+            Some(part) => part_shard_file_name(part, self.shards.len()),
+            None => shard_file_name(self.shards.len()),
+        };
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let dest = self.dir.join(&name);
 
@@ -369,6 +473,11 @@ impl ShardWriter {
     /// Flushes the last shard and writes `manifest.json` atomically. Only after this returns
     /// `Ok` is the directory a dataset.
     pub fn finish(mut self) -> Result<Manifest> {
+        if let Some(part) = self.part {
+            return Err(FormatError::Misuse(format!(
+                "part {part} of a dataset written in parts ends with finish_part; write_parts_manifest writes the manifest"
+            )));
+        }
         self.flush_shard()?;
         sync_dir(&self.dir)?;
         let totals = Totals::of(&self.shards);
@@ -384,6 +493,22 @@ impl ShardWriter {
         };
         manifest.write_atomic(&self.dir)?;
         Ok(manifest)
+    }
+}
+
+impl ShardWriter {
+    /// Flushes the last shard of a part ([`ShardWriterBuilder::part`]) and returns its
+    /// shards' entries, for [`write_parts_manifest`]. Every shard is in place (renamed,
+    /// synced) when this returns.
+    pub fn finish_part(mut self) -> Result<Vec<ShardEntry>> {
+        if self.part.is_none() {
+            return Err(FormatError::Misuse(
+                "finish_part is for a writer of one part (ShardWriterBuilder::part); this one ends with finish".into(),
+            ));
+        }
+        self.flush_shard()?;
+        sync_dir(&self.dir)?;
+        Ok(std::mem::take(&mut self.shards))
     }
 }
 

@@ -6,4 +6,5 @@ mod crash;
 mod errors;
 mod helpers;
 mod interop;
+mod parts;
 mod roundtrip;
