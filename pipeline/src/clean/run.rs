@@ -93,10 +93,10 @@ fn run_in_pool(
 
     // Stage 1: per input.
     let started = Instant::now();
-    let total_bytes: u64 = inputs
+    // This task's inputs (remote ones' sizes from their listing).
+    let total_bytes: u64 = mine
         .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
+        .filter_map(|&i| crate::storage::input_size(&inputs[i]).ok().flatten())
         .sum();
     let bar = progress_bar(show_progress, total_bytes);
     let processor = Processor::new(config);

@@ -28,10 +28,15 @@ pub fn staged_path(path: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(dir.join(object.file_name()))
 }
 
-/// The size of input `path` (a local file, or an object: one HEAD), without fetching it.
+/// The size of input `path` (a local file, or an object: from the listing that found it,
+/// else one HEAD), without fetching it.
 pub fn input_size(path: &Path) -> Result<Option<u64>> {
     if is_remote_path(path) {
-        return RemoteObject::parse(&path.to_string_lossy())?.size();
+        let url = path.to_string_lossy();
+        if let Some(size) = super::remote::listed_size(&url) {
+            return Ok(Some(size));
+        }
+        return RemoteObject::parse(&url)?.size();
     }
     match std::fs::metadata(path) {
         Ok(meta) => Ok(Some(meta.len())),

@@ -461,6 +461,25 @@ pub fn expand_all(patterns: &[String], keep: impl Fn(&str) -> bool) -> Result<Ve
     Ok(out)
 }
 
+/// Sizes of the objects this process has listed, by URL: an input's size is known from the
+/// listing that found it, so neither a progress bar's total nor a resumed input's check
+/// costs a HEAD per input.
+fn listed() -> &'static Mutex<HashMap<String, u64>> {
+    static LISTED: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
+    LISTED.get_or_init(Default::default)
+}
+
+fn remember_sizes(sized: impl IntoIterator<Item = (String, u64)>) {
+    if let Ok(mut listed) = listed().lock() {
+        listed.extend(sized);
+    }
+}
+
+/// The size of object `url` as a listing by this process found it, if one did.
+pub fn listed_size(url: &str) -> Option<u64> {
+    listed().lock().ok()?.get(url).copied()
+}
+
 /// The key part of an `s3://bucket/key` pattern, as written (empty for a bucket).
 fn key_of(pattern: &str) -> &str {
     Scheme::of(pattern)
@@ -489,6 +508,13 @@ fn list_level(object: &RemoteObject, parent: &str) -> Result<Listing> {
     let entries = result.objects.len() + result.common_prefixes.len();
     // One request per page of 1000 entries (S3's page size).
     LIST_REQUESTS.fetch_add((entries as u64).div_ceil(1000).max(1), Ordering::Relaxed);
+    let url = |key: &str| format!("{}{}/{key}", object.scheme.prefix(), object.bucket);
+    remember_sizes(
+        result
+            .objects
+            .iter()
+            .map(|m| (url(m.location.as_ref()), m.size)),
+    );
     Ok(Listing {
         objects: result
             .objects
@@ -527,16 +553,20 @@ pub fn expand(pattern: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<String>>
     };
     let prefix = ObjectPath::from(literal.trim_matches('/'));
     let store = object.store()?;
-    let mut keys: Vec<String> = runtime()?
+    let listed: Vec<(String, u64)> = runtime()?
         .block_on(async {
             let mut listing = store.list(Some(&prefix));
             let mut keys = Vec::new();
             while let Some(meta) = listing.next().await {
-                keys.push(meta?.location.to_string());
+                let meta = meta?;
+                keys.push((meta.location.to_string(), meta.size));
             }
             Ok::<_, object_store::Error>(keys)
         })
         .with_context(|| format!("listing {pattern}"))?;
+    let url = |key: &str| format!("{}{}/{key}", object.scheme.prefix(), object.bucket);
+    remember_sizes(listed.iter().map(|(k, size)| (url(k), *size)));
+    let mut keys: Vec<String> = listed.into_iter().map(|(k, _)| k).collect();
     // One request per page of 1000 keys (S3's page size).
     LIST_REQUESTS.fetch_add((keys.len() as u64).div_ceil(1000).max(1), Ordering::Relaxed);
     keys.retain(|k| match &matcher {
@@ -550,8 +580,5 @@ pub fn expand(pattern: &str, keep: impl Fn(&str) -> bool) -> Result<Vec<String>>
         None => keep(k),
     });
     keys.sort();
-    Ok(keys
-        .into_iter()
-        .map(|k| format!("{}{}/{k}", object.scheme.prefix(), object.bucket))
-        .collect())
+    Ok(keys.iter().map(|k| url(k)).collect())
 }
