@@ -74,6 +74,10 @@ pub struct RunOptions {
     /// threads (one gzip stream inflates ~100 MB/s of stored WARC, which keeps about 5 worker
     /// threads busy); 0 = one per 4 worker threads (1 up to 4 threads).
     pub inputs_at_once: usize,
+    /// Remote inputs (all formats but Parquet) read as they arrive, from one GET each, with
+    /// no scratch copy: for machines without a scratch disk. One stream runs at 50-100 MB/s
+    /// from S3, so several inputs at once (`inputs_at_once`) keep many cores busy.
+    pub stream_inputs: bool,
 }
 
 impl Default for RunOptions {
@@ -84,6 +88,7 @@ impl Default for RunOptions {
             fail_on_error: false,
             fetch_ahead: crate::storage::FETCH_AHEAD,
             inputs_at_once: 0,
+            stream_inputs: false,
         }
     }
 }

@@ -434,3 +434,107 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `run.stream_inputs`: a clean task reads each input as it arrives, in one GET, with no
+/// scratch copy (no staging directory is made), several at once, and writes the bytes the
+/// task that fetched copies wrote.
+#[test]
+fn a_streamed_clean_task_reads_each_input_once_without_copies_and_writes_the_same_bytes() {
+    let Some(endpoint) = s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scratch = dir.path().join("scratch");
+    let inputs = dedup_corpus(dir.path(), 30);
+    let bucket = new_bucket(&endpoint, "stream");
+    let sizes = upload_inputs(&format!("s3://{bucket}/in"), &inputs);
+    let config = |name: &str, out: &str, run_table: &str| {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[input]\npaths = [\"s3://{bucket}/in/\"]\n\n[output]\ndir = \"{out}\"\n\n[run]\nbatch_size = 64\n{run_table}\n\n[dedup]\nexact = true\n\n[dedup.minhash]\nenabled = true\n"
+            ),
+        )
+        .expect("config");
+        config.display().to_string()
+    };
+    let streaming = "stream_inputs = true\ninputs_at_once = 2";
+    // Tasks writing to the bucket: the requests and the packs.
+    let task = |name: &str, run_table: &str| {
+        let out = format!("s3://{bucket}/{name}");
+        let config = config(name, &out, run_table);
+        run(
+            &[
+                "clean", &config, "--task", "0", "--tasks", "1", "--stage", "clean",
+            ],
+            &scratch,
+        );
+        out
+    };
+    let fetched = task("fetched", "");
+    let streamed = task("streamed", streaming);
+    let traffic = traffic(&streamed, "clean", 0, 1);
+    assert_eq!(traffic.get_requests, inputs.len() as u64, "{traffic:?}");
+    assert_eq!(
+        traffic.input_bytes_read,
+        sizes.iter().sum::<u64>(),
+        "{traffic:?}"
+    );
+    assert_eq!(traffic.head_requests, 1, "{traffic:?}");
+    // (The kept pack holds the inputs' done records, with their timings.)
+    for pack in [
+        "work/dedup/keys-task-00000-of-00001.bin",
+        "work/dedup/sigs-task-00000-of-00001.bin",
+    ] {
+        let read = |out: &str| {
+            RemoteObject::parse(&format!("{out}/{pack}"))
+                .and_then(|o| o.read_all())
+                .expect("pack")
+        };
+        assert!(read(&streamed) == read(&fetched), "{pack} differs");
+    }
+    // One-process runs writing to a local directory, where the staging directory stays
+    // (its copies removed): made when fetching, never when streaming; the same outputs.
+    let local = |name: &str, run_table: &str| {
+        let out = dir.path().join(name);
+        let config = config(name, &out.display().to_string(), run_table);
+        run(&["clean", &config], &scratch);
+        out
+    };
+    let (fetched, streamed) = (
+        local("fetched-local", ""),
+        local("streamed-local", streaming),
+    );
+    assert!(
+        fetched.join("work/inputs").is_dir(),
+        "fetched copies are staged there"
+    );
+    assert!(
+        !streamed.join("work/inputs").exists(),
+        "a streaming run staged inputs"
+    );
+    let kept = |out: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(out.join("kept"))
+            .expect("kept")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| std::fs::read(p).expect("read"))
+            .collect::<Vec<_>>()
+    };
+    assert!(!kept(&fetched).is_empty());
+    assert!(kept(&streamed) == kept(&fetched), "kept documents differ");
+
+    // A stream whose GET fails is an I/O error to its reader, and the failure is kept for
+    // the run, which fails the task instead of counting a damaged input.
+    let missing = RemoteObject::parse(&format!("s3://{bucket}/in/not-there.jsonl")).expect("url");
+    let mut stream = missing.open_stream().expect("stream");
+    let failure = stream.failure();
+    let mut sink = Vec::new();
+    assert!(std::io::Read::read_to_end(&mut stream, &mut sink).is_err());
+    let error = format!("{:#}", failure.take().expect("the failure is kept"));
+    assert!(error.contains("not-there.jsonl"), "{error}");
+}

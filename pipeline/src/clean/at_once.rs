@@ -4,10 +4,10 @@
 //! that took its inputs one at a time left most of them waiting for those two threads (on
 //! 32 cores, ~5 of them busy with WARC).
 
-use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, TrySendError, channel, sync_channel};
+use std::sync::mpsc::{Receiver, channel, sync_channel};
+use std::sync::{Arc, Mutex};
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
 /// Worker threads per input processed at once. Measured on the generated WARC corpus (perf,
 /// release build): one reader thread inflates and parses ~100 MB/s of gzipped WARC, which
@@ -25,26 +25,36 @@ pub fn inputs_at_once(configured: usize, threads: usize) -> usize {
     }
 }
 
-/// Runs `run` on each job `feed` submits, up to `at_once` at a time: `at_once - 1` helper
-/// threads take a job when one is free, and the submitting thread runs it itself when none
-/// is (so with 1 every job runs on the caller's thread, in order, and no thread is started;
-/// the caller's thread, a worker of the pool, is never left blocked waiting for a helper).
-/// `feed` gets a `submit` that fails once a job has failed, so it stops soon after; jobs
-/// under way finish. Returns the results in the order they finished, or the first error
-/// (`feed`'s own before a job's).
+/// Runs `run` on each job `feed` submits, up to `at_once` at a time. With 1, every job runs
+/// on the caller's thread, in order, and no thread is started. With more, `at_once` helper
+/// threads take the jobs, and the caller (a worker of the pool) only hands them out, waiting
+/// for a free helper: a job it ran itself would keep it from handing the next ones to
+/// helpers that come free meanwhile (with inputs read from the network, that left helpers
+/// idle for a whole input). `feed` gets a `submit` that fails once a job has failed, so it
+/// stops soon after; jobs under way finish. Returns the results in the order they finished,
+/// or the first error (a job's before `feed`'s, which may only say that the jobs stopped).
 pub fn run_at_once<J: Send, R: Send>(
     at_once: usize,
     run: impl Fn(J) -> Result<R> + Sync,
     feed: impl FnOnce(&mut dyn FnMut(J) -> Result<()>) -> Result<()>,
 ) -> Result<Vec<R>> {
+    let mut done = Vec::new();
+    if at_once <= 1 {
+        feed(&mut |job| {
+            done.push(run(job)?);
+            Ok(())
+        })?;
+        return Ok(done);
+    }
     let run = &run;
-    // A job is only handed to a helper waiting for one (a rendezvous channel).
+    // A job is handed to a helper waiting for one (a rendezvous channel); the receiver goes
+    // with the last helper, so a submit after every helper has stopped fails.
     let (jobs_tx, jobs_rx) = sync_channel::<J>(0);
     let (results_tx, results_rx) = channel::<Result<R>>();
-    let jobs_rx = Mutex::new(jobs_rx);
+    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
     std::thread::scope(|scope| {
-        for _ in 1..at_once.max(1) {
-            let (jobs_rx, results_tx) = (&jobs_rx, results_tx.clone());
+        for _ in 0..at_once {
+            let (jobs_rx, results_tx) = (Arc::clone(&jobs_rx), results_tx.clone());
             scope.spawn(move || {
                 loop {
                     let job = match jobs_rx.lock() {
@@ -60,23 +70,17 @@ pub fn run_at_once<J: Send, R: Send>(
                 }
             });
         }
-        drop(results_tx);
-        let mut done = Vec::new();
+        drop((jobs_rx, results_tx));
         let mut submit = |job: J| -> Result<()> {
             take_finished(&results_rx, &mut done)?;
-            match jobs_tx.try_send(job) {
-                Ok(()) => Ok(()),
-                // No helper free (or none left): this thread runs it.
-                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                    done.push(run(job)?);
-                    Ok(())
-                }
-            }
+            jobs_tx
+                .send(job)
+                .map_err(|_| anyhow!("every helper processing inputs stopped"))
         };
         let fed = feed(&mut submit);
         drop(jobs_tx);
         // Every helper ends once its job is done: their results, then the first error.
-        let mut first_error = fed.err();
+        let mut first_error = None;
         for result in results_rx {
             match result {
                 Ok(r) => done.push(r),
@@ -85,7 +89,7 @@ pub fn run_at_once<J: Send, R: Send>(
                 }
             }
         }
-        match first_error {
+        match first_error.or(fed.err()) {
             Some(e) => Err(e),
             None => Ok(done),
         }

@@ -114,27 +114,35 @@ fn run_in_pool(
         let dir = staging.join(format!("{index:05}"));
         let staged = crate::storage::staged_path(&inputs[index], &dir)?;
         let size = || crate::storage::input_size(&inputs[index]);
+        let stream = config.run.stream_inputs
+            && crate::storage::is_remote_path(&inputs[index])
+            && crate::readers::streamable(&staged, &config.input.reader);
         Ok(
             match work_files(config, &work, index).finished(&staged, size, &fingerprint)? {
                 Some(record) => Ready::Resumed(record),
-                None => Ready::Fetched(crate::storage::stage_input(&inputs[index], &dir)?),
+                None if stream => Ready::Process(Source::Stream(staged)),
+                None => Ready::Process(Source::Fetched(crate::storage::stage_input(
+                    &inputs[index],
+                    &dir,
+                )?)),
             },
         )
     };
     let ahead = if remote { config.run.fetch_ahead } else { 0 };
     let at_once =
         super::at_once::inputs_at_once(config.run.inputs_at_once, pool.current_num_threads());
-    let process = |(index, input): (usize, crate::storage::StagedInput)| {
+    let process = |(index, source): (usize, Source)| {
         let files = work_files(config, &work, index);
-        let record = process_input(
-            pool,
-            input.path(),
-            &files,
-            &fingerprint,
-            config,
-            &processor,
-            &bar,
-        )?;
+        let input = match &source {
+            Source::Fetched(copy) => Input::File(copy.path()),
+            Source::Stream(name) => {
+                let object = crate::storage::RemoteObject::parse(&inputs[index].to_string_lossy())?;
+                let size = crate::storage::input_size(&inputs[index])?.unwrap_or(0);
+                Input::Stream(name, object.open_stream()?, size)
+            }
+        };
+        let record = process_input(pool, input, &files, &fingerprint, config, &processor, &bar)?;
+        drop(source);
         bar.inc(record.input_bytes);
         Ok((index, record))
     };
@@ -147,7 +155,7 @@ fn run_in_pool(
                     bar.inc(record.input_bytes);
                     resumed.push((index, record));
                 }
-                Ready::Fetched(input) => submit((index, input))?,
+                Ready::Process(source) => submit((index, source))?,
             }
             Ok(std::ops::ControlFlow::Continue(()))
         })?;
@@ -248,7 +256,23 @@ fn run_in_pool(
 enum Ready {
     /// Done before (its done record and work files match): not fetched again.
     Resumed(InputDone),
+    Process(Source),
+}
+
+/// Where an input to process comes from.
+enum Source {
+    /// A local file, or a remote object's fetched copy (removed when dropped).
     Fetched(crate::storage::StagedInput),
+    /// A remote object to read as it arrives (`run.stream_inputs`), under the name its copy
+    /// would have had, so labels and done records are the same either way.
+    Stream(PathBuf),
+}
+
+/// What [`process_input`] reads.
+enum Input<'a> {
+    File(&'a Path),
+    /// Named as a fetched copy would be, with the object's size.
+    Stream(&'a Path, crate::storage::RemoteStream, u64),
 }
 
 fn progress_bar(show: bool, total: u64) -> ProgressBar {
@@ -273,7 +297,7 @@ fn progress_bar(show: bool, total: u64) -> ProgressBar {
 /// one, so neither core waits while the input is parsed or the work files are compressed.
 fn process_input(
     pool: &rayon::ThreadPool,
-    input: &Path,
+    input: Input<'_>,
     files: &WorkFiles,
     fingerprint: &str,
     config: &PipelineConfig,
@@ -289,20 +313,34 @@ fn process_input(
     let reader_options = &reader_options;
     let (batches_tx, batches_rx) = sync_channel::<Vec<Document>>(2);
     let (processed_tx, processed_rx) = sync_channel::<Vec<Processed>>(2);
+    let (path, input_bytes, failure) = match &input {
+        Input::File(path) => (
+            *path,
+            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            None,
+        ),
+        Input::Stream(name, stream, size) => (*name, *size, Some(stream.failure())),
+    };
     let (seen, read_time, written, processing) = std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
-            let seen = read_in_batches(
-                input,
-                reader_options,
-                config.run.batch_size,
-                &mut |batch: Vec<Document>| {
-                    // The receiver only hangs up when processing or writing failed; that
-                    // error is the one reported.
-                    batches_tx
-                        .send(batch)
-                        .map_err(|_| anyhow::anyhow!("processing stopped"))
-                },
-            );
+            let batch_size = config.run.batch_size;
+            // The receiver only hangs up when processing or writing failed; that error is
+            // the one reported.
+            let mut send = |batch: Vec<Document>| {
+                batches_tx
+                    .send(batch)
+                    .map_err(|_| anyhow::anyhow!("processing stopped"))
+            };
+            let seen = match input {
+                Input::File(path) => read_in_batches(path, reader_options, batch_size, &mut send),
+                Input::Stream(name, stream, _) => crate::readers::read_stream_in_batches(
+                    name,
+                    Box::new(stream),
+                    reader_options,
+                    batch_size,
+                    &mut send,
+                ),
+            };
             (seen, thread_cpu())
         });
         let writer = scope.spawn(move || {
@@ -330,6 +368,11 @@ fn process_input(
             .map_err(|_| anyhow::anyhow!("the work file writer panicked"))?;
         anyhow::Ok((seen, read_time, written, processing))
     })?;
+    // A stream that failed (the network, after retries) fails the task: its reader saw an
+    // I/O error, which it would have reported as a damaged input.
+    if let Some(e) = failure.and_then(|f| f.take()) {
+        return Err(e);
+    }
     let written = written?;
     let seen = seen?;
     processing?;
@@ -341,8 +384,8 @@ fn process_input(
     stage_seconds.insert("read".into(), read_time.as_secs_f64());
     stage_seconds.insert("write_work".into(), written.writing.as_secs_f64());
     let record = InputDone {
-        input: input.display().to_string(),
-        input_bytes: std::fs::metadata(input).map(|m| m.len()).unwrap_or(0),
+        input: path.display().to_string(),
+        input_bytes,
         fingerprint: fingerprint.to_string(),
         docs: written.docs,
         kept: written.kept,

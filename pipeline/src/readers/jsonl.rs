@@ -5,13 +5,19 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{ReadEvent, ReaderOptions, issue_at, open_decompressed, source_label};
+use super::{ReadEvent, ReaderOptions, issue_at, source_label};
 use crate::document::{Document, Location};
 
-pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent)) -> Result<()> {
+/// Reads every line of a JSONL file, `opened` being its decompressed bytes.
+pub fn read(
+    path: &Path,
+    opened: std::io::Result<Box<dyn BufRead + Send>>,
+    options: &ReaderOptions,
+    emit: &mut dyn FnMut(ReadEvent),
+) -> Result<()> {
     let source = source_label(path);
     let issue = |location: Location, message: String| issue_at(path, location, message);
-    let mut reader = match open_decompressed(path) {
+    let mut reader = match opened {
         Ok(r) => r,
         Err(e) => {
             emit(issue(Location::File, format!("cannot open: {e}")));

@@ -189,19 +189,39 @@ fn collect_dir(dir: &Path, format: InputFormat, out: &mut Vec<PathBuf>) -> Resul
 
 /// Opens a file, transparently decompressing `.gz` (all gzip members) and `.zst`.
 pub fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
-    let file = File::open(path)?;
+    decompressed(path, Box::new(File::open(path)?))
+}
+
+/// The bytes of `raw`, decompressed as `path`'s name says (`.gz`, `.zst` or neither).
+fn decompressed(
+    path: &Path,
+    raw: Box<dyn Read + Send>,
+) -> std::io::Result<Box<dyn BufRead + Send>> {
     let name = path.to_string_lossy();
     let reader: Box<dyn Read + Send> = if name.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
             1 << 16,
-            file,
+            raw,
         )))
     } else if name.ends_with(".zst") {
-        Box::new(zstd::stream::read::Decoder::new(file)?)
+        Box::new(zstd::stream::read::Decoder::new(raw)?)
     } else {
-        Box::new(file)
+        raw
     };
     Ok(Box::new(BufReader::with_capacity(1 << 20, reader)))
+}
+
+/// Whether a reader of `options` can take `path` as a stream, read once from start to end
+/// (every format but Parquet, whose footer comes first).
+pub fn streamable(path: &Path, options: &ReaderOptions) -> bool {
+    let format = match options.format {
+        InputFormat::Auto => InputFormat::detect(path),
+        f => Some(f),
+    };
+    !matches!(
+        format,
+        Some(InputFormat::Parquet) | None | Some(InputFormat::Auto)
+    )
 }
 
 /// Reads one input file, calling `emit` for every document, skipped record and problem.
@@ -210,15 +230,37 @@ pub fn read_file(
     options: &ReaderOptions,
     emit: &mut dyn FnMut(ReadEvent),
 ) -> Result<()> {
+    read_source(path, None, options, emit)
+}
+
+/// [`read_file`] of the file at `path`, or with `stream` of the bytes of a file named `path`
+/// as they arrive (see [`streamable`]).
+fn read_source(
+    path: &Path,
+    stream: Option<Box<dyn Read + Send>>,
+    options: &ReaderOptions,
+    emit: &mut dyn FnMut(ReadEvent),
+) -> Result<()> {
     let format = match options.format {
         InputFormat::Auto => InputFormat::detect(path),
         f => Some(f),
     };
+    let streamed = stream.is_some();
+    let opened = || match stream {
+        Some(raw) => decompressed(path, raw),
+        None => open_decompressed(path),
+    };
     match format {
-        Some(InputFormat::Warc | InputFormat::Wet) => warc::read(path, options, emit),
-        Some(InputFormat::Jsonl) => jsonl::read(path, options, emit),
+        Some(InputFormat::Warc | InputFormat::Wet) => warc::read(path, opened(), options, emit),
+        Some(InputFormat::Jsonl) => jsonl::read(path, opened(), options, emit),
+        Some(InputFormat::Parquet) if streamed => {
+            bail!(
+                "{}: a Parquet file cannot be read as a stream",
+                path.display()
+            )
+        }
         Some(InputFormat::Parquet) => parquet::read(path, options, emit),
-        Some(InputFormat::Text) => text::read(path, options, emit),
+        Some(InputFormat::Text) => text::read(path, opened(), options, emit),
         // An unreadable file is one more bad input: reported, and the run goes on.
         Some(InputFormat::Auto) | None => {
             emit(issue_at(
@@ -247,10 +289,32 @@ pub fn read_in_batches(
     batch_size: usize,
     handle: &mut dyn FnMut(Vec<Document>) -> Result<()>,
 ) -> Result<FileRead> {
+    read_source_in_batches(path, None, options, batch_size, handle)
+}
+
+/// [`read_in_batches`] of the bytes of a file named `path` as `stream` hands them over
+/// (a remote object read as it arrives; see [`streamable`]).
+pub fn read_stream_in_batches(
+    path: &Path,
+    stream: Box<dyn Read + Send>,
+    options: &ReaderOptions,
+    batch_size: usize,
+    handle: &mut dyn FnMut(Vec<Document>) -> Result<()>,
+) -> Result<FileRead> {
+    read_source_in_batches(path, Some(stream), options, batch_size, handle)
+}
+
+fn read_source_in_batches(
+    path: &Path,
+    stream: Option<Box<dyn Read + Send>>,
+    options: &ReaderOptions,
+    batch_size: usize,
+    handle: &mut dyn FnMut(Vec<Document>) -> Result<()>,
+) -> Result<FileRead> {
     let mut batch = Vec::with_capacity(batch_size);
     let mut seen = FileRead::default();
     let mut failure = None;
-    read_file(path, options, &mut |event| {
+    read_source(path, stream, options, &mut |event| {
         if failure.is_some() {
             return;
         }

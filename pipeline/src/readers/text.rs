@@ -5,15 +5,21 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{ReadEvent, ReaderOptions, issue_at, open_decompressed, source_label};
+use super::{ReadEvent, ReaderOptions, issue_at, source_label};
 use crate::document::{Document, Location};
 use crate::extract::detect_encoding;
 
-pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent)) -> Result<()> {
+/// Reads a text file as one document, `opened` being its decompressed bytes.
+pub fn read(
+    path: &Path,
+    opened: std::io::Result<Box<dyn std::io::BufRead + Send>>,
+    options: &ReaderOptions,
+    emit: &mut dyn FnMut(ReadEvent),
+) -> Result<()> {
     let issue = |message: String| issue_at(path, Location::File, message);
     let mut bytes = Vec::new();
     let limit = options.max_document_bytes as u64;
-    let read = open_decompressed(path).and_then(|r| r.take(limit + 1).read_to_end(&mut bytes));
+    let read = opened.and_then(|r| r.take(limit + 1).read_to_end(&mut bytes));
     if let Err(e) = read {
         emit(issue(format!("cannot read: {e}")));
         return Ok(());

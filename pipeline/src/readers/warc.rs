@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{HtmlHandling, ReadEvent, ReaderOptions, issue_at, open_decompressed, source_label};
+use super::{HtmlHandling, ReadEvent, ReaderOptions, issue_at, source_label};
 use crate::document::{Document, Location, RawHtml};
 use crate::extract;
 
@@ -51,11 +51,16 @@ impl<R: BufRead> Counting<R> {
     }
 }
 
-/// Reads every record of a WARC or WET file.
-pub fn read(path: &Path, options: &ReaderOptions, emit: &mut dyn FnMut(ReadEvent)) -> Result<()> {
+/// Reads every record of a WARC or WET file, `opened` being its decompressed bytes.
+pub fn read(
+    path: &Path,
+    opened: std::io::Result<Box<dyn BufRead + Send>>,
+    options: &ReaderOptions,
+    emit: &mut dyn FnMut(ReadEvent),
+) -> Result<()> {
     let source = source_label(path);
     let issue = |location: Location, message: String| issue_at(path, location, message);
-    let reader = match open_decompressed(path) {
+    let reader = match opened {
         Ok(r) => r,
         Err(e) => {
             emit(issue(Location::File, format!("cannot open: {e}")));

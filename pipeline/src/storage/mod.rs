@@ -9,6 +9,7 @@
 
 mod fetch;
 mod remote;
+mod stream;
 mod transfer;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use fetch::{
     staged_path,
 };
 pub use remote::{RemoteObject, Scheme};
+pub use stream::{RemoteStream, StreamFailure};
 pub use transfer::{Transfer, transfer_totals};
 
 /// Bytes per part of a multipart upload (a smaller file is one PUT).

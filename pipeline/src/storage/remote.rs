@@ -32,7 +32,7 @@ pub const DOWNLOAD_PART: u64 = 64 << 20;
 /// Ranged GETs of one download running at once.
 pub const DOWNLOAD_STREAMS: usize = 4;
 
-fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<&'static tokio::runtime::Runtime> {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     if let Some(rt) = RUNTIME.get() {
         return Ok(rt);
@@ -91,7 +91,7 @@ fn store(scheme: Scheme, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
 }
 
 /// A GET, counted.
-async fn counted_get(
+pub(super) async fn counted_get(
     store: &dyn ObjectStore,
     key: &ObjectPath,
     options: GetOptions,
@@ -170,8 +170,16 @@ impl RemoteObject {
         self.key.filename().unwrap_or("object").to_string()
     }
 
-    fn store(&self) -> Result<Arc<dyn ObjectStore>> {
+    pub(super) fn store(&self) -> Result<Arc<dyn ObjectStore>> {
         store(self.scheme, &self.bucket)
+    }
+
+    pub(super) fn key(&self) -> &ObjectPath {
+        &self.key
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     pub fn exists(&self) -> Result<bool> {
