@@ -52,15 +52,32 @@ pub(crate) fn run_local(
     show_progress: bool,
     task: Option<TaskSlice>,
 ) -> Result<RunSummary> {
+    let threads = match config.run.threads {
+        0 => default_threads(),
+        n => n,
+    };
+    let at_once = super::at_once::inputs_at_once(config.run.inputs_at_once, threads);
+    // With several inputs at once, the pool thread handing them out waits for free helpers
+    // the whole of stage 1: one more thread, so `threads` still work.
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(config.run.threads)
+        .num_threads(threads + usize::from(at_once > 1))
         .build()
         .context("starting the worker pool")?;
-    pool.install(|| run_in_pool(&pool, config, show_progress, task))
+    pool.install(|| run_in_pool(&pool, at_once, config, show_progress, task))
+}
+
+/// Rayon's own choice: `RAYON_NUM_THREADS`, else one per core.
+fn default_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn run_in_pool(
     pool: &rayon::ThreadPool,
+    at_once: usize,
     config: &PipelineConfig,
     show_progress: bool,
     task: Option<TaskSlice>,
@@ -129,8 +146,6 @@ fn run_in_pool(
         )
     };
     let ahead = if remote { config.run.fetch_ahead } else { 0 };
-    let at_once =
-        super::at_once::inputs_at_once(config.run.inputs_at_once, pool.current_num_threads());
     let process = |(index, source): (usize, Source)| {
         let files = work_files(config, &work, index);
         let input = match &source {
