@@ -22,4 +22,5 @@ pub mod storage;
 pub mod task_state;
 #[cfg(test)]
 mod test_rng;
+pub mod thread_cpu;
 pub mod tokenize;

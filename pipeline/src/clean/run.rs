@@ -25,6 +25,7 @@ use crate::dedup::{Clusters, RunWriter, estimated_similarity};
 use crate::document::Document;
 use crate::readers::{expand_inputs, read_in_batches};
 use crate::shard::TaskSlice;
+use crate::thread_cpu::thread_cpu;
 
 /// A fingerprint of every setting that changes stage 1's output.
 fn fingerprint(config: &PipelineConfig) -> Result<String> {
@@ -415,20 +416,6 @@ fn process_input(
     };
     write_json_atomic(&files.done, &record)?;
     Ok(record)
-}
-
-/// CPU time this thread has used (Linux's per-thread clock): what a reader or writer thread
-/// did, without the time it waited for the others or, on a busy machine, for a core.
-fn thread_cpu() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec to write; the per-thread clock exists on Linux.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// What the work file writer counted.

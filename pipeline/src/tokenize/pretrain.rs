@@ -376,21 +376,6 @@ fn read_records_from(mut reader: impl Read, path: &Path) -> Result<Vec<Encoded>>
     }
 }
 
-/// CPU time consumed by the calling thread so far.
-fn thread_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through the valid pointer it is given.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc == 0 {
-        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-    } else {
-        0.0
-    }
-}
-
 /// What the encoding side sends the writer thread.
 pub(super) enum ToWriter {
     Batch(Vec<Encoded>),
@@ -408,7 +393,7 @@ pub(super) fn write_all(
     mut val: Option<Sink>,
     options: &TokenizeOptions,
 ) -> Result<TokenizeSummary> {
-    let cpu_start = thread_cpu_seconds();
+    let cpu_start = crate::thread_cpu::thread_cpu().as_secs_f64();
     let mut written = TokenizeSummary::default();
     let mut complete = false;
     for message in batches {
@@ -449,7 +434,7 @@ pub(super) fn write_all(
         val.finish()?;
     }
     written.write_seconds += t.elapsed().as_secs_f64();
-    written.write_cpu_seconds = thread_cpu_seconds() - cpu_start;
+    written.write_cpu_seconds = crate::thread_cpu::thread_cpu().as_secs_f64() - cpu_start;
     Ok(written)
 }
 
