@@ -285,3 +285,64 @@ fn inputs_expand_from_directories_and_globs() {
         expand_inputs(&[format!("{dir}/*.parquet")], InputFormat::Auto).expect_err("no match");
     assert!(err.to_string().contains("matches no file"), "{err}");
 }
+
+/// A file read as a stream of its bytes (a remote object as it arrives, `run.stream_inputs`)
+/// gives what reading the file gives: the same documents, ids and problems; Parquet, whose
+/// footer comes first, is not streamable and is refused as a stream.
+#[test]
+fn a_stream_of_a_files_bytes_reads_as_the_file_and_parquet_is_not_streamable() {
+    use pipeline::readers::{read_in_batches, read_stream_in_batches, streamable};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let lines = "{\"text\": \"one\"}\n{broken\n{\"text\": \"two\", \"id\": \"b\"}\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(lines.as_bytes()).expect("gz");
+    let jsonl = write(tmp.path(), "a.jsonl.gz", &gz.finish().expect("gz"));
+    let options = ReaderOptions::default();
+    for path in [jsonl, warc("resiliparse-cc-2020-34.warc.gz")] {
+        assert!(streamable(&path, &options), "{}", path.display());
+        let mut from_file = Vec::new();
+        let seen_file = read_in_batches(&path, &options, 4, &mut |b| {
+            from_file.extend(b);
+            Ok(())
+        })
+        .expect("read file");
+        let mut from_stream = Vec::new();
+        let stream = Box::new(std::fs::File::open(&path).expect("open"));
+        let seen_stream = read_stream_in_batches(&path, stream, &options, 4, &mut |b| {
+            from_stream.extend(b);
+            Ok(())
+        })
+        .expect("read stream");
+        assert!(!from_file.is_empty());
+        let docs = |d: &[pipeline::document::Document]| {
+            d.iter()
+                .map(|d| (d.id.clone(), d.text.clone(), d.source.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(docs(&from_stream), docs(&from_file), "{}", path.display());
+        let issues = |s: &pipeline::readers::FileRead| {
+            s.issues.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        assert_eq!(issues(&seen_stream), issues(&seen_file));
+        assert_eq!(seen_stream.skipped, seen_file.skipped);
+    }
+    let parquet = tmp.path().join("docs.parquet");
+    assert!(!streamable(&parquet, &options));
+    assert!(!streamable(&tmp.path().join("notes.bin"), &options));
+    let as_jsonl = ReaderOptions {
+        format: InputFormat::Jsonl,
+        ..ReaderOptions::default()
+    };
+    assert!(streamable(&tmp.path().join("notes.bin"), &as_jsonl));
+    let refused = read_stream_in_batches(
+        &parquet,
+        Box::new(std::io::empty()),
+        &options,
+        4,
+        &mut |_| Ok(()),
+    );
+    assert!(
+        format!("{:#}", refused.expect_err("parquet as a stream")).contains("Parquet"),
+        "refused naming the format"
+    );
+}
