@@ -24,5 +24,5 @@ pub use rows::{PreferencePair, PretrainDoc, Row, SftExample, UnpairedExample};
 pub use schema::{DatasetKind, TokenDtype};
 pub use writer::{
     ShardWriter, ShardWriterBuilder, TOKENIZER_FILE, TokenizerSpec, part_shard_file_name,
-    shard_file_name, write_parts_manifest,
+    prepare_dataset_dir, shard_file_name, write_parts_manifest,
 };

@@ -129,7 +129,7 @@ impl ShardWriterBuilder {
                 tokenizer_info(self.tokenizer, &self.dir, false)?
             }
             None => {
-                prepare_dir(&self.dir, self.overwrite)?;
+                prepare_dataset_dir(&self.dir, self.overwrite)?;
                 tokenizer_info(self.tokenizer, &self.dir, true)?
             }
         };
@@ -230,8 +230,9 @@ pub fn write_parts_manifest(
 }
 
 /// Refuses to clobber a dataset unless asked; with `overwrite`, removes the old manifest
-/// first, then the old shards.
-fn prepare_dir(dir: &Path, overwrite: bool) -> Result<()> {
+/// first, then the old shards. What a writer of a whole dataset does first; a dataset
+/// written in parts calls it once, before its parts start.
+pub fn prepare_dataset_dir(dir: &Path, overwrite: bool) -> Result<()> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut leftovers = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {

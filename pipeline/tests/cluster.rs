@@ -220,6 +220,7 @@ fn clean_and_tokenize_over_s3_give_the_local_bytes() {
         shuffle: None,
         batch_size: 8,
         max_piece_bytes: 100_000,
+        part_bytes: 1,
     };
     let input = |paths: Vec<String>| InputConfig {
         paths,

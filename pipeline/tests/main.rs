@@ -16,5 +16,6 @@ mod k8s_train;
 mod readers;
 mod tokenize;
 mod tokenize_chat;
+mod tokenize_tasks;
 mod tokenize_unpaired;
 mod traffic;

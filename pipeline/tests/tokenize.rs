@@ -27,6 +27,7 @@ fn options(tokenizer: &Path, output: &Path) -> TokenizeOptions {
         shuffle: None,
         batch_size: 8,
         max_piece_bytes: 100_000,
+        part_bytes: pipeline::tokenize::parts::DEFAULT_PART_BYTES,
     }
 }
 

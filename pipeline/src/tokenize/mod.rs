@@ -3,7 +3,9 @@
 //! and render labeler exports into SFT / preference shards (`pipeline tokenize-chat`).
 
 pub mod chat;
+mod encoded;
 pub mod fast;
+pub mod parts;
 pub mod pretrain;
 pub mod remote;
 pub mod tasks;

@@ -5,7 +5,7 @@
 //! then each bucket is shuffled and written).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::LoadedTokenizer;
+use super::encoded::{Encoded, encode, read_records, write_record};
 use crate::document::Document;
 use crate::readers::{InputConfig, expand_inputs, read_in_batches};
 
@@ -41,6 +42,11 @@ pub struct TokenizeOptions {
     pub split_seed: u64,
     #[serde(default)]
     pub shuffle: Option<ShuffleOptions>,
+    /// Without a shuffle: the inputs are cut into parts of consecutive inputs holding at
+    /// least this many bytes, each part's training documents shards of their own
+    /// (`train/shard-PPPPP-IIIII.arrow`), so a split run's tasks write them (see `parts`).
+    #[serde(default = "default_part_bytes")]
+    pub part_bytes: u64,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// Documents are encoded in pieces of at most this many bytes.
@@ -107,6 +113,9 @@ fn default_train_bytes() -> u64 {
 fn default_buckets() -> usize {
     64
 }
+fn default_part_bytes() -> u64 {
+    super::parts::DEFAULT_PART_BYTES
+}
 
 /// A `pipeline tokenize` config: inputs plus `[tokenize]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +147,7 @@ impl TokenizeOptions {
             self.validation_fraction
         );
         ensure!(self.batch_size > 0, "tokenize.batch_size must be > 0");
+        ensure!(self.part_bytes > 0, "tokenize.part_bytes must be > 0");
         if let Some(s) = &self.shuffle {
             ensure!(s.buckets > 0, "tokenize.shuffle.buckets must be > 0");
         }
@@ -188,38 +198,15 @@ pub fn is_validation(id: &str, fraction: f64, seed: u64) -> bool {
     unit < fraction
 }
 
-/// An encoded document on its way to a shard.
-#[derive(Debug, Clone)]
-pub(super) struct Encoded {
-    id: String,
-    source: String,
-    tokens: Vec<u32>,
-}
-
-/// Encodes one document: BOS first when the tokenizer has one, EOS appended.
-pub(super) fn encode(
-    tokenizer: &LoadedTokenizer,
-    eos: u32,
-    doc: &Document,
-    options: &TokenizeOptions,
-) -> Result<Encoded> {
-    let mut tokens: Vec<u32> = tokenizer.bos().into_iter().collect();
-    tokens.extend(
-        tokenizer
-            .encode_long(&doc.text, options.max_piece_bytes)
-            .with_context(|| format!("document {}", doc.id))?,
-    );
-    tokens.push(eos);
-    Ok(Encoded {
-        id: doc.id.clone(),
-        source: doc.source.clone(),
-        tokens,
-    })
-}
-
-/// Where encoded documents go: straight into the writer, or into shuffle buckets.
+/// Where encoded documents go: straight into the writer, into shuffle buckets, or (the
+/// training split without a shuffle) into one part writer after another.
 pub(super) enum Sink {
     Direct(ShardWriter),
+    Parts {
+        parts: super::parts::PartSink,
+        tokenizer: format::TokenizerSpec,
+        config: serde_json::Value,
+    },
     Buckets {
         files: Vec<BufWriter<File>>,
         paths: Vec<PathBuf>,
@@ -236,6 +223,19 @@ impl Sink {
         config: &serde_json::Value,
         name: &str,
     ) -> Result<Self> {
+        if options.shuffle.is_none() && name == "train" {
+            // Checked and cleared as a whole writer would; then the parts write into it.
+            format::prepare_dataset_dir(dir, options.overwrite)?;
+            return Ok(Self::Parts {
+                parts: super::parts::PartSink::new(
+                    dir,
+                    tokenizer.spec.clone(),
+                    options.max_shard_tokens,
+                ),
+                tokenizer: tokenizer.spec.clone(),
+                config: config.clone(),
+            });
+        }
         let writer = ShardWriter::builder(dir, DatasetKind::Pretrain, tokenizer.spec.clone())
             .max_shard_tokens(options.max_shard_tokens)
             .overwrite(options.overwrite)
@@ -262,8 +262,17 @@ impl Sink {
         })
     }
 
+    /// The next documents are part `part`'s (see `parts`); only the part writer cares.
+    pub(super) fn start_part(&mut self, part: usize) -> Result<()> {
+        match self {
+            Sink::Parts { parts, .. } => parts.start(part),
+            _ => Ok(()),
+        }
+    }
+
     fn push(&mut self, doc: &Encoded) -> Result<()> {
         match self {
+            Sink::Parts { parts, .. } => parts.push(doc),
             Sink::Direct(writer) => writer
                 .write(PretrainDoc {
                     doc_id: &doc.id,
@@ -281,6 +290,21 @@ impl Sink {
     fn finish(self) -> Result<format::Manifest> {
         match self {
             Sink::Direct(writer) => Ok(writer.finish()?),
+            Sink::Parts {
+                parts,
+                tokenizer,
+                config,
+            } => {
+                let dir = parts.dir().to_path_buf();
+                let shards = parts.finish()?;
+                Ok(format::write_parts_manifest(
+                    &dir,
+                    DatasetKind::Pretrain,
+                    tokenizer,
+                    config,
+                    shards,
+                )?)
+            }
             Sink::Buckets {
                 files,
                 paths,
@@ -317,67 +341,10 @@ impl Sink {
     }
 }
 
-pub(super) fn write_record(out: &mut impl Write, doc: &Encoded) -> Result<()> {
-    for s in [&doc.id, &doc.source] {
-        out.write_all(&(s.len() as u32).to_le_bytes())?;
-        out.write_all(s.as_bytes())?;
-    }
-    out.write_all(&(doc.tokens.len() as u32).to_le_bytes())?;
-    for t in &doc.tokens {
-        out.write_all(&t.to_le_bytes())?;
-    }
-    Ok(())
-}
-
-pub(super) fn read_records(path: &Path) -> Result<Vec<Encoded>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    read_records_from(BufReader::new(file), path)
-}
-
-/// [`read_records`] of a zstd-compressed file (a split run's encoded documents, which cross
-/// the network: token ids compress ~2.4x at level 1).
-pub(super) fn read_compressed_records(path: &Path) -> Result<Vec<Encoded>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let decoder = zstd::stream::read::Decoder::new(file)
-        .with_context(|| format!("reading {}", path.display()))?;
-    read_records_from(BufReader::new(decoder), path)
-}
-
-fn read_records_from(mut reader: impl Read, path: &Path) -> Result<Vec<Encoded>> {
-    let mut docs = Vec::new();
-    let mut word = [0u8; 4];
-    let mut read_u32 = |r: &mut dyn Read| -> std::io::Result<u32> {
-        r.read_exact(&mut word)?;
-        Ok(u32::from_le_bytes(word))
-    };
-    let what = || format!("reading {}", path.display());
-    loop {
-        let id_len = match read_u32(&mut reader) {
-            Ok(n) => n as usize,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(docs),
-            Err(e) => return Err(e).with_context(what),
-        };
-        let mut id = vec![0u8; id_len];
-        reader.read_exact(&mut id).with_context(what)?;
-        let source_len = read_u32(&mut reader).with_context(what)? as usize;
-        let mut source = vec![0u8; source_len];
-        reader.read_exact(&mut source).with_context(what)?;
-        let n = read_u32(&mut reader).with_context(what)? as usize;
-        let mut bytes = vec![0u8; n * 4];
-        reader.read_exact(&mut bytes).with_context(what)?;
-        docs.push(Encoded {
-            id: String::from_utf8(id).context("bucket record id")?,
-            source: String::from_utf8(source).context("bucket record source")?,
-            tokens: bytes
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        });
-    }
-}
-
 /// What the encoding side sends the writer thread.
 pub(super) enum ToWriter {
+    /// The documents after this are part `n`'s (see `parts`).
+    Part(usize),
     Batch(Vec<Encoded>),
     /// The input is complete: finish the datasets.
     Done,
@@ -389,7 +356,7 @@ pub(super) enum ToWriter {
 /// and token counts and the writing times; the reading side fills in the rest.
 pub(super) fn write_all(
     batches: std::sync::mpsc::Receiver<ToWriter>,
-    mut train: Sink,
+    mut train: Option<Sink>,
     mut val: Option<Sink>,
     options: &TokenizeOptions,
 ) -> Result<TokenizeSummary> {
@@ -398,6 +365,12 @@ pub(super) fn write_all(
     let mut complete = false;
     for message in batches {
         let batch = match message {
+            ToWriter::Part(part) => {
+                if let Some(train) = train.as_mut() {
+                    train.start_part(part)?;
+                }
+                continue;
+            }
             ToWriter::Batch(batch) => batch,
             ToWriter::Done => {
                 complete = true;
@@ -418,7 +391,10 @@ pub(super) fn write_all(
                 }
                 None => {
                     written.train_documents += 1;
-                    train.push(doc)?;
+                    train
+                        .as_mut()
+                        .context("a training document where the tasks wrote the training split")?
+                        .push(doc)?;
                 }
             }
         }
@@ -429,7 +405,9 @@ pub(super) fn write_all(
         bail!("the input was not read to the end; no dataset written");
     }
     let t = Instant::now();
-    train.finish()?;
+    if let Some(train) = train {
+        train.finish()?;
+    }
     if let Some(val) = val {
         val.finish()?;
     }
@@ -452,6 +430,17 @@ pub fn tokenize(
     let eos = tokenizer.eos()?;
     let files = expand_inputs(&input.paths, input.reader.format)?;
     let resolved = serde_json::json!({"input": input, "tokenize": options});
+    // Without a shuffle the training split is written in parts: the input each starts with.
+    let part_starts: std::collections::HashMap<usize, usize> = if options.shuffle.is_none() {
+        let sizes = super::parts::input_sizes(&files)?;
+        super::parts::parts(&sizes, options.part_bytes)
+            .iter()
+            .enumerate()
+            .map(|(p, range)| (range.start, p))
+            .collect()
+    } else {
+        Default::default()
+    };
     let train = Sink::new(
         &options.output.join("train"),
         &tokenizer,
@@ -489,12 +478,12 @@ pub fn tokenize(
     // wait while a shard is assembled, hashed and written.
     let (sender, receiver) = std::sync::mpsc::sync_channel::<ToWriter>(2);
     let mut summary = std::thread::scope(|scope| -> Result<TokenizeSummary> {
-        let writer = scope.spawn(move || write_all(receiver, train, val, options));
+        let writer = scope.spawn(move || write_all(receiver, Some(train), val, options));
         let mut writer_gone = false;
         let mut encode_batch = |batch: Vec<Document>| -> Result<()> {
             let encoded = batch
                 .par_iter()
-                .map(|doc| encode(&tokenizer, eos, doc, options))
+                .map(|doc| encode(&tokenizer, eos, doc, options.max_piece_bytes))
                 .collect::<Result<Vec<Encoded>>>()?;
             input_bytes += batch.iter().map(|d| d.text.len() as u64).sum::<u64>();
             bar.set_message(format!("{:.0} MB of text", input_bytes as f64 / 1e6));
@@ -505,7 +494,12 @@ pub fn tokenize(
             })
         };
         let mut read = || -> Result<()> {
-            for file in &files {
+            for (index, file) in files.iter().enumerate() {
+                if let Some(part) = part_starts.get(&index) {
+                    sender
+                        .send(ToWriter::Part(*part))
+                        .map_err(|_| anyhow!("the shard writer stopped"))?;
+                }
                 let seen =
                     read_in_batches(file, &input.reader, options.batch_size, &mut encode_batch)?;
                 issues.extend(seen.issues.iter().map(ToString::to_string));

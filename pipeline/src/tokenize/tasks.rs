@@ -17,14 +17,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use format::ShardEntry;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::LoadedTokenizer;
-use super::pretrain::{
-    Encoded, Sink, ToWriter, TokenizeOptions, TokenizeSummary, encode, read_compressed_records,
-    write_all, write_record,
-};
+use super::encoded::{Encoded, encode, read_compressed_records, write_record};
+use super::pretrain::{Sink, ToWriter, TokenizeOptions, TokenizeSummary, is_validation, write_all};
 use crate::readers::{InputConfig, expand_inputs, read_in_batches};
 use crate::shard::TaskSlice;
 use crate::storage::{self, RemoteObject};
@@ -34,6 +33,9 @@ use crate::storage::{self, RemoteObject};
 struct TokenizeDone {
     config: serde_json::Value,
     summary: TokenizeSummary,
+    /// Without a shuffle: the training shards of the parts the task wrote, in part order.
+    #[serde(default)]
+    shards: Vec<ShardEntry>,
 }
 
 fn resolved(input: &InputConfig, options: &TokenizeOptions) -> serde_json::Value {
@@ -66,7 +68,7 @@ fn is_remote(input: &InputConfig, options: &TokenizeOptions) -> bool {
 }
 
 /// Reads a task's marker, refusing one written under another config (naming the field).
-fn read_done(marker: &Path, config: &serde_json::Value) -> Result<TokenizeSummary> {
+fn read_done(marker: &Path, config: &serde_json::Value) -> Result<TokenizeDone> {
     let done: TokenizeDone = serde_json::from_slice(&storage::read_small(marker)?)
         .with_context(|| format!("reading the done marker {}", marker.display()))?;
     if let Some(field) = crate::clean::first_difference(&done.config, config, "") {
@@ -75,7 +77,7 @@ fn read_done(marker: &Path, config: &serde_json::Value) -> Result<TokenizeSummar
             marker.display()
         );
     }
-    Ok(done.summary)
+    Ok(done)
 }
 
 /// Task `task`: encodes its inputs (an input already encoded is kept), then writes its
@@ -93,25 +95,65 @@ pub fn tokenize_task(
     let marker = options.output.join(task.marker("tokenize"));
     if marker.exists() {
         tracing::info!("{} exists: this task is done", marker.display());
-        return read_done(&marker, &config);
+        return Ok(read_done(&marker, &config)?.summary);
     }
-    let summary = encode_files(input, &owned_files(input, task)?, options)?;
-    let done = TokenizeDone {
-        config,
-        summary: summary.clone(),
-    };
-    storage::write_marker(&marker, &serde_json::to_vec_pretty(&done)?)?;
+    let owned = owned_files(input, options, task)?;
+    clear_old_dataset(options)?;
+    let (summary, shards) = encode_files(input, &owned.files, options, owned.part_of.as_deref())?;
+    write_done(options, task, config, &summary, shards)?;
     Ok(summary)
 }
 
-/// The inputs of task `task`, with their numbers in the sorted listing.
-fn owned_files(input: &InputConfig, task: TaskSlice) -> Result<Vec<(usize, PathBuf)>> {
+/// Without a shuffle the tasks write training shards before anything else would notice an
+/// old dataset there: its manifest is refused unless `overwrite`, else removed first (it
+/// names shards a part is about to replace; the finish removes shards no task wrote).
+fn clear_old_dataset(options: &TokenizeOptions) -> Result<()> {
+    if options.shuffle.is_some() {
+        return Ok(());
+    }
+    let manifest = options.output.join("train/manifest.json");
+    if storage::exists(&manifest)? {
+        ensure!(
+            options.overwrite,
+            "{} exists: set tokenize.overwrite = true to replace the dataset",
+            manifest.display()
+        );
+        storage::remove(&manifest)?;
+    }
+    Ok(())
+}
+
+/// A task's inputs (number in the sorted listing, path) and, without a shuffle, every
+/// input's part (`parts`).
+struct Owned {
+    files: Vec<(usize, PathBuf)>,
+    part_of: Option<Vec<usize>>,
+}
+
+/// The inputs of task `task`, with their numbers in the sorted listing; without a shuffle,
+/// also every input's part (`parts`), a task owning the inputs of parts p with p mod N its
+/// index, else the inputs i with i mod N its index.
+fn owned_files(input: &InputConfig, options: &TokenizeOptions, task: TaskSlice) -> Result<Owned> {
     let files = expand_inputs(&input.paths, input.reader.format)?;
-    Ok(files
+    let part_of = match options.shuffle {
+        Some(_) => None,
+        None => {
+            let sizes = super::parts::input_sizes(&files)?;
+            Some(super::parts::part_of_inputs(&super::parts::parts(
+                &sizes,
+                options.part_bytes,
+            )))
+        }
+    };
+    let owned = files
         .into_iter()
         .enumerate()
-        .filter(|(i, _)| task.owns(*i))
-        .collect())
+        .filter(|(i, _)| task.owns(part_of.as_ref().map_or(*i, |parts| parts[*i])))
+        .collect();
+    Ok(Owned {
+        files: owned,
+        part_of,
+    })
 }
 
 /// Writes a task's marker (`options.output` local or remote).
@@ -120,26 +162,46 @@ fn write_done(
     task: TaskSlice,
     config: serde_json::Value,
     summary: &TokenizeSummary,
+    shards: Vec<ShardEntry>,
 ) -> Result<()> {
     let done = TokenizeDone {
         config,
         summary: summary.clone(),
+        shards,
     };
     let marker = options.output.join(task.marker("tokenize"));
     storage::write_marker(&marker, &serde_json::to_vec_pretty(&done)?)
 }
 
-/// Encodes local `files` (number, path) into `encoded_path(options, number)`.
+/// Encodes local `files` (number, path) into `encoded_path(options, number)`; with the
+/// inputs' parts (no shuffle), their training documents go into their parts' shards under
+/// `options.output/train` instead, and only the validation ones into the encoded files.
+/// Returns the counts (documents and tokens of the shards written) and the shards.
 fn encode_files(
     input: &InputConfig,
     files: &[(usize, PathBuf)],
     options: &TokenizeOptions,
-) -> Result<TokenizeSummary> {
+    part_of: Option<&[usize]>,
+) -> Result<(TokenizeSummary, Vec<ShardEntry>)> {
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     let eos = tokenizer.eos()?;
     let mut summary = TokenizeSummary::default();
     let started = std::time::Instant::now();
+    let mut parts = part_of.map(|_| {
+        super::parts::PartSink::new(
+            &options.output.join("train"),
+            tokenizer.spec.clone(),
+            options.max_shard_tokens,
+        )
+    });
+    let mut part = None;
     for (index, file) in files {
+        if let (Some(sink), Some(part_of)) = (parts.as_mut(), part_of)
+            && part != Some(part_of[*index])
+        {
+            part = Some(part_of[*index]);
+            sink.start(part_of[*index])?;
+        }
         let path = encoded_path(options, *index);
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -150,11 +212,25 @@ fn encode_files(
         let seen = read_in_batches(file, &input.reader, options.batch_size, &mut |batch| {
             let encoded = batch
                 .par_iter()
-                .map(|doc| encode(&tokenizer, eos, doc, options))
+                .map(|doc| encode(&tokenizer, eos, doc, options.max_piece_bytes))
                 .collect::<Result<Vec<Encoded>>>()?;
             summary.input_bytes += batch.iter().map(|d| d.text.len() as u64).sum::<u64>();
             for doc in &encoded {
-                write_record(&mut out, doc)?;
+                match parts.as_mut() {
+                    Some(sink)
+                        if !is_validation(
+                            &doc.id,
+                            options.validation_fraction,
+                            options.split_seed,
+                        ) =>
+                    {
+                        summary.documents += 1;
+                        summary.train_documents += 1;
+                        summary.tokens += doc.tokens.len() as u64;
+                        sink.push(doc)?;
+                    }
+                    _ => write_record(&mut out, doc)?,
+                }
             }
             Ok(())
         })?;
@@ -169,7 +245,11 @@ fn encode_files(
             .with_context(|| format!("renaming {}", partial.display()))?;
     }
     summary.encode_seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    let shards = match parts {
+        Some(sink) => sink.finish()?,
+        None => Vec::new(),
+    };
+    Ok((summary, shards))
 }
 
 /// The finish step: every task's marker, then the dataset from every input's encoded
@@ -183,34 +263,88 @@ pub fn tokenize_finish(
     if is_remote(input, options) {
         return remote_finish(input, options, tasks);
     }
-    let (input_bytes, issues) = read_markers(input, options, tasks)?;
+    let tasks_done = read_markers(input, options, tasks)?;
     let files = expand_inputs(&input.paths, input.reader.format)?.len();
     let feed = |send: &mut dyn FnMut(Vec<Encoded>) -> Result<()>| {
         (0..files)
             .try_for_each(|index| send(read_compressed_records(&encoded_path(options, index))?))
     };
-    let summary = write_dataset(options, &resolved(input, options), feed)?;
+    let config = resolved(input, options);
+    let summary = write_dataset(options, &config, feed)?;
+    write_train_manifest(options, &options.output, &config, &tasks_done)?;
     for index in 0..files {
         std::fs::remove_file(encoded_path(options, index)).ok();
     }
     std::fs::remove_dir(options.output.join("work")).ok();
-    Ok(TokenizeSummary {
-        input_bytes,
-        issues,
-        ..summary
-    })
+    Ok(tasks_done.add_to(summary))
+}
+
+/// What the tasks' markers say together.
+struct TasksDone {
+    input_bytes: u64,
+    issues: Vec<String>,
+    /// The training shards the tasks wrote (without a shuffle), in part order, and their
+    /// documents and tokens.
+    shards: Vec<ShardEntry>,
+    written: TokenizeSummary,
+}
+
+impl TasksDone {
+    /// The finish's summary of what it wrote, with what the tasks read and wrote.
+    fn add_to(self, summary: TokenizeSummary) -> TokenizeSummary {
+        TokenizeSummary {
+            input_bytes: self.input_bytes,
+            issues: self.issues,
+            documents: summary.documents + self.written.documents,
+            train_documents: summary.train_documents + self.written.train_documents,
+            tokens: summary.tokens + self.written.tokens,
+            ..summary
+        }
+    }
+}
+
+/// Without a shuffle: the training split's manifest over the shards the tasks wrote (in
+/// `out/train`, where the tokenizer is copied; `options.output/train` holds the shards),
+/// after removing shards there that no task wrote (an earlier run's).
+fn write_train_manifest(
+    options: &TokenizeOptions,
+    out: &Path,
+    config: &serde_json::Value,
+    done: &TasksDone,
+) -> Result<()> {
+    if options.shuffle.is_some() {
+        return Ok(());
+    }
+    let shards_dir = options.output.join("train");
+    let listed: std::collections::HashSet<&str> =
+        done.shards.iter().map(|s| s.file.as_str()).collect();
+    for name in storage::list_names(&shards_dir)? {
+        if name.starts_with("shard-") && name.ends_with(".arrow") && !listed.contains(name.as_str())
+        {
+            storage::remove(&shards_dir.join(&name))?;
+        }
+    }
+    let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
+    format::write_parts_manifest(
+        &out.join("train"),
+        format::DatasetKind::Pretrain,
+        tokenizer.spec,
+        config.clone(),
+        done.shards.clone(),
+    )?;
+    Ok(())
 }
 
 /// Every task's marker (local or remote), checked against the config: the input bytes and
 /// issues they sum to.
-fn read_markers(
-    input: &InputConfig,
-    options: &TokenizeOptions,
-    tasks: usize,
-) -> Result<(u64, Vec<String>)> {
+fn read_markers(input: &InputConfig, options: &TokenizeOptions, tasks: usize) -> Result<TasksDone> {
     let config = resolved(input, options);
-    let mut input_bytes = 0;
-    let mut issues = Vec::new();
+    let mut done = TasksDone {
+        input_bytes: 0,
+        issues: Vec::new(),
+        shards: Vec::new(),
+        written: TokenizeSummary::default(),
+    };
     let mut missing = Vec::new();
     for index in 0..tasks {
         let marker = options
@@ -221,16 +355,22 @@ fn read_markers(
             continue;
         }
         let task = read_done(&marker, &config)?;
-        input_bytes += task.input_bytes;
-        issues.extend(task.issues);
+        done.input_bytes += task.summary.input_bytes;
+        done.issues.extend(task.summary.issues);
+        done.written.documents += task.summary.documents;
+        done.written.train_documents += task.summary.train_documents;
+        done.written.tokens += task.summary.tokens;
+        done.shards.extend(task.shards);
     }
+    // Part by part, as the one-process run lists them (`shard-PPPPP-IIIII.arrow`).
+    done.shards.sort_by(|a, b| a.file.cmp(&b.file));
     if !missing.is_empty() {
         bail!(
             "tokenize tasks {missing:?} of {tasks} have no done marker in {}: rerun them first",
             options.output.display()
         );
     }
-    Ok((input_bytes, issues))
+    Ok(done)
 }
 
 /// Writes the dataset under `options.output` (local) from the encoded documents `feed`
@@ -241,13 +381,17 @@ fn write_dataset(
     feed: impl FnOnce(&mut dyn FnMut(Vec<Encoded>) -> Result<()>) -> Result<()>,
 ) -> Result<TokenizeSummary> {
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
-    let train = Sink::new(
-        &options.output.join("train"),
-        &tokenizer,
-        options,
-        config,
-        "train",
-    )?;
+    // Without a shuffle the tasks wrote the training split (`write_train_manifest`).
+    let train = match options.shuffle {
+        Some(_) => Some(Sink::new(
+            &options.output.join("train"),
+            &tokenizer,
+            options,
+            config,
+            "train",
+        )?),
+        None => None,
+    };
     let val = if options.validation_fraction > 0.0 {
         Some(Sink::new(
             &options.output.join("val"),
@@ -334,21 +478,27 @@ fn remote_task(
     let marker = options.output.join(task.marker("tokenize"));
     if storage::exists(&marker)? {
         tracing::info!("{} exists: this task is done", marker.display());
-        return read_done(&marker, &config);
+        return Ok(read_done(&marker, &config)?.summary);
     }
     let scratch = scratch(options, &task.marker("tokenize"));
     let local = localized(options, &scratch)?;
-    let owned = owned_files(input, task)?;
-    let staged = storage::fetch_all(&owned, &scratch.join("inputs"))?;
-    let files: Vec<(usize, PathBuf)> = owned.iter().map(|(i, _)| *i).zip(staged).collect();
-    let summary = encode_files(input, &files, &local)?;
+    let owned = owned_files(input, options, task)?;
+    clear_old_dataset(options)?;
+    let staged = storage::fetch_all(&owned.files, &scratch.join("inputs"))?;
+    let files: Vec<(usize, PathBuf)> = owned.files.iter().map(|(i, _)| *i).zip(staged).collect();
+    let (summary, shards) = encode_files(input, &files, &local, owned.part_of.as_deref())?;
     if storage::is_remote_path(&options.output) {
         for (index, _) in &files {
             let url = encoded_path(options, *index);
             RemoteObject::parse(&url.to_string_lossy())?.upload(&encoded_path(&local, *index))?;
         }
+        for shard in &shards {
+            let url = options.output.join("train").join(&shard.file);
+            RemoteObject::parse(&url.to_string_lossy())?
+                .upload(&local.output.join("train").join(&shard.file))?;
+        }
     }
-    write_done(options, task, config, &summary)?;
+    write_done(options, task, config, &summary, shards)?;
     std::fs::remove_dir_all(&scratch).ok();
     Ok(summary)
 }
@@ -367,7 +517,7 @@ fn remote_finish(
             manifest.display()
         );
     }
-    let (input_bytes, issues) = read_markers(input, options, tasks)?;
+    let tasks_done = read_markers(input, options, tasks)?;
     let files = expand_inputs(&input.paths, input.reader.format)?.len();
     let scratch = scratch(options, "finish");
     // A scratch copy left by a failed attempt is not trusted.
@@ -392,7 +542,14 @@ fn remote_finish(
         })
         .map(drop)
     };
-    let summary = write_dataset(&local, &resolved(input, options), feed)?;
+    let config = resolved(input, options);
+    let summary = write_dataset(&local, &config, feed)?;
+    write_train_manifest(
+        &local_shards(options, &local),
+        &local.output,
+        &config,
+        &tasks_done,
+    )?;
     if remote_output {
         let url = options.output.to_string_lossy();
         storage::upload_dir(&local.output, &url, &["work", "tasks"], &["manifest.json"])?;
@@ -404,9 +561,14 @@ fn remote_finish(
         std::fs::remove_dir(options.output.join("work")).ok();
     }
     std::fs::remove_dir_all(&scratch).ok();
-    Ok(TokenizeSummary {
-        input_bytes,
-        issues,
-        ..summary
-    })
+    Ok(tasks_done.add_to(summary))
+}
+
+/// `local` (the options with local paths) with the output where the tasks' shards are: the
+/// bucket, not the scratch copy of the output.
+fn local_shards(options: &TokenizeOptions, local: &TokenizeOptions) -> TokenizeOptions {
+    TokenizeOptions {
+        output: options.output.clone(),
+        ..local.clone()
+    }
 }

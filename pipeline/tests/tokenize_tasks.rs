@@ -1,0 +1,172 @@
+//! Split `pipeline tokenize`: tasks, then the finish, give the one-process dataset for any
+//! number of tasks, with and without a shuffle, locally and over `s3://`.
+
+use std::path::{Path, PathBuf};
+
+use pipeline::shard::TaskSlice;
+
+use crate::cluster_dedup::{assert_same, dedup_corpus, outputs};
+
+#[test]
+fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
+    use pipeline::readers::{InputConfig, ReaderOptions};
+    use pipeline::tokenize::pretrain::{ShuffleOptions, TokenizeOptions, tokenize};
+    use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dedup_corpus(dir.path(), 60);
+    let tokenizer = crate::helpers::trained_tokenizer(dir.path(), Path::new(&inputs[0]));
+    let input = InputConfig {
+        paths: inputs[..inputs.len() - 2].to_vec(),
+        reader: ReaderOptions::default(),
+    };
+    for shuffle in [None, Some(4)] {
+        let options = |output: PathBuf| TokenizeOptions {
+            tokenizer: tokenizer.clone(),
+            output,
+            train: None,
+            max_shard_tokens: 3_000,
+            overwrite: false,
+            validation_fraction: 0.2,
+            split_seed: 7,
+            shuffle: shuffle.map(|buckets| ShuffleOptions { buckets, seed: 3 }),
+            batch_size: 16,
+            max_piece_bytes: 100_000,
+            part_bytes: 1,
+        };
+        let local = dir.path().join(format!("local-{shuffle:?}"));
+        let summary = tokenize(&input, &options(local.clone()), false).expect("local");
+        let expected = outputs(&local);
+        assert!(expected.keys().filter(|k| k.ends_with(".arrow")).count() > 2);
+        if shuffle.is_none() {
+            // Parts of one input each (`part_bytes = 1`): the tasks write their own.
+            assert!(
+                expected.contains_key("train/shard-00000-00000.arrow")
+                    && expected.contains_key("train/shard-00002-00000.arrow"),
+                "{:?}",
+                expected.keys()
+            );
+        }
+        for n in [1, 3, 8] {
+            let out = dir.path().join(format!("split-{n}-{shuffle:?}"));
+            for task in (0..n).rev() {
+                let slice = TaskSlice::new(task, n).expect("slice");
+                tokenize_task(&input, &options(out.clone()), slice).expect("task");
+            }
+            let split = tokenize_finish(&input, &options(out.clone()), n).expect("finish");
+            assert_same(&outputs(&out), &expected, &format!("tokenize, {n} tasks"));
+            assert_eq!(
+                (split.tokens, split.documents, split.input_bytes),
+                (summary.tokens, summary.documents, summary.input_bytes)
+            );
+        }
+    }
+    // The finish step names the tasks that have not run.
+    let out = dir.path().join("partial");
+    let options = TokenizeOptions {
+        tokenizer: tokenizer.clone(),
+        output: out.clone(),
+        train: None,
+        max_shard_tokens: 3_000,
+        overwrite: false,
+        validation_fraction: 0.2,
+        split_seed: 7,
+        shuffle: None,
+        batch_size: 16,
+        max_piece_bytes: 100_000,
+        part_bytes: 1,
+    };
+    tokenize_task(&input, &options, TaskSlice::new(1, 3).expect("slice")).expect("task");
+    let err = tokenize_finish(&input, &options, 3).expect_err("missing tasks");
+    assert!(format!("{err:#}").contains("[0, 2]"), "{err:#}");
+}
+
+#[test]
+fn tokenize_tasks_over_s3_give_the_local_dataset() {
+    use pipeline::readers::{InputConfig, ReaderOptions};
+    use pipeline::storage::RemoteObject;
+    use pipeline::tokenize::pretrain::{ShuffleOptions, TokenizeOptions, tokenize};
+    use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
+    let Some(endpoint) = crate::cluster::s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dedup_corpus(dir.path(), 40);
+    let tokenizer = crate::helpers::trained_tokenizer(dir.path(), Path::new(&inputs[0]));
+    let bucket = crate::cluster::new_bucket(&endpoint, "toktasks");
+    // The same inputs, local and in the bucket (same file names: the same source labels).
+    let local_paths = inputs[..inputs.len() - 2].to_vec();
+    let mut remote_paths = Vec::new();
+    for path in &local_paths {
+        let name = Path::new(path).file_name().expect("name").to_string_lossy();
+        let url = format!("s3://{bucket}/in/{name}");
+        RemoteObject::parse(&url)
+            .and_then(|o| o.upload(Path::new(path)))
+            .expect("upload input");
+        remote_paths.push(url);
+    }
+    let tokenizer_url = format!("s3://{bucket}/tokenizer.json");
+    RemoteObject::parse(&tokenizer_url)
+        .and_then(|o| o.upload(&tokenizer))
+        .expect("upload tokenizer");
+    let input = |paths: &[String]| InputConfig {
+        paths: paths.to_vec(),
+        reader: ReaderOptions::default(),
+    };
+    // With a shuffle (the finish writes the shards) and without (the tasks write theirs).
+    for shuffle in [Some(4), None] {
+        let options = |tokenizer: PathBuf, output: PathBuf| TokenizeOptions {
+            tokenizer,
+            output,
+            train: None,
+            max_shard_tokens: 3_000,
+            overwrite: false,
+            validation_fraction: 0.2,
+            split_seed: 7,
+            shuffle: shuffle.map(|buckets| ShuffleOptions { buckets, seed: 3 }),
+            batch_size: 16,
+            max_piece_bytes: 100_000,
+            part_bytes: 1,
+        };
+        let local = dir.path().join(format!("local-{shuffle:?}"));
+        tokenize(
+            &input(&local_paths),
+            &options(tokenizer.clone(), local.clone()),
+            false,
+        )
+        .expect("local");
+        let expected = outputs(&local);
+        assert!(expected.keys().filter(|k| k.ends_with(".arrow")).count() > 2);
+        for n in [1, 3] {
+            let out = format!("s3://{bucket}/dataset-{n}-{}", shuffle.is_some());
+            let remote = options(PathBuf::from(&tokenizer_url), PathBuf::from(&out));
+            for task in (0..n).rev() {
+                let slice = TaskSlice::new(task, n).expect("slice");
+                tokenize_task(&input(&remote_paths), &remote, slice).expect("task");
+            }
+            assert!(
+                pipeline::storage::exists(Path::new(&format!("{out}/work/encoded-00000.bin")))
+                    .expect("head"),
+                "the tasks' encoded files are in the bucket"
+            );
+            tokenize_finish(&input(&remote_paths), &remote, n).expect("finish");
+            // Fetched into a local tree, the dataset is the local run's, manifests included.
+            let fetched = dir.path().join(format!("fetched-{n}-{shuffle:?}"));
+            for (rel, bytes) in crate::cluster::remote_files(&out, &expected, &dir.path().join("f"))
+            {
+                let path = fetched.join(&rel);
+                std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                std::fs::write(path, bytes).expect("write");
+            }
+            assert_same(
+                &outputs(&fetched),
+                &expected,
+                &format!("tokenize over s3, {n} tasks"),
+            );
+            assert!(
+                !pipeline::storage::exists(Path::new(&format!("{out}/work/encoded-00000.bin")))
+                    .expect("head"),
+                "finish removes the encoded files"
+            );
+        }
+    }
+}
