@@ -170,3 +170,51 @@ fn tokenize_tasks_over_s3_give_the_local_dataset() {
         }
     }
 }
+
+/// Without a shuffle the tasks write into the dataset directory before the finish: an
+/// existing dataset is refused unless `overwrite`, and with it the finish leaves only the
+/// shards the tasks wrote (an earlier run's extra shard removed) and the same dataset.
+#[test]
+fn split_tokenize_refuses_an_existing_dataset_unless_overwrite_and_leaves_no_stale_shard() {
+    use pipeline::readers::{InputConfig, ReaderOptions};
+    use pipeline::tokenize::pretrain::TokenizeOptions;
+    use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inputs = dedup_corpus(dir.path(), 20);
+    let tokenizer = crate::helpers::trained_tokenizer(dir.path(), Path::new(&inputs[0]));
+    let input = InputConfig {
+        paths: inputs[..3].to_vec(),
+        reader: ReaderOptions::default(),
+    };
+    let out = dir.path().join("dataset");
+    let options = |overwrite: bool| TokenizeOptions {
+        tokenizer: tokenizer.clone(),
+        output: out.clone(),
+        train: None,
+        max_shard_tokens: 3_000,
+        overwrite,
+        validation_fraction: 0.2,
+        split_seed: 7,
+        shuffle: None,
+        batch_size: 16,
+        max_piece_bytes: 100_000,
+        part_bytes: 1,
+    };
+    let split = |options: &TokenizeOptions| -> anyhow::Result<()> {
+        for task in 0..2 {
+            tokenize_task(&input, options, TaskSlice::new(task, 2)?)?;
+        }
+        tokenize_finish(&input, options, 2).map(drop)
+    };
+    split(&options(false)).expect("first run");
+    let first = outputs(&out);
+    std::fs::remove_dir_all(out.join("tasks")).expect("markers");
+    let refused = split(&options(false)).expect_err("an existing dataset");
+    assert!(format!("{refused:#}").contains("overwrite"), "{refused:#}");
+    let stale = out.join("train/shard-00099-00000.arrow");
+    std::fs::write(&stale, b"an earlier run's").expect("write");
+    std::fs::remove_dir_all(out.join("tasks")).ok();
+    split(&options(true)).expect("overwrite");
+    assert!(!stale.exists(), "a shard no task wrote is removed");
+    assert_same(&outputs(&out), &first, "rewritten");
+}
