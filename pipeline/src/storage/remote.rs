@@ -103,7 +103,10 @@ pub(super) async fn counted_get(
 
 /// Hands a GET's body to `each` a chunk at a time as it arrives, counting the bytes (so a
 /// large read holds only a chunk in memory); returns how many came.
-async fn read_body(result: GetResult, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+pub(super) async fn read_body(
+    result: GetResult,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
     let mut body = result.into_stream();
     let mut read = 0u64;
     while let Some(chunk) = body.next().await {

@@ -3,17 +3,15 @@
 //! once the whole object is on disk (`[run] stream_inputs`).
 
 use std::io::Read;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, anyhow};
-use futures_util::StreamExt;
 use object_store::GetOptions;
 
 use super::RemoteObject;
-use super::remote::{counted_get, runtime};
-use super::transfer::{self, BYTES_READ};
+use super::remote::{counted_get, read_body, runtime};
+use super::transfer;
 
 /// Body chunks held between the GET and the reader (object_store hands over chunks of up
 /// to ~64 KiB): a few MB that keep the connection busy while the reader works.
@@ -67,27 +65,25 @@ impl RemoteObject {
         std::thread::Builder::new()
             .name("object-stream".into())
             .spawn(move || {
+                // Bytes that came, and whether the reader stopped taking them (then nothing
+                // more is fetched, and there is no one to tell how the GET ended).
+                let (mut came, mut stopped) = (0u64, false);
                 let read = rt.block_on(async {
                     let result = counted_get(&*store, &key, GetOptions::default()).await?;
-                    let mut body = result.into_stream();
-                    let mut read = 0u64;
-                    while let Some(chunk) = body.next().await {
-                        let chunk = chunk?;
-                        BYTES_READ.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                        read += chunk.len() as u64;
-                        if tx.send(Piece::Chunk(chunk.to_vec())).is_err() {
-                            // The reader stopped: nothing more to fetch.
-                            break;
-                        }
-                    }
-                    anyhow::Ok(read)
+                    read_body(result, |chunk| {
+                        came += chunk.len() as u64;
+                        stopped = tx.send(Piece::Chunk(chunk.to_vec())).is_err();
+                        anyhow::ensure!(!stopped, "the reader stopped");
+                        Ok(())
+                    })
+                    .await
                 });
                 let last = match read {
-                    Ok(read) => {
-                        transfer::count_input(read);
+                    Err(e) if !stopped => Piece::Failed(format!("reading {url}: {e:#}")),
+                    _ => {
+                        transfer::count_input(came);
                         Piece::End
                     }
-                    Err(e) => Piece::Failed(format!("reading {url}: {e:#}")),
                 };
                 let _ = tx.send(last);
             })
