@@ -36,19 +36,20 @@ pub fn parts(sizes: &[u64], part_bytes: u64) -> Vec<Range<usize>> {
     out
 }
 
-/// The sizes of `files` (local ones from the file system, remote ones from the listing that
-/// found them), which fix the parts.
-pub fn input_sizes(files: &[PathBuf]) -> Result<Vec<u64>> {
-    files
+/// The part of each of `files` (the sorted inputs), from their sizes (local ones' from the
+/// file system, remote ones' from the listing that found them).
+pub fn part_of_files(files: &[PathBuf], part_bytes: u64) -> Result<Vec<usize>> {
+    let sizes = files
         .iter()
         .map(|f| {
             crate::storage::input_size(f)?.with_context(|| format!("input {} is gone", f.display()))
         })
-        .collect()
+        .collect::<Result<Vec<u64>>>()?;
+    Ok(part_of_inputs(&parts(&sizes, part_bytes)))
 }
 
 /// The part of each input, from [`parts`].
-pub fn part_of_inputs(parts: &[Range<usize>]) -> Vec<usize> {
+fn part_of_inputs(parts: &[Range<usize>]) -> Vec<usize> {
     parts
         .iter()
         .enumerate()
@@ -81,9 +82,13 @@ impl PartSink {
         &self.dir
     }
 
-    /// Ends the part being written and starts part `part`.
+    /// The next documents are part `part`'s: the part being written goes on, a later one
+    /// ends it and starts `part`.
     pub(super) fn start(&mut self, part: usize) -> Result<()> {
         if let Some((p, _)) = &self.current {
+            if part == *p {
+                return Ok(());
+            }
             ensure!(part > *p, "part {part} started after part {p}");
         }
         self.end_part()?;

@@ -430,16 +430,10 @@ pub fn tokenize(
     let eos = tokenizer.eos()?;
     let files = expand_inputs(&input.paths, input.reader.format)?;
     let resolved = serde_json::json!({"input": input, "tokenize": options});
-    // Without a shuffle the training split is written in parts: the input each starts with.
-    let part_starts: std::collections::HashMap<usize, usize> = if options.shuffle.is_none() {
-        let sizes = super::parts::input_sizes(&files)?;
-        super::parts::parts(&sizes, options.part_bytes)
-            .iter()
-            .enumerate()
-            .map(|(p, range)| (range.start, p))
-            .collect()
-    } else {
-        Default::default()
+    // Without a shuffle the training split is written in parts: each input's part.
+    let part_of = match options.shuffle {
+        None => Some(super::parts::part_of_files(&files, options.part_bytes)?),
+        Some(_) => None,
     };
     let train = Sink::new(
         &options.output.join("train"),
@@ -495,9 +489,9 @@ pub fn tokenize(
         };
         let mut read = || -> Result<()> {
             for (index, file) in files.iter().enumerate() {
-                if let Some(part) = part_starts.get(&index) {
+                if let Some(part_of) = &part_of {
                     sender
-                        .send(ToWriter::Part(*part))
+                        .send(ToWriter::Part(part_of[index]))
                         .map_err(|_| anyhow!("the shard writer stopped"))?;
                 }
                 let seen =

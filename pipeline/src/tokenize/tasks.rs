@@ -137,13 +137,7 @@ fn owned_files(input: &InputConfig, options: &TokenizeOptions, task: TaskSlice) 
     let files = expand_inputs(&input.paths, input.reader.format)?;
     let part_of = match options.shuffle {
         Some(_) => None,
-        None => {
-            let sizes = super::parts::input_sizes(&files)?;
-            Some(super::parts::part_of_inputs(&super::parts::parts(
-                &sizes,
-                options.part_bytes,
-            )))
-        }
+        None => Some(super::parts::part_of_files(&files, options.part_bytes)?),
     };
     let owned = files
         .into_iter()
@@ -194,12 +188,8 @@ fn encode_files(
             options.max_shard_tokens,
         )
     });
-    let mut part = None;
     for (index, file) in files {
-        if let (Some(sink), Some(part_of)) = (parts.as_mut(), part_of)
-            && part != Some(part_of[*index])
-        {
-            part = Some(part_of[*index]);
+        if let (Some(sink), Some(part_of)) = (parts.as_mut(), part_of) {
             sink.start(part_of[*index])?;
         }
         let path = encoded_path(options, *index);
@@ -270,8 +260,15 @@ pub fn tokenize_finish(
             .try_for_each(|index| send(read_compressed_records(&encoded_path(options, index))?))
     };
     let config = resolved(input, options);
-    let summary = write_dataset(options, &config, feed)?;
-    write_train_manifest(options, &options.output, &config, &tasks_done)?;
+    let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
+    let summary = write_dataset(options, &tokenizer, &config, feed)?;
+    write_train_manifest(
+        options,
+        &tokenizer.spec,
+        &options.output,
+        &config,
+        &tasks_done,
+    )?;
     for index in 0..files {
         std::fs::remove_file(encoded_path(options, index)).ok();
     }
@@ -304,10 +301,12 @@ impl TasksDone {
 }
 
 /// Without a shuffle: the training split's manifest over the shards the tasks wrote (in
-/// `out/train`, where the tokenizer is copied; `options.output/train` holds the shards),
-/// after removing shards there that no task wrote (an earlier run's).
+/// `out/train`, where the tokenizer is copied; `options.output/train` holds the shards,
+/// in the bucket when it is remote), after removing shards there that no task wrote (an
+/// earlier run's).
 fn write_train_manifest(
     options: &TokenizeOptions,
+    tokenizer: &format::TokenizerSpec,
     out: &Path,
     config: &serde_json::Value,
     done: &TasksDone,
@@ -324,11 +323,10 @@ fn write_train_manifest(
             storage::remove(&shards_dir.join(&name))?;
         }
     }
-    let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     format::write_parts_manifest(
         &out.join("train"),
         format::DatasetKind::Pretrain,
-        tokenizer.spec,
+        tokenizer.clone(),
         config.clone(),
         done.shards.clone(),
     )?;
@@ -377,15 +375,15 @@ fn read_markers(input: &InputConfig, options: &TokenizeOptions, tasks: usize) ->
 /// sends, every input's in input order, with `config` (the user's) in its manifests.
 fn write_dataset(
     options: &TokenizeOptions,
+    tokenizer: &LoadedTokenizer,
     config: &serde_json::Value,
     feed: impl FnOnce(&mut dyn FnMut(Vec<Encoded>) -> Result<()>) -> Result<()>,
 ) -> Result<TokenizeSummary> {
-    let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     // Without a shuffle the tasks wrote the training split (`write_train_manifest`).
     let train = match options.shuffle {
         Some(_) => Some(Sink::new(
             &options.output.join("train"),
-            &tokenizer,
+            tokenizer,
             options,
             config,
             "train",
@@ -395,7 +393,7 @@ fn write_dataset(
     let val = if options.validation_fraction > 0.0 {
         Some(Sink::new(
             &options.output.join("val"),
-            &tokenizer,
+            tokenizer,
             options,
             config,
             "val",
@@ -543,9 +541,11 @@ fn remote_finish(
         .map(drop)
     };
     let config = resolved(input, options);
-    let summary = write_dataset(&local, &config, feed)?;
+    let tokenizer = LoadedTokenizer::load(&local.tokenizer)?;
+    let summary = write_dataset(&local, &tokenizer, &config, feed)?;
     write_train_manifest(
-        &local_shards(options, &local),
+        options,
+        &tokenizer.spec,
         &local.output,
         &config,
         &tasks_done,
@@ -562,13 +562,4 @@ fn remote_finish(
     }
     std::fs::remove_dir_all(&scratch).ok();
     Ok(tasks_done.add_to(summary))
-}
-
-/// `local` (the options with local paths) with the output where the tasks' shards are: the
-/// bucket, not the scratch copy of the output.
-fn local_shards(options: &TokenizeOptions, local: &TokenizeOptions) -> TokenizeOptions {
-    TokenizeOptions {
-        output: options.output.clone(),
-        ..local.clone()
-    }
 }
