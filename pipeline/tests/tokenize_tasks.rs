@@ -4,13 +4,33 @@
 use std::path::{Path, PathBuf};
 
 use pipeline::shard::TaskSlice;
+use pipeline::tokenize::pretrain::{ShuffleOptions, TokenizeOptions};
 
 use crate::cluster_dedup::{assert_same, dedup_corpus, outputs};
+
+/// The options these tests tokenize with: 3,000-token shards, a 20% validation split,
+/// parts of one input each (so several tasks write shards), an optional shuffle of
+/// `buckets`.
+fn split_options(tokenizer: PathBuf, output: PathBuf, buckets: Option<usize>) -> TokenizeOptions {
+    TokenizeOptions {
+        tokenizer,
+        output,
+        train: None,
+        max_shard_tokens: 3_000,
+        overwrite: false,
+        validation_fraction: 0.2,
+        split_seed: 7,
+        shuffle: buckets.map(|buckets| ShuffleOptions { buckets, seed: 3 }),
+        batch_size: 16,
+        max_piece_bytes: 100_000,
+        part_bytes: 1,
+    }
+}
 
 #[test]
 fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
     use pipeline::readers::{InputConfig, ReaderOptions};
-    use pipeline::tokenize::pretrain::{ShuffleOptions, TokenizeOptions, tokenize};
+    use pipeline::tokenize::pretrain::tokenize;
     use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = dedup_corpus(dir.path(), 60);
@@ -20,19 +40,7 @@ fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
         reader: ReaderOptions::default(),
     };
     for shuffle in [None, Some(4)] {
-        let options = |output: PathBuf| TokenizeOptions {
-            tokenizer: tokenizer.clone(),
-            output,
-            train: None,
-            max_shard_tokens: 3_000,
-            overwrite: false,
-            validation_fraction: 0.2,
-            split_seed: 7,
-            shuffle: shuffle.map(|buckets| ShuffleOptions { buckets, seed: 3 }),
-            batch_size: 16,
-            max_piece_bytes: 100_000,
-            part_bytes: 1,
-        };
+        let options = |output: PathBuf| split_options(tokenizer.clone(), output, shuffle);
         let local = dir.path().join(format!("local-{shuffle:?}"));
         let summary = tokenize(&input, &options(local.clone()), false).expect("local");
         let expected = outputs(&local);
@@ -62,19 +70,7 @@ fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
     }
     // The finish step names the tasks that have not run.
     let out = dir.path().join("partial");
-    let options = TokenizeOptions {
-        tokenizer: tokenizer.clone(),
-        output: out.clone(),
-        train: None,
-        max_shard_tokens: 3_000,
-        overwrite: false,
-        validation_fraction: 0.2,
-        split_seed: 7,
-        shuffle: None,
-        batch_size: 16,
-        max_piece_bytes: 100_000,
-        part_bytes: 1,
-    };
+    let options = split_options(tokenizer.clone(), out.clone(), None);
     tokenize_task(&input, &options, TaskSlice::new(1, 3).expect("slice")).expect("task");
     let err = tokenize_finish(&input, &options, 3).expect_err("missing tasks");
     assert!(format!("{err:#}").contains("[0, 2]"), "{err:#}");
@@ -84,7 +80,7 @@ fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
 fn tokenize_tasks_over_s3_give_the_local_dataset() {
     use pipeline::readers::{InputConfig, ReaderOptions};
     use pipeline::storage::RemoteObject;
-    use pipeline::tokenize::pretrain::{ShuffleOptions, TokenizeOptions, tokenize};
+    use pipeline::tokenize::pretrain::tokenize;
     use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
     let Some(endpoint) = crate::cluster::s3_endpoint() else {
         return;
@@ -114,19 +110,8 @@ fn tokenize_tasks_over_s3_give_the_local_dataset() {
     };
     // With a shuffle (the finish writes the shards) and without (the tasks write theirs).
     for shuffle in [Some(4), None] {
-        let options = |tokenizer: PathBuf, output: PathBuf| TokenizeOptions {
-            tokenizer,
-            output,
-            train: None,
-            max_shard_tokens: 3_000,
-            overwrite: false,
-            validation_fraction: 0.2,
-            split_seed: 7,
-            shuffle: shuffle.map(|buckets| ShuffleOptions { buckets, seed: 3 }),
-            batch_size: 16,
-            max_piece_bytes: 100_000,
-            part_bytes: 1,
-        };
+        let options =
+            |tokenizer: PathBuf, output: PathBuf| split_options(tokenizer, output, shuffle);
         let local = dir.path().join(format!("local-{shuffle:?}"));
         tokenize(
             &input(&local_paths),
@@ -177,7 +162,6 @@ fn tokenize_tasks_over_s3_give_the_local_dataset() {
 #[test]
 fn split_tokenize_refuses_an_existing_dataset_unless_overwrite_and_leaves_no_stale_shard() {
     use pipeline::readers::{InputConfig, ReaderOptions};
-    use pipeline::tokenize::pretrain::TokenizeOptions;
     use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = dedup_corpus(dir.path(), 20);
@@ -188,17 +172,8 @@ fn split_tokenize_refuses_an_existing_dataset_unless_overwrite_and_leaves_no_sta
     };
     let out = dir.path().join("dataset");
     let options = |overwrite: bool| TokenizeOptions {
-        tokenizer: tokenizer.clone(),
-        output: out.clone(),
-        train: None,
-        max_shard_tokens: 3_000,
         overwrite,
-        validation_fraction: 0.2,
-        split_seed: 7,
-        shuffle: None,
-        batch_size: 16,
-        max_piece_bytes: 100_000,
-        part_bytes: 1,
+        ..split_options(tokenizer.clone(), out.clone(), None)
     };
     let split = |options: &TokenizeOptions| -> anyhow::Result<()> {
         for task in 0..2 {
