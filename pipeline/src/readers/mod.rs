@@ -214,14 +214,15 @@ fn decompressed(
 /// Whether a reader of `options` can take `path` as a stream, read once from start to end
 /// (every format but Parquet, whose footer comes first).
 pub fn streamable(path: &Path, options: &ReaderOptions) -> bool {
-    let format = match options.format {
+    !matches!(format_of(path, options), Some(InputFormat::Parquet) | None)
+}
+
+/// The format `options` read `path` as: the configured one, else the name's.
+fn format_of(path: &Path, options: &ReaderOptions) -> Option<InputFormat> {
+    match options.format {
         InputFormat::Auto => InputFormat::detect(path),
         f => Some(f),
-    };
-    !matches!(
-        format,
-        Some(InputFormat::Parquet) | None | Some(InputFormat::Auto)
-    )
+    }
 }
 
 /// Reads one input file, calling `emit` for every document, skipped record and problem.
@@ -241,10 +242,7 @@ fn read_source(
     options: &ReaderOptions,
     emit: &mut dyn FnMut(ReadEvent),
 ) -> Result<()> {
-    let format = match options.format {
-        InputFormat::Auto => InputFormat::detect(path),
-        f => Some(f),
-    };
+    let format = format_of(path, options);
     let streamed = stream.is_some();
     let opened = || match stream {
         Some(raw) => decompressed(path, raw),

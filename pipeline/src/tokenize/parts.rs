@@ -78,10 +78,6 @@ impl PartSink {
         }
     }
 
-    pub(super) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The next documents are part `part`'s: the part being written goes on, a later one
     /// ends it and starts `part`.
     pub(super) fn start(&mut self, part: usize) -> Result<()> {
@@ -124,6 +120,20 @@ impl PartSink {
     pub(super) fn finish(mut self) -> Result<Vec<ShardEntry>> {
         self.end_part()?;
         Ok(self.shards)
+    }
+
+    /// Ends the last part and makes the directory a dataset of every part written here:
+    /// its manifest, with `config` (the one-process run, which writes every part).
+    pub(super) fn finish_dataset(self, config: serde_json::Value) -> Result<format::Manifest> {
+        let (dir, tokenizer) = (self.dir.clone(), self.tokenizer.clone());
+        let shards = self.finish()?;
+        Ok(format::write_parts_manifest(
+            &dir,
+            DatasetKind::Pretrain,
+            tokenizer,
+            config,
+            shards,
+        )?)
     }
 }
 

@@ -204,7 +204,6 @@ pub(super) enum Sink {
     Direct(ShardWriter),
     Parts {
         parts: super::parts::PartSink,
-        tokenizer: format::TokenizerSpec,
         config: serde_json::Value,
     },
     Buckets {
@@ -232,7 +231,6 @@ impl Sink {
                     tokenizer.spec.clone(),
                     options.max_shard_tokens,
                 ),
-                tokenizer: tokenizer.spec.clone(),
                 config: config.clone(),
             });
         }
@@ -290,21 +288,7 @@ impl Sink {
     fn finish(self) -> Result<format::Manifest> {
         match self {
             Sink::Direct(writer) => Ok(writer.finish()?),
-            Sink::Parts {
-                parts,
-                tokenizer,
-                config,
-            } => {
-                let dir = parts.dir().to_path_buf();
-                let shards = parts.finish()?;
-                Ok(format::write_parts_manifest(
-                    &dir,
-                    DatasetKind::Pretrain,
-                    tokenizer,
-                    config,
-                    shards,
-                )?)
-            }
+            Sink::Parts { parts, config } => parts.finish_dataset(config),
             Sink::Buckets {
                 files,
                 paths,
