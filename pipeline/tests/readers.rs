@@ -120,6 +120,13 @@ fn wet_conversion_records_are_documents() {
     );
 }
 
+/// `bytes` in one gzip member.
+fn gzipped(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).expect("gz");
+    gz.finish().expect("gz")
+}
+
 fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).expect("write");
@@ -169,9 +176,7 @@ fn jsonl_bad_lines_are_reported_with_line_numbers_and_skipped() {
 fn compressed_jsonl_and_a_huge_line() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let lines = "{\"text\": \"one\"}\n{\"text\": \"two\"}\n";
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(lines.as_bytes()).expect("gz");
-    let gz_path = write(tmp.path(), "a.jsonl.gz", &gz.finish().expect("gz"));
+    let gz_path = write(tmp.path(), "a.jsonl.gz", &gzipped(lines.as_bytes()));
     let zst_path = write(
         tmp.path(),
         "b.jsonl.zst",
@@ -294,9 +299,7 @@ fn a_stream_of_a_files_bytes_reads_as_the_file_and_parquet_is_not_streamable() {
     use pipeline::readers::{read_in_batches, read_stream_in_batches, streamable};
     let tmp = tempfile::tempdir().expect("tempdir");
     let lines = "{\"text\": \"one\"}\n{broken\n{\"text\": \"two\", \"id\": \"b\"}\n";
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(lines.as_bytes()).expect("gz");
-    let jsonl = write(tmp.path(), "a.jsonl.gz", &gz.finish().expect("gz"));
+    let jsonl = write(tmp.path(), "a.jsonl.gz", &gzipped(lines.as_bytes()));
     let options = ReaderOptions::default();
     for path in [jsonl, warc("resiliparse-cc-2020-34.warc.gz")] {
         assert!(streamable(&path, &options), "{}", path.display());
