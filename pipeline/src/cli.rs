@@ -97,7 +97,9 @@ pub enum Command {
     },
     /// Encode documents into a pretraining dataset (OUT/train, OUT/val) with the [input] and
     /// [tokenize] tables of a config; see configs/pipeline/tokenize.toml.
-    /// With --tasks N: task i encodes inputs i mod N; then --finish writes the dataset.
+    /// With --tasks N: task i encodes its share of the inputs (without a shuffle it writes
+    /// its parts' training shards); with [tokenize.shuffle], --shards tasks then write the
+    /// shuffle buckets as shards; then --finish writes the validation split and manifests.
     Tokenize(TokenizeArgs),
     /// Render labeler exports (JSONL in the TRL shapes) into an sft, preference or unpaired dataset.
     TokenizeChat {
@@ -164,13 +166,18 @@ pub struct TaskArgs {
     pub tasks: Option<usize>,
 }
 
-/// `pipeline tokenize CONFIG [--task i --tasks N | --finish --tasks N]`.
+/// `pipeline tokenize CONFIG [--task i --tasks N | --shards --task i --tasks N | --finish --tasks N]`.
 #[derive(Debug, clap::Args)]
 pub struct TokenizeArgs {
     pub config: PathBuf,
     #[command(flatten)]
     pub task: TaskArgs,
-    /// After every task of a split run: write the shards and manifests from their output.
+    /// With [tokenize.shuffle], after every task of a split run: task i writes the shuffle
+    /// buckets b with b mod N = i as training shards (`shard-BBBBB-IIIII.arrow`).
+    #[arg(long, requires = "tasks", conflicts_with = "finish")]
+    pub shards: bool,
+    /// After every task of a split run (and with a shuffle every shards task): write the
+    /// validation split and the manifests.
     #[arg(long, requires = "tasks")]
     pub finish: bool,
 }

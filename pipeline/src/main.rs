@@ -122,7 +122,12 @@ fn main() -> Result<()> {
         Command::Tokenize(args) => {
             let config = TokenizeConfig::load(&args.config)?;
             let (task, tasks) = (args.task.task, args.task.tasks);
-            let summary = tokenize_tasks::run_command(&config, task, tasks, args.finish, progress)?;
+            let step = match (args.shards, args.finish) {
+                (true, _) => tokenize_tasks::Step::Shards,
+                (_, true) => tokenize_tasks::Step::Finish,
+                _ => tokenize_tasks::Step::Encode,
+            };
+            let summary = tokenize_tasks::run_command(&config, task, tasks, step, progress)?;
             print!("{}", summary.render());
             println!("datasets in {}", config.tokenize.output.display());
         }

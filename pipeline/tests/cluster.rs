@@ -418,10 +418,11 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = write_corpus(dir.path());
-    // [tokenize.train]: the tokenizer stage trains it on the kept documents (local paths).
+    // [tokenize.train]: the tokenizer stage trains it on the kept documents (local paths);
+    // [tokenize.shuffle]: the shards stage writes the buckets.
     let config = |name: &str| {
         let text = format!(
-            "[input]\npaths = {:?}\n\n[output]\ndir = \"{name}/clean\"\n\n[dedup]\nexact = false\n\n[dedup.minhash]\nenabled = false\n\n[tokenize]\ntokenizer = \"{name}/tokenizer.json\"\noutput = \"{name}/dataset\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n\n[tokenize.train]\nvocab_size = 400\n",
+            "[input]\npaths = {:?}\n\n[output]\ndir = \"{name}/clean\"\n\n[dedup]\nexact = false\n\n[dedup.minhash]\nenabled = false\n\n[tokenize]\ntokenizer = \"{name}/tokenizer.json\"\noutput = \"{name}/dataset\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n\n[tokenize.train]\nvocab_size = 400\n\n[tokenize.shuffle]\nseed = 9\nbuckets = 5\n",
             inputs
                 .iter()
                 .map(|p| p.display().to_string())
@@ -442,7 +443,8 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
     run(&loaded, false).expect("local run");
 
     // 3 tasks of 1 core, at most 2 at once, arrays of at most 2: two clean pieces, the tokenizer (one
-    // task), two tokenize pieces (the kept documents encoded), then finish (the dataset).
+    // task), two tokenize pieces (the kept documents encoded), two shards pieces (the
+    // shuffle's buckets written), then finish (the validation split, the manifests).
     let cluster = config("cluster");
     let launched = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
         .current_dir(dir.path())
@@ -473,7 +475,7 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
         .split(' ')
         .map(String::from)
         .collect();
-    assert_eq!(ids.len(), 6, "{stdout}");
+    assert_eq!(ids.len(), 8, "{stdout}");
     let script = std::fs::read_to_string(dir.path().join("slurm-jobs/clean-000.sbatch"))
         .expect("the first clean piece's script");
     assert!(
@@ -525,6 +527,17 @@ fn launch_slurm_runs_clean_as_array_jobs_with_the_local_bytes() {
     let expected = shards(&dir.path().join("local/dataset"));
     assert!(!expected.is_empty());
     assert_eq!(shards(&out.join("dataset")), expected);
+    for split in ["train", "val"] {
+        let manifest = |root: &Path| {
+            let dataset = format::Dataset::open(root.join("dataset").join(split)).expect("open");
+            (dataset.manifest().shards.clone(), dataset.manifest().totals)
+        };
+        assert_eq!(
+            manifest(&out),
+            manifest(&dir.path().join("local")),
+            "{split}"
+        );
+    }
     assert_eq!(
         std::fs::read(out.join("tokenizer.json")).expect("the tokenizer stage's"),
         std::fs::read(dir.path().join("local/tokenizer.json")).expect("the local run's")

@@ -1,7 +1,7 @@
 //! `[tokenize.train]` in a split run: the `tokenizer` stage (one task) trains the tokenizer on
 //! every kept document and writes it to `tokenize.tokenizer` (local, or `s3://` for
-//! Kubernetes pods, which share no disk), the `tokenize` tasks encode with it and the finish
-//! step writes the dataset. Run as the Slurm launcher's array tasks on local paths, and as the
+//! Kubernetes pods, which share no disk), the `tokenize` tasks encode with it, the `shards`
+//! tasks write the shuffle's buckets as shards and the finish step writes the rest. Run as the Slurm launcher's array tasks on local paths, and as the
 //! Kubernetes manifests' pods over the S3 server, the tokenizer, kept files, docs tables,
 //! token shards and manifest are the one-process run's bytes; a config that cannot work on
 //! Kubernetes is refused naming the field.
@@ -20,7 +20,7 @@ use crate::cluster_dedup::{assert_same, outputs};
 use crate::k8s::{corpus_in_new_bucket, launch, launched_manifests, pod_command};
 use crate::k8s_schema::parse_yaml;
 
-/// A config with dedup, `[tokenize]` and `[tokenize.train]`; `out`, `tokenizer` and `dataset`
+/// A config with dedup, `[tokenize]`, `[tokenize.train]` and `[tokenize.shuffle]`; `out`, `tokenizer` and `dataset`
 /// local paths or `s3://` URLs.
 fn train_config(
     dir: &Path,
@@ -31,7 +31,7 @@ fn train_config(
     dataset: &str,
 ) -> PathBuf {
     let text = format!(
-        "[input]\npaths = {inputs:?}\n\n[output]\ndir = \"{out}\"\n\n[run]\nbatch_size = 4\n\n[dedup]\nexact = true\n\n[dedup.minhash]\nenabled = true\n\n[tokenize]\ntokenizer = \"{tokenizer}\"\noutput = \"{dataset}\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n\n[tokenize.train]\nvocab_size = 400\nmin_frequency = 2\n"
+        "[input]\npaths = {inputs:?}\n\n[output]\ndir = \"{out}\"\n\n[run]\nbatch_size = 4\n\n[dedup]\nexact = true\n\n[dedup.minhash]\nenabled = true\n\n[tokenize]\ntokenizer = \"{tokenizer}\"\noutput = \"{dataset}\"\nmax_shard_tokens = 2000\nvalidation_fraction = 0.2\n\n[tokenize.train]\nvocab_size = 400\nmin_frequency = 2\n\n[tokenize.shuffle]\nseed = 5\nbuckets = 4\n"
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).expect("write config");
@@ -94,6 +94,7 @@ fn slurm_array_tasks_train_the_tokenizer_in_its_stage_with_the_local_bytes() {
                 ("survivors", n),
                 ("tokenizer", 1),
                 ("tokenize", n),
+                ("shards", n),
                 ("finish", 1)
             ]
         );
@@ -217,6 +218,7 @@ fn k8s_pods_train_the_tokenizer_in_the_bucket_and_give_the_local_bytes() {
             ("survivors", 3),
             ("tokenizer", 1),
             ("tokenize", 3),
+            ("shards", 3),
             ("finish", 1)
         ]
     );
@@ -283,7 +285,7 @@ fn k8s_pods_train_the_tokenizer_in_the_bucket_and_give_the_local_bytes() {
         summary["object_store"]["bytes_read"].as_u64(),
         Some(bytes_read)
     );
-    for stage in ["tokenizer", "tokenize"] {
+    for stage in ["tokenizer", "tokenize", "shards"] {
         assert!(summary["seconds"][stage].as_f64().is_some(), "{summary}");
     }
 

@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use pipeline::readers::InputConfig;
 use pipeline::shard::TaskSlice;
 use pipeline::tokenize::pretrain::{ShuffleOptions, TokenizeOptions};
+use pipeline::tokenize::shuffle::shards_task;
+use pipeline::tokenize::tasks::tokenize_task;
 
 use crate::cluster_dedup::{assert_same, dedup_corpus, outputs};
 
@@ -27,11 +30,25 @@ fn split_options(tokenizer: PathBuf, output: PathBuf, buckets: Option<usize>) ->
     }
 }
 
+/// The tasks of a split run of `n`, last index first: tokenize, then with a shuffle shards.
+fn run_tasks(input: &InputConfig, options: &TokenizeOptions, n: usize) {
+    for task in (0..n).rev() {
+        let slice = TaskSlice::new(task, n).expect("slice");
+        tokenize_task(input, options, slice).expect("tokenize task");
+    }
+    if options.shuffle.is_some() {
+        for task in (0..n).rev() {
+            let slice = TaskSlice::new(task, n).expect("slice");
+            shards_task(input, options, slice).expect("shards task");
+        }
+    }
+}
+
 #[test]
 fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
-    use pipeline::readers::{InputConfig, ReaderOptions};
+    use pipeline::readers::ReaderOptions;
     use pipeline::tokenize::pretrain::tokenize;
-    use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
+    use pipeline::tokenize::tasks::tokenize_finish;
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = dedup_corpus(dir.path(), 60);
     let tokenizer = crate::helpers::trained_tokenizer(dir.path(), Path::new(&inputs[0]));
@@ -45,21 +62,18 @@ fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
         let summary = tokenize(&input, &options(local.clone()), false).expect("local");
         let expected = outputs(&local);
         assert!(expected.keys().filter(|k| k.ends_with(".arrow")).count() > 2);
-        if shuffle.is_none() {
-            // Parts of one input each (`part_bytes = 1`): the tasks write their own.
-            assert!(
-                expected.contains_key("train/shard-00000-00000.arrow")
-                    && expected.contains_key("train/shard-00002-00000.arrow"),
-                "{:?}",
-                expected.keys()
-            );
-        }
+        // Parts of one input each (`part_bytes = 1`), or with a shuffle one per bucket: the
+        // tasks (or the shards tasks) write their own.
+        let last = if shuffle.is_some() { 3 } else { 2 };
+        assert!(
+            expected.contains_key("train/shard-00000-00000.arrow")
+                && expected.contains_key(&format!("train/shard-{last:05}-00000.arrow")),
+            "{:?}",
+            expected.keys()
+        );
         for n in [1, 3, 8] {
             let out = dir.path().join(format!("split-{n}-{shuffle:?}"));
-            for task in (0..n).rev() {
-                let slice = TaskSlice::new(task, n).expect("slice");
-                tokenize_task(&input, &options(out.clone()), slice).expect("task");
-            }
+            run_tasks(&input, &options(out.clone()), n);
             let split = tokenize_finish(&input, &options(out.clone()), n).expect("finish");
             assert_same(&outputs(&out), &expected, &format!("tokenize, {n} tasks"));
             assert_eq!(
@@ -68,20 +82,37 @@ fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
             );
         }
     }
-    // The finish step names the tasks that have not run.
-    let out = dir.path().join("partial");
-    let options = split_options(tokenizer.clone(), out.clone(), None);
-    tokenize_task(&input, &options, TaskSlice::new(1, 3).expect("slice")).expect("task");
-    let err = tokenize_finish(&input, &options, 3).expect_err("missing tasks");
-    assert!(format!("{err:#}").contains("[0, 2]"), "{err:#}");
+    // The finish step names the tasks that have not run; with a shuffle, so do the shards
+    // tasks, and the finish names the shards tasks that have not run.
+    for shuffle in [None, Some(4)] {
+        let out = dir.path().join(format!("partial-{shuffle:?}"));
+        let options = split_options(tokenizer.clone(), out.clone(), shuffle);
+        let slice = |i| TaskSlice::new(i, 3).expect("slice");
+        tokenize_task(&input, &options, slice(1)).expect("task");
+        let err = tokenize_finish(&input, &options, 3).expect_err("missing tasks");
+        let err = format!("{err:#}");
+        assert!(err.contains("tokenize tasks [0, 2] of 3"), "{err}");
+        if shuffle.is_some() {
+            let err = shards_task(&input, &options, slice(0)).expect_err("early shards");
+            let err = format!("{err:#}");
+            assert!(err.contains("tokenize tasks [0, 2] of 3"), "{err}");
+            for i in [0, 2] {
+                tokenize_task(&input, &options, slice(i)).expect("task");
+            }
+            shards_task(&input, &options, slice(2)).expect("shards");
+            let err = tokenize_finish(&input, &options, 3).expect_err("missing shards");
+            let err = format!("{err:#}");
+            assert!(err.contains("shards tasks [0, 1] of 3"), "{err}");
+        }
+    }
 }
 
 #[test]
 fn tokenize_tasks_over_s3_give_the_local_dataset() {
-    use pipeline::readers::{InputConfig, ReaderOptions};
+    use pipeline::readers::ReaderOptions;
     use pipeline::storage::RemoteObject;
     use pipeline::tokenize::pretrain::tokenize;
-    use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
+    use pipeline::tokenize::tasks::tokenize_finish;
     let Some(endpoint) = crate::cluster::s3_endpoint() else {
         return;
     };
@@ -108,7 +139,7 @@ fn tokenize_tasks_over_s3_give_the_local_dataset() {
         paths: paths.to_vec(),
         reader: ReaderOptions::default(),
     };
-    // With a shuffle (the finish writes the shards) and without (the tasks write theirs).
+    // With a shuffle (the shards tasks write the shards) and without (the tasks write theirs).
     for shuffle in [Some(4), None] {
         let options =
             |tokenizer: PathBuf, output: PathBuf| split_options(tokenizer, output, shuffle);
@@ -124,10 +155,13 @@ fn tokenize_tasks_over_s3_give_the_local_dataset() {
         for n in [1, 3] {
             let out = format!("s3://{bucket}/dataset-{n}-{}", shuffle.is_some());
             let remote = options(PathBuf::from(&tokenizer_url), PathBuf::from(&out));
-            for task in (0..n).rev() {
-                let slice = TaskSlice::new(task, n).expect("slice");
-                tokenize_task(&input(&remote_paths), &remote, slice).expect("task");
-            }
+            run_tasks(&input(&remote_paths), &remote, n);
+            let pack = format!("{out}/work/shuffle-task-00000-of-{n:05}.bin");
+            assert_eq!(
+                pipeline::storage::exists(Path::new(&pack)).expect("head"),
+                shuffle.is_some(),
+                "with a shuffle the tasks' packs are in the bucket"
+            );
             assert!(
                 pipeline::storage::exists(Path::new(&format!("{out}/work/encoded-00000.bin")))
                     .expect("head"),
@@ -152,17 +186,22 @@ fn tokenize_tasks_over_s3_give_the_local_dataset() {
                     .expect("head"),
                 "finish removes the encoded files"
             );
+            assert!(
+                !pipeline::storage::exists(Path::new(&pack)).expect("head"),
+                "and the packs"
+            );
         }
     }
 }
 
-/// Without a shuffle the tasks write into the dataset directory before the finish: an
-/// existing dataset is refused unless `overwrite`, and with it the finish leaves only the
-/// shards the tasks wrote (an earlier run's extra shard removed) and the same dataset.
+/// The tasks (with a shuffle the shards tasks) write into the dataset directory before the
+/// finish: an existing dataset is refused unless `overwrite`, and with it the finish leaves
+/// only the shards the tasks wrote (an earlier run's extra shard removed) and the same
+/// dataset.
 #[test]
 fn split_tokenize_refuses_an_existing_dataset_unless_overwrite_and_leaves_no_stale_shard() {
-    use pipeline::readers::{InputConfig, ReaderOptions};
-    use pipeline::tokenize::tasks::{tokenize_finish, tokenize_task};
+    use pipeline::readers::ReaderOptions;
+    use pipeline::tokenize::tasks::tokenize_finish;
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = dedup_corpus(dir.path(), 20);
     let tokenizer = crate::helpers::trained_tokenizer(dir.path(), Path::new(&inputs[0]));
@@ -170,26 +209,37 @@ fn split_tokenize_refuses_an_existing_dataset_unless_overwrite_and_leaves_no_sta
         paths: inputs[..3].to_vec(),
         reader: ReaderOptions::default(),
     };
-    let out = dir.path().join("dataset");
-    let options = |overwrite: bool| TokenizeOptions {
-        overwrite,
-        ..split_options(tokenizer.clone(), out.clone(), None)
-    };
-    let split = |options: &TokenizeOptions| -> anyhow::Result<()> {
-        for task in 0..2 {
-            tokenize_task(&input, options, TaskSlice::new(task, 2)?)?;
-        }
-        tokenize_finish(&input, options, 2).map(drop)
-    };
-    split(&options(false)).expect("first run");
-    let first = outputs(&out);
-    std::fs::remove_dir_all(out.join("tasks")).expect("markers");
-    let refused = split(&options(false)).expect_err("an existing dataset");
-    assert!(format!("{refused:#}").contains("overwrite"), "{refused:#}");
-    let stale = out.join("train/shard-00099-00000.arrow");
-    std::fs::write(&stale, b"an earlier run's").expect("write");
-    std::fs::remove_dir_all(out.join("tasks")).ok();
-    split(&options(true)).expect("overwrite");
-    assert!(!stale.exists(), "a shard no task wrote is removed");
-    assert_same(&outputs(&out), &first, "rewritten");
+    for shuffle in [None, Some(3)] {
+        let out = dir.path().join(format!("dataset-{shuffle:?}"));
+        let options = |overwrite: bool| TokenizeOptions {
+            overwrite,
+            ..split_options(tokenizer.clone(), out.clone(), shuffle)
+        };
+        let split = |options: &TokenizeOptions| -> anyhow::Result<()> {
+            for task in 0..2 {
+                tokenize_task(&input, options, TaskSlice::new(task, 2)?)?;
+            }
+            if shuffle.is_some() {
+                for task in 0..2 {
+                    shards_task(&input, options, TaskSlice::new(task, 2)?)?;
+                }
+            }
+            tokenize_finish(&input, options, 2).map(drop)
+        };
+        split(&options(false)).expect("first run");
+        let first = outputs(&out);
+        std::fs::remove_dir_all(out.join("tasks")).expect("markers");
+        let refused = split(&options(false)).expect_err("an existing dataset");
+        assert!(format!("{refused:#}").contains("overwrite"), "{refused:#}");
+        let stale = out.join("train/shard-00099-00000.arrow");
+        std::fs::write(&stale, b"an earlier run's").expect("write");
+        std::fs::remove_dir_all(out.join("tasks")).ok();
+        split(&options(true)).expect("overwrite");
+        assert!(!stale.exists(), "a shard no task wrote is removed");
+        assert_same(
+            &outputs(&out),
+            &first,
+            &format!("rewritten, shuffle {shuffle:?}"),
+        );
+    }
 }

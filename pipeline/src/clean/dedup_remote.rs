@@ -349,7 +349,9 @@ pub(super) fn run_remote(
     let dedup_dir = work.join("dedup");
     let mut written = Vec::new();
     let summary = match stage {
-        Stage::Clean | Stage::Tokenizer | Stage::Tokenize => anyhow::bail!("not a dedup stage"),
+        Stage::Clean | Stage::Tokenizer | Stage::Tokenize | Stage::Shards => {
+            anyhow::bail!("not a dedup stage")
+        }
         Stage::Pairs => {
             let headers = scratch.keys_headers(inputs, task.count(), bands)?;
             let mine = task_partitions(config, task);

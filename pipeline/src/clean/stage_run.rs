@@ -14,6 +14,7 @@ use crate::config::PipelineConfig;
 use crate::readers::expand_inputs;
 use crate::shard::TaskSlice;
 use crate::task_state::track;
+use crate::tokenize::shuffle::shards_task;
 use crate::tokenize::tasks::tokenize_task;
 use crate::tokenize::train::train_tokenizer;
 
@@ -60,9 +61,8 @@ fn run_tracked(
     let transfers = crate::storage::transfer_totals();
     // One listing says whether this task is done and whether the stage before finished.
     let present = list_markers(config)?;
-    // A tokenize task goes by its own marker in the dataset's directory, which `--finish`
-    // removes with the encoded files: after that, a relaunch must encode again.
-    if stage != Stage::Tokenize
+    // A tokenize or shards task goes by its own marker in the dataset's directory.
+    if !matches!(stage, Stage::Tokenize | Stage::Shards)
         && let Some(summary) = done_in(&present, config, stage.name(), slice)?
     {
         return Ok(summary);
@@ -103,6 +103,14 @@ fn run_tracked(
             tokenize: Some(encoded),
             ..RunSummary::default()
         }
+    } else if stage == Stage::Shards {
+        let options = config
+            .tokenize
+            .as_ref()
+            .context("--stage shards needs [tokenize]")?;
+        require_stage(config, "tokenize", n, slice, &present)?;
+        shards_task(&kept_input(config), options, task)?;
+        RunSummary::default()
     } else {
         ensure!(
             dedups(config),
@@ -151,7 +159,7 @@ fn run_tracked(
         .seconds
         .insert(stage.name().into(), started.elapsed().as_secs_f64());
     summary.object_store = crate::storage::transfer_totals().since(&transfers);
-    if stage == Stage::Tokenize {
+    if matches!(stage, Stage::Tokenize | Stage::Shards) {
         crate::storage::write_small(&marker, &done_marker_json(config, &summary)?)?;
     } else {
         claim_marker(&marker, config, &summary)?;

@@ -4,7 +4,8 @@
 //! `dedup_checks`), with `[tokenize.train]`
 //! `tokenizer` (one task trains the tokenizer on every kept document and writes it to
 //! `tokenize.tokenizer`, local or `s3://`), with `[tokenize]` `tokenize` (the kept documents
-//! encoded by N tasks with that tokenizer), then `--finish`.
+//! encoded by N tasks with that tokenizer), with `[tokenize.shuffle]` `shards` (the shuffle
+//! buckets written as shards by N tasks), then `--finish`.
 
 use crate::config::{KeptFormat, PipelineConfig};
 use crate::readers::{InputConfig, ReaderOptions};
@@ -26,8 +27,11 @@ pub enum Stage {
     Survivors,
     /// `[tokenize.train]`: the tokenizer trained on the kept documents (one task).
     Tokenizer,
-    /// The kept documents encoded for `[tokenize]` (the finish step writes the dataset).
+    /// The kept documents encoded for `[tokenize]` (without a shuffle each task writes its
+    /// parts' training shards; the finish step writes the validation split and manifests).
     Tokenize,
+    /// With `[tokenize.shuffle]`: the shuffle buckets written as training shards.
+    Shards,
 }
 
 impl Stage {
@@ -41,6 +45,7 @@ impl Stage {
             Stage::Survivors => "survivors",
             Stage::Tokenizer => "tokenizer",
             Stage::Tokenize => "tokenize",
+            Stage::Shards => "shards",
         }
     }
 
@@ -95,8 +100,11 @@ pub fn stages_of(config: &PipelineConfig) -> Vec<Stage> {
     if trains_tokenizer(config) {
         stages.push(Stage::Tokenizer);
     }
-    if config.tokenize.is_some() {
+    if let Some(tokenize) = &config.tokenize {
         stages.push(Stage::Tokenize);
+        if tokenize.shuffle.is_some() {
+            stages.push(Stage::Shards);
+        }
     }
     stages
 }

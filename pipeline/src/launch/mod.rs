@@ -16,8 +16,8 @@ use crate::config::PipelineConfig;
 /// One stage of a split run: an array of `tasks` tasks, each running `pipeline ARGS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StageJob {
-    /// `clean`, `pairs`, `ship`, `check`, `components`, `survivors`, `tokenizer`, `tokenize`
-    /// or `finish`.
+    /// `clean`, `pairs`, `ship`, `check`, `components`, `survivors`, `tokenizer`, `tokenize`,
+    /// `shards` or `finish`.
     pub name: String,
     pub tasks: usize,
     /// Whether the stage has one task per task of the run (else one task in all).
@@ -29,8 +29,8 @@ pub struct StageJob {
 /// The stages of `config` (at `config_path`) split into `tasks` tasks, in the order they
 /// must run, each after the previous one has succeeded: `clean`, with dedup on `pairs`,
 /// (with similarity checks `ship` and `check`), `components` (one task) and `survivors`,
-/// with `[tokenize.train]` `tokenizer` (one task), with `[tokenize]` `tokenize`, then
-/// `finish` (one task: summary, the dataset).
+/// with `[tokenize.train]` `tokenizer` (one task), with `[tokenize]` `tokenize` (and with
+/// `[tokenize.shuffle]` `shards`), then `finish` (one task: summary, the dataset).
 pub fn stages(config_path: &Path, config: &PipelineConfig, tasks: usize) -> Vec<StageJob> {
     let base = |extra: &[&str]| -> Vec<String> {
         let mut args = vec!["clean".to_string(), config_path.display().to_string()];

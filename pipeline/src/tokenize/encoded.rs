@@ -68,33 +68,39 @@ pub(super) fn read_compressed_records(path: &Path) -> Result<Vec<Encoded>> {
 
 fn read_records_from(mut reader: impl Read, path: &Path) -> Result<Vec<Encoded>> {
     let mut docs = Vec::new();
+    while let Some(doc) = read_record(&mut reader, path)? {
+        docs.push(doc);
+    }
+    Ok(docs)
+}
+
+/// The next record of `reader` (reading `path`), or `None` at its end.
+pub(super) fn read_record(reader: &mut impl Read, path: &Path) -> Result<Option<Encoded>> {
+    let what = || format!("reading {}", path.display());
     let mut word = [0u8; 4];
     let mut read_u32 = |r: &mut dyn Read| -> std::io::Result<u32> {
         r.read_exact(&mut word)?;
         Ok(u32::from_le_bytes(word))
     };
-    let what = || format!("reading {}", path.display());
-    loop {
-        let id_len = match read_u32(&mut reader) {
-            Ok(n) => n as usize,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(docs),
-            Err(e) => return Err(e).with_context(what),
-        };
-        let mut id = vec![0u8; id_len];
-        reader.read_exact(&mut id).with_context(what)?;
-        let source_len = read_u32(&mut reader).with_context(what)? as usize;
-        let mut source = vec![0u8; source_len];
-        reader.read_exact(&mut source).with_context(what)?;
-        let n = read_u32(&mut reader).with_context(what)? as usize;
-        let mut bytes = vec![0u8; n * 4];
-        reader.read_exact(&mut bytes).with_context(what)?;
-        docs.push(Encoded {
-            id: String::from_utf8(id).context("bucket record id")?,
-            source: String::from_utf8(source).context("bucket record source")?,
-            tokens: bytes
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        });
-    }
+    let id_len = match read_u32(reader) {
+        Ok(n) => n as usize,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e).with_context(what),
+    };
+    let mut id = vec![0u8; id_len];
+    reader.read_exact(&mut id).with_context(what)?;
+    let source_len = read_u32(reader).with_context(what)? as usize;
+    let mut source = vec![0u8; source_len];
+    reader.read_exact(&mut source).with_context(what)?;
+    let n = read_u32(reader).with_context(what)? as usize;
+    let mut bytes = vec![0u8; n * 4];
+    reader.read_exact(&mut bytes).with_context(what)?;
+    Ok(Some(Encoded {
+        id: String::from_utf8(id).context("bucket record id")?,
+        source: String::from_utf8(source).context("bucket record source")?,
+        tokens: bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    }))
 }

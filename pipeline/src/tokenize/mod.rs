@@ -8,6 +8,8 @@ pub mod fast;
 pub mod parts;
 pub mod pretrain;
 pub mod remote;
+pub mod shuffle;
+mod task_markers;
 pub mod tasks;
 pub mod train;
 

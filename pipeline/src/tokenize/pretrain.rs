@@ -206,11 +206,13 @@ pub(super) enum Sink {
         parts: super::parts::PartSink,
         config: serde_json::Value,
     },
+    /// The shuffle: buckets on disk, each written as its part (`shuffle`).
     Buckets {
         files: Vec<BufWriter<File>>,
         paths: Vec<PathBuf>,
         seed: u64,
-        writer: ShardWriter,
+        parts: super::parts::PartSink,
+        config: serde_json::Value,
     },
 }
 
@@ -222,26 +224,28 @@ impl Sink {
         config: &serde_json::Value,
         name: &str,
     ) -> Result<Self> {
-        if options.shuffle.is_none() && name == "train" {
-            // Checked and cleared as a whole writer would; then the parts write into it.
-            format::prepare_dataset_dir(dir, options.overwrite)?;
-            return Ok(Self::Parts {
-                parts: super::parts::PartSink::new(
-                    dir,
-                    tokenizer.spec.clone(),
-                    options.max_shard_tokens,
-                ),
-                config: config.clone(),
-            });
-        }
-        let writer = ShardWriter::builder(dir, DatasetKind::Pretrain, tokenizer.spec.clone())
-            .max_shard_tokens(options.max_shard_tokens)
-            .overwrite(options.overwrite)
-            .config(config.clone())
-            .build()?;
         let Some(shuffle) = &options.shuffle else {
-            return Ok(Self::Direct(writer));
+            if name == "train" {
+                // Checked and cleared as a whole writer would; then the parts write into it.
+                format::prepare_dataset_dir(dir, options.overwrite)?;
+                return Ok(Self::Parts {
+                    parts: super::parts::PartSink::new(
+                        dir,
+                        tokenizer.spec.clone(),
+                        options.max_shard_tokens,
+                    ),
+                    config: config.clone(),
+                });
+            }
+            return Ok(Self::Direct(
+                ShardWriter::builder(dir, DatasetKind::Pretrain, tokenizer.spec.clone())
+                    .max_shard_tokens(options.max_shard_tokens)
+                    .overwrite(options.overwrite)
+                    .config(config.clone())
+                    .build()?,
+            ));
         };
+        format::prepare_dataset_dir(dir, options.overwrite)?;
         let tmp = dir.join(".shuffle");
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let paths: Vec<PathBuf> = (0..shuffle.buckets)
@@ -256,7 +260,12 @@ impl Sink {
             files,
             paths,
             seed: shuffle.seed,
-            writer,
+            parts: super::parts::PartSink::new(
+                dir,
+                tokenizer.spec.clone(),
+                options.max_shard_tokens,
+            ),
+            config: config.clone(),
         })
     }
 
@@ -279,7 +288,7 @@ impl Sink {
                 })
                 .map_err(Into::into),
             Sink::Buckets { files, seed, .. } => {
-                let b = (xxh3_64_with_seed(doc.id.as_bytes(), *seed) % files.len() as u64) as usize;
+                let b = super::shuffle::bucket_of(&doc.id, *seed, files.len());
                 write_record(&mut files[b], doc)
             }
         }
@@ -293,33 +302,28 @@ impl Sink {
                 files,
                 paths,
                 seed,
-                mut writer,
+                mut parts,
+                config,
             } => {
                 for mut f in files {
                     f.flush()?;
                 }
-                for path in &paths {
-                    let mut docs = read_records(path)?;
-                    // A deterministic permutation: order by a seeded hash of the id.
-                    docs.sort_by_cached_key(|d| {
-                        (
-                            xxh3_64_with_seed(d.id.as_bytes(), seed ^ 0x5bd1_e995),
-                            d.id.clone(),
-                        )
-                    });
-                    for d in &docs {
-                        writer.write(PretrainDoc {
-                            doc_id: &d.id,
-                            source: &d.source,
-                            tokens: &d.tokens,
-                        })?;
+                for (b, path) in paths.iter().enumerate() {
+                    // Already in input order, which the stable sort keeps for ties (a
+                    // split run's shards tasks tag documents with their inputs instead).
+                    let mut docs: Vec<(u32, Encoded)> =
+                        read_records(path)?.into_iter().map(|d| (0, d)).collect();
+                    super::shuffle::shuffle_bucket(&mut docs, seed);
+                    parts.start(b)?;
+                    for (_, d) in &docs {
+                        parts.push(d)?;
                     }
                     std::fs::remove_file(path).ok();
                 }
                 if let Some(dir) = paths.first().and_then(|p| p.parent()) {
                     std::fs::remove_dir(dir).ok();
                 }
-                Ok(writer.finish()?)
+                parts.finish_dataset(config)
             }
         }
     }

@@ -1,83 +1,40 @@
-//! `pipeline tokenize CONFIG --tasks N`: encoding split into tasks, then one finish step that
-//! writes the dataset. Task i encodes the inputs whose number in the sorted listing is
-//! i mod N into `OUT/work/encoded-NNNNN.bin` (documents with their ids, sources and token
-//! ids, EOS appended; zstd level 1, 2.4x smaller than raw ids), then writes its marker `OUT/tasks/tokenize-0000i-of-0000N.json`.
-//! `--finish` checks every marker and sends the encoded documents, in input order, through
-//! the one-process run's writer (validation split, shuffle buckets, shards, manifests): the
-//! shards and manifests are the local `pipeline tokenize` bytes whatever N, while the
-//! encoding, nearly all of the CPU time, is spread over the tasks.
+//! `pipeline tokenize CONFIG --tasks N`: the dataset written by tasks, then a finish step.
+//! Task i encodes its inputs: without a shuffle the inputs of the parts p with p mod N = i
+//! (`parts`), their training documents written as those parts' shards; with one the inputs
+//! whose number in the sorted listing is i mod N, their training documents packed by shuffle
+//! bucket for the shards tasks (`shuffle`). Either way its validation documents go to
+//! `OUT/work/encoded-NNNNN.bin` (ids, sources and token ids, EOS appended; zstd level 1), and
+//! its marker `OUT/tasks/tokenize-0000i-of-0000N.json` comes last. `--finish` checks every
+//! marker, writes the validation split through the one-process run's writer and the
+//! training split's manifest over the shards the markers list: the shards and manifests are
+//! the local `pipeline tokenize` bytes whatever N.
 //!
 //! With inputs, tokenizer or output in object storage, a task fetches its own inputs and
-//! the tokenizer into a scratch directory, encodes there, uploads its encoded files to
-//! `OUT/work/` and then writes its marker (a conditional create: of two tasks given one
-//! index, one claims it); `--finish` fetches the encoded files, writes the dataset in
-//! scratch through the same writer and uploads it with every `manifest.json` last, then
-//! removes the encoded files: the same bytes, only where the files live changes.
+//! the tokenizer into a scratch directory, encodes there, uploads its shards, encoded files
+//! and pack, and then writes its marker (a conditional create: of two tasks given one
+//! index, one claims it); `--finish` fetches the encoded files, writes the validation split
+//! in scratch and uploads it with every `manifest.json` last, then removes the work files:
+//! the same bytes, only where the files live changes.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use format::ShardEntry;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::LoadedTokenizer;
 use super::encoded::{Encoded, encode, read_compressed_records, write_record};
 use super::pretrain::{Sink, ToWriter, TokenizeOptions, TokenizeSummary, is_validation, write_all};
+use super::shuffle::{TaskBuckets, pack_path};
+use super::task_markers::{
+    TokenizeDone, check, is_remote, localized, read_done, resolved, scratch, task_markers,
+};
 use crate::readers::{InputConfig, expand_inputs, read_in_batches};
 use crate::shard::TaskSlice;
 use crate::storage::{self, RemoteObject};
 
-/// A tokenize task's done marker.
-#[derive(Debug, Serialize, Deserialize)]
-struct TokenizeDone {
-    config: serde_json::Value,
-    summary: TokenizeSummary,
-    /// Without a shuffle: the training shards of the parts the task wrote, in part order.
-    #[serde(default)]
-    shards: Vec<ShardEntry>,
-}
-
-fn resolved(input: &InputConfig, options: &TokenizeOptions) -> serde_json::Value {
-    serde_json::json!({"input": input, "tokenize": options})
-}
-
 fn encoded_path(options: &TokenizeOptions, index: usize) -> PathBuf {
     options.output.join(format!("work/encoded-{index:05}.bin"))
-}
-
-/// Settings that cannot work split. With `[tokenize.train]` the tasks do not train: the
-/// tokenizer must be there already, trained by a split clean run's `tokenizer` stage.
-fn check(options: &TokenizeOptions) -> Result<()> {
-    options.check()?;
-    if options.train.is_some() {
-        ensure!(
-            storage::exists(&options.tokenizer)?,
-            "tokenize.tokenizer {} does not exist: with [tokenize.train], a split run trains it first in its tokenizer stage (`pipeline clean CONFIG --stage tokenizer --tasks N`)",
-            options.tokenizer.display()
-        );
-    }
-    Ok(())
-}
-
-/// Whether inputs, tokenizer or output are in object storage (see `remote_task`).
-fn is_remote(input: &InputConfig, options: &TokenizeOptions) -> bool {
-    input.paths.iter().any(|p| storage::is_remote(p))
-        || storage::is_remote_path(&options.tokenizer)
-        || storage::is_remote_path(&options.output)
-}
-
-/// Reads a task's marker, refusing one written under another config (naming the field).
-fn read_done(marker: &Path, config: &serde_json::Value) -> Result<TokenizeDone> {
-    let done: TokenizeDone = serde_json::from_slice(&storage::read_small(marker)?)
-        .with_context(|| format!("reading the done marker {}", marker.display()))?;
-    if let Some(field) = crate::clean::first_difference(&done.config, config, "") {
-        bail!(
-            "{} was written with a different config ({field} differs): rerun every task with one config, or remove the output",
-            marker.display()
-        );
-    }
-    Ok(done)
 }
 
 /// Task `task`: encodes its inputs (an input already encoded is kept), then writes its
@@ -99,18 +56,16 @@ pub fn tokenize_task(
     }
     let owned = owned_files(input, options, task)?;
     clear_old_dataset(options)?;
-    let (summary, shards) = encode_files(input, &owned.files, options, owned.part_of.as_deref())?;
-    write_done(options, task, config, &summary, shards)?;
+    let (summary, train) = encode_files(input, &owned.files, options, task, &owned.part_of)?;
+    write_done(options, task, config, &summary, train)?;
     Ok(summary)
 }
 
-/// Without a shuffle the tasks write training shards before anything else would notice an
-/// old dataset there: its manifest is refused unless `overwrite`, else removed first (it
-/// names shards a part is about to replace; the finish removes shards no task wrote).
+/// The tasks (or, with a shuffle, the shards tasks after them) write training shards before
+/// anything else would notice an old dataset there: its manifest is refused unless
+/// `overwrite`, else removed first (it names shards a part is about to replace; the finish
+/// removes shards no task wrote).
 fn clear_old_dataset(options: &TokenizeOptions) -> Result<()> {
-    if options.shuffle.is_some() {
-        return Ok(());
-    }
     let manifest = options.output.join("train/manifest.json");
     if storage::exists(&manifest)? {
         ensure!(
@@ -156,40 +111,71 @@ fn write_done(
     task: TaskSlice,
     config: serde_json::Value,
     summary: &TokenizeSummary,
-    shards: Vec<ShardEntry>,
+    train: TrainWritten,
 ) -> Result<()> {
     let done = TokenizeDone {
         config,
         summary: summary.clone(),
-        shards,
+        shards: train.shards,
+        buckets: train.buckets,
     };
     let marker = options.output.join(task.marker("tokenize"));
     storage::write_marker(&marker, &serde_json::to_vec_pretty(&done)?)
 }
 
-/// Encodes local `files` (number, path) into `encoded_path(options, number)`; with the
-/// inputs' parts (no shuffle), their training documents go into their parts' shards under
-/// `options.output/train` instead, and only the validation ones into the encoded files.
-/// Returns the counts (documents and tokens of the shards written) and the shards.
+/// Where a task's training documents go: without a shuffle its parts' shards, with one its
+/// pack's buckets (`shuffle`).
+enum TrainTo<'a> {
+    Parts {
+        sink: Box<super::parts::PartSink>,
+        part_of: &'a [usize],
+    },
+    Buckets(TaskBuckets),
+}
+
+/// What a task wrote of the training split: shards, or a pack's bucket ranges.
+#[derive(Default)]
+struct TrainWritten {
+    shards: Vec<ShardEntry>,
+    buckets: Vec<[u64; 2]>,
+}
+
+/// Encodes local `files` (number, path): their validation documents into
+/// `encoded_path(options, number)`, their training documents into their parts' shards under
+/// `options.output/train` (no shuffle: `part_of` holds every input's part) or into task
+/// `task`'s shuffle pack. Returns the counts (documents and tokens of the training split)
+/// and what was written of it.
 fn encode_files(
     input: &InputConfig,
     files: &[(usize, PathBuf)],
     options: &TokenizeOptions,
-    part_of: Option<&[usize]>,
-) -> Result<(TokenizeSummary, Vec<ShardEntry>)> {
+    task: TaskSlice,
+    part_of: &Option<Vec<usize>>,
+) -> Result<(TokenizeSummary, TrainWritten)> {
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     let eos = tokenizer.eos()?;
     let mut summary = TokenizeSummary::default();
     let started = std::time::Instant::now();
-    let mut parts = part_of.map(|_| {
-        super::parts::PartSink::new(
-            &options.output.join("train"),
-            tokenizer.spec.clone(),
-            options.max_shard_tokens,
-        )
-    });
+    let mut train = match (&options.shuffle, part_of) {
+        (Some(shuffle), _) => TrainTo::Buckets(TaskBuckets::create(
+            &options
+                .output
+                .join(format!("work/buckets-task-{:05}", task.index())),
+            shuffle.buckets,
+            shuffle.seed,
+        )?),
+        (None, Some(part_of)) => TrainTo::Parts {
+            sink: Box::new(super::parts::PartSink::new(
+                &options.output.join("train"),
+                tokenizer.spec.clone(),
+                options.max_shard_tokens,
+            )),
+            part_of,
+        },
+        (None, None) => bail!("a task without a shuffle needs its inputs' parts"),
+    };
     for (index, file) in files {
-        if let (Some(sink), Some(part_of)) = (parts.as_mut(), part_of) {
+        if let TrainTo::Parts { sink, part_of } = &mut train {
             sink.start(part_of[*index])?;
         }
         let path = encoded_path(options, *index);
@@ -206,20 +192,16 @@ fn encode_files(
                 .collect::<Result<Vec<Encoded>>>()?;
             summary.input_bytes += batch.iter().map(|d| d.text.len() as u64).sum::<u64>();
             for doc in &encoded {
-                match parts.as_mut() {
-                    Some(sink)
-                        if !is_validation(
-                            &doc.id,
-                            options.validation_fraction,
-                            options.split_seed,
-                        ) =>
-                    {
-                        summary.documents += 1;
-                        summary.train_documents += 1;
-                        summary.tokens += doc.tokens.len() as u64;
-                        sink.push(doc)?;
-                    }
-                    _ => write_record(&mut out, doc)?,
+                if is_validation(&doc.id, options.validation_fraction, options.split_seed) {
+                    write_record(&mut out, doc)?;
+                    continue;
+                }
+                summary.documents += 1;
+                summary.train_documents += 1;
+                summary.tokens += doc.tokens.len() as u64;
+                match &mut train {
+                    TrainTo::Parts { sink, .. } => sink.push(doc)?,
+                    TrainTo::Buckets(buckets) => buckets.push(*index, doc)?,
                 }
             }
             Ok(())
@@ -235,11 +217,17 @@ fn encode_files(
             .with_context(|| format!("renaming {}", partial.display()))?;
     }
     summary.encode_seconds = started.elapsed().as_secs_f64();
-    let shards = match parts {
-        Some(sink) => sink.finish()?,
-        None => Vec::new(),
+    let written = match train {
+        TrainTo::Parts { sink, .. } => TrainWritten {
+            shards: sink.finish()?,
+            ..TrainWritten::default()
+        },
+        TrainTo::Buckets(buckets) => TrainWritten {
+            buckets: buckets.pack(&pack_path(&options.output, task), task.count())?,
+            ..TrainWritten::default()
+        },
     };
-    Ok((summary, shards))
+    Ok((summary, written))
 }
 
 /// The finish step: every task's marker, then the dataset from every input's encoded
@@ -269,10 +257,7 @@ pub fn tokenize_finish(
         &config,
         &tasks_done,
     )?;
-    for index in 0..files {
-        std::fs::remove_file(encoded_path(options, index)).ok();
-    }
-    std::fs::remove_dir(options.output.join("work")).ok();
+    remove_work(options, files, tasks)?;
     Ok(tasks_done.add_to(summary))
 }
 
@@ -300,7 +285,7 @@ impl TasksDone {
     }
 }
 
-/// Without a shuffle: the training split's manifest over the shards the tasks wrote (in
+/// The training split's manifest over the shards the (shards) tasks wrote (in
 /// `out/train`, where the tokenizer is copied; `options.output/train` holds the shards,
 /// in the bucket when it is remote), after removing shards there that no task wrote (an
 /// earlier run's).
@@ -311,9 +296,6 @@ fn write_train_manifest(
     config: &serde_json::Value,
     done: &TasksDone,
 ) -> Result<()> {
-    if options.shuffle.is_some() {
-        return Ok(());
-    }
     let shards_dir = options.output.join("train");
     let listed: std::collections::HashSet<&str> =
         done.shards.iter().map(|s| s.file.as_str()).collect();
@@ -334,7 +316,8 @@ fn write_train_manifest(
 }
 
 /// Every task's marker (local or remote), checked against the config: the input bytes and
-/// issues they sum to.
+/// issues they sum to, and the training shards the tokenize tasks (without a shuffle) or the
+/// shards tasks (with one) wrote.
 fn read_markers(input: &InputConfig, options: &TokenizeOptions, tasks: usize) -> Result<TasksDone> {
     let config = resolved(input, options);
     let mut done = TasksDone {
@@ -343,16 +326,7 @@ fn read_markers(input: &InputConfig, options: &TokenizeOptions, tasks: usize) ->
         shards: Vec::new(),
         written: TokenizeSummary::default(),
     };
-    let mut missing = Vec::new();
-    for index in 0..tasks {
-        let marker = options
-            .output
-            .join(TaskSlice::new(index, tasks)?.marker("tokenize"));
-        if !storage::exists(&marker)? {
-            missing.push(index);
-            continue;
-        }
-        let task = read_done(&marker, &config)?;
+    for task in task_markers(options, &config, "tokenize", tasks)? {
         done.input_bytes += task.summary.input_bytes;
         done.issues.extend(task.summary.issues);
         done.written.documents += task.summary.documents;
@@ -360,15 +334,31 @@ fn read_markers(input: &InputConfig, options: &TokenizeOptions, tasks: usize) ->
         done.written.tokens += task.summary.tokens;
         done.shards.extend(task.shards);
     }
+    if options.shuffle.is_some() {
+        for task in task_markers(options, &config, "shards", tasks)? {
+            done.shards.extend(task.shards);
+        }
+    }
     // Part by part, as the one-process run lists them (`shard-PPPPP-IIIII.arrow`).
     done.shards.sort_by(|a, b| a.file.cmp(&b.file));
-    if !missing.is_empty() {
-        bail!(
-            "tokenize tasks {missing:?} of {tasks} have no done marker in {}: rerun them first",
-            options.output.display()
-        );
-    }
     Ok(done)
+}
+
+/// Removes what the tasks of `files` inputs left for the finish (encoded files and shuffle
+/// packs).
+fn remove_work(options: &TokenizeOptions, files: usize, tasks: usize) -> Result<()> {
+    for index in 0..files {
+        storage::remove(&encoded_path(options, index))?;
+    }
+    if options.shuffle.is_some() {
+        for task in 0..tasks {
+            storage::remove(&pack_path(&options.output, TaskSlice::new(task, tasks)?))?;
+        }
+    }
+    if !storage::is_remote_path(&options.output) {
+        std::fs::remove_dir(options.output.join("work")).ok();
+    }
+    Ok(())
 }
 
 /// Writes the dataset under `options.output` (local) from the encoded documents `feed`
@@ -379,17 +369,7 @@ fn write_dataset(
     config: &serde_json::Value,
     feed: impl FnOnce(&mut dyn FnMut(Vec<Encoded>) -> Result<()>) -> Result<()>,
 ) -> Result<TokenizeSummary> {
-    // Without a shuffle the tasks wrote the training split (`write_train_manifest`).
-    let train = match options.shuffle {
-        Some(_) => Some(Sink::new(
-            &options.output.join("train"),
-            tokenizer,
-            options,
-            config,
-            "train",
-        )?),
-        None => None,
-    };
+    // The tasks (or the shards tasks) wrote the training split (`write_train_manifest`).
     let val = if options.validation_fraction > 0.0 {
         Some(Sink::new(
             &options.output.join("val"),
@@ -404,7 +384,7 @@ fn write_dataset(
     let started = std::time::Instant::now();
     let (sender, receiver) = std::sync::mpsc::sync_channel::<ToWriter>(2);
     let mut summary = std::thread::scope(|scope| -> Result<TokenizeSummary> {
-        let writer = scope.spawn(move || write_all(receiver, train, val, options));
+        let writer = scope.spawn(move || write_all(receiver, None, val, options));
         let sent = feed(&mut |docs| {
             sender
                 .send(ToWriter::Batch(docs))
@@ -423,47 +403,51 @@ fn write_dataset(
     Ok(summary)
 }
 
-/// `pipeline tokenize`: the one-process run (local or `s3://`), a task of a split run (from
-/// `--task`/`--tasks` or the scheduler's environment), or with `finish` the finish step.
+/// Which step of a split `pipeline tokenize` run a command is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A tokenize task (`--task i --tasks N`), or the one-process run without `--tasks`.
+    Encode,
+    /// A shards task (`--shards`): with `[tokenize.shuffle]`, its buckets as shards.
+    Shards,
+    /// The finish (`--finish --tasks N`): the validation split and the manifests.
+    Finish,
+}
+
+/// `pipeline tokenize`: the one-process run (local or `s3://`), a task of a split run's
+/// tokenize or shards step (from `--task`/`--tasks` or the scheduler's environment), or
+/// the finish step.
 pub fn run_command(
     config: &super::pretrain::TokenizeConfig,
     task: Option<usize>,
     tasks: Option<usize>,
-    finish: bool,
+    step: Step,
     show_progress: bool,
 ) -> Result<TokenizeSummary> {
-    let slice = if finish {
-        None
-    } else {
-        TaskSlice::from_args_or_env(task, tasks)?
+    let slice = match step {
+        Step::Finish => None,
+        _ => TaskSlice::from_args_or_env(task, tasks)?,
     };
     ensure!(
-        !(finish || slice.is_some()) || config.tokenize.train.is_none(),
+        (step == Step::Encode && slice.is_none()) || config.tokenize.train.is_none(),
         "tokenize --tasks needs a trained tokenizer: train it first (`pipeline tokenizer train`) and remove [tokenize.train] (a split `pipeline clean` run trains it in its tokenizer stage)"
     );
-    if finish {
-        let tasks = tasks.context("--finish needs --tasks N")?;
-        return tokenize_finish(&config.input, &config.tokenize, tasks);
+    match (step, slice) {
+        (Step::Finish, _) => {
+            let tasks = tasks.context("--finish needs --tasks N")?;
+            tokenize_finish(&config.input, &config.tokenize, tasks)
+        }
+        (Step::Shards, Some(task)) => {
+            super::shuffle::shards_task(&config.input, &config.tokenize, task)
+        }
+        (Step::Shards, None) => {
+            bail!("--shards needs --tasks N and --task i (or a scheduler's task index)")
+        }
+        (Step::Encode, Some(task)) => tokenize_task(&config.input, &config.tokenize, task),
+        (Step::Encode, None) => {
+            super::remote::tokenize_anywhere(&config.input, &config.tokenize, show_progress)
+        }
     }
-    match slice {
-        Some(task) => tokenize_task(&config.input, &config.tokenize, task),
-        None => super::remote::tokenize_anywhere(&config.input, &config.tokenize, show_progress),
-    }
-}
-
-/// The options with local paths: the tokenizer fetched into `scratch`, a remote output
-/// replaced by `scratch/out`.
-fn localized(options: &TokenizeOptions, scratch: &Path) -> Result<TokenizeOptions> {
-    let mut local = options.clone();
-    local.tokenizer = storage::fetch_input(&options.tokenizer, &scratch.join("tokenizer"))?;
-    if storage::is_remote_path(&options.output) {
-        local.output = scratch.join("out");
-    }
-    Ok(local)
-}
-
-fn scratch(options: &TokenizeOptions, label: &str) -> PathBuf {
-    storage::scratch_dir(&format!("tokenize#{}#{label}", options.output.display()))
 }
 
 /// Task `task` of a split tokenize run with something remote.
@@ -484,19 +468,23 @@ fn remote_task(
     clear_old_dataset(options)?;
     let staged = storage::fetch_all(&owned.files, &scratch.join("inputs"))?;
     let files: Vec<(usize, PathBuf)> = owned.files.iter().map(|(i, _)| *i).zip(staged).collect();
-    let (summary, shards) = encode_files(input, &files, &local, owned.part_of.as_deref())?;
+    let (summary, train) = encode_files(input, &files, &local, task, &owned.part_of)?;
     if storage::is_remote_path(&options.output) {
         for (index, _) in &files {
             let url = encoded_path(options, *index);
             RemoteObject::parse(&url.to_string_lossy())?.upload(&encoded_path(&local, *index))?;
         }
-        for shard in &shards {
+        if options.shuffle.is_some() {
+            let url = pack_path(&options.output, task);
+            RemoteObject::parse(&url.to_string_lossy())?.upload(&pack_path(&local.output, task))?;
+        }
+        for shard in &train.shards {
             let url = options.output.join("train").join(&shard.file);
             RemoteObject::parse(&url.to_string_lossy())?
                 .upload(&local.output.join("train").join(&shard.file))?;
         }
     }
-    write_done(options, task, config, &summary, shards)?;
+    write_done(options, task, config, &summary, train)?;
     std::fs::remove_dir_all(&scratch).ok();
     Ok(summary)
 }
@@ -554,12 +542,7 @@ fn remote_finish(
         let url = options.output.to_string_lossy();
         storage::upload_dir(&local.output, &url, &["work", "tasks"], &["manifest.json"])?;
     }
-    for index in 0..files {
-        storage::remove(&encoded_path(options, index))?;
-    }
-    if !remote_output {
-        std::fs::remove_dir(options.output.join("work")).ok();
-    }
+    remove_work(options, files, tasks)?;
     std::fs::remove_dir_all(&scratch).ok();
     Ok(tasks_done.add_to(summary))
 }
