@@ -174,6 +174,60 @@ fn shuffle_is_a_deterministic_permutation() {
     assert_eq!(sorted, plain, "a permutation: nothing lost or duplicated");
 }
 
+/// A shuffle keeps every bucket file open: with more than the soft limit on open files
+/// allows, `pipeline tokenize` raises it (up to the hard limit, as `ulimit -Sn` cannot be
+/// trusted to be large on a cluster node); past the hard limit it names the setting.
+#[test]
+fn shuffle_buckets_past_the_open_files_limit_raise_it_or_name_the_setting() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (corpus_path, _) = corpus(tmp.path(), 40);
+    let tokenizer = trained_tokenizer(tmp.path(), &corpus_path);
+    let config = tmp.path().join("tokenize.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[input]\npaths = [{:?}]\n\n[tokenize]\ntokenizer = {:?}\noutput = {:?}\noverwrite = true\nvalidation_fraction = 0.2\n\n[tokenize.shuffle]\nseed = 1\nbuckets = 200\n",
+            corpus_path.display().to_string(),
+            tokenizer.display().to_string(),
+            tmp.path().join("out").display().to_string(),
+        ),
+    )
+    .expect("write config");
+    // 200 buckets, two splits: 656 files with the margin, over a soft limit of 64.
+    let under = |limits: &str| {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("{limits}; exec \"$0\" tokenize \"$1\""))
+            .arg(env!("CARGO_BIN_EXE_pipeline"))
+            .arg(&config)
+            .output()
+            .expect("run pipeline tokenize")
+    };
+    let hard = std::process::Command::new("bash")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .expect("ulimit");
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
+    assert!(
+        hard == "unlimited" || hard.parse::<u64>().expect("a number") >= 656,
+        "this test needs a hard limit of at least 656 open files, not {hard}"
+    );
+    let raised = under("ulimit -Sn 64");
+    assert!(
+        raised.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raised.stderr)
+    );
+    assert!(tmp.path().join("out/train/manifest.json").exists());
+    let refused = under("ulimit -n 64");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("tokenize.shuffle.buckets = 200") && err.contains("at most 64"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_vocabulary_over_65536_uses_u32_ids() {
     let tmp = tempfile::tempdir().expect("tempdir");

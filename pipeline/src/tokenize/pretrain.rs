@@ -246,6 +246,7 @@ impl Sink {
             ));
         };
         format::prepare_dataset_dir(dir, options.overwrite)?;
+        super::shuffle::allow_open_files(shuffle.buckets)?;
         let tmp = dir.join(".shuffle");
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let paths: Vec<PathBuf> = (0..shuffle.buckets)

@@ -50,6 +50,37 @@ pub(super) fn shuffle_bucket(docs: &mut [(u32, Encoded)], seed: u64) {
     });
 }
 
+/// Makes room for the bucket files: up to two sets of `buckets` open at once (the training
+/// and validation splits of a one-process run). The soft limit on open files is raised
+/// toward the hard one when it is lower than they need (Linux's usual soft limit of 1,024 is
+/// under a crawl's bucket count, the hard one rarely), else a clear error.
+pub(super) fn allow_open_files(buckets: usize) -> Result<()> {
+    let needed = 2 * buckets as u64 + 256;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 || limit.rlim_cur >= needed
+    {
+        return Ok(());
+    }
+    ensure!(
+        limit.rlim_max >= needed,
+        "tokenize.shuffle.buckets = {buckets} keeps up to {needed} files open, and this process may open at most {} (`ulimit -Hn`): use fewer buckets or raise the limit",
+        limit.rlim_max
+    );
+    limit.rlim_cur = needed;
+    // SAFETY: setrlimit reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        bail!(
+            "raising the open files limit to {needed} for {buckets} shuffle buckets: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
 /// The pack tokenize task `task` writes its training documents to.
 pub(super) fn pack_path(output: &Path, task: TaskSlice) -> PathBuf {
     output.join(format!(
@@ -70,6 +101,7 @@ pub(super) struct TaskBuckets {
 impl TaskBuckets {
     /// Bucket files in `dir` (emptied first: a killed attempt's are not trusted).
     pub(super) fn create(dir: &Path, buckets: usize, seed: u64) -> Result<Self> {
+        allow_open_files(buckets)?;
         std::fs::remove_dir_all(dir).ok();
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let files = (0..buckets)
