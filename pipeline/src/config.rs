@@ -127,7 +127,40 @@ impl PipelineConfig {
         ensure!(self.dedup.run_entries > 0, "dedup.run_entries must be > 0");
         if let Some(t) = &self.tokenize {
             t.check()?;
+            // Both keep a split run's task markers in `tasks/`, under the same names.
+            ensure!(
+                t.output != self.output.dir,
+                "tokenize.output is output.dir ({}): give the dataset a directory of its own (e.g. {}/dataset)",
+                self.output.dir.display(),
+                self.output.dir.display()
+            );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dataset_in_the_run_directory_is_refused() {
+        let text = |dataset: &str| {
+            format!(
+                "[input]\npaths = [\"in.jsonl\"]\n[output]\ndir = \"runs/x\"\n[tokenize]\ntokenizer = \"t.json\"\noutput = \"{dataset}\"\n"
+            )
+        };
+        let config =
+            |dataset: &str| -> PipelineConfig { toml::from_str(&text(dataset)).expect("parses") };
+        let err = config("runs/x")
+            .check()
+            .expect_err("the run's own directory");
+        assert!(
+            err.to_string().contains("tokenize.output is output.dir"),
+            "{err}"
+        );
+        config("runs/x/dataset")
+            .check()
+            .expect("a directory of its own");
     }
 }

@@ -80,6 +80,17 @@ fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
                 (split.tokens, split.documents, split.input_bytes),
                 (summary.tokens, summary.documents, summary.input_bytes)
             );
+            assert!(!out.join("work").exists(), "the work files are removed");
+            if n == 3 {
+                // Run again (or after a finish stopped while removing the work files, here
+                // one put back): the dataset is written, so only the work files go.
+                std::fs::create_dir_all(out.join("work")).expect("mkdir");
+                std::fs::write(out.join("work/encoded-00001.bin"), b"left").expect("write");
+                let again = tokenize_finish(&input, &options(out.clone()), n).expect("again");
+                assert_eq!(again.tokens, split.tokens);
+                assert!(!out.join("work").exists(), "the work files are removed");
+                assert_same(&outputs(&out), &expected, "a finish run twice");
+            }
         }
     }
     // The finish step names the tasks that have not run; with a shuffle, so do the shards

@@ -230,17 +230,49 @@ fn encode_files(
     Ok((summary, written))
 }
 
-/// The finish step: every task's marker, then the dataset from every input's encoded
-/// documents in input order, as the one-process run writes it; the encoded files are removed.
+/// The finish step: every task's marker, then the validation split from every input's
+/// encoded documents in input order and the manifests, as the one-process run writes them;
+/// then its own marker (`tasks/finish-00000-of-00001.json`), and the work files are removed.
 pub fn tokenize_finish(
     input: &InputConfig,
     options: &TokenizeOptions,
     tasks: usize,
 ) -> Result<TokenizeSummary> {
     check(options)?;
-    if is_remote(input, options) {
-        return remote_finish(input, options, tasks);
+    let config = resolved(input, options);
+    // Written once the dataset is complete, before the work files go: a finish stopped
+    // while removing them (or run again) finds the dataset written and only removes them.
+    let marker = options.output.join(TaskSlice::new(0, 1)?.marker("finish"));
+    if storage::exists(&marker)? {
+        tracing::info!("{} exists: the dataset is written", marker.display());
+        let done = read_done(&marker, &config)?;
+        let files = expand_inputs(&input.paths, input.reader.format)?.len();
+        remove_work(options, files, tasks)?;
+        return Ok(done.summary);
     }
+    let (summary, files) = if is_remote(input, options) {
+        remote_finish(input, options, tasks)?
+    } else {
+        local_finish(input, options, tasks)?
+    };
+    let done = TokenizeDone {
+        config,
+        summary,
+        shards: Vec::new(),
+        buckets: Vec::new(),
+    };
+    storage::write_small(&marker, &serde_json::to_vec_pretty(&done)?)?;
+    remove_work(options, files, tasks)?;
+    Ok(done.summary)
+}
+
+/// The finish of a local run: the dataset written; returns its summary and the number of
+/// inputs.
+fn local_finish(
+    input: &InputConfig,
+    options: &TokenizeOptions,
+    tasks: usize,
+) -> Result<(TokenizeSummary, usize)> {
     let tasks_done = read_markers(input, options, tasks)?;
     let files = expand_inputs(&input.paths, input.reader.format)?.len();
     let feed = |send: &mut dyn FnMut(Vec<Encoded>) -> Result<()>| {
@@ -257,8 +289,7 @@ pub fn tokenize_finish(
         &config,
         &tasks_done,
     )?;
-    remove_work(options, files, tasks)?;
-    Ok(tasks_done.add_to(summary))
+    Ok((tasks_done.add_to(summary), files))
 }
 
 /// What the tasks' markers say together.
@@ -494,7 +525,7 @@ fn remote_finish(
     input: &InputConfig,
     options: &TokenizeOptions,
     tasks: usize,
-) -> Result<TokenizeSummary> {
+) -> Result<(TokenizeSummary, usize)> {
     let remote_output = storage::is_remote_path(&options.output);
     let manifest = options.output.join("train/manifest.json");
     if remote_output && !options.overwrite && storage::exists(&manifest)? {
@@ -542,7 +573,6 @@ fn remote_finish(
         let url = options.output.to_string_lossy();
         storage::upload_dir(&local.output, &url, &["work", "tasks"], &["manifest.json"])?;
     }
-    remove_work(options, files, tasks)?;
     std::fs::remove_dir_all(&scratch).ok();
-    Ok(tasks_done.add_to(summary))
+    Ok((tasks_done.add_to(summary), files))
 }
