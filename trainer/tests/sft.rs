@@ -326,10 +326,16 @@ fn losses_from_the_target_cells_logits_equal_those_from_the_full_logits() {
         value.sum(Kind::Float).backward();
         (value.detach(), grads(&lm))
     };
+    // Equal up to float32 rounding, relative to the values: the summed losses are ~76, where
+    // the two routes' summation orders differ by ~1.5e-5 (2e-7 of it) on some CPUs.
+    let close = |x: &Tensor, y: &Tensor| {
+        let scale = f64::try_from(x.abs().max()).expect("scalar").max(1.0);
+        max_abs_diff(x, y) / scale
+    };
     let same = |what: &str, (v1, g1): (Tensor, Vec<Tensor>), (v2, g2): (Tensor, Vec<Tensor>)| {
-        assert!(max_abs_diff(&v1, &v2) < 1e-5, "{what}: {v1} against {v2}");
+        assert!(close(&v1, &v2) < 1e-5, "{what}: {v1} against {v2}");
         for (x, y) in g1.iter().zip(&g2) {
-            assert!(max_abs_diff(x, y) < 1e-5, "{what}: gradients differ");
+            assert!(close(x, y) < 1e-5, "{what}: gradients differ");
         }
         assert!(
             g1.iter()
