@@ -298,7 +298,7 @@ pub fn shards_task(
         shards,
         buckets: Vec::new(),
     };
-    storage::write_marker(&marker, &serde_json::to_vec_pretty(&done)?)?;
+    done.claim(&marker)?;
     if remote {
         std::fs::remove_dir_all(&scratch).ok();
     }

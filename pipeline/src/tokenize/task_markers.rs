@@ -27,6 +27,14 @@ pub(super) struct TokenizeDone {
     pub(super) buckets: Vec<[u64; 2]>,
 }
 
+impl TokenizeDone {
+    /// Writes the marker `marker` (a conditional create on object storage: of two tasks
+    /// given one index, one claims it).
+    pub(super) fn claim(&self, marker: &Path) -> Result<()> {
+        storage::write_marker(marker, &serde_json::to_vec_pretty(self)?)
+    }
+}
+
 pub(super) fn resolved(input: &InputConfig, options: &TokenizeOptions) -> serde_json::Value {
     serde_json::json!({"input": input, "tokenize": options})
 }

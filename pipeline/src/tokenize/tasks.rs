@@ -119,8 +119,7 @@ fn write_done(
         shards: train.shards,
         buckets: train.buckets,
     };
-    let marker = options.output.join(task.marker("tokenize"));
-    storage::write_marker(&marker, &serde_json::to_vec_pretty(&done)?)
+    done.claim(&options.output.join(task.marker("tokenize")))
 }
 
 /// Where a task's training documents go: without a shuffle its parts' shards, with one its
@@ -251,9 +250,9 @@ pub fn tokenize_finish(
         return Ok(done.summary);
     }
     let (summary, files) = if is_remote(input, options) {
-        remote_finish(input, options, tasks)?
+        remote_finish(input, options, tasks, &config)?
     } else {
-        local_finish(input, options, tasks)?
+        local_finish(input, options, tasks, &config)?
     };
     let done = TokenizeDone {
         config,
@@ -266,12 +265,13 @@ pub fn tokenize_finish(
     Ok(done.summary)
 }
 
-/// The finish of a local run: the dataset written; returns its summary and the number of
-/// inputs.
+/// The finish of a local run: the dataset written, with `config` (the resolved one) in its
+/// manifests; returns its summary and the number of inputs.
 fn local_finish(
     input: &InputConfig,
     options: &TokenizeOptions,
     tasks: usize,
+    config: &serde_json::Value,
 ) -> Result<(TokenizeSummary, usize)> {
     let tasks_done = read_markers(input, options, tasks)?;
     let files = expand_inputs(&input.paths, input.reader.format)?.len();
@@ -279,14 +279,13 @@ fn local_finish(
         (0..files)
             .try_for_each(|index| send(read_compressed_records(&encoded_path(options, index))?))
     };
-    let config = resolved(input, options);
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
-    let summary = write_dataset(options, &tokenizer, &config, feed)?;
+    let summary = write_dataset(options, &tokenizer, config, feed)?;
     write_train_manifest(
         options,
         &tokenizer.spec,
         &options.output,
-        &config,
+        config,
         &tasks_done,
     )?;
     Ok((tasks_done.add_to(summary), files))
@@ -520,11 +519,13 @@ fn remote_task(
     Ok(summary)
 }
 
-/// The finish step of a split tokenize run with something remote.
+/// The finish step of a split tokenize run with something remote (`config` as in
+/// `local_finish`).
 fn remote_finish(
     input: &InputConfig,
     options: &TokenizeOptions,
     tasks: usize,
+    config: &serde_json::Value,
 ) -> Result<(TokenizeSummary, usize)> {
     let remote_output = storage::is_remote_path(&options.output);
     let manifest = options.output.join("train/manifest.json");
@@ -559,14 +560,13 @@ fn remote_finish(
         })
         .map(drop)
     };
-    let config = resolved(input, options);
     let tokenizer = LoadedTokenizer::load(&local.tokenizer)?;
-    let summary = write_dataset(&local, &tokenizer, &config, feed)?;
+    let summary = write_dataset(&local, &tokenizer, config, feed)?;
     write_train_manifest(
         options,
         &tokenizer.spec,
         &local.output,
-        &config,
+        config,
         &tasks_done,
     )?;
     if remote_output {
