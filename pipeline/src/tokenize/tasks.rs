@@ -56,7 +56,10 @@ pub fn tokenize_task(
     }
     let owned = owned_files(input, options, task)?;
     clear_old_dataset(options)?;
-    let (summary, train) = encode_files(input, &owned.files, options, task, &owned.part_of)?;
+    // Every input is local here (`remote_task` takes the others).
+    let staging = options.output.join("work");
+    let (summary, train) =
+        encode_files(input, &owned.files, options, task, &owned.part_of, &staging)?;
     write_done(options, task, config, &summary, train)?;
     Ok(summary)
 }
@@ -139,7 +142,8 @@ struct TrainWritten {
     buckets: Vec<[u64; 2]>,
 }
 
-/// Encodes local `files` (number, path): their validation documents into
+/// Encodes `files` (number, path; remote ones fetched into `staging`): their validation
+/// documents into
 /// `encoded_path(options, number)`, their training documents into their parts' shards under
 /// `options.output/train` (no shuffle: `part_of` holds every input's part) or into task
 /// `task`'s shuffle pack. Returns the counts (documents and tokens of the training split)
@@ -150,6 +154,7 @@ fn encode_files(
     options: &TokenizeOptions,
     task: TaskSlice,
     part_of: &Option<Vec<usize>>,
+    staging: &Path,
 ) -> Result<(TokenizeSummary, TrainWritten)> {
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     let eos = tokenizer.eos()?;
@@ -173,7 +178,14 @@ fn encode_files(
         },
         (None, None) => bail!("a task without a shuffle needs its inputs' parts"),
     };
-    for (index, file) in files {
+    // Remote inputs are fetched up to FETCH_AHEAD past the one being encoded, each copy
+    // removed once encoded: the download overlaps the encoding, and the scratch disk holds a
+    // few inputs, not the task's share.
+    let fetch =
+        |(i, path): &(usize, PathBuf)| storage::stage_input(path, &staging.join(format!("{i:05}")));
+    storage::in_order_ahead(files, storage::FETCH_AHEAD, fetch, |(index, _), staged| {
+        let staged = staged?;
+        let file = staged.path();
         if let TrainTo::Parts { sink, part_of } = &mut train {
             sink.start(part_of[*index])?;
         }
@@ -214,7 +226,8 @@ fn encode_files(
             .with_context(|| format!("writing {}", partial.display()))?;
         std::fs::rename(&partial, &path)
             .with_context(|| format!("renaming {}", partial.display()))?;
-    }
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
     summary.encode_seconds = started.elapsed().as_secs_f64();
     let written = match train {
         TrainTo::Parts { sink, .. } => TrainWritten {
@@ -496,11 +509,16 @@ fn remote_task(
     let local = localized(options, &scratch)?;
     let owned = owned_files(input, options, task)?;
     clear_old_dataset(options)?;
-    let staged = storage::fetch_all(&owned.files, &scratch.join("inputs"))?;
-    let files: Vec<(usize, PathBuf)> = owned.files.iter().map(|(i, _)| *i).zip(staged).collect();
-    let (summary, train) = encode_files(input, &files, &local, task, &owned.part_of)?;
+    let (summary, train) = encode_files(
+        input,
+        &owned.files,
+        &local,
+        task,
+        &owned.part_of,
+        &scratch.join("inputs"),
+    )?;
     if storage::is_remote_path(&options.output) {
-        for (index, _) in &files {
+        for (index, _) in &owned.files {
             let url = encoded_path(options, *index);
             RemoteObject::parse(&url.to_string_lossy())?.upload(&encoded_path(&local, *index))?;
         }
@@ -562,13 +580,7 @@ fn remote_finish(
     };
     let tokenizer = LoadedTokenizer::load(&local.tokenizer)?;
     let summary = write_dataset(&local, &tokenizer, config, feed)?;
-    write_train_manifest(
-        options,
-        &tokenizer.spec,
-        &local.output,
-        config,
-        &tasks_done,
-    )?;
+    write_train_manifest(options, &tokenizer.spec, &local.output, config, &tasks_done)?;
     if remote_output {
         let url = options.output.to_string_lossy();
         storage::upload_dir(&local.output, &url, &["work", "tasks"], &["manifest.json"])?;
