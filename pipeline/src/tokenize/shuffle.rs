@@ -246,6 +246,13 @@ pub fn shards_task(
         ranges.push(done.buckets);
     }
     let owned: Vec<usize> = (0..shuffle.buckets).filter(|&b| task.owns(b)).collect();
+    if owned.is_empty() {
+        tracing::warn!(
+            "shards task {} of {n} has no bucket to write: tokenize.shuffle.buckets ({}) is under the number of tasks",
+            task.index(),
+            shuffle.buckets
+        );
+    }
     let remote = is_remote(input, options);
     let scratch = scratch(options, &task.marker("shards"));
     let local = if remote {
