@@ -69,18 +69,6 @@ pub fn stage_input(path: &Path, dir: &Path) -> Result<StagedInput> {
     })
 }
 
-/// Fetches each `(number, path)` of `inputs` into `dir/NNNNN/` ([`FETCH_AHEAD`] at once),
-/// for a task that reads them all before it starts; their local paths, in order.
-pub fn fetch_all(inputs: &[(usize, PathBuf)], dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut staged = Vec::with_capacity(inputs.len());
-    let fetch = |(i, path): &(usize, PathBuf)| fetch_input(path, &dir.join(format!("{i:05}")));
-    in_order_ahead(inputs, FETCH_AHEAD, fetch, |_, fetched| {
-        staged.push(fetched?);
-        Ok(ControlFlow::Continue(()))
-    })?;
-    Ok(staged)
-}
-
 /// An input readable at [`StagedInput::path`]; a fetched copy is removed on drop, so an
 /// input fetched ahead and never processed (the task failed first) leaves no copy behind.
 #[derive(Debug)]

@@ -20,6 +20,7 @@ use super::LoadedTokenizer;
 use super::encoded::{Encoded, encode, read_records, write_record};
 use crate::document::Document;
 use crate::readers::{InputConfig, expand_inputs, read_in_batches};
+use crate::storage;
 
 /// How to tokenize; the `[tokenize]` table of a config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -418,6 +419,8 @@ pub fn tokenize(
     let tokenizer = LoadedTokenizer::load(&options.tokenizer)?;
     let eos = tokenizer.eos()?;
     let files = expand_inputs(&input.paths, input.reader.format)?;
+    // Where remote inputs are fetched to, a few at a time.
+    let staging = storage::scratch_dir(&format!("tokenize-inputs#{}", options.output.display()));
     let resolved = serde_json::json!({"input": input, "tokenize": options});
     // Without a shuffle the training split is written in parts: each input's part.
     let part_of = match options.shuffle {
@@ -476,19 +479,36 @@ pub fn tokenize(
                 anyhow!("the shard writer stopped")
             })
         };
+        // Remote inputs are fetched up to FETCH_AHEAD past the one being read, each copy
+        // removed once read: the download overlaps the encoding.
+        let numbered: Vec<(usize, &PathBuf)> = files.iter().enumerate().collect();
+        let ahead = if files.iter().any(|f| storage::is_remote_path(f)) {
+            storage::FETCH_AHEAD
+        } else {
+            0
+        };
+        let fetch = |(i, file): &(usize, &PathBuf)| {
+            storage::stage_input(file, &staging.join(format!("{i:05}")))
+        };
         let mut read = || -> Result<()> {
-            for (index, file) in files.iter().enumerate() {
+            storage::in_order_ahead(&numbered, ahead, fetch, |(index, _), staged| {
+                let staged = staged?;
                 if let Some(part_of) = &part_of {
                     sender
-                        .send(ToWriter::Part(part_of[index]))
+                        .send(ToWriter::Part(part_of[*index]))
                         .map_err(|_| anyhow!("the shard writer stopped"))?;
                 }
-                let seen =
-                    read_in_batches(file, &input.reader, options.batch_size, &mut encode_batch)?;
+                let seen = read_in_batches(
+                    staged.path(),
+                    &input.reader,
+                    options.batch_size,
+                    &mut encode_batch,
+                )?;
                 issues.extend(seen.issues.iter().map(ToString::to_string));
                 bar.inc(1);
-            }
-            Ok(())
+                Ok(std::ops::ControlFlow::Continue(()))
+            })
+            .map(drop)
         };
         let read_result = read();
         if read_result.is_ok() {
@@ -507,6 +527,7 @@ pub fn tokenize(
         }
     })?;
     bar.finish_and_clear();
+    std::fs::remove_dir_all(&staging).ok();
     summary.issues = issues;
     summary.input_bytes = input_bytes;
     summary.encode_seconds = started.elapsed().as_secs_f64();

@@ -1,14 +1,15 @@
 //! `pipeline tokenize` with inputs, tokenizer or output dataset in object storage: remote
-//! inputs are fetched (large ranged reads) into a scratch directory, the dataset is written
-//! there, then uploaded with every `manifest.json` last, so a reader that finds a manifest
-//! finds all its shards. With `[tokenize.train]` and an `s3://` tokenizer, the tokenizer is
-//! trained on the staged inputs and uploaded there before encoding.
+//! inputs are fetched a few ahead of the one being encoded (`pretrain::tokenize`), a remote
+//! dataset is written in a scratch directory, then uploaded with every `manifest.json` last,
+//! so a reader that finds a manifest finds all its shards. With `[tokenize.train]` and an
+//! `s3://` tokenizer, the tokenizer is trained on the inputs and uploaded there before
+//! encoding.
 
 use anyhow::{Result, bail};
 
 use super::pretrain::{TokenizeOptions, TokenizeSummary, tokenize};
 use super::train::train_tokenizer;
-use crate::readers::{InputConfig, expand_inputs};
+use crate::readers::InputConfig;
 use crate::storage;
 
 /// `tokenize`, for local or `s3://` inputs, tokenizer and output.
@@ -35,25 +36,11 @@ pub fn tokenize_anywhere(
         options.output.display(),
         input.paths.join(",")
     ));
-    let mut local_input = input.clone();
-    if remote_inputs {
-        let files: Vec<_> = expand_inputs(&input.paths, input.reader.format)?
-            .into_iter()
-            .enumerate()
-            .collect();
-        local_input.paths = storage::fetch_all(&files, &scratch.join("inputs"))?
-            .iter()
-            .map(|staged| staged.display().to_string())
-            .collect();
-    }
     let mut local = options.clone();
     if remote_tokenizer {
         if let Some(train) = &options.train {
-            // Trained on the staged inputs and uploaded, then fetched like a given one.
-            train_tokenizer(
-                &train.config(&local_input, &options.tokenizer),
-                show_progress,
-            )?;
+            // Trained on the inputs and uploaded, then fetched like a given one.
+            train_tokenizer(&train.config(input, &options.tokenizer), show_progress)?;
             local.train = None;
         }
         local.tokenizer = storage::fetch_input(&options.tokenizer, &scratch.join("tokenizer"))?;
@@ -61,7 +48,7 @@ pub fn tokenize_anywhere(
     if remote_output {
         local.output = scratch.join("out");
     }
-    let summary = tokenize(&local_input, &local, show_progress)?;
+    let summary = tokenize(input, &local, show_progress)?;
     if remote_output {
         storage::upload_dir(
             &local.output,
