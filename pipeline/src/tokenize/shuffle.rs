@@ -275,29 +275,34 @@ pub fn shards_task(
         })
         .collect::<Result<Vec<_>>>()?;
     let tokenizer = LoadedTokenizer::load(&local.tokenizer)?;
-    let mut sink = PartSink::new(
-        &local.output.join("train"),
-        tokenizer.spec.clone(),
-        options.max_shard_tokens,
-    );
+    let mut shards = Vec::new();
     for &b in &owned {
         let mut docs = Vec::new();
         for piece in &pieces {
             docs.extend(piece.bucket(b)?);
         }
         shuffle_bucket(&mut docs, shuffle.seed);
+        let mut sink = PartSink::new(
+            &local.output.join("train"),
+            tokenizer.spec.clone(),
+            options.max_shard_tokens,
+        );
         sink.start(b)?;
         for (_, doc) in &docs {
             sink.push(doc)?;
         }
-    }
-    let shards = sink.finish()?;
-    if storage::is_remote_path(&options.output) {
-        for shard in &shards {
-            let url = options.output.join("train").join(&shard.file);
-            RemoteObject::parse(&url.to_string_lossy())?
-                .upload(&local.output.join("train").join(&shard.file))?;
+        let written = sink.finish()?;
+        // A remote dataset's shards go up bucket by bucket, each local copy removed after:
+        // the scratch disk holds one bucket's shards, not the task's share.
+        if storage::is_remote_path(&options.output) {
+            for shard in &written {
+                let copy = local.output.join("train").join(&shard.file);
+                let url = options.output.join("train").join(&shard.file);
+                RemoteObject::parse(&url.to_string_lossy())?.upload(&copy)?;
+                std::fs::remove_file(&copy).ok();
+            }
         }
+        shards.extend(written);
     }
     let done = TokenizeDone {
         config,
