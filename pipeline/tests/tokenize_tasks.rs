@@ -31,17 +31,16 @@ fn split_options(tokenizer: PathBuf, output: PathBuf, buckets: Option<usize>) ->
 }
 
 /// The tasks of a split run of `n`, last index first: tokenize, then with a shuffle shards.
-fn run_tasks(input: &InputConfig, options: &TokenizeOptions, n: usize) {
+fn run_tasks(input: &InputConfig, options: &TokenizeOptions, n: usize) -> anyhow::Result<()> {
     for task in (0..n).rev() {
-        let slice = TaskSlice::new(task, n).expect("slice");
-        tokenize_task(input, options, slice).expect("tokenize task");
+        tokenize_task(input, options, TaskSlice::new(task, n)?)?;
     }
     if options.shuffle.is_some() {
         for task in (0..n).rev() {
-            let slice = TaskSlice::new(task, n).expect("slice");
-            shards_task(input, options, slice).expect("shards task");
+            shards_task(input, options, TaskSlice::new(task, n)?)?;
         }
     }
+    Ok(())
 }
 
 #[test]
@@ -73,7 +72,7 @@ fn tokenize_tasks_give_the_one_process_dataset_for_1_3_and_8_tasks() {
         );
         for n in [1, 3, 8] {
             let out = dir.path().join(format!("split-{n}-{shuffle:?}"));
-            run_tasks(&input, &options(out.clone()), n);
+            run_tasks(&input, &options(out.clone()), n).expect("tasks");
             let split = tokenize_finish(&input, &options(out.clone()), n).expect("finish");
             assert_same(&outputs(&out), &expected, &format!("tokenize, {n} tasks"));
             assert_eq!(
@@ -166,7 +165,7 @@ fn tokenize_tasks_over_s3_give_the_local_dataset() {
         for n in [1, 3] {
             let out = format!("s3://{bucket}/dataset-{n}-{}", shuffle.is_some());
             let remote = options(PathBuf::from(&tokenizer_url), PathBuf::from(&out));
-            run_tasks(&input(&remote_paths), &remote, n);
+            run_tasks(&input(&remote_paths), &remote, n).expect("tasks");
             let pack = format!("{out}/work/shuffle-task-00000-of-{n:05}.bin");
             assert_eq!(
                 pipeline::storage::exists(Path::new(&pack)).expect("head"),
@@ -227,14 +226,7 @@ fn split_tokenize_refuses_an_existing_dataset_unless_overwrite_and_leaves_no_sta
             ..split_options(tokenizer.clone(), out.clone(), shuffle)
         };
         let split = |options: &TokenizeOptions| -> anyhow::Result<()> {
-            for task in 0..2 {
-                tokenize_task(&input, options, TaskSlice::new(task, 2)?)?;
-            }
-            if shuffle.is_some() {
-                for task in 0..2 {
-                    shards_task(&input, options, TaskSlice::new(task, 2)?)?;
-                }
-            }
+            run_tasks(&input, options, 2)?;
             tokenize_finish(&input, options, 2).map(drop)
         };
         split(&options(false)).expect("first run");
