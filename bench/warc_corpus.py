@@ -11,7 +11,15 @@ the document's paragraphs are its <article>. Every record is its
 own gzip member (as in Common Crawl), and the records are spread over FILES files of about
 equal size.
 
-    python3 bench/warc_corpus.py CORPUS.jsonl OUT_DIR FILES [MARKUP_RATIO]
+With --crawl-mix the corpus's documents are 12% of the pages, as the documents a crawl
+keeps are: RefinedWeb's pipeline (Penedo et al., 2023) removes almost 90% of Common Crawl's
+documents, about half of them on language. The other pages are generated beside each corpus
+document, as long as its prose: half of all pages in languages the default `langid.keep`
+drops (German, French, Spanish, Russian word salad), the rest (38%) low quality the default
+filters drop (a paragraph repeated, or a navigation list), each with its own text so that
+none is a duplicate of another.
+
+    python3 bench/warc_corpus.py CORPUS.jsonl OUT_DIR FILES [MARKUP_RATIO] [--crawl-mix]
 
 Prints the text bytes, the WARC bytes and their ratio.
 """
@@ -20,6 +28,7 @@ import gzip
 import html
 import json
 import os
+import random
 import re
 import sys
 import uuid
@@ -65,6 +74,60 @@ def page(shell, doc, ratio):
     return f"{markup}</body></html>".encode()
 
 
+# Common words of the languages a crawl holds beside the kept ones.
+FOREIGN = {
+    "deu": """der die und in den von zu das mit sich des auf für ist im dem nicht ein eine als auch es
+        an werden aus er hat dass sie nach wird bei einer um am sind noch wie einem über einen so zum
+        war haben nur oder aber vor zur bis mehr durch man sein wurde sei Stadt Haus Jahr Zeit Welt""",
+    "fra": """le de un être et à il avoir ne je son que se qui ce dans en du elle au pour pas que vous
+        par sur faire plus dire me on mon lui nous comme mais pouvoir avec tout y aller voir bien où
+        sans tu ou leur homme si deux mari moi vouloir te femme venir quand grand celui notre""",
+    "spa": """el la de que y a en un ser se no haber por con su para como estar tener le lo todo pero
+        más hacer o poder decir este ir otro ese si me ya ver porque dar cuando él muy sin vez mucho
+        saber qué sobre mi alguno mismo yo también hasta año dos querer entre así primero desde""",
+    "rus": """и в не на я быть он с что а по это она этот к но они мы как из у который то за свой
+        что весь год от так о для ты же все тот мочь вы человек такой его сказать только или ещё бы
+        себя один как уже до время если сам когда другой вот говорить наш мой знать стать при""",
+}
+
+
+def prose(rng, vocabulary):
+    """Paragraphs of sentences of random words, as long as bench/gen_corpus.py's English."""
+    paras = []
+    for _ in range(rng.randint(3, 9)):
+        sents = []
+        for _ in range(rng.randint(3, 7)):
+            s = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(8, 22)))
+            sents.append(s[0].upper() + s[1:] + ".")
+        paras.append(" ".join(sents))
+    return "\n\n".join(paras)
+
+
+def dropped_pages(rng, english):
+    """The pages generated beside one corpus document: on average 25/6 foreign ones and 19/6
+    low-quality ones (with the document: 12% corpus, 50% foreign, 38% low quality)."""
+    languages = sorted(FOREIGN)
+    words = {lang: FOREIGN[lang].split() for lang in languages}
+    foreign = low = 0.0
+    while True:
+        foreign += 25 / 6
+        low += 19 / 6
+        out = []
+        while foreign >= 1:
+            foreign -= 1
+            out.append(prose(rng, words[rng.choice(languages)]))
+        while low >= 1:
+            low -= 1
+            if rng.random() < 0.5:
+                para = prose(rng, english).split("\n\n")[0]
+                out.append("\n\n".join([para] * rng.randint(6, 12)))
+            else:
+                items = ["Home", "About us", "Contact", "Login", "Cart", "Privacy policy", "Search",
+                         "Terms", "Careers", "Blog", "Help", "Sitemap"]
+                out.append("\n".join(rng.choice(items) + f" {rng.randrange(10**6)}" for _ in range(rng.randint(20, 60))))
+        yield out
+
+
 def record(i, doc, body):
     http = (b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
@@ -78,12 +141,24 @@ def record(i, doc, body):
 
 
 def main():
-    corpus, out_dir, files = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    ratio = int(sys.argv[4]) if len(sys.argv) > 4 else 19
+    args = [a for a in sys.argv[1:] if a != "--crawl-mix"]
+    crawl_mix = len(args) < len(sys.argv) - 1
+    corpus, out_dir, files = args[0], args[1], int(args[2])
+    ratio = int(args[3]) if len(args) > 3 else 19
     os.makedirs(out_dir, exist_ok=True)
     shell = shells()
     with open(corpus, encoding="utf-8") as f:
         docs = [json.loads(line) for line in f]
+    if crawl_mix:
+        rng = random.Random(1)
+        english = sorted({w for d in docs[:200] for w in d["text"].split() if w.isascii() and w.isalpha()})
+        extra = dropped_pages(rng, english)
+        mixed = []
+        for doc in docs:
+            mixed.append(doc)
+            for k, text in enumerate(next(extra)):
+                mixed.append({"id": f"{doc['id']}-crawl-{k}", "text": text})
+        docs = mixed
     per = -(-len(docs) // files)
     text = warc = 0
     for n in range(files):
