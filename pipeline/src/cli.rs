@@ -35,7 +35,7 @@ pub enum Command {
         /// Which stage of a split run (--tasks N) this task runs: clean (read, filter, keys),
         /// with dedup pairs, (with min_similarity > 0) ship and check, components (one
         /// task), survivors, with [tokenize.train] tokenizer (one task), with [tokenize]
-        /// tokenize, then --finish.
+        /// tokenize, with [tokenize.shuffle] shards, then --finish.
         #[arg(long, value_enum, default_value = "clean")]
         stage: pipeline::clean::Stage,
         /// After every task of a split run (--tasks N): check their done markers, write
@@ -184,13 +184,15 @@ pub struct TokenizeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LaunchCommand {
-    /// Write sbatch scripts (one job array per stage: clean, and with dedup pairs, ship and
-    /// check (with similarity checks), components, survivors; then a one-task `finish`;
-    /// chained with --dependency=afterok) and submit them, or print them with --dry-run.
+    /// Write sbatch scripts (one job array per stage: clean; with dedup pairs, ship and check
+    /// (with similarity checks), a one-task components, survivors; with [tokenize.train] a
+    /// one-task tokenizer; with [tokenize] tokenize, and with [tokenize.shuffle] shards; then
+    /// a one-task `finish`; chained with --dependency=afterok) and submit them, or print them
+    /// with --dry-run.
     Slurm {
         /// The pipeline config.
         config: PathBuf,
-        /// Tasks the clean stage is split into.
+        /// Tasks each array stage is split into.
         #[arg(long)]
         tasks: usize,
         /// At most this many tasks at once (%K); 0 = no limit.

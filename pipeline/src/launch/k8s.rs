@@ -28,7 +28,7 @@ pub const CONFIG_IN_POD: &str = "/etc/jielong/config.toml";
 pub struct K8sLaunch {
     /// The pipeline config.
     pub config: PathBuf,
-    /// Tasks (pods) the clean stage is split into.
+    /// Tasks (pods) each indexed stage is split into.
     #[arg(long)]
     pub tasks: usize,
     /// At most this many pods of a stage at once (parallelism); 0 = all.
