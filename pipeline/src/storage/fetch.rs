@@ -151,6 +151,28 @@ pub fn in_order_ahead<I: Sync, T: Send>(
     })
 }
 
+/// Hands each `(number, path)` of `inputs` to `consume` in order, readable locally: a remote
+/// one fetched into `dir/NNNNN/` up to `ahead` past the one consumed ([`in_order_ahead`]),
+/// its copy removed once consumed; when every input is local they are read in place, one
+/// after the other on this thread. Stops at `consume`'s first error or `Break`.
+pub fn each_staged<P: AsRef<Path> + Sync>(
+    inputs: &[(usize, P)],
+    dir: &Path,
+    ahead: usize,
+    mut consume: impl FnMut(usize, &Path) -> Result<ControlFlow<()>>,
+) -> Result<()> {
+    let ahead = if inputs.iter().any(|(_, p)| is_remote_path(p.as_ref())) {
+        ahead
+    } else {
+        0
+    };
+    let fetch = |(i, path): &(usize, P)| stage_input(path.as_ref(), &dir.join(format!("{i:05}")));
+    in_order_ahead(inputs, ahead, fetch, |(i, _), staged| {
+        consume(*i, staged?.path())
+    })
+    .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

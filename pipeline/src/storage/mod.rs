@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 pub use fetch::{
-    FETCH_AHEAD, StagedInput, fetch_input, in_order_ahead, input_size, stage_input, staged_path,
+    FETCH_AHEAD, StagedInput, each_staged, fetch_input, in_order_ahead, input_size, stage_input,
+    staged_path,
 };
 pub use remote::{RemoteObject, Scheme};
 pub use stream::{RemoteStream, StreamFailure};

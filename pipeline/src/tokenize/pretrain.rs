@@ -482,33 +482,19 @@ pub fn tokenize(
         // Remote inputs are fetched up to FETCH_AHEAD past the one being read, each copy
         // removed once read: the download overlaps the encoding.
         let numbered: Vec<(usize, &PathBuf)> = files.iter().enumerate().collect();
-        let ahead = if files.iter().any(|f| storage::is_remote_path(f)) {
-            storage::FETCH_AHEAD
-        } else {
-            0
-        };
-        let fetch = |(i, file): &(usize, &PathBuf)| {
-            storage::stage_input(file, &staging.join(format!("{i:05}")))
-        };
         let mut read = || -> Result<()> {
-            storage::in_order_ahead(&numbered, ahead, fetch, |(index, _), staged| {
-                let staged = staged?;
+            storage::each_staged(&numbered, &staging, storage::FETCH_AHEAD, |index, file| {
                 if let Some(part_of) = &part_of {
                     sender
-                        .send(ToWriter::Part(part_of[*index]))
+                        .send(ToWriter::Part(part_of[index]))
                         .map_err(|_| anyhow!("the shard writer stopped"))?;
                 }
-                let seen = read_in_batches(
-                    staged.path(),
-                    &input.reader,
-                    options.batch_size,
-                    &mut encode_batch,
-                )?;
+                let seen =
+                    read_in_batches(file, &input.reader, options.batch_size, &mut encode_batch)?;
                 issues.extend(seen.issues.iter().map(ToString::to_string));
                 bar.inc(1);
                 Ok(std::ops::ControlFlow::Continue(()))
             })
-            .map(drop)
         };
         let read_result = read();
         if read_result.is_ok() {

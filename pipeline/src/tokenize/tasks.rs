@@ -181,15 +181,11 @@ fn encode_files(
     // Remote inputs are fetched up to FETCH_AHEAD past the one being encoded, each copy
     // removed once encoded: the download overlaps the encoding, and the scratch disk holds a
     // few inputs, not the task's share.
-    let fetch =
-        |(i, path): &(usize, PathBuf)| storage::stage_input(path, &staging.join(format!("{i:05}")));
-    storage::in_order_ahead(files, storage::FETCH_AHEAD, fetch, |(index, _), staged| {
-        let staged = staged?;
-        let file = staged.path();
+    storage::each_staged(files, staging, storage::FETCH_AHEAD, |index, file| {
         if let TrainTo::Parts { sink, part_of } = &mut train {
-            sink.start(part_of[*index])?;
+            sink.start(part_of[index])?;
         }
-        let path = encoded_path(options, *index);
+        let path = encoded_path(options, index);
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let partial = path.with_extension("partial");
@@ -212,7 +208,7 @@ fn encode_files(
                 summary.tokens += doc.tokens.len() as u64;
                 match &mut train {
                     TrainTo::Parts { sink, .. } => sink.push(doc)?,
-                    TrainTo::Buckets(buckets) => buckets.push(*index, doc)?,
+                    TrainTo::Buckets(buckets) => buckets.push(index, doc)?,
                 }
             }
             Ok(())

@@ -181,12 +181,8 @@ pub fn train_tokenizer(config: &TokenizerTrainConfig, show_progress: bool) -> Re
         // A remote input is fetched while the one before is read: one ahead, as reading may
         // stop at `max_bytes` (the copy of one fetched for nothing is removed when dropped).
         let files: Vec<(usize, PathBuf)> = files.into_iter().enumerate().collect();
-        let fetch = |(i, file): &(usize, PathBuf)| {
-            storage::stage_input(file, &fetch_to.join(format!("{i:05}")))
-        };
-        let ahead = usize::from(files.iter().any(|(_, f)| storage::is_remote_path(f)));
-        storage::in_order_ahead(&files, ahead, fetch, |_, staged| {
-            read_file(staged?.path(), &reader_options, &mut |event| {
+        storage::each_staged(&files, &fetch_to, 1, |_, file| {
+            read_file(file, &reader_options, &mut |event| {
                 if let ReadEvent::Document(doc) = event
                     && bytes < limit
                 {
